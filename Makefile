@@ -1,0 +1,77 @@
+# toex developer entry points. `make help` lists them.
+SHELL := /bin/bash
+UV ?= uv
+RUN := $(UV) run --frozen
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-16s %s\n", $$1, $$2}'
+
+.PHONY: install
+install: ## Install every workspace member and the dev tools into .venv
+	$(UV) sync --all-packages --frozen
+
+.PHONY: lock
+lock: ## Re-resolve dependencies into uv.lock
+	$(UV) lock
+
+.PHONY: up
+up: ## Start NATS, PostgreSQL, Keycloak and the services on loopback; load demo data
+	$(RUN) toex-devstack up
+
+.PHONY: down
+down: ## Stop everything `make up` started
+	$(RUN) toex-devstack down
+
+.PHONY: status
+status: ## Show what the local stack is running
+	$(RUN) toex-devstack status
+
+.PHONY: protos
+protos: ## Regenerate the Python stubs in libs/contracts from protos/
+	$(RUN) python tools/gen_protos.py
+
+.PHONY: check-protos
+check-protos: ## Fail if libs/contracts is stale against protos/
+	$(RUN) python tools/gen_protos.py --check
+
+.PHONY: buf
+buf: ## buf lint and buf breaking against main
+	cd protos && $(RUN) buf lint
+	$(RUN) python tools/buf_breaking.py
+
+.PHONY: fmt
+fmt: ## Format the code
+	$(RUN) ruff format .
+	$(RUN) ruff check --fix .
+
+.PHONY: lint
+lint: ## Format check and lint
+	$(RUN) ruff format --check .
+	$(RUN) ruff check .
+
+.PHONY: typecheck
+typecheck: ## mypy over libs, services and tools
+	$(RUN) mypy libs/common/src libs/cli/src services/*/src tools/devstack/src
+
+.PHONY: test-unit
+test-unit: ## Unit tests (fakes only)
+	$(RUN) pytest -q -m "not integration and not e2e" libs services tools
+
+.PHONY: test-integration
+test-integration: ## Integration tests against real PostgreSQL, nats-server and Keycloak
+	$(RUN) pytest -q -m integration libs services tools
+
+.PHONY: test-e2e
+test-e2e: ## End-to-end tests against the stack as users run it
+	$(RUN) pytest -q tests/e2e
+
+.PHONY: test
+test: lint typecheck check-protos buf ## Everything CI runs: checks and all test tiers
+	$(RUN) pytest -q -p no:cacheprovider libs services tools tests
+
+.PHONY: bench
+bench: ## Run the benchmarks (not part of `make test`); results go to bench/RESULTS.md
+	$(RUN) python -m bench

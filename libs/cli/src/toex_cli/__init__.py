@@ -1,0 +1,1 @@
+"""toex command line."""

@@ -1,0 +1,1 @@
+"""toex_common: the runtime shared by every toex service."""

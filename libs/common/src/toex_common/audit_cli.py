@@ -1,0 +1,63 @@
+"""`toex-audit`: operator commands for a service's audit log."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import click
+from sqlalchemy import select
+
+from toex_common.audit import verify
+from toex_common.db import audit_table, create_engine
+
+
+@click.group(help="Inspect and verify a service's tamper-evident audit log (DPA 2018 s62).")
+def main() -> None:
+    pass
+
+
+@main.command("verify", help="Recompute the hash chain; exit 1 if any entry was edited, deleted or inserted.")
+@click.option(
+    "--database-url", envvar="TOEX_DATABASE_URL", required=True, help="the service's database (asyncpg URL)"
+)
+def verify_command(database_url: str) -> None:
+    async def run() -> int:
+        engine = create_engine(database_url, pool_size=1, max_overflow=0)
+        try:
+            report = await verify(engine)
+        finally:
+            await engine.dispose()
+        if report.intact:
+            click.echo(f"audit log intact: {report.entries} entries verified")
+            return 0
+        click.echo(
+            f"audit log BROKEN: {len(report.problems)} problem(s) in {report.entries} entries", err=True
+        )
+        for problem in report.problems:
+            click.echo(f"  {problem}", err=True)
+        return 1
+
+    sys.exit(asyncio.run(run()))
+
+
+@main.command("tail", help="Print the newest entries as JSON lines.")
+@click.option(
+    "--database-url", envvar="TOEX_DATABASE_URL", required=True, help="the service's database (asyncpg URL)"
+)
+@click.option("--limit", default=20, show_default=True, help="how many entries")
+def tail_command(database_url: str, limit: int) -> None:
+    async def run() -> None:
+        engine = create_engine(database_url, pool_size=1, max_overflow=0)
+        try:
+            async with engine.connect() as conn:
+                rows = (
+                    await conn.execute(select(audit_table).order_by(audit_table.c.seq.desc()).limit(limit))
+                ).mappings()
+                for row in reversed(list(rows)):
+                    click.echo(json.dumps({k: v for k, v in row.items()}, default=str))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())

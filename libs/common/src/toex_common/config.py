@@ -1,0 +1,28 @@
+"""Settings from the environment, one object per service (prefix TOEX_)."""
+
+from __future__ import annotations
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """What every service needs. A service subclasses this for settings of its own."""
+
+    model_config = SettingsConfigDict(env_prefix="TOEX_", extra="ignore")
+
+    service_name: str = "toex"
+    database_url: str = "postgresql+asyncpg://toex:toex@127.0.0.1:5432/toex"
+    nats_url: str = "nats://127.0.0.1:4222"
+    oidc_issuer: str = "http://127.0.0.1:8080/realms/toex"
+    oidc_audience: str = "toex"
+    oidc_algorithms: tuple[str, ...] = ("RS256", "PS256", "ES256")
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = 0
+    grpc_grace_seconds: float = 10.0
+    service_client_id: str = ""
+    service_client_secret: str = ""
+    log_level: str = "INFO"
+    # "none", "console" or "otlp" (OTLP needs the exporter package installed).
+    otel_exporter: str = "none"
+    outbox_batch_size: int = 500
+    outbox_poll_seconds: float = 1.0

@@ -1,0 +1,135 @@
+"""PostgreSQL through SQLAlchemy 2.x (asyncio, asyncpg). One database per service.
+
+The platform tables every service carries (outbox, inbox, idempotency keys, audit log) are
+defined here and created by each service's first Alembic migration with
+`create_platform_schema()`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Identity,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+platform_metadata = MetaData()
+
+outbox_table = Table(
+    "outbox",
+    platform_metadata,
+    Column("seq", BigInteger, Identity(always=True), primary_key=True),
+    Column("event_id", String(64), nullable=False, unique=True),
+    Column("subject", Text, nullable=False),
+    Column("event_type", Text, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("headers", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("published_at", DateTime(timezone=True)),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("last_error", Text),
+)
+
+inbox_table = Table(
+    "inbox",
+    platform_metadata,
+    Column("consumer", String(128), nullable=False),
+    Column("event_id", String(64), nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("consumer", "event_id"),
+)
+
+idempotency_table = Table(
+    "idempotency_keys",
+    platform_metadata,
+    Column("scope", String(256), nullable=False),
+    Column("request_id", String(128), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("resource", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("scope", "request_id"),
+)
+
+audit_table = Table(
+    "audit_log",
+    platform_metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("actor_subject", Text, nullable=False),
+    Column("actor_username", Text, nullable=False),
+    Column("actor_roles", ARRAY(Text), nullable=False),
+    Column("actor_region", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("resources", ARRAY(Text), nullable=False),
+    Column("purpose", Text, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("peer", Text, nullable=False),
+    Column("previous_hash", String(64), nullable=False),
+    Column("entry_hash", String(64), nullable=False),
+)
+
+OUTBOX_CHANNEL = "toex_outbox"
+
+# The audit log is append-only: no update, delete or truncate, even by the service's own role.
+# A superuser could still disable the trigger; the hash chain is what detects that.
+_AUDIT_GUARD = [
+    """
+    CREATE OR REPLACE FUNCTION toex_audit_append_only() RETURNS trigger AS $$
+    BEGIN
+        RAISE EXCEPTION 'audit_log is append-only (% refused)', TG_OP;
+    END;
+    $$ LANGUAGE plpgsql
+    """,
+    """
+    CREATE TRIGGER audit_log_no_update_delete BEFORE UPDATE OR DELETE ON audit_log
+    FOR EACH ROW EXECUTE FUNCTION toex_audit_append_only()
+    """,
+    """
+    CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+    FOR EACH STATEMENT EXECUTE FUNCTION toex_audit_append_only()
+    """,
+    "CREATE INDEX outbox_unpublished ON outbox (seq) WHERE published_at IS NULL",
+]
+
+
+def create_platform_schema(op: Any) -> None:
+    """Call from a service's first migration: `create_platform_schema(op)`."""
+    bind = op.get_bind()
+    platform_metadata.create_all(bind)
+    for statement in _AUDIT_GUARD:
+        op.execute(statement)
+
+
+def drop_platform_schema(op: Any) -> None:
+    bind = op.get_bind()
+    op.execute("DROP TRIGGER IF EXISTS audit_log_no_update_delete ON audit_log")
+    op.execute("DROP TRIGGER IF EXISTS audit_log_no_truncate ON audit_log")
+    platform_metadata.drop_all(bind)
+    op.execute("DROP FUNCTION IF EXISTS toex_audit_append_only()")
+
+
+def create_engine(
+    url: str, *, pool_size: int = 20, max_overflow: int = 20, echo: bool = False
+) -> AsyncEngine:
+    return create_async_engine(
+        url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True, echo=echo
+    )
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[Any]:
+    return async_sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,188 @@
+"""The idempotent consumer base.
+
+For each message: in one transaction, claim the event id in the inbox (a duplicate hits the
+primary key and is acknowledged as done), run the handler, commit; only then acknowledge.
+A transient failure is `nak`ed with a growing delay; a permanent one, or one that keeps failing
+until the maximum deliveries, is copied to the dead-letter stream and `term`inated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from opentelemetry import trace
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from toex_common.db import inbox_table
+from toex_common.events.envelope import IncomingEvent, decode
+from toex_common.events.streams import DEAD_LETTER, ensure_stream
+from toex_common.telemetry import extract
+from toex_common.uow import SqlAlchemyUnitOfWork
+
+log = logging.getLogger(__name__)
+_tracer = trace.get_tracer(__name__)
+
+
+class TransientError(Exception):
+    """Worth trying again later (a dependency is down)."""
+
+
+class PermanentError(Exception):
+    """Will never succeed (malformed or impossible event): dead-letter it now."""
+
+
+class Outcome(enum.Enum):
+    PROCESSED = "processed"
+    DUPLICATE = "duplicate"
+    RETRY = "retry"
+    DEAD_LETTERED = "dead_lettered"
+
+
+Handler = Callable[[IncomingEvent, Any], Awaitable[None]]
+
+
+class IdempotentConsumer:
+    def __init__(
+        self,
+        *,
+        nc: Client,
+        js: JetStreamContext,
+        uow_factory: Callable[[], SqlAlchemyUnitOfWork],
+        name: str,
+        stream: str,
+        subjects: Sequence[str],
+        handler: Handler,
+        max_deliver: int = 5,
+        backoff_seconds: Sequence[float] = (1, 5, 30, 120),
+        batch: int = 64,
+        ack_wait_seconds: float = 30.0,
+        deliver_new_only: bool = False,
+    ) -> None:
+        self._nc = nc
+        self._js = js
+        self._uow_factory = uow_factory
+        self.name = name
+        self._stream = stream
+        self._subjects = list(subjects)
+        self._handler = handler
+        self._max_deliver = max_deliver
+        self._backoff = list(backoff_seconds)
+        self._batch = batch
+        self._ack_wait = ack_wait_seconds
+        self._deliver_new_only = deliver_new_only
+        self.counts: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
+
+    def consumer_config(self) -> ConsumerConfig:
+        config = ConsumerConfig(
+            durable_name=self.name,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self._ack_wait,
+            max_deliver=self._max_deliver,
+            max_ack_pending=max(1000, self._batch * 4),
+            deliver_policy=DeliverPolicy.NEW if self._deliver_new_only else DeliverPolicy.ALL,
+        )
+        if len(self._subjects) == 1:
+            config.filter_subject = self._subjects[0]
+        else:
+            config.filter_subjects = self._subjects
+        return config
+
+    async def setup(self) -> None:
+        await ensure_stream(self._js, DEAD_LETTER)
+        await self._js.add_consumer(self._stream, self.consumer_config())
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.setup()
+        subscription = await self._js.pull_subscribe_bind(durable=self.name, stream=self._stream)
+        try:
+            while not stop.is_set():
+                try:
+                    messages = await subscription.fetch(self._batch, timeout=1.0)
+                except (NatsTimeoutError, TimeoutError):
+                    continue
+                except Exception as exc:  # broker away: wait for the reconnect
+                    log.warning("consumer %s fetch failed: %s", self.name, exc)
+                    await asyncio.sleep(1.0)
+                    continue
+                for message in messages:
+                    await self.handle(message)
+        finally:
+            await subscription.unsubscribe()
+
+    async def handle(self, message: Msg) -> Outcome:
+        event = decode(message.subject, message.data, message.headers)
+        delivered = message.metadata.num_delivered if message.metadata else 1
+        outcome = Outcome.RETRY
+        with _tracer.start_as_current_span(
+            f"consume {event.event_type or message.subject}",
+            context=extract(event.headers),
+            kind=trace.SpanKind.CONSUMER,
+        ):
+            try:
+                if not event.event_id:
+                    raise PermanentError("event has no id (ce-id or Nats-Msg-Id header)")
+                outcome = await self._process(event)
+                await message.ack()
+            except PermanentError as exc:
+                outcome = await self._dead_letter(message, event, f"permanent: {exc}")
+            except Exception as exc:
+                if delivered >= self._max_deliver:
+                    outcome = await self._dead_letter(
+                        message, event, f"gave up after {delivered} deliveries: {exc!r}"
+                    )
+                else:
+                    delay = self._backoff[min(delivered - 1, len(self._backoff) - 1)]
+                    log.warning(
+                        "consumer %s: event %s failed (delivery %d), retry in %ss: %r",
+                        self.name,
+                        event.event_id,
+                        delivered,
+                        delay,
+                        exc,
+                    )
+                    await message.nak(delay=delay)
+                    outcome = Outcome.RETRY
+        self.counts[outcome] += 1
+        return outcome
+
+    async def _process(self, event: IncomingEvent) -> Outcome:
+        async with self._uow_factory() as uow:
+            claimed = await uow.session.execute(
+                pg_insert(inbox_table)
+                .values(consumer=self.name, event_id=event.event_id, subject=event.subject)
+                .on_conflict_do_nothing()
+                .returning(inbox_table.c.event_id)
+            )
+            if claimed.first() is None:
+                return Outcome.DUPLICATE
+            await self._handler(event, uow)
+            await uow.commit()
+            return Outcome.PROCESSED
+
+    async def _dead_letter(self, message: Msg, event: IncomingEvent, reason: str) -> Outcome:
+        region = (event.headers.get("toex-region") or "national").lower()
+        headers = {k: v for k, v in (message.headers or {}).items()}
+        headers.update(
+            {
+                "Nats-Msg-Id": f"{event.event_id or message.reply}:{self.name}",
+                "toex-dead-reason": reason[:1000],
+                "toex-dead-consumer": self.name,
+                "toex-original-subject": message.subject,
+            }
+        )
+        subject = f"toex.{region}.deadletter.{self.name}"
+        log.error(
+            "consumer %s: dead-lettering event %s to %s: %s", self.name, event.event_id, subject, reason
+        )
+        await self._js.publish(subject, message.data, headers=headers)
+        await message.term()
+        return Outcome.DEAD_LETTERED

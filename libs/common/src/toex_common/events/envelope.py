@@ -1,0 +1,131 @@
+"""Event envelopes: protobuf payload plus CloudEvents NATS-binding headers.
+
+Headers: Nats-Msg-Id (= event id, for JetStream de-duplication), ce-specversion, ce-id,
+ce-source, ce-type (the protobuf full name), ce-time, ce-subject (the resource), content-type,
+toex-region and toex-handling (the security label, fixed at creation), and W3C traceparent.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import descriptor_pool, message_factory
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from toex.type.v1 import security_pb2
+
+from toex_common.regions import Region
+from toex_common.telemetry import inject
+
+CONTENT_TYPE = "application/protobuf"
+HANDLING_NAMES = {security_pb2.HANDLING_CODE_P: "P", security_pb2.HANDLING_CODE_C: "C"}
+
+
+def subject_for(region: Region, domain: str, event_name: str) -> str:
+    return f"toex.{region.token}.{domain}.{event_name}"
+
+
+@dataclass(frozen=True)
+class EventEnvelope:
+    event_id: str
+    subject: str
+    event_type: str
+    payload: bytes
+    headers: dict[str, str]
+
+
+def build_event(
+    message: Message,
+    *,
+    domain: str,
+    source: str,
+    region: Region,
+    handling: int = security_pb2.HANDLING_CODE_C,
+    resource: str = "",
+    occurred_at: datetime | None = None,
+) -> EventEnvelope:
+    """Fill the event's id, time and label (when the message has those fields) and wrap it.
+
+    The label is set here, at creation, and never changed: consumers and the NATS account
+    permissions rely on the region in the subject matching the region in the payload.
+    """
+    event_id = str(uuid.uuid4())
+    when = occurred_at or datetime.now(UTC)
+    fields = message.DESCRIPTOR.fields_by_name
+    if "event_id" in fields:
+        target: Any = message
+        if not target.event_id:
+            target.event_id = event_id
+        event_id = target.event_id
+    if "occur_time" in fields:
+        stamp = Timestamp()
+        stamp.FromDatetime(when)
+        message.occur_time.CopyFrom(stamp)  # type: ignore[attr-defined]
+    if handling == security_pb2.HANDLING_CODE_UNSPECIFIED:
+        handling = security_pb2.HANDLING_CODE_C
+    if "label" in fields:
+        message.label.CopyFrom(  # type: ignore[attr-defined]
+            security_pb2.SecurityLabel(region=region.to_proto(), handling=handling)  # type: ignore[arg-type]
+        )
+    event_type = message.DESCRIPTOR.full_name
+    headers = {
+        "Nats-Msg-Id": event_id,
+        "ce-specversion": "1.0",
+        "ce-id": event_id,
+        "ce-source": source,
+        "ce-type": event_type,
+        "ce-time": when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "content-type": CONTENT_TYPE,
+        "toex-region": region.value,
+        "toex-handling": HANDLING_NAMES.get(handling, "C"),  # type: ignore[call-overload]
+    }
+    if resource:
+        headers["ce-subject"] = resource
+    inject(headers)
+    return EventEnvelope(
+        event_id=event_id,
+        subject=subject_for(region, domain, message.DESCRIPTOR.name),
+        event_type=event_type,
+        payload=message.SerializeToString(),
+        headers=headers,
+    )
+
+
+@dataclass(frozen=True)
+class IncomingEvent:
+    event_id: str
+    subject: str
+    event_type: str
+    headers: Mapping[str, str]
+    message: Message | None
+    raw: bytes
+
+    @property
+    def region(self) -> Region | None:
+        code = self.headers.get("toex-region")
+        return Region.parse(code) if code else None
+
+
+def message_class(event_type: str) -> type[Message] | None:
+    """Look up a generated class by full name. The module must have been imported."""
+    try:
+        descriptor = descriptor_pool.Default().FindMessageTypeByName(event_type)
+    except KeyError:
+        return None
+    return message_factory.GetMessageClass(descriptor)
+
+
+def decode(subject: str, data: bytes, headers: Mapping[str, str] | None) -> IncomingEvent:
+    headers = dict(headers or {})
+    event_type = headers.get("ce-type", "")
+    cls = message_class(event_type) if event_type else None
+    message: Any = None
+    if cls is not None:
+        message = cls()
+        message.ParseFromString(data)
+    event_id = headers.get("ce-id") or headers.get("Nats-Msg-Id") or ""
+    return IncomingEvent(event_id, subject, event_type, headers, message, data)

@@ -1,0 +1,168 @@
+"""The outbox relay: publishes committed outbox rows to JetStream until each is acknowledged.
+
+`Nats-Msg-Id` is the event id, so a publish retried after a lost acknowledgement is dropped
+by the stream's duplicate window. Rows are claimed with FOR UPDATE SKIP LOCKED, so several
+replicas can relay from one database. A failed publish is retried with backoff, forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+
+import asyncpg
+from nats.js import JetStreamContext
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from toex_common.db import OUTBOX_CHANNEL, outbox_table
+
+log = logging.getLogger(__name__)
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        js: JetStreamContext,
+        *,
+        batch_size: int = 500,
+        poll_seconds: float = 1.0,
+        publish_timeout: float = 5.0,
+        max_backoff_seconds: float = 15.0,
+        keep_published: timedelta = timedelta(days=7),
+    ) -> None:
+        self._engine = engine
+        self._js = js
+        self._batch = batch_size
+        self._poll = poll_seconds
+        self._timeout = publish_timeout
+        self._max_backoff = max_backoff_seconds
+        self._keep = keep_published
+        self._wake = asyncio.Event()
+        self.published = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        listener = await self._listen()
+        failures = 0
+        last_cleanup = 0.0
+        loop = asyncio.get_running_loop()
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                try:
+                    sent, failed = await self.relay_once()
+                except Exception:
+                    log.exception("outbox relay pass failed")
+                    sent, failed = 0, 1
+                if failed:
+                    failures += 1
+                    delay = min(self._max_backoff, 0.2 * 2 ** min(failures, 10))
+                    await _wait(stop, delay)
+                    continue
+                failures = 0
+                if sent >= self._batch:
+                    continue
+                if loop.time() - last_cleanup > 3600:
+                    last_cleanup = loop.time()
+                    await self.cleanup()
+                await _wait_any(stop, self._wake, self._poll)
+        finally:
+            if listener is not None:
+                with contextlib.suppress(Exception):
+                    await listener.close()
+
+    async def _listen(self) -> asyncpg.Connection | None:
+        url = self._engine.url.set(drivername="postgresql")
+        try:
+            conn = await asyncpg.connect(url.render_as_string(hide_password=False))
+            await conn.add_listener(OUTBOX_CHANNEL, lambda *_: self._wake.set())
+            return conn
+        except Exception as exc:  # polling still works without it
+            log.warning("outbox LISTEN unavailable, polling only: %s", exc)
+            return None
+
+    async def relay_once(self) -> tuple[int, int]:
+        """Publish one batch. Returns (published, failed)."""
+        async with self._engine.begin() as conn:
+            rows = (
+                await conn.execute(
+                    select(
+                        outbox_table.c.seq,
+                        outbox_table.c.subject,
+                        outbox_table.c.payload,
+                        outbox_table.c.headers,
+                    )
+                    .where(outbox_table.c.published_at.is_(None))
+                    .order_by(outbox_table.c.seq)
+                    .limit(self._batch)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            if not rows:
+                return 0, 0
+            results = await asyncio.gather(
+                *(
+                    self._js.publish(row.subject, row.payload, timeout=self._timeout, headers=row.headers)
+                    for row in rows
+                ),
+                return_exceptions=True,
+            )
+            ok = [
+                row.seq
+                for row, result in zip(rows, results, strict=True)
+                if not isinstance(result, BaseException)
+            ]
+            failed = [
+                (row.seq, repr(result))
+                for row, result in zip(rows, results, strict=True)
+                if isinstance(result, BaseException)
+            ]
+            if ok:
+                await conn.execute(
+                    update(outbox_table).where(outbox_table.c.seq.in_(ok)).values(published_at=func.now())
+                )
+            if failed:
+                await conn.execute(
+                    update(outbox_table)
+                    .where(outbox_table.c.seq.in_([seq for seq, _ in failed]))
+                    .values(attempts=outbox_table.c.attempts + 1, last_error=failed[0][1][:500])
+                )
+                log.warning(
+                    "outbox: %d of %d publishes failed (%s); will retry", len(failed), len(rows), failed[0][1]
+                )
+        self.published += len(ok)
+        return len(ok), len(failed)
+
+    async def cleanup(self) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                delete(outbox_table).where(
+                    outbox_table.c.published_at.is_not(None),
+                    outbox_table.c.published_at < func.now() - self._keep,
+                )
+            )
+
+
+async def pending(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        result = await conn.execute(
+            select(func.count()).select_from(outbox_table).where(outbox_table.c.published_at.is_(None))
+        )
+        return int(result.scalar_one())
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

@@ -1,0 +1,53 @@
+"""JetStream stream definitions. Each service ensures its own stream at start."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    subjects: tuple[str, ...]
+    # How long JetStream remembers Nats-Msg-Id values to drop re-published duplicates.
+    duplicate_window_seconds: float = 600.0
+    max_age_seconds: float = 0.0  # 0 = keep forever
+    replicas: int = 1
+
+    @classmethod
+    def for_domain(cls, name: str, domain: str, **kwargs: float) -> StreamSpec:
+        return cls(name=name, subjects=(f"toex.*.{domain}.>",), **kwargs)  # type: ignore[arg-type]
+
+    def config(self) -> StreamConfig:
+        return StreamConfig(
+            name=self.name,
+            subjects=list(self.subjects),
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            discard=DiscardPolicy.OLD,
+            duplicate_window=self.duplicate_window_seconds,
+            max_age=self.max_age_seconds or None,
+            num_replicas=self.replicas,
+        )
+
+
+DEAD_LETTER = StreamSpec.for_domain("DEADLETTER", "deadletter")
+
+
+async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
+    try:
+        info = await js.stream_info(spec.name)
+    except NotFoundError:
+        await js.add_stream(spec.config())
+        log.info("created stream %s on %s", spec.name, ", ".join(spec.subjects))
+        return
+    if sorted(info.config.subjects or []) != sorted(spec.subjects):
+        await js.update_stream(spec.config())
+        log.info("updated stream %s subjects", spec.name)

@@ -1,0 +1,1 @@
+"""gRPC server bootstrap and the interceptors every service shares."""

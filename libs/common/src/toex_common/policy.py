@@ -1,0 +1,97 @@
+"""Method-level access rules: which roles may call a method at all, and whether a purpose
+must be stated. Per-resource region scope is decided by each service's own policy module
+with the helpers here, because it depends on the resource."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from toex_common.errors import FailedPrecondition, PermissionDenied
+from toex_common.principal import Principal, Role
+from toex_common.regions import Region
+
+PURPOSE_METADATA_KEY = "x-toex-purpose"
+MAX_PURPOSE_LENGTH = 200
+
+# Methods anyone may call without a token: Kubernetes probes and grpcurl discovery.
+PUBLIC_METHOD_PREFIXES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)
+
+
+class Access(enum.Enum):
+    READ = "read"
+    WRITE = "write"
+
+
+@dataclass(frozen=True)
+class MethodRule:
+    roles: frozenset[Role]
+    access: Access
+    # Reads of intelligence or personal data must say why (DPA 2018 s62).
+    purpose_required: bool = True
+
+    @classmethod
+    def read(cls, *roles: Role, purpose_required: bool = True) -> MethodRule:
+        return cls(frozenset(roles), Access.READ, purpose_required)
+
+    @classmethod
+    def write(cls, *roles: Role) -> MethodRule:
+        return cls(frozenset(roles), Access.WRITE, purpose_required=False)
+
+
+def is_public(method: str) -> bool:
+    return method.startswith(PUBLIC_METHOD_PREFIXES)
+
+
+class MethodPolicy:
+    """Deny by default: a method without a rule cannot be called."""
+
+    def __init__(self, rules: Mapping[str, MethodRule]) -> None:
+        self._rules = dict(rules)
+
+    def rule(self, method: str) -> MethodRule | None:
+        return self._rules.get(method)
+
+    def check(self, principal: Principal, method: str, purpose: str) -> MethodRule:
+        rule = self._rules.get(method)
+        if rule is None:
+            raise PermissionDenied(f"{method} is not open to any role")
+        if not principal.roles & rule.roles:
+            allowed = ", ".join(sorted(r.value for r in rule.roles))
+            raise PermissionDenied(f"{method.rsplit('/', 1)[-1]} needs one of the roles: {allowed}")
+        if rule.access is Access.READ and rule.purpose_required and not purpose:
+            raise FailedPrecondition(
+                "state the purpose of this read in the x-toex-purpose metadata "
+                "(an operation name or job reference)",
+                type="PURPOSE",
+                subject=PURPOSE_METADATA_KEY,
+                description="reads of intelligence must carry a purpose",
+            )
+        return rule
+
+
+def normalise_purpose(raw: str | None) -> str:
+    return " ".join((raw or "").split())[:MAX_PURPOSE_LENGTH]
+
+
+def sees_region(principal: Principal, region: Region) -> bool:
+    """National users see every region; everyone else sees their own."""
+    return principal.national or principal.region is region
+
+
+def rules_for(service: str, table: Mapping[str, MethodRule]) -> dict[str, MethodRule]:
+    """Expand short method names to the full `/package.Service/Method` form."""
+    return {f"/{service}/{name}": rule for name, rule in table.items()}
+
+
+def roles(*names: Role) -> frozenset[Role]:
+    return frozenset(names)
+
+
+def all_roles_except(excluded: Iterable[Role]) -> frozenset[Role]:
+    return frozenset(Role) - frozenset(excluded)

@@ -1,0 +1,1 @@
+"""Fakes and helpers for unit tests of toex services (no servers needed)."""

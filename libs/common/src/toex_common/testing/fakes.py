@@ -1,0 +1,75 @@
+"""Hand-written fakes of the platform ports, for unit tests."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from toex_common.audit import AuditEntry
+from toex_common.errors import InvalidArgument
+from toex_common.events.envelope import EventEnvelope
+from toex_common.principal import Principal, Role
+from toex_common.regions import Region
+
+
+class FakeAuditSink:
+    def __init__(self) -> None:
+        self.entries: list[AuditEntry] = []
+
+    async def record(self, entry: AuditEntry) -> None:
+        self.entries.append(entry)
+
+
+class FakeUnitOfWorkBase:
+    """Collects published events; `committed_events` holds those of committed work only."""
+
+    def __init__(self) -> None:
+        self._pending: list[EventEnvelope] = []
+        self.committed_events: list[EventEnvelope] = []
+        self.commits = 0
+        self._requests: dict[tuple[str, str], tuple[str, str]] = {}
+
+    async def __aenter__(self) -> Any:
+        self._pending = []
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.rollback()
+
+    def publish(self, event: EventEnvelope) -> None:
+        self._pending.append(event)
+
+    async def commit(self) -> None:
+        self.committed_events.extend(self._pending)
+        self._pending = []
+        self.commits += 1
+
+    async def rollback(self) -> None:
+        self._pending = []
+
+    async def recall_request(self, scope: str, request_id: str, fingerprint: str) -> str | None:
+        found = self._requests.get((scope, request_id))
+        if found is None:
+            return None
+        if found[0] != fingerprint:
+            raise InvalidArgument.field(
+                "request_id", "already used for a different request; use a new request_id"
+            )
+        return found[1]
+
+    async def remember_request(self, scope: str, request_id: str, fingerprint: str, resource: str) -> None:
+        self._requests.setdefault((scope, request_id), (fingerprint, resource))
+
+
+def principal(username: str, role: Role | str, region: Region | str | None = None) -> Principal:
+    """`principal("researcher.emsou", Role.RESEARCHER)`; region defaults to the name's suffix."""
+    role = Role(role)
+    region = Region.parse(region) if isinstance(region, str) else region
+    if region is None:
+        region = Region.parse(username.rsplit(".", 1)[-1])
+    return Principal(
+        subject=str(uuid.uuid5(uuid.NAMESPACE_URL, username)),
+        username=username,
+        region=region,
+        roles=frozenset({role}),
+    )

@@ -1,0 +1,70 @@
+"""`python -m toex_tasking migrate|serve|seed-demo`."""
+
+from __future__ import annotations
+
+import asyncio
+from importlib import resources
+from pathlib import Path
+
+import click
+from toex_common.logging import configure_logging
+from toex_common.migrations import upgrade
+from toex_common.telemetry import configure_tracing
+
+from toex_tasking.config import Settings
+
+
+def migrations_dir() -> Path:
+    """Inside an installed wheel the migrations ship in the package; in the source tree they
+    sit beside src/."""
+    packaged = Path(str(resources.files("toex_tasking"))) / "migrations"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "migrations"
+
+
+@click.group(help="The toex tasking service: intelligence jobs, their lifecycle and events.")
+def main() -> None:
+    pass
+
+
+@main.command(help="Apply database migrations (TOEX_DATABASE_URL) up to the newest.")
+def migrate() -> None:
+    settings = Settings()
+    configure_logging(settings.service_name, settings.log_level)
+    upgrade(settings.database_url, migrations_dir())
+    click.echo("tasking database is at the newest revision")
+
+
+@main.command(help="Serve gRPC on TOEX_GRPC_HOST:TOEX_GRPC_PORT until SIGTERM.")
+def serve() -> None:
+    from toex_tasking.bootstrap import serve as run
+
+    settings = Settings()
+    configure_logging(settings.service_name, settings.log_level)
+    configure_tracing(settings.service_name, settings.otel_exporter)
+    asyncio.run(run(settings))
+
+
+@main.command("seed-demo", help="Raise a few demo jobs (safe to repeat).")
+def seed_demo() -> None:
+    from toex_common.db import create_engine, session_factory
+
+    from toex_tasking.adapters.uow import SqlTaskingUnitOfWork
+    from toex_tasking.demo import demo_directory, seed
+    from toex_tasking.service_layer.handlers import Deps
+
+    settings = Settings()
+
+    async def run() -> list[str]:
+        engine = create_engine(settings.database_url, pool_size=2)
+        sessions = session_factory(engine)
+        try:
+            return await seed(Deps(uow=lambda: SqlTaskingUnitOfWork(sessions), directory=demo_directory()))  # type: ignore[arg-type,return-value]
+        finally:
+            await engine.dispose()
+
+    for name in asyncio.run(run()):
+        click.echo(f"demo job {name}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Commands: what callers ask the tasking service to do (imperative names)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from toex_common.principal import Principal
+from toex_common.regions import Region
+
+from toex_tasking.domain.model import Handling, JobState, JobType, Priority
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """A client-supplied request id and a fingerprint of the request it came with."""
+
+    request_id: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class CreateJob:
+    actor: Principal
+    region: Region
+    requesting_unit: str
+    requesting_officer: str
+    operation_name: str
+    job_type: JobType
+    priority: Priority
+    due_at: datetime
+    description: str
+    handling: Handling
+    subject_entity_ids: list[str] = field(default_factory=list)
+    idempotency: Idempotency | None = None
+
+
+@dataclass(frozen=True)
+class GetJob:
+    actor: Principal
+    region: Region
+    job_id: str
+
+
+@dataclass(frozen=True)
+class ListJobs:
+    actor: Principal
+    region: Region | None
+    states: frozenset[JobState]
+    assignee: str
+    due_before: datetime | None
+    page_size: int
+    after: tuple[datetime, str] | None
+
+
+@dataclass(frozen=True)
+class AssignJob:
+    actor: Principal
+    region: Region
+    job_id: str
+    assignees: list[str]
+    idempotency: Idempotency | None = None
+
+
+@dataclass(frozen=True)
+class ReassignJob:
+    actor: Principal
+    region: Region
+    job_id: str
+    assignee: str
+    reason: str
+    idempotency: Idempotency | None = None
+
+
+@dataclass(frozen=True)
+class UpdateJobStatus:
+    actor: Principal
+    region: Region
+    job_id: str
+    state: JobState
+    reason: str
+    product: str
+    idempotency: Idempotency | None = None
+
+
+@dataclass(frozen=True)
+class AddJobNote:
+    actor: Principal
+    region: Region
+    job_id: str
+    text: str
+    idempotency: Idempotency | None = None
+
+
+@dataclass(frozen=True)
+class RecordFeedback:
+    actor: Principal
+    region: Region
+    job_id: str
+    rating: int
+    comment: str
+    idempotency: Idempotency | None = None
+
+
+@dataclass(frozen=True)
+class GetRegionCapacity:
+    actor: Principal
+    region: Region
+
+
+@dataclass(frozen=True)
+class MarkOverdueJobs:
+    now: datetime
+    limit: int = 200

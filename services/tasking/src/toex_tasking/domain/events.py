@@ -1,0 +1,53 @@
+"""Domain events of the job aggregate (internal; see adapters/integration.py for the
+protobuf integration events they become)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from toex_tasking.domain.model import Assignee
+
+
+@dataclass(frozen=True)
+class JobCreated:
+    job: str
+
+
+@dataclass(frozen=True)
+class JobAssigned:
+    job: str
+    added: tuple[Assignee, ...]
+    by: str
+
+
+@dataclass(frozen=True)
+class JobReassigned:
+    job: str
+    previous: tuple[Assignee, ...]
+    assignee: Assignee
+    reason: str
+    by: str
+
+
+@dataclass(frozen=True)
+class JobStatusChanged:
+    job: str
+    previous: Any
+    state: Any
+    reason: str
+    by: str
+
+
+@dataclass(frozen=True)
+class JobOverdue:
+    job: str
+
+
+@dataclass(frozen=True)
+class FeedbackRecorded:
+    job: str
+
+
+DomainEvent = JobCreated | JobAssigned | JobReassigned | JobStatusChanged | JobOverdue | FeedbackRecorded

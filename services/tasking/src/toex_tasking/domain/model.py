@@ -1,0 +1,262 @@
+"""The job aggregate: an intelligence request and its lifecycle.
+
+RAISED -> ASSIGNED -> IN_PROGRESS -> DELIVERED -> CLOSED, with DECLINED (from RAISED or
+ASSIGNED) and CANCELLED (from any open state). Every change records a domain event; the
+service layer turns those into integration events.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from toex_common.errors import FailedPrecondition, InvalidArgument
+from toex_common.regions import Region
+
+from toex_tasking.domain import events
+
+
+class JobState(enum.StrEnum):
+    RAISED = "RAISED"
+    ASSIGNED = "ASSIGNED"
+    IN_PROGRESS = "IN_PROGRESS"
+    DELIVERED = "DELIVERED"
+    CLOSED = "CLOSED"
+    DECLINED = "DECLINED"
+    CANCELLED = "CANCELLED"
+
+
+OPEN_STATES = frozenset({JobState.RAISED, JobState.ASSIGNED, JobState.IN_PROGRESS})
+WORKING_STATES = frozenset({JobState.ASSIGNED, JobState.IN_PROGRESS})
+
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.RAISED: frozenset({JobState.ASSIGNED, JobState.DECLINED, JobState.CANCELLED}),
+    JobState.ASSIGNED: frozenset({JobState.IN_PROGRESS, JobState.DECLINED, JobState.CANCELLED}),
+    JobState.IN_PROGRESS: frozenset({JobState.DELIVERED, JobState.CANCELLED}),
+    JobState.DELIVERED: frozenset({JobState.CLOSED}),
+    JobState.CLOSED: frozenset(),
+    JobState.DECLINED: frozenset(),
+    JobState.CANCELLED: frozenset(),
+}
+
+
+class JobType(enum.StrEnum):
+    COMMS_ANALYSIS = "COMMS_ANALYSIS"
+    ANPR = "ANPR"
+    INTELLIGENCE_DEVELOPMENT = "INTELLIGENCE_DEVELOPMENT"
+    OPEN_SOURCE = "OPEN_SOURCE"
+    SYSTEMS_CHECKS = "SYSTEMS_CHECKS"
+    SAFEGUARDING = "SAFEGUARDING"
+
+
+class Priority(enum.StrEnum):
+    ROUTINE = "ROUTINE"
+    PRIORITY = "PRIORITY"
+    URGENT = "URGENT"
+
+
+class Handling(enum.StrEnum):
+    P = "P"
+    C = "C"
+
+
+@dataclass(frozen=True)
+class Assignee:
+    username: str
+    region: Region
+    assigned_at: datetime
+
+
+@dataclass(frozen=True)
+class Note:
+    id: str
+    author: str
+    text: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Feedback:
+    rating: int
+    comment: str
+    recorded_by: str
+    recorded_at: datetime
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def job_name(region: Region, job_id: str) -> str:
+    return f"regions/{region.value}/jobs/{job_id}"
+
+
+@dataclass
+class Job:
+    id: str
+    region: Region
+    requesting_unit: str
+    requesting_officer: str
+    operation_name: str
+    job_type: JobType
+    priority: Priority
+    due_at: datetime
+    description: str
+    handling: Handling
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    state: JobState = JobState.RAISED
+    assignees: list[Assignee] = field(default_factory=list)
+    subject_entity_ids: list[str] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
+    product: str = ""
+    feedback: Feedback | None = None
+    # The due time for which JobOverdue was last published (a new due time re-arms it).
+    overdue_notified_for: datetime | None = None
+    events: list[events.DomainEvent] = field(default_factory=list, repr=False, compare=False)
+    new_notes: list[Note] = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        return job_name(self.region, self.id)
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in OPEN_STATES
+
+    def is_overdue(self, now: datetime) -> bool:
+        return self.is_open and self.due_at < now
+
+    def assigned_to(self, username: str) -> bool:
+        return any(a.username == username for a in self.assignees)
+
+    @classmethod
+    def raise_job(
+        cls,
+        *,
+        region: Region,
+        requesting_unit: str,
+        requesting_officer: str,
+        operation_name: str,
+        job_type: JobType,
+        priority: Priority,
+        due_at: datetime,
+        description: str,
+        handling: Handling,
+        subject_entity_ids: list[str],
+        created_by: str,
+        now: datetime,
+        job_id: str | None = None,
+    ) -> Job:
+        job = cls(
+            id=job_id or new_job_id(),
+            region=region,
+            requesting_unit=requesting_unit,
+            requesting_officer=requesting_officer,
+            operation_name=operation_name,
+            job_type=job_type,
+            priority=priority,
+            due_at=due_at,
+            description=description,
+            handling=handling,
+            subject_entity_ids=list(dict.fromkeys(subject_entity_ids)),
+            created_by=created_by,
+            created_at=now,
+            updated_at=now,
+        )
+        job.events.append(events.JobCreated(job.name))
+        return job
+
+    def _move(self, to: JobState, *, by: str, reason: str, now: datetime) -> None:
+        if to not in TRANSITIONS[self.state]:
+            allowed = ", ".join(sorted(TRANSITIONS[self.state])) or "none (the job is finished)"
+            raise FailedPrecondition(
+                f"cannot move job from {self.state} to {to}; allowed next states: {allowed}",
+                type="STATE",
+                subject=self.name,
+                description=f"job is {self.state}",
+            )
+        previous = self.state
+        self.state = to
+        self.updated_at = now
+        self.events.append(events.JobStatusChanged(self.name, previous, to, reason, by))
+
+    def assign(self, researchers: list[tuple[str, Region]], *, by: str, now: datetime) -> None:
+        if self.state not in (JobState.RAISED, JobState.ASSIGNED, JobState.IN_PROGRESS):
+            raise FailedPrecondition(
+                f"cannot assign a job that is {self.state}", type="STATE", subject=self.name
+            )
+        added = [
+            Assignee(username, region, now)
+            for username, region in researchers
+            if not self.assigned_to(username)
+        ]
+        if not added:
+            return
+        self.assignees.extend(added)
+        self.updated_at = now
+        self.events.append(events.JobAssigned(self.name, tuple(added), by))
+        if self.state is JobState.RAISED:
+            self._move(JobState.ASSIGNED, by=by, reason="assigned", now=now)
+
+    def reassign(self, username: str, region: Region, *, reason: str, by: str, now: datetime) -> None:
+        if self.state not in WORKING_STATES:
+            raise FailedPrecondition(
+                f"only an assigned or in-progress job can be reassigned; this one is {self.state}",
+                type="STATE",
+                subject=self.name,
+            )
+        if [a.username for a in self.assignees] == [username]:
+            return
+        previous = tuple(self.assignees)
+        new = Assignee(username, region, now)
+        self.assignees = [new]
+        self.updated_at = now
+        self.events.append(events.JobReassigned(self.name, previous, new, reason, by))
+
+    def change_state(self, to: JobState, *, by: str, reason: str, product: str, now: datetime) -> None:
+        if to is self.state:
+            return
+        if to is JobState.ASSIGNED:
+            raise FailedPrecondition(
+                "a job becomes ASSIGNED by AssignJob, not by a status change", type="STATE", subject=self.name
+            )
+        if to in (JobState.DECLINED, JobState.CANCELLED) and not reason.strip():
+            raise InvalidArgument.field("reason", f"say why the job is {to.lower()}")
+        if to is JobState.DELIVERED:
+            if not (product.strip() or self.product):
+                raise InvalidArgument.field("product", "describe the product delivered")
+            if to in TRANSITIONS[self.state] and product.strip():
+                self.product = product.strip()
+        self._move(to, by=by, reason=reason.strip(), now=now)
+
+    def add_note(self, text: str, *, author: str, now: datetime, note_id: str | None = None) -> Note:
+        note = Note(note_id or uuid.uuid4().hex[:16], author, text, now)
+        self.notes.append(note)
+        self.new_notes.append(note)
+        self.updated_at = now
+        return note
+
+    def record_feedback(self, rating: int, comment: str, *, by: str, now: datetime) -> None:
+        if self.state not in (JobState.DELIVERED, JobState.CLOSED):
+            raise FailedPrecondition(
+                f"feedback is recorded after delivery; this job is {self.state}",
+                type="STATE",
+                subject=self.name,
+            )
+        if not 1 <= rating <= 5:
+            raise InvalidArgument.field("rating", "must be from 1 to 5")
+        self.feedback = Feedback(rating, comment.strip(), by, now)
+        self.updated_at = now
+        self.events.append(events.FeedbackRecorded(self.name))
+
+    def notice_overdue(self, now: datetime) -> bool:
+        """Record JobOverdue once per due time. Returns whether it was recorded."""
+        if not self.is_overdue(now) or self.overdue_notified_for == self.due_at:
+            return False
+        self.overdue_notified_for = self.due_at
+        self.events.append(events.JobOverdue(self.name))
+        return True

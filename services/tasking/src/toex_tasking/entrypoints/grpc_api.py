@@ -1,0 +1,210 @@
+"""gRPC servicer: translate requests to commands, call the handler, translate back."""
+
+from __future__ import annotations
+
+from datetime import UTC as _UTC
+from datetime import datetime
+
+from google.protobuf.message import Message
+from grpc import aio
+from toex.tasking.v1 import tasking_pb2 as pb
+from toex.tasking.v1 import tasking_pb2_grpc
+from toex_common import names, pagination
+from toex_common.context import current_principal
+from toex_common.errors import InvalidArgument
+from toex_common.regions import Region
+from toex_common.uow import request_fingerprint
+
+from toex_tasking.adapters import mapping
+from toex_tasking.domain import commands
+from toex_tasking.service_layer import handlers
+
+JOB = "regions/{region}/jobs/{job}"
+
+
+def _job_ref(name: str, field: str = "name") -> tuple[Region, str]:
+    parts = names.parse(name, JOB, field)
+    region = names.parse_region(parts["region"], field)
+    assert region is not None
+    return region, parts["job"]
+
+
+def _idempotency(request: Message) -> commands.Idempotency | None:
+    request_id: str = getattr(request, "request_id", "")
+    if not request_id:
+        return None
+    if len(request_id) > 128:
+        raise InvalidArgument.field("request_id", "at most 128 characters")
+    body = type(request)()
+    body.CopyFrom(request)
+    body.ClearField("request_id")
+    return commands.Idempotency(request_id, request_fingerprint(body.SerializeToString(deterministic=True)))
+
+
+class TaskingServicer(tasking_pb2_grpc.TaskingServiceServicer):
+    def __init__(self, deps: handlers.Deps) -> None:
+        self.deps = deps
+
+    def _job(self, job: object) -> pb.Job:
+        return mapping.job_to_proto(job, now=self.deps.clock())  # type: ignore[arg-type]
+
+    async def CreateJob(
+        self, request: pb.CreateJobRequest, context: aio.ServicerContext
+    ) -> pb.CreateJobResponse:
+        parts = names.parse(request.parent, "regions/{region}", "parent")
+        region = names.parse_region(parts["region"], "parent")
+        assert region is not None
+        job = request.job
+        job_type = mapping.job_type_from_proto(job.job_type)
+        if job_type is None:
+            raise InvalidArgument.field("job.job_type", "choose a job type")
+        if not job.HasField("due_time"):
+            raise InvalidArgument.field("job.due_time", "set when the product is due")
+        created = await handlers.create_job(
+            commands.CreateJob(
+                actor=current_principal(),
+                region=region,
+                requesting_unit=job.requesting_unit,
+                requesting_officer=job.requesting_officer,
+                operation_name=job.operation_name,
+                job_type=job_type,
+                priority=mapping.priority_from_proto(job.priority),
+                due_at=job.due_time.ToDatetime(tzinfo=_UTC),
+                description=job.description,
+                handling=mapping.handling_from_proto(job.handling),
+                subject_entity_ids=list(job.subject_entity_ids),
+                idempotency=_idempotency(request),
+            ),
+            self.deps,
+        )
+        return pb.CreateJobResponse(job=self._job(created))
+
+    async def GetJob(self, request: pb.GetJobRequest, context: aio.ServicerContext) -> pb.GetJobResponse:
+        region, job_id = _job_ref(request.name)
+        job = await handlers.get_job(commands.GetJob(current_principal(), region, job_id), self.deps)
+        return pb.GetJobResponse(job=self._job(job))
+
+    async def ListJobs(
+        self, request: pb.ListJobsRequest, context: aio.ServicerContext
+    ) -> pb.ListJobsResponse:
+        parts = names.parse(request.parent or "regions/-", "regions/{region}", "parent")
+        region = names.parse_region(parts["region"], "parent", allow_all=True)
+        states = frozenset(s for s in (mapping.state_from_proto(v) for v in request.states) if s is not None)
+        due_before = request.due_before.ToDatetime(tzinfo=_UTC) if request.HasField("due_before") else None
+        size = pagination.page_size(request.page_size)
+        principal = current_principal()
+        query_key = pagination.fingerprint(
+            principal.subject, request.parent, sorted(states), request.assignee, due_before, size
+        )
+        cursor = pagination.decode(request.page_token, query_key)
+        after = None
+        if cursor is not None:
+            try:
+                after = (datetime.fromisoformat(cursor[0]), cursor[1])
+            except ValueError:
+                raise InvalidArgument.field("page_token", "not a token this service issued") from None
+        jobs, more = await handlers.list_jobs(
+            commands.ListJobs(principal, region, states, request.assignee.strip(), due_before, size, after),
+            self.deps,
+        )
+        now = self.deps.clock()
+        response = pb.ListJobsResponse(
+            jobs=[mapping.job_to_proto(j, now=now, with_notes=False) for j in jobs]
+        )
+        if more and jobs:
+            response.next_page_token = pagination.encode(
+                jobs[-1].created_at.isoformat(), jobs[-1].id, query_key
+            )
+        return response
+
+    async def AssignJob(
+        self, request: pb.AssignJobRequest, context: aio.ServicerContext
+    ) -> pb.AssignJobResponse:
+        region, job_id = _job_ref(request.name)
+        job = await handlers.assign_job(
+            commands.AssignJob(
+                current_principal(), region, job_id, list(request.assignees), _idempotency(request)
+            ),
+            self.deps,
+        )
+        return pb.AssignJobResponse(job=self._job(job))
+
+    async def ReassignJob(
+        self, request: pb.ReassignJobRequest, context: aio.ServicerContext
+    ) -> pb.ReassignJobResponse:
+        region, job_id = _job_ref(request.name)
+        job = await handlers.reassign_job(
+            commands.ReassignJob(
+                current_principal(), region, job_id, request.assignee, request.reason, _idempotency(request)
+            ),
+            self.deps,
+        )
+        return pb.ReassignJobResponse(job=self._job(job))
+
+    async def UpdateJobStatus(
+        self, request: pb.UpdateJobStatusRequest, context: aio.ServicerContext
+    ) -> pb.UpdateJobStatusResponse:
+        region, job_id = _job_ref(request.name)
+        state = mapping.state_from_proto(request.state)
+        if state is None:
+            raise InvalidArgument.field("state", "choose the state to move to")
+        job = await handlers.update_job_status(
+            commands.UpdateJobStatus(
+                current_principal(),
+                region,
+                job_id,
+                state,
+                request.reason,
+                request.product,
+                _idempotency(request),
+            ),
+            self.deps,
+        )
+        return pb.UpdateJobStatusResponse(job=self._job(job))
+
+    async def AddJobNote(
+        self, request: pb.AddJobNoteRequest, context: aio.ServicerContext
+    ) -> pb.AddJobNoteResponse:
+        region, job_id = _job_ref(request.parent, "parent")
+        job, note_id = await handlers.add_job_note(
+            commands.AddJobNote(current_principal(), region, job_id, request.text, _idempotency(request)),
+            self.deps,
+        )
+        note = next(n for n in job.notes if n.id == note_id)
+        return pb.AddJobNoteResponse(note=mapping.note_to_proto(job, note))
+
+    async def RecordFeedback(
+        self, request: pb.RecordFeedbackRequest, context: aio.ServicerContext
+    ) -> pb.RecordFeedbackResponse:
+        region, job_id = _job_ref(request.name)
+        job = await handlers.record_feedback(
+            commands.RecordFeedback(
+                current_principal(), region, job_id, request.rating, request.comment, _idempotency(request)
+            ),
+            self.deps,
+        )
+        return pb.RecordFeedbackResponse(job=self._job(job))
+
+    async def GetRegionCapacity(
+        self, request: pb.GetRegionCapacityRequest, context: aio.ServicerContext
+    ) -> pb.GetRegionCapacityResponse:
+        parts = names.parse(request.name, "regions/{region}/capacity", "name")
+        region = names.parse_region(parts["region"], "name")
+        assert region is not None
+        counts, unassigned, open_jobs = await handlers.get_region_capacity(
+            commands.GetRegionCapacity(current_principal(), region), self.deps
+        )
+        return pb.GetRegionCapacityResponse(
+            name=request.name,
+            researchers=[
+                pb.ResearcherLoad(
+                    username=c.username,
+                    region=c.region.to_proto(),  # type: ignore[arg-type]
+                    open_jobs=c.open_jobs,
+                    overdue_jobs=c.overdue_jobs,
+                )
+                for c in counts
+            ],
+            unassigned_jobs=unassigned,
+            open_jobs=open_jobs,
+        )

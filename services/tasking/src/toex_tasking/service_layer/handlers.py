@@ -1,0 +1,301 @@
+"""One handler per command. Handlers decide; the unit of work commits; nothing here knows gRPC."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from toex_common.context import touch
+from toex_common.errors import InvalidArgument, NotFound, Violations
+from toex_common.principal import Role
+from toex_common.regions import Region
+
+from toex_tasking.adapters import integration
+from toex_tasking.domain import commands, policy
+from toex_tasking.domain.model import Handling, Job, job_name
+from toex_tasking.service_layer.ports import (
+    DirectoryUser,
+    JobQuery,
+    ResearcherCount,
+    TaskingUnitOfWork,
+    UserDirectory,
+)
+
+Clock = Callable[[], datetime]
+MAX_TEXT = 10_000
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Deps:
+    uow: Callable[[], TaskingUnitOfWork]
+    directory: UserDirectory
+    clock: Clock = utcnow
+
+
+def _publish_events(uow: TaskingUnitOfWork, job: Job) -> None:
+    for event in job.events:
+        uow.publish(integration.envelope(job, event))
+    job.events.clear()
+
+
+async def _replay(uow: TaskingUnitOfWork, scope: str, idem: commands.Idempotency | None) -> Job | None:
+    """The job a repeated request already produced (AIP-155), if any."""
+    if idem is None:
+        return None
+    name = await uow.recall_request(scope, idem.request_id, idem.fingerprint)
+    if name is None:
+        return None
+    job = await uow.jobs.get(name.rsplit("/", 1)[-1])
+    if job is None:
+        raise NotFound(f"job {name} not found")
+    return job
+
+
+async def _remember(uow: TaskingUnitOfWork, scope: str, idem: commands.Idempotency | None, job: Job) -> None:
+    if idem is not None:
+        await uow.remember_request(scope, idem.request_id, idem.fingerprint, job.name)
+
+
+def _scope(method: str, actor_subject: str) -> str:
+    return f"tasking.{method}:{actor_subject}"
+
+
+async def create_job(cmd: commands.CreateJob, deps: Deps) -> Job:
+    policy.ensure_can_create(cmd.actor, cmd.region)
+    now = deps.clock()
+    problems = Violations()
+    if cmd.region is Region.NATIONAL and not cmd.actor.has(Role.NATIONAL_COORDINATOR):
+        problems.add("parent", "only the national team raises national jobs")
+    if not cmd.requesting_unit.strip():
+        problems.add("job.requesting_unit", "say which force or unit asks for the support")
+    if not cmd.operation_name.strip():
+        problems.add("job.operation_name", "give the operation name")
+    if cmd.due_at <= now:
+        problems.add("job.due_time", "must be in the future")
+    if len(cmd.description) > MAX_TEXT:
+        problems.add("job.description", f"at most {MAX_TEXT} characters")
+    problems.raise_if_any()
+    scope = _scope("CreateJob", cmd.actor.subject)
+    async with deps.uow() as uow:
+        if (prior := await _replay(uow, scope, cmd.idempotency)) is not None:
+            touch(prior.name)
+            return prior
+        job = Job.raise_job(
+            region=cmd.region,
+            requesting_unit=cmd.requesting_unit.strip(),
+            requesting_officer=cmd.requesting_officer.strip(),
+            operation_name=cmd.operation_name.strip(),
+            job_type=cmd.job_type,
+            priority=cmd.priority,
+            due_at=cmd.due_at,
+            description=cmd.description.strip(),
+            handling=cmd.handling,
+            subject_entity_ids=[s.strip() for s in cmd.subject_entity_ids if s.strip()],
+            created_by=cmd.actor.username,
+            now=now,
+        )
+        touch(job.name)
+        await uow.jobs.add(job)
+        _publish_events(uow, job)
+        await _remember(uow, scope, cmd.idempotency, job)
+        await uow.commit()
+        return job
+
+
+async def get_job(cmd: commands.GetJob, deps: Deps) -> Job:
+    name = job_name(cmd.region, cmd.job_id)
+    touch(name)
+    async with deps.uow() as uow:
+        job = await uow.jobs.get(cmd.job_id)
+        if job is not None and job.region is not cmd.region:
+            job = None
+        return policy.ensure_visible(cmd.actor, job, name)
+
+
+async def list_jobs(cmd: commands.ListJobs, deps: Deps) -> tuple[list[Job], bool]:
+    """A page of jobs and whether more follow."""
+    regions, assigned_too = policy.visible_regions(cmd.actor, cmd.region)
+    query = JobQuery(
+        regions=regions,
+        or_assigned_to=cmd.actor.username if assigned_too else None,
+        states=cmd.states,
+        assignee=cmd.assignee,
+        due_before=cmd.due_before,
+    )
+    async with deps.uow() as uow:
+        jobs = await uow.jobs.search(query, cmd.page_size + 1, cmd.after)
+    page = jobs[: cmd.page_size]
+    touch(*(job.name for job in page))
+    return page, len(jobs) > cmd.page_size
+
+
+async def _load_for_change(
+    uow: TaskingUnitOfWork, cmd: commands.GetJob | object, region: Region, job_id: str, actor: object
+) -> Job:
+    name = job_name(region, job_id)
+    touch(name)
+    job = await uow.jobs.get(job_id, for_update=True)
+    if job is not None and job.region is not region:
+        job = None
+    return policy.ensure_visible(actor, job, name)  # type: ignore[arg-type]
+
+
+async def _researcher(deps: Deps, username: str, field: str) -> DirectoryUser:
+    user = await deps.directory.find(username)
+    if user is None:
+        raise InvalidArgument.field(field, f"no user {username!r}")
+    if Role.RESEARCHER not in user.roles:
+        raise InvalidArgument.field(field, f"{username} is not a researcher")
+    return user
+
+
+async def assign_job(cmd: commands.AssignJob, deps: Deps) -> Job:
+    names = list(dict.fromkeys(a.strip() for a in cmd.assignees if a.strip()))
+    if not names:
+        raise InvalidArgument.field("assignees", "name at least one researcher")
+    scope = _scope("AssignJob", cmd.actor.subject)
+    async with deps.uow() as uow:
+        if (prior := await _replay(uow, scope, cmd.idempotency)) is not None:
+            touch(prior.name)
+            return prior
+        job = await _load_for_change(uow, cmd, cmd.region, cmd.job_id, cmd.actor)
+        policy.ensure_can_manage(cmd.actor, job)
+        researchers = []
+        problems = Violations()
+        for index, username in enumerate(names):
+            try:
+                user = await _researcher(deps, username, f"assignees[{index}]")
+            except InvalidArgument as exc:
+                problems.items.extend(exc.violations)
+                continue
+            if user.region is not job.region:
+                problems.add(
+                    f"assignees[{index}]",
+                    f"{username} belongs to {user.region.value}; use ReassignJob to hand the job to another region",
+                )
+            researchers.append((user.username, user.region))
+        problems.raise_if_any()
+        job.assign(researchers, by=cmd.actor.username, now=deps.clock())
+        await uow.jobs.save(job)
+        _publish_events(uow, job)
+        await _remember(uow, scope, cmd.idempotency, job)
+        await uow.commit()
+        return job
+
+
+async def reassign_job(cmd: commands.ReassignJob, deps: Deps) -> Job:
+    if not cmd.reason.strip():
+        raise InvalidArgument.field("reason", "say why the job moves")
+    scope = _scope("ReassignJob", cmd.actor.subject)
+    async with deps.uow() as uow:
+        if (prior := await _replay(uow, scope, cmd.idempotency)) is not None:
+            touch(prior.name)
+            return prior
+        job = await _load_for_change(uow, cmd, cmd.region, cmd.job_id, cmd.actor)
+        policy.ensure_can_manage(cmd.actor, job)
+        user = await _researcher(deps, cmd.assignee.strip(), "assignee")
+        job.reassign(
+            user.username, user.region, reason=cmd.reason.strip(), by=cmd.actor.username, now=deps.clock()
+        )
+        await uow.jobs.save(job)
+        _publish_events(uow, job)
+        await _remember(uow, scope, cmd.idempotency, job)
+        await uow.commit()
+        return job
+
+
+async def update_job_status(cmd: commands.UpdateJobStatus, deps: Deps) -> Job:
+    scope = _scope("UpdateJobStatus", cmd.actor.subject)
+    async with deps.uow() as uow:
+        if (prior := await _replay(uow, scope, cmd.idempotency)) is not None:
+            touch(prior.name)
+            return prior
+        job = await _load_for_change(uow, cmd, cmd.region, cmd.job_id, cmd.actor)
+        policy.ensure_can_move(cmd.actor, job, cmd.state)
+        job.change_state(
+            cmd.state, by=cmd.actor.username, reason=cmd.reason, product=cmd.product, now=deps.clock()
+        )
+        await uow.jobs.save(job)
+        _publish_events(uow, job)
+        await _remember(uow, scope, cmd.idempotency, job)
+        await uow.commit()
+        return job
+
+
+async def add_job_note(cmd: commands.AddJobNote, deps: Deps) -> tuple[Job, str]:
+    text = cmd.text.strip()
+    if not text or len(text) > MAX_TEXT:
+        raise InvalidArgument.field("text", f"1 to {MAX_TEXT} characters")
+    scope = _scope("AddJobNote", cmd.actor.subject)
+    async with deps.uow() as uow:
+        if cmd.idempotency is not None:
+            note_name = await uow.recall_request(
+                scope, cmd.idempotency.request_id, cmd.idempotency.fingerprint
+            )
+            if note_name is not None:
+                job = await _load_for_change(uow, cmd, cmd.region, cmd.job_id, cmd.actor)
+                return job, note_name.rsplit("/", 1)[-1]
+        job = await _load_for_change(uow, cmd, cmd.region, cmd.job_id, cmd.actor)
+        note = job.add_note(text, author=cmd.actor.username, now=deps.clock())
+        await uow.jobs.save(job)
+        if cmd.idempotency is not None:
+            await uow.remember_request(
+                scope, cmd.idempotency.request_id, cmd.idempotency.fingerprint, f"{job.name}/notes/{note.id}"
+            )
+        await uow.commit()
+        return job, note.id
+
+
+async def record_feedback(cmd: commands.RecordFeedback, deps: Deps) -> Job:
+    scope = _scope("RecordFeedback", cmd.actor.subject)
+    async with deps.uow() as uow:
+        if (prior := await _replay(uow, scope, cmd.idempotency)) is not None:
+            touch(prior.name)
+            return prior
+        job = await _load_for_change(uow, cmd, cmd.region, cmd.job_id, cmd.actor)
+        policy.ensure_can_manage(cmd.actor, job)
+        job.record_feedback(cmd.rating, cmd.comment, by=cmd.actor.username, now=deps.clock())
+        await uow.jobs.save(job)
+        _publish_events(uow, job)
+        await _remember(uow, scope, cmd.idempotency, job)
+        await uow.commit()
+        return job
+
+
+async def get_region_capacity(
+    cmd: commands.GetRegionCapacity, deps: Deps
+) -> tuple[list[ResearcherCount], int, int]:
+    policy.ensure_can_see_capacity(cmd.actor, cmd.region)
+    touch(f"regions/{cmd.region.value}/capacity")
+    async with deps.uow() as uow:
+        counts, unassigned, open_jobs = await uow.jobs.open_load(cmd.region, deps.clock())
+    # Researchers of the region with nothing open still count: they are the spare capacity.
+    seen = {c.username for c in counts}
+    for user in await deps.directory.researchers(cmd.region):
+        if user.username not in seen:
+            counts.append(ResearcherCount(user.username, user.region, 0, 0))
+    counts.sort(key=lambda c: (c.open_jobs, c.username))
+    return counts, unassigned, open_jobs
+
+
+async def mark_overdue_jobs(cmd: commands.MarkOverdueJobs, deps: Deps) -> int:
+    """Publish JobOverdue once for each open job past its due time. Safe to run on every replica."""
+    async with deps.uow() as uow:
+        jobs = await uow.jobs.overdue_candidates(cmd.now, cmd.limit)
+        marked = 0
+        for job in jobs:
+            if job.notice_overdue(cmd.now):
+                await uow.jobs.save(job)
+                _publish_events(uow, job)
+                marked += 1
+        await uow.commit()
+        return marked
+
+
+def default_handling(value: Handling | None) -> Handling:
+    return value or Handling.C
