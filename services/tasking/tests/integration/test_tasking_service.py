@@ -1,0 +1,308 @@
+"""The tasking service against real PostgreSQL, nats-server and Keycloak."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import nats
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from sqlalchemy import select, text
+from toex.tasking.events.v1 import events_pb2
+from toex.tasking.v1 import tasking_pb2 as pb
+from toex_common.audit import verify
+from toex_common.db import audit_table
+from toex_common.events.outbox import pending
+
+pytestmark = pytest.mark.integration
+
+NC = "national_coordinator.national"
+
+
+def md(token: str, purpose: str | None = "Op SANDPIPER") -> list[tuple[str, str]]:
+    items = [("authorization", f"Bearer {token}")]
+    if purpose:
+        items.append(("x-toex-purpose", purpose))
+    return items
+
+
+def due(days: float = 5) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(datetime.now(UTC) + timedelta(days=days))
+    return stamp
+
+
+def job_request(region: str = "EMSOU", **fields: object) -> pb.CreateJobRequest:
+    job = pb.Job(
+        requesting_unit="Derbyshire Constabulary",
+        requesting_officer="DS Example",
+        operation_name=f"Op {uuid.uuid4().hex[:6].upper()}",
+        job_type=pb.JOB_TYPE_COMMS_ANALYSIS,
+        priority=pb.PRIORITY_URGENT,
+        due_time=due(),
+        description="Phone number index for persons of interest",
+    )
+    for key, value in fields.items():
+        setattr(job, key, value)
+    return pb.CreateJobRequest(parent=f"regions/{region}", job=job)
+
+
+async def stream_events(nats_url: str, subject: str, at_least: int = 0, timeout: float = 10.0) -> list:
+    """Every message on the stream matching `subject`, waiting up to `timeout` for `at_least`."""
+    nc = await nats.connect(nats_url)
+    try:
+        sub = await nc.jetstream().subscribe(subject, ordered_consumer=True)
+        found = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            try:
+                found.append(await sub.next_msg(timeout=0.5))
+            except nats.errors.TimeoutError:
+                if len(found) >= at_least:
+                    break
+        await sub.unsubscribe()
+        return found
+    finally:
+        await nc.close()
+
+
+async def test_create_read_scope_events_and_audit(tasking, nats_server) -> None:
+    stub = tasking.stub
+    created = (await stub.CreateJob(job_request(), metadata=md(tasking.token(NC)))).job
+    assert created.name.startswith("regions/EMSOU/jobs/")
+    assert created.state == pb.JOB_STATE_RAISED
+    assert created.created_by == NC
+
+    read = await stub.GetJob(
+        pb.GetJobRequest(name=created.name), metadata=md(tasking.token("researcher.emsou"))
+    )
+    assert read.job.operation_name == created.operation_name
+
+    with pytest.raises(grpc.aio.AioRpcError) as hidden:
+        await stub.GetJob(pb.GetJobRequest(name=created.name), metadata=md(tasking.token("researcher.ersou")))
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await stub.GetJob(
+            pb.GetJobRequest(name="regions/EMSOU/jobs/doesnotexist"),
+            metadata=md(tasking.token("researcher.ersou")),
+        )
+    assert hidden.value.code() is missing.value.code() is grpc.StatusCode.NOT_FOUND
+    assert hidden.value.details().replace(created.name, "X") == missing.value.details().replace(
+        "regions/EMSOU/jobs/doesnotexist", "X"
+    )
+
+    with pytest.raises(grpc.aio.AioRpcError) as no_purpose:
+        await stub.GetJob(
+            pb.GetJobRequest(name=created.name), metadata=md(tasking.token("researcher.emsou"), None)
+        )
+    assert no_purpose.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+
+    with pytest.raises(grpc.aio.AioRpcError) as analyst:
+        await stub.GetJob(pb.GetJobRequest(name=created.name), metadata=md(tasking.token("analyst.emsou")))
+    assert analyst.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+    [message] = await stream_events(nats_server.url, "toex.emsou.tasking.JobCreated", 1)
+    event = events_pb2.JobCreated.FromString(message.data)
+    assert event.job.name == created.name
+    assert message.headers["ce-type"] == "toex.tasking.events.v1.JobCreated"
+    assert message.headers["Nats-Msg-Id"] == event.event_id
+    assert message.headers["toex-region"] == "EMSOU"
+
+    async with tasking.app.engine.connect() as conn:
+        rows = (await conn.execute(select(audit_table).order_by(audit_table.c.seq))).mappings().all()
+    outcomes = [(r["actor_username"], r["action"].rsplit("/", 1)[-1], r["outcome"]) for r in rows]
+    assert (NC, "CreateJob", "OK") in outcomes
+    assert ("researcher.emsou", "GetJob", "OK") in outcomes
+    assert ("researcher.ersou", "GetJob", "DENIED_OUT_OF_SCOPE") in outcomes
+    assert ("researcher.ersou", "GetJob", "NOT_FOUND") in outcomes
+    assert ("analyst.emsou", "GetJob", "PERMISSION_DENIED") in outcomes
+    denied = next(r for r in rows if r["outcome"] == "DENIED_OUT_OF_SCOPE")
+    assert denied["resources"] == [created.name] and denied["actor_region"] == "ERSOU"
+    assert denied["purpose"] == "Op SANDPIPER"
+    assert (await verify(tasking.app.engine)).intact
+
+
+async def test_invalid_create_reports_every_field(tasking) -> None:
+    request = job_request(requesting_unit="", operation_name="")
+    request.job.due_time.CopyFrom(due(-1))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await tasking.stub.CreateJob(request, metadata=md(tasking.token(NC)))
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(caught.value)
+    details = error_details_pb2.BadRequest()
+    assert status is not None and status.details[0].Unpack(details)
+    assert {v.field for v in details.field_violations} == {
+        "job.requesting_unit",
+        "job.operation_name",
+        "job.due_time",
+    }
+
+
+async def test_lifecycle_with_directory_reassignment_and_idempotency(tasking, nats_server) -> None:
+    stub = tasking.stub
+    sup = md(tasking.token("supervisor.emsou"))
+    request = job_request()
+    request.request_id = str(uuid.uuid4())
+    first = (await stub.CreateJob(request, metadata=sup)).job
+    again = (await stub.CreateJob(request, metadata=sup)).job
+    assert again.name == first.name
+
+    with pytest.raises(grpc.aio.AioRpcError) as wrong_region:
+        await stub.AssignJob(
+            pb.AssignJobRequest(name=first.name, assignees=["researcher.london"]), metadata=sup
+        )
+    assert wrong_region.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+    job = (
+        await stub.AssignJob(
+            pb.AssignJobRequest(name=first.name, assignees=["researcher.emsou"]), metadata=sup
+        )
+    ).job
+    assert job.state == pb.JOB_STATE_ASSIGNED
+    job = (
+        await stub.ReassignJob(
+            pb.ReassignJobRequest(name=first.name, assignee="researcher.london", reason="tasking resilience"),
+            metadata=sup,
+        )
+    ).job
+    assert [a.username for a in job.assignees] == ["researcher.london"]
+    assert job.owning_region == pb.Job().owning_region + 1  # REGION_EMSOU
+
+    london = md(tasking.token("researcher.london"))
+    await stub.UpdateJobStatus(
+        pb.UpdateJobStatusRequest(name=first.name, state=pb.JOB_STATE_IN_PROGRESS), metadata=london
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as skip:
+        await stub.UpdateJobStatus(
+            pb.UpdateJobStatusRequest(name=first.name, state=pb.JOB_STATE_CLOSED), metadata=sup
+        )
+    assert skip.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    await stub.AddJobNote(
+        pb.AddJobNoteRequest(parent=first.name, text="Two further numbers found"), metadata=london
+    )
+    await stub.UpdateJobStatus(
+        pb.UpdateJobStatusRequest(
+            name=first.name, state=pb.JOB_STATE_DELIVERED, product="Network chart and briefing"
+        ),
+        metadata=london,
+    )
+    job = (
+        await stub.RecordFeedback(
+            pb.RecordFeedbackRequest(name=first.name, rating=5, comment="Led to arrests"), metadata=sup
+        )
+    ).job
+    assert job.feedback.rating == 5 and job.state == pb.JOB_STATE_DELIVERED
+    assert [n.text for n in job.notes] == ["Two further numbers found"]
+
+    listed = await stub.ListJobs(pb.ListJobsRequest(parent="regions/-"), metadata=london)
+    assert first.name in [j.name for j in listed.jobs]
+    capacity = await stub.GetRegionCapacity(
+        pb.GetRegionCapacityRequest(name="regions/EMSOU/capacity"), metadata=sup
+    )
+    names = {r.username for r in capacity.researchers}
+    assert {"researcher.emsou", "researcher.london"} <= names
+
+    messages = await stream_events(nats_server.url, "toex.emsou.tasking.>", 0, timeout=2)
+    kinds = [
+        m.headers["ce-type"].rsplit(".", 1)[-1] for m in messages if m.headers.get("ce-subject") == first.name
+    ]
+    assert kinds == [
+        "JobCreated",
+        "JobAssigned",
+        "JobStatusChanged",
+        "JobReassigned",
+        "JobStatusChanged",
+        "JobStatusChanged",
+        "FeedbackRecorded",
+    ]
+
+
+async def test_broker_outage_during_creation_loses_no_event(tasking, nats_server) -> None:
+    stub = tasking.stub
+    token = tasking.token(NC)
+    operation = f"Op OUTAGE {uuid.uuid4().hex[:6]}"
+    nats_server.stop()
+    try:
+        created = [
+            (await stub.CreateJob(job_request(region, operation_name=operation), metadata=md(token))).job.name
+            for region in ("EMSOU", "ERSOU", "LONDON")
+        ]
+        await asyncio.sleep(1.0)
+        assert await pending(tasking.app.engine) == 3
+    finally:
+        nats_server.start()
+    for _ in range(100):
+        if await pending(tasking.app.engine) == 0:
+            break
+        await asyncio.sleep(0.2)
+    assert await pending(tasking.app.engine) == 0
+    messages = await stream_events(nats_server.url, "toex.*.tasking.JobCreated", 0, timeout=2)
+    ours = [events_pb2.JobCreated.FromString(m.data).job.name for m in messages]
+    ours = [name for name in ours if name in created]
+    assert sorted(ours) == sorted(created)  # every one, exactly once
+
+
+async def test_database_restart_is_survived(tasking, postgres) -> None:
+    token = tasking.token(NC)
+    await tasking.stub.CreateJob(job_request(), metadata=md(token))
+    await asyncio.to_thread(postgres.restart)
+    for attempt in range(20):
+        try:
+            job = (await tasking.stub.CreateJob(job_request(), metadata=md(token))).job
+            break
+        except grpc.aio.AioRpcError:
+            if attempt == 19:
+                raise
+            await asyncio.sleep(0.5)
+    assert job.state == pb.JOB_STATE_RAISED
+
+
+async def test_overdue_job_raises_one_event(tasking, nats_server) -> None:
+    request = job_request(region="ERSOU")
+    request.job.due_time.CopyFrom(due(days=2 / 86400))  # two seconds
+    created = (await tasking.stub.CreateJob(request, metadata=md(tasking.token(NC)))).job
+    messages = []
+    for _ in range(20):
+        await asyncio.sleep(0.5)
+        messages = [
+            m
+            for m in await stream_events(nats_server.url, "toex.ersou.tasking.JobOverdue", 0, timeout=1)
+            if m.headers.get("ce-subject") == created.name
+        ]
+        if messages:
+            break
+    await asyncio.sleep(1.5)  # several more scans
+    messages = [
+        m
+        for m in await stream_events(nats_server.url, "toex.ersou.tasking.JobOverdue", 0, timeout=1)
+        if m.headers.get("ce-subject") == created.name
+    ]
+    assert len(messages) == 1
+    read = await tasking.stub.GetJob(pb.GetJobRequest(name=created.name), metadata=md(tasking.token(NC)))
+    assert read.job.overdue
+
+
+async def test_audit_chain_detects_edit_and_deletion(tasking, postgres) -> None:
+    token = tasking.token(NC)
+    for _ in range(3):
+        await tasking.stub.CreateJob(job_request(), metadata=md(token))
+    assert (await verify(tasking.app.engine)).intact
+    async with tasking.app.engine.begin() as conn:
+        with pytest.raises(Exception, match="append-only"):
+            async with conn.begin_nested():
+                await conn.execute(text("UPDATE audit_log SET purpose = 'x' WHERE seq = 1"))
+    # a superuser who disables the guard still cannot hide the change
+    async with tasking.app.engine.begin() as conn:
+        await conn.execute(text("ALTER TABLE audit_log DISABLE TRIGGER USER"))
+        await conn.execute(text("UPDATE audit_log SET actor_username = 'someone.else' WHERE seq = 2"))
+        await conn.execute(text("DELETE FROM audit_log WHERE seq = 1"))
+        await conn.execute(text("ALTER TABLE audit_log ENABLE TRIGGER USER"))
+    report = await verify(tasking.app.engine)
+    assert not report.intact
+    assert any("entry 2 was altered" in p for p in report.problems)
+    assert any("missing" in p for p in report.problems)

@@ -1,0 +1,80 @@
+import copy
+from datetime import datetime
+
+from toex_common.regions import Region
+from toex_common.testing.fakes import FakeUnitOfWorkBase
+from toex_tasking.domain.model import OPEN_STATES, WORKING_STATES, Job, JobState
+from toex_tasking.service_layer.ports import JobQuery, ResearcherCount
+
+
+class FakeJobRepository:
+    def __init__(self) -> None:
+        self.jobs: dict[str, Job] = {}
+
+    def _store(self, job: Job) -> None:
+        # Like the database: state is stored, pending domain events are not.
+        job.new_notes.clear()
+        stored = copy.deepcopy(job)
+        stored.events = []
+        self.jobs[job.id] = stored
+
+    async def add(self, job: Job) -> None:
+        self._store(job)
+
+    async def save(self, job: Job) -> None:
+        self._store(job)
+
+    async def get(self, job_id: str, *, for_update: bool = False) -> Job | None:
+        job = self.jobs.get(job_id)
+        return copy.deepcopy(job) if job else None
+
+    async def search(self, query: JobQuery, limit: int, after: tuple[datetime, str] | None) -> list[Job]:
+        found = []
+        for job in sorted(self.jobs.values(), key=lambda j: (j.created_at, j.id), reverse=True):
+            in_scope = query.regions is None and not query.or_assigned_to
+            if query.regions is not None and job.region in query.regions:
+                in_scope = True
+            if query.or_assigned_to and job.assigned_to(query.or_assigned_to):
+                in_scope = True
+            if not in_scope:
+                continue
+            if query.states and job.state not in query.states:
+                continue
+            if query.assignee and not job.assigned_to(query.assignee):
+                continue
+            if query.due_before and not job.due_at < query.due_before:
+                continue
+            if after and not (job.created_at, job.id) < after:
+                continue
+            found.append(copy.deepcopy(job))
+        return found[:limit]
+
+    async def open_load(self, region: Region, now: datetime) -> tuple[list[ResearcherCount], int, int]:
+        counts: dict[str, list] = {}
+        for job in self.jobs.values():
+            if job.state not in WORKING_STATES:
+                continue
+            for a in job.assignees:
+                if a.region is region or job.region is region:
+                    entry = counts.setdefault(a.username, [a.region, 0, 0])
+                    entry[1] += 1
+                    entry[2] += job.due_at < now
+        open_jobs = [j for j in self.jobs.values() if j.region is region and j.state in OPEN_STATES]
+        return (
+            [ResearcherCount(u, r, o, d) for u, (r, o, d) in counts.items()],
+            sum(j.state is JobState.RAISED for j in open_jobs),
+            len(open_jobs),
+        )
+
+    async def overdue_candidates(self, now: datetime, limit: int) -> list[Job]:
+        return [
+            copy.deepcopy(j)
+            for j in self.jobs.values()
+            if j.is_open and j.due_at < now and j.overdue_notified_for != j.due_at
+        ][:limit]
+
+
+class FakeTaskingUnitOfWork(FakeUnitOfWorkBase):
+    def __init__(self) -> None:
+        super().__init__()
+        self.jobs = FakeJobRepository()
