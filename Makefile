@@ -1,7 +1,8 @@
 # toex developer entry points. `make help` lists them.
 SHELL := /bin/bash
 UV ?= uv
-RUN := $(UV) run --frozen
+# Every member is installed by `make install` (uv sync --all-packages); runs never re-sync.
+RUN := $(UV) run --frozen --no-sync
 
 .DEFAULT_GOAL := help
 
@@ -30,8 +31,8 @@ status: ## Show what the local stack is running
 	$(RUN) toex-devstack status
 
 .PHONY: protos
-protos: ## Regenerate the Python stubs in libs/contracts from protos/
-	$(RUN) python tools/gen_protos.py
+protos: ## Regenerate the Python stubs in libs/contracts from protos/ (ONLY=toex/comms for one package)
+	$(RUN) python tools/gen_protos.py $(if $(ONLY),--only $(ONLY))
 
 .PHONY: check-protos
 check-protos: ## Fail if libs/contracts is stale against protos/
@@ -69,7 +70,7 @@ test-e2e: ## End-to-end tests against the stack as users run it
 	$(RUN) pytest -q tests/e2e
 
 .PHONY: test
-test: lint typecheck check-protos buf ## Everything CI runs: checks and all test tiers
+test: install lint typecheck check-protos buf ## Everything CI runs: checks and all test tiers
 	$(RUN) pytest -q -p no:cacheprovider libs services tools tests
 
 .PHONY: bench

@@ -1,7 +1,8 @@
 """Generate the Python stubs in libs/contracts from protos/, or check they are current.
 
-    python tools/gen_protos.py          # regenerate
-    python tools/gen_protos.py --check  # exit 1 when the committed stubs are stale
+    python tools/gen_protos.py                      # regenerate everything
+    python tools/gen_protos.py --only toex/comms    # regenerate one package's files only
+    python tools/gen_protos.py --check              # exit 1 when the committed stubs are stale
 """
 
 from __future__ import annotations
@@ -59,6 +60,12 @@ def _tree(path: Path) -> dict[str, Path]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="compare instead of writing")
+    parser.add_argument(
+        "--only",
+        metavar="DIR",
+        help="replace only the generated files under this proto directory (e.g. toex/comms), "
+        "leaving the rest of libs/contracts alone",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         fresh = Path(tmp)
@@ -76,6 +83,16 @@ def main() -> int:
                     print(f"  {name}", file=sys.stderr)
                 return 1
             print(f"contracts current ({len(want)} files)")
+            return 0
+        if args.only:
+            subdir = Path(args.only).relative_to(PACKAGE)
+            shutil.rmtree(OUT / PACKAGE / subdir, ignore_errors=True)
+            shutil.copytree(fresh / PACKAGE / subdir, OUT / PACKAGE / subdir)
+            for init in (OUT / PACKAGE / subdir).parents:
+                if init == OUT:
+                    break
+                (init / "__init__.py").touch()
+            print(f"generated {args.only} into {OUT.relative_to(ROOT)}")
             return 0
         shutil.rmtree(OUT / PACKAGE, ignore_errors=True)
         shutil.copytree(fresh / PACKAGE, OUT / PACKAGE)
