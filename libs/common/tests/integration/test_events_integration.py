@@ -1,0 +1,166 @@
+"""Outbox relay and idempotent consumer against real PostgreSQL and nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from nats.aio.client import Client
+from sqlalchemy import func, select, update
+from toex.tasking.events.v1 import events_pb2
+from toex_common.db import create_engine, inbox_table, outbox_table, platform_metadata, session_factory
+from toex_common.events import StreamSpec, build_event, ensure_stream
+from toex_common.events.consumer import IdempotentConsumer, PermanentError
+from toex_common.events.nats import connect
+from toex_common.events.outbox import OutboxRelay, pending
+from toex_common.regions import Region
+from toex_common.uow import SqlAlchemyUnitOfWork
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def engine(database: str) -> AsyncIterator[Any]:
+    engine = create_engine(database, pool_size=5)
+    async with engine.begin() as conn:
+        await conn.run_sync(platform_metadata.create_all)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def nc(nats_server) -> AsyncIterator[Client]:
+    client = await connect(nats_server.url, "test")
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def stream(nc: Client) -> StreamSpec:
+    # A stream of its own per test: a domain token nobody else uses.
+    domain = f"t{uuid.uuid4().hex[:8]}"
+    spec = StreamSpec.for_domain(domain.upper(), domain)
+    await ensure_stream(nc.jetstream(), spec)
+    return spec
+
+
+def envelope(domain: str, region: Region = Region.EMSOU, job: str = "regions/EMSOU/jobs/x"):
+    return build_event(events_pb2.FeedbackRecorded(job=job), domain=domain, source="test", region=region)
+
+
+async def stream_count(nc: Client, spec: StreamSpec) -> int:
+    return (await nc.jetstream().stream_info(spec.name)).state.messages
+
+
+async def test_relay_publishes_committed_rows_once_even_when_retried(engine, nc, stream) -> None:
+    domain = stream.subjects[0].split(".")[2]
+    uow = SqlAlchemyUnitOfWork(session_factory(engine))
+    async with uow:
+        for _ in range(5):
+            uow.publish(envelope(domain))
+        await uow.commit()
+    async with uow:  # rolled back: never published
+        uow.publish(envelope(domain))
+        await uow.rollback()
+    relay = OutboxRelay(engine, nc.jetstream())
+    assert await relay.relay_once() == (5, 0)
+    assert await pending(engine) == 0
+    # An acknowledgement lost after the publish: the relay publishes again; the stream drops it.
+    async with engine.begin() as conn:
+        await conn.execute(update(outbox_table).values(published_at=None))
+    assert await relay.relay_once() == (5, 0)
+    assert await stream_count(nc, stream) == 5
+
+
+async def run_consumer(consumer: IdempotentConsumer, until: Any, limit: float = 15.0) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while loop.time() < deadline and not until():
+        await asyncio.sleep(0.1)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+
+
+async def test_consumer_processes_each_event_once_and_isolates_failures(engine, nc, stream) -> None:
+    js = nc.jetstream()
+    domain = stream.subjects[0].split(".")[2]
+    sessions = session_factory(engine)
+    good = [envelope(domain) for _ in range(20)]
+    poison = envelope(domain, job="poison")
+    flaky = envelope(domain, job="flaky")
+    for item in [*good, poison, flaky]:
+        await js.publish(item.subject, item.payload, headers=item.headers)
+    # the same event delivered again under another message id (for example re-sent by a peer)
+    duplicate = dict(good[0].headers, **{"Nats-Msg-Id": "resent-" + good[0].event_id})
+    await js.publish(good[0].subject, good[0].payload, headers=duplicate)
+
+    handled: list[str] = []
+    flaky_attempts = 0
+
+    async def handler(event, uow) -> None:
+        nonlocal flaky_attempts
+        if event.message.job == "poison":
+            raise PermanentError("cannot be processed")
+        if event.message.job == "flaky":
+            flaky_attempts += 1
+            if flaky_attempts < 2:
+                raise ConnectionError("dependency down")
+        handled.append(event.event_id)
+
+    consumer = IdempotentConsumer(
+        nc=nc,
+        js=js,
+        uow_factory=lambda: SqlAlchemyUnitOfWork(sessions),
+        name=f"c{uuid.uuid4().hex[:8]}",
+        stream=stream.name,
+        subjects=stream.subjects,
+        handler=handler,
+        backoff_seconds=(0.2,),
+    )
+    await run_consumer(consumer, lambda: len(handled) >= 21)
+    assert sorted(handled) == sorted([e.event_id for e in good] + [flaky.event_id])
+    async with engine.connect() as conn:
+        inbox = (await conn.execute(select(func.count()).select_from(inbox_table))).scalar_one()
+    assert inbox == 21
+    dead = await js.subscribe("toex.emsou.deadletter.>", ordered_consumer=True)
+    message = await dead.next_msg(timeout=5)
+    assert message.headers["ce-id"] == poison.event_id
+    assert message.headers["toex-dead-consumer"] == consumer.name
+    assert "cannot be processed" in message.headers["toex-dead-reason"]
+
+
+async def test_consumer_dead_letters_after_max_deliveries(engine, nc, stream) -> None:
+    js = nc.jetstream()
+    domain = stream.subjects[0].split(".")[2]
+    sessions = session_factory(engine)
+    doomed = envelope(domain, region=Region.ERSOU, job="never")
+    await js.publish(doomed.subject, doomed.payload, headers=doomed.headers)
+    attempts = 0
+
+    async def handler(event, uow) -> None:
+        nonlocal attempts
+        attempts += 1
+        raise TimeoutError("still down")
+
+    consumer = IdempotentConsumer(
+        nc=nc,
+        js=js,
+        uow_factory=lambda: SqlAlchemyUnitOfWork(sessions),
+        name=f"c{uuid.uuid4().hex[:8]}",
+        stream=stream.name,
+        subjects=stream.subjects,
+        handler=handler,
+        max_deliver=3,
+        backoff_seconds=(0.1,),
+    )
+    dead = await js.subscribe(f"toex.ersou.deadletter.{consumer.name}", ordered_consumer=True)
+    await run_consumer(consumer, lambda: attempts >= 3)
+    message = await dead.next_msg(timeout=5)
+    assert message.headers["ce-id"] == doomed.event_id
+    assert "3 deliveries" in message.headers["toex-dead-reason"]
+    assert attempts == 3
