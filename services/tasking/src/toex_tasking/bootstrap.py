@@ -92,9 +92,11 @@ class App:
 async def build(settings: Settings, *, directory: UserDirectory | None = None) -> App:
     engine = create_engine(settings.database_url)
     sessions = session_factory(engine)
+    readers = session_factory(engine.execution_options(isolation_level="AUTOCOMMIT"))
     deps = handlers.Deps(
         uow=lambda: SqlTaskingUnitOfWork(sessions),  # type: ignore[arg-type,return-value]
         directory=directory or make_directory(settings),
+        reader=lambda: SqlTaskingUnitOfWork(readers),  # type: ignore[arg-type,return-value]
     )
     nc = await connect(settings.nats_url, f"toex-{settings.service_name}")
     js = nc.jetstream()

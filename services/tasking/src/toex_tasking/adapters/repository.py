@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, case, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 from toex_common.regions import Region
 
@@ -26,6 +27,50 @@ from toex_tasking.domain.model import (
 from toex_tasking.service_layer.ports import JobQuery, ResearcherCount
 
 _OPEN = [s.value for s in OPEN_STATES]
+
+_ASSIGNEES_JSON = (
+    select(
+        func.json_agg(
+            aggregate_order_by(
+                func.json_build_object(
+                    "username",
+                    job_assignees.c.username,
+                    "region",
+                    job_assignees.c.region,
+                    "assigned_at",
+                    job_assignees.c.assigned_at,
+                ),
+                job_assignees.c.position,
+            )
+        )
+    )
+    .where(job_assignees.c.job_id == jobs.c.id)
+    .scalar_subquery()
+    .label("assignees_json")
+)
+_NOTES_JSON = (
+    select(
+        func.json_agg(
+            aggregate_order_by(
+                func.json_build_object(
+                    "id",
+                    job_notes.c.id,
+                    "author",
+                    job_notes.c.author,
+                    "text",
+                    job_notes.c.text,
+                    "created_at",
+                    job_notes.c.created_at,
+                ),
+                job_notes.c.created_at,
+                job_notes.c.id,
+            )
+        )
+    )
+    .where(job_notes.c.job_id == jobs.c.id)
+    .scalar_subquery()
+    .label("notes_json")
+)
 _WORKING = [s.value for s in WORKING_STATES]
 
 
@@ -132,25 +177,22 @@ class SqlJobRepository:
             job.new_notes.clear()
 
     async def get(self, job_id: str, *, for_update: bool = False) -> Job | None:
-        statement = select(jobs).where(jobs.c.id == job_id)
+        # One round trip: the job with its assignees and notes aggregated as JSON.
+        statement = select(jobs, _ASSIGNEES_JSON, _NOTES_JSON).where(jobs.c.id == job_id)
         if for_update:
-            statement = statement.with_for_update()
+            statement = statement.with_for_update(of=jobs)
         row = (await self.session.execute(statement)).first()
         if row is None:
             return None
-        assignees = await self._assignees([job_id])
-        notes = (
-            await self.session.execute(
-                select(job_notes)
-                .where(job_notes.c.job_id == job_id)
-                .order_by(job_notes.c.created_at, job_notes.c.id)
-            )
-        ).all()
-        return _job(
-            row,
-            assignees.get(job_id, []),
-            [Note(n.id, n.author, n.text, n.created_at) for n in notes],
-        )
+        assignees = [
+            Assignee(a["username"], Region(a["region"]), datetime.fromisoformat(a["assigned_at"]))
+            for a in row.assignees_json or []
+        ]
+        notes = [
+            Note(n["id"], n["author"], n["text"], datetime.fromisoformat(n["created_at"]))
+            for n in row.notes_json or []
+        ]
+        return _job(row, assignees, notes)
 
     async def _assignees(self, job_ids: list[str]) -> dict[str, list[Assignee]]:
         found: dict[str, list[Assignee]] = defaultdict(list)

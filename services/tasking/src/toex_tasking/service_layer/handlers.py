@@ -35,6 +35,11 @@ class Deps:
     uow: Callable[[], TaskingUnitOfWork]
     directory: UserDirectory
     clock: Clock = utcnow
+    # Units of work for reads that change nothing (no transaction round trips); defaults to `uow`.
+    reader: Callable[[], TaskingUnitOfWork] | None = None
+
+    def read(self) -> TaskingUnitOfWork:
+        return (self.reader or self.uow)()
 
 
 def _publish_events(uow: TaskingUnitOfWork, job: Job) -> None:
@@ -110,7 +115,7 @@ async def create_job(cmd: commands.CreateJob, deps: Deps) -> Job:
 async def get_job(cmd: commands.GetJob, deps: Deps) -> Job:
     name = job_name(cmd.region, cmd.job_id)
     touch(name)
-    async with deps.uow() as uow:
+    async with deps.read() as uow:
         job = await uow.jobs.get(cmd.job_id)
         if job is not None and job.region is not cmd.region:
             job = None
@@ -127,7 +132,7 @@ async def list_jobs(cmd: commands.ListJobs, deps: Deps) -> tuple[list[Job], bool
         assignee=cmd.assignee,
         due_before=cmd.due_before,
     )
-    async with deps.uow() as uow:
+    async with deps.read() as uow:
         jobs = await uow.jobs.search(query, cmd.page_size + 1, cmd.after)
     page = jobs[: cmd.page_size]
     touch(*(job.name for job in page))
@@ -272,7 +277,7 @@ async def get_region_capacity(
 ) -> tuple[list[ResearcherCount], int, int]:
     policy.ensure_can_see_capacity(cmd.actor, cmd.region)
     touch(f"regions/{cmd.region.value}/capacity")
-    async with deps.uow() as uow:
+    async with deps.read() as uow:
         counts, unassigned, open_jobs = await uow.jobs.open_load(cmd.region, deps.clock())
     # Researchers of the region with nothing open still count: they are the spare capacity.
     seen = {c.username for c in counts}

@@ -1,0 +1,127 @@
+"""Shared bits for benchmarks: real servers on loopback, load loops, percentiles, result files."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+@dataclass
+class LoadResult:
+    calls: int
+    errors: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.calls / self.seconds if self.seconds else 0.0
+
+    def pct(self, q: float) -> float:
+        if not self.latencies_ms:
+            return float("nan")
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.latencies_ms) if self.latencies_ms else float("nan")
+
+
+async def closed_loop(
+    call: Callable[[], Awaitable[object]], *, concurrency: int, seconds: float, warmup: float = 1.0
+) -> LoadResult:
+    """`concurrency` workers call back-to-back for `seconds` (after a warm-up that is not counted)."""
+    loop = asyncio.get_running_loop()
+    latencies: list[float] = []
+    errors = 0
+    start = loop.time() + warmup
+    stop = start + seconds
+
+    async def worker() -> None:
+        nonlocal errors
+        while True:
+            begun = loop.time()
+            if begun >= stop:
+                return
+            try:
+                await call()
+            except Exception:
+                errors += 1
+                continue
+            ended = loop.time()
+            if begun >= start:
+                latencies.append((ended - begun) * 1000)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return LoadResult(len(latencies), errors, seconds, latencies)
+
+
+def machine() -> str:
+    cpus = os.cpu_count()
+    try:
+        model = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        model = platform.processor()
+    return f"{cpus} cores ({model}), Python {platform.python_version()}, {platform.system()} {platform.release()}"
+
+
+def write_results(name: str, markdown: str) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.md"
+    path.write_text(markdown)
+    return path
+
+
+@contextmanager
+def subprocess_server(
+    args: list[str], env: dict[str, str], log_name: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    log = Path(tempfile.gettempdir()) / f"toex-bench-{log_name}.log"
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, *args], env={**os.environ, **env}, stdout=sink, stderr=subprocess.STDOUT
+        )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def wait_serving(address: str, timeout: float = 60.0) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.2)
+    raise TimeoutError(f"{address} did not become SERVING")

@@ -1,0 +1,281 @@
+"""Tasking benchmarks (issue 2).
+
+1. CreateJob and GetJob through the full interceptor chain (authentication with a real Keycloak
+   token, policy, audit to PostgreSQL, tracing, error mapping), 50 concurrent calls, against a
+   bare grpc.aio echo server measured in the same run with the same client and payload size.
+   Both servers run as separate processes; the load generator is this process.
+2. Outbox relay -> JetStream -> idempotent consumer, events/s end to end, against raw nats-py
+   JetStream publishing with acknowledgements (same batch size) in the same run.
+
+    python -m bench.tasking.run [--quick] [--seconds N]
+
+Set TOEX_BENCH_KEYCLOAK_URL to reuse a running Keycloak with the toex realm (e.g. `make up`'s);
+otherwise one is started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from toex.tasking.events.v1 import events_pb2
+from toex.tasking.v1 import tasking_pb2 as pb
+from toex.tasking.v1 import tasking_pb2_grpc
+from toex_common.db import create_engine, platform_metadata, session_factory
+from toex_common.events import StreamSpec, build_event, ensure_stream
+from toex_common.events.consumer import IdempotentConsumer
+from toex_common.events.nats import connect
+from toex_common.events.outbox import OutboxRelay
+from toex_common.migrations import upgrade
+from toex_common.regions import Region
+from toex_common.uow import SqlAlchemyUnitOfWork
+from toex_devstack.keycloak import Keycloak
+from toex_devstack.nats import NatsServer
+from toex_devstack.postgres import Postgres
+from toex_devstack._proc import free_port
+
+from bench.common import LoadResult, closed_loop, machine, subprocess_server, wait_serving, write_results
+from toex_tasking.__main__ import migrations_dir
+
+CONCURRENCY = 50
+
+
+def row(name: str, result: LoadResult, baseline: LoadResult | None) -> str:
+    ratio = f"{result.rate / baseline.rate:.2f}" if baseline else "1.00 (baseline)"
+    return f"| {name} | {result.rate:,.0f} | {result.p50:.1f} | {result.pct(99):.1f} | {result.errors} | {ratio} |"
+
+
+def create_request() -> pb.CreateJobRequest:
+    due = Timestamp()
+    due.FromDatetime(datetime.now(UTC) + timedelta(days=7))
+    return pb.CreateJobRequest(
+        parent="regions/EMSOU",
+        job=pb.Job(
+            requesting_unit="Derbyshire Constabulary",
+            requesting_officer="DS Bench",
+            operation_name="Op BENCH",
+            job_type=pb.JOB_TYPE_COMMS_ANALYSIS,
+            priority=pb.PRIORITY_ROUTINE,
+            due_time=due,
+            description="Phone number index and contact analysis for persons of interest",
+        ),
+    )
+
+
+async def grpc_bench(
+    seconds: float, pg: Postgres, nats: NatsServer, keycloak: Keycloak
+) -> tuple[str, list[str]]:
+    echo_port, tasking_port = free_port(), free_port()
+    database = pg.create_database(f"bench_tasking_{uuid.uuid4().hex[:8]}")
+    await asyncio.to_thread(upgrade, database, migrations_dir())
+    env = {
+        "TOEX_DATABASE_URL": database,
+        "TOEX_NATS_URL": nats.url,
+        "TOEX_OIDC_ISSUER": keycloak.issuer,
+        "TOEX_GRPC_PORT": str(tasking_port),
+        "TOEX_DIRECTORY": "static",
+        "TOEX_LOG_LEVEL": "WARNING",
+    }
+    token = keycloak.password_token("national_coordinator.national")
+    metadata = (("authorization", f"Bearer {token}"), ("x-toex-purpose", "Op BENCH"))
+    request = create_request()
+    payload = request.SerializeToString()
+    results: list[tuple[str, LoadResult, LoadResult | None]] = []
+    with (
+        subprocess_server(["-m", "bench.tasking.echo_server", str(echo_port)], {}, "echo"),
+        subprocess_server(["-m", "toex_tasking", "serve"], env, "tasking"),
+    ):
+        await wait_serving(f"127.0.0.1:{echo_port}")
+        await wait_serving(f"127.0.0.1:{tasking_port}")
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{echo_port}") as channel:
+            echo = channel.unary_unary("/bench.Echo/Echo")
+            baseline = await closed_loop(lambda: echo(payload), concurrency=CONCURRENCY, seconds=seconds)
+        results.append(("bare grpc.aio echo (same payload)", baseline, None))
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{tasking_port}") as channel:
+            stub = tasking_pb2_grpc.TaskingServiceStub(channel)
+            created = await stub.CreateJob(request, metadata=metadata)
+            get = pb.GetJobRequest(name=created.job.name)
+            create_result = await closed_loop(
+                lambda: stub.CreateJob(request, metadata=metadata), concurrency=CONCURRENCY, seconds=seconds
+            )
+            get_result = await closed_loop(
+                lambda: stub.GetJob(get, metadata=metadata), concurrency=CONCURRENCY, seconds=seconds
+            )
+        results.append(("CreateJob, full chain + PostgreSQL + outbox", create_result, baseline))
+        results.append(("GetJob, full chain + PostgreSQL", get_result, baseline))
+    lines = [
+        "| server | calls/s | p50 ms | p99 ms | errors | ratio to bare |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        *(row(name, result, base) for name, result, base in results),
+    ]
+    summary = [
+        f"CreateJob {create_result.rate / baseline.rate:.2f}x and GetJob {get_result.rate / baseline.rate:.2f}x "
+        f"of the bare server's rate (goal: at least 0.5)"
+    ]
+    return "\n".join(lines), summary
+
+
+async def outbox_bench(events: int, pg: Postgres, nats: NatsServer) -> tuple[str, list[str]]:
+    batch = 500
+    nc = await connect(nats.url, "bench")
+    js = nc.jetstream()
+    try:
+        # Baseline: raw nats-py JetStream publishing with acks, in windows of the relay's batch size.
+        raw_domain = f"raw{uuid.uuid4().hex[:6]}"
+        await ensure_stream(js, StreamSpec.for_domain(raw_domain.upper(), raw_domain))
+        raw_events = [
+            build_event(
+                events_pb2.FeedbackRecorded(job="regions/EMSOU/jobs/x"),
+                domain=raw_domain,
+                source="bench",
+                region=Region.EMSOU,
+            )
+            for _ in range(events)
+        ]
+        started = time.perf_counter()
+        for i in range(0, events, batch):
+            await asyncio.gather(
+                *(js.publish(e.subject, e.payload, headers=e.headers) for e in raw_events[i : i + batch])
+            )
+        raw_rate = events / (time.perf_counter() - started)
+
+        # Outbox -> relay -> JetStream -> idempotent consumer (inbox row per event, no-op handler).
+        domain = f"box{uuid.uuid4().hex[:6]}"
+        spec = StreamSpec.for_domain(domain.upper(), domain)
+        await ensure_stream(js, spec)
+        database = pg.create_database(f"bench_outbox_{uuid.uuid4().hex[:8]}")
+        engine = create_engine(database)
+        async with engine.begin() as conn:
+            await conn.run_sync(platform_metadata.create_all)
+        sessions = session_factory(engine)
+        for i in range(0, events, batch):
+            uow = SqlAlchemyUnitOfWork(sessions)
+            async with uow:
+                for _ in range(min(batch, events - i)):
+                    uow.publish(
+                        build_event(
+                            events_pb2.FeedbackRecorded(job="regions/EMSOU/jobs/x"),
+                            domain=domain,
+                            source="bench",
+                            region=Region.EMSOU,
+                        )
+                    )
+                await uow.commit()
+        processed = 0
+        done = asyncio.Event()
+
+        async def handler(event: object, uow: object) -> None:
+            nonlocal processed
+            processed += 1
+            if processed >= events:
+                done.set()
+
+        consumer = IdempotentConsumer(
+            nc=nc,
+            js=js,
+            uow_factory=lambda: SqlAlchemyUnitOfWork(sessions),
+            name="bench",
+            stream=spec.name,
+            subjects=spec.subjects,
+            handler=handler,
+            batch=256,
+        )
+        await consumer.setup()
+        stop = asyncio.Event()
+        relay = OutboxRelay(engine, js, batch_size=batch, poll_seconds=0.05)
+        started = time.perf_counter()
+        tasks = [asyncio.create_task(relay.run(stop)), asyncio.create_task(consumer.run(stop))]
+        await asyncio.wait_for(done.wait(), timeout=600)
+        e2e_rate = events / (time.perf_counter() - started)
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await engine.dispose()
+    finally:
+        await nc.close()
+    table = "\n".join(
+        [
+            "| path | events/s | ratio to raw |",
+            "| --- | ---: | ---: |",
+            f"| raw nats-py JetStream publish with acks (windows of {batch}) | {raw_rate:,.0f} | 1.00 (baseline) |",
+            f"| outbox rows -> relay -> JetStream -> idempotent consumer (inbox + commit per batch) | {e2e_rate:,.0f} | {e2e_rate / raw_rate:.2f} |",
+        ]
+    )
+    return table, [
+        f"outbox end to end {e2e_rate / raw_rate:.2f}x of raw publishing ({events:,} events; goal: at least 0.5)"
+    ]
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="short runs, for checking the benchmark works")
+    parser.add_argument(
+        "--seconds", type=float, default=None, help="seconds per load run (default 15, quick 3)"
+    )
+    args = parser.parse_args()
+    seconds = args.seconds or (3.0 if args.quick else 15.0)
+    events = 5_000 if args.quick else 50_000
+    work = Path(tempfile.mkdtemp(prefix="toex-bench-"))
+    work.chmod(0o755)  # PostgreSQL runs as an unprivileged user when we are root
+    pg = Postgres(data_dir=work / "pg")
+    nats = NatsServer(store_dir=work / "nats")
+    external = os.environ.get("TOEX_BENCH_KEYCLOAK_URL")
+    keycloak = (
+        Keycloak.external(external)
+        if external
+        else Keycloak(home_dir=work / "kc", realm_file=Path("deploy/keycloak/realm-toex.json"))
+    )
+    try:
+        pg.start()
+        nats.start()
+        if not external:
+            keycloak.start()
+        grpc_table, grpc_summary = await grpc_bench(seconds, pg, nats, keycloak)
+        outbox_table, outbox_summary = await outbox_bench(events, pg, nats)
+    finally:
+        if not external:
+            keycloak.stop()
+        nats.stop()
+        pg.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    report = "\n".join(
+        [
+            "# Tasking benchmarks",
+            "",
+            f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}; `python -m bench.tasking.run"
+            f"{' --quick' if args.quick else ''}`. PostgreSQL with default durability (fsync on), nats-server with "
+            "JetStream file storage, Keycloak tokens (RS256), all on loopback. The servers are separate processes; the "
+            f"load generator (this process, {CONCURRENCY} concurrent calls, closed loop, {seconds:.0f} s per run after "
+            "a 1 s warm-up) shares the same 2 cores with them.",
+            "",
+            "## gRPC through the full interceptor chain",
+            "",
+            grpc_table,
+            "",
+            "## Outbox relay to an idempotent consumer",
+            "",
+            outbox_table,
+            "",
+            "## Summary",
+            "",
+            *(f"- {line}" for line in grpc_summary + outbox_summary),
+            "",
+        ]
+    )
+    path = write_results("tasking", report)
+    print(report)
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
