@@ -1,0 +1,162 @@
+"""Commands: what callers (people, through gRPC, and triggers, through events) ask for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from toex_common.principal import Principal
+from toex_common.regions import Region
+
+from toex_safeguarding.domain.model import Evidence, Subject
+from toex_safeguarding.domain.values import (
+    AgeBand,
+    Concern,
+    DecisionKind,
+    Destination,
+    Handling,
+    Outcome,
+    RiskLevel,
+    State,
+)
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    request_id: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class CreateReferral:
+    actor: Principal
+    region: Region
+    subject: Subject
+    concerns: list[Concern]
+    risk_level: RiskLevel
+    evidence: list[Evidence] = field(default_factory=list)
+    destinations: list[Destination] = field(default_factory=list)
+    linked_job: str = ""
+    handling: Handling = Handling.C
+    idempotency: Idempotency | None = None
+
+
+@dataclass(frozen=True)
+class GetReferral:
+    actor: Principal
+    region: Region
+    referral_id: str
+
+
+@dataclass(frozen=True)
+class ListReferrals:
+    actor: Principal
+    region: Region | None
+    states: frozenset[State]
+    overdue_only: bool
+    page_size: int
+    after: tuple[datetime, str] | None = None
+
+
+@dataclass(frozen=True)
+class Revision:
+    """The fields UpdateReferral may change; unset ones are left alone."""
+
+    date_of_birth: date | bool | None = False
+    age_band: AgeBand | None = None
+    local_authority: str | None = None
+    consent: Any = None
+    concerns: list[Concern] | None = None
+    risk_level: RiskLevel | None = None
+    destinations: list[Destination] | None = None
+    linked_job: str | None = None
+    handling: Handling | None = None
+    evidence: list[Evidence] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class UpdateReferral:
+    actor: Principal
+    region: Region
+    referral_id: str
+    revision: Revision
+    idempotency: Idempotency | None = None
+
+
+@dataclass(frozen=True)
+class Transition:
+    """SubmitForApproval, ApproveReferral, ReturnReferral, CloseReferral."""
+
+    actor: Principal
+    region: Region
+    referral_id: str
+    reason: str = ""
+    idempotency: Idempotency | None = None
+
+
+@dataclass(frozen=True)
+class RecordSubmission:
+    actor: Principal
+    region: Region
+    referral_id: str
+    destination: Destination
+    agency_reference: str = ""
+    submitted_at: datetime | None = None
+    idempotency: Idempotency | None = None
+
+
+@dataclass(frozen=True)
+class RecordAcknowledgement:
+    actor: Principal
+    region: Region
+    referral_id: str
+    destination: Destination
+    acknowledged_at: datetime | None = None
+    idempotency: Idempotency | None = None
+
+
+@dataclass(frozen=True)
+class RecordDecision:
+    actor: Principal
+    region: Region
+    referral_id: str
+    destination: Destination
+    kind: DecisionKind
+    outcome: Outcome
+    detail: str = ""
+    decided_at: datetime | None = None
+    idempotency: Idempotency | None = None
+
+
+@dataclass(frozen=True)
+class ListOverdue:
+    actor: Principal
+    region: Region | None
+    page_size: int
+    after: tuple[datetime, str] | None = None
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A finding from another service that a subject may need safeguarding.
+
+    `concern` None means "whatever the open referral is about": a safeguarding job names a
+    subject, not a concern, and joins any open referral of that subject before drafting one."""
+
+    source_event_id: str
+    source_type: str
+    region: Region
+    subject_entity_id: str
+    concern: Concern | None
+    evidence: list[Evidence]
+    linked_job: str = ""
+    risk_level: RiskLevel = RiskLevel.UNASSESSED
+    handling: Handling = Handling.C
+    age_band: AgeBand = AgeBand.UNKNOWN
+
+
+@dataclass(frozen=True)
+class EscalateOverdue:
+    now: datetime
+    limit: int = 200

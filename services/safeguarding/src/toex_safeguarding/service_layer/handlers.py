@@ -1,0 +1,394 @@
+"""One handler per command. Handlers decide; the unit of work commits; nothing here knows gRPC."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from toex_common.context import touch
+from toex_common.errors import AlreadyExists, InvalidArgument, NotFound
+from toex_common.principal import Principal
+from toex_common.regions import Region
+
+from toex_safeguarding.adapters import integration
+from toex_safeguarding.domain import commands, events, policy
+from toex_safeguarding.domain.model import Referral, Subject, referral_name
+from toex_safeguarding.domain.values import Concern
+from toex_safeguarding.service_layer.ports import (
+    OpenReferralExists,
+    OverdueRow,
+    ReferralQuery,
+    SafeguardingUnitOfWork,
+)
+
+Clock = Callable[[], datetime]
+MAX_TEXT = 10_000
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Deps:
+    uow: Callable[[], SafeguardingUnitOfWork]
+    clock: Clock = utcnow
+
+
+def _label(value: object) -> str:
+    return str(getattr(value, "value", value)).replace("_", " ").lower()
+
+
+def note_for(referral: Referral, event: events.DomainEvent) -> str | None:
+    """What the linked tasking job is told. Names the referral, never details of its subject."""
+    name = referral.name
+    if isinstance(event, events.ReferralDrafted):
+        concerns = ", ".join(_label(c) for c in referral.concerns)
+        return f"Safeguarding referral {name} drafted ({concerns}) by {event.by}."
+    if isinstance(event, events.ReferralApproved):
+        where = ", ".join(_label(d) for d in event.destinations)
+        return f"Safeguarding referral {name} approved by {event.by}; going to: {where}."
+    if isinstance(event, events.ReferralSubmitted):
+        due = f"; decision due by {event.due_at.isoformat()}" if event.due_at else ""
+        return f"Safeguarding referral {name} sent to {_label(event.destination)}{due}."
+    if isinstance(event, events.DecisionRecorded):
+        d = event.decision
+        detail = f": {d.detail}" if d.detail else ""
+        return (
+            f"Safeguarding referral {name}: {_label(event.destination)} decision "
+            f"{_label(d.kind)} {_label(d.outcome)} on {d.decided_at.date().isoformat()}{detail}"
+        )
+    if isinstance(event, events.ReferralOverdue):
+        return (
+            f"Safeguarding referral {name}: {_label(event.clock)} is overdue; "
+            f"escalated to the {_label(event.escalation.name)}."
+        )
+    if isinstance(event, events.ReferralClosed):
+        why = f": {event.reason}" if event.reason else ""
+        return f"Safeguarding referral {name} closed{why}."
+    return None
+
+
+async def publish_changes(uow: SafeguardingUnitOfWork, referral: Referral) -> None:
+    for event in referral.events:
+        uow.publish(integration.envelope(referral, event))
+        if referral.linked_job and (text := note_for(referral, event)):
+            await uow.job_notes.queue(job=referral.linked_job, referral=referral.name, text=text)
+    referral.events.clear()
+
+
+def _scope(method: str, actor_subject: str) -> str:
+    return f"safeguarding.{method}:{actor_subject}"
+
+
+async def _replay(
+    uow: SafeguardingUnitOfWork, scope: str, idem: commands.Idempotency | None
+) -> Referral | None:
+    if idem is None:
+        return None
+    name = await uow.recall_request(scope, idem.request_id, idem.fingerprint)
+    if name is None:
+        return None
+    referral = await uow.referrals.get(name.rsplit("/", 1)[-1])
+    if referral is None:
+        raise NotFound(f"referral {name} not found")
+    return referral
+
+
+async def create_referral(cmd: commands.CreateReferral, deps: Deps) -> Referral:
+    policy.ensure_can_work(cmd.actor, cmd.region)
+    now = deps.clock()
+    scope = _scope("CreateReferral", cmd.actor.subject)
+    async with deps.uow() as uow:
+        if (prior := await _replay(uow, scope, cmd.idempotency)) is not None:
+            touch(prior.name)
+            return prior
+        referral = Referral.draft(
+            region=cmd.region,
+            subject=cmd.subject,
+            concerns=cmd.concerns,
+            risk_level=cmd.risk_level,
+            evidence=cmd.evidence,
+            destinations=cmd.destinations,
+            linked_job=cmd.linked_job.strip(),
+            handling=cmd.handling,
+            created_by=cmd.actor.username,
+            now=now,
+        )
+        touch(referral.name)
+        try:
+            await uow.referrals.add(referral)
+        except OpenReferralExists as exc:
+            raise AlreadyExists(
+                f"{referral_name(cmd.region, exc.referral_id)} is already open for this subject and "
+                f"concern {exc.concern.value}; add evidence to it instead"
+            ) from None
+        await publish_changes(uow, referral)
+        if cmd.idempotency is not None:
+            await uow.remember_request(
+                scope, cmd.idempotency.request_id, cmd.idempotency.fingerprint, referral.name
+            )
+        await uow.commit()
+        return referral
+
+
+async def get_referral(cmd: commands.GetReferral, deps: Deps) -> Referral:
+    name = referral_name(cmd.region, cmd.referral_id)
+    touch(name)
+    async with deps.uow() as uow:
+        referral = await uow.referrals.get(cmd.referral_id)
+    if referral is not None and referral.region is not cmd.region:
+        referral = None
+    return policy.ensure_visible(cmd.actor, referral, name)
+
+
+async def list_referrals(cmd: commands.ListReferrals, deps: Deps) -> tuple[list[Referral], bool]:
+    regions = policy.visible_regions(cmd.actor, cmd.region)
+    query = ReferralQuery(regions, cmd.states, deps.clock() if cmd.overdue_only else None)
+    async with deps.uow() as uow:
+        found = await uow.referrals.search(query, cmd.page_size + 1, cmd.after)
+    page = found[: cmd.page_size]
+    touch(*(r.name for r in page))
+    return page, len(found) > cmd.page_size
+
+
+async def list_overdue(cmd: commands.ListOverdue, deps: Deps) -> tuple[list[OverdueRow], int, bool]:
+    regions = policy.visible_regions(cmd.actor, cmd.region)
+    async with deps.uow() as uow:
+        rows, total = await uow.referrals.overdue(regions, deps.clock(), cmd.page_size + 1, cmd.after)
+    page = rows[: cmd.page_size]
+    touch(*dict.fromkeys(row.referral.name for row in page))
+    return page, total, len(rows) > cmd.page_size
+
+
+async def _change(
+    deps: Deps,
+    *,
+    method: str,
+    actor: Principal,
+    region: Region,
+    referral_id: str,
+    idempotency: commands.Idempotency | None,
+    change: Callable[[Referral, datetime], None],
+) -> Referral:
+    name = referral_name(region, referral_id)
+    touch(name)
+    scope = _scope(method, actor.subject)
+    async with deps.uow() as uow:
+        if (prior := await _replay(uow, scope, idempotency)) is not None:
+            return prior
+        referral = await uow.referrals.get(referral_id, for_update=True)
+        if referral is not None and referral.region is not region:
+            referral = None
+        referral = policy.ensure_visible(actor, referral, name)
+        policy.ensure_can_work(actor, referral.region)
+        change(referral, deps.clock())
+        try:
+            await uow.referrals.save(referral)
+        except OpenReferralExists as exc:
+            raise AlreadyExists(
+                f"{referral_name(region, exc.referral_id)} is already open for this subject and "
+                f"concern {exc.concern.value}"
+            ) from None
+        await publish_changes(uow, referral)
+        if idempotency is not None:
+            await uow.remember_request(scope, idempotency.request_id, idempotency.fingerprint, referral.name)
+        await uow.commit()
+        return referral
+
+
+async def update_referral(cmd: commands.UpdateReferral, deps: Deps) -> Referral:
+    rev = cmd.revision
+    by = cmd.actor.username
+
+    def change(referral: Referral, now: datetime) -> None:
+        referral.revise(
+            now=now,
+            by=by,
+            date_of_birth=rev.date_of_birth,
+            age_band=rev.age_band,
+            local_authority=rev.local_authority,
+            consent=rev.consent,
+            concerns=rev.concerns,
+            risk_level=rev.risk_level,
+            destinations=rev.destinations,
+            linked_job=rev.linked_job,
+            handling=rev.handling,
+        )
+        if rev.evidence:
+            referral.add_evidence(rev.evidence, by=by, now=now)
+
+    return await _change(
+        deps,
+        method="UpdateReferral",
+        actor=cmd.actor,
+        region=cmd.region,
+        referral_id=cmd.referral_id,
+        idempotency=cmd.idempotency,
+        change=change,
+    )
+
+
+async def submit_for_approval(cmd: commands.Transition, deps: Deps) -> Referral:
+    return await _change(
+        deps,
+        method="SubmitForApproval",
+        actor=cmd.actor,
+        region=cmd.region,
+        referral_id=cmd.referral_id,
+        idempotency=cmd.idempotency,
+        change=lambda r, now: r.submit_for_approval(by=cmd.actor.username, now=now),
+    )
+
+
+async def approve_referral(cmd: commands.Transition, deps: Deps) -> Referral:
+    policy.ensure_supervisor(cmd.actor, cmd.region)
+    return await _change(
+        deps,
+        method="ApproveReferral",
+        actor=cmd.actor,
+        region=cmd.region,
+        referral_id=cmd.referral_id,
+        idempotency=cmd.idempotency,
+        change=lambda r, now: r.approve(by=cmd.actor.username, now=now),
+    )
+
+
+async def return_referral(cmd: commands.Transition, deps: Deps) -> Referral:
+    policy.ensure_supervisor(cmd.actor, cmd.region)
+    return await _change(
+        deps,
+        method="ReturnReferral",
+        actor=cmd.actor,
+        region=cmd.region,
+        referral_id=cmd.referral_id,
+        idempotency=cmd.idempotency,
+        change=lambda r, now: r.return_to_draft(by=cmd.actor.username, reason=cmd.reason, now=now),
+    )
+
+
+async def record_submission(cmd: commands.RecordSubmission, deps: Deps) -> Referral:
+    def change(referral: Referral, now: datetime) -> None:
+        referral.record_submission(
+            cmd.destination,
+            reference=cmd.agency_reference,
+            submitted_at=cmd.submitted_at or now,
+            now=now,
+        )
+
+    return await _change(
+        deps,
+        method="RecordSubmission",
+        actor=cmd.actor,
+        region=cmd.region,
+        referral_id=cmd.referral_id,
+        idempotency=cmd.idempotency,
+        change=change,
+    )
+
+
+async def record_acknowledgement(cmd: commands.RecordAcknowledgement, deps: Deps) -> Referral:
+    return await _change(
+        deps,
+        method="RecordAcknowledgement",
+        actor=cmd.actor,
+        region=cmd.region,
+        referral_id=cmd.referral_id,
+        idempotency=cmd.idempotency,
+        change=lambda r, now: r.record_acknowledgement(
+            cmd.destination, acknowledged_at=cmd.acknowledged_at or now, now=now
+        ),
+    )
+
+
+async def record_decision(cmd: commands.RecordDecision, deps: Deps) -> Referral:
+    if len(cmd.detail) > MAX_TEXT:
+        raise InvalidArgument.field("detail", f"at most {MAX_TEXT} characters")
+
+    def change(referral: Referral, now: datetime) -> None:
+        referral.record_decision(
+            cmd.destination,
+            cmd.kind,
+            cmd.outcome,
+            detail=cmd.detail,
+            decided_at=cmd.decided_at or now,
+            by=cmd.actor.username,
+            now=now,
+        )
+
+    return await _change(
+        deps,
+        method="RecordDecision",
+        actor=cmd.actor,
+        region=cmd.region,
+        referral_id=cmd.referral_id,
+        idempotency=cmd.idempotency,
+        change=change,
+    )
+
+
+async def close_referral(cmd: commands.Transition, deps: Deps) -> Referral:
+    return await _change(
+        deps,
+        method="CloseReferral",
+        actor=cmd.actor,
+        region=cmd.region,
+        referral_id=cmd.referral_id,
+        idempotency=cmd.idempotency,
+        change=lambda r, now: r.close(by=cmd.actor.username, reason=cmd.reason, now=now),
+    )
+
+
+async def draft_from_trigger(
+    trigger: commands.Trigger, uow: SafeguardingUnitOfWork, now: datetime
+) -> Referral:
+    """Inside the consumer's transaction (it commits): add the trigger's evidence to the open
+    referral for the same region, subject and concern, or draft one.
+
+    Safe under concurrent consumers: the open-referral key is claimed with a unique index, so
+    of two triggers racing for the same subject and concern one drafts and the other waits for
+    it to commit, then finds it and adds its evidence."""
+    by = f"trigger:{trigger.source_type.rsplit('.', 1)[-1] or 'event'}"
+    for _ in range(3):
+        existing = await uow.referrals.find_open(trigger.region, trigger.subject_entity_id, trigger.concern)
+        if existing is not None:
+            existing.add_evidence(trigger.evidence, by=by, now=now)
+            existing.link_job(trigger.linked_job, now)
+            await uow.referrals.save(existing)
+            await publish_changes(uow, existing)
+            return existing
+        referral = Referral.draft(
+            region=trigger.region,
+            subject=Subject(trigger.subject_entity_id, age_band=trigger.age_band),
+            concerns=[trigger.concern or Concern.OTHER],
+            risk_level=trigger.risk_level,
+            evidence=trigger.evidence,
+            destinations=[],
+            linked_job=trigger.linked_job,
+            handling=trigger.handling,
+            created_by=by,
+            now=now,
+        )
+        try:
+            await uow.referrals.add(referral)
+        except OpenReferralExists:
+            continue  # drafted by a concurrent trigger a moment ago: join it
+        await publish_changes(uow, referral)
+        return referral
+    raise RuntimeError(f"could not draft or find the open referral for {trigger.subject_entity_id}")
+
+
+async def escalate_overdue(cmd: commands.EscalateOverdue, deps: Deps) -> int:
+    """Publish ReferralOverdue for each overdue clock whose escalation is due. Safe on every replica."""
+    async with deps.uow() as uow:
+        referrals = await uow.referrals.to_escalate(cmd.now, cmd.limit)
+        raised = 0
+        for referral in referrals:
+            clocks = referral.escalate_overdue(cmd.now)
+            if clocks:
+                await uow.referrals.save(referral)
+                await publish_changes(uow, referral)
+                raised += len(clocks)
+        await uow.commit()
+        return raised

@@ -1,0 +1,85 @@
+"""The ports the handlers depend on. Adapters implement them; unit tests fake them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from toex_common.regions import Region
+from toex_common.uow import UnitOfWork
+
+from toex_safeguarding.domain.model import Clock, Referral
+from toex_safeguarding.domain.values import Concern, State
+
+
+class OpenReferralExists(Exception):
+    """Another open referral already covers this region, subject and concern."""
+
+    def __init__(self, referral_id: str, concern: Concern) -> None:
+        super().__init__(f"open referral {referral_id} already covers {concern.value}")
+        self.referral_id = referral_id
+        self.concern = concern
+
+
+@dataclass(frozen=True)
+class ReferralQuery:
+    # None: every region.
+    regions: frozenset[Region] | None
+    states: frozenset[State]
+    overdue_at: datetime | None  # only referrals with a clock overdue at this time
+
+
+@dataclass(frozen=True)
+class OverdueRow:
+    referral: Referral
+    clock: Clock
+
+
+class ReferralRepository(Protocol):
+    async def add(self, referral: Referral) -> None:
+        """Store a new referral and claim its (region, subject, concern) keys; raises
+        OpenReferralExists, leaving nothing stored, if one is held by another open referral."""
+        ...
+
+    async def get(self, referral_id: str, *, for_update: bool = False) -> Referral | None: ...
+
+    async def save(self, referral: Referral) -> None:
+        """Store changes; re-claims keys when concerns change, releases them on close."""
+        ...
+
+    async def find_open(
+        self, region: Region, subject_entity_id: str, concern: Concern | None
+    ) -> Referral | None:
+        """The open referral holding this key (any concern when None), locked for update."""
+        ...
+
+    async def search(
+        self, query: ReferralQuery, limit: int, after: tuple[datetime, str] | None
+    ) -> list[Referral]: ...
+
+    async def overdue(
+        self, regions: frozenset[Region] | None, now: datetime, limit: int, after: tuple[datetime, str] | None
+    ) -> tuple[list[OverdueRow], int]:
+        """Overdue deadline clocks, earliest due first, and how many there are in all."""
+        ...
+
+    async def to_escalate(self, now: datetime, limit: int) -> list[Referral]:
+        """Referrals (locked, skipping ones locked elsewhere) with an overdue clock whose
+        escalation may be due."""
+        ...
+
+
+class JobNotes(Protocol):
+    """Notes for a tasking job, queued in the same transaction as the change they report and
+    delivered later (so a tasking outage loses nothing)."""
+
+    async def queue(self, *, job: str, referral: str, text: str) -> None: ...
+
+
+class SafeguardingUnitOfWork(UnitOfWork, Protocol):
+    referrals: ReferralRepository
+    job_notes: JobNotes
+
+    async def __aenter__(self) -> SafeguardingUnitOfWork: ...
+    async def __aexit__(self, *exc: object) -> None: ...

@@ -1,0 +1,116 @@
+import copy
+from datetime import datetime
+
+from toex_common.regions import Region
+from toex_common.testing.fakes import FakeUnitOfWorkBase
+from toex_safeguarding.domain.model import Referral
+from toex_safeguarding.domain.values import Concern
+from toex_safeguarding.service_layer.ports import OpenReferralExists, OverdueRow, ReferralQuery
+
+
+class FakeReferralRepository:
+    """Stores copies, holds the open-referral keys like the unique index does."""
+
+    def __init__(self) -> None:
+        self.referrals: dict[str, Referral] = {}
+        self.keys: dict[tuple[Region, str, Concern], str] = {}
+
+    def _store(self, referral: Referral) -> None:
+        stored = copy.deepcopy(referral)
+        stored.events = []
+        self.referrals[referral.id] = stored
+
+    def _claim(self, referral: Referral) -> None:
+        wanted = (
+            {(referral.region, referral.subject.entity_id, c) for c in referral.concerns}
+            if referral.is_open
+            else set()
+        )
+        for key in wanted:
+            holder = self.keys.get(key)
+            if holder is not None and holder != referral.id:
+                raise OpenReferralExists(holder, key[2])
+        for key in [k for k, v in self.keys.items() if v == referral.id and k not in wanted]:
+            del self.keys[key]
+        for key in wanted:
+            self.keys[key] = referral.id
+
+    async def add(self, referral: Referral) -> None:
+        self._claim(referral)
+        self._store(referral)
+
+    async def save(self, referral: Referral) -> None:
+        self._claim(referral)
+        self._store(referral)
+
+    async def get(self, referral_id: str, *, for_update: bool = False) -> Referral | None:
+        found = self.referrals.get(referral_id)
+        return copy.deepcopy(found) if found else None
+
+    async def find_open(
+        self, region: Region, subject_entity_id: str, concern: Concern | None
+    ) -> Referral | None:
+        for (r, s, c), holder in sorted(self.keys.items()):
+            if r is region and s == subject_entity_id and (concern is None or c is concern):
+                return copy.deepcopy(self.referrals[holder])
+        return None
+
+    async def search(
+        self, query: ReferralQuery, limit: int, after: tuple[datetime, str] | None
+    ) -> list[Referral]:
+        found = []
+        for r in sorted(self.referrals.values(), key=lambda r: (r.created_at, r.id), reverse=True):
+            if query.regions is not None and r.region not in query.regions:
+                continue
+            if query.states and r.state not in query.states:
+                continue
+            if query.overdue_at and not r.is_overdue(query.overdue_at):
+                continue
+            if after and not (r.created_at, r.id) < after:
+                continue
+            found.append(copy.deepcopy(r))
+        return found[:limit]
+
+    async def overdue(
+        self, regions: frozenset[Region] | None, now: datetime, limit: int, after: tuple[datetime, str] | None
+    ) -> tuple[list[OverdueRow], int]:
+        rows = [
+            OverdueRow(copy.deepcopy(r), c)
+            for r in self.referrals.values()
+            if regions is None or r.region in regions
+            for c in r.clocks
+            if c.is_overdue(now)
+        ]
+        rows.sort(key=lambda row: (row.clock.due_at, row.referral.id))
+        total = len(rows)
+        if after:
+            rows = [row for row in rows if (row.clock.due_at, row.referral.id) > after]
+        return rows[:limit], total
+
+    async def to_escalate(self, now: datetime, limit: int) -> list[Referral]:
+        return [copy.deepcopy(r) for r in self.referrals.values() if r.is_overdue(now)][:limit]
+
+
+class FakeJobNotes:
+    def __init__(self) -> None:
+        self.pending: list[tuple[str, str, str]] = []
+        self.queued: list[tuple[str, str, str]] = []
+
+    async def queue(self, *, job: str, referral: str, text: str) -> None:
+        self.pending.append((job, referral, text))
+
+
+class FakeSafeguardingUnitOfWork(FakeUnitOfWorkBase):
+    def __init__(self) -> None:
+        super().__init__()
+        self.referrals = FakeReferralRepository()
+        self.job_notes = FakeJobNotes()
+
+    async def commit(self) -> None:
+        await super().commit()
+        self.job_notes.queued.extend(self.job_notes.pending)
+        self.job_notes.pending = []
+
+    async def rollback(self) -> None:
+        await super().rollback()
+        self.job_notes.pending = []
