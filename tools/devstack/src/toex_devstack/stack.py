@@ -1,0 +1,545 @@
+"""The local stack behind `make up`: NATS, PostgreSQL and Keycloak on loopback, then the services.
+
+Everything lives under ``<repo>/.devstack`` (state.json, data, logs) and is thrown away by ``down``;
+only the Keycloak distribution cache (~/.cache/toex/keycloak) is kept between runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ._proc import (
+    LOOPBACK,
+    DevstackError,
+    ensure_port_free,
+    is_root,
+    port_open,
+    process_alive,
+    process_cmdline,
+    tail,
+    terminate_group,
+    wait_until,
+)
+from .keycloak import DEMO_PASSWORD, Keycloak, ensure_distribution, find_java_home, service_client_secret
+from .nats import NatsServer, find_nats_server
+from .postgres import Postgres, find_pg_bindir
+
+SERVICES_FILE = Path("deploy/devstack/services.toml")
+REALM_FILE = Path("deploy/keycloak/realm-toex.json")
+OIDC_AUDIENCE = "toex"
+HEALTH_TIMEOUT = 60.0
+
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One entry of deploy/devstack/services.toml."""
+
+    name: str
+    module: str
+    port: int
+    database: str
+    client_id: str
+
+
+@dataclass(frozen=True)
+class Ports:
+    nats: int = 4222
+    nats_monitor: int = 8222
+    postgres: int = 5432
+    keycloak: int = 8080
+
+
+@dataclass
+class ComponentStatus:
+    name: str
+    up: bool
+    pid: int | None
+    endpoint: str
+    note: str = ""
+
+
+def find_repo_root(start: Path | None = None) -> Path:
+    """The nearest directory at or above ``start`` (default: cwd) holding deploy/devstack/services.toml."""
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / SERVICES_FILE).is_file():
+            return candidate
+    raise DevstackError(f"no {SERVICES_FILE} found at or above {here}: run this inside the toex repository")
+
+
+def load_services(root: Path) -> list[ServiceSpec]:
+    data = tomllib.loads((root / SERVICES_FILE).read_text())
+    specs = []
+    for entry in data.get("service", []):
+        try:
+            specs.append(
+                ServiceSpec(
+                    name=str(entry["name"]),
+                    module=str(entry["module"]),
+                    port=int(entry["port"]),
+                    database=str(entry["database"]),
+                    client_id=str(entry["client_id"]),
+                )
+            )
+        except KeyError as exc:
+            raise DevstackError(f"{SERVICES_FILE}: service entry {entry!r} lacks {exc}") from exc
+    return specs
+
+
+def service_environment(
+    spec: ServiceSpec, *, database_url: str, nats_url: str, oidc_issuer: str
+) -> dict[str, str]:
+    """The settings each service process gets from the local stack (its config reads TOEX_*)."""
+    return {
+        "TOEX_DATABASE_URL": database_url,
+        "TOEX_NATS_URL": nats_url,
+        "TOEX_OIDC_ISSUER": oidc_issuer,
+        "TOEX_OIDC_AUDIENCE": OIDC_AUDIENCE,
+        "TOEX_GRPC_HOST": LOOPBACK,
+        "TOEX_GRPC_PORT": str(spec.port),
+        "TOEX_SERVICE_CLIENT_ID": spec.client_id,
+        "TOEX_SERVICE_CLIENT_SECRET": service_client_secret(spec.client_id),
+        "TOEX_LOG_LEVEL": "INFO",
+    }
+
+
+def grpc_serving(port: int, timeout: float = 2.0) -> bool:
+    """True if the standard gRPC health service answers SERVING for the server as a whole."""
+    with grpc.insecure_channel(f"{LOOPBACK}:{port}", options=[("grpc.enable_http_proxy", 0)]) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            response = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        except grpc.RpcError:
+            return False
+    return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def runnable(module: str) -> bool:
+    """Whether `python -m module` can run here: the package is installed and has a __main__."""
+    try:
+        return importlib.util.find_spec(f"{module}.__main__") is not None
+    except Exception:  # a half-written package that fails to import is not runnable either
+        return False
+
+
+def _world_searchable(path: Path) -> bool:
+    """Whether an unprivileged user can reach ``path`` (every existing ancestor has o+x)."""
+    for directory in (path, *path.parents):
+        if directory.exists():
+            if not directory.stat().st_mode & stat.S_IXOTH:
+                return False
+    return True
+
+
+class Stack:
+    """Start, stop and report the local stack of one repository checkout."""
+
+    def __init__(self, root: Path, *, ports: Ports | None = None, echo: Echo = print) -> None:
+        self.root = root
+        self.ports = ports or Ports()
+        self.echo = echo
+        self.dir = root / ".devstack"
+        self.logs = self.dir / "logs"
+        self.state_file = self.dir / "state.json"
+
+    # -- state -----------------------------------------------------------------------------------
+
+    def load_state(self) -> dict[str, Any]:
+        try:
+            state: dict[str, Any] = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return state
+
+    def _save_state(self, state: dict[str, Any]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2) + "\n")
+        tmp.replace(self.state_file)
+
+    def _pg_dir(self) -> Path:
+        local = self.dir / "pg"
+        if not is_root() or _world_searchable(self.dir):
+            return local
+        # As root the cluster belongs to an unprivileged user, who cannot enter a private checkout.
+        digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
+        return Path("/var/tmp/toex-devstack") / digest / "pg"
+
+    def _ports_from(self, state: dict[str, Any]) -> Ports:
+        saved = state.get("ports")
+        return Ports(**saved) if saved else self.ports
+
+    # -- components ------------------------------------------------------------------------------
+
+    def _nats(self, ports: Ports) -> NatsServer:
+        return NatsServer(
+            port=ports.nats,
+            store_dir=self.dir / "nats",
+            monitor_port=ports.nats_monitor,
+            log_file=self.logs / "nats.log",
+        )
+
+    def _postgres(self, ports: Ports, state: dict[str, Any]) -> Postgres:
+        data_dir = state.get("postgres", {}).get("data_dir") or self._pg_dir()
+        return Postgres(port=ports.postgres, data_dir=data_dir)
+
+    def _keycloak(self, ports: Ports) -> Keycloak:
+        return Keycloak(
+            port=ports.keycloak,
+            home_dir=self.dir / "keycloak",
+            realm_file=self.root / REALM_FILE,
+            log_file=self.logs / "keycloak.log",
+        )
+
+    @staticmethod
+    def _ours(entry: dict[str, Any] | None, marker: str) -> int | None:
+        """The recorded pid if that process is still alive and still the one we started."""
+        pid = (entry or {}).get("pid")
+        if pid and process_alive(pid) and marker in process_cmdline(pid):
+            return int(pid)
+        return None
+
+    # -- up ----------------------------------------------------------------------------------------
+
+    def up(self) -> int:
+        state = self.load_state()
+        ports = self._ports_from(state)
+        specs = load_services(self.root)
+        if state and self._all_up(state, specs):
+            self.echo("The local stack is already running.")
+            self._print_endpoints(state, specs)
+            return 0
+        state.update(root=str(self.root), ports=ports.__dict__)
+        state.setdefault("services", {})
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+        try:
+            keycloak = self._start_keycloak(state, ports)
+            self._start_nats(state, ports)
+            postgres = self._start_postgres(state, ports)
+            if keycloak is not None:
+                self.echo(
+                    f"Waiting for Keycloak on {keycloak.base_url} (first start takes up to a minute) ..."
+                )
+                started = time.monotonic()
+                keycloak.wait_ready(progress=self.echo)
+                self.echo(f"  Keycloak ready after {time.monotonic() - started:.0f} s")
+        except DevstackError as exc:
+            self.echo(f"ERROR: {exc}")
+            self.echo("Some components may be running: `toex-devstack down` stops them.")
+            return 1
+
+        failures = 0
+        for spec in specs:
+            if not self._start_service(state, spec, ports, postgres):
+                failures += 1
+        self._print_endpoints(state, specs)
+        if failures:
+            self.echo(f"{failures} service(s) did not start; see the messages above.")
+            return 1
+        return 0
+
+    def _start_nats(self, state: dict[str, Any], ports: Ports) -> None:
+        if self._ours(state.get("nats"), "nats-server") and port_open(ports.nats):
+            self.echo(f"NATS already running on nats://{LOOPBACK}:{ports.nats}")
+            return
+        ensure_port_free(ports.nats, "NATS")
+        ensure_port_free(ports.nats_monitor, "NATS monitoring")
+        nats = self._nats(ports)
+        self.echo(f"Starting NATS (JetStream) on {nats.url} ...")
+        nats.start(progress=self.echo)
+        state["nats"] = {
+            "pid": nats.pid,
+            "port": nats.port,
+            "url": nats.url,
+            "store_dir": str(nats.store_dir),
+            "log": str(nats.log_file),
+        }
+        self._save_state(state)
+
+    def _start_postgres(self, state: dict[str, Any], ports: Ports) -> Postgres:
+        postgres = self._postgres(ports, state)
+        if postgres.running:
+            self.echo(f"PostgreSQL already running on {LOOPBACK}:{ports.postgres}")
+            return postgres
+        ensure_port_free(ports.postgres, "PostgreSQL")
+        self.echo(f"Starting PostgreSQL on {LOOPBACK}:{ports.postgres} (data in {postgres.data_dir}) ...")
+        state["postgres"] = {"port": postgres.port, "data_dir": str(postgres.data_dir)}
+        self._save_state(state)
+        started = time.monotonic()
+        postgres.start(progress=self.echo)
+        self.echo(f"  PostgreSQL ready after {time.monotonic() - started:.1f} s")
+        state["postgres"].update(pid=postgres.pid, log=str(postgres.log_file))
+        self._save_state(state)
+        return postgres
+
+    def _start_keycloak(self, state: dict[str, Any], ports: Ports) -> Keycloak | None:
+        """Launch Keycloak without waiting, so it boots while NATS and PostgreSQL start."""
+        keycloak = self._keycloak(ports)
+        if self._ours(state.get("keycloak"), "keycloak") and keycloak.ready():
+            self.echo(f"Keycloak already running on {keycloak.base_url}")
+            return None
+        ensure_port_free(ports.keycloak, "Keycloak")
+        self.echo(f"Starting Keycloak on {keycloak.base_url} ...")
+        keycloak.start(progress=self.echo, wait=False)
+        state["keycloak"] = {
+            "pid": keycloak.pid,
+            "port": keycloak.port,
+            "base_url": keycloak.base_url,
+            "issuer": keycloak.issuer,
+            "home_dir": str(keycloak.home_dir),
+            "log": str(keycloak.log_file),
+        }
+        self._save_state(state)
+        return keycloak
+
+    def _run_module(
+        self, spec: ServiceSpec, command: str, env: dict[str, str], log_path: Path
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", spec.module, command],
+            cwd=self.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            stdin=subprocess.DEVNULL,
+            timeout=300,
+        )
+        with log_path.open("a") as log:
+            log.write(f"--- python -m {spec.module} {command} (exit {result.returncode}) ---\n")
+            log.write(result.stdout + result.stderr)
+        return result
+
+    def _start_service(
+        self, state: dict[str, Any], spec: ServiceSpec, ports: Ports, postgres: Postgres
+    ) -> bool:
+        entry = state["services"].get(spec.name)
+        if self._ours(entry, spec.module) and grpc_serving(spec.port):
+            self.echo(f"Service {spec.name} already running on {LOOPBACK}:{spec.port}")
+            return True
+        if not runnable(spec.module):
+            self.echo(
+                f"WARNING: service {spec.name}: `python -m {spec.module}` is not available in this environment "
+                "(not written yet, or run `uv sync --all-packages`); skipping it"
+            )
+            return True
+        log_path = self.logs / f"{spec.name}.log"
+        log_path.write_text("")
+        try:
+            ensure_port_free(spec.port, f"service {spec.name}")
+            database_url = postgres.create_database(spec.database)
+        except DevstackError as exc:
+            self.echo(f"ERROR: service {spec.name}: {exc}")
+            return False
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            **service_environment(
+                spec,
+                database_url=database_url,
+                nats_url=f"nats://{LOOPBACK}:{ports.nats}",
+                oidc_issuer=f"http://{LOOPBACK}:{ports.keycloak}/realms/toex",
+            ),
+        }
+
+        self.echo(f"Service {spec.name}: migrating database {spec.database} ...")
+        migrate = self._run_module(spec, "migrate", env, log_path)
+        if migrate.returncode != 0:
+            self.echo(f"ERROR: `python -m {spec.module} migrate` failed:\n{tail(log_path)}")
+            return False
+
+        self.echo(f"Service {spec.name}: starting gRPC server on {LOOPBACK}:{spec.port} ...")
+        with log_path.open("ab") as log:
+            log.write(f"--- python -m {spec.module} serve ---\n".encode())
+            log.flush()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", spec.module, "serve"],
+                cwd=self.root,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
+        state["services"][spec.name] = {
+            "pid": proc.pid,
+            "port": spec.port,
+            "module": spec.module,
+            "database": spec.database,
+            "log": str(log_path),
+        }
+        self._save_state(state)
+        try:
+            wait_until(
+                lambda: grpc_serving(spec.port, timeout=1.0),
+                timeout=HEALTH_TIMEOUT,
+                what=f"service {spec.name} (gRPC health on {LOOPBACK}:{spec.port})",
+                alive=lambda: proc.poll() is None,
+                log=log_path,
+                progress=self.echo,
+                interval=0.3,
+            )
+        except DevstackError as exc:
+            self.echo(f"ERROR: {exc}")
+            return False
+
+        seed = self._run_module(spec, "seed-demo", env, log_path)
+        output = (seed.stdout + seed.stderr).lower()
+        if seed.returncode == 2 and "no such command" in output:
+            self.echo(f"Service {spec.name}: no seed-demo command; no demo data loaded")
+        elif seed.returncode != 0:
+            self.echo(f"WARNING: `python -m {spec.module} seed-demo` failed:\n{tail(log_path)}")
+        else:
+            self.echo(f"Service {spec.name}: demo data loaded")
+        return True
+
+    # -- down ------------------------------------------------------------------------------------
+
+    def down(self) -> int:
+        state = self.load_state()
+        ports = self._ports_from(state)
+        if not state:
+            self.echo("The local stack is not running (no .devstack/state.json).")
+        for name, entry in state.get("services", {}).items():
+            pid = self._ours(entry, entry.get("module", name))
+            if pid:
+                self.echo(f"Stopping service {name} (pid {pid}) ...")
+                terminate_group(pid, timeout=20)
+        pid = self._ours(state.get("keycloak"), "keycloak")
+        if pid:
+            self.echo(f"Stopping Keycloak (pid {pid}) ...")
+            terminate_group(pid, timeout=30)
+        if state.get("postgres"):
+            postgres = self._postgres(ports, state)
+            if postgres.pid and process_alive(postgres.pid):
+                self.echo(f"Stopping PostgreSQL (pid {postgres.pid}) ...")
+            postgres.stop()
+        pid = self._ours(state.get("nats"), "nats-server")
+        if pid:
+            self.echo(f"Stopping NATS (pid {pid}) ...")
+            terminate_group(pid, timeout=15)
+
+        # Throwaway data goes; logs stay for a post-mortem; the Keycloak download cache is elsewhere.
+        data_dirs = [self.dir / "nats", self.dir / "pg", self.dir / "keycloak"]
+        if state.get("postgres", {}).get("data_dir"):
+            data_dirs.append(Path(state["postgres"]["data_dir"]))
+        for directory in data_dirs:
+            shutil.rmtree(directory, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.state_file.unlink()
+        if state:
+            self.echo(f"The local stack is stopped and its data removed (logs kept in {self.logs}).")
+        return 0
+
+    # -- status ----------------------------------------------------------------------------------
+
+    def status(self) -> list[ComponentStatus]:
+        state = self.load_state()
+        ports = self._ports_from(state)
+        result = []
+        pid = self._ours(state.get("nats"), "nats-server")
+        result.append(
+            ComponentStatus(
+                "nats", bool(pid) and port_open(ports.nats), pid, f"nats://{LOOPBACK}:{ports.nats}"
+            )
+        )
+        postgres_pid = None
+        if state.get("postgres"):
+            postgres_pid = self._postgres(ports, state).pid
+        result.append(
+            ComponentStatus(
+                "postgres",
+                process_alive(postgres_pid) and port_open(ports.postgres),
+                postgres_pid if process_alive(postgres_pid) else None,
+                f"postgresql://toex:toex@{LOOPBACK}:{ports.postgres}/postgres",
+            )
+        )
+        pid = self._ours(state.get("keycloak"), "keycloak")
+        keycloak = self._keycloak(ports)
+        result.append(ComponentStatus("keycloak", bool(pid) and keycloak.ready(), pid, keycloak.base_url))
+        for spec in load_services(self.root):
+            entry = state.get("services", {}).get(spec.name)
+            pid = self._ours(entry, spec.module)
+            serving = bool(pid) and grpc_serving(spec.port)
+            note = "" if serving or not pid else "process alive but gRPC health is not SERVING"
+            if not entry and not runnable(spec.module):
+                note = f"python -m {spec.module} not available"
+            result.append(ComponentStatus(spec.name, serving, pid, f"grpc://{LOOPBACK}:{spec.port}", note))
+        return result
+
+    def _all_up(self, state: dict[str, Any], specs: list[ServiceSpec]) -> bool:
+        statuses = {s.name: s for s in self.status()}
+        infra = all(statuses[name].up for name in ("nats", "postgres", "keycloak"))
+        services = all(statuses[spec.name].up or not runnable(spec.module) for spec in specs)
+        return infra and services
+
+    def _print_endpoints(self, state: dict[str, Any], specs: list[ServiceSpec]) -> None:
+        ports = self._ports_from(state)
+        kc = f"http://{LOOPBACK}:{ports.keycloak}"
+        self.echo("")
+        self.echo("toex local stack (loopback only):")
+        self.echo(
+            f"  NATS JetStream  nats://{LOOPBACK}:{ports.nats}  (monitoring http://{LOOPBACK}:{ports.nats_monitor})"
+        )
+        self.echo(f"  PostgreSQL      postgresql://toex:toex@{LOOPBACK}:{ports.postgres}/postgres")
+        self.echo(f"  Keycloak        {kc}  issuer {kc}/realms/toex")
+        self.echo(f"                  admin console {kc}/admin/  (user admin, password admin)")
+        for spec in specs:
+            running = spec.name in state.get("services", {})
+            where = f"{LOOPBACK}:{spec.port} (gRPC, database {spec.database})"
+            self.echo(f"  {spec.name:<15} {where}" + ("" if running else "  [not started]"))
+        self.echo(f"  logs            {self.logs}")
+        self.echo("")
+        self.echo(
+            f"Demo logins: realm toex, client toex-cli, password {DEMO_PASSWORD}; users are <role>.<region>, "
+            "e.g. researcher.emsou, supervisor.ersou, analyst.emsou, researcher.london, "
+            "national_coordinator.national"
+        )
+        self.echo(
+            "  token: curl -s -d grant_type=password -d client_id=toex-cli -d username=researcher.emsou "
+            f"-d password={DEMO_PASSWORD} {kc}/realms/toex/protocol/openid-connect/token"
+        )
+        self.echo("Stop everything with `make down` (or `uv run toex-devstack down`).")
+
+
+def fetch(echo: Echo = print) -> int:
+    """Fetch the Keycloak distribution into the cache and check the other prerequisites."""
+    problems = []
+    try:
+        dist = ensure_distribution(progress=echo)
+        echo(f"Keycloak distribution: {dist}")
+    except DevstackError as exc:
+        problems.append(str(exc))
+    for label, finder in (
+        ("Java for Keycloak", find_java_home),
+        ("PostgreSQL binaries", find_pg_bindir),
+        ("nats-server", find_nats_server),
+    ):
+        try:
+            echo(f"{label}: {finder()}")
+        except DevstackError as exc:
+            problems.append(str(exc))
+    for problem in problems:
+        echo(f"ERROR: {problem}")
+    return 1 if problems else 0
