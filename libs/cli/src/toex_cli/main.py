@@ -1,10 +1,78 @@
-"""`toex`: one entry point, one subcommand group per service."""
+"""`toex`: one entry point, one subcommand group per service.
+
+A new service adds one module that defines `COMMANDS` (its click group) and, when it is reached
+over gRPC, `ENDPOINTS` (which become the root options `--<service>-addr`), and lists the
+module in `MODULES` below.
+"""
 
 from __future__ import annotations
 
+import os
+from types import ModuleType
+
 import click
 
+from toex_cli import auth_commands, events, jobs
+from toex_cli.context import CliContext, check_purpose
+from toex_cli.credentials import TOKEN_ENV
 
-@click.group(help="toex: organised-exploitation intelligence platform command line.")
-def main() -> None:
-    pass
+MODULES: tuple[ModuleType, ...] = (auth_commands, jobs, events)
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+    epilog=(
+        "Exit codes: 0 done; 1 refused by a server (or it could not be reached, or you are not "
+        "logged in); 2 the command line was wrong. Run `toex COMMAND --help` for examples."
+    ),
+)
+@click.option(
+    "--purpose",
+    default="",
+    envvar="TOEX_PURPOSE",
+    show_envvar=True,
+    metavar="TEXT",
+    help='Why you are reading (an operation name or job reference, e.g. "Op Kestrel"). '
+    "Sent with every call and written to the audit log; reads without one are refused.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    envvar="TOEX_TIMEOUT",
+    help="Seconds to wait for each server answer.",
+)
+@click.version_option(package_name="toex-cli", prog_name="toex")
+@click.pass_context
+def main(ctx: click.Context, purpose: str, timeout: float, **addresses: str) -> None:
+    """toex: the organised-exploitation intelligence platform from the command line.
+
+    Log in once with `toex login`; later commands use and refresh the stored token (scripts may
+    set TOEX_TOKEN instead). Reads must say why: toex --purpose "Op NAME" ...
+
+    \b
+    Examples:
+      toex login --username researcher.emsou
+      toex --purpose "Op Kestrel" jobs list --region EMSOU
+      toex events tail --stream TASKING --region EMSOU
+    """
+    cli = CliContext.build(
+        purpose=check_purpose(purpose),
+        addresses={
+            endpoint.service: addresses[endpoint.param_name]
+            for module in MODULES
+            for endpoint in getattr(module, "ENDPOINTS", ())
+        },
+        timeout=timeout,
+        env_token=os.environ.get(TOKEN_ENV, "").strip() or None,
+    )
+    ctx.obj = cli
+    ctx.call_on_close(cli.close)
+
+
+for _module in MODULES:
+    for _endpoint in getattr(_module, "ENDPOINTS", ()):
+        main.params.append(_endpoint.option())
+    for _command in _module.COMMANDS:
+        main.add_command(_command)

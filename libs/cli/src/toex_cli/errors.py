@@ -1,0 +1,139 @@
+"""Errors the CLI shows: what went wrong, the server's details, and what to do next.
+
+Exit codes: 0 ok, 1 the server (or the identity provider, or NATS) said no or could not be
+reached, 2 usage error (click's own).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import IO, Any
+
+import click
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+PURPOSE_HINT = (
+    'say why you are reading, for example: toex --purpose "Op NAME" ... (or set TOEX_PURPOSE for the session)'
+)
+
+
+class CommandFailed(click.ClickException):
+    """Exit code 1 with a message and, on its own line, the next step."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"Error: {self.format_message()}", file=file, err=True)
+        if self.hint:
+            click.echo(f"Hint: {self.hint}", file=file, err=True)
+
+
+def describe_details(details: list[any_pb2.Any], field_options: Mapping[str, str] | None = None) -> list[str]:
+    """One line per google.rpc detail: field violations and failed preconditions in full."""
+    field_options = field_options or {}
+    lines: list[str] = []
+    for packed in details:
+        if packed.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            packed.Unpack(bad_request)
+            for violation in bad_request.field_violations:
+                option = field_options.get(violation.field)
+                where = f"{violation.field} ({option})" if option else violation.field
+                lines.append(f"  field {where}: {violation.description}")
+        elif packed.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
+            failure = error_details_pb2.PreconditionFailure()
+            packed.Unpack(failure)
+            for pv in failure.violations:
+                subject = f" on {pv.subject}" if pv.subject else ""
+                lines.append(f"  precondition {pv.type or 'failed'}{subject}: {pv.description}")
+        elif packed.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            packed.Unpack(info)
+            lines.append(f"  reason {info.reason} ({info.domain})")
+        elif packed.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            packed.Unpack(retry)
+            lines.append(f"  retry after {retry.retry_delay.ToTimedelta().total_seconds():g} s")
+        elif packed.Is(error_details_pb2.LocalizedMessage.DESCRIPTOR):
+            localized = error_details_pb2.LocalizedMessage()
+            packed.Unpack(localized)
+            lines.append(f"  {localized.message}")
+        else:
+            lines.append(f"  (detail of type {packed.type_url.rsplit('/', 1)[-1]})")
+    return lines
+
+
+def _is_purpose_failure(message: str, details: list[any_pb2.Any]) -> bool:
+    for packed in details:
+        if packed.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
+            failure = error_details_pb2.PreconditionFailure()
+            packed.Unpack(failure)
+            if any(v.type == "PURPOSE" or v.subject == "x-toex-purpose" for v in failure.violations):
+                return True
+    return "x-toex-purpose" in message or "purpose" in message.lower()
+
+
+def hint_for(code_name: str, message: str, details: list[any_pb2.Any], *, service: str, address: str) -> str:
+    if code_name == "UNAUTHENTICATED":
+        return "run `toex login` (scripts: set TOEX_TOKEN to a current access token)"
+    if code_name == "PERMISSION_DENIED":
+        return "`toex whoami` shows your roles; ask your supervisor or an administrator if you need this"
+    if code_name == "FAILED_PRECONDITION":
+        if _is_purpose_failure(message, details):
+            return PURPOSE_HINT
+        return "the resource is not in a state that allows this; show it to check its current state"
+    if code_name == "NOT_FOUND":
+        return "check the name; it may not exist, or it belongs to a region you cannot see"
+    if code_name == "INVALID_ARGUMENT":
+        return "correct the values above and run the command again (add --help for the options)"
+    if code_name == "ALREADY_EXISTS":
+        return "it exists already; use a new --request-id only if you really mean a second one"
+    if code_name == "UNAVAILABLE":
+        return (
+            f"is the {service} service running at {address}? Start the local stack with `make up`, "
+            f"or point --{service}-addr at the right place"
+        )
+    if code_name == "DEADLINE_EXCEEDED":
+        return "the server did not answer in time; try again, or allow longer with --timeout"
+    if code_name == "RESOURCE_EXHAUSTED":
+        return "the server is busy or a limit was reached; wait a moment and try again"
+    return ""
+
+
+def render_status(
+    status: status_pb2.Status,
+    *,
+    service: str = "",
+    address: str = "",
+    field_options: Mapping[str, str] | None = None,
+) -> CommandFailed:
+    """The error to show for a google.rpc.Status (code, message and decoded details)."""
+    code_name = code_pb2.Code.Name(status.code) if status.code in code_pb2.Code.values() else str(status.code)
+    details = list(status.details)
+    lines = [f"{code_name}: {status.message}" if status.message else code_name]
+    lines.extend(describe_details(details, field_options))
+    hint = hint_for(code_name, status.message, details, service=service, address=address)
+    return CommandFailed("\n".join(lines), hint)
+
+
+def rpc_failure(
+    error: grpc.RpcError, *, service: str, address: str, field_options: Mapping[str, str] | None = None
+) -> CommandFailed:
+    """Turn a failed call into the error to show, decoding the grpc-status-details-bin trailer."""
+    call: Any = error
+    try:
+        status = rpc_status.from_call(call)
+    except ValueError:  # the trailer disagrees with the call's status: trust the call
+        status = None
+    if status is None:
+        code = call.code() if callable(getattr(call, "code", None)) else grpc.StatusCode.UNKNOWN
+        message = call.details() if callable(getattr(call, "details", None)) else str(error)
+        status = status_pb2.Status(code=code.value[0], message=message or "")
+    return render_status(status, service=service, address=address, field_options=field_options)

@@ -1,0 +1,488 @@
+"""`toex jobs ...`: the tasking service (intelligence jobs raised by regions and the national team)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+
+import click
+from google.protobuf.timestamp_pb2 import Timestamp
+from toex.tasking.v1 import tasking_pb2 as pb
+from toex.tasking.v1 import tasking_pb2_grpc
+from toex.type.v1 import region_pb2, security_pb2
+from toex_common.regions import Region
+
+from toex_cli.context import CliContext, Endpoint, pass_cli
+from toex_cli.output import (
+    JSON,
+    emit_json,
+    format_option,
+    format_time,
+    message_to_dict,
+    render_fields,
+    render_table,
+)
+from toex_cli.params import JOB_NAME, WHEN, EnumType, RegionType, enum_short_name
+
+SERVICE = "tasking"
+ENDPOINTS = (Endpoint(SERVICE, "127.0.0.1:50051", "The tasking service"),)
+MAX_PAGE_SIZE = 500
+
+JOB_TYPE = EnumType(pb.JobType.DESCRIPTOR)
+PRIORITY = EnumType(pb.Priority.DESCRIPTOR)
+JOB_STATE = EnumType(pb.JobState.DESCRIPTOR)
+HANDLING = {"P": security_pb2.HANDLING_CODE_P, "C": security_pb2.HANDLING_CODE_C}
+
+# Where a server-side field violation came from on the command line.
+CREATE_FIELDS = {
+    "parent": "--region",
+    "job.requesting_unit": "--unit",
+    "job.requesting_officer": "--officer",
+    "job.operation_name": "--operation",
+    "job.job_type": "--type",
+    "job.priority": "--priority",
+    "job.due_time": "--due",
+    "job.description": "--description",
+    "job.handling": "--handling",
+    "job.subject_entity_ids": "--subject",
+    "request_id": "--request-id",
+}
+
+
+def _stub(cli: CliContext) -> tasking_pb2_grpc.TaskingServiceStub:
+    return tasking_pb2_grpc.TaskingServiceStub(cli.channel(SERVICE))
+
+
+def _timestamp(when: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(when)
+    return stamp
+
+
+def _region(value: int) -> str:
+    return enum_short_name(region_pb2.Region.DESCRIPTOR, value) if value else ""
+
+
+def _due(job: pb.Job) -> str:
+    due = format_time(job.due_time)
+    return f"{due} OVERDUE" if due and job.overdue else due
+
+
+def job_row(job: pb.Job) -> list[str]:
+    return [
+        job.name,
+        enum_short_name(pb.JobState.DESCRIPTOR, job.state),
+        enum_short_name(pb.JobType.DESCRIPTOR, job.job_type).lower(),
+        enum_short_name(pb.Priority.DESCRIPTOR, job.priority).lower(),
+        _due(job),
+        ",".join(a.username for a in job.assignees),
+        job.operation_name,
+    ]
+
+
+JOB_COLUMNS = ["name", "state", "type", "priority", "due", "assignees", "operation"]
+
+
+def render_jobs(jobs: Sequence[pb.Job]) -> str:
+    return render_table(JOB_COLUMNS, [job_row(job) for job in jobs])
+
+
+def render_job(job: pb.Job) -> str:
+    assignees = "\n".join(
+        f"{a.username} ({_region(a.region)}, since {format_time(a.assign_time)})" for a in job.assignees
+    )
+    notes = "\n".join(f"{format_time(n.create_time)} {n.author}: {n.text}" for n in job.notes)
+    feedback = ""
+    if job.HasField("feedback"):
+        fb = job.feedback
+        feedback = f"{fb.rating}/5 {fb.comment}".strip() + f" (recorded by {fb.recorded_by})"
+    handling = enum_short_name(security_pb2.HandlingCode.DESCRIPTOR, job.handling) if job.handling else ""
+    return render_fields(
+        [
+            ("name", job.name),
+            ("state", enum_short_name(pb.JobState.DESCRIPTOR, job.state)),
+            ("type", enum_short_name(pb.JobType.DESCRIPTOR, job.job_type).lower()),
+            ("priority", enum_short_name(pb.Priority.DESCRIPTOR, job.priority).lower()),
+            ("due", _due(job)),
+            ("region", _region(job.owning_region)),
+            ("handling", handling),
+            ("operation", job.operation_name),
+            ("unit", job.requesting_unit),
+            ("officer", job.requesting_officer),
+            ("description", job.description),
+            ("subjects", ", ".join(job.subject_entity_ids)),
+            ("assignees", assignees),
+            ("product", job.product),
+            ("feedback", feedback),
+            ("notes", notes),
+            ("created", f"{format_time(job.create_time)} by {job.created_by}" if job.created_by else ""),
+            ("updated", format_time(job.update_time)),
+        ]
+    )
+
+
+def _print_job(job: pb.Job, output_format: str) -> None:
+    if output_format == JSON:
+        emit_json(message_to_dict(job))
+    else:
+        click.echo(render_job(job))
+
+
+@click.group(name="jobs", short_help="Intelligence jobs: the tasking service.")
+def jobs() -> None:
+    """Intelligence jobs: raise, list, assign and work them (the tasking service).
+
+    Job names look like regions/EMSOU/jobs/JOB_ID; everywhere a NAME is asked for, EMSOU/JOB_ID
+    is accepted too. Reads need a purpose: toex --purpose "Op NAME" jobs ...
+
+    \b
+    Examples:
+      toex --purpose "Op Kestrel" jobs list --region EMSOU --state raised
+      toex jobs create --region EMSOU --type comms_analysis --unit "Leicestershire Police" \\
+          --officer "DS Smith" --operation "Op Kestrel" --due 2026-12-01
+    """
+
+
+def _request_id_option(func: click.decorators.FC) -> click.decorators.FC:
+    return click.option(
+        "--request-id",
+        default="",
+        metavar="ID",
+        help="Idempotency key (a UUID): repeating the command with the same key returns the first answer.",
+    )(func)
+
+
+@jobs.command("create")
+@click.option("--region", required=True, type=RegionType(), help="The region that owns the job.")
+@click.option("--type", "job_type", required=True, type=JOB_TYPE, help="What kind of support is asked for.")
+@click.option("--unit", required=True, help='The requesting force or unit, e.g. "Leicestershire Police".')
+@click.option("--officer", required=True, help='The requesting officer, e.g. "DS Smith".')
+@click.option("--operation", required=True, help="The operation the job supports.")
+@click.option(
+    "--due",
+    required=True,
+    type=WHEN,
+    help="When the product is due: a date (end of that day, UTC) or an ISO datetime.",
+)
+@click.option("--priority", type=PRIORITY, default="routine", show_default=True, help="How urgent it is.")
+@click.option(
+    "--handling",
+    type=click.Choice(sorted(HANDLING), case_sensitive=False),
+    metavar="[P|C]",
+    help="Handling code of the material: P (lawful sharing) or C (with conditions, the default).",
+)
+@click.option("--description", default="", help="What is asked for.")
+@click.option(
+    "--subject",
+    "subjects",
+    multiple=True,
+    metavar="ENTITY_ID",
+    help="A linked subject's entity id; repeat for several.",
+)
+@_request_id_option
+@format_option
+@pass_cli
+def create(
+    cli: CliContext,
+    region: Region,
+    job_type: int,
+    unit: str,
+    officer: str,
+    operation: str,
+    due: datetime,
+    priority: int,
+    handling: str | None,
+    description: str,
+    subjects: tuple[str, ...],
+    request_id: str,
+    output_format: str,
+) -> None:
+    """Raise a new job in a region and print it.
+
+    \b
+    Examples:
+      toex jobs create --region EMSOU --type comms_analysis --unit "Leicestershire Police" \\
+          --officer "DS Smith" --operation "Op Kestrel" --due 2026-12-01
+      toex jobs create --region ERSOU --type anpr --unit "Essex Police" --officer "DC Jones" \\
+          --operation "Op Heron" --due 2026-11-20T17:00:00+00:00 --priority urgent --handling P \\
+          --subject ent-123 --subject ent-456 --request-id "$(uuidgen)"
+    """
+    job = pb.Job(
+        requesting_unit=unit,
+        requesting_officer=officer,
+        operation_name=operation,
+        job_type=job_type,  # type: ignore[arg-type]
+        priority=priority,  # type: ignore[arg-type]
+        due_time=_timestamp(due),
+        description=description,
+        subject_entity_ids=list(subjects),
+    )
+    if handling:
+        job.handling = HANDLING[handling.upper()]
+    request = pb.CreateJobRequest(parent=f"regions/{region.value}", job=job, request_id=request_id)
+    response = cli.call(SERVICE, _stub(cli).CreateJob, request, field_options=CREATE_FIELDS)
+    _print_job(response.job, output_format)
+
+
+@jobs.command("list")
+@click.option(
+    "--region",
+    type=RegionType(allow_all=True),
+    default="-",
+    show_default=True,
+    help="Only this region's jobs; - for every region you may see.",
+)
+@click.option("--state", "states", type=JOB_STATE, multiple=True, help="Only jobs in this state; repeatable.")
+@click.option("--assignee", default="", metavar="USER", help="Only jobs assigned to this login name.")
+@click.option("--due-before", type=WHEN, help="Only jobs due before this date (end of day, UTC) or time.")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, MAX_PAGE_SIZE),
+    default=50,
+    show_default=True,
+    help="Jobs per page; without --all, the most shown.",
+)
+@click.option("--all", "fetch_all", is_flag=True, help="Follow every page, not just the first.")
+@click.option(
+    "--page-token", default="", metavar="TOKEN", help="Continue from a previous JSON next_page_token."
+)
+@format_option
+@pass_cli
+def list_jobs(
+    cli: CliContext,
+    region: Region | None,
+    states: tuple[int, ...],
+    assignee: str,
+    due_before: datetime | None,
+    limit: int,
+    fetch_all: bool,
+    page_token: str,
+    output_format: str,
+) -> None:
+    """List the jobs you may see, newest first.
+
+    \b
+    Examples:
+      toex --purpose "Op Kestrel" jobs list
+      toex --purpose "Op Kestrel" jobs list --region EMSOU --state raised --state assigned
+      toex --purpose "capacity review" jobs list --assignee researcher.london --due-before 2026-12-01
+      toex --purpose "weekly return" jobs list --all --format json | jq '.jobs[].name'
+    """
+    request = pb.ListJobsRequest(
+        parent=f"regions/{region.value if region else '-'}",
+        states=list(states),  # type: ignore[arg-type]
+        assignee=assignee,
+        page_size=limit,
+        page_token=page_token,
+    )
+    if due_before is not None:
+        request.due_before.CopyFrom(_timestamp(due_before))
+    stub = _stub(cli)
+    found: list[pb.Job] = []
+    while True:
+        response = cli.call(SERVICE, stub.ListJobs, request)
+        found.extend(response.jobs)
+        if not (fetch_all and response.next_page_token):
+            break
+        request.page_token = response.next_page_token
+    next_token = "" if fetch_all else response.next_page_token
+    if output_format == JSON:
+        emit_json(message_to_dict(pb.ListJobsResponse(jobs=found, next_page_token=next_token)))
+        return
+    if not found:
+        click.echo("No jobs match.", err=True)
+        return
+    click.echo(render_jobs(found))
+    if next_token:
+        click.echo(f"More jobs match: add --all to see every page (or raise --limit, now {limit}).", err=True)
+
+
+@jobs.command("show")
+@click.argument("name", type=JOB_NAME)
+@format_option
+@pass_cli
+def show(cli: CliContext, name: str, output_format: str) -> None:
+    """Show one job in full, with its notes and feedback.
+
+    \b
+    Examples:
+      toex --purpose "Op Kestrel" jobs show regions/EMSOU/jobs/8f14e45f
+      toex --purpose "Op Kestrel" jobs show EMSOU/8f14e45f --format json
+    """
+    response = cli.call(SERVICE, _stub(cli).GetJob, pb.GetJobRequest(name=name))
+    _print_job(response.job, output_format)
+
+
+@jobs.command("assign")
+@click.argument("name", type=JOB_NAME)
+@click.argument("users", nargs=-1, required=True, metavar="USER [USER...]")
+@_request_id_option
+@format_option
+@pass_cli
+def assign(cli: CliContext, name: str, users: tuple[str, ...], request_id: str, output_format: str) -> None:
+    """Assign researchers of the owning region to a job (RAISED becomes ASSIGNED).
+
+    \b
+    Examples:
+      toex jobs assign EMSOU/8f14e45f researcher.emsou
+      toex jobs assign regions/EMSOU/jobs/8f14e45f researcher.emsou analyst.emsou
+    """
+    request = pb.AssignJobRequest(name=name, assignees=list(users), request_id=request_id)
+    response = cli.call(SERVICE, _stub(cli).AssignJob, request, field_options={"assignees": "USER"})
+    _print_job(response.job, output_format)
+
+
+@jobs.command("reassign")
+@click.argument("name", type=JOB_NAME)
+@click.argument("user")
+@click.option("--reason", required=True, help="Why the job moves (recorded on the job and the event).")
+@_request_id_option
+@format_option
+@pass_cli
+def reassign(cli: CliContext, name: str, user: str, reason: str, request_id: str, output_format: str) -> None:
+    """Hand a job to a researcher of any region (tasking resilience); the owning region stays.
+
+    \b
+    Example:
+      toex jobs reassign EMSOU/8f14e45f researcher.london --reason "EMSOU at capacity this week"
+    """
+    request = pb.ReassignJobRequest(name=name, assignee=user, reason=reason, request_id=request_id)
+    response = cli.call(
+        SERVICE, _stub(cli).ReassignJob, request, field_options={"assignee": "USER", "reason": "--reason"}
+    )
+    _print_job(response.job, output_format)
+
+
+@jobs.command("status")
+@click.argument("name", type=JOB_NAME)
+@click.argument("state", type=JOB_STATE)
+@click.option("--reason", default="", help="Why (needed for declined and cancelled).")
+@click.option("--product", default="", help="What was delivered (needed for delivered).")
+@_request_id_option
+@format_option
+@pass_cli
+def status(
+    cli: CliContext, name: str, state: int, reason: str, product: str, request_id: str, output_format: str
+) -> None:
+    """Move a job along its lifecycle.
+
+    RAISED -> ASSIGNED -> IN_PROGRESS -> DELIVERED -> CLOSED; DECLINED from RAISED or ASSIGNED;
+    CANCELLED from any open state. STATE is case-insensitive (in_progress, in-progress).
+
+    \b
+    Examples:
+      toex jobs status EMSOU/8f14e45f in_progress
+      toex jobs status EMSOU/8f14e45f delivered --product "Comms analysis report, ref CA-2026-114"
+      toex jobs status EMSOU/8f14e45f declined --reason "No lawful basis for the request"
+    """
+    request = pb.UpdateJobStatusRequest(
+        name=name,
+        state=state,  # type: ignore[arg-type]
+        reason=reason,
+        product=product,
+        request_id=request_id,
+    )
+    response = cli.call(
+        SERVICE,
+        _stub(cli).UpdateJobStatus,
+        request,
+        field_options={"state": "STATE", "reason": "--reason", "product": "--product"},
+    )
+    _print_job(response.job, output_format)
+
+
+@jobs.command("note")
+@click.argument("name", type=JOB_NAME)
+@click.argument("text")
+@_request_id_option
+@format_option
+@pass_cli
+def note(cli: CliContext, name: str, text: str, request_id: str, output_format: str) -> None:
+    """Add a note to a job. TEXT - reads the note from standard input.
+
+    \b
+    Examples:
+      toex jobs note EMSOU/8f14e45f "Call data requested from the network, due Friday"
+      toex jobs note EMSOU/8f14e45f - < findings.txt
+    """
+    if text == "-":
+        text = sys.stdin.read()
+    if not text.strip():
+        raise click.BadParameter("the note is empty", param_hint="TEXT")
+    request = pb.AddJobNoteRequest(parent=name, text=text, request_id=request_id)
+    response = cli.call(SERVICE, _stub(cli).AddJobNote, request, field_options={"text": "TEXT"})
+    if output_format == JSON:
+        emit_json(message_to_dict(response.note))
+        return
+    click.echo(
+        render_fields(
+            [
+                ("note", response.note.name),
+                ("author", response.note.author),
+                ("written", format_time(response.note.create_time)),
+                ("text", response.note.text),
+            ]
+        )
+    )
+
+
+@jobs.command("feedback")
+@click.argument("name", type=JOB_NAME)
+@click.option(
+    "--rating",
+    required=True,
+    type=click.IntRange(1, 5),
+    help="The officer's rating, 1 (poor) to 5 (excellent).",
+)
+@click.option("--comment", default="", help="What the officer said.")
+@_request_id_option
+@format_option
+@pass_cli
+def feedback(
+    cli: CliContext, name: str, rating: int, comment: str, request_id: str, output_format: str
+) -> None:
+    """Record the requesting officer's feedback on a delivered job.
+
+    \b
+    Example:
+      toex jobs feedback EMSOU/8f14e45f --rating 5 --comment "Identified two further suspects"
+    """
+    request = pb.RecordFeedbackRequest(name=name, rating=rating, comment=comment, request_id=request_id)
+    response = cli.call(
+        SERVICE,
+        _stub(cli).RecordFeedback,
+        request,
+        field_options={"rating": "--rating", "comment": "--comment"},
+    )
+    _print_job(response.job, output_format)
+
+
+@jobs.command("capacity")
+@click.argument("region", type=RegionType())
+@format_option
+@pass_cli
+def capacity(cli: CliContext, region: Region, output_format: str) -> None:
+    """Show a region's open jobs per researcher, and how many nobody holds.
+
+    \b
+    Examples:
+      toex --purpose "tasking meeting" jobs capacity EMSOU
+      toex --purpose "tasking meeting" jobs capacity london --format json
+    """
+    request = pb.GetRegionCapacityRequest(name=f"regions/{region.value}/capacity")
+    response = cli.call(SERVICE, _stub(cli).GetRegionCapacity, request)
+    if output_format == JSON:
+        emit_json(message_to_dict(response))
+        return
+    rows = [
+        [r.username, _region(r.region), str(r.open_jobs), str(r.overdue_jobs)]
+        for r in sorted(response.researchers, key=lambda r: (-r.open_jobs, r.username))
+    ]
+    if rows:
+        click.echo(render_table(["researcher", "region", "open", "overdue"], rows))
+        click.echo()
+    click.echo(f"{region.value}: {response.open_jobs} open jobs, {response.unassigned_jobs} unassigned.")
+
+
+COMMANDS: list[click.Command] = [jobs]
