@@ -145,7 +145,7 @@ Global___ImportHeader: _TypeAlias = ImportHeader  # noqa: Y015
 
 @_typing.final
 class ImportCdrRequest(_message.Message):
-    """Request for ImportCdr: the header first, then the file's bytes in chunks of at most 4 MiB."""
+    """Request for ImportCdr: the header first, then the file's bytes in chunks of at most 2 MiB."""
 
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -1,0 +1,26 @@
+"""Datasets, mapping profiles, watchlists, detections, attributions, advert flags, known jobs,
+and the platform tables (outbox, inbox, idempotency, audit log).
+
+Revision ID: 0001
+Revises:
+Create Date: 2026-11-22
+"""
+
+from alembic import op
+from toex_common.db import create_platform_schema, drop_platform_schema
+from toex_comms.adapters.tables import metadata
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    create_platform_schema(op)
+    metadata.create_all(op.get_bind())
+
+
+def downgrade() -> None:
+    metadata.drop_all(op.get_bind())
+    drop_platform_schema(op)

@@ -1,0 +1,57 @@
+"""`python -m toex_comms migrate|serve|seed-demo`."""
+
+from __future__ import annotations
+
+import asyncio
+from importlib import resources
+from pathlib import Path
+
+import click
+from toex_common.logging import configure_logging
+from toex_common.migrations import upgrade
+from toex_common.telemetry import configure_tracing
+
+from toex_comms.config import Settings
+
+
+def migrations_dir() -> Path:
+    """Inside an installed wheel the migrations ship in the package; in the source tree they
+    sit beside src/."""
+    packaged = Path(str(resources.files("toex_comms"))) / "migrations"
+    return packaged if (packaged / "env.py").is_file() else Path(__file__).resolve().parents[2] / "migrations"
+
+
+@click.group(help="The toex comms analysis service: call data, phone index, watchlists, adverts, ANPR.")
+def main() -> None:
+    pass
+
+
+@main.command(help="Apply database migrations (TOEX_DATABASE_URL) up to the newest.")
+def migrate() -> None:
+    settings = Settings()
+    configure_logging(settings.service_name, settings.log_level)
+    upgrade(settings.database_url, migrations_dir())
+    click.echo("comms database is at the newest revision")
+
+
+@main.command(help="Serve gRPC on TOEX_GRPC_HOST:TOEX_GRPC_PORT until SIGTERM.")
+def serve() -> None:
+    from toex_comms.bootstrap import serve as run
+
+    settings = Settings()
+    configure_logging(settings.service_name, settings.log_level)
+    configure_tracing(settings.service_name, settings.otel_exporter)
+    asyncio.run(run(settings))
+
+
+@main.command("seed-demo", help="Write demo CDR and ANPR files to import (nothing is imported).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("comms-demo"), show_default=True)
+def seed_demo(out: Path) -> None:
+    from toex_comms.demo import write_demo_files
+
+    for path in write_demo_files(out):
+        click.echo(f"demo file {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Integration events (toex.comms.events.v1) in their envelopes, and the stream they go to."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from toex.comms.events.v1 import events_pb2 as ev
+from toex.comms.v1 import resources_pb2 as res
+from toex.type.v1 import security_pb2
+from toex_common.events import EventEnvelope, build_event
+from toex_common.events.streams import StreamSpec
+
+from toex_comms.domain.model import (
+    AdvertFlag,
+    Dataset,
+    DatasetKind,
+    Handling,
+    WatchlistContact,
+    WatchlistKind,
+)
+
+DOMAIN = "comms"
+SOURCE = "toex/comms"
+STREAM = StreamSpec.for_domain("COMMS", DOMAIN)
+
+KIND_TO_PROTO = {
+    DatasetKind.CDR: res.DATASET_KIND_CDR,
+    DatasetKind.ANPR: res.DATASET_KIND_ANPR,
+    DatasetKind.ADVERTS: res.DATASET_KIND_ADVERTS,
+}
+WATCHLIST_KIND_TO_PROTO = {k: res.WatchlistKind.Value(f"WATCHLIST_KIND_{k.name}") for k in WatchlistKind}
+HANDLING_TO_PROTO = {Handling.P: security_pb2.HANDLING_CODE_P, Handling.C: security_pb2.HANDLING_CODE_C}
+FLAG_REASONS = {
+    "many_adverts": res.ADVERT_FLAG_REASON_MANY_ADVERTS,
+    "many_locations": res.ADVERT_FLAG_REASON_MANY_LOCATIONS,
+    "in_phone_index": res.ADVERT_FLAG_REASON_IN_PHONE_INDEX,
+    "in_contact_network": res.ADVERT_FLAG_REASON_IN_CONTACT_NETWORK,
+}
+
+
+def ts(when: datetime | None) -> Timestamp | None:
+    if when is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(when)
+    return stamp
+
+
+def _envelope(message: object, dataset: Dataset, resource: str) -> EventEnvelope:
+    return build_event(
+        message,  # type: ignore[arg-type]
+        domain=DOMAIN,
+        source=SOURCE,
+        region=dataset.region,
+        handling=HANDLING_TO_PROTO[dataset.handling],
+        resource=resource,
+    )
+
+
+def dataset_imported(d: Dataset) -> EventEnvelope:
+    message = ev.DatasetImported(
+        dataset=d.name,
+        job=d.job,
+        kind=KIND_TO_PROTO[d.kind],  # type: ignore[arg-type]
+        source_filename=d.source_filename,
+        content_sha256=d.content_sha256,
+        rows_accepted=d.rows_accepted,
+        rows_rejected=d.rows_rejected,
+        first_record_time=ts(d.first_time),
+        last_record_time=ts(d.last_time),
+        distinct_identifiers=d.distinct_identifiers,
+        imported_by=d.created_by,
+    )
+    return _envelope(message, d, d.name)
+
+
+def watchlist_ref(region_value: str, watchlist_id: str, kind: WatchlistKind) -> res.WatchlistRef:
+    return res.WatchlistRef(
+        name=f"regions/{region_value}/watchlists/{watchlist_id}",
+        kind=WATCHLIST_KIND_TO_PROTO[kind],  # type: ignore[arg-type]
+    )
+
+
+def watchlist_contact_detected(
+    c: WatchlistContact, d: Dataset, entity_a: str = "", entity_b: str = ""
+) -> EventEnvelope:
+    message = ev.WatchlistContactDetected(
+        dataset=d.name,
+        job=d.job,
+        list_a=watchlist_ref(c.region.value, c.list_a, c.kind_a),
+        number_a=f"+{c.number_a}",
+        list_b=watchlist_ref(c.region.value, c.list_b, c.kind_b),
+        number_b=f"+{c.number_b}",
+        first_contact_time=ts(c.first),
+        last_contact_time=ts(c.last),
+        contact_count=c.contacts,
+        total_duration_seconds=c.duration,
+        entity_id_a=entity_a,
+        entity_id_b=entity_b,
+        call_count=c.calls,
+        sms_count=c.sms,
+    )
+    return _envelope(message, d, c.name)
+
+
+def advert_number_flagged(f: AdvertFlag, d: Dataset, entity_id: str = "") -> EventEnvelope:
+    message = ev.AdvertNumberFlagged(
+        dataset=d.name,
+        job=d.job,
+        number=f"+{f.number}",
+        reasons=[FLAG_REASONS[r] for r in f.reasons],  # type: ignore[misc]
+        advert_count=f.adverts,
+        locations=f.locations,
+        sites=f.sites,
+        first_advert_time=ts(f.first),
+        last_advert_time=ts(f.last),
+        cdr_datasets=f.cdr_datasets,
+        entity_id=entity_id,
+    )
+    return _envelope(message, d, d.name)
+
+
+def convoy_detected(
+    d: Dataset,
+    vrm_a: str,
+    vrm_b: str,
+    occasions: int,
+    cameras: list[str],
+    first: datetime,
+    last: datetime,
+    median_gap: int,
+    window_seconds: int,
+    entity_a: str = "",
+    entity_b: str = "",
+) -> EventEnvelope:
+    message = ev.ConvoyDetected(
+        dataset=d.name,
+        job=d.job,
+        vrm_a=vrm_a,
+        vrm_b=vrm_b,
+        occasion_count=occasions,
+        cameras=cameras,
+        first_seen_time=ts(first),
+        last_seen_time=ts(last),
+        median_gap_seconds=median_gap,
+        window_seconds=window_seconds,
+        entity_id_a=entity_a,
+        entity_id_b=entity_b,
+    )
+    return _envelope(message, d, d.name)

@@ -1,0 +1,73 @@
+"""Datasets on disk: one directory of Parquet parts per dataset under the data directory."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from toex_comms.adapters.ingest import CDR_SCHEMA, NUMBER_INDEX_SCHEMA, REJECTION_SCHEMA
+
+
+class DatasetStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / "datasets").mkdir(parents=True, exist_ok=True)
+        (root / "uploads").mkdir(parents=True, exist_ok=True)
+        (root / "staging").mkdir(parents=True, exist_ok=True)
+
+    def path(self, dataset_id: str) -> Path:
+        return self.root / "datasets" / dataset_id
+
+    def upload_path(self) -> Path:
+        return self.root / "uploads" / f"{uuid.uuid4().hex}.csv"
+
+    def staging(self, dataset_id: str) -> Path:
+        return self.root / "staging" / dataset_id
+
+    def publish(self, dataset_id: str) -> None:
+        """Move a finished import into place (same file system: an atomic rename)."""
+        self.staging(dataset_id).rename(self.path(dataset_id))
+
+    def discard(self, dataset_id: str) -> None:
+        shutil.rmtree(self.staging(dataset_id), ignore_errors=True)
+        shutil.rmtree(self.path(dataset_id), ignore_errors=True)
+
+    def _parts(self, ids: Iterable[str], stem: str, staged: bool = False) -> list[Path]:
+        out: list[Path] = []
+        for dataset_id in ids:
+            base = self.staging(dataset_id) if staged else self.path(dataset_id)
+            out.extend(sorted(base.glob(f"{stem}-*.parquet")))
+        return out
+
+    def rows(
+        self, ids: Iterable[str], schema: dict[str, Any] | None = None, staged: bool = False
+    ) -> pl.LazyFrame:
+        parts = self._parts(ids, "rows", staged)
+        if not parts:
+            return pl.LazyFrame(schema=schema or CDR_SCHEMA)
+        return pl.scan_parquet(parts)
+
+    def numbers(self, ids: Iterable[str]) -> pl.LazyFrame:
+        files = [self.path(i) / "numbers.parquet" for i in ids]
+        files = [f for f in files if f.exists()]
+        if not files:
+            return pl.LazyFrame(schema=NUMBER_INDEX_SCHEMA)
+        return pl.concat(
+            [pl.scan_parquet(f).with_columns(pl.lit(f.parent.name).alias("dataset_id")) for f in files]
+        )
+
+    def rejections(self, dataset_id: str, offset: int, limit: int) -> list[tuple[int, str, str]]:
+        parts = self._parts([dataset_id], "rejections")
+        if not parts:
+            return []
+        frame = pl.scan_parquet(parts).sort("line").slice(offset, limit).collect()
+        return list(frame.iter_rows())
+
+    @staticmethod
+    def empty_rejections() -> pl.DataFrame:
+        return pl.DataFrame(schema=REJECTION_SCHEMA)

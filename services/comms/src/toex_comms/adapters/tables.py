@@ -1,0 +1,142 @@
+"""PostgreSQL tables of the comms service. Bulk rows live in Parquet files (adapters/store.py);
+the database holds what must be transactional: datasets, watchlists, detections, flags."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+
+metadata = MetaData()
+TZ = DateTime(timezone=True)
+
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("region", String(16), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("job", Text, nullable=False),
+    Column("display_name", Text, nullable=False),
+    Column("source_filename", Text, nullable=False),
+    Column("content_sha256", String(64), nullable=False),
+    Column("profile", Text, nullable=False),
+    Column("handling", String(1), nullable=False),
+    Column("created_by", Text, nullable=False),
+    Column("created_at", TZ, nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("rows_read", BigInteger, nullable=False),
+    Column("rows_accepted", BigInteger, nullable=False),
+    Column("rows_rejected", BigInteger, nullable=False),
+    Column("distinct_identifiers", BigInteger, nullable=False),
+    Column("first_time", TZ),
+    Column("last_time", TZ),
+    UniqueConstraint("region", "job", "kind", "content_sha256", name="datasets_same_file"),
+    Index("datasets_region_created", "region", "created_at"),
+)
+
+mapping_profiles = Table(
+    "mapping_profiles",
+    metadata,
+    Column("region", String(16), nullable=False),
+    Column("profile_id", String(64), nullable=False),
+    Column("body", JSONB, nullable=False),
+    Column("created_by", Text, nullable=False),
+    Column("created_at", TZ, nullable=False),
+    PrimaryKeyConstraint("region", "profile_id"),
+)
+
+watchlists = Table(
+    "watchlists",
+    metadata,
+    Column("region", String(16), nullable=False),
+    Column("watchlist_id", String(64), nullable=False),
+    Column("display_name", Text, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("created_by", Text, nullable=False),
+    Column("created_at", TZ, nullable=False),
+    PrimaryKeyConstraint("region", "watchlist_id"),
+)
+
+watchlist_numbers = Table(
+    "watchlist_numbers",
+    metadata,
+    Column("region", String(16), nullable=False),
+    Column("watchlist_id", String(64), nullable=False),
+    Column("number", BigInteger, nullable=False),
+    PrimaryKeyConstraint("region", "watchlist_id", "number"),
+)
+
+watchlist_contacts = Table(
+    "watchlist_contacts",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("region", String(16), nullable=False),
+    Column("dataset_id", String(32), nullable=False),
+    Column("list_a", String(64), nullable=False),
+    Column("kind_a", String(32), nullable=False),
+    Column("number_a", BigInteger, nullable=False),
+    Column("list_b", String(64), nullable=False),
+    Column("kind_b", String(32), nullable=False),
+    Column("number_b", BigInteger, nullable=False),
+    Column("first_time", TZ, nullable=False),
+    Column("last_time", TZ, nullable=False),
+    Column("contacts", BigInteger, nullable=False),
+    Column("calls", BigInteger, nullable=False),
+    Column("sms", BigInteger, nullable=False),
+    Column("duration", BigInteger, nullable=False),
+    Column("detected_at", TZ, nullable=False),
+    UniqueConstraint(
+        "dataset_id", "list_a", "number_a", "list_b", "number_b", name="watchlist_contacts_once"
+    ),
+    Index("watchlist_contacts_region", "region", "detected_at"),
+)
+
+attributions = Table(
+    "attributions",
+    metadata,
+    Column("region", String(16), nullable=False),
+    Column("identifier", String(32), nullable=False),
+    Column("entity_id", Text, nullable=False),
+    Column("label", Text, nullable=False),
+    Column("source", String(32), nullable=False),
+    Column("recorded_by", Text, nullable=False),
+    Column("recorded_at", TZ, nullable=False),
+    PrimaryKeyConstraint("region", "identifier", "entity_id"),
+)
+
+advert_flags = Table(
+    "advert_flags",
+    metadata,
+    Column("dataset_id", String(32), nullable=False),
+    Column("region", String(16), nullable=False),
+    Column("number", BigInteger, nullable=False),
+    Column("reasons", ARRAY(Text), nullable=False),
+    Column("adverts", BigInteger, nullable=False),
+    Column("locations", ARRAY(Text), nullable=False),
+    Column("sites", ARRAY(Text), nullable=False),
+    Column("cdr_datasets", ARRAY(Text), nullable=False),
+    Column("first_time", TZ),
+    Column("last_time", TZ),
+    PrimaryKeyConstraint("dataset_id", "number"),
+)
+
+known_jobs = Table(
+    "known_jobs",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("region", String(16), nullable=False),
+    Column("job_type", String(32), nullable=False),
+    Column("handling", String(1), nullable=False),
+    Column("operation_name", Text, nullable=False),
+)

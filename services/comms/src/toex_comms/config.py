@@ -1,0 +1,28 @@
+"""Comms settings from the environment (TOEX_ prefix)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from toex_common.config import ServiceSettings
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "toex" / "comms"
+
+
+class Settings(ServiceSettings):
+    service_name: str = "comms"
+    database_url: str = "postgresql+asyncpg://toex:toex@127.0.0.1:5432/toex_comms"
+    grpc_port: int = 50054
+    service_client_id: str = "toex-comms"
+    # Where imported datasets are kept as Parquet (one directory per dataset).
+    data_dir: Path = _default_data_dir()
+    # Largest file accepted by an import.
+    max_upload_bytes: int = 8 * 1024**3
+    # Rows per batch while importing: bounds the import's memory.
+    import_batch_rows: int = 500_000
+    # Consume tasking JobCreated and entity RecordLinked events.
+    consume_events: bool = True

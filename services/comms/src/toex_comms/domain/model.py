@@ -1,0 +1,131 @@
+"""What the comms service stores about datasets, watchlists and attributions."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from toex_common.regions import Region
+
+
+class DatasetKind(enum.StrEnum):
+    CDR = "cdr"
+    ANPR = "anpr"
+    ADVERTS = "adverts"
+
+
+class WatchlistKind(enum.StrEnum):
+    REGISTERED_SEX_OFFENDER = "registered_sex_offender"
+    VICTIM = "victim"
+    POTENTIAL_VICTIM = "potential_victim"
+    SUSPECT = "suspect"
+    OTHER = "other"
+
+
+class Handling(enum.StrEnum):
+    P = "P"
+    C = "C"
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass
+class Dataset:
+    id: str
+    region: Region
+    kind: DatasetKind
+    job: str
+    display_name: str
+    source_filename: str
+    content_sha256: str
+    profile: str
+    handling: Handling
+    created_by: str
+    created_at: datetime
+    size_bytes: int = 0
+    rows_read: int = 0
+    rows_accepted: int = 0
+    rows_rejected: int = 0
+    distinct_identifiers: int = 0
+    first_time: datetime | None = None
+    last_time: datetime | None = None
+
+    @property
+    def name(self) -> str:
+        return f"regions/{self.region.value}/datasets/{self.id}"
+
+
+@dataclass
+class Watchlist:
+    region: Region
+    id: str
+    display_name: str
+    kind: WatchlistKind
+    created_by: str
+    created_at: datetime
+    numbers: list[int] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"regions/{self.region.value}/watchlists/{self.id}"
+
+
+@dataclass(frozen=True)
+class WatchlistContact:
+    id: str
+    region: Region
+    dataset_id: str
+    list_a: str
+    kind_a: WatchlistKind
+    number_a: int
+    list_b: str
+    kind_b: WatchlistKind
+    number_b: int
+    first: datetime
+    last: datetime
+    contacts: int
+    calls: int
+    sms: int
+    duration: int
+    detected_at: datetime
+
+    @property
+    def name(self) -> str:
+        return f"regions/{self.region.value}/watchlistContacts/{self.id}"
+
+
+@dataclass(frozen=True)
+class Attribution:
+    identifier: str
+    entity_id: str
+    label: str
+    source: str
+    recorded_by: str
+    recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class KnownJob:
+    name: str
+    region: Region
+    job_type: str
+    handling: Handling
+    operation_name: str
+
+
+@dataclass(frozen=True)
+class AdvertFlag:
+    dataset_id: str
+    region: Region
+    number: int
+    reasons: list[str]
+    adverts: int
+    locations: list[str]
+    sites: list[str]
+    cdr_datasets: list[str]
+    first: datetime | None
+    last: datetime | None

@@ -1,0 +1,66 @@
+"""Events this service consumes: tasking JobCreated (comms and ANPR jobs) and entity
+RecordLinked (attributes numbers and vehicles to resolved entities)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from toex.entity.events.v1 import events_pb2 as entity_ev  # noqa: F401  (registers the types for decode)
+from toex.tasking.events.v1 import events_pb2 as tasking_ev  # noqa: F401
+from toex.tasking.v1 import tasking_pb2
+from toex_common.events import IncomingEvent
+from toex_common.events.consumer import PermanentError
+from toex_common.events.streams import StreamSpec
+from toex_common.regions import Region
+
+from toex_comms.domain.model import Handling
+from toex_comms.service_layer import handlers
+
+TASKING_STREAM = StreamSpec.for_domain("TASKING", "tasking")
+ENTITY_STREAM = StreamSpec.for_domain("ENTITY", "entity")
+JOB_TYPES = {
+    tasking_pb2.JOB_TYPE_COMMS_ANALYSIS: "comms_analysis",
+    tasking_pb2.JOB_TYPE_ANPR: "anpr",
+}
+
+
+def _region(event: IncomingEvent, label: Any) -> Region:
+    try:
+        return Region.from_proto(label.region)
+    except ValueError:
+        region = event.region
+        if region is None:
+            raise PermanentError("event carries no region") from None
+        return region
+
+
+async def on_job_created(event: IncomingEvent, uow: Any) -> None:
+    message: Any = event.message
+    if message is None:
+        raise PermanentError(f"cannot decode {event.event_type}")
+    job = message.job
+    job_type = JOB_TYPES.get(job.job_type)
+    if job_type is None:
+        return
+    handling = Handling.P if message.label.handling == 1 else Handling.C
+    await handlers.on_job_created(
+        job.name, _region(event, message.label), job_type, handling, job.operation_name, uow
+    )
+
+
+async def on_record_linked(event: IncomingEvent, uow: Any) -> None:
+    message: Any = event.message
+    if message is None:
+        raise PermanentError(f"cannot decode {event.event_type}")
+    ids = message.identifiers
+    when = message.occur_time.ToDatetime(tzinfo=UTC) if message.HasField("occur_time") else datetime.now(UTC)
+    await handlers.on_record_linked(
+        _region(event, message.label),
+        message.entity_id,
+        list(ids.e164_numbers),
+        list(ids.vrms),
+        message.decided_by or "entity",
+        when,
+        uow,
+    )

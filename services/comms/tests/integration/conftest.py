@@ -1,0 +1,93 @@
+"""A real comms service (gRPC on a free port) over real PostgreSQL, NATS and Keycloak."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from toex.comms.v1 import comms_pb2 as pb
+from toex.comms.v1 import comms_pb2_grpc
+from toex_common.migrations import upgrade
+from toex_comms.__main__ import migrations_dir
+from toex_comms.bootstrap import App, build
+from toex_comms.config import Settings
+
+
+class Tokens(dict[str, str]):
+    def __init__(self, keycloak: object) -> None:
+        super().__init__()
+        self._keycloak = keycloak
+
+    def __missing__(self, username: str) -> str:
+        self[username] = self._keycloak.password_token(username)  # type: ignore[attr-defined]
+        return self[username]
+
+
+@pytest.fixture(scope="session")
+def comms_tokens(keycloak: object) -> Tokens:
+    return Tokens(keycloak)
+
+
+def md(token: str, purpose: str | None = "Op KESTREL") -> list[tuple[str, str]]:
+    items = [("authorization", f"Bearer {token}")]
+    if purpose:
+        items.append(("x-toex-purpose", purpose))
+    return items
+
+
+def upload(
+    kind: type,
+    parent: str,
+    data: bytes,
+    *,
+    filename: str = "file.csv",
+    chunk: int = 64 * 1024,
+    **header: object,
+) -> Iterable[object]:
+    yield kind(header=pb.ImportHeader(parent=parent, filename=filename, **header))  # type: ignore[arg-type]
+    for i in range(0, len(data), chunk):
+        yield kind(chunk=data[i : i + chunk])
+
+
+@dataclass
+class Running:
+    app: App
+    channel: grpc.aio.Channel
+    stub: comms_pb2_grpc.CommsAnalysisServiceStub
+    tokens: Tokens
+    data_dir: Path
+
+    def md(self, username: str, purpose: str | None = "Op KESTREL") -> list[tuple[str, str]]:
+        return md(self.tokens[username], purpose)
+
+
+@pytest.fixture
+async def comms(
+    database: str, nats_server, keycloak, comms_tokens: Tokens, tmp_path: Path
+) -> AsyncIterator[Running]:
+    await asyncio.to_thread(upgrade, database, migrations_dir())
+    settings = Settings(
+        database_url=database,
+        nats_url=nats_server.url,
+        oidc_issuer=keycloak.issuer,
+        grpc_port=0,
+        service_client_secret="toex-comms-local-secret",
+        outbox_poll_seconds=0.2,
+        data_dir=tmp_path / "data",
+        import_batch_rows=7,
+        consume_events=False,
+    )
+    app = await build(settings)
+    await app.server.start()
+    await app.start_background()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.port}")
+    yield Running(
+        app, channel, comms_pb2_grpc.CommsAnalysisServiceStub(channel), comms_tokens, settings.data_dir
+    )
+    await channel.close()
+    await app.server.stop(1)
+    await app.shutdown()
