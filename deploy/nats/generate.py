@@ -3,7 +3,7 @@
     python deploy/nats/generate.py            # (re)write deploy/nats/conf/*.conf
     python deploy/nats/generate.py --check    # fail if a committed file differs
 
-One file per region plus `hub.conf`. Each holds what must be the same wherever that instance runs
+One file per region, `hub.conf`, and `single-host.conf` for docker-compose.yml. Each holds what must be the same wherever that instance runs
 (accounts, users and their subject permissions, the JetStream domain, the leaf-node link);
 what differs per installation comes from environment variables that the Helm chart, the compose
 file or a test sets, so the files themselves never carry a secret:
@@ -182,8 +182,28 @@ leafnodes {{
     )
 
 
+def single_host_config() -> str:
+    """docker-compose.yml: one server for a small unit or a training environment, no hub.
+
+    Its users serve every region from one place, as the hub's do, so the `services` user has the
+    hub's permissions; there is no leaf-node link and no leaf users.
+    """
+    users = [
+        _user("admin", "TOEX_NATS_ADMIN_PASSWORD", None, None),
+        services_user(HUB_REGION, read_all=True, publish_all=True),
+    ]
+    return (
+        _common("single")
+        + "\naccounts {\n"
+        + _sys_account()
+        + f"  {ACCOUNT} {{\n    jetstream: enabled\n    users: [\n"
+        + "\n".join(users)
+        + "\n    ]\n  }\n}\n"
+    )
+
+
 def render() -> dict[str, str]:
-    files = {f"{HUB}.conf": hub_config()}
+    files = {f"{HUB}.conf": hub_config(), "single-host.conf": single_host_config()}
     files.update({f"{region}.conf": region_config(region) for region in REGIONS})
     return files
 

@@ -1,0 +1,3 @@
+from toex_deploycheck.cli import main
+
+main()

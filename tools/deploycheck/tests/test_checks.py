@@ -1,0 +1,167 @@
+"""The deployment checks catch what they claim to, and the chart renders what the issue asks for."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from toex_deploycheck import checks
+from toex_deploycheck.natsfed import check_config
+from toex_deploycheck.paths import NATS_CONF_DIR
+
+GOOD_DOCKERFILE = """\
+ARG BASE=python:3.11.14-slim-bookworm
+FROM ${BASE} AS build
+RUN pip install --no-cache-dir uv==0.13.9
+FROM ${BASE}
+COPY --from=build /opt/toex /opt/toex
+USER 10001:10001
+CMD ["python", "-m", "toex_x", "serve"]
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "Dockerfile"
+    path.write_text(text)
+    return path
+
+
+def test_a_good_dockerfile_passes(tmp_path: Path) -> None:
+    assert checks.dockerfile_rules(_write(tmp_path, GOOD_DOCKERFILE)) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda t: t.replace("FROM ${BASE}\nCOPY", "COPY"), "not multi-stage"),
+        (lambda t: t.replace("python:3.11.14-slim-bookworm", "python:latest"), "not pinned"),
+        (lambda t: t.replace("python:3.11.14-slim-bookworm", "python"), "not pinned"),
+        (lambda t: t.replace("USER 10001:10001\n", ""), "sets no USER"),
+        (lambda t: t.replace("USER 10001:10001", "USER root"), "runs as root"),
+        (lambda t: t.replace("USER 10001", "RUN apt-get install -y gcc\nUSER 10001"), "build tooling"),
+    ],
+)
+def test_dockerfile_rules_catch_each_violation(tmp_path: Path, change: Any, expected: str) -> None:
+    problems = checks.dockerfile_rules(_write(tmp_path, change(GOOD_DOCKERFILE)))
+    assert any(expected in p for p in problems), problems
+
+
+def test_every_service_dockerfile_passes_the_rules() -> None:
+    report = checks.check_dockerfiles()
+    assert report.ok, report.problems
+    assert any("services/tasking/Dockerfile" in note for note in report.notes)
+
+
+def test_the_compose_file_is_valid_and_an_invalid_one_is_not(tmp_path: Path) -> None:
+    assert checks.check_compose().ok
+    data = yaml.safe_load(checks.COMPOSE_FILE.read_text())
+    data["services"]["nats"]["volumes"] = "nats-data-as-a-string"
+    data["services"]["postgres"]["healthcheck"]["intervall"] = "5s"
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(yaml.safe_dump(data))
+    problems = checks.check_compose(broken).problems
+    assert any("nats-data-as-a-string" in p for p in problems) and any("intervall" in p for p in problems), (
+        problems
+    )
+
+
+def test_nats_server_rejects_a_broken_config(tmp_path: Path) -> None:
+    good = (NATS_CONF_DIR / "emsou.conf").read_text()
+    bad = tmp_path / "emsou.conf"
+    bad.write_text(good.replace("jetstream {", "jetstream { max_memory_store: lots"))
+    assert check_config(NATS_CONF_DIR / "emsou.conf").returncode == 0
+    assert check_config(bad).returncode != 0
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[dict[str, Any]]]:
+    report, docs = checks.check_helm()
+    assert report.ok, report.problems
+    return docs
+
+
+def test_the_schema_check_catches_a_wrong_field(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = copy.deepcopy(rendered["emsou"])
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["grpcc"] = {}
+    cluster = next(d for d in docs if d["kind"] == "Cluster")
+    cluster["spec"]["storage"]["sise"] = "1Gi"
+    problems = checks.validate_manifests({"emsou": docs}).problems
+    assert any("grpcc" in p for p in problems) and any("sise" in p for p in problems), problems
+    assert checks.validate_manifests({"emsou": rendered["emsou"]}).ok
+
+
+def _pod_specs(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (f"{d['kind']}/{d['metadata']['name']}", d["spec"]["template"]["spec"])
+        for d in docs
+        if d["kind"] in {"Deployment", "StatefulSet", "Job"}
+    ]
+
+
+@pytest.mark.parametrize("installation", ["emsou", "london", "hub"])
+def test_every_container_is_hardened(rendered: dict[str, list[dict[str, Any]]], installation: str) -> None:
+    for where, pod in _pod_specs(rendered[installation]):
+        assert pod["securityContext"]["runAsNonRoot"] is True, where
+        for container in pod.get("initContainers", []) + pod["containers"]:
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True, where
+            assert context["allowPrivilegeEscalation"] is False, where
+            assert context["capabilities"]["drop"] == ["ALL"], where
+
+
+def test_services_have_grpc_probes_a_grpc_port_and_migrate_first(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["emsou"]
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    assert sorted(deployments) == [
+        f"toex-emsou-{s}" for s in sorted(["tasking", "entity", "pnd", "comms", "safeguarding"])
+    ]
+    for name, deployment in deployments.items():
+        pod = deployment["spec"]["template"]["spec"]
+        serve = pod["containers"][0]
+        port = serve["ports"][0]["containerPort"]
+        assert serve["args"][-1] == "serve" and pod["initContainers"][0]["args"][-1] == "migrate", name
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert serve[probe]["grpc"]["port"] == port, (name, probe)
+        env = {e["name"] for e in serve["env"]}
+        assert {"TOEX_DATABASE_URL", "TOEX_NATS_URL", "TOEX_OIDC_ISSUER", "TOEX_SERVICE_CLIENT_SECRET"} <= env
+    services = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] in deployments]
+    assert services and all(s["spec"]["ports"][0]["name"] == "grpc" for s in services)
+
+
+def test_regions_join_the_hub_and_the_hub_sources_them(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    def nats_conf(installation: str) -> str:
+        config = next(
+            d
+            for d in rendered[installation]
+            if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-nats-config")
+        )
+        return str(config["data"]["nats.conf"])
+
+    assert "domain: emsou" in nats_conf("emsou") and "TOEX_NATS_HUB_URL" in nats_conf("emsou")
+    assert '"toex.emsou.>"' in nats_conf("emsou") and '"toex.ersou.>"' not in nats_conf("emsou")
+    assert "leaf-yh" in nats_conf("hub")
+    job = next(d for d in rendered["hub"] if d["kind"] == "Job")
+    assert (
+        "--regions=emsou,ersou,rocuwm,london,tarian,se,sw,ne,nw,yh"
+        in job["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
+    assert not [d for d in rendered["emsou"] if d["kind"] == "Job"]
+
+
+def test_the_realm_import_takes_client_secrets_from_the_secret(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    realm_import = next(d for d in rendered["hub"] if d["kind"] == "KeycloakRealmImport")
+    secrets = {c["clientId"]: c.get("secret") for c in realm_import["spec"]["realm"]["clients"]}
+    assert secrets["toex-tasking"] == "${TOEX_TASKING_SECRET}"
+    assert not any(s and "local-secret" in s for s in secrets.values())
+    assert (
+        realm_import["spec"]["placeholders"]["TOEX_TASKING_SECRET"]["secret"]["key"]
+        == "tasking-client-secret"
+    )
