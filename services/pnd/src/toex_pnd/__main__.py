@@ -1,0 +1,56 @@
+"""`python -m toex_pnd migrate|serve|seed-demo`."""
+
+from __future__ import annotations
+
+import asyncio
+from importlib import resources
+from pathlib import Path
+
+import click
+from toex_common.logging import configure_logging
+from toex_common.migrations import upgrade
+from toex_common.telemetry import configure_tracing
+
+from toex_pnd.config import Settings
+
+
+def migrations_dir() -> Path:
+    """Inside an installed wheel the migrations ship in the package; in the source tree they
+    sit beside src/."""
+    packaged = Path(str(resources.files("toex_pnd"))) / "migrations"
+    return packaged if (packaged / "env.py").is_file() else Path(__file__).resolve().parents[2] / "migrations"
+
+
+@click.group(help="The toex PND sync service: keeps the Police National Database complete and current.")
+def main() -> None:
+    pass
+
+
+@main.command(help="Apply database migrations (TOEX_DATABASE_URL) up to the newest.")
+def migrate() -> None:
+    settings = Settings()
+    configure_logging(settings.service_name, settings.log_level)
+    upgrade(settings.database_url, migrations_dir())
+    click.echo("pnd database is at the newest revision")
+
+
+@main.command(help="Serve gRPC on TOEX_GRPC_HOST:TOEX_GRPC_PORT until SIGTERM; the PND at TOEX_PND_URL.")
+def serve() -> None:
+    from toex_pnd.bootstrap import serve as run
+
+    settings = Settings()
+    configure_logging(settings.service_name, settings.log_level)
+    configure_tracing(settings.service_name, settings.otel_exporter)
+    asyncio.run(run(settings))
+
+
+@main.command("seed-demo", help="Record a few demo intelligence records (safe to repeat).")
+def seed_demo() -> None:
+    from toex_pnd.demo import seed
+
+    for name in asyncio.run(seed(Settings())):
+        click.echo(f"demo record {name}")
+
+
+if __name__ == "__main__":
+    main()

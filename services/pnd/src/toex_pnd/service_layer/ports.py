@@ -1,0 +1,197 @@
+"""The ports the handlers depend on. Adapters implement them; unit tests fake them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from toex_common.regions import Region
+from toex_common.uow import UnitOfWork
+
+from toex_pnd.domain.model import Answer, IntelligenceRecord, Kind, Submission, SyncState
+
+
+class PndUnavailable(Exception):
+    """The PND could not be reached or failed the request: try again later."""
+
+
+@dataclass(frozen=True)
+class SearchAnswer:
+    results: list[dict[str, Any]]  # source records in the simulator's/PND's JSON form
+    truncated: bool
+
+
+class PndGateway(Protocol):
+    """The one interface to the PND, whatever the transport."""
+
+    async def submit(self, lines: Sequence[dict[str, Any]]) -> list[Answer]:
+        """Send bulk-format lines; the PND's answer for each. Raises PndUnavailable."""
+        ...
+
+    async def search(self, kind: str, criteria: dict[str, Any], max_results: int) -> SearchAnswer: ...
+
+    def holdings(self) -> AsyncIterator[bytes]:
+        """What the PND holds for the platform, as TSV chunks (source_ref, version, deleted, pnd_id)."""
+        ...
+
+
+@dataclass(frozen=True)
+class RecordQuery:
+    regions: frozenset[Region] | None  # None: every region
+    sync_states: frozenset[SyncState]
+    kind: Kind | None
+    show_deleted: bool
+
+
+class RecordRepository(Protocol):
+    async def add(self, record: IntelligenceRecord) -> None: ...
+    async def get(self, record_id: str, *, for_update: bool = False) -> IntelligenceRecord | None: ...
+    async def get_many(
+        self, record_ids: Sequence[str], *, for_update: bool = False
+    ) -> dict[str, IntelligenceRecord]: ...
+    async def save(self, record: IntelligenceRecord) -> None: ...
+    async def save_many(self, records: Sequence[IntelligenceRecord]) -> None: ...
+    async def search(
+        self, query: RecordQuery, limit: int, after: tuple[datetime, str] | None
+    ) -> list[IntelligenceRecord]: ...
+    async def state_counts(self, regions: frozenset[Region] | None) -> dict[SyncState, int]: ...
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    queued: int
+    held: int
+    retrying: int
+    oldest_queued_at: datetime | None
+    last_error: str
+
+
+class SubmissionRepository(Protocol):
+    async def add(self, submission: Submission) -> None: ...
+    async def save(self, submissions: Sequence[Submission]) -> None: ...
+    async def open_for(self, record_id: str) -> list[Submission]: ...
+    async def history(self, record_id: str) -> list[Submission]: ...
+    async def lock_sender(self, sender: int) -> bool:
+        """Take this sender's lock for the transaction; False when another process holds it."""
+        ...
+
+    async def due(self, sender: int, senders: int, limit: int, now: datetime) -> list[Submission]:
+        """Queued submissions due now that head their record's queue, oldest first."""
+        ...
+
+    async def status(self, regions: frozenset[Region] | None, now: datetime) -> QueueStatus: ...
+
+
+@dataclass(frozen=True)
+class SearchRow:
+    id: str
+    region: Region
+    kind: str
+    criteria: dict[str, Any]
+    requested_by: str
+    purpose: str
+    searched_at: datetime
+    result_count: int
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class Aged:
+    count: int = 0
+    oldest_age_seconds: float = 0.0
+    older_than_day: int = 0
+
+
+@dataclass
+class RegionFigures:
+    region: Region
+    local_records: int = 0
+    in_sync: int = 0
+    categories: dict[str, Aged] = field(default_factory=dict)
+
+    def get(self, category: str) -> Aged:
+        return self.categories.get(category, Aged())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "region": self.region.value,
+            "local_records": self.local_records,
+            "in_sync": self.in_sync,
+            "categories": {
+                k: [v.count, v.oldest_age_seconds, v.older_than_day] for k, v in self.categories.items()
+            },
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RegionFigures:
+        return cls(
+            Region(data["region"]),
+            int(data["local_records"]),
+            int(data["in_sync"]),
+            {k: Aged(int(v[0]), float(v[1]), int(v[2])) for k, v in data["categories"].items()},
+        )
+
+
+@dataclass(frozen=True)
+class Report:
+    id: str
+    scheduled: bool
+    requested_by: str
+    started_at: datetime
+    completed_at: datetime
+    pnd_records: int
+    regions: list[RegionFigures]
+
+    @property
+    def name(self) -> str:
+        return f"reconciliations/{self.id}"
+
+
+@dataclass(frozen=True)
+class ReportItem:
+    record_id: str
+    region: Region
+    category: str
+    local_version: int
+    pnd_version: int
+    changed_at: datetime
+
+
+class ReconciliationRepository(Protocol):
+    async def load_holdings(self, chunks: AsyncIterator[bytes]) -> int:
+        """Load the PND's holdings for this transaction; how many rows."""
+        ...
+
+    async def classify(self, report_id: str, started_at: datetime) -> list[RegionFigures]:
+        """Compare local records with the loaded holdings; store the out-of-step items."""
+        ...
+
+    async def add(self, report: Report) -> None: ...
+    async def get(self, report_id: str | None) -> Report | None:
+        """A report by id, or the newest when None."""
+        ...
+
+    async def items(
+        self,
+        report_id: str,
+        regions: frozenset[Region] | None,
+        category: str | None,
+        limit: int,
+        after: tuple[datetime, str] | None,
+    ) -> list[ReportItem]: ...
+
+
+class SearchRepository(Protocol):
+    async def add(self, search: SearchRow) -> None: ...
+
+
+class PndUnitOfWork(UnitOfWork, Protocol):
+    records: RecordRepository
+    submissions: SubmissionRepository
+    reconciliations: ReconciliationRepository
+    searches: SearchRepository
+
+    async def __aenter__(self) -> PndUnitOfWork: ...
+    async def __aexit__(self, *exc: object) -> None: ...
