@@ -69,8 +69,12 @@ test-integration: ## Integration tests against real PostgreSQL, nats-server and 
 test-e2e: ## End-to-end tests against the stack as users run it
 	$(RUN) pytest -q tests/e2e
 
+.PHONY: check-deploy
+check-deploy: ## helm lint/template for every region and the hub, Kubernetes and compose schemas, NATS configs, Dockerfiles
+	$(RUN) toex-deploycheck
+
 .PHONY: test
-test: install lint typecheck check-protos buf ## Everything CI runs: checks and all test tiers
+test: install lint typecheck check-protos buf check-deploy ## Everything CI runs: checks and all test tiers
 	$(RUN) pytest -q -p no:cacheprovider libs services tools tests
 
 .PHONY: bench

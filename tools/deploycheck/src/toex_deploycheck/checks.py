@@ -64,7 +64,7 @@ def ensure_helm() -> str:
     binary = HELM_CACHE / "helm"
     if binary.exists():
         return str(binary)
-    go = shutil.which("go")
+    go = shutil.which("go") or shutil.which("go", path="/usr/local/go/bin")
     if not go:
         raise RuntimeError("helm is not cached and Go is not installed to build it (apt-get install golang)")
     HELM_CACHE.mkdir(parents=True, exist_ok=True)
