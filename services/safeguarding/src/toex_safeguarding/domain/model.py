@@ -131,6 +131,24 @@ class Clock:
     def description(self) -> str:
         return CLOCK_DESCRIPTIONS[self.kind]
 
+    def national_escalation_at(self, region: Region) -> datetime | None:
+        """The end of the next working day after the due day."""
+        if self.due_at is None:
+            return None
+        return calendar_for(region).deadline(
+            self.due_at - timedelta(microseconds=1), ESCALATE_NATIONALLY_AFTER_WORKING_DAYS
+        )
+
+    def next_escalation_at(self, region: Region) -> datetime | None:
+        """When the escalation scan should next look at this clock; None when never again."""
+        if not self.is_deadline or self.satisfied_at is not None or self.due_at is None:
+            return None
+        if self.escalation is Escalation.NONE:
+            return self.due_at
+        if self.escalation is Escalation.SUPERVISOR:
+            return self.national_escalation_at(region)
+        return None
+
 
 CLOCK_DESCRIPTIONS = {
     ClockKind.LOCAL_AUTHORITY_DECISION: "local authority decides within 1 working day of a children's "
@@ -605,15 +623,12 @@ class Referral:
         """Raise each overdue clock's escalation when due: the region's supervisors as soon as it
         is overdue, the national coordinator once it is still unmet at the end of the next
         working day. Each level is announced once; a scan that finds both due announces both."""
-        working = calendar_for(self.region)
         raised = []
         for clock in self.clocks:
             if not clock.is_overdue(now):
                 continue
-            assert clock.due_at is not None
-            national_at = working.deadline(
-                clock.due_at - timedelta(microseconds=1), ESCALATE_NATIONALLY_AFTER_WORKING_DAYS
-            )
+            national_at = clock.national_escalation_at(self.region)
+            assert national_at is not None
             target = Escalation.NATIONAL_COORDINATOR if now >= national_at else Escalation.SUPERVISOR
             if target <= clock.escalation:
                 continue

@@ -1,0 +1,124 @@
+"""Tables of the safeguarding database (the platform tables come from toex_common.db)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+
+metadata = MetaData()
+
+TZ = DateTime(timezone=True)
+DEADLINE_KINDS = "('LOCAL_AUTHORITY_DECISION','NRM_REASONABLE_GROUNDS')"
+
+referrals = Table(
+    "referrals",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("region", String(16), nullable=False),
+    Column("state", String(24), nullable=False),
+    Column("subject_entity_id", Text, nullable=False),
+    # The subject's details other than the entity id (date of birth, age band, local authority,
+    # consent) and the referral's lists, as JSON: read and written with the referral, never queried.
+    Column("subject", JSONB, nullable=False),
+    Column("concerns", ARRAY(Text), nullable=False),
+    Column("risk_level", String(16), nullable=False),
+    Column("evidence", JSONB, nullable=False),
+    Column("destinations", ARRAY(Text), nullable=False),
+    Column("destinations_chosen", Boolean, nullable=False),
+    Column("progress", JSONB, nullable=False),
+    Column("linked_job", Text, nullable=False),
+    Column("handling", String(1), nullable=False),
+    Column("submitted_for_approval_by", Text, nullable=False),
+    Column("approved_by", Text, nullable=False),
+    Column("approved_at", TZ),
+    Column("return_reason", Text, nullable=False),
+    Column("close_reason", Text, nullable=False),
+    # The MS1 content exactly as sent: nothing identifying (see DutyToNotify).
+    Column("duty_to_notify", JSONB),
+    Column("created_by", Text, nullable=False),
+    Column("created_at", TZ, nullable=False),
+    Column("updated_at", TZ, nullable=False),
+    Index("referrals_region_created", "region", "created_at", "id"),
+    Index("referrals_created", "created_at", "id"),
+)
+
+referral_clocks = Table(
+    "referral_clocks",
+    metadata,
+    Column("referral_id", String(32), nullable=False),
+    Column("position", SmallInteger, nullable=False),
+    Column("region", String(16), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("destination", String(32), nullable=False),
+    Column("started_at", TZ, nullable=False),
+    Column("due_at", TZ),
+    Column("not_before", TZ),
+    Column("satisfied_at", TZ),
+    Column("escalation", SmallInteger, nullable=False),
+    Column("escalated_at", TZ),
+    # When the escalation scan should next look at this clock (NULL: never again).
+    Column("next_escalation_at", TZ),
+    PrimaryKeyConstraint("referral_id", "position"),
+    Index(
+        "referral_clocks_overdue",
+        "due_at",
+        "referral_id",
+        "position",
+        postgresql_where=f"satisfied_at IS NULL AND kind IN {DEADLINE_KINDS}",
+    ),
+    Index(
+        "referral_clocks_region_overdue",
+        "region",
+        "due_at",
+        "referral_id",
+        "position",
+        postgresql_where=f"satisfied_at IS NULL AND kind IN {DEADLINE_KINDS}",
+    ),
+    Index(
+        "referral_clocks_escalation", "next_escalation_at", postgresql_where="next_escalation_at IS NOT NULL"
+    ),
+)
+
+# At most one open referral per region, subject and concern: the dedup rule for triggers,
+# enforced by the primary key so concurrent consumers cannot both draft.
+open_referral_keys = Table(
+    "open_referral_keys",
+    metadata,
+    Column("region", String(16), nullable=False),
+    Column("subject_entity_id", Text, nullable=False),
+    Column("concern", String(32), nullable=False),
+    Column("referral_id", String(32), nullable=False),
+    PrimaryKeyConstraint("region", "subject_entity_id", "concern"),
+    Index("open_referral_keys_referral", "referral_id"),
+)
+
+# Notes for tasking jobs, written with the change they report and delivered by JobNoteRelay.
+job_note_outbox = Table(
+    "job_note_outbox",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("job", Text, nullable=False),
+    Column("referral", Text, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("created_at", TZ, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", TZ, nullable=False),
+    Column("sent_at", TZ),
+    Column("failed_at", TZ),
+    Column("last_error", Text),
+    Index(
+        "job_note_outbox_pending", "next_attempt_at", postgresql_where="sent_at IS NULL AND failed_at IS NULL"
+    ),
+)

@@ -1,0 +1,534 @@
+"""The safeguarding service end to end over real servers: triggers from the stream, the
+workflow and its clocks, escalation, outcomes on the tasking job, access and audit."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import nats
+import pytest
+from google.protobuf import field_mask_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import select
+from toex.comms.events.v1 import events_pb2 as comms_events
+from toex.comms.v1 import resources_pb2 as comms
+from toex.safeguarding.events.v1 import events_pb2 as sg_events
+from toex.safeguarding.v1 import safeguarding_pb2 as pb
+from toex.tasking.v1 import tasking_pb2 as tpb
+from toex_common.audit import verify
+from toex_common.db import audit_table
+from toex_common.events import build_event
+from toex_common.regions import Region
+from toex_safeguarding.adapters.tables import job_note_outbox, referrals
+from toex_safeguarding.domain.commands import Trigger
+from toex_safeguarding.domain.model import Evidence
+from toex_safeguarding.domain.values import Concern, EvidenceKind
+from toex_safeguarding.service_layer import handlers
+
+from .conftest import Running, start_tasking
+
+pytestmark = pytest.mark.integration
+
+SO, SUP, NC = "safeguarding_officer.emsou", "supervisor.emsou", "national_coordinator.national"
+
+
+def md(token: str, purpose: str | None = "Op SANDPIPER") -> tuple[tuple[str, str], ...]:
+    pairs = [("authorization", f"Bearer {token}")]
+    if purpose is not None:
+        pairs.append(("x-toex-purpose", purpose))
+    return tuple(pairs)
+
+
+def stamp(when: datetime) -> Timestamp:
+    t = Timestamp()
+    t.FromDatetime(when)
+    return t
+
+
+async def eventually(
+    probe: Callable[[], object], *, timeout: float = 20.0, what: str = "condition"
+) -> object:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = probe()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.2)
+
+
+async def publish(nats_url: str, envelopes: Sequence[object]) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        for e in envelopes:
+            await js.publish(e.subject, e.payload, headers=e.headers)  # type: ignore[attr-defined]
+    finally:
+        await nc.close()
+
+
+def contact_event(job: str, victim_entity: str, *, dataset: str = "regions/EMSOU/datasets/cdr1") -> object:
+    message = comms_events.WatchlistContactDetected(
+        dataset=dataset,
+        job=job,
+        list_a=comms.WatchlistRef(
+            name="regions/EMSOU/watchlists/rso", kind=comms.WATCHLIST_KIND_REGISTERED_SEX_OFFENDER
+        ),
+        number_a="+447700900001",
+        list_b=comms.WatchlistRef(name="regions/EMSOU/watchlists/victims", kind=comms.WATCHLIST_KIND_VICTIM),
+        number_b="+447700900002",
+        entity_id_b=victim_entity,
+        contact_count=12,
+        call_count=5,
+        sms_count=7,
+        total_duration_seconds=640,
+        first_contact_time=stamp(datetime(2025, 3, 1, tzinfo=UTC)),
+        last_contact_time=stamp(datetime(2025, 3, 20, tzinfo=UTC)),
+    )
+    return build_event(message, domain="comms", source="toex/comms", region=Region.EMSOU)
+
+
+async def referrals_of(sg: Running, entity: str) -> list[pb.Referral]:
+    found = await sg.stub.ListReferrals(
+        pb.ListReferralsRequest(parent="regions/EMSOU", page_size=500), metadata=md(sg.token(SO))
+    )
+    return [r for r in found.referrals if r.subject.entity_id == entity]
+
+
+async def test_watchlist_contact_to_decision_on_the_job(safeguarding: Running, tasking, nats_server) -> None:
+    sg = safeguarding
+    job = (
+        await tasking.stub.CreateJob(
+            tpb.CreateJobRequest(
+                parent="regions/EMSOU",
+                job=tpb.Job(
+                    requesting_unit="Derbyshire Constabulary",
+                    operation_name="Op SANDPIPER",
+                    job_type=tpb.JOB_TYPE_COMMS_ANALYSIS,
+                    due_time=stamp(datetime.now(UTC) + timedelta(days=7)),
+                    description="comms analysis",
+                ),
+            ),
+            metadata=md(sg.token(NC)),
+        )
+    ).job
+    victim = f"ent-{uuid.uuid4().hex[:8]}"
+    first, second = (
+        contact_event(job.name, victim),
+        contact_event(job.name, victim, dataset="regions/EMSOU/datasets/cdr2"),
+    )
+    # A duplicate delivery (same event id) and a second, distinct contact for the same subject.
+    await publish(nats_server.url, [first, first, second])
+    draft = await eventually(
+        lambda: _one_with_evidence(sg, victim, 4), what="one draft with the evidence of both contacts"
+    )
+    assert draft.state == pb.REFERRAL_STATE_DRAFT
+    assert list(draft.concerns) == [pb.CONCERN_CHILD_SEXUAL_EXPLOITATION]
+    assert draft.risk_level == pb.RISK_LEVEL_HIGH and draft.linked_job == job.name
+    assert draft.created_by == "trigger:WatchlistContactDetected"
+    refs = {e.ref for e in draft.evidence}
+    assert {
+        first.event_id,
+        second.event_id,
+        "regions/EMSOU/datasets/cdr1",
+        "regions/EMSOU/datasets/cdr2",
+    } <= refs  # type: ignore[attr-defined]
+    assert {p.destination for p in draft.proposals} >= {
+        pb.DESTINATION_CHILDRENS_SOCIAL_CARE,
+        pb.DESTINATION_NRM,
+    }
+
+    officer, supervisor = md(sg.token(SO)), md(sg.token(SUP))
+    update = pb.UpdateReferralRequest(
+        referral=pb.Referral(
+            name=draft.name, subject=pb.Subject(age_band=pb.AGE_BAND_CHILD, local_authority="Derby City")
+        ),
+        update_mask=field_mask_pb2.FieldMask(paths=["subject.age_band", "subject.local_authority"]),
+    )
+    await sg.stub.UpdateReferral(update, metadata=officer)
+    with pytest.raises(grpc.aio.AioRpcError) as early:
+        await sg.stub.ApproveReferral(pb.ApproveReferralRequest(name=draft.name), metadata=supervisor)
+    assert early.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    await sg.stub.SubmitForApproval(pb.SubmitForApprovalRequest(name=draft.name), metadata=officer)
+    with pytest.raises(grpc.aio.AioRpcError) as not_supervisor:
+        await sg.stub.ApproveReferral(pb.ApproveReferralRequest(name=draft.name), metadata=officer)
+    assert not_supervisor.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    approved = (
+        await sg.stub.ApproveReferral(pb.ApproveReferralRequest(name=draft.name), metadata=supervisor)
+    ).referral
+    assert approved.state == pb.REFERRAL_STATE_APPROVED and approved.approved_by == SUP
+
+    sent = (
+        await sg.stub.RecordSubmission(
+            pb.RecordSubmissionRequest(
+                name=draft.name, destination=pb.DESTINATION_CHILDRENS_SOCIAL_CARE, agency_reference="MASH-42"
+            ),
+            metadata=officer,
+        )
+    ).referral
+    [clock] = sent.clocks
+    assert clock.kind == pb.CLOCK_KIND_LOCAL_AUTHORITY_DECISION and not clock.overdue
+
+    # The clock runs: four days later the local authority's decision is overdue.
+    sg.clock.offset = timedelta(days=4).total_seconds()
+    overdue = await eventually(
+        lambda: _overdue_for(sg, draft.name), what="the overdue clock on the national list"
+    )
+    assert overdue.clock.escalation in (pb.ESCALATION_SUPERVISOR, pb.ESCALATION_NATIONAL_COORDINATOR)
+    listed = await sg.stub.ListReferrals(
+        pb.ListReferralsRequest(parent="regions/EMSOU", overdue_only=True), metadata=officer
+    )
+    assert draft.name in [r.name for r in listed.referrals]
+
+    await sg.stub.RecordAcknowledgement(
+        pb.RecordAcknowledgementRequest(name=draft.name, destination=pb.DESTINATION_CHILDRENS_SOCIAL_CARE),
+        metadata=officer,
+    )
+    decided = (
+        await sg.stub.RecordDecision(
+            pb.RecordDecisionRequest(
+                name=draft.name,
+                destination=pb.DESTINATION_CHILDRENS_SOCIAL_CARE,
+                kind=pb.DECISION_KIND_LOCAL_AUTHORITY,
+                outcome=pb.DECISION_OUTCOME_POSITIVE,
+                detail="strategy discussion convened",
+            ),
+            metadata=officer,
+        )
+    ).referral
+    assert decided.state == pb.REFERRAL_STATE_DECIDED and not decided.overdue
+    assert decided.clocks[0].HasField("satisfied_time")
+
+    # The decision shows on the job, noted by the safeguarding service account.
+    def notes() -> object:
+        return tasking.stub.GetJob(tpb.GetJobRequest(name=job.name), metadata=md(sg.token(NC)))
+
+    async def decision_noted() -> object:
+        found = (await notes()).job.notes  # type: ignore[attr-defined]
+        return [n for n in found if "strategy discussion convened" in n.text]
+
+    [note] = await eventually(decision_noted, what="the decision note on the job")  # type: ignore[misc]
+    assert note.author == "service-account-toex-safeguarding"
+    texts = [n.text for n in (await notes()).job.notes]  # type: ignore[attr-defined]
+    assert any("drafted" in t for t in texts) and any("overdue" in t for t in texts)
+    assert not any(victim in t for t in texts)
+
+    published = await _events(nats_server.url, "toex.emsou.safeguarding.>", draft.name)
+    kinds = [k for k, _ in published]
+    for wanted in (
+        "ReferralDrafted",
+        "ReferralEvidenceAdded",
+        "ReferralApproved",
+        "ReferralSubmitted",
+        "ReferralOverdue",
+        "ReferralDecisionRecorded",
+    ):
+        assert wanted in kinds, wanted
+    assert kinds.count("ReferralDrafted") == 1
+    for _, payload in published:
+        assert victim.encode() not in payload  # events name the referral, never its subject
+
+    await sg.stub.CloseReferral(
+        pb.CloseReferralRequest(name=draft.name, reason="child safeguarded"), metadata=officer
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as closed:
+        await sg.stub.RecordSubmission(
+            pb.RecordSubmissionRequest(name=draft.name, destination=pb.DESTINATION_NRM), metadata=officer
+        )
+    assert closed.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def _one_with_evidence(sg: Running, entity: str, count: int) -> pb.Referral | None:
+    found = await referrals_of(sg, entity)
+    assert len(found) <= 1, "repeated triggers drafted a second referral"
+    return found[0] if found and len(found[0].evidence) >= count else None
+
+
+async def _overdue_for(sg: Running, name: str) -> pb.OverdueItem | None:
+    page = await sg.stub.ListOverdue(pb.ListOverdueRequest(parent="regions/-"), metadata=md(sg.token(NC)))
+    return next((i for i in page.items if i.referral == name and i.clock.escalation), None)
+
+
+async def _events(nats_url: str, subject: str, referral: str) -> list[tuple[str, bytes]]:
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        sub = await js.subscribe(subject, ordered_consumer=True)
+        found = []
+        while True:
+            try:
+                message = await sub.next_msg(timeout=1.0)
+            except nats.errors.TimeoutError:
+                break
+            if message.headers and message.headers.get("ce-subject") == referral:
+                found.append((message.subject.rsplit(".", 1)[-1], message.data))
+        await sub.unsubscribe()
+        return found
+    finally:
+        await nc.close()
+
+
+async def test_concurrent_triggers_for_one_subject_draft_one_referral(safeguarding: Running) -> None:
+    sg = safeguarding
+    subject = f"ent-{uuid.uuid4().hex[:8]}"
+
+    async def one(i: int) -> None:
+        trigger = Trigger(
+            source_event_id=f"ev-{i}",
+            source_type="test.Finding",
+            region=Region.EMSOU,
+            subject_entity_id=subject,
+            concern=Concern.MODERN_SLAVERY,
+            evidence=[Evidence(EvidenceKind.EVENT, f"ev-{i}", "finding")],
+        )
+        async with sg.app.deps.uow() as uow:
+            await handlers.draft_from_trigger(trigger, uow, datetime.now(UTC))
+            await uow.commit()
+
+    await asyncio.gather(*(one(i) for i in range(12)))
+    [referral] = await referrals_of(sg, subject)
+    assert sorted(e.ref for e in referral.evidence) == sorted(f"ev-{i}" for i in range(12))
+
+
+async def test_job_notes_survive_a_tasking_outage(safeguarding: Running, nats_server, keycloak) -> None:
+    sg = safeguarding
+    officer, supervisor = md(sg.token(SO)), md(sg.token(SUP))
+    job = f"regions/EMSOU/jobs/{uuid.uuid4().hex[:16]}"
+    created = (
+        await sg.stub.CreateReferral(
+            pb.CreateReferralRequest(
+                parent="regions/EMSOU",
+                referral=pb.Referral(
+                    subject=pb.Subject(
+                        entity_id=f"ent-{uuid.uuid4().hex[:8]}",
+                        age_band=pb.AGE_BAND_CHILD,
+                        local_authority="Derby",
+                    ),
+                    concerns=[pb.CONCERN_CHILD_CRIMINAL_EXPLOITATION],
+                    linked_job=job,
+                ),
+            ),
+            metadata=officer,
+        )
+    ).referral
+    await sg.stub.SubmitForApproval(pb.SubmitForApprovalRequest(name=created.name), metadata=officer)
+    await sg.stub.ApproveReferral(pb.ApproveReferralRequest(name=created.name), metadata=supervisor)
+
+    async def attempts() -> list[object]:
+        async with sg.app.engine.connect() as conn:
+            rows = (
+                await conn.execute(select(job_note_outbox).where(job_note_outbox.c.referral == created.name))
+            ).all()
+        return rows if rows and all(r.attempts >= 1 for r in rows) else []
+
+    # Tasking is down: the notes are tried, kept and scheduled again.
+    pending = await eventually(attempts, what="failed attempts while tasking is down")
+    assert all(r.sent_at is None and r.failed_at is None for r in pending)  # type: ignore[attr-defined]
+
+    # Tasking comes up (with the job) on the address the notes go to: they arrive.
+    tasking = await start_tasking(sg.tasking_database, nats_server.url, keycloak.issuer, sg.tasking_port)
+    try:
+        async with tasking.app.engine.begin() as conn:
+            from toex_tasking.adapters.tables import jobs
+
+            now = datetime.now(UTC)
+            await conn.execute(
+                jobs.insert().values(
+                    id=job.rsplit("/", 1)[-1],
+                    region="EMSOU",
+                    requesting_unit="u",
+                    requesting_officer="o",
+                    operation_name="Op SANDPIPER",
+                    job_type="SAFEGUARDING",
+                    priority="ROUTINE",
+                    due_at=now + timedelta(days=3),
+                    description="",
+                    handling="C",
+                    state="RAISED",
+                    subject_entity_ids=[],
+                    product="",
+                    created_by="test",
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        for row in pending:  # do not wait out the backoff
+            async with sg.app.engine.begin() as conn:
+                await conn.execute(
+                    job_note_outbox.update()
+                    .where(job_note_outbox.c.id == row.id)
+                    .values(next_attempt_at=datetime.now(UTC))  # type: ignore[attr-defined]
+                )
+
+        async def delivered() -> object:
+            # wait_for_ready: the client shares gRPC's connection to this address, which is
+            # still backing off from the outage.
+            got = await tasking.stub.GetJob(
+                tpb.GetJobRequest(name=job), metadata=md(sg.token(NC)), wait_for_ready=True
+            )
+            return len(got.job.notes) >= len(pending) and got.job.notes
+
+        notes = await eventually(delivered, what="notes delivered after the outage")
+        assert any("drafted" in n.text for n in notes) and any("approved" in n.text for n in notes)  # type: ignore[attr-defined]
+        assert len(notes) == len(pending)  # type: ignore[arg-type]
+    finally:
+        await tasking.stop()
+
+
+async def test_safeguarding_job_drafts_a_referral_per_subject(safeguarding: Running, tasking) -> None:
+    sg = safeguarding
+    subjects = [f"ent-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    job = (
+        await tasking.stub.CreateJob(
+            tpb.CreateJobRequest(
+                parent="regions/EMSOU",
+                job=tpb.Job(
+                    requesting_unit="Derbyshire Constabulary",
+                    operation_name="Op SANDPIPER",
+                    job_type=tpb.JOB_TYPE_SAFEGUARDING,
+                    priority=tpb.PRIORITY_URGENT,
+                    due_time=stamp(datetime.now(UTC) + timedelta(days=2)),
+                    description="missing children found",
+                    subject_entity_ids=subjects,
+                ),
+            ),
+            metadata=md(sg.token(NC)),
+        )
+    ).job
+
+    async def drafted() -> object:
+        found = [await referrals_of(sg, s) for s in subjects]
+        return all(found) and found
+
+    found = await eventually(drafted, what="a draft per subject of the job")
+    for [referral] in found:  # type: ignore[union-attr]
+        assert referral.linked_job == job.name and referral.risk_level == pb.RISK_LEVEL_HIGH
+        assert [e.ref for e in referral.evidence] == [job.name]
+
+
+async def test_adult_without_consent_gets_an_anonymous_duty_to_notify(safeguarding: Running) -> None:
+    sg = safeguarding
+    officer, supervisor = md(sg.token(SO)), md(sg.token(SUP))
+    entity, dob, la = f"ent-{uuid.uuid4().hex[:8]}", "1990-02-03", "Nottingham City"
+    created = (
+        await sg.stub.CreateReferral(
+            pb.CreateReferralRequest(
+                parent="regions/EMSOU",
+                referral=pb.Referral(
+                    subject=pb.Subject(entity_id=entity, date_of_birth=dob, local_authority=la),
+                    concerns=[pb.CONCERN_LABOUR_EXPLOITATION],
+                    risk_level=pb.RISK_LEVEL_LOW,
+                    evidence=[pb.Evidence(kind=pb.EVIDENCE_KIND_DATASET, ref="regions/EMSOU/datasets/x9")],
+                ),
+            ),
+            metadata=officer,
+        )
+    ).referral
+    assert list(created.destinations) == [pb.DESTINATION_DUTY_TO_NOTIFY]
+    with pytest.raises(grpc.aio.AioRpcError) as nrm:
+        await sg.stub.UpdateReferral(
+            pb.UpdateReferralRequest(
+                referral=pb.Referral(name=created.name, destinations=[pb.DESTINATION_NRM]),
+                update_mask=field_mask_pb2.FieldMask(paths=["destinations"]),
+            ),
+            metadata=officer,
+        )
+        await sg.stub.SubmitForApproval(pb.SubmitForApprovalRequest(name=created.name), metadata=officer)
+    assert nrm.value.code() is grpc.StatusCode.FAILED_PRECONDITION and "consent" in (
+        nrm.value.details() or ""
+    )
+    await sg.stub.UpdateReferral(
+        pb.UpdateReferralRequest(
+            referral=pb.Referral(name=created.name, destinations=[pb.DESTINATION_DUTY_TO_NOTIFY]),
+            update_mask=field_mask_pb2.FieldMask(paths=["destinations"]),
+        ),
+        metadata=officer,
+    )
+    await sg.stub.SubmitForApproval(pb.SubmitForApprovalRequest(name=created.name), metadata=officer)
+    approved = (
+        await sg.stub.ApproveReferral(pb.ApproveReferralRequest(name=created.name), metadata=supervisor)
+    ).referral
+    notice = approved.duty_to_notify
+    assert notice.reference.startswith("MS1-") and notice.age_band == pb.AGE_BAND_ADULT
+    async with sg.app.engine.connect() as conn:
+        stored = (
+            await conn.execute(
+                select(referrals.c.duty_to_notify).where(referrals.c.id == created.name.rsplit("/", 1)[-1])
+            )
+        ).scalar_one()
+    for secret in (entity, dob, la, "x9", created.name.rsplit("/", 1)[-1]):
+        assert secret not in str(stored) and secret.encode() not in notice.SerializeToString()
+
+
+async def test_access_audit_and_invalid_requests(safeguarding: Running) -> None:
+    sg = safeguarding
+    officer = md(sg.token(SO))
+    created = (
+        await sg.stub.CreateReferral(
+            pb.CreateReferralRequest(
+                parent="regions/EMSOU",
+                request_id=str(uuid.uuid4()),
+                referral=pb.Referral(
+                    subject=pb.Subject(entity_id=f"ent-{uuid.uuid4().hex[:8]}", age_band=pb.AGE_BAND_CHILD),
+                    concerns=[pb.CONCERN_CHILD_CRIMINAL_EXPLOITATION],
+                ),
+            ),
+            metadata=officer,
+        )
+    ).referral
+    get = pb.GetReferralRequest(name=created.name)
+    with pytest.raises(grpc.aio.AioRpcError) as other_region:
+        await sg.stub.GetReferral(get, metadata=md(sg.token("safeguarding_officer.ersou")))
+    assert other_region.value.code() is grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as researcher:
+        await sg.stub.GetReferral(get, metadata=md(sg.token("researcher.emsou")))
+    assert researcher.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.aio.AioRpcError) as no_purpose:
+        await sg.stub.GetReferral(get, metadata=md(sg.token(NC), None))
+    assert no_purpose.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert (
+        await sg.stub.GetReferral(get, metadata=md(sg.token(NC), "national overdue review"))
+    ).referral.name == created.name
+    with pytest.raises(grpc.aio.AioRpcError) as duplicate:
+        await sg.stub.CreateReferral(
+            pb.CreateReferralRequest(
+                parent="regions/EMSOU",
+                referral=pb.Referral(subject=created.subject, concerns=created.concerns),
+            ),
+            metadata=officer,
+        )
+    assert duplicate.value.code() is grpc.StatusCode.ALREADY_EXISTS
+    with pytest.raises(grpc.aio.AioRpcError) as invalid:
+        await sg.stub.CreateReferral(
+            pb.CreateReferralRequest(parent="regions/EMSOU", referral=pb.Referral()), metadata=officer
+        )
+    assert invalid.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.aio.AioRpcError) as transition:
+        await sg.stub.RecordDecision(
+            pb.RecordDecisionRequest(
+                name=created.name,
+                destination=pb.DESTINATION_CHILDRENS_SOCIAL_CARE,
+                kind=pb.DECISION_KIND_LOCAL_AUTHORITY,
+                outcome=pb.DECISION_OUTCOME_POSITIVE,
+            ),
+            metadata=officer,
+        )
+    assert transition.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+
+    async with sg.app.engine.connect() as conn:
+        rows = (await conn.execute(select(audit_table).order_by(audit_table.c.seq))).mappings().all()
+    seen = {(r["actor_username"], r["action"].rsplit("/", 1)[-1], r["outcome"], r["purpose"]) for r in rows}
+    assert ("safeguarding_officer.ersou", "GetReferral", "DENIED_OUT_OF_SCOPE", "Op SANDPIPER") in seen
+    assert (NC, "GetReferral", "OK", "national overdue review") in seen
+    assert ("researcher.emsou", "GetReferral", "PERMISSION_DENIED", "Op SANDPIPER") in seen
+    assert any(r["resources"] == [created.name] and r["outcome"] == "OK" for r in rows)
+    assert (await verify(sg.app.engine)).intact
+    _ = sg_events  # the events module registers the event types for decoding
