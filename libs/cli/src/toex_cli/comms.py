@@ -1,0 +1,951 @@
+"""`toex comms ...`: the comms analysis service (call data, phone index, watchlists, adverts, ANPR)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from toex.comms.v1 import comms_pb2 as pb
+from toex.comms.v1 import comms_pb2_grpc
+from toex.comms.v1 import resources_pb2 as res
+from toex.type.v1 import security_pb2
+from toex_common.regions import Region
+
+from toex_cli.context import CliContext, Endpoint, pass_cli
+from toex_cli.errors import rpc_failure
+from toex_cli.output import (
+    JSON,
+    emit_json,
+    format_option,
+    format_time,
+    message_to_dict,
+    render_fields,
+    render_table,
+)
+from toex_cli.params import JOB_NAME, WHEN, EnumType, RegionType, enum_short_name
+
+SERVICE = "comms"
+ENDPOINTS = (Endpoint(SERVICE, "127.0.0.1:50054", "The comms analysis service"),)
+CHUNK = 1024 * 1024
+WATCHLIST_KIND = EnumType(res.WatchlistKind.DESCRIPTOR)
+HANDLING = {"P": security_pb2.HANDLING_CODE_P, "C": security_pb2.HANDLING_CODE_C}
+EXPORTS = {
+    "graphml": pb.EXPORT_FORMAT_GRAPHML,
+    "i2": pb.EXPORT_FORMAT_I2_LINK_CSV,
+    "svg": pb.EXPORT_FORMAT_SVG,
+    "png": pb.EXPORT_FORMAT_PNG,
+    "index-csv": pb.EXPORT_FORMAT_INDEX_CSV,
+    "index-xlsx": pb.EXPORT_FORMAT_INDEX_XLSX,
+}
+
+
+def _stub(cli: CliContext) -> comms_pb2_grpc.CommsAnalysisServiceStub:
+    return comms_pb2_grpc.CommsAnalysisServiceStub(cli.channel(SERVICE))
+
+
+def _ts(when: datetime | None) -> Timestamp | None:
+    if when is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(when)
+    return stamp
+
+
+def _dataset_name(region: Region, value: str) -> str:
+    return value if value.startswith("regions/") else f"regions/{region.value}/datasets/{value}"
+
+
+def _emit(message: Any, output_format: str, table: Callable[[], str]) -> None:
+    if output_format == JSON:
+        emit_json(message_to_dict(message))
+    else:
+        click.echo(table())
+
+
+def _targets(targets: tuple[str, ...], targets_file: Path | None) -> list[str]:
+    found = [t for t in targets if t.strip()]
+    if targets_file is not None:
+        for line in targets_file.read_text(encoding="utf-8-sig").splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                found.append(line)
+    if not found:
+        raise click.UsageError("give the targets with --target NUMBER (repeat) or --targets-file FILE")
+    return found
+
+
+def _scope_options(func: Any) -> Any:
+    for option in reversed(
+        [
+            click.option(
+                "--region", required=True, type=RegionType(), help="The region whose data to analyse."
+            ),
+            click.option(
+                "--dataset",
+                "datasets",
+                multiple=True,
+                metavar="ID",
+                help="Only this dataset; repeat for several.",
+            ),
+            click.option("--job", default="", type=JOB_NAME, help="Only datasets of this job."),
+            click.option("--since", type=WHEN, help="Only records from this time."),
+            click.option("--until", type=WHEN, help="Only records before this time."),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def _target_options(func: Any) -> Any:
+    func = click.option(
+        "--targets-file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="A file of numbers, one a line.",
+    )(func)
+    return click.option(
+        "--target", "targets", multiple=True, metavar="NUMBER", help="A target number in any format; repeat."
+    )(func)
+
+
+def _scope(
+    region: Region, datasets: tuple[str, ...], job: str, since: datetime | None, until: datetime | None
+) -> pb.AnalysisScope:
+    return pb.AnalysisScope(
+        parent=f"regions/{region.value}",
+        datasets=[_dataset_name(region, d) for d in datasets],
+        job=job or "",
+        start_time=_ts(since),
+        end_time=_ts(until),
+    )
+
+
+@click.group(name="comms", short_help="Call data, phone index, watchlists, adverts and ANPR.")
+def comms() -> None:
+    """Communications analysis: import call data (CDR), ANPR reads and advert records, then
+    analyse contact between target numbers, watch for contact between watchlists and export
+    what a briefing needs. Reads need a purpose: toex --purpose "Op NAME" comms ...
+
+    \b
+    Examples:
+      toex comms import-cdr calls.csv --region EMSOU --job EMSOU/JOB_ID
+      toex --purpose "Op Kestrel" comms common-contacts --region EMSOU --targets-file targets.txt
+      toex --purpose "Op Kestrel" comms export png --region EMSOU --targets-file targets.txt -o net.png
+    """
+
+
+def _upload(cli: CliContext, method: Any, request_type: Any, path: Path, header: pb.ImportHeader) -> Any:
+    size = path.stat().st_size
+    header.size_bytes = size
+    header.filename = path.name
+
+    def requests(bar: Any) -> Iterator[Any]:
+        yield request_type(header=header)
+        with path.open("rb") as handle:
+            while chunk := handle.read(CHUNK):
+                bar.update(len(chunk))
+                yield request_type(chunk=chunk)
+
+    make_bar: Any = click.progressbar
+    progress = make_bar(length=size, label=f"uploading {path.name}", file=click.get_text_stream("stderr"))  # type: ignore[operator]
+    with progress as bar:
+        try:
+            future = method.future(requests(bar), metadata=cli.metadata())
+            response = future.result()
+        except grpc.RpcError as exc:
+            raise rpc_failure(
+                exc,
+                service=SERVICE,
+                address=cli.address(SERVICE),
+                field_options={"header.parent": "--region"},
+            ) from None
+    return response
+
+
+def _import_options(func: Any) -> Any:
+    for option in reversed(
+        [
+            click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path)),
+            click.option("--region", required=True, type=RegionType(), help="The region that owns the data."),
+            click.option("--job", default="", type=JOB_NAME, help="The tasking job the data belongs to."),
+            click.option(
+                "--name", "display_name", default="", help="A display name (defaults to the file name)."
+            ),
+            click.option(
+                "--encoding", default="", help="The file's encoding if not UTF-8 (e.g. cp1252, utf-16)."
+            ),
+            click.option(
+                "--handling",
+                type=click.Choice(sorted(HANDLING), case_sensitive=False),
+                help="Handling code (default C).",
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def _header(
+    region: Region, job: str, display_name: str, encoding: str, handling: str | None, profile: str = ""
+) -> pb.ImportHeader:
+    return pb.ImportHeader(
+        parent=f"regions/{region.value}",
+        job=job or "",
+        display_name=display_name,
+        encoding=encoding,
+        profile=profile,
+        handling=HANDLING[handling.upper()] if handling else security_pb2.HANDLING_CODE_UNSPECIFIED,  # type: ignore[arg-type]
+    )
+
+
+def _print_import(response: Any, output_format: str) -> None:
+    def table() -> str:
+        d = response.dataset
+        lines = [
+            render_fields(
+                [
+                    ("dataset", d.name),
+                    (
+                        "status",
+                        "already imported: nothing changed" if response.already_imported else "imported",
+                    ),
+                    ("rows", f"{d.rows_read} read, {d.rows_accepted} stored, {d.rows_rejected} rejected"),
+                    ("distinct", str(d.distinct_identifiers)),
+                    ("period", f"{format_time(d.first_record_time)} to {format_time(d.last_record_time)}"),
+                ]
+            )
+        ]
+        if response.rejections:
+            lines.append("rejected rows (first 100; `toex comms rejections` lists all):")
+            lines.append(
+                render_table(["line", "reason"], [[str(r.line), r.reason] for r in response.rejections])
+            )
+        for c in getattr(response, "convoys", []):
+            lines.append(
+                f"convoy: {c.vrm_a} + {c.vrm_b}, {c.occasion_count} joint sightings on {c.day_count} days"
+            )
+        for f in getattr(response, "flags", []):
+            reasons = ", ".join(
+                enum_short_name(res.AdvertFlagReason.DESCRIPTOR, r).lower() for r in f.reasons
+            )
+            lines.append(f"flagged: {f.number} ({f.advert_count} adverts; {reasons})")
+        return "\n".join(lines)
+
+    _emit(response, output_format, table)
+
+
+@comms.command("import-cdr")
+@_import_options
+@click.option(
+    "--profile", default="", help="Column-mapping profile (see `toex comms profiles`); default canonical."
+)
+@format_option
+@pass_cli
+def import_cdr(
+    cli: CliContext,
+    path: Path,
+    region: Region,
+    job: str,
+    display_name: str,
+    encoding: str,
+    handling: str | None,
+    profile: str,
+    output_format: str,
+) -> None:
+    """Import a call data record CSV file (streamed; progress on stderr)."""
+    header = _header(region, job, display_name, encoding, handling, profile)
+    _print_import(_upload(cli, _stub(cli).ImportCdr, pb.ImportCdrRequest, path, header), output_format)
+
+
+@comms.command("import-anpr")
+@_import_options
+@format_option
+@pass_cli
+def import_anpr(
+    cli: CliContext,
+    path: Path,
+    region: Region,
+    job: str,
+    display_name: str,
+    encoding: str,
+    handling: str | None,
+    output_format: str,
+) -> None:
+    """Import ANPR reads: columns vrm, camera_id, camera_location, read_time."""
+    header = _header(region, job, display_name, encoding, handling)
+    _print_import(_upload(cli, _stub(cli).ImportAnpr, pb.ImportAnprRequest, path, header), output_format)
+
+
+@comms.command("import-adverts")
+@_import_options
+@format_option
+@pass_cli
+def import_adverts(
+    cli: CliContext,
+    path: Path,
+    region: Region,
+    job: str,
+    display_name: str,
+    encoding: str,
+    handling: str | None,
+    output_format: str,
+) -> None:
+    """Import advert records: columns number, advert_id, site, date, location, text."""
+    header = _header(region, job, display_name, encoding, handling)
+    _print_import(
+        _upload(cli, _stub(cli).ImportAdverts, pb.ImportAdvertsRequest, path, header), output_format
+    )
+
+
+@comms.command("datasets")
+@click.option(
+    "--region", default="-", type=RegionType(allow_all=True), help="A region, or - for all you may see."
+)
+@format_option
+@pass_cli
+def datasets(cli: CliContext, region: Region | None, output_format: str) -> None:
+    """List imported datasets, newest first."""
+    parent = f"regions/{region.value}" if region else "regions/-"
+    response = cli.call(
+        SERVICE, _stub(cli).ListDatasets, pb.ListDatasetsRequest(parent=parent, page_size=200)
+    )
+    kind = res.DatasetKind.DESCRIPTOR
+    _emit(
+        response,
+        output_format,
+        lambda: render_table(
+            ["name", "kind", "job", "file", "stored", "rejected", "imported"],
+            [
+                [
+                    d.name,
+                    enum_short_name(kind, d.kind).lower(),
+                    d.job,
+                    d.source_filename,
+                    str(d.rows_accepted),
+                    str(d.rows_rejected),
+                    format_time(d.create_time),
+                ]
+                for d in response.datasets
+            ],
+        ),
+    )
+
+
+@comms.command("rejections")
+@click.argument("dataset")
+@click.option("--region", required=True, type=RegionType())
+@format_option
+@pass_cli
+def rejections(cli: CliContext, dataset: str, region: Region, output_format: str) -> None:
+    """Every rejected row of a dataset with its line number and reason."""
+    token = ""
+    rows: list[pb.RowRejection] = []
+    while True:
+        page = cli.call(
+            SERVICE,
+            _stub(cli).ListRejections,
+            pb.ListRejectionsRequest(parent=_dataset_name(region, dataset), page_size=500, page_token=token),
+        )
+        rows.extend(page.rejections)
+        token = page.next_page_token
+        if not token:
+            break
+    if output_format == JSON:
+        emit_json([message_to_dict(r) for r in rows])
+    else:
+        click.echo(
+            render_table(["line", "reason", "row"], [[str(r.line), r.reason, r.raw[:80]] for r in rows])
+        )
+
+
+@comms.command("profiles")
+@click.option("--region", required=True, type=RegionType())
+@format_option
+@pass_cli
+def profiles(cli: CliContext, region: Region, output_format: str) -> None:
+    """Column-mapping profiles: built-in ones and the region's."""
+    response = cli.call(
+        SERVICE,
+        _stub(cli).ListMappingProfiles,
+        pb.ListMappingProfilesRequest(parent=f"regions/{region.value}"),
+    )
+    _emit(
+        response,
+        output_format,
+        lambda: render_table(
+            ["name", "columns", "time format", "separator"],
+            [
+                [
+                    p.name,
+                    ", ".join(f"{k}={v}" for k, v in sorted(p.columns.items())),
+                    p.time_format or "ISO 8601",
+                    p.separator,
+                ]
+                for p in response.profiles
+            ],
+        ),
+    )
+
+
+@comms.group("watchlist")
+def watchlist() -> None:
+    """Named lists of numbers; contact between two lists raises an event."""
+
+
+@watchlist.command("create")
+@click.argument("watchlist_id")
+@click.option("--region", required=True, type=RegionType())
+@click.option("--kind", required=True, type=WATCHLIST_KIND, help="What the list holds.")
+@click.option("--name", "display_name", default="")
+@format_option
+@pass_cli
+def watchlist_create(
+    cli: CliContext, watchlist_id: str, region: Region, kind: int, display_name: str, output_format: str
+) -> None:
+    response = cli.call(
+        SERVICE,
+        _stub(cli).CreateWatchlist,
+        pb.CreateWatchlistRequest(
+            parent=f"regions/{region.value}",
+            watchlist_id=watchlist_id,
+            watchlist=pb.Watchlist(display_name=display_name, kind=kind),  # type: ignore[arg-type]
+        ),
+    )
+    _emit(response, output_format, lambda: f"created {response.watchlist.name}")
+
+
+@watchlist.command("add")
+@click.argument("watchlist_id")
+@click.argument("numbers", nargs=-1, required=True)
+@click.option("--region", required=True, type=RegionType())
+@format_option
+@pass_cli
+def watchlist_add(
+    cli: CliContext, watchlist_id: str, numbers: tuple[str, ...], region: Region, output_format: str
+) -> None:
+    response = cli.call(
+        SERVICE,
+        _stub(cli).AddWatchlistNumbers,
+        pb.AddWatchlistNumbersRequest(
+            name=f"regions/{region.value}/watchlists/{watchlist_id}", numbers=list(numbers)
+        ),
+    )
+    _emit(
+        response,
+        output_format,
+        lambda: (
+            f"{response.watchlist.name}: {len(response.watchlist.numbers)} numbers; "
+            f"{len(response.contacts)} new watchlist contacts detected"
+        ),
+    )
+
+
+@watchlist.command("list")
+@click.option("--region", required=True, type=RegionType())
+@format_option
+@pass_cli
+def watchlist_list(cli: CliContext, region: Region, output_format: str) -> None:
+    response = cli.call(
+        SERVICE, _stub(cli).ListWatchlists, pb.ListWatchlistsRequest(parent=f"regions/{region.value}")
+    )
+    _emit(
+        response,
+        output_format,
+        lambda: render_table(
+            ["name", "kind", "numbers"],
+            [
+                [w.name, enum_short_name(res.WatchlistKind.DESCRIPTOR, w.kind).lower(), " ".join(w.numbers)]
+                for w in response.watchlists
+            ],
+        ),
+    )
+
+
+@watchlist.command("contacts")
+@click.option("--region", required=True, type=RegionType())
+@format_option
+@pass_cli
+def watchlist_contacts(cli: CliContext, region: Region, output_format: str) -> None:
+    """Contacts detected between numbers on different watchlists, newest first."""
+    response = cli.call(
+        SERVICE,
+        _stub(cli).ListWatchlistContacts,
+        pb.ListWatchlistContactsRequest(parent=f"regions/{region.value}"),
+    )
+    kind = res.WatchlistKind.DESCRIPTOR
+    _emit(
+        response,
+        output_format,
+        lambda: render_table(
+            ["number a", "list a", "number b", "list b", "contacts", "first", "last", "dataset"],
+            [
+                [
+                    c.number_a,
+                    enum_short_name(kind, c.list_a.kind).lower(),
+                    c.number_b,
+                    enum_short_name(kind, c.list_b.kind).lower(),
+                    str(c.contact_count),
+                    format_time(c.first_contact_time),
+                    format_time(c.last_contact_time),
+                    c.dataset,
+                ]
+                for c in response.contacts
+            ],
+        ),
+    )
+
+
+@comms.command("index")
+@click.argument("number")
+@click.option("--region", default="-", type=RegionType(allow_all=True))
+@format_option
+@pass_cli
+def index(cli: CliContext, number: str, region: Region | None, output_format: str) -> None:
+    """Look a number up in the phone index, in any common format."""
+    parent = f"regions/{region.value}" if region else "regions/-"
+    response = cli.call(
+        SERVICE,
+        _stub(cli).SearchPhoneIndex,
+        pb.SearchPhoneIndexRequest(parent=parent, number=number),
+        field_options={"number": "NUMBER"},
+    )
+
+    def table() -> str:
+        head = f"{response.number}: " + (
+            "; ".join(a.label or a.entity_id for a in response.attributions) or "not attributed"
+        )
+        lists = ", ".join(w.name for w in response.watchlists)
+        rows = render_table(
+            ["dataset", "events", "calls", "texts", "first", "last"],
+            [
+                [
+                    e.dataset,
+                    str(e.event_count),
+                    str(e.call_count),
+                    str(e.sms_count),
+                    format_time(e.first_seen_time),
+                    format_time(e.last_seen_time),
+                ]
+                for e in response.entries
+            ],
+        )
+        extra = (f"\nwatchlists: {lists}" if lists else "") + (
+            f"\nadverts: {', '.join(response.advert_datasets)}" if response.advert_datasets else ""
+        )
+        return f"{head}{extra}\n{rows}"
+
+    _emit(response, output_format, table)
+
+
+@comms.command("attribute")
+@click.argument("identifier")
+@click.option("--region", required=True, type=RegionType())
+@click.option("--entity", "entity_id", required=True, help="The entity id the number or vehicle belongs to.")
+@click.option("--label", default="", help="A label for people, e.g. the nominal's name.")
+@click.option("--vehicle", is_flag=True, help="IDENTIFIER is a VRM, not a phone number.")
+@format_option
+@pass_cli
+def attribute(
+    cli: CliContext,
+    identifier: str,
+    region: Region,
+    entity_id: str,
+    label: str,
+    vehicle: bool,
+    output_format: str,
+) -> None:
+    """Attribute a number (or a vehicle) to an entity by hand."""
+    response = cli.call(
+        SERVICE,
+        _stub(cli).AttributeIdentifier,
+        pb.AttributeIdentifierRequest(
+            parent=f"regions/{region.value}",
+            identifier=identifier,
+            vehicle=vehicle,
+            entity_id=entity_id,
+            label=label,
+        ),
+    )
+    _emit(response, output_format, lambda: f"{response.identifier} -> {response.attribution.entity_id}")
+
+
+def _ties(ties: Any) -> str:
+    return "; ".join(f"{t.target} ({t.contact_count})" for t in ties)
+
+
+@comms.command("network")
+@_scope_options
+@_target_options
+@click.option("--min-contacts", default=1, show_default=True)
+@format_option
+@pass_cli
+def network(
+    cli: CliContext,
+    region: Region,
+    datasets: tuple[str, ...],
+    job: str,
+    since: datetime | None,
+    until: datetime | None,
+    targets: tuple[str, ...],
+    targets_file: Path | None,
+    min_contacts: int,
+    output_format: str,
+) -> None:
+    """The targets' contact network: edges weighted by calls, texts and duration."""
+    response = cli.call(
+        SERVICE,
+        _stub(cli).GetContactNetwork,
+        pb.GetContactNetworkRequest(
+            scope=_scope(region, datasets, job, since, until),
+            targets=_targets(targets, targets_file),
+            min_contacts=min_contacts,
+        ),
+    )
+    _emit(
+        response,
+        output_format,
+        lambda: render_table(
+            ["number a", "number b", "contacts", "calls", "texts", "minutes", "first", "last"],
+            [
+                [
+                    e.number_a,
+                    e.number_b,
+                    str(e.contact_count),
+                    str(e.call_count),
+                    str(e.sms_count),
+                    str(e.total_duration_seconds // 60),
+                    format_time(e.first_contact_time),
+                    format_time(e.last_contact_time),
+                ]
+                for e in response.edges
+            ],
+        ),
+    )
+
+
+@comms.command("common-contacts")
+@_scope_options
+@_target_options
+@click.option(
+    "--min-targets", default=2, show_default=True, help="In contact with at least this many targets."
+)
+@format_option
+@pass_cli
+def common_contacts(
+    cli: CliContext,
+    region: Region,
+    datasets: tuple[str, ...],
+    job: str,
+    since: datetime | None,
+    until: datetime | None,
+    targets: tuple[str, ...],
+    targets_file: Path | None,
+    min_targets: int,
+    output_format: str,
+) -> None:
+    """Numbers in contact with at least --min-targets targets, ranked."""
+    response = cli.call(
+        SERVICE,
+        _stub(cli).FindCommonContacts,
+        pb.FindCommonContactsRequest(
+            scope=_scope(region, datasets, job, since, until),
+            targets=_targets(targets, targets_file),
+            min_targets=min_targets,
+        ),
+    )
+    _emit(
+        response,
+        output_format,
+        lambda: render_table(
+            ["number", "targets", "contacts", "attributed", "with"],
+            [
+                [
+                    c.number,
+                    str(c.target_count),
+                    str(c.contact_count),
+                    "; ".join(a.label or a.entity_id for a in c.attributions),
+                    _ties(c.ties),
+                ]
+                for c in response.contacts
+            ],
+        ),
+    )
+
+
+@comms.command("suspects")
+@_scope_options
+@_target_options
+@click.option("--limit", default=25, show_default=True)
+@format_option
+@pass_cli
+def suspects(
+    cli: CliContext,
+    region: Region,
+    datasets: tuple[str, ...],
+    job: str,
+    since: datetime | None,
+    until: datetime | None,
+    targets: tuple[str, ...],
+    targets_file: Path | None,
+    limit: int,
+    output_format: str,
+) -> None:
+    """Non-target numbers most strongly tied into the target group, with the reasons."""
+    response = cli.call(
+        SERVICE,
+        _stub(cli).RankSuspects,
+        pb.RankSuspectsRequest(
+            scope=_scope(region, datasets, job, since, until),
+            targets=_targets(targets, targets_file),
+            limit=limit,
+        ),
+    )
+    _emit(
+        response,
+        output_format,
+        lambda: render_table(
+            ["number", "score", "reason"], [[s.number, f"{s.score:.1f}", s.reason] for s in response.suspects]
+        ),
+    )
+
+
+@comms.command("profile")
+@_scope_options
+@click.argument("target")
+@format_option
+@pass_cli
+def profile(
+    cli: CliContext,
+    region: Region,
+    datasets: tuple[str, ...],
+    job: str,
+    since: datetime | None,
+    until: datetime | None,
+    target: str,
+    output_format: str,
+) -> None:
+    """One target's top contacts, activity by hour and weekday, first and last contact."""
+    r = cli.call(
+        SERVICE,
+        _stub(cli).GetTargetProfile,
+        pb.GetTargetProfileRequest(scope=_scope(region, datasets, job, since, until), target=target),
+    )
+
+    def table() -> str:
+        days = "Mon Tue Wed Thu Fri Sat Sun".split()
+        return "\n".join(
+            [
+                render_fields(
+                    [
+                        ("target", r.target),
+                        ("records", str(r.event_count)),
+                        ("first", format_time(r.first_contact_time)),
+                        ("last", format_time(r.last_contact_time)),
+                        ("by hour", " ".join(f"{h:02d}:{n}" for h, n in enumerate(r.by_hour) if n)),
+                        ("by weekday", " ".join(f"{days[d]}:{n}" for d, n in enumerate(r.by_weekday) if n)),
+                        ("handsets", ", ".join(r.imeis)),
+                    ]
+                ),
+                render_table(
+                    ["contact", "contacts", "calls", "texts", "first", "last"],
+                    [
+                        [
+                            t.target,
+                            str(t.contact_count),
+                            str(t.call_count),
+                            str(t.sms_count),
+                            format_time(t.first_contact_time),
+                            format_time(t.last_contact_time),
+                        ]
+                        for t in r.top_contacts
+                    ],
+                ),
+            ]
+        )
+
+    _emit(r, output_format, table)
+
+
+@comms.command("colocation")
+@_scope_options
+@_target_options
+@click.option(
+    "--window", "window_seconds", default=900, show_default=True, help="Seconds between the two records."
+)
+@format_option
+@pass_cli
+def colocation(
+    cli: CliContext,
+    region: Region,
+    datasets: tuple[str, ...],
+    job: str,
+    since: datetime | None,
+    until: datetime | None,
+    targets: tuple[str, ...],
+    targets_file: Path | None,
+    window_seconds: int,
+    output_format: str,
+) -> None:
+    """Numbers seen on the same cell as a target within the window."""
+    response = cli.call(
+        SERVICE,
+        _stub(cli).FindColocations,
+        pb.FindColocationsRequest(
+            scope=_scope(region, datasets, job, since, until),
+            targets=_targets(targets, targets_file),
+            window_seconds=window_seconds,
+        ),
+    )
+    _emit(
+        response,
+        output_format,
+        lambda: render_table(
+            ["number a", "number b", "occasions", "cells", "first", "last", "in contact"],
+            [
+                [
+                    c.number_a,
+                    c.number_b,
+                    str(c.occasion_count),
+                    " ".join(c.cells),
+                    format_time(c.first_time),
+                    format_time(c.last_time),
+                    "yes" if c.in_contact else "",
+                ]
+                for c in response.colocations
+            ],
+        ),
+    )
+
+
+@comms.command("convoys")
+@click.option("--region", required=True, type=RegionType())
+@click.option("--dataset", "datasets", multiple=True, metavar="ID")
+@click.option("--window", "window_seconds", default=180, show_default=True)
+@click.option("--min-occasions", default=3, show_default=True)
+@click.option("--vrm", "vrms", multiple=True, help="Only convoys with this vehicle; repeat.")
+@format_option
+@pass_cli
+def convoys(
+    cli: CliContext,
+    region: Region,
+    datasets: tuple[str, ...],
+    window_seconds: int,
+    min_occasions: int,
+    vrms: tuple[str, ...],
+    output_format: str,
+) -> None:
+    """Vehicles seen at the same cameras within a few minutes of each other, repeatedly."""
+    response = cli.call(
+        SERVICE,
+        _stub(cli).FindConvoys,
+        pb.FindConvoysRequest(
+            scope=pb.AnprScope(
+                parent=f"regions/{region.value}", datasets=[_dataset_name(region, d) for d in datasets]
+            ),
+            window_seconds=window_seconds,
+            min_occasions=min_occasions,
+            vrms=list(vrms),
+        ),
+    )
+    _emit(
+        response,
+        output_format,
+        lambda: render_table(
+            ["vehicle a", "vehicle b", "sightings", "days", "cameras", "first", "last"],
+            [
+                [
+                    c.vrm_a,
+                    c.vrm_b,
+                    str(c.occasion_count),
+                    str(c.day_count),
+                    " ".join(c.cameras[:6]),
+                    format_time(c.first_seen_time),
+                    format_time(c.last_seen_time),
+                ]
+                for c in response.convoys
+            ],
+        ),
+    )
+
+
+@comms.command("travel")
+@click.argument("vrm")
+@click.option("--region", required=True, type=RegionType())
+@format_option
+@pass_cli
+def travel(cli: CliContext, vrm: str, region: Region, output_format: str) -> None:
+    """A vehicle's regular locations and times, and its routes between cameras."""
+    r = cli.call(
+        SERVICE,
+        _stub(cli).GetTravelPattern,
+        pb.GetTravelPatternRequest(scope=pb.AnprScope(parent=f"regions/{region.value}"), vrm=vrm),
+    )
+    _emit(
+        r,
+        output_format,
+        lambda: (
+            f"{r.vrm}: {r.read_count} reads\n"
+            + render_table(
+                ["camera", "location", "reads", "usual hour"],
+                [[c.camera, c.location, str(c.read_count), f"{c.usual_hour:02d}:00"] for c in r.locations],
+            )
+            + "\n"
+            + render_table(
+                ["from", "to", "times", "median minutes"],
+                [[x.from_camera, x.to_camera, str(x.count), str(x.median_seconds // 60)] for x in r.routes],
+            )
+        ),
+    )
+
+
+@comms.command("export")
+@click.argument("kind", type=click.Choice(sorted(EXPORTS)))
+@_scope_options
+@click.option("--target", "targets", multiple=True, metavar="NUMBER")
+@click.option("--targets-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write (default: the suggested name).",
+)
+@pass_cli
+def export(
+    cli: CliContext,
+    kind: str,
+    region: Region,
+    datasets: tuple[str, ...],
+    job: str,
+    since: datetime | None,
+    until: datetime | None,
+    targets: tuple[str, ...],
+    targets_file: Path | None,
+    output: Path | None,
+) -> None:
+    """Export the network (graphml, i2, svg, png) or the phone index (index-csv, index-xlsx)."""
+    request = pb.ExportRequest(format=EXPORTS[kind], scope=_scope(region, datasets, job, since, until))  # type: ignore[arg-type]
+    if not kind.startswith("index"):
+        request.targets.extend(_targets(targets, targets_file))
+    try:
+        chunks = _stub(cli).Export(request, metadata=tuple(cli.metadata()))
+        target: Path | None = output
+        handle = None
+        size = 0
+        for chunk in chunks:
+            if handle is None:
+                target = target or Path(chunk.filename or f"export-{kind}")
+                handle = target.open("wb")
+            handle.write(chunk.chunk)
+            size += len(chunk.chunk)
+        if handle is not None:
+            handle.close()
+    except grpc.RpcError as exc:
+        raise rpc_failure(exc, service=SERVICE, address=cli.address(SERVICE)) from None
+    click.echo(f"wrote {target} ({size} bytes)")
+
+
+COMMANDS: list[click.Command] = [comms]
