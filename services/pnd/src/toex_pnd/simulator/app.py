@@ -13,7 +13,7 @@
 `unavailable` answers 503 to everything but /control, /admin and /health; `failure_rate` fails
 that share of requests with 500 before doing anything; `lost_ack_rate` does the work and then
 answers 500, as if the acknowledgement were lost on the way back; `bulk_unavailable` answers 503
-to bulk submissions only; `latency_ms` delays every answer.
+to bulk submissions only; `latency_ms` delays every answer after the work is done.
 """
 
 from __future__ import annotations
@@ -69,13 +69,13 @@ async def fault_middleware(request: web.Request, handler: Any) -> web.StreamResp
     path = request.path
     if path.startswith(("/control", "/admin", "/health")):
         return await handler(request)
-    if faults.latency_ms:
-        await asyncio.sleep(faults.latency_ms / 1000)
     if faults.unavailable or (faults.bulk_unavailable and path.startswith("/bulk")):
         return _error(503, "the PND is unavailable (simulated)")
     if faults.failure_rate and random.random() < faults.failure_rate:
         return _error(500, "the PND failed this request (simulated)")
     response = await handler(request)
+    if faults.latency_ms:  # the work is done; the answer is slow to come back
+        await asyncio.sleep(faults.latency_ms / 1000)
     if faults.lost_ack_rate and random.random() < faults.lost_ack_rate:
         return _error(500, "the acknowledgement was lost (simulated; the work was done)")
     return response
