@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -152,7 +152,8 @@ class SourceRecord:
     entity_id: str = ""
     # Fingerprint of the content, so a re-sent identical record changes nothing.
     content_hash: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    # Comparison features (persons only), computed once at ingest.
+    features: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:

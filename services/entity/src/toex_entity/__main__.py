@@ -1,0 +1,91 @@
+"""`python -m toex_entity migrate|serve|seed-demo|train-model|evaluate-febrl`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from importlib import resources
+from pathlib import Path
+
+import click
+from toex_common.logging import configure_logging
+from toex_common.migrations import upgrade
+from toex_common.telemetry import configure_tracing
+
+from toex_entity.config import Settings
+
+
+def migrations_dir() -> Path:
+    """Inside an installed wheel the migrations ship in the package; in the source tree they
+    sit beside src/."""
+    packaged = Path(str(resources.files("toex_entity"))) / "migrations"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "migrations"
+
+
+@click.group(help="The toex entity resolution service: records, entities, links, reviews and events.")
+def main() -> None:
+    pass
+
+
+@main.command(help="Apply database migrations (TOEX_DATABASE_URL) up to the newest.")
+def migrate() -> None:
+    settings = Settings()
+    configure_logging(settings.service_name, settings.log_level)
+    upgrade(settings.database_url, migrations_dir())
+    click.echo("entity database is at the newest revision")
+
+
+@main.command(help="Serve gRPC on TOEX_GRPC_HOST:TOEX_GRPC_PORT until SIGTERM.")
+def serve() -> None:
+    from toex_entity.bootstrap import serve as run
+
+    settings = Settings()
+    configure_logging(settings.service_name, settings.log_level)
+    configure_tracing(settings.service_name, settings.otel_exporter)
+    asyncio.run(run(settings))
+
+
+@main.command("seed-demo", help="Load demo person records in two regions (safe to repeat).")
+def seed_demo() -> None:
+    from toex_entity.demo import seed
+
+    for line in asyncio.run(seed(Settings())):
+        click.echo(line)
+
+
+@main.command(
+    "train-model",
+    help="Estimate the Fellegi-Sunter parameters with Splink from the stored person records "
+    "(or generated ones) and make them the active model.",
+)
+@click.option("--sample", default=200_000, show_default=True, help="At most this many stored records.")
+@click.option("--synthetic", type=int, default=0, help="Train on this many generated records instead.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Also write the model here.")
+@click.option("--no-activate", is_flag=True, help="Do not store it as the active model.")
+def train_model(sample: int, synthetic: int, output: Path | None, no_activate: bool) -> None:
+    from toex_entity.training import train_from_store, train_synthetic
+
+    logging.getLogger("splink").setLevel(logging.WARNING)
+    settings = Settings()
+    if synthetic:
+        model = train_synthetic(synthetic)
+        if not no_activate:
+            asyncio.run(_activate(settings, model))
+    else:
+        model = asyncio.run(train_from_store(settings, sample, activate=not no_activate))
+    if output is not None:
+        output.write_text(json.dumps(model.to_json(), indent=1) + "\n")
+    click.echo(
+        f"model {model.version} estimated on {model.trained_on}; prior match weight {model.prior_weight:.2f}"
+    )
+
+
+async def _activate(settings: Settings, model: object) -> None:
+    from toex_entity.training import activate
+
+    await activate(settings, model)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    main()

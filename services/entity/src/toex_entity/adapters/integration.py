@@ -1,0 +1,153 @@
+"""Integration events (toex.entity.events.v1) in their envelopes, labelled at creation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from toex.entity.events.v1 import events_pb2 as ev
+from toex.entity.v1 import entity_pb2 as pb
+from toex.type.v1 import security_pb2
+from toex_common.events import EventEnvelope, build_event
+from toex_common.events.streams import StreamSpec
+from toex_common.regions import Region
+
+from toex_entity.adapters.mapping import identifiers_to_proto, record_type_to_proto
+from toex_entity.domain.model import EntityChange, entity_name
+from toex_entity.domain.records import Handling, RecordType, SourceRecord
+from toex_entity.service_layer.ports import EntityLink
+
+DOMAIN = "entity"
+SOURCE = "toex/entity"
+STREAM = StreamSpec.for_domain("ENTITY", DOMAIN)
+
+_HANDLING = {Handling.P: security_pb2.HANDLING_CODE_P, Handling.C: security_pb2.HANDLING_CODE_C}
+_DECISION = {
+    "NEW": pb.MATCH_DECISION_UNSPECIFIED,
+    "DETERMINISTIC": pb.MATCH_DECISION_DETERMINISTIC,
+    "AUTO_LINK": pb.MATCH_DECISION_AUTO_LINK,
+    "REVIEWER_CONFIRMED": pb.MATCH_DECISION_REVIEWER_CONFIRMED,
+    "MANUAL": pb.MATCH_DECISION_UNSPECIFIED,
+}
+
+
+def _handling(record: SourceRecord) -> int:
+    return _HANDLING[record.grading.handling]
+
+
+def entity_created(record: SourceRecord, entity_id: str) -> EventEnvelope:
+    message = ev.EntityCreated(
+        entity=entity_name(entity_id),
+        entity_id=entity_id,
+        entity_type=record_type_to_proto(record.record_type),  # type: ignore[arg-type]
+        record=record.name,
+    )
+    return build_event(
+        message,
+        domain=DOMAIN,
+        source=SOURCE,
+        region=record.region,
+        handling=_handling(record),
+        resource=entity_name(entity_id),
+    )
+
+
+def record_linked(record: SourceRecord, entity_id: str, link: EntityLink) -> EventEnvelope:
+    message = ev.RecordLinked(
+        entity=entity_name(entity_id),
+        entity_id=entity_id,
+        entity_type=record_type_to_proto(record.record_type),  # type: ignore[arg-type]
+        record=record.name,
+        source=pb.SourceRecordRef(
+            source_system=record.source_system,
+            source_record_id=record.source_record_id,
+            record_type=record_type_to_proto(record.record_type),  # type: ignore[arg-type]
+        ),
+        identifiers=identifiers_to_proto(record.identifiers),
+        decision=_DECISION.get(link.method, pb.MATCH_DECISION_UNSPECIFIED),  # type: ignore[arg-type]
+        probability=link.probability,
+        decided_by=link.decided_by,
+    )
+    return build_event(
+        message,
+        domain=DOMAIN,
+        source=SOURCE,
+        region=record.region,
+        handling=_handling(record),
+        resource=record.name,
+    )
+
+
+def _strictest(records: list[SourceRecord]) -> int:
+    if not records or any(r.grading.handling is Handling.C for r in records):
+        return security_pb2.HANDLING_CODE_C
+    return security_pb2.HANDLING_CODE_P
+
+
+def entities_merged(change: EntityChange, region: Region, moved: Mapping[str, SourceRecord]) -> EventEnvelope:
+    mine = [r for r in moved.values() if r.region is region]
+    message = ev.EntitiesMerged(
+        entity=entity_name(change.entity_id),
+        merged=[entity_name(e) for e in change.others],
+        change_id=change.id,
+        decided_by=change.decided_by,
+        reason=change.reason,
+    )
+    return build_event(
+        message,
+        domain=DOMAIN,
+        source=SOURCE,
+        region=region,
+        handling=_strictest(mine),
+        resource=entity_name(change.entity_id),
+    )
+
+
+def entity_split(
+    change: EntityChange, region: Region, moved: Mapping[str, SourceRecord], undone: str = ""
+) -> EventEnvelope:
+    mine = [m for m in change.moves if m.record_id in moved and moved[m.record_id].region is region]
+    message = ev.EntitySplit(
+        entity=entity_name(change.entity_id),
+        split_entities=[entity_name(e) for e in change.others],
+        moved_records=[moved[m.record_id].name for m in mine],
+        moved_to=[entity_name(m.to_entity) for m in mine],
+        change_id=change.id,
+        undone_change=undone,
+        decided_by=change.decided_by,
+        reason=change.reason,
+    )
+    return build_event(
+        message,
+        domain=DOMAIN,
+        source=SOURCE,
+        region=region,
+        handling=_strictest([moved[m.record_id] for m in mine]),
+        resource=entity_name(change.entity_id),
+    )
+
+
+def deconfliction_notice(
+    entity_id: str,
+    entity_type: RecordType,
+    region: Region,
+    own_records: list[str],
+    other: Region,
+    contact_role: str,
+    trigger_record: str,
+) -> EventEnvelope:
+    message = ev.DeconflictionNotice(
+        entity=entity_name(entity_id),
+        entity_type=record_type_to_proto(entity_type),  # type: ignore[arg-type]
+        own_records=own_records,
+        other_region=other.to_proto(),  # type: ignore[arg-type]
+        contact_role=contact_role,
+        trigger_record=trigger_record,
+    )
+    return build_event(
+        message,
+        domain=DOMAIN,
+        source=SOURCE,
+        region=region,
+        handling=security_pb2.HANDLING_CODE_C,
+        resource=entity_name(entity_id),
+    )

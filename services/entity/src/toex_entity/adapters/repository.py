@@ -1,0 +1,622 @@
+"""The entity repository on PostgreSQL (SQLAlchemy Core)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, insert, or_, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from toex_common.regions import Region
+
+from toex_entity.adapters.tables import (
+    deconflictions,
+    entities,
+    entity_changes,
+    job_subjects,
+    match_models,
+    pair_decisions,
+    record_keys,
+    review_tasks,
+    source_records,
+)
+from toex_entity.domain.matching import Features, MatchModel
+from toex_entity.domain.model import (
+    ChangeKind,
+    Entity,
+    EntityChange,
+    EntityState,
+    Explanation,
+    Move,
+    PairDecision,
+    PairVerdict,
+    ReviewState,
+    ReviewTask,
+)
+from toex_entity.domain.records import (
+    Grading,
+    Handling,
+    Identifiers,
+    RecordType,
+    SourceRecord,
+    content_from_json,
+    content_to_json,
+)
+from toex_entity.service_layer.ports import Candidate, EntityLink, KeyHit, SourceKey
+
+_RECORD_COLUMNS = [c for c in source_records.c if c.name not in ("link_explanation",)]
+
+
+def _ids_json(ids: Identifiers) -> dict[str, list[str]]:
+    return {
+        "e164_numbers": list(ids.e164_numbers),
+        "vrms": list(ids.vrms),
+        "emails": list(ids.emails),
+        "handles": list(ids.handles),
+        "official_ids": list(ids.official_ids),
+    }
+
+
+def _ids(data: dict[str, Any]) -> Identifiers:
+    return Identifiers(**{k: tuple(v) for k, v in data.items()})
+
+
+def _record(row: Any) -> SourceRecord:
+    record_type = RecordType(row.record_type)
+    return SourceRecord(
+        id=row.id,
+        region=Region(row.region),
+        source_system=row.source_system,
+        source_record_id=row.source_record_id,
+        record_type=record_type,
+        grading=Grading(
+            row.source_evaluation, row.assessment, Handling(row.handling), row.handling_conditions
+        ),
+        content=content_from_json(record_type, row.content),
+        identifiers=_ids(row.identifiers),
+        ingested_at=row.ingested_at,
+        ingested_by=row.ingested_by,
+        entity_id=row.entity_id,
+        content_hash=row.content_hash,
+        features=row.features,
+    )
+
+
+def _record_row(record: SourceRecord, link: EntityLink) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "region": record.region.value,
+        "source_system": record.source_system,
+        "source_record_id": record.source_record_id,
+        "record_type": record.record_type.value,
+        "source_evaluation": record.grading.source_evaluation,
+        "assessment": record.grading.assessment,
+        "handling": record.grading.handling.value,
+        "handling_conditions": record.grading.conditions,
+        "content": content_to_json(record.content),
+        "identifiers": _ids_json(record.identifiers),
+        "features": record.features,
+        "content_hash": record.content_hash,
+        "entity_id": record.entity_id,
+        "ingested_at": record.ingested_at,
+        "ingested_by": record.ingested_by,
+        "link_method": link.method,
+        "link_probability": link.probability,
+        "link_explanation": link.explanation,
+        "linked_by": link.decided_by,
+        "linked_at": link.at,
+    }
+
+
+def _change(row: Any) -> EntityChange:
+    return EntityChange(
+        id=row.id,
+        entity_id=row.entity_id,
+        kind=ChangeKind(row.kind),
+        others=tuple(row.others),
+        moves=tuple(Move(m[0], m[1], m[2]) for m in row.moves),
+        decided_by=row.decided_by,
+        reason=row.reason,
+        at=row.at,
+        undone_by=row.undone_by,
+        undoes=row.undoes,
+    )
+
+
+def _task(row: Any) -> ReviewTask:
+    return ReviewTask(
+        id=row.id,
+        region=Region(row.region),
+        record_id=row.record_id,
+        candidate_record_id=row.candidate_record_id,
+        explanation=Explanation.from_json(row.explanation),
+        created_at=row.created_at,
+        state=ReviewState(row.state),
+        decided_by=row.decided_by,
+        reason=row.reason,
+        decided_at=row.decided_at,
+    )
+
+
+_CANDIDATES = text(
+    """
+    SELECT q.key, r.id, r.entity_id, r.region, r.features
+    FROM unnest(CAST(:keys AS text[])) AS q(key)
+    CROSS JOIN LATERAL (
+        SELECT k.record_id FROM record_keys k WHERE k.key = q.key LIMIT :per_key
+    ) AS k
+    JOIN source_records r ON r.id = k.record_id
+    """
+)
+
+
+class SqlEntityRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # --- records ---------------------------------------------------------------------
+
+    async def find_existing(self, keys: Sequence[SourceKey]) -> dict[SourceKey, SourceRecord]:
+        if not keys:
+            return {}
+        rows = await self.session.execute(
+            select(*_RECORD_COLUMNS).where(
+                tuple_(
+                    source_records.c.region, source_records.c.source_system, source_records.c.source_record_id
+                ).in_([(r.value, s, i) for r, s, i in keys])
+            )
+        )
+        found = {}
+        for row in rows:
+            record = _record(row)
+            found[(record.region, record.source_system, record.source_record_id)] = record
+        return found
+
+    async def add_records(self, records: Sequence[SourceRecord], links: Sequence[EntityLink]) -> None:
+        rows = [_record_row(r, link) for r, link in zip(records, links, strict=True)]
+        for start in range(0, len(rows), 1000):
+            await self.session.execute(insert(source_records), rows[start : start + 1000])
+
+    async def update_record(self, record: SourceRecord) -> None:
+        await self.session.execute(
+            update(source_records)
+            .where(source_records.c.id == record.id)
+            .values(
+                source_evaluation=record.grading.source_evaluation,
+                assessment=record.grading.assessment,
+                handling=record.grading.handling.value,
+                handling_conditions=record.grading.conditions,
+                content=content_to_json(record.content),
+                identifiers=_ids_json(record.identifiers),
+                features=record.features,
+                content_hash=record.content_hash,
+            )
+        )
+
+    async def get_records(self, ids: Iterable[str]) -> dict[str, SourceRecord]:
+        wanted = list(set(ids))
+        if not wanted:
+            return {}
+        rows = await self.session.execute(select(*_RECORD_COLUMNS).where(source_records.c.id.in_(wanted)))
+        return {row.id: _record(row) for row in rows}
+
+    async def records_of(self, entity_ids: Iterable[str]) -> list[SourceRecord]:
+        wanted = list(set(entity_ids))
+        if not wanted:
+            return []
+        rows = await self.session.execute(
+            select(*_RECORD_COLUMNS)
+            .where(source_records.c.entity_id.in_(wanted))
+            .order_by(source_records.c.ingested_at, source_records.c.id)
+        )
+        return [_record(row) for row in rows]
+
+    async def links_of(self, record_ids: Iterable[str]) -> dict[str, EntityLink]:
+        wanted = list(set(record_ids))
+        if not wanted:
+            return {}
+        rows = await self.session.execute(
+            select(
+                source_records.c.id,
+                source_records.c.link_method,
+                source_records.c.link_probability,
+                source_records.c.linked_by,
+                source_records.c.linked_at,
+                source_records.c.link_explanation,
+            ).where(source_records.c.id.in_(wanted))
+        )
+        return {
+            r.id: EntityLink(
+                r.id, r.link_method, r.link_probability, r.linked_by, r.linked_at, r.link_explanation
+            )
+            for r in rows
+        }
+
+    async def regions_of(self, entity_ids: Iterable[str]) -> dict[str, set[Region]]:
+        wanted = list(set(entity_ids))
+        found: dict[str, set[Region]] = defaultdict(set)
+        if not wanted:
+            return found
+        rows = await self.session.execute(
+            select(source_records.c.entity_id, source_records.c.region)
+            .where(source_records.c.entity_id.in_(wanted))
+            .distinct()
+        )
+        for row in rows:
+            found[row.entity_id].add(Region(row.region))
+        return found
+
+    async def features_of(self, record_ids: Iterable[str]) -> dict[str, Features]:
+        wanted = list(set(record_ids))
+        if not wanted:
+            return {}
+        rows = await self.session.execute(
+            select(source_records.c.id, source_records.c.features).where(
+                source_records.c.id.in_(wanted), source_records.c.features.is_not(None)
+            )
+        )
+        return {row.id: row.features for row in rows}
+
+    # --- keys ------------------------------------------------------------------------
+
+    async def add_keys(self, rows: Sequence[tuple[str, str]]) -> None:
+        values = [{"key": k, "record_id": r} for k, r in rows]
+        for start in range(0, len(values), 5000):
+            await self.session.execute(
+                pg_insert(record_keys).values(values[start : start + 5000]).on_conflict_do_nothing()
+            )
+
+    async def replace_keys(self, record_id: str, keys: Sequence[str]) -> None:
+        await self.session.execute(record_keys.delete().where(record_keys.c.record_id == record_id))
+        await self.add_keys([(k, record_id) for k in keys])
+
+    async def hits(self, keys: Sequence[str]) -> list[KeyHit]:
+        if not keys:
+            return []
+        rows = await self.session.execute(
+            select(
+                record_keys.c.key,
+                source_records.c.id,
+                source_records.c.entity_id,
+                source_records.c.record_type,
+                source_records.c.region,
+            )
+            .join(source_records, source_records.c.id == record_keys.c.record_id)
+            .where(record_keys.c.key.in_(list(keys)))
+        )
+        return [KeyHit(r.key, r.id, r.entity_id, RecordType(r.record_type), Region(r.region)) for r in rows]
+
+    async def candidates(self, keys: Sequence[str], per_key: int) -> list[tuple[str, Candidate]]:
+        if not keys:
+            return []
+        rows = await self.session.execute(_CANDIDATES, {"keys": list(keys), "per_key": per_key})
+        return [
+            (r.key, Candidate(r.id, r.entity_id, Region(r.region), r.features))
+            for r in rows
+            if r.features is not None
+        ]
+
+    # --- entities --------------------------------------------------------------------
+
+    async def add_entities(self, items: Sequence[Entity]) -> None:
+        rows = [
+            {
+                "id": e.id,
+                "entity_type": e.entity_type.value,
+                "state": e.state.value,
+                "merged_into": e.merged_into,
+                "created_at": e.created_at,
+                "updated_at": e.updated_at,
+            }
+            for e in items
+        ]
+        for start in range(0, len(rows), 2000):
+            await self.session.execute(insert(entities), rows[start : start + 2000])
+
+    async def get_entity(self, entity_id: str) -> Entity | None:
+        row = (await self.session.execute(select(entities).where(entities.c.id == entity_id))).first()
+        if row is None:
+            return None
+        return Entity(
+            row.id,
+            RecordType(row.entity_type),
+            row.created_at,
+            row.updated_at,
+            EntityState(row.state),
+            row.merged_into,
+        )
+
+    async def touch_entities(self, ids: Iterable[str], at: datetime) -> None:
+        wanted = sorted(set(ids))
+        if wanted:
+            await self.session.execute(
+                update(entities).where(entities.c.id.in_(wanted)).values(updated_at=at)
+            )
+
+    async def move_records(
+        self, from_entity: str, to_entity: str, record_ids: Sequence[str] | None
+    ) -> list[str]:
+        statement = update(source_records).where(source_records.c.entity_id == from_entity)
+        if record_ids is not None:
+            statement = statement.where(source_records.c.id.in_(list(record_ids)))
+        rows = await self.session.execute(
+            statement.values(entity_id=to_entity).returning(source_records.c.id)
+        )
+        return sorted(r.id for r in rows)
+
+    async def set_merged(self, entity_id: str, into: str | None, at: datetime) -> None:
+        await self.session.execute(
+            update(entities)
+            .where(entities.c.id == entity_id)
+            .values(
+                state=EntityState.MERGED.value if into else EntityState.ACTIVE.value,
+                merged_into=into,
+                updated_at=at,
+            )
+        )
+
+    async def merged_ids(self, entity_id: str) -> list[str]:
+        """Every id that redirects (directly or through others) to this entity."""
+        rows = await self.session.execute(
+            text(
+                """
+                WITH RECURSIVE chain(id) AS (
+                    SELECT id FROM entities WHERE merged_into = :id
+                    UNION
+                    SELECT e.id FROM entities e JOIN chain c ON e.merged_into = c.id
+                )
+                SELECT id FROM chain ORDER BY id
+                """
+            ),
+            {"id": entity_id},
+        )
+        return [r.id for r in rows]
+
+    # --- history ---------------------------------------------------------------------
+
+    async def add_change(self, change: EntityChange) -> None:
+        await self.session.execute(
+            insert(entity_changes).values(
+                id=change.id,
+                entity_id=change.entity_id,
+                kind=change.kind.value,
+                others=list(change.others),
+                moves=[[m.record_id, m.from_entity, m.to_entity] for m in change.moves],
+                decided_by=change.decided_by,
+                reason=change.reason,
+                at=change.at,
+                undone_by=change.undone_by,
+                undoes=change.undoes,
+            )
+        )
+
+    async def get_change(self, change_id: str) -> EntityChange | None:
+        row = (
+            await self.session.execute(select(entity_changes).where(entity_changes.c.id == change_id))
+        ).first()
+        return _change(row) if row else None
+
+    async def changes_of(self, entity_ids: Iterable[str]) -> list[EntityChange]:
+        wanted = list(set(entity_ids))
+        if not wanted:
+            return []
+        rows = await self.session.execute(
+            select(entity_changes)
+            .where(or_(entity_changes.c.entity_id.in_(wanted), entity_changes.c.others.overlap(wanted)))
+            .order_by(entity_changes.c.at, entity_changes.c.id)
+        )
+        return [_change(r) for r in rows]
+
+    async def mark_undone(self, change_id: str, by_change: str) -> None:
+        await self.session.execute(
+            update(entity_changes).where(entity_changes.c.id == change_id).values(undone_by=by_change)
+        )
+
+    # --- reviews and decisions ---------------------------------------------------------
+
+    async def add_review_tasks(self, tasks: Sequence[ReviewTask]) -> None:
+        if not tasks:
+            return
+        await self.session.execute(
+            insert(review_tasks),
+            [
+                {
+                    "id": t.id,
+                    "region": t.region.value,
+                    "record_id": t.record_id,
+                    "candidate_record_id": t.candidate_record_id,
+                    "state": t.state.value,
+                    "explanation": t.explanation.to_json(),
+                    "created_at": t.created_at,
+                    "decided_by": t.decided_by,
+                    "reason": t.reason,
+                    "decided_at": t.decided_at,
+                }
+                for t in tasks
+            ],
+        )
+
+    async def get_review_task(self, task_id: str, *, for_update: bool = False) -> ReviewTask | None:
+        statement = select(review_tasks).where(review_tasks.c.id == task_id)
+        if for_update:
+            statement = statement.with_for_update()
+        row = (await self.session.execute(statement)).first()
+        return _task(row) if row else None
+
+    async def save_review_task(self, task: ReviewTask) -> None:
+        await self.session.execute(
+            update(review_tasks)
+            .where(review_tasks.c.id == task.id)
+            .values(
+                state=task.state.value,
+                decided_by=task.decided_by,
+                reason=task.reason,
+                decided_at=task.decided_at,
+            )
+        )
+
+    async def list_review_tasks(
+        self,
+        regions: frozenset[Region] | None,
+        state: ReviewState,
+        limit: int,
+        after: tuple[datetime, str] | None,
+    ) -> list[ReviewTask]:
+        statement = select(review_tasks).where(review_tasks.c.state == state.value)
+        if regions is not None:
+            statement = statement.where(review_tasks.c.region.in_([r.value for r in regions]))
+        if after is not None:
+            statement = statement.where(tuple_(review_tasks.c.created_at, review_tasks.c.id) > tuple_(*after))
+        rows = await self.session.execute(
+            statement.order_by(review_tasks.c.created_at, review_tasks.c.id).limit(limit)
+        )
+        return [_task(r) for r in rows]
+
+    async def open_review_pairs(self, record_ids: Iterable[str]) -> set[tuple[str, str]]:
+        wanted = list(set(record_ids))
+        if not wanted:
+            return set()
+        rows = await self.session.execute(
+            select(review_tasks.c.record_id, review_tasks.c.candidate_record_id).where(
+                review_tasks.c.state == ReviewState.OPEN.value,
+                or_(review_tasks.c.record_id.in_(wanted), review_tasks.c.candidate_record_id.in_(wanted)),
+            )
+        )
+        return {(r.record_id, r.candidate_record_id) for r in rows}
+
+    async def supersede_reviews(self, pairs: Iterable[tuple[str, str]], at: datetime) -> None:
+        for a, b in pairs:
+            await self.session.execute(
+                update(review_tasks)
+                .where(
+                    review_tasks.c.state == ReviewState.OPEN.value,
+                    or_(
+                        and_(review_tasks.c.record_id == a, review_tasks.c.candidate_record_id == b),
+                        and_(review_tasks.c.record_id == b, review_tasks.c.candidate_record_id == a),
+                    ),
+                )
+                .values(state=ReviewState.SUPERSEDED.value, decided_at=at, decided_by="system")
+            )
+
+    async def add_pair_decisions(self, decisions: Sequence[PairDecision]) -> None:
+        if not decisions:
+            return
+        statement = pg_insert(pair_decisions)
+        await self.session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["record_a", "record_b"],
+                set_={
+                    "verdict": statement.excluded.verdict,
+                    "decided_by": statement.excluded.decided_by,
+                    "reason": statement.excluded.reason,
+                    "at": statement.excluded.at,
+                },
+            ),
+            [
+                {
+                    "record_a": d.record_a,
+                    "record_b": d.record_b,
+                    "verdict": d.verdict.value,
+                    "decided_by": d.decided_by,
+                    "reason": d.reason,
+                    "at": d.at,
+                }
+                for d in decisions
+            ],
+        )
+
+    async def different_pairs(self, record_ids: Iterable[str]) -> set[tuple[str, str]]:
+        wanted = list(set(record_ids))
+        if not wanted:
+            return set()
+        rows = await self.session.execute(
+            select(pair_decisions.c.record_a, pair_decisions.c.record_b).where(
+                pair_decisions.c.verdict == PairVerdict.DIFFERENT.value,
+                or_(pair_decisions.c.record_a.in_(wanted), pair_decisions.c.record_b.in_(wanted)),
+            )
+        )
+        return {(r.record_a, r.record_b) for r in rows}
+
+    async def different_between(
+        self, entities_a: Iterable[str], entities_b: Iterable[str]
+    ) -> list[tuple[str, str]]:
+        a, b = list(set(entities_a)), list(set(entities_b))
+        if not a or not b:
+            return []
+        ra = source_records.alias("ra")
+        rb = source_records.alias("rb")
+        rows = await self.session.execute(
+            select(pair_decisions.c.record_a, pair_decisions.c.record_b)
+            .join(ra, ra.c.id == pair_decisions.c.record_a)
+            .join(rb, rb.c.id == pair_decisions.c.record_b)
+            .where(
+                pair_decisions.c.verdict == PairVerdict.DIFFERENT.value,
+                or_(
+                    and_(ra.c.entity_id.in_(a), rb.c.entity_id.in_(b)),
+                    and_(ra.c.entity_id.in_(b), rb.c.entity_id.in_(a)),
+                ),
+            )
+            .limit(10)
+        )
+        return [(r.record_a, r.record_b) for r in rows]
+
+    # --- deconfliction ----------------------------------------------------------------
+
+    async def claim_deconfliction(self, entity_id: str, region: Region, other: Region) -> bool:
+        row = (
+            await self.session.execute(
+                pg_insert(deconflictions)
+                .values(entity_id=entity_id, region=region.value, other_region=other.value, at=func.now())
+                .on_conflict_do_nothing()
+                .returning(deconflictions.c.entity_id)
+            )
+        ).first()
+        return row is not None
+
+    # --- models ----------------------------------------------------------------------
+
+    async def active_model(self) -> MatchModel | None:
+        row = (
+            await self.session.execute(
+                select(match_models.c.params)
+                .where(match_models.c.active.is_(True))
+                .order_by(match_models.c.created_at.desc())
+            )
+        ).first()
+        return MatchModel.from_json(row.params) if row else None
+
+    async def save_model(self, model: MatchModel, at: datetime) -> None:
+        await self.session.execute(update(match_models).values(active=False))
+        statement = pg_insert(match_models).values(
+            version=model.version, params=model.to_json(), created_at=at, active=True
+        )
+        await self.session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["version"], set_={"active": True, "params": statement.excluded.params}
+            )
+        )
+
+    async def person_features_sample(self, limit: int) -> list[tuple[str, Features]]:
+        rows = await self.session.execute(
+            select(source_records.c.id, source_records.c.features)
+            .where(source_records.c.features.is_not(None))
+            .order_by(func.random())
+            .limit(limit)
+        )
+        return [(r.id, r.features) for r in rows]
+
+    # --- job subjects -----------------------------------------------------------------
+
+    async def add_job_subject(self, job: str, entity_id: str, region: Region, at: datetime) -> bool:
+        row = (
+            await self.session.execute(
+                pg_insert(job_subjects)
+                .values(job=job, entity_id=entity_id, region=region.value, at=at)
+                .on_conflict_do_nothing()
+                .returning(job_subjects.c.job)
+            )
+        ).first()
+        return row is not None

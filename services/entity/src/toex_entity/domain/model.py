@@ -1,0 +1,177 @@
+"""Entities, their history, review tasks and reviewer decisions."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from toex_common.regions import Region
+
+from toex_entity.domain.records import RecordType
+
+SYSTEM_DETERMINISTIC = "system:deterministic"
+SYSTEM_PROBABILISTIC = "system:probabilistic"
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def entity_name(entity_id: str) -> str:
+    return f"entities/{entity_id}"
+
+
+def review_name(region: Region, task_id: str) -> str:
+    return f"regions/{region.value}/reviewTasks/{task_id}"
+
+
+class EntityState(enum.StrEnum):
+    ACTIVE = "ACTIVE"
+    # Merged into another entity; its id redirects there.
+    MERGED = "MERGED"
+
+
+class LinkMethod(enum.StrEnum):
+    """How a record came to be in its entity (also the MatchDecision of the link)."""
+
+    NEW = "NEW"
+    DETERMINISTIC = "DETERMINISTIC"
+    AUTO_LINK = "AUTO_LINK"
+    REVIEWER_CONFIRMED = "REVIEWER_CONFIRMED"
+    MANUAL = "MANUAL"  # moved by a merge or split
+
+
+class Outcome(enum.StrEnum):
+    NEW_ENTITY = "NEW_ENTITY"
+    LINKED_DETERMINISTIC = "LINKED_DETERMINISTIC"
+    LINKED_PROBABILISTIC = "LINKED_PROBABILISTIC"
+    QUEUED_FOR_REVIEW = "QUEUED_FOR_REVIEW"
+    UNCHANGED = "UNCHANGED"
+
+
+class ChangeKind(enum.StrEnum):
+    CREATED = "CREATED"
+    RECORD_LINKED = "RECORD_LINKED"
+    MERGED = "MERGED"
+    SPLIT = "SPLIT"
+    MERGE_UNDONE = "MERGE_UNDONE"
+
+
+class ReviewState(enum.StrEnum):
+    OPEN = "OPEN"
+    CONFIRMED = "CONFIRMED"
+    REJECTED = "REJECTED"
+    SUPERSEDED = "SUPERSEDED"
+
+
+class PairVerdict(enum.StrEnum):
+    SAME = "SAME"
+    DIFFERENT = "DIFFERENT"
+
+
+@dataclass
+class Entity:
+    id: str
+    entity_type: RecordType
+    created_at: datetime
+    updated_at: datetime
+    state: EntityState = EntityState.ACTIVE
+    merged_into: str | None = None
+
+    @property
+    def name(self) -> str:
+        return entity_name(self.id)
+
+
+@dataclass(frozen=True)
+class Move:
+    """One record moved by a merge or split: from which entity to which."""
+
+    record_id: str
+    from_entity: str
+    to_entity: str
+
+
+@dataclass
+class EntityChange:
+    id: str
+    entity_id: str
+    kind: ChangeKind
+    others: tuple[str, ...]
+    moves: tuple[Move, ...]
+    decided_by: str
+    reason: str
+    at: datetime
+    undone_by: str | None = None
+    # For a MERGE_UNDONE: the merge it undid.
+    undoes: str | None = None
+
+
+@dataclass
+class Explanation:
+    """A comparison between two records as stored and returned (see matching.Score)."""
+
+    record_a: str
+    record_b: str
+    prior_weight: float
+    contributions: list[dict[str, Any]]
+    weight: float
+    probability: float
+    decision: str  # a MatchDecision name without prefix, e.g. "AUTO_LINK"
+    shared_identifiers: list[str]
+    text: str
+    model_version: str
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Explanation:
+        return cls(**data)
+
+
+@dataclass
+class ReviewTask:
+    id: str
+    region: Region
+    record_id: str
+    candidate_record_id: str
+    explanation: Explanation
+    created_at: datetime
+    state: ReviewState = ReviewState.OPEN
+    decided_by: str = ""
+    reason: str = ""
+    decided_at: datetime | None = None
+
+    @property
+    def name(self) -> str:
+        return review_name(self.region, self.id)
+
+
+@dataclass(frozen=True)
+class PairDecision:
+    record_a: str
+    record_b: str
+    verdict: PairVerdict
+    decided_by: str
+    reason: str
+    at: datetime
+
+
+def pair_key(a: str, b: str) -> tuple[str, str]:
+    return (a, b) if a <= b else (b, a)
+
+
+@dataclass
+class ResolveResult:
+    record_id: str
+    entity_id: str
+    outcome: Outcome
+    explanation: Explanation | None = None
+    review_tasks: list[str] = field(default_factory=list)
+    deconflictions: list[Region] = field(default_factory=list)
+    error: str = ""
+    region: str = ""  # the record's region code

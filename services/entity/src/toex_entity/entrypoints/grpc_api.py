@@ -1,0 +1,382 @@
+"""gRPC servicer: translate requests to commands, call the handler, translate back."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from google.protobuf.message import Message
+from grpc import aio
+from toex.entity.v1 import entity_pb2 as pb
+from toex.entity.v1 import entity_pb2_grpc
+from toex_common import names, pagination
+from toex_common.context import current_principal
+from toex_common.errors import InvalidArgument, Violations
+from toex_common.regions import Region
+from toex_common.uow import request_fingerprint
+
+from toex_entity.adapters import mapping
+from toex_entity.domain import commands, policy
+from toex_entity.domain.model import ChangeKind, Outcome, ResolveResult
+from toex_entity.service_layer import handlers
+
+RECORD = "regions/{region}/records/{record}"
+ENTITY = "entities/{entity}"
+REVIEW = "regions/{region}/reviewTasks/{task}"
+MAX_STREAM = 50_000
+
+_OUTCOME = {
+    Outcome.NEW_ENTITY: pb.RESOLVE_OUTCOME_NEW_ENTITY,
+    Outcome.LINKED_DETERMINISTIC: pb.RESOLVE_OUTCOME_LINKED_DETERMINISTIC,
+    Outcome.LINKED_PROBABILISTIC: pb.RESOLVE_OUTCOME_LINKED_PROBABILISTIC,
+    Outcome.QUEUED_FOR_REVIEW: pb.RESOLVE_OUTCOME_QUEUED_FOR_REVIEW,
+    Outcome.UNCHANGED: pb.RESOLVE_OUTCOME_UNCHANGED,
+}
+_CHANGE = {
+    ChangeKind.CREATED: pb.CHANGE_KIND_CREATED,
+    ChangeKind.RECORD_LINKED: pb.CHANGE_KIND_RECORD_LINKED,
+    ChangeKind.MERGED: pb.CHANGE_KIND_MERGED,
+    ChangeKind.SPLIT: pb.CHANGE_KIND_SPLIT,
+    ChangeKind.MERGE_UNDONE: pb.CHANGE_KIND_MERGE_UNDONE,
+}
+
+
+def _region(parent: str, field: str = "parent") -> Region:
+    parts = names.parse(parent, "regions/{region}", field)
+    region = names.parse_region(parts["region"], field)
+    assert region is not None
+    return region
+
+
+def _record_ref(name: str, field: str) -> tuple[Region, str]:
+    parts = names.parse(name, RECORD, field)
+    region = names.parse_region(parts["region"], field)
+    assert region is not None
+    return region, parts["record"]
+
+
+def _entity_id(name: str, field: str = "name") -> str:
+    return names.parse(name, ENTITY, field)["entity"]
+
+
+def _idempotency(request: Message) -> commands.Idempotency | None:
+    request_id: str = getattr(request, "request_id", "")
+    if not request_id:
+        return None
+    if len(request_id) > 128:
+        raise InvalidArgument.field("request_id", "at most 128 characters")
+    body = type(request)()
+    body.CopyFrom(request)
+    body.ClearField("request_id")  # type: ignore[arg-type]
+    return commands.Idempotency(request_id, request_fingerprint(body.SerializeToString(deterministic=True)))
+
+
+def incoming(region: Region, record: pb.SourceRecord, prefix: str = "record") -> commands.IncomingRecord:
+    """The record as submitted; the handler validates it (grading, content, identifiers)."""
+    problems = Violations()
+    grading = mapping.grading_from_proto(record.grading, Violations(), f"{prefix}.grading")
+    record_type, content = mapping.content_from_proto(record)
+    if record.ref.record_type and record_type is not None:
+        if mapping.record_type_from_proto(record.ref.record_type) is not record_type:
+            problems.add(f"{prefix}.ref.record_type", "does not match the content set")
+    problems.raise_if_any()
+    return commands.IncomingRecord(
+        region=region,
+        source_system=record.ref.source_system,
+        source_record_id=record.ref.source_record_id,
+        record_type=record_type,
+        grading=grading,
+        content=content,
+    )
+
+
+def entity_to_proto(view: handlers.EntityView, contact_role: object) -> pb.Entity:
+    role: object = contact_role
+    records = view.records
+    ids = records[0].identifiers if records else None
+    for record in records[1:]:
+        ids = ids.merged(record.identifiers) if ids else record.identifiers
+    history: list[pb.EntityChange] = []
+    for record in records:
+        link = view.links.get(record.id)
+        if link is None:
+            continue
+        history.append(
+            pb.EntityChange(
+                change_id=f"link-{record.id}",
+                kind=pb.CHANGE_KIND_CREATED if link.method == "NEW" else pb.CHANGE_KIND_RECORD_LINKED,  # type: ignore[arg-type]
+                entities=[],
+                records=[record.name],
+                decided_by=link.decided_by,
+                reason=str((link.explanation or {}).get("text", "")) if link.explanation else "",
+                change_time=mapping.ts(link.at),
+            )
+        )
+    visible = {r.id: r for r in records}
+    for change in view.history:
+        history.append(
+            pb.EntityChange(
+                change_id=change.id,
+                kind=_CHANGE[change.kind],  # type: ignore[arg-type]
+                entities=[
+                    f"entities/{e}"
+                    for e in (change.others if change.entity_id == view.entity.id else (change.entity_id,))
+                ],
+                records=[visible[m.record_id].name for m in change.moves if m.record_id in visible],
+                decided_by=change.decided_by,
+                reason=change.reason,
+                change_time=mapping.ts(change.at),
+                undone=bool(change.undone_by),
+            )
+        )
+    history.sort(key=lambda c: (c.change_time.seconds, c.change_time.nanos))
+    return pb.Entity(
+        name=view.entity.name,
+        entity_type=mapping.record_type_to_proto(view.entity.entity_type),  # type: ignore[arg-type]
+        display_name=records[0].label() if records else "",
+        records=[mapping.record_to_proto(r) for r in records],
+        identifiers=mapping.identifiers_to_proto(ids) if ids else None,
+        other_regions=[
+            pb.Deconfliction(region=r.to_proto(), contact_role=role(r))  # type: ignore[arg-type,operator]
+            for r in view.other_regions
+        ],
+        merged_ids=[f"entities/{e}" for e in view.merged_ids],
+        history=history,
+        create_time=mapping.ts(view.entity.created_at),
+        update_time=mapping.ts(view.entity.updated_at),
+        requested_name=f"entities/{view.requested_id}" if view.requested_id != view.entity.id else "",
+    )
+
+
+class EntityServicer(entity_pb2_grpc.EntityResolutionServiceServicer):
+    def __init__(self, deps: handlers.Deps) -> None:
+        self.deps = deps
+
+    def _entity(self, view: handlers.EntityView) -> pb.Entity:
+        return entity_to_proto(view, self.deps.contact_role)
+
+    async def ResolveRecord(
+        self, request: pb.ResolveRecordRequest, context: aio.ServicerContext
+    ) -> pb.ResolveRecordResponse:
+        region = _region(request.parent)
+        principal = current_principal()
+        results = await handlers.resolve_records(
+            commands.ResolveRecords(
+                principal, [incoming(region, request.record)], single=True, idempotency=_idempotency(request)
+            ),
+            self.deps,
+        )
+        result = results[0]
+        view = await handlers.get_entity(commands.GetEntity(principal, result.entity_id), self.deps)
+        record = next((r for r in view.records if r.id == result.record_id), None)
+        return pb.ResolveRecordResponse(
+            record=mapping.record_to_proto(record) if record else None,
+            entity=self._entity(view),
+            outcome=_OUTCOME[result.outcome],  # type: ignore[arg-type]
+            explanation=mapping.explanation_to_proto(result.explanation, show_values=_sees_both(result)),
+            review_tasks=result.review_tasks,
+            deconflictions=[
+                pb.Deconfliction(region=r.to_proto(), contact_role=self.deps.contact_role(r))  # type: ignore[arg-type]
+                for r in result.deconflictions
+            ],
+        )
+
+    async def IngestRecords(
+        self, request_iterator: AsyncIterator[pb.IngestRecordsRequest], context: aio.ServicerContext
+    ) -> pb.IngestRecordsResponse:
+        principal = current_principal()
+        items: list[commands.IncomingRecord] = []
+        refused: dict[int, str] = {}
+        source_ids: list[str] = []
+        async for request in request_iterator:
+            index = len(source_ids)
+            if index >= MAX_STREAM:
+                raise InvalidArgument.field("record", f"send at most {MAX_STREAM} records per stream")
+            source_ids.append(request.record.ref.source_record_id)
+            try:
+                items.append(incoming(_region(request.parent), request.record))
+            except InvalidArgument as exc:
+                refused[index] = exc.message
+        results = iter(
+            await handlers.resolve_records(commands.ResolveRecords(principal, items, single=False), self.deps)
+        )
+        response = pb.IngestRecordsResponse(received_count=len(source_ids))
+        for index, source_id in enumerate(source_ids):
+            if index in refused:
+                response.results.append(
+                    pb.IngestResult(index=index, source_record_id=source_id, error=refused[index])
+                )
+                response.error_count += 1
+                continue
+            result: ResolveResult = next(results)
+            item = pb.IngestResult(index=index, source_record_id=source_id)
+            if result.error:
+                item.error = result.error
+                response.error_count += 1
+            else:
+                item.record = f"regions/{result.region}/records/{result.record_id}"
+                item.entity = f"entities/{result.entity_id}"
+                item.outcome = _OUTCOME[result.outcome]  # type: ignore[assignment]
+                if result.outcome is Outcome.NEW_ENTITY:
+                    response.new_entity_count += 1
+                elif result.outcome in (Outcome.LINKED_DETERMINISTIC, Outcome.LINKED_PROBABILISTIC):
+                    response.linked_count += 1
+                elif result.outcome is Outcome.QUEUED_FOR_REVIEW:
+                    response.review_count += 1
+            response.results.append(item)
+        return response
+
+    async def GetEntity(
+        self, request: pb.GetEntityRequest, context: aio.ServicerContext
+    ) -> pb.GetEntityResponse:
+        view = await handlers.get_entity(
+            commands.GetEntity(current_principal(), _entity_id(request.name)), self.deps
+        )
+        return pb.GetEntityResponse(entity=self._entity(view))
+
+    async def SearchEntities(
+        self, request: pb.SearchEntitiesRequest, context: aio.ServicerContext
+    ) -> pb.SearchEntitiesResponse:
+        if request.page_size < 0:
+            raise InvalidArgument.field("page_size", "must not be negative")
+        size = min(request.page_size or 20, 100)
+        principal = current_principal()
+        key = pagination.fingerprint(
+            principal.subject,
+            request.name,
+            request.birth_date,
+            request.phone_number,
+            request.vrm,
+            request.handle,
+            request.email,
+            size,
+        )
+        cursor = pagination.decode(request.page_token, key)
+        offset = int(cursor[0]) if cursor else 0
+        views, more = await handlers.search_entities(
+            commands.SearchEntities(
+                principal,
+                name=request.name,
+                birth_date=request.birth_date,
+                phone_number=request.phone_number,
+                vrm=request.vrm,
+                handle=request.handle,
+                email=request.email,
+                limit=size,
+                offset=offset,
+            ),
+            self.deps,
+        )
+        response = pb.SearchEntitiesResponse(
+            matches=[pb.EntityMatch(entity=self._entity(v), score=s) for v, s in views]
+        )
+        if more:
+            response.next_page_token = pagination.encode(str(offset + size), "", key)
+        return response
+
+    async def ExplainMatch(
+        self, request: pb.ExplainMatchRequest, context: aio.ServicerContext
+    ) -> pb.ExplainMatchResponse:
+        explanation = await handlers.explain_match(
+            commands.ExplainMatch(
+                current_principal(),
+                _record_ref(request.record_a, "record_a"),
+                _record_ref(request.record_b, "record_b"),
+            ),
+            self.deps,
+        )
+        return pb.ExplainMatchResponse(explanation=mapping.explanation_to_proto(explanation))
+
+    async def ListReviewTasks(
+        self, request: pb.ListReviewTasksRequest, context: aio.ServicerContext
+    ) -> pb.ListReviewTasksResponse:
+        parts = names.parse(request.parent or "regions/-", "regions/{region}", "parent")
+        region = names.parse_region(parts["region"], "parent", allow_all=True)
+        size = pagination.page_size(request.page_size)
+        state = mapping.review_state_from_proto(request.state)
+        principal = current_principal()
+        key = pagination.fingerprint(principal.subject, request.parent, state, size)
+        cursor = pagination.decode(request.page_token, key)
+        tasks, more = await handlers.list_review_tasks(
+            commands.ListReviewTasks(principal, region, state, size, cursor), self.deps
+        )
+        response = pb.ListReviewTasksResponse(
+            review_tasks=[mapping.review_to_proto(t, a, b) for t, a, b in tasks]
+        )
+        if more and tasks:
+            last = tasks[-1][0]
+            response.next_page_token = pagination.encode(last.created_at.isoformat(), last.id, key)
+        return response
+
+    async def DecideReview(
+        self, request: pb.DecideReviewRequest, context: aio.ServicerContext
+    ) -> pb.DecideReviewResponse:
+        parts = names.parse(request.name, REVIEW, "name")
+        region = names.parse_region(parts["region"], "name")
+        assert region is not None
+        if request.decision not in (pb.REVIEW_DECISION_CONFIRM, pb.REVIEW_DECISION_REJECT):
+            raise InvalidArgument.field("decision", "CONFIRM or REJECT")
+        principal = current_principal()
+        task, entity_a, entity_b, _ = await handlers.decide_review(
+            commands.DecideReview(
+                principal,
+                region,
+                parts["task"],
+                request.decision == pb.REVIEW_DECISION_CONFIRM,
+                request.reason,
+                _idempotency(request),
+            ),
+            self.deps,
+        )
+        view = await handlers.get_entity(commands.GetEntity(principal, entity_a), self.deps)
+        return pb.DecideReviewResponse(
+            review_task=mapping.review_to_proto(task, entity_a, entity_b), entity=self._entity(view)
+        )
+
+    async def MergeEntities(
+        self, request: pb.MergeEntitiesRequest, context: aio.ServicerContext
+    ) -> pb.MergeEntitiesResponse:
+        view, change_id = await handlers.merge(
+            commands.MergeEntities(
+                current_principal(),
+                _entity_id(request.name),
+                [_entity_id(o, f"others[{i}]") for i, o in enumerate(request.others)],
+                request.reason,
+                _idempotency(request),
+            ),
+            self.deps,
+        )
+        return pb.MergeEntitiesResponse(entity=self._entity(view), change_id=change_id)
+
+    async def SplitEntity(
+        self, request: pb.SplitEntityRequest, context: aio.ServicerContext
+    ) -> pb.SplitEntityResponse:
+        view, split_off, change_id = await handlers.split(
+            commands.SplitEntity(
+                current_principal(),
+                _entity_id(request.name),
+                [_record_ref(r, f"records[{i}]") for i, r in enumerate(request.records)],
+                request.undo_change.strip(),
+                request.reason,
+                _idempotency(request),
+            ),
+            self.deps,
+        )
+        return pb.SplitEntityResponse(
+            entity=self._entity(view),
+            split_entities=[self._entity(v) for v in split_off],
+            change_id=change_id,
+        )
+
+
+def _sees_both(result: ResolveResult) -> bool:
+    """Explanations name values of both records; the candidate may be another region's, whose
+    content the caller must not see."""
+    if result.explanation is None:
+        return True
+    principal = current_principal()
+    for name in (result.explanation.record_a, result.explanation.record_b):
+        if name.startswith("regions/"):
+            region = Region.parse(name.split("/")[1])
+            if not policy.sees(principal, region):
+                return False
+    return True

@@ -1,0 +1,776 @@
+"""One handler per command. Handlers decide; the unit of work commits; nothing here knows gRPC."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+
+from toex_common.context import touch
+from toex_common.errors import FailedPrecondition, InvalidArgument, NotFound, OutOfScope, Violations
+from toex_common.principal import Principal
+from toex_common.regions import Region
+
+from toex_entity.adapters import integration
+from toex_entity.domain import commands, matching, normalise, policy
+from toex_entity.domain.matching import MatchModel
+from toex_entity.domain.model import (
+    ChangeKind,
+    Entity,
+    EntityChange,
+    EntityState,
+    Explanation,
+    LinkMethod,
+    Move,
+    Outcome,
+    PairDecision,
+    PairVerdict,
+    ResolveResult,
+    ReviewState,
+    ReviewTask,
+    entity_name,
+    new_id,
+    pair_key,
+)
+from toex_entity.domain.records import (
+    PersonData,
+    RecordType,
+    SourceRecord,
+    content_hash,
+    identifiers_of,
+    record_name,
+)
+from toex_entity.service_layer import resolver
+from toex_entity.service_layer.ports import EntityLink, EntityUnitOfWork
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], datetime]
+MAX_REASON = 2000
+MAX_SOURCE_TEXT = 200
+# Records per transaction when a stream is resolved.
+INGEST_CHUNK = 500
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def default_model() -> MatchModel:
+    """The model shipped with the service (estimated by Splink on generated records), used
+    until `python -m toex_entity train-model` estimates one from the stored records."""
+    text = resources.files("toex_entity").joinpath("default_model.json").read_text()
+    return MatchModel.from_json(json.loads(text))
+
+
+@dataclass
+class ModelStore:
+    model: MatchModel | None = None
+
+    async def current(self, uow: EntityUnitOfWork) -> MatchModel:
+        if self.model is None:
+            self.model = await uow.repo.active_model() or default_model()
+        return self.model
+
+
+@dataclass
+class Deps:
+    uow: Callable[[], EntityUnitOfWork]
+    models: ModelStore = field(default_factory=ModelStore)
+    clock: Clock = utcnow
+    contact_role: Callable[[Region], str] = policy.contact_role
+
+
+# --- validation -----------------------------------------------------------------------
+
+
+def build_record(
+    item: commands.IncomingRecord, actor: Principal, now: datetime, prefix: str = "record"
+) -> SourceRecord:
+    """Validate and normalise one submitted record. Raises InvalidArgument listing every problem."""
+    problems = Violations()
+    system = item.source_system.strip()
+    source_id = item.source_record_id.strip()
+    if not system or len(system) > MAX_SOURCE_TEXT:
+        problems.add(f"{prefix}.ref.source_system", "name the source system (at most 200 characters)")
+    if not source_id or len(source_id) > MAX_SOURCE_TEXT:
+        problems.add(
+            f"{prefix}.ref.source_record_id", "give the record's id in its source (at most 200 characters)"
+        )
+    if item.content is None or item.record_type is None:
+        problems.add(f"{prefix}.content", "set exactly one of person, phone, vehicle, online_account, email")
+    if item.grading.source_evaluation == 0:
+        problems.add(f"{prefix}.grading.source_evaluation", "grade the source 1, 2 or 3")
+    if not item.grading.assessment:
+        problems.add(f"{prefix}.grading.intelligence_assessment", "assess the intelligence A to E")
+    problems.raise_if_any()
+    assert item.content is not None and item.record_type is not None
+    content = item.content
+    if isinstance(content, PersonData):
+        if not (content.surname or content.given_name):
+            problems.add(f"{prefix}.person", "a person record needs at least a name")
+        try:
+            normalise.birth_date(content.birth_date)
+        except normalise.NormaliseError as exc:
+            problems.add(f"{prefix}.person.birth_date", str(exc))
+    try:
+        identifiers = identifiers_of(item.record_type, content)
+    except normalise.NormaliseError as exc:
+        problems.add(f"{prefix}.content", str(exc))
+    problems.raise_if_any()
+    features = None
+    if isinstance(content, PersonData):
+        content = _normalised_person(content)
+        features = matching.person_features(content, identifiers.official_ids, identifiers.e164_numbers)
+    return SourceRecord(
+        id=new_id(),
+        region=item.region,
+        source_system=system,
+        source_record_id=source_id,
+        record_type=item.record_type,
+        grading=item.grading,
+        content=content,
+        identifiers=identifiers,
+        ingested_at=now,
+        ingested_by=actor.username,
+        content_hash=content_hash(item.record_type, content, item.grading),
+        features=features,
+    )
+
+
+def _normalised_person(p: PersonData) -> PersonData:
+    from dataclasses import replace
+
+    from toex_entity.domain.records import Address
+
+    return replace(
+        p,
+        birth_date=normalise.birth_date(p.birth_date),
+        addresses=tuple(Address(a.lines, a.town, normalise.postcode(a.postcode)) for a in p.addresses),
+    )
+
+
+# --- resolution -----------------------------------------------------------------------
+
+
+def _scope(method: str, actor: Principal) -> str:
+    return f"entity.{method}:{actor.subject}"
+
+
+async def resolve_records(cmd: commands.ResolveRecords, deps: Deps) -> list[ResolveResult]:
+    """Resolve submitted records in order. With `single`, a bad record raises; otherwise it
+    gets a result with `error` and the rest go on."""
+    now = deps.clock()
+    for region in {r.region for r in cmd.records}:
+        policy.ensure_can_submit(cmd.actor, region)
+    results: list[ResolveResult | None] = [None] * len(cmd.records)
+    valid: list[tuple[int, SourceRecord]] = []
+    for index, item in enumerate(cmd.records):
+        try:
+            valid.append((index, build_record(item, cmd.actor, now)))
+        except InvalidArgument as exc:
+            if cmd.single:
+                raise
+            results[index] = ResolveResult("", "", Outcome.UNCHANGED, error=exc.message)
+    scope = _scope("ResolveRecord", cmd.actor)
+    for start in range(0, len(valid), INGEST_CHUNK):
+        chunk = valid[start : start + INGEST_CHUNK]
+        async with deps.uow() as uow:
+            if cmd.idempotency is not None:
+                prior = await uow.recall_request(
+                    scope, cmd.idempotency.request_id, cmd.idempotency.fingerprint
+                )
+                if prior is not None:
+                    return [await _replayed(uow, prior)]
+            resolved = await resolve_in(uow, [r for _, r in chunk], cmd.actor, deps, now)
+            for (index, _), result in zip(chunk, resolved, strict=True):
+                results[index] = result
+            if cmd.idempotency is not None and results[0] is not None:
+                first = results[0]
+                await uow.remember_request(
+                    scope,
+                    cmd.idempotency.request_id,
+                    cmd.idempotency.fingerprint,
+                    f"{first.record_id}#{first.outcome.value}",
+                )
+            await uow.commit()
+    touch(*{f"regions/{r.region.value}" for r in cmd.records})
+    named = [r for r in results if r is not None and r.record_id]
+    touch(*(entity_name(r.entity_id) for r in named[:200]))
+    return [r for r in results if r is not None]
+
+
+async def resolve_in(
+    uow: EntityUnitOfWork, records: list[SourceRecord], actor: Principal, deps: Deps, now: datetime
+) -> list[ResolveResult]:
+    """Resolve validated records inside the caller's unit of work (which commits)."""
+    await uow.lock_resolution()
+    model = await deps.models.current(uow)
+    ctx = resolver.Context(model, deps.contact_role, actor.username, now)
+    fresh, known = await _split_known(uow, records, now)
+    resolved = iter(await resolver.resolve_batch(uow, fresh, ctx)) if fresh else iter(())
+    return [k if k is not None else next(resolved) for k in known]
+
+
+async def _replayed(uow: EntityUnitOfWork, prior: str) -> ResolveResult:
+    record_id, _, outcome = prior.partition("#")
+    found = await uow.repo.get_records([record_id])
+    if record_id not in found:
+        raise NotFound(f"record {record_id} not found")
+    link = (await uow.repo.links_of([record_id])).get(record_id)
+    explanation = Explanation.from_json(link.explanation) if link and link.explanation else None  # type: ignore[arg-type]
+    record = found[record_id]
+    return ResolveResult(
+        record_id, record.entity_id, Outcome(outcome), explanation, region=record.region.value
+    )
+
+
+async def _split_known(
+    uow: EntityUnitOfWork, records: list[SourceRecord], now: datetime
+) -> tuple[list[SourceRecord], list[ResolveResult | None]]:
+    """Records already stored (same region, source system and source id) are not resolved
+    again: an identical one changes nothing; a changed one updates the stored record and its
+    index keys and stays in its entity."""
+    existing = await uow.repo.find_existing(
+        [(r.region, r.source_system, r.source_record_id) for r in records]
+    )
+    fresh: list[SourceRecord] = []
+    out: list[ResolveResult | None] = []
+    seen: dict[tuple[Region, str, str], SourceRecord] = {}
+    for record in records:
+        key = (record.region, record.source_system, record.source_record_id)
+        stored = existing.get(key) or seen.get(key)
+        if stored is None:
+            seen[key] = record
+            fresh.append(record)
+            out.append(None)
+            continue
+        if stored.content_hash != record.content_hash and key in existing:
+            record.id = stored.id
+            record.entity_id = stored.entity_id
+            await uow.repo.update_record(record)
+            keys = set(record.identifiers.keys())
+            if record.features is not None:
+                keys.update(matching.blocking_keys(record.features))
+                keys.update(resolver.search_keys(record.features))
+            await uow.repo.replace_keys(record.id, sorted(keys))
+        out.append(ResolveResult(stored.id, stored.entity_id, Outcome.UNCHANGED, region=stored.region.value))
+    return fresh, out
+
+
+# --- reading entities -----------------------------------------------------------------
+
+
+@dataclass
+class EntityView:
+    entity: Entity
+    requested_id: str
+    records: list[SourceRecord]
+    links: dict[str, EntityLink]
+    other_regions: list[Region]
+    merged_ids: list[str]
+    history: list[EntityChange]
+
+
+async def _root(uow: EntityUnitOfWork, entity_id: str) -> Entity | None:
+    entity = await uow.repo.get_entity(entity_id)
+    hops = 0
+    while entity is not None and entity.state is EntityState.MERGED and entity.merged_into and hops < 100:
+        entity = await uow.repo.get_entity(entity.merged_into)
+        hops += 1
+    return entity
+
+
+async def _view(uow: EntityUnitOfWork, actor: Principal, entity_id: str) -> EntityView:
+    name = entity_name(entity_id)
+    entity = await _root(uow, entity_id)
+    if entity is None:
+        raise NotFound(f"entity {name} not found")
+    records = await uow.repo.records_of([entity.id])
+    visible = [r for r in records if policy.sees(actor, r.region)]
+    touch(name, entity.name, *(r.name for r in visible))
+    if not visible:
+        raise OutOfScope(f"entity {name} not found")
+    others = sorted({r.region for r in records} - {r.region for r in visible})
+    history = await uow.repo.changes_of([entity.id, *(await uow.repo.merged_ids(entity.id))])
+    return EntityView(
+        entity=entity,
+        requested_id=entity_id,
+        records=visible,
+        links=await uow.repo.links_of(r.id for r in visible),
+        other_regions=others,
+        merged_ids=await uow.repo.merged_ids(entity.id),
+        history=history,
+    )
+
+
+async def get_entity(cmd: commands.GetEntity, deps: Deps) -> EntityView:
+    async with deps.uow() as uow:
+        return await _view(uow, cmd.actor, cmd.entity_id)
+
+
+async def search_entities(
+    cmd: commands.SearchEntities, deps: Deps
+) -> tuple[list[tuple[EntityView, float]], bool]:
+    problems = Violations()
+    keys: list[str] = []
+    if cmd.phone_number.strip():
+        try:
+            keys.append(f"tel:{normalise.phone_e164(cmd.phone_number)}")
+        except normalise.NormaliseError as exc:
+            problems.add("phone_number", str(exc))
+    if cmd.vrm.strip():
+        try:
+            keys.append(f"vrm:{normalise.vrm(cmd.vrm)}")
+        except normalise.NormaliseError as exc:
+            problems.add("vrm", str(exc))
+    if cmd.email.strip():
+        try:
+            keys.append(f"email:{normalise.email(cmd.email)}")
+        except normalise.NormaliseError as exc:
+            problems.add("email", str(exc))
+    if cmd.handle.strip():
+        platform, _, handle = cmd.handle.strip().rpartition(":")
+        try:
+            if platform:
+                keys.append(f"handle:{normalise.handle(platform, handle)}")
+            else:
+                keys.append(f"handle-any:{normalise.fold(handle).removeprefix('@')}")
+        except normalise.NormaliseError as exc:
+            problems.add("handle", str(exc))
+    query: PersonData | None = None
+    if cmd.name.strip():
+        parts = cmd.name.strip().split()
+        query = PersonData(
+            given_name=parts[0] if len(parts) > 1 else "",
+            surname=parts[-1],
+            birth_date=cmd.birth_date.strip(),
+        )
+        try:
+            normalise.birth_date(cmd.birth_date)
+        except normalise.NormaliseError as exc:
+            problems.add("birth_date", str(exc))
+    elif cmd.birth_date.strip():
+        problems.add("name", "search by date of birth needs a name too")
+    if not keys and query is None:
+        problems.add("name", "give a name, phone number, VRM, handle or email to search for")
+    problems.raise_if_any()
+    async with deps.uow() as uow:
+        model = await deps.models.current(uow)
+        scored: dict[str, float] = {}
+        exact_keys = [k for k in keys if not k.startswith("handle-any:")]
+        hits = await uow.repo.hits(exact_keys) if exact_keys else []
+        for k in keys:
+            if k.startswith("handle-any:"):
+                handle = k.split(":", 1)[1]
+                hits += await uow.repo.hits([f"handle:{p}:{handle}" for p in _PLATFORMS])
+        for hit in hits:
+            if policy.sees(cmd.actor, hit.region):
+                scored[hit.entity_id] = max(scored.get(hit.entity_id, 0.0), 1.0)
+        if query is not None:
+            f = matching.person_features(query)
+            search_keys = resolver.search_keys(f)
+            if f["birth_date"]:
+                search_keys = [k for k in matching.blocking_keys(f) if "d:" in k] or search_keys
+            candidates = await uow.repo.candidates(search_keys, 2000)
+            regions = {}
+            if candidates:
+                found = await uow.repo.get_records({c.record_id for _, c in candidates})
+                regions = {rid: r.region for rid, r in found.items()}
+            for _, c in candidates:
+                if not policy.sees(cmd.actor, regions.get(c.record_id, Region.NATIONAL)):
+                    continue
+                s = _name_score(model, f, c.features)
+                if s >= 0.5:
+                    scored[c.entity_id] = max(scored.get(c.entity_id, 0.0), s)
+        ranked = sorted(scored.items(), key=lambda item: (-item[1], item[0]))
+        page = ranked[cmd.offset : cmd.offset + cmd.limit]
+        views: list[tuple[EntityView, float]] = []
+        for entity_id, s in page:
+            try:
+                views.append((await _view(uow, cmd.actor, entity_id), s))
+            except NotFound:
+                continue
+        return views, len(ranked) > cmd.offset + cmd.limit
+
+
+_PLATFORMS = (
+    "instagram",
+    "facebook",
+    "snapchat",
+    "tiktok",
+    "x",
+    "twitter",
+    "telegram",
+    "whatsapp",
+    "adultwork",
+)
+
+
+def _name_score(model: MatchModel, query: matching.Features, candidate: matching.Features) -> float:
+    """How well a stored person fits a name (and date of birth) search: the Fellegi-Sunter
+    comparison restricted to what the search gives."""
+    s = matching.score(model, query, candidate, detail=False)
+    weight = sum(c.weight for c in s.contributions if c.comparison in ("given_name", "surname", "birth_date"))
+    return matching.probability(weight - 4.0)
+
+
+async def explain_match(cmd: commands.ExplainMatch, deps: Deps) -> Explanation:
+    async with deps.uow() as uow:
+        model = await deps.models.current(uow)
+        found = await uow.repo.get_records([cmd.record_a[1], cmd.record_b[1]])
+        records = []
+        for field_name, (region, rid) in (("record_a", cmd.record_a), ("record_b", cmd.record_b)):
+            name = record_name(region, rid)
+            touch(name)
+            record = found.get(rid)
+            if record is None or record.region is not region:
+                raise NotFound(f"{field_name} {name} not found")
+            if not policy.sees(cmd.actor, record.region):
+                raise OutOfScope(f"{field_name} {name} not found")
+            records.append(record)
+        a, b = records
+        if a.record_type is not b.record_type:
+            raise InvalidArgument.field("record_b", "compare records of the same type")
+        shared = sorted(set(a.deterministic_keys()) & set(b.deterministic_keys()))
+        decisions = await uow.repo.different_pairs([a.id])
+        if pair_key(a.id, b.id) in decisions:
+            decision = "REVIEWER_REJECTED"
+        elif shared:
+            decision = "DETERMINISTIC"
+        elif a.features is not None and b.features is not None:
+            p = matching.score(model, a.features, b.features).probability
+            t = model.thresholds
+            decision = "AUTO_LINK" if p >= t.auto_link else "REVIEW" if p >= t.review else "KEEP_APART"
+        else:
+            decision = "KEEP_APART"
+        return resolver.explanation_for(model, a, b.name, a.features, b.features, decision, shared)
+
+
+# --- reviews --------------------------------------------------------------------------
+
+
+async def list_review_tasks(
+    cmd: commands.ListReviewTasks, deps: Deps
+) -> tuple[list[tuple[ReviewTask, str, str]], bool]:
+    regions = policy.review_regions(cmd.actor, cmd.region)
+    after = None
+    if cmd.after is not None:
+        try:
+            after = (datetime.fromisoformat(cmd.after[0]), cmd.after[1])
+        except ValueError:
+            raise InvalidArgument.field("page_token", "not a token this service issued") from None
+    async with deps.uow() as uow:
+        tasks = await uow.repo.list_review_tasks(regions, cmd.state, cmd.limit + 1, after)
+        more = len(tasks) > cmd.limit
+        tasks = tasks[: cmd.limit]
+        records = await uow.repo.get_records([r for t in tasks for r in (t.record_id, t.candidate_record_id)])
+        touch(*(t.name for t in tasks))
+        out = []
+        for task in tasks:
+            a, b = records.get(task.record_id), records.get(task.candidate_record_id)
+            out.append((task, a.entity_id if a else "", b.entity_id if b else ""))
+        return out, more
+
+
+async def decide_review(cmd: commands.DecideReview, deps: Deps) -> tuple[ReviewTask, str, str, str]:
+    """Confirm: the two records' entities are merged (the reviewer decided). Reject: the pair
+    is kept apart for good; no automatic link or merge will join them."""
+    reason = cmd.reason.strip()
+    if not reason or len(reason) > MAX_REASON:
+        raise InvalidArgument.field("reason", "say why (at most 2000 characters)")
+    now = deps.clock()
+    async with deps.uow() as uow:
+        await uow.lock_resolution()
+        task = await uow.repo.get_review_task(cmd.task_id, for_update=True)
+        name = f"regions/{cmd.region.value}/reviewTasks/{cmd.task_id}"
+        touch(name)
+        if task is None or task.region is not cmd.region:
+            raise NotFound(f"review task {name} not found")
+        records = await uow.repo.get_records([task.record_id, task.candidate_record_id])
+        a, b = records.get(task.record_id), records.get(task.candidate_record_id)
+        if a is None or b is None:
+            raise NotFound(f"review task {name} names a record that no longer exists")
+        if not (policy.sees(cmd.actor, a.region) and policy.sees(cmd.actor, b.region)):
+            raise OutOfScope(f"review task {name} not found")
+        decision = "CONFIRMED" if cmd.confirm else "REJECTED"
+        if task.state is not ReviewState.OPEN:
+            if task.state.value == decision and task.decided_by == cmd.actor.username:
+                return task, a.entity_id, b.entity_id, ""  # a repeat of the same decision
+            raise FailedPrecondition(
+                f"review task {name} is already {task.state.value.lower()}", subject=name
+            )
+        change_id = ""
+        if cmd.confirm:
+            if a.entity_id != b.entity_id:
+                conflicts = await uow.repo.different_between([a.entity_id], [b.entity_id])
+                if conflicts:
+                    raise FailedPrecondition(
+                        "a reviewer has kept records of these two entities apart "
+                        f"({conflicts[0][0]} and {conflicts[0][1]}); split one of them first",
+                        subject=name,
+                    )
+                change = await resolver.merge_entities(
+                    uow,
+                    b.entity_id,
+                    [a.entity_id],
+                    cmd.actor.username,
+                    f"review {name} confirmed: {reason}",
+                    now,
+                )
+                change_id = change.id
+                await _deconflict_entity(uow, b.entity_id, deps, a.name)
+            verdict = PairVerdict.SAME
+            task.state = ReviewState.CONFIRMED
+        else:
+            verdict = PairVerdict.DIFFERENT
+            task.state = ReviewState.REJECTED
+        x, y = pair_key(a.id, b.id)
+        await uow.repo.add_pair_decisions([PairDecision(x, y, verdict, cmd.actor.username, reason, now)])
+        task.decided_by = cmd.actor.username
+        task.reason = reason
+        task.decided_at = now
+        task.explanation.decision = "REVIEWER_CONFIRMED" if cmd.confirm else "REVIEWER_REJECTED"
+        await uow.repo.save_review_task(task)
+        await uow.commit()
+        refreshed = await uow.repo.get_records([a.id, b.id])
+        return task, refreshed[a.id].entity_id, refreshed[b.id].entity_id, change_id
+
+
+async def _deconflict_entity(uow: EntityUnitOfWork, entity_id: str, deps: Deps, trigger: str) -> None:
+    """After a merge: notices for every pair of regions that now share the entity."""
+    regions = sorted((await uow.repo.regions_of([entity_id])).get(entity_id, set()))
+    entity = await uow.repo.get_entity(entity_id)
+    entity_type = entity.entity_type if entity else RecordType.PERSON
+    for i, first in enumerate(regions):
+        for second in regions[i + 1 :]:
+            await resolver.notify_deconfliction(
+                uow, entity_id, entity_type, first, second, trigger, deps.contact_role
+            )
+
+
+# --- merge and split ------------------------------------------------------------------
+
+
+async def _entity_for_change(
+    uow: EntityUnitOfWork, actor: Principal, entity_id: str, field_name: str
+) -> tuple[Entity, list[SourceRecord]]:
+    name = entity_name(entity_id)
+    touch(name)
+    entity = await uow.repo.get_entity(entity_id)
+    if entity is None:
+        raise NotFound(f"{field_name} {name} not found")
+    if entity.state is EntityState.MERGED:
+        raise FailedPrecondition(
+            f"{name} was merged into entities/{entity.merged_into}; use that id", subject=name
+        )
+    records = await uow.repo.records_of([entity.id])
+    if records and not any(policy.sees(actor, r.region) for r in records):
+        raise OutOfScope(f"{field_name} {name} not found")
+    policy.ensure_sees_every(actor, (r.region for r in records), f"{name}")
+    return entity, records
+
+
+async def merge(cmd: commands.MergeEntities, deps: Deps) -> tuple[EntityView, str]:
+    reason = cmd.reason.strip()
+    problems = Violations()
+    if not reason or len(reason) > MAX_REASON:
+        problems.add("reason", "say why (at most 2000 characters)")
+    others = [o for o in dict.fromkeys(cmd.others) if o]
+    if not others:
+        problems.add("others", "name at least one entity to merge in")
+    if cmd.entity_id in others:
+        problems.add("others", "an entity cannot be merged into itself")
+    problems.raise_if_any()
+    now = deps.clock()
+    scope = _scope("MergeEntities", cmd.actor)
+    async with deps.uow() as uow:
+        if cmd.idempotency is not None:
+            prior = await uow.recall_request(scope, cmd.idempotency.request_id, cmd.idempotency.fingerprint)
+            if prior is not None:
+                return await _view(uow, cmd.actor, cmd.entity_id), prior
+        await uow.lock_resolution()
+        target, _ = await _entity_for_change(uow, cmd.actor, cmd.entity_id, "name")
+        for index, other in enumerate(others):
+            entity, _ = await _entity_for_change(uow, cmd.actor, other, f"others[{index}]")
+            if entity.entity_type is not target.entity_type:
+                raise InvalidArgument.field(f"others[{index}]", "merge entities of the same type only")
+        conflicts = await uow.repo.different_between([target.id], others)
+        if conflicts:
+            raise FailedPrecondition(
+                f"a reviewer kept records {conflicts[0][0]} and {conflicts[0][1]} apart; "
+                "they cannot be merged",
+                subject=entity_name(target.id),
+            )
+        change = await resolver.merge_entities(uow, target.id, others, cmd.actor.username, reason, now)
+        await _deconflict_entity(uow, target.id, deps, "")
+        if cmd.idempotency is not None:
+            await uow.remember_request(
+                scope, cmd.idempotency.request_id, cmd.idempotency.fingerprint, change.id
+            )
+        await uow.commit()
+        return await _view(uow, cmd.actor, target.id), change.id
+
+
+async def split(cmd: commands.SplitEntity, deps: Deps) -> tuple[EntityView, list[EntityView], str]:
+    reason = cmd.reason.strip()
+    problems = Violations()
+    if not reason or len(reason) > MAX_REASON:
+        problems.add("reason", "say why (at most 2000 characters)")
+    if bool(cmd.records) == bool(cmd.undo_change):
+        problems.add("records", "give either the records to split out or the merge to undo (undo_change)")
+    problems.raise_if_any()
+    now = deps.clock()
+    scope = _scope("SplitEntity", cmd.actor)
+    async with deps.uow() as uow:
+        if cmd.idempotency is not None:
+            prior = await uow.recall_request(scope, cmd.idempotency.request_id, cmd.idempotency.fingerprint)
+            if prior is not None:
+                change = await uow.repo.get_change(prior)
+                view = await _view(uow, cmd.actor, cmd.entity_id)
+                return (
+                    view,
+                    [await _view(uow, cmd.actor, e) for e in (change.others if change else ())],
+                    prior,
+                )
+        await uow.lock_resolution()
+        entity, records = await _entity_for_change(uow, cmd.actor, cmd.entity_id, "name")
+        if cmd.undo_change:
+            change = await _undo_merge(uow, cmd, entity, reason, now)
+        else:
+            change = await _split_records(uow, cmd, entity, records, reason, now)
+        moved = await uow.repo.get_records(m.record_id for m in change.moves)
+        regions = {r.region for r in moved.values()}
+        for region in sorted(regions):
+            uow.publish(integration.entity_split(change, region, moved, change.undoes or ""))
+        if cmd.idempotency is not None:
+            await uow.remember_request(
+                scope, cmd.idempotency.request_id, cmd.idempotency.fingerprint, change.id
+            )
+        await uow.commit()
+        view = await _view(uow, cmd.actor, entity.id)
+        return view, [await _view(uow, cmd.actor, e) for e in change.others], change.id
+
+
+async def _undo_merge(
+    uow: EntityUnitOfWork, cmd: commands.SplitEntity, entity: Entity, reason: str, now: datetime
+) -> EntityChange:
+    merge_change = await uow.repo.get_change(cmd.undo_change)
+    if (
+        merge_change is None
+        or merge_change.kind is not ChangeKind.MERGED
+        or merge_change.entity_id != entity.id
+    ):
+        raise InvalidArgument.field("undo_change", f"not a merge into {entity.name}")
+    if merge_change.undone_by:
+        raise FailedPrecondition(f"merge {merge_change.id} was already undone", subject=cmd.undo_change)
+    moves: list[Move] = []
+    for other in merge_change.others:
+        back = [m.record_id for m in merge_change.moves if m.from_entity == other]
+        moved = await uow.repo.move_records(entity.id, other, back)
+        moves.extend(Move(r, entity.id, other) for r in moved)
+        await uow.repo.set_merged(other, None, now)
+    change = EntityChange(
+        new_id(),
+        entity.id,
+        ChangeKind.MERGE_UNDONE,
+        merge_change.others,
+        tuple(moves),
+        cmd.actor.username,
+        reason,
+        now,
+        undoes=merge_change.id,
+    )
+    await uow.repo.add_change(change)
+    await uow.repo.mark_undone(merge_change.id, change.id)
+    await uow.repo.touch_entities([entity.id], now)
+    await _keep_apart(uow, [m.record_id for m in moves], entity.id, cmd.actor.username, reason, now)
+    return change
+
+
+async def _split_records(
+    uow: EntityUnitOfWork,
+    cmd: commands.SplitEntity,
+    entity: Entity,
+    records: list[SourceRecord],
+    reason: str,
+    now: datetime,
+) -> EntityChange:
+    held = {r.id: r for r in records}
+    chosen: list[str] = []
+    for index, (region, rid) in enumerate(cmd.records):
+        record = held.get(rid)
+        if record is None or record.region is not region:
+            raise InvalidArgument.field(
+                f"records[{index}]", f"{record_name(region, rid)} is not a record of {entity.name}"
+            )
+        chosen.append(rid)
+    if len(set(chosen)) >= len(held):
+        raise InvalidArgument.field("records", "leave at least one record in the entity")
+    split_off = Entity(new_id(), entity.entity_type, now, now)
+    await uow.repo.add_entities([split_off])
+    moved = await uow.repo.move_records(entity.id, split_off.id, sorted(set(chosen)))
+    change = EntityChange(
+        new_id(),
+        entity.id,
+        ChangeKind.SPLIT,
+        (split_off.id,),
+        tuple(Move(r, entity.id, split_off.id) for r in moved),
+        cmd.actor.username,
+        reason,
+        now,
+    )
+    await uow.repo.add_change(change)
+    await uow.repo.touch_entities([entity.id], now)
+    await _keep_apart(uow, moved, entity.id, cmd.actor.username, reason, now)
+    return change
+
+
+async def _keep_apart(
+    uow: EntityUnitOfWork, moved: list[str], remaining_entity: str, by: str, reason: str, now: datetime
+) -> None:
+    """A split or an undone merge is a human decision that these records are not the
+    remaining ones: record it pair by pair so that no later automatic link rejoins them."""
+    remaining = [r.id for r in await uow.repo.records_of([remaining_entity])]
+    pairs = resolver.group_pairs(moved, remaining)
+    await uow.repo.add_pair_decisions(
+        [PairDecision(a, b, PairVerdict.DIFFERENT, by, f"split: {reason}", now) for a, b in pairs]
+    )
+
+
+# --- models and consumers -------------------------------------------------------------
+
+
+async def save_model(model: MatchModel, deps: Deps) -> None:
+    async with deps.uow() as uow:
+        await uow.repo.save_model(model, deps.clock())
+        await uow.commit()
+    deps.models.model = model
+
+
+async def record_job_subjects(
+    job: str, region: Region, entity_ids: list[str], uow: EntityUnitOfWork, deps: Deps
+) -> int:
+    """A job names entities as its subjects: the job's region now has an interest in them.
+    When another region holds records on such an entity, both get a deconfliction notice."""
+    now = deps.clock()
+    added = 0
+    for entity_id in entity_ids:
+        entity = await _root(uow, entity_id)
+        if entity is None:
+            log.info("job %s names unknown entity %s; ignored", job, entity_id)
+            continue
+        if not await uow.repo.add_job_subject(job, entity.id, region, now):
+            continue
+        added += 1
+        held = (await uow.repo.regions_of([entity.id])).get(entity.id, set())
+        for other in sorted(held - {region}):
+            await resolver.notify_deconfliction(
+                uow, entity.id, entity.entity_type, region, other, job, deps.contact_role
+            )
+    return added
+
+
+__all__ = ["Deps", "LinkMethod", "ModelStore"]

@@ -1,0 +1,134 @@
+"""The ports the handlers depend on. The PostgreSQL adapter implements them; unit tests use
+the in-memory fake in tests/unit/fakes.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from toex_common.regions import Region
+from toex_common.uow import UnitOfWork
+
+from toex_entity.domain.matching import Features, MatchModel
+from toex_entity.domain.model import (
+    Entity,
+    EntityChange,
+    Move,
+    PairDecision,
+    ReviewState,
+    ReviewTask,
+)
+from toex_entity.domain.records import RecordType, SourceRecord
+
+SourceKey = tuple[Region, str, str]  # (region, source system, source record id)
+
+
+@dataclass(frozen=True)
+class KeyHit:
+    """A stored record found under an index key."""
+
+    key: str
+    record_id: str
+    entity_id: str
+    record_type: RecordType
+    region: Region
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A stored person record found by blocking, with its comparison features."""
+
+    record_id: str
+    entity_id: str
+    region: Region
+    features: Features
+
+
+@dataclass(frozen=True)
+class EntityLink:
+    """How one record joined its entity (for history and explanations)."""
+
+    record_id: str
+    method: str
+    probability: float
+    decided_by: str
+    at: datetime
+    explanation: dict[str, object] | None
+
+
+class EntityRepository(Protocol):
+    # records
+    async def find_existing(self, keys: Sequence[SourceKey]) -> dict[SourceKey, SourceRecord]: ...
+    async def add_records(self, records: Sequence[SourceRecord], links: Sequence[EntityLink]) -> None: ...
+    async def update_record(self, record: SourceRecord) -> None: ...
+    async def get_records(self, ids: Iterable[str]) -> dict[str, SourceRecord]: ...
+    async def records_of(self, entity_ids: Iterable[str]) -> list[SourceRecord]: ...
+    async def links_of(self, record_ids: Iterable[str]) -> dict[str, EntityLink]: ...
+    async def regions_of(self, entity_ids: Iterable[str]) -> dict[str, set[Region]]: ...
+    async def features_of(self, record_ids: Iterable[str]) -> dict[str, Features]: ...
+    # index keys
+    async def add_keys(self, rows: Sequence[tuple[str, str]]) -> None: ...
+    async def replace_keys(self, record_id: str, keys: Sequence[str]) -> None: ...
+    async def hits(self, keys: Sequence[str]) -> list[KeyHit]: ...
+    async def candidates(self, keys: Sequence[str], per_key: int) -> list[tuple[str, Candidate]]: ...
+    # entities
+    async def add_entities(self, entities: Sequence[Entity]) -> None: ...
+    async def get_entity(self, entity_id: str) -> Entity | None: ...
+    async def touch_entities(self, ids: Iterable[str], at: datetime) -> None: ...
+    async def move_records(
+        self, from_entity: str, to_entity: str, record_ids: Sequence[str] | None
+    ) -> list[str]:
+        """Move the given records (all when None) of `from_entity` to `to_entity`; returns the
+        ids moved."""
+        ...
+
+    async def set_merged(self, entity_id: str, into: str | None, at: datetime) -> None: ...
+    async def merged_ids(self, entity_id: str) -> list[str]: ...
+    # history
+    async def add_change(self, change: EntityChange) -> None: ...
+    async def get_change(self, change_id: str) -> EntityChange | None: ...
+    async def changes_of(self, entity_ids: Iterable[str]) -> list[EntityChange]: ...
+    async def mark_undone(self, change_id: str, by_change: str) -> None: ...
+    # reviews and decisions
+    async def add_review_tasks(self, tasks: Sequence[ReviewTask]) -> None: ...
+    async def get_review_task(self, task_id: str, *, for_update: bool = False) -> ReviewTask | None: ...
+    async def save_review_task(self, task: ReviewTask) -> None: ...
+    async def list_review_tasks(
+        self,
+        regions: frozenset[Region] | None,
+        state: ReviewState,
+        limit: int,
+        after: tuple[datetime, str] | None,
+    ) -> list[ReviewTask]: ...
+    async def open_review_pairs(self, record_ids: Iterable[str]) -> set[tuple[str, str]]: ...
+    async def supersede_reviews(self, pairs: Iterable[tuple[str, str]], at: datetime) -> None: ...
+    async def add_pair_decisions(self, decisions: Sequence[PairDecision]) -> None: ...
+    async def different_pairs(self, record_ids: Iterable[str]) -> set[tuple[str, str]]: ...
+    async def different_between(
+        self, entities_a: Iterable[str], entities_b: Iterable[str]
+    ) -> list[tuple[str, str]]: ...
+    # deconfliction
+    async def claim_deconfliction(self, entity_id: str, region: Region, other: Region) -> bool: ...
+    # models
+    async def active_model(self) -> MatchModel | None: ...
+    async def save_model(self, model: MatchModel, at: datetime) -> None: ...
+    async def person_features_sample(self, limit: int) -> list[tuple[str, Features]]: ...
+    # job subjects (from tasking)
+    async def add_job_subject(self, job: str, entity_id: str, region: Region, at: datetime) -> bool: ...
+
+
+class EntityUnitOfWork(UnitOfWork, Protocol):
+    repo: EntityRepository
+
+    async def __aenter__(self) -> EntityUnitOfWork: ...
+    async def __aexit__(self, *exc: object) -> None: ...
+    async def lock_resolution(self) -> None:
+        """Serialise resolution writes (one writer decides entity membership at a time)."""
+        ...
+
+
+@dataclass(frozen=True)
+class MoveSet:
+    moves: tuple[Move, ...]

@@ -1,0 +1,484 @@
+"""Resolution of a batch of source records (one record for ResolveRecord, thousands for
+IngestRecords) inside one unit of work.
+
+For each record, in order:
+1. Deterministic: stored records of the same type sharing a strong identifier (for persons,
+   an official identifier) put the record in their entity; when they sit in several entities
+   those are merged, unless a reviewer has kept any of their records apart.
+2. Probabilistic (persons): records sharing a blocking key are scored with the
+   Fellegi-Sunter model; the best entity at or above the auto-link threshold takes the
+   record; entities between the review and auto-link thresholds get review tasks.
+3. Otherwise the record starts a new entity.
+Records earlier in the batch are candidates for later ones exactly as stored records are.
+Afterwards, entities that now hold records of several regions raise deconfliction notices.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from toex_common.regions import Region
+
+from toex_entity.adapters import integration
+from toex_entity.domain import matching
+from toex_entity.domain.matching import Features, MatchModel
+from toex_entity.domain.model import (
+    SYSTEM_DETERMINISTIC,
+    SYSTEM_PROBABILISTIC,
+    ChangeKind,
+    Entity,
+    EntityChange,
+    Explanation,
+    LinkMethod,
+    Move,
+    Outcome,
+    ResolveResult,
+    ReviewTask,
+    new_id,
+    pair_key,
+)
+from toex_entity.domain.records import RecordType, SourceRecord
+from toex_entity.service_layer.ports import Candidate, EntityLink, EntityUnitOfWork
+
+# Blocks larger than this are cut (the most common name pairs in a million records); the
+# other keys of a record still find its matches.
+PER_KEY_LIMIT = 200
+
+
+@dataclass
+class Context:
+    model: MatchModel
+    contact_role: object  # Callable[[Region], str]
+    actor: str
+    now: datetime
+
+
+def explanation_for(
+    model: MatchModel,
+    a: SourceRecord,
+    b_name: str,
+    fa: Features | None,
+    fb: Features | None,
+    decision: str,
+    shared: list[str],
+) -> Explanation:
+    if fa is not None and fb is not None:
+        s = matching.score(model, fa, fb)
+        text = matching.explain_text(s, _decision_words(decision, shared))
+        contributions = [c.__dict__ for c in s.contributions]
+        weight, probability, prior = s.weight, s.probability, s.prior_weight
+    else:
+        contributions = []
+        weight, probability, prior = 0.0, 1.0 if shared else 0.0, 0.0
+        text = _decision_words(decision, shared) + "."
+    if shared and decision == "DETERMINISTIC":
+        probability = 1.0
+    return Explanation(
+        record_a=a.name,
+        record_b=b_name,
+        prior_weight=prior,
+        contributions=contributions,
+        weight=weight,
+        probability=probability,
+        decision=decision,
+        shared_identifiers=shared,
+        text=text,
+        model_version=model.version,
+    )
+
+
+def _decision_words(decision: str, shared: list[str]) -> str:
+    if decision == "DETERMINISTIC":
+        return "linked deterministically on the same " + ", ".join(shared)
+    return {
+        "AUTO_LINK": "linked automatically (at or above the auto-link threshold)",
+        "REVIEW": "sent to review (between the review and auto-link thresholds)",
+        "KEEP_APART": "kept apart (below the review threshold)",
+        "REVIEWER_REJECTED": "kept apart: a reviewer rejected this pair",
+        "REVIEWER_CONFIRMED": "linked: a reviewer confirmed this pair",
+    }.get(decision, decision.lower())
+
+
+@dataclass
+class _Batch:
+    """What the batch has decided so far, before it is written."""
+
+    redirect: dict[str, str] = field(default_factory=dict)
+    new_entities: dict[str, Entity] = field(default_factory=dict)
+    records: list[SourceRecord] = field(default_factory=list)
+    links: list[EntityLink] = field(default_factory=list)
+    keys: list[tuple[str, str]] = field(default_factory=list)
+    merges: list[tuple[str, list[str], str, str]] = field(default_factory=list)  # into, others, by, why
+    reviews: list[ReviewTask] = field(default_factory=list)
+    touched: set[str] = field(default_factory=set)
+    # In-batch index: key -> [(record, entity at link time)].
+    index: dict[str, list[tuple[SourceRecord, str]]] = field(default_factory=lambda: defaultdict(list))
+
+    def find(self, entity_id: str) -> str:
+        while entity_id in self.redirect:
+            entity_id = self.redirect[entity_id]
+        return entity_id
+
+
+async def resolve_batch(
+    uow: EntityUnitOfWork, records: list[SourceRecord], ctx: Context
+) -> list[ResolveResult]:
+    """Resolve new records (already validated and normalised). The caller holds the
+    resolution lock and commits."""
+    repo = uow.repo
+    model = ctx.model
+    weights = matching.weight_table(model)
+    prior = model.prior_weight
+    batch = _Batch()
+    results: list[ResolveResult] = []
+
+    det_keys = sorted({k for r in records for k in r.deterministic_keys()})
+    block_keys = sorted(
+        {k for r in records if r.features is not None for k in matching.blocking_keys(r.features)}
+    )
+    hits = await repo.hits(det_keys) if det_keys else []
+    hits_by_key: dict[str, list[tuple[str, str, RecordType]]] = defaultdict(list)
+    for hit in hits:
+        hits_by_key[hit.key].append((hit.record_id, hit.entity_id, hit.record_type))
+    blocked = await repo.candidates(block_keys, PER_KEY_LIMIT) if block_keys else []
+    by_key: dict[str, list[Candidate]] = defaultdict(list)
+    for key, candidate in blocked:
+        by_key[key].append(candidate)
+
+    for record in records:
+        # 1. deterministic
+        det_entities: dict[str, list[str]] = {}  # entity -> shared identifiers
+        det_record: dict[str, str] = {}  # entity -> one record sharing the identifier
+        for key in record.deterministic_keys():
+            for rid, eid, rtype in hits_by_key.get(key, ()):
+                if rtype is record.record_type:
+                    root = batch.find(eid)
+                    det_entities.setdefault(root, []).append(key)
+                    det_record.setdefault(root, rid)
+            for other, eid in batch.index.get(key, ()):
+                if other.record_type is record.record_type:
+                    root = batch.find(eid)
+                    det_entities.setdefault(root, []).append(key)
+                    det_record.setdefault(root, other.id)
+        result: ResolveResult
+        if det_entities:
+            ordered = sorted(det_entities, key=lambda e: (-len(det_entities[e]), e))
+            target = ordered[0]
+            shared = sorted(set(det_entities[target]))
+            explanation = explanation_for(
+                model,
+                record,
+                await _name_of(uow, batch, det_record[target]),
+                record.features,
+                await _features(uow, batch, det_record[target]),
+                "DETERMINISTIC",
+                shared,
+            )
+            result = _link(
+                batch, record, target, Outcome.LINKED_DETERMINISTIC, explanation, SYSTEM_DETERMINISTIC, ctx
+            )
+            others = [e for e in ordered[1:] if e != target]
+            for other_entity in others:
+                group_a = _members(batch, target)
+                group_b = _members(batch, other_entity)
+                if await repo.different_between(group_a, group_b):
+                    continue  # a reviewer kept them apart: link to the first only
+                batch.redirect[other_entity] = target
+                batch.merges.append(
+                    (
+                        target,
+                        [other_entity],
+                        SYSTEM_DETERMINISTIC,
+                        f"record {record.name} shares {', '.join(sorted(set(det_entities[other_entity])))} with both",
+                    )
+                )
+                batch.touched.add(target)
+        elif record.features is not None:
+            # 2. probabilistic
+            seen: set[str] = set()
+            best_by_entity: dict[str, tuple[float, str, Features]] = {}
+            for key in matching.blocking_keys(record.features):
+                for candidate in by_key.get(key, ()):
+                    if candidate.record_id in seen:
+                        continue
+                    seen.add(candidate.record_id)
+                    w = matching.fast_weight(weights, prior, record.features, candidate.features)
+                    root = batch.find(candidate.entity_id)
+                    if root not in best_by_entity or w > best_by_entity[root][0]:
+                        best_by_entity[root] = (w, candidate.record_id, candidate.features)
+                for other, eid in batch.index.get(key, ()):
+                    if other.id in seen or other.features is None:
+                        continue
+                    seen.add(other.id)
+                    w = matching.fast_weight(weights, prior, record.features, other.features)
+                    root = batch.find(eid)
+                    if root not in best_by_entity or w > best_by_entity[root][0]:
+                        best_by_entity[root] = (w, other.id, other.features)
+            ranked = sorted(best_by_entity.items(), key=lambda item: -item[1][0])
+            auto, review = model.thresholds.auto_link, model.thresholds.review
+            linked_to: str | None = None
+            best_explanation: Explanation | None = None
+            review_ids: list[str] = []
+            for entity_id, (w, rid, features) in ranked:
+                p = matching.probability(w)
+                if p < review:
+                    if best_explanation is None:
+                        best_explanation = explanation_for(
+                            model,
+                            record,
+                            await _name_of(uow, batch, rid),
+                            record.features,
+                            features,
+                            "KEEP_APART",
+                            [],
+                        )
+                    break
+                if linked_to is None and p >= auto:
+                    linked_to = entity_id
+                    best_explanation = explanation_for(
+                        model,
+                        record,
+                        await _name_of(uow, batch, rid),
+                        record.features,
+                        features,
+                        "AUTO_LINK",
+                        [],
+                    )
+                    continue
+                explanation = explanation_for(
+                    model, record, await _name_of(uow, batch, rid), record.features, features, "REVIEW", []
+                )
+                if best_explanation is None:
+                    best_explanation = explanation
+                task = ReviewTask(
+                    id=new_id(),
+                    region=await _task_region(uow, batch, record, rid),
+                    record_id=record.id,
+                    candidate_record_id=rid,
+                    explanation=explanation,
+                    created_at=ctx.now,
+                )
+                batch.reviews.append(task)
+                review_ids.append(task.name)
+            if linked_to is not None:
+                result = _link(
+                    batch,
+                    record,
+                    linked_to,
+                    Outcome.LINKED_PROBABILISTIC,
+                    best_explanation,
+                    SYSTEM_PROBABILISTIC,
+                    ctx,
+                )
+            else:
+                outcome = Outcome.QUEUED_FOR_REVIEW if review_ids else Outcome.NEW_ENTITY
+                result = _new_entity(batch, record, outcome, best_explanation, ctx)
+            result.review_tasks = review_ids
+        else:
+            result = _new_entity(batch, record, Outcome.NEW_ENTITY, None, ctx)
+        # Index the record for the rest of the batch.
+        for key in record.deterministic_keys():
+            batch.index[key].append((record, result.entity_id))
+        if record.features is not None:
+            for key in matching.blocking_keys(record.features):
+                batch.index[key].append((record, result.entity_id))
+        results.append(result)
+
+    await _write(uow, batch, ctx)
+    await _deconflict(uow, batch, records, results, ctx)
+    for result in results:
+        result.entity_id = batch.find(result.entity_id)
+    return results
+
+
+def _members(batch: _Batch, root: str) -> set[str]:
+    """Entity ids (as stored) that the batch has folded into `root`."""
+    return {e for e in [root, *batch.redirect] if batch.find(e) == root}
+
+
+async def _name_of(uow: EntityUnitOfWork, batch: _Batch, record_id: str) -> str:
+    for record in batch.records:
+        if record.id == record_id:
+            return record.name
+    found = await uow.repo.get_records([record_id])
+    return found[record_id].name if record_id in found else record_id
+
+
+async def _features(uow: EntityUnitOfWork, batch: _Batch, record_id: str) -> Features | None:
+    for record in batch.records:
+        if record.id == record_id:
+            return record.features
+    return (await uow.repo.features_of([record_id])).get(record_id)
+
+
+async def _task_region(uow: EntityUnitOfWork, batch: _Batch, record: SourceRecord, other_id: str) -> Region:
+    """A review needs someone who may see both records: their region when they share one,
+    the national team otherwise."""
+    for other in batch.records:
+        if other.id == other_id:
+            return record.region if other.region is record.region else Region.NATIONAL
+    found = await uow.repo.get_records([other_id])
+    other_region = found[other_id].region if other_id in found else Region.NATIONAL
+    return record.region if other_region is record.region else Region.NATIONAL
+
+
+def _link(
+    batch: _Batch,
+    record: SourceRecord,
+    entity_id: str,
+    outcome: Outcome,
+    explanation: Explanation | None,
+    by: str,
+    ctx: Context,
+) -> ResolveResult:
+    record.entity_id = entity_id
+    method = LinkMethod.DETERMINISTIC if outcome is Outcome.LINKED_DETERMINISTIC else LinkMethod.AUTO_LINK
+    batch.records.append(record)
+    batch.links.append(
+        EntityLink(
+            record.id,
+            method.value,
+            explanation.probability if explanation else 1.0,
+            by,
+            ctx.now,
+            explanation.to_json() if explanation else None,
+        )
+    )
+    batch.touched.add(entity_id)
+    return ResolveResult(record.id, entity_id, outcome, explanation, region=record.region.value)
+
+
+def _new_entity(
+    batch: _Batch, record: SourceRecord, outcome: Outcome, explanation: Explanation | None, ctx: Context
+) -> ResolveResult:
+    entity = Entity(new_id(), record.record_type, ctx.now, ctx.now)
+    batch.new_entities[entity.id] = entity
+    record.entity_id = entity.id
+    batch.records.append(record)
+    batch.links.append(
+        EntityLink(
+            record.id,
+            LinkMethod.NEW.value,
+            0.0,
+            ctx.actor,
+            ctx.now,
+            explanation.to_json() if explanation else None,
+        )
+    )
+    return ResolveResult(record.id, entity.id, outcome, explanation, region=record.region.value)
+
+
+async def _write(uow: EntityUnitOfWork, batch: _Batch, ctx: Context) -> None:
+    repo = uow.repo
+    if batch.new_entities:
+        await repo.add_entities(list(batch.new_entities.values()))
+    if batch.records:
+        await repo.add_records(batch.records, batch.links)
+        rows: list[tuple[str, str]] = []
+        for record in batch.records:
+            keys = set(record.identifiers.keys())
+            if record.features is not None:
+                keys.update(matching.blocking_keys(record.features))
+                keys.update(search_keys(record.features))
+            rows.extend((k, record.id) for k in sorted(keys))
+        await repo.add_keys(rows)
+    for record, link in zip(batch.records, batch.links, strict=True):
+        if link.method == LinkMethod.NEW.value:
+            uow.publish(integration.entity_created(record, record.entity_id))
+        uow.publish(integration.record_linked(record, record.entity_id, link))
+    for into, others, by, why in batch.merges:
+        await merge_entities(uow, into, others, by, why, ctx.now)
+    if batch.reviews:
+        await repo.add_review_tasks(batch.reviews)
+    existing = {batch.find(e) for e in batch.touched} - set(batch.new_entities)
+    if existing:
+        await repo.touch_entities(existing, ctx.now)
+
+
+def search_keys(features: Features) -> list[str]:
+    """Keys for SearchEntities by name: the surname's and the given name's phonetic codes."""
+    keys = []
+    if features.get("surname_ph"):
+        keys.append(f"ps:{features['surname_ph']}")
+    if features.get("given_name_ph"):
+        keys.append(f"pg:{features['given_name_ph']}")
+    return keys
+
+
+async def merge_entities(
+    uow: EntityUnitOfWork, into: str, others: list[str], by: str, why: str, now: datetime
+) -> EntityChange:
+    """Move every record of `others` into `into`, redirect their ids and record the change
+    with each record moved, so that it can be undone exactly."""
+    repo = uow.repo
+    moves: list[Move] = []
+    for other in others:
+        moved = await repo.move_records(other, into, None)
+        moves.extend(Move(r, other, into) for r in moved)
+        await repo.set_merged(other, into, now)
+    change = EntityChange(new_id(), into, ChangeKind.MERGED, tuple(others), tuple(moves), by, why, now)
+    await repo.add_change(change)
+    await repo.touch_entities([into], now)
+    regions = await repo.regions_of([into])
+    records = await repo.get_records([m.record_id for m in moves])
+    for region in sorted(regions.get(into, set())):
+        uow.publish(integration.entities_merged(change, region, records))
+    return change
+
+
+async def _deconflict(
+    uow: EntityUnitOfWork,
+    batch: _Batch,
+    records: list[SourceRecord],
+    results: list[ResolveResult],
+    ctx: Context,
+) -> None:
+    """Tell both regions, once per entity and pair of regions, that the other holds records."""
+    roots = {batch.find(r.entity_id) for r in results}
+    regions = await uow.repo.regions_of(roots)
+    for record, result in zip(records, results, strict=True):
+        root = batch.find(result.entity_id)
+        for other in sorted(regions.get(root, set()) - {record.region}):
+            result.deconflictions.append(other)
+            await notify_deconfliction(
+                uow, root, record.record_type, record.region, other, record.name, ctx.contact_role
+            )
+
+
+async def notify_deconfliction(
+    uow: EntityUnitOfWork,
+    entity_id: str,
+    entity_type: RecordType,
+    region: Region,
+    other: Region,
+    trigger_record: str,
+    contact_role: object,
+) -> bool:
+    """Both regions get a notice naming the other and a contact role there, once per entity
+    and pair of regions. Returns whether notices were sent."""
+    if not await uow.repo.claim_deconfliction(entity_id, region, other):
+        return False
+    await uow.repo.claim_deconfliction(entity_id, other, region)
+    held = await uow.repo.records_of([entity_id])
+    role: Any = contact_role
+    for mine, theirs, trigger in ((region, other, trigger_record), (other, region, "")):
+        uow.publish(
+            integration.deconfliction_notice(
+                entity_id,
+                entity_type,
+                mine,
+                [r.name for r in held if r.region is mine],
+                theirs,
+                role(theirs),
+                trigger,
+            )
+        )
+    return True
+
+
+def group_pairs(a: list[str], b: list[str], limit: int = 10_000) -> list[tuple[str, str]]:
+    pairs = [pair_key(x, y) for x in a for y in b]
+    return pairs[:limit]
