@@ -218,7 +218,7 @@ async def tail_events(options: TailOptions) -> int:
             batch = FETCH_BATCH if options.count is None else min(FETCH_BATCH, options.count - printed)
             try:
                 messages = await subscription.fetch(batch, timeout=FETCH_WAIT_SECONDS)
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either when nothing is waiting
                 continue
             for message in messages:
                 click.echo(json.dumps(event_line(message.subject, message.data, message.headers)))

@@ -61,3 +61,7 @@ def tail_command(database_url: str, limit: int) -> None:
             await engine.dispose()
 
     asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()
