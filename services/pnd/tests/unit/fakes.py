@@ -1,0 +1,94 @@
+"""Hand-written fakes of the PND sync ports."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from toex_common.testing.fakes import FakeUnitOfWorkBase
+from toex_pnd.domain.model import Answer, IntelligenceRecord, Outcome, Submission, SubmissionState
+from toex_pnd.service_layer.ports import PndUnavailable, SearchAnswer
+
+
+class FakeRecords:
+    def __init__(self) -> None:
+        self.rows: dict[str, IntelligenceRecord] = {}
+
+    async def add(self, record: IntelligenceRecord) -> None:
+        self.rows[record.id] = copy.deepcopy(record)
+
+    async def get(self, record_id: str, *, for_update: bool = False) -> IntelligenceRecord | None:
+        found = self.rows.get(record_id)
+        return copy.deepcopy(found) if found else None
+
+    async def get_many(
+        self, record_ids: Sequence[str], *, for_update: bool = False
+    ) -> dict[str, IntelligenceRecord]:
+        return {i: copy.deepcopy(self.rows[i]) for i in record_ids if i in self.rows}
+
+    async def save(self, record: IntelligenceRecord) -> None:
+        self.rows[record.id] = copy.deepcopy(record)
+
+    async def save_many(self, records: Sequence[IntelligenceRecord]) -> None:
+        for record in records:
+            await self.save(record)
+
+
+class FakeSubmissions:
+    def __init__(self) -> None:
+        self.rows: dict[str, Submission] = {}
+
+    async def add(self, submission: Submission) -> None:
+        self.rows[submission.submission_id] = copy.deepcopy(submission)
+
+    async def save(self, items: Sequence[Submission]) -> None:
+        for item in items:
+            self.rows[item.submission_id] = copy.deepcopy(item)
+
+    async def open_for(self, record_id: str) -> list[Submission]:
+        return sorted(
+            (copy.deepcopy(s) for s in self.rows.values() if s.record_id == record_id and s.state.open),
+            key=lambda s: s.version,
+        )
+
+    async def lock_sender(self, sender: int) -> bool:
+        return True
+
+    async def due(self, sender: int, senders: int, limit: int, now: datetime) -> list[Submission]:
+        heads: dict[str, Submission] = {}
+        for s in sorted(self.rows.values(), key=lambda s: s.version):
+            if s.state.open and s.record_id not in heads:
+                heads[s.record_id] = s
+        ready = [s for s in heads.values() if s.state is SubmissionState.QUEUED and s.next_attempt_at <= now]
+        return [copy.deepcopy(s) for s in ready[:limit]]
+
+
+class FakeUow(FakeUnitOfWorkBase):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records = FakeRecords()
+        self.submissions = FakeSubmissions()
+
+
+class FakePnd:
+    """Accepts everything unless told it is down; remembers what it was sent."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.batches: list[list[dict[str, Any]]] = []
+
+    async def submit(self, lines: Sequence[dict[str, Any]]) -> list[Answer]:
+        if self.down:
+            raise PndUnavailable("connection refused")
+        self.batches.append(list(lines))
+        return [
+            Answer(line["submission_id"], Outcome.ACCEPTED, "PND-1", line["record_version"]) for line in lines
+        ]
+
+    async def search(self, kind: str, criteria: dict[str, Any], max_results: int) -> SearchAnswer:
+        return SearchAnswer([], False)
+
+    async def holdings(self) -> AsyncIterator[bytes]:
+        yield b""
