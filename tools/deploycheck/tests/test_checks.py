@@ -165,3 +165,33 @@ def test_the_realm_import_takes_client_secrets_from_the_secret(
         realm_import["spec"]["placeholders"]["TOEX_TASKING_SECRET"]["secret"]["key"]
         == "tasking-client-secret"
     )
+
+
+def test_network_policies_admit_only_the_declared_callers(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    policies = {d["metadata"]["name"]: d["spec"] for d in rendered["emsou"] if d["kind"] == "NetworkPolicy"}
+    callers_of = {
+        name.removeprefix("toex-emsou-"): [
+            peer["podSelector"]["matchLabels"]["toex.police.uk/service"]
+            for peer in spec["ingress"][0]["from"]
+            if "podSelector" in peer
+        ]
+        for name, spec in policies.items()
+        if name.removeprefix("toex-emsou-") in {"tasking", "entity", "pnd", "comms", "safeguarding"}
+    }
+    assert callers_of == {
+        "tasking": ["safeguarding"],
+        "entity": [],
+        "pnd": [],
+        "comms": [],
+        "safeguarding": [],
+    }
+    assert "toex-emsou-default-deny" in policies
+    safeguarding = next(
+        d
+        for d in rendered["emsou"]
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == "toex-emsou-safeguarding"
+    )
+    env = {
+        e["name"]: e.get("value") for e in safeguarding["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["TOEX_TASKING_ADDRESS"] == "toex-emsou-tasking:50051"

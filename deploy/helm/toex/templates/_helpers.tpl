@@ -106,6 +106,11 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ $root.Values.settings.otelExporter | quote }}
 - name: TOEX_REGION
   value: {{ $root.Values.region | quote }}
+{{- range $callee := .svc.calls }}
+{{- $target := index $root.Values.services $callee }}
+- name: {{ printf "TOEX_%s_ADDRESS" (upper $callee) }}
+  value: {{ printf "%s-%s:%v" (include "toex.fullname" $root) $callee $target.port | quote }}
+{{- end }}
 {{- range $k, $v := .svc.env }}
 - name: {{ $k }}
   value: {{ $v | quote }}
