@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import astuple
 from datetime import date, datetime
 from typing import Any
 
@@ -239,9 +240,20 @@ def _overdue_condition(now: datetime) -> Any:
     return and_(c.satisfied_at.is_(None), c.kind.in_(_DEADLINES), c.due_at <= now)
 
 
+def _clock_state(referral: Referral) -> tuple[Any, ...]:
+    return tuple(astuple(c) for c in referral.clocks)
+
+
+def _key_state(referral: Referral) -> tuple[Any, ...]:
+    return (referral.is_open, tuple(referral.concerns))
+
+
 class SqlReferralRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+        # What each referral's clocks and keys were when loaded in this unit of work, so that a
+        # save which did not change them (evidence added by a repeated trigger) skips rewriting them.
+        self._loaded: dict[str, tuple[tuple[Any, ...], tuple[Any, ...]]] = {}
 
     async def _claim_keys(self, referral: Referral) -> None:
         wanted = {c.value for c in referral.concerns} if referral.is_open else set()
@@ -322,14 +334,20 @@ class SqlReferralRepository:
     async def add(self, referral: Referral) -> None:
         await self._claim_keys(referral)
         await self.session.execute(insert(referrals).values(**_row(referral)))
-        await self._write_clocks(referral)
+        if referral.clocks:
+            await self._write_clocks(referral)
+        self._loaded[referral.id] = (_clock_state(referral), _key_state(referral))
 
     async def save(self, referral: Referral) -> None:
-        await self._claim_keys(referral)
+        clocks, keys = self._loaded.get(referral.id, (None, None))
+        if keys != _key_state(referral):
+            await self._claim_keys(referral)
         row = _row(referral)
         del row["id"]
         await self.session.execute(update(referrals).where(referrals.c.id == referral.id).values(**row))
-        await self._write_clocks(referral)
+        if clocks != _clock_state(referral):
+            await self._write_clocks(referral)
+        self._loaded[referral.id] = (_clock_state(referral), _key_state(referral))
 
     async def _clocks(self, ids: list[str]) -> dict[str, list[Clock]]:
         found: dict[str, list[Clock]] = defaultdict(list)
@@ -347,7 +365,10 @@ class SqlReferralRepository:
     async def _load(self, statement: Any) -> list[Referral]:
         rows = (await self.session.execute(statement)).all()
         clocks = await self._clocks([r.id for r in rows])
-        return [_referral(r, clocks.get(r.id, [])) for r in rows]
+        found = [_referral(r, clocks.get(r.id, [])) for r in rows]
+        for referral in found:
+            self._loaded[referral.id] = (_clock_state(referral), _key_state(referral))
+        return found
 
     async def get(self, referral_id: str, *, for_update: bool = False) -> Referral | None:
         statement = select(referrals).where(referrals.c.id == referral_id)
