@@ -55,7 +55,7 @@ lint: ## Format check and lint
 
 .PHONY: typecheck
 typecheck: ## mypy over libs, services and tools
-	$(RUN) mypy libs/common/src libs/cli/src services/*/src tools/devstack/src
+	$(RUN) mypy libs/common/src libs/cli/src services/*/src tools/*/src
 
 .PHONY: test-unit
 test-unit: ## Unit tests (fakes only)

@@ -12,6 +12,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 
+MIGRATION_LOCK_KEY = 0x70E7A11B
+
+
 def alembic_config(database_url: str, script_location: Path) -> Config:
     config = Config()
     config.set_main_option("script_location", str(script_location))
@@ -36,6 +39,9 @@ def run_env(context: object, target_metadata: MetaData) -> None:
         return
 
     def do_run(connection: Connection) -> None:
+        # Several replicas may start at once: one migrates, the others wait and then find nothing to do.
+        connection.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")
+        connection.commit()
         ctx.configure(connection=connection, target_metadata=target_metadata)
         with ctx.begin_transaction():
             ctx.run_migrations()

@@ -18,6 +18,8 @@ from toex_common.db import create_engine, session_factory
 from toex_common.events import ensure_stream
 from toex_common.events.nats import connect
 from toex_common.events.outbox import OutboxRelay
+from toex_common.grpc.audit_service import AUDIT_RULES, add_audit_service
+from toex_common.grpc.audit_service import SERVICE_NAME as AUDIT_SERVICE_NAME
 from toex_common.grpc.interceptors import standard_interceptors
 from toex_common.grpc.server import create_server, serve_until_signal
 from toex_common.policy import MethodPolicy
@@ -104,11 +106,19 @@ async def build(settings: Settings, *, directory: UserDirectory | None = None) -
     audit = PostgresAuditLog(engine)
     await audit.start()
     verifier = TokenVerifier(settings.oidc_issuer, settings.oidc_audience, settings.oidc_algorithms)
+
+    def register(server: aio.Server) -> None:
+        tasking_pb2_grpc.add_TaskingServiceServicer_to_server(TaskingServicer(deps), server)
+        add_audit_service(server, engine)
+
     server, port, health = await create_server(
-        register=lambda s: tasking_pb2_grpc.add_TaskingServiceServicer_to_server(TaskingServicer(deps), s),
-        service_names=[SERVICE_NAME],
+        register=register,
+        service_names=[SERVICE_NAME, AUDIT_SERVICE_NAME],
         interceptors=standard_interceptors(
-            service=settings.service_name, verifier=verifier, policy=MethodPolicy(METHOD_RULES), audit=audit
+            service=settings.service_name,
+            verifier=verifier,
+            policy=MethodPolicy({**METHOD_RULES, **AUDIT_RULES}),
+            audit=audit,
         ),
         host=settings.grpc_host,
         port=settings.grpc_port,

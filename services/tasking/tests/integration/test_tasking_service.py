@@ -307,3 +307,34 @@ async def test_audit_chain_detects_edit_and_deletion(tasking, postgres) -> None:
     assert not report.intact
     assert any("entry 2 was altered" in p for p in report.problems)
     assert any("missing" in p for p in report.problems)
+
+
+async def test_auditors_read_their_regions_audit_log(tasking) -> None:
+    from toex.audit.v1 import audit_pb2, audit_pb2_grpc
+
+    emsou_job = (await tasking.stub.CreateJob(job_request("EMSOU"), metadata=md(tasking.token(NC)))).job
+    await tasking.stub.GetJob(
+        pb.GetJobRequest(name=emsou_job.name), metadata=md(tasking.token("researcher.emsou"))
+    )
+    ersou_job = (await tasking.stub.CreateJob(job_request("ERSOU"), metadata=md(tasking.token(NC)))).job
+    audit_stub = audit_pb2_grpc.AuditServiceStub(tasking.channel)
+
+    listed = await audit_stub.ListAuditRecords(
+        audit_pb2.ListAuditRecordsRequest(page_size=500),
+        metadata=md(tasking.token("auditor.emsou"), "audit review"),
+    )
+    resources = {r for record in listed.records for r in record.resources}
+    actors = {record.actor.username for record in listed.records}
+    assert emsou_job.name in resources and "researcher.emsou" in actors
+    assert ersou_job.name not in resources  # another region's job, made by a national user
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await audit_stub.ListAuditRecords(
+            audit_pb2.ListAuditRecordsRequest(), metadata=md(tasking.token("supervisor.emsou"))
+        )
+    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+    verified = await audit_stub.VerifyAuditLog(
+        audit_pb2.VerifyAuditLogRequest(), metadata=md(tasking.token("auditor.emsou"))
+    )
+    assert verified.intact and verified.entries >= 4

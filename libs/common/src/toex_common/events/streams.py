@@ -49,5 +49,9 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
         log.info("created stream %s on %s", spec.name, ", ".join(spec.subjects))
         return
     if sorted(info.config.subjects or []) != sorted(spec.subjects):
-        await js.update_stream(spec.config())
+        config = spec.config()
+        # A hub stream also sources the regions' streams; that is the deployment's, keep it.
+        config.sources = info.config.sources
+        config.mirror = info.config.mirror
+        await js.update_stream(config)
         log.info("updated stream %s subjects", spec.name)
