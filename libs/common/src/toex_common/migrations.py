@@ -11,7 +11,6 @@ from sqlalchemy import MetaData, pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-
 MIGRATION_LOCK_KEY = 0x70E7A11B
 
 
