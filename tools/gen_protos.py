@@ -1,8 +1,8 @@
 """Generate the Python stubs in libs/contracts from protos/, or check they are current.
 
-    python tools/gen_protos.py                      # regenerate everything
-    python tools/gen_protos.py --only toex/comms    # regenerate one package's files only
-    python tools/gen_protos.py --check              # exit 1 when the committed stubs are stale
+python tools/gen_protos.py                      # regenerate everything
+python tools/gen_protos.py --only toex/comms    # regenerate one package's files only
+python tools/gen_protos.py --check              # exit 1 when the committed stubs are stale
 """
 
 from __future__ import annotations
@@ -54,11 +54,15 @@ def generate(out: Path) -> None:
 
 
 def _tree(path: Path) -> dict[str, Path]:
-    return {str(p.relative_to(path)): p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    return {
+        str(p.relative_to(path)): p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--check", action="store_true", help="compare instead of writing")
     parser.add_argument(
         "--only",
@@ -75,10 +79,14 @@ def main() -> int:
             stale = sorted(
                 name
                 for name in set(have) | set(want)
-                if name not in have or name not in want or not filecmp.cmp(have[name], want[name], shallow=False)
+                if name not in have
+                or name not in want
+                or not filecmp.cmp(have[name], want[name], shallow=False)
             )
             if stale:
-                print("libs/contracts is stale against protos/; run `make protos` and commit:", file=sys.stderr)
+                print(
+                    "libs/contracts is stale against protos/; run `make protos` and commit:", file=sys.stderr
+                )
                 for name in stale:
                     print(f"  {name}", file=sys.stderr)
                 return 1
