@@ -109,8 +109,8 @@ def build_record(
     assert item.content is not None and item.record_type is not None
     content = item.content
     if isinstance(content, PersonData):
-        if not (content.surname or content.given_name):
-            problems.add(f"{prefix}.person", "a person record needs at least a name")
+        if not (content.surname or content.given_name or content.birth_date or content.identifiers):
+            problems.add(f"{prefix}.person", "a person record needs a name, a date of birth or an identifier")
         try:
             normalise.birth_date(content.birth_date)
         except normalise.NormaliseError as exc:
