@@ -48,14 +48,19 @@ def person(source_id: str, system: str = "niche", **fields: object) -> pb.Source
 
 
 def unique_person(tag: str = "") -> dict[str, object]:
-    """A person no other test creates: a made-up surname."""
+    """A person no other test creates: a made-up surname, date of birth and address."""
+    rnd = uuid.uuid4().int
     suffix = uuid.uuid4().hex[:6]
     return {
         "given_name": "Daniel",
         "surname": f"Harr{suffix}{tag}",
-        "birth_date": "1994-03-12",
+        "birth_date": f"{1950 + rnd % 50}-0{1 + rnd % 9}-1{rnd % 9}",
         "gender": pb.GENDER_MALE,
-        "addresses": [pb.Address(lines=["14 Mill Lane"], town="Derby", postcode="de1 2ab")],
+        "addresses": [
+            pb.Address(
+                lines=[f"{rnd % 300} Mill Lane"], town="Derby", postcode=f"de{rnd % 20 + 1} {rnd % 9}ab"
+            )
+        ],
     }
 
 
@@ -97,11 +102,13 @@ async def test_resolve_link_explain_and_events(entity_service, nats_server) -> N
     )
     assert first.outcome == pb.RESOLVE_OUTCOME_NEW_ENTITY
     assert first.record.name.startswith("regions/EMSOU/records/")
-    assert first.record.person.addresses[0].postcode == "DE1 2AB"
+    sent = fields["addresses"][0].postcode  # type: ignore[index]
+    assert first.record.person.addresses[0].postcode == sent.upper()  # "de4 6ab" -> "DE4 6AB"
     entity = first.entity.name
 
     # The same person from another system, with the day and month digits transposed.
-    typo = dict(fields, birth_date="1994-03-21", given_name="Danial")
+    dob = str(fields["birth_date"])
+    typo = dict(fields, birth_date=dob[:8] + dob[9] + dob[8], given_name="Danial")
     second = await stub.ResolveRecord(
         pb.ResolveRecordRequest(
             parent="regions/EMSOU", record=person(f"B-{uuid.uuid4().hex}", "pnc", **typo)
@@ -185,7 +192,7 @@ async def test_deterministic_phone_and_vehicle_and_search(entity_service, nats_s
     names = {m.entity.name for m in found.matches}
     assert {first.entity.name, owner.entity.name} <= names
     by_name = await stub.SearchEntities(
-        pb.SearchEntitiesRequest(name=f"Daniel {fields['surname']}", birth_date="1994-03-12"),
+        pb.SearchEntitiesRequest(name=f"Daniel {fields['surname']}", birth_date=str(fields["birth_date"])),
         metadata=md(token),
     )
     assert by_name.matches[0].entity.name == owner.entity.name
