@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
 
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -22,10 +23,12 @@ async def create_server(
     interceptors: Sequence[aio.ServerInterceptor] = (),
     host: str = "127.0.0.1",
     port: int = 0,
+    options: Sequence[tuple[str, Any]] = (),
 ) -> tuple[aio.Server, int, HealthServicer]:
     """Build a server with the given servicers, health and reflection; bind `host:port`
-    (port 0 picks a free one). Returns the server, its bound port and the health servicer."""
-    server = aio.server(interceptors=list(interceptors), options=[("grpc.so_reuseport", 0)])
+    (port 0 picks a free one); `options` are extra grpc channel arguments (e.g. message size limits
+    for uploads). Returns the server, its bound port and the health servicer."""
+    server = aio.server(interceptors=list(interceptors), options=[("grpc.so_reuseport", 0), *options])
     register(server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
