@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ._proc import (
@@ -58,6 +59,12 @@ class ServiceSpec:
     port: int
     database: str
     client_id: str
+    # Extra settings for the service process ([service.env]).
+    env: tuple[tuple[str, str], ...] = ()
+    # A helper process started before the service ([service.sidecar]): `python ARGS`, with
+    # `{state}` replaced by the devstack state directory, ready when `health` answers 200.
+    sidecar_args: tuple[str, ...] = ()
+    sidecar_health: str = ""
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,9 @@ def load_services(root: Path) -> list[ServiceSpec]:
                     port=int(entry["port"]),
                     database=str(entry["database"]),
                     client_id=str(entry["client_id"]),
+                    env=tuple((str(k), str(v)) for k, v in entry.get("env", {}).items()),
+                    sidecar_args=tuple(str(a) for a in entry.get("sidecar", {}).get("args", [])),
+                    sidecar_health=str(entry.get("sidecar", {}).get("health", "")),
                 )
             )
         except KeyError as exc:
@@ -362,6 +372,10 @@ class Stack:
             ),
         }
 
+        env.update({key: value.replace("{state}", str(self.dir)) for key, value in spec.env})
+        if spec.sidecar_args and not self._start_sidecar(state, spec, env):
+            return False
+
         self.echo(f"Service {spec.name}: migrating database {spec.database} ...")
         migrate = self._run_module(spec, "migrate", env, log_path)
         if migrate.returncode != 0:
@@ -414,6 +428,47 @@ class Stack:
             self.echo(f"Service {spec.name}: demo data loaded")
         return True
 
+    def _start_sidecar(self, state: dict[str, Any], spec: ServiceSpec, env: dict[str, str]) -> bool:
+        name = f"{spec.name}-sidecar"
+        args = [a.replace("{state}", str(self.dir)) for a in spec.sidecar_args]
+        module = args[1] if len(args) > 1 and args[0] == "-m" else args[0]
+        log_path = self.logs / f"{name}.log"
+        self.echo(f"Service {spec.name}: starting {' '.join(args)} ...")
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, *args],
+                cwd=self.root,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
+        state["services"][name] = {"pid": proc.pid, "module": module, "log": str(log_path)}
+        self._save_state(state)
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(spec.sidecar_health, timeout=1.0).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        try:
+            wait_until(
+                healthy,
+                timeout=HEALTH_TIMEOUT,
+                what=f"{name} ({spec.sidecar_health})",
+                alive=lambda: proc.poll() is None,
+                log=log_path,
+                progress=self.echo,
+                interval=0.3,
+            )
+        except DevstackError as exc:
+            self.echo(f"ERROR: {exc}")
+            return False
+        return True
+
     # -- down ------------------------------------------------------------------------------------
 
     def down(self) -> int:
@@ -441,7 +496,13 @@ class Stack:
             terminate_group(pid, timeout=15)
 
         # Throwaway data goes; logs stay for a post-mortem; the Keycloak download cache is elsewhere.
-        data_dirs = [self.dir / "nats", self.dir / "pg", self.dir / "keycloak"]
+        data_dirs = [
+            self.dir / "nats",
+            self.dir / "pg",
+            self.dir / "keycloak",
+            self.dir / "pnd-simulator",
+            self.dir / "comms-data",
+        ]
         if state.get("postgres", {}).get("data_dir"):
             data_dirs.append(Path(state["postgres"]["data_dir"]))
         for directory in data_dirs:
