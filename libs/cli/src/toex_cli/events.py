@@ -104,6 +104,8 @@ class TailOptions:
     start: DeliverPolicy | None  # None: resume an existing durable, or start with new events
     count: int | None
     credentials_file: str | None
+    # Stop once no event has arrived for this many seconds (drain what is there, then exit).
+    idle_exit: float | None = None
 
 
 class _Failure(Exception):
@@ -214,12 +216,22 @@ async def tail_events(options: TailOptions) -> int:
             f"{options.durable}; Ctrl-C to stop.",
             err=True,
         )
+        loop = asyncio.get_running_loop()
+        last_event = loop.time()
         while options.count is None or printed < options.count:
             batch = FETCH_BATCH if options.count is None else min(FETCH_BATCH, options.count - printed)
+            wait = (
+                FETCH_WAIT_SECONDS
+                if options.idle_exit is None
+                else min(FETCH_WAIT_SECONDS, options.idle_exit)
+            )
             try:
-                messages = await subscription.fetch(batch, timeout=FETCH_WAIT_SECONDS)
+                messages = await subscription.fetch(batch, timeout=wait)
             except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either when nothing is waiting
+                if options.idle_exit is not None and loop.time() - last_event >= options.idle_exit:
+                    break
                 continue
+            last_event = loop.time()
             for message in messages:
                 click.echo(json.dumps(event_line(message.subject, message.data, message.headers)))
                 await message.ack()
@@ -267,6 +279,11 @@ def events() -> None:
     "--count", type=click.IntRange(min=1), help="Stop after printing this many events (for scripts)."
 )
 @click.option(
+    "--idle-exit",
+    type=click.FloatRange(min=0.1),
+    help="Stop once no event has arrived for this many seconds: print what the stream holds, then exit.",
+)
+@click.option(
     "--nats-url",
     default=DEFAULT_NATS_URL,
     envvar=NATS_URL_ENV,
@@ -289,6 +306,7 @@ def tail(
     durable: str,
     start: str | None,
     count: int | None,
+    idle_exit: float | None,
     nats_url: str,
     nats_creds: str | None,
 ) -> None:
@@ -306,6 +324,7 @@ def tail(
       toex events tail --stream TASKING --region EMSOU --from-start
       toex events tail --stream TASKING --region emsou --count 1 | jq .data.job.name
       toex events tail --stream TASKING --durable overdue-watch --new | grep JobOverdue
+      toex events tail --stream TASKING --region ersou --from-start --idle-exit 2 > ersou.jsonl
     """
     name = durable or consumer_name(_default_user(cli), stream, region)
     if _NOT_IN_CONSUMER_NAME.search(name):
@@ -318,6 +337,7 @@ def tail(
         start={"all": DeliverPolicy.ALL, "new": DeliverPolicy.NEW}.get(start or ""),
         count=count,
         credentials_file=nats_creds,
+        idle_exit=idle_exit,
     )
     try:
         asyncio.run(tail_events(options))

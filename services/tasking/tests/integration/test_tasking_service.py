@@ -106,7 +106,11 @@ async def test_create_read_scope_events_and_audit(tasking, nats_server) -> None:
         await stub.GetJob(pb.GetJobRequest(name=created.name), metadata=md(tasking.token("analyst.emsou")))
     assert analyst.value.code() is grpc.StatusCode.PERMISSION_DENIED
 
-    [message] = await stream_events(nats_server.url, "toex.emsou.tasking.JobCreated", 1)
+    [message] = [
+        m
+        for m in await stream_events(nats_server.url, "toex.emsou.tasking.JobCreated", 1)
+        if m.headers.get("ce-subject") == created.name
+    ]
     event = events_pb2.JobCreated.FromString(message.data)
     assert event.job.name == created.name
     assert message.headers["ce-type"] == "toex.tasking.events.v1.JobCreated"
