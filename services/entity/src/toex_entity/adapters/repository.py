@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -153,6 +154,27 @@ _CANDIDATES = text(
 )
 
 
+_ADD_KEYS = text(
+    """
+    INSERT INTO record_keys (key, record_id)
+    SELECT * FROM unnest(CAST(:keys AS text[]), CAST(:records AS text[]))
+    ON CONFLICT DO NOTHING
+    """
+)
+
+_FIND_EXISTING = text(
+    "SELECT "
+    + ", ".join(f"r.{c.name}" for c in _RECORD_COLUMNS)
+    + """
+    FROM unnest(CAST(:regions AS text[]), CAST(:systems AS text[]), CAST(:ids AS text[]))
+        AS q(region, source_system, source_record_id)
+    JOIN source_records r
+      ON r.region = q.region AND r.source_system = q.source_system
+     AND r.source_record_id = q.source_record_id
+    """
+).columns(*_RECORD_COLUMNS)
+
+
 class SqlEntityRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -163,11 +185,12 @@ class SqlEntityRepository:
         if not keys:
             return {}
         rows = await self.session.execute(
-            select(*_RECORD_COLUMNS).where(
-                tuple_(
-                    source_records.c.region, source_records.c.source_system, source_records.c.source_record_id
-                ).in_([(r.value, s, i) for r, s, i in keys])
-            )
+            _FIND_EXISTING,
+            {
+                "regions": [r.value for r, _, _ in keys],
+                "systems": [s for _, s, _ in keys],
+                "ids": [i for _, _, i in keys],
+            },
         )
         found = {}
         for row in rows:
@@ -177,8 +200,24 @@ class SqlEntityRepository:
 
     async def add_records(self, records: Sequence[SourceRecord], links: Sequence[EntityLink]) -> None:
         rows = [_record_row(r, link) for r, link in zip(records, links, strict=True)]
-        for start in range(0, len(rows), 1000):
-            await self.session.execute(insert(source_records), rows[start : start + 1000])
+        columns = [c.name for c in source_records.c]
+        json_columns = {"content", "identifiers", "features", "link_explanation"}
+        values = [
+            tuple(
+                (json.dumps(row[c]) if row[c] is not None else None) if c in json_columns else row[c]
+                for c in columns
+            )
+            for row in rows
+        ]
+        await self._copy("source_records", columns, values)
+
+    async def _copy(self, table: str, columns: list[str], values: list[tuple[Any, ...]]) -> None:
+        """COPY rows in, inside the unit of work's transaction (bulk ingest's fast path)."""
+        if not values:
+            return
+        connection = await self.session.connection()
+        raw = await connection.get_raw_connection()
+        await raw.driver_connection.copy_records_to_table(table, records=values, columns=columns)  # type: ignore[union-attr]
 
     async def update_record(self, record: SourceRecord) -> None:
         await self.session.execute(
@@ -262,11 +301,16 @@ class SqlEntityRepository:
 
     # --- keys ------------------------------------------------------------------------
 
-    async def add_keys(self, rows: Sequence[tuple[str, str]]) -> None:
-        values = [{"key": k, "record_id": r} for k, r in rows]
-        for start in range(0, len(values), 5000):
+    async def add_keys(self, rows: Sequence[tuple[str, str]], *, fresh: bool = False) -> None:
+        """Index keys; `fresh` when every record is new (no conflict possible): COPY."""
+        if fresh:
+            await self._copy("record_keys", ["key", "record_id"], list(rows))
+            return
+        # Two array parameters instead of a VALUES list: one small statement, planned once.
+        for start in range(0, len(rows), 20_000):
+            part = rows[start : start + 20_000]
             await self.session.execute(
-                pg_insert(record_keys).values(values[start : start + 5000]).on_conflict_do_nothing()
+                _ADD_KEYS, {"keys": [k for k, _ in part], "records": [r for _, r in part]}
             )
 
     async def replace_keys(self, record_id: str, keys: Sequence[str]) -> None:

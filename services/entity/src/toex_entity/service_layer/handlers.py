@@ -208,7 +208,9 @@ async def resolve_in(
     """Resolve validated records inside the caller's unit of work (which commits)."""
     await uow.lock_resolution()
     model = await deps.models.current(uow)
-    ctx = resolver.Context(model, deps.contact_role, actor.username, now)
+    ctx = resolver.Context(
+        model, deps.contact_role, actor.username, now, explain_kept_apart=len(records) == 1
+    )
     fresh, known = await _split_known(uow, records, now)
     resolved = iter(await resolver.resolve_batch(uow, fresh, ctx)) if fresh else iter(())
     return [k if k is not None else next(resolved) for k in known]

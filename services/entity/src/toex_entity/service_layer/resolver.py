@@ -40,7 +40,7 @@ from toex_entity.domain.model import (
     new_id,
     pair_key,
 )
-from toex_entity.domain.records import RecordType, SourceRecord
+from toex_entity.domain.records import RecordType, SourceRecord, record_name
 from toex_entity.service_layer.ports import Candidate, EntityLink, EntityUnitOfWork
 
 # Blocks larger than this are cut (the most common name pairs in a million records); the
@@ -54,6 +54,9 @@ class Context:
     contact_role: object  # Callable[[Region], str]
     actor: str
     now: datetime
+    # Explain why a new record was kept apart from its best candidate (single records); bulk
+    # ingest skips it, as nothing was linked.
+    explain_kept_apart: bool = True
 
 
 def explanation_for(
@@ -140,9 +143,9 @@ async def resolve_batch(
         {k for r in records if r.features is not None for k in matching.blocking_keys(r.features)}
     )
     hits = await repo.hits(det_keys) if det_keys else []
-    hits_by_key: dict[str, list[tuple[str, str, RecordType]]] = defaultdict(list)
+    hits_by_key: dict[str, list[tuple[str, str, RecordType, Region]]] = defaultdict(list)
     for hit in hits:
-        hits_by_key[hit.key].append((hit.record_id, hit.entity_id, hit.record_type))
+        hits_by_key[hit.key].append((hit.record_id, hit.entity_id, hit.record_type, hit.region))
     blocked = await repo.candidates(block_keys, PER_KEY_LIMIT) if block_keys else []
     by_key: dict[str, list[Candidate]] = defaultdict(list)
     for key, candidate in blocked:
@@ -151,31 +154,28 @@ async def resolve_batch(
     for record in records:
         # 1. deterministic
         det_entities: dict[str, list[str]] = {}  # entity -> shared identifiers
-        det_record: dict[str, str] = {}  # entity -> one record sharing the identifier
+        det_record: dict[str, tuple[str, Region, Features | None]] = {}  # entity -> a record sharing it
         for key in record.deterministic_keys():
-            for rid, eid, rtype in hits_by_key.get(key, ()):
+            for rid, eid, rtype, region in hits_by_key.get(key, ()):
                 if rtype is record.record_type:
                     root = batch.find(eid)
                     det_entities.setdefault(root, []).append(key)
-                    det_record.setdefault(root, rid)
+                    det_record.setdefault(root, (rid, region, None))
             for other, eid in batch.index.get(key, ()):
                 if other.record_type is record.record_type:
                     root = batch.find(eid)
                     det_entities.setdefault(root, []).append(key)
-                    det_record.setdefault(root, other.id)
+                    det_record.setdefault(root, (other.id, other.region, other.features))
         result: ResolveResult
         if det_entities:
             ordered = sorted(det_entities, key=lambda e: (-len(det_entities[e]), e))
             target = ordered[0]
             shared = sorted(set(det_entities[target]))
+            rid, region, features = det_record[target]
+            if features is None and record.features is not None:
+                features = (await uow.repo.features_of([rid])).get(rid)
             explanation = explanation_for(
-                model,
-                record,
-                await _name_of(uow, batch, det_record[target]),
-                record.features,
-                await _features(uow, batch, det_record[target]),
-                "DETERMINISTIC",
-                shared,
+                model, record, record_name(region, rid), record.features, features, "DETERMINISTIC", shared
             )
             result = _link(
                 batch, record, target, Outcome.LINKED_DETERMINISTIC, explanation, SYSTEM_DETERMINISTIC, ctx
@@ -199,7 +199,7 @@ async def resolve_batch(
         elif record.features is not None:
             # 2. probabilistic
             seen: set[str] = set()
-            best_by_entity: dict[str, tuple[float, str, Features]] = {}
+            best_by_entity: dict[str, tuple[float, str, Features, Region]] = {}
             for key in matching.blocking_keys(record.features):
                 for candidate in by_key.get(key, ()):
                     if candidate.record_id in seen:
@@ -208,7 +208,7 @@ async def resolve_batch(
                     w = matching.fast_weight(weights, prior, record.features, candidate.features)
                     root = batch.find(candidate.entity_id)
                     if root not in best_by_entity or w > best_by_entity[root][0]:
-                        best_by_entity[root] = (w, candidate.record_id, candidate.features)
+                        best_by_entity[root] = (w, candidate.record_id, candidate.features, candidate.region)
                 for other, eid in batch.index.get(key, ()):
                     if other.id in seen or other.features is None:
                         continue
@@ -216,20 +216,21 @@ async def resolve_batch(
                     w = matching.fast_weight(weights, prior, record.features, other.features)
                     root = batch.find(eid)
                     if root not in best_by_entity or w > best_by_entity[root][0]:
-                        best_by_entity[root] = (w, other.id, other.features)
+                        best_by_entity[root] = (w, other.id, other.features, other.region)
             ranked = sorted(best_by_entity.items(), key=lambda item: -item[1][0])
             auto, review = model.thresholds.auto_link, model.thresholds.review
             linked_to: str | None = None
             best_explanation: Explanation | None = None
             review_ids: list[str] = []
-            for entity_id, (w, rid, features) in ranked:
+            for entity_id, (w, rid, features, region) in ranked:
+                other_name = record_name(region, rid)
                 p = matching.probability(w)
                 if p < review:
-                    if best_explanation is None:
+                    if best_explanation is None and ctx.explain_kept_apart:
                         best_explanation = explanation_for(
                             model,
                             record,
-                            await _name_of(uow, batch, rid),
+                            other_name,
                             record.features,
                             features,
                             "KEEP_APART",
@@ -241,7 +242,7 @@ async def resolve_batch(
                     best_explanation = explanation_for(
                         model,
                         record,
-                        await _name_of(uow, batch, rid),
+                        other_name,
                         record.features,
                         features,
                         "AUTO_LINK",
@@ -249,13 +250,14 @@ async def resolve_batch(
                     )
                     continue
                 explanation = explanation_for(
-                    model, record, await _name_of(uow, batch, rid), record.features, features, "REVIEW", []
+                    model, record, other_name, record.features, features, "REVIEW", []
                 )
                 if best_explanation is None:
                     best_explanation = explanation
                 task = ReviewTask(
                     id=new_id(),
-                    region=await _task_region(uow, batch, record, rid),
+                    # A reviewer must see both records: their region, or the national team.
+                    region=record.region if region is record.region else Region.NATIONAL,
                     record_id=record.id,
                     candidate_record_id=rid,
                     explanation=explanation,
@@ -297,32 +299,6 @@ async def resolve_batch(
 def _members(batch: _Batch, root: str) -> set[str]:
     """Entity ids (as stored) that the batch has folded into `root`."""
     return {e for e in [root, *batch.redirect] if batch.find(e) == root}
-
-
-async def _name_of(uow: EntityUnitOfWork, batch: _Batch, record_id: str) -> str:
-    for record in batch.records:
-        if record.id == record_id:
-            return record.name
-    found = await uow.repo.get_records([record_id])
-    return found[record_id].name if record_id in found else record_id
-
-
-async def _features(uow: EntityUnitOfWork, batch: _Batch, record_id: str) -> Features | None:
-    for record in batch.records:
-        if record.id == record_id:
-            return record.features
-    return (await uow.repo.features_of([record_id])).get(record_id)
-
-
-async def _task_region(uow: EntityUnitOfWork, batch: _Batch, record: SourceRecord, other_id: str) -> Region:
-    """A review needs someone who may see both records: their region when they share one,
-    the national team otherwise."""
-    for other in batch.records:
-        if other.id == other_id:
-            return record.region if other.region is record.region else Region.NATIONAL
-    found = await uow.repo.get_records([other_id])
-    other_region = found[other_id].region if other_id in found else Region.NATIONAL
-    return record.region if other_region is record.region else Region.NATIONAL
 
 
 def _link(
@@ -384,7 +360,7 @@ async def _write(uow: EntityUnitOfWork, batch: _Batch, ctx: Context) -> None:
                 keys.update(matching.blocking_keys(record.features))
                 keys.update(search_keys(record.features))
             rows.extend((k, record.id) for k in sorted(keys))
-        await repo.add_keys(rows)
+        await repo.add_keys(rows, fresh=True)
     for record, link in zip(batch.records, batch.links, strict=True):
         if link.method == LinkMethod.NEW.value:
             uow.publish(integration.entity_created(record, record.entity_id))
@@ -437,10 +413,15 @@ async def _deconflict(
     ctx: Context,
 ) -> None:
     """Tell both regions, once per entity and pair of regions, that the other holds records."""
-    roots = {batch.find(r.entity_id) for r in results}
+    # A new entity holding one record spans one region: only linked entities can span two.
+    roots = {batch.find(e) for e in batch.touched}
+    if not roots:
+        return
     regions = await uow.repo.regions_of(roots)
     for record, result in zip(records, results, strict=True):
         root = batch.find(result.entity_id)
+        if root not in roots:
+            continue
         for other in sorted(regions.get(root, set()) - {record.region}):
             result.deconflictions.append(other)
             await notify_deconfliction(
