@@ -51,7 +51,7 @@ Clock = Callable[[], datetime]
 MAX_REASON = 2000
 MAX_SOURCE_TEXT = 200
 # Records per transaction when a stream is resolved.
-INGEST_CHUNK = 500
+INGEST_CHUNK = 2000
 
 
 def utcnow() -> datetime:
