@@ -19,6 +19,8 @@ import argparse
 import asyncio
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -32,7 +34,6 @@ from toex.tasking.v1 import tasking_pb2 as pb
 from toex.tasking.v1 import tasking_pb2_grpc
 from toex_common.db import create_engine, platform_metadata, session_factory
 from toex_common.events import StreamSpec, build_event, ensure_stream
-from toex_common.events.consumer import IdempotentConsumer
 from toex_common.events.nats import connect
 from toex_common.events.outbox import OutboxRelay
 from toex_common.migrations import upgrade
@@ -186,34 +187,38 @@ async def outbox_bench(events: int, pg: Postgres, nats: NatsServer) -> tuple[str
                         )
                     )
                 await uow.commit()
-        processed = 0
-        done = asyncio.Event()
-
-        async def handler(event: object, uow: object) -> None:
-            nonlocal processed
-            processed += 1
-            if processed >= events:
-                done.set()
-
-        consumer = IdempotentConsumer(
-            nc=nc,
-            js=js,
-            uow_factory=lambda: SqlAlchemyUnitOfWork(sessions),
-            name="bench",
-            stream=spec.name,
-            subjects=spec.subjects,
-            handler=handler,
-            batch=256,
+        # The consumer runs in its own process, as a consuming service does; the relay runs here.
+        consumer = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.tasking.consumer_proc",
+                database,
+                nats.url,
+                spec.name,
+                spec.subjects[0],
+                str(events),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
         )
-        await consumer.setup()
+        assert consumer.stdout is not None
+        await asyncio.to_thread(consumer.stdout.readline)  # "ready"
         stop = asyncio.Event()
         relay = OutboxRelay(engine, js, batch_size=batch, poll_seconds=0.05)
-        started = time.perf_counter()
-        tasks = [asyncio.create_task(relay.run(stop)), asyncio.create_task(consumer.run(stop))]
-        await asyncio.wait_for(done.wait(), timeout=600)
-        e2e_rate = events / (time.perf_counter() - started)
+        started = time.time()
+        relay_task = asyncio.create_task(relay.run(stop))
+        relayed_at = None
+        while relay.published < events:
+            await asyncio.sleep(0.02)
+        relayed_at = time.time()
+        finished_line = await asyncio.to_thread(consumer.stdout.readline)
+        consumer.wait(30)
+        finished = float(finished_line.split()[1])
+        e2e_rate = events / (finished - started)
+        relay_rate = events / (relayed_at - started)
         stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await relay_task
         await engine.dispose()
     finally:
         await nc.close()
@@ -222,6 +227,7 @@ async def outbox_bench(events: int, pg: Postgres, nats: NatsServer) -> tuple[str
             "| path | events/s | ratio to raw |",
             "| --- | ---: | ---: |",
             f"| raw nats-py JetStream publish with acks (windows of {batch}) | {raw_rate:,.0f} | 1.00 (baseline) |",
+            f"| outbox rows -> relay -> JetStream (relay alone, same run) | {relay_rate:,.0f} | {relay_rate / raw_rate:.2f} |",
             f"| outbox rows -> relay -> JetStream -> idempotent consumer (inbox + commit per batch) | {e2e_rate:,.0f} | {e2e_rate / raw_rate:.2f} |",
         ]
     )
@@ -238,6 +244,7 @@ async def main() -> None:
     parser.add_argument(
         "--seconds", type=float, default=None, help="seconds per load run (default 15, quick 3)"
     )
+    parser.add_argument("--only", choices=["grpc", "outbox"], help="run one of the two benchmarks")
     args = parser.parse_args()
     seconds = args.seconds or (3.0 if args.quick else 15.0)
     events = 5_000 if args.quick else 50_000
@@ -254,12 +261,16 @@ async def main() -> None:
     try:
         pg.start()
         nats.start()
-        if not external:
-            keycloak.start()
-        grpc_table, grpc_summary = await grpc_bench(seconds, pg, nats, keycloak)
-        outbox_table, outbox_summary = await outbox_bench(events, pg, nats)
+        grpc_table, grpc_summary = "(not run)", []
+        outbox_table, outbox_summary = "(not run)", []
+        if args.only in (None, "grpc"):
+            if not external:
+                keycloak.start()
+            grpc_table, grpc_summary = await grpc_bench(seconds, pg, nats, keycloak)
+        if args.only in (None, "outbox"):
+            outbox_table, outbox_summary = await outbox_bench(events, pg, nats)
     finally:
-        if not external:
+        if not external and keycloak.running:
             keycloak.stop()
         nats.stop()
         pg.stop()

@@ -104,6 +104,19 @@ _AUDIT_GUARD = [
     FOR EACH STATEMENT EXECUTE FUNCTION toex_audit_append_only()
     """,
     "CREATE INDEX outbox_unpublished ON outbox (seq) WHERE published_at IS NULL",
+    # Wake the relay when events are committed, without a round trip of the writer's own.
+    f"""
+    CREATE OR REPLACE FUNCTION toex_outbox_notify() RETURNS trigger AS $$
+    BEGIN
+        PERFORM pg_notify('{OUTBOX_CHANNEL}', '');
+        RETURN NULL;
+    END;
+    $$ LANGUAGE plpgsql
+    """,
+    """
+    CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
+    FOR EACH STATEMENT EXECUTE FUNCTION toex_outbox_notify()
+    """,
 ]
 
 
@@ -119,8 +132,10 @@ def drop_platform_schema(op: Any) -> None:
     bind = op.get_bind()
     op.execute("DROP TRIGGER IF EXISTS audit_log_no_update_delete ON audit_log")
     op.execute("DROP TRIGGER IF EXISTS audit_log_no_truncate ON audit_log")
+    op.execute("DROP TRIGGER IF EXISTS outbox_notify ON outbox")
     platform_metadata.drop_all(bind)
     op.execute("DROP FUNCTION IF EXISTS toex_audit_append_only()")
+    op.execute("DROP FUNCTION IF EXISTS toex_outbox_notify()")
 
 
 def create_engine(

@@ -9,11 +9,11 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Protocol
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from toex_common.db import OUTBOX_CHANNEL, idempotency_table, outbox_table
+from toex_common.db import idempotency_table, outbox_table
 from toex_common.errors import InvalidArgument
 from toex_common.events.envelope import EventEnvelope
 
@@ -76,8 +76,6 @@ class SqlAlchemyUnitOfWork:
                     for e in self._events
                 ],
             )
-            # Delivered only if the transaction commits; wakes the relay at once.
-            await self.session.execute(text(f"NOTIFY {OUTBOX_CHANNEL}"))
         await self.session.commit()
         self._events = []
 

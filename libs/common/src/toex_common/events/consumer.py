@@ -20,6 +20,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry import trace
+from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from toex_common.db import inbox_table
@@ -29,6 +30,13 @@ from toex_common.telemetry import extract
 from toex_common.uow import SqlAlchemyUnitOfWork
 
 log = logging.getLogger(__name__)
+
+_CLAIM_BATCH = text(
+    "INSERT INTO inbox (consumer, event_id, subject) "
+    "SELECT :consumer, event_id, subject FROM unnest(CAST(:event_ids AS text[]), CAST(:subjects AS text[])) "
+    "AS claimed(event_id, subject) "
+    "ON CONFLICT DO NOTHING RETURNING event_id"
+)
 _tracer = trace.get_tracer(__name__)
 
 
@@ -146,13 +154,15 @@ class IdempotentConsumer:
 
     async def _process_batch(self, events: list[IncomingEvent]) -> tuple[int, int]:
         async with self._uow_factory() as uow:
+            # One statement whatever the batch size (arrays, not one parameter per row), so it is
+            # compiled and prepared once.
             claimed = await uow.session.execute(
-                pg_insert(inbox_table)
-                .values(
-                    [{"consumer": self.name, "event_id": e.event_id, "subject": e.subject} for e in events]
-                )
-                .on_conflict_do_nothing()
-                .returning(inbox_table.c.event_id)
+                _CLAIM_BATCH,
+                {
+                    "consumer": self.name,
+                    "event_ids": [e.event_id for e in events],
+                    "subjects": [e.subject for e in events],
+                },
             )
             fresh = {row.event_id for row in claimed}
             for event in events:

@@ -14,7 +14,8 @@ from datetime import timedelta
 
 import asyncpg
 from nats.js import JetStreamContext
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import BigInteger, any_, bindparam, delete, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from toex_common.db import OUTBOX_CHANNEL, outbox_table
@@ -121,8 +122,12 @@ class OutboxRelay:
                 if isinstance(result, BaseException)
             ]
             if ok:
+                # One array parameter, so the statement is compiled and prepared once.
                 await conn.execute(
-                    update(outbox_table).where(outbox_table.c.seq.in_(ok)).values(published_at=func.now())
+                    update(outbox_table)
+                    .where(outbox_table.c.seq == any_(bindparam("seqs", type_=ARRAY(BigInteger))))
+                    .values(published_at=func.now()),
+                    {"seqs": ok},
                 )
             if failed:
                 await conn.execute(
