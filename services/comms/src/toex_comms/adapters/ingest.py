@@ -20,6 +20,7 @@ from typing import Any
 
 import polars as pl
 
+from toex_comms.analysis import PAIR_SCHEMA, pair_totals
 from toex_comms.domain.identifiers import BadIdentifier, NumberNormaliser, normalise_vrm
 from toex_comms.domain.profiles import EVENT_KINDS, REQUIRED_COLUMNS, MappingProfile
 
@@ -58,6 +59,7 @@ ADVERT_SCHEMA: dict[str, Any] = {
     "text": pl.String,
     "line": pl.Int64,
 }
+PAIRS_FILE = "pairs.parquet"
 REJECTION_SCHEMA: dict[str, Any] = {"line": pl.Int64, "reason": pl.String, "raw": pl.String}
 
 
@@ -188,6 +190,44 @@ def _time_expr(name: str, fmt: str, zone: str) -> pl.Expr:
     return pl.coalesce(with_offset.dt.convert_time_zone("UTC"), local)
 
 
+FAST = "__fast"
+SECONDS = "__seconds"
+
+
+def _fast_time_expr(name: str, fmt: str) -> pl.Expr:
+    """The common exported form `2024-03-04T09:00:00Z`, parsed with one fixed format; null for
+    anything else, which `_time_expr` then reads (the two agree wherever this one succeeds)."""
+    if fmt:
+        return pl.lit(None, pl.Datetime("us", "UTC"))
+    return (
+        pl.col(name)
+        .str.strip_chars()
+        .str.to_datetime("%Y-%m-%dT%H:%M:%SZ", strict=False, time_unit="us", time_zone="UTC")
+    )
+
+
+def _fast_duration_expr(name: str) -> pl.Expr:
+    """Whole seconds within the range a float holds exactly (as the general parse reads them);
+    null for anything else, which `_duration_expr` then reads."""
+    seconds = pl.col(name).str.strip_chars().cast(pl.Int64, strict=False)
+    return pl.when((seconds > -(2**53)) & (seconds < 2**53)).then(seconds)
+
+
+def _with_fallback(
+    frame: pl.DataFrame, column: str, fast: pl.Expr, slow: Callable[[str], pl.Expr], source: str
+) -> pl.DataFrame:
+    """`column` = the fast parse of `source`, and the slow one only for the rows the fast one
+    left null (`source` itself is kept as read, for the rejection report)."""
+    frame = frame.with_columns(fast.alias(column))
+    if frame[column].null_count() <= frame[source].null_count():
+        return frame
+    return (
+        frame.with_columns(pl.when(pl.col(column).is_null()).then(pl.col(source)).alias(FAST))
+        .with_columns(pl.coalesce(pl.col(column), slow(FAST)).alias(column))
+        .drop(FAST)
+    )
+
+
 def _duration_expr(name: str) -> pl.Expr:
     text = pl.col(name).str.strip_chars()
     seconds = text.cast(pl.Float64, strict=False).round(0).cast(pl.Int64, strict=False)
@@ -266,28 +306,35 @@ def ingest_cdr(
     lf = _scan(src, profile.separator).select(
         [pl.col(ROW), *(pl.col(s).alias(c) for c, s in present.items())]
     )
+    # Per-row check for undecodable text only when the file has any (a whole-file pass over
+    # the bytes is far cheaper than searching every cell of every row).
+    encoding_check = not _clean_utf8(src)
+
+    def parse_time(frame: pl.DataFrame, column: str, source: str) -> pl.DataFrame:
+        if profile.time_format:
+            return frame.with_columns(
+                _time_expr(source, profile.time_format, profile.time_zone).alias(column)
+            )
+        return _with_fallback(
+            frame,
+            column,
+            _fast_time_expr(source, ""),
+            lambda name: _time_expr(name, "", profile.time_zone),
+            source,
+        )
 
     for batch in _batches(lf, batch_rows):
         result.rows_read += batch.height
-        raw = _raw_expr(list(present))
         distinct = (
             pl.concat([batch["calling_number"], batch["called_number"]])
             .drop_nulls()
             .str.strip_chars()
             .unique()
+            .to_list()
         )
-        normaliser.resolve(distinct.to_list())
-        lookup = {r: normaliser.keys[r] for r in distinct.to_list()}
-        errors = {r: normaliser.errors[r] for r in distinct.to_list() if r in normaliser.errors}
-        start = _time_expr("start_time", profile.time_format, profile.time_zone)
-        if "duration" in present:
-            duration = _duration_expr("duration")
-        elif "end_time" in present:
-            duration = (
-                (_time_expr("end_time", profile.time_format, profile.time_zone) - start).dt.total_seconds()
-            ).cast(pl.Int64)
-        else:
-            duration = pl.lit(0, pl.Int64)
+        normaliser.resolve(distinct)
+        lookup = {r: normaliser.keys[r] for r in distinct}
+        errors = {r: normaliser.errors[r] for r in distinct if r in normaliser.errors}
         kind = (
             pl.col("event_type")
             .str.strip_chars()
@@ -300,8 +347,6 @@ def ingest_cdr(
             a_raw=pl.col("calling_number").str.strip_chars(),
             b_raw=pl.col("called_number").str.strip_chars(),
         ).with_columns(
-            start=start,
-            duration=duration,
             a=pl.col("a_raw").replace_strict(lookup, default=None, return_dtype=pl.Int64),
             b=pl.col("b_raw").replace_strict(lookup, default=None, return_dtype=pl.Int64),
             kind=kind,
@@ -310,13 +355,25 @@ def ingest_cdr(
             imei=_clean("imei") if "imei" in present else pl.lit(None, pl.String),
             imsi=_clean("imsi") if "imsi" in present else pl.lit(None, pl.String),
             line=pl.col(ROW).cast(pl.Int64) + 2,
-            raw=raw,
+        )
+        frame = parse_time(frame, "start", "start_time")
+        if "duration" in present:
+            frame = _with_fallback(
+                frame, SECONDS, _fast_duration_expr("duration"), _duration_expr, "duration"
+            )
+        elif "end_time" in present:
+            frame = parse_time(frame, "end", "end_time").with_columns(
+                (pl.col("end") - pl.col("start")).dt.total_seconds().cast(pl.Int64).alias(SECONDS)
+            )
+        else:
+            frame = frame.with_columns(pl.lit(0, pl.Int64).alias(SECONDS))
+        undecodable = (
+            pl.any_horizontal([pl.col(c).str.contains(REPLACEMENT, literal=True) for c in present])
+            if encoding_check
+            else pl.lit(False)
         )
         checks: list[tuple[pl.Expr, pl.Expr | str]] = [
-            (
-                pl.col("raw").str.contains(REPLACEMENT, literal=True),
-                "text is not valid in the file's encoding",
-            ),
+            (undecodable, "text is not valid in the file's encoding"),
             (pl.col("start_time").is_null(), "start_time: missing"),
             (
                 pl.col("start_time").is_not_null() & pl.col("start").is_null(),
@@ -325,11 +382,11 @@ def ingest_cdr(
             _number_error("a", "calling_number", errors),
             _number_error("b", "called_number", errors),
             (
-                pl.col("duration").is_null() & pl.col("start").is_not_null(),
+                pl.col(SECONDS).is_null() & pl.col("start").is_not_null(),
                 "duration: not a number of seconds or H:MM:SS (or end_time is not a valid time)",
             ),
             (
-                (pl.col("duration") < 0) | (pl.col("duration") > MAX_DURATION_SECONDS),
+                (pl.col(SECONDS) < 0) | (pl.col(SECONDS) > MAX_DURATION_SECONDS),
                 "duration: negative or longer than two days",
             ),
         ]
@@ -342,12 +399,15 @@ def ingest_cdr(
                     ),
                 )
             )
-        frame = frame.with_columns(_reasons(checks).alias(REASON))
-        good = frame.filter(pl.col(REASON).is_null()).select(
-            [pl.col(c).cast(t) for c, t in CDR_SCHEMA.items()]
+        # Flag first (cheap booleans); words and the raw text only for the rows rejected.
+        frame = frame.with_columns(
+            pl.any_horizontal([bad.fill_null(False) for bad, _ in checks]).alias(REASON)
         )
-        bad = frame.filter(pl.col(REASON).is_not_null()).select(
-            pl.col("line"), pl.col(REASON).alias("reason"), pl.col("raw")
+        good = frame.filter(~pl.col(REASON)).select(
+            [pl.col(SECONDS if c == "duration" else c).cast(t).alias(c) for c, t in CDR_SCHEMA.items()]
+        )
+        bad = frame.filter(pl.col(REASON)).select(
+            pl.col("line"), _reasons(checks).alias("reason"), _raw_expr(list(present)).alias("raw")
         )
         rows.write(good)
         rejects.write(bad)
@@ -360,22 +420,46 @@ def ingest_cdr(
     return result
 
 
+def _clean_utf8(path: Path, chunk: int = 1 << 22) -> bool:
+    """True when the file is valid UTF-8 holding no replacement character, so that no cell read
+    from it (lossily) can contain one."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            if block.isascii() and not decoder.getstate()[0]:
+                continue
+            try:
+                if REPLACEMENT in decoder.decode(block):
+                    return False
+            except UnicodeDecodeError:
+                return False
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _number_error(col: str, field: str, errors: dict[str, str]) -> tuple[pl.Expr, pl.Expr]:
     detail = pl.col(f"{col}_raw").replace_strict(errors, default=None, return_dtype=pl.String)
     return (pl.col(col).is_null(), pl.concat_str(pl.lit(f"{field}: "), detail.fill_null("missing")))
 
 
 def _write_number_index(out: Path, result: IngestResult) -> None:
+    """The dataset's phone index (`numbers.parquet`) and contact totals per pair of numbers
+    (`pairs.parquet`, see `analysis.pair_totals`), in one pass over the stored rows."""
     parts = sorted(out.glob("rows-*.parquet"))
     if not parts:
         pl.DataFrame(schema=NUMBER_INDEX_SCHEMA).write_parquet(out / "numbers.parquet")
+        pl.DataFrame(schema=PAIR_SCHEMA).write_parquet(out / PAIRS_FILE)
         return
     lf = pl.scan_parquet(parts)
-    index = number_index(lf).collect()
+    span = lf.select(pl.col("start").min().alias("lo"), pl.col("start").max().alias("hi"))
+    index, pairs, bounds = pl.collect_all([number_index(lf), pair_totals(lf), span])
     index.write_parquet(out / "numbers.parquet")
+    pairs.write_parquet(out / PAIRS_FILE, compression="lz4")
     result.distinct_identifiers = index.height
-    span = lf.select(pl.col("start").min().alias("lo"), pl.col("start").max().alias("hi")).collect()
-    result.first_time, result.last_time = span["lo"][0], span["hi"][0]
+    result.first_time, result.last_time = bounds["lo"][0], bounds["hi"][0]
 
 
 NUMBER_INDEX_SCHEMA: dict[str, Any] = {

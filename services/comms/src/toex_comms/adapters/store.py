@@ -10,7 +10,8 @@ from typing import Any
 
 import polars as pl
 
-from toex_comms.adapters.ingest import CDR_SCHEMA, NUMBER_INDEX_SCHEMA, REJECTION_SCHEMA
+from toex_comms.adapters.ingest import CDR_SCHEMA, NUMBER_INDEX_SCHEMA, PAIRS_FILE, REJECTION_SCHEMA
+from toex_comms.analysis import PAIR_SCHEMA
 
 
 class DatasetStore:
@@ -60,6 +61,16 @@ class DatasetStore:
         return pl.concat(
             [pl.scan_parquet(f).with_columns(pl.lit(f.parent.name).alias("dataset_id")) for f in files]
         )
+
+    def pairs(self, ids: Iterable[str]) -> pl.LazyFrame | None:
+        """Contact totals per pair of numbers over the datasets; None when one of them has none
+        (imported before they were kept), so the caller reads the records instead."""
+        files = [self.path(i) / PAIRS_FILE for i in ids]
+        if not all(f.exists() for f in files):
+            return None
+        if not files:
+            return pl.LazyFrame(schema=PAIR_SCHEMA)
+        return pl.scan_parquet(files)
 
     def rejections(self, dataset_id: str, offset: int, limit: int) -> list[tuple[int, str, str]]:
         parts = self._parts([dataset_id], "rejections")

@@ -14,6 +14,10 @@ import phonenumbers
 DEFAULT_COUNTRY = "GB"
 _VRM_STRIP = re.compile(r"[^A-Z0-9]")
 _VRM_VALID = re.compile(r"^[A-Z0-9]{2,8}$")
+# A UK number already in E.164 with a ten-digit national number: phonenumbers returns it unchanged
+# and possible (tests/unit/test_comms_fast_paths.py checks that on a large sample), so the
+# normaliser takes its digits without parsing. Anything else goes through phonenumbers.
+CANONICAL_UK = re.compile(r"\+44[1-9][0-9]{9}")
 
 
 class BadIdentifier(ValueError):
@@ -57,6 +61,9 @@ class NumberNormaliser:
     def resolve(self, raws: Iterable[str]) -> None:
         for raw in raws:
             if raw in self.keys:
+                continue
+            if CANONICAL_UK.fullmatch(raw):
+                self.keys[raw] = int(raw[1:])
                 continue
             try:
                 self.keys[raw] = parse_number_key(raw, self.country)

@@ -446,9 +446,14 @@ class CommsServicer(comms_pb2_grpc.CommsAnalysisServiceServicer):
     # ------------------------------------------------------------ analyses
 
     async def _cdr(self, scope_msg: Any) -> tuple[Scope, Any]:
-        scope = _scope(scope_msg)
-        _, rows = await handlers.resolve_scope(scope, DatasetKind.CDR, self.deps)
+        scope, rows, _ = await self._cdr_pairs(scope_msg)
         return scope, rows
+
+    async def _cdr_pairs(self, scope_msg: Any) -> tuple[Scope, Any, Any]:
+        """Rows in the window, and the datasets' pair totals when the window holds all of them."""
+        scope = _scope(scope_msg)
+        chosen, rows = await handlers.resolve_scope(scope, DatasetKind.CDR, self.deps)
+        return scope, rows, handlers.whole_dataset_pairs(scope, chosen, self.deps)
 
     async def _labels(
         self, region: Region, numbers: list[int]
@@ -462,13 +467,14 @@ class CommsServicer(comms_pb2_grpc.CommsAnalysisServiceServicer):
     ) -> pb.GetContactNetworkResponse:
         targets = parse_targets(request.targets, "targets")
         handlers.ensure_targets(targets)
-        scope, rows = await self._cdr(request.scope)
+        scope, rows, pairs = await self._cdr_pairs(request.scope)
         net = await asyncio.to_thread(
             analysis.contact_network,
             rows,
             targets,
             min_contacts=request.min_contacts or 1,
             max_edges=request.max_edges or 2000,
+            pairs=pairs,
         )
         found, members = await self._labels(scope.region, list(net.nodes))
         return pb.GetContactNetworkResponse(
@@ -503,7 +509,7 @@ class CommsServicer(comms_pb2_grpc.CommsAnalysisServiceServicer):
     ) -> pb.FindCommonContactsResponse:
         targets = parse_targets(request.targets, "targets")
         handlers.ensure_targets(targets)
-        scope, rows = await self._cdr(request.scope)
+        scope, rows, pairs = await self._cdr_pairs(request.scope)
         found = await asyncio.to_thread(
             analysis.common_contacts,
             rows,
@@ -511,6 +517,7 @@ class CommsServicer(comms_pb2_grpc.CommsAnalysisServiceServicer):
             min_targets=request.min_targets or 2,
             include_targets=request.include_targets,
             limit=request.limit or 100,
+            pairs=pairs,
         )
         attributed, _ = await self._labels(scope.region, [c.number for c in found])
         return pb.FindCommonContactsResponse(
@@ -533,9 +540,14 @@ class CommsServicer(comms_pb2_grpc.CommsAnalysisServiceServicer):
     ) -> pb.RankSuspectsResponse:
         targets = parse_targets(request.targets, "targets")
         handlers.ensure_targets(targets)
-        scope, rows = await self._cdr(request.scope)
+        scope, rows, pairs = await self._cdr_pairs(request.scope)
         found = await asyncio.to_thread(
-            analysis.rank_suspects, rows, targets, limit=request.limit or 25, max_degree=request.max_degree
+            analysis.rank_suspects,
+            rows,
+            targets,
+            limit=request.limit or 25,
+            max_degree=request.max_degree,
+            pairs=pairs,
         )
         attributed, members = await self._labels(scope.region, [s.number for s in found])
         return pb.RankSuspectsResponse(
@@ -765,9 +777,9 @@ class CommsServicer(comms_pb2_grpc.CommsAnalysisServiceServicer):
     async def _export_network(self, request: pb.ExportRequest) -> tuple[Path, str, str]:
         targets = parse_targets(request.targets, "targets")
         handlers.ensure_targets(targets)
-        scope, rows = await self._cdr(request.scope)
+        scope, rows, pairs = await self._cdr_pairs(request.scope)
         net = await asyncio.to_thread(
-            analysis.contact_network, rows, targets, min_contacts=request.min_contacts or 1
+            analysis.contact_network, rows, targets, min_contacts=request.min_contacts or 1, pairs=pairs
         )
         found, _ = await self._labels(scope.region, list(net.nodes))
         labels = {int(k[1:]): v[0].label or v[0].entity_id for k, v in found.items() if v}

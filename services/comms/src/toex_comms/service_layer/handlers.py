@@ -406,6 +406,20 @@ async def resolve_scope(scope: Scope, kind: DatasetKind, deps: Deps) -> tuple[li
     return chosen, analysis.window(rows, column, scope.start, scope.end)  # type: ignore[arg-type]
 
 
+def whole_dataset_pairs(scope: Scope, chosen: list[Dataset], deps: Deps) -> pl.LazyFrame | None:
+    """The chosen datasets' pair totals (written on import), when the time window holds every
+    record of them; otherwise None and the analysis reads the records in the window."""
+    start, end = scope.start, scope.end
+    for d in chosen:
+        if d.first_time is None or d.last_time is None:
+            continue
+        if start is not None and start > d.first_time:  # type: ignore[operator]
+            return None
+        if end is not None and end <= d.last_time:  # type: ignore[operator]
+            return None
+    return deps.store.pairs([d.id for d in chosen])
+
+
 async def attributions_for(
     region: Region, identifiers: list[str], deps: Deps
 ) -> dict[str, list[Attribution]]:
