@@ -1,0 +1,271 @@
+"""Hand-written in-memory fakes of the entity repository and unit of work."""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from toex_common.events.envelope import EventEnvelope
+from toex_common.regions import Region
+from toex_entity.domain.matching import Features, MatchModel
+from toex_entity.domain.model import (
+    Entity,
+    EntityChange,
+    EntityState,
+    PairDecision,
+    PairVerdict,
+    ReviewState,
+    ReviewTask,
+)
+from toex_entity.domain.records import SourceRecord
+from toex_entity.service_layer.ports import Candidate, EntityLink, KeyHit, SourceKey
+
+
+class FakeRepository:
+    def __init__(self) -> None:
+        self.records: dict[str, SourceRecord] = {}
+        self.links: dict[str, EntityLink] = {}
+        self.keys: dict[str, set[str]] = defaultdict(set)
+        self.entities: dict[str, Entity] = {}
+        self.changes: dict[str, EntityChange] = {}
+        self.reviews: dict[str, ReviewTask] = {}
+        self.decisions: dict[tuple[str, str], PairDecision] = {}
+        self.deconflicted: set[tuple[str, Region, Region]] = set()
+        self.model: MatchModel | None = None
+        self.job_subjects: set[tuple[str, str]] = set()
+
+    async def find_existing(self, keys: Sequence[SourceKey]) -> dict[SourceKey, SourceRecord]:
+        wanted = set(keys)
+        return {
+            (r.region, r.source_system, r.source_record_id): r
+            for r in self.records.values()
+            if (r.region, r.source_system, r.source_record_id) in wanted
+        }
+
+    async def add_records(self, records: Sequence[SourceRecord], links: Sequence[EntityLink]) -> None:
+        for record, link in zip(records, links, strict=True):
+            self.records[record.id] = copy.copy(record)
+            self.links[record.id] = link
+
+    async def update_record(self, record: SourceRecord) -> None:
+        self.records[record.id] = copy.copy(record)
+
+    async def get_records(self, ids: Iterable[str]) -> dict[str, SourceRecord]:
+        return {i: self.records[i] for i in ids if i in self.records}
+
+    async def records_of(self, entity_ids: Iterable[str]) -> list[SourceRecord]:
+        wanted = set(entity_ids)
+        return [r for r in self.records.values() if r.entity_id in wanted]
+
+    async def links_of(self, record_ids: Iterable[str]) -> dict[str, EntityLink]:
+        return {i: self.links[i] for i in record_ids if i in self.links}
+
+    async def regions_of(self, entity_ids: Iterable[str]) -> dict[str, set[Region]]:
+        found: dict[str, set[Region]] = defaultdict(set)
+        wanted = set(entity_ids)
+        for r in self.records.values():
+            if r.entity_id in wanted:
+                found[r.entity_id].add(r.region)
+        return found
+
+    async def features_of(self, record_ids: Iterable[str]) -> dict[str, Features]:
+        return {i: self.records[i].features for i in record_ids if self.records[i].features}  # type: ignore[misc]
+
+    async def add_keys(self, rows: Sequence[tuple[str, str]], *, fresh: bool = False) -> None:
+        for key, record in rows:
+            self.keys[key].add(record)
+
+    async def replace_keys(self, record_id: str, keys: Sequence[str]) -> None:
+        for members in self.keys.values():
+            members.discard(record_id)
+        await self.add_keys([(k, record_id) for k in keys])
+
+    async def hits(self, keys: Sequence[str]) -> list[KeyHit]:
+        return [
+            KeyHit(k, r, self.records[r].entity_id, self.records[r].record_type, self.records[r].region)
+            for k in keys
+            for r in sorted(self.keys.get(k, ()))
+        ]
+
+    async def candidates(self, keys: Sequence[str], per_key: int) -> list[tuple[str, Candidate]]:
+        out = []
+        for k in keys:
+            for r in sorted(self.keys.get(k, ()))[:per_key]:
+                record = self.records[r]
+                if record.features is not None:
+                    out.append((k, Candidate(r, record.entity_id, record.region, record.features)))
+        return out
+
+    async def add_entities(self, entities: Sequence[Entity]) -> None:
+        for e in entities:
+            self.entities[e.id] = copy.copy(e)
+
+    async def get_entity(self, entity_id: str) -> Entity | None:
+        return self.entities.get(entity_id)
+
+    async def touch_entities(self, ids: Iterable[str], at: datetime) -> None:
+        for i in ids:
+            self.entities[i].updated_at = at
+
+    async def move_records(
+        self, from_entity: str, to_entity: str, record_ids: Sequence[str] | None
+    ) -> list[str]:
+        moved = []
+        for r in self.records.values():
+            if r.entity_id == from_entity and (record_ids is None or r.id in record_ids):
+                r.entity_id = to_entity
+                moved.append(r.id)
+        return sorted(moved)
+
+    async def set_merged(self, entity_id: str, into: str | None, at: datetime) -> None:
+        entity = self.entities[entity_id]
+        entity.state = EntityState.MERGED if into else EntityState.ACTIVE
+        entity.merged_into = into
+
+    async def merged_ids(self, entity_id: str) -> list[str]:
+        found: list[str] = []
+        frontier = [entity_id]
+        while frontier:
+            current = frontier.pop()
+            for e in self.entities.values():
+                if e.merged_into == current and e.id not in found:
+                    found.append(e.id)
+                    frontier.append(e.id)
+        return sorted(found)
+
+    async def add_change(self, change: EntityChange) -> None:
+        self.changes[change.id] = change
+
+    async def get_change(self, change_id: str) -> EntityChange | None:
+        return self.changes.get(change_id)
+
+    async def changes_of(self, entity_ids: Iterable[str]) -> list[EntityChange]:
+        wanted = set(entity_ids)
+        return [c for c in self.changes.values() if c.entity_id in wanted or wanted & set(c.others)]
+
+    async def mark_undone(self, change_id: str, by_change: str) -> None:
+        self.changes[change_id].undone_by = by_change
+
+    async def add_review_tasks(self, tasks: Sequence[ReviewTask]) -> None:
+        for t in tasks:
+            self.reviews[t.id] = t
+
+    async def get_review_task(self, task_id: str, *, for_update: bool = False) -> ReviewTask | None:
+        return self.reviews.get(task_id)
+
+    async def save_review_task(self, task: ReviewTask) -> None:
+        self.reviews[task.id] = task
+
+    async def list_review_tasks(
+        self,
+        regions: frozenset[Region] | None,
+        state: ReviewState,
+        limit: int,
+        after: tuple[datetime, str] | None,
+    ) -> list[ReviewTask]:
+        tasks = sorted(
+            (
+                t
+                for t in self.reviews.values()
+                if t.state is state and (regions is None or t.region in regions)
+            ),
+            key=lambda t: (t.created_at, t.id),
+        )
+        if after is not None:
+            tasks = [t for t in tasks if (t.created_at, t.id) > after]
+        return tasks[:limit]
+
+    async def open_review_pairs(self, record_ids: Iterable[str]) -> set[tuple[str, str]]:
+        wanted = set(record_ids)
+        return {
+            (t.record_id, t.candidate_record_id)
+            for t in self.reviews.values()
+            if t.state is ReviewState.OPEN and {t.record_id, t.candidate_record_id} & wanted
+        }
+
+    async def supersede_reviews(self, pairs: Iterable[tuple[str, str]], at: datetime) -> None:
+        return None
+
+    async def add_pair_decisions(self, decisions: Sequence[PairDecision]) -> None:
+        for d in decisions:
+            self.decisions[(d.record_a, d.record_b)] = d
+
+    async def different_pairs(self, record_ids: Iterable[str]) -> set[tuple[str, str]]:
+        wanted = set(record_ids)
+        return {
+            k for k, d in self.decisions.items() if d.verdict is PairVerdict.DIFFERENT and set(k) & wanted
+        }
+
+    async def different_between(
+        self, entities_a: Iterable[str], entities_b: Iterable[str]
+    ) -> list[tuple[str, str]]:
+        a, b = set(entities_a), set(entities_b)
+        out = []
+        for (x, y), d in self.decisions.items():
+            if d.verdict is not PairVerdict.DIFFERENT:
+                continue
+            ex, ey = self.records[x].entity_id, self.records[y].entity_id
+            if (ex in a and ey in b) or (ex in b and ey in a):
+                out.append((x, y))
+        return out
+
+    async def claim_deconfliction(self, entity_id: str, region: Region, other: Region) -> bool:
+        key = (entity_id, region, other)
+        if key in self.deconflicted:
+            return False
+        self.deconflicted.add(key)
+        return True
+
+    async def active_model(self) -> MatchModel | None:
+        return self.model
+
+    async def save_model(self, model: MatchModel, at: datetime) -> None:
+        self.model = model
+
+    async def person_features_sample(self, limit: int) -> list[tuple[str, Features]]:
+        return [(r.id, r.features) for r in self.records.values() if r.features][:limit]
+
+    async def add_job_subject(self, job: str, entity_id: str, region: Region, at: datetime) -> bool:
+        if (job, entity_id) in self.job_subjects:
+            return False
+        self.job_subjects.add((job, entity_id))
+        return True
+
+
+class FakeUnitOfWork:
+    """Commits copy nothing: the fake repository is the store; events collect on commit."""
+
+    def __init__(self, repo: FakeRepository) -> None:
+        self.repo = repo
+        self.published: list[EventEnvelope] = []
+        self._pending: list[EventEnvelope] = []
+        self.commits = 0
+
+    async def __aenter__(self) -> FakeUnitOfWork:
+        self._pending = []
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._pending = []
+
+    def publish(self, event: EventEnvelope) -> None:
+        self._pending.append(event)
+
+    async def commit(self) -> None:
+        self.published.extend(self._pending)
+        self._pending = []
+        self.commits += 1
+
+    async def rollback(self) -> None:
+        self._pending = []
+
+    async def recall_request(self, scope: str, request_id: str, fingerprint: str) -> str | None:
+        return None
+
+    async def remember_request(self, scope: str, request_id: str, fingerprint: str, resource: str) -> None:
+        return None
+
+    async def lock_resolution(self) -> None:
+        return None

@@ -1,0 +1,151 @@
+"""Resolution, reviews, merges and scope through the handlers, with the in-memory fakes."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from toex.entity.events.v1 import events_pb2 as ev
+from toex_common.errors import FailedPrecondition, InvalidArgument, OutOfScope, PermissionDenied
+from toex_common.principal import Principal, Role
+from toex_common.regions import Region
+from toex_entity.domain import commands
+from toex_entity.domain.matching import Thresholds
+from toex_entity.domain.model import Outcome
+from toex_entity.domain.records import Address, Grading, Handling, PersonData, PhoneData, RecordType
+from toex_entity.service_layer import handlers
+
+from .fakes import FakeRepository, FakeUnitOfWork
+
+GRADING = Grading(2, "B", Handling.P)
+NC = Principal("nc", "national_coordinator.national", Region.NATIONAL, frozenset({Role.NATIONAL_COORDINATOR}))
+EMSOU = Principal("a", "analyst.emsou", Region.EMSOU, frozenset({Role.ANALYST}))
+ERSOU = Principal("b", "analyst.ersou", Region.ERSOU, frozenset({Role.ANALYST}))
+
+DANIEL = PersonData(
+    given_name="Daniel",
+    surname="Harrington",
+    birth_date="1994-03-12",
+    gender="M",
+    addresses=(Address(("14 Mill Lane",), "Derby", "DE1 2AB"),),
+)
+
+
+@pytest.fixture
+def deps() -> handlers.Deps:
+    repo = FakeRepository()
+    uow = FakeUnitOfWork(repo)
+    return handlers.Deps(uow=lambda: uow)  # type: ignore[arg-type,return-value]
+
+
+def published(deps: handlers.Deps) -> list:  # type: ignore[type-arg]
+    return deps.uow().published  # type: ignore[attr-defined,no-any-return]
+
+
+def person(source_id: str, region: Region = Region.EMSOU, **changes: object) -> commands.IncomingRecord:
+    return commands.IncomingRecord(
+        region,
+        "niche",
+        source_id,
+        RecordType.PERSON,
+        GRADING,
+        dataclasses.replace(DANIEL, **changes),  # type: ignore[arg-type]
+    )
+
+
+async def resolve(deps: handlers.Deps, actor: Principal, *items: commands.IncomingRecord) -> list:  # type: ignore[type-arg]
+    return await handlers.resolve_records(
+        commands.ResolveRecords(actor, list(items), single=len(items) == 1), deps
+    )
+
+
+async def test_duplicates_in_one_batch_link_and_identical_resend_is_unchanged(deps) -> None:  # type: ignore[no-untyped-def]
+    first, second, other = await resolve(
+        deps,
+        EMSOU,
+        person("1"),
+        person("2", given_name="Danial", birth_date="1994-03-21"),
+        person("3", given_name="Susan", surname="Okafor", birth_date="1970-01-01", addresses=()),
+    )
+    assert first.outcome is Outcome.NEW_ENTITY
+    assert second.outcome is Outcome.LINKED_PROBABILISTIC and second.entity_id == first.entity_id
+    assert second.explanation.probability >= 0.99
+    assert other.entity_id != first.entity_id
+    [again] = await resolve(deps, EMSOU, person("1"))
+    assert again.outcome is Outcome.UNCHANGED and again.entity_id == first.entity_id
+    types = [e.event_type.rsplit(".", 1)[1] for e in published(deps)]
+    assert types.count("EntityCreated") == 2 and types.count("RecordLinked") == 3
+
+
+async def test_invalid_records_are_refused_with_field_violations(deps) -> None:  # type: ignore[no-untyped-def]
+    bad = commands.IncomingRecord(
+        Region.EMSOU, "", "x", RecordType.PHONE, Grading(0, "", Handling.C), PhoneData("xyz")
+    )
+    with pytest.raises(InvalidArgument) as refused:
+        await resolve(deps, EMSOU, bad)
+    fields = {v.field for v in refused.value.violations}
+    assert {"record.ref.source_system", "record.grading.source_evaluation"} <= fields
+    # In a stream the bad record is reported and the others go on.
+    results = await resolve(deps, EMSOU, bad, person("ok"))
+    assert results[0].error and results[1].outcome is Outcome.NEW_ENTITY
+
+
+async def test_submitting_to_another_region_is_refused(deps) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(PermissionDenied):
+        await resolve(deps, EMSOU, person("1", Region.ERSOU))
+
+
+async def test_deconfliction_once_per_pair_of_regions_and_scoped_view(deps) -> None:  # type: ignore[no-untyped-def]
+    [mine] = await resolve(deps, EMSOU, person("1"))
+    [theirs] = await resolve(deps, ERSOU, person("2", Region.ERSOU))
+    assert theirs.entity_id == mine.entity_id and theirs.deconflictions == [Region.EMSOU]
+    [more] = await resolve(deps, ERSOU, person("3", Region.ERSOU, given_name="Dan"))
+    assert more.deconflictions == [Region.EMSOU]  # told again in the answer...
+    notices = [e for e in published(deps) if e.event_type.endswith("DeconflictionNotice")]
+    assert sorted(e.headers["toex-region"] for e in notices) == ["EMSOU", "ERSOU"]  # ...but notified once
+    notice = ev.DeconflictionNotice.FromString(
+        next(e.payload for e in notices if e.headers["toex-region"] == "EMSOU")
+    )
+    assert notice.other_region and "ERSOU" in notice.contact_role
+    view = await handlers.get_entity(commands.GetEntity(EMSOU, mine.entity_id), deps)
+    assert [r.region for r in view.records] == [Region.EMSOU] and view.other_regions == [Region.ERSOU]
+    outsider = Principal("c", "analyst.nw", Region.NW, frozenset({Role.ANALYST}))
+    with pytest.raises(OutOfScope):
+        await handlers.get_entity(commands.GetEntity(outsider, mine.entity_id), deps)
+
+
+async def test_rejection_blocks_deterministic_bridge_and_manual_merge(deps) -> None:  # type: ignore[no-untyped-def]
+    async with deps.uow() as uow:
+        model = await deps.models.current(uow)
+    await handlers.save_model(
+        dataclasses.replace(model, thresholds=Thresholds(auto_link=1.01, review=0.5)), deps
+    )
+    [a] = await resolve(deps, EMSOU, person("a", identifiers=(("PNC", "11"),)))
+    [b] = await resolve(deps, EMSOU, person("b", given_name="Dan", identifiers=(("PND", "22"),)))
+    assert b.outcome is Outcome.QUEUED_FOR_REVIEW
+    task_id = b.review_tasks[0].rsplit("/", 1)[1]
+    await handlers.decide_review(commands.DecideReview(EMSOU, Region.EMSOU, task_id, False, "not him"), deps)
+    [bridge] = await resolve(deps, EMSOU, person("c", identifiers=(("PNC", "11"), ("PND", "22"))))
+    assert bridge.outcome is Outcome.LINKED_DETERMINISTIC
+    repo = deps.uow().repo  # type: ignore[attr-defined]
+    assert repo.records[a.record_id].entity_id != repo.records[b.record_id].entity_id
+    with pytest.raises(FailedPrecondition):
+        await handlers.merge(commands.MergeEntities(NC, a.entity_id, [b.entity_id], "same?"), deps)
+
+
+async def test_merge_then_undo_restores_ids_and_records(deps) -> None:  # type: ignore[no-untyped-def]
+    [a] = await resolve(deps, EMSOU, person("a"))
+    [b] = await resolve(
+        deps, EMSOU, person("b", given_name="Zed", surname="Quinn", birth_date="1960-01-01", addresses=())
+    )
+    view, change_id = await handlers.merge(
+        commands.MergeEntities(EMSOU, a.entity_id, [b.entity_id], "same"), deps
+    )
+    assert {r.id for r in view.records} == {a.record_id, b.record_id} and view.merged_ids == [b.entity_id]
+    redirected = await handlers.get_entity(commands.GetEntity(EMSOU, b.entity_id), deps)
+    assert redirected.entity.id == a.entity_id
+    kept, restored, _ = await handlers.split(
+        commands.SplitEntity(EMSOU, a.entity_id, [], change_id, "wrong"), deps
+    )
+    assert [r.id for r in kept.records] == [a.record_id]
+    assert [(v.entity.id, [r.id for r in v.records]) for v in restored] == [(b.entity_id, [b.record_id])]
