@@ -8,6 +8,7 @@ the chain alone, with no business logic or database work of its own.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 
 import grpc
@@ -22,6 +23,17 @@ from toex_common.principal import Role
 from toex_common.telemetry import configure_tracing
 
 
+from contextlib import asynccontextmanager
+
+from toex_common.grpc.interceptors import GuardInterceptor
+
+
+class _Noop(GuardInterceptor):
+    @asynccontextmanager
+    async def guard(self, method, context):  # type: ignore[no-untyped-def,override]
+        yield
+
+
 async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
     return request
 
@@ -29,8 +41,13 @@ async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
 async def main(port: int, database_url: str, issuer: str) -> None:
     configure_tracing("bench-chain")
     engine = create_engine(database_url)
-    audit = PostgresAuditLog(engine)
-    await audit.start()
+    audit: object = PostgresAuditLog(engine)
+    await audit.start()  # type: ignore[attr-defined]
+    variant = os.environ.get("BENCH_VARIANT", "full")
+    if variant == "no-audit":
+        from toex_common.testing.fakes import FakeAuditSink
+
+        audit = FakeAuditSink()
     handler = grpc.method_handlers_generic_handler(
         "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
     )
@@ -38,8 +55,15 @@ async def main(port: int, database_url: str, issuer: str) -> None:
     server, _, health = await create_server(
         register=lambda s: s.add_generic_rpc_handlers((handler,)),
         service_names=["bench.Echo"],
-        interceptors=standard_interceptors(
-            service="bench", verifier=TokenVerifier(issuer, "toex"), policy=policy, audit=audit
+        interceptors=[]
+        if variant == "none"
+        else [_Noop() for _ in range(int(variant[4:]))]
+        if variant.startswith("noop")
+        else standard_interceptors(
+            service="bench",
+            verifier=TokenVerifier(issuer, "toex"),
+            policy=policy,
+            audit=audit,  # type: ignore[arg-type]
         ),
         port=port,
     )

@@ -8,19 +8,61 @@ import signal
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
+import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from toex_common.grpc.interceptors import GuardChain, GuardInterceptor
+
 log = logging.getLogger(__name__)
+
+
+class _GenericGuarded(grpc.GenericRpcHandler):
+    def __init__(self, inner: grpc.GenericRpcHandler, chain: GuardChain) -> None:
+        self._inner = inner
+        self._chain = chain
+        self._cache: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        handler = self._inner.service(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        cached = self._cache.get(method)
+        if cached is None or cached[0] is not handler:
+            cached = (handler, self._chain.wrap(method, handler))
+            self._cache[method] = cached
+        return cached[1]
+
+
+class _Guarded:
+    """What servicers are registered on: the server, with every handler wrapped in the guard chain."""
+
+    def __init__(self, server: aio.Server, chain: GuardChain) -> None:
+        self._server = server
+        self._chain = chain
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers([_GenericGuarded(h, self._chain) for h in handlers])
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self._server.add_registered_method_handlers(  # type: ignore[attr-defined]
+            service, {name: self._chain.wrap(f"/{service}/{name}", h) for name, h in handlers.items()}
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._server, name)
 
 
 async def create_server(
     *,
     register: Callable[[aio.Server], None],
     service_names: Iterable[str],
-    interceptors: Sequence[aio.ServerInterceptor] = (),
+    interceptors: Sequence[GuardInterceptor] = (),
     host: str = "127.0.0.1",
     port: int = 0,
     options: Sequence[tuple[str, Any]] = (),
@@ -28,8 +70,8 @@ async def create_server(
     """Build a server with the given servicers, health and reflection; bind `host:port`
     (port 0 picks a free one); `options` are extra grpc channel arguments (e.g. message size limits
     for uploads). Returns the server, its bound port and the health servicer."""
-    server = aio.server(interceptors=list(interceptors), options=[("grpc.so_reuseport", 0), *options])
-    register(server)
+    server = aio.server(options=[("grpc.so_reuseport", 0), *options])
+    register(_Guarded(server, GuardChain(list(interceptors))) if interceptors else server)  # type: ignore[arg-type]
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = list(service_names)
