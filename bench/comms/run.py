@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,6 +40,7 @@ def child(phase: str, work: Path) -> None:
         frame = pl.read_csv(work / "cdr.csv", infer_schema=False)
         out["rows"] = frame.height
     elif phase == "import":
+        shutil.rmtree(work / "cdr", ignore_errors=True)
         result = ingest.ingest_cdr(work / "cdr.csv", work / "cdr", BUILTIN_PROFILES["canonical"])
         out["rows"] = result.rows_accepted
         out["rejected"] = result.rows_rejected
@@ -119,11 +121,18 @@ def main() -> None:
         demo.write_bench_anpr(work / "anpr.csv", anpr_reads)
         generated = time.perf_counter() - t0
         size_mb = (work / "cdr.csv").stat().st_size / 1e6
-        raw = run_phase("raw", work)
-        imp = run_phase("import", work)
+        # Alternated, best of two each: the machine is shared, so neither side gets the quiet slot.
+        raws, imps = [], []
+        for _ in range(2):
+            raws.append(run_phase("raw", work))
+            imps.append(run_phase("import", work))
+        raw = min(raws, key=lambda r: r["seconds"])
+        imp = min(imps, key=lambda r: r["seconds"])
         common = run_phase("common", work)
         anpr_import = run_phase("anpr-import", work)
         conv = run_phase("convoys", work)
+    raw_runs = ", ".join(f"{r['seconds']:.1f}" for r in raws)
+    imp_runs = ", ".join(f"{r['seconds']:.1f}" for r in imps)
     raw_rate = raw["rows"] / raw["seconds"]
     imp_rate = imp["rows"] / imp["seconds"]
     mode = "quick" if args.quick else "full"
@@ -140,6 +149,8 @@ def main() -> None:
         "| --- | ---: | ---: | ---: |",
         f"| polars `read_csv` alone (baseline) | {raw['seconds']:.1f} | {raw_rate:,.0f} | {raw['max_rss_mb']:,.0f} |",
         f"| comms import (validate, normalise, Parquet, phone index, pair totals) | {imp['seconds']:.1f} | {imp_rate:,.0f} | {imp['max_rss_mb']:,.0f} |",
+        "",
+        f"Each side run twice, alternately, best kept (raw read {raw_runs} s; import {imp_runs} s).",
         "",
         f"Throughput ratio import / raw read: **{imp_rate / raw_rate:.2f}** (goal at least 0.3). "
         f"Memory ratio: {imp['max_rss_mb'] / raw['max_rss_mb']:.2f} (the import streams batches of 500,000 rows; the raw read holds the whole file).",

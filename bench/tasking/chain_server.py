@@ -10,22 +10,18 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from contextlib import asynccontextmanager
 
 import grpc
 from grpc_health.v1 import health_pb2
 from toex_common.audit import PostgresAuditLog
 from toex_common.auth import TokenVerifier
 from toex_common.db import create_engine
-from toex_common.grpc.interceptors import standard_interceptors
+from toex_common.grpc.interceptors import GuardInterceptor, standard_interceptors
 from toex_common.grpc.server import create_server
 from toex_common.policy import MethodPolicy, MethodRule
 from toex_common.principal import Role
 from toex_common.telemetry import configure_tracing
-
-
-from contextlib import asynccontextmanager
-
-from toex_common.grpc.interceptors import GuardInterceptor
 
 
 class _Noop(GuardInterceptor):
