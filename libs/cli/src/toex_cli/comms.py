@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from toex_cli.output import (
     render_fields,
     render_table,
 )
-from toex_cli.params import JOB_NAME, WHEN, EnumType, RegionType, enum_short_name
+from toex_cli.params import JOB_NAME, EnumType, RegionType, enum_short_name, parse_when
 
 SERVICE = "comms"
 ENDPOINTS = (Endpoint(SERVICE, "127.0.0.1:50054", "The comms analysis service"),)
@@ -42,6 +43,36 @@ EXPORTS = {
     "index-csv": pb.EXPORT_FORMAT_INDEX_CSV,
     "index-xlsx": pb.EXPORT_FORMAT_INDEX_XLSX,
 }
+
+
+class WindowEdge(click.ParamType):
+    """One end of an analysis window. A bare date is a whole UTC day: `--since 2024-03-04`
+    starts at its first moment and `--until 2024-03-04` includes all of it. Anything else is
+    an ISO time (UTC when it has no offset)."""
+
+    name = "date"
+
+    def __init__(self, end: bool) -> None:
+        self.end = end
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        try:
+            day = date.fromisoformat(text) if len(text) == 10 else None
+        except ValueError:
+            day = None
+        if day is not None:
+            start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            return start + timedelta(days=1) if self.end else start
+        try:
+            return parse_when(text)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+SINCE, UNTIL = WindowEdge(end=False), WindowEdge(end=True)
 
 
 def _stub(cli: CliContext) -> comms_pb2_grpc.CommsAnalysisServiceStub:
@@ -92,9 +123,17 @@ def _scope_options(func: Any) -> Any:
                 metavar="ID",
                 help="Only this dataset; repeat for several.",
             ),
-            click.option("--job", default="", type=JOB_NAME, help="Only datasets of this job."),
-            click.option("--since", type=WHEN, help="Only records from this time."),
-            click.option("--until", type=WHEN, help="Only records before this time."),
+            click.option("--job", default=None, type=JOB_NAME, help="Only datasets of this job."),
+            click.option(
+                "--since",
+                type=SINCE,
+                help="Only records from this time, or from the start of this date (UTC).",
+            ),
+            click.option(
+                "--until",
+                type=UNTIL,
+                help="Only records before this time, or up to the end of this date (UTC).",
+            ),
         ]
     ):
         func = option(func)
@@ -113,7 +152,7 @@ def _target_options(func: Any) -> Any:
 
 
 def _scope(
-    region: Region, datasets: tuple[str, ...], job: str, since: datetime | None, until: datetime | None
+    region: Region, datasets: tuple[str, ...], job: str | None, since: datetime | None, until: datetime | None
 ) -> pb.AnalysisScope:
     return pb.AnalysisScope(
         parent=f"regions/{region.value}",
@@ -143,26 +182,36 @@ def _upload(cli: CliContext, method: Any, request_type: Any, path: Path, header:
     header.size_bytes = size
     header.filename = path.name
 
+    sent = threading.Event()
+
     def requests(bar: Any) -> Iterator[Any]:
         yield request_type(header=header)
         with path.open("rb") as handle:
             while chunk := handle.read(CHUNK):
                 bar.update(len(chunk))
                 yield request_type(chunk=chunk)
+        sent.set()
 
     make_bar: Any = click.progressbar
     progress = make_bar(length=size, label=f"uploading {path.name}", file=click.get_text_stream("stderr"))  # type: ignore[operator]
-    with progress as bar:
-        try:
+    try:
+        with progress as bar:
             future = method.future(requests(bar), metadata=cli.metadata())
-            response = future.result()
-        except grpc.RpcError as exc:
-            raise rpc_failure(
-                exc,
-                service=SERVICE,
-                address=cli.address(SERVICE),
-                field_options={"header.parent": "--region"},
-            ) from None
+            while not sent.wait(0.2) and not future.done():
+                pass
+        if not future.done():
+            click.echo(
+                f"uploaded {size / 1e6:,.1f} MB; the service is reading, checking and indexing the rows...",
+                err=True,
+            )
+        response = future.result()
+    except grpc.RpcError as exc:
+        raise rpc_failure(
+            exc,
+            service=SERVICE,
+            address=cli.address(SERVICE),
+            field_options={"header.parent": "--region"},
+        ) from None
     return response
 
 
@@ -171,7 +220,7 @@ def _import_options(func: Any) -> Any:
         [
             click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path)),
             click.option("--region", required=True, type=RegionType(), help="The region that owns the data."),
-            click.option("--job", default="", type=JOB_NAME, help="The tasking job the data belongs to."),
+            click.option("--job", default=None, type=JOB_NAME, help="The tasking job the data belongs to."),
             click.option(
                 "--name", "display_name", default="", help="A display name (defaults to the file name)."
             ),
@@ -190,7 +239,7 @@ def _import_options(func: Any) -> Any:
 
 
 def _header(
-    region: Region, job: str, display_name: str, encoding: str, handling: str | None, profile: str = ""
+    region: Region, job: str | None, display_name: str, encoding: str, handling: str | None, profile: str = ""
 ) -> pb.ImportHeader:
     return pb.ImportHeader(
         parent=f"regions/{region.value}",
@@ -215,7 +264,12 @@ def _print_import(response: Any, output_format: str) -> None:
                     ),
                     ("rows", f"{d.rows_read} read, {d.rows_accepted} stored, {d.rows_rejected} rejected"),
                     ("distinct", str(d.distinct_identifiers)),
-                    ("period", f"{format_time(d.first_record_time)} to {format_time(d.last_record_time)}"),
+                    (
+                        "period",
+                        f"{format_time(d.first_record_time)} to {format_time(d.last_record_time)}"
+                        if d.HasField("first_record_time")
+                        else "no records",
+                    ),
                 ]
             )
         ]
@@ -249,7 +303,7 @@ def import_cdr(
     cli: CliContext,
     path: Path,
     region: Region,
-    job: str,
+    job: str | None,
     display_name: str,
     encoding: str,
     handling: str | None,
@@ -269,7 +323,7 @@ def import_anpr(
     cli: CliContext,
     path: Path,
     region: Region,
-    job: str,
+    job: str | None,
     display_name: str,
     encoding: str,
     handling: str | None,
@@ -288,7 +342,7 @@ def import_adverts(
     cli: CliContext,
     path: Path,
     region: Region,
-    job: str,
+    job: str | None,
     display_name: str,
     encoding: str,
     handling: str | None,
@@ -587,7 +641,7 @@ def network(
     cli: CliContext,
     region: Region,
     datasets: tuple[str, ...],
-    job: str,
+    job: str | None,
     since: datetime | None,
     until: datetime | None,
     targets: tuple[str, ...],
@@ -639,7 +693,7 @@ def common_contacts(
     cli: CliContext,
     region: Region,
     datasets: tuple[str, ...],
-    job: str,
+    job: str | None,
     since: datetime | None,
     until: datetime | None,
     targets: tuple[str, ...],
@@ -686,7 +740,7 @@ def suspects(
     cli: CliContext,
     region: Region,
     datasets: tuple[str, ...],
-    job: str,
+    job: str | None,
     since: datetime | None,
     until: datetime | None,
     targets: tuple[str, ...],
@@ -722,7 +776,7 @@ def profile(
     cli: CliContext,
     region: Region,
     datasets: tuple[str, ...],
-    job: str,
+    job: str | None,
     since: datetime | None,
     until: datetime | None,
     target: str,
@@ -782,7 +836,7 @@ def colocation(
     cli: CliContext,
     region: Region,
     datasets: tuple[str, ...],
-    job: str,
+    job: str | None,
     since: datetime | None,
     until: datetime | None,
     targets: tuple[str, ...],
@@ -919,7 +973,7 @@ def export(
     kind: str,
     region: Region,
     datasets: tuple[str, ...],
-    job: str,
+    job: str | None,
     since: datetime | None,
     until: datetime | None,
     targets: tuple[str, ...],
@@ -930,21 +984,26 @@ def export(
     request = pb.ExportRequest(format=EXPORTS[kind], scope=_scope(region, datasets, job, since, until))  # type: ignore[arg-type]
     if not kind.startswith("index"):
         request.targets.extend(_targets(targets, targets_file))
+    target: Path | None = output
+    handle = None
+    size = 0
     try:
         chunks = _stub(cli).Export(request, metadata=tuple(cli.metadata()))
-        target: Path | None = output
-        handle = None
-        size = 0
         for chunk in chunks:
             if handle is None:
-                target = target or Path(chunk.filename or f"export-{kind}")
+                # only the suggested file name, never a directory the service names
+                target = target or Path(Path(chunk.filename).name or f"export-{kind}")
                 handle = target.open("wb")
             handle.write(chunk.chunk)
             size += len(chunk.chunk)
+    except grpc.RpcError as exc:
         if handle is not None:
             handle.close()
-    except grpc.RpcError as exc:
+            assert target is not None
+            target.unlink(missing_ok=True)  # no half-written file left behind
         raise rpc_failure(exc, service=SERVICE, address=cli.address(SERVICE)) from None
+    if handle is not None:
+        handle.close()
     click.echo(f"wrote {target} ({size} bytes)")
 
 

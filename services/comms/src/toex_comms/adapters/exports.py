@@ -108,19 +108,72 @@ def i2_link_table(net: Network, labels: dict[int, str] | None = None) -> bytes:
     return out.getvalue().encode("utf-8-sig")
 
 
+TARGET_COLOUR = "#d62728"
+OTHER_COLOUR = "#6baed6"
+EDGE_LABELS_MAX = 60
+LABELS_MAX = 150
+
+
+def _layout(graph: nx.Graph) -> dict[Any, tuple[float, float]]:
+    """Each connected component laid out on its own (Kamada-Kawai when small, spring when
+    large), sized by its node count, then the components placed in rows, largest first: no
+    empty half-picture between a big group and a lone pair."""
+    components = sorted(nx.connected_components(graph), key=lambda c: (-len(c), sorted(c)[0]))
+    radii = [0.6 + 1.1 * len(c) ** 0.5 for c in components]
+    widths = [2 * r + 2.4 for r in radii]
+    row_width = max([*widths[:1], 1.8 * sum(w * w for w in widths) ** 0.5])
+    placed: dict[Any, tuple[float, float]] = {}
+    x = y = row_height = 0.0
+    for nodes, radius, width in zip(components, radii, widths, strict=True):
+        sub = graph.subgraph(nodes)
+        if len(nodes) == 1:
+            local = {next(iter(nodes)): (0.0, 0.0)}
+        elif len(nodes) <= 60:
+            local = nx.kamada_kawai_layout(sub, scale=radius)
+            if _crowded(local, radius):
+                # Many targets sharing the same contacts fall on top of each other: rings
+                # instead, targets inside, the numbers they call around them.
+                inner = sorted(n for n in nodes if graph.nodes[n]["target"])
+                outer = sorted(n for n in nodes if not graph.nodes[n]["target"])
+                local = nx.shell_layout(sub, [inner, outer] if inner and outer else None, scale=radius)
+        else:
+            local = nx.spring_layout(sub, seed=7, scale=radius, k=1.5 / len(nodes) ** 0.5)
+        if x > 0 and x + width > row_width:
+            x, y, row_height = 0.0, y - row_height, 0.0
+        for node, (px, py) in local.items():
+            placed[node] = (x + width / 2 + float(px), y - radius - 0.9 + float(py))
+        x += width
+        row_height = max(row_height, 2 * radius + 1.8)
+    return placed
+
+
+def _crowded(layout: dict[Any, Any], radius: float) -> bool:
+    points = [(float(x), float(y)) for x, y in layout.values()]
+    gap = min(
+        ((a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2) ** 0.5
+        for i, a in enumerate(points)
+        for b in points[i + 1 :]
+    )
+    return gap < 0.15 * radius
+
+
 def picture(net: Network, fmt: str, labels: dict[int, str] | None = None) -> bytes:
-    """Targets red and large, contacts grey; edge width by contact count."""
+    """Targets red and large, other numbers blue; each line's width is the number of contacts,
+    written on it while the picture has few enough lines to read them (calls, texts and
+    durations are in the GraphML and i2 exports)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     graph = network_graph(net, labels)
-    size = max(8.0, min(30.0, 2.0 + graph.number_of_nodes() ** 0.5 * 1.6))
-    fig, ax = plt.subplots(figsize=(size, size))
+    count = graph.number_of_nodes()
+    size = max(8.0, min(30.0, 3.0 + count**0.5 * 1.6))
+    fig, ax = plt.subplots(figsize=(size, size * 0.75))
     ax.set_axis_off()
-    if graph.number_of_nodes():
-        layout = nx.spring_layout(graph, seed=7, k=1.5 / max(1, graph.number_of_nodes()) ** 0.5)
+    if count:
+        layout = _layout(graph)
         targets = [n for n, d in graph.nodes(data=True) if d["target"]]
         others = [n for n, d in graph.nodes(data=True) if not d["target"]]
         top = max((d["contacts"] for _, _, d in graph.edges(data=True)), default=1)
@@ -128,17 +181,65 @@ def picture(net: Network, fmt: str, labels: dict[int, str] | None = None) -> byt
             graph,
             layout,
             ax=ax,
-            width=[0.5 + 4.0 * d["contacts"] / top for _, _, d in graph.edges(data=True)],
-            edge_color="#888888",
-            alpha=0.7,
+            width=[1.0 + 5.0 * d["contacts"] / top for _, _, d in graph.edges(data=True)],
+            edge_color="#7f7f7f",
+            alpha=0.6,
         )
-        nx.draw_networkx_nodes(graph, layout, nodelist=others, node_color="#9ecae1", node_size=220, ax=ax)
-        nx.draw_networkx_nodes(graph, layout, nodelist=targets, node_color="#d62728", node_size=520, ax=ax)
-        nx.draw_networkx_labels(
-            graph, layout, labels={n: d["label"] for n, d in graph.nodes(data=True)}, font_size=8, ax=ax
+        nx.draw_networkx_nodes(graph, layout, nodelist=others, node_color=OTHER_COLOUR, node_size=260, ax=ax)
+        nx.draw_networkx_nodes(
+            graph,
+            layout,
+            nodelist=targets,
+            node_color=TARGET_COLOUR,
+            node_size=600,
+            ax=ax,
+            edgecolors="black",
+        )
+        if graph.number_of_edges() <= EDGE_LABELS_MAX:
+            nx.draw_networkx_edge_labels(
+                graph,
+                layout,
+                edge_labels={(u, v): str(d["contacts"]) for u, v, d in graph.edges(data=True)},
+                font_size=7,
+                font_color="#404040",
+                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
+                ax=ax,
+            )
+        if count <= LABELS_MAX:
+            for node, (px, py) in layout.items():
+                data = graph.nodes[node]
+                ax.annotate(
+                    data["label"],
+                    (px, py),
+                    xytext=(0, -15 if data["target"] else -12),
+                    textcoords="offset points",
+                    ha="center",
+                    va="top",
+                    fontsize=8,
+                    fontweight="bold" if data["target"] else "normal",
+                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85},
+                )
+        xs = [p[0] for p in layout.values()]
+        ys = [p[1] for p in layout.values()]
+        ax.set_xlim(min(xs) - 1.5, max(xs) + 1.5)
+        ax.set_ylim(min(ys) - 1.2, max(ys) + 0.8)
+        ax.set_aspect("equal")
+        ax.legend(
+            handles=[
+                Line2D([], [], marker="o", ls="", ms=12, mfc=TARGET_COLOUR, mec="black", label="target"),
+                Line2D(
+                    [], [], marker="o", ls="", ms=9, mfc=OTHER_COLOUR, mec=OTHER_COLOUR, label="other number"
+                ),
+                Line2D([], [], color="#7f7f7f", lw=3, label="contacts (line width and number)"),
+            ],
+            loc="upper center",
+            bbox_to_anchor=(0.5, 0.0),
+            ncol=3,
+            frameon=False,
+            fontsize=8,
         )
     ax.set_title(
-        f"Contact network: {len(net.targets)} targets, {graph.number_of_nodes()} numbers, {graph.number_of_edges()} links"
+        f"Contact network: {len(net.targets)} targets, {count} numbers, {graph.number_of_edges()} links"
     )
     buffer = io.BytesIO()
     fig.savefig(buffer, format=fmt, bbox_inches="tight", dpi=110)

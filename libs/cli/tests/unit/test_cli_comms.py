@@ -1,0 +1,350 @@
+"""`toex comms ...` against a fake comms service on a free port: what is sent, what is shown."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from cli_testkit import make_jwt
+from click.testing import Result
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from toex.comms.v1 import comms_pb2 as pb
+from toex.comms.v1 import resources_pb2 as res
+
+TOKEN = make_jwt(preferred_username="analyst.emsou", realm_access={"roles": ["analyst"]})
+
+
+@dataclass
+class Call:
+    method: str
+    request: Any  # a message, or the list of messages of a client stream
+    metadata: dict[str, str]
+
+
+@dataclass
+class FakeComms:
+    """Answers what a test sets in `answers` (a message, a function of the request, a list of
+    messages for a server stream, or a google.rpc.Status to fail with); records every call."""
+
+    answers: dict[str, Any] = field(default_factory=dict)
+    calls: list[Call] = field(default_factory=list)
+
+    def handle(self, method: str, request: Any, context: grpc.ServicerContext) -> Any:
+        self.calls.append(Call(method, request, {k: str(v) for k, v in context.invocation_metadata()}))
+        answer = self.answers.get(method)
+        if answer is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, f"the test set no answer for {method}")
+        if isinstance(answer, status_pb2.Status):
+            context.abort_with_status(rpc_status.to_status(answer))
+        return answer(request) if callable(answer) else answer
+
+    def call(self, method: str) -> Call:
+        found = [c for c in self.calls if c.method == method]
+        assert found, f"{method} was not called"
+        return found[-1]
+
+
+def _handlers(fake: FakeComms) -> grpc.GenericRpcHandler:
+    service = pb.DESCRIPTOR.services_by_name["CommsAnalysisService"]
+    methods: dict[str, grpc.RpcMethodHandler] = {}
+    for method in service.methods:
+        name = method.name
+        decode = getattr(pb, method.input_type.name).FromString
+        encode = getattr(pb, method.output_type.name).SerializeToString
+
+        if method.client_streaming:
+
+            def stream_in(
+                requests: Iterator[Message], context: grpc.ServicerContext, name: str = name
+            ) -> Any:
+                return fake.handle(name, list(requests), context)
+
+            methods[name] = grpc.stream_unary_rpc_method_handler(
+                stream_in, request_deserializer=decode, response_serializer=encode
+            )
+        elif method.server_streaming:
+
+            def stream_out(
+                request: Message, context: grpc.ServicerContext, name: str = name
+            ) -> Iterator[Any]:
+                yield from fake.handle(name, request, context)
+
+            methods[name] = grpc.unary_stream_rpc_method_handler(
+                stream_out, request_deserializer=decode, response_serializer=encode
+            )
+        else:
+
+            def unary(request: Message, context: grpc.ServicerContext, name: str = name) -> Any:
+                return fake.handle(name, request, context)
+
+            methods[name] = grpc.unary_unary_rpc_method_handler(
+                unary, request_deserializer=decode, response_serializer=encode
+            )
+    return grpc.method_handlers_generic_handler(service.full_name, methods)
+
+
+@pytest.fixture
+def comms() -> Iterator[tuple[FakeComms, str]]:
+    fake = FakeComms()
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=4), options=[("grpc.max_receive_message_length", 4 << 20)]
+    )
+    server.add_generic_rpc_handlers((_handlers(fake),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield fake, f"127.0.0.1:{port}"
+    finally:
+        server.stop(grace=None)
+
+
+Comms = tuple[FakeComms, str]
+
+
+def toex(run: Callable[..., Result], comms: Comms, *args: str, purpose: str | None = "Op Kestrel") -> Result:
+    _fake, address = comms
+    env: dict[str, str | None] = {"TOEX_TOKEN": TOKEN, "TOEX_COMMS_ADDR": address, "TOEX_PURPOSE": purpose}
+    return run(*args, env=env)
+
+
+def a_dataset(**fields: Any) -> pb.Dataset:
+    dataset = pb.Dataset(
+        name="regions/EMSOU/datasets/d1",
+        kind=res.DATASET_KIND_CDR,
+        rows_read=5,
+        rows_accepted=4,
+        rows_rejected=1,
+        distinct_identifiers=3,
+    )
+    dataset.MergeFrom(pb.Dataset(**fields))
+    return dataset
+
+
+def tie(target: str, contacts: int) -> pb.TargetTie:
+    return pb.TargetTie(target=target, contact_count=contacts, call_count=contacts)
+
+
+def test_import_cdr_streams_the_file_and_reports_rejections(
+    run: Callable[..., Result], comms: Comms, tmp_path: Path
+) -> None:
+    fake, _ = comms
+    content = (
+        b"start_time,calling_number,called_number\n"
+        + b"2024-03-04T09:00:00Z,07700900001,07700900002\n" * 60_000
+    )
+    src = tmp_path / "calls.csv"
+    src.write_bytes(content)
+    fake.answers["ImportCdr"] = pb.ImportCdrResponse(
+        dataset=a_dataset(),
+        rejections=[pb.RowRejection(line=3, reason="calling_number: '12ab' is not a phone number")],
+    )
+    # no --job: the dataset belongs to the region only
+    result = toex(
+        run, comms, "comms", "import-cdr", str(src), "--region", "emsou", "--profile", "uk-network-a"
+    )
+    assert result.exit_code == 0, result.output
+    sent = fake.call("ImportCdr").request
+    header = sent[0].header
+    assert (header.parent, header.job, header.profile, header.filename) == (
+        "regions/EMSOU",
+        "",
+        "uk-network-a",
+        "calls.csv",
+    )
+    assert header.size_bytes == len(content)
+    assert b"".join(r.chunk for r in sent[1:]) == content
+    assert len(sent) > 2 and all(len(r.chunk) <= 1 << 20 for r in sent[1:])  # streamed in chunks
+    assert "uploading calls.csv" in result.stderr
+    assert "5 read, 4 stored, 1 rejected" in result.stdout
+    lines = [line.split(None, 1) for line in result.stdout.splitlines()]
+    assert ["3", "calling_number: '12ab' is not a phone number"] in lines
+    assert "period:   no records" in result.stdout
+
+
+def test_import_with_a_job_and_json_output(run: Callable[..., Result], comms: Comms, tmp_path: Path) -> None:
+    fake, _ = comms
+    src = tmp_path / "anpr.csv"
+    src.write_text("vrm,camera_id,read_time\nAB12CDE,CAM-1,2024-03-04T09:00:00Z\n")
+    fake.answers["ImportAnpr"] = pb.ImportAnprResponse(
+        dataset=a_dataset(kind=res.DATASET_KIND_ANPR), already_imported=True
+    )
+    result = toex(
+        run,
+        comms,
+        "comms",
+        "import-anpr",
+        str(src),
+        "--region",
+        "EMSOU",
+        "--job",
+        "EMSOU/j1",
+        "--format",
+        "json",
+    )
+    assert result.exit_code == 0, result.output
+    assert fake.call("ImportAnpr").request[0].header.job == "regions/EMSOU/jobs/j1"
+    assert json.loads(result.stdout)["already_imported"] is True
+
+
+def test_a_refused_import_names_the_option_to_fix(
+    run: Callable[..., Result], comms: Comms, tmp_path: Path
+) -> None:
+    fake, _ = comms
+    src = tmp_path / "calls.csv"
+    src.write_text("nothing useful\n")
+    bad = error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field="header.parent", description="not your region")
+        ]
+    )
+    detail = any_pb2.Any()
+    detail.Pack(bad)
+    fake.answers["ImportCdr"] = status_pb2.Status(
+        code=code_pb2.INVALID_ARGUMENT, message="invalid request", details=[detail]
+    )
+    result = toex(run, comms, "comms", "import-cdr", str(src), "--region", "ERSOU")
+    assert result.exit_code == 1
+    assert "INVALID_ARGUMENT: invalid request" in result.stderr
+    assert "header.parent (--region): not your region" in result.stderr
+
+
+def test_common_contacts_sends_targets_window_and_purpose(
+    run: Callable[..., Result], comms: Comms, tmp_path: Path
+) -> None:
+    fake, _ = comms
+    targets = tmp_path / "targets.txt"
+    targets.write_text("07700 900001\n# a comment line\n\n07700 900002  # trailing note\n")
+    fake.answers["FindCommonContacts"] = pb.FindCommonContactsResponse(
+        contacts=[
+            pb.CommonContact(
+                number="+447700900100",
+                target_count=2,
+                contact_count=8,
+                ties=[tie("+447700900001", 4), tie("+447700900002", 4)],
+            )
+        ]
+    )
+    result = toex(
+        run, comms,
+        "comms", "common-contacts", "--region", "EMSOU", "--targets-file", str(targets),
+        "--target", "+447700900003", "--since", "2024-03-04", "--until", "2024-03-04", "--min-targets", "2",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    call = fake.call("FindCommonContacts")
+    request = call.request
+    assert list(request.targets) == ["+447700900003", "07700 900001", "07700 900002"]
+    assert request.min_targets == 2
+    assert request.scope.parent == "regions/EMSOU"
+    # a bare date is the whole UTC day: from its first moment to the start of the next
+    assert request.scope.start_time.ToDatetime(tzinfo=UTC) == datetime(2024, 3, 4, tzinfo=UTC)
+    assert request.scope.end_time.ToDatetime(tzinfo=UTC) == datetime(2024, 3, 5, tzinfo=UTC)
+    assert call.metadata["x-toex-purpose"] == "Op Kestrel"
+    assert call.metadata["authorization"] == f"Bearer {TOKEN}"
+    row = next(line for line in result.stdout.splitlines() if line.startswith("+447700900100"))
+    assert row.split()[:3] == ["+447700900100", "2", "8"]
+    assert "+447700900001 (4)" in row
+
+
+def test_window_times_and_bad_dates(run: Callable[..., Result], comms: Comms) -> None:
+    fake, _ = comms
+    fake.answers["RankSuspects"] = pb.RankSuspectsResponse()
+    result = toex(
+        run, comms, "comms", "suspects", "--region", "EMSOU", "--target", "07700900001",
+        "--since", "2024-03-04T10:30:00", "--until", "2024-03-04T12:00:00+01:00",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    scope = fake.call("RankSuspects").request.scope
+    assert scope.start_time.ToDatetime(tzinfo=UTC) == datetime(2024, 3, 4, 10, 30, tzinfo=UTC)
+    assert scope.end_time.ToDatetime(tzinfo=UTC) == datetime(2024, 3, 4, 11, 0, tzinfo=UTC)
+    bad = toex(run, comms, "comms", "suspects", "--region", "EMSOU", "--target", "1", "--since", "2024-02-30")
+    assert bad.exit_code == 2 and "--since" in bad.stderr
+
+
+def test_analyses_need_targets(run: Callable[..., Result], comms: Comms) -> None:
+    result = toex(run, comms, "comms", "suspects", "--region", "EMSOU")
+    assert result.exit_code == 2
+    assert "--targets-file" in result.stderr
+
+
+def test_suspects_table_and_json(run: Callable[..., Result], comms: Comms) -> None:
+    fake, _ = comms
+    fake.answers["RankSuspects"] = pb.RankSuspectsResponse(
+        suspects=[
+            pb.Suspect(
+                number="+447700900100", score=34.6, target_count=3, reason="in contact with 3 of 5 targets"
+            )
+        ]
+    )
+    table = toex(
+        run, comms, "comms", "suspects", "--region", "EMSOU", "--target", "07700900001", "--limit", "5"
+    )
+    assert table.exit_code == 0, table.output
+    assert fake.call("RankSuspects").request.limit == 5
+    assert "+447700900100  34.6   in contact with 3 of 5 targets" in table.stdout
+    as_json = toex(
+        run, comms, "comms", "suspects", "--region", "EMSOU", "--target", "07700900001", "--format", "json"
+    )
+    assert json.loads(as_json.stdout)["suspects"][0]["number"] == "+447700900100"
+
+
+def test_watchlist_add_reports_new_contacts(run: Callable[..., Result], comms: Comms) -> None:
+    fake, _ = comms
+    fake.answers["AddWatchlistNumbers"] = pb.AddWatchlistNumbersResponse(
+        watchlist=pb.Watchlist(name="regions/EMSOU/watchlists/victims", numbers=["+447700900301"]),
+        contacts=[pb.WatchlistContact(number_a="+447700900300", number_b="+447700900301")],
+    )
+    result = toex(run, comms, "comms", "watchlist", "add", "victims", "07700 900301", "--region", "EMSOU")
+    assert result.exit_code == 0, result.output
+    request = fake.call("AddWatchlistNumbers").request
+    assert (request.name, list(request.numbers)) == ("regions/EMSOU/watchlists/victims", ["07700 900301"])
+    assert "1 new watchlist contacts detected" in result.stdout
+
+
+def test_export_writes_the_streamed_file(
+    run: Callable[..., Result], comms: Comms, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, _ = comms
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 10
+    fake.answers["Export"] = [
+        pb.ExportResponse(filename="../../network.png", content_type="image/png", chunk=png[:1000]),
+        pb.ExportResponse(chunk=png[1000:]),
+    ]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    result = toex(run, comms, "comms", "export", "png", "--region", "EMSOU", "--target", "07700900001")
+    assert result.exit_code == 0, result.output
+    request = fake.call("Export").request
+    assert request.format == pb.EXPORT_FORMAT_PNG and list(request.targets) == ["07700900001"]
+    # the suggested name is used, but only as a name in the current directory
+    assert (tmp_path / "work" / "network.png").read_bytes() == png
+    assert not (tmp_path / "network.png").exists()
+    assert f"wrote network.png ({len(png)} bytes)" in result.stdout
+
+
+def test_a_failed_export_leaves_no_partial_file(
+    run: Callable[..., Result], comms: Comms, tmp_path: Path
+) -> None:
+    fake, _ = comms
+
+    def half_then_fail(request: Message) -> Iterator[Message]:
+        yield pb.ExportResponse(filename="network.svg", chunk=b"<svg")
+        raise RuntimeError("the renderer fell over")
+
+    fake.answers["Export"] = half_then_fail
+    out = tmp_path / "net.svg"
+    result = toex(
+        run, comms, "comms", "export", "svg", "--region", "EMSOU", "--target", "07700900001", "-o", str(out)
+    )
+    assert result.exit_code == 1
+    assert not out.exists()
