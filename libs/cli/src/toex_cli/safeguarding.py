@@ -24,7 +24,7 @@ from toex_cli.output import (
     render_fields,
     render_table,
 )
-from toex_cli.params import WHEN, EnumType, RegionType, enum_short_name
+from toex_cli.params import WHEN, EnumType, RegionType, enum_short_name, parse_job_name
 
 SERVICE = "safeguarding"
 ENDPOINTS = (Endpoint(SERVICE, "127.0.0.1:50055", "The safeguarding service"),)
@@ -64,6 +64,16 @@ def referral_name(text: str) -> str:
     if len(parts) == 2:
         return f"regions/{Region.parse(parts[0]).value}/referrals/{parts[1]}"
     return text.strip()
+
+
+def _job_arg(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """`--job` as every other command takes a job: regions/EMSOU/jobs/ID or EMSOU/ID ('' unlinks)."""
+    if not value or not value.strip():
+        return value
+    try:
+        return parse_job_name(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _stamp(when: datetime | None) -> Timestamp | None:
@@ -214,7 +224,11 @@ def referrals() -> None:
     help="Override the proposals; repeatable.",
 )
 @click.option(
-    "--job", default="", metavar="JOB_NAME", help="The tasking job it belongs to (outcomes are noted there)."
+    "--job",
+    default="",
+    metavar="JOB_NAME",
+    callback=_job_arg,
+    help="The tasking job it belongs to, EMSOU/JOB_ID or its full name (outcomes are noted there).",
 )
 @_request_id
 @format_option
@@ -332,7 +346,9 @@ def list_referrals(
     type=DESTINATION,
     help="Replace the destinations; repeatable.",
 )
-@click.option("--job", default=None, metavar="JOB_NAME")
+@click.option(
+    "--job", default=None, metavar="JOB_NAME", callback=_job_arg, help="Link a tasking job: EMSOU/JOB_ID."
+)
 @click.option(
     "--evidence",
     "evidence",

@@ -4,6 +4,8 @@ Events name the referral but carry nothing about its subject (see the events pro
 
 from __future__ import annotations
 
+import dataclasses
+
 from google.protobuf.message import Message
 from toex.safeguarding.events.v1 import events_pb2 as ev
 from toex_common.events import EventEnvelope, build_event
@@ -62,6 +64,8 @@ def to_message(referral: Referral, event: events.DomainEvent) -> Message:
         )
     if isinstance(event, events.ReferralOverdue):
         clock = next(c for c in reversed(referral.clocks) if c.kind is event.clock)
+        # One scan may raise both levels; each event carries the clock as its own level left it.
+        clock = dataclasses.replace(clock, escalation=event.escalation)
         return ev.ReferralOverdue(
             referral=name,
             clock=clock_to_proto(clock, None),
