@@ -10,17 +10,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 from nats.js import JetStreamContext
 from sqlalchemy import BigInteger, any_, bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
 from toex_common.db import OUTBOX_CHANNEL, outbox_table
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Claim:
+    """A batch of outbox rows locked in an open transaction, with its publishes under way."""
+
+    conn: AsyncConnection
+    transaction: AsyncTransaction
+    rows: Sequence[Any]
+    publishes: asyncio.Future[list[Any]]
 
 
 class OutboxRelay:
@@ -34,6 +47,7 @@ class OutboxRelay:
         publish_timeout: float = 5.0,
         max_backoff_seconds: float = 15.0,
         keep_published: timedelta = timedelta(days=7),
+        rescan_seconds: float = 5.0,
     ) -> None:
         self._engine = engine
         self._js = js
@@ -44,6 +58,11 @@ class OutboxRelay:
         self._keep = keep_published
         self._wake = asyncio.Event()
         self.published = 0
+        # The next batch starts after the last one claimed: scanning from there skips the dead
+        # index entries that published rows leave until vacuum.
+        self._after = 0
+        self._last_rescan = 0.0
+        self._rescan_seconds = rescan_seconds
 
     async def run(self, stop: asyncio.Event) -> None:
         listener = await self._listen()
@@ -54,7 +73,7 @@ class OutboxRelay:
             while not stop.is_set():
                 self._wake.clear()
                 try:
-                    sent, failed = await self.relay_once()
+                    sent, failed = await self.relay_pass()
                 except Exception:
                     log.exception("outbox relay pass failed")
                     sent, failed = 0, 1
@@ -87,7 +106,46 @@ class OutboxRelay:
 
     async def relay_once(self) -> tuple[int, int]:
         """Publish one batch. Returns (published, failed)."""
-        async with self._engine.begin() as conn:
+        self._after = 0
+        claim = await self._claim()
+        return (0, 0) if claim is None else await self._finish(claim)
+
+    async def relay_pass(self, max_batches: int = 16) -> tuple[int, int]:
+        """Publish up to `max_batches` batches, claiming the next batch while the previous one
+        waits for its acknowledgements. A batch's publishes start only after the previous
+        batch's were written to the connection, so the stream keeps the outbox order."""
+        sent = failed = 0
+        pending: asyncio.Task[tuple[int, int]] | None = None
+        # Scan from the lowest unpublished row again every few seconds (and whenever a scan finds
+        # nothing): a transaction that took its sequence number early but committed late is
+        # published within that time. Rescanning on every pass would walk the dead index entries
+        # of everything published since the last vacuum, each time.
+        now = asyncio.get_running_loop().time()
+        if now - self._last_rescan >= self._rescan_seconds:
+            self._after = 0
+            self._last_rescan = now
+        try:
+            for _ in range(max_batches):
+                claim = await self._claim()
+                if claim is None:
+                    break
+                finishing = asyncio.create_task(self._finish(claim))
+                if pending is not None:
+                    done_sent, done_failed = await pending
+                    sent, failed = sent + done_sent, failed + done_failed
+                pending = finishing
+                if failed or len(claim.rows) < self._batch:
+                    break
+        finally:
+            if pending is not None:
+                done_sent, done_failed = await pending
+                sent, failed = sent + done_sent, failed + done_failed
+        return sent, failed
+
+    async def _claim(self) -> _Claim | None:
+        conn = await self._engine.connect()
+        try:
+            transaction = await conn.begin()
             rows = (
                 await conn.execute(
                     select(
@@ -96,21 +154,34 @@ class OutboxRelay:
                         outbox_table.c.payload,
                         outbox_table.c.headers,
                     )
-                    .where(outbox_table.c.published_at.is_(None))
+                    .where(outbox_table.c.published_at.is_(None), outbox_table.c.seq > self._after)
                     .order_by(outbox_table.c.seq)
                     .limit(self._batch)
                     .with_for_update(skip_locked=True)
                 )
             ).all()
-            if not rows:
-                return 0, 0
-            results = await asyncio.gather(
-                *(
-                    self._js.publish(row.subject, row.payload, timeout=self._timeout, headers=row.headers)
-                    for row in rows
-                ),
-                return_exceptions=True,
-            )
+        except BaseException:
+            await conn.close()
+            raise
+        if not rows:
+            self._after = 0
+            await transaction.rollback()
+            await conn.close()
+            return None
+        self._after = rows[-1].seq
+        publishes = asyncio.gather(
+            *(
+                self._js.publish(row.subject, row.payload, timeout=self._timeout, headers=row.headers)
+                for row in rows
+            ),
+            return_exceptions=True,
+        )
+        return _Claim(conn, transaction, rows, publishes)
+
+    async def _finish(self, claim: _Claim) -> tuple[int, int]:
+        conn, rows = claim.conn, claim.rows
+        try:
+            results = await claim.publishes
             ok = [
                 row.seq
                 for row, result in zip(rows, results, strict=True)
@@ -130,6 +201,7 @@ class OutboxRelay:
                     {"seqs": ok},
                 )
             if failed:
+                self._after = 0  # retry from the lowest unpublished row
                 await conn.execute(
                     update(outbox_table)
                     .where(outbox_table.c.seq.in_([seq for seq, _ in failed]))
@@ -138,6 +210,9 @@ class OutboxRelay:
                 log.warning(
                     "outbox: %d of %d publishes failed (%s); will retry", len(failed), len(rows), failed[0][1]
                 )
+            await claim.transaction.commit()
+        finally:
+            await conn.close()
         self.published += len(ok)
         return len(ok), len(failed)
 
