@@ -75,7 +75,7 @@ def pair_totals(lf: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def _merge_pairs(pairs: pl.LazyFrame) -> pl.LazyFrame:
+def merge_pairs(pairs: pl.LazyFrame) -> pl.LazyFrame:
     """Pairs from several datasets summed into one row per pair."""
     return pairs.group_by("x", "y").agg(
         pl.col("contacts").sum(),
@@ -176,7 +176,7 @@ def contact_network(
     (`pair_totals` of the same rows) the edges are read from them."""
     if pairs is not None:
         t = pl.Series(targets, dtype=pl.Int64).implode()
-        totals = _merge_pairs(
+        totals = merge_pairs(
             pairs.filter(pl.col("x") != pl.col("y")).filter(pl.col("x").is_in(t) | pl.col("y").is_in(t))
         )
     else:

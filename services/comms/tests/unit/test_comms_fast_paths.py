@@ -295,3 +295,13 @@ def test_import_is_the_same_whatever_the_batch_size(tmp_path: Path, batch_rows: 
         left = pl.read_parquet(tmp_path / "one" / name).sort(pl.all())
         right = pl.read_parquet(tmp_path / f"b{batch_rows}" / name).sort(pl.all())
         assert left.equals(right)
+
+
+def test_phone_index_from_pair_totals_equals_the_index_of_the_records() -> None:
+    numbers = [447700900000 + i for i in range(40)]
+    rows = _random_rows(4, 5000, numbers)  # includes records from a number to itself
+    assert rows.filter(pl.col("a") == pl.col("b")).height > 0
+    direct = ingest.number_index(rows.lazy()).collect()
+    from_pairs = ingest.index_from_pairs(analysis.pair_totals(rows.lazy())).collect()
+    assert from_pairs.schema == direct.schema
+    assert from_pairs.equals(direct)

@@ -13,17 +13,21 @@ from __future__ import annotations
 import codecs
 import shutil
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 
-from toex_comms.analysis import PAIR_SCHEMA, pair_totals
+from toex_comms.analysis import PAIR_SCHEMA, merge_pairs, pair_totals
 from toex_comms.domain.identifiers import BadIdentifier, NumberNormaliser, normalise_vrm
 from toex_comms.domain.profiles import EVENT_KINDS, REQUIRED_COLUMNS, MappingProfile
 
+T = TypeVar("T")
+R = TypeVar("R")
+_END = object()
 ROW = "__row"
 REASON = "__reason"
 BATCH_ROWS = 500_000
@@ -202,15 +206,25 @@ def _fast_time_expr(name: str, fmt: str) -> pl.Expr:
     return (
         pl.col(name)
         .str.strip_chars()
-        .str.to_datetime("%Y-%m-%dT%H:%M:%SZ", strict=False, time_unit="us", time_zone="UTC")
+        .str.to_datetime("%Y-%m-%dT%H:%M:%SZ", strict=False, time_unit="us", time_zone="UTC", cache=False)
     )
 
 
 def _fast_duration_expr(name: str) -> pl.Expr:
-    """Whole seconds within the range a float holds exactly (as the general parse reads them);
-    null for anything else, which `_duration_expr` then reads."""
-    seconds = pl.col(name).str.strip_chars().cast(pl.Int64, strict=False)
+    """Whole seconds (digits only, no spaces) within the range a float holds exactly (as the
+    general parse reads them); null for anything else, which `_duration_expr` then reads."""
+    seconds = pl.col(name).cast(pl.Int64, strict=False)
     return pl.when((seconds > -(2**53)) & (seconds < 2**53)).then(seconds)
+
+
+def _parse_duration(frame: pl.DataFrame) -> pl.DataFrame:
+    """Whole seconds by a plain cast when every value is in the range a float holds exactly
+    (the usual case), else `_fast_duration_expr`; the general parse for the rest."""
+    seconds = frame["duration"].cast(pl.Int64, strict=False)
+    low, high = seconds.min(), seconds.max()
+    if low is not None and high is not None and (low <= -(2**53) or high >= 2**53):  # type: ignore[operator]
+        return _with_fallback(frame, SECONDS, _fast_duration_expr("duration"), _duration_expr, "duration")
+    return _with_fallback(frame, SECONDS, pl.lit(seconds), _duration_expr, "duration")
 
 
 def _with_fallback(
@@ -253,15 +267,40 @@ def _reasons(checks: list[tuple[pl.Expr, pl.Expr | str]]) -> pl.Expr:
 
 
 class PartWriter:
+    """Writes each part on a background thread (polars releases the GIL while it encodes), so
+    the next batch is parsed meanwhile; at most one part waits, so memory stays bounded."""
+
     def __init__(self, directory: Path, stem: str) -> None:
         self.directory = directory
         self.stem = stem
         self.count = 0
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"parquet-{stem}")
+        self._pending: Future[None] | None = None
 
-    def write(self, frame: pl.DataFrame) -> None:
+    def write(self, frame: pl.DataFrame, then: Callable[[pl.DataFrame], None] | None = None) -> None:
+        """Write `frame` as the next part, then call `then(frame)` on the same thread."""
         if frame.height:
-            frame.write_parquet(self.directory / f"{self.stem}-{self.count:05d}.parquet", compression="lz4")
+            self.wait()
+            path = self.directory / f"{self.stem}-{self.count:05d}.parquet"
+
+            def work() -> None:
+                frame.write_parquet(path, compression="lz4")
+                if then is not None:
+                    then(frame)
+
+            self._pending = self._pool.submit(work)
             self.count += 1
+
+    def wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 def _finish_rejections(out: Path, result: IngestResult, rejected: pl.DataFrame) -> None:
@@ -323,101 +362,140 @@ def ingest_cdr(
             source,
         )
 
-    for batch in _batches(lf, batch_rows):
-        result.rows_read += batch.height
-        distinct = (
-            pl.concat([batch["calling_number"], batch["called_number"]])
-            .drop_nulls()
-            .str.strip_chars()
-            .unique()
-            .to_list()
-        )
-        normaliser.resolve(distinct)
-        lookup = {r: normaliser.keys[r] for r in distinct}
-        errors = {r: normaliser.errors[r] for r in distinct if r in normaliser.errors}
-        kind = (
-            pl.col("event_type")
-            .str.strip_chars()
-            .str.to_lowercase()
-            .replace_strict(kinds, default=None, return_dtype=pl.UInt8)
-            if "event_type" in present
-            else pl.lit(EVENT_KINDS["voice"], pl.UInt8)
-        )
-        frame = batch.with_columns(
-            a_raw=pl.col("calling_number").str.strip_chars(),
-            b_raw=pl.col("called_number").str.strip_chars(),
-        ).with_columns(
-            a=pl.col("a_raw").replace_strict(lookup, default=None, return_dtype=pl.Int64),
-            b=pl.col("b_raw").replace_strict(lookup, default=None, return_dtype=pl.Int64),
-            kind=kind,
-            a_cell=_clean("calling_cell") if "calling_cell" in present else pl.lit(None, pl.String),
-            b_cell=_clean("called_cell") if "called_cell" in present else pl.lit(None, pl.String),
-            imei=_clean("imei") if "imei" in present else pl.lit(None, pl.String),
-            imsi=_clean("imsi") if "imsi" in present else pl.lit(None, pl.String),
-            line=pl.col(ROW).cast(pl.Int64) + 2,
-        )
-        frame = parse_time(frame, "start", "start_time")
-        if "duration" in present:
-            frame = _with_fallback(
-                frame, SECONDS, _fast_duration_expr("duration"), _duration_expr, "duration"
-            )
-        elif "end_time" in present:
-            frame = parse_time(frame, "end", "end_time").with_columns(
-                (pl.col("end") - pl.col("start")).dt.total_seconds().cast(pl.Int64).alias(SECONDS)
-            )
-        else:
-            frame = frame.with_columns(pl.lit(0, pl.Int64).alias(SECONDS))
-        undecodable = (
-            pl.any_horizontal([pl.col(c).str.contains(REPLACEMENT, literal=True) for c in present])
-            if encoding_check
-            else pl.lit(False)
-        )
-        checks: list[tuple[pl.Expr, pl.Expr | str]] = [
-            (undecodable, "text is not valid in the file's encoding"),
-            (pl.col("start_time").is_null(), "start_time: missing"),
-            (
-                pl.col("start_time").is_not_null() & pl.col("start").is_null(),
-                pl.concat_str(pl.lit("start_time: not a valid date and time: "), pl.col("start_time")),
-            ),
-            _number_error("a", "calling_number", errors),
-            _number_error("b", "called_number", errors),
-            (
-                pl.col(SECONDS).is_null() & pl.col("start").is_not_null(),
-                "duration: not a number of seconds or H:MM:SS (or end_time is not a valid time)",
-            ),
-            (
-                (pl.col(SECONDS) < 0) | (pl.col(SECONDS) > MAX_DURATION_SECONDS),
-                "duration: negative or longer than two days",
-            ),
-        ]
-        if "event_type" in present:
-            checks.append(
-                (
-                    pl.col("kind").is_null(),
-                    pl.concat_str(
-                        pl.lit("event_type: unknown value "), pl.col("event_type").fill_null("(empty)")
-                    ),
-                )
-            )
-        # Flag first (cheap booleans); words and the raw text only for the rows rejected.
-        frame = frame.with_columns(
-            pl.any_horizontal([bad.fill_null(False) for bad, _ in checks]).alias(REASON)
-        )
-        good = frame.filter(~pl.col(REASON)).select(
-            [pl.col(SECONDS if c == "duration" else c).cast(t).alias(c) for c, t in CDR_SCHEMA.items()]
-        )
-        bad = frame.filter(pl.col(REASON)).select(
-            pl.col("line"), _reasons(checks).alias("reason"), _raw_expr(list(present)).alias("raw")
-        )
-        rows.write(good)
-        rejects.write(bad)
-        result.rows_accepted += good.height
-        _finish_rejections(out, result, bad)
-        if progress:
-            progress(result.rows_read)
+    # raw value as read -> key (None when not a number); error text for the ones that are not
+    raw_keys: dict[str, int | None] = {}
+    raw_errors: dict[str, str] = {}
+    # contact totals per pair of numbers, per batch (summed at the end: no second pass)
+    partial_pairs: list[pl.DataFrame] = []
 
-    _write_number_index(out, result)
+    def numbers(batch: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series, pl.Series, dict[str, str]]:
+        """The batch's distinct raw numbers, their keys and errors (phonenumbers for the new ones)."""
+        distinct = pl.concat([batch["calling_number"], batch["called_number"]]).drop_nulls().unique()
+        fresh = distinct.filter(~distinct.is_in(pl.Series(list(raw_keys), dtype=pl.String).implode()))
+        if fresh.len():
+            stripped = fresh.str.strip_chars()
+            normaliser.resolve(stripped.unique().to_list())
+            for raw, text in zip(fresh.to_list(), stripped.to_list(), strict=True):
+                raw_keys[raw] = normaliser.keys[text]
+                if text in normaliser.errors:
+                    raw_errors[raw] = normaliser.errors[text]
+        values = distinct.to_list()
+        keys = pl.Series([raw_keys[r] for r in values], dtype=pl.Int64)
+        return batch, distinct, keys, {r: raw_errors[r] for r in values if r in raw_errors}
+
+    try:
+        # the next batch is read and its numbers normalised while this one is processed
+        for batch, distinct, keys, errors in _ahead(_batches(lf, batch_rows), numbers):
+            result.rows_read += batch.height
+            frame = batch.with_columns(
+                a=pl.col("calling_number").replace_strict(
+                    distinct, keys, default=None, return_dtype=pl.Int64
+                ),
+                b=pl.col("called_number").replace_strict(distinct, keys, default=None, return_dtype=pl.Int64),
+                a_cell=_clean("calling_cell") if "calling_cell" in present else pl.lit(None, pl.String),
+                b_cell=_clean("called_cell") if "called_cell" in present else pl.lit(None, pl.String),
+                imei=_clean("imei") if "imei" in present else pl.lit(None, pl.String),
+                imsi=_clean("imsi") if "imsi" in present else pl.lit(None, pl.String),
+                line=pl.col(ROW).cast(pl.Int64) + 2,
+            )
+            if "event_type" in present:
+                # values exactly as listed (the usual case) directly; others trimmed and lower-cased
+                frame = _with_fallback(
+                    frame,
+                    "kind",
+                    pl.col("event_type").replace_strict(kinds, default=None, return_dtype=pl.UInt8),
+                    lambda name: (
+                        pl.col(name)
+                        .str.strip_chars()
+                        .str.to_lowercase()
+                        .replace_strict(kinds, default=None, return_dtype=pl.UInt8)
+                    ),
+                    "event_type",
+                )
+            else:
+                frame = frame.with_columns(kind=pl.lit(EVENT_KINDS["voice"], pl.UInt8))
+            frame = parse_time(frame, "start", "start_time")
+            if "duration" in present:
+                frame = _parse_duration(frame)
+            elif "end_time" in present:
+                frame = parse_time(frame, "end", "end_time").with_columns(
+                    (pl.col("end") - pl.col("start")).dt.total_seconds().cast(pl.Int64).alias(SECONDS)
+                )
+            else:
+                frame = frame.with_columns(pl.lit(0, pl.Int64).alias(SECONDS))
+            undecodable = (
+                pl.any_horizontal([pl.col(c).str.contains(REPLACEMENT, literal=True) for c in present])
+                if encoding_check
+                else pl.lit(False)
+            )
+            checks: list[tuple[pl.Expr, pl.Expr | str]] = [
+                (undecodable, "text is not valid in the file's encoding"),
+                (pl.col("start_time").is_null(), "start_time: missing"),
+                (
+                    pl.col("start_time").is_not_null() & pl.col("start").is_null(),
+                    pl.concat_str(pl.lit("start_time: not a valid date and time: "), pl.col("start_time")),
+                ),
+                _number_error("a", "calling_number", errors),
+                _number_error("b", "called_number", errors),
+                (
+                    pl.col(SECONDS).is_null() & pl.col("start").is_not_null(),
+                    "duration: not a number of seconds or H:MM:SS (or end_time is not a valid time)",
+                ),
+                (
+                    (pl.col(SECONDS) < 0) | (pl.col(SECONDS) > MAX_DURATION_SECONDS),
+                    "duration: negative or longer than two days",
+                ),
+            ]
+            if "event_type" in present:
+                checks.append(
+                    (
+                        pl.col("kind").is_null(),
+                        pl.concat_str(
+                            pl.lit("event_type: unknown value "), pl.col("event_type").fill_null("(empty)")
+                        ),
+                    )
+                )
+            # Flag first (cheap booleans); words and the raw text only for the rows rejected.
+            frame = frame.with_columns(
+                pl.any_horizontal([bad.fill_null(False) for bad, _ in checks]).alias(REASON)
+            )
+            clean = not frame[REASON].any()
+            good = (frame if clean else frame.filter(~pl.col(REASON))).select(
+                [pl.col(SECONDS if c == "duration" else c).cast(t).alias(c) for c, t in CDR_SCHEMA.items()]
+            )
+            bad = (frame.clear() if clean else frame.filter(pl.col(REASON))).select(
+                pl.col("line"), _reasons(checks).alias("reason"), _raw_expr(list(present)).alias("raw")
+            )
+            rows.write(good, then=lambda frame: partial_pairs.append(pair_totals(frame.lazy()).collect()))
+            rejects.write(bad)
+            result.rows_accepted += good.height
+            _finish_rejections(out, result, bad)
+            if progress:
+                progress(result.rows_read)
+    finally:
+        rows.close()
+        rejects.close()
+
+    _write_number_index(out, result, partial_pairs)
     return result
+
+
+def _ahead(items: Iterator[T], prepare: Callable[[T], R]) -> Iterator[R]:
+    """`prepare` each item on a background thread, one item ahead of the caller (polars and
+    the caller's own polars work release the GIL, so the two overlap)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare") as pool:
+
+        def step() -> tuple[bool, R | None]:
+            item = next(items, _END)
+            return (False, None) if item is _END else (True, prepare(item))  # type: ignore[arg-type]
+
+        pending = pool.submit(step)
+        while True:
+            more, ready = pending.result()
+            if not more:
+                return
+            pending = pool.submit(step)
+            yield ready  # type: ignore[misc]
 
 
 def _clean_utf8(path: Path, chunk: int = 1 << 22) -> bool:
@@ -441,25 +519,28 @@ def _clean_utf8(path: Path, chunk: int = 1 << 22) -> bool:
 
 
 def _number_error(col: str, field: str, errors: dict[str, str]) -> tuple[pl.Expr, pl.Expr]:
-    detail = pl.col(f"{col}_raw").replace_strict(errors, default=None, return_dtype=pl.String)
+    detail = pl.col(field).replace_strict(errors, default=None, return_dtype=pl.String)
     return (pl.col(col).is_null(), pl.concat_str(pl.lit(f"{field}: "), detail.fill_null("missing")))
 
 
-def _write_number_index(out: Path, result: IngestResult) -> None:
-    """The dataset's phone index (`numbers.parquet`) and contact totals per pair of numbers
-    (`pairs.parquet`, see `analysis.pair_totals`), in one pass over the stored rows."""
-    parts = sorted(out.glob("rows-*.parquet"))
-    if not parts:
+def _write_number_index(out: Path, result: IngestResult, partial_pairs: list[pl.DataFrame]) -> None:
+    """Contact totals per pair of numbers (`pairs.parquet`, see `analysis.pair_totals`), summed
+    from the batches' totals, and the dataset's phone index (`numbers.parquet`) from them."""
+    if not partial_pairs:
         pl.DataFrame(schema=NUMBER_INDEX_SCHEMA).write_parquet(out / "numbers.parquet")
         pl.DataFrame(schema=PAIR_SCHEMA).write_parquet(out / PAIRS_FILE)
         return
-    lf = pl.scan_parquet(parts)
-    span = lf.select(pl.col("start").min().alias("lo"), pl.col("start").max().alias("hi"))
-    index, pairs, bounds = pl.collect_all([number_index(lf), pair_totals(lf), span])
+    pairs = (
+        merge_pairs(pl.concat(partial_pairs).lazy())
+        .select([pl.col(c).cast(t) for c, t in PAIR_SCHEMA.items()])
+        .sort("x", "y")
+        .collect()
+    )
+    index = index_from_pairs(pairs.lazy()).collect()
     index.write_parquet(out / "numbers.parquet")
     pairs.write_parquet(out / PAIRS_FILE, compression="lz4")
     result.distinct_identifiers = index.height
-    result.first_time, result.last_time = bounds["lo"][0], bounds["hi"][0]
+    result.first_time, result.last_time = pairs["first"].min(), pairs["last"].max()  # type: ignore[assignment]
 
 
 NUMBER_INDEX_SCHEMA: dict[str, Any] = {
@@ -494,6 +575,30 @@ def number_index(lf: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
+def index_from_pairs(pairs: pl.LazyFrame) -> pl.LazyFrame:
+    """`number_index` of the rows, from their `pair_totals`: each pair counts for both of its
+    numbers (a record from a number to itself, twice, as in `number_index`)."""
+    cols = ["contacts", "calls", "sms", "duration", "first", "last"]
+    sides = pl.concat(
+        [
+            pairs.select(pl.col("x").alias("number"), *cols),
+            pairs.select(pl.col("y").alias("number"), *cols),
+        ]
+    )
+    return (
+        sides.group_by("number")
+        .agg(
+            pl.col("contacts").sum().cast(pl.Int64).alias("events"),
+            pl.col("calls").sum().cast(pl.Int64),
+            pl.col("sms").sum().cast(pl.Int64),
+            pl.col("duration").sum().cast(pl.Int64),
+            pl.col("first").min(),
+            pl.col("last").max(),
+        )
+        .sort("number")
+    )
+
+
 # ---------------------------------------------------------------- ANPR
 
 ANPR_COLUMNS = {"vrm": "vrm", "camera": "camera_id", "location": "camera_location", "time": "read_time"}
@@ -511,54 +616,62 @@ def ingest_anpr(
     present = {k: v for k, v in ANPR_COLUMNS.items() if v in header}
     lf = _scan(src).select([pl.col(ROW), *(pl.col(v).alias(k) for k, v in present.items())])
     vrms: dict[str, str | None] = {}
-    for batch in _batches(lf, batch_rows):
-        result.rows_read += batch.height
-        distinct = batch["vrm"].drop_nulls().unique().to_list()
-        for raw in distinct:
-            if raw not in vrms:
-                try:
-                    vrms[raw] = normalise_vrm(raw)
-                except BadIdentifier:
-                    vrms[raw] = None
-        lookup = {r: vrms[r] for r in distinct}
-        frame = batch.with_columns(
-            time_parsed=_time_expr("time", "", zone),
-            vrm_norm=pl.col("vrm").replace_strict(lookup, default=None, return_dtype=pl.String),
-            camera_clean=_clean("camera"),
-            location_clean=_clean("location") if "location" in present else pl.lit(None, pl.String),
-            line=pl.col(ROW).cast(pl.Int64) + 2,
-            raw=_raw_expr(list(present)),
-        )
-        checks: list[tuple[pl.Expr, pl.Expr | str]] = [
-            (
-                pl.col("raw").str.contains(REPLACEMENT, literal=True),
-                "text is not valid in the file's encoding",
-            ),
-            (
-                pl.col("vrm_norm").is_null(),
-                pl.concat_str(pl.lit("vrm: not a registration mark: "), pl.col("vrm").fill_null("(empty)")),
-            ),
-            (pl.col("camera_clean").is_null(), "camera_id: missing"),
-            (
-                pl.col("time_parsed").is_null(),
-                pl.concat_str(
-                    pl.lit("read_time: not a valid date and time: "), pl.col("time").fill_null("(empty)")
+    try:
+        for batch in _batches(lf, batch_rows):
+            result.rows_read += batch.height
+            distinct = batch["vrm"].drop_nulls().unique().to_list()
+            for raw in distinct:
+                if raw not in vrms:
+                    try:
+                        vrms[raw] = normalise_vrm(raw)
+                    except BadIdentifier:
+                        vrms[raw] = None
+            lookup = {r: vrms[r] for r in distinct}
+            frame = batch.with_columns(
+                time_parsed=_time_expr("time", "", zone),
+                vrm_norm=pl.col("vrm").replace_strict(lookup, default=None, return_dtype=pl.String),
+                camera_clean=_clean("camera"),
+                location_clean=_clean("location") if "location" in present else pl.lit(None, pl.String),
+                line=pl.col(ROW).cast(pl.Int64) + 2,
+                raw=_raw_expr(list(present)),
+            )
+            checks: list[tuple[pl.Expr, pl.Expr | str]] = [
+                (
+                    pl.col("raw").str.contains(REPLACEMENT, literal=True),
+                    "text is not valid in the file's encoding",
                 ),
-            ),
-        ]
-        frame = frame.with_columns(_reasons(checks).alias(REASON))
-        good = frame.filter(pl.col(REASON).is_null()).select(
-            pl.col("time_parsed").alias("time"),
-            pl.col("vrm_norm").alias("vrm"),
-            pl.col("camera_clean").alias("camera"),
-            pl.col("location_clean").alias("location"),
-            "line",
-        )
-        bad = frame.filter(pl.col(REASON).is_not_null()).select("line", pl.col(REASON).alias("reason"), "raw")
-        rows.write(good)
-        rejects.write(bad)
-        result.rows_accepted += good.height
-        _finish_rejections(out, result, bad)
+                (
+                    pl.col("vrm_norm").is_null(),
+                    pl.concat_str(
+                        pl.lit("vrm: not a registration mark: "), pl.col("vrm").fill_null("(empty)")
+                    ),
+                ),
+                (pl.col("camera_clean").is_null(), "camera_id: missing"),
+                (
+                    pl.col("time_parsed").is_null(),
+                    pl.concat_str(
+                        pl.lit("read_time: not a valid date and time: "), pl.col("time").fill_null("(empty)")
+                    ),
+                ),
+            ]
+            frame = frame.with_columns(_reasons(checks).alias(REASON))
+            good = frame.filter(pl.col(REASON).is_null()).select(
+                pl.col("time_parsed").alias("time"),
+                pl.col("vrm_norm").alias("vrm"),
+                pl.col("camera_clean").alias("camera"),
+                pl.col("location_clean").alias("location"),
+                "line",
+            )
+            bad = frame.filter(pl.col(REASON).is_not_null()).select(
+                "line", pl.col(REASON).alias("reason"), "raw"
+            )
+            rows.write(good)
+            rejects.write(bad)
+            result.rows_accepted += good.height
+            _finish_rejections(out, result, bad)
+    finally:
+        rows.close()
+        rejects.close()
     parts = sorted(out.glob("rows-*.parquet"))
     if parts:
         stats = (
@@ -599,58 +712,66 @@ def ingest_adverts(
     present = {k: v for k, v in ADVERT_COLUMNS.items() if v in header}
     lf = _scan(src).select([pl.col(ROW), *(pl.col(v).alias(k) for k, v in present.items())])
     normaliser = NumberNormaliser()
-    for batch in _batches(lf, batch_rows):
-        result.rows_read += batch.height
-        distinct = batch["number"].drop_nulls().str.strip_chars().unique().to_list()
-        normaliser.resolve(distinct)
-        lookup = {r: normaliser.keys[r] for r in distinct}
-        date_text = pl.col("posted").str.strip_chars() if "posted" in present else pl.lit(None, pl.String)
-        frame = batch.with_columns(
-            number_key=pl.col("number")
-            .str.strip_chars()
-            .replace_strict(lookup, default=None, return_dtype=pl.Int64),
-            posted_at=pl.coalesce(
-                _time_expr("posted", "", zone)
-                if "posted" in present
-                else pl.lit(None, pl.Datetime("us", "UTC")),
-                date_text.str.to_date("%Y-%m-%d", strict=False)
-                .cast(pl.Datetime("us"))
-                .dt.replace_time_zone(zone, ambiguous="earliest", non_existent="null")
-                .dt.convert_time_zone("UTC"),
-            ),
-            line=pl.col(ROW).cast(pl.Int64) + 2,
-            raw=_raw_expr(list(present)),
-        )
-        checks: list[tuple[pl.Expr, pl.Expr | str]] = [
-            (
-                pl.col("raw").str.contains(REPLACEMENT, literal=True),
-                "text is not valid in the file's encoding",
-            ),
-            (
-                pl.col("number_key").is_null(),
-                pl.concat_str(pl.lit("number: not a phone number: "), pl.col("number").fill_null("(empty)")),
-            ),
-            (_clean("advert_id").is_null(), "advert_id: missing"),
-            (
-                date_text.is_not_null() & (date_text != "") & pl.col("posted_at").is_null(),
-                pl.concat_str(pl.lit("date: not a valid date: "), date_text),
-            ),
-        ]
-        frame = frame.with_columns(_reasons(checks).alias(REASON))
-        good = frame.filter(pl.col(REASON).is_null()).select(
-            pl.col("number_key").alias("number"),
-            _clean("advert_id").alias("advert_id"),
-            (_clean("site") if "site" in present else pl.lit(None, pl.String)).alias("site"),
-            pl.col("posted_at").alias("posted"),
-            (_clean("location") if "location" in present else pl.lit(None, pl.String)).alias("location"),
-            (pl.col("text") if "text" in present else pl.lit(None, pl.String)).alias("text"),
-            "line",
-        )
-        bad = frame.filter(pl.col(REASON).is_not_null()).select("line", pl.col(REASON).alias("reason"), "raw")
-        rows.write(good)
-        rejects.write(bad)
-        result.rows_accepted += good.height
-        _finish_rejections(out, result, bad)
+    try:
+        for batch in _batches(lf, batch_rows):
+            result.rows_read += batch.height
+            distinct = batch["number"].drop_nulls().str.strip_chars().unique().to_list()
+            normaliser.resolve(distinct)
+            lookup = {r: normaliser.keys[r] for r in distinct}
+            date_text = pl.col("posted").str.strip_chars() if "posted" in present else pl.lit(None, pl.String)
+            frame = batch.with_columns(
+                number_key=pl.col("number")
+                .str.strip_chars()
+                .replace_strict(lookup, default=None, return_dtype=pl.Int64),
+                posted_at=pl.coalesce(
+                    _time_expr("posted", "", zone)
+                    if "posted" in present
+                    else pl.lit(None, pl.Datetime("us", "UTC")),
+                    date_text.str.to_date("%Y-%m-%d", strict=False)
+                    .cast(pl.Datetime("us"))
+                    .dt.replace_time_zone(zone, ambiguous="earliest", non_existent="null")
+                    .dt.convert_time_zone("UTC"),
+                ),
+                line=pl.col(ROW).cast(pl.Int64) + 2,
+                raw=_raw_expr(list(present)),
+            )
+            checks: list[tuple[pl.Expr, pl.Expr | str]] = [
+                (
+                    pl.col("raw").str.contains(REPLACEMENT, literal=True),
+                    "text is not valid in the file's encoding",
+                ),
+                (
+                    pl.col("number_key").is_null(),
+                    pl.concat_str(
+                        pl.lit("number: not a phone number: "), pl.col("number").fill_null("(empty)")
+                    ),
+                ),
+                (_clean("advert_id").is_null(), "advert_id: missing"),
+                (
+                    date_text.is_not_null() & (date_text != "") & pl.col("posted_at").is_null(),
+                    pl.concat_str(pl.lit("date: not a valid date: "), date_text),
+                ),
+            ]
+            frame = frame.with_columns(_reasons(checks).alias(REASON))
+            good = frame.filter(pl.col(REASON).is_null()).select(
+                pl.col("number_key").alias("number"),
+                _clean("advert_id").alias("advert_id"),
+                (_clean("site") if "site" in present else pl.lit(None, pl.String)).alias("site"),
+                pl.col("posted_at").alias("posted"),
+                (_clean("location") if "location" in present else pl.lit(None, pl.String)).alias("location"),
+                (pl.col("text") if "text" in present else pl.lit(None, pl.String)).alias("text"),
+                "line",
+            )
+            bad = frame.filter(pl.col(REASON).is_not_null()).select(
+                "line", pl.col(REASON).alias("reason"), "raw"
+            )
+            rows.write(good)
+            rejects.write(bad)
+            result.rows_accepted += good.height
+            _finish_rejections(out, result, bad)
+    finally:
+        rows.close()
+        rejects.close()
     parts = sorted(out.glob("rows-*.parquet"))
     if parts:
         stats = (
