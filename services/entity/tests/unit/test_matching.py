@@ -65,14 +65,18 @@ def test_blocking_meets_a_record_with_any_single_error() -> None:
         addresses=(Address(("14 Mill Lane",), "Derby", "DE1 2AB"),),
     )
     original = set(matching.blocking_keys(_features(**base)))
+    asked = set(matching.query_keys(_features(**base)))
     for change in (
         {"surname": "Haringtonn"},
         {"given_name": "Danial"},
         {"birth_date": "1994-03-21"},
         {"addresses": (Address((), "", "DE1 2AX"),)},
         {"given_name": "Harrington", "surname": "Daniel"},  # swapped
+        {"birth_date": "", "addresses": ()},  # only the names left
     ):
-        assert original & set(matching.blocking_keys(_features(**{**base, **change}))), change
+        changed = _features(**{**base, **change})
+        assert original & set(matching.query_keys(changed)), change  # the new record meets the stored one
+        assert asked & set(matching.blocking_keys(changed)), change  # and the other way round
 
 
 def test_explanation_adds_up() -> None:

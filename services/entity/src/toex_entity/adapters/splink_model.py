@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 # The batch linkage's blocking rules (also used by the benchmark's Splink baseline): the
 # same combinations the real-time blocking keys index.
 PREDICTION_BLOCKING = (
-    block_on("surname_ph", "given_name_ph"),
+    block_on("surname_ph", "given_name_ph", "substr(birth_date, 1, 4)"),
     block_on("surname_ph", "birth_date"),
     block_on("given_name_ph", "birth_date"),
     block_on("surname_ph", "postcode"),

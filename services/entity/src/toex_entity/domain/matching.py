@@ -242,16 +242,18 @@ COMPARISONS: tuple[Comparison, ...] = (
 # --- blocking ---------------------------------------------------------------------------
 
 
-def blocking_keys(f: Features) -> list[str]:
-    """Keys under which a person record is indexed. A pair is scored when the two records
-    share at least one key: each key needs two of names, date of birth and postcode to have
-    survived, so a record with any single error still meets its match."""
+def _name_pair(f: Features) -> str:
+    gn, sn = f["given_name_ph"], f["surname_ph"]
+    if not (gn and sn):
+        return ""
+    first, second = sorted((gn, sn))  # also meets records with the names swapped
+    return f"{first}:{second}"
+
+
+def _other_keys(f: Features) -> list[str]:
     keys: list[str] = []
     gn, sn = f["given_name_ph"], f["surname_ph"]
     dob, pc = f["birth_date"], f["postcode"]
-    if gn and sn:
-        first, second = sorted((gn, sn))  # also meets records with the names swapped
-        keys.append(f"n:{first}:{second}")
     for tag, name in (("s", sn), ("g", gn)):
         if name and dob:
             keys.append(f"{tag}d:{name}:{dob}")
@@ -262,6 +264,33 @@ def blocking_keys(f: Features) -> list[str]:
     for ident in f["official_ids"] or ():
         keys.append(f"i:{ident}")
     return keys
+
+
+def blocking_keys(f: Features) -> list[str]:
+    """Keys under which a person record is indexed; a new record looks up its query_keys.
+    Apart from the name pair, each key needs two of names, date of birth and postcode to have
+    survived, so a record with any single error still meets its match.
+
+    The name pair comes three ways so that common names do not make large blocks: with the
+    year of birth (`n:..:YYYY`, what records with a date of birth look up), bare (`n:`, looked
+    up only by records without one) and, for records without a date of birth, `n0:` (looked up
+    by records with one)."""
+    pair = _name_pair(f)
+    keys = []
+    if pair:
+        dob = f["birth_date"]
+        keys.append(f"n:{pair}")
+        keys.append(f"n:{pair}:{dob[:4]}" if dob else f"n0:{pair}")
+    return keys + _other_keys(f)
+
+
+def query_keys(f: Features) -> list[str]:
+    pair = _name_pair(f)
+    keys = []
+    if pair:
+        dob = f["birth_date"]
+        keys.extend([f"n:{pair}:{dob[:4]}", f"n0:{pair}"] if dob else [f"n:{pair}"])
+    return keys + _other_keys(f)
 
 
 # --- model and scoring ------------------------------------------------------------------

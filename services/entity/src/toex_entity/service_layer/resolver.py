@@ -140,7 +140,7 @@ async def resolve_batch(
 
     det_keys = sorted({k for r in records for k in r.deterministic_keys()})
     block_keys = sorted(
-        {k for r in records if r.features is not None for k in matching.blocking_keys(r.features)}
+        {k for r in records if r.features is not None for k in matching.query_keys(r.features)}
     )
     hits = await repo.hits(det_keys) if det_keys else []
     hits_by_key: dict[str, list[tuple[str, str, RecordType, Region]]] = defaultdict(list)
@@ -200,7 +200,7 @@ async def resolve_batch(
             # 2. probabilistic
             seen: set[str] = set()
             best_by_entity: dict[str, tuple[float, str, Features, Region]] = {}
-            for key in matching.blocking_keys(record.features):
+            for key in matching.query_keys(record.features):
                 for candidate in by_key.get(key, ()):
                     if candidate.record_id in seen:
                         continue
@@ -375,13 +375,8 @@ async def _write(uow: EntityUnitOfWork, batch: _Batch, ctx: Context) -> None:
 
 
 def search_keys(features: Features) -> list[str]:
-    """Keys for SearchEntities by name: the surname's and the given name's phonetic codes."""
-    keys = []
-    if features.get("surname_ph"):
-        keys.append(f"ps:{features['surname_ph']}")
-    if features.get("given_name_ph"):
-        keys.append(f"pg:{features['given_name_ph']}")
-    return keys
+    """Key for SearchEntities by name alone: the surname's phonetic code."""
+    return [f"ps:{features['surname_ph']}"] if features.get("surname_ph") else []
 
 
 async def merge_entities(
