@@ -140,12 +140,13 @@ class UploadWriter:
 # ---------------------------------------------------------------- reading
 
 
-def _scan(path: Path, separator: str = ",") -> pl.LazyFrame:
+def _scan(path: Path, separator: str = ",", *, lossy: bool = True) -> pl.LazyFrame:
+    """`lossy=False` only for a file already known to be valid UTF-8 (`_clean_utf8`)."""
     return pl.scan_csv(
         path,
         separator=separator,
         infer_schema=False,
-        encoding="utf8-lossy",
+        encoding="utf8-lossy" if lossy else "utf8",
         truncate_ragged_lines=True,
         row_index_name=ROW,
         missing_columns="insert",
@@ -342,12 +343,12 @@ def ingest_cdr(
     normaliser = NumberNormaliser(profile.default_country)
     kinds = {k: EVENT_KINDS[v] for k, v in profile.all_event_types().items()}
     result = IngestResult()
-    lf = _scan(src, profile.separator).select(
-        [pl.col(ROW), *(pl.col(s).alias(c) for c, s in present.items())]
-    )
     # Per-row check for undecodable text only when the file has any (a whole-file pass over
     # the bytes is far cheaper than searching every cell of every row).
     encoding_check = not _clean_utf8(src)
+    lf = _scan(src, profile.separator, lossy=encoding_check).select(
+        [pl.col(ROW), *(pl.col(s).alias(c) for c, s in present.items())]
+    )
 
     def parse_time(frame: pl.DataFrame, column: str, source: str) -> pl.DataFrame:
         if profile.time_format:
