@@ -124,6 +124,7 @@ async def service_run(
     async with engine.begin() as conn:
         await conn.execute(text("ANALYZE"))
     latencies = []
+    print(f"  incremental: {len(queries):,} records one at a time", flush=True)
     for g in queries:
         begun = time.perf_counter()
         await handlers.resolve_records(commands.ResolveRecords(ACTOR, [incoming(g)], single=True), deps)
@@ -180,9 +181,8 @@ async def main() -> None:
         pg.stop()
 
     truth_base = truth_pairs(base)
-    service_scores = febrl.pairwise(
-        {k: v for k, v in clusters.items() if k in {g.record_id for g in base}}, truth_base
-    )
+    base_ids = {g.record_id for g in base}
+    service_scores = febrl.pairwise({k: v for k, v in clusters.items() if k in base_ids}, truth_base)
     splink_scores = febrl.pairwise(splink_clusters, truth_base)
     ingest_rate, splink_rate = n / ingest_seconds, n / splink_seconds
     lines = [

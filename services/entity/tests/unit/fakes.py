@@ -77,10 +77,10 @@ class FakeRepository:
         for key, record in rows:
             self.keys[key].add(record)
 
-    async def replace_keys(self, record_id: str, keys: Sequence[str]) -> None:
-        for members in self.keys.values():
-            members.discard(record_id)
-        await self.add_keys([(k, record_id) for k in keys])
+    async def replace_keys(self, record_id: str, old: Sequence[str], new: Sequence[str]) -> None:
+        for key in old:
+            self.keys[key].discard(record_id)
+        await self.add_keys([(k, record_id) for k in new])
 
     async def hits(self, keys: Sequence[str]) -> list[KeyHit]:
         return [

@@ -149,3 +149,13 @@ async def test_merge_then_undo_restores_ids_and_records(deps) -> None:  # type: 
     )
     assert [r.id for r in kept.records] == [a.record_id]
     assert [(v.entity.id, [r.id for r in v.records]) for v in restored] == [(b.entity_id, [b.record_id])]
+
+
+async def test_changed_record_is_updated_and_reindexed_in_its_entity(deps) -> None:  # type: ignore[no-untyped-def]
+    [first] = await resolve(deps, EMSOU, person("1", phone_numbers=("07700 900001",)))
+    [again] = await resolve(deps, EMSOU, person("1", phone_numbers=("07700 900002",)))
+    assert again.outcome is Outcome.UNCHANGED and again.record_id == first.record_id
+    repo = deps.uow().repo  # type: ignore[attr-defined]
+    assert first.record_id in repo.keys["tel:+447700900002"]
+    assert first.record_id not in repo.keys["tel:+447700900001"]
+    assert repo.records[first.record_id].identifiers.e164_numbers == ("+447700900002",)

@@ -313,9 +313,11 @@ class SqlEntityRepository:
                 _ADD_KEYS, {"keys": [k for k, _ in part], "records": [r for _, r in part]}
             )
 
-    async def replace_keys(self, record_id: str, keys: Sequence[str]) -> None:
-        await self.session.execute(record_keys.delete().where(record_keys.c.record_id == record_id))
-        await self.add_keys([(k, record_id) for k in keys])
+    async def replace_keys(self, record_id: str, old: Sequence[str], new: Sequence[str]) -> None:
+        await self.session.execute(
+            record_keys.delete().where(record_keys.c.key.in_(list(old)), record_keys.c.record_id == record_id)
+        )
+        await self.add_keys([(k, record_id) for k in new])
 
     async def hits(self, keys: Sequence[str]) -> list[KeyHit]:
         if not keys:

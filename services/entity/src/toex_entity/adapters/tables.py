@@ -58,7 +58,6 @@ record_keys = Table(
     Column("key", Text, nullable=False),
     Column("record_id", String(32), nullable=False),
     PrimaryKeyConstraint("key", "record_id"),
-    Index("record_keys_record", "record_id"),
 )
 
 entities = Table(

@@ -253,11 +253,7 @@ async def _split_known(
             record.id = stored.id
             record.entity_id = stored.entity_id
             await uow.repo.update_record(record)
-            keys = set(record.identifiers.keys())
-            if record.features is not None:
-                keys.update(matching.blocking_keys(record.features))
-                keys.update(resolver.search_keys(record.features))
-            await uow.repo.replace_keys(record.id, sorted(keys))
+            await uow.repo.replace_keys(record.id, resolver.index_keys(stored), resolver.index_keys(record))
         out.append(ResolveResult(stored.id, stored.entity_id, Outcome.UNCHANGED, region=stored.region.value))
     return fresh, out
 

@@ -353,13 +353,7 @@ async def _write(uow: EntityUnitOfWork, batch: _Batch, ctx: Context) -> None:
         await repo.add_entities(list(batch.new_entities.values()))
     if batch.records:
         await repo.add_records(batch.records, batch.links)
-        rows: list[tuple[str, str]] = []
-        for record in batch.records:
-            keys = set(record.identifiers.keys())
-            if record.features is not None:
-                keys.update(matching.blocking_keys(record.features))
-                keys.update(search_keys(record.features))
-            rows.extend((k, record.id) for k in sorted(keys))
+        rows = [(k, record.id) for record in batch.records for k in index_keys(record)]
         await repo.add_keys(rows, fresh=True)
     for record, link in zip(batch.records, batch.links, strict=True):
         if link.method == LinkMethod.NEW.value:
@@ -372,6 +366,15 @@ async def _write(uow: EntityUnitOfWork, batch: _Batch, ctx: Context) -> None:
     existing = {batch.find(e) for e in batch.touched} - set(batch.new_entities)
     if existing:
         await repo.touch_entities(existing, ctx.now)
+
+
+def index_keys(record: SourceRecord) -> list[str]:
+    """Every key a stored record is found under: identifiers, blocking and search keys."""
+    keys = set(record.identifiers.keys())
+    if record.features is not None:
+        keys.update(matching.blocking_keys(record.features))
+        keys.update(search_keys(record.features))
+    return sorted(keys)
 
 
 def search_keys(features: Features) -> list[str]:
