@@ -282,7 +282,7 @@ class AuthorisationInterceptor(GuardInterceptor):
 
 def standard_interceptors(
     *, service: str, verifier: TokenVerifier, policy: MethodPolicy, audit: AuditSink
-) -> list[aio.ServerInterceptor]:
+) -> list[GuardInterceptor]:
     return [
         TracingInterceptor(service),
         AuditInterceptor(audit),
