@@ -54,7 +54,7 @@ def unique_person(tag: str = "") -> dict[str, object]:
     return {
         "given_name": "Daniel",
         "surname": f"Harr{suffix}{tag}",
-        "birth_date": f"{1950 + rnd % 50}-0{1 + rnd % 9}-1{rnd % 9}",
+        "birth_date": f"{1950 + rnd % 50}-0{1 + rnd % 9}-1{2 + rnd % 8}",  # day 12-19: its two digits differ, so transposing them is a typo
         "gender": pb.GENDER_MALE,
         "addresses": [
             pb.Address(
