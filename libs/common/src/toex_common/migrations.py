@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from importlib import resources
 from pathlib import Path
 
 from alembic import command
@@ -12,6 +13,15 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 MIGRATION_LOCK_KEY = 0x70E7A11B
+
+
+def service_migrations(package: str, main_file: str) -> Path:
+    """A service's migrations: shipped inside the package in an installed wheel, beside src/ in
+    the source tree (`main_file` is the service's src/<package>/__main__.py)."""
+    packaged = Path(str(resources.files(package))) / "migrations"
+    return (
+        packaged if (packaged / "env.py").is_file() else Path(main_file).resolve().parents[2] / "migrations"
+    )
 
 
 def alembic_config(database_url: str, script_location: Path) -> Config:

@@ -7,8 +7,10 @@ transaction as the state change, so a change and its events are stored together 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from google.protobuf.message import Message
 from sqlalchemy import insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -24,6 +26,30 @@ def request_fingerprint(*parts: bytes | str) -> str:
         digest.update(part.encode() if isinstance(part, str) else part)
         digest.update(b"\x00")
     return digest.hexdigest()
+
+
+MAX_REQUEST_ID_LENGTH = 128
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """A client-supplied request id (AIP-155) and a fingerprint of the request it came with."""
+
+    request_id: str
+    fingerprint: str
+
+
+def idempotency_of(request: Message) -> Idempotency | None:
+    """The request's `request_id` with a fingerprint of everything else in it, or None."""
+    request_id: str = getattr(request, "request_id", "")
+    if not request_id:
+        return None
+    if len(request_id) > MAX_REQUEST_ID_LENGTH:
+        raise InvalidArgument.field("request_id", f"at most {MAX_REQUEST_ID_LENGTH} characters")
+    body = type(request)()
+    body.CopyFrom(request)
+    body.ClearField("request_id")  # type: ignore[arg-type]
+    return Idempotency(request_id, request_fingerprint(body.SerializeToString(deterministic=True)))
 
 
 class UnitOfWork(Protocol):

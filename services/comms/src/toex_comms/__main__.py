@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from importlib import resources
 from pathlib import Path
 
 import click
 from toex_common.logging import configure_logging
-from toex_common.migrations import upgrade
+from toex_common.migrations import service_migrations, upgrade
 from toex_common.telemetry import configure_tracing
 
 from toex_comms.config import Settings
 
 
 def migrations_dir() -> Path:
-    """Inside an installed wheel the migrations ship in the package; in the source tree they
-    sit beside src/."""
-    packaged = Path(str(resources.files("toex_comms"))) / "migrations"
-    return packaged if (packaged / "env.py").is_file() else Path(__file__).resolve().parents[2] / "migrations"
+    return service_migrations("toex_comms", __file__)
 
 
 @click.group(help="The toex comms analysis service: call data, phone index, watchlists, adverts, ANPR.")

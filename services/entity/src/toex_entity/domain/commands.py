@@ -6,15 +6,10 @@ from dataclasses import dataclass
 
 from toex_common.principal import Principal
 from toex_common.regions import Region
+from toex_common.uow import Idempotency
 
 from toex_entity.domain.model import ReviewState
 from toex_entity.domain.records import Content, Grading, RecordType
-
-
-@dataclass(frozen=True)
-class Idempotency:
-    request_id: str
-    fingerprint: str
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from google.protobuf.message import Message
 from grpc import aio
 from toex.entity.v1 import entity_pb2 as pb
 from toex.entity.v1 import entity_pb2_grpc
@@ -12,7 +11,7 @@ from toex_common import names, pagination
 from toex_common.context import current_principal
 from toex_common.errors import InvalidArgument, Violations
 from toex_common.regions import Region
-from toex_common.uow import request_fingerprint
+from toex_common.uow import idempotency_of
 
 from toex_entity.adapters import mapping
 from toex_entity.domain import commands, policy
@@ -56,18 +55,6 @@ def _record_ref(name: str, field: str) -> tuple[Region, str]:
 
 def _entity_id(name: str, field: str = "name") -> str:
     return names.parse(name, ENTITY, field)["entity"]
-
-
-def _idempotency(request: Message) -> commands.Idempotency | None:
-    request_id: str = getattr(request, "request_id", "")
-    if not request_id:
-        return None
-    if len(request_id) > 128:
-        raise InvalidArgument.field("request_id", "at most 128 characters")
-    body = type(request)()
-    body.CopyFrom(request)
-    body.ClearField("request_id")  # type: ignore[arg-type]
-    return commands.Idempotency(request_id, request_fingerprint(body.SerializeToString(deterministic=True)))
 
 
 def incoming(region: Region, record: pb.SourceRecord, prefix: str = "record") -> commands.IncomingRecord:
@@ -161,7 +148,10 @@ class EntityServicer(entity_pb2_grpc.EntityResolutionServiceServicer):
         principal = current_principal()
         results = await handlers.resolve_records(
             commands.ResolveRecords(
-                principal, [incoming(region, request.record)], single=True, idempotency=_idempotency(request)
+                principal,
+                [incoming(region, request.record)],
+                single=True,
+                idempotency=idempotency_of(request),
             ),
             self.deps,
         )
@@ -323,7 +313,7 @@ class EntityServicer(entity_pb2_grpc.EntityResolutionServiceServicer):
                 parts["task"],
                 request.decision == pb.REVIEW_DECISION_CONFIRM,
                 request.reason,
-                _idempotency(request),
+                idempotency_of(request),
             ),
             self.deps,
         )
@@ -341,7 +331,7 @@ class EntityServicer(entity_pb2_grpc.EntityResolutionServiceServicer):
                 _entity_id(request.name),
                 [_entity_id(o, f"others[{i}]") for i, o in enumerate(request.others)],
                 request.reason,
-                _idempotency(request),
+                idempotency_of(request),
             ),
             self.deps,
         )
@@ -357,7 +347,7 @@ class EntityServicer(entity_pb2_grpc.EntityResolutionServiceServicer):
                 [_record_ref(r, f"records[{i}]") for i, r in enumerate(request.records)],
                 request.undo_change.strip(),
                 request.reason,
-                _idempotency(request),
+                idempotency_of(request),
             ),
             self.deps,
         )

@@ -8,14 +8,9 @@ from typing import Any
 
 from toex_common.principal import Principal
 from toex_common.regions import Region
+from toex_common.uow import Idempotency
 
 from toex_pnd.domain.model import Kind, SyncState
-
-
-@dataclass(frozen=True)
-class Idempotency:
-    request_id: str
-    fingerprint: str
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from google.protobuf import json_format
-from google.protobuf.message import Message
 from grpc import aio
 from toex.pnd.v1 import pnd_pb2 as pb
 from toex.pnd.v1 import pnd_pb2_grpc, sync_pb2
@@ -13,7 +12,7 @@ from toex_common import names, pagination
 from toex_common.context import current_principal, current_purpose
 from toex_common.errors import InvalidArgument
 from toex_common.regions import Region
-from toex_common.uow import request_fingerprint
+from toex_common.uow import idempotency_of
 
 from toex_pnd.adapters import mapping
 from toex_pnd.domain import commands
@@ -34,18 +33,6 @@ def _record_ref(name: str, field: str = "name") -> tuple[Region, str]:
 def _parent_region(parent: str, field: str = "parent", *, allow_all: bool = False) -> Region | None:
     parts = names.parse(parent, "regions/{region}", field)
     return names.parse_region(parts["region"], field, allow_all=allow_all)
-
-
-def _idempotency(request: Message) -> commands.Idempotency | None:
-    request_id: str = getattr(request, "request_id", "")
-    if not request_id:
-        return None
-    if len(request_id) > 128:
-        raise InvalidArgument.field("request_id", "at most 128 characters")
-    body = type(request)()
-    body.CopyFrom(request)
-    body.ClearField("request_id")  # type: ignore[arg-type]
-    return commands.Idempotency(request_id, request_fingerprint(body.SerializeToString(deterministic=True)))
 
 
 def _after(token: str, key: str) -> tuple[datetime, str] | None:
@@ -80,7 +67,7 @@ class PndSyncServicer(pnd_pb2_grpc.PndSyncServiceServicer):
                 entity=mapping.entity_from_proto(record.entity),
                 grading=mapping.grading_from_proto(record.grading),
                 links=mapping.links_from_proto(record.links),
-                idempotency=_idempotency(request),
+                idempotency=idempotency_of(request),
             ),
             self.deps,
         )
@@ -106,7 +93,7 @@ class PndSyncServicer(pnd_pb2_grpc.PndSyncServiceServicer):
                 grading=(mapping.grading_from_proto(record.grading) or {}) if "grading" in paths else None,
                 links=mapping.links_from_proto(record.links) if "links" in paths else None,
                 expected_version=record.version,
-                idempotency=_idempotency(request),
+                idempotency=idempotency_of(request),
             ),
             self.deps,
         )
@@ -118,7 +105,7 @@ class PndSyncServicer(pnd_pb2_grpc.PndSyncServiceServicer):
         region, record_id = _record_ref(request.name)
         deleted = await handlers.delete_intelligence(
             commands.DeleteIntelligence(
-                current_principal(), region, record_id, request.version, _idempotency(request)
+                current_principal(), region, record_id, request.version, idempotency_of(request)
             ),
             self.deps,
         )
@@ -165,7 +152,7 @@ class PndSyncServicer(pnd_pb2_grpc.PndSyncServiceServicer):
         region, record_id = _record_ref(request.name)
         record = await handlers.release_intelligence(
             commands.ReleaseIntelligence(
-                current_principal(), region, record_id, request.reason, _idempotency(request)
+                current_principal(), region, record_id, request.reason, idempotency_of(request)
             ),
             self.deps,
         )

@@ -8,6 +8,7 @@ from typing import Any
 
 from toex_common.principal import Principal
 from toex_common.regions import Region
+from toex_common.uow import Idempotency
 
 from toex_safeguarding.domain.model import Evidence, Subject
 from toex_safeguarding.domain.values import (
@@ -20,12 +21,6 @@ from toex_safeguarding.domain.values import (
     RiskLevel,
     State,
 )
-
-
-@dataclass(frozen=True)
-class Idempotency:
-    request_id: str
-    fingerprint: str
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from google.protobuf.message import Message
 from grpc import aio
 from toex.safeguarding.v1 import safeguarding_pb2 as pb
 from toex.safeguarding.v1 import safeguarding_pb2_grpc
@@ -13,7 +12,7 @@ from toex_common import names, pagination
 from toex_common.context import current_principal
 from toex_common.errors import InvalidArgument, Violations
 from toex_common.regions import Region
-from toex_common.uow import request_fingerprint
+from toex_common.uow import idempotency_of
 
 from toex_safeguarding.adapters import mapping
 from toex_safeguarding.domain import commands
@@ -46,18 +45,6 @@ def _ref(name: str, field: str = "name") -> tuple[Region, str]:
 def _parent(parent: str, *, allow_all: bool) -> Region | None:
     parts = names.parse(parent or ("regions/-" if allow_all else ""), "regions/{region}", "parent")
     return names.parse_region(parts["region"], "parent", allow_all=allow_all)
-
-
-def _idempotency(request: Message) -> commands.Idempotency | None:
-    request_id: str = getattr(request, "request_id", "")
-    if not request_id:
-        return None
-    if len(request_id) > 128:
-        raise InvalidArgument.field("request_id", "at most 128 characters")
-    body = type(request)()
-    body.CopyFrom(request)
-    body.ClearField("request_id")  # type: ignore[arg-type]
-    return commands.Idempotency(request_id, request_fingerprint(body.SerializeToString(deterministic=True)))
 
 
 def _when(request: Any, field: str) -> datetime | None:
@@ -156,7 +143,7 @@ class SafeguardingServicer(safeguarding_pb2_grpc.SafeguardingServiceServicer):
                 destinations=destinations,
                 linked_job=linked_job,
                 handling=mapping.handling_from_proto(r.handling),
-                idempotency=_idempotency(request),
+                idempotency=idempotency_of(request),
             ),
             self.deps,
         )
@@ -239,7 +226,7 @@ class SafeguardingServicer(safeguarding_pb2_grpc.SafeguardingServiceServicer):
         problems.raise_if_any()
         updated = await handlers.update_referral(
             commands.UpdateReferral(
-                current_principal(), region, referral_id, commands.Revision(**values), _idempotency(request)
+                current_principal(), region, referral_id, commands.Revision(**values), idempotency_of(request)
             ),
             self.deps,
         )
@@ -250,7 +237,9 @@ class SafeguardingServicer(safeguarding_pb2_grpc.SafeguardingServiceServicer):
     ) -> pb.SubmitForApprovalResponse:
         region, referral_id = _ref(request.name)
         referral = await handlers.submit_for_approval(
-            commands.Transition(current_principal(), region, referral_id, idempotency=_idempotency(request)),
+            commands.Transition(
+                current_principal(), region, referral_id, idempotency=idempotency_of(request)
+            ),
             self.deps,
         )
         return pb.SubmitForApprovalResponse(referral=self._out(referral))
@@ -260,7 +249,9 @@ class SafeguardingServicer(safeguarding_pb2_grpc.SafeguardingServiceServicer):
     ) -> pb.ApproveReferralResponse:
         region, referral_id = _ref(request.name)
         referral = await handlers.approve_referral(
-            commands.Transition(current_principal(), region, referral_id, idempotency=_idempotency(request)),
+            commands.Transition(
+                current_principal(), region, referral_id, idempotency=idempotency_of(request)
+            ),
             self.deps,
         )
         return pb.ApproveReferralResponse(referral=self._out(referral))
@@ -271,7 +262,7 @@ class SafeguardingServicer(safeguarding_pb2_grpc.SafeguardingServiceServicer):
         region, referral_id = _ref(request.name)
         referral = await handlers.return_referral(
             commands.Transition(
-                current_principal(), region, referral_id, request.reason, _idempotency(request)
+                current_principal(), region, referral_id, request.reason, idempotency_of(request)
             ),
             self.deps,
         )
@@ -289,7 +280,7 @@ class SafeguardingServicer(safeguarding_pb2_grpc.SafeguardingServiceServicer):
                 _destination(request.destination),
                 request.agency_reference,
                 _when(request, "submit_time"),
-                _idempotency(request),
+                idempotency_of(request),
             ),
             self.deps,
         )
@@ -306,7 +297,7 @@ class SafeguardingServicer(safeguarding_pb2_grpc.SafeguardingServiceServicer):
                 referral_id,
                 _destination(request.destination),
                 _when(request, "acknowledge_time"),
-                _idempotency(request),
+                idempotency_of(request),
             ),
             self.deps,
         )
@@ -335,7 +326,7 @@ class SafeguardingServicer(safeguarding_pb2_grpc.SafeguardingServiceServicer):
                 outcome,
                 request.detail,
                 _when(request, "decision_time"),
-                _idempotency(request),
+                idempotency_of(request),
             ),
             self.deps,
         )
@@ -347,7 +338,7 @@ class SafeguardingServicer(safeguarding_pb2_grpc.SafeguardingServiceServicer):
         region, referral_id = _ref(request.name)
         referral = await handlers.close_referral(
             commands.Transition(
-                current_principal(), region, referral_id, request.reason, _idempotency(request)
+                current_principal(), region, referral_id, request.reason, idempotency_of(request)
             ),
             self.deps,
         )

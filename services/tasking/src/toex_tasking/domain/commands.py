@@ -7,16 +7,9 @@ from datetime import datetime
 
 from toex_common.principal import Principal
 from toex_common.regions import Region
+from toex_common.uow import Idempotency
 
 from toex_tasking.domain.model import Handling, JobState, JobType, Priority
-
-
-@dataclass(frozen=True)
-class Idempotency:
-    """A client-supplied request id and a fingerprint of the request it came with."""
-
-    request_id: str
-    fingerprint: str
 
 
 @dataclass(frozen=True)

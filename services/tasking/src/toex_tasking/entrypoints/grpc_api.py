@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC as _UTC
 from datetime import datetime
 
-from google.protobuf.message import Message
 from grpc import aio
 from toex.tasking.v1 import tasking_pb2 as pb
 from toex.tasking.v1 import tasking_pb2_grpc
@@ -13,7 +12,7 @@ from toex_common import names, pagination
 from toex_common.context import current_principal
 from toex_common.errors import InvalidArgument
 from toex_common.regions import Region
-from toex_common.uow import request_fingerprint
+from toex_common.uow import idempotency_of
 
 from toex_tasking.adapters import mapping
 from toex_tasking.domain import commands
@@ -27,18 +26,6 @@ def _job_ref(name: str, field: str = "name") -> tuple[Region, str]:
     region = names.parse_region(parts["region"], field)
     assert region is not None
     return region, parts["job"]
-
-
-def _idempotency(request: Message) -> commands.Idempotency | None:
-    request_id: str = getattr(request, "request_id", "")
-    if not request_id:
-        return None
-    if len(request_id) > 128:
-        raise InvalidArgument.field("request_id", "at most 128 characters")
-    body = type(request)()
-    body.CopyFrom(request)
-    body.ClearField("request_id")
-    return commands.Idempotency(request_id, request_fingerprint(body.SerializeToString(deterministic=True)))
 
 
 class TaskingServicer(tasking_pb2_grpc.TaskingServiceServicer):
@@ -73,7 +60,7 @@ class TaskingServicer(tasking_pb2_grpc.TaskingServiceServicer):
                 description=job.description,
                 handling=mapping.handling_from_proto(job.handling),
                 subject_entity_ids=list(job.subject_entity_ids),
-                idempotency=_idempotency(request),
+                idempotency=idempotency_of(request),
             ),
             self.deps,
         )
@@ -123,7 +110,7 @@ class TaskingServicer(tasking_pb2_grpc.TaskingServiceServicer):
         region, job_id = _job_ref(request.name)
         job = await handlers.assign_job(
             commands.AssignJob(
-                current_principal(), region, job_id, list(request.assignees), _idempotency(request)
+                current_principal(), region, job_id, list(request.assignees), idempotency_of(request)
             ),
             self.deps,
         )
@@ -135,7 +122,7 @@ class TaskingServicer(tasking_pb2_grpc.TaskingServiceServicer):
         region, job_id = _job_ref(request.name)
         job = await handlers.reassign_job(
             commands.ReassignJob(
-                current_principal(), region, job_id, request.assignee, request.reason, _idempotency(request)
+                current_principal(), region, job_id, request.assignee, request.reason, idempotency_of(request)
             ),
             self.deps,
         )
@@ -156,7 +143,7 @@ class TaskingServicer(tasking_pb2_grpc.TaskingServiceServicer):
                 state,
                 request.reason,
                 request.product,
-                _idempotency(request),
+                idempotency_of(request),
             ),
             self.deps,
         )
@@ -167,7 +154,7 @@ class TaskingServicer(tasking_pb2_grpc.TaskingServiceServicer):
     ) -> pb.AddJobNoteResponse:
         region, job_id = _job_ref(request.parent, "parent")
         job, note_id = await handlers.add_job_note(
-            commands.AddJobNote(current_principal(), region, job_id, request.text, _idempotency(request)),
+            commands.AddJobNote(current_principal(), region, job_id, request.text, idempotency_of(request)),
             self.deps,
         )
         note = next(n for n in job.notes if n.id == note_id)
@@ -179,7 +166,7 @@ class TaskingServicer(tasking_pb2_grpc.TaskingServiceServicer):
         region, job_id = _job_ref(request.name)
         job = await handlers.record_feedback(
             commands.RecordFeedback(
-                current_principal(), region, job_id, request.rating, request.comment, _idempotency(request)
+                current_principal(), region, job_id, request.rating, request.comment, idempotency_of(request)
             ),
             self.deps,
         )
