@@ -3,8 +3,9 @@ every read and change.
 
 Entries are chained: each stores the hash of the one before, so an edited or deleted entry
 breaks the chain and `verify` finds it. Writes are group-committed by one writer task per
-process (under an advisory lock, so several replicas can share a database): a call waits
-until its entry is durable, yet fifty concurrent calls cost one transaction, not fifty.
+process (several replicas can share a database: the primary key on seq keeps the chain from
+forking): a call waits until its entry is durable, yet fifty concurrent calls cost one
+statement, not fifty.
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import insert, select, text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+import asyncpg
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from toex_common.db import audit_table
+from toex_common.db import audit_table, driver_connection
 
 log = logging.getLogger(__name__)
 
-_LOCK_KEY = 0x70E7A0D1  # advisory lock serialising chain appends
 GENESIS = "0" * 64
 
 
@@ -48,7 +49,7 @@ def entry_hash(seq: int, entry: dict[str, Any], previous_hash: str) -> str:
     canonical = json.dumps(
         {
             "seq": seq,
-            "occurred_at": entry["occurred_at"].astimezone(UTC).isoformat(timespec="microseconds"),
+            "occurred_at": _timestamp(entry["occurred_at"]),
             "actor_subject": entry["actor_subject"],
             "actor_username": entry["actor_username"],
             "actor_roles": list(entry["actor_roles"]),
@@ -76,6 +77,7 @@ class PostgresAuditLog:
         self._max_batch = max_batch
         self._queue: asyncio.Queue[tuple[AuditEntry, asyncio.Future[None]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._head: tuple[int, str] | None = None
 
     async def start(self) -> None:
         if self._task is None:
@@ -118,38 +120,86 @@ class PostgresAuditLog:
                 self._queue.task_done()
 
     async def append(self, entries: Sequence[AuditEntry]) -> None:
-        async with self._engine.begin() as conn:
-            await append_entries(conn, entries)
+        """Append `entries` to the chain in one statement (so all or none are stored).
+
+        The chain's head (last seq and hash) is kept between batches, so a batch costs one round
+        trip. Other writers (replicas, worker processes) may append in between: then the first
+        seq this batch claims already exists, the primary key refuses the whole statement, and
+        the batch is chained again to the head read afresh. The key on seq is what keeps the chain
+        from forking; no lock is needed."""
+        async with driver_connection(self._engine) as conn:
+            for _ in range(_MAX_ATTEMPTS):
+                if self._head is None:
+                    row = await conn.fetchrow(_HEAD)
+                    self._head = (row["seq"], row["entry_hash"]) if row else (0, GENESIS)
+                rows = chain_rows(entries, *self._head)
+                self._head = None  # unknown until the insert is known to have committed
+                try:
+                    await conn.execute(_INSERT, json.dumps(rows))
+                except asyncpg.UniqueViolationError:
+                    continue  # another writer appended first
+                self._head = (rows[-1]["seq"], rows[-1]["entry_hash"])
+                return
+        raise RuntimeError(f"audit chain still contended after {_MAX_ATTEMPTS} attempts")
 
 
-async def append_entries(conn: AsyncConnection, entries: Sequence[AuditEntry]) -> None:
-    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
-    last = (
-        await conn.execute(
-            select(audit_table.c.seq, audit_table.c.entry_hash).order_by(audit_table.c.seq.desc()).limit(1)
-        )
-    ).first()
-    seq, previous = (last.seq, last.entry_hash) if last else (0, GENESIS)
+_MAX_ATTEMPTS = 20
+_COLUMNS = (
+    "seq",
+    "occurred_at",
+    "actor_subject",
+    "actor_username",
+    "actor_roles",
+    "actor_region",
+    "action",
+    "resources",
+    "purpose",
+    "outcome",
+    "peer",
+    "previous_hash",
+    "entry_hash",
+)
+_HEAD = "SELECT seq, entry_hash FROM audit_log ORDER BY seq DESC LIMIT 1"
+_INSERT = (
+    f"INSERT INTO audit_log ({', '.join(_COLUMNS)}) "
+    f"SELECT {', '.join(_COLUMNS)} FROM jsonb_populate_recordset(NULL::audit_log, $1::jsonb)"
+)
+
+
+def chain_rows(entries: Sequence[AuditEntry], seq: int, previous: str) -> list[dict[str, Any]]:
+    """The entries as audit_log rows (JSON-ready: times as ISO 8601 text), numbered after `seq`
+    and chained to `previous` (the hash of entry `seq`)."""
     rows = []
     for entry in entries:
         seq += 1
         row: dict[str, Any] = {
             "seq": seq,
             "occurred_at": entry.occurred_at,
-            "actor_subject": entry.actor_subject,
-            "actor_username": entry.actor_username,
-            "actor_roles": list(entry.actor_roles),
-            "actor_region": entry.actor_region,
-            "action": entry.action,
-            "resources": list(entry.resources),
-            "purpose": entry.purpose,
-            "outcome": entry.outcome,
-            "peer": entry.peer,
+            "actor_subject": _text(entry.actor_subject),
+            "actor_username": _text(entry.actor_username),
+            "actor_roles": [_text(r) for r in entry.actor_roles],
+            "actor_region": _text(entry.actor_region),
+            "action": _text(entry.action),
+            "resources": [_text(r) for r in entry.resources],
+            "purpose": _text(entry.purpose),
+            "outcome": _text(entry.outcome),
+            "peer": _text(entry.peer),
             "previous_hash": previous,
         }
         row["entry_hash"] = previous = entry_hash(seq, row, previous)
+        row["occurred_at"] = _timestamp(entry.occurred_at)
         rows.append(row)
-    await conn.execute(insert(audit_table), rows)
+    return rows
+
+
+def _text(value: str) -> str:
+    """PostgreSQL text cannot hold NUL; a resource name from a request might. Without this, one
+    such call would fail every call whose entry shares its batch."""
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 @dataclass

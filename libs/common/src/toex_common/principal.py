@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 
 from toex_common.regions import Region
@@ -29,6 +30,11 @@ class Principal:
 
     def has(self, *roles: Role) -> bool:
         return any(role in self.roles for role in roles)
+
+    @functools.cached_property
+    def role_names(self) -> tuple[str, ...]:
+        """The roles' names, sorted (as the audit log records them)."""
+        return tuple(sorted(r.value for r in self.roles))
 
     @property
     def national(self) -> bool:

@@ -9,17 +9,23 @@ from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 
 _configured = False
 
 
 def configure_tracing(service: str, exporter: str = "none") -> None:
-    """Install a tracer provider once per process. With exporter "none" spans are still
-    created (so trace ids reach logs and events) but not exported."""
+    """Install a tracer provider once per process.
+
+    With exporter "none" every call still gets a span context (trace and span ids, continuing
+    the caller's trace), so trace ids reach logs and events' `traceparent`, but spans are not
+    recorded: recording spans that go nowhere cost a tenth of a call's time. With an exporter,
+    every span is recorded, or sampled as the caller's trace was (parent-based)."""
     global _configured
     if _configured:
         return
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    sampler = ALWAYS_OFF if exporter == "none" else ParentBased(ALWAYS_ON)
+    provider = TracerProvider(resource=Resource.create({"service.name": service}), sampler=sampler)
     if exporter == "console":
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     elif exporter == "otlp":

@@ -11,7 +11,7 @@ import pytest
 from nats.aio.client import Client
 from sqlalchemy import func, select, update
 from toex.tasking.events.v1 import events_pb2
-from toex_common.db import create_engine, inbox_table, outbox_table, platform_metadata, session_factory
+from toex_common.db import inbox_table, outbox_table, session_factory
 from toex_common.events import StreamSpec, build_event, ensure_stream
 from toex_common.events.consumer import IdempotentConsumer, PermanentError
 from toex_common.events.nats import connect
@@ -20,15 +20,6 @@ from toex_common.regions import Region
 from toex_common.uow import SqlAlchemyUnitOfWork
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def engine(database: str) -> AsyncIterator[Any]:
-    engine = create_engine(database, pool_size=5)
-    async with engine.begin() as conn:
-        await conn.run_sync(platform_metadata.create_all)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

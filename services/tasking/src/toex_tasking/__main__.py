@@ -42,9 +42,9 @@ def serve() -> None:
 
 @main.command("seed-demo", help="Raise a few demo jobs (safe to repeat).")
 def seed_demo() -> None:
-    from toex_common.db import create_engine, session_factory
+    from toex_common.db import create_engine
 
-    from toex_tasking.adapters.uow import SqlTaskingUnitOfWork
+    from toex_tasking.adapters.uow import PgTaskingUnitOfWork
     from toex_tasking.demo import demo_directory, seed
     from toex_tasking.service_layer.handlers import Deps
 
@@ -52,9 +52,8 @@ def seed_demo() -> None:
 
     async def run() -> list[str]:
         engine = create_engine(settings.database_url, pool_size=2)
-        sessions = session_factory(engine)
         try:
-            return await seed(Deps(uow=lambda: SqlTaskingUnitOfWork(sessions), directory=demo_directory()))  # type: ignore[arg-type,return-value]
+            return await seed(Deps(uow=lambda: PgTaskingUnitOfWork(engine), directory=demo_directory()))  # type: ignore[arg-type,return-value]
         finally:
             await engine.dispose()
 

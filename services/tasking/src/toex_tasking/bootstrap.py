@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from toex.tasking.v1 import tasking_pb2, tasking_pb2_grpc
 from toex_common.audit import PostgresAuditLog
 from toex_common.auth import TokenVerifier
-from toex_common.db import create_engine, session_factory
+from toex_common.db import create_engine
 from toex_common.events import ensure_stream
 from toex_common.events.nats import connect
 from toex_common.events.outbox import OutboxRelay
@@ -26,7 +26,7 @@ from toex_common.policy import MethodPolicy
 
 from toex_tasking.adapters.directory import KeycloakDirectory
 from toex_tasking.adapters.integration import STREAM
-from toex_tasking.adapters.uow import SqlTaskingUnitOfWork
+from toex_tasking.adapters.uow import PgTaskingUnitOfWork
 from toex_tasking.config import Settings
 from toex_tasking.domain import commands
 from toex_tasking.domain.policy import METHOD_RULES
@@ -93,12 +93,10 @@ class App:
 
 async def build(settings: Settings, *, directory: UserDirectory | None = None) -> App:
     engine = create_engine(settings.database_url)
-    sessions = session_factory(engine)
-    readers = session_factory(engine.execution_options(isolation_level="AUTOCOMMIT"))
     deps = handlers.Deps(
-        uow=lambda: SqlTaskingUnitOfWork(sessions),  # type: ignore[arg-type,return-value]
+        uow=lambda: PgTaskingUnitOfWork(engine),  # type: ignore[arg-type,return-value]
         directory=directory or make_directory(settings),
-        reader=lambda: SqlTaskingUnitOfWork(readers),  # type: ignore[arg-type,return-value]
+        reader=lambda: PgTaskingUnitOfWork(engine, read_only=True),  # type: ignore[arg-type,return-value]
     )
     nc = await connect(settings.nats_url, f"toex-{settings.service_name}")
     js = nc.jetstream()

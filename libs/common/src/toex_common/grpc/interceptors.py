@@ -2,11 +2,13 @@
 
     Tracing -> Audit -> ErrorMapping -> Authentication -> Authorisation -> servicer
 
-Each is a guard (an async context manager) around the method's behaviour, for unary and
-streaming methods alike. Each is a grpc.aio ServerInterceptor and can be installed as one, but
-`create_server` applies the whole chain once, when the servicer's handlers are registered
-(`GuardChain.wrap`): grpc.aio's per-call interceptor machinery cost a quarter of a bare server's
-throughput per interceptor, and the chain wrapped at registration costs only its guards.
+Each wraps the method's behaviour twice over: `around(method, context, proceed)` for methods
+that answer once (unary and client-streaming responses), straight-line code with no generator or
+exit stack, and `guard(method, context)`, an async context manager, for streamed responses.
+Each is a grpc.aio ServerInterceptor and can be installed as one, but `create_server` applies
+the whole chain once, when the servicer's handlers are registered (`GuardChain.wrap`): grpc.aio's
+per-call interceptor machinery cost a quarter of a bare server's throughput per interceptor, and
+the chain wrapped at registration costs only its own work.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import grpc
 from grpc import aio
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
@@ -31,6 +34,8 @@ from toex_common.telemetry import extract
 log = logging.getLogger(__name__)
 
 Guard = Callable[[str, aio.ServicerContext], contextlib.AbstractAsyncContextManager[None]]
+Proceed = Callable[[], Awaitable[Any]]
+Around = Callable[[str, aio.ServicerContext, Proceed], Awaitable[Any]]
 
 
 def metadata_value(context: aio.ServicerContext, key: str) -> str | None:
@@ -51,6 +56,11 @@ class GuardInterceptor(aio.ServerInterceptor):
     ) -> contextlib.AbstractAsyncContextManager[None]:
         raise NotImplementedError
 
+    async def around(self, method: str, context: aio.ServicerContext, proceed: Proceed) -> Any:
+        """The method's single answer, computed by `proceed()` inside this interceptor's concern."""
+        async with self.guard(method, context):
+            return await proceed()
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -68,7 +78,7 @@ class GuardInterceptor(aio.ServerInterceptor):
         return wrapped
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        return wrap_handler(self.guard, method, handler)
+        return wrap_handler(self.guard, method, handler, self.around)
 
 
 class GuardChain:
@@ -76,6 +86,7 @@ class GuardChain:
 
     def __init__(self, guards: list[GuardInterceptor]) -> None:
         self.guards = list(guards)
+        self._around = _compose([g.around for g in self.guards])
 
     @contextlib.asynccontextmanager
     async def guard(self, method: str, context: aio.ServicerContext) -> AsyncIterator[None]:
@@ -84,18 +95,49 @@ class GuardChain:
                 await stack.enter_async_context(guard.guard(method, context))
             yield
 
+    async def around(self, method: str, context: aio.ServicerContext, proceed: Proceed) -> Any:
+        return await self._around(method, context, proceed)
+
     def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        return wrap_handler(self.guard, method, handler)
+        return wrap_handler(self.guard, method, handler, self._around)
 
 
-def wrap_handler(guard: Guard, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    """The same handler with its behaviour run inside `guard(method, context)`."""
+def _compose(arounds: list[Around]) -> Around:
+    """`arounds` nested outermost first, as one."""
+    if not arounds:
+
+        async def bare(method: str, context: aio.ServicerContext, proceed: Proceed) -> Any:
+            return await proceed()
+
+        return bare
+    outer, inner = arounds[0], _compose(arounds[1:]) if len(arounds) > 1 else None
+    if inner is None:
+        return outer
+
+    async def nested(method: str, context: aio.ServicerContext, proceed: Proceed) -> Any:
+        return await outer(method, context, lambda: inner(method, context, proceed))
+
+    return nested
+
+
+def wrap_handler(
+    guard: Guard, method: str, handler: grpc.RpcMethodHandler, around: Around | None = None
+) -> grpc.RpcMethodHandler:
+    """The same handler with its behaviour run inside `guard(method, context)` (or, for methods
+    that answer once, `around(method, context, behaviour)` when given)."""
+    if around is None:
+
+        async def around_by_guard(method: str, context: aio.ServicerContext, proceed: Proceed) -> Any:
+            async with guard(method, context):
+                return await proceed()
+
+        around = around_by_guard
+    run = around
     if handler.unary_unary:
         inner_uu: Any = handler.unary_unary
 
         async def unary_unary(request: Any, context: aio.ServicerContext) -> Any:
-            async with guard(method, context):
-                return await inner_uu(request, context)
+            return await run(method, context, lambda: inner_uu(request, context))
 
         return grpc.unary_unary_rpc_method_handler(
             unary_unary, handler.request_deserializer, handler.response_serializer
@@ -104,8 +146,7 @@ def wrap_handler(guard: Guard, method: str, handler: grpc.RpcMethodHandler) -> g
         inner_su: Any = handler.stream_unary
 
         async def stream_unary(requests: Any, context: aio.ServicerContext) -> Any:
-            async with guard(method, context):
-                return await inner_su(requests, context)
+            return await run(method, context, lambda: inner_su(requests, context))
 
         return grpc.stream_unary_rpc_method_handler(
             stream_unary, handler.request_deserializer, handler.response_serializer
@@ -143,30 +184,69 @@ def _status_name(context: aio.ServicerContext, exc: BaseException | None) -> str
 
 
 class TracingInterceptor(GuardInterceptor):
+    """A server span per call, a child of the caller's `traceparent` when it sends one."""
+
+    _CLIENT_ERRORS = frozenset({"NOT_FOUND", "INVALID_ARGUMENT", "FAILED_PRECONDITION", "ALREADY_EXISTS"})
+
     def __init__(self, service: str) -> None:
         super().__init__()
         self._tracer = trace.get_tracer(service)
+        self._methods: dict[str, tuple[str, dict[str, str]]] = {}
+
+    def _start(self, method: str, context: aio.ServicerContext) -> tuple[trace.Span, object]:
+        described = self._methods.get(method)
+        if described is None:
+            service, _, name = method.lstrip("/").rpartition("/")
+            described = (
+                method.lstrip("/"),
+                {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+            )
+            self._methods[method] = described
+        metadata = context.invocation_metadata() or ()
+        parent = None
+        if any(key == "traceparent" for key, _ in metadata):
+            parent = extract({k: v for k, v in metadata if isinstance(v, str)})
+        span = self._tracer.start_span(
+            described[0], context=parent, kind=trace.SpanKind.SERVER, attributes=described[1]
+        )
+        return span, otel_context.attach(trace.set_span_in_context(span))
+
+    def _finish(
+        self, span: trace.Span, token: object, context: aio.ServicerContext, exc: BaseException | None
+    ) -> None:
+        try:
+            if exc is None:
+                span.set_attribute("rpc.grpc.status_code", "OK")
+            else:
+                status = _status_name(context, exc)
+                span.set_attribute("rpc.grpc.status_code", status)
+                if status not in self._CLIENT_ERRORS:
+                    if not isinstance(exc, aio.AbortError):
+                        span.record_exception(exc)
+                    span.set_status(Status(StatusCode.ERROR, status))
+        finally:
+            otel_context.detach(token)  # type: ignore[arg-type]
+            span.end()
+
+    async def around(self, method: str, context: aio.ServicerContext, proceed: Proceed) -> Any:
+        span, token = self._start(method, context)
+        try:
+            result = await proceed()
+        except BaseException as exc:
+            self._finish(span, token, context, exc)
+            raise
+        self._finish(span, token, context, None)
+        return result
 
     @contextlib.asynccontextmanager
     async def guard(self, method: str, context: aio.ServicerContext) -> AsyncIterator[None]:
-        carrier = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
-        service, _, name = method.lstrip("/").rpartition("/")
-        with self._tracer.start_as_current_span(
-            method.lstrip("/"),
-            context=extract(carrier),
-            kind=trace.SpanKind.SERVER,
-            attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
-        ) as span:
-            try:
-                yield
-            except BaseException as exc:
-                status = _status_name(context, exc)
-                span.set_attribute("rpc.grpc.status_code", status)
-                if status not in ("NOT_FOUND", "INVALID_ARGUMENT", "FAILED_PRECONDITION", "ALREADY_EXISTS"):
-                    span.set_status(Status(StatusCode.ERROR, status))
-                raise
-            else:
-                span.set_attribute("rpc.grpc.status_code", "OK")
+        span, token = self._start(method, context)
+        try:
+            yield
+        except BaseException as exc:
+            self._finish(span, token, context, exc)
+            raise
+        self._finish(span, token, context, None)
 
 
 class AuditInterceptor(GuardInterceptor):
@@ -177,44 +257,79 @@ class AuditInterceptor(GuardInterceptor):
         super().__init__()
         self._sink = sink
 
-    @contextlib.asynccontextmanager
-    async def guard(self, method: str, context: aio.ServicerContext) -> AsyncIterator[None]:
+    async def _record(
+        self, method: str, context: aio.ServicerContext, state: CallState, failure: BaseException | None
+    ) -> None:
+        outcome = state.audit_outcome or _status_name(context, failure)
+        principal = state.principal
+        entry = AuditEntry(
+            action=method,
+            outcome=outcome,
+            actor_subject=principal.subject if principal else "",
+            actor_username=principal.username if principal else "",
+            actor_roles=principal.role_names if principal else (),
+            actor_region=principal.region.value if principal else "",
+            resources=tuple(state.resources),
+            purpose=state.purpose,
+            peer=state.peer,
+        )
+        try:
+            await self._sink.record(entry)
+        except Exception:
+            log.exception("audit entry for %s could not be written", method)
+            if failure is None:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "audit log unavailable; try again")
+
+    async def around(self, method: str, context: aio.ServicerContext, proceed: Proceed) -> Any:
         if is_public(method):
-            yield
-            return
+            return await proceed()
+        async with self._audited(method, context):
+            return await proceed()
+
+    def guard(
+        self, method: str, context: aio.ServicerContext
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        return contextlib.nullcontext() if is_public(method) else self._audited(method, context)
+
+    @contextlib.asynccontextmanager
+    async def _audited(self, method: str, context: aio.ServicerContext) -> AsyncIterator[None]:
         state = CallState(method=method, peer=context.peer() or "")
         token = begin_call(state)
-        failure: BaseException | None = None
         try:
             yield
         except BaseException as exc:
-            failure = exc
-            raise
-        finally:
             end_call(token)
-            outcome = state.audit_outcome or _status_name(context, failure)
-            principal = state.principal
-            entry = AuditEntry(
-                action=method,
-                outcome=outcome,
-                actor_subject=principal.subject if principal else "",
-                actor_username=principal.username if principal else "",
-                actor_roles=tuple(sorted(r.value for r in principal.roles)) if principal else (),
-                actor_region=principal.region.value if principal else "",
-                resources=tuple(state.resources),
-                purpose=state.purpose,
-                peer=state.peer,
-            )
-            try:
-                await self._sink.record(entry)
-            except Exception:
-                log.exception("audit entry for %s could not be written", method)
-                if failure is None:
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, "audit log unavailable; try again")
+            await self._record(method, context, state, exc)
+            raise
+        end_call(token)
+        await self._record(method, context, state, None)
 
 
 class ErrorMappingInterceptor(GuardInterceptor):
     """The one place domain errors become gRPC statuses with google.rpc.Status details."""
+
+    async def _abort(self, method: str, context: aio.ServicerContext, exc: Exception) -> None:
+        if isinstance(exc, DomainError):
+            if isinstance(exc, OutOfScope):
+                state = current_call()
+                if state is not None:
+                    state.audit_outcome = "DENIED_OUT_OF_SCOPE"
+            code, status = exc.code, to_status(exc)
+        else:
+            log.error("unhandled error in %s", method, exc_info=exc)
+            code, status = grpc.StatusCode.INTERNAL, internal_status()
+        await context.abort(
+            code, status.message, trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),)
+        )
+
+    async def around(self, method: str, context: aio.ServicerContext, proceed: Proceed) -> Any:
+        try:
+            return await proceed()
+        except aio.AbortError:
+            raise
+        except Exception as exc:
+            await self._abort(method, context, exc)
+            raise  # not reached: abort raises
 
     @contextlib.asynccontextmanager
     async def guard(self, method: str, context: aio.ServicerContext) -> AsyncIterator[None]:
@@ -222,25 +337,8 @@ class ErrorMappingInterceptor(GuardInterceptor):
             yield
         except aio.AbortError:
             raise
-        except DomainError as exc:
-            if isinstance(exc, OutOfScope):
-                state = current_call()
-                if state is not None:
-                    state.audit_outcome = "DENIED_OUT_OF_SCOPE"
-            status = to_status(exc)
-            await context.abort(
-                exc.code,
-                status.message,
-                trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),),
-            )
-        except Exception:
-            log.exception("unhandled error in %s", method)
-            status = internal_status()
-            await context.abort(
-                grpc.StatusCode.INTERNAL,
-                status.message,
-                trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),),
-            )
+        except Exception as exc:
+            await self._abort(method, context, exc)
 
 
 class AuthenticationInterceptor(GuardInterceptor):
@@ -248,19 +346,27 @@ class AuthenticationInterceptor(GuardInterceptor):
         super().__init__()
         self._verifier = verifier
 
+    async def _authenticate(self, method: str, context: aio.ServicerContext) -> None:
+        if is_public(method):
+            return
+        header = metadata_value(context, "authorization") or ""
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated(
+                "send `authorization: Bearer <access token>`; get a token with `toex login`"
+            )
+        principal = await self._verifier.verify(token.strip())
+        state = current_call()
+        if state is not None:
+            state.principal = principal
+
+    async def around(self, method: str, context: aio.ServicerContext, proceed: Proceed) -> Any:
+        await self._authenticate(method, context)
+        return await proceed()
+
     @contextlib.asynccontextmanager
     async def guard(self, method: str, context: aio.ServicerContext) -> AsyncIterator[None]:
-        if not is_public(method):
-            header = metadata_value(context, "authorization") or ""
-            scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                raise Unauthenticated(
-                    "send `authorization: Bearer <access token>`; get a token with `toex login`"
-                )
-            principal = await self._verifier.verify(token.strip())
-            state = current_call()
-            if state is not None:
-                state.principal = principal
+        await self._authenticate(method, context)
         yield
 
 
@@ -269,14 +375,22 @@ class AuthorisationInterceptor(GuardInterceptor):
         super().__init__()
         self._policy = policy
 
+    def _authorise(self, method: str, context: aio.ServicerContext) -> None:
+        if is_public(method):
+            return
+        state = current_call()
+        if state is None or state.principal is None:
+            raise Unauthenticated("no authenticated caller")
+        state.purpose = normalise_purpose(metadata_value(context, PURPOSE_METADATA_KEY))
+        self._policy.check(state.principal, method, state.purpose)
+
+    async def around(self, method: str, context: aio.ServicerContext, proceed: Proceed) -> Any:
+        self._authorise(method, context)
+        return await proceed()
+
     @contextlib.asynccontextmanager
     async def guard(self, method: str, context: aio.ServicerContext) -> AsyncIterator[None]:
-        if not is_public(method):
-            state = current_call()
-            if state is None or state.principal is None:
-                raise Unauthenticated("no authenticated caller")
-            state.purpose = normalise_purpose(metadata_value(context, PURPOSE_METADATA_KEY))
-            self._policy.check(state.principal, method, state.purpose)
+        self._authorise(method, context)
         yield
 
 

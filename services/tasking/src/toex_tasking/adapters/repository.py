@@ -1,17 +1,23 @@
-"""The job repository on PostgreSQL (SQLAlchemy Core; the aggregate is plain dataclasses)."""
+"""The job repository on PostgreSQL.
+
+Every tasking call runs through here, so the statements are plain SQL run as prepared
+statements on the asyncpg connection of the unit of work (toex_common.uow.DriverUnitOfWork):
+no statement compilation or result wrapping per call, and a new job with its events is stored
+in one round trip. The tables themselves are defined once,
+in SQLAlchemy, in tables.py (Alembic migrations are generated from them).
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, insert, or_, select, tuple_, update
-from sqlalchemy.dialects.postgresql import aggregate_order_by
-from sqlalchemy.ext.asyncio import AsyncSession
+import asyncpg
 from toex_common.regions import Region
+from toex_common.uow import DriverUnitOfWork
 
-from toex_tasking.adapters.tables import job_assignees, job_notes, jobs
 from toex_tasking.domain.model import (
     OPEN_STATES,
     WORKING_STATES,
@@ -27,262 +33,228 @@ from toex_tasking.domain.model import (
 from toex_tasking.service_layer.ports import JobQuery, ResearcherCount
 
 _OPEN = [s.value for s in OPEN_STATES]
-
-_ASSIGNEES_JSON = (
-    select(
-        func.json_agg(
-            aggregate_order_by(
-                func.json_build_object(
-                    "username",
-                    job_assignees.c.username,
-                    "region",
-                    job_assignees.c.region,
-                    "assigned_at",
-                    job_assignees.c.assigned_at,
-                ),
-                job_assignees.c.position,
-            )
-        )
-    )
-    .where(job_assignees.c.job_id == jobs.c.id)
-    .scalar_subquery()
-    .label("assignees_json")
-)
-_NOTES_JSON = (
-    select(
-        func.json_agg(
-            aggregate_order_by(
-                func.json_build_object(
-                    "id",
-                    job_notes.c.id,
-                    "author",
-                    job_notes.c.author,
-                    "text",
-                    job_notes.c.text,
-                    "created_at",
-                    job_notes.c.created_at,
-                ),
-                job_notes.c.created_at,
-                job_notes.c.id,
-            )
-        )
-    )
-    .where(job_notes.c.job_id == jobs.c.id)
-    .scalar_subquery()
-    .label("notes_json")
-)
 _WORKING = [s.value for s in WORKING_STATES]
 
+_COLUMNS = (
+    "id",
+    "region",
+    "requesting_unit",
+    "requesting_officer",
+    "operation_name",
+    "job_type",
+    "priority",
+    "due_at",
+    "description",
+    "handling",
+    "state",
+    "subject_entity_ids",
+    "product",
+    "feedback_rating",
+    "feedback_comment",
+    "feedback_by",
+    "feedback_at",
+    "created_by",
+    "created_at",
+    "updated_at",
+    "overdue_notified_for",
+)
+_SELECT_JOBS = f"SELECT {', '.join(f'jobs.{c}' for c in _COLUMNS)} FROM jobs"
+_INSERT_JOB = f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join(f'${i + 1}' for i in range(len(_COLUMNS)))})"
+_UPDATE_JOB = (
+    f"UPDATE jobs SET {', '.join(f'{c} = ${i}' for i, c in enumerate(_COLUMNS) if i)} "
+    f"WHERE id = ${len(_COLUMNS)}"
+)
+# The job with its assignees and notes aggregated as JSON: one round trip.
+_GET_JOB = f"""
+SELECT {", ".join(f"jobs.{c}" for c in _COLUMNS)},
+    (SELECT json_agg(json_build_object('username', a.username, 'region', a.region,
+                                       'assigned_at', a.assigned_at) ORDER BY a.position)
+     FROM job_assignees a WHERE a.job_id = jobs.id) AS assignees_json,
+    (SELECT json_agg(json_build_object('id', n.id, 'author', n.author, 'text', n.text,
+                                       'created_at', n.created_at) ORDER BY n.created_at, n.id)
+     FROM job_notes n WHERE n.job_id = jobs.id) AS notes_json
+FROM jobs WHERE jobs.id = $1"""
+_GET_JOB_FOR_UPDATE = _GET_JOB + " FOR UPDATE OF jobs"
+_DELETE_ASSIGNEES = "DELETE FROM job_assignees WHERE job_id = $1"
+_INSERT_ASSIGNEE = (
+    "INSERT INTO job_assignees (job_id, username, region, position, assigned_at) VALUES ($1, $2, $3, $4, $5)"
+)
+_INSERT_NOTE = "INSERT INTO job_notes (job_id, id, author, text, created_at) VALUES ($1, $2, $3, $4, $5)"
+_ASSIGNEES_OF = (
+    "SELECT job_id, username, region, assigned_at FROM job_assignees "
+    "WHERE job_id = ANY($1::text[]) ORDER BY job_id, position"
+)
+_LOAD_BY_RESEARCHER = """
+SELECT a.username, min(a.region) AS region, count(*) AS open_jobs,
+       count(*) FILTER (WHERE j.due_at < $2) AS overdue_jobs
+FROM job_assignees a JOIN jobs j ON j.id = a.job_id
+WHERE j.state = ANY($3::text[]) AND (a.region = $1 OR j.region = $1)
+GROUP BY a.username"""
+_REGION_TOTALS = """
+SELECT count(*) AS open_jobs, count(*) FILTER (WHERE state = $2) AS unassigned
+FROM jobs WHERE region = $1 AND state = ANY($3::text[])"""
+_OVERDUE = f"""{_SELECT_JOBS}
+WHERE state = ANY($2::text[]) AND due_at < $1
+  AND (overdue_notified_for IS NULL OR overdue_notified_for <> due_at)
+ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED"""
 
-def _row(job: Job) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "region": job.region.value,
-        "requesting_unit": job.requesting_unit,
-        "requesting_officer": job.requesting_officer,
-        "operation_name": job.operation_name,
-        "job_type": job.job_type.value,
-        "priority": job.priority.value,
-        "due_at": job.due_at,
-        "description": job.description,
-        "handling": job.handling.value,
-        "state": job.state.value,
-        "subject_entity_ids": job.subject_entity_ids,
-        "product": job.product,
-        "feedback_rating": job.feedback.rating if job.feedback else None,
-        "feedback_comment": job.feedback.comment if job.feedback else None,
-        "feedback_by": job.feedback.recorded_by if job.feedback else None,
-        "feedback_at": job.feedback.recorded_at if job.feedback else None,
-        "created_by": job.created_by,
-        "created_at": job.created_at,
-        "updated_at": job.updated_at,
-        "overdue_notified_for": job.overdue_notified_for,
-    }
 
-
-def _job(row: Any, assignees: list[Assignee], notes: list[Note]) -> Job:
-    feedback = None
-    if row.feedback_rating is not None:
-        feedback = Feedback(
-            row.feedback_rating, row.feedback_comment or "", row.feedback_by or "", row.feedback_at
-        )
-    return Job(
-        id=row.id,
-        region=Region(row.region),
-        requesting_unit=row.requesting_unit,
-        requesting_officer=row.requesting_officer,
-        operation_name=row.operation_name,
-        job_type=JobType(row.job_type),
-        priority=Priority(row.priority),
-        due_at=row.due_at,
-        description=row.description,
-        handling=Handling(row.handling),
-        created_by=row.created_by,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        state=JobState(row.state),
-        assignees=assignees,
-        subject_entity_ids=list(row.subject_entity_ids or []),
-        notes=notes,
-        product=row.product,
-        feedback=feedback,
-        overdue_notified_for=row.overdue_notified_for,
+def _values(job: Job) -> tuple[Any, ...]:
+    feedback = job.feedback
+    return (
+        job.id,
+        job.region.value,
+        job.requesting_unit,
+        job.requesting_officer,
+        job.operation_name,
+        job.job_type.value,
+        job.priority.value,
+        job.due_at,
+        job.description,
+        job.handling.value,
+        job.state.value,
+        job.subject_entity_ids,
+        job.product,
+        feedback.rating if feedback else None,
+        feedback.comment if feedback else None,
+        feedback.recorded_by if feedback else None,
+        feedback.recorded_at if feedback else None,
+        job.created_by,
+        job.created_at,
+        job.updated_at,
+        job.overdue_notified_for,
     )
 
 
-class SqlJobRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+def _job(row: Mapping[str, Any], assignees: list[Assignee], notes: list[Note]) -> Job:
+    feedback = None
+    if row["feedback_rating"] is not None:
+        feedback = Feedback(
+            row["feedback_rating"],
+            row["feedback_comment"] or "",
+            row["feedback_by"] or "",
+            row["feedback_at"],
+        )
+    return Job(
+        id=row["id"],
+        region=Region(row["region"]),
+        requesting_unit=row["requesting_unit"],
+        requesting_officer=row["requesting_officer"],
+        operation_name=row["operation_name"],
+        job_type=JobType(row["job_type"]),
+        priority=Priority(row["priority"]),
+        due_at=row["due_at"],
+        description=row["description"],
+        handling=Handling(row["handling"]),
+        created_by=row["created_by"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        state=JobState(row["state"]),
+        assignees=assignees,
+        subject_entity_ids=list(row["subject_entity_ids"] or []),
+        notes=notes,
+        product=row["product"],
+        feedback=feedback,
+        overdue_notified_for=row["overdue_notified_for"],
+    )
+
+
+class PgJobRepository:
+    """Writes are queued on the unit of work and sent at its commit; reads run on its connection."""
+
+    def __init__(self, uow: DriverUnitOfWork) -> None:
+        self.uow = uow
 
     async def add(self, job: Job) -> None:
-        await self.session.execute(insert(jobs).values(**_row(job)))
-        await self._write_children(job)
+        self.uow.write(_INSERT_JOB, *_values(job))
+        self._write_children(job)
 
     async def save(self, job: Job) -> None:
-        row = _row(job)
-        del row["id"]
-        await self.session.execute(update(jobs).where(jobs.c.id == job.id).values(**row))
-        await self.session.execute(delete(job_assignees).where(job_assignees.c.job_id == job.id))
-        await self._write_children(job)
+        values = _values(job)
+        self.uow.write(_UPDATE_JOB, *values[1:], values[0])
+        self.uow.write(_DELETE_ASSIGNEES, job.id)
+        self._write_children(job)
 
-    async def _write_children(self, job: Job) -> None:
-        if job.assignees:
-            await self.session.execute(
-                insert(job_assignees),
-                [
-                    {
-                        "job_id": job.id,
-                        "username": a.username,
-                        "region": a.region.value,
-                        "position": i,
-                        "assigned_at": a.assigned_at,
-                    }
-                    for i, a in enumerate(job.assignees)
-                ],
-            )
-        if job.new_notes:
-            await self.session.execute(
-                insert(job_notes),
-                [
-                    {
-                        "job_id": job.id,
-                        "id": n.id,
-                        "author": n.author,
-                        "text": n.text,
-                        "created_at": n.created_at,
-                    }
-                    for n in job.new_notes
-                ],
-            )
-            job.new_notes.clear()
+    def _write_children(self, job: Job) -> None:
+        self.uow.write_many(
+            _INSERT_ASSIGNEE,
+            [(job.id, a.username, a.region.value, i, a.assigned_at) for i, a in enumerate(job.assignees)],
+        )
+        self.uow.write_many(
+            _INSERT_NOTE, [(job.id, n.id, n.author, n.text, n.created_at) for n in job.new_notes]
+        )
+        job.new_notes.clear()
 
     async def get(self, job_id: str, *, for_update: bool = False) -> Job | None:
-        # One round trip: the job with its assignees and notes aggregated as JSON.
-        statement = select(jobs, _ASSIGNEES_JSON, _NOTES_JSON).where(jobs.c.id == job_id)
-        if for_update:
-            statement = statement.with_for_update(of=jobs)
-        row = (await self.session.execute(statement)).first()
+        conn = await self.uow.connection()
+        row = await conn.fetchrow(_GET_JOB_FOR_UPDATE if for_update else _GET_JOB, job_id)
         if row is None:
             return None
         assignees = [
             Assignee(a["username"], Region(a["region"]), datetime.fromisoformat(a["assigned_at"]))
-            for a in row.assignees_json or []
+            for a in row["assignees_json"] or []
         ]
         notes = [
             Note(n["id"], n["author"], n["text"], datetime.fromisoformat(n["created_at"]))
-            for n in row.notes_json or []
+            for n in row["notes_json"] or []
         ]
         return _job(row, assignees, notes)
 
-    async def _assignees(self, job_ids: list[str]) -> dict[str, list[Assignee]]:
+    async def _assignees(self, conn: asyncpg.Connection, job_ids: list[str]) -> dict[str, list[Assignee]]:
         found: dict[str, list[Assignee]] = defaultdict(list)
-        if not job_ids:
-            return found
-        rows = (
-            await self.session.execute(
-                select(job_assignees)
-                .where(job_assignees.c.job_id.in_(job_ids))
-                .order_by(job_assignees.c.job_id, job_assignees.c.position)
-            )
-        ).all()
-        for r in rows:
-            found[r.job_id].append(Assignee(r.username, Region(r.region), r.assigned_at))
+        if job_ids:
+            for r in await conn.fetch(_ASSIGNEES_OF, job_ids):
+                found[r["job_id"]].append(Assignee(r["username"], Region(r["region"]), r["assigned_at"]))
         return found
 
     async def search(self, query: JobQuery, limit: int, after: tuple[datetime, str] | None) -> list[Job]:
-        conditions = []
+        conditions: list[str] = []
+        args: list[Any] = []
+
+        def arg(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
         scope = []
         if query.regions is not None:
-            scope.append(jobs.c.region.in_([r.value for r in query.regions]))
+            scope.append(f"region = ANY({arg([r.value for r in query.regions])}::text[])")
         if query.or_assigned_to:
             scope.append(
-                jobs.c.id.in_(
-                    select(job_assignees.c.job_id).where(job_assignees.c.username == query.or_assigned_to)
-                )
+                f"id IN (SELECT job_id FROM job_assignees WHERE username = {arg(query.or_assigned_to)})"
             )
         if query.regions is not None or query.or_assigned_to:
-            conditions.append(or_(*scope) if scope else jobs.c.id.is_(None))
+            conditions.append(f"({' OR '.join(scope)})" if scope else "false")
         if query.states:
-            conditions.append(jobs.c.state.in_([s.value for s in query.states]))
+            conditions.append(f"state = ANY({arg([s.value for s in query.states])}::text[])")
         if query.assignee:
             conditions.append(
-                jobs.c.id.in_(
-                    select(job_assignees.c.job_id).where(job_assignees.c.username == query.assignee)
-                )
+                f"id IN (SELECT job_id FROM job_assignees WHERE username = {arg(query.assignee)})"
             )
         if query.due_before is not None:
-            conditions.append(jobs.c.due_at < query.due_before)
+            conditions.append(f"due_at < {arg(query.due_before)}")
         if after is not None:
-            conditions.append(tuple_(jobs.c.created_at, jobs.c.id) < tuple_(*after))
-        statement = (
-            select(jobs)
-            .where(and_(*conditions))
-            .order_by(jobs.c.created_at.desc(), jobs.c.id.desc())
-            .limit(limit)
+            conditions.append(f"(created_at, id) < ({arg(after[0])}, {arg(after[1])})")
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        conn = await self.uow.connection()
+        rows = await conn.fetch(
+            f"{_SELECT_JOBS}{where} ORDER BY created_at DESC, id DESC LIMIT {arg(limit)}", *args
         )
-        rows = (await self.session.execute(statement)).all()
-        assignees = await self._assignees([r.id for r in rows])
-        return [_job(r, assignees.get(r.id, []), []) for r in rows]
+        assignees = await self._assignees(conn, [r["id"] for r in rows])
+        return [_job(r, assignees.get(r["id"], []), []) for r in rows]
 
     async def open_load(self, region: Region, now: datetime) -> tuple[list[ResearcherCount], int, int]:
-        working = and_(jobs.c.state.in_(_WORKING))
-        rows = (
-            await self.session.execute(
-                select(
-                    job_assignees.c.username,
-                    func.min(job_assignees.c.region).label("region"),
-                    func.count().label("open_jobs"),
-                    func.count(case((jobs.c.due_at < now, 1))).label("overdue_jobs"),
-                )
-                .join(jobs, jobs.c.id == job_assignees.c.job_id)
-                .where(working, or_(job_assignees.c.region == region.value, jobs.c.region == region.value))
-                .group_by(job_assignees.c.username)
-            )
-        ).all()
-        counts = [ResearcherCount(r.username, Region(r.region), r.open_jobs, r.overdue_jobs) for r in rows]
-        totals = (
-            await self.session.execute(
-                select(
-                    func.count().label("open_jobs"),
-                    func.count(case((jobs.c.state == JobState.RAISED.value, 1))).label("unassigned"),
-                ).where(jobs.c.region == region.value, jobs.c.state.in_(_OPEN))
-            )
-        ).one()
-        return counts, int(totals.unassigned), int(totals.open_jobs)
+        conn = await self.uow.connection()
+        rows = await conn.fetch(_LOAD_BY_RESEARCHER, region.value, now, _WORKING)
+        counts = [
+            ResearcherCount(r["username"], Region(r["region"]), r["open_jobs"], r["overdue_jobs"])
+            for r in rows
+        ]
+        totals = await conn.fetchrow(_REGION_TOTALS, region.value, JobState.RAISED.value, _OPEN)
+        assert totals is not None
+        return counts, int(totals["unassigned"]), int(totals["open_jobs"])
 
     async def overdue_candidates(self, now: datetime, limit: int) -> list[Job]:
-        rows = (
-            await self.session.execute(
-                select(jobs)
-                .where(
-                    jobs.c.state.in_(_OPEN),
-                    jobs.c.due_at < now,
-                    or_(jobs.c.overdue_notified_for.is_(None), jobs.c.overdue_notified_for != jobs.c.due_at),
-                )
-                .order_by(jobs.c.due_at)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-        ).all()
-        assignees = await self._assignees([r.id for r in rows])
-        return [_job(r, assignees.get(r.id, []), []) for r in rows]
+        conn = await self.uow.connection()
+        rows = await conn.fetch(_OVERDUE, now, _OPEN, limit)
+        assignees = await self._assignees(conn, [r["id"] for r in rows])
+        return [_job(r, assignees.get(r["id"], []), []) for r in rows]

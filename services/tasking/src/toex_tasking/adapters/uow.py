@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from toex_common.uow import SqlAlchemyUnitOfWork
+from toex_common.uow import DriverUnitOfWork
 
-from toex_tasking.adapters.repository import SqlJobRepository
+from toex_tasking.adapters.repository import PgJobRepository
 
 
-class SqlTaskingUnitOfWork(SqlAlchemyUnitOfWork):
-    jobs: SqlJobRepository
+class PgTaskingUnitOfWork(DriverUnitOfWork):
+    jobs: PgJobRepository
 
     def _after_enter(self) -> None:
-        self.jobs = SqlJobRepository(self.session)
+        self.jobs = PgJobRepository(self)
