@@ -38,6 +38,7 @@ from toex_entity.domain.model import (
     ReviewTask,
 )
 from toex_entity.domain.records import (
+    NO_IDENTIFIERS,
     Grading,
     Handling,
     Identifiers,
@@ -86,7 +87,18 @@ def _record(row: Any) -> SourceRecord:
     )
 
 
+_COPY_COLUMNS = [c.name for c in source_records.c]
+_ENTITY_COLUMNS = ["id", "entity_type", "state", "merged_into", "created_at", "updated_at"]
+_NO_IDENTIFIERS_JSON = json.dumps(_ids_json(NO_IDENTIFIERS))
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
 def _record_row(record: SourceRecord, link: EntityLink) -> dict[str, Any]:
+    """The record's row, JSON columns as JSON text (for COPY)."""
+    identifiers = record.identifiers
     return {
         "id": record.id,
         "region": record.region.value,
@@ -97,16 +109,18 @@ def _record_row(record: SourceRecord, link: EntityLink) -> dict[str, Any]:
         "assessment": record.grading.assessment,
         "handling": record.grading.handling.value,
         "handling_conditions": record.grading.conditions,
-        "content": content_to_json(record.content),
-        "identifiers": _ids_json(record.identifiers),
-        "features": record.features,
+        "content": json.dumps(content_to_json(record.content)),
+        "identifiers": (
+            _NO_IDENTIFIERS_JSON if identifiers == NO_IDENTIFIERS else json.dumps(_ids_json(identifiers))
+        ),
+        "features": _dumps(record.features),
         "content_hash": record.content_hash,
         "entity_id": record.entity_id,
         "ingested_at": record.ingested_at,
         "ingested_by": record.ingested_by,
         "link_method": link.method,
         "link_probability": link.probability,
-        "link_explanation": link.explanation,
+        "link_explanation": _dumps(link.explanation),
         "linked_by": link.decided_by,
         "linked_at": link.at,
     }
@@ -199,19 +213,11 @@ class SqlEntityRepository:
         return found
 
     async def add_records(self, records: Sequence[SourceRecord], links: Sequence[EntityLink]) -> None:
-        rows = [_record_row(r, link) for r, link in zip(records, links, strict=True)]
-        columns = [c.name for c in source_records.c]
-        json_columns = {"content", "identifiers", "features", "link_explanation"}
-        values = [
-            tuple(
-                (json.dumps(row[c]) if row[c] is not None else None) if c in json_columns else row[c]
-                for c in columns
-            )
-            for row in rows
-        ]
-        await self._copy("source_records", columns, values)
+        rows = (_record_row(r, link) for r, link in zip(records, links, strict=True))
+        values = [tuple(row[c] for c in _COPY_COLUMNS) for row in rows]
+        await self.copy_rows("source_records", _COPY_COLUMNS, values)
 
-    async def _copy(self, table: str, columns: list[str], values: list[tuple[Any, ...]]) -> None:
+    async def copy_rows(self, table: str, columns: list[str], values: list[tuple[Any, ...]]) -> None:
         """COPY rows in, inside the unit of work's transaction (bulk ingest's fast path)."""
         if not values:
             return
@@ -304,7 +310,7 @@ class SqlEntityRepository:
     async def add_keys(self, rows: Sequence[tuple[str, str]], *, fresh: bool = False) -> None:
         """Index keys; `fresh` when every record is new (no conflict possible): COPY."""
         if fresh:
-            await self._copy("record_keys", ["key", "record_id"], list(rows))
+            await self.copy_rows("record_keys", ["key", "record_id"], list(rows))
             return
         # Two array parameters instead of a VALUES list: one small statement, planned once.
         for start in range(0, len(rows), 20_000):
@@ -348,19 +354,12 @@ class SqlEntityRepository:
     # --- entities --------------------------------------------------------------------
 
     async def add_entities(self, items: Sequence[Entity]) -> None:
+        """New entities (a bulk ingest makes thousands at once: COPY)."""
         rows = [
-            {
-                "id": e.id,
-                "entity_type": e.entity_type.value,
-                "state": e.state.value,
-                "merged_into": e.merged_into,
-                "created_at": e.created_at,
-                "updated_at": e.updated_at,
-            }
+            (e.id, e.entity_type.value, e.state.value, e.merged_into, e.created_at, e.updated_at)
             for e in items
         ]
-        for start in range(0, len(rows), 2000):
-            await self.session.execute(insert(entities), rows[start : start + 2000])
+        await self.copy_rows("entities", _ENTITY_COLUMNS, rows)
 
     async def get_entity(self, entity_id: str) -> Entity | None:
         row = (await self.session.execute(select(entities).where(entities.c.id == entity_id))).first()
