@@ -3,6 +3,7 @@ emails and handles. Strong identifiers are compared only in these forms."""
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -26,16 +27,21 @@ def fold(text: str | None) -> str:
     """Lower case, accents removed, whitespace collapsed."""
     if not text:
         return ""
+    if text.isascii():  # nothing to decompose (most values): skip the per-character pass
+        return _SPACES.sub(" ", text).strip().lower()
     decomposed = unicodedata.normalize("NFKD", text)
     ascii_only = "".join(c for c in decomposed if not unicodedata.combining(c))
     return _SPACES.sub(" ", ascii_only).strip().lower()
 
 
+# Names repeat (a bulk ingest meets the same few thousand again and again): both are cached.
+@functools.lru_cache(maxsize=1 << 16)
 def name_key(text: str | None) -> str:
     """A name as compared: letters only, lower case ("O'Brien-Smith" -> "obriensmith")."""
     return _NOT_LETTER.sub("", fold(text))
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def phonetic(text: str | None) -> str:
     """Metaphone code of a name key; empty for an empty name."""
     key = name_key(text)

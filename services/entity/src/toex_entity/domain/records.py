@@ -136,6 +136,9 @@ class Identifiers:
         )
 
 
+NO_IDENTIFIERS = Identifiers()
+
+
 @dataclass
 class SourceRecord:
     id: str
@@ -194,6 +197,14 @@ def identifiers_of(record_type: RecordType, content: Content) -> Identifiers:
     handles: set[str] = set()
     ids: set[str] = set()
     if isinstance(content, PersonData):
+        if not (
+            content.phone_numbers
+            or content.vrms
+            or content.emails
+            or content.online_accounts
+            or content.identifiers
+        ):
+            return NO_IDENTIFIERS
         phones.update(normalise.phone_e164(p) for p in content.phone_numbers if p.strip())
         vrms.update(normalise.vrm(v) for v in content.vrms if v.strip())
         emails.update(normalise.email(e) for e in content.emails if e.strip())
