@@ -1,24 +1,45 @@
-"""A bare grpc.aio server answering one unary method with the request bytes: the baseline."""
+"""A bare grpc.aio server answering one unary method with the request bytes: the baseline.
+
+With a database URL it also reads one row by primary key per call (on the same pooled asyncpg
+connections the services use, no interceptors): the least a call that reads PostgreSQL costs,
+measured beside the baseline to show how much of a service's rate is left after that.
+
+    python -m bench.tasking.echo_server PORT [DATABASE_URL]
+"""
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from toex_common.db import create_engine, driver_connection
 
 
 async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
     return request
 
 
-async def main(port: int) -> None:
+def reading_echo(database_url: str) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]:
+    engine = create_engine(database_url)
+
+    async def handler(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        async with driver_connection(engine) as conn:
+            await conn.fetchrow("SELECT id, state FROM jobs WHERE id = $1", "bench")
+        return request
+
+    return handler
+
+
+async def main(port: int, database_url: str | None) -> None:
+    handler = reading_echo(database_url) if database_url else echo
     server = grpc.aio.server()
     server.add_generic_rpc_handlers(
         (
             grpc.method_handlers_generic_handler(
-                "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
+                "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(handler)}
             ),
         )
     )
@@ -31,4 +52,4 @@ async def main(port: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1])))
+    asyncio.run(main(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None))

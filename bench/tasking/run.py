@@ -75,7 +75,7 @@ def create_request() -> pb.CreateJobRequest:
 async def grpc_bench(
     seconds: float, pg: Postgres, nats: NatsServer, keycloak: Keycloak
 ) -> tuple[str, list[str]]:
-    echo_port, tasking_port, chain_port = free_port(), free_port(), free_port()
+    echo_port, tasking_port, chain_port, reading_port = free_port(), free_port(), free_port(), free_port()
     database = pg.create_database(f"bench_tasking_{uuid.uuid4().hex[:8]}")
     await asyncio.to_thread(upgrade, database, migrations_dir())
     env = {
@@ -94,16 +94,30 @@ async def grpc_bench(
     chain_args = ["-m", "bench.tasking.chain_server", str(chain_port), database, keycloak.issuer]
     with (
         subprocess_server(["-m", "bench.tasking.echo_server", str(echo_port)], {}, "echo"),
+        subprocess_server(["-m", "bench.tasking.echo_server", str(reading_port), database], {}, "reading"),
         subprocess_server(chain_args, {}, "chain"),
         subprocess_server(["-m", "toex_tasking", "serve"], env, "tasking"),
     ):
         await wait_serving(f"127.0.0.1:{echo_port}")
+        await wait_serving(f"127.0.0.1:{reading_port}")
         await wait_serving(f"127.0.0.1:{chain_port}")
         await wait_serving(f"127.0.0.1:{tasking_port}")
         async with grpc.aio.insecure_channel(f"127.0.0.1:{echo_port}") as channel:
             echo = channel.unary_unary("/bench.Echo/Echo")
             baseline = await closed_loop(lambda: echo(payload), concurrency=CONCURRENCY, seconds=seconds)
         results.append(("bare grpc.aio echo (same payload)", baseline, None))
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{reading_port}") as channel:
+            reading = channel.unary_unary("/bench.Echo/Echo")
+            reading_result = await closed_loop(
+                lambda: reading(payload), concurrency=CONCURRENCY, seconds=seconds
+            )
+        results.append(
+            (
+                "bare echo + one PostgreSQL primary-key read per call (no chain, no audit)",
+                reading_result,
+                baseline,
+            )
+        )
         async with grpc.aio.insecure_channel(f"127.0.0.1:{chain_port}") as channel:
             chained = channel.unary_unary("/bench.Echo/Echo")
             chain_result = await closed_loop(
@@ -136,7 +150,8 @@ async def grpc_bench(
     summary = [
         f"CreateJob {create_result.rate / baseline.rate:.2f}x and GetJob {get_result.rate / baseline.rate:.2f}x "
         f"of the bare server's rate (goal: at least 0.5); the chain alone on the echo method "
-        f"{chain_result.rate / baseline.rate:.2f}x"
+        f"{chain_result.rate / baseline.rate:.2f}x; one PostgreSQL read per call and nothing else "
+        f"{reading_result.rate / baseline.rate:.2f}x"
     ]
     return "\n".join(lines), summary
 
