@@ -12,7 +12,7 @@ help: ## List the targets
 
 .PHONY: install
 install: ## Install every workspace member and the dev tools into .venv
-	$(UV) sync --all-packages --frozen
+	$(UV) sync --all-packages --frozen --compile-bytecode
 
 .PHONY: lock
 lock: ## Re-resolve dependencies into uv.lock
