@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import and_, func, insert, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -89,11 +89,13 @@ def _record(row: Any) -> SourceRecord:
 
 _COPY_COLUMNS = [c.name for c in source_records.c]
 _ENTITY_COLUMNS = ["id", "entity_type", "state", "merged_into", "created_at", "updated_at"]
-_NO_IDENTIFIERS_JSON = json.dumps(_ids_json(NO_IDENTIFIERS))
+_NO_IDENTIFIERS_JSON = orjson.dumps(_ids_json(NO_IDENTIFIERS)).decode()
 
 
 def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value)
+    """JSON text for a JSONB column in a COPY (orjson: the standard encoder was a tenth of
+    bulk ingest's time)."""
+    return None if value is None else orjson.dumps(value).decode()
 
 
 def _record_row(record: SourceRecord, link: EntityLink) -> dict[str, Any]:
@@ -109,9 +111,9 @@ def _record_row(record: SourceRecord, link: EntityLink) -> dict[str, Any]:
         "assessment": record.grading.assessment,
         "handling": record.grading.handling.value,
         "handling_conditions": record.grading.conditions,
-        "content": json.dumps(content_to_json(record.content)),
+        "content": _dumps(content_to_json(record.content)),
         "identifiers": (
-            _NO_IDENTIFIERS_JSON if identifiers == NO_IDENTIFIERS else json.dumps(_ids_json(identifiers))
+            _NO_IDENTIFIERS_JSON if identifiers == NO_IDENTIFIERS else _dumps(_ids_json(identifiers))
         ),
         "features": _dumps(record.features),
         "content_hash": record.content_hash,

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
+import orjson
 from sqlalchemy import text
 from toex_common.uow import SqlAlchemyUnitOfWork
 
@@ -31,7 +30,8 @@ class SqlEntityUnitOfWork(SqlAlchemyUnitOfWork):
         costs more than resolving the records."""
         if len(self._events) >= OUTBOX_COPY_FROM:
             rows = [
-                (e.event_id, e.subject, e.event_type, e.payload, json.dumps(e.headers)) for e in self._events
+                (e.event_id, e.subject, e.event_type, e.payload, orjson.dumps(e.headers).decode())
+                for e in self._events
             ]
             await self.repo.copy_rows("outbox", _OUTBOX_COLUMNS, rows)
             self._events.clear()
