@@ -353,7 +353,8 @@ async def _write(uow: EntityUnitOfWork, batch: _Batch, ctx: Context) -> None:
         await repo.add_entities(list(batch.new_entities.values()))
     if batch.records:
         await repo.add_records(batch.records, batch.links)
-        rows = [(k, record.id) for record in batch.records for k in index_keys(record)]
+        # In key order: the index takes them leaf after leaf, not all over the B-tree.
+        rows = sorted((k, record.id) for record in batch.records for k in index_keys(record))
         await repo.add_keys(rows, fresh=True)
     for record, link in zip(batch.records, batch.links, strict=True):
         if link.method == LinkMethod.NEW.value:
