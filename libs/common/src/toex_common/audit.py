@@ -103,6 +103,11 @@ class PostgresAuditLog:
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
+            # Two turns of the event loop (no timed wait) let calls that are already finishing
+            # add their entries: under load a batch then holds about twice as many, for as many
+            # round trips.
+            for _ in range(2):
+                await asyncio.sleep(0)
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
