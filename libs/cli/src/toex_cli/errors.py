@@ -6,6 +6,7 @@ reached, 2 usage error (click's own).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import IO, Any
 
@@ -70,6 +71,40 @@ def describe_details(details: list[any_pb2.Any], field_options: Mapping[str, str
     return lines
 
 
+def _field_violations(details: list[any_pb2.Any]) -> list[error_details_pb2.BadRequest.FieldViolation]:
+    found: list[error_details_pb2.BadRequest.FieldViolation] = []
+    for packed in details:
+        if packed.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            packed.Unpack(bad_request)
+            found.extend(bad_request.field_violations)
+    return found
+
+
+def without_violations(message: str, details: list[any_pb2.Any]) -> str:
+    """The message less the field violations it repeats (they are listed field by field below it).
+
+    `invalid request: a: x; b: y` with violations a and b leaves `invalid request`; a message that
+    is only the violation leaves nothing; whatever else the message says stays.
+    """
+    violations = _field_violations(details)
+    if not violations:
+        return message
+    rest = message
+    for violation in violations:
+        for said in (
+            f"{violation.field}: {violation.description}",
+            f"{violation.field} {violation.description}",
+        ):
+            rest = rest.replace(said, "")
+    if rest == message:
+        return message
+    pieces = [piece.strip() for piece in rest.split(";")]
+    kept = "; ".join(piece for piece in pieces if piece.strip(" :,."))
+    kept = re.sub(r":\s*;\s*", ": ", kept)  # `invalid request: ; more` -> `invalid request: more`
+    return kept.strip().rstrip(":,").strip()
+
+
 def _is_purpose_failure(message: str, details: list[any_pb2.Any]) -> bool:
     for packed in details:
         if packed.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
@@ -117,7 +152,8 @@ def render_status(
     """The error to show for a google.rpc.Status (code, message and decoded details)."""
     code_name = code_pb2.Code.Name(status.code) if status.code in code_pb2.Code.values() else str(status.code)
     details = list(status.details)
-    lines = [f"{code_name}: {status.message}" if status.message else code_name]
+    message = without_violations(status.message, details)
+    lines = [f"{code_name}: {message}" if message else code_name]
     lines.extend(describe_details(details, field_options))
     hint = hint_for(code_name, status.message, details, service=service, address=address)
     return CommandFailed("\n".join(lines), hint)

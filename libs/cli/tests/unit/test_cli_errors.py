@@ -56,6 +56,58 @@ def test_bad_request_details_are_listed_field_by_field() -> None:
     assert "correct the values" in error.hint
 
 
+def bad_request(message: str, *violations: tuple[str, str]) -> status_pb2.Status:
+    return status_pb2.Status(
+        code=code_pb2.INVALID_ARGUMENT,
+        message=message,
+        details=[
+            packed(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(field=field, description=description)
+                        for field, description in violations
+                    ]
+                )
+            )
+        ],
+    )
+
+
+def test_a_violation_the_message_repeats_is_shown_once() -> None:
+    # What toex_common.errors.Violations.raise_if_any sends: the summary repeats every violation.
+    status = bad_request(
+        "invalid request: job.due_time: must be in the future; job.operation_name: must not be empty",
+        ("job.due_time", "must be in the future"),
+        ("job.operation_name", "must not be empty"),
+    )
+    lines = render_status(status, field_options=CREATE_FIELDS).format_message().splitlines()
+    assert lines == [
+        "INVALID_ARGUMENT: invalid request",
+        "  field job.due_time (--due): must be in the future",
+        "  field job.operation_name (--operation): must not be empty",
+    ]
+
+
+def test_a_message_that_is_only_the_violation_leaves_the_code() -> None:
+    # What InvalidArgument.field sends.
+    status = bad_request("job.due_time: must be in the future", ("job.due_time", "must be in the future"))
+    assert render_status(status, field_options=CREATE_FIELDS).format_message().splitlines() == [
+        "INVALID_ARGUMENT",
+        "  field job.due_time (--due): must be in the future",
+    ]
+
+
+def test_what_the_message_adds_to_the_violations_still_shows() -> None:
+    status = bad_request(
+        "invalid request: job.due_time: must be in the future; at most 20 subjects per job",
+        ("job.due_time", "must be in the future"),
+    )
+    assert render_status(status).format_message().splitlines() == [
+        "INVALID_ARGUMENT: invalid request: at most 20 subjects per job",
+        "  field job.due_time: must be in the future",
+    ]
+
+
 def test_precondition_failures_are_listed() -> None:
     status = to_status(FailedPrecondition("job is CLOSED", type="STATE", subject="regions/EMSOU/jobs/1"))
     error = render_status(status)
@@ -106,6 +158,8 @@ def test_field_violations_from_the_server_name_the_options(
     assert "INVALID_ARGUMENT: invalid request" in result.stderr
     assert "field job.due_time (--due): must be in the future" in result.stderr
     assert "field job.operation_name (--operation): must not be empty" in result.stderr
+    assert result.stderr.count("must be in the future") == 1
+    assert result.stderr.count("must not be empty") == 1
 
 
 def test_a_plain_status_without_details(run: Callable[..., Result], tasking: Tasking) -> None:
