@@ -115,7 +115,41 @@ def _is_purpose_failure(message: str, details: list[any_pb2.Any]) -> bool:
     return "x-toex-purpose" in message or "purpose" in message.lower()
 
 
-def hint_for(code_name: str, message: str, details: list[any_pb2.Any], *, service: str, address: str) -> str:
+# How gRPC's own channel words a call that never reached a server (refused, unroutable, no such
+# host, timed out while connecting, connection gone). A server that is reached and reports a
+# dependency down words its message itself, so these are matched at the start of the message only.
+_NOT_REACHED = (
+    "failed to connect to all addresses",
+    "errors resolving",
+    "dns resolution failed",
+    "name resolution failure",
+    "connections to all backends failing",
+    "empty address list",
+    "socket closed",
+    "connection reset",
+)
+
+
+def reached_service(message: str, debug: str = "") -> bool:
+    """Whether an UNAVAILABLE came from the service itself rather than from a channel that could
+    not reach it, judged from the call's details (`message`) and its debug error string."""
+    if "error received from peer" in debug.lower():
+        return True
+    said = [message, debug.split(":", 1)[1] if debug.startswith("UNAVAILABLE:") else debug]
+    if any(text.strip().lower().startswith(_NOT_REACHED) for text in said):
+        return False
+    return "failed to pick subchannel" not in debug.lower()
+
+
+def hint_for(
+    code_name: str,
+    message: str,
+    details: list[any_pb2.Any],
+    *,
+    service: str,
+    address: str,
+    debug: str = "",
+) -> str:
     if code_name == "UNAUTHENTICATED":
         return "run `toex login` (scripts: set TOEX_TOKEN to a current access token)"
     if code_name == "PERMISSION_DENIED":
@@ -131,9 +165,15 @@ def hint_for(code_name: str, message: str, details: list[any_pb2.Any], *, servic
     if code_name == "ALREADY_EXISTS":
         return "it exists already; use a new --request-id only if you really mean a second one"
     if code_name == "UNAVAILABLE":
+        if not reached_service(message, debug):
+            return (
+                f"is the {service} service running at {address}? Start the local stack with `make up`, "
+                f"or point --{service}-addr at the right place"
+            )
+        answered = f"the {service} service at {address}" if service else "the service"
         return (
-            f"is the {service} service running at {address}? Start the local stack with `make up`, "
-            f"or point --{service}-addr at the right place"
+            f"{answered} answered, but something it needs is unavailable (the message above says what); "
+            "try again shortly"
         )
     if code_name == "DEADLINE_EXCEEDED":
         return "the server did not answer in time; try again, or allow longer with --timeout"
@@ -148,14 +188,16 @@ def render_status(
     service: str = "",
     address: str = "",
     field_options: Mapping[str, str] | None = None,
+    debug: str = "",
 ) -> CommandFailed:
-    """The error to show for a google.rpc.Status (code, message and decoded details)."""
+    """The error to show for a google.rpc.Status (code, message and decoded details); `debug` is
+    the call's debug error string, which tells a service that answered from one not reached."""
     code_name = code_pb2.Code.Name(status.code) if status.code in code_pb2.Code.values() else str(status.code)
     details = list(status.details)
     message = without_violations(status.message, details)
     lines = [f"{code_name}: {message}" if message else code_name]
     lines.extend(describe_details(details, field_options))
-    hint = hint_for(code_name, status.message, details, service=service, address=address)
+    hint = hint_for(code_name, status.message, details, service=service, address=address, debug=debug)
     return CommandFailed("\n".join(lines), hint)
 
 
@@ -172,4 +214,7 @@ def rpc_failure(
         code = call.code() if callable(getattr(call, "code", None)) else grpc.StatusCode.UNKNOWN
         message = call.details() if callable(getattr(call, "details", None)) else str(error)
         status = status_pb2.Status(code=code.value[0], message=message or "")
-    return render_status(status, service=service, address=address, field_options=field_options)
+    debug = call.debug_error_string() if callable(getattr(call, "debug_error_string", None)) else ""
+    return render_status(
+        status, service=service, address=address, field_options=field_options, debug=debug or ""
+    )

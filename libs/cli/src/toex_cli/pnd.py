@@ -15,7 +15,6 @@ from toex.type.v1 import region_pb2, security_pb2
 from toex_common.regions import Region
 
 from toex_cli.context import CliContext, Endpoint, pass_cli
-from toex_cli.errors import CommandFailed
 from toex_cli.output import (
     JSON,
     emit_json,
@@ -34,26 +33,8 @@ CATEGORY = EnumType(pb.ReconciliationCategory.DESCRIPTOR)
 _NAME = re.compile(r"^(?:regions/)?([A-Za-z]+)/(?:intelligence/)?([A-Za-z0-9_-]{1,64})$")
 
 
-PND_DOWN_HINT = (
-    "the PND sync service answered, but the PND behind it does not (in the local stack: the simulator "
-    "on 127.0.0.1:50063; curl localhost:50063/control/v1 shows whether it was told to be unavailable). "
-    "Changes stay queued and are retried; `toex pnd status` shows the last error"
-)
-
-
 def _stub(cli: CliContext) -> pnd_pb2_grpc.PndSyncServiceStub:
     return pnd_pb2_grpc.PndSyncServiceStub(cli.channel(SERVICE))
-
-
-def _call_through(cli: CliContext, method: Any, request: Any) -> Any:
-    """A call that needs the PND itself (searches, reconciliation). UNAVAILABLE from the service
-    naming the PND means the PND is down, not this service: say so instead of the generic hint."""
-    try:
-        return cli.call(SERVICE, method, request)
-    except CommandFailed as exc:
-        if exc.format_message().startswith("UNAVAILABLE: the PND"):
-            exc.hint = PND_DOWN_HINT
-        raise
 
 
 def record_name(text: str) -> str:
@@ -487,7 +468,7 @@ def search(
         if dob:
             query.person.date_of_birth.CopyFrom(_partial_date(dob))
     request = pb.SearchPndRequest(parent=f"regions/{region.value}", search=query, max_results=max_results)
-    response = _call_through(cli, _stub(cli).SearchPnd, request)
+    response = cli.call(SERVICE, _stub(cli).SearchPnd, request)
     if output_format == JSON:
         emit_json(message_to_dict(response))
         return
@@ -550,7 +531,7 @@ def _render_report(report: pb.Reconciliation) -> str:
 @pass_cli
 def reconcile_run(cli: CliContext, output_format: str) -> None:
     """Reconcile now and print the report (supervisors, national coordinators)."""
-    report = _call_through(cli, _stub(cli).RunReconciliation, pb.RunReconciliationRequest()).reconciliation
+    report = cli.call(SERVICE, _stub(cli).RunReconciliation, pb.RunReconciliationRequest()).reconciliation
     emit_json(message_to_dict(report)) if output_format == JSON else click.echo(_render_report(report))
 
 

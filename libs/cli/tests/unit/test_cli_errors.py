@@ -7,7 +7,7 @@ from click.testing import Result
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from toex.tasking.v1 import tasking_pb2 as pb
-from toex_cli.errors import render_status
+from toex_cli.errors import hint_for, render_status
 from toex_cli.jobs import CREATE_FIELDS
 from toex_common.errors import FailedPrecondition, InvalidArgument, Violations, to_status
 from toex_common.policy import MethodPolicy, MethodRule
@@ -193,6 +193,82 @@ def test_an_unreachable_server_says_where_it_looked(run: Callable[..., Result]) 
     assert f"tasking service running at 127.0.0.1:{port}" in result.stderr
 
 
+def list_jobs_failing(run: Callable[..., Result], tasking: Tasking, code: int, message: str) -> Result:
+    """`toex jobs list` against a tasking service that answers ListJobs with this status."""
+    fake, address = tasking
+    fake.answers["ListJobs"] = status_pb2.Status(code=code, message=message)
+    return run(
+        "--purpose", "Op X", "jobs", "list", env={"TOEX_TOKEN": make_jwt(), "TOEX_TASKING_ADDR": address}
+    )
+
+
+def test_a_dependency_of_a_running_service_is_not_reported_as_the_service_down(
+    run: Callable[..., Result], tasking: Tasking
+) -> None:
+    # What the audit interceptor answers when it cannot write the audit record.
+    result = list_jobs_failing(run, tasking, code_pb2.UNAVAILABLE, "audit log unavailable; try again")
+    address = tasking[1]
+    assert result.exit_code == 1
+    assert "UNAVAILABLE: audit log unavailable; try again" in result.stderr
+    assert "service running" not in result.stderr and "make up" not in result.stderr
+    assert f"Hint: the tasking service at {address} answered" in result.stderr
+    assert "try again shortly" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("message", "debug"),
+    [
+        (
+            "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:9: "
+            "Failed to connect to remote host: Connection refused",
+            "",
+        ),
+        (
+            "errors resolving tasking.invalid:50051: [field:hostname lookup error:address lookup failed "
+            "for tasking.invalid:50051: Domain name not found]",
+            "",
+        ),
+        ("DNS resolution failed for tasking.invalid:50051", ""),
+        (
+            "failed to connect to all addresses; last error: UNKNOWN: ipv4:10.0.0.1:50051: "
+            "connect timed out: Deadline Exceeded",
+            "",
+        ),
+        (
+            "Socket closed",
+            "UNAVAILABLE:Socket closed",
+        ),
+        (  # older grpc: a bare summary in the details, the reason in the debug string
+            "failed to connect to all addresses",
+            '{"created":"@1","description":"Failed to pick subchannel","file":"client_channel.cc"}',
+        ),
+    ],
+)
+def test_a_channel_that_did_not_reach_the_service_asks_whether_it_runs(message: str, debug: str) -> None:
+    hint = hint_for("UNAVAILABLE", message, [], service="tasking", address="127.0.0.1:50051", debug=debug)
+    assert hint.startswith("is the tasking service running at 127.0.0.1:50051?")
+    assert "make up" in hint
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "audit log unavailable; try again",
+        "the PND cannot be searched now: ConnectError: [Errno 111] Connection refused",
+        "the PND's holdings cannot be read now: HTTP 503",
+        "user directory unavailable: failed to connect to all addresses",
+        "identity provider keys are unavailable; try again shortly",
+    ],
+)
+def test_unavailable_from_a_running_service_says_to_try_again(message: str) -> None:
+    hint = hint_for(
+        "UNAVAILABLE", message, [], service="pnd", address="127.0.0.1:50053", debug=f"UNAVAILABLE:{message}"
+    )
+    assert "running" not in hint and "make up" not in hint
+    assert hint.startswith("the pnd service at 127.0.0.1:50053 answered")
+    assert "try again shortly" in hint
+
+
 def test_not_logged_in_is_refused_before_calling(run: Callable[..., Result], tasking: Tasking) -> None:
     fake, address = tasking
     result = run("--purpose", "Op X", "jobs", "list", env={"TOEX_TASKING_ADDR": address})
@@ -202,13 +278,7 @@ def test_not_logged_in_is_refused_before_calling(run: Callable[..., Result], tas
 
 
 def test_unauthenticated_says_to_log_in(run: Callable[..., Result], tasking: Tasking) -> None:
-    fake, address = tasking
-    fake.answers["ListJobs"] = status_pb2.Status(
-        code=code_pb2.UNAUTHENTICATED, message="token has expired; log in again"
-    )
-    result = run(
-        "--purpose", "Op X", "jobs", "list", env={"TOEX_TOKEN": make_jwt(), "TOEX_TASKING_ADDR": address}
-    )
+    result = list_jobs_failing(run, tasking, code_pb2.UNAUTHENTICATED, "token has expired; log in again")
     assert result.exit_code == 1
     assert "Hint: run `toex login`" in result.stderr
 

@@ -51,7 +51,7 @@ def test_pnd_down_is_not_reported_as_the_service_down(
     assert result.exit_code == 1
     assert "UNAVAILABLE: the PND" in result.output
     assert "is the pnd service running" not in result.output
-    assert "the PND behind it does not" in result.output and "toex pnd status" in result.output
+    assert "Hint: the pnd service at" in result.output and "try again shortly" in result.output
 
 
 def test_service_unreachable_still_says_so(run: Callable[..., Result]) -> None:
