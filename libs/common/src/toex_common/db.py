@@ -175,11 +175,15 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connec
     caller manages its own transaction (`async with conn.transaction():`). JSON and JSONB
     parameters are passed as serialised text and come back decoded. The pool is made on first
     use and closed when the engine is disposed."""
-    pool = _driver_pools.get(engine)
-    if pool is None:
-        pool = await _driver_pool(engine)
-    async with pool.acquire() as conn:
+    async with (await driver_pool(engine)).acquire() as conn:
         yield conn
+
+
+async def driver_pool(engine: AsyncEngine) -> asyncpg.Pool:
+    """The asyncpg pool `driver_connection` draws from (for callers that acquire and release
+    themselves)."""
+    pool = _driver_pools.get(engine)
+    return pool if pool is not None else await _driver_pool(engine)
 
 
 _driver_pools: weakref.WeakKeyDictionary[AsyncEngine, asyncpg.Pool] = weakref.WeakKeyDictionary()

@@ -6,7 +6,6 @@ transaction as the state change, so a change and its events are stored together 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import re
@@ -19,7 +18,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from toex_common.db import driver_connection, idempotency_table, outbox_table
+from toex_common.db import driver_pool, idempotency_table, outbox_table
 from toex_common.errors import InvalidArgument
 from toex_common.events.envelope import EventEnvelope
 
@@ -169,13 +168,13 @@ class DriverUnitOfWork:
         self._read_only = read_only
         self._events: list[EventEnvelope] = []
         self._writes: list[tuple[str, list[tuple[Any, ...]]]] = []
-        self._lease: contextlib.AbstractAsyncContextManager[asyncpg.Connection] | None = None
+        self._pool: asyncpg.Pool | None = None
         self._transaction: Any = None
 
     async def __aenter__(self) -> Any:
         self._events, self._writes, self._transaction = [], [], None
-        self._lease = driver_connection(self._engine)
-        self.conn = await self._lease.__aenter__()
+        self._pool = await driver_pool(self._engine)
+        self.conn = await self._pool.acquire()
         self._after_enter()
         return self
 
@@ -186,9 +185,9 @@ class DriverUnitOfWork:
         try:
             await self.rollback()
         finally:
-            assert self._lease is not None
-            await self._lease.__aexit__(None, None, None)
-            self._lease = None
+            assert self._pool is not None
+            await self._pool.release(self.conn)
+            self._pool = None
 
     async def connection(self) -> asyncpg.Connection:
         """The connection, for a read: inside the transaction (started now if need be) and

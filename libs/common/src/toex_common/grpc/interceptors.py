@@ -283,26 +283,31 @@ class AuditInterceptor(GuardInterceptor):
     async def around(self, method: str, context: aio.ServicerContext, proceed: Proceed) -> Any:
         if is_public(method):
             return await proceed()
-        async with self._audited(method, context):
+        async with _Audited(self, method, context):
             return await proceed()
 
     def guard(
         self, method: str, context: aio.ServicerContext
     ) -> contextlib.AbstractAsyncContextManager[None]:
-        return contextlib.nullcontext() if is_public(method) else self._audited(method, context)
+        return contextlib.nullcontext() if is_public(method) else _Audited(self, method, context)
 
-    @contextlib.asynccontextmanager
-    async def _audited(self, method: str, context: aio.ServicerContext) -> AsyncIterator[None]:
-        state = CallState(method=method, peer=context.peer() or "")
-        token = begin_call(state)
-        try:
-            yield
-        except BaseException as exc:
-            end_call(token)
-            await self._record(method, context, state, exc)
-            raise
-        end_call(token)
-        await self._record(method, context, state, None)
+
+class _Audited:
+    """One call's audit: its state while it runs, its entry when it ends. A class rather than a
+    generator: an async generator per call costs the event loop's bookkeeping of generators."""
+
+    __slots__ = ("_audit", "_context", "_method", "_state", "_token")
+
+    def __init__(self, audit: AuditInterceptor, method: str, context: aio.ServicerContext) -> None:
+        self._audit, self._method, self._context = audit, method, context
+
+    async def __aenter__(self) -> None:
+        self._state = CallState(method=self._method, peer=self._context.peer() or "")
+        self._token = begin_call(self._state)
+
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        end_call(self._token)
+        await self._audit._record(self._method, self._context, self._state, exc)
 
 
 class ErrorMappingInterceptor(GuardInterceptor):
