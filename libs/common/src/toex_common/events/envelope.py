@@ -7,7 +7,6 @@ toex-region and toex-handling (the security label, fixed at creation), and W3C t
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from toex.type.v1 import security_pb2
 
+from toex_common.ids import new_uuid
 from toex_common.regions import Region
 from toex_common.telemetry import inject
 
@@ -53,7 +53,7 @@ def build_event(
     The label is set here, at creation, and never changed: consumers and the NATS account
     permissions rely on the region in the subject matching the region in the payload.
     """
-    event_id = str(uuid.uuid4())
+    event_id = new_uuid()  # time-ordered: the outbox's and inboxes' indexes grow at one edge
     when = occurred_at or datetime.now(UTC)
     fields = message.DESCRIPTOR.fields_by_name
     if "event_id" in fields:
