@@ -22,6 +22,7 @@ from toex_cli.errors import rpc_failure
 from toex_cli.output import (
     JSON,
     emit_json,
+    emit_list,
     format_option,
     format_time,
     message_to_dict,
@@ -368,23 +369,21 @@ def datasets(cli: CliContext, region: Region | None, output_format: str) -> None
         SERVICE, _stub(cli).ListDatasets, pb.ListDatasetsRequest(parent=parent, page_size=200)
     )
     kind = res.DatasetKind.DESCRIPTOR
-    _emit(
-        response,
+    emit_list(
         output_format,
-        lambda: render_table(
-            ["name", "kind", "job", "file", "stored", "rejected", "imported"],
+        response,
+        ["name", "kind", "job", "file", "stored", "rejected", "imported"],
+        (
             [
-                [
-                    d.name,
-                    enum_short_name(kind, d.kind).lower(),
-                    d.job,
-                    d.source_filename,
-                    str(d.rows_accepted),
-                    str(d.rows_rejected),
-                    format_time(d.create_time),
-                ]
-                for d in response.datasets
-            ],
+                d.name,
+                enum_short_name(kind, d.kind).lower(),
+                d.job,
+                d.source_filename,
+                str(d.rows_accepted),
+                str(d.rows_rejected),
+                format_time(d.create_time),
+            ]
+            for d in response.datasets
         ),
     )
 
@@ -408,12 +407,12 @@ def rejections(cli: CliContext, dataset: str, region: Region, output_format: str
         token = page.next_page_token
         if not token:
             break
-    if output_format == JSON:
-        emit_json([message_to_dict(r) for r in rows])
-    else:
-        click.echo(
-            render_table(["line", "reason", "row"], [[str(r.line), r.reason, r.raw[:80]] for r in rows])
-        )
+    emit_list(
+        output_format,
+        [message_to_dict(r) for r in rows],
+        ["line", "reason", "row"],
+        ([str(r.line), r.reason, r.raw[:80]] for r in rows),
+    )
 
 
 @comms.command("profiles")
@@ -427,20 +426,18 @@ def profiles(cli: CliContext, region: Region, output_format: str) -> None:
         _stub(cli).ListMappingProfiles,
         pb.ListMappingProfilesRequest(parent=f"regions/{region.value}"),
     )
-    _emit(
-        response,
+    emit_list(
         output_format,
-        lambda: render_table(
-            ["name", "columns", "time format", "separator"],
+        response,
+        ["name", "columns", "time format", "separator"],
+        (
             [
-                [
-                    p.name,
-                    ", ".join(f"{k}={v}" for k, v in sorted(p.columns.items())),
-                    p.time_format or "ISO 8601",
-                    p.separator,
-                ]
-                for p in response.profiles
-            ],
+                p.name,
+                ", ".join(f"{k}={v}" for k, v in sorted(p.columns.items())),
+                p.time_format or "ISO 8601",
+                p.separator,
+            ]
+            for p in response.profiles
         ),
     )
 
@@ -506,15 +503,13 @@ def watchlist_list(cli: CliContext, region: Region, output_format: str) -> None:
     response = cli.call(
         SERVICE, _stub(cli).ListWatchlists, pb.ListWatchlistsRequest(parent=f"regions/{region.value}")
     )
-    _emit(
-        response,
+    emit_list(
         output_format,
-        lambda: render_table(
-            ["name", "kind", "numbers"],
-            [
-                [w.name, enum_short_name(res.WatchlistKind.DESCRIPTOR, w.kind).lower(), " ".join(w.numbers)]
-                for w in response.watchlists
-            ],
+        response,
+        ["name", "kind", "numbers"],
+        (
+            [w.name, enum_short_name(res.WatchlistKind.DESCRIPTOR, w.kind).lower(), " ".join(w.numbers)]
+            for w in response.watchlists
         ),
     )
 
@@ -531,24 +526,22 @@ def watchlist_contacts(cli: CliContext, region: Region, output_format: str) -> N
         pb.ListWatchlistContactsRequest(parent=f"regions/{region.value}"),
     )
     kind = res.WatchlistKind.DESCRIPTOR
-    _emit(
-        response,
+    emit_list(
         output_format,
-        lambda: render_table(
-            ["number a", "list a", "number b", "list b", "contacts", "first", "last", "dataset"],
+        response,
+        ["number a", "list a", "number b", "list b", "contacts", "first", "last", "dataset"],
+        (
             [
-                [
-                    c.number_a,
-                    enum_short_name(kind, c.list_a.kind).lower(),
-                    c.number_b,
-                    enum_short_name(kind, c.list_b.kind).lower(),
-                    str(c.contact_count),
-                    format_time(c.first_contact_time),
-                    format_time(c.last_contact_time),
-                    c.dataset,
-                ]
-                for c in response.contacts
-            ],
+                c.number_a,
+                enum_short_name(kind, c.list_a.kind).lower(),
+                c.number_b,
+                enum_short_name(kind, c.list_b.kind).lower(),
+                str(c.contact_count),
+                format_time(c.first_contact_time),
+                format_time(c.last_contact_time),
+                c.dataset,
+            ]
+            for c in response.contacts
         ),
     )
 
@@ -659,24 +652,22 @@ def network(
             min_contacts=min_contacts,
         ),
     )
-    _emit(
-        response,
+    emit_list(
         output_format,
-        lambda: render_table(
-            ["number a", "number b", "contacts", "calls", "texts", "minutes", "first", "last"],
+        response,
+        ["number a", "number b", "contacts", "calls", "texts", "minutes", "first", "last"],
+        (
             [
-                [
-                    e.number_a,
-                    e.number_b,
-                    str(e.contact_count),
-                    str(e.call_count),
-                    str(e.sms_count),
-                    str(e.total_duration_seconds // 60),
-                    format_time(e.first_contact_time),
-                    format_time(e.last_contact_time),
-                ]
-                for e in response.edges
-            ],
+                e.number_a,
+                e.number_b,
+                str(e.contact_count),
+                str(e.call_count),
+                str(e.sms_count),
+                str(e.total_duration_seconds // 60),
+                format_time(e.first_contact_time),
+                format_time(e.last_contact_time),
+            ]
+            for e in response.edges
         ),
     )
 
@@ -711,21 +702,19 @@ def common_contacts(
             min_targets=min_targets,
         ),
     )
-    _emit(
-        response,
+    emit_list(
         output_format,
-        lambda: render_table(
-            ["number", "targets", "contacts", "attributed", "with"],
+        response,
+        ["number", "targets", "contacts", "attributed", "with"],
+        (
             [
-                [
-                    c.number,
-                    str(c.target_count),
-                    str(c.contact_count),
-                    "; ".join(a.label or a.entity_id for a in c.attributions),
-                    _ties(c.ties),
-                ]
-                for c in response.contacts
-            ],
+                c.number,
+                str(c.target_count),
+                str(c.contact_count),
+                "; ".join(a.label or a.entity_id for a in c.attributions),
+                _ties(c.ties),
+            ]
+            for c in response.contacts
         ),
     )
 
@@ -758,12 +747,11 @@ def suspects(
             limit=limit,
         ),
     )
-    _emit(
-        response,
+    emit_list(
         output_format,
-        lambda: render_table(
-            ["number", "score", "reason"], [[s.number, f"{s.score:.1f}", s.reason] for s in response.suspects]
-        ),
+        response,
+        ["number", "score", "reason"],
+        ([s.number, f"{s.score:.1f}", s.reason] for s in response.suspects),
     )
 
 
@@ -854,23 +842,21 @@ def colocation(
             window_seconds=window_seconds,
         ),
     )
-    _emit(
-        response,
+    emit_list(
         output_format,
-        lambda: render_table(
-            ["number a", "number b", "occasions", "cells", "first", "last", "in contact"],
+        response,
+        ["number a", "number b", "occasions", "cells", "first", "last", "in contact"],
+        (
             [
-                [
-                    c.number_a,
-                    c.number_b,
-                    str(c.occasion_count),
-                    " ".join(c.cells),
-                    format_time(c.first_time),
-                    format_time(c.last_time),
-                    "yes" if c.in_contact else "",
-                ]
-                for c in response.colocations
-            ],
+                c.number_a,
+                c.number_b,
+                str(c.occasion_count),
+                " ".join(c.cells),
+                format_time(c.first_time),
+                format_time(c.last_time),
+                "yes" if c.in_contact else "",
+            ]
+            for c in response.colocations
         ),
     )
 
@@ -905,23 +891,21 @@ def convoys(
             vrms=list(vrms),
         ),
     )
-    _emit(
-        response,
+    emit_list(
         output_format,
-        lambda: render_table(
-            ["vehicle a", "vehicle b", "sightings", "days", "cameras", "first", "last"],
+        response,
+        ["vehicle a", "vehicle b", "sightings", "days", "cameras", "first", "last"],
+        (
             [
-                [
-                    c.vrm_a,
-                    c.vrm_b,
-                    str(c.occasion_count),
-                    str(c.day_count),
-                    " ".join(c.cameras[:6]),
-                    format_time(c.first_seen_time),
-                    format_time(c.last_seen_time),
-                ]
-                for c in response.convoys
-            ],
+                c.vrm_a,
+                c.vrm_b,
+                str(c.occasion_count),
+                str(c.day_count),
+                " ".join(c.cameras[:6]),
+                format_time(c.first_seen_time),
+                format_time(c.last_seen_time),
+            ]
+            for c in response.convoys
         ),
     )
 

@@ -21,6 +21,7 @@ from toex_cli.errors import rpc_failure
 from toex_cli.output import (
     JSON,
     emit_json,
+    emit_list,
     format_option,
     format_time,
     message_to_dict,
@@ -515,27 +516,22 @@ def search(
         page_size=limit,
     )
     response = cli.call(SERVICE, _stub(cli).SearchEntities, request)
-    if output_format == JSON:
-        emit_json(message_to_dict(response))
-        return
-    if not response.matches:
-        click.echo("No entities match.", err=True)
-        return
-    click.echo(
-        render_table(
-            ["entity", "score", "type", "label", "records", "other regions"],
+    emit_list(
+        output_format,
+        response,
+        ["entity", "score", "type", "label", "records", "other regions"],
+        (
             [
-                [
-                    m.entity.name,
-                    f"{m.score:.2f}",
-                    enum_short_name(pb.RecordType.DESCRIPTOR, m.entity.entity_type).lower(),
-                    m.entity.display_name,
-                    str(len(m.entity.records)),
-                    ",".join(_region(d.region) for d in m.entity.other_regions),
-                ]
-                for m in response.matches
-            ],
-        )
+                m.entity.name,
+                f"{m.score:.2f}",
+                enum_short_name(pb.RecordType.DESCRIPTOR, m.entity.entity_type).lower(),
+                m.entity.display_name,
+                str(len(m.entity.records)),
+                ",".join(_region(d.region) for d in m.entity.other_regions),
+            ]
+            for m in response.matches
+        ),
+        empty="No entities match.",
     )
 
 
@@ -581,27 +577,22 @@ def reviews(cli: CliContext, region: Region | None, state: int, limit: int, outp
         page_size=limit,
     )
     response = cli.call(SERVICE, _stub(cli).ListReviewTasks, request)
-    if output_format == JSON:
-        emit_json(message_to_dict(response))
-        return
-    if not response.review_tasks:
-        click.echo("No review tasks.", err=True)
-        return
-    click.echo(
-        render_table(
-            ["task", "state", "probability", "record", "candidate", "opened"],
+    emit_list(
+        output_format,
+        response,
+        ["task", "state", "probability", "record", "candidate", "opened"],
+        (
             [
-                [
-                    t.name,
-                    enum_short_name(pb.ReviewState.DESCRIPTOR, t.state),
-                    f"{t.explanation.probability:.3f}",
-                    t.record,
-                    t.candidate_record,
-                    format_time(t.create_time),
-                ]
-                for t in response.review_tasks
-            ],
-        )
+                t.name,
+                enum_short_name(pb.ReviewState.DESCRIPTOR, t.state),
+                f"{t.explanation.probability:.3f}",
+                t.record,
+                t.candidate_record,
+                format_time(t.create_time),
+            ]
+            for t in response.review_tasks
+        ),
+        empty="No review tasks.",
     )
 
 

@@ -17,6 +17,7 @@ from toex_cli.context import CliContext, Endpoint, pass_cli
 from toex_cli.output import (
     JSON,
     emit_json,
+    emit_list,
     format_option,
     format_time,
     message_to_dict,
@@ -287,15 +288,16 @@ def list_jobs(
             break
         request.page_token = response.next_page_token
     next_token = "" if fetch_all else response.next_page_token
-    if output_format == JSON:
-        emit_json(message_to_dict(pb.ListJobsResponse(jobs=found, next_page_token=next_token)))
-        return
-    if not found:
-        click.echo("No jobs match.", err=True)
-        return
-    click.echo(render_jobs(found))
-    if next_token:
-        click.echo(f"More jobs match: add --all to see every page (or raise --limit, now {limit}).", err=True)
+    emit_list(
+        output_format,
+        pb.ListJobsResponse(jobs=found, next_page_token=next_token),
+        JOB_COLUMNS,
+        (job_row(job) for job in found),
+        empty="No jobs match.",
+        note=f"More jobs match: add --all to see every page (or raise --limit, now {limit})."
+        if next_token
+        else "",
+    )
 
 
 @jobs.command("show")

@@ -54,6 +54,34 @@ def render_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def emit_list(
+    output_format: str,
+    data: Message | Any,
+    headers: Sequence[str],
+    rows: Iterable[Sequence[str]],
+    *,
+    empty: str = "",
+    note: str = "",
+) -> None:
+    """What a listing command prints.
+
+    `--format json`: `data` on stdout (a message in its JSON form, anything else as it is), and
+    nothing more. Otherwise the rows as a table on stdout, then `note` (more pages, a total) on
+    stderr if there is one; when there are no rows and `empty` is given, `empty` on stderr
+    instead of a table of headers alone. `rows` is only read for a table.
+    """
+    if output_format == JSON:
+        emit_json(message_to_dict(data) if isinstance(data, Message) else data)
+        return
+    materialised = list(rows)
+    if not materialised and empty:
+        click.echo(empty, err=True)
+        return
+    click.echo(render_table(headers, materialised))
+    if note:
+        click.echo(note, err=True)
+
+
 def render_fields(pairs: Iterable[tuple[str, str]]) -> str:
     """`label: value` lines, labels aligned; empty values left out; multi-line values indented."""
     kept = [(label, value) for label, value in pairs if value]

@@ -18,6 +18,7 @@ from toex_cli.context import CliContext, Endpoint, pass_cli
 from toex_cli.output import (
     JSON,
     emit_json,
+    emit_list,
     format_option,
     format_time,
     message_to_dict,
@@ -370,28 +371,23 @@ def list_records(
         page_size=limit,
     )
     response = cli.call(SERVICE, _stub(cli).ListIntelligence, request)
-    if output_format == JSON:
-        emit_json(message_to_dict(response))
-        return
-    if not response.records:
-        click.echo("No records match.", err=True)
-        return
-    click.echo(
-        render_table(
-            ["name", "kind", "content", "version", "sync", "pnd version", "updated"],
+    emit_list(
+        output_format,
+        response,
+        ["name", "kind", "content", "version", "sync", "pnd version", "updated"],
+        (
             [
-                [
-                    r.name,
-                    enum_short_name(pole_pb2.PoleKind.DESCRIPTOR, r.kind).lower(),
-                    _content(r),
-                    str(r.version),
-                    _state(r.sync_state),
-                    str(r.pnd_version or ""),
-                    format_time(r.update_time),
-                ]
-                for r in response.records
-            ],
-        )
+                r.name,
+                enum_short_name(pole_pb2.PoleKind.DESCRIPTOR, r.kind).lower(),
+                _content(r),
+                str(r.version),
+                _state(r.sync_state),
+                str(r.pnd_version or ""),
+                format_time(r.update_time),
+            ]
+            for r in response.records
+        ),
+        empty="No records match.",
     )
 
 
@@ -469,30 +465,26 @@ def search(
             query.person.date_of_birth.CopyFrom(_partial_date(dob))
     request = pb.SearchPndRequest(parent=f"regions/{region.value}", search=query, max_results=max_results)
     response = cli.call(SERVICE, _stub(cli).SearchPnd, request)
-    if output_format == JSON:
-        emit_json(message_to_dict(response))
-        return
-    if not response.results:
-        click.echo("The PND holds nothing that matches.", err=True)
-        return
-    rows = []
-    for result in response.results:
-        shown = pb.IntelligenceRecord(entity=result.entity)
-        rows.append(
+    emit_list(
+        output_format,
+        response,
+        ["source record", "kind", "content", "from", "links"],
+        (
             [
                 result.source_record_id,
                 enum_short_name(pole_pb2.PoleKind.DESCRIPTOR, result.kind).lower(),
-                _content(shown),
+                _content(pb.IntelligenceRecord(entity=result.entity)),
                 result.originating_organisation,
                 ", ".join(
                     f"{enum_short_name(pole_pb2.LinkType.DESCRIPTOR, x.type).lower()} {x.target}"
                     for x in result.links
                 ),
             ]
-        )
-    click.echo(render_table(["source record", "kind", "content", "from", "links"], rows))
-    if response.truncated:
-        click.echo("More matched: narrow the search or raise --max.", err=True)
+            for result in response.results
+        ),
+        empty="The PND holds nothing that matches.",
+        note="More matched: narrow the search or raise --max." if response.truncated else "",
+    )
 
 
 @pnd.group("reconcile")
@@ -549,6 +541,9 @@ def reconcile_show(cli: CliContext, name: str, output_format: str) -> None:
     emit_json(message_to_dict(report)) if output_format == JSON else click.echo(_render_report(report))
 
 
+ITEM_COLUMNS = ["record", "category", "local version", "pnd version", "age"]
+
+
 @reconcile.command("items")
 @click.argument("name", default="reconciliations/latest")
 @click.option("--region", default="", help="Only this region.")
@@ -574,26 +569,21 @@ def reconcile_items(
         page_size=limit,
     )
     response = cli.call(SERVICE, _stub(cli).ListReconciliationItems, request)
-    if output_format == JSON:
-        emit_json(message_to_dict(response))
-        return
-    if not response.items:
-        click.echo("Nothing out of step.", err=True)
-        return
-    click.echo(
-        render_table(
-            ["record", "category", "local version", "pnd version", "age"],
+    emit_list(
+        output_format,
+        response,
+        ITEM_COLUMNS,
+        (
             [
-                [
-                    i.record,
-                    enum_short_name(pb.ReconciliationCategory.DESCRIPTOR, i.category).lower(),
-                    str(i.local_version),
-                    str(i.pnd_version),
-                    str(i.age.ToTimedelta()),
-                ]
-                for i in response.items
-            ],
-        )
+                i.record,
+                enum_short_name(pb.ReconciliationCategory.DESCRIPTOR, i.category).lower(),
+                str(i.local_version),
+                str(i.pnd_version),
+                str(i.age.ToTimedelta()),
+            ]
+            for i in response.items
+        ),
+        empty="Nothing out of step.",
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -18,11 +17,11 @@ from toex_cli.context import CliContext, Endpoint, pass_cli
 from toex_cli.output import (
     JSON,
     emit_json,
+    emit_list,
     format_option,
     format_time,
     message_to_dict,
     render_fields,
-    render_table,
 )
 from toex_cli.params import WHEN, EnumType, RegionType, enum_short_name, parse_job_name
 
@@ -287,15 +286,6 @@ def get(cli: CliContext, name: str, output_format: str) -> None:
     )
 
 
-def _print_list(rows: Sequence[pb.Referral], token: str, output_format: str) -> None:
-    if output_format == JSON:
-        emit_json({"referrals": [message_to_dict(r) for r in rows], "next_page_token": token})
-    else:
-        click.echo(render_table(COLUMNS, [referral_row(r) for r in rows]))
-        if token:
-            click.echo(f"(more: --page-token {token})", err=True)
-
-
 @referrals.command("list")
 @click.option(
     "--region",
@@ -328,7 +318,14 @@ def list_referrals(
         page_token=page_token,
     )
     response = cli.call(SERVICE, _stub(cli).ListReferrals, request)
-    _print_list(response.referrals, response.next_page_token, output_format)
+    token = response.next_page_token
+    emit_list(
+        output_format,
+        {"referrals": [message_to_dict(r) for r in response.referrals], "next_page_token": token},
+        COLUMNS,
+        (referral_row(r) for r in response.referrals),
+        note=f"(more: --page-token {token})" if token else "",
+    )
 
 
 @referrals.command("update")
@@ -559,6 +556,9 @@ def decided(
     )
 
 
+OVERDUE_COLUMNS = ["referral", "region", "clock", "due", "escalated to", "risk"]
+
+
 @referrals.command("overdue")
 @click.option("--region", type=RegionType(allow_all=True), default="-", show_default=True)
 @click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
@@ -571,26 +571,23 @@ def overdue(cli: CliContext, region: Region | None, limit: int, page_token: str,
         parent=f"regions/{region.value if region else '-'}", page_size=limit, page_token=page_token
     )
     response = cli.call(SERVICE, _stub(cli).ListOverdue, request)
-    if output_format == JSON:
-        emit_json(message_to_dict(response))
-        return
-    click.echo(
-        render_table(
-            ["referral", "region", "clock", "due", "escalated to", "risk"],
+    emit_list(
+        output_format,
+        response,
+        OVERDUE_COLUMNS,
+        (
             [
-                [
-                    i.referral,
-                    enum_short_name(region_pb2.Region.DESCRIPTOR, i.region),
-                    _short(pb.ClockKind.DESCRIPTOR, i.clock.kind),
-                    format_time(i.clock.due_time),
-                    _short(pb.Escalation.DESCRIPTOR, i.clock.escalation),
-                    _short(pb.RiskLevel.DESCRIPTOR, i.risk_level),
-                ]
-                for i in response.items
-            ],
-        )
+                i.referral,
+                enum_short_name(region_pb2.Region.DESCRIPTOR, i.region),
+                _short(pb.ClockKind.DESCRIPTOR, i.clock.kind),
+                format_time(i.clock.due_time),
+                _short(pb.Escalation.DESCRIPTOR, i.clock.escalation),
+                _short(pb.RiskLevel.DESCRIPTOR, i.risk_level),
+            ]
+            for i in response.items
+        ),
+        note=f"{response.total_size} overdue",
     )
-    click.echo(f"{response.total_size} overdue", err=True)
 
 
 COMMANDS = (referrals,)
