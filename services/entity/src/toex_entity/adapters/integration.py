@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 
 from toex.entity.events.v1 import events_pb2 as ev
@@ -35,7 +34,8 @@ def event_id() -> str:
     """A time-ordered event id (UUIDv7, canonical form): a bulk ingest writes two outbox rows
     per record, and ids that sort by time keep the outbox's event-id index appending at its
     right edge rather than inserting at random."""
-    return str(uuid.UUID(new_id()))
+    h = new_id()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _handling(record: SourceRecord) -> int:

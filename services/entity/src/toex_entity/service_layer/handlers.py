@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import resources
 
@@ -36,6 +36,7 @@ from toex_entity.domain.model import (
     pair_key,
 )
 from toex_entity.domain.records import (
+    Address,
     PersonData,
     RecordType,
     SourceRecord,
@@ -141,14 +142,16 @@ def build_record(
 
 
 def _normalised_person(p: PersonData) -> PersonData:
-    from dataclasses import replace
-
-    from toex_entity.domain.records import Address
-
+    birth_date = normalise.birth_date(p.birth_date)
+    postcodes = [normalise.postcode(a.postcode) for a in p.addresses]
+    if birth_date == p.birth_date and postcodes == [a.postcode for a in p.addresses]:
+        return p  # already in normal form (most records of a bulk load): nothing to copy
     return replace(
         p,
-        birth_date=normalise.birth_date(p.birth_date),
-        addresses=tuple(Address(a.lines, a.town, normalise.postcode(a.postcode)) for a in p.addresses),
+        birth_date=birth_date,
+        addresses=tuple(
+            Address(a.lines, a.town, postcode) for a, postcode in zip(p.addresses, postcodes, strict=True)
+        ),
     )
 
 

@@ -117,6 +117,8 @@ class _Batch:
     merges: list[tuple[str, list[str], str, str]] = field(default_factory=list)  # into, others, by, why
     reviews: list[ReviewTask] = field(default_factory=list)
     touched: set[str] = field(default_factory=set)
+    # Person records' blocking keys, by record id.
+    blocking: dict[str, list[str]] = field(default_factory=dict)
     # In-batch index: key -> [(record, entity at link time)].
     index: dict[str, list[tuple[SourceRecord, str]]] = field(default_factory=lambda: defaultdict(list))
 
@@ -138,10 +140,11 @@ async def resolve_batch(
     batch = _Batch()
     results: list[ResolveResult] = []
 
-    det_keys = sorted({k for r in records for k in r.deterministic_keys()})
-    block_keys = sorted(
-        {k for r in records if r.features is not None for k in matching.query_keys(r.features)}
-    )
+    # Each record's keys, worked out once: deterministic, and those its candidates are under.
+    det_of = {r.id: r.deterministic_keys() for r in records}
+    query_of = {r.id: matching.query_keys(r.features) for r in records if r.features is not None}
+    det_keys = sorted({k for keys in det_of.values() for k in keys})
+    block_keys = sorted({k for keys in query_of.values() for k in keys})
     hits = await repo.hits(det_keys) if det_keys else []
     hits_by_key: dict[str, list[tuple[str, str, RecordType, Region]]] = defaultdict(list)
     for hit in hits:
@@ -155,7 +158,7 @@ async def resolve_batch(
         # 1. deterministic
         det_entities: dict[str, list[str]] = {}  # entity -> shared identifiers
         det_record: dict[str, tuple[str, Region, Features | None]] = {}  # entity -> a record sharing it
-        for key in record.deterministic_keys():
+        for key in det_of[record.id]:
             for rid, eid, rtype, region in hits_by_key.get(key, ()):
                 if rtype is record.record_type:
                     root = batch.find(eid)
@@ -200,7 +203,7 @@ async def resolve_batch(
             # 2. probabilistic
             seen: set[str] = set()
             best_by_entity: dict[str, tuple[float, str, Features, Region]] = {}
-            for key in matching.query_keys(record.features):
+            for key in query_of[record.id]:
                 for candidate in by_key.get(key, ()):
                     if candidate.record_id in seen:
                         continue
@@ -282,10 +285,11 @@ async def resolve_batch(
         else:
             result = _new_entity(batch, record, Outcome.NEW_ENTITY, None, ctx)
         # Index the record for the rest of the batch.
-        for key in record.deterministic_keys():
+        for key in det_of[record.id]:
             batch.index[key].append((record, result.entity_id))
         if record.features is not None:
-            for key in matching.blocking_keys(record.features):
+            blocking = batch.blocking[record.id] = matching.blocking_keys(record.features)
+            for key in blocking:
                 batch.index[key].append((record, result.entity_id))
         results.append(result)
 
@@ -354,7 +358,11 @@ async def _write(uow: EntityUnitOfWork, batch: _Batch, ctx: Context) -> None:
     if batch.records:
         await repo.add_records(batch.records, batch.links)
         # In key order: the index takes them leaf after leaf, not all over the B-tree.
-        rows = sorted((k, record.id) for record in batch.records for k in index_keys(record))
+        rows = sorted(
+            (k, record.id)
+            for record in batch.records
+            for k in index_keys(record, batch.blocking.get(record.id))
+        )
         await repo.add_keys(rows, fresh=True)
     for record, link in zip(batch.records, batch.links, strict=True):
         if link.method == LinkMethod.NEW.value:
@@ -369,11 +377,12 @@ async def _write(uow: EntityUnitOfWork, batch: _Batch, ctx: Context) -> None:
         await repo.touch_entities(existing, ctx.now)
 
 
-def index_keys(record: SourceRecord) -> list[str]:
-    """Every key a stored record is found under: identifiers, blocking and search keys."""
+def index_keys(record: SourceRecord, blocking: list[str] | None = None) -> list[str]:
+    """Every key a stored record is found under: identifiers, blocking (`blocking`, when
+    already worked out) and search keys."""
     keys = set(record.identifiers.keys())
     if record.features is not None:
-        keys.update(matching.blocking_keys(record.features))
+        keys.update(matching.blocking_keys(record.features) if blocking is None else blocking)
         keys.update(search_keys(record.features))
     return sorted(keys)
 
