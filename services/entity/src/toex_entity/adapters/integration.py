@@ -12,7 +12,7 @@ from toex_common.events.streams import StreamSpec
 from toex_common.regions import Region
 
 from toex_entity.adapters.mapping import identifiers_to_proto, record_type_to_proto
-from toex_entity.domain.model import EntityChange, entity_name, new_id
+from toex_entity.domain.model import EntityChange, entity_name
 from toex_entity.domain.records import Handling, RecordType, SourceRecord
 from toex_entity.service_layer.ports import EntityLink
 
@@ -30,21 +30,12 @@ _DECISION = {
 }
 
 
-def event_id() -> str:
-    """A time-ordered event id (UUIDv7, canonical form): a bulk ingest writes two outbox rows
-    per record, and ids that sort by time keep the outbox's event-id index appending at its
-    right edge rather than inserting at random."""
-    h = new_id()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
 def _handling(record: SourceRecord) -> int:
     return _HANDLING[record.grading.handling]
 
 
 def entity_created(record: SourceRecord, entity_id: str) -> EventEnvelope:
     message = ev.EntityCreated(
-        event_id=event_id(),
         entity=entity_name(entity_id),
         entity_id=entity_id,
         entity_type=record_type_to_proto(record.record_type),  # type: ignore[arg-type]
@@ -62,7 +53,6 @@ def entity_created(record: SourceRecord, entity_id: str) -> EventEnvelope:
 
 def record_linked(record: SourceRecord, entity_id: str, link: EntityLink) -> EventEnvelope:
     message = ev.RecordLinked(
-        event_id=event_id(),
         entity=entity_name(entity_id),
         entity_id=entity_id,
         entity_type=record_type_to_proto(record.record_type),  # type: ignore[arg-type]
@@ -96,7 +86,6 @@ def _strictest(records: list[SourceRecord]) -> int:
 def entities_merged(change: EntityChange, region: Region, moved: Mapping[str, SourceRecord]) -> EventEnvelope:
     mine = [r for r in moved.values() if r.region is region]
     message = ev.EntitiesMerged(
-        event_id=event_id(),
         entity=entity_name(change.entity_id),
         merged=[entity_name(e) for e in change.others],
         change_id=change.id,
@@ -118,7 +107,6 @@ def entity_split(
 ) -> EventEnvelope:
     mine = [m for m in change.moves if m.record_id in moved and moved[m.record_id].region is region]
     message = ev.EntitySplit(
-        event_id=event_id(),
         entity=entity_name(change.entity_id),
         split_entities=[entity_name(e) for e in change.others],
         moved_records=[moved[m.record_id].name for m in mine],
@@ -148,7 +136,6 @@ def deconfliction_notice(
     trigger_record: str,
 ) -> EventEnvelope:
     message = ev.DeconflictionNotice(
-        event_id=event_id(),
         entity=entity_name(entity_id),
         entity_type=record_type_to_proto(entity_type),  # type: ignore[arg-type]
         own_records=own_records,

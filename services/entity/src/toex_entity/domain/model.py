@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import enum
-import os
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from toex_common.ids import new_id as new_id  # time-ordered (UUIDv7): indexes grow at one edge
 from toex_common.regions import Region
 
 from toex_entity.domain.records import RecordType
 
 SYSTEM_DETERMINISTIC = "system:deterministic"
 SYSTEM_PROBABILISTIC = "system:probabilistic"
-
-
-def new_id() -> str:
-    """A UUIDv7 (RFC 9562) in hex: 48 bits of Unix milliseconds, then 74 random bits. Ids
-    made one after another sort together, so the primary-key and entity indexes grow at their
-    right edge during bulk ingest instead of taking random inserts all over the B-tree."""
-    rand = int.from_bytes(os.urandom(10))
-    value = (time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64
-    return f"{value | 0b10 << 62 | rand & (1 << 62) - 1:032x}"
 
 
 def entity_name(entity_id: str) -> str:
