@@ -49,6 +49,7 @@ class OutboxRelay:
         publish_timeout: float = 5.0,
         max_backoff_seconds: float = 15.0,
         rescan_seconds: float = 5.0,
+        gather_seconds: float = 0.02,
     ) -> None:
         self._engine = engine
         self._js = js
@@ -63,6 +64,7 @@ class OutboxRelay:
         self._after = 0
         self._last_rescan = 0.0
         self._rescan_seconds = rescan_seconds
+        self._gather = gather_seconds
 
     async def run(self, stop: asyncio.Event) -> None:
         listener = await self._listen()
@@ -83,6 +85,12 @@ class OutboxRelay:
                 failures = 0
                 if sent >= self._batch:
                     continue
+                if sent and self._gather:
+                    # Events keep coming: let 20 ms' worth gather, so that under load a pass (a
+                    # claim, the publishes, a delete and a commit) carries many, not one or two.
+                    # (Tasking CreateJob under 50 concurrent calls: 16% more calls/s, 1,400 ->
+                    # 1,200 us of CPU a call.) The first event after a quiet spell goes at once.
+                    await _wait(stop, self._gather)
                 await _wait_any(stop, self._wake, self._poll)
         finally:
             if listener is not None:
