@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import asyncpg
+import orjson
 from google.protobuf.message import Message
 from sqlalchemy import insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -32,6 +33,8 @@ def request_fingerprint(*parts: bytes | str) -> str:
 
 
 MAX_REQUEST_ID_LENGTH = 128
+# From this many events in one unit of work on, the outbox rows are copied in (COPY).
+OUTBOX_COPY_FROM = 50
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,9 @@ class SqlAlchemyUnitOfWork:
         self._events.append(event)
 
     async def commit(self) -> None:
-        if self._events:
+        if len(self._events) >= OUTBOX_COPY_FROM:
+            await self._copy_outbox()
+        elif self._events:
             await self.session.execute(
                 insert(outbox_table),
                 [
@@ -106,6 +111,24 @@ class SqlAlchemyUnitOfWork:
                 ],
             )
         await self.session.commit()
+        self._events = []
+
+    async def _copy_outbox(self) -> None:
+        """A bulk change's events (thousands of rows) go in with COPY, in the same transaction:
+        an executemany of that many rows costs more than the change itself."""
+        connection = await self.session.connection()
+        driver = (await connection.get_raw_connection()).driver_connection
+        assert driver is not None
+        if not driver.is_in_transaction():  # the driver begins on the first statement
+            await connection.exec_driver_sql("SELECT 1")
+        await driver.copy_records_to_table(
+            "outbox",
+            columns=["event_id", "subject", "event_type", "payload", "headers"],
+            records=[
+                (e.event_id, e.subject, e.event_type, e.payload, orjson.dumps(e.headers).decode())
+                for e in self._events
+            ],
+        )
         self._events = []
 
     async def rollback(self) -> None:

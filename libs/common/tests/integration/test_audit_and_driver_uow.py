@@ -178,3 +178,29 @@ async def test_a_write_only_unit_is_one_atomic_statement(engine: Any) -> None:
     async with DriverUnitOfWork(engine, read_only=True) as reader:
         conn = await reader.connection()
         assert await conn.fetchval("SELECT count(*) FROM parents WHERE id = 'p3'") == 0
+
+
+async def test_a_bulk_change_copies_its_events_in_the_same_transaction(engine: Any) -> None:
+    from toex_common.db import session_factory
+    from toex_common.uow import OUTBOX_COPY_FROM, SqlAlchemyUnitOfWork
+
+    sessions = session_factory(engine)
+    many = OUTBOX_COPY_FROM + 10
+    # Only events (the COPY is the first statement: it must still be inside the transaction).
+    async with SqlAlchemyUnitOfWork(sessions) as uow:
+        for _ in range(many):
+            uow.publish(_event())
+        await uow.commit()
+    # Events with a change, left without commit: neither remains.
+    async with SqlAlchemyUnitOfWork(sessions) as uow:
+        await uow.remember_request("scope", "bulk", "f" * 64, "regions/EMSOU/jobs/b")
+        for _ in range(many):
+            uow.publish(_event())
+        await uow._copy_outbox()  # the rows are in; the transaction is not committed
+        await uow.rollback()
+    async with engine.connect() as conn:
+        events = (await conn.execute(select(func.count()).select_from(outbox_table))).scalar_one()
+        headers = (await conn.execute(select(outbox_table.c.headers).limit(1))).scalar_one()
+        requests = (await conn.execute(select(func.count()).select_from(idempotency_table))).scalar_one()
+    assert (events, requests) == (many, 0)
+    assert headers["ce-type"].endswith("FeedbackRecorded")
