@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 
 import grpc
 import nats
@@ -64,18 +65,23 @@ def unique_person(tag: str = "") -> dict[str, object]:
     }
 
 
-async def stream_events(nats_url: str, subject: str, at_least: int = 0, wait: float = 10.0) -> list:
+async def stream_events(
+    nats_url: str, subject: str, until: Callable[[list], bool] | None = None, wait: float = 10.0
+) -> list:
+    """The stream's messages on `subject`: read until `until(messages)` holds (or `wait` runs
+    out), or without `until` until the stream goes quiet. The stream is shared by every test of
+    the session, so a test waits for its own events, not for a count others may make up."""
     nc = await nats.connect(nats_url)
     try:
         sub = await nc.jetstream().subscribe(subject, ordered_consumer=True)
-        found = []
+        found: list = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while loop.time() < deadline:
             try:
                 found.append(await sub.next_msg(timeout=0.5))
             except nats.errors.TimeoutError:
-                if len(found) >= at_least:
+                if until is None or until(found):
                     break
         await sub.unsubscribe()
         return found
@@ -146,8 +152,17 @@ async def test_resolve_link_explain_and_events(entity_service, nats_server) -> N
     )
     assert explained.explanation.probability == pytest.approx(explanation.probability)
 
-    events = await stream_events(nats_server.url, "toex.emsou.entity.>", at_least=3)
-    linked = [e for e in decode(events, ev.RecordLinked) if e.entity == entity]
+    def mine(events: list) -> list:
+        return [e for e in decode(events, ev.RecordLinked) if e.entity == entity]
+
+    events = await stream_events(
+        nats_server.url,
+        "toex.emsou.entity.>",
+        until=lambda found: (
+            len(mine(found)) >= 2 and any(e.entity == entity for e in decode(found, ev.EntityCreated))
+        ),
+    )
+    linked = mine(events)
     assert {e.record for e in linked} == {first.record.name, second.record.name}
     assert all(e.label.region == region_pb2.REGION_EMSOU for e in linked)
     assert any(e.entity_id == entity.split("/")[1] and e.source.source_system == "pnc" for e in linked)
@@ -197,8 +212,15 @@ async def test_deterministic_phone_and_vehicle_and_search(entity_service, nats_s
     )
     assert by_name.matches[0].entity.name == owner.entity.name
 
-    events = await stream_events(nats_server.url, "toex.emsou.entity.RecordLinked", at_least=3)
-    attributed = [e for e in decode(events, ev.RecordLinked) if e.entity == owner.entity.name]
+    def attributed_to_owner(events: list) -> list:
+        return [e for e in decode(events, ev.RecordLinked) if e.entity == owner.entity.name]
+
+    events = await stream_events(
+        nats_server.url,
+        "toex.emsou.entity.RecordLinked",
+        until=lambda found: bool(attributed_to_owner(found)),
+    )
+    attributed = attributed_to_owner(events)
     assert list(attributed[0].identifiers.e164_numbers) == [first.record.phone.e164]
 
 
@@ -246,8 +268,16 @@ async def test_scope_and_deconfliction_across_regions(entity_service, nats_serve
     # Both regions get a notice naming the other and a contact role, and nothing else.
     notices = []
     for region in ("emsou", "ersou"):
-        events = await stream_events(nats_server.url, f"toex.{region}.entity.DeconflictionNotice", at_least=1)
-        notices += [n for n in decode(events, ev.DeconflictionNotice) if n.entity == emsou.entity.name]
+
+        def about_entity(events: list) -> list:
+            return [n for n in decode(events, ev.DeconflictionNotice) if n.entity == emsou.entity.name]
+
+        events = await stream_events(
+            nats_server.url,
+            f"toex.{region}.entity.DeconflictionNotice",
+            until=lambda found: bool(about_entity(found)),
+        )
+        notices += about_entity(events)
     by_region = {n.label.region: n for n in notices}
     assert by_region[region_pb2.REGION_EMSOU].other_region == region_pb2.REGION_ERSOU
     assert by_region[region_pb2.REGION_ERSOU].other_region == region_pb2.REGION_EMSOU

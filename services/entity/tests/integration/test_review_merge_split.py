@@ -175,10 +175,20 @@ async def test_merge_redirect_undo_and_split_restore_exactly(entity_service, nat
     )
     assert explained.explanation.decision == pb.MATCH_DECISION_REVIEWER_REJECTED
 
-    events = await stream_events(nats_server.url, "toex.emsou.entity.>", at_least=8)
-    merges = [m for m in decode(events, ev.EntitiesMerged) if m.change_id == merged.change_id]
+    def merges_of(events: list) -> list:
+        return [m for m in decode(events, ev.EntitiesMerged) if m.change_id == merged.change_id]
+
+    def splits_of(events: list) -> list:
+        return [s for s in decode(events, ev.EntitySplit) if s.entity in (g.entity.name, h2.entity.name)]
+
+    events = await stream_events(
+        nats_server.url,
+        "toex.emsou.entity.>",
+        until=lambda found: bool(merges_of(found)) and len(splits_of(found)) >= 2,
+    )
+    merges = merges_of(events)
     assert merges and merges[0].decided_by == ANALYST
-    splits = [s for s in decode(events, ev.EntitySplit) if s.entity in (g.entity.name, h2.entity.name)]
+    splits = splits_of(events)
     assert {s.undone_change for s in splits} == {merged.change_id, ""}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import grpc
 import nats
@@ -36,7 +37,12 @@ async def wait_state(pnd, name: str, state: int) -> pb.IntelligenceRecord:
     return found
 
 
-async def stream_messages(nats_url: str, subject: str, at_least: int, wait: float = 10.0) -> list:
+async def stream_messages(
+    nats_url: str, subject: str, until: Callable[[list], bool], wait: float = 10.0
+) -> list:
+    """The stream's messages on `subject`, read until `until(messages)` holds (or `wait` runs
+    out). The stream is shared by every test of the session, so a test waits for its own events,
+    not for a count others may make up."""
     nc = await nats.connect(nats_url)
     try:
         sub = await nc.jetstream().subscribe(subject, ordered_consumer=True)
@@ -47,7 +53,7 @@ async def stream_messages(nats_url: str, subject: str, at_least: int, wait: floa
             try:
                 found.append(await sub.next_msg(timeout=0.5))
             except nats.errors.TimeoutError:
-                if len(found) >= at_least:
+                if until(found):
                     break
         await sub.unsubscribe()
         return found
@@ -128,14 +134,25 @@ async def test_records_reach_the_pnd_with_answers_holds_and_scope(pnd, nats_serv
     assert listed == []
 
     # Events: one per answer, labelled with the record's region.
-    accepted = await stream_messages(nats_server.url, "toex.emsou.pnd.SubmissionAccepted", 3)
-    names = [events_pb2.SubmissionAccepted.FromString(m.data).record for m in accepted]
-    assert created.name in names and plate.name in names
-    [reject_msg] = [
-        m
-        for m in await stream_messages(nats_server.url, "toex.emsou.pnd.SubmissionRejected", 1)
-        if events_pb2.SubmissionRejected.FromString(m.data).record == plate.name
-    ]
+    def accepted_records(messages: list) -> set[str]:
+        return {events_pb2.SubmissionAccepted.FromString(m.data).record for m in messages}
+
+    def rejections_of_plate(messages: list) -> list:
+        return [m for m in messages if events_pb2.SubmissionRejected.FromString(m.data).record == plate.name]
+
+    accepted = await stream_messages(
+        nats_server.url,
+        "toex.emsou.pnd.SubmissionAccepted",
+        until=lambda found: {created.name, plate.name} <= accepted_records(found),
+    )
+    assert {created.name, plate.name} <= accepted_records(accepted)
+    [reject_msg] = rejections_of_plate(
+        await stream_messages(
+            nats_server.url,
+            "toex.emsou.pnd.SubmissionRejected",
+            until=lambda found: bool(rejections_of_plate(found)),
+        )
+    )
     assert events_pb2.SubmissionRejected.FromString(reject_msg.data).reasons[0].code == "INVALID_VRM"
 
     # Every read and submission is audited.
@@ -185,9 +202,16 @@ async def test_search_results_are_published_as_source_records(pnd, nats_server) 
     assert found_person.links[0].type == pole_pb2.LINK_TYPE_USES
     assert found_person.grading.source_evaluation == pole_pb2.SOURCE_EVALUATION_1
 
-    messages = await stream_messages(nats_server.url, "toex.emsou.pnd.PndResultReceived", 1)
-    events = [events_pb2.PndResultReceived.FromString(m.data) for m in messages]
-    [event] = [e for e in events if e.search.name == answer.search.name]
+    def results_of_search(messages: list) -> list:
+        events = [events_pb2.PndResultReceived.FromString(m.data) for m in messages]
+        return [e for e in events if e.search.name == answer.search.name]
+
+    messages = await stream_messages(
+        nats_server.url,
+        "toex.emsou.pnd.PndResultReceived",
+        until=lambda found: bool(results_of_search(found)),
+    )
+    [event] = results_of_search(messages)
     assert event.search.phone_e164 == "+447700900555" and event.search.purpose == "Op HERON"
     assert event.search.requested_by == "analyst.emsou"
     assert {r.source_record_id for r in event.results} == {r.source_record_id for r in answer.results}
@@ -253,7 +277,16 @@ async def test_reconciliation_reports_missing_held_and_rejected_per_region(pnd, 
     ).items
     assert [i.record for i in everything] == [missing.name]
 
-    messages = await stream_messages(nats_server.url, "toex.*.pnd.ReconciliationCompleted", 2)
+    def of_report(messages: list) -> list:
+        return [
+            m
+            for m in messages
+            if events_pb2.ReconciliationCompleted.FromString(m.data).reconciliation == report.name
+        ]
+
+    messages = await stream_messages(
+        nats_server.url, "toex.*.pnd.ReconciliationCompleted", until=lambda found: len(of_report(found)) >= 2
+    )
     mine = [events_pb2.ReconciliationCompleted.FromString(m.data) for m in messages]
     mine = [e for e in mine if e.reconciliation == report.name]
     assert sorted(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -52,19 +53,23 @@ def job_request(region: str = "EMSOU", **fields: object) -> pb.CreateJobRequest:
     return pb.CreateJobRequest(parent=f"regions/{region}", job=job)
 
 
-async def stream_events(nats_url: str, subject: str, at_least: int = 0, wait: float = 10.0) -> list:
-    """Every message on the stream matching `subject`, waiting up to `wait` seconds for `at_least`."""
+async def stream_events(
+    nats_url: str, subject: str, until: Callable[[list], bool] | None = None, wait: float = 10.0
+) -> list:
+    """Every message on the stream matching `subject`: read until `until(messages)` holds (or
+    `wait` runs out), or without `until` until the stream goes quiet. The stream is shared by
+    every test of the session, so a test waits for its own events, not for a count."""
     nc = await nats.connect(nats_url)
     try:
         sub = await nc.jetstream().subscribe(subject, ordered_consumer=True)
-        found = []
+        found: list = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while loop.time() < deadline:
             try:
                 found.append(await sub.next_msg(timeout=0.5))
             except nats.errors.TimeoutError:
-                if len(found) >= at_least:
+                if until is None or until(found):
                     break
         await sub.unsubscribe()
         return found
@@ -106,11 +111,14 @@ async def test_create_read_scope_events_and_audit(tasking, nats_server) -> None:
         await stub.GetJob(pb.GetJobRequest(name=created.name), metadata=md(tasking.token("analyst.emsou")))
     assert analyst.value.code() is grpc.StatusCode.PERMISSION_DENIED
 
-    [message] = [
-        m
-        for m in await stream_events(nats_server.url, "toex.emsou.tasking.JobCreated", 1)
-        if m.headers.get("ce-subject") == created.name
-    ]
+    def about_job(messages: list) -> list:
+        return [m for m in messages if m.headers.get("ce-subject") == created.name]
+
+    [message] = about_job(
+        await stream_events(
+            nats_server.url, "toex.emsou.tasking.JobCreated", until=lambda found: bool(about_job(found))
+        )
+    )
     event = events_pb2.JobCreated.FromString(message.data)
     assert event.job.name == created.name
     assert message.headers["ce-type"] == "toex.tasking.events.v1.JobCreated"
@@ -212,10 +220,17 @@ async def test_lifecycle_with_directory_reassignment_and_idempotency(tasking, na
     listed = await stub.ListJobs(pb.ListJobsRequest(parent="regions/-"), metadata=london)
     assert first.name in [j.name for j in listed.jobs]
 
-    messages = await stream_events(nats_server.url, "toex.emsou.tasking.>", wait=2)
-    kinds = [
-        m.headers["ce-type"].rsplit(".", 1)[-1] for m in messages if m.headers.get("ce-subject") == first.name
-    ]
+    def kinds_of(messages: list) -> list[str]:
+        return [
+            m.headers["ce-type"].rsplit(".", 1)[-1]
+            for m in messages
+            if m.headers.get("ce-subject") == first.name
+        ]
+
+    messages = await stream_events(
+        nats_server.url, "toex.emsou.tasking.>", until=lambda found: "FeedbackRecorded" in kinds_of(found)
+    )
+    kinds = kinds_of(messages)
     assert kinds == [
         "JobCreated",
         "JobAssigned",
@@ -246,9 +261,16 @@ async def test_broker_outage_during_creation_loses_no_event(tasking, nats_server
             break
         await asyncio.sleep(0.2)
     assert await pending(tasking.app.engine) == 0
-    messages = await stream_events(nats_server.url, "toex.*.tasking.JobCreated", wait=2)
-    ours = [events_pb2.JobCreated.FromString(m.data).job.name for m in messages]
-    ours = [name for name in ours if name in created]
+
+    def ours_in(messages: list) -> list[str]:
+        return [
+            n for n in (events_pb2.JobCreated.FromString(m.data).job.name for m in messages) if n in created
+        ]
+
+    messages = await stream_events(
+        nats_server.url, "toex.*.tasking.JobCreated", until=lambda found: set(ours_in(found)) >= set(created)
+    )
+    ours = ours_in(messages)
     assert sorted(ours) == sorted(created)  # every one, exactly once
 
 
