@@ -22,7 +22,7 @@ from toex_cli.credentials import (
     jwt_claims,
 )
 from toex_cli.errors import CommandFailed
-from toex_cli.output import JSON, emit_json, format_option, render_fields
+from toex_cli.output import emit_one, format_option, render_fields
 
 _KNOWN_ROLES = {role.value for role in Role}
 
@@ -177,14 +177,14 @@ def whoami(cli: CliContext, output_format: str) -> None:
         token, source = stored.access_token, str(cli.tokens.store.path)
     summary = _describe(token)
     summary["source"] = source
-    if output_format == JSON:
-        emit_json(summary)
-        return
-    expires = summary["expires_at"] or ""
-    if expires and summary["expired"]:
-        expires += " (expired; the next command refreshes it)" if source != f"${TOKEN_ENV}" else " (expired)"
-    click.echo(
-        render_fields(
+
+    def text() -> str:
+        expires = summary["expires_at"] or ""
+        if expires and summary["expired"]:
+            expires += (
+                " (expired; the next command refreshes it)" if source != f"${TOKEN_ENV}" else " (expired)"
+            )
+        return render_fields(
             [
                 ("username", summary["username"]),
                 ("region", summary["region"] or "(none: ask an administrator to set it)"),
@@ -194,7 +194,8 @@ def whoami(cli: CliContext, output_format: str) -> None:
                 ("token from", source),
             ]
         )
-    )
+
+    emit_one(output_format, summary, text)
 
 
 COMMANDS: list[click.Command] = [login, logout, whoami]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,9 +20,8 @@ from toex_common.regions import Region
 from toex_cli.context import CliContext, Endpoint, pass_cli
 from toex_cli.errors import rpc_failure
 from toex_cli.output import (
-    JSON,
-    emit_json,
     emit_list,
+    emit_one,
     format_option,
     format_time,
     message_to_dict,
@@ -90,13 +89,6 @@ def _ts(when: datetime | None) -> Timestamp | None:
 
 def _dataset_name(region: Region, value: str) -> str:
     return value if value.startswith("regions/") else f"regions/{region.value}/datasets/{value}"
-
-
-def _emit(message: Any, output_format: str, table: Callable[[], str]) -> None:
-    if output_format == JSON:
-        emit_json(message_to_dict(message))
-    else:
-        click.echo(table())
 
 
 def _targets(targets: tuple[str, ...], targets_file: Path | None) -> list[str]:
@@ -290,7 +282,7 @@ def _print_import(response: Any, output_format: str) -> None:
             lines.append(f"flagged: {f.number} ({f.advert_count} adverts; {reasons})")
         return "\n".join(lines)
 
-    _emit(response, output_format, table)
+    emit_one(output_format, response, table)
 
 
 @comms.command("import-cdr")
@@ -466,7 +458,7 @@ def watchlist_create(
             watchlist=pb.Watchlist(display_name=display_name, kind=kind),  # type: ignore[arg-type]
         ),
     )
-    _emit(response, output_format, lambda: f"created {response.watchlist.name}")
+    emit_one(output_format, response, lambda: f"created {response.watchlist.name}")
 
 
 @watchlist.command("add")
@@ -485,9 +477,9 @@ def watchlist_add(
             name=f"regions/{region.value}/watchlists/{watchlist_id}", numbers=list(numbers)
         ),
     )
-    _emit(
-        response,
+    emit_one(
         output_format,
+        response,
         lambda: (
             f"{response.watchlist.name}: {len(response.watchlist.numbers)} numbers; "
             f"{len(response.contacts)} new watchlist contacts detected"
@@ -585,7 +577,7 @@ def index(cli: CliContext, number: str, region: Region | None, output_format: st
         )
         return f"{head}{extra}\n{rows}"
 
-    _emit(response, output_format, table)
+    emit_one(output_format, response, table)
 
 
 @comms.command("attribute")
@@ -617,7 +609,7 @@ def attribute(
             label=label,
         ),
     )
-    _emit(response, output_format, lambda: f"{response.identifier} -> {response.attribution.entity_id}")
+    emit_one(output_format, response, lambda: f"{response.identifier} -> {response.attribution.entity_id}")
 
 
 def _ties(ties: Any) -> str:
@@ -809,7 +801,7 @@ def profile(
             ]
         )
 
-    _emit(r, output_format, table)
+    emit_one(output_format, r, table)
 
 
 @comms.command("colocation")
@@ -922,9 +914,9 @@ def travel(cli: CliContext, vrm: str, region: Region, output_format: str) -> Non
         _stub(cli).GetTravelPattern,
         pb.GetTravelPatternRequest(scope=pb.AnprScope(parent=f"regions/{region.value}"), vrm=vrm),
     )
-    _emit(
-        r,
+    emit_one(
         output_format,
+        r,
         lambda: (
             f"{r.vrm}: {r.read_count} reads\n"
             + render_table(

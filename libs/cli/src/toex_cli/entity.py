@@ -19,12 +19,10 @@ from toex_common.regions import Region
 from toex_cli.context import CliContext, Endpoint, pass_cli
 from toex_cli.errors import rpc_failure
 from toex_cli.output import (
-    JSON,
-    emit_json,
     emit_list,
+    emit_one,
     format_option,
     format_time,
-    message_to_dict,
     render_fields,
     render_table,
 )
@@ -375,21 +373,20 @@ def resolve(
         _stub(cli).ResolveRecord,
         pb.ResolveRecordRequest(parent=f"regions/{region.value}", record=record),
     )
-    if output_format == JSON:
-        emit_json(message_to_dict(response))
-        return
-    outcome = enum_short_name(pb.ResolveOutcome.DESCRIPTOR, response.outcome)
-    click.echo(f"{response.record.name}: {outcome} -> {response.entity.name}")
-    if response.explanation.text:
-        click.echo(render_explanation(response.explanation))
-    for task in response.review_tasks:
-        click.echo(f"review task: {task}")
-    for d in response.deconflictions:
-        click.echo(
+
+    def text() -> str:
+        outcome = enum_short_name(pb.ResolveOutcome.DESCRIPTOR, response.outcome)
+        lines = [f"{response.record.name}: {outcome} -> {response.entity.name}"]
+        if response.explanation.text:
+            lines.append(render_explanation(response.explanation))
+        lines.extend(f"review task: {task}" for task in response.review_tasks)
+        lines.extend(
             f"DECONFLICTION: {_region(d.region)} holds records on this entity; contact {d.contact_role}"
+            for d in response.deconflictions
         )
-    click.echo()
-    click.echo(render_entity(response.entity))
+        return "\n".join([*lines, "", render_entity(response.entity)])
+
+    emit_one(output_format, response, text)
 
 
 def render_explanation(e: pb.MatchExplanation) -> str:
@@ -472,10 +469,7 @@ def show(cli: CliContext, name: str, output_format: str) -> None:
       toex --purpose "Op Kestrel" entity show entities/3f2c9a... --format json
     """
     response = cli.call(SERVICE, _stub(cli).GetEntity, pb.GetEntityRequest(name=_entity_name(name)))
-    if output_format == JSON:
-        emit_json(message_to_dict(response.entity))
-    else:
-        click.echo(render_entity(response.entity))
+    emit_one(output_format, response.entity, lambda: render_entity(response.entity))
 
 
 @entity.command("search")
@@ -552,10 +546,7 @@ def explain(cli: CliContext, record_a: str, record_b: str, output_format: str) -
         _stub(cli).ExplainMatch,
         pb.ExplainMatchRequest(record_a=_record_name(record_a), record_b=_record_name(record_b)),
     )
-    if output_format == JSON:
-        emit_json(message_to_dict(response.explanation))
-    else:
-        click.echo(render_explanation(response.explanation))
+    emit_one(output_format, response.explanation, lambda: render_explanation(response.explanation))
 
 
 @entity.command("reviews")
@@ -619,13 +610,16 @@ def decide(cli: CliContext, task: str, decision: str | None, reason: str, output
         reason=reason,
     )
     response = cli.call(SERVICE, _stub(cli).DecideReview, request)
-    if output_format == JSON:
-        emit_json(message_to_dict(response))
-        return
-    click.echo(
-        f"{response.review_task.name}: {enum_short_name(pb.ReviewState.DESCRIPTOR, response.review_task.state)}"
+    emit_one(
+        output_format,
+        response,
+        lambda: "\n".join(
+            [
+                f"{response.review_task.name}: {enum_short_name(pb.ReviewState.DESCRIPTOR, response.review_task.state)}",
+                render_entity(response.entity),
+            ]
+        ),
     )
-    click.echo(render_entity(response.entity))
 
 
 @entity.command("merge")
@@ -648,13 +642,16 @@ def merge(cli: CliContext, name: str, others: tuple[str, ...], reason: str, outp
             name=_entity_name(name), others=[_entity_name(o) for o in others], reason=reason
         ),
     )
-    if output_format == JSON:
-        emit_json(message_to_dict(response))
-        return
-    click.echo(
-        f"merged; undo with: toex entity split {response.entity.name} --undo {response.change_id} --reason ..."
+    emit_one(
+        output_format,
+        response,
+        lambda: "\n".join(
+            [
+                f"merged; undo with: toex entity split {response.entity.name} --undo {response.change_id} --reason ...",
+                render_entity(response.entity),
+            ]
+        ),
     )
-    click.echo(render_entity(response.entity))
 
 
 @entity.command("split")
@@ -684,13 +681,11 @@ def split(
             reason=reason,
         ),
     )
-    if output_format == JSON:
-        emit_json(message_to_dict(response))
-        return
-    click.echo(render_entity(response.entity))
-    for other in response.split_entities:
-        click.echo()
-        click.echo(render_entity(other))
+    emit_one(
+        output_format,
+        response,
+        lambda: "\n\n".join(render_entity(e) for e in [response.entity, *response.split_entities]),
+    )
 
 
 COMMANDS: list[click.Command] = [entity]

@@ -15,12 +15,10 @@ from toex_common.regions import Region
 
 from toex_cli.context import CliContext, Endpoint, pass_cli
 from toex_cli.output import (
-    JSON,
-    emit_json,
     emit_list,
+    emit_one,
     format_option,
     format_time,
-    message_to_dict,
     render_fields,
     render_table,
 )
@@ -124,10 +122,7 @@ def render_job(job: pb.Job) -> str:
 
 
 def _print_job(job: pb.Job, output_format: str) -> None:
-    if output_format == JSON:
-        emit_json(message_to_dict(job))
-    else:
-        click.echo(render_job(job))
+    emit_one(output_format, job, lambda: render_job(job))
 
 
 @click.group(name="jobs", short_help="Intelligence jobs: the tasking service.")
@@ -414,18 +409,17 @@ def note(cli: CliContext, name: str, text: str, request_id: str, output_format: 
         raise click.BadParameter("the note is empty", param_hint="TEXT")
     request = pb.AddJobNoteRequest(parent=name, text=text, request_id=request_id)
     response = cli.call(SERVICE, _stub(cli).AddJobNote, request, field_options={"text": "TEXT"})
-    if output_format == JSON:
-        emit_json(message_to_dict(response.note))
-        return
-    click.echo(
-        render_fields(
+    emit_one(
+        output_format,
+        response.note,
+        lambda: render_fields(
             [
                 ("note", response.note.name),
                 ("author", response.note.author),
                 ("written", format_time(response.note.create_time)),
                 ("text", response.note.text),
             ]
-        )
+        ),
     )
 
 
@@ -474,17 +468,18 @@ def capacity(cli: CliContext, region: Region, output_format: str) -> None:
     """
     request = pb.GetRegionCapacityRequest(name=f"regions/{region.value}/capacity")
     response = cli.call(SERVICE, _stub(cli).GetRegionCapacity, request)
-    if output_format == JSON:
-        emit_json(message_to_dict(response))
-        return
-    rows = [
-        [r.username, _region(r.region), str(r.open_jobs), str(r.overdue_jobs)]
-        for r in sorted(response.researchers, key=lambda r: (-r.open_jobs, r.username))
-    ]
-    if rows:
-        click.echo(render_table(["researcher", "region", "open", "overdue"], rows))
-        click.echo()
-    click.echo(f"{region.value}: {response.open_jobs} open jobs, {response.unassigned_jobs} unassigned.")
+
+    def text() -> str:
+        rows = [
+            [r.username, _region(r.region), str(r.open_jobs), str(r.overdue_jobs)]
+            for r in sorted(response.researchers, key=lambda r: (-r.open_jobs, r.username))
+        ]
+        table = (render_table(["researcher", "region", "open", "overdue"], rows) + "\n\n") if rows else ""
+        return (
+            f"{table}{region.value}: {response.open_jobs} open jobs, {response.unassigned_jobs} unassigned."
+        )
+
+    emit_one(output_format, response, text)
 
 
 COMMANDS: list[click.Command] = [jobs]

@@ -71,7 +71,7 @@ def emit_list(
     instead of a table of headers alone. `rows` is only read for a table.
     """
     if output_format == JSON:
-        emit_json(message_to_dict(data) if isinstance(data, Message) else data)
+        _emit_data(data)
         return
     materialised = list(rows)
     if not materialised and empty:
@@ -80,6 +80,22 @@ def emit_list(
     click.echo(render_table(headers, materialised))
     if note:
         click.echo(note, err=True)
+
+
+def emit_one(output_format: str, data: Message | Any, render: Callable[[], str]) -> None:
+    """What a command that shows one thing (an object, a result, a report) prints.
+
+    `--format json`: `data` on stdout (a message in its JSON form, anything else as it is), and
+    nothing more. Otherwise the text `render()` returns, on stdout; `render` is only called then.
+    """
+    if output_format == JSON:
+        _emit_data(data)
+        return
+    click.echo(render())
+
+
+def _emit_data(data: Message | Any) -> None:
+    emit_json(message_to_dict(data) if isinstance(data, Message) else data)
 
 
 def render_fields(pairs: Iterable[tuple[str, str]]) -> str:

@@ -16,9 +16,8 @@ from toex_common.regions import Region
 
 from toex_cli.context import CliContext, Endpoint, pass_cli
 from toex_cli.output import (
-    JSON,
-    emit_json,
     emit_list,
+    emit_one,
     format_option,
     format_time,
     message_to_dict,
@@ -231,10 +230,7 @@ def render_record(record: pb.IntelligenceRecord, submissions: list[pb.Submission
 
 
 def _print_record(record: pb.IntelligenceRecord, output_format: str) -> None:
-    if output_format == JSON:
-        emit_json(message_to_dict(record))
-    else:
-        click.echo(render_record(record))
+    emit_one(output_format, record, lambda: render_record(record))
 
 
 @click.group(name="pnd", short_help="Keep the Police National Database complete: the PND sync service.")
@@ -337,10 +333,11 @@ def show(cli: CliContext, name: str, output_format: str) -> None:
     stub = _stub(cli)
     record = cli.call(SERVICE, stub.GetIntelligence, pb.GetIntelligenceRequest(name=name)).record
     history = cli.call(SERVICE, stub.ListSubmissions, pb.ListSubmissionsRequest(parent=name)).submissions
-    if output_format == JSON:
-        emit_json({"record": message_to_dict(record), "submissions": [message_to_dict(s) for s in history]})
-    else:
-        click.echo(render_record(record, list(history)))
+    emit_one(
+        output_format,
+        {"record": message_to_dict(record), "submissions": [message_to_dict(s) for s in history]},
+        lambda: render_record(record, list(history)),
+    )
 
 
 @pnd.command("list")
@@ -399,21 +396,25 @@ def status(cli: CliContext, region: Region | None, output_format: str) -> None:
     """How much waits for the PND, how long, and the records per sync state."""
     name = f"regions/{region.value if region else '-'}/syncStatus"
     response = cli.call(SERVICE, _stub(cli).GetSyncStatus, pb.GetSyncStatusRequest(name=name))
-    if output_format == JSON:
-        emit_json(message_to_dict(response))
-        return
-    click.echo(
-        render_fields(
-            [
-                ("queued", str(response.queued)),
-                ("held", str(response.held)),
-                ("retrying", str(response.retrying)),
-                ("oldest queued", f"{response.oldest_queued_age.ToTimedelta()}" if response.queued else ""),
-                ("last error", response.last_error),
-                ("records", ", ".join(f"{_state(c.state).lower()} {c.count}" for c in response.records)),
-            ]
-        )
-        or "Nothing queued."
+    emit_one(
+        output_format,
+        response,
+        lambda: (
+            render_fields(
+                [
+                    ("queued", str(response.queued)),
+                    ("held", str(response.held)),
+                    ("retrying", str(response.retrying)),
+                    (
+                        "oldest queued",
+                        f"{response.oldest_queued_age.ToTimedelta()}" if response.queued else "",
+                    ),
+                    ("last error", response.last_error),
+                    ("records", ", ".join(f"{_state(c.state).lower()} {c.count}" for c in response.records)),
+                ]
+            )
+            or "Nothing queued."
+        ),
     )
 
 
@@ -524,7 +525,7 @@ def _render_report(report: pb.Reconciliation) -> str:
 def reconcile_run(cli: CliContext, output_format: str) -> None:
     """Reconcile now and print the report (supervisors, national coordinators)."""
     report = cli.call(SERVICE, _stub(cli).RunReconciliation, pb.RunReconciliationRequest()).reconciliation
-    emit_json(message_to_dict(report)) if output_format == JSON else click.echo(_render_report(report))
+    emit_one(output_format, report, lambda: _render_report(report))
 
 
 @reconcile.command("show")
@@ -538,7 +539,7 @@ def reconcile_show(cli: CliContext, name: str, output_format: str) -> None:
     report = cli.call(
         SERVICE, _stub(cli).GetReconciliation, pb.GetReconciliationRequest(name=name)
     ).reconciliation
-    emit_json(message_to_dict(report)) if output_format == JSON else click.echo(_render_report(report))
+    emit_one(output_format, report, lambda: _render_report(report))
 
 
 ITEM_COLUMNS = ["record", "category", "local version", "pnd version", "age"]

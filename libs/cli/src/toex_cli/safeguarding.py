@@ -15,9 +15,8 @@ from toex_common.regions import Region
 
 from toex_cli.context import CliContext, Endpoint, pass_cli
 from toex_cli.output import (
-    JSON,
-    emit_json,
     emit_list,
+    emit_one,
     format_option,
     format_time,
     message_to_dict,
@@ -174,10 +173,7 @@ def referral_row(r: pb.Referral) -> list[str]:
 
 
 def _print(referral: pb.Referral, output_format: str) -> None:
-    if output_format == JSON:
-        emit_json(message_to_dict(referral))
-    else:
-        click.echo(render_referral(referral))
+    emit_one(output_format, referral, lambda: render_referral(referral))
 
 
 def _request_id(func: click.decorators.FC) -> click.decorators.FC:
