@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import string
 import uuid
 from collections.abc import Callable
 
@@ -49,17 +51,22 @@ def person(source_id: str, system: str = "niche", **fields: object) -> pb.Source
 
 
 def unique_person(tag: str = "") -> dict[str, object]:
-    """A person no other test creates: a made-up surname, date of birth and address."""
-    rnd = uuid.uuid4().int
-    suffix = uuid.uuid4().hex[:6]
+    """A person no other test creates: a made-up surname, date of birth and address, each drawn
+    on its own. (Drawing them all from one number gave only 1,800 different people, whose
+    surnames shared a prefix: two tests' people could be similar enough to be linked.)"""
+    rng = random.Random(uuid.uuid4().int)
+    surname = "".join(rng.choice(string.ascii_lowercase) for _ in range(9)).capitalize()
     return {
         "given_name": "Daniel",
-        "surname": f"Harr{suffix}{tag}",
-        "birth_date": f"{1950 + rnd % 50}-0{1 + rnd % 9}-1{2 + rnd % 8}",  # day 12-19: its two digits differ, so transposing them is a typo
+        "surname": f"{surname}{tag}",
+        # Day 12-19: its two digits differ, so transposing them is a typo.
+        "birth_date": f"{rng.randrange(1930, 2000)}-0{rng.randrange(1, 10)}-1{rng.randrange(2, 10)}",
         "gender": pb.GENDER_MALE,
         "addresses": [
             pb.Address(
-                lines=[f"{rnd % 300} Mill Lane"], town="Derby", postcode=f"de{rnd % 20 + 1} {rnd % 9}ab"
+                lines=[f"{rng.randrange(1, 1000)} Mill Lane"],
+                town="Derby",
+                postcode=f"de{rng.randrange(1, 100)} {rng.randrange(1, 10)}ab",
             )
         ],
     }
