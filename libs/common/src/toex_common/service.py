@@ -1,0 +1,200 @@
+"""What every service process is built from, so each service's bootstrap says only what is its own.
+
+`Platform.start(settings, streams=...)` connects what every service holds: the database engine,
+NATS with the service's streams declared, the audit writer and the token verifier.
+`platform.grpc_server(...)` builds the gRPC server with the standard interceptor chain for the
+service's method rules. `ServiceApp` runs the service: the outbox relay and event consumers in the
+background (a subclass adds its own work in `background()`), then, on shutdown, stops them, writes
+what the audit log still holds, closes what the service opened (`close()`), drains NATS and
+closes the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from grpc import aio
+from grpc_health.v1._async import HealthServicer
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from toex_common.audit import PostgresAuditLog
+from toex_common.auth import TokenVerifier
+from toex_common.config import ServiceSettings
+from toex_common.db import create_engine
+from toex_common.events.consumer import IdempotentConsumer
+from toex_common.events.nats import connect
+from toex_common.events.outbox import OutboxRelay
+from toex_common.events.streams import StreamSpec, ensure_stream
+from toex_common.grpc.interceptors import standard_interceptors
+from toex_common.grpc.server import create_server, serve_until_signal
+from toex_common.policy import MethodPolicy, MethodRule
+
+log = logging.getLogger(__name__)
+
+Background = tuple[str, Coroutine[Any, Any, None]]
+# A bound gRPC server, its port and its health servicer, as Platform.grpc_server returns them.
+GrpcServer = tuple[aio.Server, int, HealthServicer]
+
+
+@dataclass
+class Platform:
+    settings: ServiceSettings
+    engine: AsyncEngine
+    nc: Client
+    js: JetStreamContext
+    audit: PostgresAuditLog
+    verifier: TokenVerifier
+
+    @classmethod
+    async def start(cls, settings: ServiceSettings, *, streams: Sequence[StreamSpec]) -> Platform:
+        """Connect to PostgreSQL and NATS, declare `streams` (the service's own, and those it
+        consumes, declared exactly as their owners do, so it can start before them) and start
+        the audit writer."""
+        engine = create_engine(settings.database_url)
+        nc = await connect(settings.nats_url, f"toex-{settings.service_name}")
+        js = nc.jetstream()
+        for stream in streams:
+            await ensure_stream(js, stream)
+        audit = PostgresAuditLog(engine)
+        await audit.start()
+        verifier = TokenVerifier(settings.oidc_issuer, settings.oidc_audience, settings.oidc_algorithms)
+        return cls(settings, engine, nc, js, audit, verifier)
+
+    async def grpc_server(
+        self,
+        *,
+        register: Callable[[aio.Server], None],
+        service_names: Sequence[str],
+        rules: Mapping[str, MethodRule],
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> GrpcServer:
+        """The gRPC server (bound, not started) with the standard interceptor chain and a policy
+        of `rules`."""
+        return await create_server(
+            register=register,
+            service_names=service_names,
+            interceptors=standard_interceptors(
+                service=self.settings.service_name,
+                verifier=self.verifier,
+                policy=MethodPolicy(rules),
+                audit=self.audit,
+            ),
+            host=self.settings.grpc_host,
+            port=self.settings.grpc_port,
+            options=options,
+        )
+
+    def outbox_relay(self) -> OutboxRelay:
+        return OutboxRelay(
+            self.engine,
+            self.js,
+            batch_size=self.settings.outbox_batch_size,
+            poll_seconds=self.settings.outbox_poll_seconds,
+        )
+
+    def consumer(self, **config: Any) -> IdempotentConsumer:
+        """An idempotent consumer on this service's NATS connection (see IdempotentConsumer)."""
+        return IdempotentConsumer(nc=self.nc, js=self.js, **config)
+
+
+class ServiceApp:
+    """A running service. Tests and `serve` use `server`, `port`, `health`, `engine`, `deps`,
+    `start_background()` and `shutdown()`."""
+
+    # How long shutdown waits for a piece of background work to finish what it is doing.
+    shutdown_wait_seconds = 10.0
+    # How long a consumer whose run failed (its stream not there yet, say) waits to try again.
+    consumer_retry_seconds = 2.0
+
+    def __init__(
+        self,
+        platform: Platform,
+        deps: Any,
+        server: GrpcServer,
+        *,
+        service_names: Sequence[str],
+        consumers: Iterable[IdempotentConsumer] = (),
+    ) -> None:
+        self.platform = platform
+        self.settings = platform.settings
+        self.engine = platform.engine
+        self.nc = platform.nc
+        self.audit = platform.audit
+        self.deps = deps
+        self.server, self.port, self.health = server
+        self.service_names = list(service_names)
+        self.relay = platform.outbox_relay()
+        self.consumers = list(consumers)
+        self.stop = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def background(self) -> list[Background]:
+        """(name, coroutine) of the work that runs beside the server. Subclasses add theirs to
+        what this returns."""
+        return [
+            ("outbox-relay", self.relay.run(self.stop)),
+            *((consumer.name, self._consume(consumer)) for consumer in self.consumers),
+        ]
+
+    async def start_background(self) -> None:
+        self.tasks = [asyncio.create_task(work, name=name) for name, work in self.background()]
+
+    async def _consume(self, consumer: IdempotentConsumer) -> None:
+        """Keep consuming: a run that fails (the stream not there yet, the broker away) is
+        started again."""
+        while not self.stop.is_set():
+            try:
+                await consumer.run(self.stop)
+            except Exception as exc:
+                log.warning("consumer %s stopped (%r); starting it again", consumer.name, exc)
+                await self.pause(self.consumer_retry_seconds)
+
+    async def every(self, seconds: float, work: Callable[[], Awaitable[object]], what: str) -> None:
+        """Run `work` now and then every `seconds` until shutdown; a failed run is logged, and
+        the next goes ahead."""
+        while not self.stop.is_set():
+            try:
+                await work()
+            except Exception:
+                log.exception("%s failed", what)
+            await self.pause(seconds)
+
+    async def pause(self, seconds: float) -> None:
+        """Sleep `seconds`, or less if shutdown begins."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), seconds)
+
+    async def close(self) -> None:
+        """Close what the service itself opened (clients of other systems). Called by shutdown."""
+
+    async def shutdown(self) -> None:
+        """Stop background work (each finishes what it is doing), write what the audit log
+        holds, close the service's own clients, drain NATS, close the pool."""
+        self.stop.set()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, self.shutdown_wait_seconds)
+        await self.audit.stop()
+        await self.close()
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+        await self.engine.dispose()
+
+    async def serve(self, listening: str) -> None:
+        """Start the background work and serve until SIGTERM/SIGINT, then shut down."""
+        await self.start_background()
+        log.info("%s", listening)
+        await serve_until_signal(
+            self.server,
+            self.health,
+            service_names=self.service_names,
+            grace_seconds=self.settings.grpc_grace_seconds,
+            on_stop=self.shutdown,
+        )
