@@ -110,9 +110,10 @@ def _compose(arounds: list[Around]) -> Around:
             return await proceed()
 
         return bare
-    outer, inner = arounds[0], _compose(arounds[1:]) if len(arounds) > 1 else None
-    if inner is None:
+    outer = arounds[0]
+    if len(arounds) == 1:
         return outer
+    inner = _compose(arounds[1:])
 
     async def nested(method: str, context: aio.ServicerContext, proceed: Proceed) -> Any:
         return await outer(method, context, lambda: inner(method, context, proceed))
