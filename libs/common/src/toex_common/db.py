@@ -187,11 +187,14 @@ async def driver_pool(engine: AsyncEngine) -> asyncpg.Pool:
 
 
 _driver_pools: weakref.WeakKeyDictionary[AsyncEngine, asyncpg.Pool] = weakref.WeakKeyDictionary()
-_pool_lock = asyncio.Lock()
+# One lock per engine, made in the engine's own event loop (a lock made at import would belong to
+# whichever loop first waited on it).
+_pool_locks: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
 async def _driver_pool(engine: AsyncEngine) -> asyncpg.Pool:
-    async with _pool_lock:
+    lock = _pool_locks.setdefault(engine, asyncio.Lock())
+    async with lock:
         pool = _driver_pools.get(engine)
         if pool is None:
             url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
