@@ -16,8 +16,9 @@ from toex.tasking.v1 import tasking_pb2
 from toex.type.v1 import region_pb2, security_pb2
 from toex_common.events import build_event
 from toex_common.regions import Region
+from toex_common.testing.streams import stream_messages
 
-from .test_entity_service import decode, md, person, stream_events, unique_person
+from .test_entity_service import decode, md, person, unique_person
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +58,7 @@ async def test_job_subject_in_another_region_raises_deconfliction(entity_service
     async def notices() -> list:
         found = []
         for region in ("emsou", "ersou"):
-            events = await stream_events(
+            events = await stream_messages(
                 nats_server.url, f"toex.{region}.entity.DeconflictionNotice", wait=1.0
             )
             found += [n for n in decode(events, ev.DeconflictionNotice) if n.entity == held.entity.name]
@@ -107,7 +108,7 @@ async def test_pnd_result_becomes_source_records(entity_service, nats_server) ->
     await publish(nats_server.url, envelope)
 
     async def linked() -> list:
-        events = await stream_events(nats_server.url, "toex.emsou.entity.RecordLinked", wait=1.0)
+        events = await stream_messages(nats_server.url, "toex.emsou.entity.RecordLinked", wait=1.0)
         return [
             e
             for e in decode(events, ev.RecordLinked)

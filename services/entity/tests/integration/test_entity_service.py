@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 import string
 import uuid
-from collections.abc import Callable
 
 import grpc
-import nats
 import pytest
 from toex.entity.events.v1 import events_pb2 as ev
 from toex.entity.v1 import entity_pb2 as pb
 from toex.type.v1 import region_pb2, security_pb2
+from toex_common.testing.streams import stream_messages
 
 pytestmark = pytest.mark.integration
 
@@ -70,30 +68,6 @@ def unique_person(tag: str = "") -> dict[str, object]:
             )
         ],
     }
-
-
-async def stream_events(
-    nats_url: str, subject: str, until: Callable[[list], bool] | None = None, wait: float = 10.0
-) -> list:
-    """The stream's messages on `subject`: read until `until(messages)` holds (or `wait` runs
-    out), or without `until` until the stream goes quiet. The stream is shared by every test of
-    the session, so a test waits for its own events, not for a count others may make up."""
-    nc = await nats.connect(nats_url)
-    try:
-        sub = await nc.jetstream().subscribe(subject, ordered_consumer=True)
-        found: list = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        while loop.time() < deadline:
-            try:
-                found.append(await sub.next_msg(timeout=0.5))
-            except nats.errors.TimeoutError:
-                if until is None or until(found):
-                    break
-        await sub.unsubscribe()
-        return found
-    finally:
-        await nc.close()
 
 
 def decode(messages: list, cls: type) -> list:
@@ -162,7 +136,7 @@ async def test_resolve_link_explain_and_events(entity_service, nats_server) -> N
     def mine(events: list) -> list:
         return [e for e in decode(events, ev.RecordLinked) if e.entity == entity]
 
-    events = await stream_events(
+    events = await stream_messages(
         nats_server.url,
         "toex.emsou.entity.>",
         until=lambda found: (
@@ -222,7 +196,7 @@ async def test_deterministic_phone_and_vehicle_and_search(entity_service, nats_s
     def attributed_to_owner(events: list) -> list:
         return [e for e in decode(events, ev.RecordLinked) if e.entity == owner.entity.name]
 
-    events = await stream_events(
+    events = await stream_messages(
         nats_server.url,
         "toex.emsou.entity.RecordLinked",
         until=lambda found: bool(attributed_to_owner(found)),
@@ -279,7 +253,7 @@ async def test_scope_and_deconfliction_across_regions(entity_service, nats_serve
         def about_entity(events: list) -> list:
             return [n for n in decode(events, ev.DeconflictionNotice) if n.entity == emsou.entity.name]
 
-        events = await stream_events(
+        events = await stream_messages(
             nats_server.url,
             f"toex.{region}.entity.DeconflictionNotice",
             until=lambda found: bool(about_entity(found)),

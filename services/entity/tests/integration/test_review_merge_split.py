@@ -9,10 +9,11 @@ import grpc
 import pytest
 from toex.entity.events.v1 import events_pb2 as ev
 from toex.entity.v1 import entity_pb2 as pb
+from toex_common.testing.streams import stream_messages
 from toex_entity.domain.matching import Thresholds
 from toex_entity.service_layer import handlers
 
-from .test_entity_service import decode, md, person, stream_events, unique_person
+from .test_entity_service import decode, md, person, unique_person
 
 pytestmark = pytest.mark.integration
 
@@ -181,7 +182,7 @@ async def test_merge_redirect_undo_and_split_restore_exactly(entity_service, nat
     def splits_of(events: list) -> list:
         return [s for s in decode(events, ev.EntitySplit) if s.entity in (g.entity.name, h2.entity.name)]
 
-    events = await stream_events(
+    events = await stream_messages(
         nats_server.url,
         "toex.emsou.entity.>",
         until=lambda found: bool(merges_of(found)) and len(splits_of(found)) >= 2,

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import grpc
-import nats
 import pytest
 from sqlalchemy import select
 from toex.pnd.events.v1 import events_pb2
 from toex.pnd.v1 import pnd_pb2 as pb
 from toex.pnd.v1 import pole_pb2, sync_pb2
 from toex_common.db import audit_table
+from toex_common.testing.streams import stream_messages
 
 from .helpers import GRADED_C, eventually, person, phone, submit, update, vehicle
 
@@ -35,30 +34,6 @@ async def wait_state(pnd, name: str, state: int) -> pb.IntelligenceRecord:
     found = await eventually(check)
     assert found, f"{name} never reached {sync_pb2.SyncState.Name(state)}"
     return found
-
-
-async def stream_messages(
-    nats_url: str, subject: str, until: Callable[[list], bool], wait: float = 10.0
-) -> list:
-    """The stream's messages on `subject`, read until `until(messages)` holds (or `wait` runs
-    out). The stream is shared by every test of the session, so a test waits for its own events,
-    not for a count others may make up."""
-    nc = await nats.connect(nats_url)
-    try:
-        sub = await nc.jetstream().subscribe(subject, ordered_consumer=True)
-        found: list = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        while loop.time() < deadline:
-            try:
-                found.append(await sub.next_msg(timeout=0.5))
-            except nats.errors.TimeoutError:
-                if until(found):
-                    break
-        await sub.unsubscribe()
-        return found
-    finally:
-        await nc.close()
 
 
 async def test_records_reach_the_pnd_with_answers_holds_and_scope(pnd, nats_server) -> None:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import grpc
-import nats
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
@@ -19,6 +17,7 @@ from toex.tasking.v1 import tasking_pb2 as pb
 from toex_common.audit import verify
 from toex_common.db import audit_table
 from toex_common.events.outbox import pending
+from toex_common.testing.streams import stream_messages
 
 pytestmark = pytest.mark.integration
 
@@ -51,30 +50,6 @@ def job_request(region: str = "EMSOU", **fields: object) -> pb.CreateJobRequest:
     for key, value in fields.items():
         setattr(job, key, value)
     return pb.CreateJobRequest(parent=f"regions/{region}", job=job)
-
-
-async def stream_events(
-    nats_url: str, subject: str, until: Callable[[list], bool] | None = None, wait: float = 10.0
-) -> list:
-    """Every message on the stream matching `subject`: read until `until(messages)` holds (or
-    `wait` runs out), or without `until` until the stream goes quiet. The stream is shared by
-    every test of the session, so a test waits for its own events, not for a count."""
-    nc = await nats.connect(nats_url)
-    try:
-        sub = await nc.jetstream().subscribe(subject, ordered_consumer=True)
-        found: list = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        while loop.time() < deadline:
-            try:
-                found.append(await sub.next_msg(timeout=0.5))
-            except nats.errors.TimeoutError:
-                if until is None or until(found):
-                    break
-        await sub.unsubscribe()
-        return found
-    finally:
-        await nc.close()
 
 
 async def test_create_read_scope_events_and_audit(tasking, nats_server) -> None:
@@ -115,7 +90,7 @@ async def test_create_read_scope_events_and_audit(tasking, nats_server) -> None:
         return [m for m in messages if m.headers.get("ce-subject") == created.name]
 
     [message] = about_job(
-        await stream_events(
+        await stream_messages(
             nats_server.url, "toex.emsou.tasking.JobCreated", until=lambda found: bool(about_job(found))
         )
     )
@@ -227,7 +202,7 @@ async def test_lifecycle_with_directory_reassignment_and_idempotency(tasking, na
             if m.headers.get("ce-subject") == first.name
         ]
 
-    messages = await stream_events(
+    messages = await stream_messages(
         nats_server.url, "toex.emsou.tasking.>", until=lambda found: "FeedbackRecorded" in kinds_of(found)
     )
     kinds = kinds_of(messages)
@@ -267,7 +242,7 @@ async def test_broker_outage_during_creation_loses_no_event(tasking, nats_server
             n for n in (events_pb2.JobCreated.FromString(m.data).job.name for m in messages) if n in created
         ]
 
-    messages = await stream_events(
+    messages = await stream_messages(
         nats_server.url, "toex.*.tasking.JobCreated", until=lambda found: set(ours_in(found)) >= set(created)
     )
     ours = ours_in(messages)
@@ -298,7 +273,7 @@ async def test_overdue_job_raises_one_event(tasking, nats_server) -> None:
         await asyncio.sleep(0.5)
         messages = [
             m
-            for m in await stream_events(nats_server.url, "toex.ersou.tasking.JobOverdue", wait=1)
+            for m in await stream_messages(nats_server.url, "toex.ersou.tasking.JobOverdue", wait=1)
             if m.headers.get("ce-subject") == created.name
         ]
         if messages:
@@ -306,7 +281,7 @@ async def test_overdue_job_raises_one_event(tasking, nats_server) -> None:
     await asyncio.sleep(1.5)  # several more scans
     messages = [
         m
-        for m in await stream_events(nats_server.url, "toex.ersou.tasking.JobOverdue", wait=1)
+        for m in await stream_messages(nats_server.url, "toex.ersou.tasking.JobOverdue", wait=1)
         if m.headers.get("ce-subject") == created.name
     ]
     assert len(messages) == 1

@@ -1,0 +1,36 @@
+"""Reading a JetStream stream back in integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import nats
+import nats.errors
+from nats.aio.msg import Msg
+
+
+async def stream_messages(
+    nats_url: str, subject: str, until: Callable[[list[Msg]], bool] | None = None, wait: float = 10.0
+) -> list[Msg]:
+    """The stream's messages on `subject`, oldest first: read until `until(messages)` holds (or
+    `wait` seconds pass), or without `until` until the stream goes quiet for half a second.
+
+    A session's tests share one nats-server, so a stream already holds other tests' events: a
+    test waits for its own events, not for a count that others may make up."""
+    nc = await nats.connect(nats_url)
+    try:
+        sub = await nc.jetstream().subscribe(subject, ordered_consumer=True)
+        found: list[Msg] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while loop.time() < deadline:
+            try:
+                found.append(await sub.next_msg(timeout=0.5))
+            except nats.errors.TimeoutError:
+                if until is None or until(found):
+                    break
+        await sub.unsubscribe()
+        return found
+    finally:
+        await nc.close()
