@@ -58,6 +58,15 @@ def idempotency_of(request: Message) -> Idempotency | None:
     return Idempotency(request_id, request_fingerprint(body.SerializeToString(deterministic=True)))
 
 
+def _recalled(stored_fingerprint: str, resource: str, fingerprint: str) -> str:
+    """The resource a request id was first used for, if this is the same request again."""
+    if stored_fingerprint != fingerprint:
+        raise InvalidArgument.field(
+            "request_id", "already used for a different request; use a new request_id"
+        )
+    return str(resource)
+
+
 class UnitOfWork(Protocol):
     """The port handlers depend on; services extend it with their repositories."""
 
@@ -144,13 +153,7 @@ class SqlAlchemyUnitOfWork:
                 )
             )
         ).first()
-        if row is None:
-            return None
-        if row.fingerprint != fingerprint:
-            raise InvalidArgument.field(
-                "request_id", "already used for a different request; use a new request_id"
-            )
-        return str(row.resource)
+        return None if row is None else _recalled(row.fingerprint, row.resource, fingerprint)
 
     async def remember_request(self, scope: str, request_id: str, fingerprint: str, resource: str) -> None:
         await self.session.execute(
@@ -278,13 +281,7 @@ class DriverUnitOfWork:
 
     async def recall_request(self, scope: str, request_id: str, fingerprint: str) -> str | None:
         row = await (await self.connection()).fetchrow(_RECALL, scope, request_id)
-        if row is None:
-            return None
-        if row["fingerprint"] != fingerprint:
-            raise InvalidArgument.field(
-                "request_id", "already used for a different request; use a new request_id"
-            )
-        return str(row["resource"])
+        return None if row is None else _recalled(row["fingerprint"], row["resource"], fingerprint)
 
     async def remember_request(self, scope: str, request_id: str, fingerprint: str, resource: str) -> None:
         self.write(_REMEMBER, scope, request_id, fingerprint, resource)
