@@ -174,7 +174,7 @@ _REMEMBER = (
 
 
 class DriverUnitOfWork:
-    """The unit of work on the asyncpg connection beneath SQLAlchemy's pool, for services whose
+    """The unit of work on a connection from the asyncpg pool of `db.driver_pool`, for services whose
     every call runs through it (tasking): prepared statements, no statement compilation.
 
     Writes are queued (`write`, `write_many`) and sent at `commit()`. A unit that only writes
