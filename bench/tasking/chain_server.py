@@ -38,7 +38,6 @@ async def main(port: int, database_url: str, issuer: str) -> None:
     configure_tracing("bench-chain")
     engine = create_engine(database_url)
     audit: object = PostgresAuditLog(engine)
-    await audit.start()  # type: ignore[attr-defined]
     variant = os.environ.get("BENCH_VARIANT", "full")
     if variant == "no-audit":
         from toex_common.testing.fakes import FakeAuditSink

@@ -10,8 +10,6 @@ statement, not fifty.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -24,6 +22,7 @@ import asyncpg
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from toex_common.batching import Batcher
 from toex_common.db import audit_table, driver_connection
 
 log = logging.getLogger(__name__)
@@ -74,55 +73,24 @@ class AuditSink(Protocol):
 class PostgresAuditLog:
     def __init__(self, engine: AsyncEngine, *, max_batch: int = 500) -> None:
         self._engine = engine
-        self._max_batch = max_batch
-        self._queue: asyncio.Queue[tuple[AuditEntry, asyncio.Future[None]]] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
+        self._batcher: Batcher[AuditEntry, None] = Batcher(self._write, max_batch=max_batch)
         self._head: tuple[int, str] | None = None
 
-    async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="audit-writer")
-
     async def stop(self) -> None:
-        """Write what is queued, then stop."""
-        if self._task is None:
-            return
-        await self._queue.join()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        """Write what is queued."""
+        await self._batcher.drain()
 
     async def record(self, entry: AuditEntry) -> None:
-        if self._task is None:
-            await self.start()
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((entry, future))
-        await future
+        """Returns once `entry` is durable, written with the entries of concurrent calls."""
+        await self._batcher.submit(entry)
 
-    async def _run(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            # Two turns of the event loop (no timed wait) let calls that are already finishing
-            # add their entries: under load a batch then holds about twice as many, for as many
-            # round trips.
-            for _ in range(2):
-                await asyncio.sleep(0)
-            while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            try:
-                await self.append([entry for entry, _ in batch])
-            except Exception as exc:
-                log.exception("audit write failed for %d entries", len(batch))
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-            else:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_result(None)
-            for _ in batch:
-                self._queue.task_done()
+    async def _write(self, entries: list[AuditEntry]) -> list[None]:
+        try:
+            await self.append(entries)
+        except Exception:
+            log.exception("audit write failed for %d entries", len(entries))
+            raise
+        return [None] * len(entries)
 
     async def append(self, entries: Sequence[AuditEntry]) -> None:
         """Append `entries` to the chain in one statement (so all or none are stored).

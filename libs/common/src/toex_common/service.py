@@ -63,7 +63,6 @@ class Platform:
         for stream in streams:
             await ensure_stream(js, stream)
         audit = PostgresAuditLog(engine)
-        await audit.start()
         verifier = TokenVerifier(settings.oidc_issuer, settings.oidc_audience, settings.oidc_algorithms)
         return cls(settings, engine, nc, js, audit, verifier)
 

@@ -22,8 +22,6 @@ async def test_writers_sharing_a_database_keep_one_unbroken_chain(engine: Any) -
     # Three writers (as three replicas would have) append concurrently; each one's cached head
     # goes stale whenever another appends, which the key on seq must catch every time.
     writers = [PostgresAuditLog(engine) for _ in range(3)]
-    for writer in writers:
-        await writer.start()
 
     async def calls(writer: PostgresAuditLog, who: str) -> None:
         await asyncio.gather(
@@ -51,7 +49,6 @@ async def test_writers_sharing_a_database_keep_one_unbroken_chain(engine: Any) -
 
 async def test_a_nul_in_a_resource_name_is_stored_and_fails_nobody_else(engine: Any) -> None:
     log = PostgresAuditLog(engine)
-    await log.start()
     await asyncio.gather(
         log.record(
             AuditEntry(action="/t.S/Get", outcome="NOT_FOUND", resources=("regions/EMSOU/jobs/\x00x",))

@@ -28,6 +28,9 @@ class FakeJobRepository:
         job = self.jobs.get(job_id)
         return copy.deepcopy(job) if job else None
 
+    async def get_many(self, job_ids: list[str]) -> dict[str, Job]:
+        return {i: copy.deepcopy(self.jobs[i]) for i in job_ids if i in self.jobs}
+
     async def search(self, query: JobQuery, limit: int, after: tuple[datetime, str] | None) -> list[Job]:
         found = []
         for job in sorted(self.jobs.values(), key=lambda j: (j.created_at, j.id), reverse=True):

@@ -75,6 +75,7 @@ SELECT {", ".join(f"jobs.{c}" for c in _COLUMNS)},
      FROM job_notes n WHERE n.job_id = jobs.id) AS notes_json
 FROM jobs WHERE jobs.id = $1"""
 _GET_JOB_FOR_UPDATE = _GET_JOB + " FOR UPDATE OF jobs"
+_GET_JOBS = _GET_JOB.replace("jobs.id = $1", "jobs.id = ANY($1::text[])")
 _DELETE_ASSIGNEES = "DELETE FROM job_assignees WHERE job_id = $1"
 _INSERT_ASSIGNEE = (
     "INSERT INTO job_assignees (job_id, username, region, position, assigned_at) VALUES ($1, $2, $3, $4, $5)"
@@ -159,6 +160,19 @@ def _job(row: Mapping[str, Any], assignees: list[Assignee], notes: list[Note]) -
     )
 
 
+def _job_with_children(row: Mapping[str, Any]) -> Job:
+    """A row of _GET_JOB(S): the job with its assignees and notes aggregated as JSON."""
+    assignees = [
+        Assignee(a["username"], Region(a["region"]), datetime.fromisoformat(a["assigned_at"]))
+        for a in row["assignees_json"] or []
+    ]
+    notes = [
+        Note(n["id"], n["author"], n["text"], datetime.fromisoformat(n["created_at"]))
+        for n in row["notes_json"] or []
+    ]
+    return _job(row, assignees, notes)
+
+
 class PgJobRepository:
     """Writes are queued on the unit of work and sent at its commit; reads run on its connection."""
 
@@ -188,17 +202,11 @@ class PgJobRepository:
     async def get(self, job_id: str, *, for_update: bool = False) -> Job | None:
         conn = await self.uow.connection()
         row = await conn.fetchrow(_GET_JOB_FOR_UPDATE if for_update else _GET_JOB, job_id)
-        if row is None:
-            return None
-        assignees = [
-            Assignee(a["username"], Region(a["region"]), datetime.fromisoformat(a["assigned_at"]))
-            for a in row["assignees_json"] or []
-        ]
-        notes = [
-            Note(n["id"], n["author"], n["text"], datetime.fromisoformat(n["created_at"]))
-            for n in row["notes_json"] or []
-        ]
-        return _job(row, assignees, notes)
+        return None if row is None else _job_with_children(row)
+
+    async def get_many(self, job_ids: list[str]) -> dict[str, Job]:
+        conn = await self.uow.connection()
+        return {row["id"]: _job_with_children(row) for row in await conn.fetch(_GET_JOBS, job_ids)}
 
     async def _assignees(self, conn: asyncpg.Connection, job_ids: list[str]) -> dict[str, list[Assignee]]:
         found: dict[str, list[Assignee]] = defaultdict(list)

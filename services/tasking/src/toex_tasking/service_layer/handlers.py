@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from toex_common.batching import Batcher
 from toex_common.context import touch
 from toex_common.errors import InvalidArgument, NotFound, Violations
 from toex_common.principal import Role
@@ -38,8 +39,21 @@ class Deps:
     # Units of work for reads that change nothing (no transaction round trips); defaults to `uow`.
     reader: Callable[[], TaskingUnitOfWork] | None = None
 
+    def __post_init__(self) -> None:
+        self._jobs_to_read: Batcher[str, Job | None] = Batcher(self._read_jobs)
+
     def read(self) -> TaskingUnitOfWork:
         return (self.reader or self.uow)()
+
+    async def job_to_read(self, job_id: str) -> Job | None:
+        """The job as stored, to read and never to change: concurrent calls for it and other jobs
+        share one query, and calls for the same job share one Job."""
+        return await self._jobs_to_read.submit(job_id)
+
+    async def _read_jobs(self, job_ids: list[str]) -> list[Job | None]:
+        async with self.read() as uow:
+            found = await uow.jobs.get_many(sorted(set(job_ids)))
+        return [found.get(job_id) for job_id in job_ids]
 
 
 def _publish_events(uow: TaskingUnitOfWork, job: Job) -> None:
@@ -115,11 +129,10 @@ async def create_job(cmd: commands.CreateJob, deps: Deps) -> Job:
 async def get_job(cmd: commands.GetJob, deps: Deps) -> Job:
     name = job_name(cmd.region, cmd.job_id)
     touch(name)
-    async with deps.read() as uow:
-        job = await uow.jobs.get(cmd.job_id)
-        if job is not None and job.region is not cmd.region:
-            job = None
-        return policy.ensure_visible(cmd.actor, job, name)
+    job = await deps.job_to_read(cmd.job_id)
+    if job is not None and job.region is not cmd.region:
+        job = None
+    return policy.ensure_visible(cmd.actor, job, name)
 
 
 async def list_jobs(cmd: commands.ListJobs, deps: Deps) -> tuple[list[Job], bool]:
