@@ -6,9 +6,11 @@ transaction as the state change, so a change and its events are stored together 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
+import weakref
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,7 +21,8 @@ from sqlalchemy import insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from toex_common.db import driver_pool, idempotency_table, outbox_table
+from toex_common.batching import Batcher
+from toex_common.db import driver_connection, driver_pool, idempotency_table, outbox_table
 from toex_common.errors import InvalidArgument
 from toex_common.events.envelope import EventEnvelope
 
@@ -178,29 +181,28 @@ class DriverUnitOfWork:
     every call runs through it (tasking): prepared statements, no statement compilation.
 
     Writes are queued (`write`, `write_many`) and sent at `commit()`. A unit that only writes
-    (creating a job: the job row, its events' outbox rows) sends them as one statement, a chain
-    of INSERTs in a WITH, which PostgreSQL runs atomically: one round trip in all, instead of
-    BEGIN, each INSERT, COMMIT. A unit that reads first (`await connection()`: a row to change,
-    a request id to recall) runs in a transaction as usual; its queued writes are sent before
-    any read that follows them, so it reads its own writes.
+    (creating a job: the job row, its events' outbox rows) takes no connection of its own: its
+    writes are group-committed with those of the other units committing at the same time, as one
+    statement, a chain of INSERTs in a WITH, which PostgreSQL runs atomically. Fifty concurrent
+    CreateJob calls then cost a few round trips and WAL flushes, not fifty of each (let alone
+    BEGIN, each INSERT, COMMIT). If the shared statement fails, each unit's statement is sent on
+    its own, so only a unit that fails alone fails. A unit that reads first (`await
+    connection()`: a row to change, a request id to recall) runs in a transaction as usual; its
+    queued writes are sent before any read that follows them, so it reads its own writes.
 
     `read_only=True` runs each read on its own, with no transaction, and refuses writes.
     """
-
-    conn: asyncpg.Connection
 
     def __init__(self, engine: AsyncEngine, *, read_only: bool = False) -> None:
         self._engine = engine
         self._read_only = read_only
         self._events: list[EventEnvelope] = []
         self._writes: list[tuple[str, list[tuple[Any, ...]]]] = []
-        self._pool: asyncpg.Pool | None = None
+        self._conn: asyncpg.Connection | None = None
         self._transaction: Any = None
 
     async def __aenter__(self) -> Any:
         self._events, self._writes, self._transaction = [], [], None
-        self._pool = await driver_pool(self._engine)
-        self.conn = await self._pool.acquire()
         self._after_enter()
         return self
 
@@ -211,19 +213,21 @@ class DriverUnitOfWork:
         try:
             await self.rollback()
         finally:
-            assert self._pool is not None
-            await self._pool.release(self.conn)
-            self._pool = None
+            if self._conn is not None:
+                conn, self._conn = self._conn, None
+                await (await driver_pool(self._engine)).release(conn)
 
     async def connection(self) -> asyncpg.Connection:
         """The connection, for a read: inside the transaction (started now if need be) and
         after the writes queued so far."""
+        if self._conn is None:
+            self._conn = await (await driver_pool(self._engine)).acquire()
         if not self._read_only:
             if self._transaction is None:
-                self._transaction = self.conn.transaction()
+                self._transaction = self._conn.transaction()
                 await self._transaction.start()
-            await self._send_writes()
-        return self.conn
+            await self._send_writes(self._conn)
+        return self._conn
 
     def write(self, sql: str, *args: Any) -> None:
         """Queue an INSERT, UPDATE or DELETE (numbered `$n` parameters) for commit."""
@@ -235,13 +239,13 @@ class DriverUnitOfWork:
         if rows:
             self._writes.append((sql, rows))
 
-    async def _send_writes(self) -> None:
+    async def _send_writes(self, conn: asyncpg.Connection) -> None:
         writes, self._writes = self._writes, []
         for sql, rows in writes:
             if len(rows) == 1:
-                await self.conn.execute(sql, *rows[0])
+                await conn.execute(sql, *rows[0])
             else:
-                await self.conn.executemany(sql, rows)
+                await conn.executemany(sql, rows)
 
     def publish(self, event: EventEnvelope) -> None:
         if self._read_only:
@@ -259,16 +263,16 @@ class DriverUnitOfWork:
             )
             self._events = []
         if self._transaction is None:
-            combined = combine_inserts(self._writes)
-            if combined is not None:
-                self._writes = []
-                await self.conn.execute(combined[0], *combined[1])
-                return
             if not self._writes:
                 return
-            self._transaction = self.conn.transaction()
-            await self._transaction.start()
-        await self._send_writes()
+            combined = combine_inserts(self._writes)
+            if combined is not None:
+                writes, self._writes = self._writes, []
+                failure = await _group_writer(self._engine).submit((writes, combined))
+                if failure is not None:
+                    raise failure
+                return
+        await self.connection()  # in the transaction, with every queued write sent
         transaction, self._transaction = self._transaction, None
         await transaction.commit()
 
@@ -276,7 +280,7 @@ class DriverUnitOfWork:
         self._events, self._writes = [], []
         if self._transaction is not None:
             transaction, self._transaction = self._transaction, None
-            if not self.conn.is_closed():
+            if self._conn is not None and not self._conn.is_closed():
                 await transaction.rollback()
 
     async def recall_request(self, scope: str, request_id: str, fingerprint: str) -> str | None:
@@ -287,15 +291,74 @@ class DriverUnitOfWork:
         self.write(_REMEMBER, scope, request_id, fingerprint, resource)
 
 
-_INSERT_VALUES = re.compile(
-    r"^INSERT INTO (?P<target>\w+ \([\w, ]+\)) VALUES (?P<values>\([$\d, ]+\))(?P<tail> ON CONFLICT DO NOTHING)?$"
+# A write-only unit's queued writes, and them as one statement (`combine_inserts`).
+_Writes = list[tuple[str, list[tuple[Any, ...]]]]
+_Unit = tuple[_Writes, tuple[str, list[Any]]]
+_group_writers: weakref.WeakKeyDictionary[AsyncEngine, Batcher[_Unit, Exception | None]] = (
+    weakref.WeakKeyDictionary()
 )
-_PARAMETER = re.compile(r"\$(\d+)")
+
+
+def _group_writer(engine: AsyncEngine) -> Batcher[_Unit, Exception | None]:
+    """The group commit of write-only units on `engine`'s database: each unit's answer is None
+    once it is stored, or the error that refused it."""
+    batcher = _group_writers.get(engine)
+    if batcher is None:
+        engine_ref = weakref.ref(engine)  # the batcher must not keep its own key alive
+
+        async def store(units: list[_Unit]) -> list[Exception | None]:
+            live = engine_ref()
+            if live is None:
+                raise RuntimeError("the database engine was disposed")
+            async with driver_connection(live) as conn:
+                return await _store_units(conn, units)
+
+        batcher = _group_writers[engine] = Batcher(store, max_batch=200)
+    return batcher
+
+
+async def _store_units(conn: asyncpg.Connection, units: list[_Unit]) -> list[Exception | None]:
+    if len(units) > 1:
+        merged: dict[str, list[tuple[Any, ...]]] = {}
+        for writes, _ in units:
+            for sql, rows in writes:
+                merged.setdefault(sql, []).extend(rows)
+        shared = combine_inserts(list(merged.items()))
+        if shared is not None:
+            try:
+                await conn.execute(shared[0], *shared[1])
+            except asyncpg.PostgresError:
+                pass  # one unit's conflict refuses the whole statement: each goes alone, below
+            else:
+                return [None] * len(units)
+    outcomes: list[Exception | None] = []
+    for _, (sql, args) in units:
+        try:
+            await conn.execute(sql, *args)
+        except asyncpg.PostgresError as exc:
+            outcomes.append(exc)
+        else:
+            outcomes.append(None)
+    return outcomes
+
+
+_INSERT_VALUES = re.compile(
+    r"^INSERT INTO (?P<target>\w+ \([\w, ]+\)) VALUES \((?P<values>[$\d, ]+)\)(?P<tail> ON CONFLICT DO NOTHING)?$"
+)
 _MAX_PARAMETERS = 30_000  # PostgreSQL's protocol allows 32,767 per statement
 
 
-def _renumber(sql: str, offset: int) -> str:
-    return _PARAMETER.sub(lambda m: f"${int(m[1]) + offset}", sql)
+@functools.lru_cache(maxsize=256)
+def _plain_insert(sql: str) -> tuple[str, int, str] | None:
+    """(target, parameters per row, tail) of `INSERT INTO t (a, b) VALUES ($1, $2)`, or None for
+    any other statement (including VALUES that are not $1..$n in order)."""
+    match = _INSERT_VALUES.match(sql)
+    if match is None:
+        return None
+    values = [v.strip() for v in match["values"].split(",")]
+    if values != [f"${i}" for i in range(1, len(values) + 1)]:
+        return None
+    return match["target"], len(values), match["tail"] or ""
 
 
 def combine_inserts(writes: list[tuple[str, list[tuple[Any, ...]]]]) -> tuple[str, list[Any]] | None:
@@ -306,14 +369,16 @@ def combine_inserts(writes: list[tuple[str, list[tuple[Any, ...]]]]) -> tuple[st
     parts: list[str] = []
     args: list[Any] = []
     for sql, rows in writes:
-        match = _INSERT_VALUES.match(sql)
-        if match is None:
+        plain = _plain_insert(sql)
+        if plain is None:
             return None
+        target, width, tail = plain
         tuples = []
         for row in rows:
-            tuples.append(_renumber(match["values"], len(args)))
+            first = len(args) + 1
+            tuples.append("(" + ", ".join([f"${n}" for n in range(first, first + width)]) + ")")
             args.extend(row)
-        parts.append(f"INSERT INTO {match['target']} VALUES {', '.join(tuples)}{match['tail'] or ''}")
+        parts.append(f"INSERT INTO {target} VALUES {', '.join(tuples)}{tail}")
     if not parts or len(args) > _MAX_PARAMETERS:
         return None
     if len(parts) == 1:
