@@ -18,9 +18,13 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 
-# Turns of the event loop (no timed wait) a batch waits for before it goes: calls that are already
-# on their way add their requests. Under load a batch then holds about twice as many, for as many
-# round trips.
+# Turns of the event loop (no timed wait) a batch waits for before it goes, so that calls already
+# on their way add their requests. With the loop idle a turn costs a few microseconds; under load
+# each turn runs every ready callback, so the wait grows with the load, batches grow with it, and
+# the answers of a batch go out together, which lets gRPC coalesce their writes. Measured with 50
+# concurrent calls on 2 cores (bench/results/tasking.md): 2 turns -> 20 took the echo behind the
+# chain (an audit batch per call) from 0.50 to about 0.6 of a bare server, and a lone call's p50
+# from 2.13 to 2.26 ms.
 GATHER_TURNS = 20
 
 
@@ -33,9 +37,16 @@ class Batcher(Generic[T, R]):
     still written.
     """
 
-    def __init__(self, run: Callable[[list[T]], Awaitable[Sequence[R]]], *, max_batch: int = 500) -> None:
+    def __init__(
+        self,
+        run: Callable[[list[T]], Awaitable[Sequence[R]]],
+        *,
+        max_batch: int = 500,
+        gather_turns: int = GATHER_TURNS,
+    ) -> None:
         self._run = run
         self._max_batch = max_batch
+        self._gather_turns = gather_turns
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -56,7 +67,7 @@ class Batcher(Generic[T, R]):
         batch: list[tuple[T, asyncio.Future[R]]] = []
         try:
             while self._pending:
-                for _ in range(GATHER_TURNS):
+                for _ in range(self._gather_turns):
                     await asyncio.sleep(0)
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]

@@ -40,7 +40,9 @@ class Deps:
     reader: Callable[[], TaskingUnitOfWork] | None = None
 
     def __post_init__(self) -> None:
-        self._jobs_to_read: Batcher[str, Job | None] = Batcher(self._read_jobs)
+        # A read batch gathers for longer than the audit batch each call also waits for: with 50
+        # concurrent GetJob calls, 40 turns gave 2,570-2,780 calls/s and 20 gave 2,150-2,300.
+        self._jobs_to_read: Batcher[str, Job | None] = Batcher(self._read_jobs, gather_turns=40)
 
     def read(self) -> TaskingUnitOfWork:
         return (self.reader or self.uow)()
