@@ -2,10 +2,10 @@
 every read and change.
 
 Entries are chained: each stores the hash of the one before, so an edited or deleted entry
-breaks the chain and `verify` finds it. Writes are group-committed by one writer task per
-process (several replicas can share a database: the primary key on seq keeps the chain from
-forking): a call waits until its entry is durable, yet fifty concurrent calls cost one
-statement, not fifty.
+breaks the chain and `verify` finds it. Writes are group-committed by one batcher per
+process (`toex_common.batching`; several replicas can share a database: the primary key on seq
+keeps the chain from forking): a call waits until its entry is durable, yet fifty concurrent
+calls cost a few statements, not fifty.
 """
 
 from __future__ import annotations

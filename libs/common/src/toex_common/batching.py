@@ -4,8 +4,8 @@ DataLoader pattern for reads.
 Fifty calls that each need one row, or each need their audit entry made durable, would cost
 fifty round trips to PostgreSQL; on loopback in a small VM each round trip costs the calling
 process about 0.1 ms of CPU. A `Batcher` gathers the requests that arrive while its previous
-batch is in flight and sends them as one: under load, batches grow on their own; with one
-caller at a time, each batch holds one request and waits for nothing.
+batch is in flight, or within a few turns of the event loop, and sends them as one: under load,
+batches grow on their own; a lone caller's request goes alone, after those few turns.
 """
 
 from __future__ import annotations
