@@ -36,6 +36,8 @@ def request_fingerprint(*parts: bytes | str) -> str:
 
 
 MAX_REQUEST_ID_LENGTH = 128
+# Queued writes: (statement with numbered $n parameters, the rows to run it with).
+_Writes = list[tuple[str, list[tuple[Any, ...]]]]
 # From this many events in one unit of work on, the outbox rows are copied in (COPY).
 OUTBOX_COPY_FROM = 50
 
@@ -197,7 +199,7 @@ class DriverUnitOfWork:
         self._engine = engine
         self._read_only = read_only
         self._events: list[EventEnvelope] = []
-        self._writes: list[tuple[str, list[tuple[Any, ...]]]] = []
+        self._writes: _Writes = []
         self._conn: asyncpg.Connection | None = None
         self._transaction: Any = None
 
@@ -265,10 +267,9 @@ class DriverUnitOfWork:
         if self._transaction is None:
             if not self._writes:
                 return
-            combined = combine_inserts(self._writes)
-            if combined is not None:
+            if _combinable(self._writes):
                 writes, self._writes = self._writes, []
-                failure = await _group_writer(self._engine).submit((writes, combined))
+                failure = await _group_writer(self._engine).submit(writes)
                 if failure is not None:
                     raise failure
                 return
@@ -291,22 +292,19 @@ class DriverUnitOfWork:
         self.write(_REMEMBER, scope, request_id, fingerprint, resource)
 
 
-# A write-only unit's queued writes, and them as one statement (`combine_inserts`).
-_Writes = list[tuple[str, list[tuple[Any, ...]]]]
-_Unit = tuple[_Writes, tuple[str, list[Any]]]
-_group_writers: weakref.WeakKeyDictionary[AsyncEngine, Batcher[_Unit, Exception | None]] = (
+_group_writers: weakref.WeakKeyDictionary[AsyncEngine, Batcher[_Writes, Exception | None]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _group_writer(engine: AsyncEngine) -> Batcher[_Unit, Exception | None]:
-    """The group commit of write-only units on `engine`'s database: each unit's answer is None
-    once it is stored, or the error that refused it."""
+def _group_writer(engine: AsyncEngine) -> Batcher[_Writes, Exception | None]:
+    """The group commit of write-only units (their queued writes, `_combinable`) on `engine`'s
+    database: each unit's answer is None once it is stored, or the error that refused it."""
     batcher = _group_writers.get(engine)
     if batcher is None:
         engine_ref = weakref.ref(engine)  # the batcher must not keep its own key alive
 
-        async def store(units: list[_Unit]) -> list[Exception | None]:
+        async def store(units: list[_Writes]) -> list[Exception | None]:
             live = engine_ref()
             if live is None:
                 raise RuntimeError("the database engine was disposed")
@@ -317,10 +315,10 @@ def _group_writer(engine: AsyncEngine) -> Batcher[_Unit, Exception | None]:
     return batcher
 
 
-async def _store_units(conn: asyncpg.Connection, units: list[_Unit]) -> list[Exception | None]:
+async def _store_units(conn: asyncpg.Connection, units: list[_Writes]) -> list[Exception | None]:
     if len(units) > 1:
         merged: dict[str, list[tuple[Any, ...]]] = {}
-        for writes, _ in units:
+        for writes in units:
             for sql, rows in writes:
                 merged.setdefault(sql, []).extend(rows)
         shared = combine_inserts(list(merged.items()))
@@ -332,9 +330,11 @@ async def _store_units(conn: asyncpg.Connection, units: list[_Unit]) -> list[Exc
             else:
                 return [None] * len(units)
     outcomes: list[Exception | None] = []
-    for _, (sql, args) in units:
+    for writes in units:
+        combined = combine_inserts(writes)
+        assert combined is not None  # checked by _combinable at commit
         try:
-            await conn.execute(sql, *args)
+            await conn.execute(combined[0], *combined[1])
         except asyncpg.PostgresError as exc:
             outcomes.append(exc)
         else:
@@ -361,17 +361,29 @@ def _plain_insert(sql: str) -> tuple[str, int, str] | None:
     return match["target"], len(values), match["tail"] or ""
 
 
-def combine_inserts(writes: list[tuple[str, list[tuple[Any, ...]]]]) -> tuple[str, list[Any]] | None:
+def _combinable(writes: _Writes) -> bool:
+    """Whether `combine_inserts` makes one statement of `writes`."""
+    parameters = 0
+    for sql, rows in writes:
+        plain = _plain_insert(sql)
+        if plain is None:
+            return False
+        parameters += plain[1] * len(rows)
+    return bool(writes) and parameters <= _MAX_PARAMETERS
+
+
+def combine_inserts(writes: _Writes) -> tuple[str, list[Any]] | None:
     """Plain INSERT ... VALUES statements (each with one or more rows) as one statement, or None
     when any is something else or there are too many parameters. The statements are independent
     (PostgreSQL checks foreign keys at the end of the statement, so a row may refer to one
     inserted alongside it)."""
+    if not _combinable(writes):
+        return None
     parts: list[str] = []
     args: list[Any] = []
     for sql, rows in writes:
         plain = _plain_insert(sql)
-        if plain is None:
-            return None
+        assert plain is not None  # checked above
         target, width, tail = plain
         tuples = []
         for row in rows:
@@ -379,8 +391,6 @@ def combine_inserts(writes: list[tuple[str, list[tuple[Any, ...]]]]) -> tuple[st
             tuples.append("(" + ", ".join([f"${n}" for n in range(first, first + width)]) + ")")
             args.extend(row)
         parts.append(f"INSERT INTO {target} VALUES {', '.join(tuples)}{tail}")
-    if not parts or len(args) > _MAX_PARAMETERS:
-        return None
     if len(parts) == 1:
         return parts[0], args
     chained = ", ".join(f"w{i} AS ({part})" for i, part in enumerate(parts[:-1]))
