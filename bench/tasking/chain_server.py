@@ -10,24 +10,23 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from contextlib import asynccontextmanager
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2
 from toex_common.audit import PostgresAuditLog
 from toex_common.auth import TokenVerifier
 from toex_common.db import create_engine
-from toex_common.grpc.interceptors import GuardInterceptor, standard_interceptors
+from toex_common.grpc.interceptors import Proceed, standard_interceptors
 from toex_common.grpc.server import create_server
 from toex_common.policy import MethodPolicy, MethodRule
 from toex_common.principal import Role
 from toex_common.telemetry import configure_tracing
 
 
-class _Noop(GuardInterceptor):
-    @asynccontextmanager
-    async def guard(self, method, context):  # type: ignore[no-untyped-def,override]
-        yield
+class _Noop:
+    async def around(self, method: str, context: grpc.aio.ServicerContext, proceed: Proceed) -> Any:
+        return await proceed()
 
 
 async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:

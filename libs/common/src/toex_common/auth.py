@@ -89,14 +89,22 @@ class TokenVerifier:
         self._cache_size = cache_size
         self._leeway = leeway_seconds
 
-    async def verify(self, token: str) -> Principal:
+    def remembered(self, token: str) -> Principal | None:
+        """The caller of a token verified before and not yet expired, else None."""
         cached = self._verified.get(token)
-        if cached is not None:
-            expires, principal = cached
-            if time.time() < expires:
-                self._verified.move_to_end(token)
-                return principal
-            del self._verified[token]
+        if cached is None:
+            return None
+        expires, principal = cached
+        if time.time() < expires:
+            self._verified.move_to_end(token)
+            return principal
+        del self._verified[token]
+        return None
+
+    async def verify(self, token: str) -> Principal:
+        principal = self.remembered(token)
+        if principal is not None:
+            return principal
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:

@@ -15,13 +15,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from toex_common.grpc.interceptors import GuardChain, GuardInterceptor
+from toex_common.grpc.interceptors import Interceptor, InterceptorChain
 
 log = logging.getLogger(__name__)
 
 
 class _GenericGuarded(grpc.GenericRpcHandler):
-    def __init__(self, inner: grpc.GenericRpcHandler, chain: GuardChain) -> None:
+    def __init__(self, inner: grpc.GenericRpcHandler, chain: InterceptorChain) -> None:
         self._inner = inner
         self._chain = chain
         self._cache: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
@@ -41,7 +41,7 @@ class _GenericGuarded(grpc.GenericRpcHandler):
 class _Guarded:
     """What servicers are registered on: the server, with every handler wrapped in the guard chain."""
 
-    def __init__(self, server: aio.Server, chain: GuardChain) -> None:
+    def __init__(self, server: aio.Server, chain: InterceptorChain) -> None:
         self._server = server
         self._chain = chain
 
@@ -63,7 +63,7 @@ async def create_server(
     *,
     register: Callable[[aio.Server], None],
     service_names: Iterable[str],
-    interceptors: Sequence[GuardInterceptor] = (),
+    interceptors: Sequence[Interceptor] = (),
     host: str = "127.0.0.1",
     port: int = 0,
     options: Sequence[tuple[str, Any]] = (),
@@ -72,7 +72,7 @@ async def create_server(
     (port 0 picks a free one); `options` are extra grpc channel arguments (e.g. message size limits
     for uploads). Returns the server, its bound port and the health servicer."""
     server = aio.server(options=[("grpc.so_reuseport", 0), *options])
-    register(_Guarded(server, GuardChain(list(interceptors))) if interceptors else server)  # type: ignore[arg-type]
+    register(_Guarded(server, InterceptorChain(interceptors)) if interceptors else server)  # type: ignore[arg-type]
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = list(service_names)
