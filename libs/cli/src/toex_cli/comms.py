@@ -10,12 +10,12 @@ from typing import Any
 
 import click
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from toex.comms.v1 import comms_pb2 as pb
 from toex.comms.v1 import comms_pb2_grpc
 from toex.comms.v1 import resources_pb2 as res
 from toex.type.v1 import security_pb2
 from toex_common.regions import Region
+from toex_common.timestamps import optional_timestamp as _ts
 
 from toex_cli.context import CliContext, Endpoint, pass_cli
 from toex_cli.errors import rpc_failure
@@ -77,14 +77,6 @@ SINCE, UNTIL = WindowEdge(end=False), WindowEdge(end=True)
 
 def _stub(cli: CliContext) -> comms_pb2_grpc.CommsAnalysisServiceStub:
     return comms_pb2_grpc.CommsAnalysisServiceStub(cli.channel(SERVICE))
-
-
-def _ts(when: datetime | None) -> Timestamp | None:
-    if when is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(when)
-    return stamp
 
 
 def _dataset_name(region: Region, value: str) -> str:

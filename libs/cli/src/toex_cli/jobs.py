@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import click
-from google.protobuf.timestamp_pb2 import Timestamp
 from toex.tasking.v1 import tasking_pb2 as pb
 from toex.tasking.v1 import tasking_pb2_grpc
 from toex.type.v1 import region_pb2, security_pb2
 from toex_common.regions import Region
+from toex_common.timestamps import timestamp as _timestamp
 
 from toex_cli.context import CliContext, Endpoint, pass_cli
 from toex_cli.output import (
@@ -51,12 +51,6 @@ CREATE_FIELDS = {
 
 def _stub(cli: CliContext) -> tasking_pb2_grpc.TaskingServiceStub:
     return tasking_pb2_grpc.TaskingServiceStub(cli.channel(SERVICE))
-
-
-def _timestamp(when: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(when)
-    return stamp
 
 
 def _region(value: int) -> str:

@@ -7,11 +7,11 @@ from typing import Any
 
 import click
 from google.protobuf import field_mask_pb2
-from google.protobuf.timestamp_pb2 import Timestamp
 from toex.safeguarding.v1 import safeguarding_pb2 as pb
 from toex.safeguarding.v1 import safeguarding_pb2_grpc
 from toex.type.v1 import region_pb2
 from toex_common.regions import Region
+from toex_common.timestamps import optional_timestamp as _stamp
 
 from toex_cli.context import CliContext, Endpoint, pass_cli
 from toex_cli.output import (
@@ -72,14 +72,6 @@ def _job_arg(ctx: click.Context, param: click.Parameter, value: str | None) -> s
         return parse_job_name(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-
-
-def _stamp(when: datetime | None) -> Timestamp | None:
-    if when is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(when)
-    return stamp
 
 
 def _short(descriptor: object, value: int) -> str:

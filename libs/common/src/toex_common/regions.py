@@ -30,7 +30,7 @@ class Region(enum.StrEnum):
         return self in PILOT_REGIONS
 
     def to_proto(self) -> int:
-        return int(region_pb2.Region.Value(f"REGION_{self.value}"))
+        return _PROTO_NUMBERS[self]
 
     @classmethod
     def from_proto(cls, value: int) -> Region:
@@ -50,5 +50,8 @@ class Region(enum.StrEnum):
                 f"unknown region {text!r}; expected one of {', '.join(r.value for r in cls)}"
             ) from None
 
+
+# Looked up on every message that carries a region: a table, not the enum wrapper's Value().
+_PROTO_NUMBERS = {region: int(region_pb2.Region.Value(f"REGION_{region.value}")) for region in Region}
 
 PILOT_REGIONS = frozenset({Region.EMSOU, Region.ERSOU, Region.ROCUWM})

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from toex.comms.events.v1 import events_pb2 as ev
 from toex.comms.v1 import resources_pb2 as res
 from toex.type.v1 import security_pb2
 from toex_common.events import EventEnvelope, build_event
 from toex_common.events.streams import StreamSpec
+from toex_common.timestamps import optional_timestamp as ts
 
 from toex_comms.domain.model import (
     AdvertFlag,
@@ -37,14 +37,6 @@ FLAG_REASONS = {
     "in_phone_index": res.ADVERT_FLAG_REASON_IN_PHONE_INDEX,
     "in_contact_network": res.ADVERT_FLAG_REASON_IN_CONTACT_NETWORK,
 }
-
-
-def ts(when: datetime | None) -> Timestamp | None:
-    if when is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(when)
-    return stamp
 
 
 def _envelope(message: object, dataset: Dataset, resource: str) -> EventEnvelope:

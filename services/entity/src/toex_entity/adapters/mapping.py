@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-from google.protobuf.timestamp_pb2 import Timestamp
 from toex.entity.v1 import entity_pb2 as pb
 from toex.type.v1 import security_pb2
 from toex_common.errors import Violations
+from toex_common.timestamps import optional_timestamp as ts
 
 from toex_entity.domain.model import Explanation, ReviewState, ReviewTask
 from toex_entity.domain.records import (
@@ -57,14 +55,6 @@ _DECISIONS = {
     "REVIEWER_REJECTED": pb.MATCH_DECISION_REVIEWER_REJECTED,
     "REVIEWER_CONFIRMED": pb.MATCH_DECISION_REVIEWER_CONFIRMED,
 }
-
-
-def ts(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value.astimezone(UTC))
-    return stamp
 
 
 def record_type_to_proto(value: RecordType) -> int:

@@ -7,10 +7,10 @@ from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
 from toex.pnd.v1 import pnd_pb2 as pb
 from toex.pnd.v1 import pole_pb2, sync_pb2
 from toex.type.v1 import security_pb2
+from toex_common.timestamps import optional_timestamp as ts
 
 from toex_pnd.domain.model import (
     Grading,
@@ -24,14 +24,6 @@ from toex_pnd.domain.model import (
     SyncState,
 )
 from toex_pnd.service_layer.ports import Aged, RegionFigures, Report, ReportItem, SearchRow
-
-
-def ts(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def duration(seconds: float) -> Duration:

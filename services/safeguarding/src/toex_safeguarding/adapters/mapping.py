@@ -6,10 +6,10 @@ import enum
 from datetime import date, datetime
 from typing import Any, TypeVar
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from toex.safeguarding.v1 import safeguarding_pb2 as pb
 from toex.type.v1 import security_pb2
 from toex_common.errors import InvalidArgument
+from toex_common.timestamps import optional_timestamp as ts
 
 from toex_safeguarding.domain.model import (
     Clock,
@@ -37,14 +37,6 @@ from toex_safeguarding.domain.values import (
 )
 
 E = TypeVar("E", bound=enum.Enum)
-
-
-def ts(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def _to(enum_type: Any, prefix: str, value: enum.Enum) -> int:

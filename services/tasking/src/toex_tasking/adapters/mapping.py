@@ -4,46 +4,45 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from toex.tasking.v1 import tasking_pb2 as pb
 from toex.type.v1 import security_pb2
+from toex_common.timestamps import optional_timestamp as ts
 
 from toex_tasking.domain.model import Assignee, Feedback, Handling, Job, JobState, JobType, Note, Priority
 
-
-def ts(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
+# Conversions are table lookups: the protobuf enum wrappers' Value/Name cost a microsecond or
+# more each, and a job message takes several.
+_STATES = {state: int(pb.JobState.Value(f"JOB_STATE_{state.value}")) for state in JobState}
+_STATES_BACK = {number: state for state, number in _STATES.items()}
+_JOB_TYPES = {kind: int(pb.JobType.Value(f"JOB_TYPE_{kind.value}")) for kind in JobType}
+_JOB_TYPES_BACK = {number: kind for kind, number in _JOB_TYPES.items()}
+_PRIORITIES = {priority: int(pb.Priority.Value(f"PRIORITY_{priority.value}")) for priority in Priority}
+_PRIORITIES_BACK = {number: priority for priority, number in _PRIORITIES.items()}
 
 
 def state_to_proto(state: JobState) -> int:
-    return int(pb.JobState.Value(f"JOB_STATE_{state.value}"))
+    return _STATES[state]
 
 
 def state_from_proto(value: int) -> JobState | None:
-    name = pb.JobState.Name(value)  # type: ignore[arg-type]
-    return None if name == "JOB_STATE_UNSPECIFIED" else JobState(name.removeprefix("JOB_STATE_"))
+    """The state, or None for JOB_STATE_UNSPECIFIED (or a number this version does not know)."""
+    return _STATES_BACK.get(value)
 
 
 def job_type_to_proto(value: JobType) -> int:
-    return int(pb.JobType.Value(f"JOB_TYPE_{value.value}"))
+    return _JOB_TYPES[value]
 
 
 def job_type_from_proto(value: int) -> JobType | None:
-    name = pb.JobType.Name(value)  # type: ignore[arg-type]
-    return None if name == "JOB_TYPE_UNSPECIFIED" else JobType(name.removeprefix("JOB_TYPE_"))
+    return _JOB_TYPES_BACK.get(value)
 
 
 def priority_to_proto(value: Priority) -> int:
-    return int(pb.Priority.Value(f"PRIORITY_{value.value}"))
+    return _PRIORITIES[value]
 
 
 def priority_from_proto(value: int) -> Priority:
-    name = pb.Priority.Name(value)  # type: ignore[arg-type]
-    return Priority.ROUTINE if name == "PRIORITY_UNSPECIFIED" else Priority(name.removeprefix("PRIORITY_"))
+    return _PRIORITIES_BACK.get(value, Priority.ROUTINE)
 
 
 def handling_to_proto(value: Handling) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC as _UTC
 from datetime import datetime
 
 from grpc import aio
@@ -12,6 +11,7 @@ from toex_common import names, pagination
 from toex_common.context import current_principal
 from toex_common.errors import InvalidArgument
 from toex_common.regions import Region
+from toex_common.timestamps import to_datetime
 from toex_common.uow import idempotency_of
 
 from toex_tasking.adapters import mapping
@@ -56,7 +56,7 @@ class TaskingServicer(tasking_pb2_grpc.TaskingServiceServicer):
                 operation_name=job.operation_name,
                 job_type=job_type,
                 priority=mapping.priority_from_proto(job.priority),
-                due_at=job.due_time.ToDatetime(tzinfo=_UTC),
+                due_at=to_datetime(job.due_time),
                 description=job.description,
                 handling=mapping.handling_from_proto(job.handling),
                 subject_entity_ids=list(job.subject_entity_ids),
@@ -77,7 +77,7 @@ class TaskingServicer(tasking_pb2_grpc.TaskingServiceServicer):
         parts = names.parse(request.parent or "regions/-", "regions/{region}", "parent")
         region = names.parse_region(parts["region"], "parent", allow_all=True)
         states = frozenset(s for s in (mapping.state_from_proto(v) for v in request.states) if s is not None)
-        due_before = request.due_before.ToDatetime(tzinfo=_UTC) if request.HasField("due_before") else None
+        due_before = to_datetime(request.due_before) if request.HasField("due_before") else None
         size = pagination.page_size(request.page_size)
         principal = current_principal()
         query_key = pagination.fingerprint(
