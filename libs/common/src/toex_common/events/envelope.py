@@ -14,12 +14,12 @@ from typing import Any
 
 from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from toex.type.v1 import security_pb2
 
 from toex_common.ids import new_uuid
 from toex_common.regions import Region
 from toex_common.telemetry import inject
+from toex_common.timestamps import timestamp
 
 CONTENT_TYPE = "application/protobuf"
 HANDLING_NAMES = {security_pb2.HANDLING_CODE_P: "P", security_pb2.HANDLING_CODE_C: "C"}
@@ -55,29 +55,25 @@ def build_event(
     """
     event_id = new_uuid()  # time-ordered: the outbox's and inboxes' indexes grow at one edge
     when = occurred_at or datetime.now(UTC)
-    fields = message.DESCRIPTOR.fields_by_name
-    if "event_id" in fields:
-        target: Any = message
+    shape = _shape(type(message))
+    target: Any = message
+    if shape.event_id:
         if not target.event_id:
             target.event_id = event_id
         event_id = target.event_id
-    if "occur_time" in fields:
-        stamp = Timestamp()
-        stamp.FromDatetime(when)
-        message.occur_time.CopyFrom(stamp)  # type: ignore[attr-defined]
+    if shape.occur_time:
+        target.occur_time.CopyFrom(timestamp(when))
     if handling == security_pb2.HANDLING_CODE_UNSPECIFIED:
         handling = security_pb2.HANDLING_CODE_C
-    if "label" in fields:
-        message.label.CopyFrom(  # type: ignore[attr-defined]
-            security_pb2.SecurityLabel(region=region.to_proto(), handling=handling)  # type: ignore[arg-type]
-        )
-    event_type = message.DESCRIPTOR.full_name
+    if shape.label:
+        target.label.region = region.to_proto()
+        target.label.handling = handling
     headers = {
         "Nats-Msg-Id": event_id,
         "ce-specversion": "1.0",
         "ce-id": event_id,
         "ce-source": source,
-        "ce-type": event_type,
+        "ce-type": shape.full_name,
         "ce-time": when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "content-type": CONTENT_TYPE,
         "toex-region": region.value,
@@ -88,11 +84,40 @@ def build_event(
     inject(headers)
     return EventEnvelope(
         event_id=event_id,
-        subject=subject_for(region, domain, message.DESCRIPTOR.name),
-        event_type=event_type,
+        subject=subject_for(region, domain, shape.name),
+        event_type=shape.full_name,
         payload=message.SerializeToString(),
         headers=headers,
     )
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What build_event needs to know of an event message type, looked up once per type."""
+
+    name: str
+    full_name: str
+    event_id: bool
+    occur_time: bool
+    label: bool
+
+
+_shapes: dict[type[Message], _Shape] = {}
+
+
+def _shape(message_type: type[Message]) -> _Shape:
+    shape = _shapes.get(message_type)
+    if shape is None:
+        descriptor = message_type.DESCRIPTOR
+        fields = descriptor.fields_by_name
+        shape = _shapes[message_type] = _Shape(
+            descriptor.name,
+            descriptor.full_name,
+            "event_id" in fields,
+            "occur_time" in fields,
+            "label" in fields,
+        )
+    return shape
 
 
 @dataclass(frozen=True)
