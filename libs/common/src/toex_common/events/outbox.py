@@ -13,17 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 from nats.js import JetStreamContext
-from sqlalchemy import BigInteger, any_, bindparam, delete, func, select, update
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from toex_common.db import OUTBOX_CHANNEL, outbox_table
+from toex_common.db import OUTBOX_CHANNEL, driver_pool, outbox_table
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +30,20 @@ log = logging.getLogger(__name__)
 class _Claim:
     """A batch of outbox rows locked in an open transaction, with its publishes under way."""
 
-    conn: AsyncConnection
-    transaction: AsyncTransaction
-    rows: Sequence[Any]
-    publishes: asyncio.Future[list[Any]]
+    conn: asyncpg.Connection
+    transaction: Any
+    seqs: list[int]
+    acks: list[asyncio.Future[Any]]
+
+
+# Statements the relay runs on every pass, prepared once per connection (asyncpg's statement
+# cache): the next unpublished rows after the last claimed, and the delete of the published.
+_CLAIM = (
+    "SELECT seq, subject, payload, headers FROM outbox WHERE published_at IS NULL AND seq > $1 "
+    "ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED"
+)
+_DELETE = "DELETE FROM outbox WHERE seq = ANY($1::bigint[])"
+_FAILED = "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE seq = ANY($1::bigint[])"
 
 
 class OutboxRelay:
@@ -116,8 +124,8 @@ class OutboxRelay:
 
     async def relay_pass(self, max_batches: int = 16) -> tuple[int, int]:
         """Publish up to `max_batches` batches, claiming the next batch while the previous one
-        waits for its acknowledgements. A batch's publishes start only after the previous
-        batch's were written to the connection, so the stream keeps the outbox order."""
+        waits for its acknowledgements. A batch's publishes are written to the connection
+        before the next batch is claimed, so the stream keeps the outbox order."""
         sent = failed = 0
         pending: asyncio.Task[tuple[int, int]] | None = None
         # Scan from the lowest unpublished row again every few seconds (and whenever a scan finds
@@ -138,7 +146,7 @@ class OutboxRelay:
                     done_sent, done_failed = await pending
                     sent, failed = sent + done_sent, failed + done_failed
                 pending = finishing
-                if failed or len(claim.rows) < self._batch:
+                if failed or len(claim.seqs) < self._batch:
                     break
         finally:
             if pending is not None:
@@ -147,76 +155,56 @@ class OutboxRelay:
         return sent, failed
 
     async def _claim(self) -> _Claim | None:
-        conn = await self._engine.connect()
+        pool = await driver_pool(self._engine)
+        conn = await pool.acquire()
         try:
-            transaction = await conn.begin()
-            rows = (
-                await conn.execute(
-                    select(
-                        outbox_table.c.seq,
-                        outbox_table.c.subject,
-                        outbox_table.c.payload,
-                        outbox_table.c.headers,
-                    )
-                    .where(outbox_table.c.published_at.is_(None), outbox_table.c.seq > self._after)
-                    .order_by(outbox_table.c.seq)
-                    .limit(self._batch)
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
-        except BaseException:
-            await conn.close()
-            raise
-        if not rows:
-            self._after = 0
-            await transaction.rollback()
-            await conn.close()
-            return None
-        self._after = rows[-1].seq
-        publishes = asyncio.gather(
-            *(
-                self._js.publish(row.subject, row.payload, timeout=self._timeout, headers=row.headers)
+            transaction = conn.transaction()
+            await transaction.start()
+            rows = await conn.fetch(_CLAIM, self._after, self._batch)
+            if not rows:
+                self._after = 0
+                await transaction.rollback()
+                await pool.release(conn)
+                return None
+            self._after = rows[-1]["seq"]
+            # JetStream's asynchronous publish: each acknowledgement settles a future through one
+            # reply subscription, with no request (timer, inbox, wait) per event.
+            acks = [
+                await self._js.publish_async(row["subject"], row["payload"], headers=row["headers"])
                 for row in rows
-            ),
-            return_exceptions=True,
-        )
-        return _Claim(conn, transaction, rows, publishes)
+            ]
+        except BaseException:
+            await pool.release(conn)  # the pool's reset rolls back the open transaction
+            raise
+        return _Claim(conn, transaction, [row["seq"] for row in rows], acks)
 
     async def _finish(self, claim: _Claim) -> tuple[int, int]:
-        conn, rows = claim.conn, claim.rows
+        conn, acks = claim.conn, claim.acks
         try:
-            results = await claim.publishes
-            ok = [
-                row.seq
-                for row, result in zip(rows, results, strict=True)
-                if not isinstance(result, BaseException)
-            ]
-            failed = [
-                (row.seq, repr(result))
-                for row, result in zip(rows, results, strict=True)
-                if isinstance(result, BaseException)
-            ]
+            _, unanswered = await asyncio.wait(acks, timeout=self._timeout)
+            for ack in unanswered:
+                ack.cancel()
+            ok: list[int] = []
+            failed: list[int] = []
+            error = ""
+            for seq, ack in zip(claim.seqs, acks, strict=True):
+                problem = "no acknowledgement in time" if ack.cancelled() else ack.exception()
+                if problem is None:
+                    ok.append(seq)
+                else:
+                    failed.append(seq)
+                    error = error or repr(problem)
             if ok:
-                # One array parameter, so the statement is compiled and prepared once.
-                await conn.execute(
-                    delete(outbox_table).where(
-                        outbox_table.c.seq == any_(bindparam("seqs", type_=ARRAY(BigInteger)))
-                    ),
-                    {"seqs": ok},
-                )
+                await conn.execute(_DELETE, ok)
             if failed:
                 self._after = 0  # retry from the lowest unpublished row
-                await conn.execute(
-                    update(outbox_table)
-                    .where(outbox_table.c.seq.in_([seq for seq, _ in failed]))
-                    .values(attempts=outbox_table.c.attempts + 1, last_error=failed[0][1][:500])
-                )
+                await conn.execute(_FAILED, failed, error[:500])
                 log.warning(
-                    "outbox: %d of %d publishes failed (%s); will retry", len(failed), len(rows), failed[0][1]
+                    "outbox: %d of %d publishes failed (%s); will retry", len(failed), len(acks), error
                 )
             await claim.transaction.commit()
         finally:
-            await conn.close()
+            await (await driver_pool(self._engine)).release(conn)
         self.published += len(ok)
         return len(ok), len(failed)
 
