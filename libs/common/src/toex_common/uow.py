@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import re
 import weakref
 from dataclasses import dataclass
@@ -138,10 +137,7 @@ class SqlAlchemyUnitOfWork:
         await driver.copy_records_to_table(
             "outbox",
             columns=["event_id", "subject", "event_type", "payload", "headers"],
-            records=[
-                (e.event_id, e.subject, e.event_type, e.payload, orjson.dumps(e.headers).decode())
-                for e in self._events
-            ],
+            records=[_outbox_row(e) for e in self._events],
         )
         self._events = []
 
@@ -166,6 +162,17 @@ class SqlAlchemyUnitOfWork:
             .values(scope=scope, request_id=request_id, fingerprint=fingerprint, resource=resource)
             .on_conflict_do_nothing()
         )
+
+
+def _outbox_row(event: EventEnvelope) -> tuple[str, str, str, bytes, str]:
+    """The outbox columns event_id, subject, event_type, payload, headers (JSON text)."""
+    return (
+        event.event_id,
+        event.subject,
+        event.event_type,
+        event.payload,
+        orjson.dumps(event.headers).decode(),
+    )
 
 
 _OUTBOX_INSERT = (
@@ -256,13 +263,7 @@ class DriverUnitOfWork:
 
     async def commit(self) -> None:
         if self._events:
-            self.write_many(
-                _OUTBOX_INSERT,
-                [
-                    (e.event_id, e.subject, e.event_type, e.payload, json.dumps(e.headers))
-                    for e in self._events
-                ],
-            )
+            self.write_many(_OUTBOX_INSERT, [_outbox_row(e) for e in self._events])
             self._events = []
         if self._transaction is None:
             if not self._writes:
