@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping
+from contextlib import AbstractContextManager
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -12,6 +13,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 
 _configured = False
+_recording = False
 
 
 def configure_tracing(service: str, exporter: str = "none") -> None:
@@ -21,7 +23,7 @@ def configure_tracing(service: str, exporter: str = "none") -> None:
     the caller's trace), so trace ids reach logs and events' `traceparent`, but spans are not
     recorded: recording spans that go nowhere cost a tenth of a call's time. With an exporter,
     every span is recorded, or sampled as the caller's trace was (parent-based)."""
-    global _configured
+    global _configured, _recording
     if _configured:
         return
     sampler = ALWAYS_OFF if exporter == "none" else ParentBased(ALWAYS_ON)
@@ -36,6 +38,12 @@ def configure_tracing(service: str, exporter: str = "none") -> None:
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     _configured = True
+    _recording = exporter != "none"
+
+
+def recording() -> bool:
+    """Whether spans are recorded and exported (an exporter is configured)."""
+    return _recording
 
 
 def tracer(name: str) -> trace.Tracer:
@@ -49,3 +57,32 @@ def inject(carrier: MutableMapping[str, str]) -> None:
 
 def extract(carrier: Mapping[str, str]) -> otel_context.Context:
     return propagate.extract(carrier)
+
+
+def consumer_span(
+    tracer: trace.Tracer, name: str, headers: Mapping[str, str]
+) -> AbstractContextManager[object]:
+    """The span for handling one incoming event, a child of the trace its headers carry.
+
+    When spans are not recorded, the handler runs in the context the headers carry (the
+    producer's trace, or none): what it logs and publishes stays in the producer's trace, and no
+    span is made per event only to be thrown away (37 us an event here, a fifth of a consumer's
+    CPU)."""
+    parent = extract(headers)
+    if not _recording:
+        return _Attached(parent)
+    return tracer.start_as_current_span(name, context=parent, kind=trace.SpanKind.CONSUMER)
+
+
+class _Attached(AbstractContextManager[object]):
+    __slots__ = ("_context", "_token")
+
+    def __init__(self, context: otel_context.Context) -> None:
+        self._context = context
+
+    def __enter__(self) -> object:
+        self._token = otel_context.attach(self._context)
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        otel_context.detach(self._token)

@@ -3,12 +3,14 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from opentelemetry import trace
 from toex.tasking.events.v1 import events_pb2
 from toex.tasking.v1 import tasking_pb2
 from toex.type.v1 import security_pb2
 from toex_common.audit import GENESIS, AuditEntry, chain_rows, entry_hash
 from toex_common.events import build_event, decode
 from toex_common.regions import Region
+from toex_common.telemetry import consumer_span, inject
 
 
 def test_event_envelope_carries_cloudevents_and_labels() -> None:
@@ -112,3 +114,17 @@ def test_chained_rows_carry_the_hash_of_their_own_text_and_link_in_order() -> No
             row["previous_hash"],
         )
     assert (last_seq, last_hash) == (43, rows[1]["entry_hash"])
+
+
+def test_a_consumed_event_is_handled_in_the_trace_its_headers_carry() -> None:
+    # No exporter is configured in the unit tests, so spans are not recorded.
+    producer = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    tracer = trace.get_tracer("test")
+    with consumer_span(tracer, "consume x", {"traceparent": producer}):
+        published: dict[str, str] = {}
+        inject(published)  # what an event the handler publishes carries
+        assert trace.get_current_span().get_span_context().trace_id == 0x0AF7651916CD43DD8448EB211C80319C
+    assert published["traceparent"].split("-")[1] == "0af7651916cd43dd8448eb211c80319c"
+    assert not trace.get_current_span().get_span_context().is_valid  # left as it was found
+    with consumer_span(tracer, "consume y", {}):
+        assert not trace.get_current_span().get_span_context().is_valid

@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from toex_common.db import inbox_table
 from toex_common.events.envelope import IncomingEvent, decode
 from toex_common.events.streams import DEAD_LETTER, ensure_stream
-from toex_common.telemetry import extract
+from toex_common.telemetry import consumer_span
 from toex_common.uow import SqlAlchemyUnitOfWork
 
 log = logging.getLogger(__name__)
@@ -167,10 +167,8 @@ class IdempotentConsumer:
             fresh = {row.event_id for row in claimed}
             for event in events:
                 if event.event_id in fresh:
-                    with _tracer.start_as_current_span(
-                        f"consume {event.event_type or event.subject}",
-                        context=extract(event.headers),
-                        kind=trace.SpanKind.CONSUMER,
+                    with consumer_span(
+                        _tracer, f"consume {event.event_type or event.subject}", event.headers
                     ):
                         await self._handler(event, uow)
             await uow.commit()
@@ -180,11 +178,7 @@ class IdempotentConsumer:
         event = decode(message.subject, message.data, message.headers)
         delivered = message.metadata.num_delivered if message.metadata else 1
         outcome = Outcome.RETRY
-        with _tracer.start_as_current_span(
-            f"consume {event.event_type or message.subject}",
-            context=extract(event.headers),
-            kind=trace.SpanKind.CONSUMER,
-        ):
+        with consumer_span(_tracer, f"consume {event.event_type or message.subject}", event.headers):
             try:
                 if not event.event_id:
                     raise PermanentError("event has no id (ce-id or Nats-Msg-Id header)")
