@@ -14,10 +14,12 @@ import time
 from toex_common.db import create_engine, session_factory
 from toex_common.events.consumer import IdempotentConsumer
 from toex_common.events.nats import connect
+from toex_common.telemetry import configure_tracing
 from toex_common.uow import SqlAlchemyUnitOfWork
 
 
 async def main(database_url: str, nats_url: str, stream: str, subject: str, count: int) -> None:
+    configure_tracing("bench-consumer")  # as a service's `serve` does (no exporter)
     engine = create_engine(database_url)
     sessions = session_factory(engine)
     nc = await connect(nats_url, "bench-consumer")
