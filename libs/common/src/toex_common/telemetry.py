@@ -41,11 +41,6 @@ def configure_tracing(service: str, exporter: str = "none") -> None:
     _recording = exporter != "none"
 
 
-def recording() -> bool:
-    """Whether spans are recorded and exported (an exporter is configured)."""
-    return _recording
-
-
 def tracer(name: str) -> trace.Tracer:
     return trace.get_tracer(name)
 

@@ -157,6 +157,7 @@ class OutboxRelay:
     async def _claim(self) -> _Claim | None:
         pool = await driver_pool(self._engine)
         conn = await pool.acquire()
+        acks: list[asyncio.Future[Any]] = []
         try:
             transaction = conn.transaction()
             await transaction.start()
@@ -169,11 +170,13 @@ class OutboxRelay:
             self._after = rows[-1]["seq"]
             # JetStream's asynchronous publish: each acknowledgement settles a future through one
             # reply subscription, with no request (timer, inbox, wait) per event.
-            acks = [
-                await self._js.publish_async(row["subject"], row["payload"], headers=row["headers"])
-                for row in rows
-            ]
+            for row in rows:
+                acks.append(
+                    await self._js.publish_async(row["subject"], row["payload"], headers=row["headers"])
+                )
         except BaseException:
+            for ack in acks:  # nobody waits for these now; free their places in nats-py's window
+                ack.cancel()
             await pool.release(conn)  # the pool's reset rolls back the open transaction
             raise
         return _Claim(conn, transaction, [row["seq"] for row in rows], acks)
