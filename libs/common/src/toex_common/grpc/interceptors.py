@@ -168,9 +168,9 @@ class StandardChain:
         authorization = purpose = ""
         carrier: dict[str, str] | None = None
         for key, value in context.invocation_metadata() or ():
-            if key == "authorization":
+            if key == "authorization" and not authorization:  # the first, if sent twice
                 authorization = _text(value)
-            elif key == PURPOSE_METADATA_KEY:
+            elif key == PURPOSE_METADATA_KEY and not purpose:
                 purpose = _text(value)
             elif key == "traceparent":
                 carrier = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
