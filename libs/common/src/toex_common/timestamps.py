@@ -1,7 +1,7 @@
 """datetime <-> google.protobuf.Timestamp, without the protobuf runtime's pure-Python helpers.
 
 `Timestamp.FromDatetime` and `ToDatetime` are written in Python and cost several microseconds
-each; a job message carries four timestamps and is built on every call that answers with one.
+each; a job message carries at least three and is built on every call that answers with one.
 These do the same arithmetic with one timedelta.
 """
 

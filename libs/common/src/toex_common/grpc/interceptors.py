@@ -50,8 +50,7 @@ class InterceptorChain:
     """Interceptors applied as one, outermost first."""
 
     def __init__(self, interceptors: Sequence[Interceptor]) -> None:
-        self.interceptors = list(interceptors)
-        self.around = _compose([i.around for i in self.interceptors])
+        self.around = _compose([i.around for i in interceptors])
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         return wrap_handler(self.around, method, handler)
