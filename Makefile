@@ -69,6 +69,10 @@ test-integration: ## Integration tests against real PostgreSQL, nats-server and 
 test-e2e: ## End-to-end tests against the stack as users run it
 	$(RUN) pytest -q tests/e2e
 
+.PHONY: test-security
+test-security: ## The security tier: each finding of the security review as an attack against real servers
+	$(RUN) pytest -q tests/security
+
 .PHONY: check-deploy
 check-deploy: ## helm lint/template for every region and the hub, Kubernetes and compose schemas, NATS configs, Dockerfiles
 	$(RUN) toex-deploycheck
