@@ -2,12 +2,21 @@
 
 Every test here demonstrates an attack (it failed on the code before its fix) and must now be
 refused. The servers come from the devstack pytest plugin (`postgres`, `nats_server`,
-`keycloak`, `database`), as in the integration tier.
+`keycloak`, `database`), as in the integration tier; `start_service` runs one service in this
+process on a free port, as the service tiers' fixtures do.
 """
 
 from __future__ import annotations
 
+import asyncio
+import importlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
 import pytest
+from toex_common.migrations import upgrade
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -15,3 +24,95 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if "tests/security/" in str(item.fspath):
             item.add_marker(pytest.mark.security)
             item.add_marker(pytest.mark.integration)
+
+
+class Tokens(dict[str, str]):
+    """Access tokens of demo users, fetched once each."""
+
+    def __init__(self, keycloak: Any) -> None:
+        super().__init__()
+        self._keycloak = keycloak
+
+    def __missing__(self, username: str) -> str:
+        self[username] = self._keycloak.password_token(username)
+        return self[username]
+
+
+@pytest.fixture(scope="session")
+def tokens(keycloak: Any) -> Tokens:
+    return Tokens(keycloak)
+
+
+def md(token: str, purpose: str | None = "Op SANDPIPER") -> list[tuple[str, str]]:
+    """Call metadata: the bearer token and, unless None, a purpose."""
+    items = [("authorization", f"Bearer {token}")]
+    if purpose:
+        items.append(("x-toex-purpose", purpose))
+    return items
+
+
+@dataclass
+class Service:
+    app: Any
+    channel: grpc.aio.Channel
+    stub: Any
+    tokens: Tokens
+    database: str
+
+    def md(self, username: str, purpose: str | None = "Op SANDPIPER") -> list[tuple[str, str]]:
+        return md(self.tokens[username], purpose)
+
+
+async def start_service(
+    package: str,
+    stub_class: Callable[[grpc.aio.Channel], Any],
+    *,
+    database: str,
+    nats_url: str,
+    issuer: str,
+    tokens: Tokens,
+    **settings: Any,
+) -> Service:
+    """`package` (e.g. "toex_entity") migrated into `database` and serving gRPC on a free port."""
+    main = importlib.import_module(f"{package}.__main__")
+    bootstrap = importlib.import_module(f"{package}.bootstrap")
+    config = importlib.import_module(f"{package}.config")
+    await asyncio.to_thread(upgrade, database, main.migrations_dir())
+    client = package.removeprefix("toex_").replace("_", "-")
+    app = await bootstrap.build(
+        config.Settings(
+            database_url=database,
+            nats_url=nats_url,
+            oidc_issuer=issuer,
+            grpc_port=0,
+            service_client_secret=f"toex-{client}-local-secret",
+            outbox_poll_seconds=0.2,
+            **settings,
+        )
+    )
+    await app.server.start()
+    await app.start_background()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.port}")
+    return Service(app, channel, stub_class(channel), tokens, database)
+
+
+async def stop_service(service: Service) -> None:
+    await service.channel.close()
+    await service.app.server.stop(1)
+    await service.app.shutdown()
+
+
+@pytest.fixture
+async def entity(database: str, nats_server: Any, keycloak: Any, tokens: Tokens) -> AsyncIterator[Service]:
+    from toex.entity.v1 import entity_pb2_grpc
+
+    service = await start_service(
+        "toex_entity",
+        entity_pb2_grpc.EntityResolutionServiceStub,
+        database=database,
+        nats_url=nats_server.url,
+        issuer=keycloak.issuer,
+        tokens=tokens,
+    )
+    yield service
+    await stop_service(service)
