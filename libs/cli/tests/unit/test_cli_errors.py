@@ -134,7 +134,7 @@ def test_a_read_without_purpose_hints_at_the_option(run: Callable[..., Result], 
 
     assert result.exit_code == 1
     assert result.stdout == ""
-    assert "FAILED_PRECONDITION: state the purpose of this read" in result.stderr
+    assert "FAILED_PRECONDITION: state the purpose of this call" in result.stderr
     assert (
         "precondition PURPOSE on x-toex-purpose: reads of intelligence must carry a purpose" in result.stderr
     )

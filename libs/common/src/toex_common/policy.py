@@ -40,8 +40,10 @@ class MethodRule:
         return cls(frozenset(roles), Access.READ, purpose_required)
 
     @classmethod
-    def write(cls, *roles: Role) -> MethodRule:
-        return cls(frozenset(roles), Access.WRITE, purpose_required=False)
+    def write(cls, *roles: Role, purpose_required: bool = False) -> MethodRule:
+        """A change; `purpose_required` for a change whose answer carries personal data (a
+        resolved record, a merged entity, a referral), which is a read as much as a write."""
+        return cls(frozenset(roles), Access.WRITE, purpose_required)
 
 
 def is_public(method: str) -> bool:
@@ -64,10 +66,10 @@ class MethodPolicy:
         if not principal.roles & rule.roles:
             allowed = ", ".join(sorted(r.value for r in rule.roles))
             raise PermissionDenied(f"{method.rsplit('/', 1)[-1]} needs one of the roles: {allowed}")
-        if rule.access is Access.READ and rule.purpose_required and not purpose:
+        if rule.purpose_required and not purpose:
             raise FailedPrecondition(
-                "state the purpose of this read in the x-toex-purpose metadata "
-                "(an operation name or job reference)",
+                "state the purpose of this call in the x-toex-purpose metadata "
+                "(an operation name or job reference): its answer carries intelligence",
                 type="PURPOSE",
                 subject=PURPOSE_METADATA_KEY,
                 description="reads of intelligence must carry a purpose",

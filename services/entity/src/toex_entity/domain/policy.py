@@ -29,15 +29,15 @@ SAFE, SVC = Role.SAFEGUARDING_OFFICER, Role.SERVICE
 METHOD_RULES = rules_for(
     SERVICE,
     {
-        "ResolveRecord": MethodRule.write(RES, ANA, SUP, NC, SVC),
+        "ResolveRecord": MethodRule.write(RES, ANA, SUP, NC, SVC, purpose_required=True),
         "IngestRecords": MethodRule.write(RES, ANA, SUP, NC, SVC),
         "GetEntity": MethodRule.read(RES, ANA, SUP, NC, SAFE, SVC),
         "SearchEntities": MethodRule.read(RES, ANA, SUP, NC, SAFE, SVC),
         "ExplainMatch": MethodRule.read(RES, ANA, SUP, NC, SVC),
         "ListReviewTasks": MethodRule.read(RES, ANA, SUP, NC),
-        "DecideReview": MethodRule.write(RES, ANA, SUP, NC),
-        "MergeEntities": MethodRule.write(ANA, SUP, NC),
-        "SplitEntity": MethodRule.write(ANA, SUP, NC),
+        "DecideReview": MethodRule.write(RES, ANA, SUP, NC, purpose_required=True),
+        "MergeEntities": MethodRule.write(ANA, SUP, NC, purpose_required=True),
+        "SplitEntity": MethodRule.write(ANA, SUP, NC, purpose_required=True),
     },
 )
 
