@@ -83,14 +83,19 @@ def _strictest(records: list[SourceRecord]) -> int:
     return security_pb2.HANDLING_CODE_P
 
 
-def entities_merged(change: EntityChange, region: Region, moved: Mapping[str, SourceRecord]) -> EventEnvelope:
+def entities_merged(
+    change: EntityChange, region: Region, moved: Mapping[str, SourceRecord], *, spans_regions: bool
+) -> EventEnvelope:
+    """`region`'s copy of a merge. A merge across regions tells each region only that its
+    entity took in others: who decided it, why and which entities stay with the national team
+    (reasons and entity ids may be another region's)."""
     mine = [r for r in moved.values() if r.region is region]
     message = ev.EntitiesMerged(
         entity=entity_name(change.entity_id),
-        merged=[entity_name(e) for e in change.others],
+        merged=[] if spans_regions else [entity_name(e) for e in change.others],
         change_id=change.id,
-        decided_by=change.decided_by,
-        reason=change.reason,
+        decided_by="" if spans_regions else change.decided_by,
+        reason="" if spans_regions else change.reason,
     )
     return build_event(
         message,
@@ -103,18 +108,27 @@ def entities_merged(change: EntityChange, region: Region, moved: Mapping[str, So
 
 
 def entity_split(
-    change: EntityChange, region: Region, moved: Mapping[str, SourceRecord], undone: str = ""
+    change: EntityChange,
+    region: Region,
+    moved: Mapping[str, SourceRecord],
+    undone: str = "",
+    *,
+    spans_regions: bool,
 ) -> EventEnvelope:
+    """`region`'s copy of a split: its own records and where they went; across regions, as
+    for a merge, without who, why or the other regions' entities."""
     mine = [m for m in change.moves if m.record_id in moved and moved[m.record_id].region is region]
     message = ev.EntitySplit(
         entity=entity_name(change.entity_id),
-        split_entities=[entity_name(e) for e in change.others],
+        split_entities=sorted({entity_name(m.to_entity) for m in mine})
+        if spans_regions
+        else [entity_name(e) for e in change.others],
         moved_records=[moved[m.record_id].name for m in mine],
         moved_to=[entity_name(m.to_entity) for m in mine],
         change_id=change.id,
         undone_change=undone,
-        decided_by=change.decided_by,
-        reason=change.reason,
+        decided_by="" if spans_regions else change.decided_by,
+        reason="" if spans_regions else change.reason,
     )
     return build_event(
         message,

@@ -226,16 +226,8 @@ def explanation_to_proto(e: Explanation | None, *, show_values: bool = True) -> 
         probability=e.probability,
         decision=_DECISIONS.get(e.decision, pb.MATCH_DECISION_UNSPECIFIED),  # type: ignore[arg-type]
         shared_identifiers=e.shared_identifiers,
-        text=e.text if show_values else _text_without_values(e),
+        text=e.text if show_values else e.value_free_text(),
         model_version=e.model_version,
-    )
-
-
-def _text_without_values(e: Explanation) -> str:
-    parts = [f"{c['comparison']}: {c['level']}, {c['weight']:+.2f}" for c in e.contributions]
-    return (
-        f"Match weight {e.weight:.2f} (probability {e.probability:.4f}): {e.decision.lower().replace('_', ' ')}. "
-        + "; ".join(parts)
     )
 
 

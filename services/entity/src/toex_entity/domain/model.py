@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -123,6 +123,25 @@ class Explanation:
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    def value_free_text(self) -> str:
+        """The account of the comparison without either record's values: how each field
+        compared and what it weighed, which is all a caller who may not see both records gets."""
+        parts = [f"{c['comparison']}: {c['level']}, {c['weight']:+.2f}" for c in self.contributions]
+        return (
+            f"Match weight {self.weight:.2f} (probability {self.probability:.4f}): "
+            f"{self.decision.lower().replace('_', ' ')}. " + "; ".join(parts)
+        )
+
+    def without_values(self) -> Explanation:
+        """What is stored with a link: the other record may be another region's, so its values
+        (and the new record's, which would show what was compared) are never kept; ExplainMatch
+        recomputes them for a caller who may see both records."""
+        return replace(
+            self,
+            contributions=[{**c, "value_a": "", "value_b": ""} for c in self.contributions],
+            text=self.value_free_text(),
+        )
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Explanation:

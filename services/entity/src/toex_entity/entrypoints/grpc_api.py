@@ -15,7 +15,7 @@ from toex_common.uow import idempotency_of
 
 from toex_entity.adapters import mapping
 from toex_entity.domain import commands, policy
-from toex_entity.domain.model import ChangeKind, Outcome, ResolveResult
+from toex_entity.domain.model import ChangeKind, Explanation, Outcome, ResolveResult
 from toex_entity.service_layer import handlers
 
 RECORD = "regions/{region}/records/{record}"
@@ -94,23 +94,31 @@ def entity_to_proto(view: handlers.EntityView, contact_role: object) -> pb.Entit
                 entities=[],
                 records=[record.name],
                 decided_by=link.decided_by,
-                reason=str((link.explanation or {}).get("text", "")) if link.explanation else "",
+                # Rendered from the stored comparison, never a stored text: rows written before
+                # explanations were stored without values still carry them in their text.
+                reason=Explanation.from_json(link.explanation).value_free_text() if link.explanation else "",
                 change_time=mapping.ts(link.at),
             )
         )
     visible = {r.id: r for r in records}
+    # A caller who sees only part of the entity is told what happened and when, never who
+    # decided it, why (reasons name records) or which other entities were involved: those may
+    # be another region's (deconfliction says only that another region holds records).
+    partial = bool(view.other_regions)
     for change in view.history:
         history.append(
             pb.EntityChange(
                 change_id=change.id,
                 kind=_CHANGE[change.kind],  # type: ignore[arg-type]
-                entities=[
+                entities=[]
+                if partial
+                else [
                     f"entities/{e}"
                     for e in (change.others if change.entity_id == view.entity.id else (change.entity_id,))
                 ],
                 records=[visible[m.record_id].name for m in change.moves if m.record_id in visible],
-                decided_by=change.decided_by,
-                reason=change.reason,
+                decided_by="" if partial else change.decided_by,
+                reason="" if partial else change.reason,
                 change_time=mapping.ts(change.at),
                 undone=bool(change.undone_by),
             )
@@ -126,7 +134,7 @@ def entity_to_proto(view: handlers.EntityView, contact_role: object) -> pb.Entit
             pb.Deconfliction(region=r.to_proto(), contact_role=role(r))  # type: ignore[arg-type,operator]
             for r in view.other_regions
         ],
-        merged_ids=[f"entities/{e}" for e in view.merged_ids],
+        merged_ids=[] if partial else [f"entities/{e}" for e in view.merged_ids],
         history=history,
         create_time=mapping.ts(view.entity.created_at),
         update_time=mapping.ts(view.entity.updated_at),
@@ -162,7 +170,7 @@ class EntityServicer(entity_pb2_grpc.EntityResolutionServiceServicer):
             record=mapping.record_to_proto(record) if record else None,
             entity=self._entity(view),
             outcome=_OUTCOME[result.outcome],  # type: ignore[arg-type]
-            explanation=mapping.explanation_to_proto(result.explanation, show_values=_sees_both(result)),
+            explanation=_explanation_for_caller(result),
             review_tasks=result.review_tasks,
             deconflictions=[
                 pb.Deconfliction(region=r.to_proto(), contact_role=self.deps.contact_role(r))  # type: ignore[arg-type]
@@ -358,15 +366,22 @@ class EntityServicer(entity_pb2_grpc.EntityResolutionServiceServicer):
         )
 
 
-def _sees_both(result: ResolveResult) -> bool:
-    """Explanations name values of both records; the candidate may be another region's, whose
-    content the caller must not see."""
+def _explanation_for_caller(result: ResolveResult) -> pb.MatchExplanation | None:
+    """Explanations name both records and their values; the candidate may be another region's,
+    whose name and content the caller must not see: then only how each field compared is
+    shown, and the candidate stays unnamed."""
     if result.explanation is None:
-        return True
+        return None
     principal = current_principal()
-    for name in (result.explanation.record_a, result.explanation.record_b):
-        if name.startswith("regions/"):
-            region = Region.parse(name.split("/")[1])
-            if not policy.sees(principal, region):
-                return False
-    return True
+    hidden = {
+        name
+        for name in (result.explanation.record_a, result.explanation.record_b)
+        if name.startswith("regions/") and not policy.sees(principal, Region.parse(name.split("/")[1]))
+    }
+    explanation = mapping.explanation_to_proto(result.explanation, show_values=not hidden)
+    assert explanation is not None
+    if result.explanation.record_a in hidden:
+        explanation.record_a = ""
+    if result.explanation.record_b in hidden:
+        explanation.record_b = ""
+    return explanation

@@ -643,9 +643,13 @@ async def split(cmd: commands.SplitEntity, deps: Deps) -> tuple[EntityView, list
         else:
             change = await _split_records(uow, cmd, entity, records, reason, now)
         moved = await uow.repo.get_records(m.record_id for m in change.moves)
-        regions = {r.region for r in moved.values()}
-        for region in sorted(regions):
-            uow.publish(integration.entity_split(change, region, moved, change.undoes or ""))
+        regions = {r.region for r in moved.values()} | {r.region for r in records}
+        for region in sorted({r.region for r in moved.values()}):
+            uow.publish(
+                integration.entity_split(
+                    change, region, moved, change.undoes or "", spans_regions=len(regions) > 1
+                )
+            )
         if cmd.idempotency is not None:
             await uow.remember_request(
                 scope, cmd.idempotency.request_id, cmd.idempotency.fingerprint, change.id

@@ -324,7 +324,7 @@ def _link(
             explanation.probability if explanation else 1.0,
             by,
             ctx.now,
-            explanation.to_json() if explanation else None,
+            explanation.without_values().to_json() if explanation else None,
         )
     )
     batch.touched.add(entity_id)
@@ -345,7 +345,7 @@ def _new_entity(
             0.0,
             ctx.actor,
             ctx.now,
-            explanation.to_json() if explanation else None,
+            explanation.without_values().to_json() if explanation else None,
         )
     )
     return ResolveResult(record.id, entity.id, outcome, explanation, region=record.region.value)
@@ -408,8 +408,9 @@ async def merge_entities(
     await repo.touch_entities([into], now)
     regions = await repo.regions_of([into])
     records = await repo.get_records([m.record_id for m in moves])
-    for region in sorted(regions.get(into, set())):
-        uow.publish(integration.entities_merged(change, region, records))
+    held = regions.get(into, set())
+    for region in sorted(held):
+        uow.publish(integration.entities_merged(change, region, records, spans_regions=len(held) > 1))
     return change
 
 
