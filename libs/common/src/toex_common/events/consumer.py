@@ -26,6 +26,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from toex_common.db import inbox_table
 from toex_common.events.envelope import IncomingEvent, decode
 from toex_common.events.streams import DEAD_LETTER, ensure_stream
+from toex_common.regions import Region
 from toex_common.telemetry import consumer_span
 from toex_common.uow import SqlAlchemyUnitOfWork
 
@@ -133,7 +134,9 @@ class IdempotentConsumer:
         one at a time, so one bad event cannot hold back or poison the others."""
         if len(messages) > 1 and all(m.metadata and m.metadata.num_delivered == 1 for m in messages):
             events = [decode(m.subject, m.data, m.headers) for m in messages]
-            if all(e.event_id for e in events) and len({e.event_id for e in events}) == len(events):
+            if all(e.event_id and e.label_problem() is None for e in events) and len(
+                {e.event_id for e in events}
+            ) == len(events):
                 try:
                     processed, duplicates = await self._process_batch(events)
                 except Exception as exc:
@@ -182,6 +185,11 @@ class IdempotentConsumer:
             try:
                 if not event.event_id:
                     raise PermanentError("event has no id (ce-id or Nats-Msg-Id header)")
+                # A forged label (say ERSOU on an EMSOU subject) must never make another
+                # region's records: the subject is what NATS permissions vouch for.
+                problem = event.label_problem()
+                if problem is not None:
+                    raise PermanentError(f"security label refused: {problem}")
                 outcome = await self._process(event)
                 await message.ack()
             except PermanentError as exc:
@@ -221,7 +229,9 @@ class IdempotentConsumer:
             return Outcome.PROCESSED
 
     async def _dead_letter(self, message: Msg, event: IncomingEvent, reason: str) -> Outcome:
-        region = (event.headers.get("toex-region") or "national").lower()
+        # The subject's region, never the (forgeable) header: a dead letter stays where the
+        # event was published, under that region's permissions.
+        region = (event.region or Region.NATIONAL).token
         headers = {k: v for k, v in (message.headers or {}).items()}
         headers.update(
             {

@@ -131,8 +131,35 @@ class IncomingEvent:
 
     @property
     def region(self) -> Region | None:
-        code = self.headers.get("toex-region")
-        return Region.parse(code) if code else None
+        """The region of the subject the event was published on: what the per-region NATS
+        permissions let a publisher use, and so the only region a consumer trusts (the
+        consumer base refuses an event whose header or payload label says otherwise)."""
+        return subject_region(self.subject)
+
+    def label_problem(self) -> str | None:
+        """Why the event's security label cannot be trusted, or None: the subject's region,
+        the toex-region header and the payload's label must all name the same region."""
+        region = subject_region(self.subject)
+        if region is None:
+            return f"subject {self.subject!r} names no region"
+        header = self.headers.get("toex-region")
+        if header is not None and header.upper() != region.value:
+            return f"toex-region header {header!r} differs from the subject's region {region.value}"
+        label = getattr(self.message, "label", None) if self.message is not None else None
+        if label is not None and label.region != region.to_proto():
+            return f"payload label region {label.region} differs from the subject's region {region.value}"
+        return None
+
+
+def subject_region(subject: str) -> Region | None:
+    """The region token of `toex.<region>.<domain>.<Event>`, or None."""
+    parts = subject.split(".")
+    if len(parts) < 3 or parts[0] != "toex":
+        return None
+    try:
+        return Region.parse(parts[1])
+    except ValueError:
+        return None
 
 
 def message_class(event_type: str) -> type[Message] | None:
