@@ -116,3 +116,19 @@ async def entity(database: str, nats_server: Any, keycloak: Any, tokens: Tokens)
     )
     yield service
     await stop_service(service)
+
+
+@pytest.fixture
+async def tasking(database: str, nats_server: Any, keycloak: Any, tokens: Tokens) -> AsyncIterator[Service]:
+    from toex.tasking.v1 import tasking_pb2_grpc
+
+    service = await start_service(
+        "toex_tasking",
+        tasking_pb2_grpc.TaskingServiceStub,
+        database=database,
+        nats_url=nats_server.url,
+        issuer=keycloak.issuer,
+        tokens=tokens,
+    )
+    yield service
+    await stop_service(service)

@@ -315,13 +315,7 @@ class CommsServicer(comms_pb2_grpc.CommsAnalysisServiceServicer):
         size = pagination.page_size(request.page_size)
         principal = current_principal()
         key = pagination.fingerprint(principal.subject, request.parent, request.job, request.kind, size)
-        cursor = pagination.decode(request.page_token, key)
-        after = None
-        if cursor is not None:
-            try:
-                after = (datetime.fromisoformat(cursor[0]), cursor[1])
-            except ValueError:
-                raise InvalidArgument.field("page_token", "not a token this service issued") from None
+        after = pagination.decode_after(request.page_token, key)
         found = await handlers.list_datasets(principal, region, request.job, kind, size + 1, after, self.deps)
         page = found[:size]
         response = pb.ListDatasetsResponse(datasets=[dataset_to_proto(d) for d in page])
@@ -335,8 +329,7 @@ class CommsServicer(comms_pb2_grpc.CommsAnalysisServiceServicer):
         region, dataset_id = _dataset_ref(request.parent, "parent")
         size = pagination.page_size(request.page_size)
         key = pagination.fingerprint(request.parent, size)
-        cursor = pagination.decode(request.page_token, key)
-        offset = int(cursor[0]) if cursor else 0
+        offset = pagination.decode_offset(request.page_token, key)
         dataset, items = await handlers.list_rejections(
             current_principal(), region, dataset_id, offset, size, self.deps
         )
@@ -404,8 +397,7 @@ class CommsServicer(comms_pb2_grpc.CommsAnalysisServiceServicer):
         scope = _scope(pb.AnalysisScope(parent=request.parent, datasets=request.datasets), "request")
         size = pagination.page_size(request.page_size)
         key = pagination.fingerprint(request.parent, sorted(request.datasets), size)
-        cursor = pagination.decode(request.page_token, key)
-        after = int(cursor[0]) if cursor else 0
+        after = pagination.decode_offset(request.page_token, key)
         rows = await handlers.list_index(
             current_principal(), region, scope.dataset_ids, after, size + 1, self.deps
         )

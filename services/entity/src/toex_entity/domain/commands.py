@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from toex_common.principal import Principal
 from toex_common.regions import Region
@@ -65,7 +66,7 @@ class ListReviewTasks:
     region: Region | None
     state: ReviewState
     limit: int
-    after: tuple[str, str] | None
+    after: tuple[datetime, str] | None
 
 
 @dataclass(frozen=True)

@@ -248,8 +248,7 @@ class EntityServicer(entity_pb2_grpc.EntityResolutionServiceServicer):
             request.email,
             size,
         )
-        cursor = pagination.decode(request.page_token, key)
-        offset = int(cursor[0]) if cursor else 0
+        offset = pagination.decode_offset(request.page_token, key)
         views, more = await handlers.search_entities(
             commands.SearchEntities(
                 principal,
@@ -293,9 +292,9 @@ class EntityServicer(entity_pb2_grpc.EntityResolutionServiceServicer):
         state = mapping.review_state_from_proto(request.state)
         principal = current_principal()
         key = pagination.fingerprint(principal.subject, request.parent, state, size)
-        cursor = pagination.decode(request.page_token, key)
+        after = pagination.decode_after(request.page_token, key)
         tasks, more = await handlers.list_review_tasks(
-            commands.ListReviewTasks(principal, region, state, size, cursor), self.deps
+            commands.ListReviewTasks(principal, region, state, size, after), self.deps
         )
         response = pb.ListReviewTasksResponse(
             review_tasks=[mapping.review_to_proto(t, a, b) for t, a, b in tasks]

@@ -457,14 +457,8 @@ async def list_review_tasks(
     cmd: commands.ListReviewTasks, deps: Deps
 ) -> tuple[list[tuple[ReviewTask, str, str]], bool]:
     regions = policy.review_regions(cmd.actor, cmd.region)
-    after = None
-    if cmd.after is not None:
-        try:
-            after = (datetime.fromisoformat(cmd.after[0]), cmd.after[1])
-        except ValueError:
-            raise InvalidArgument.field("page_token", "not a token this service issued") from None
     async with deps.uow() as uow:
-        tasks = await uow.repo.list_review_tasks(regions, cmd.state, cmd.limit + 1, after)
+        tasks = await uow.repo.list_review_tasks(regions, cmd.state, cmd.limit + 1, cmd.after)
         more = len(tasks) > cmd.limit
         tasks = tasks[: cmd.limit]
         records = await uow.repo.get_records([r for t in tasks for r in (t.record_id, t.candidate_record_id)])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from google.protobuf import json_format
 from grpc import aio
 from toex.pnd.v1 import pnd_pb2 as pb
@@ -33,16 +31,6 @@ def _record_ref(name: str, field: str = "name") -> tuple[Region, str]:
 def _parent_region(parent: str, field: str = "parent", *, allow_all: bool = False) -> Region | None:
     parts = names.parse(parent, "regions/{region}", field)
     return names.parse_region(parts["region"], field, allow_all=allow_all)
-
-
-def _after(token: str, key: str) -> tuple[datetime, str] | None:
-    cursor = pagination.decode(token, key)
-    if cursor is None:
-        return None
-    try:
-        return datetime.fromisoformat(cursor[0]), cursor[1]
-    except ValueError:
-        raise InvalidArgument.field("page_token", "not a token this service issued") from None
 
 
 def _report_id(name: str, field: str) -> str | None:
@@ -135,7 +123,13 @@ class PndSyncServicer(pnd_pb2_grpc.PndSyncServiceServicer):
         )
         records, more = await handlers.list_intelligence(
             commands.ListIntelligence(
-                principal, region, states, kind, request.show_deleted, size, _after(request.page_token, key)
+                principal,
+                region,
+                states,
+                kind,
+                request.show_deleted,
+                size,
+                pagination.decode_after(request.page_token, key),
             ),
             self.deps,
         )
@@ -245,7 +239,13 @@ class PndSyncServicer(pnd_pb2_grpc.PndSyncServiceServicer):
         principal = current_principal()
         key = pagination.fingerprint(principal.subject, request.parent, request.region, category, size)
         report, items, more = await handlers.list_reconciliation_items(
-            principal, report_id, region, category, size, _after(request.page_token, key), self.deps
+            principal,
+            report_id,
+            region,
+            category,
+            size,
+            pagination.decode_after(request.page_token, key),
+            self.deps,
         )
         response = pb.ListReconciliationItemsResponse(
             items=[mapping.item_to_proto(item, report.started_at) for item in items]

@@ -168,13 +168,7 @@ class SafeguardingServicer(safeguarding_pb2_grpc.SafeguardingServiceServicer):
         query_key = pagination.fingerprint(
             principal.subject, request.parent, sorted(states), request.overdue_only, size
         )
-        cursor = pagination.decode(request.page_token, query_key)
-        after = None
-        if cursor is not None:
-            try:
-                after = (datetime.fromisoformat(cursor[0]), cursor[1])
-            except ValueError:
-                raise InvalidArgument.field("page_token", "not a token this service issued") from None
+        after = pagination.decode_after(request.page_token, query_key)
         found, more = await handlers.list_referrals(
             commands.ListReferrals(principal, region, states, request.overdue_only, size, after), self.deps
         )
@@ -351,13 +345,7 @@ class SafeguardingServicer(safeguarding_pb2_grpc.SafeguardingServiceServicer):
         size = pagination.page_size(request.page_size)
         principal = current_principal()
         query_key = pagination.fingerprint(principal.subject, request.parent, size, "overdue")
-        cursor = pagination.decode(request.page_token, query_key)
-        after = None
-        if cursor is not None:
-            try:
-                after = (datetime.fromisoformat(cursor[0]), cursor[1])
-            except ValueError:
-                raise InvalidArgument.field("page_token", "not a token this service issued") from None
+        after = pagination.decode_after(request.page_token, query_key)
         rows, total, more = await handlers.list_overdue(
             commands.ListOverdue(principal, region, size, after), self.deps
         )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from grpc import aio
 from toex.tasking.v1 import tasking_pb2 as pb
 from toex.tasking.v1 import tasking_pb2_grpc
@@ -83,13 +81,7 @@ class TaskingServicer(tasking_pb2_grpc.TaskingServiceServicer):
         query_key = pagination.fingerprint(
             principal.subject, request.parent, sorted(states), request.assignee, due_before, size
         )
-        cursor = pagination.decode(request.page_token, query_key)
-        after = None
-        if cursor is not None:
-            try:
-                after = (datetime.fromisoformat(cursor[0]), cursor[1])
-            except ValueError:
-                raise InvalidArgument.field("page_token", "not a token this service issued") from None
+        after = pagination.decode_after(request.page_token, query_key)
         jobs, more = await handlers.list_jobs(
             commands.ListJobs(principal, region, states, request.assignee.strip(), due_before, size, after),
             self.deps,
