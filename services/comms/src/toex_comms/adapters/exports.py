@@ -217,6 +217,9 @@ def picture(net: Network, fmt: str, labels: dict[int, str] | None = None) -> byt
                     va="top",
                     fontsize=8,
                     fontweight="bold" if data["target"] else "normal",
+                    # Labels are users' text: a `$` is a dollar sign, never mathematical notation
+                    # (which rendered what nobody wrote, or failed the export).
+                    parse_math=False,
                     bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85},
                 )
         xs = [p[0] for p in layout.values()]
