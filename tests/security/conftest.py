@@ -132,3 +132,23 @@ async def tasking(database: str, nats_server: Any, keycloak: Any, tokens: Tokens
     )
     yield service
     await stop_service(service)
+
+
+@pytest.fixture
+async def comms(
+    database: str, nats_server: Any, keycloak: Any, tokens: Tokens, tmp_path: Any
+) -> AsyncIterator[Service]:
+    from toex.comms.v1 import comms_pb2_grpc
+
+    service = await start_service(
+        "toex_comms",
+        comms_pb2_grpc.CommsAnalysisServiceStub,
+        database=database,
+        nats_url=nats_server.url,
+        issuer=keycloak.issuer,
+        tokens=tokens,
+        data_dir=tmp_path / "data",
+        consume_events=False,
+    )
+    yield service
+    await stop_service(service)

@@ -7,7 +7,7 @@ digits): joins and filters over millions of call records then compare integers, 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import phonenumbers
 
@@ -80,19 +80,28 @@ def normalise_vrm(raw: str) -> str:
     return vrm
 
 
-def parse_targets(raws: Iterable[str], field: str) -> list[int]:
-    """Targets for an analysis; raises InvalidArgument naming each bad entry."""
-    from toex_common.errors import Violations
+# At most this many target numbers per analysis: checked before any is parsed.
+MAX_TARGETS_PER_ANALYSIS = 1000
+# Longer than any phone number written with spaces and punctuation.
+MAX_NUMBER_TEXT = 64
 
+
+def parse_targets(raws: Sequence[str], field: str) -> list[int]:
+    """Targets for an analysis, in the order given without repeats; raises InvalidArgument
+    naming each bad entry. The count is checked before any entry is parsed."""
+    from toex_common.errors import InvalidArgument, Violations
+
+    if len(raws) > MAX_TARGETS_PER_ANALYSIS:
+        raise InvalidArgument.field(field, f"give at most {MAX_TARGETS_PER_ANALYSIS} numbers")
     problems = Violations()
-    keys: list[int] = []
+    keys: dict[int, None] = {}
     for i, raw in enumerate(raws):
+        if len(raw) > MAX_NUMBER_TEXT:
+            problems.add(f"{field}[{i}]", f"longer than {MAX_NUMBER_TEXT} characters: not a phone number")
+            continue
         try:
-            key = parse_number_key(raw)
+            keys[parse_number_key(raw)] = None
         except BadIdentifier as exc:
             problems.add(f"{field}[{i}]", str(exc))
-            continue
-        if key not in keys:
-            keys.append(key)
     problems.raise_if_any()
-    return keys
+    return list(keys)

@@ -17,6 +17,7 @@ from toex.comms.v1 import resources_pb2 as res
 from toex_common import names, pagination
 from toex_common.context import current_principal
 from toex_common.errors import InvalidArgument
+from toex_common.limits import bounded
 from toex_common.regions import Region
 
 from toex_comms import analysis
@@ -29,7 +30,12 @@ from toex_comms.adapters.integration import (
     watchlist_ref,
 )
 from toex_comms.domain.commands import ImportFile, Scope
-from toex_comms.domain.identifiers import BadIdentifier, normalise_vrm, parse_targets
+from toex_comms.domain.identifiers import (
+    MAX_TARGETS_PER_ANALYSIS,
+    BadIdentifier,
+    normalise_vrm,
+    parse_targets,
+)
 from toex_comms.domain.model import (
     AdvertFlag,
     Attribution,
@@ -45,6 +51,10 @@ from toex_comms.service_layer import handlers
 DATASET = "regions/{region}/datasets/{dataset}"
 WATCHLIST = "regions/{region}/watchlists/{watchlist}"
 CHUNK = 1024 * 1024
+# Bounds checked before an analysis starts (see toex_common.limits).
+MAX_EDGES = 50_000
+MAX_LIMIT = 10_000
+MAX_WINDOW_SECONDS = 86_400
 KIND_FROM_PROTO = {v: k for k, v in KIND_TO_PROTO.items()}
 WATCHLIST_KIND_FROM_PROTO = {v: k for k, v in WATCHLIST_KIND_TO_PROTO.items()}
 HANDLING_FROM_PROTO = {v: k for k, v in HANDLING_TO_PROTO.items()}
@@ -457,6 +467,7 @@ class CommsServicer(comms_pb2_grpc.CommsAnalysisServiceServicer):
     async def GetContactNetwork(
         self, request: pb.GetContactNetworkRequest, context: aio.ServicerContext
     ) -> pb.GetContactNetworkResponse:
+        max_edges = bounded(request.max_edges, "max_edges", default=2000, maximum=MAX_EDGES)
         targets = parse_targets(request.targets, "targets")
         handlers.ensure_targets(targets)
         scope, rows, pairs = await self._cdr_pairs(request.scope)
@@ -465,7 +476,7 @@ class CommsServicer(comms_pb2_grpc.CommsAnalysisServiceServicer):
             rows,
             targets,
             min_contacts=request.min_contacts or 1,
-            max_edges=request.max_edges or 2000,
+            max_edges=max_edges,
             pairs=pairs,
         )
         found, members = await self._labels(scope.region, list(net.nodes))
@@ -499,6 +510,8 @@ class CommsServicer(comms_pb2_grpc.CommsAnalysisServiceServicer):
     async def FindCommonContacts(
         self, request: pb.FindCommonContactsRequest, context: aio.ServicerContext
     ) -> pb.FindCommonContactsResponse:
+        min_targets = bounded(request.min_targets, "min_targets", default=2, maximum=MAX_TARGETS_PER_ANALYSIS)
+        limit = bounded(request.limit, "limit", default=100, maximum=MAX_LIMIT)
         targets = parse_targets(request.targets, "targets")
         handlers.ensure_targets(targets)
         scope, rows, pairs = await self._cdr_pairs(request.scope)
@@ -506,9 +519,9 @@ class CommsServicer(comms_pb2_grpc.CommsAnalysisServiceServicer):
             analysis.common_contacts,
             rows,
             targets,
-            min_targets=request.min_targets or 2,
+            min_targets=min_targets,
             include_targets=request.include_targets,
-            limit=request.limit or 100,
+            limit=limit,
             pairs=pairs,
         )
         attributed, _ = await self._labels(scope.region, [c.number for c in found])
@@ -530,6 +543,7 @@ class CommsServicer(comms_pb2_grpc.CommsAnalysisServiceServicer):
     async def RankSuspects(
         self, request: pb.RankSuspectsRequest, context: aio.ServicerContext
     ) -> pb.RankSuspectsResponse:
+        limit = bounded(request.limit, "limit", default=25, maximum=MAX_LIMIT)
         targets = parse_targets(request.targets, "targets")
         handlers.ensure_targets(targets)
         scope, rows, pairs = await self._cdr_pairs(request.scope)
@@ -537,7 +551,7 @@ class CommsServicer(comms_pb2_grpc.CommsAnalysisServiceServicer):
             analysis.rank_suspects,
             rows,
             targets,
-            limit=request.limit or 25,
+            limit=limit,
             max_degree=request.max_degree,
             pairs=pairs,
         )
@@ -565,9 +579,10 @@ class CommsServicer(comms_pb2_grpc.CommsAnalysisServiceServicer):
     async def GetTargetProfile(
         self, request: pb.GetTargetProfileRequest, context: aio.ServicerContext
     ) -> pb.GetTargetProfileResponse:
+        top = bounded(request.top, "top", default=20, maximum=MAX_LIMIT)
         (target,) = parse_targets([request.target], "target")
         scope, rows = await self._cdr(request.scope)
-        p = await asyncio.to_thread(analysis.target_profile, rows, target, top=request.top or 20)
+        p = await asyncio.to_thread(analysis.target_profile, rows, target, top=top)
         attributed, _ = await self._labels(scope.region, [target])
         return pb.GetTargetProfileResponse(
             target=f"+{target}",
@@ -585,6 +600,10 @@ class CommsServicer(comms_pb2_grpc.CommsAnalysisServiceServicer):
     async def FindColocations(
         self, request: pb.FindColocationsRequest, context: aio.ServicerContext
     ) -> pb.FindColocationsResponse:
+        window_seconds = bounded(
+            request.window_seconds, "window_seconds", default=900, maximum=MAX_WINDOW_SECONDS
+        )
+        limit = bounded(request.limit, "limit", default=100, maximum=MAX_LIMIT)
         targets = parse_targets(request.targets, "targets")
         handlers.ensure_targets(targets)
         _, rows = await self._cdr(request.scope)
@@ -592,8 +611,8 @@ class CommsServicer(comms_pb2_grpc.CommsAnalysisServiceServicer):
             analysis.colocations,
             rows,
             targets,
-            window_seconds=request.window_seconds or 900,
-            limit=request.limit or 100,
+            window_seconds=window_seconds,
+            limit=limit,
         )
         return pb.FindColocationsResponse(
             colocations=[
@@ -657,10 +676,9 @@ class CommsServicer(comms_pb2_grpc.CommsAnalysisServiceServicer):
     async def ListWatchlistContacts(
         self, request: pb.ListWatchlistContactsRequest, context: aio.ServicerContext
     ) -> pb.ListWatchlistContactsResponse:
+        limit = bounded(request.limit, "limit", default=100, maximum=MAX_LIMIT)
         region = _own_region(request.parent)
-        found = await handlers.list_watchlist_contacts(
-            current_principal(), region, request.limit or 100, self.deps
-        )
+        found = await handlers.list_watchlist_contacts(current_principal(), region, limit, self.deps)
         return pb.ListWatchlistContactsResponse(contacts=[_contact(c) for c in found])
 
     async def ListAdvertFlags(
@@ -685,6 +703,11 @@ class CommsServicer(comms_pb2_grpc.CommsAnalysisServiceServicer):
     async def FindConvoys(
         self, request: pb.FindConvoysRequest, context: aio.ServicerContext
     ) -> pb.FindConvoysResponse:
+        window_seconds = bounded(
+            request.window_seconds, "window_seconds", default=180, maximum=MAX_WINDOW_SECONDS
+        )
+        min_occasions = bounded(request.min_occasions, "min_occasions", default=3, maximum=MAX_LIMIT)
+        limit = bounded(request.limit, "limit", default=100, maximum=MAX_LIMIT)
         vrms = []
         for i, raw in enumerate(request.vrms):
             try:
@@ -695,24 +718,25 @@ class CommsServicer(comms_pb2_grpc.CommsAnalysisServiceServicer):
         found = await asyncio.to_thread(
             analysis.convoys,
             rows,
-            window_seconds=request.window_seconds or 180,
-            min_occasions=request.min_occasions or 3,
+            window_seconds=window_seconds,
+            min_occasions=min_occasions,
             vrms=vrms or None,
-            limit=request.limit or 100,
+            limit=limit,
         )
         return pb.FindConvoysResponse(convoys=[_convoy(c) for c in found])
 
     async def GetTravelPattern(
         self, request: pb.GetTravelPatternRequest, context: aio.ServicerContext
     ) -> pb.GetTravelPatternResponse:
+        max_hop_seconds = bounded(
+            request.max_hop_seconds, "max_hop_seconds", default=7200, maximum=MAX_WINDOW_SECONDS
+        )
         try:
             vrm = normalise_vrm(request.vrm)
         except BadIdentifier as exc:
             raise InvalidArgument.field("vrm", str(exc)) from None
         scope, rows = await self._anpr(request.scope)
-        p = await asyncio.to_thread(
-            analysis.travel_pattern, rows, vrm, max_hop_seconds=request.max_hop_seconds or 7200
-        )
+        p = await asyncio.to_thread(analysis.travel_pattern, rows, vrm, max_hop_seconds=max_hop_seconds)
         found = await handlers.attributions_for(scope.region, [vrm], self.deps)
         return pb.GetTravelPatternResponse(
             vrm=vrm,

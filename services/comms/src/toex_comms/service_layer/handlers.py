@@ -31,7 +31,12 @@ from toex_comms.adapters.store import DatasetStore
 from toex_comms.adapters.uow import SqlCommsUnitOfWork
 from toex_comms.domain import policy
 from toex_comms.domain.commands import ImportFile, Scope
-from toex_comms.domain.identifiers import BadIdentifier, normalise_vrm, parse_number_key
+from toex_comms.domain.identifiers import (
+    MAX_TARGETS_PER_ANALYSIS,
+    BadIdentifier,
+    normalise_vrm,
+    parse_number_key,
+)
 from toex_comms.domain.model import (
     AdvertFlag,
     Attribution,
@@ -656,5 +661,5 @@ async def on_record_linked(
 def ensure_targets(targets: list[int], field: str = "targets") -> None:
     if not targets:
         raise InvalidArgument.field(field, "give at least one target number")
-    if len(targets) > 1000:
-        raise FailedPrecondition("at most 1000 targets per analysis")
+    if len(targets) > MAX_TARGETS_PER_ANALYSIS:
+        raise FailedPrecondition(f"at most {MAX_TARGETS_PER_ANALYSIS} targets per analysis")

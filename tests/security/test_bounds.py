@@ -1,0 +1,85 @@
+"""Finding 6: one request must not freeze a service.
+
+Each attack sends a hostile input with a deadline of a few seconds. Before the fixes the
+comms target list was de-duplicated in quadratic time on the event loop before its cap was
+checked, the entity email pattern backtracked quadratically, and analysis sizes had no upper
+bound; each answer now comes at once, as INVALID_ARGUMENT naming the field."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from toex.comms.v1 import comms_pb2 as cpb
+from toex.entity.v1 import entity_pb2 as epb
+
+NC = "national_coordinator.national"
+RES = "researcher.emsou"
+DEADLINE = 3.0
+
+
+async def invalid_field(call, request, metadata) -> str:  # type: ignore[no-untyped-def]
+    """The field an INVALID_ARGUMENT names; fails on any other answer, a timeout included."""
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await call(request, metadata=metadata, timeout=DEADLINE)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, error.value
+    return error.value.details() or ""
+
+
+async def test_a_hundred_thousand_targets(comms) -> None:
+    targets = [f"+4477009{n:05d}" for n in range(100_000)]
+    scope = cpb.AnalysisScope(parent="regions/EMSOU", datasets=["regions/EMSOU/datasets/none"])
+    details = await invalid_field(
+        comms.stub.GetContactNetwork,
+        cpb.GetContactNetworkRequest(scope=scope, targets=targets),
+        comms.md(RES),
+    )
+    assert "targets" in details
+    # One very long "number" is refused without being parsed.
+    details = await invalid_field(
+        comms.stub.GetContactNetwork,
+        cpb.GetContactNetworkRequest(scope=scope, targets=["7" * 1_000_000]),
+        comms.md(RES),
+    )
+    assert "targets[0]" in details
+
+
+@pytest.mark.parametrize(
+    ("rpc", "request_factory", "field"),
+    [
+        (
+            "GetContactNetwork",
+            lambda s: cpb.GetContactNetworkRequest(scope=s, targets=["+447700900001"], max_edges=10**9),
+            "max_edges",
+        ),
+        (
+            "FindColocations",
+            lambda s: cpb.FindColocationsRequest(scope=s, targets=["+447700900001"], window_seconds=10**9),
+            "window_seconds",
+        ),
+        (
+            "FindConvoys",
+            lambda s: cpb.FindConvoysRequest(
+                scope=cpb.AnprScope(parent=s.parent, datasets=s.datasets), window_seconds=2_000_000_000
+            ),
+            "window_seconds",
+        ),
+        (
+            "FindCommonContacts",
+            lambda s: cpb.FindCommonContactsRequest(scope=s, targets=["+447700900001"], limit=10**9),
+            "limit",
+        ),
+    ],
+)
+async def test_analysis_sizes_are_bounded_before_work(comms, rpc, request_factory, field) -> None:  # type: ignore[no-untyped-def]
+    scope = cpb.AnalysisScope(parent="regions/EMSOU", datasets=["regions/EMSOU/datasets/none"])
+    details = await invalid_field(getattr(comms.stub, rpc), request_factory(scope), comms.md(RES))
+    assert field in details
+
+
+async def test_a_crafted_email_is_refused_at_once(entity) -> None:
+    hostile = "a@" + "b." * 200_000 + "@"
+    details = await invalid_field(
+        entity.stub.SearchEntities, epb.SearchEntitiesRequest(email=hostile), entity.md(NC)
+    )
+    assert "email" in details
+    assert hostile[:300] not in details  # the answer does not echo a megabyte back
