@@ -96,3 +96,56 @@ async def test_a_forged_label_creates_nothing_and_is_dead_lettered(entity, nats_
     )
     assert [m.subject.split(".")[1] for m in dead(letters)] == ["emsou"]
     assert "label" in dead(letters)[0].headers["toex-dead-reason"]
+
+
+async def test_a_job_naming_an_entity_its_region_cannot_see_learns_nothing(entity, nats_server) -> None:
+    """Finding 11: job subject ids were not checked, so a job of one region naming any entity
+    id made deconfliction notices tell that region which regions held it."""
+    from toex.entity.events.v1 import events_pb2 as ev
+    from toex.tasking.events.v1 import events_pb2 as tasking_events
+    from toex.tasking.v1 import tasking_pb2
+
+    held = await entity.stub.ResolveRecord(
+        pb.ResolveRecordRequest(
+            parent="regions/EMSOU",
+            record=pb.SourceRecord(
+                ref=pb.SourceRecordRef(source_system="niche", source_record_id=uuid.uuid4().hex),
+                grading=pb.Grading(
+                    source_evaluation=pb.SOURCE_EVALUATION_2,
+                    intelligence_assessment=pb.INTELLIGENCE_ASSESSMENT_B,
+                    handling=security_pb2.HANDLING_CODE_P,
+                ),
+                person=pb.Person(
+                    given_name="Una", surname=f"Probe{uuid.uuid4().hex[:8]}", birth_date="1985-05-15"
+                ),
+            ),
+        ),
+        metadata=entity.md("researcher.emsou"),
+    )
+    entity_id = held.entity.name.split("/")[1]
+    for region in (Region.ERSOU, Region.NATIONAL):
+        job = tasking_pb2.Job(
+            name=f"regions/{region.value}/jobs/{uuid.uuid4().hex}", subject_entity_ids=[entity_id]
+        )
+        envelope = build_event(
+            tasking_events.JobCreated(job=job), domain="tasking", source="toex/tasking", region=region
+        )
+        await publish(nats_server.url, envelope.subject, envelope.payload, dict(envelope.headers))
+
+    def about(messages: list) -> list:
+        out = []
+        for m in messages:
+            if m.headers.get("ce-type") == ev.DeconflictionNotice.DESCRIPTOR.full_name:
+                notice = ev.DeconflictionNotice.FromString(m.data)
+                if notice.entity == held.entity.name:
+                    out.append(notice)
+        return out
+
+    # The national job (the national team sees every entity) is deconflicted...
+    national = await stream_messages(
+        nats_server.url, "toex.national.entity.DeconflictionNotice", until=lambda found: bool(about(found))
+    )
+    assert [n.other_region for n in about(national)] == [region_pb2.REGION_EMSOU]
+    # ...the ERSOU job, naming an entity ERSOU holds nothing of, is told nothing.
+    ersou = await stream_messages(nats_server.url, "toex.ersou.entity.DeconflictionNotice", wait=2.0)
+    assert about(ersou) == []

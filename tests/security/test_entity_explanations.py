@@ -220,3 +220,56 @@ async def test_history_of_a_shared_entity_names_no_other_region(entity, nats_ser
     for message in this_merge(events):
         for secret in (secret_reason, ersou.entity.name, "national_coordinator"):
             assert secret.encode() not in message.data
+
+
+async def test_merge_and_split_reveal_no_redirect_out_of_scope(entity) -> None:
+    """Finding 12: naming another region's merged entity in a merge or split told the caller
+    where it had gone (its new id) before the scope check; it now answers as if missing."""
+    import grpc
+
+    tag = uuid.uuid4().hex[:8]
+    made = []
+    for given, birth in (("Pia", "1970-03-14"), ("Ros", "1990-07-19")):
+        made.append(
+            await entity.stub.ResolveRecord(
+                pb.ResolveRecordRequest(
+                    parent="regions/ERSOU",
+                    record=person(
+                        "3 Mere Way",
+                        "Ely",
+                        "cb6 1ab",
+                        given_name=given,
+                        surname=f"{given}{tag}",
+                        birth_date=birth,
+                    ),
+                ),
+                metadata=entity.md(RES_ERSOU),
+            )
+        )
+    gone, kept = made[0].entity.name, made[1].entity.name
+    await entity.stub.MergeEntities(
+        pb.MergeEntitiesRequest(name=kept, others=[gone], reason="same person"),
+        metadata=entity.md("supervisor.ersou"),
+    )
+    for call, request in (
+        (
+            entity.stub.MergeEntities,
+            pb.MergeEntitiesRequest(name=gone, others=["entities/x"], reason="probe"),
+        ),
+        (entity.stub.SplitEntity, pb.SplitEntityRequest(name=gone, undo_change="c", reason="probe")),
+    ):
+        try:
+            await call(request, metadata=entity.md("supervisor.emsou"))
+        except grpc.aio.AioRpcError as refused:
+            assert refused.code() == grpc.StatusCode.NOT_FOUND, refused
+            assert kept not in (refused.details() or "") and kept not in str(refused.trailing_metadata())
+        else:
+            raise AssertionError("a merge or split of another region's entity was accepted")
+    # ERSOU's own supervisor is told where it went.
+    try:
+        await entity.stub.SplitEntity(
+            pb.SplitEntityRequest(name=gone, undo_change="c", reason="probe"),
+            metadata=entity.md("supervisor.ersou"),
+        )
+    except grpc.aio.AioRpcError as told:
+        assert told.code() == grpc.StatusCode.FAILED_PRECONDITION and kept in (told.details() or "")

@@ -41,23 +41,25 @@ async def eventually(check, timeout: float = 15.0):  # type: ignore[no-untyped-d
         await asyncio.sleep(0.3)
 
 
-async def test_job_subject_in_another_region_raises_deconfliction(entity_service, nats_server) -> None:
+async def test_national_job_subject_held_by_a_region_raises_deconfliction(
+    entity_service, nats_server
+) -> None:
     held = await entity_service.stub.ResolveRecord(
         pb.ResolveRecordRequest(parent="regions/EMSOU", record=person(uuid.uuid4().hex, **unique_person())),
         metadata=md(entity_service.token("researcher.emsou")),
     )
     job = tasking_pb2.Job(
-        name=f"regions/ERSOU/jobs/{uuid.uuid4().hex}", subject_entity_ids=[held.entity.name.split("/")[1]]
+        name=f"regions/NATIONAL/jobs/{uuid.uuid4().hex}", subject_entity_ids=[held.entity.name.split("/")[1]]
     )
     envelope = build_event(
-        tasking_events.JobCreated(job=job), domain="tasking", source="toex/tasking", region=Region.ERSOU
+        tasking_events.JobCreated(job=job), domain="tasking", source="toex/tasking", region=Region.NATIONAL
     )
     await publish(nats_server.url, envelope)
     await publish(nats_server.url, envelope)  # a redelivery changes nothing
 
     async def notices() -> list:
         found = []
-        for region in ("emsou", "ersou"):
+        for region in ("emsou", "national"):
             events = await stream_messages(
                 nats_server.url, f"toex.{region}.entity.DeconflictionNotice", wait=1.0
             )
@@ -66,10 +68,10 @@ async def test_job_subject_in_another_region_raises_deconfliction(entity_service
 
     found = await eventually(notices)
     assert {(n.label.region, n.other_region) for n in found} == {
-        (region_pb2.REGION_EMSOU, region_pb2.REGION_ERSOU),
-        (region_pb2.REGION_ERSOU, region_pb2.REGION_EMSOU),
+        (region_pb2.REGION_EMSOU, region_pb2.REGION_NATIONAL),
+        (region_pb2.REGION_NATIONAL, region_pb2.REGION_EMSOU),
     }
-    assert next(n for n in found if n.label.region == region_pb2.REGION_ERSOU).trigger_record == job.name
+    assert next(n for n in found if n.label.region == region_pb2.REGION_NATIONAL).trigger_record == job.name
 
 
 async def test_pnd_result_becomes_source_records(entity_service, nats_server) -> None:

@@ -558,8 +558,13 @@ async def _entity_for_change(
     if entity is None:
         raise NotFound(f"{field_name} {name} not found")
     if entity.state is EntityState.MERGED:
+        # Where it went is told only to a caller who may see what it went into.
+        root = await _root(uow, entity_id)
+        held = await uow.repo.records_of([root.id]) if root is not None else []
+        if not any(policy.sees(actor, r.region) for r in held):
+            raise OutOfScope(f"{field_name} {name} not found")
         raise FailedPrecondition(
-            f"{name} was merged into entities/{entity.merged_into}; use that id", subject=name
+            f"{name} was merged into {root.name if root else ''}; use that id", subject=name
         )
     records = await uow.repo.records_of([entity.id])
     if records and not any(policy.sees(actor, r.region) for r in records):
@@ -753,7 +758,11 @@ async def record_job_subjects(
     job: str, region: Region, entity_ids: list[str], uow: EntityUnitOfWork, deps: Deps
 ) -> int:
     """A job names entities as its subjects: the job's region now has an interest in them.
-    When another region holds records on such an entity, both get a deconfliction notice."""
+    When another region holds records on such an entity, both get a deconfliction notice.
+
+    Subject ids come from whoever raised the job and are not checked there, so only entities
+    the job's region may see count (it holds a record of them; the national team sees all):
+    any other id would make the notices tell which regions hold it."""
     now = deps.clock()
     added = 0
     for entity_id in entity_ids:
@@ -761,10 +770,15 @@ async def record_job_subjects(
         if entity is None:
             log.info("job %s names unknown entity %s; ignored", job, entity_id)
             continue
+        held = (await uow.repo.regions_of([entity.id])).get(entity.id, set())
+        if region is not Region.NATIONAL and region not in held:
+            log.info(
+                "job %s names entity %s, which %s holds no record of; ignored", job, entity_id, region.value
+            )
+            continue
         if not await uow.repo.add_job_subject(job, entity.id, region, now):
             continue
         added += 1
-        held = (await uow.repo.regions_of([entity.id])).get(entity.id, set())
         for other in sorted(held - {region}):
             await resolver.notify_deconfliction(
                 uow, entity.id, entity.entity_type, region, other, job, deps.contact_role
