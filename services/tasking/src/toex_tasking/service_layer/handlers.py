@@ -188,16 +188,16 @@ async def assign_job(cmd: commands.AssignJob, deps: Deps) -> Job:
         researchers = []
         problems = Violations()
         for index, username in enumerate(names):
-            try:
-                user = await _researcher(deps, username, f"assignees[{index}]")
-            except InvalidArgument as exc:
-                problems.items.extend(exc.violations)
-                continue
-            if user.region is not job.region:
+            user = await deps.directory.find(username)
+            # One answer whether the user is unknown, not a researcher or another region's:
+            # the caller learns nothing about a user outside the job's region.
+            if user is None or Role.RESEARCHER not in user.roles or user.region is not job.region:
                 problems.add(
                     f"assignees[{index}]",
-                    f"{username} belongs to {user.region.value}; use ReassignJob to hand the job to another region",
+                    f"{username!r} is not a researcher of {job.region.value}; "
+                    "use ReassignJob to hand the job to another region's researcher",
                 )
+                continue
             researchers.append((user.username, user.region))
         problems.raise_if_any()
         job.assign(researchers, by=cmd.actor.username, now=deps.clock())
