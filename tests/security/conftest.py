@@ -152,3 +152,67 @@ async def comms(
     )
     yield service
     await stop_service(service)
+
+
+@pytest.fixture
+def pnd_simulator(tmp_path: Any) -> Any:
+    """The PND simulator as its own process (python -m toex_pnd.simulator); its URL."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    from toex_devstack._proc import free_port
+
+    port = free_port()
+    log = (tmp_path / "simulator.log").open("ab")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "toex_pnd.simulator",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "pnd"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=0.5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("the PND simulator did not start")
+        time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+    log.close()
+
+
+@pytest.fixture
+async def pnd(
+    database: str, nats_server: Any, keycloak: Any, tokens: Tokens, pnd_simulator: str
+) -> AsyncIterator[Service]:
+    from toex.pnd.v1 import pnd_pb2_grpc
+
+    service = await start_service(
+        "toex_pnd",
+        pnd_pb2_grpc.PndSyncServiceStub,
+        database=database,
+        nats_url=nats_server.url,
+        issuer=keycloak.issuer,
+        tokens=tokens,
+        pnd_url=pnd_simulator,
+        dispatch_poll_seconds=0.1,
+        reconcile_interval_seconds=0,
+    )
+    yield service
+    await stop_service(service)

@@ -214,14 +214,18 @@ def figures_to_proto(figures: RegionFigures) -> sync_pb2.RegionReconciliation:
     )
 
 
-def report_to_proto(report: Report, figures: list[RegionFigures]) -> pb.Reconciliation:
+def report_to_proto(
+    report: Report, figures: list[RegionFigures], *, whole: bool, caller: str
+) -> pb.Reconciliation:
+    """`whole`: the caller sees every region; otherwise only their region's figures, not the
+    PND's national total or who (in which region) ran it, unless they did."""
     return pb.Reconciliation(
         name=report.name,
         scheduled=report.scheduled,
-        requested_by=report.requested_by,
+        requested_by=report.requested_by if whole or report.requested_by == caller else "",
         start_time=ts(report.started_at),
         complete_time=ts(report.completed_at),
-        pnd_records=report.pnd_records,
+        pnd_records=report.pnd_records if whole else 0,
         regions=[figures_to_proto(f) for f in figures],
     )
 

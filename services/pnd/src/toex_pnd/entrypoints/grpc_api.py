@@ -13,9 +13,10 @@ from toex_common.regions import Region
 from toex_common.uow import idempotency_of
 
 from toex_pnd.adapters import mapping
-from toex_pnd.domain import commands
+from toex_pnd.domain import commands, policy
 from toex_pnd.domain.model import SyncState
 from toex_pnd.service_layer import handlers
+from toex_pnd.service_layer.ports import RegionFigures, Report
 
 RECORD = "regions/{region}/intelligence/{record}"
 UPDATABLE = ("entity", "grading", "links")
@@ -219,7 +220,7 @@ class PndSyncServicer(pnd_pb2_grpc.PndSyncServiceServicer):
             commands.RunReconciliation(requested_by=principal.username, scheduled=False), self.deps
         )
         figures = handlers.visible_figures(principal, report)
-        return pb.RunReconciliationResponse(reconciliation=mapping.report_to_proto(report, figures))
+        return pb.RunReconciliationResponse(reconciliation=_report(report, figures))
 
     async def GetReconciliation(
         self, request: pb.GetReconciliationRequest, context: aio.ServicerContext
@@ -227,7 +228,7 @@ class PndSyncServicer(pnd_pb2_grpc.PndSyncServiceServicer):
         report, figures = await handlers.get_reconciliation(
             current_principal(), _report_id(request.name, "name"), self.deps
         )
-        return pb.GetReconciliationResponse(reconciliation=mapping.report_to_proto(report, figures))
+        return pb.GetReconciliationResponse(reconciliation=_report(report, figures))
 
     async def ListReconciliationItems(
         self, request: pb.ListReconciliationItemsRequest, context: aio.ServicerContext
@@ -255,3 +256,10 @@ class PndSyncServicer(pnd_pb2_grpc.PndSyncServiceServicer):
                 items[-1].changed_at.isoformat(), items[-1].record_id, key
             )
         return response
+
+
+def _report(report: Report, figures: list[RegionFigures]) -> pb.Reconciliation:
+    principal = current_principal()
+    return mapping.report_to_proto(
+        report, figures, whole=policy.everywhere(principal), caller=principal.username
+    )

@@ -837,9 +837,11 @@ class Reconciliation(_message.Message):
     scheduled: _builtins.bool
     """True when it ran on schedule."""
     requested_by: _builtins.str
-    """Who asked for it, when on demand."""
+    """Who asked for it, when on demand (empty for a regional caller who did not)."""
     pnd_records: _builtins.int
-    """How many records the PND reported holding for the platform."""
+    """How many records the PND reported holding for the platform (for callers who see every
+    region; 0 for a regional caller, whose figures are in `regions`).
+    """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """When it started."""
