@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -213,6 +214,27 @@ async def pnd(
         pnd_url=pnd_simulator,
         dispatch_poll_seconds=0.1,
         reconcile_interval_seconds=0,
+    )
+    yield service
+    await stop_service(service)
+
+
+@pytest.fixture
+async def safeguarding(
+    database: str, nats_server: Any, keycloak: Any, tokens: Tokens
+) -> AsyncIterator[Service]:
+    from toex.safeguarding.v1 import safeguarding_pb2_grpc
+    from toex_devstack._proc import free_port
+
+    service = await start_service(
+        "toex_safeguarding",
+        safeguarding_pb2_grpc.SafeguardingServiceStub,
+        database=database,
+        nats_url=nats_server.url,
+        issuer=keycloak.issuer,
+        tokens=tokens,
+        service_name=f"safeguarding-{uuid.uuid4().hex[:8]}",
+        tasking_address=f"127.0.0.1:{free_port()}",
     )
     yield service
     await stop_service(service)

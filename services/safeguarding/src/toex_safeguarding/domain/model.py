@@ -13,10 +13,10 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from toex_common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from toex_common.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Violations
 from toex_common.regions import Region
 
-from toex_safeguarding.domain import events, rules
+from toex_safeguarding.domain import anonymity, events, rules
 from toex_safeguarding.domain.calendar import LONDON, calendar_for
 from toex_safeguarding.domain.values import (
     DEADLINE_CLOCKS,
@@ -381,6 +381,26 @@ class Referral:
 
     # -- approval ---------------------------------------------------------------------------
 
+    def _check_anonymous(self, now: datetime) -> None:
+        """An MS1 Duty to Notify is anonymous: officers' free text on such a referral must not
+        look as if it names, dates, locates or gives the number of the person. The answer
+        names the field and what it seems to hold, never the text."""
+        if Destination.DUTY_TO_NOTIFY not in self.destinations:
+            return
+        found = anonymity.identifying_fields(
+            ((f"referral.evidence[{i}].description", e.description) for i, e in enumerate(self.evidence)),
+            now.date(),
+        )
+        if found:
+            problems = Violations()
+            for field_name, kind in found:
+                problems.add(
+                    field_name,
+                    f"looks like it holds {kind}; the MS1 Duty to Notify route carries nothing that "
+                    "identifies the person: reword it",
+                )
+            problems.raise_if_any()
+
     def submit_for_approval(self, *, by: str, now: datetime) -> None:
         self._require(State.DRAFT, action="send for approval")
         self.follow_proposals(now)
@@ -390,6 +410,7 @@ class Referral:
             consent=self.subject.consent.status,
             local_authority=self.subject.local_authority,
         )
+        self._check_anonymous(now)
         self.state = State.AWAITING_APPROVAL
         self.submitted_for_approval_by = by
         self.return_reason = ""
@@ -408,6 +429,7 @@ class Referral:
             consent=self.subject.consent.status,
             local_authority=self.subject.local_authority,
         )
+        self._check_anonymous(now)
         self.state = State.APPROVED
         self.approved_by = by
         self.approved_at = now
