@@ -245,7 +245,9 @@ async def test_duty_to_notify_content_never_identifies_the_subject(
             Subject(f"phone:{entity_id}", dob, AgeBand.ADULT, local_authority),  # type: ignore[arg-type]
             concerns,
             RiskLevel.LOW,
-            evidence=[Evidence(EvidenceKind.EVENT, evidence_ref, f"seen with {entity_id}")],
+            # Free text that looks identifying is refused on this route (tested in the security
+            # tier); the ids and references drawn here must not leak even through plain text.
+            evidence=[Evidence(EvidenceKind.EVENT, evidence_ref, "seen with others at a car wash")],
         ),
         deps,
     )
