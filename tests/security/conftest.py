@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 import pytest
 from toex_common.migrations import upgrade
+from toex_devstack.keycloak import DemoTokens as Tokens
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -25,18 +26,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if "tests/security/" in str(item.fspath):
             item.add_marker(pytest.mark.security)
             item.add_marker(pytest.mark.integration)
-
-
-class Tokens(dict[str, str]):
-    """Access tokens of demo users, fetched once each."""
-
-    def __init__(self, keycloak: Any) -> None:
-        super().__init__()
-        self._keycloak = keycloak
-
-    def __missing__(self, username: str) -> str:
-        self[username] = self._keycloak.password_token(username)
-        return self[username]
 
 
 @pytest.fixture(scope="session")

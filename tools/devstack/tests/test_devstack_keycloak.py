@@ -55,7 +55,7 @@ def test_demo_user_token_carries_region_single_role_and_toex_audience(
     assert payload["realm_access"]["roles"] == [role]
     assert "toex" in audiences(payload)
     assert payload["azp"] == "toex-cli"
-    assert payload["exp"] - payload["iat"] == 900
+    assert payload["exp"] - payload["iat"] == 300  # five minutes: a disabled user stops within them
 
 
 @pytest.mark.parametrize("client_id", SERVICE_CLIENTS)

@@ -2,9 +2,11 @@
 
 Keys are fetched once and cached; a token signed with an unknown key id triggers one refresh
 (at most every `min_refresh_seconds`, so junk tokens cannot make us hammer the identity
-provider). Issuer, audience, expiry and the algorithm allow-list are all checked. Verified
-tokens are remembered until they expire, so a client reusing its token pays the signature
-check once.
+provider). The key set is also fetched again on a schedule (`refresh_keys`, run by every
+service every `jwks_refresh_seconds`), so a key the realm retired stops verifying within that
+time: its keys are dropped, and so is every remembered token it signed. Issuer, audience,
+expiry and the algorithm allow-list are all checked. Verified tokens are remembered until they
+expire or their key goes, so a client reusing its token pays the signature check once.
 """
 
 from __future__ import annotations
@@ -47,6 +49,15 @@ class JwksCache:
             raise Unauthenticated("token signed with an unknown key")
         return self._keys[kid]
 
+    def has(self, kid: str) -> bool:
+        """Whether `kid` is in the key set as last fetched."""
+        return kid in self._keys
+
+    async def refresh(self) -> None:
+        """Fetch the key set now (the scheduled refresh); keys no longer published are dropped."""
+        async with self._lock:
+            await self._refresh()
+
     async def _refresh(self) -> None:
         self._last_refresh = time.monotonic()
         try:
@@ -85,7 +96,8 @@ class TokenVerifier:
         self.audience = audience
         self.algorithms = list(algorithms)
         self.jwks = jwks or JwksCache(self.issuer)
-        self._verified: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        # token -> (expiry, caller, id of the key that signed it)
+        self._verified: OrderedDict[str, tuple[float, Principal, str]] = OrderedDict()
         self._cache_size = cache_size
         self._leeway = leeway_seconds
 
@@ -94,12 +106,18 @@ class TokenVerifier:
         cached = self._verified.get(token)
         if cached is None:
             return None
-        expires, principal = cached
-        if time.time() < expires:
+        expires, principal, kid = cached
+        if time.time() < expires and self.jwks.has(kid):
             self._verified.move_to_end(token)
             return principal
         del self._verified[token]
         return None
+
+    async def refresh_keys(self) -> None:
+        """The scheduled refresh: fetch the key set and forget tokens whose key has gone."""
+        await self.jwks.refresh()
+        for token in [t for t, (_, _, kid) in self._verified.items() if not self.jwks.has(kid)]:
+            del self._verified[token]
 
     async def verify(self, token: str) -> Principal:
         principal = self.remembered(token)
@@ -111,7 +129,8 @@ class TokenVerifier:
             raise Unauthenticated("malformed bearer token") from exc
         if header.get("alg") not in self.algorithms:
             raise Unauthenticated(f"token algorithm {header.get('alg')!r} is not allowed")
-        key = await self.jwks.key(str(header.get("kid", "")))
+        kid = str(header.get("kid", ""))
+        key = await self.jwks.key(kid)
         try:
             claims = jwt.decode(
                 token,
@@ -127,7 +146,7 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"token rejected: {exc}") from exc
         principal = principal_from_claims(claims)
-        self._verified[token] = (float(claims["exp"]), principal)
+        self._verified[token] = (float(claims["exp"]), principal, kid)
         if len(self._verified) > self._cache_size:
             self._verified.popitem(last=False)
         return principal

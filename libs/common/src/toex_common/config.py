@@ -16,6 +16,9 @@ class ServiceSettings(BaseSettings):
     oidc_issuer: str = "http://127.0.0.1:8080/realms/toex"
     oidc_audience: str = "toex"
     oidc_algorithms: tuple[str, ...] = ("RS256", "PS256", "ES256")
+    # How often the realm's signing keys are fetched again: a retired key (and every token it
+    # signed) stops working within this time.
+    jwks_refresh_seconds: float = 300.0
     grpc_host: str = "127.0.0.1"
     grpc_port: int = 0
     grpc_grace_seconds: float = 10.0

@@ -139,8 +139,21 @@ class ServiceApp:
         what this returns."""
         return [
             ("outbox-relay", self.relay.run(self.stop)),
+            (
+                "jwks-refresh",
+                self._after_first(
+                    self.settings.jwks_refresh_seconds,
+                    self.platform.verifier.refresh_keys,
+                    "refreshing the identity provider's signing keys",
+                ),
+            ),
             *((consumer.name, self._consume(consumer)) for consumer in self.consumers),
         ]
+
+    async def _after_first(self, seconds: float, work: Callable[[], Awaitable[object]], what: str) -> None:
+        """`every(seconds, work)`, starting one period from now (the first use fetched it)."""
+        await self.pause(seconds)
+        await self.every(seconds, work, what)
 
     async def start_background(self) -> None:
         self.tasks = [asyncio.create_task(work, name=name) for name, work in self.background()]

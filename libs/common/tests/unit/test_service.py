@@ -36,6 +36,13 @@ class FlakyConsumer:
         await stop.wait()
 
 
+class Keys:
+    """The token verifier's scheduled key refresh; its first run is a period away."""
+
+    async def refresh_keys(self) -> None:
+        raise AssertionError("refreshed within the first period")
+
+
 def make_app(log: list[str], consumers: list[Any]) -> ServiceApp:
     platform = Platform(
         ServiceSettings(),
@@ -43,7 +50,7 @@ def make_app(log: list[str], consumers: list[Any]) -> ServiceApp:
         Recorder(log, "nats"),  # type: ignore[arg-type]
         None,  # type: ignore[arg-type]
         Recorder(log, "audit"),  # type: ignore[arg-type]
-        None,  # type: ignore[arg-type]
+        Keys(),  # type: ignore[arg-type]
     )
 
     class App(ServiceApp):

@@ -15,16 +15,7 @@ from toex_common.migrations import upgrade
 from toex_comms.__main__ import migrations_dir
 from toex_comms.bootstrap import App, build
 from toex_comms.config import Settings
-
-
-class Tokens(dict[str, str]):
-    def __init__(self, keycloak: object) -> None:
-        super().__init__()
-        self._keycloak = keycloak
-
-    def __missing__(self, username: str) -> str:
-        self[username] = self._keycloak.password_token(username)  # type: ignore[attr-defined]
-        return self[username]
+from toex_devstack.keycloak import DemoTokens as Tokens
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ import grpc
 import pytest
 from toex.entity.v1 import entity_pb2_grpc
 from toex_common.migrations import upgrade
+from toex_devstack.keycloak import DemoTokens as Tokens
 from toex_entity.__main__ import migrations_dir
 from toex_entity.bootstrap import App, build
 from toex_entity.config import Settings
@@ -25,16 +26,6 @@ class Running:
 
     def token(self, username: str) -> str:
         return self.tokens[username]
-
-
-class Tokens(dict[str, str]):
-    def __init__(self, keycloak: object) -> None:
-        super().__init__()
-        self._keycloak = keycloak
-
-    def __missing__(self, username: str) -> str:
-        self[username] = self._keycloak.password_token(username)  # type: ignore[attr-defined]
-        return self[username]
 
 
 @pytest.fixture(scope="session")

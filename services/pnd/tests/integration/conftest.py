@@ -21,6 +21,7 @@ import httpx
 import pytest
 from toex.pnd.v1 import pnd_pb2_grpc
 from toex_common.migrations import upgrade
+from toex_devstack.keycloak import DemoTokens as Tokens
 from toex_pnd.__main__ import migrations_dir
 from toex_pnd.bootstrap import App, build
 from toex_pnd.config import Settings
@@ -101,16 +102,6 @@ def simulator() -> Iterator[Simulator]:
             yield sim
         finally:
             sim.stop(signal.SIGKILL)
-
-
-class Tokens(dict[str, str]):
-    def __init__(self, keycloak: Any) -> None:
-        super().__init__()
-        self._keycloak = keycloak
-
-    def __missing__(self, username: str) -> str:
-        self[username] = self._keycloak.password_token(username)
-        return self[username]
 
 
 @pytest.fixture(scope="session")

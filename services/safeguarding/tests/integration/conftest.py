@@ -15,6 +15,7 @@ import pytest
 from toex.safeguarding.v1 import safeguarding_pb2_grpc
 from toex.tasking.v1 import tasking_pb2_grpc
 from toex_common.migrations import upgrade
+from toex_devstack.keycloak import DemoTokens as Tokens
 from toex_safeguarding.__main__ import migrations_dir
 from toex_safeguarding.bootstrap import App, build
 from toex_safeguarding.config import Settings
@@ -22,16 +23,6 @@ from toex_tasking.__main__ import migrations_dir as tasking_migrations
 from toex_tasking.bootstrap import App as TaskingApp
 from toex_tasking.bootstrap import build as build_tasking
 from toex_tasking.config import Settings as TaskingSettings
-
-
-class Tokens(dict[str, str]):
-    def __init__(self, keycloak: object) -> None:
-        super().__init__()
-        self._keycloak = keycloak
-
-    def __missing__(self, username: str) -> str:
-        self[username] = self._keycloak.password_token(username)  # type: ignore[attr-defined]
-        return self[username]
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ import grpc
 import pytest
 from toex.tasking.v1 import tasking_pb2_grpc
 from toex_common.migrations import upgrade
+from toex_devstack.keycloak import DemoTokens as Tokens
 from toex_tasking.__main__ import migrations_dir
 from toex_tasking.bootstrap import App, build
 from toex_tasking.config import Settings
@@ -24,16 +25,6 @@ class Running:
 
     def token(self, username: str) -> str:
         return self.tokens[username]
-
-
-class Tokens(dict[str, str]):
-    def __init__(self, keycloak: object) -> None:
-        super().__init__()
-        self._keycloak = keycloak
-
-    def __missing__(self, username: str) -> str:
-        self[username] = self._keycloak.password_token(username)  # type: ignore[attr-defined]
-        return self[username]
 
 
 @pytest.fixture(scope="session")

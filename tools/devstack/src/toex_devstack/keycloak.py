@@ -7,14 +7,17 @@ home directory, because ``start-dev`` keeps its H2 database and re-augmented bui
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import glob
+import json
 import os
 import re
 import shutil
 import stat
 import subprocess
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 from types import TracebackType
@@ -421,6 +424,31 @@ class Keycloak:
 
     def __repr__(self) -> str:
         return f"Keycloak(base_url={self._base_url!r}, home_dir={str(self.home_dir)!r}, pid={self.pid})"
+
+
+class DemoTokens(dict[str, str]):
+    """Access tokens of demo users, for tests: `tokens["researcher.emsou"]`. Each is fetched on
+    first use and again when less than a minute of its life is left, so a test session longer
+    than the realm's access-token lifespan keeps working."""
+
+    def __init__(self, keycloak: Keycloak, margin_seconds: float = 60.0) -> None:
+        super().__init__()
+        self._keycloak = keycloak
+        self._margin = margin_seconds
+        self._expires: dict[str, float] = {}
+
+    def __getitem__(self, username: str) -> str:
+        if self._expires.get(username, 0.0) - time.time() < self._margin:
+            token = self._keycloak.password_token(username)
+            super().__setitem__(username, token)
+            self._expires[username] = token_expiry(token)
+        return super().__getitem__(username)
+
+
+def token_expiry(token: str) -> float:
+    """The `exp` claim of a JWT (unverified: for scheduling a refresh, not for trust)."""
+    payload = token.split(".")[1]
+    return float(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"])
 
 
 def remove_home(home_dir: Path) -> None:
