@@ -84,6 +84,55 @@ class AuditSink(Protocol):
     async def record(self, entry: AuditEntry) -> None: ...
 
 
+UNAUTHENTICATED = "UNAUTHENTICATED"
+
+
+class UnauthenticatedCalls:
+    """Calls without a valid token, summarised per peer and minute: anyone can make them, so a
+    row each would be an append-only log anyone could grow without bound.
+
+    The first such call from a peer (its address without the port) in a minute is recorded as
+    it comes; the others are counted, and the count is recorded as one entry once that minute
+    has passed, at the next unauthenticated call from anyone. At most two rows per peer and
+    minute, and past `max_peers` peers in a minute the rest are counted together under "*"."""
+
+    def __init__(self, clock: Any = None, max_peers: int = 10_000) -> None:
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._max_peers = max_peers
+        self._minute: datetime | None = None
+        self._counts: dict[str, int] = {}
+
+    def count(self, method: str, peer: str) -> list[AuditEntry]:
+        """The entries to record for this call: its own if it is the peer's first this
+        minute, and the summaries of a minute that has passed."""
+        now = self._clock()
+        minute = now.replace(second=0, microsecond=0)
+        out: list[AuditEntry] = []
+        if minute != self._minute:
+            if self._minute is not None:
+                out.extend(
+                    AuditEntry(
+                        action="unauthenticated calls in the minute",
+                        outcome=UNAUTHENTICATED,
+                        resources=(f"calls:{extra + 1}", f"minute:{self._minute.isoformat()}"),
+                        peer=host,
+                        occurred_at=now,
+                    )
+                    for host, extra in self._counts.items()
+                    if extra
+                )
+            self._minute, self._counts = minute, {}
+        host = peer.rsplit(":", 1)[0] if peer.count(":") > 1 else peer
+        if host not in self._counts and len(self._counts) >= self._max_peers:
+            host = "*"
+        if host in self._counts:
+            self._counts[host] += 1
+        else:
+            self._counts[host] = 0
+            out.append(AuditEntry(action=method, outcome=UNAUTHENTICATED, peer=host, occurred_at=now))
+        return out
+
+
 class PostgresAuditLog:
     def __init__(self, engine: AsyncEngine, *, max_batch: int = 500) -> None:
         self._engine = engine

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
@@ -19,6 +20,11 @@ class CallState:
     # Set when the caller is told one thing and the audit log must record another
     # (a resource outside the caller's scope answers NOT_FOUND but is logged as denied).
     audit_outcome: str | None = None
+    # How far the call's audit entry has been written: "" (not yet), "opened" (a streaming
+    # read's entry, written before its first item), "final" (its outcome).
+    audited: str = ""
+    # Awaited before a streaming method's first item is sent (the chain writes its entry).
+    before_first_item: Callable[[], Awaitable[None]] | None = None
 
 
 _current: ContextVar[CallState | None] = ContextVar("toex_call_state", default=None)

@@ -26,10 +26,17 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from toex_common.audit import AuditEntry, AuditSink
+from toex_common.audit import AuditEntry, AuditSink, UnauthenticatedCalls
 from toex_common.auth import TokenVerifier
-from toex_common.context import CallState, begin_call, end_call
-from toex_common.errors import DomainError, OutOfScope, Unauthenticated, internal_status, to_status
+from toex_common.context import CallState, begin_call, current_call, end_call
+from toex_common.errors import (
+    DomainError,
+    OutOfScope,
+    Unauthenticated,
+    Unavailable,
+    internal_status,
+    to_status,
+)
 from toex_common.policy import PURPOSE_METADATA_KEY, MethodPolicy, is_public, normalise_purpose
 from toex_common.principal import Principal
 from toex_common.telemetry import extract
@@ -115,9 +122,18 @@ def wrap_handler(around: Around, method: str, handler: grpc.RpcMethodHandler) ->
 
 
 async def _write_all(responses: AsyncIterator[Any] | Awaitable[None], context: aio.ServicerContext) -> None:
-    """Send a streaming method's responses: those it yields, or none if it writes them itself."""
+    """Send a streaming method's responses: those it yields, or none if it writes them itself.
+
+    Before the first item leaves, the call's `before_first_item` runs: the audit entry of a
+    streaming read is durable before any of what it reads is sent."""
     if hasattr(responses, "__aiter__"):
+        first = True
         async for response in responses:
+            if first:
+                first = False
+                state = current_call()
+                if state is not None and state.before_first_item is not None:
+                    await state.before_first_item()
             await context.write(response)
     else:
         await responses  # type: ignore[misc]
@@ -162,6 +178,7 @@ class StandardChain:
         self._remembered: Callable[[str], Principal | None] | None = getattr(verifier, "remembered", None)
         self._policy = policy
         self._audit = audit
+        self._unauthenticated = UnauthenticatedCalls()
 
     async def around(self, method: str, context: aio.ServicerContext, proceed: Proceed) -> Any:
         authorization = purpose = ""
@@ -185,18 +202,21 @@ class StandardChain:
                         state.principal = principal = await self._authenticate(authorization)
                         state.purpose = normalise_purpose(purpose)
                         self._policy.check(principal, method, state.purpose)
+                        state.before_first_item = lambda: self._open(method, state)
                         result = await proceed()
                     except aio.AbortError:
                         raise
                     except Exception as exc:
-                        await self._abort(method, context, state, exc)
+                        await self._refuse(method, context, state, exc)
                         raise  # not reached: abort raises
                 except BaseException as exc:
                     end_call(call_token)
-                    await self._record(method, context, state, exc)
+                    if state.audited != "final":
+                        await self._record(method, context, state, exc)
                     raise
                 end_call(call_token)
-                await self._record(method, context, state, None)
+                if not state.audited:
+                    await self._record(method, context, state, None)
         except BaseException as exc:
             self._finish_span(span, span_token, context, exc)
             raise
@@ -246,9 +266,23 @@ class StandardChain:
             return principal
         return await self._verifier.verify(token)
 
-    async def _abort(
+    async def _open(self, method: str, state: CallState) -> None:
+        """A streaming read's entry, durable before its first item is sent; if it cannot be
+        written, nothing is sent and the call fails UNAVAILABLE."""
+        state.before_first_item = None
+        try:
+            await self._audit.record(self._entry(method, state, "OK"))
+        except Exception:
+            log.exception("audit entry for %s could not be written", method)
+            raise Unavailable("audit log unavailable; try again") from None
+        state.audited = "opened"
+
+    async def _refuse(
         self, method: str, context: aio.ServicerContext, state: CallState, exc: Exception
     ) -> None:
+        """Answer a refused or failed call, its audit entry written first: if the entry cannot
+        be written the caller is told UNAVAILABLE, not the refusal. Calls without a valid
+        token are counted per peer and minute instead of a row each (anyone can make them)."""
         if isinstance(exc, DomainError):
             if isinstance(exc, OutOfScope):
                 state.audit_outcome = "DENIED_OUT_OF_SCOPE"
@@ -256,17 +290,25 @@ class StandardChain:
         else:
             log.error("unhandled error in %s", method, exc_info=exc)
             code, status = grpc.StatusCode.INTERNAL, internal_status()
+        state.audited = "final"
+        try:
+            if isinstance(exc, Unauthenticated) and state.principal is None:
+                for summary in self._unauthenticated.count(method, state.peer):
+                    await self._audit.record(summary)
+            else:
+                await self._audit.record(self._entry(method, state, state.audit_outcome or code.name))
+        except Exception:
+            log.exception("audit entry for %s could not be written", method)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "audit log unavailable; try again")
         await context.abort(
             code, status.message, trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),)
         )
 
-    async def _record(
-        self, method: str, context: aio.ServicerContext, state: CallState, failure: BaseException | None
-    ) -> None:
+    def _entry(self, method: str, state: CallState, outcome: str) -> AuditEntry:
         principal = state.principal
-        entry = AuditEntry(
+        return AuditEntry(
             action=method,
-            outcome=state.audit_outcome or _status_name(context, failure),
+            outcome=outcome,
             actor_subject=principal.subject if principal else "",
             actor_username=principal.username if principal else "",
             actor_roles=principal.role_names if principal else (),
@@ -275,6 +317,11 @@ class StandardChain:
             purpose=state.purpose,
             peer=state.peer,
         )
+
+    async def _record(
+        self, method: str, context: aio.ServicerContext, state: CallState, failure: BaseException | None
+    ) -> None:
+        entry = self._entry(method, state, state.audit_outcome or _status_name(context, failure))
         try:
             await self._audit.record(entry)
         except Exception:
