@@ -11,7 +11,7 @@ from toex_common.service import Background, GrpcServer, Platform, ServiceApp
 
 from toex_safeguarding.adapters.integration import STREAM
 from toex_safeguarding.adapters.job_notes import JobNoteRelay, NoteSender
-from toex_safeguarding.adapters.tasking import ServiceToken, TaskingNotes
+from toex_safeguarding.adapters.tasking import ServiceToken, TaskingJobs, TaskingNotes
 from toex_safeguarding.adapters.uow import SqlSafeguardingUnitOfWork
 from toex_safeguarding.config import Settings
 from toex_safeguarding.domain import commands
@@ -94,7 +94,11 @@ async def build(settings: Settings, *, sender: NoteSender | None = None) -> App:
     def uow() -> SqlSafeguardingUnitOfWork:
         return SqlSafeguardingUnitOfWork(sessions)
 
-    deps = handlers.Deps(uow=uow)  # type: ignore[arg-type]
+    tasking = TaskingNotes(
+        settings.tasking_address,
+        ServiceToken(settings.oidc_issuer, settings.service_client_id, settings.service_client_secret),
+    )
+    deps = handlers.Deps(uow=uow, jobs=TaskingJobs(tasking))  # type: ignore[arg-type]
     server = await platform.grpc_server(
         register=lambda s: safeguarding_pb2_grpc.add_SafeguardingServiceServicer_to_server(
             SafeguardingServicer(deps), s
@@ -102,10 +106,7 @@ async def build(settings: Settings, *, sender: NoteSender | None = None) -> App:
         service_names=[SERVICE_NAME],
         rules=METHOD_RULES,
     )
-    sender = sender or TaskingNotes(
-        settings.tasking_address,
-        ServiceToken(settings.oidc_issuer, settings.service_client_id, settings.service_client_secret),
-    )
+    sender = sender or tasking
     found = trigger_consumers(platform, uow) if settings.consume_triggers else []
     return App(platform, deps, server, consumers=found, sender=sender)
 

@@ -114,3 +114,13 @@ class FakeSafeguardingUnitOfWork(FakeUnitOfWorkBase):
     async def rollback(self) -> None:
         await super().rollback()
         self.job_notes.pending = []
+
+
+class FakeJobs:
+    """Tasking's jobs as a caller sees them: those in `visible_jobs`."""
+
+    def __init__(self, *visible_jobs: str) -> None:
+        self.visible_jobs = set(visible_jobs)
+
+    async def visible(self, job: str, credentials: tuple[tuple[str, str], ...]) -> bool:
+        return job in self.visible_jobs

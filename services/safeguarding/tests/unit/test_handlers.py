@@ -25,7 +25,7 @@ from toex_safeguarding.domain.values import (
 )
 from toex_safeguarding.service_layer import handlers
 
-from .fakes import FakeSafeguardingUnitOfWork
+from .fakes import FakeJobs, FakeSafeguardingUnitOfWork
 
 NOW = datetime(2025, 4, 14, 9, 0, tzinfo=LONDON)
 SO = principal("safeguarding_officer.emsou", Role.SAFEGUARDING_OFFICER)
@@ -42,7 +42,7 @@ def uow() -> FakeSafeguardingUnitOfWork:
 
 @pytest.fixture
 def deps(uow: FakeSafeguardingUnitOfWork) -> handlers.Deps:
-    return handlers.Deps(uow=lambda: uow, clock=lambda: NOW)  # type: ignore[arg-type,return-value]
+    return handlers.Deps(uow=lambda: uow, clock=lambda: NOW, jobs=FakeJobs(JOB))  # type: ignore[arg-type,return-value]
 
 
 def trigger(
@@ -149,7 +149,7 @@ async def test_access_by_region_and_role(deps: handlers.Deps) -> None:
 
 async def test_decision_reaches_the_job_and_overdue_escalates(uow: FakeSafeguardingUnitOfWork) -> None:
     clock_now = [NOW]
-    deps = handlers.Deps(uow=lambda: uow, clock=lambda: clock_now[0])  # type: ignore[arg-type,return-value]
+    deps = handlers.Deps(uow=lambda: uow, clock=lambda: clock_now[0], jobs=FakeJobs(JOB))  # type: ignore[arg-type,return-value]
     r = await handlers.create_referral(
         commands.CreateReferral(
             SO,
@@ -214,7 +214,11 @@ async def test_request_id_replays_the_first_answer(
 
 # -- the MS1 Duty to Notify carries nothing that identifies the subject --------------------
 
-identifying = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789+-:", min_size=6, max_size=24)
+# Wrapped in "q"s, a letter in no field name, enum word or time of the notice: a drawn value
+# cannot match the notice's own text by chance ("concer" in "concerns").
+identifying = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789+-:", min_size=6, max_size=24).map(
+    lambda s: f"q{s}q"
+)
 
 
 @settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
@@ -275,3 +279,21 @@ async def test_duty_to_notify_content_never_identifies_the_subject(
         "create_time",
     }
     assert sent.age_band == pb.AGE_BAND_ADULT
+
+
+async def test_a_referral_links_only_a_job_its_author_may_see() -> None:
+    uow = FakeSafeguardingUnitOfWork()
+    deps = handlers.Deps(uow=lambda: uow, clock=lambda: NOW, jobs=FakeJobs(JOB))  # type: ignore[arg-type,return-value]
+    with pytest.raises(NotFound):
+        await handlers.create_referral(
+            commands.CreateReferral(
+                SO,
+                Region.EMSOU,
+                Subject("ent-1", None, AgeBand.CHILD, "Derby"),
+                [Concern.CHILD_CRIMINAL_EXPLOITATION],
+                RiskLevel.LOW,
+                linked_job="regions/ERSOU/jobs/not-yours",
+            ),
+            deps,
+        )
+    assert not uow.referrals.referrals

@@ -1,4 +1,5 @@
-"""The tasking service as this service's client: AddJobNote with the service's own token.
+"""The tasking service as this service's client: AddJobNote with the service's own token, and
+GetJob with the caller's own credentials (may this caller link this job?).
 
 The token comes from Keycloak's token endpoint by the client-credentials grant of the
 service's client (`toex-safeguarding`) and is reused until shortly before it expires.
@@ -13,6 +14,7 @@ from typing import Any
 import grpc
 import httpx
 from toex.tasking.v1 import tasking_pb2, tasking_pb2_grpc
+from toex_common.errors import Unavailable
 from toex_common.policy import PURPOSE_METADATA_KEY
 
 
@@ -74,3 +76,26 @@ class TaskingNotes:
         if self._channel is not None:
             await self._channel.close(None)
             self._channel = None
+
+
+class TaskingJobs:
+    """Whether the caller may see a job: tasking's GetJob with the caller's token and purpose,
+    so tasking's own rules (region, grants) decide and audit it."""
+
+    def __init__(self, notes: TaskingNotes) -> None:
+        self._notes = notes
+
+    async def visible(self, job: str, credentials: tuple[tuple[str, str], ...]) -> bool:
+        try:
+            await self._notes._stub().GetJob(
+                tasking_pb2.GetJobRequest(name=job), metadata=credentials, timeout=self._notes._timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (
+                grpc.StatusCode.NOT_FOUND,
+                grpc.StatusCode.PERMISSION_DENIED,
+                grpc.StatusCode.INVALID_ARGUMENT,
+            ):
+                return False
+            raise Unavailable("the tasking service cannot confirm the job now; try again") from None
+        return True

@@ -35,6 +35,9 @@ class CreateReferral:
     linked_job: str = ""
     handling: Handling = Handling.C
     idempotency: Idempotency | None = None
+    # The caller's own credentials (authorization and purpose), to ask tasking whether the
+    # caller may see `linked_job`; opaque here.
+    credentials: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class UpdateReferral:
     referral_id: str
     revision: Revision
     idempotency: Idempotency | None = None
+    credentials: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from toex.safeguarding.v1 import safeguarding_pb2_grpc
 from toex_common import names, pagination
 from toex_common.context import current_principal
 from toex_common.errors import InvalidArgument, Violations
+from toex_common.policy import PURPOSE_METADATA_KEY
 from toex_common.regions import Region
 from toex_common.uow import idempotency_of
 
@@ -144,6 +145,7 @@ class SafeguardingServicer(safeguarding_pb2_grpc.SafeguardingServiceServicer):
                 linked_job=linked_job,
                 handling=mapping.handling_from_proto(r.handling),
                 idempotency=idempotency_of(request),
+                credentials=_credentials(context),
             ),
             self.deps,
         )
@@ -220,7 +222,12 @@ class SafeguardingServicer(safeguarding_pb2_grpc.SafeguardingServiceServicer):
         problems.raise_if_any()
         updated = await handlers.update_referral(
             commands.UpdateReferral(
-                current_principal(), region, referral_id, commands.Revision(**values), idempotency_of(request)
+                current_principal(),
+                region,
+                referral_id,
+                commands.Revision(**values),
+                idempotency_of(request),
+                _credentials(context),
             ),
             self.deps,
         )
@@ -372,3 +379,12 @@ class SafeguardingServicer(safeguarding_pb2_grpc.SafeguardingServiceServicer):
                 last.clock.due_at.isoformat(), f"{last.referral.id}:{position}", query_key
             )
         return response
+
+
+def _credentials(context: aio.ServicerContext) -> tuple[tuple[str, str], ...]:
+    """The caller's authorization and purpose, passed on unread to ask tasking on their behalf."""
+    return tuple(
+        (key, value)
+        for key, value in context.invocation_metadata() or ()
+        if key in ("authorization", PURPOSE_METADATA_KEY) and isinstance(value, str)
+    )

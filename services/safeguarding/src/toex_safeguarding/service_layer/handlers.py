@@ -16,6 +16,7 @@ from toex_safeguarding.domain import commands, events, policy
 from toex_safeguarding.domain.model import Referral, Subject, referral_name
 from toex_safeguarding.domain.values import Concern
 from toex_safeguarding.service_layer.ports import (
+    JobDirectory,
     OpenReferralExists,
     OverdueRow,
     ReferralQuery,
@@ -34,6 +35,17 @@ def utcnow() -> datetime:
 class Deps:
     uow: Callable[[], SafeguardingUnitOfWork]
     clock: Clock = utcnow
+    # Whether the caller may see a tasking job (asked with the caller's own credentials).
+    jobs: JobDirectory | None = None
+
+
+async def _ensure_linkable(job: str, credentials: tuple[tuple[str, str], ...], deps: Deps) -> None:
+    """A referral links only a job its author may see: otherwise its notes would be written on
+    any region's job. An invisible job answers as a missing one."""
+    if not job:
+        return
+    if deps.jobs is None or not await deps.jobs.visible(job, credentials):
+        raise NotFound(f"job {job} not found")
 
 
 def _label(value: object) -> str:
@@ -98,6 +110,7 @@ async def _replay(
 
 async def create_referral(cmd: commands.CreateReferral, deps: Deps) -> Referral:
     policy.ensure_can_work(cmd.actor, cmd.region)
+    await _ensure_linkable(cmd.linked_job, cmd.credentials, deps)
     now = deps.clock()
     scope = _scope("CreateReferral", cmd.actor.subject)
     async with deps.uow() as uow:
@@ -201,6 +214,8 @@ async def _change(
 async def update_referral(cmd: commands.UpdateReferral, deps: Deps) -> Referral:
     rev = cmd.revision
     by = cmd.actor.username
+    if rev.linked_job:
+        await _ensure_linkable(rev.linked_job, cmd.credentials, deps)
 
     def change(referral: Referral, now: datetime) -> None:
         referral.revise(

@@ -77,6 +77,15 @@ class JobNotes(Protocol):
     async def queue(self, *, job: str, referral: str, text: str) -> None: ...
 
 
+class JobDirectory(Protocol):
+    """Tasking's jobs as the caller sees them."""
+
+    async def visible(self, job: str, credentials: tuple[tuple[str, str], ...]) -> bool:
+        """Whether tasking shows `job` to the caller whose `credentials` these are; raises
+        Unavailable when tasking cannot be asked."""
+        ...
+
+
 class SafeguardingUnitOfWork(UnitOfWork, Protocol):
     referrals: ReferralRepository
     job_notes: JobNotes

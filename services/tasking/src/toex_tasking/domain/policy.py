@@ -4,6 +4,8 @@
 - supervisor: raises, assigns and reads jobs of their own region.
 - researcher: reads and updates jobs owned by their region or assigned to them (tasking
   resilience brings other regions' jobs to them).
+- safeguarding_officer: reads a job of their own region (a referral links a job its author
+  may see; the safeguarding service asks with the officer's own token).
 - service accounts: read jobs and add notes (other services link their work to jobs).
 Everyone else is refused at the method level. A job outside the caller's scope is reported
 as not found, exactly like a job that does not exist.
@@ -21,12 +23,13 @@ from toex_tasking.domain.model import Job, JobState
 SERVICE = "toex.tasking.v1.TaskingService"
 
 NC, SUP, RES, SVC = Role.NATIONAL_COORDINATOR, Role.SUPERVISOR, Role.RESEARCHER, Role.SERVICE
+SAFE = Role.SAFEGUARDING_OFFICER
 
 METHOD_RULES = rules_for(
     SERVICE,
     {
         "CreateJob": MethodRule.write(NC, SUP),
-        "GetJob": MethodRule.read(NC, SUP, RES, SVC),
+        "GetJob": MethodRule.read(NC, SUP, RES, SAFE, SVC),
         "ListJobs": MethodRule.read(NC, SUP, RES, SVC),
         "AssignJob": MethodRule.write(NC, SUP),
         "ReassignJob": MethodRule.write(NC, SUP),
@@ -44,7 +47,7 @@ RESEARCHER_STATES = frozenset({JobState.IN_PROGRESS, JobState.DELIVERED})
 def can_see(principal: Principal, job: Job) -> bool:
     if principal.has(NC, SVC):
         return True
-    if principal.has(SUP) and job.region is principal.region:
+    if principal.has(SUP, SAFE) and job.region is principal.region:
         return True
     if principal.has(RES):
         return job.region is principal.region or job.assigned_to(principal.username)
