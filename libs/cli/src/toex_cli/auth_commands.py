@@ -35,9 +35,13 @@ def _login_hint(error: OidcError) -> str:
         )
     if error.error in {"invalid_client", "unauthorized_client"}:
         return (
-            "the realm has no public client `toex-cli` with direct access grants; "
-            f"check --issuer (or ${ISSUER_ENV}) points at the toex realm"
+            "this realm does not take passwords from the command line: log in with "
+            f"`toex login --device`; or check --issuer (or ${ISSUER_ENV}) points at the toex realm"
         )
+    if error.error == "access_denied":
+        return "the login was refused in the browser; run `toex login --device` again"
+    if error.error == "expired_token":
+        return "the code expired before it was entered; run `toex login --device` again"
     if error.error == "invalid_grant" and "credentials" in str(error).lower():
         return "check the user name and password, then run `toex login` again"
     if error.error == "invalid_grant":
@@ -55,6 +59,12 @@ def _login_hint(error: OidcError) -> str:
     help="Read the password from the first line of standard input instead of prompting.",
 )
 @click.option(
+    "--device",
+    is_flag=True,
+    help="Log in in a browser (the OAuth device authorization grant): prints an address and a "
+    "code to enter there, then waits. How people log in to a production realm.",
+)
+@click.option(
     "--issuer",
     default=DEFAULT_ISSUER,
     envvar=ISSUER_ENV,
@@ -63,19 +73,27 @@ def _login_hint(error: OidcError) -> str:
     help="The Keycloak realm URL that issues toex tokens.",
 )
 @pass_cli
-def login(cli: CliContext, username: str | None, password_stdin: bool, issuer: str) -> None:
+def login(cli: CliContext, username: str | None, password_stdin: bool, device: bool, issuer: str) -> None:
     """Log in to the toex realm and keep the tokens for later commands.
 
-    Uses the password grant of the public client `toex-cli`. The access and refresh tokens are
-    stored in your config directory, readable by you only; later commands refresh the access token
-    when it is about to expire. `toex logout` removes them.
+    With --device, prints an address and a code: open the address in any browser, log in there
+    (with the realm's password policy, lock-out after repeated failures and any second factor)
+    and approve; this command waits and stores the tokens. Production realms allow only this.
+    Without it, uses the password grant of the public client `toex-cli` (local demos). The
+    access and refresh tokens are stored in your config directory, readable by you only; later
+    commands refresh the access token when it is about to expire. `toex logout` removes them.
 
     \b
     Examples:
+      toex login --device --issuer https://keycloak.example/realms/toex
       toex login --username researcher.emsou
       printf '%s\\n' "$PASSWORD" | toex login -u researcher.emsou --password-stdin
-      toex login --issuer http://127.0.0.1:8080/realms/toex
     """
+    if device:
+        if username or password_stdin:
+            raise click.UsageError("--device logs in in a browser: leave out --username and --password-stdin")
+        _store(cli, _device_login(issuer))
+        return
     if password_stdin and not username:
         raise click.UsageError("--password-stdin needs --username (standard input holds the password)")
     if not username:
@@ -92,6 +110,26 @@ def login(cli: CliContext, username: str | None, password_stdin: bool, issuer: s
     except OidcError as exc:
         message = str(exc) if exc.unreachable else f"login refused by {issuer}: {exc}"
         raise CommandFailed(message, _login_hint(exc)) from None
+    _store(cli, credentials)
+
+
+def _device_login(issuer: str) -> Credentials:
+    oidc = OidcClient(issuer)
+    try:
+        started = oidc.device_authorization()
+        click.echo(
+            f"To log in, open {started.verification_uri} in a browser and enter the code "
+            f"{started.user_code}\n(or open {started.verification_uri_complete}).\n"
+            f"Waiting for you to approve (the code expires in {int(started.expires_in // 60)} minutes)...",
+            err=True,
+        )
+        return oidc.device_token(started)
+    except OidcError as exc:
+        message = str(exc) if exc.unreachable else f"login refused by {issuer}: {exc}"
+        raise CommandFailed(message, _login_hint(exc)) from None
+
+
+def _store(cli: CliContext, credentials: Credentials) -> None:
     cli.tokens.store.save(credentials)
     summary = _describe(credentials.access_token)
     click.echo(

@@ -45,6 +45,18 @@ class OidcError(Exception):
 
 
 @dataclass(frozen=True)
+class DeviceAuthorization:
+    """What the identity provider answers when a device login starts."""
+
+    device_code: str
+    user_code: str
+    verification_uri: str
+    verification_uri_complete: str
+    expires_in: float
+    interval: float
+
+
+@dataclass(frozen=True)
 class Credentials:
     access_token: str
     refresh_token: str
@@ -199,6 +211,59 @@ class OidcClient:
         return credentials_from_response(
             body, issuer=self.issuer, username=username, now=time.time() if now is None else now
         )
+
+    @property
+    def device_endpoint(self) -> str:
+        return f"{self.issuer}/protocol/openid-connect/auth/device"
+
+    def device_authorization(self) -> DeviceAuthorization:
+        """Start the device authorization grant (RFC 8628): a code for the person to enter at
+        an address in any browser, where they log in with the realm's own protections."""
+        body = self._post(self.device_endpoint, {"client_id": CLIENT_ID})
+        try:
+            return DeviceAuthorization(
+                device_code=str(body["device_code"]),
+                user_code=str(body["user_code"]),
+                verification_uri=str(body["verification_uri"]),
+                verification_uri_complete=str(
+                    body.get("verification_uri_complete") or body["verification_uri"]
+                ),
+                expires_in=float(body.get("expires_in", 600)),
+                interval=float(body.get("interval", 5)),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise OidcError("the identity provider's device authorization answer is incomplete") from None
+
+    def device_token(
+        self,
+        started: DeviceAuthorization,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+    ) -> Credentials:
+        """Poll until the person has approved (or refused, or the code expired)."""
+        deadline = clock() + started.expires_in
+        interval = started.interval
+        while True:
+            try:
+                body = self._post(
+                    self.token_endpoint,
+                    {
+                        "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+                        "client_id": CLIENT_ID,
+                        "device_code": started.device_code,
+                    },
+                )
+            except OidcError as exc:
+                if exc.error == "authorization_pending" and clock() < deadline:
+                    sleep(interval)
+                    continue
+                if exc.error == "slow_down" and clock() < deadline:
+                    interval += 5
+                    sleep(interval)
+                    continue
+                raise
+            return credentials_from_response(body, issuer=self.issuer, username="", now=clock())
 
     def refresh(self, previous: Credentials, *, now: float | None = None) -> Credentials:
         body = self._post(
