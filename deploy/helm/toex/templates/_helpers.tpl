@@ -86,7 +86,8 @@ app.kubernetes.io/component: {{ .component }}
     secretKeyRef: {name: {{ $secret }}, key: {{ .name }}-database-url}
 {{- end }}
 - name: TOEX_SERVICE_CLIENT_ID
-  value: {{ .svc.clientId | quote }}
+  {{- /* A region installation's services use its own clients (toex-<service>-<region>). */}}
+  value: {{ (eq $root.Values.role "region" | ternary (printf "%s-%s" .svc.clientId (lower $root.Values.region)) .svc.clientId) | quote }}
 - name: TOEX_SERVICE_CLIENT_SECRET
   valueFrom:
     secretKeyRef: {name: {{ $secret }}, key: {{ .name }}-client-secret}

@@ -81,6 +81,13 @@ def normalise_purpose(raw: str | None) -> str:
     return " ".join((raw or "").split())[:MAX_PURPOSE_LENGTH]
 
 
+def service_sees_all(principal: Principal) -> bool:
+    """A service identity sees every region only when it is the hub's (region NATIONAL); a
+    region installation's service identity sees that region alone, so one leaked regional
+    client secret reads one region, not all."""
+    return principal.national and principal.has(Role.SERVICE)
+
+
 def sees_region(principal: Principal, region: Region) -> bool:
     """National users see every region; everyone else sees their own."""
     return principal.national or principal.region is region

@@ -2,7 +2,8 @@
 
 - national_coordinator: everything, in every region.
 - analyst, researcher, supervisor: import, analyse and manage watchlists of their own region.
-- service accounts: read (other services follow up on what this one publishes).
+- service accounts: read (other services follow up on what this one publishes): the hub's
+  every region, a region installation's its own.
 Reads state a purpose. Anything of another region answers NOT_FOUND, exactly like something
 that does not exist; the audit log records the refusal.
 """
@@ -10,7 +11,7 @@ that does not exist; the audit log records the refusal.
 from __future__ import annotations
 
 from toex_common.errors import OutOfScope
-from toex_common.policy import MethodRule, rules_for
+from toex_common.policy import MethodRule, rules_for, service_sees_all
 from toex_common.principal import Principal, Role
 from toex_common.regions import Region
 
@@ -65,9 +66,9 @@ METHOD_RULES = rules_for(
 
 
 def can_see(principal: Principal, region: Region) -> bool:
-    if principal.has(NC, SVC):
+    if principal.has(NC) or service_sees_all(principal):
         return True
-    return principal.has(SUP, AN, RES) and principal.region is region
+    return principal.has(SUP, AN, RES, SVC) and principal.region is region
 
 
 def can_change(principal: Principal, region: Region) -> bool:
@@ -92,6 +93,6 @@ def visible_regions(principal: Principal, requested: Region | None) -> list[Regi
     if requested is not None:
         ensure_visible(principal, requested, f"regions/{requested.value}")
         return [requested]
-    if principal.has(NC, SVC):
+    if principal.has(NC) or service_sees_all(principal):
         return None
     return [principal.region]

@@ -1,12 +1,14 @@
 """Who may do what with records and entities: the entity service's one policy module.
 
 - Records belong to one region. A caller sees the records of their own region; the national
-  team and service accounts see every region.
+  team and the hub's service identity see every region; a region installation's service
+  identity sees that region only.
 - An entity is visible when at least one of its records is; the caller sees only those
   records. Deconfliction rule: a caller who sees an entity is told which other regions hold
   records on it and whom to contact there, never what those records say.
 - Records are submitted by researchers, analysts, supervisors, the national team and
-  service accounts, into their own region (national and services: any region).
+  service accounts, into their own region (the national team and the hub's services: any
+  region).
 - Review, merge and split change what everybody sees, so they need a caller who may see
   every record involved: a reviewer of the region for a pair within it, the national team
   for pairs and entities that span regions.
@@ -43,7 +45,9 @@ METHOD_RULES = rules_for(
 
 
 def sees_all(principal: Principal) -> bool:
-    return principal.national or principal.has(SVC)
+    # The national team and the hub's service identity (region NATIONAL); a region
+    # installation's service identity sees its own region, as its people do.
+    return principal.national
 
 
 def sees(principal: Principal, region: Region) -> bool:

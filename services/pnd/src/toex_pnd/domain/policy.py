@@ -5,7 +5,8 @@
 - supervisor: as a researcher, and releases held (handling code C) records of their region;
   runs reconciliation.
 - national_coordinator: all of it in every region.
-- service accounts: record and read intelligence of every region (other services' events).
+- service accounts: record and read intelligence (other services' events): the hub's of every
+  region, a region installation's of its own.
 A record outside the caller's scope is reported as not found, like one that does not exist.
 """
 
@@ -47,7 +48,8 @@ METHOD_RULES = rules_for(
 
 
 def everywhere(principal: Principal) -> bool:
-    return principal.has(NC, SVC) or principal.national
+    # A region installation's service identity sees its own region only.
+    return principal.has(NC) or principal.national
 
 
 def sees(principal: Principal, region: Region) -> bool:

@@ -6,7 +6,8 @@
   resilience brings other regions' jobs to them).
 - safeguarding_officer: reads a job of their own region (a referral links a job its author
   may see; the safeguarding service asks with the officer's own token).
-- service accounts: read jobs and add notes (other services link their work to jobs).
+- service accounts: read jobs and add notes (other services link their work to jobs); the
+  hub's (region NATIONAL) in every region, a region installation's in its region only.
 Everyone else is refused at the method level. A job outside the caller's scope is reported
 as not found, exactly like a job that does not exist.
 """
@@ -14,7 +15,7 @@ as not found, exactly like a job that does not exist.
 from __future__ import annotations
 
 from toex_common.errors import NotFound, OutOfScope, PermissionDenied
-from toex_common.policy import MethodRule, rules_for, sees_region
+from toex_common.policy import MethodRule, rules_for, sees_region, service_sees_all
 from toex_common.principal import Principal, Role
 from toex_common.regions import Region
 
@@ -45,9 +46,9 @@ RESEARCHER_STATES = frozenset({JobState.IN_PROGRESS, JobState.DELIVERED})
 
 
 def can_see(principal: Principal, job: Job) -> bool:
-    if principal.has(NC, SVC):
+    if principal.has(NC) or service_sees_all(principal):
         return True
-    if principal.has(SUP, SAFE) and job.region is principal.region:
+    if principal.has(SUP, SAFE, SVC) and job.region is principal.region:
         return True
     if principal.has(RES):
         return job.region is principal.region or job.assigned_to(principal.username)
@@ -88,12 +89,12 @@ def ensure_can_move(principal: Principal, job: Job, to: JobState) -> None:
 def visible_regions(principal: Principal, requested: Region | None) -> tuple[frozenset[Region] | None, bool]:
     """For listing: (regions whose jobs are visible in full or None for all, whether jobs assigned
     to the caller are visible too)."""
-    if principal.has(NC, SVC):
+    if principal.has(NC) or service_sees_all(principal):
         return (frozenset({requested}) if requested else None), False
     own = principal.region
     if requested is not None and requested is not own and not principal.has(RES):
         raise PermissionDenied(f"you may list jobs of {own.value} only")
-    if principal.has(SUP) and (requested is None or requested is own):
+    if principal.has(SUP, SVC) and (requested is None or requested is own):
         return frozenset({own}), principal.has(RES)
     if principal.has(RES):
         if requested is None or requested is own:
