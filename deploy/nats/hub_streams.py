@@ -36,6 +36,8 @@ STREAMS = {
     "COMMS": "comms",
     "SAFEGUARDING": "safeguarding",
     "DEADLETTER": "deadletter",
+    # Each service's audit chain head: kept at the hub, out of reach of a region's databases.
+    "AUDIT": "audit",
 }
 SYNC_PREFIX = "$TOEX.SYNC"
 

@@ -250,11 +250,47 @@ class VerifyReport:
         return not self.problems
 
 
-async def verify(engine: AsyncEngine, *, batch: int = 5000) -> VerifyReport:
+@dataclass(frozen=True)
+class Anchor:
+    """The head of a chain (its newest entry's sequence number and hash) as published outside
+    the database, so that a rewritten chain or a deleted tail can be told from an intact one."""
+
+    seq: int
+    entry_hash: str
+    at: str  # when it was published, ISO 8601
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({"seq": self.seq, "entry_hash": self.entry_hash, "at": self.at})
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Anchor:
+        fields = orjson.loads(data)
+        return cls(int(fields["seq"]), str(fields["entry_hash"]), str(fields["at"]))
+
+
+async def head(engine: AsyncEngine) -> Anchor | None:
+    """The newest entry, as an anchor to publish (None for an empty log)."""
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(audit_table.c.seq, audit_table.c.entry_hash)
+                .order_by(audit_table.c.seq.desc())
+                .limit(1)
+            )
+        ).first()
+    if row is None:
+        return None
+    return Anchor(int(row.seq), str(row.entry_hash), datetime.now(UTC).isoformat())
+
+
+async def verify(engine: AsyncEngine, *, batch: int = 5000, anchor: Anchor | None = None) -> VerifyReport:
     """Walk the whole chain. Finds edited entries (hash mismatch), deleted ones (gap in the
-    sequence or a broken link) and inserted ones (broken link)."""
+    sequence or a broken link) and inserted ones (broken link). With the last `anchor`
+    published, also a deleted tail, an emptied table, or a chain rewritten from its start,
+    none of which the chain alone can show."""
     report = VerifyReport()
     expected_seq, previous = 1, GENESIS
+    anchored_hash: str | None = None
     async with engine.connect() as conn:
         result = await conn.stream(select(audit_table).order_by(audit_table.c.seq))
         async for partition in result.mappings().partitions(batch):
@@ -267,5 +303,18 @@ async def verify(engine: AsyncEngine, *, batch: int = 5000) -> VerifyReport:
                     report.problems.append(f"entry {seq} does not link to the entry before it")
                 if entry_hash(seq, dict(row), row["previous_hash"]) != row["entry_hash"]:
                     report.problems.append(f"entry {seq} was altered after it was written")
+                if anchor is not None and seq == anchor.seq:
+                    anchored_hash = row["entry_hash"]
                 expected_seq, previous = seq + 1, row["entry_hash"]
+    if anchor is not None:
+        if report.entries == 0:
+            report.problems.append(f"the log is empty, but entry {anchor.seq} was anchored at {anchor.at}")
+        elif expected_seq - 1 < anchor.seq:
+            report.problems.append(
+                f"entries {expected_seq}..{anchor.seq}, anchored at {anchor.at}, are missing (the tail was deleted?)"
+            )
+        elif anchored_hash != anchor.entry_hash:
+            report.problems.append(
+                f"entry {anchor.seq} differs from its anchor of {anchor.at} (the chain was rewritten?)"
+            )
     return report

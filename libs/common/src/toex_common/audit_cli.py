@@ -10,7 +10,9 @@ import click
 from sqlalchemy import select
 
 from toex_common.audit import verify
+from toex_common.audit_anchor import anchor_subject, last_anchor
 from toex_common.db import audit_table, create_engine
+from toex_common.events.nats import connect
 
 
 @click.group(help="Inspect and verify a service's tamper-evident audit log (DPA 2018 s62).")
@@ -18,19 +20,47 @@ def main() -> None:
     pass
 
 
-@main.command("verify", help="Recompute the hash chain; exit 1 if any entry was edited, deleted or inserted.")
+@main.command(
+    "verify",
+    help="Recompute the hash chain; exit 1 if any entry was edited, deleted or inserted. With "
+    "--nats-url, also check the table against the last head the service anchored in JetStream, "
+    "which finds a deleted tail, an emptied table or a chain rewritten from the start.",
+)
 @click.option(
     "--database-url", envvar="TOEX_DATABASE_URL", required=True, help="the service's database (asyncpg URL)"
 )
-def verify_command(database_url: str) -> None:
+@click.option(
+    "--nats-url", envvar="TOEX_NATS_URL", default=None, help="NATS holding the AUDIT stream (the hub's)"
+)
+@click.option(
+    "--service", "service_name", envvar="TOEX_SERVICE_NAME", default=None, help="the service's name"
+)
+@click.option(
+    "--region", envvar="TOEX_REGION", default="NATIONAL", show_default=True, help="its installation's region"
+)
+def verify_command(database_url: str, nats_url: str | None, service_name: str | None, region: str) -> None:
     async def run() -> int:
+        anchor = None
+        if nats_url:
+            if not service_name:
+                raise click.UsageError(
+                    "--nats-url needs --service (the name the service publishes its anchor as)"
+                )
+            nc = await connect(nats_url, "toex-audit")
+            try:
+                anchor = await last_anchor(nc.jetstream(), anchor_subject(region, service_name))
+            finally:
+                await nc.close()
+            if anchor is None:
+                click.echo(f"no anchor published yet for {service_name} in {region}", err=True)
         engine = create_engine(database_url, pool_size=1, max_overflow=0)
         try:
-            report = await verify(engine)
+            report = await verify(engine, anchor=anchor)
         finally:
             await engine.dispose()
         if report.intact:
-            click.echo(f"audit log intact: {report.entries} entries verified")
+            against = f", up to the anchor of entry {anchor.seq} ({anchor.at})" if anchor else ""
+            click.echo(f"audit log intact: {report.entries} entries verified{against}")
             return 0
         click.echo(
             f"audit log BROKEN: {len(report.problems)} problem(s) in {report.entries} entries", err=True

@@ -11,6 +11,11 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TOEX_", extra="ignore")
 
     service_name: str = "toex"
+    # The installation's region (NATIONAL at the hub): names the subjects of what the
+    # installation publishes about itself, such as its audit anchors.
+    region: str = "NATIONAL"
+    # How often the audit chain's head is published to JetStream (stream AUDIT).
+    audit_anchor_seconds: float = 60.0
     database_url: str = "postgresql+asyncpg://toex:toex@127.0.0.1:5432/toex"
     nats_url: str = "nats://127.0.0.1:4222"
     oidc_issuer: str = "http://127.0.0.1:8080/realms/toex"

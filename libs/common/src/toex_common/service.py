@@ -25,6 +25,7 @@ from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from toex_common.audit import PostgresAuditLog
+from toex_common.audit_anchor import AUDIT_STREAM, anchor_subject, publish_anchor
 from toex_common.auth import TokenVerifier
 from toex_common.config import ServiceSettings
 from toex_common.db import create_engine
@@ -60,7 +61,7 @@ class Platform:
         engine = create_engine(settings.database_url)
         nc = await connect(settings.nats_url, f"toex-{settings.service_name}")
         js = nc.jetstream()
-        for stream in streams:
+        for stream in (*streams, AUDIT_STREAM):
             await ensure_stream(js, stream)
         audit = PostgresAuditLog(engine)
         verifier = TokenVerifier(settings.oidc_issuer, settings.oidc_audience, settings.oidc_algorithms)
@@ -147,8 +148,16 @@ class ServiceApp:
                     "refreshing the identity provider's signing keys",
                 ),
             ),
+            (
+                "audit-anchor",
+                self.every(self.settings.audit_anchor_seconds, self._anchor_audit, "anchoring the audit log"),
+            ),
             *((consumer.name, self._consume(consumer)) for consumer in self.consumers),
         ]
+
+    async def _anchor_audit(self) -> None:
+        subject = anchor_subject(self.settings.region, self.settings.service_name)
+        await publish_anchor(self.engine, self.platform.js, subject)
 
     async def _after_first(self, seconds: float, work: Callable[[], Awaitable[object]], what: str) -> None:
         """`every(seconds, work)`, starting one period from now (the first use fetched it)."""
