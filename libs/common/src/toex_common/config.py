@@ -25,6 +25,19 @@ class ServiceSettings(BaseSettings):
     # signed) stops working within this time.
     jwks_refresh_seconds: float = 300.0
     grpc_host: str = "127.0.0.1"
+    # Transport security (PEM files; empty = plaintext, for the local stack on loopback only).
+    # The gRPC server's certificate and key; with a client CA, callers must present a
+    # certificate it signed (mutual TLS between services).
+    grpc_tls_cert_file: str = ""
+    grpc_tls_key_file: str = ""
+    grpc_tls_client_ca_file: str = ""
+    # The CA that signed other services' server certificates (channels to them use TLS, and
+    # present this service's certificate above).
+    grpc_tls_ca_file: str = ""
+    # NATS over TLS: the CA of the NATS servers, and this service's client certificate.
+    nats_tls_ca_file: str = ""
+    nats_tls_cert_file: str = ""
+    nats_tls_key_file: str = ""
     grpc_port: int = 0
     grpc_grace_seconds: float = 10.0
     service_client_id: str = ""

@@ -36,6 +36,7 @@ from toex_common.events.streams import StreamSpec, ensure_stream
 from toex_common.grpc.interceptors import standard_interceptors
 from toex_common.grpc.server import create_server, serve_until_signal
 from toex_common.policy import MethodPolicy, MethodRule
+from toex_common.tls import nats_context, server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class Platform:
         consumes, declared exactly as their owners do, so it can start before them) and start
         the audit writer."""
         engine = create_engine(settings.database_url)
-        nc = await connect(settings.nats_url, f"toex-{settings.service_name}")
+        nc = await connect(settings.nats_url, f"toex-{settings.service_name}", tls=nats_context(settings))
         js = nc.jetstream()
         for stream in (*streams, AUDIT_STREAM):
             await ensure_stream(js, stream)
@@ -88,6 +89,7 @@ class Platform:
             ),
             host=self.settings.grpc_host,
             port=self.settings.grpc_port,
+            credentials=server_credentials(self.settings),
             options=options,
         )
 

@@ -97,6 +97,7 @@ async def build(settings: Settings, *, sender: NoteSender | None = None) -> App:
     tasking = TaskingNotes(
         settings.tasking_address,
         ServiceToken(settings.oidc_issuer, settings.service_client_id, settings.service_client_secret),
+        settings=settings,
     )
     deps = handlers.Deps(uow=uow, jobs=TaskingJobs(tasking))  # type: ignore[arg-type]
     server = await platform.grpc_server(

@@ -46,17 +46,20 @@ class NatsServer:
         *,
         monitor_port: int | None = None,
         log_file: Path | str | None = None,
+        tls: tuple[Path, Path, Path] | None = None,
     ) -> None:
         self.port = port or free_port()
         self.store_dir = Path(store_dir) if store_dir else Path(tempfile.mkdtemp(prefix="toex-nats-"))
         self.monitor_port = monitor_port
         self.log_file = Path(log_file) if log_file else self.store_dir / "nats-server.log"
+        # (certificate, key, CA): clients must use TLS and present a certificate the CA signed.
+        self.tls = tls
         self._proc: subprocess.Popen[bytes] | None = None
         self.pid: int | None = None
 
     @property
     def url(self) -> str:
-        return f"nats://{LOOPBACK}:{self.port}"
+        return f"{'tls' if self.tls else 'nats'}://{LOOPBACK}:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -68,6 +71,9 @@ class NatsServer:
         cmd = [find_nats_server(), "-js", "-a", LOOPBACK, "-p", str(self.port), "-sd", str(self.store_dir)]
         if self.monitor_port:
             cmd += ["-m", str(self.monitor_port)]
+        if self.tls:
+            cert, key, ca = self.tls
+            cmd += ["--tlsverify", "--tlscert", str(cert), "--tlskey", str(key), "--tlscacert", str(ca)]
         return cmd
 
     def start(self, timeout: float = 30.0, progress: Progress = no_progress) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 
 import nats
 from nats.aio.client import Client
@@ -10,7 +11,9 @@ from nats.aio.client import Client
 log = logging.getLogger(__name__)
 
 
-async def connect(url: str, name: str, *, connect_timeout: float = 5.0) -> Client:
+async def connect(
+    url: str, name: str, *, connect_timeout: float = 5.0, tls: ssl.SSLContext | None = None
+) -> Client:
     async def on_disconnect() -> None:
         log.warning("disconnected from NATS; buffering and reconnecting")
 
@@ -30,4 +33,5 @@ async def connect(url: str, name: str, *, connect_timeout: float = 5.0) -> Clien
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
         error_cb=on_error,
+        tls=tls,
     )

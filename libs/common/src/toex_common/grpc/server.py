@@ -67,17 +67,20 @@ async def create_server(
     host: str = "127.0.0.1",
     port: int = 0,
     options: Sequence[tuple[str, Any]] = (),
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[aio.Server, int, HealthServicer]:
     """Build a server with the given servicers, health and reflection; bind `host:port`
     (port 0 picks a free one); `options` are extra grpc channel arguments (e.g. message size limits
-    for uploads). Returns the server, its bound port and the health servicer."""
+    for uploads); with `credentials` it listens with TLS only. Returns the server, its bound port
+    and the health servicer."""
     server = aio.server(options=[("grpc.so_reuseport", 0), *options])
     register(_Guarded(server, InterceptorChain(interceptors)) if interceptors else server)  # type: ignore[arg-type]
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = list(service_names)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{host}:{port}"
+    bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if bound == 0:
         raise OSError(f"could not bind {host}:{port}")
     for name in ["", *names]:

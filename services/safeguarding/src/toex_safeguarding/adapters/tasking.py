@@ -14,6 +14,8 @@ from typing import Any
 import grpc
 import httpx
 from toex.tasking.v1 import tasking_pb2, tasking_pb2_grpc
+from toex_common import tls
+from toex_common.config import ServiceSettings
 from toex_common.errors import Unavailable
 from toex_common.policy import PURPOSE_METADATA_KEY
 
@@ -49,17 +51,26 @@ class ServiceToken:
 
 
 class TaskingNotes:
-    def __init__(self, address: str, token: ServiceToken, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        token: ServiceToken,
+        *,
+        timeout: float = 10.0,
+        settings: ServiceSettings | None = None,
+    ) -> None:
         self._address = address
         self._token = token
         self._timeout = timeout
+        self._settings = settings or ServiceSettings()
         self._channel: grpc.aio.Channel | None = None
 
     def _stub(self) -> Any:  # the async stub's methods are awaitable; its stubs say otherwise
         if self._channel is None:
             # Reconnect within seconds after a tasking outage, not gRPC's default two minutes.
-            self._channel = grpc.aio.insecure_channel(
+            self._channel = tls.channel(
                 self._address,
+                self._settings,
                 options=[("grpc.initial_reconnect_backoff_ms", 500), ("grpc.max_reconnect_backoff_ms", 5000)],
             )
         return tasking_pb2_grpc.TaskingServiceStub(self._channel)
