@@ -30,7 +30,7 @@ def main() -> None:
     "--database-url", envvar="TOEX_DATABASE_URL", required=True, help="the service's database (asyncpg URL)"
 )
 @click.option(
-    "--nats-url", envvar="TOEX_NATS_URL", default=None, help="NATS holding the AUDIT stream (the hub's)"
+    "--nats-url", default=None, help="NATS holding the AUDIT stream (the hub's); without it, the chain alone"
 )
 @click.option(
     "--service", "service_name", envvar="TOEX_SERVICE_NAME", default=None, help="the service's name"
