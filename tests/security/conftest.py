@@ -33,6 +33,19 @@ def tokens(keycloak: Any) -> Tokens:
     return Tokens(keycloak)
 
 
+def keycloak_admin(base: str) -> dict[str, str]:
+    """Headers for Keycloak's admin API, as the test Keycloak's admin (admin/admin)."""
+    import httpx
+
+    response = httpx.post(
+        f"{base}/realms/master/protocol/openid-connect/token",
+        data={"grant_type": "password", "client_id": "admin-cli", "username": "admin", "password": "admin"},
+        timeout=30,
+    )
+    response.raise_for_status()
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
 def md(token: str, purpose: str | None = "Op SANDPIPER") -> list[tuple[str, str]]:
     """Call metadata: the bearer token and, unless None, a purpose."""
     items = [("authorization", f"Bearer {token}")]

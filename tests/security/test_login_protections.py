@@ -20,17 +20,9 @@ import pytest
 import yaml
 from toex_cli.credentials import OidcClient, jwt_claims
 
+from .conftest import keycloak_admin
+
 STRONG = "correct-horse-battery-7"
-
-
-def admin_headers(base: str) -> dict[str, str]:
-    response = httpx.post(
-        f"{base}/realms/master/protocol/openid-connect/token",
-        data={"grant_type": "password", "client_id": "admin-cli", "username": "admin", "password": "admin"},
-        timeout=30,
-    )
-    response.raise_for_status()
-    return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
 
 @pytest.fixture
@@ -50,13 +42,13 @@ def person(keycloak: Any) -> Any:
             "attributes": {"region": ["EMSOU"]},
             "credentials": [{"type": "password", "value": STRONG, "temporary": False}],
         },
-        headers=admin_headers(base),
+        headers=keycloak_admin(base),
         timeout=30,
     )
     created.raise_for_status()
     user_id = created.headers["Location"].rsplit("/", 1)[-1]
     yield base, name, user_id
-    httpx.delete(f"{admin}/users/{user_id}", headers=admin_headers(base), timeout=30)
+    httpx.delete(f"{admin}/users/{user_id}", headers=keycloak_admin(base), timeout=30)
 
 
 def password_grant(base: str, username: str, password: str) -> int:
@@ -81,7 +73,7 @@ def test_weak_passwords_are_refused(person) -> None:  # type: ignore[no-untyped-
     refused = httpx.put(
         f"{base}/admin/realms/toex/users/{user_id}/reset-password",
         json={"type": "password", "value": "abc", "temporary": False},
-        headers=admin_headers(base),
+        headers=keycloak_admin(base),
         timeout=30,
     )
     assert refused.status_code == 400, refused.text

@@ -20,19 +20,9 @@ import pytest
 from toex.entity.v1 import entity_pb2 as pb
 from toex.type.v1 import security_pb2
 
-from .conftest import md
+from .conftest import keycloak_admin, md
 
 REALM_FILE = Path(__file__).resolve().parents[2] / "deploy" / "keycloak" / "realm-toex.json"
-
-
-def admin(base: str) -> dict[str, str]:
-    response = httpx.post(
-        f"{base}/realms/master/protocol/openid-connect/token",
-        data={"grant_type": "password", "client_id": "admin-cli", "username": "admin", "password": "admin"},
-        timeout=30,
-    )
-    response.raise_for_status()
-    return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
 
 @pytest.fixture
@@ -46,16 +36,16 @@ def ersou_service_token(keycloak: Any) -> Any:
     client_id, secret = f"toex-entity-ersou-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
     client = {**template, "clientId": client_id, "secret": secret, "name": client_id}
     client.pop("id", None)
-    httpx.post(f"{api}/clients", json=client, headers=admin(base), timeout=30).raise_for_status()
-    internal = httpx.get(f"{api}/clients", params={"clientId": client_id}, headers=admin(base)).json()[0][
-        "id"
-    ]
-    user = httpx.get(f"{api}/clients/{internal}/service-account-user", headers=admin(base)).json()
+    httpx.post(f"{api}/clients", json=client, headers=keycloak_admin(base), timeout=30).raise_for_status()
+    internal = httpx.get(
+        f"{api}/clients", params={"clientId": client_id}, headers=keycloak_admin(base)
+    ).json()[0]["id"]
+    user = httpx.get(f"{api}/clients/{internal}/service-account-user", headers=keycloak_admin(base)).json()
     user["attributes"] = {"region": ["ERSOU"]}
-    httpx.put(f"{api}/users/{user['id']}", json=user, headers=admin(base)).raise_for_status()
-    role = httpx.get(f"{api}/roles/service", headers=admin(base)).json()
+    httpx.put(f"{api}/users/{user['id']}", json=user, headers=keycloak_admin(base)).raise_for_status()
+    role = httpx.get(f"{api}/roles/service", headers=keycloak_admin(base)).json()
     httpx.post(
-        f"{api}/users/{user['id']}/role-mappings/realm", json=[role], headers=admin(base)
+        f"{api}/users/{user['id']}/role-mappings/realm", json=[role], headers=keycloak_admin(base)
     ).raise_for_status()
     token = httpx.post(
         f"{base}/realms/toex/protocol/openid-connect/token",
@@ -64,7 +54,7 @@ def ersou_service_token(keycloak: Any) -> Any:
     )
     token.raise_for_status()
     yield token.json()["access_token"]
-    httpx.delete(f"{api}/clients/{internal}", headers=admin(base), timeout=30)
+    httpx.delete(f"{api}/clients/{internal}", headers=keycloak_admin(base), timeout=30)
 
 
 def person(given: str, surname: str, birth_date: str) -> pb.SourceRecord:

@@ -23,19 +23,9 @@ import pytest
 from toex.entity.v1 import entity_pb2 as pb
 from toex_devstack.keycloak import token_expiry
 
-from .conftest import md, start_service, stop_service
+from .conftest import keycloak_admin, md, start_service, stop_service
 
 REALM_FILE = Path(__file__).resolve().parents[2] / "deploy" / "keycloak" / "realm-toex.json"
-
-
-def admin_token(base: str) -> str:
-    response = httpx.post(
-        f"{base}/realms/master/protocol/openid-connect/token",
-        data={"grant_type": "password", "client_id": "admin-cli", "username": "admin", "password": "admin"},
-        timeout=30,
-    )
-    response.raise_for_status()
-    return str(response.json()["access_token"])
 
 
 def user_token(base: str, realm: str, username: str) -> str:
@@ -59,17 +49,15 @@ def realm_copy(keycloak: Any) -> Any:
     name = f"toex-rotation-{uuid.uuid4().hex[:8]}"
     realm = json.loads(REALM_FILE.read_text())
     realm["realm"] = name
-    headers = {"Authorization": f"Bearer {admin_token(base)}"}
+    headers = keycloak_admin(base)
     httpx.post(f"{base}/admin/realms", json=realm, headers=headers, timeout=120).raise_for_status()
     yield base, name
-    httpx.delete(
-        f"{base}/admin/realms/{name}", headers={"Authorization": f"Bearer {admin_token(base)}"}, timeout=60
-    )
+    httpx.delete(f"{base}/admin/realms/{name}", headers=keycloak_admin(base), timeout=60)
 
 
 def rotate_keys(base: str, realm: str) -> None:
     """A new RSA key provider takes over; every provider that signed before is removed."""
-    headers = {"Authorization": f"Bearer {admin_token(base)}"}
+    headers = keycloak_admin(base)
     admin = f"{base}/admin/realms/{realm}"
     old = httpx.get(
         f"{admin}/components", params={"type": "org.keycloak.keys.KeyProvider"}, headers=headers
