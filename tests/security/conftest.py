@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,56 +105,54 @@ async def stop_service(service: Service) -> None:
     await service.app.shutdown()
 
 
+Launch = Callable[..., Awaitable[Service]]
+
+
 @pytest.fixture
-async def entity(database: str, nats_server: Any, keycloak: Any, tokens: Tokens) -> AsyncIterator[Service]:
+async def launch(database: str, nats_server: Any, keycloak: Any, tokens: Tokens) -> AsyncIterator[Launch]:
+    """Start services in this process against the session's servers (a test may give another
+    `database`, `nats_url` or `issuer`, and any setting); all are stopped after the test."""
+    started: list[Service] = []
+
+    async def launch_service(
+        package: str, stub_class: Callable[[grpc.aio.Channel], Any], **given: Any
+    ) -> Service:
+        given.setdefault("database", database)
+        given.setdefault("nats_url", nats_server.url)
+        given.setdefault("issuer", keycloak.issuer)
+        service = await start_service(package, stub_class, tokens=tokens, **given)
+        started.append(service)
+        return service
+
+    yield launch_service
+    for service in reversed(started):
+        await stop_service(service)
+
+
+@pytest.fixture
+async def entity(launch: Launch) -> Service:
     from toex.entity.v1 import entity_pb2_grpc
 
-    service = await start_service(
-        "toex_entity",
-        entity_pb2_grpc.EntityResolutionServiceStub,
-        database=database,
-        nats_url=nats_server.url,
-        issuer=keycloak.issuer,
-        tokens=tokens,
-    )
-    yield service
-    await stop_service(service)
+    return await launch("toex_entity", entity_pb2_grpc.EntityResolutionServiceStub)
 
 
 @pytest.fixture
-async def tasking(database: str, nats_server: Any, keycloak: Any, tokens: Tokens) -> AsyncIterator[Service]:
+async def tasking(launch: Launch) -> Service:
     from toex.tasking.v1 import tasking_pb2_grpc
 
-    service = await start_service(
-        "toex_tasking",
-        tasking_pb2_grpc.TaskingServiceStub,
-        database=database,
-        nats_url=nats_server.url,
-        issuer=keycloak.issuer,
-        tokens=tokens,
-    )
-    yield service
-    await stop_service(service)
+    return await launch("toex_tasking", tasking_pb2_grpc.TaskingServiceStub)
 
 
 @pytest.fixture
-async def comms(
-    database: str, nats_server: Any, keycloak: Any, tokens: Tokens, tmp_path: Any
-) -> AsyncIterator[Service]:
+async def comms(launch: Launch, tmp_path: Any) -> Service:
     from toex.comms.v1 import comms_pb2_grpc
 
-    service = await start_service(
+    return await launch(
         "toex_comms",
         comms_pb2_grpc.CommsAnalysisServiceStub,
-        database=database,
-        nats_url=nats_server.url,
-        issuer=keycloak.issuer,
-        tokens=tokens,
         data_dir=tmp_path / "data",
         consume_events=False,
     )
-    yield service
-    await stop_service(service)
 
 
 @pytest.fixture
@@ -201,42 +199,26 @@ def pnd_simulator(tmp_path: Any) -> Any:
 
 
 @pytest.fixture
-async def pnd(
-    database: str, nats_server: Any, keycloak: Any, tokens: Tokens, pnd_simulator: str
-) -> AsyncIterator[Service]:
+async def pnd(launch: Launch, pnd_simulator: str) -> Service:
     from toex.pnd.v1 import pnd_pb2_grpc
 
-    service = await start_service(
+    return await launch(
         "toex_pnd",
         pnd_pb2_grpc.PndSyncServiceStub,
-        database=database,
-        nats_url=nats_server.url,
-        issuer=keycloak.issuer,
-        tokens=tokens,
         pnd_url=pnd_simulator,
         dispatch_poll_seconds=0.1,
         reconcile_interval_seconds=0,
     )
-    yield service
-    await stop_service(service)
 
 
 @pytest.fixture
-async def safeguarding(
-    database: str, nats_server: Any, keycloak: Any, tokens: Tokens
-) -> AsyncIterator[Service]:
+async def safeguarding(launch: Launch) -> Service:
     from toex.safeguarding.v1 import safeguarding_pb2_grpc
     from toex_devstack._proc import free_port
 
-    service = await start_service(
+    return await launch(
         "toex_safeguarding",
         safeguarding_pb2_grpc.SafeguardingServiceStub,
-        database=database,
-        nats_url=nats_server.url,
-        issuer=keycloak.issuer,
-        tokens=tokens,
         service_name=f"safeguarding-{uuid.uuid4().hex[:8]}",
         tasking_address=f"127.0.0.1:{free_port()}",
     )
-    yield service
-    await stop_service(service)

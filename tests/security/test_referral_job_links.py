@@ -19,87 +19,68 @@ from toex.safeguarding.v1 import safeguarding_pb2_grpc
 from toex.tasking.v1 import tasking_pb2 as tpb
 from toex.tasking.v1 import tasking_pb2_grpc
 
-from .conftest import start_service, stop_service
-
 SO = "safeguarding_officer.emsou"
 
 
-async def test_a_referral_links_only_jobs_its_author_may_see(
-    postgres, database, nats_server, keycloak, tokens
-) -> None:  # type: ignore[no-untyped-def]
+async def test_a_referral_links_only_jobs_its_author_may_see(postgres, launch) -> None:  # type: ignore[no-untyped-def]
     tasking_db = postgres.create_database(f"t_sec_tasking_{uuid.uuid4().hex[:10]}")
-    tasking = await start_service(
-        "toex_tasking",
-        tasking_pb2_grpc.TaskingServiceStub,
-        database=tasking_db,
-        nats_url=nats_server.url,
-        issuer=keycloak.issuer,
-        tokens=tokens,
-    )
-    safeguarding = await start_service(
+    tasking = await launch("toex_tasking", tasking_pb2_grpc.TaskingServiceStub, database=tasking_db)
+    safeguarding = await launch(
         "toex_safeguarding",
         safeguarding_pb2_grpc.SafeguardingServiceStub,
-        database=database,
-        nats_url=nats_server.url,
-        issuer=keycloak.issuer,
-        tokens=tokens,
         service_name=f"safeguarding-{uuid.uuid4().hex[:8]}",
         tasking_address=f"127.0.0.1:{tasking.app.port}",
     )
-    try:
-        due = Timestamp()
-        due.FromDatetime(datetime.now(UTC) + timedelta(days=7))
-        jobs = {}
-        for region in ("EMSOU", "ERSOU"):
-            jobs[region] = (
-                await tasking.stub.CreateJob(
-                    tpb.CreateJobRequest(
-                        parent=f"regions/{region}",
-                        job=tpb.Job(
-                            requesting_unit="Unit",
-                            operation_name="Op HERON",
-                            job_type=tpb.JOB_TYPE_SAFEGUARDING,
-                            due_time=due,
-                        ),
+    # The tasking database goes with the session's throwaway cluster.
+    due = Timestamp()
+    due.FromDatetime(datetime.now(UTC) + timedelta(days=7))
+    jobs = {}
+    for region in ("EMSOU", "ERSOU"):
+        jobs[region] = (
+            await tasking.stub.CreateJob(
+                tpb.CreateJobRequest(
+                    parent=f"regions/{region}",
+                    job=tpb.Job(
+                        requesting_unit="Unit",
+                        operation_name="Op HERON",
+                        job_type=tpb.JOB_TYPE_SAFEGUARDING,
+                        due_time=due,
                     ),
-                    metadata=tasking.md("national_coordinator.national"),
-                )
-            ).job.name
-
-        def referral(job: str) -> pb.CreateReferralRequest:
-            return pb.CreateReferralRequest(
-                parent="regions/EMSOU",
-                referral=pb.Referral(
-                    subject=pb.Subject(entity_id=f"ent-{uuid.uuid4().hex[:8]}", age_band=pb.AGE_BAND_CHILD),
-                    concerns=[pb.CONCERN_CHILD_CRIMINAL_EXPLOITATION],
-                    linked_job=job,
                 ),
+                metadata=tasking.md("national_coordinator.national"),
             )
+        ).job.name
 
-        # Another region's job answers as a job that does not exist.
-        answers = []
-        for job in (jobs["ERSOU"], f"regions/ERSOU/jobs/{uuid.uuid4().hex[:16]}"):
-            with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await safeguarding.stub.CreateReferral(referral(job), metadata=safeguarding.md(SO))
-            assert refused.value.code() == grpc.StatusCode.NOT_FOUND
-            answers.append((refused.value.details() or "").replace(job, "JOB"))
-        assert answers[0] == answers[1]
+    def referral(job: str) -> pb.CreateReferralRequest:
+        return pb.CreateReferralRequest(
+            parent="regions/EMSOU",
+            referral=pb.Referral(
+                subject=pb.Subject(entity_id=f"ent-{uuid.uuid4().hex[:8]}", age_band=pb.AGE_BAND_CHILD),
+                concerns=[pb.CONCERN_CHILD_CRIMINAL_EXPLOITATION],
+                linked_job=job,
+            ),
+        )
 
-        # Its own region's job is linked; relinking to the other region's is refused too.
-        created = (
-            await safeguarding.stub.CreateReferral(referral(jobs["EMSOU"]), metadata=safeguarding.md(SO))
-        ).referral
-        assert created.linked_job == jobs["EMSOU"]
-        with pytest.raises(grpc.aio.AioRpcError) as relinked:
-            await safeguarding.stub.UpdateReferral(
-                pb.UpdateReferralRequest(
-                    referral=pb.Referral(name=created.name, linked_job=jobs["ERSOU"]),
-                    update_mask=field_mask_pb2.FieldMask(paths=["linked_job"]),
-                ),
-                metadata=safeguarding.md(SO),
-            )
-        assert relinked.value.code() == grpc.StatusCode.NOT_FOUND
-    finally:
-        await stop_service(safeguarding)
-        await stop_service(tasking)
-        postgres.drop_database(tasking_db.rsplit("/", 1)[-1])
+    # Another region's job answers as a job that does not exist.
+    answers = []
+    for job in (jobs["ERSOU"], f"regions/ERSOU/jobs/{uuid.uuid4().hex[:16]}"):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await safeguarding.stub.CreateReferral(referral(job), metadata=safeguarding.md(SO))
+        assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+        answers.append((refused.value.details() or "").replace(job, "JOB"))
+    assert answers[0] == answers[1]
+
+    # Its own region's job is linked; relinking to the other region's is refused too.
+    created = (
+        await safeguarding.stub.CreateReferral(referral(jobs["EMSOU"]), metadata=safeguarding.md(SO))
+    ).referral
+    assert created.linked_job == jobs["EMSOU"]
+    with pytest.raises(grpc.aio.AioRpcError) as relinked:
+        await safeguarding.stub.UpdateReferral(
+            pb.UpdateReferralRequest(
+                referral=pb.Referral(name=created.name, linked_job=jobs["ERSOU"]),
+                update_mask=field_mask_pb2.FieldMask(paths=["linked_job"]),
+            ),
+            metadata=safeguarding.md(SO),
+        )
+    assert relinked.value.code() == grpc.StatusCode.NOT_FOUND
