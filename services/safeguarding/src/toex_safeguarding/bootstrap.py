@@ -11,7 +11,7 @@ from toex_common.service import Background, GrpcServer, Platform, ServiceApp
 
 from toex_safeguarding.adapters.integration import STREAM
 from toex_safeguarding.adapters.job_notes import JobNoteRelay, NoteSender
-from toex_safeguarding.adapters.tasking import ServiceToken, TaskingJobs, TaskingNotes
+from toex_safeguarding.adapters.tasking import ServiceToken, TaskingNotes
 from toex_safeguarding.adapters.uow import SqlSafeguardingUnitOfWork
 from toex_safeguarding.config import Settings
 from toex_safeguarding.domain import commands
@@ -99,7 +99,7 @@ async def build(settings: Settings, *, sender: NoteSender | None = None) -> App:
         ServiceToken(settings.oidc_issuer, settings.service_client_id, settings.service_client_secret),
         settings=settings,
     )
-    deps = handlers.Deps(uow=uow, jobs=TaskingJobs(tasking))  # type: ignore[arg-type]
+    deps = handlers.Deps(uow=uow, jobs=tasking)  # type: ignore[arg-type]
     server = await platform.grpc_server(
         register=lambda s: safeguarding_pb2_grpc.add_SafeguardingServiceServicer_to_server(
             SafeguardingServicer(deps), s

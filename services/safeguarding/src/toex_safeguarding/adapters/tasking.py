@@ -83,23 +83,12 @@ class TaskingNotes:
             timeout=self._timeout,
         )
 
-    async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close(None)
-            self._channel = None
-
-
-class TaskingJobs:
-    """Whether the caller may see a job: tasking's GetJob with the caller's token and purpose,
-    so tasking's own rules (region, grants) decide and audit it."""
-
-    def __init__(self, notes: TaskingNotes) -> None:
-        self._notes = notes
-
     async def visible(self, job: str, credentials: tuple[tuple[str, str], ...]) -> bool:
+        """Whether the caller may see `job`: GetJob with the caller's own token and purpose, so
+        tasking's rules (region, grants) decide and audit it. NOT_FOUND and the like: no."""
         try:
-            await self._notes._stub().GetJob(
-                tasking_pb2.GetJobRequest(name=job), metadata=credentials, timeout=self._notes._timeout
+            await self._stub().GetJob(
+                tasking_pb2.GetJobRequest(name=job), metadata=credentials, timeout=self._timeout
             )
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (
@@ -110,3 +99,8 @@ class TaskingJobs:
                 return False
             raise Unavailable("the tasking service cannot confirm the job now; try again") from None
         return True
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close(None)
+            self._channel = None
