@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from toex_common.errors import Unauthenticated
 from toex_common.principal import Principal
@@ -23,8 +23,15 @@ class CallState:
     # How far the call's audit entry has been written: "" (not yet), "opened" (a streaming
     # read's entry, written before its first item), "final" (its outcome).
     audited: str = ""
-    # Awaited before a streaming method's first item is sent (the chain writes its entry).
-    before_first_item: Callable[[], Awaitable[None]] | None = None
+    # Told before a streaming method's first item is sent (the chain, which writes its entry
+    # then). Set for every call as an attribute, so a unary call pays no allocation for it.
+    streaming: StreamOpener | None = None
+
+
+class StreamOpener(Protocol):
+    async def open_stream(self, state: CallState) -> None:
+        """Called once, before the first item of `state`'s streaming answer is sent."""
+        ...
 
 
 _current: ContextVar[CallState | None] = ContextVar("toex_call_state", default=None)

@@ -124,7 +124,7 @@ def wrap_handler(around: Around, method: str, handler: grpc.RpcMethodHandler) ->
 async def _write_all(responses: AsyncIterator[Any] | Awaitable[None], context: aio.ServicerContext) -> None:
     """Send a streaming method's responses: those it yields, or none if it writes them itself.
 
-    Before the first item leaves, the call's `before_first_item` runs: the audit entry of a
+    Before the first item leaves, the call's `streaming` opener is told: the audit entry of a
     streaming read is durable before any of what it reads is sent."""
     if hasattr(responses, "__aiter__"):
         first = True
@@ -132,8 +132,8 @@ async def _write_all(responses: AsyncIterator[Any] | Awaitable[None], context: a
             if first:
                 first = False
                 state = current_call()
-                if state is not None and state.before_first_item is not None:
-                    await state.before_first_item()
+                if state is not None and state.streaming is not None:
+                    await state.streaming.open_stream(state)
             await context.write(response)
     else:
         await responses  # type: ignore[misc]
@@ -202,7 +202,7 @@ class StandardChain:
                         state.principal = principal = await self._authenticate(authorization)
                         state.purpose = normalise_purpose(purpose)
                         self._policy.check(principal, method, state.purpose)
-                        state.before_first_item = lambda: self._open(method, state)
+                        state.streaming = self
                         result = await proceed()
                     except aio.AbortError:
                         raise
@@ -266,14 +266,14 @@ class StandardChain:
             return principal
         return await self._verifier.verify(token)
 
-    async def _open(self, method: str, state: CallState) -> None:
+    async def open_stream(self, state: CallState) -> None:
         """A streaming read's entry, durable before its first item is sent; if it cannot be
         written, nothing is sent and the call fails UNAVAILABLE."""
-        state.before_first_item = None
+        state.streaming = None
         try:
-            await self._audit.record(self._entry(method, state, "OK"))
+            await self._audit.record(self._entry(state.method, state, "OK"))
         except Exception:
-            log.exception("audit entry for %s could not be written", method)
+            log.exception("audit entry for %s could not be written", state.method)
             raise Unavailable("audit log unavailable; try again") from None
         state.audited = "opened"
 
