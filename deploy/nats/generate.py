@@ -3,7 +3,9 @@
     python deploy/nats/generate.py            # (re)write deploy/nats/conf/*.conf
     python deploy/nats/generate.py --check    # fail if a committed file differs
 
-One file per region, `hub.conf`, and `single-host.conf` for docker-compose.yml. Each holds what must be the same wherever that instance runs
+One file per region, `hub.conf`, and `single-host.conf` for docker-compose.yml, and for the hub and
+each region a `-tls` twin that the chart runs when `tls.enabled` (the default). Each holds what
+must be the same wherever that instance runs
 (accounts, users and their subject permissions, the JetStream domain, the leaf-node link);
 what differs per installation comes from environment variables that the Helm chart, the compose
 file or a test sets, so the files themselves never carry a secret:
@@ -18,6 +20,10 @@ file or a test sets, so the files themselves never carry a secret:
   TOEX_NATS_LEAF_<REGION>_PASSWORD   one per region: the password of `leaf-<region>`
   regions only:
   TOEX_NATS_HUB_URL              nats-leaf://leaf-<region>:<password>@<hub>:7422
+  `-tls` files only (PEM files; every installation's certificates chain to one national CA):
+  TOEX_NATS_TLS_CERT, TOEX_NATS_TLS_KEY   this server's certificate and key
+  TOEX_NATS_TLS_CA               the CA: clients, route peers and leaf nodes must present a
+                                 certificate it signed, and the hub's leaf listener is verified with it
 
 Isolation model (docs/operations.md explains it for operators):
 - A region's `services` user may publish and subscribe only `toex.<region>.>` (plus the JetStream
@@ -131,11 +137,37 @@ system_account: SYS
 """
 
 
+def _tls(indent: int, *, verify: bool) -> str:
+    pad = " " * indent
+    lines = [
+        "tls {",
+        "  cert_file: $TOEX_NATS_TLS_CERT",
+        "  key_file: $TOEX_NATS_TLS_KEY",
+        "  ca_file: $TOEX_NATS_TLS_CA",
+        *(["  verify: true"] if verify else []),
+        "  timeout: 5",
+        "}",
+    ]
+    return "".join(f"{pad}{line}\n" for line in lines)
+
+
+def _tls_listeners() -> str:
+    """Clients (services, operators) and the cluster's own routes: TLS with certificates both ways."""
+    return (
+        "\n# Every connection is TLS, and every client presents a certificate of the national CA.\n"
+        + _tls(0, verify=True)
+        + "\n# Routes between this installation's servers (listen address and peers come from flags).\n"
+        + "cluster {\n"
+        + _tls(2, verify=True)
+        + "}\n"
+    )
+
+
 def _sys_account() -> str:
     return "  SYS {\n    users: [\n" + _user("sys", "TOEX_NATS_SYS_PASSWORD", None, None) + "\n    ]\n  }\n"
 
 
-def hub_config() -> str:
+def hub_config(tls: bool = False) -> str:
     users = [
         _user("admin", "TOEX_NATS_ADMIN_PASSWORD", None, None),
         # The national consumers read every region's events; the hub publishes as any region
@@ -151,11 +183,14 @@ def hub_config() -> str:
         + "\n".join(users)
         + "\n    ]\n  }\n}\n"
         + "\n# The regions connect here as leaf nodes, each as its own leaf-<region> user.\n"
-        + "leafnodes {\n  port: $TOEX_NATS_LEAF_PORT\n}\n"
+        + "leafnodes {\n  port: $TOEX_NATS_LEAF_PORT\n"
+        + (_tls(2, verify=True) if tls else "")
+        + "}\n"
+        + (_tls_listeners() if tls else "")
     )
 
 
-def region_config(region: str) -> str:
+def region_config(region: str, tls: bool = False) -> str:
     users = [
         _user("admin", "TOEX_NATS_ADMIN_PASSWORD", None, None),
         services_user(region, read_all=False, publish_all=False),
@@ -175,10 +210,11 @@ leafnodes {{
     {{
       urls: [$TOEX_NATS_HUB_URL]
       account: "{ACCOUNT}"
-    }}
+{_tls(6, verify=False) if tls else ""}    }}
   ]
 }}
 """
+        + (_tls_listeners() if tls else "")
     )
 
 
@@ -205,6 +241,8 @@ def single_host_config() -> str:
 def render() -> dict[str, str]:
     files = {f"{HUB}.conf": hub_config(), "single-host.conf": single_host_config()}
     files.update({f"{region}.conf": region_config(region) for region in REGIONS})
+    files[f"{HUB}-tls.conf"] = hub_config(tls=True)
+    files.update({f"{region}-tls.conf": region_config(region, tls=True) for region in REGIONS})
     return files
 
 

@@ -25,7 +25,9 @@ import sys
 import nats
 from nats.js.api import ExternalStream, StreamConfig, StreamSource
 from nats.js.errors import NotFoundError
+from toex_common.config import ServiceSettings
 from toex_common.events.streams import StreamSpec
+from toex_common.tls import nats_context
 
 REGIONS = ("emsou", "ersou", "rocuwm", "london", "tarian", "se", "sw", "ne", "nw", "yh")
 # Stream name -> the domain token in its subjects `toex.<region>.<domain>.<Event>`.
@@ -74,7 +76,11 @@ async def ensure_hub_streams(
 
 
 async def _main(url: str, regions: tuple[str, ...], replicas: int) -> None:
-    nc = await nats.connect(url, name="toex-hub-streams", connect_timeout=10, max_reconnect_attempts=30)
+    # TLS with the job's own client certificate when TOEX_NATS_TLS_* are set (the chart's tls.enabled).
+    tls = nats_context(ServiceSettings())
+    nc = await nats.connect(
+        url, name="toex-hub-streams", connect_timeout=10, max_reconnect_attempts=30, tls=tls
+    )
     try:
         for line in await ensure_hub_streams(nc.jetstream(), regions, replicas):
             print(line, "sourcing", ", ".join(regions))

@@ -51,14 +51,20 @@ def start_service(env: dict[str, str], log: Path, port: int) -> ServiceProcess:
 @pytest.fixture(scope="module")
 def tasking_process(postgres, nats_server, keycloak) -> Iterator[ServiceProcess]:
     port = free_port()
-    database = postgres.create_database(f"e2e_tasking_{os.getpid()}")
+    # Migrated by the owning role, served by a runtime role that can only append to the audit log.
+    name = f"e2e_tasking_{os.getpid()}"
+    database = postgres.service_database(name, owner=f"{name}_owner", runtime=f"{name}_app")
     spec = ServiceSpec(
         name="tasking", module="toex_tasking", port=port, database="", client_id="toex-tasking"
     )
     env = {
         **os.environ,
         **service_environment(
-            spec, database_url=database, nats_url=nats_server.url, oidc_issuer=keycloak.issuer
+            spec,
+            database_url=database.runtime_url,
+            migration_database_url=database.migration_url,
+            nats_url=nats_server.url,
+            oidc_issuer=keycloak.issuer,
         ),
         "TOEX_OVERDUE_SCAN_SECONDS": "1",
         "TOEX_OUTBOX_POLL_SECONDS": "0.2",

@@ -17,7 +17,8 @@ from typing import Any
 
 import grpc
 import pytest
-from toex_common.migrations import upgrade
+from sqlalchemy.engine import make_url
+from toex_common.migrations import migrate
 from toex_devstack.keycloak import DemoTokens as Tokens
 
 
@@ -74,17 +75,27 @@ async def start_service(
     nats_url: str,
     issuer: str,
     tokens: Tokens,
+    postgres: Any,
+    database_query: str = "",
     **settings: Any,
 ) -> Service:
-    """`package` (e.g. "toex_entity") migrated into `database` and serving gRPC on a free port."""
+    """`package` (e.g. "toex_entity") migrated into `database` and serving gRPC on a free port.
+    As in production, an owning role migrates and the service runs as a runtime role that may
+    only append to the audit log; `database` (the superuser's URL) stays the test's own."""
     main = importlib.import_module(f"{package}.__main__")
     bootstrap = importlib.import_module(f"{package}.bootstrap")
     config = importlib.import_module(f"{package}.config")
-    await asyncio.to_thread(upgrade, database, main.migrations_dir())
+    roles = postgres.service_database(make_url(database).database, owner=OWNER_ROLE, runtime=RUNTIME_ROLE)
+    await asyncio.to_thread(
+        migrate,
+        roles.runtime_url + database_query,
+        roles.migration_url + database_query,
+        main.migrations_dir(),
+    )
     client = package.removeprefix("toex_").replace("_", "-")
     app = await bootstrap.build(
         config.Settings(
-            database_url=database,
+            database_url=roles.runtime_url + database_query,
             nats_url=nats_url,
             oidc_issuer=issuer,
             grpc_port=0,
@@ -105,11 +116,17 @@ async def stop_service(service: Service) -> None:
     await service.app.shutdown()
 
 
+# Roles are cluster-wide: every database of this tier is owned by one role and served by another.
+OWNER_ROLE = "toex_sec_owner"
+RUNTIME_ROLE = "toex_sec_app"
+
 Launch = Callable[..., Awaitable[Service]]
 
 
 @pytest.fixture
-async def launch(database: str, nats_server: Any, keycloak: Any, tokens: Tokens) -> AsyncIterator[Launch]:
+async def launch(
+    database: str, postgres: Any, nats_server: Any, keycloak: Any, tokens: Tokens
+) -> AsyncIterator[Launch]:
     """Start services in this process against the session's servers (a test may give another
     `database`, `nats_url` or `issuer`, and any setting); all are stopped after the test."""
     started: list[Service] = []
@@ -120,7 +137,7 @@ async def launch(database: str, nats_server: Any, keycloak: Any, tokens: Tokens)
         given.setdefault("database", database)
         given.setdefault("nats_url", nats_server.url)
         given.setdefault("issuer", keycloak.issuer)
-        service = await start_service(package, stub_class, tokens=tokens, **given)
+        service = await start_service(package, stub_class, tokens=tokens, postgres=postgres, **given)
         started.append(service)
         return service
 

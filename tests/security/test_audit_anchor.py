@@ -33,7 +33,9 @@ def verify(database: str, nats_url: str, service: str) -> subprocess.CompletedPr
     )
 
 
-async def test_a_deleted_tail_or_an_emptied_log_is_found(database, nats_server, keycloak, tokens) -> None:  # type: ignore[no-untyped-def]
+async def test_a_deleted_tail_or_an_emptied_log_is_found(
+    database, postgres, nats_server, keycloak, tokens
+) -> None:  # type: ignore[no-untyped-def]
     from toex.comms.v1 import comms_pb2_grpc
 
     service_name = f"comms-anchor-{os.getpid()}"
@@ -44,6 +46,7 @@ async def test_a_deleted_tail_or_an_emptied_log_is_found(database, nats_server, 
         nats_url=nats_server.url,
         issuer=keycloak.issuer,
         tokens=tokens,
+        postgres=postgres,
         service_name=service_name,
         audit_anchor_seconds=0.2,
         consume_events=False,
@@ -68,6 +71,10 @@ async def test_a_deleted_tail_or_an_emptied_log_is_found(database, nats_server, 
 
     intact = verify(database, nats_server.url, service_name)
     assert intact.returncode == 0, intact.stderr
+    # Entries with no anchor at all (anchors removed, or the wrong service named): the tail
+    # cannot be vouched for, and verify says so instead of calling the log intact.
+    unanchored = verify(database, nats_server.url, f"{service_name}-elsewhere")
+    assert unanchored.returncode == 2 and "no anchor" in unanchored.stderr, unanchored.stderr
 
     # An attacker with the owner's rights deletes the newest entries: the chain before them
     # still links, so only the anchor shows what went.

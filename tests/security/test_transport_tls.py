@@ -1,4 +1,4 @@
-"""Finding 3 (in part): transport security for gRPC and NATS.
+"""Finding 3: transport security for gRPC, NATS and PostgreSQL.
 
 gRPC servers listened in plaintext and NATS took plaintext connections, so anyone on the path
 read bearer tokens and intelligence. A service can now serve gRPC over TLS, requiring client
@@ -9,83 +9,28 @@ Certificates are made here, at test time; the local stack stays plaintext on loo
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import ipaddress
 import shutil
+import ssl
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import grpc
 import nats
 import nats.errors
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from toex.entity.v1 import entity_pb2 as pb
 from toex.entity.v1 import entity_pb2_grpc
+from toex_cli.context import open_channel
+from toex_devstack._proc import free_port
 from toex_devstack.nats import NatsServer
+from toex_devstack.pki import Authority
+from toex_devstack.postgres import Postgres
 
 from .conftest import md, start_service
-
-
-def _name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
-
-class Authority:
-    """A certificate authority of this test alone, issuing PEM files into `directory`."""
-
-    def __init__(self, directory: Path, name: str) -> None:
-        self.directory = directory
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.UTC)
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(_name(name))
-            .issuer_name(_name(name))
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(self.key, hashes.SHA256())
-        )
-        self.ca_file = directory / f"{name}-ca.pem"
-        self.ca_file.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
-
-    def issue(self, name: str) -> tuple[Path, Path]:
-        """A certificate for 127.0.0.1 and localhost, usable by a server and as a client."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(_name(name))
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-                ),
-                critical=False,
-            )
-            .sign(self.key, hashes.SHA256())
-        )
-        cert_file, key_file = self.directory / f"{name}.pem", self.directory / f"{name}-key.pem"
-        cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        key_file.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
-        return cert_file, key_file
 
 
 @pytest.fixture
@@ -95,15 +40,34 @@ def pki() -> Iterator[Path]:
     shutil.rmtree(directory, ignore_errors=True)
 
 
-async def test_grpc_with_mutual_tls_and_nats_over_tls(pki, database, keycloak, tokens) -> None:  # type: ignore[no-untyped-def]
+async def test_grpc_with_mutual_tls_and_nats_and_postgresql_over_tls(
+    pki, keycloak, tokens, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
     ca = Authority(pki, "toex-test")
     server_cert, server_key = ca.issue("entity")
     client_cert, client_key = ca.issue("tasking")
     nats_cert, nats_key = ca.issue("nats")
+    db_cert, db_key = ca.issue("postgres")
     broker = NatsServer(store_dir=pki / "nats-store", tls=(nats_cert, nats_key, ca.ca_file))
     broker.start()
+    database_server = Postgres(
+        data_dir=Path(tempfile.mkdtemp(prefix="toex-pg-tls-")), fsync=False, tls=(db_cert, db_key)
+    )
+    database_server.start()
+    # As the chart sets it: asyncpg verifies the server's certificate and name with this CA.
+    monkeypatch.setenv("PGSSLROOTCERT", str(ca.ca_file))
+    database = database_server.create_database("toex_entity_tls")
+    health_port = free_port()
     service: Any = None
     try:
+        # A client that trusts another CA does not reach the database (verify-full).
+        other = Authority(pki, "someone-else")
+        with pytest.raises(ssl.SSLError):
+            await asyncpg.connect(
+                database_server.dsn("toex_entity_tls"),
+                ssl=ssl.create_default_context(cafile=str(other.ca_file)),
+            )
+
         # A plaintext NATS client is refused by the broker (it never gets a connection).
         with pytest.raises((nats.errors.Error, OSError, TimeoutError)):
             await asyncio.wait_for(
@@ -117,9 +81,12 @@ async def test_grpc_with_mutual_tls_and_nats_over_tls(pki, database, keycloak, t
             "toex_entity",
             entity_pb2_grpc.EntityResolutionServiceStub,
             database=database,
+            database_query="?ssl=verify-full",
             nats_url=broker.url,
             issuer=keycloak.issuer,
             tokens=tokens,
+            postgres=database_server,
+            grpc_health_port=health_port,
             nats_tls_ca_file=str(ca.ca_file),
             nats_tls_cert_file=str(client_cert),
             nats_tls_key_file=str(client_key),
@@ -128,6 +95,10 @@ async def test_grpc_with_mutual_tls_and_nats_over_tls(pki, database, keycloak, t
             grpc_tls_client_ca_file=str(ca.ca_file),
         )
         assert service.app.nc.is_connected and service.app.nc.connected_url.scheme == "tls"
+        async with service.app.engine.connect() as connection:
+            assert (
+                await connection.exec_driver_sql("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            ).scalar()
         await service.channel.close()
         address = f"127.0.0.1:{service.app.port}"
 
@@ -160,10 +131,46 @@ async def test_grpc_with_mutual_tls_and_nats_over_tls(pki, database, keycloak, t
         await refused(
             grpc.aio.secure_channel(address, credentials(ca.ca_file, False))
         )  # no client certificate
-        other = Authority(pki, "someone-else")  # a client that trusts another CA: a man in the middle's
+        # A client that trusts another CA (a man in the middle's certificate would pass it).
         await refused(grpc.aio.secure_channel(address, credentials(other.ca_file, True)))
+
+        # The CLI, given the installation's CA and a certificate of its own (TOEX_TLS_*).
+        monkeypatch.setenv("TOEX_TLS_CA_FILE", str(ca.ca_file))
+        monkeypatch.setenv("TOEX_TLS_CERT_FILE", str(client_cert))
+        monkeypatch.setenv("TOEX_TLS_KEY_FILE", str(client_key))
+        cli_channel = open_channel(f"tls://{address}")
+        try:
+            answer = await asyncio.to_thread(
+                health_pb2_grpc.HealthStub(cli_channel).Check, health_pb2.HealthCheckRequest(), timeout=5
+            )
+            assert answer.status in (
+                health_pb2.HealthCheckResponse.SERVING,
+                health_pb2.HealthCheckResponse.NOT_SERVING,
+            )
+        finally:
+            cli_channel.close()
+
+        # The kubelet's probes, which have no client certificate, get health on a port of its
+        # own, and nothing else there.
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{health_port}") as channel:
+            answer = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=3
+            )
+            assert answer.status in (
+                health_pb2.HealthCheckResponse.SERVING,
+                health_pb2.HealthCheckResponse.NOT_SERVING,
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await entity_pb2_grpc.EntityResolutionServiceStub(channel).SearchEntities(
+                    pb.SearchEntitiesRequest(name="Nobody Here"),
+                    metadata=md(tokens["researcher.emsou"]),
+                    timeout=3,
+                )
+            assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
     finally:
         if service is not None:
             await service.app.server.stop(1)
             await service.app.shutdown()
         broker.stop()
+        database_server.stop()
+        shutil.rmtree(database_server.data_dir, ignore_errors=True)

@@ -126,12 +126,59 @@ def test_services_have_grpc_probes_a_grpc_port_and_migrate_first(
         serve = pod["containers"][0]
         port = serve["ports"][0]["containerPort"]
         assert serve["args"][-1] == "serve" and pod["initContainers"][0]["args"][-1] == "migrate", name
+        # The service's port requires a client certificate; the kubelet probes the plaintext
+        # health-only port instead.
+        health = next(int(e["value"]) for e in serve["env"] if e["name"] == "TOEX_GRPC_HEALTH_PORT")
+        assert health != port
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert serve[probe]["grpc"]["port"] == port, (name, probe)
+            assert serve[probe]["grpc"]["port"] == health, (name, probe)
         env = {e["name"] for e in serve["env"]}
         assert {"TOEX_DATABASE_URL", "TOEX_NATS_URL", "TOEX_OIDC_ISSUER", "TOEX_SERVICE_CLIENT_SECRET"} <= env
     services = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] in deployments]
     assert services and all(s["spec"]["ports"][0]["name"] == "grpc" for s in services)
+
+
+def test_services_run_as_the_runtime_role_over_verified_tls(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["emsou"]
+    for deployment in (d for d in docs if d["kind"] == "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        serve, migrate = pod["containers"][0], pod["initContainers"][0]
+        serve_env = {e["name"]: e for e in serve["env"]}
+        migrate_env = {e["name"]: e for e in migrate["env"]}
+        name = deployment["metadata"]["name"]
+        # The owner's credentials only where the migration runs.
+        assert (
+            "TOEX_MIGRATION_DATABASE_URL" in migrate_env and "TOEX_MIGRATION_DATABASE_URL" not in serve_env
+        ), name
+        assert not any(
+            e.get("valueFrom", {}).get("secretKeyRef", {}).get("name", "").endswith("-db-app")
+            for e in serve["env"]
+        ), name
+        assert serve_env["TOEX_DB_USER"]["valueFrom"]["secretKeyRef"]["name"].endswith("-db-runtime"), name
+        assert serve_env["TOEX_DATABASE_URL"]["value"].endswith("?ssl=verify-full"), name
+        assert serve_env["PGSSLROOTCERT"]["value"] == "/etc/toex/tls/ca.crt"
+        for setting in ("CERT_FILE", "KEY_FILE", "CA_FILE"):
+            assert f"TOEX_GRPC_TLS_{setting}" in serve_env and f"TOEX_NATS_TLS_{setting}" in serve_env, name
+        assert "TOEX_GRPC_TLS_CLIENT_CA_FILE" in serve_env, name
+        assert serve_env["TOEX_NATS_URL"]["value"].startswith("tls://"), name
+        assert {"name": "tls", "mountPath": "/etc/toex/tls", "readOnly": True} in serve["volumeMounts"], name
+    clusters = [d for d in docs if d["kind"] == "Cluster"]
+    assert clusters and all(
+        c["spec"]["managed"]["roles"][0]["name"] == c["spec"]["bootstrap"]["initdb"]["owner"] + "_app"
+        and c["spec"]["certificates"]["serverTLSSecret"].endswith("-server-tls")
+        for c in clusters
+    )
+    certificates = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "Certificate"}
+    assert "toex-emsou-tasking-tls" in certificates and "toex-emsou-tasking-db-server-tls" in certificates
+    assert "toex-emsou-tasking" in certificates["toex-emsou-tasking-tls"]["dnsNames"]
+    hub_nats = next(
+        d["spec"]
+        for d in rendered["hub"]
+        if d["kind"] == "Certificate" and d["metadata"]["name"].endswith("nats-tls")
+    )
+    assert "nats.hub.toex.invalid" in hub_nats["dnsNames"]
 
 
 def test_regions_join_the_hub_and_the_hub_sources_them(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -144,6 +191,8 @@ def test_regions_join_the_hub_and_the_hub_sources_them(rendered: dict[str, list[
         return str(config["data"]["nats.conf"])
 
     assert "domain: emsou" in nats_conf("emsou") and "TOEX_NATS_HUB_URL" in nats_conf("emsou")
+    # The -tls twin: every connection and the leaf link with certificates of the national CA.
+    assert "verify: true" in nats_conf("emsou") and "verify: true" in nats_conf("hub")
     assert '"toex.emsou.>"' in nats_conf("emsou") and '"toex.ersou.>"' not in nats_conf("emsou")
     assert "leaf-yh" in nats_conf("hub")
     job = next(d for d in rendered["hub"] if d["kind"] == "Job")

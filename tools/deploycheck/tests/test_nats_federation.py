@@ -9,10 +9,8 @@ region into the hub.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from types import ModuleType
 
 import nats
 import pytest
@@ -20,20 +18,11 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from toex_common.events.streams import StreamSpec, ensure_stream
-from toex_deploycheck.natsfed import Federation, federation
-from toex_deploycheck.paths import NATS_DIR
+from toex_deploycheck.natsfed import Federation, federation, hub_streams_module
 
 pytestmark = pytest.mark.integration
 
 TASKING = StreamSpec.for_domain("TASKING", "tasking")
-
-
-def _hub_streams() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("hub_streams", NATS_DIR / "hub_streams.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +68,7 @@ async def hub_ready(fed: Federation) -> AsyncIterator[None]:
         await nc.drain()
         assert region
     admin = await _connect(fed.hub.url("admin", fed.passwords.admin))
-    await _hub_streams().ensure_hub_streams(admin.jetstream(), regions=tuple(fed.regions))
+    await hub_streams_module().ensure_hub_streams(admin.jetstream(), regions=tuple(fed.regions))
     await admin.drain()
     yield
 

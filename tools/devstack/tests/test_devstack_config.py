@@ -96,12 +96,14 @@ def test_service_environment_names_everything_a_service_needs() -> None:
     spec = ServiceSpec("tasking", "toex_tasking", 50051, "toex_tasking", "toex-tasking")
     env = service_environment(
         spec,
-        database_url="postgresql+asyncpg://toex:toex@127.0.0.1:5432/toex_tasking",
+        database_url="postgresql+asyncpg://toex_tasking_app:toex@127.0.0.1:5432/toex_tasking",
+        migration_database_url="postgresql+asyncpg://toex_tasking:toex@127.0.0.1:5432/toex_tasking",
         nats_url="nats://127.0.0.1:4222",
         oidc_issuer="http://127.0.0.1:8080/realms/toex",
     )
     assert env == {
-        "TOEX_DATABASE_URL": "postgresql+asyncpg://toex:toex@127.0.0.1:5432/toex_tasking",
+        "TOEX_DATABASE_URL": "postgresql+asyncpg://toex_tasking_app:toex@127.0.0.1:5432/toex_tasking",
+        "TOEX_MIGRATION_DATABASE_URL": "postgresql+asyncpg://toex_tasking:toex@127.0.0.1:5432/toex_tasking",
         "TOEX_NATS_URL": "nats://127.0.0.1:4222",
         "TOEX_OIDC_ISSUER": "http://127.0.0.1:8080/realms/toex",
         "TOEX_OIDC_AUDIENCE": "toex",

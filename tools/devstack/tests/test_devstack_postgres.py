@@ -62,3 +62,34 @@ async def test_connections_need_the_password(postgres: Postgres) -> None:
 def test_database_names_that_could_inject_sql_are_refused(postgres: Postgres) -> None:
     with pytest.raises(ValueError):
         postgres.create_database('x"; DROP DATABASE postgres; --')
+
+
+async def test_a_service_database_is_owned_by_one_role_and_served_by_another(postgres: Postgres) -> None:
+    name = f"devstack_{uuid.uuid4().hex[:12]}"
+    # A local stack made before services had roles of their own: everything is the superuser's.
+    postgres.create_database(name)
+    conn = await asyncpg.connect(postgres.dsn(name))
+    try:
+        await conn.execute("CREATE TABLE job (id int PRIMARY KEY)")
+    finally:
+        await conn.close()
+
+    db = postgres.service_database(name, owner=f"{name}_owner", runtime=f"{name}_app")
+    assert db.migration_url == postgres.url(name, user=f"{name}_owner")
+    assert db.runtime_url == postgres.url(name, user=f"{name}_app")
+    conn = await asyncpg.connect(db.migration_url.replace("+asyncpg", ""))
+    try:
+        assert (
+            await conn.fetchval("SELECT tableowner FROM pg_tables WHERE tablename = 'job'") == f"{name}_owner"
+        )
+        assert (
+            await conn.fetchval(
+                "SELECT rolsuper OR rolcreaterole OR rolcreatedb FROM pg_roles WHERE rolname = $1",
+                f"{name}_app",
+            )
+            is False
+        )
+    finally:
+        await conn.close()
+    assert postgres.service_database(name, owner=f"{name}_owner", runtime=f"{name}_app") == db, "repeatable"
+    postgres.drop_database(name)

@@ -26,6 +26,7 @@ app.kubernetes.io/component: {{ .component }}
 {{/* The region token used in NATS subjects and config file names: emsou ... yh, or hub. */}}
 {{- define "toex.natsConfigName" -}}
 {{- if eq .Values.role "hub" -}}hub{{- else -}}{{ .Values.region | lower }}{{- end -}}
+{{- if .Values.tls.enabled -}}-tls{{- end -}}
 {{- end -}}
 
 {{- define "toex.secretName" -}}
@@ -39,7 +40,7 @@ app.kubernetes.io/component: {{ .component }}
 {{/* nats://services:$(NATS_PASSWORD)@host:4222, the password expanded by Kubernetes from the env. */}}
 {{- define "toex.natsUrl" -}}
 {{- if eq .root.Values.nats.mode "deploy" -}}
-{{- printf "nats://%s:$(%s)@%s:4222" .user .passwordEnv (include "toex.natsHost" .root) -}}
+{{- printf "%s://%s:$(%s)@%s:4222" (.root.Values.tls.enabled | ternary "tls" "nats") .user .passwordEnv (include "toex.natsHost" .root) -}}
 {{- else -}}
 {{- $u := urlParse .root.Values.nats.external.url -}}
 {{- printf "%s://%s:$(%s)@%s" (get $u "scheme") .user .passwordEnv (get $u "host") -}}
@@ -62,7 +63,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-%s-db" (include "toex.fullname" .root) .name -}}
 {{- end -}}
 
-{{/* The environment of a service's containers (migrate and serve alike). */}}
+{{/* The environment of a service's containers; with "migrate" true, the migration's (which
+     alone gets the database owner's credentials). */}}
 {{- define "toex.serviceEnv" -}}
 {{- $root := .root -}}
 {{- $secret := include "toex.secretName" $root -}}
@@ -72,18 +74,35 @@ app.kubernetes.io/component: {{ .component }}
 - name: TOEX_NATS_URL
   value: {{ include "toex.natsUrl" (dict "root" $root "user" "services" "passwordEnv" "NATS_PASSWORD") | quote }}
 {{- if eq $root.Values.postgresql.mode "operator" }}
-- name: PGUSER
+{{- $cluster := include "toex.dbClusterName" . }}
+{{- /* The service's runtime role; the owner's credentials only in the migration's container. */}}
+- name: TOEX_DB_USER
   valueFrom:
-    secretKeyRef: {name: {{ include "toex.dbClusterName" . }}-app, key: username}
-- name: PGPASSWORD
+    secretKeyRef: {name: {{ $cluster }}-runtime, key: username}
+- name: TOEX_DB_PASSWORD
   valueFrom:
-    secretKeyRef: {name: {{ include "toex.dbClusterName" . }}-app, key: password}
+    secretKeyRef: {name: {{ $cluster }}-runtime, key: password}
 - name: TOEX_DATABASE_URL
-  value: {{ printf "postgresql+asyncpg://$(PGUSER):$(PGPASSWORD)@%s-rw:5432/%s" (include "toex.dbClusterName" .) .svc.database | quote }}
+  value: {{ printf "postgresql+asyncpg://$(TOEX_DB_USER):$(TOEX_DB_PASSWORD)@%s-rw:5432/%s%s" $cluster .svc.database (include "toex.dbTls" $root) | quote }}
+{{- if .migrate }}
+- name: TOEX_DB_OWNER
+  valueFrom:
+    secretKeyRef: {name: {{ $cluster }}-app, key: username}
+- name: TOEX_DB_OWNER_PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ $cluster }}-app, key: password}
+- name: TOEX_MIGRATION_DATABASE_URL
+  value: {{ printf "postgresql+asyncpg://$(TOEX_DB_OWNER):$(TOEX_DB_OWNER_PASSWORD)@%s-rw:5432/%s%s" $cluster .svc.database (include "toex.dbTls" $root) | quote }}
+{{- end }}
 {{- else }}
 - name: TOEX_DATABASE_URL
   valueFrom:
     secretKeyRef: {name: {{ $secret }}, key: {{ .name }}-database-url}
+{{- if .migrate }}
+- name: TOEX_MIGRATION_DATABASE_URL
+  valueFrom:
+    secretKeyRef: {name: {{ $secret }}, key: {{ .name }}-migration-database-url, optional: true}
+{{- end }}
 {{- end }}
 - name: TOEX_SERVICE_CLIENT_ID
   {{- /* A region installation's services use its own clients (toex-<service>-<region>). */}}
@@ -107,6 +126,16 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ $root.Values.settings.otelExporter | quote }}
 - name: TOEX_REGION
   value: {{ $root.Values.region | quote }}
+{{- if $root.Values.tls.enabled }}
+{{- include "toex.tlsEnv" (dict "prefix" "TOEX_GRPC_TLS") }}
+{{- include "toex.tlsEnv" (dict "prefix" "TOEX_NATS_TLS") }}
+- name: TOEX_GRPC_TLS_CLIENT_CA_FILE
+  value: /etc/toex/tls/ca.crt
+- name: TOEX_GRPC_HEALTH_PORT
+  value: {{ $root.Values.tls.healthPort | quote }}
+- name: PGSSLROOTCERT
+  value: /etc/toex/tls/ca.crt
+{{- end }}
 {{- range $callee := .svc.calls }}
 {{- $target := index $root.Values.services $callee }}
 - name: {{ printf "TOEX_%s_ADDRESS" (upper $callee) }}
@@ -133,4 +162,65 @@ readOnlyRootFilesystem: true
 runAsNonRoot: true
 capabilities:
   drop: [ALL]
+{{- end -}}
+
+{{/* The query that makes asyncpg verify the database server's certificate and name
+     (sslmode=verify-full) against PGSSLROOTCERT, CloudNativePG's CA for the service's cluster. */}}
+{{- define "toex.dbTls" -}}
+{{- if .Values.tls.enabled }}?ssl=verify-full{{ end -}}
+{{- end -}}
+
+{{/* A component's certificate files (cert-manager's Secret mounted at /etc/toex/tls). */}}
+{{- define "toex.tlsEnv" }}
+- name: {{ .prefix }}_CERT_FILE
+  value: /etc/toex/tls/tls.crt
+- name: {{ .prefix }}_KEY_FILE
+  value: /etc/toex/tls/tls.key
+- name: {{ .prefix }}_CA_FILE
+  value: /etc/toex/tls/ca.crt
+{{- end }}
+
+{{/* The certificate Secret a pod mounts at /etc/toex/tls. */}}
+{{- define "toex.tlsVolume" -}}
+- name: tls
+  secret:
+    secretName: {{ .secret }}
+    defaultMode: 0440
+{{- end -}}
+
+{{/* A cert-manager Certificate from tls.issuerRef: name, dnsNames, usages. */}}
+{{- define "toex.certificate" -}}
+{{- $tls := .root.Values.tls -}}
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata:
+  name: {{ .name }}
+  labels:
+    {{- include "toex.labels" .root | nindent 4 }}
+    app.kubernetes.io/component: {{ .component }}
+spec:
+  secretName: {{ .name }}
+  issuerRef:
+    {{- toYaml $tls.issuerRef | nindent 4 }}
+  duration: {{ $tls.duration }}
+  renewBefore: {{ $tls.renewBefore }}
+  commonName: {{ first .dnsNames }}
+  dnsNames:
+    {{- toYaml .dnsNames | nindent 4 }}
+  usages:
+    {{- toYaml .usages | nindent 4 }}
+  privateKey:
+    algorithm: ECDSA
+    size: 256
+    rotationPolicy: Always
+{{- end -}}
+
+{{/* A Service's in-cluster names. */}}
+{{- define "toex.dnsNames" -}}
+{{- $ns := .namespace -}}
+{{- range $host := .hosts }}
+- {{ $host | quote }}
+- {{ printf "%s.%s.svc" $host $ns | quote }}
+- {{ printf "%s.%s.svc.cluster.local" $host $ns | quote }}
+{{- end }}
 {{- end -}}

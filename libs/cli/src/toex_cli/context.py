@@ -7,8 +7,10 @@ A service's module declares its `Endpoint`; the root group turns that into `--<s
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 import click
@@ -124,8 +126,21 @@ class CliContext:
 
 
 def open_channel(address: str) -> grpc.Channel:
+    """A channel to `address`; `tls://` verifies the server against the system's roots, or
+    TOEX_TLS_CA_FILE (an installation's own CA), and presents TOEX_TLS_CERT_FILE and
+    TOEX_TLS_KEY_FILE when the service requires a client certificate (mutual TLS)."""
     if address.startswith(TLS_SCHEME):
-        return grpc.secure_channel(address.removeprefix(TLS_SCHEME), grpc.ssl_channel_credentials())
+        files = {name: os.environ.get(f"TOEX_TLS_{name}_FILE", "") for name in ("CA", "CERT", "KEY")}
+        try:
+            pem = {name: Path(path).read_bytes() if path else None for name, path in files.items()}
+        except OSError as exc:
+            raise CommandFailed(
+                f"cannot read a TLS file ({exc}); check TOEX_TLS_CA_FILE, TOEX_TLS_CERT_FILE and TOEX_TLS_KEY_FILE"
+            ) from None
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=pem["CA"], private_key=pem["KEY"], certificate_chain=pem["CERT"]
+        )
+        return grpc.secure_channel(address.removeprefix(TLS_SCHEME), credentials)
     return grpc.insecure_channel(address)
 
 

@@ -24,7 +24,8 @@ def main() -> None:
     "verify",
     help="Recompute the hash chain; exit 1 if any entry was edited, deleted or inserted. With "
     "--nats-url, also check the table against the last head the service anchored in JetStream, "
-    "which finds a deleted tail, an emptied table or a chain rewritten from the start.",
+    "which finds a deleted tail, an emptied table or a chain rewritten from the start (exit 2 if "
+    "there are entries but no anchor to check them against).",
 )
 @click.option(
     "--database-url", envvar="TOEX_DATABASE_URL", required=True, help="the service's database (asyncpg URL)"
@@ -51,13 +52,23 @@ def verify_command(database_url: str, nats_url: str | None, service_name: str | 
                 anchor = await last_anchor(nc.jetstream(), anchor_subject(region, service_name))
             finally:
                 await nc.close()
-            if anchor is None:
-                click.echo(f"no anchor published yet for {service_name} in {region}", err=True)
         engine = create_engine(database_url, pool_size=1, max_overflow=0)
         try:
             report = await verify(engine, anchor=anchor)
         finally:
             await engine.dispose()
+        if report.intact and nats_url and anchor is None and report.entries:
+            # A service anchors within a minute of its first entry: entries without any anchor
+            # mean it has only just started, or the anchors were removed. Either way the tail
+            # cannot be vouched for.
+            click.echo(
+                f"audit chain links ({report.entries} entries) but no anchor was found for "
+                f"{service_name} in {region}: a deleted tail cannot be ruled out. If the service "
+                f"started within the last minute (TOEX_AUDIT_ANCHOR_SECONDS), run verify again; "
+                f"otherwise check that the AUDIT stream is sourced from this installation",
+                err=True,
+            )
+            return 2
         if report.intact:
             against = f", up to the anchor of entry {anchor.seq} ({anchor.at})" if anchor else ""
             click.echo(f"audit log intact: {report.entries} entries verified{against}")

@@ -16,7 +16,11 @@ class ServiceSettings(BaseSettings):
     region: str = "NATIONAL"
     # How often the audit chain's head is published to JetStream (stream AUDIT).
     audit_anchor_seconds: float = 60.0
+    # The service connects as its runtime role: rows in, rows out, the audit log append-only.
     database_url: str = "postgresql+asyncpg://toex:toex@127.0.0.1:5432/toex"
+    # `migrate` connects as the role that owns the tables (empty: the runtime URL, for a stack
+    # with one role), and grants the runtime role what it needs and no more.
+    migration_database_url: str = ""
     nats_url: str = "nats://127.0.0.1:4222"
     oidc_issuer: str = "http://127.0.0.1:8080/realms/toex"
     oidc_audience: str = "toex"
@@ -39,6 +43,9 @@ class ServiceSettings(BaseSettings):
     nats_tls_cert_file: str = ""
     nats_tls_key_file: str = ""
     grpc_port: int = 0
+    # A plaintext port answering grpc.health.v1 only (0: none), for the kubelet's probes, which
+    # cannot present a client certificate to a port that requires one.
+    grpc_health_port: int = 0
     grpc_grace_seconds: float = 10.0
     service_client_id: str = ""
     service_client_secret: str = ""

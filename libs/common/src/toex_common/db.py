@@ -197,13 +197,27 @@ async def _driver_pool(engine: AsyncEngine) -> asyncpg.Pool:
     async with lock:
         pool = _driver_pools.get(engine)
         if pool is None:
-            url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+            url, tls = driver_dsn(engine)
             pool = await asyncpg.create_pool(
-                url, min_size=1, max_size=DRIVER_POOL_SIZE, init=_init_driver_connection, reset=_reset
+                url,
+                min_size=1,
+                max_size=DRIVER_POOL_SIZE,
+                init=_init_driver_connection,
+                reset=_reset,
+                **tls,  # type: ignore[arg-type]
             )
             _driver_pools[engine] = pool
             event.listen(engine.sync_engine, "engine_disposed", _closer(engine, pool), once=True)
         return pool
+
+
+def driver_dsn(engine: AsyncEngine) -> tuple[str, dict[str, str]]:
+    """The engine's database as a plain asyncpg DSN, and the connect arguments the DSN cannot
+    carry: the engine's `?ssl=verify-full` is a connect argument (in a DSN asyncpg would take it
+    for a server setting); the CA then comes from PGSSLROOTCERT, as for the engine's own pool."""
+    query = dict(engine.url.query)
+    tls = {"ssl": str(mode)} if (mode := query.pop("ssl", None)) else {}
+    return engine.url.set(drivername="postgresql", query=query).render_as_string(hide_password=False), tls
 
 
 def _closer(engine: AsyncEngine, pool: asyncpg.Pool) -> Callable[[Any], None]:

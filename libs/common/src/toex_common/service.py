@@ -34,7 +34,7 @@ from toex_common.events.nats import connect
 from toex_common.events.outbox import OutboxRelay
 from toex_common.events.streams import StreamSpec, ensure_stream
 from toex_common.grpc.interceptors import standard_interceptors
-from toex_common.grpc.server import create_server, serve_until_signal
+from toex_common.grpc.server import create_health_server, create_server, serve_until_signal
 from toex_common.policy import MethodPolicy, MethodRule
 from toex_common.tls import nats_context, server_credentials
 
@@ -131,6 +131,9 @@ class ServiceApp:
         self.audit = platform.audit
         self.deps = deps
         self.server, self.port, self.health = server
+        # The plaintext health-only port (TOEX_GRPC_HEALTH_PORT), once background work starts.
+        self.health_server: aio.Server | None = None
+        self.health_port = 0
         self.service_names = list(service_names)
         self.relay = platform.outbox_relay()
         self.consumers = list(consumers)
@@ -167,6 +170,11 @@ class ServiceApp:
         await self.every(seconds, work, what)
 
     async def start_background(self) -> None:
+        if self.settings.grpc_health_port and self.health_server is None:
+            self.health_server, self.health_port = create_health_server(
+                self.health, host=self.settings.grpc_host, port=self.settings.grpc_health_port
+            )
+            await self.health_server.start()
         self.tasks = [asyncio.create_task(work, name=name) for name, work in self.background()]
 
     async def _consume(self, consumer: IdempotentConsumer) -> None:
@@ -205,6 +213,8 @@ class ServiceApp:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, self.shutdown_wait_seconds)
         await self.audit.stop()
+        if self.health_server is not None:
+            await self.health_server.stop(0)
         await self.close()
         with contextlib.suppress(Exception):
             await self.nc.drain()

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 from toex_common.logging import configure_logging
-from toex_common.migrations import service_migrations, upgrade
+from toex_common.migrations import migrate as migrate_database
+from toex_common.migrations import service_migrations
 from toex_common.telemetry import configure_tracing
 
 from toex_comms.config import Settings
@@ -22,12 +23,15 @@ def main() -> None:
     pass
 
 
-@main.command(help="Apply database migrations (TOEX_DATABASE_URL) up to the newest.")
+@main.command(
+    help="Apply database migrations up to the newest, as the owning role (TOEX_MIGRATION_DATABASE_URL, "
+    "else TOEX_DATABASE_URL), and grant the runtime role (TOEX_DATABASE_URL's user) its privileges."
+)
 def migrate() -> None:
     settings = Settings()
     configure_logging(settings.service_name, settings.log_level)
-    upgrade(settings.database_url, migrations_dir())
-    click.echo("comms database is at the newest revision")
+    done = migrate_database(settings.database_url, settings.migration_database_url, migrations_dir())
+    click.echo(f"comms database is at the newest revision: {done}")
 
 
 @main.command(help="Serve gRPC on TOEX_GRPC_HOST:TOEX_GRPC_PORT until SIGTERM.")

@@ -19,7 +19,7 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
-from toex_deploycheck.natsfed import check_config, find_nats_server
+from toex_deploycheck.natsfed import check_config, find_nats_server, throwaway_tls
 from toex_deploycheck.paths import (
     CHART,
     COMPOSE_FILE,
@@ -152,6 +152,86 @@ _CRD_SUBSETS: dict[tuple[str, str], dict[str, Any]] = {
                         "properties": {"size": {"type": "string"}, "storageClass": {"type": "string"}},
                     },
                     "backup": {"type": "object"},
+                    "managed": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "roles": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "required": ["name"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "name": {"type": "string"},
+                                        "ensure": {"enum": ["present", "absent"]},
+                                        "login": {"type": "boolean"},
+                                        "passwordSecret": {
+                                            "type": "object",
+                                            "required": ["name"],
+                                            "properties": {"name": {"type": "string"}},
+                                        },
+                                    },
+                                },
+                            }
+                        },
+                    },
+                    "certificates": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "serverTLSSecret": {"type": "string"},
+                            "serverCASecret": {"type": "string"},
+                        },
+                    },
+                },
+            }
+        },
+    },
+    ("cert-manager.io/v1", "Certificate"): {
+        "type": "object",
+        "required": ["spec"],
+        "properties": {
+            "spec": {
+                "type": "object",
+                "required": ["secretName", "issuerRef"],
+                "additionalProperties": False,
+                "properties": {
+                    "secretName": {"type": "string"},
+                    "issuerRef": {
+                        "type": "object",
+                        "required": ["name"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1},
+                            "kind": {"type": "string"},
+                            "group": {"type": "string"},
+                        },
+                    },
+                    "duration": {"type": "string"},
+                    "renewBefore": {"type": "string"},
+                    "commonName": {"type": "string", "maxLength": 64},
+                    "dnsNames": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                    "usages": {
+                        "type": "array",
+                        "items": {
+                            "enum": [
+                                "server auth",
+                                "client auth",
+                                "digital signature",
+                                "key encipherment",
+                            ]
+                        },
+                    },
+                    "privateKey": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "algorithm": {"enum": ["RSA", "ECDSA", "Ed25519"]},
+                            "size": {"type": "integer"},
+                            "rotationPolicy": {"enum": ["Never", "Always"]},
+                        },
+                    },
                 },
             }
         },
@@ -281,6 +361,28 @@ def check_compose(path: Path = COMPOSE_FILE) -> Report:
         for name in (service["name"], f"{service['name']}-migrate"):
             if name not in services:
                 report.problems.append(f"services/{service['name']} exists but compose has no `{name}`")
+        # The service runs as its runtime role; only its migration connects as the owner.
+        serve_env = services.get(service["name"], {}).get("environment", {})
+        migrate_env = services.get(f"{service['name']}-migrate", {}).get("environment", {})
+        runtime_user = f"toex_{service['name']}_app:"
+        if runtime_user not in str(serve_env.get("TOEX_DATABASE_URL", "")):
+            report.problems.append(
+                f"`{service['name']}` must connect as its runtime role {runtime_user[:-1]}"
+            )
+        if "TOEX_MIGRATION_DATABASE_URL" not in migrate_env:
+            report.problems.append(
+                f"`{service['name']}-migrate` has no TOEX_MIGRATION_DATABASE_URL (the owner)"
+            )
+        if "TOEX_MIGRATION_DATABASE_URL" in serve_env:
+            report.problems.append(f"`{service['name']}` must not hold the owner's URL")
+    realm = subprocess.run(
+        [sys.executable, str(ROOT / "deploy" / "keycloak" / "single_host_realm.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if realm.returncode != 0:
+        report.problems.append(realm.stderr.strip())
     report.notes.append(f"{len(services)} compose services")
     return report
 
@@ -295,11 +397,16 @@ def check_nats() -> Report:
         report.problems.append(stale.stderr.strip())
     nats_server = find_nats_server()
     confs = sorted(NATS_CONF_DIR.glob("*.conf"))
-    expected = {f"{name}.conf" for name in INSTALLATIONS} | {"single-host.conf"}
+    expected = (
+        {f"{name}.conf" for name in INSTALLATIONS}
+        | {f"{name}-tls.conf" for name in INSTALLATIONS}
+        | {"single-host.conf"}
+    )
     missing = expected - {c.name for c in confs}
     report.problems.extend(f"missing {NATS_CONF_DIR.relative_to(ROOT)}/{m}" for m in sorted(missing))
-    for conf in confs:
-        result = check_config(conf, nats_server)
+    with throwaway_tls() as tls:
+        results = [(conf, check_config(conf, nats_server, tls=tls)) for conf in confs]
+    for conf, result in results:
         if result.returncode != 0 or "is valid" not in result.stdout + result.stderr:
             report.problems.append(f"nats-server -t {conf.name}: {(result.stdout + result.stderr).strip()}")
     report.notes.append(f"{len(confs)} configs valid")

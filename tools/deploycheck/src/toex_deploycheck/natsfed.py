@@ -7,10 +7,12 @@ comes from the environment, and the client port from `-p`.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -19,10 +21,22 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
-from toex_deploycheck.paths import NATS_CONF_DIR, REGIONS
+from toex_devstack.pki import Authority
+
+from toex_deploycheck.paths import NATS_CONF_DIR, NATS_DIR, REGIONS
 
 LOOPBACK = "127.0.0.1"
+
+
+def hub_streams_module() -> ModuleType:
+    """deploy/nats/hub_streams.py (what the hub's stream job runs), loaded as a module."""
+    spec = importlib.util.spec_from_file_location("hub_streams", NATS_DIR / "hub_streams.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def find_nats_server() -> str:
@@ -68,9 +82,28 @@ class Passwords:
         return f"leaf-{region}-pw"
 
 
-def check_config(path: Path, nats_server: str | None = None) -> subprocess.CompletedProcess[str]:
+@contextmanager
+def throwaway_tls() -> Iterator[dict[str, str]]:
+    """The TOEX_NATS_TLS_* settings of the `-tls` configs, pointing at a certificate and CA made
+    here for 127.0.0.1 (nats-server loads them even under `-t`)."""
+    directory = Path(tempfile.mkdtemp(prefix="toex-nats-tls-"))
+    try:
+        ca = Authority(directory, "toex-nats-test")
+        cert, key = ca.issue("nats")
+        yield {
+            "TOEX_NATS_TLS_CERT": str(cert),
+            "TOEX_NATS_TLS_KEY": str(key),
+            "TOEX_NATS_TLS_CA": str(ca.ca_file),
+        }
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def check_config(
+    path: Path, nats_server: str | None = None, tls: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`nats-server -t` with placeholder settings: the file must parse and be accepted."""
-    env = dict(os.environ, **config_env(path.stem, tempfile.gettempdir(), Passwords()))
+    env = dict(os.environ, **config_env(path.stem, tempfile.gettempdir(), Passwords()), **(tls or {}))
     return subprocess.run(
         [nats_server or find_nats_server(), "-t", "-c", str(path)],
         env=env,
@@ -88,9 +121,10 @@ class Server:
     store_dir: Path
     process: subprocess.Popen[bytes]
     leaf_port: int | None = None
+    tls: bool = False
 
     def url(self, user: str, password: str) -> str:
-        return f"nats://{user}:{password}@{LOOPBACK}:{self.port}"
+        return f"{'tls' if self.tls else 'nats'}://{user}:{password}@{LOOPBACK}:{self.port}"
 
     @property
     def log(self) -> Path:
@@ -104,6 +138,10 @@ class Federation:
     hub: Server
     regions: dict[str, Server]
     passwords: Passwords = field(default_factory=Passwords)
+    # With TLS: the CA every server's certificate comes from, and a client's context (the CA,
+    # and a client certificate it signed, as the services have).
+    authority: Authority | None = None
+    client_tls: ssl.SSLContext | None = None
 
     def logs(self) -> str:
         return "\n".join(
@@ -123,17 +161,45 @@ def _wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 15.
     raise TimeoutError(f"nats-server did not listen on {port}")
 
 
-def _start(name: str, root: Path, passwords: Passwords, extra: dict[str, str]) -> Server:
+def server_tls(authority: Authority, name: str) -> dict[str, str]:
+    """The TOEX_NATS_TLS_* settings of server `name`: a certificate of `authority` for 127.0.0.1."""
+    cert, key = authority.issue(f"nats-{name}")
+    return {
+        "TOEX_NATS_TLS_CERT": str(cert),
+        "TOEX_NATS_TLS_KEY": str(key),
+        "TOEX_NATS_TLS_CA": str(authority.ca_file),
+    }
+
+
+def client_context(authority: Authority, name: str = "client") -> ssl.SSLContext:
+    """What a service holds: the CA, and a client certificate the CA signed."""
+    cert, key = authority.issue(name)
+    context = ssl.create_default_context(cafile=str(authority.ca_file))
+    context.load_cert_chain(str(cert), str(key))
+    return context
+
+
+def start_server(
+    name: str,
+    root: Path,
+    passwords: Passwords,
+    extra: dict[str, str],
+    authority: Authority | None = None,
+    conf: str | None = None,
+) -> Server:
+    """Run deploy/nats/conf/<conf>.conf (default: `name`, its `-tls` twin with `authority`)."""
     port = free_port()
     store = root / name
     store.mkdir(parents=True)
-    env = {**os.environ, **config_env(f"toex-{name}", str(store), passwords), **extra}
+    tls = server_tls(authority, name) if authority else {}
+    conf = conf or (f"{name}-tls" if authority else name)
+    env = {**os.environ, **config_env(f"toex-{name}", str(store), passwords), **tls, **extra}
     log = (store / "nats-server.log").open("wb")
     process = subprocess.Popen(
         [
             find_nats_server(),
             "-c",
-            str(NATS_CONF_DIR / f"{name}.conf"),
+            str(NATS_CONF_DIR / f"{conf}.conf"),
             "-a",
             LOOPBACK,
             "-p",
@@ -148,12 +214,12 @@ def _start(name: str, root: Path, passwords: Passwords, extra: dict[str, str]) -
         start_new_session=True,
     )
     log.close()
-    server = Server(name, port, store, process)
+    server = Server(name, port, store, process, tls=authority is not None)
     _wait_port(port, process)
     return server
 
 
-def _stop(server: Server) -> None:
+def stop_server(server: Server) -> None:
     if server.process.poll() is None:
         os.killpg(server.process.pid, signal.SIGTERM)
         try:
@@ -163,7 +229,7 @@ def _stop(server: Server) -> None:
             server.process.wait(5)
 
 
-def _leafz_connected(server: Server, count: int, timeout: float = 15.0) -> None:
+def leaf_connections(server: Server, count: int, timeout: float = 15.0) -> None:
     """Wait until the hub's log shows `count` leaf-node connections (no monitor port needed)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -174,24 +240,28 @@ def _leafz_connected(server: Server, count: int, timeout: float = 15.0) -> None:
 
 
 @contextmanager
-def federation(regions: Iterable[str], passwords: Passwords | None = None) -> Iterator[Federation]:
-    """Start `hub.conf` and one `<region>.conf` per region, joined as leaf nodes; stop them after."""
+def federation(
+    regions: Iterable[str], passwords: Passwords | None = None, *, tls: bool = False
+) -> Iterator[Federation]:
+    """Start `hub.conf` and one `<region>.conf` per region, joined as leaf nodes; stop them after.
+    With `tls`, their `-tls` twins (as the chart runs them), with certificates of a CA made here."""
     passwords = passwords or Passwords()
     root = Path(tempfile.mkdtemp(prefix="toex-natsfed-"))
+    authority = Authority(root, "toex-national-test") if tls else None
     started: list[Server] = []
     try:
         leaf_port = free_port()
-        hub = _start("hub", root, passwords, {"TOEX_NATS_LEAF_PORT": str(leaf_port)})
+        hub = start_server("hub", root, passwords, {"TOEX_NATS_LEAF_PORT": str(leaf_port)}, authority)
         hub.leaf_port = leaf_port
         started.append(hub)
         joined: dict[str, Server] = {}
         for region in regions:
             hub_url = f"nats-leaf://leaf-{region}:{passwords.leaf(region)}@{LOOPBACK}:{leaf_port}"
-            joined[region] = _start(region, root, passwords, {"TOEX_NATS_HUB_URL": hub_url})
+            joined[region] = start_server(region, root, passwords, {"TOEX_NATS_HUB_URL": hub_url}, authority)
             started.append(joined[region])
-        _leafz_connected(hub, len(joined))
-        yield Federation(hub, joined, passwords)
+        leaf_connections(hub, len(joined))
+        yield Federation(hub, joined, passwords, authority, client_context(authority) if authority else None)
     finally:
         for server in reversed(started):
-            _stop(server)
+            stop_server(server)
         shutil.rmtree(root, ignore_errors=True)

@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import time
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -183,8 +184,11 @@ class Keycloak:
         heap: str = "-Xms64m -Xmx768m",
         log_file: Path | str | None = None,
         external_url: str | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self._external = external_url is not None
+        # Extra environment of the server, e.g. the values a realm file's ${placeholders} take.
+        self.env = dict(env or {})
         if external_url is not None:
             self.port = httpx.URL(external_url).port or 80
             self._base_url = external_url.rstrip("/")
@@ -329,6 +333,7 @@ class Keycloak:
             "KC_BOOTSTRAP_ADMIN_USERNAME": self.admin_user,
             "KC_BOOTSTRAP_ADMIN_PASSWORD": self.admin_password,
             "JAVA_OPTS_KC_HEAP": self.heap,
+            **self.env,
         }
         cmd = [
             str(self.server_home / "bin" / "kc.sh"),

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -71,6 +72,15 @@ def check_database_name(name: str) -> str:
     return name
 
 
+@dataclass(frozen=True)
+class ServiceDatabase:
+    """A service's database as production has it: one URL to migrate with, one to run with."""
+
+    name: str
+    migration_url: str
+    runtime_url: str
+
+
 class Postgres:
     """A PostgreSQL cluster under ``data_dir`` (``pgdata/`` plus ``postgres.log``), listening on 127.0.0.1.
 
@@ -85,12 +95,16 @@ class Postgres:
         fsync: bool = True,
         max_connections: int = 200,
         shared_buffers: str = "64MB",
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         self.port = port or free_port()
         self.data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="toex-pg-"))
         self.fsync = fsync
         self.max_connections = max_connections
         self.shared_buffers = shared_buffers
+        # (certificate, key) PEM files: the server also accepts TLS with this certificate, as a
+        # production database does, so clients can verify it (sslmode=verify-full).
+        self.tls = tls
         self.bindir = find_pg_bindir()
 
     # -- paths and endpoints ------------------------------------------------------------------
@@ -115,9 +129,12 @@ class Postgres:
     def running(self) -> bool:
         return process_alive(self.pid) and port_open(self.port)
 
-    def url(self, name: str) -> str:
-        """SQLAlchemy asyncpg URL of database ``name``."""
-        return f"postgresql+asyncpg://{USER}:{PASSWORD}@{LOOPBACK}:{self.port}/{check_database_name(name)}"
+    def url(self, name: str, *, user: str = USER, password: str = PASSWORD) -> str:
+        """SQLAlchemy asyncpg URL of database ``name`` (as the superuser unless ``user`` is given)."""
+        return (
+            f"postgresql+asyncpg://{check_database_name(user)}:{password}@{LOOPBACK}:{self.port}/"
+            f"{check_database_name(name)}"
+        )
 
     def dsn(self, name: str = "postgres") -> str:
         """Plain libpq/asyncpg URL of database ``name``."""
@@ -201,6 +218,15 @@ class Postgres:
         }
         if not self.fsync:
             settings.update(fsync="off", synchronous_commit="off", full_page_writes="off")
+        if self.tls:
+            settings.update(ssl="on", ssl_cert_file="'toex-server.crt'", ssl_key_file="'toex-server.key'")
+            for source, name in zip(self.tls, ("toex-server.crt", "toex-server.key"), strict=True):
+                copied = self.pgdata / name
+                shutil.copyfile(source, copied)
+                copied.chmod(0o600)
+                if is_root():
+                    owner = ensure_pg_system_user()
+                    os.chown(copied, owner.pw_uid, owner.pw_gid)
         target = self.pgdata / "toex.conf"
         target.write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
         if is_root():
@@ -306,12 +332,62 @@ class Postgres:
         check_database_name(name)
         return self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'") == "1"
 
-    def create_database(self, name: str) -> str:
-        """Create database ``name`` unless it exists; returns its SQLAlchemy asyncpg URL."""
+    def create_role(self, name: str, password: str = PASSWORD) -> None:
+        """A login role ``name`` (neither superuser nor able to create roles or databases);
+        kept if it exists."""
+        check_database_name(name)
+        try:
+            self.psql(
+                f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{name}') THEN "
+                f"CREATE ROLE \"{name}\" LOGIN PASSWORD '{password}'; END IF; END $$"
+            )
+        except DevstackError as exc:
+            # Created meanwhile by someone else (roles are cluster-wide).
+            if "already exists" not in str(exc):
+                raise
+
+    def service_database(self, name: str, owner: str, runtime: str) -> ServiceDatabase:
+        """Database ``name`` owned by role ``owner`` (which migrates it), and the login role
+        ``runtime`` the service runs as: the split a production database has."""
+        self.create_role(owner)
+        self.create_role(runtime)
+        self.create_database(name, owner=owner)
+        self._adopt(name, owner)
+        return ServiceDatabase(
+            name=name,
+            migration_url=self.url(name, user=owner),
+            runtime_url=self.url(name, user=runtime),
+        )
+
+    def _adopt(self, name: str, owner: str) -> None:
+        """Hand a database made before its service had roles of its own (owned by the superuser)
+        to ``owner``, with every table, sequence and function in it."""
+        current = self.psql(
+            f"SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{check_database_name(name)}'"
+        )
+        if current == owner:
+            return
+        self.psql(f'ALTER DATABASE "{name}" OWNER TO "{owner}"')
+        self.psql(
+            "DO $$ DECLARE r record; BEGIN "
+            "FOR r IN SELECT format('ALTER TABLE public.%I OWNER TO %I', c.relname, '" + owner + "') AS s "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm') "
+            "UNION ALL SELECT format('ALTER FUNCTION public.%I OWNER TO %I', p.proname, '" + owner + "') "
+            "FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public' "
+            "LOOP EXECUTE r.s; END LOOP; END $$",
+            database=name,
+        )
+
+    def create_database(self, name: str, owner: str | None = None) -> str:
+        """Create database ``name`` (owned by role ``owner``, else the superuser) unless it
+        exists; returns its SQLAlchemy asyncpg URL as the superuser."""
         check_database_name(name)
         if not self.database_exists(name):
             try:
-                self.psql(f'CREATE DATABASE "{name}"')
+                self.psql(
+                    f'CREATE DATABASE "{name}"' + (f' OWNER "{check_database_name(owner)}"' if owner else "")
+                )
             except DevstackError as exc:
                 # Created meanwhile by someone else: that is what we wanted.
                 if "already exists" not in str(exc):

@@ -116,11 +116,18 @@ def load_services(root: Path) -> list[ServiceSpec]:
 
 
 def service_environment(
-    spec: ServiceSpec, *, database_url: str, nats_url: str, oidc_issuer: str
+    spec: ServiceSpec,
+    *,
+    database_url: str,
+    nats_url: str,
+    oidc_issuer: str,
+    migration_database_url: str = "",
 ) -> dict[str, str]:
-    """The settings each service process gets from the local stack (its config reads TOEX_*)."""
+    """The settings each service process gets from the local stack (its config reads TOEX_*):
+    it runs as its database's runtime role and migrates as the owning one."""
     return {
         "TOEX_DATABASE_URL": database_url,
+        "TOEX_MIGRATION_DATABASE_URL": migration_database_url,
         "TOEX_NATS_URL": nats_url,
         "TOEX_OIDC_ISSUER": oidc_issuer,
         "TOEX_OIDC_AUDIENCE": OIDC_AUDIENCE,
@@ -357,7 +364,9 @@ class Stack:
         log_path.write_text("")
         try:
             ensure_port_free(spec.port, f"service {spec.name}")
-            database_url = postgres.create_database(spec.database)
+            database = postgres.service_database(
+                spec.database, owner=spec.database, runtime=f"{spec.database}_app"
+            )
         except DevstackError as exc:
             self.echo(f"ERROR: service {spec.name}: {exc}")
             return False
@@ -366,7 +375,8 @@ class Stack:
             "PYTHONUNBUFFERED": "1",
             **service_environment(
                 spec,
-                database_url=database_url,
+                database_url=database.runtime_url,
+                migration_database_url=database.migration_url,
                 nats_url=f"nats://{LOOPBACK}:{ports.nats}",
                 oidc_issuer=f"http://{LOOPBACK}:{ports.keycloak}/realms/toex",
             ),

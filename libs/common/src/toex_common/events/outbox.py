@@ -21,7 +21,7 @@ from nats.js import JetStreamContext
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from toex_common.db import OUTBOX_CHANNEL, driver_pool, outbox_table
+from toex_common.db import OUTBOX_CHANNEL, driver_dsn, driver_pool, outbox_table
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +107,9 @@ class OutboxRelay:
                     await listener.close()
 
     async def _listen(self) -> asyncpg.Connection | None:
-        url = self._engine.url.set(drivername="postgresql")
+        url, tls = driver_dsn(self._engine)
         try:
-            conn = await asyncpg.connect(url.render_as_string(hide_password=False))
+            conn = await asyncpg.connect(url, **tls)  # type: ignore[arg-type]
             await conn.add_listener(OUTBOX_CHANNEL, lambda *_: self._wake.set())
             return conn
         except Exception as exc:  # polling still works without it

@@ -88,6 +88,18 @@ async def create_server(
     return server, bound, health_servicer
 
 
+def create_health_server(health_servicer: HealthServicer, *, host: str, port: int) -> tuple[aio.Server, int]:
+    """A plaintext server answering grpc.health.v1 only, from the service's own health servicer:
+    for probes that cannot present a client certificate (the kubelet's) when the service's own
+    port requires one. It says SERVING or NOT_SERVING and nothing else."""
+    server = aio.server(options=[("grpc.so_reuseport", 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"could not bind the health port {host}:{port}")
+    return server, bound
+
+
 async def serve_until_signal(
     server: aio.Server,
     health_servicer: HealthServicer,
