@@ -130,3 +130,42 @@ def test_the_chart_gives_each_installation_its_own_service_clients() -> None:
         if e["name"] == "TOEX_SERVICE_CLIENT_ID"
     ]
     assert env and all(v.endswith("-ersou") for v in env)
+
+
+# What the tasking service's directory needs and nothing more: users and their realm roles
+# (view-users), and who holds a realm role (view-realm).
+DIRECTORY_RIGHTS = {"view-users", "view-realm"}
+
+
+def test_the_tasking_client_may_read_the_directory_and_do_nothing_else(keycloak: Any) -> None:
+    realm = json.loads(REALM_FILE.read_text())
+    account = next(u for u in realm["users"] if u["username"] == "service-account-toex-tasking")
+    assert set(account["clientRoles"]["realm-management"]) == DIRECTORY_RIGHTS
+    others = [u for u in realm["users"] if u["username"].startswith("service-account-") and u is not account]
+    assert others and not any(u.get("clientRoles") for u in others), "other services read no directory"
+
+    token = keycloak.client_token("toex-tasking")
+    headers = {"Authorization": f"Bearer {token}"}
+    api = f"{keycloak.base_url}/admin/realms/toex"
+    # What AssignJob needs: a user by name, their realm roles, the researchers.
+    found = httpx.get(
+        f"{api}/users", params={"username": "researcher.emsou", "exact": "true"}, headers=headers
+    )
+    assert found.status_code == 200 and found.json()
+    user = found.json()[0]["id"]
+    assert httpx.get(f"{api}/users/{user}/role-mappings/realm", headers=headers).status_code == 200
+    assert httpx.get(f"{api}/roles/researcher/users", headers=headers).status_code == 200
+    # Nothing that changes the directory, reads client secrets or login events.
+    refused = [
+        httpx.post(f"{api}/users", json={"username": f"planted-{uuid.uuid4().hex[:6]}"}, headers=headers),
+        httpx.put(f"{api}/users/{user}", json={"attributes": {"region": ["ERSOU"]}}, headers=headers),
+        httpx.post(
+            f"{api}/users/{user}/role-mappings/realm",
+            json=[{"name": "supervisor"}],
+            headers=headers,
+        ),
+        httpx.get(f"{api}/clients", headers=headers),
+        httpx.get(f"{api}/events", headers=headers),
+        httpx.post(f"{api}/users/{user}/logout", headers=headers),
+    ]
+    assert [r.status_code for r in refused] == [403] * len(refused)
