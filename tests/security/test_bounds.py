@@ -83,3 +83,51 @@ async def test_a_crafted_email_is_refused_at_once(entity) -> None:
     )
     assert "email" in details
     assert hostile[:300] not in details  # the answer does not echo a megabyte back
+
+
+async def test_an_upload_beyond_the_limit_is_refused_and_nothing_is_kept(launch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from toex.comms.v1 import comms_pb2_grpc
+
+    data = tmp_path / "bounded"
+    comms = await launch(
+        "toex_comms",
+        comms_pb2_grpc.CommsAnalysisServiceStub,
+        data_dir=data,
+        consume_events=False,
+        max_upload_bytes=64 * 1024,
+    )
+
+    def header(size: int) -> cpb.ImportCdrRequest:
+        return cpb.ImportCdrRequest(
+            header=cpb.ImportHeader(parent="regions/EMSOU", filename="calls.csv", size_bytes=size)
+        )
+
+    async def declared_too_big():  # type: ignore[no-untyped-def]
+        yield header(10**12)
+        yield cpb.ImportCdrRequest(chunk=b"caller,callee,start\n")
+
+    details = await invalid_field(comms.stub.ImportCdr, declared_too_big(), comms.md(RES))
+    assert "header.size_bytes" in details
+
+    async def lies_about_its_size():  # type: ignore[no-untyped-def]
+        yield header(100)
+        for _ in range(64):  # 512 KiB against a 64 KiB limit
+            yield cpb.ImportCdrRequest(chunk=b"+447700900001,+447700900002,2026-01-01T00:00:00Z\n" * 160)
+
+    details = await invalid_field(comms.stub.ImportCdr, lies_about_its_size(), comms.md(RES))
+    assert "chunk" in details
+    listed = await comms.stub.ListDatasets(
+        cpb.ListDatasetsRequest(parent="regions/EMSOU"), metadata=comms.md(RES), timeout=DEADLINE
+    )
+    assert not listed.datasets
+    # Neither upload left a partial file behind (uploads/<id>.csv while it streams).
+    assert not [p for p in data.rglob("*") if p.is_file()], list(data.rglob("*"))
+
+
+async def test_a_huge_page_size_answers_at_once(comms) -> None:  # type: ignore[no-untyped-def]
+    answer = await comms.stub.ListDatasets(
+        cpb.ListDatasetsRequest(parent="regions/EMSOU", page_size=2**31 - 1),
+        metadata=comms.md(RES),
+        timeout=DEADLINE,
+    )
+    assert not answer.next_page_token

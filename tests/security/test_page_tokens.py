@@ -85,3 +85,16 @@ async def test_forged_time_token(tasking) -> None:
         assert (
             await refused(tasking.stub.ListJobs, request, tasking.md(NC)) == grpc.StatusCode.INVALID_ARGUMENT
         )
+
+
+async def test_forged_tokens_on_comms(comms) -> None:  # type: ignore[no-untyped-def]
+    from toex.comms.v1 import comms_pb2 as cpb
+
+    made_up = paging_pb2.PageCursor(last_sort_key="yesterday")
+    for token in (
+        "!!not base64!!",
+        base64.urlsafe_b64encode(uuid.uuid4().bytes * 3).decode(),
+        base64.urlsafe_b64encode(made_up.SerializeToString()).decode().rstrip("="),
+    ):
+        request = cpb.ListDatasetsRequest(parent="regions/EMSOU", page_token=token)
+        assert await refused(comms.stub.ListDatasets, request, comms.md(NC)) == grpc.StatusCode.INVALID_ARGUMENT
