@@ -131,3 +131,51 @@ async def test_a_huge_page_size_answers_at_once(comms) -> None:  # type: ignore[
         timeout=DEADLINE,
     )
     assert not answer.next_page_token
+
+
+async def test_a_long_analysis_leaves_the_service_answering(comms, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Analyses run off the event loop: while one works through two million ANPR reads, the
+    same service answers other calls at once (here its health check, every 20 ms)."""
+    import asyncio
+    import itertools
+    import time
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from toex_comms.demo import write_bench_anpr
+
+    path = write_bench_anpr(tmp_path / "anpr.csv", 2_000_000)
+
+    async def upload():  # type: ignore[no-untyped-def]
+        yield cpb.ImportAnprRequest(header=cpb.ImportHeader(parent="regions/EMSOU", filename="anpr.csv"))
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                yield cpb.ImportAnprRequest(chunk=chunk)
+
+    imported = await comms.stub.ImportAnpr(upload(), metadata=comms.md(RES), timeout=120)
+    scope = cpb.AnprScope(parent="regions/EMSOU", datasets=[imported.dataset.name])
+    health = health_pb2_grpc.HealthStub(comms.channel)
+
+    async def analyse() -> float:
+        started = time.perf_counter()
+        await comms.stub.FindConvoys(
+            cpb.FindConvoysRequest(scope=scope, window_seconds=180, min_occasions=3),
+            metadata=comms.md(RES),
+            timeout=120,
+        )
+        return time.perf_counter() - started
+
+    # The service runs in this process, on this event loop: had the analysis run on the loop,
+    # no health check would be answered (and no iteration here would run) until it finished.
+    analysis = asyncio.create_task(analyse())
+    answered = [time.perf_counter()]
+    while not analysis.done():
+        await health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+        answered.append(time.perf_counter())
+        await asyncio.sleep(0.02)
+    took = await analysis
+    gaps = [later - earlier for earlier, later in itertools.pairwise(answered)]
+    assert took > 0.25, f"the analysis took {took:.2f} s: too short to show anything"
+    # On the loop, one wait would last the whole analysis.
+    assert len(gaps) > 3 and max(gaps) < took / 2, (
+        f"the longest wait for an answer was {max(gaps):.2f} s during a {took:.2f} s analysis"
+    )
