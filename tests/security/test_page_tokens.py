@@ -97,4 +97,6 @@ async def test_forged_tokens_on_comms(comms) -> None:  # type: ignore[no-untyped
         base64.urlsafe_b64encode(made_up.SerializeToString()).decode().rstrip("="),
     ):
         request = cpb.ListDatasetsRequest(parent="regions/EMSOU", page_token=token)
-        assert await refused(comms.stub.ListDatasets, request, comms.md(NC)) == grpc.StatusCode.INVALID_ARGUMENT
+        assert (
+            await refused(comms.stub.ListDatasets, request, comms.md(NC)) == grpc.StatusCode.INVALID_ARGUMENT
+        )
