@@ -10,24 +10,32 @@ RUN := $(UV) run --frozen --no-sync
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-16s %s\n", $$1, $$2}'
 
+# Stamped, so the targets that run workspace commands install first on a fresh clone and
+# cost nothing afterwards (until uv.lock or a pyproject changes).
+INSTALLED := .venv/.toex-installed
+$(INSTALLED): uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml tools/*/pyproject.toml)
+	$(UV) sync --all-packages --frozen --compile-bytecode
+	@touch $@
+
 .PHONY: install
 install: ## Install every workspace member and the dev tools into .venv
 	$(UV) sync --all-packages --frozen --compile-bytecode
+	@touch $(INSTALLED)
 
 .PHONY: lock
 lock: ## Re-resolve dependencies into uv.lock
 	$(UV) lock
 
 .PHONY: up
-up: ## Start NATS, PostgreSQL, Keycloak and the services on loopback; load demo data
+up: $(INSTALLED) ## Start NATS, PostgreSQL, Keycloak and the services on loopback; load demo data (installs first on a fresh clone)
 	$(RUN) toex-devstack up
 
 .PHONY: down
-down: ## Stop everything `make up` started
+down: $(INSTALLED) ## Stop everything `make up` started
 	$(RUN) toex-devstack down
 
 .PHONY: status
-status: ## Show what the local stack is running
+status: $(INSTALLED) ## Show what the local stack is running
 	$(RUN) toex-devstack status
 
 .PHONY: protos

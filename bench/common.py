@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,10 +25,15 @@ class LoadResult:
     errors: int
     seconds: float
     latencies_ms: list[float]
+    # CPU seconds (user + system) each watched process used while the calls were counted.
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
         return self.calls / self.seconds if self.seconds else 0.0
+
+    def cpu_us_per_call(self, name: str) -> float:
+        return self.cpu_seconds[name] / self.calls * 1e6 if self.calls else float("nan")
 
     def pct(self, q: float) -> float:
         if not self.latencies_ms:
@@ -41,15 +46,62 @@ class LoadResult:
         return statistics.median(self.latencies_ms) if self.latencies_ms else float("nan")
 
 
+def process_tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of process `pid` and every process below it, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    used: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        used[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    total, stack = 0.0, [pid]
+    while stack:
+        current = stack.pop()
+        total += used.get(current, 0.0)
+        stack.extend(child for child, parent in parents.items() if parent == current)
+    return total
+
+
+def own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 async def closed_loop(
-    call: Callable[[], Awaitable[object]], *, concurrency: int, seconds: float, warmup: float = 1.0
+    call: Callable[[], Awaitable[object]],
+    *,
+    concurrency: int,
+    seconds: float,
+    warmup: float = 1.0,
+    watch: dict[str, int] | None = None,
 ) -> LoadResult:
-    """`concurrency` workers call back-to-back for `seconds` (after a warm-up that is not counted)."""
+    """`concurrency` workers call back-to-back for `seconds` (after a warm-up that is not counted).
+    `watch` names processes (by pid, with their children) whose CPU time over the counted
+    seconds is recorded, beside this process's own as "load generator"."""
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
     errors = 0
     start = loop.time() + warmup
     stop = start + seconds
+    cpu_before: dict[str, float] = {}
+    cpu_after: dict[str, float] = {}
+
+    def snapshot() -> dict[str, float]:
+        taken = {name: process_tree_cpu_seconds(pid) for name, pid in (watch or {}).items()}
+        taken["load generator"] = own_cpu_seconds()
+        return taken
+
+    async def meter() -> None:
+        await asyncio.sleep(max(0.0, start - loop.time()))
+        cpu_before.update(snapshot())
+        await asyncio.sleep(max(0.0, stop - loop.time()))
+        cpu_after.update(snapshot())
 
     async def worker() -> None:
         nonlocal errors
@@ -66,8 +118,9 @@ async def closed_loop(
             if begun >= start:
                 latencies.append((ended - begun) * 1000)
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return LoadResult(len(latencies), errors, seconds, latencies)
+    await asyncio.gather(meter(), *(worker() for _ in range(concurrency)))
+    used = {name: cpu_after[name] - cpu_before[name] for name in cpu_after if name in cpu_before}
+    return LoadResult(len(latencies), errors, seconds, latencies, used)
 
 
 def machine() -> str:

@@ -1,10 +1,12 @@
 """A bare grpc.aio server answering one unary method with the request bytes: the baseline.
 
-With a database URL it also reads one row by primary key per call (on the same pooled asyncpg
-connections the services use, no interceptors): the least a call that reads PostgreSQL costs,
-measured beside the baseline to show how much of a service's rate is left after that.
+With a database URL it also touches PostgreSQL once per call, on the same pooled asyncpg
+connections the services use and with no interceptors: `read` (the default) reads one row by
+primary key, `write` makes one durable INSERT of the request (its own transaction, committed
+with the server's durability). These are the floors a call that reads, or writes, PostgreSQL
+cannot go below; the services' reads and writes are measured against them in the same run.
 
-    python -m bench.tasking.echo_server PORT [DATABASE_URL]
+    python -m bench.tasking.echo_server PORT [DATABASE_URL [read|write]]
 """
 
 from __future__ import annotations
@@ -33,8 +35,33 @@ def reading_echo(database_url: str) -> Callable[[bytes, grpc.aio.ServicerContext
     return handler
 
 
-async def main(port: int, database_url: str | None) -> None:
-    handler = reading_echo(database_url) if database_url else echo
+def writing_echo(database_url: str) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]:
+    engine = create_engine(database_url)
+    ready = asyncio.Lock()
+    created = False
+
+    async def handler(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        nonlocal created
+        async with driver_connection(engine) as conn:
+            if not created:
+                async with ready:
+                    await conn.execute(
+                        "CREATE TABLE IF NOT EXISTS bench_write_floor "
+                        "(id uuid PRIMARY KEY, body bytea NOT NULL, at timestamptz NOT NULL DEFAULT now())"
+                    )
+                    created = True
+            await conn.execute(
+                "INSERT INTO bench_write_floor (id, body) VALUES (gen_random_uuid(), $1)", request
+            )
+        return request
+
+    return handler
+
+
+async def main(port: int, database_url: str | None, mode: str = "read") -> None:
+    handler = echo
+    if database_url:
+        handler = writing_echo(database_url) if mode == "write" else reading_echo(database_url)
     server = grpc.aio.server()
     server.add_generic_rpc_handlers(
         (
@@ -52,4 +79,10 @@ async def main(port: int, database_url: str | None) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None))
+    asyncio.run(
+        main(
+            int(sys.argv[1]),
+            sys.argv[2] if len(sys.argv) > 2 else None,
+            sys.argv[3] if len(sys.argv) > 3 else "read",
+        )
+    )

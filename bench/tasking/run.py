@@ -51,11 +51,6 @@ from bench.common import LoadResult, closed_loop, machine, subprocess_server, wa
 CONCURRENCY = 50
 
 
-def row(name: str, result: LoadResult, baseline: LoadResult | None) -> str:
-    ratio = f"{result.rate / baseline.rate:.2f}" if baseline else "1.00 (baseline)"
-    return f"| {name} | {result.rate:,.0f} | {result.p50:.1f} | {result.pct(99):.1f} | {result.errors} | {ratio} |"
-
-
 def create_request() -> pb.CreateJobRequest:
     due = Timestamp()
     due.FromDatetime(datetime.now(UTC) + timedelta(days=7))
@@ -73,10 +68,23 @@ def create_request() -> pb.CreateJobRequest:
     )
 
 
+def floor_row(name: str, result: LoadResult, baseline: LoadResult, floor: LoadResult | None) -> str:
+    to_floor = f"{result.rate / floor.rate:.2f}" if floor else "1.00 (floor)"
+    cpu = " / ".join(
+        f"{result.cpu_us_per_call(p):,.0f}" if p in result.cpu_seconds else "-"
+        for p in ("load generator", "server", "PostgreSQL", "nats-server")
+    )
+    return (
+        f"| {name} | {result.rate:,.0f} | {result.p50:.1f} | {result.pct(99):.1f} | {result.errors} | "
+        f"{result.rate / baseline.rate:.2f} | {to_floor} | {cpu} |"
+    )
+
+
 async def grpc_bench(
     seconds: float, pg: Postgres, nats: NatsServer, keycloak: Keycloak
 ) -> tuple[str, list[str]]:
-    echo_port, tasking_port, chain_port, reading_port = free_port(), free_port(), free_port(), free_port()
+    echo_port, tasking_port, chain_port = free_port(), free_port(), free_port()
+    reading_port, writing_port = free_port(), free_port()
     database = pg.create_database(f"bench_tasking_{uuid.uuid4().hex[:8]}")
     await asyncio.to_thread(upgrade, database, migrations_dir())
     env = {
@@ -91,46 +99,40 @@ async def grpc_bench(
     metadata = (("authorization", f"Bearer {token}"), ("x-toex-purpose", "Op BENCH"))
     request = create_request()
     payload = request.SerializeToString()
-    results: list[tuple[str, LoadResult, LoadResult | None]] = []
+    assert pg.pid and nats.pid
     chain_args = ["-m", "bench.tasking.chain_server", str(chain_port), database, keycloak.issuer]
     with (
-        subprocess_server(["-m", "bench.tasking.echo_server", str(echo_port)], {}, "echo"),
-        subprocess_server(["-m", "bench.tasking.echo_server", str(reading_port), database], {}, "reading"),
-        subprocess_server(chain_args, {}, "chain"),
-        subprocess_server(["-m", "toex_tasking", "serve"], env, "tasking"),
+        subprocess_server(["-m", "bench.tasking.echo_server", str(echo_port)], {}, "echo") as echo_proc,
+        subprocess_server(
+            ["-m", "bench.tasking.echo_server", str(reading_port), database, "read"], {}, "reading"
+        ) as reading_proc,
+        subprocess_server(
+            ["-m", "bench.tasking.echo_server", str(writing_port), database, "write"], {}, "writing"
+        ) as writing_proc,
+        subprocess_server(chain_args, {}, "chain") as chain_proc,
+        subprocess_server(["-m", "toex_tasking", "serve"], env, "tasking") as tasking_proc,
     ):
-        await wait_serving(f"127.0.0.1:{echo_port}")
-        await wait_serving(f"127.0.0.1:{reading_port}")
-        await wait_serving(f"127.0.0.1:{chain_port}")
-        await wait_serving(f"127.0.0.1:{tasking_port}")
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{echo_port}") as channel:
-            echo = channel.unary_unary("/bench.Echo/Echo")
-            baseline = await closed_loop(lambda: echo(payload), concurrency=CONCURRENCY, seconds=seconds)
-        results.append(("bare grpc.aio echo (same payload)", baseline, None))
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{reading_port}") as channel:
-            reading = channel.unary_unary("/bench.Echo/Echo")
-            reading_result = await closed_loop(
-                lambda: reading(payload), concurrency=CONCURRENCY, seconds=seconds
-            )
-        results.append(
-            (
-                "bare echo + one PostgreSQL primary-key read per call (no chain, no audit)",
-                reading_result,
-                baseline,
-            )
-        )
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{chain_port}") as channel:
-            chained = channel.unary_unary("/bench.Echo/Echo")
-            chain_result = await closed_loop(
-                lambda: chained(payload, metadata=metadata), concurrency=CONCURRENCY, seconds=seconds
-            )
-        results.append(
-            (
-                "echo behind the full chain (auth, policy, audit to PostgreSQL, tracing)",
-                chain_result,
-                baseline,
-            )
-        )
+        for port in (echo_port, reading_port, writing_port, chain_port, tasking_port):
+            await wait_serving(f"127.0.0.1:{port}")
+
+        def watch(server: subprocess.Popen[bytes]) -> dict[str, int]:
+            return {"server": server.pid, "PostgreSQL": pg.pid or 0, "nats-server": nats.pid or 0}
+
+        async def load(port: int, server: subprocess.Popen[bytes], with_token: bool) -> LoadResult:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                method = channel.unary_unary("/bench.Echo/Echo")
+                md = metadata if with_token else None
+                return await closed_loop(
+                    lambda: method(payload, metadata=md),
+                    concurrency=CONCURRENCY,
+                    seconds=seconds,
+                    watch=watch(server),
+                )
+
+        baseline = await load(echo_port, echo_proc, False)
+        read_floor = await load(reading_port, reading_proc, False)
+        write_floor = await load(writing_port, writing_proc, False)
+        chain_result = await load(chain_port, chain_proc, True)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{tasking_port}") as channel:
             stub = tasking_pb2_grpc.TaskingServiceStub(channel)
             created = await stub.CreateJob(request, metadata=metadata)
@@ -138,23 +140,45 @@ async def grpc_bench(
             # GetJob first: the jobs and outbox rows CreateJob's run leaves behind set autovacuum
             # and the relay working, which would fall into the next run's window.
             get_result = await closed_loop(
-                lambda: stub.GetJob(get, metadata=metadata), concurrency=CONCURRENCY, seconds=seconds
+                lambda: stub.GetJob(get, metadata=metadata),
+                concurrency=CONCURRENCY,
+                seconds=seconds,
+                watch=watch(tasking_proc),
             )
             create_result = await closed_loop(
-                lambda: stub.CreateJob(request, metadata=metadata), concurrency=CONCURRENCY, seconds=seconds
+                lambda: stub.CreateJob(request, metadata=metadata),
+                concurrency=CONCURRENCY,
+                seconds=seconds,
+                watch=watch(tasking_proc),
             )
-        results.append(("CreateJob, full chain + PostgreSQL + outbox", create_result, baseline))
-        results.append(("GetJob, full chain + PostgreSQL", get_result, baseline))
     lines = [
-        "| server | calls/s | p50 ms | p99 ms | errors | ratio to bare |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-        *(row(name, result, base) for name, result, base in results),
+        "| server | calls/s | p50 ms | p99 ms | errors | ratio to bare | ratio to its floor "
+        "| CPU us per call: load generator / server / PostgreSQL / nats-server |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        floor_row("bare grpc.aio echo (same payload)", baseline, baseline, None),
+        floor_row(
+            "read floor: bare echo + one PostgreSQL primary-key read per call", read_floor, baseline, None
+        ),
+        floor_row(
+            "write floor: bare echo + one durable PostgreSQL INSERT per call", write_floor, baseline, None
+        ),
+        floor_row(
+            "echo behind the full chain (auth, policy, audit to PostgreSQL, tracing)",
+            chain_result,
+            baseline,
+            None,
+        ),
+        floor_row("CreateJob, full chain + PostgreSQL + outbox", create_result, baseline, write_floor),
+        floor_row("GetJob, full chain + PostgreSQL", get_result, baseline, read_floor),
     ]
     summary = [
-        f"CreateJob {create_result.rate / baseline.rate:.2f}x and GetJob {get_result.rate / baseline.rate:.2f}x "
-        f"of the bare server's rate (goal: at least 0.5); the chain alone on the echo method "
-        f"{chain_result.rate / baseline.rate:.2f}x; one PostgreSQL read per call and nothing else "
-        f"{reading_result.rate / baseline.rate:.2f}x"
+        f"CreateJob {create_result.rate / write_floor.rate:.2f}x of the write floor (goal: at least 0.7) and "
+        f"GetJob {get_result.rate / read_floor.rate:.2f}x of the read floor (goal: at least 0.8), each through "
+        f"the full chain; against the bare echo: CreateJob {create_result.rate / baseline.rate:.2f}x, GetJob "
+        f"{get_result.rate / baseline.rate:.2f}x, the chain alone {chain_result.rate / baseline.rate:.2f}x",
+        f"CPU per call in the server process: CreateJob {create_result.cpu_us_per_call('server'):,.0f} us "
+        f"(write floor {write_floor.cpu_us_per_call('server'):,.0f}), GetJob "
+        f"{get_result.cpu_us_per_call('server'):,.0f} us (read floor {read_floor.cpu_us_per_call('server'):,.0f})",
     ]
     return "\n".join(lines), summary
 
