@@ -10,13 +10,14 @@ import functools
 import hashlib
 import re
 import weakref
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import asyncpg
 import orjson
 from google.protobuf.message import Message
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -39,6 +40,17 @@ MAX_REQUEST_ID_LENGTH = 128
 _Writes = list[tuple[str, list[tuple[Any, ...]]]]
 # From this many events in one unit of work on, the outbox rows are copied in (COPY).
 OUTBOX_COPY_FROM = 50
+# Run once the unit's transaction has committed (say, the audit entry of what it changed).
+AfterCommit = Callable[[], Awaitable[object]]
+# Claim events in a consumer's inbox: one statement whatever the batch size (arrays, not one
+# parameter per row), so it is compiled and prepared once. Returns the ids not claimed before.
+_CLAIM_EVENTS = (
+    "INSERT INTO inbox (consumer, event_id, subject) "
+    "SELECT {consumer}, event_id, subject FROM unnest(CAST({ids} AS text[]), CAST({subjects} AS text[])) "
+    "AS claimed(event_id, subject) ON CONFLICT DO NOTHING RETURNING event_id"
+)
+_CLAIM_EVENTS_BOUND = text(_CLAIM_EVENTS.format(consumer=":consumer", ids=":ids", subjects=":subjects"))
+_CLAIM_EVENTS_NUMBERED = _CLAIM_EVENTS.format(consumer="$1", ids="$2", subjects="$3")
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,7 @@ class UnitOfWork(Protocol):
     """The port handlers depend on; services extend it with their repositories."""
 
     def publish(self, event: EventEnvelope) -> None: ...
+    def after_commit(self, callback: AfterCommit) -> None: ...
     async def commit(self) -> None: ...
     async def rollback(self) -> None: ...
     async def recall_request(self, scope: str, request_id: str, fingerprint: str) -> str | None: ...
@@ -83,16 +96,30 @@ class UnitOfWork(Protocol):
     ) -> None: ...
 
 
+async def _run_after_commit(callbacks: list[AfterCommit]) -> None:
+    """Run every callback, even after one fails (the work is committed: each is owed its run),
+    then raise the first failure."""
+    failures = []
+    for callback in callbacks:
+        try:
+            await callback()
+        except Exception as exc:
+            failures.append(exc)
+    if failures:
+        raise failures[0]
+
+
 class SqlAlchemyUnitOfWork:
     session: AsyncSession
 
     def __init__(self, sessions: async_sessionmaker[Any]) -> None:
         self._sessions = sessions
         self._events: list[EventEnvelope] = []
+        self._after_commit: list[AfterCommit] = []
 
     async def __aenter__(self) -> Any:
         self.session = self._sessions()
-        self._events = []
+        self._events, self._after_commit = [], []
         self._after_enter()
         return self
 
@@ -105,6 +132,19 @@ class SqlAlchemyUnitOfWork:
 
     def publish(self, event: EventEnvelope) -> None:
         self._events.append(event)
+
+    def after_commit(self, callback: AfterCommit) -> None:
+        """Run `callback` once this unit has committed; never if it rolls back."""
+        self._after_commit.append(callback)
+
+    async def claim_events(self, consumer: str, events: Sequence[tuple[str, str]]) -> set[str]:
+        """Claim (event id, subject) pairs in `consumer`'s inbox, in this unit's transaction: the
+        ids claimed now (the others were processed before)."""
+        claimed = await self.session.execute(
+            _CLAIM_EVENTS_BOUND,
+            {"consumer": consumer, "ids": [e[0] for e in events], "subjects": [e[1] for e in events]},
+        )
+        return {row.event_id for row in claimed}
 
     async def commit(self) -> None:
         if len(self._events) >= OUTBOX_COPY_FROM:
@@ -125,6 +165,8 @@ class SqlAlchemyUnitOfWork:
             )
         await self.session.commit()
         self._events = []
+        callbacks, self._after_commit = self._after_commit, []
+        await _run_after_commit(callbacks)
 
     async def _copy_outbox(self) -> None:
         """A bulk change's events (thousands of rows) go in with COPY, in the same transaction:
@@ -142,7 +184,7 @@ class SqlAlchemyUnitOfWork:
         self._events = []
 
     async def rollback(self) -> None:
-        self._events = []
+        self._events, self._after_commit = [], []
         await self.session.rollback()
 
     async def recall_request(self, scope: str, request_id: str, fingerprint: str) -> str | None:
@@ -207,11 +249,12 @@ class DriverUnitOfWork:
         self._read_only = read_only
         self._events: list[EventEnvelope] = []
         self._writes: _Writes = []
+        self._after_commit: list[AfterCommit] = []
         self._conn: asyncpg.Connection | None = None
         self._transaction: Any = None
 
     async def __aenter__(self) -> Any:
-        self._events, self._writes, self._transaction = [], [], None
+        self._events, self._writes, self._after_commit, self._transaction = [], [], [], None
         self._after_enter()
         return self
 
@@ -261,7 +304,24 @@ class DriverUnitOfWork:
             raise RuntimeError("a read-only unit of work publishes nothing")
         self._events.append(event)
 
+    def after_commit(self, callback: AfterCommit) -> None:
+        """Run `callback` once this unit has committed; never if it rolls back."""
+        self._after_commit.append(callback)
+
+    async def claim_events(self, consumer: str, events: Sequence[tuple[str, str]]) -> set[str]:
+        """Claim (event id, subject) pairs in `consumer`'s inbox, in this unit's transaction: the
+        ids claimed now (the others were processed before)."""
+        rows = await (await self.connection()).fetch(
+            _CLAIM_EVENTS_NUMBERED, consumer, [e[0] for e in events], [e[1] for e in events]
+        )
+        return {row["event_id"] for row in rows}
+
     async def commit(self) -> None:
+        await self._commit()
+        callbacks, self._after_commit = self._after_commit, []
+        await _run_after_commit(callbacks)
+
+    async def _commit(self) -> None:
         if self._events:
             self.write_many(_OUTBOX_INSERT, [_outbox_row(e) for e in self._events])
             self._events = []
@@ -279,7 +339,7 @@ class DriverUnitOfWork:
         await transaction.commit()
 
     async def rollback(self) -> None:
-        self._events, self._writes = [], []
+        self._events, self._writes, self._after_commit = [], [], []
         if self._transaction is not None:
             transaction, self._transaction = self._transaction, None
             if self._conn is not None and not self._conn.is_closed():

@@ -13,11 +13,11 @@ from sqlalchemy import func, select
 from toex.tasking.events.v1 import events_pb2
 from toex_common.db import inbox_table, outbox_table, session_factory
 from toex_common.events import StreamSpec, build_event, ensure_stream
-from toex_common.events.consumer import IdempotentConsumer, PermanentError
+from toex_common.events.consumer import IdempotentConsumer, Outcome, PermanentError
 from toex_common.events.nats import connect
 from toex_common.events.outbox import OutboxRelay, pending
 from toex_common.regions import Region
-from toex_common.uow import SqlAlchemyUnitOfWork
+from toex_common.uow import DriverUnitOfWork, SqlAlchemyUnitOfWork
 
 pytestmark = pytest.mark.integration
 
@@ -124,7 +124,8 @@ async def test_consumer_processes_each_event_once_and_isolates_failures(engine, 
     async with engine.connect() as conn:
         inbox = (await conn.execute(select(func.count()).select_from(inbox_table))).scalar_one()
     assert inbox == 21
-    dead = await js.subscribe("toex.emsou.deadletter.>", ordered_consumer=True)
+    # This consumer's dead letters (other tests on this server dead-letter into EMSOU too).
+    dead = await js.subscribe(f"toex.emsou.deadletter.{consumer.name}", ordered_consumer=True)
     message = await dead.next_msg(timeout=5)
     assert message.headers["ce-id"] == poison.event_id
     assert message.headers["toex-dead-consumer"] == consumer.name
@@ -161,3 +162,49 @@ async def test_consumer_dead_letters_after_max_deliveries(engine, nc, stream) ->
     assert message.headers["ce-id"] == doomed.event_id
     assert "3 deliveries" in message.headers["toex-dead-reason"]
     assert attempts == 3
+
+
+async def test_consumer_on_driver_units_runs_after_commit_work_once_per_committed_event(
+    engine, nc, stream
+) -> None:
+    """A service whose unit of work is the driver's (tasking) consumes through the same inbox;
+    work registered to follow the commit runs once per event it committed, never for one
+    refused or rolled back."""
+    js = nc.jetstream()
+    domain = stream.subjects[0].split(".")[2]
+    good = [envelope(domain) for _ in range(10)]
+    poison = envelope(domain, job="poison")
+    for item in [*good, poison]:
+        await js.publish(item.subject, item.payload, headers=item.headers)
+    resent = dict(good[0].headers, **{"Nats-Msg-Id": "resent-" + good[0].event_id})
+    await js.publish(good[0].subject, good[0].payload, headers=resent)
+    committed: list[str] = []
+
+    async def handler(event, uow) -> None:
+        async def done() -> None:
+            committed.append(event.event_id)
+
+        uow.after_commit(done)
+        if event.message.job == "poison":
+            raise PermanentError("cannot be processed")
+
+    consumer = IdempotentConsumer(
+        nc=nc,
+        js=js,
+        uow_factory=lambda: DriverUnitOfWork(engine),
+        name=f"c{uuid.uuid4().hex[:8]}",
+        stream=stream.name,
+        subjects=stream.subjects,
+        handler=handler,
+        backoff_seconds=(0.2,),
+    )
+    counts = consumer.counts
+    await run_consumer(
+        consumer,
+        lambda: counts[Outcome.DEAD_LETTERED] and counts[Outcome.DUPLICATE] and len(committed) >= 10,
+    )
+    assert counts[Outcome.DUPLICATE] == 1  # the resent copy found its claim
+    assert sorted(committed) == sorted(e.event_id for e in good)
+    async with engine.connect() as conn:
+        claimed = (await conn.execute(select(inbox_table.c.event_id))).scalars().all()
+    assert sorted(claimed) == sorted(e.event_id for e in good)

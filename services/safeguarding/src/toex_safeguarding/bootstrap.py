@@ -10,8 +10,7 @@ from toex_common.events.consumer import IdempotentConsumer
 from toex_common.service import Background, GrpcServer, Platform, ServiceApp
 
 from toex_safeguarding.adapters.integration import STREAM
-from toex_safeguarding.adapters.job_notes import JobNoteRelay, NoteSender
-from toex_safeguarding.adapters.tasking import ServiceToken, TaskingNotes
+from toex_safeguarding.adapters.tasking import TaskingJobs
 from toex_safeguarding.adapters.uow import SqlSafeguardingUnitOfWork
 from toex_safeguarding.config import Settings
 from toex_safeguarding.domain import commands
@@ -35,16 +34,14 @@ class App(ServiceApp):
         server: GrpcServer,
         *,
         consumers: list[IdempotentConsumer],
-        sender: NoteSender,
+        tasking: TaskingJobs,
     ) -> None:
         super().__init__(platform, deps, server, service_names=[SERVICE_NAME], consumers=consumers)
-        self.sender = sender
-        self.notes = JobNoteRelay(platform.engine, sender, poll_seconds=self.settings.job_note_poll_seconds)
+        self.tasking = tasking
 
     def background(self) -> list[Background]:
         return [
             *super().background(),
-            ("job-note-relay", self.notes.run(self.stop)),
             ("overdue-scan", self.every(self.settings.overdue_scan_seconds, self._escalate, "overdue scan")),
         ]
 
@@ -54,9 +51,7 @@ class App(ServiceApp):
             log.info("escalated %d overdue clocks", raised)
 
     async def close(self) -> None:
-        close = getattr(self.sender, "close", None)
-        if close is not None:
-            await close()
+        await self.tasking.close()
 
 
 def trigger_consumers(
@@ -82,7 +77,7 @@ def trigger_consumers(
     ]
 
 
-async def build(settings: Settings, *, sender: NoteSender | None = None) -> App:
+async def build(settings: Settings) -> App:
     # The producers' streams, declared exactly as their owners declare them, so this service can
     # start (and subscribe) before they do.
     streams = (
@@ -94,11 +89,7 @@ async def build(settings: Settings, *, sender: NoteSender | None = None) -> App:
     def uow() -> SqlSafeguardingUnitOfWork:
         return SqlSafeguardingUnitOfWork(sessions)
 
-    tasking = TaskingNotes(
-        settings.tasking_address,
-        ServiceToken(settings.oidc_issuer, settings.service_client_id, settings.service_client_secret),
-        settings=settings,
-    )
+    tasking = TaskingJobs(settings.tasking_address, settings=settings)
     deps = handlers.Deps(uow=uow, jobs=tasking)  # type: ignore[arg-type]
     server = await platform.grpc_server(
         register=lambda s: safeguarding_pb2_grpc.add_SafeguardingServiceServicer_to_server(
@@ -107,9 +98,8 @@ async def build(settings: Settings, *, sender: NoteSender | None = None) -> App:
         service_names=[SERVICE_NAME],
         rules=METHOD_RULES,
     )
-    sender = sender or tasking
     found = trigger_consumers(platform, uow) if settings.consume_triggers else []
-    return App(platform, deps, server, consumers=found, sender=sender)
+    return App(platform, deps, server, consumers=found, tasking=tasking)
 
 
 async def serve(settings: Settings) -> None:

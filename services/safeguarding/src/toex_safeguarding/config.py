@@ -9,12 +9,10 @@ class Settings(ServiceSettings):
     service_name: str = "safeguarding"
     database_url: str = "postgresql+asyncpg://toex:toex@127.0.0.1:5432/toex_safeguarding"
     grpc_port: int = 50055
-    service_client_id: str = "toex-safeguarding"
-    # Where the tasking service listens (decisions and other outcomes are noted on jobs).
+    # Where the tasking service listens (asked, with the caller's own token, whether the caller
+    # may see a job a referral links).
     tasking_address: str = "127.0.0.1:50051"
     # How often statutory clocks are checked for overdue escalation.
     overdue_scan_seconds: float = 30.0
-    # How often the job-note outbox is polled.
-    job_note_poll_seconds: float = 1.0
     # Consume triggers (watchlist contacts, advert numbers, safeguarding jobs).
     consume_triggers: bool = True

@@ -60,8 +60,11 @@ class Tasking:
         await self.app.shutdown()
 
 
-async def start_tasking(database: str, nats_url: str, issuer: str, port: int) -> Tasking:
+async def start_tasking(database: str, nats_url: str, issuer: str, port: int, name: str) -> Tasking:
+    """Tasking on `port`; `name` (its service name) names its durable consumer of the job notes,
+    so a tasking started again under the same name carries on where the last one stopped."""
     settings = TaskingSettings(
+        service_name=name,
         database_url=database,
         nats_url=nats_url,
         oidc_issuer=issuer,
@@ -86,6 +89,7 @@ class Running:
     clock: MovableClock
     tasking_port: int
     tasking_database: str
+    tasking_name: str
 
     def token(self, username: str) -> str:
         return self.tokens[username]
@@ -114,7 +118,6 @@ async def start_safeguarding(
         tasking_address=f"127.0.0.1:{tasking_port}",
         overdue_scan_seconds=0.3,
         outbox_poll_seconds=0.2,
-        job_note_poll_seconds=0.2,
     )
     app = await build(settings)
     clock = MovableClock()
@@ -130,6 +133,7 @@ async def start_safeguarding(
         clock,
         tasking_port,
         tasking_database,
+        f"tasking-{uuid.uuid4().hex[:8]}",
     )
 
 
@@ -148,9 +152,14 @@ async def safeguarding(
 
 @pytest.fixture
 async def tasking(safeguarding: Running, nats_server, keycloak) -> AsyncIterator[Tasking]:  # type: ignore[no-untyped-def]
-    """The tasking service on the port the safeguarding service sends its job notes to."""
+    """The tasking service on the port the safeguarding service asks about jobs, consuming the
+    job notes it publishes."""
     running = await start_tasking(
-        safeguarding.tasking_database, nats_server.url, keycloak.issuer, safeguarding.tasking_port
+        safeguarding.tasking_database,
+        nats_server.url,
+        keycloak.issuer,
+        safeguarding.tasking_port,
+        safeguarding.tasking_name,
     )
     yield running
     await running.stop()

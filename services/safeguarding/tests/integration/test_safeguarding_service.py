@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -23,8 +24,10 @@ from toex.tasking.v1 import tasking_pb2 as tpb
 from toex_common.audit import verify
 from toex_common.db import audit_table
 from toex_common.events import build_event
+from toex_common.events.consumer import Outcome
 from toex_common.regions import Region
-from toex_safeguarding.adapters.tables import job_note_outbox, referrals
+from toex_common.testing.streams import stream_messages
+from toex_safeguarding.adapters.tables import referrals
 from toex_safeguarding.domain.commands import Trigger
 from toex_safeguarding.domain.model import Evidence
 from toex_safeguarding.domain.values import Concern, EvidenceKind
@@ -300,6 +303,8 @@ async def test_concurrent_triggers_for_one_subject_draft_one_referral(safeguardi
 
 
 async def test_job_notes_survive_a_tasking_outage(safeguarding: Running, nats_server, keycloak) -> None:
+    """Notes are events on the stream: while tasking is down they wait there; when it is back
+    it adds each note once, even one delivered twice."""
     sg = safeguarding
     officer, supervisor = md(sg.token(SO)), md(sg.token(SUP))
     job = f"regions/EMSOU/jobs/{uuid.uuid4().hex[:16]}"
@@ -330,8 +335,13 @@ async def test_job_notes_survive_a_tasking_outage(safeguarding: Running, nats_se
                 )
             )
 
+    def start() -> Any:
+        return start_tasking(
+            sg.tasking_database, nats_server.url, keycloak.issuer, sg.tasking_port, sg.tasking_name
+        )
+
     # The referral links a job its author can see (tasking confirms it), then tasking goes down.
-    tasking = await start_tasking(sg.tasking_database, nats_server.url, keycloak.issuer, sg.tasking_port)
+    tasking = await start()
     try:
         await add_job(tasking)
         created = (
@@ -356,47 +366,57 @@ async def test_job_notes_survive_a_tasking_outage(safeguarding: Running, nats_se
     await sg.stub.SubmitForApproval(pb.SubmitForApprovalRequest(name=created.name), metadata=officer)
     await sg.stub.ApproveReferral(pb.ApproveReferralRequest(name=created.name), metadata=supervisor)
 
-    async def rows() -> list[Any]:
-        async with sg.app.engine.connect() as conn:
-            return list(
-                (
-                    await conn.execute(
-                        select(job_note_outbox).where(job_note_outbox.c.referral == created.name)
-                    )
-                ).all()
+    # Tasking is down: the notes wait on the stream, published from the outbox.
+    def notes_for_job(messages: list[Any]) -> list[Any]:
+        return [
+            m
+            for m in messages
+            if m.headers.get("ce-subject") == created.name
+            and m.subject == "toex.emsou.safeguarding.JobNoteRequested"
+        ]
+
+    def texts(messages: list[Any]) -> list[str]:
+        return [sg_events.JobNoteRequested.FromString(m.data).text for m in notes_for_job(messages)]
+
+    published = notes_for_job(
+        await stream_messages(
+            nats_server.url,
+            "toex.emsou.safeguarding.JobNoteRequested",
+            until=lambda found: any("approved" in t for t in texts(found)),
+        )
+    )
+    requested = [sg_events.JobNoteRequested.FromString(m.data) for m in published]
+    assert any("drafted" in r.text for r in requested) and any("approved" in r.text for r in requested)
+    assert {r.job for r in requested} == {job}
+    # One of them delivered again (the same event under another message id, as a peer's retry).
+    again = published[-1]
+    await publish(
+        nats_server.url,
+        [
+            SimpleNamespace(
+                subject=again.subject,
+                payload=again.data,
+                headers=dict(again.headers, **{"Nats-Msg-Id": f"again-{uuid.uuid4().hex}"}),
             )
+        ],
+    )
 
-    async def attempts() -> list[Any]:
-        found = [r for r in await rows() if r.sent_at is None]
-        return found if found and all(r.attempts >= 1 for r in found) else []
-
-    # Tasking is down: the notes are tried, kept and scheduled again.
-    pending = await eventually(attempts, what="failed attempts while tasking is down")
-    assert all(r.failed_at is None for r in pending)  # type: ignore[attr-defined]
-
-    # Tasking comes back on the address the notes go to: they arrive, each once.
-    tasking = await start_tasking(sg.tasking_database, nats_server.url, keycloak.issuer, sg.tasking_port)
+    # Tasking comes back under the same name (its durable consumer): each note arrives, once.
+    tasking = await start()
     try:
-        for row in pending:  # do not wait out the backoff
-            async with sg.app.engine.begin() as conn:
-                await conn.execute(
-                    job_note_outbox.update()
-                    .where(job_note_outbox.c.id == row.id)
-                    .values(next_attempt_at=datetime.now(UTC))  # type: ignore[attr-defined]
-                )
-        queued = len(await rows())
 
         async def delivered() -> object:
-            # wait_for_ready: the client shares gRPC's connection to this address, which is
-            # still backing off from the outage.
-            got = await tasking.stub.GetJob(
-                tpb.GetJobRequest(name=job), metadata=md(sg.token(NC)), wait_for_ready=True
-            )
-            return len(got.job.notes) >= queued and got.job.notes
+            got = await tasking.stub.GetJob(tpb.GetJobRequest(name=job), metadata=md(sg.token(NC)))
+            return len(got.job.notes) >= len(requested) and got.job.notes
 
         notes = await eventually(delivered, what="notes delivered after the outage")
-        assert any("drafted" in n.text for n in notes) and any("approved" in n.text for n in notes)  # type: ignore[attr-defined]
-        assert len(notes) == queued  # type: ignore[arg-type]
+        consumer = tasking.app.consumers[0]
+        await eventually(lambda: consumer.counts[Outcome.DUPLICATE] >= 1, what="the repeat seen")
+        got = await tasking.stub.GetJob(tpb.GetJobRequest(name=job), metadata=md(sg.token(NC)))
+        assert sorted(n.name.rsplit("/", 1)[-1] for n in got.job.notes) == sorted(
+            r.note_id for r in requested
+        )
+        assert {n.author for n in notes} == {"service-account-toex-safeguarding"}  # type: ignore[attr-defined]
     finally:
         await tasking.stop()
 

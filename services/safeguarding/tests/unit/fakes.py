@@ -1,6 +1,8 @@
 import copy
 from datetime import datetime
 
+from toex.safeguarding.events.v1.events_pb2 import JobNoteRequested
+from toex_common.events import EventEnvelope
 from toex_common.regions import Region
 from toex_common.testing.fakes import FakeUnitOfWorkBase
 from toex_safeguarding.domain.model import Referral
@@ -91,29 +93,18 @@ class FakeReferralRepository:
         return [copy.deepcopy(r) for r in self.referrals.values() if r.is_overdue(now)][:limit]
 
 
-class FakeJobNotes:
-    def __init__(self) -> None:
-        self.pending: list[tuple[str, str, str]] = []
-        self.queued: list[tuple[str, str, str]] = []
-
-    async def queue(self, *, job: str, referral: str, text: str) -> None:
-        self.pending.append((job, referral, text))
-
-
 class FakeSafeguardingUnitOfWork(FakeUnitOfWorkBase):
     def __init__(self) -> None:
         super().__init__()
         self.referrals = FakeReferralRepository()
-        self.job_notes = FakeJobNotes()
 
-    async def commit(self) -> None:
-        await super().commit()
-        self.job_notes.queued.extend(self.job_notes.pending)
-        self.job_notes.pending = []
-
-    async def rollback(self) -> None:
-        await super().rollback()
-        self.job_notes.pending = []
+    def job_notes(self) -> list[tuple[EventEnvelope, JobNoteRequested]]:
+        """The JobNoteRequested events of committed work, with their messages."""
+        return [
+            (e, JobNoteRequested.FromString(e.payload))
+            for e in self.committed_events
+            if e.event_type == JobNoteRequested.DESCRIPTOR.full_name
+        ]
 
 
 class FakeJobs:

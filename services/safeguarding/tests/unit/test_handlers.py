@@ -1,3 +1,4 @@
+import re
 from datetime import datetime, timedelta
 
 import pytest
@@ -77,7 +78,8 @@ async def test_repeated_triggers_add_evidence_to_the_open_referral(uow: FakeSafe
     assert [e.ref for e in referral.evidence] == ["e1", "regions/EMSOU/datasets/d1", "e2"]
     assert referral.created_by == "trigger:WatchlistContactDetected"
     types = [e.event_type.rsplit(".", 1)[-1] for e in uow.committed_events]
-    assert types == ["ReferralDrafted", "ReferralEvidenceAdded"]
+    # The draft is noted on its job; added evidence is not.
+    assert types == ["ReferralDrafted", "JobNoteRequested", "ReferralEvidenceAdded"]
     # Another concern, or another subject, is another referral.
     await run_trigger(uow, trigger(concern=Concern.LABOUR_EXPLOITATION, event="e3"))
     await run_trigger(uow, trigger(subject="ent-2", event="e4"))
@@ -86,11 +88,13 @@ async def test_repeated_triggers_add_evidence_to_the_open_referral(uow: FakeSafe
     await run_trigger(uow, trigger(concern=None, event="e5"))
     assert len(uow.referrals.referrals) == 3
     # The drafted referral tells its job, without details of the subject.
-    assert next((job, text.split(" drafted")[0]) for job, _, text in uow.job_notes.queued) == (
+    notes = [note for _, note in uow.job_notes()]
+    assert (notes[0].job, notes[0].referral, notes[0].text.split(" drafted")[0]) == (
         JOB,
+        referral.name,
         f"Safeguarding referral {referral.name}",
     )
-    assert not any("ent-" in text for _, _, text in uow.job_notes.queued)
+    assert not any("ent-" in note.text for note in notes)
 
 
 async def test_a_closed_referral_frees_the_subject_for_a_new_one(
@@ -187,7 +191,7 @@ async def test_decision_reaches_the_job_and_overdue_escalates(uow: FakeSafeguard
         deps,
     )
     assert (await handlers.list_overdue(commands.ListOverdue(NC, None, 10), deps))[1] == 0
-    types = [e.event_type.rsplit(".", 1)[-1] for e in uow.committed_events]
+    types = [e.event_type.rsplit(".", 1)[-1] for e in uow.committed_events if "JobNote" not in e.event_type]
     assert types == [
         "ReferralDrafted",
         "ReferralApproved",
@@ -195,7 +199,8 @@ async def test_decision_reaches_the_job_and_overdue_escalates(uow: FakeSafeguard
         "ReferralOverdue",
         "ReferralDecisionRecorded",
     ]
-    notes = [text for job, _, text in uow.job_notes.queued if job == JOB]
+    notes = [note.text for _, note in uow.job_notes() if note.job == JOB]
+    assert len(notes) == 5
     assert (
         "overdue" in notes[3] and "local authority positive" in notes[4] and "strategy discussion" in notes[4]
     )
@@ -297,3 +302,58 @@ async def test_a_referral_links_only_a_job_its_author_may_see() -> None:
             deps,
         )
     assert not uow.referrals.referrals
+
+
+async def test_job_notes_are_events_of_the_referral_region_in_the_changes_transaction(
+    uow: FakeSafeguardingUnitOfWork, deps: handlers.Deps
+) -> None:
+    r = await handlers.create_referral(
+        commands.CreateReferral(
+            SO,
+            Region.EMSOU,
+            Subject("ent-8", age_band=AgeBand.CHILD, local_authority="Derby City"),
+            [Concern.CHILD_SEXUAL_EXPLOITATION],
+            RiskLevel.HIGH,
+            linked_job=JOB,
+            destinations=[Destination.CHILDRENS_SOCIAL_CARE],
+        ),
+        deps,
+    )
+    assert uow.commits == 1  # the referral, its event and the note's event: one transaction
+    [(envelope, note)] = uow.job_notes()
+    # Published on the referral's region's subject, labelled as the referral is.
+    assert envelope.subject == "toex.emsou.safeguarding.JobNoteRequested"
+    assert envelope.headers["toex-region"] == "EMSOU" and envelope.headers["ce-subject"] == r.name
+    assert note.label.region == Region.EMSOU.to_proto()
+    assert note.label.handling == mapping.handling_to_proto(r.handling)
+    assert (note.job, note.referral) == (JOB, r.name)
+    assert re.fullmatch(r"[0-9a-f]{32}", note.note_id) and note.event_id == envelope.event_id
+
+    # Each change the job is told of is its own note; a referral with no job tells no job.
+    await handlers.submit_for_approval(commands.Transition(SO, Region.EMSOU, r.id), deps)
+    await handlers.approve_referral(commands.Transition(SUP, Region.EMSOU, r.id), deps)
+    notes = [n for _, n in uow.job_notes()]
+    assert len(notes) == 2 and len({n.note_id for n in notes}) == 2 and "approved" in notes[1].text
+    await handlers.create_referral(
+        commands.CreateReferral(SO, Region.EMSOU, Subject("ent-9"), [Concern.OTHER], RiskLevel.LOW), deps
+    )
+    assert len(uow.job_notes()) == 2
+
+
+async def test_a_rolled_back_change_requests_no_note(
+    uow: FakeSafeguardingUnitOfWork, deps: handlers.Deps
+) -> None:
+    await handlers.create_referral(
+        commands.CreateReferral(
+            SO, Region.EMSOU, Subject("ent-10"), [Concern.OTHER], RiskLevel.LOW, linked_job=JOB
+        ),
+        deps,
+    )
+    with pytest.raises(AlreadyExists):  # the same subject and concern again: refused, rolled back
+        await handlers.create_referral(
+            commands.CreateReferral(
+                SO, Region.EMSOU, Subject("ent-10"), [Concern.OTHER], RiskLevel.LOW, linked_job=JOB
+            ),
+            deps,
+        )
+    assert len(uow.job_notes()) == 1

@@ -16,6 +16,7 @@ from toex_tasking.adapters.uow import PgTaskingUnitOfWork
 from toex_tasking.config import Settings
 from toex_tasking.domain import commands
 from toex_tasking.domain.policy import METHOD_RULES
+from toex_tasking.entrypoints import consumers
 from toex_tasking.entrypoints.grpc_api import TaskingServicer
 from toex_tasking.service_layer import handlers
 from toex_tasking.service_layer.ports import UserDirectory
@@ -52,7 +53,9 @@ class App(ServiceApp):
 
 
 async def build(settings: Settings, *, directory: UserDirectory | None = None) -> App:
-    platform = await Platform.start(settings, streams=[STREAM])
+    # Safeguarding's stream is declared exactly as its owner declares it, so the consumer of
+    # its job notes can bind when this service starts first.
+    platform = await Platform.start(settings, streams=[STREAM, consumers.SAFEGUARDING_STREAM])
     engine = platform.engine
     deps = handlers.Deps(
         uow=lambda: PgTaskingUnitOfWork(engine),  # type: ignore[arg-type,return-value]
@@ -68,7 +71,14 @@ async def build(settings: Settings, *, directory: UserDirectory | None = None) -
     server = await platform.grpc_server(
         register=register, service_names=names, rules={**METHOD_RULES, **AUDIT_RULES}
     )
-    return App(platform, deps, server, service_names=names)
+    job_notes = platform.consumer(
+        uow_factory=lambda: PgTaskingUnitOfWork(engine),
+        name=f"{settings.service_name}-job-notes",
+        stream=consumers.SAFEGUARDING_STREAM.name,
+        subjects=[consumers.JOB_NOTE_SUBJECT],
+        handler=consumers.make_note_handler(platform.audit, lambda: deps.clock()),
+    )
+    return App(platform, deps, server, service_names=names, consumers=[job_notes])
 
 
 async def serve(settings: Settings) -> None:

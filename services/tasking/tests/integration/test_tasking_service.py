@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import grpc
+import nats
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
@@ -339,3 +340,70 @@ async def test_auditors_read_their_regions_audit_log(tasking) -> None:
         audit_pb2.VerifyAuditLogRequest(), metadata=md(tasking.token("auditor.emsou"))
     )
     assert verified.intact and verified.entries >= 4
+
+
+async def test_notes_requested_by_safeguarding_land_once_and_are_audited(tasking, nats_server) -> None:
+    from toex.safeguarding.events.v1 import events_pb2 as sg_events
+    from toex_common.events import build_event
+    from toex_common.regions import Region
+
+    job = (await tasking.stub.CreateJob(job_request("EMSOU"), metadata=md(tasking.token(NC)))).job
+    referral = f"regions/EMSOU/referrals/{uuid.uuid4().hex[:16]}"
+
+    def requested(note_id: str, text: str):  # type: ignore[no-untyped-def]
+        return build_event(
+            sg_events.JobNoteRequested(referral=referral, job=job.name, note_id=note_id, text=text),
+            domain="safeguarding",
+            source="toex/safeguarding",
+            region=Region.EMSOU,
+            resource=referral,
+        )
+
+    first, second = uuid.uuid4().hex, uuid.uuid4().hex
+    original = requested(first, "Safeguarding referral drafted.")
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        for event, msg_id in (
+            (original, original.event_id),
+            (original, f"again-{original.event_id}"),  # the same event delivered twice: the inbox
+            (requested(first, "Safeguarding referral drafted."), None),  # published twice: the note id
+            (requested(second, "Safeguarding referral approved."), None),
+        ):
+            headers = dict(event.headers, **({"Nats-Msg-Id": msg_id} if msg_id else {}))
+            await js.publish(event.subject, event.payload, headers=headers)
+    finally:
+        await nc.close()
+
+    async def noted() -> list[pb.JobNote]:
+        got = await tasking.stub.GetJob(pb.GetJobRequest(name=job.name), metadata=md(tasking.token(NC)))
+        return list(got.job.notes)
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while len(await noted()) < 2 and loop.time() < deadline:
+        await asyncio.sleep(0.2)
+    notes = await noted()
+    # The last event was consumed after the repeats: each note is there once.
+    assert [(n.name, n.author, n.text) for n in notes] == [
+        (f"{job.name}/notes/{first}", "service-account-toex-safeguarding", "Safeguarding referral drafted."),
+        (
+            f"{job.name}/notes/{second}",
+            "service-account-toex-safeguarding",
+            "Safeguarding referral approved.",
+        ),
+    ]
+
+    async def audited() -> list:  # type: ignore[type-arg]
+        async with tasking.app.engine.connect() as conn:
+            query = select(audit_table).where(audit_table.c.purpose == referral)
+            return list((await conn.execute(query)).mappings().all())
+
+    while len(await audited()) < 2 and loop.time() < deadline:  # written once each note is stored
+        await asyncio.sleep(0.2)
+    entries = await audited()
+    assert sorted(tuple(e["resources"]) for e in entries) == sorted((job.name, note.name) for note in notes)
+    assert {(e["actor_username"], e["actor_region"], e["outcome"]) for e in entries} == {
+        ("service-account-toex-safeguarding", "EMSOU", "OK")
+    }
+    assert (await verify(tasking.app.engine)).intact

@@ -12,7 +12,7 @@ import asyncio
 import enum
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -20,25 +20,25 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry import trace
-from sqlalchemy import text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from toex_common.db import inbox_table
 from toex_common.events.envelope import IncomingEvent, decode
 from toex_common.events.streams import DEAD_LETTER, ensure_stream
 from toex_common.regions import Region
 from toex_common.telemetry import consumer_span
-from toex_common.uow import SqlAlchemyUnitOfWork
 
 log = logging.getLogger(__name__)
 
-_CLAIM_BATCH = text(
-    "INSERT INTO inbox (consumer, event_id, subject) "
-    "SELECT :consumer, event_id, subject FROM unnest(CAST(:event_ids AS text[]), CAST(:subjects AS text[])) "
-    "AS claimed(event_id, subject) "
-    "ON CONFLICT DO NOTHING RETURNING event_id"
-)
 _tracer = trace.get_tracer(__name__)
+
+
+class InboxUnitOfWork(Protocol):
+    """What the consumer needs of a unit of work (SqlAlchemyUnitOfWork and DriverUnitOfWork
+    both are one): claim events in the inbox, in the transaction the handler then works in."""
+
+    async def __aenter__(self) -> Any: ...
+    async def __aexit__(self, *exc: object) -> None: ...
+    async def claim_events(self, consumer: str, events: Sequence[tuple[str, str]]) -> set[str]: ...
+    async def commit(self) -> None: ...
 
 
 class TransientError(Exception):
@@ -65,7 +65,7 @@ class IdempotentConsumer:
         *,
         nc: Client,
         js: JetStreamContext,
-        uow_factory: Callable[[], SqlAlchemyUnitOfWork],
+        uow_factory: Callable[[], InboxUnitOfWork],
         name: str,
         stream: str,
         subjects: Sequence[str],
@@ -157,17 +157,7 @@ class IdempotentConsumer:
 
     async def _process_batch(self, events: list[IncomingEvent]) -> tuple[int, int]:
         async with self._uow_factory() as uow:
-            # One statement whatever the batch size (arrays, not one parameter per row), so it is
-            # compiled and prepared once.
-            claimed = await uow.session.execute(
-                _CLAIM_BATCH,
-                {
-                    "consumer": self.name,
-                    "event_ids": [e.event_id for e in events],
-                    "subjects": [e.subject for e in events],
-                },
-            )
-            fresh = {row.event_id for row in claimed}
+            fresh = await uow.claim_events(self.name, [(e.event_id, e.subject) for e in events])
             for event in events:
                 if event.event_id in fresh:
                     with consumer_span(
@@ -216,13 +206,7 @@ class IdempotentConsumer:
 
     async def _process(self, event: IncomingEvent) -> Outcome:
         async with self._uow_factory() as uow:
-            claimed = await uow.session.execute(
-                pg_insert(inbox_table)
-                .values(consumer=self.name, event_id=event.event_id, subject=event.subject)
-                .on_conflict_do_nothing()
-                .returning(inbox_table.c.event_id)
-            )
-            if claimed.first() is None:
+            if not await uow.claim_events(self.name, [(event.event_id, event.subject)]):
                 return Outcome.DUPLICATE
             await self._handler(event, uow)
             await uow.commit()

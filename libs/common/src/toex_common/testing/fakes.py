@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from toex_common.audit import AuditEntry
@@ -21,16 +22,18 @@ class FakeAuditSink:
 
 
 class FakeUnitOfWorkBase:
-    """Collects published events; `committed_events` holds those of committed work only."""
+    """Collects published events; `committed_events` holds those of committed work only. Runs
+    after-commit work once the work commits."""
 
     def __init__(self) -> None:
         self._pending: list[EventEnvelope] = []
         self.committed_events: list[EventEnvelope] = []
         self.commits = 0
         self._requests: dict[tuple[str, str], tuple[str, str]] = {}
+        self._after_commit: list[Callable[[], Awaitable[object]]] = []
 
     async def __aenter__(self) -> Any:
-        self._pending = []
+        self._pending, self._after_commit = [], []
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -39,13 +42,19 @@ class FakeUnitOfWorkBase:
     def publish(self, event: EventEnvelope) -> None:
         self._pending.append(event)
 
+    def after_commit(self, callback: Callable[[], Awaitable[object]]) -> None:
+        self._after_commit.append(callback)
+
     async def commit(self) -> None:
         self.committed_events.extend(self._pending)
         self._pending = []
         self.commits += 1
+        callbacks, self._after_commit = self._after_commit, []
+        for callback in callbacks:
+            await callback()
 
     async def rollback(self) -> None:
-        self._pending = []
+        self._pending, self._after_commit = [], []
 
     async def recall_request(self, scope: str, request_id: str, fingerprint: str) -> str | None:
         found = self._requests.get((scope, request_id))

@@ -5,6 +5,7 @@ Events name the referral but carry nothing about its subject (see the events pro
 from __future__ import annotations
 
 import dataclasses
+import uuid
 
 from google.protobuf.message import Message
 from toex.safeguarding.events.v1 import events_pb2 as ev
@@ -91,8 +92,21 @@ def to_message(referral: Referral, event: events.DomainEvent) -> Message:
 
 
 def envelope(referral: Referral, event: events.DomainEvent) -> EventEnvelope:
+    return _wrap(referral, to_message(referral, event))
+
+
+def job_note(referral: Referral, text: str) -> EventEnvelope:
+    """JobNoteRequested: `text` to be noted on the referral's linked job, under the referral's
+    region and label (the tasking service writes it only on a job of that region)."""
+    message = ev.JobNoteRequested(
+        referral=referral.name, job=referral.linked_job, note_id=uuid.uuid4().hex, text=text
+    )
+    return _wrap(referral, message)
+
+
+def _wrap(referral: Referral, message: Message) -> EventEnvelope:
     return build_event(
-        to_message(referral, event),
+        message,
         domain=DOMAIN,
         source=SOURCE,
         region=referral.region,

@@ -7,7 +7,6 @@ from sqlalchemy import (
     Column,
     DateTime,
     Index,
-    Integer,
     MetaData,
     PrimaryKeyConstraint,
     SmallInteger,
@@ -102,23 +101,4 @@ open_referral_keys = Table(
     Column("referral_id", String(32), nullable=False),
     PrimaryKeyConstraint("region", "subject_entity_id", "concern"),
     Index("open_referral_keys_referral", "referral_id"),
-)
-
-# Notes for tasking jobs, written with the change they report and delivered by JobNoteRelay.
-job_note_outbox = Table(
-    "job_note_outbox",
-    metadata,
-    Column("id", String(36), primary_key=True),
-    Column("job", Text, nullable=False),
-    Column("referral", Text, nullable=False),
-    Column("text", Text, nullable=False),
-    Column("created_at", TZ, nullable=False),
-    Column("attempts", Integer, nullable=False),
-    Column("next_attempt_at", TZ, nullable=False),
-    Column("sent_at", TZ),
-    Column("failed_at", TZ),
-    Column("last_error", Text),
-    Index(
-        "job_note_outbox_pending", "next_attempt_at", postgresql_where="sent_at IS NULL AND failed_at IS NULL"
-    ),
 )

@@ -82,11 +82,13 @@ def note_for(referral: Referral, event: events.DomainEvent) -> str | None:
     return None
 
 
-async def publish_changes(uow: SafeguardingUnitOfWork, referral: Referral) -> None:
+def publish_changes(uow: SafeguardingUnitOfWork, referral: Referral) -> None:
+    """The referral's integration events, and a JobNoteRequested for its linked job for each
+    change the job is told of: into the outbox, in the transaction of the change."""
     for event in referral.events:
         uow.publish(integration.envelope(referral, event))
         if referral.linked_job and (text := note_for(referral, event)):
-            await uow.job_notes.queue(job=referral.linked_job, referral=referral.name, text=text)
+            uow.publish(integration.job_note(referral, text))
     referral.events.clear()
 
 
@@ -137,7 +139,7 @@ async def create_referral(cmd: commands.CreateReferral, deps: Deps) -> Referral:
                 f"{referral_name(cmd.region, exc.referral_id)} is already open for this subject and "
                 f"concern {exc.concern.value}; add evidence to it instead"
             ) from None
-        await publish_changes(uow, referral)
+        publish_changes(uow, referral)
         if cmd.idempotency is not None:
             await uow.remember_request(
                 scope, cmd.idempotency.request_id, cmd.idempotency.fingerprint, referral.name
@@ -204,7 +206,7 @@ async def _change(
                 f"{referral_name(region, exc.referral_id)} is already open for this subject and "
                 f"concern {exc.concern.value}"
             ) from None
-        await publish_changes(uow, referral)
+        publish_changes(uow, referral)
         if idempotency is not None:
             await uow.remember_request(scope, idempotency.request_id, idempotency.fingerprint, referral.name)
         await uow.commit()
@@ -371,7 +373,7 @@ async def draft_from_trigger(
             existing.add_evidence(trigger.evidence, by=by, now=now)
             existing.link_job(trigger.linked_job, now)
             await uow.referrals.save(existing)
-            await publish_changes(uow, existing)
+            publish_changes(uow, existing)
             return existing
         referral = Referral.draft(
             region=trigger.region,
@@ -389,7 +391,7 @@ async def draft_from_trigger(
             await uow.referrals.add(referral)
         except OpenReferralExists:
             continue  # drafted by a concurrent trigger a moment ago: join it
-        await publish_changes(uow, referral)
+        publish_changes(uow, referral)
         return referral
     raise RuntimeError(f"could not draft or find the open referral for {trigger.subject_entity_id}")
 
@@ -403,7 +405,7 @@ async def escalate_overdue(cmd: commands.EscalateOverdue, deps: Deps) -> int:
             clocks = referral.escalate_overdue(cmd.now)
             if clocks:
                 await uow.referrals.save(referral)
-                await publish_changes(uow, referral)
+                publish_changes(uow, referral)
                 raised += len(clocks)
         await uow.commit()
         return raised

@@ -70,13 +70,6 @@ class ReferralRepository(Protocol):
         ...
 
 
-class JobNotes(Protocol):
-    """Notes for a tasking job, queued in the same transaction as the change they report and
-    delivered later (so a tasking outage loses nothing)."""
-
-    async def queue(self, *, job: str, referral: str, text: str) -> None: ...
-
-
 class JobDirectory(Protocol):
     """Tasking's jobs as the caller sees them."""
 
@@ -88,7 +81,6 @@ class JobDirectory(Protocol):
 
 class SafeguardingUnitOfWork(UnitOfWork, Protocol):
     referrals: ReferralRepository
-    job_notes: JobNotes
 
     async def __aenter__(self) -> SafeguardingUnitOfWork: ...
     async def __aexit__(self, *exc: object) -> None: ...

@@ -6,6 +6,8 @@ from datetime import datetime
 
 from toex.tasking.v1 import tasking_pb2 as pb
 from toex.type.v1 import security_pb2
+from toex_common import names
+from toex_common.regions import Region
 from toex_common.timestamps import optional_timestamp as ts
 
 from toex_tasking.domain.model import Assignee, Feedback, Handling, Job, JobState, JobType, Note, Priority
@@ -18,6 +20,17 @@ _JOB_TYPES = {kind: int(pb.JobType.Value(f"JOB_TYPE_{kind.value}")) for kind in 
 _JOB_TYPES_BACK = {number: kind for kind, number in _JOB_TYPES.items()}
 _PRIORITIES = {priority: int(pb.Priority.Value(f"PRIORITY_{priority.value}")) for priority in Priority}
 _PRIORITIES_BACK = {number: priority for priority, number in _PRIORITIES.items()}
+
+
+JOB = "regions/{region}/jobs/{job}"
+
+
+def job_ref(name: str, field: str = "name") -> tuple[Region, str]:
+    """(region, job id) of a job's resource name; InvalidArgument naming `field` otherwise."""
+    parts = names.parse(name, JOB, field)
+    region = names.parse_region(parts["region"], field)
+    assert region is not None
+    return region, parts["job"]
 
 
 def state_to_proto(state: JobState) -> int:

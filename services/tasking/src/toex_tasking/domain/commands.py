@@ -83,6 +83,22 @@ class AddJobNote:
     job_id: str
     text: str
     idempotency: Idempotency | None = None
+    # The note's id when the caller gives it: a note with this id on the job already is the
+    # answer, and nothing is added again.
+    note_id: str = ""
+
+
+@dataclass(frozen=True)
+class NoteForReferral:
+    """The safeguarding service asks for a note on a referral's linked job (its event
+    JobNoteRequested, published on `referral_region`'s subject)."""
+
+    referral_region: Region
+    job_region: Region
+    job_id: str
+    referral: str
+    note_id: str
+    text: str
 
 
 @dataclass(frozen=True)

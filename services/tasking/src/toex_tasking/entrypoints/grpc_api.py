@@ -8,22 +8,12 @@ from toex.tasking.v1 import tasking_pb2_grpc
 from toex_common import names, pagination
 from toex_common.context import current_principal
 from toex_common.errors import InvalidArgument
-from toex_common.regions import Region
 from toex_common.timestamps import to_datetime
 from toex_common.uow import idempotency_of
 
 from toex_tasking.adapters import mapping
 from toex_tasking.domain import commands
 from toex_tasking.service_layer import handlers
-
-JOB = "regions/{region}/jobs/{job}"
-
-
-def _job_ref(name: str, field: str = "name") -> tuple[Region, str]:
-    parts = names.parse(name, JOB, field)
-    region = names.parse_region(parts["region"], field)
-    assert region is not None
-    return region, parts["job"]
 
 
 class TaskingServicer(tasking_pb2_grpc.TaskingServiceServicer):
@@ -65,7 +55,7 @@ class TaskingServicer(tasking_pb2_grpc.TaskingServiceServicer):
         return pb.CreateJobResponse(job=self._job(created))
 
     async def GetJob(self, request: pb.GetJobRequest, context: aio.ServicerContext) -> pb.GetJobResponse:
-        region, job_id = _job_ref(request.name)
+        region, job_id = mapping.job_ref(request.name)
         job = await handlers.get_job(commands.GetJob(current_principal(), region, job_id), self.deps)
         return pb.GetJobResponse(job=self._job(job))
 
@@ -99,7 +89,7 @@ class TaskingServicer(tasking_pb2_grpc.TaskingServiceServicer):
     async def AssignJob(
         self, request: pb.AssignJobRequest, context: aio.ServicerContext
     ) -> pb.AssignJobResponse:
-        region, job_id = _job_ref(request.name)
+        region, job_id = mapping.job_ref(request.name)
         job = await handlers.assign_job(
             commands.AssignJob(
                 current_principal(), region, job_id, list(request.assignees), idempotency_of(request)
@@ -111,7 +101,7 @@ class TaskingServicer(tasking_pb2_grpc.TaskingServiceServicer):
     async def ReassignJob(
         self, request: pb.ReassignJobRequest, context: aio.ServicerContext
     ) -> pb.ReassignJobResponse:
-        region, job_id = _job_ref(request.name)
+        region, job_id = mapping.job_ref(request.name)
         job = await handlers.reassign_job(
             commands.ReassignJob(
                 current_principal(), region, job_id, request.assignee, request.reason, idempotency_of(request)
@@ -123,7 +113,7 @@ class TaskingServicer(tasking_pb2_grpc.TaskingServiceServicer):
     async def UpdateJobStatus(
         self, request: pb.UpdateJobStatusRequest, context: aio.ServicerContext
     ) -> pb.UpdateJobStatusResponse:
-        region, job_id = _job_ref(request.name)
+        region, job_id = mapping.job_ref(request.name)
         state = mapping.state_from_proto(request.state)
         if state is None:
             raise InvalidArgument.field("state", "choose the state to move to")
@@ -144,7 +134,7 @@ class TaskingServicer(tasking_pb2_grpc.TaskingServiceServicer):
     async def AddJobNote(
         self, request: pb.AddJobNoteRequest, context: aio.ServicerContext
     ) -> pb.AddJobNoteResponse:
-        region, job_id = _job_ref(request.parent, "parent")
+        region, job_id = mapping.job_ref(request.parent, "parent")
         job, note_id = await handlers.add_job_note(
             commands.AddJobNote(current_principal(), region, job_id, request.text, idempotency_of(request)),
             self.deps,
@@ -155,7 +145,7 @@ class TaskingServicer(tasking_pb2_grpc.TaskingServiceServicer):
     async def RecordFeedback(
         self, request: pb.RecordFeedbackRequest, context: aio.ServicerContext
     ) -> pb.RecordFeedbackResponse:
-        region, job_id = _job_ref(request.name)
+        region, job_id = mapping.job_ref(request.name)
         job = await handlers.record_feedback(
             commands.RecordFeedback(
                 current_principal(), region, job_id, request.rating, request.comment, idempotency_of(request)

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from toex_common.batching import Batcher
 from toex_common.context import touch
-from toex_common.errors import InvalidArgument, NotFound, Violations
-from toex_common.principal import Role
+from toex_common.errors import InvalidArgument, NotFound, OutOfScope, Violations
+from toex_common.principal import Principal, Role
 from toex_common.regions import Region
 
 from toex_tasking.adapters import integration
 from toex_tasking.domain import commands, policy
-from toex_tasking.domain.model import Handling, Job, job_name
+from toex_tasking.domain.model import Handling, Job, Note, job_name
 from toex_tasking.service_layer.ports import (
     DirectoryUser,
     JobQuery,
@@ -247,10 +248,36 @@ async def update_job_status(cmd: commands.UpdateJobStatus, deps: Deps) -> Job:
         return job
 
 
-async def add_job_note(cmd: commands.AddJobNote, deps: Deps) -> tuple[Job, str]:
-    text = cmd.text.strip()
+def _note_text(text: str) -> str:
+    text = text.strip()
     if not text or len(text) > MAX_TEXT:
         raise InvalidArgument.field("text", f"1 to {MAX_TEXT} characters")
+    return text
+
+
+@dataclass(frozen=True)
+class NoteAdded:
+    job: Job
+    note: Note
+    # Who wrote it, as the job's rules saw them.
+    author: Principal
+    # False when a note with the id asked for was on the job already (nothing was written).
+    written: bool = True
+
+
+async def _add_note(uow: TaskingUnitOfWork, cmd: commands.AddJobNote, now: datetime) -> NoteAdded:
+    """AddJobNote's work inside `uow`'s transaction: the note on a job the actor may see."""
+    text = _note_text(cmd.text)
+    job = await _load_for_change(uow, cmd, cmd.region, cmd.job_id, cmd.actor)
+    if cmd.note_id and (known := next((n for n in job.notes if n.id == cmd.note_id), None)):
+        return NoteAdded(job, known, cmd.actor, written=False)
+    note = job.add_note(text, author=cmd.actor.username, now=now, note_id=cmd.note_id or None)
+    await uow.jobs.save(job)
+    return NoteAdded(job, note, cmd.actor)
+
+
+async def add_job_note(cmd: commands.AddJobNote, deps: Deps) -> tuple[Job, str]:
+    _note_text(cmd.text)
     scope = _scope("AddJobNote", cmd.actor.subject)
     async with deps.uow() as uow:
         if cmd.idempotency is not None:
@@ -260,15 +287,49 @@ async def add_job_note(cmd: commands.AddJobNote, deps: Deps) -> tuple[Job, str]:
             if note_name is not None:
                 job = await _load_for_change(uow, cmd, cmd.region, cmd.job_id, cmd.actor)
                 return job, note_name.rsplit("/", 1)[-1]
-        job = await _load_for_change(uow, cmd, cmd.region, cmd.job_id, cmd.actor)
-        note = job.add_note(text, author=cmd.actor.username, now=deps.clock())
-        await uow.jobs.save(job)
+        added = await _add_note(uow, cmd, deps.clock())
+        job, note = added.job, added.note
         if cmd.idempotency is not None:
             await uow.remember_request(
                 scope, cmd.idempotency.request_id, cmd.idempotency.fingerprint, f"{job.name}/notes/{note.id}"
             )
         await uow.commit()
         return job, note.id
+
+
+# Who writes the notes the safeguarding service asks for (as its service account is named).
+SAFEGUARDING_SERVICE = "service-account-toex-safeguarding"
+_NOTE_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def safeguarding_service(region: Region) -> Principal:
+    """The safeguarding service acting in `region` alone: a region's service identity sees
+    that region's jobs and no other (toex_common.policy.service_sees_all)."""
+    return Principal("toex/safeguarding", SAFEGUARDING_SERVICE, region, frozenset({Role.SERVICE}))
+
+
+async def note_for_referral(
+    cmd: commands.NoteForReferral, uow: TaskingUnitOfWork, now: datetime
+) -> NoteAdded:
+    """Inside the consumer's transaction (it commits): the note the safeguarding service asks
+    for on a referral's linked job, written by the safeguarding service acting in the referral's
+    region, and only on a job of that region: an event published in one region (what that
+    region's NATS permissions allow) never writes on another region's job. The note id makes a
+    repeated request one note."""
+    if cmd.job_region is not cmd.referral_region:
+        raise OutOfScope(
+            f"a note for a referral of {cmd.referral_region.value} may not go on a job of "
+            f"{cmd.job_region.value}"
+        )
+    if not _NOTE_ID.match(cmd.note_id):
+        raise InvalidArgument.field("note_id", "32 lower-case hex digits")
+    # The referral is the purpose the audit log records: one of the event's region too.
+    if not cmd.referral.startswith(f"regions/{cmd.referral_region.value}/referrals/"):
+        raise InvalidArgument.field("referral", f"a referral of {cmd.referral_region.value}")
+    actor = safeguarding_service(cmd.referral_region)
+    return await _add_note(
+        uow, commands.AddJobNote(actor, cmd.job_region, cmd.job_id, cmd.text, note_id=cmd.note_id), now
+    )
 
 
 async def record_feedback(cmd: commands.RecordFeedback, deps: Deps) -> Job:

@@ -441,3 +441,58 @@ class ReferralClosed(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReferralClosed: _TypeAlias = ReferralClosed  # noqa: Y015
+
+@_typing.final
+class JobNoteRequested(_message.Message):
+    """JobNoteRequested: a change of a referral linked to a tasking job is to be noted on that job.
+    Published on the referral's region's subject; the tasking service adds the note only to a job
+    of that same region, as written by the safeguarding service with the referral as the purpose.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    REFERRAL_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    NOTE_ID_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Unique event id."""
+    referral: _builtins.str
+    """The referral's resource name (the purpose the note is written for)."""
+    job: _builtins.str
+    """The tasking job's resource name, `regions/{region}/jobs/{job}`."""
+    note_id: _builtins.str
+    """The note's id on the job (32 lower-case hex digits): the same note_id is one note however
+    often it arrives.
+    """
+    text: _builtins.str
+    """The note's text. Names the referral, never details of its subject."""
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When the change it reports happened."""
+
+    @_builtins.property
+    def label(self) -> _security_pb2.SecurityLabel:
+        """Region and handling code of the referral."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+        label: _security_pb2.SecurityLabel | None = ...,
+        referral: _builtins.str = ...,
+        job: _builtins.str = ...,
+        note_id: _builtins.str = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "job", b"job", "label", b"label", "note_id", b"note_id", "occur_time", b"occur_time", "referral", b"referral", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobNoteRequested: _TypeAlias = JobNoteRequested  # noqa: Y015
