@@ -29,8 +29,9 @@ def child(phase: str, work: Path) -> None:
     import resource
 
     import polars as pl
-    from toex_comms import analysis, demo
+    from toex_comms import demo
     from toex_comms.adapters import ingest
+    from toex_comms.domain import analysis
     from toex_comms.domain.identifiers import parse_number_key
     from toex_comms.domain.profiles import BUILTIN_PROFILES
 

@@ -7,8 +7,9 @@ from toex_common.db import session_factory
 from toex_common.events.consumer import IdempotentConsumer
 from toex_common.service import Platform, ServiceApp
 
+from toex_comms.adapters.exports import FileExporter
 from toex_comms.adapters.integration import STREAM
-from toex_comms.adapters.store import DatasetStore
+from toex_comms.adapters.store import ParquetDatasetStore
 from toex_comms.adapters.uow import SqlCommsUnitOfWork
 from toex_comms.config import Settings
 from toex_comms.domain.policy import METHOD_RULES
@@ -34,12 +35,13 @@ async def build(settings: Settings) -> App:
         return SqlCommsUnitOfWork(sessions)
 
     deps = handlers.Deps(
-        uow=uow, store=DatasetStore(settings.data_dir), batch_rows=settings.import_batch_rows
+        uow=uow,
+        store=ParquetDatasetStore(settings.data_dir, batch_rows=settings.import_batch_rows),
+        exporter=FileExporter(),
+        max_upload_bytes=settings.max_upload_bytes,
     )
     server = await platform.grpc_server(
-        register=lambda s: comms_pb2_grpc.add_CommsAnalysisServiceServicer_to_server(
-            CommsServicer(deps, settings.max_upload_bytes), s
-        ),
+        register=lambda s: comms_pb2_grpc.add_CommsAnalysisServiceServicer_to_server(CommsServicer(deps), s),
         service_names=[SERVICE_NAME],
         rules=METHOD_RULES,
     )

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from toex_comms import analysis, demo
+from toex_comms import demo
 from toex_comms.adapters import exports, ingest
+from toex_comms.domain import analysis
 from toex_comms.domain.identifiers import BadIdentifier, normalise_number, normalise_vrm, parse_number_key
 from toex_comms.domain.profiles import BUILTIN_PROFILES
 

@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import phonenumbers
 import polars as pl
 import pytest
-from toex_comms import analysis
 from toex_comms.adapters import ingest
-from toex_comms.adapters.store import DatasetStore
+from toex_comms.adapters.store import ParquetDatasetStore
+from toex_comms.domain import analysis
 from toex_comms.domain.commands import Scope
 from toex_comms.domain.identifiers import CANONICAL_UK, NumberNormaliser, normalise_number
 from toex_comms.domain.profiles import BUILTIN_PROFILES
@@ -249,7 +249,7 @@ def test_suspect_shortlist_keeps_every_possible_top_score() -> None:
 
 
 def test_import_writes_pair_totals_and_the_store_uses_them_for_whole_datasets(tmp_path: Path) -> None:
-    store = DatasetStore(tmp_path / "data")
+    store = ParquetDatasetStore(tmp_path / "data")
     src = tmp_path / "cdr.csv"
     src.write_text(
         "start_time,duration,calling_number,called_number\n"

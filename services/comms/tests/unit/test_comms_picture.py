@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import matplotlib.image
 import networkx as nx
-from toex_comms import analysis
 from toex_comms.adapters import exports
+from toex_comms.domain import analysis
 
 WHEN = datetime(2024, 3, 4, 9, tzinfo=UTC)
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import networkx as nx
 
-from toex_comms.analysis import Network
+from toex_comms.domain.analysis import Network
+from toex_comms.domain.commands import ExportFormat
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -288,3 +289,26 @@ def index_xlsx(rows: Iterable[Sequence[Any]], path: Path) -> None:
             else:
                 sheet.write_string(r, col, "" if value is None else str(value))
     book.close()
+
+
+class FileExporter:
+    """The Exporter port: each format written to the file given."""
+
+    def network(self, net: Network, labels: dict[int, str], fmt: ExportFormat, path: Path) -> None:
+        if fmt is ExportFormat.GRAPHML:
+            data = graphml(net, labels)
+        elif fmt is ExportFormat.I2_LINK_CSV:
+            data = i2_link_table(net, labels)
+        elif fmt in (ExportFormat.SVG, ExportFormat.PNG):
+            data = picture(net, fmt.value, labels)
+        else:
+            raise ValueError(f"{fmt} is not a network format")
+        path.write_bytes(data)
+
+    def index(self, rows: Sequence[Sequence[Any]], fmt: ExportFormat, path: Path) -> None:
+        if fmt is ExportFormat.INDEX_CSV:
+            index_csv(rows, path)
+        elif fmt is ExportFormat.INDEX_XLSX:
+            index_xlsx(rows, path)
+        else:
+            raise ValueError(f"{fmt} is not an index format")

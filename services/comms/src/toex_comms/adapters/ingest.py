@@ -1,8 +1,10 @@
 """Streaming import of CSV files into columnar datasets (polars in, Parquet out).
 
-The file is read in batches of rows (`LazyFrame.collect_batches`), each batch is validated and
-written as its own Parquet part, so memory stays flat however large the file is. Every row that
-is not stored is written to a rejection part with its line number and reason.
+One skeleton (`ingest_file`) reads every kind of file; a `FileReader` per kind (CDR, ANPR,
+adverts) says what differs. The file is read in batches of rows (`LazyFrame.collect_batches`),
+each batch is validated and written as its own Parquet part, so memory stays flat however large
+the file is. Every row that is not stored is written to a rejection part with its line number
+and reason.
 
 Line numbers assume one record per physical line (the header is line 1), as call data exports
 are; a quoted field holding a line break shifts the numbers of the rows after it.
@@ -11,18 +13,17 @@ are; a quoted field holding a line break shifts the numbers of the rows after it
 from __future__ import annotations
 
 import codecs
-import shutil
+import contextlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import polars as pl
 
-from toex_comms.analysis import PAIR_SCHEMA, merge_pairs, pair_totals
+from toex_comms.domain.analysis import PAIR_SCHEMA, merge_pairs, pair_totals
 from toex_comms.domain.identifiers import BadIdentifier, NumberNormaliser, normalise_vrm
+from toex_comms.domain.model import DatasetKind, FileProblem, IngestResult
 from toex_comms.domain.profiles import EVENT_KINDS, REQUIRED_COLUMNS, MappingProfile
 
 T = TypeVar("T")
@@ -67,21 +68,6 @@ PAIRS_FILE = "pairs.parquet"
 REJECTION_SCHEMA: dict[str, Any] = {"line": pl.Int64, "reason": pl.String, "raw": pl.String}
 
 
-class FileProblem(ValueError):
-    """The file as a whole cannot be imported (no header, missing columns, not CSV)."""
-
-
-@dataclass
-class IngestResult:
-    rows_read: int = 0
-    rows_accepted: int = 0
-    rows_rejected: int = 0
-    distinct_identifiers: int = 0
-    first_time: datetime | None = None
-    last_time: datetime | None = None
-    sample_rejections: list[tuple[int, str, str]] = field(default_factory=list)
-
-
 # ---------------------------------------------------------------- uploads
 
 
@@ -98,13 +84,13 @@ class UploadWriter:
         self.size = 0
         self.max_bytes = max_bytes
         self._hash = hashlib.sha256()
-        self._file = path.open("wb")
         self._encoding = (encoding or "").strip().lower()
         if self._encoding:
             try:
                 codecs.lookup(self._encoding)
             except LookupError:
                 raise FileProblem(f"unknown encoding {encoding!r}") from None
+        self._file = path.open("wb")
         self._decoder: codecs.IncrementalDecoder | None = None
         self._started = False
 
@@ -135,6 +121,15 @@ class UploadWriter:
             self._file.write(self._decoder.decode(b"", final=True).encode("utf-8"))
         self._file.close()
         return self._hash.hexdigest()
+
+    @property
+    def size_bytes(self) -> int:
+        return self.path.stat().st_size
+
+    def discard(self) -> None:
+        with contextlib.suppress(Exception):
+            self._file.close()
+        self.path.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- reading
@@ -320,167 +315,6 @@ def _check_columns(header: list[str], mapping: dict[str, str], required: tuple[s
         )
 
 
-# ---------------------------------------------------------------- CDR
-
-
-def ingest_cdr(
-    src: Path,
-    out: Path,
-    profile: MappingProfile,
-    *,
-    batch_rows: int = BATCH_ROWS,
-    progress: Callable[[int], None] | None = None,
-) -> IngestResult:
-    """Read a CDR file into `out/rows-*.parquet`, `out/rejections-*.parquet`, `out/numbers.parquet`."""
-    header = _header(src, profile.separator)
-    mapping = {c: s for c, s in profile.columns.items() if s}
-    _check_columns(header, mapping, REQUIRED_COLUMNS, "call data")
-    present = {c: s for c, s in mapping.items() if s in header}
-    if "end_time" in present and "duration" in present:
-        present.pop("end_time")
-    out.mkdir(parents=True, exist_ok=True)
-    rows, rejects = PartWriter(out, "rows"), PartWriter(out, "rejections")
-    normaliser = NumberNormaliser(profile.default_country)
-    kinds = {k: EVENT_KINDS[v] for k, v in profile.all_event_types().items()}
-    result = IngestResult()
-    # Per-row check for undecodable text only when the file has any (a whole-file pass over
-    # the bytes is far cheaper than searching every cell of every row).
-    encoding_check = not _clean_utf8(src)
-    lf = _scan(src, profile.separator, lossy=encoding_check).select(
-        [pl.col(ROW), *(pl.col(s).alias(c) for c, s in present.items())]
-    )
-
-    def parse_time(frame: pl.DataFrame, column: str, source: str) -> pl.DataFrame:
-        if profile.time_format:
-            return frame.with_columns(
-                _time_expr(source, profile.time_format, profile.time_zone).alias(column)
-            )
-        return _with_fallback(
-            frame,
-            column,
-            _fast_time_expr(source, ""),
-            lambda name: _time_expr(name, "", profile.time_zone),
-            source,
-        )
-
-    # raw value as read -> key (None when not a number); error text for the ones that are not
-    raw_keys: dict[str, int | None] = {}
-    raw_errors: dict[str, str] = {}
-    # contact totals per pair of numbers, per batch (summed at the end: no second pass)
-    partial_pairs: list[pl.DataFrame] = []
-
-    def numbers(batch: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series, pl.Series, dict[str, str]]:
-        """The batch's distinct raw numbers, their keys and errors (phonenumbers for the new ones)."""
-        distinct = pl.concat([batch["calling_number"], batch["called_number"]]).drop_nulls().unique()
-        fresh = distinct.filter(~distinct.is_in(pl.Series(list(raw_keys), dtype=pl.String).implode()))
-        if fresh.len():
-            stripped = fresh.str.strip_chars()
-            normaliser.resolve(stripped.unique().to_list())
-            for raw, text in zip(fresh.to_list(), stripped.to_list(), strict=True):
-                raw_keys[raw] = normaliser.keys[text]
-                if text in normaliser.errors:
-                    raw_errors[raw] = normaliser.errors[text]
-        values = distinct.to_list()
-        keys = pl.Series([raw_keys[r] for r in values], dtype=pl.Int64)
-        return batch, distinct, keys, {r: raw_errors[r] for r in values if r in raw_errors}
-
-    try:
-        # the next batch is read and its numbers normalised while this one is processed
-        for batch, distinct, keys, errors in _ahead(_batches(lf, batch_rows), numbers):
-            result.rows_read += batch.height
-            frame = batch.with_columns(
-                a=pl.col("calling_number").replace_strict(
-                    distinct, keys, default=None, return_dtype=pl.Int64
-                ),
-                b=pl.col("called_number").replace_strict(distinct, keys, default=None, return_dtype=pl.Int64),
-                a_cell=_clean("calling_cell") if "calling_cell" in present else pl.lit(None, pl.String),
-                b_cell=_clean("called_cell") if "called_cell" in present else pl.lit(None, pl.String),
-                imei=_clean("imei") if "imei" in present else pl.lit(None, pl.String),
-                imsi=_clean("imsi") if "imsi" in present else pl.lit(None, pl.String),
-                line=pl.col(ROW).cast(pl.Int64) + 2,
-            )
-            if "event_type" in present:
-                # values exactly as listed (the usual case) directly; others trimmed and lower-cased
-                frame = _with_fallback(
-                    frame,
-                    "kind",
-                    pl.col("event_type").replace_strict(kinds, default=None, return_dtype=pl.UInt8),
-                    lambda name: (
-                        pl.col(name)
-                        .str.strip_chars()
-                        .str.to_lowercase()
-                        .replace_strict(kinds, default=None, return_dtype=pl.UInt8)
-                    ),
-                    "event_type",
-                )
-            else:
-                frame = frame.with_columns(kind=pl.lit(EVENT_KINDS["voice"], pl.UInt8))
-            frame = parse_time(frame, "start", "start_time")
-            if "duration" in present:
-                frame = _parse_duration(frame)
-            elif "end_time" in present:
-                frame = parse_time(frame, "end", "end_time").with_columns(
-                    (pl.col("end") - pl.col("start")).dt.total_seconds().cast(pl.Int64).alias(SECONDS)
-                )
-            else:
-                frame = frame.with_columns(pl.lit(0, pl.Int64).alias(SECONDS))
-            undecodable = (
-                pl.any_horizontal([pl.col(c).str.contains(REPLACEMENT, literal=True) for c in present])
-                if encoding_check
-                else pl.lit(False)
-            )
-            checks: list[tuple[pl.Expr, pl.Expr | str]] = [
-                (undecodable, "text is not valid in the file's encoding"),
-                (pl.col("start_time").is_null(), "start_time: missing"),
-                (
-                    pl.col("start_time").is_not_null() & pl.col("start").is_null(),
-                    pl.concat_str(pl.lit("start_time: not a valid date and time: "), pl.col("start_time")),
-                ),
-                _number_error("a", "calling_number", errors),
-                _number_error("b", "called_number", errors),
-                (
-                    pl.col(SECONDS).is_null() & pl.col("start").is_not_null(),
-                    "duration: not a number of seconds or H:MM:SS (or end_time is not a valid time)",
-                ),
-                (
-                    (pl.col(SECONDS) < 0) | (pl.col(SECONDS) > MAX_DURATION_SECONDS),
-                    "duration: negative or longer than two days",
-                ),
-            ]
-            if "event_type" in present:
-                checks.append(
-                    (
-                        pl.col("kind").is_null(),
-                        pl.concat_str(
-                            pl.lit("event_type: unknown value "), pl.col("event_type").fill_null("(empty)")
-                        ),
-                    )
-                )
-            # Flag first (cheap booleans); words and the raw text only for the rows rejected.
-            frame = frame.with_columns(
-                pl.any_horizontal([bad.fill_null(False) for bad, _ in checks]).alias(REASON)
-            )
-            clean = not frame[REASON].any()
-            good = (frame if clean else frame.filter(~pl.col(REASON))).select(
-                [pl.col(SECONDS if c == "duration" else c).cast(t).alias(c) for c, t in CDR_SCHEMA.items()]
-            )
-            bad = (frame.clear() if clean else frame.filter(pl.col(REASON))).select(
-                pl.col("line"), _reasons(checks).alias("reason"), _raw_expr(list(present)).alias("raw")
-            )
-            rows.write(good, then=lambda frame: partial_pairs.append(pair_totals(frame.lazy()).collect()))
-            rejects.write(bad)
-            result.rows_accepted += good.height
-            _finish_rejections(out, result, bad)
-            if progress:
-                progress(result.rows_read)
-    finally:
-        rows.close()
-        rejects.close()
-
-    _write_number_index(out, result, partial_pairs)
-    return result
-
-
 def _ahead(items: Iterator[T], prepare: Callable[[T], R]) -> Iterator[R]:
     """`prepare` each item on a background thread, one item ahead of the caller (polars and
     the caller's own polars work release the GIL, so the two overlap)."""
@@ -497,6 +331,288 @@ def _ahead(items: Iterator[T], prepare: Callable[[T], R]) -> Iterator[R]:
                 return
             pending = pool.submit(step)
             yield ready  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------- one skeleton for every kind of file
+
+
+class FileReader:
+    """What differs between the kinds of file an import reads: their columns, how a batch of
+    rows is checked, and what is worked out once every row is stored. `ingest_file` does the
+    rest the same way for every kind. One reader per file: it may keep state between batches."""
+
+    # Names the file in messages ("the call data file lacks required columns: ...").
+    what: str
+    separator: str = ","
+    # Stored column -> the file's column; an empty file column is not read.
+    columns: dict[str, str]
+    required: tuple[str, ...]
+    # The columns the file has (stored column -> the file's), set before the first batch.
+    present: dict[str, str]
+
+    def choose(self, present: dict[str, str]) -> dict[str, str]:
+        """The columns to read of those the file has."""
+        return present
+
+    def lossy(self, src: Path) -> bool:
+        """Whether to read the file as lossy UTF-8 (then a row holding undecodable text is
+        rejected) rather than as known-valid UTF-8."""
+        return True
+
+    def prepare(self, batch: pl.DataFrame) -> Any:
+        """Work on the batch that may run ahead of `check`, on a background thread."""
+        return None
+
+    def check(self, batch: pl.DataFrame, prepared: Any) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(the rows to store, in the stored schema; the rows rejected: line, reason, raw)"""
+        raise NotImplementedError
+
+    def stored(self, rows: pl.DataFrame) -> None:
+        """Called with each part of rows once written, on the writing thread."""
+
+    def finish(self, out: Path, result: IngestResult) -> None:
+        """Once every part is written: what is worked out from all the rows."""
+
+
+def ingest_file(
+    src: Path,
+    out: Path,
+    reader: FileReader,
+    *,
+    batch_rows: int = BATCH_ROWS,
+    progress: Callable[[int], None] | None = None,
+) -> IngestResult:
+    """Read `src` into `out/rows-*.parquet` and `out/rejections-*.parquet` a batch of rows at a
+    time: the next batch is read and prepared while this one is checked, and each part is
+    written while the next is checked."""
+    header = _header(src, reader.separator)
+    mapping = {c: s for c, s in reader.columns.items() if s}
+    _check_columns(header, mapping, reader.required, reader.what)
+    reader.present = present = reader.choose({c: s for c, s in mapping.items() if s in header})
+    out.mkdir(parents=True, exist_ok=True)
+    rows, rejects = PartWriter(out, "rows"), PartWriter(out, "rejections")
+    result = IngestResult()
+    lf = _scan(src, reader.separator, lossy=reader.lossy(src)).select(
+        [pl.col(ROW), *(pl.col(s).alias(c) for c, s in present.items())]
+    )
+
+    def prepare(batch: pl.DataFrame) -> tuple[pl.DataFrame, Any]:
+        return batch, reader.prepare(batch)
+
+    try:
+        for batch, prepared in _ahead(_batches(lf, batch_rows), prepare):
+            result.rows_read += batch.height
+            good, bad = reader.check(batch, prepared)
+            rows.write(good, then=reader.stored)
+            rejects.write(bad)
+            result.rows_accepted += good.height
+            _finish_rejections(out, result, bad)
+            if progress:
+                progress(result.rows_read)
+    finally:
+        rows.close()
+        rejects.close()
+    reader.finish(out, result)
+    return result
+
+
+def reader_for(kind: DatasetKind, profile: MappingProfile | None = None) -> FileReader:
+    if kind is DatasetKind.CDR:
+        assert profile is not None
+        return CdrFile(profile)
+    if kind is DatasetKind.ANPR:
+        return AnprFile()
+    return AdvertFile()
+
+
+def ingest(
+    kind: DatasetKind, src: Path, out: Path, profile: MappingProfile | None, *, batch_rows: int = BATCH_ROWS
+) -> IngestResult:
+    return ingest_file(src, out, reader_for(kind, profile), batch_rows=batch_rows)
+
+
+def _summarise(out: Path, result: IngestResult, identifier: str, time: str) -> None:
+    """Distinct identifiers and the first and last time, from the parts written."""
+    parts = sorted(out.glob("rows-*.parquet"))
+    if parts:
+        stats = (
+            pl.scan_parquet(parts)
+            .select(
+                pl.col(identifier).n_unique().alias("n"),
+                pl.col(time).min().alias("lo"),
+                pl.col(time).max().alias("hi"),
+            )
+            .collect()
+        )
+        result.distinct_identifiers = int(stats["n"][0])
+        result.first_time, result.last_time = stats["lo"][0], stats["hi"][0]
+
+
+# ---------------------------------------------------------------- CDR
+
+
+class CdrFile(FileReader):
+    """Call data through a mapping profile. Besides the rows: the contact totals per pair of
+    numbers (`pairs.parquet`) and the phone index (`numbers.parquet`)."""
+
+    what = "call data"
+    required = REQUIRED_COLUMNS
+
+    def __init__(self, profile: MappingProfile) -> None:
+        self.profile = profile
+        self.separator = profile.separator
+        self.columns = profile.columns
+        self.normaliser = NumberNormaliser(profile.default_country)
+        self.kinds = {k: EVENT_KINDS[v] for k, v in profile.all_event_types().items()}
+        # raw value as read -> key (None when not a number); error text for the ones that are not
+        self.raw_keys: dict[str, int | None] = {}
+        self.raw_errors: dict[str, str] = {}
+        # contact totals per pair of numbers, per part (summed at the end: no second pass)
+        self.partial_pairs: list[pl.DataFrame] = []
+        self.encoding_check = True
+
+    def choose(self, present: dict[str, str]) -> dict[str, str]:
+        if "end_time" in present and "duration" in present:
+            present.pop("end_time")
+        return present
+
+    def lossy(self, src: Path) -> bool:
+        # Per-row check for undecodable text only when the file has any (a whole-file pass over
+        # the bytes is far cheaper than searching every cell of every row).
+        self.encoding_check = not _clean_utf8(src)
+        return self.encoding_check
+
+    def prepare(self, batch: pl.DataFrame) -> tuple[pl.Series, pl.Series, dict[str, str]]:
+        """The batch's distinct raw numbers, their keys and errors (phonenumbers for the new ones)."""
+        raw_keys, raw_errors, normaliser = self.raw_keys, self.raw_errors, self.normaliser
+        distinct = pl.concat([batch["calling_number"], batch["called_number"]]).drop_nulls().unique()
+        fresh = distinct.filter(~distinct.is_in(pl.Series(list(raw_keys), dtype=pl.String).implode()))
+        if fresh.len():
+            stripped = fresh.str.strip_chars()
+            normaliser.resolve(stripped.unique().to_list())
+            for raw, text in zip(fresh.to_list(), stripped.to_list(), strict=True):
+                raw_keys[raw] = normaliser.keys[text]
+                if text in normaliser.errors:
+                    raw_errors[raw] = normaliser.errors[text]
+        values = distinct.to_list()
+        keys = pl.Series([raw_keys[r] for r in values], dtype=pl.Int64)
+        return distinct, keys, {r: raw_errors[r] for r in values if r in raw_errors}
+
+    def _parse_time(self, frame: pl.DataFrame, column: str, source: str) -> pl.DataFrame:
+        profile = self.profile
+        if profile.time_format:
+            return frame.with_columns(
+                _time_expr(source, profile.time_format, profile.time_zone).alias(column)
+            )
+        return _with_fallback(
+            frame,
+            column,
+            _fast_time_expr(source, ""),
+            lambda name: _time_expr(name, "", profile.time_zone),
+            source,
+        )
+
+    def check(
+        self, batch: pl.DataFrame, prepared: tuple[pl.Series, pl.Series, dict[str, str]]
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        distinct, keys, errors = prepared
+        present, kinds = self.present, self.kinds
+        frame = batch.with_columns(
+            a=pl.col("calling_number").replace_strict(distinct, keys, default=None, return_dtype=pl.Int64),
+            b=pl.col("called_number").replace_strict(distinct, keys, default=None, return_dtype=pl.Int64),
+            a_cell=_clean("calling_cell") if "calling_cell" in present else pl.lit(None, pl.String),
+            b_cell=_clean("called_cell") if "called_cell" in present else pl.lit(None, pl.String),
+            imei=_clean("imei") if "imei" in present else pl.lit(None, pl.String),
+            imsi=_clean("imsi") if "imsi" in present else pl.lit(None, pl.String),
+            line=pl.col(ROW).cast(pl.Int64) + 2,
+        )
+        if "event_type" in present:
+            # values exactly as listed (the usual case) directly; others trimmed and lower-cased
+            frame = _with_fallback(
+                frame,
+                "kind",
+                pl.col("event_type").replace_strict(kinds, default=None, return_dtype=pl.UInt8),
+                lambda name: (
+                    pl.col(name)
+                    .str.strip_chars()
+                    .str.to_lowercase()
+                    .replace_strict(kinds, default=None, return_dtype=pl.UInt8)
+                ),
+                "event_type",
+            )
+        else:
+            frame = frame.with_columns(kind=pl.lit(EVENT_KINDS["voice"], pl.UInt8))
+        frame = self._parse_time(frame, "start", "start_time")
+        if "duration" in present:
+            frame = _parse_duration(frame)
+        elif "end_time" in present:
+            frame = self._parse_time(frame, "end", "end_time").with_columns(
+                (pl.col("end") - pl.col("start")).dt.total_seconds().cast(pl.Int64).alias(SECONDS)
+            )
+        else:
+            frame = frame.with_columns(pl.lit(0, pl.Int64).alias(SECONDS))
+        undecodable = (
+            pl.any_horizontal([pl.col(c).str.contains(REPLACEMENT, literal=True) for c in present])
+            if self.encoding_check
+            else pl.lit(False)
+        )
+        checks: list[tuple[pl.Expr, pl.Expr | str]] = [
+            (undecodable, "text is not valid in the file's encoding"),
+            (pl.col("start_time").is_null(), "start_time: missing"),
+            (
+                pl.col("start_time").is_not_null() & pl.col("start").is_null(),
+                pl.concat_str(pl.lit("start_time: not a valid date and time: "), pl.col("start_time")),
+            ),
+            _number_error("a", "calling_number", errors),
+            _number_error("b", "called_number", errors),
+            (
+                pl.col(SECONDS).is_null() & pl.col("start").is_not_null(),
+                "duration: not a number of seconds or H:MM:SS (or end_time is not a valid time)",
+            ),
+            (
+                (pl.col(SECONDS) < 0) | (pl.col(SECONDS) > MAX_DURATION_SECONDS),
+                "duration: negative or longer than two days",
+            ),
+        ]
+        if "event_type" in present:
+            checks.append(
+                (
+                    pl.col("kind").is_null(),
+                    pl.concat_str(
+                        pl.lit("event_type: unknown value "), pl.col("event_type").fill_null("(empty)")
+                    ),
+                )
+            )
+        # Flag first (cheap booleans); words and the raw text only for the rows rejected.
+        frame = frame.with_columns(
+            pl.any_horizontal([bad.fill_null(False) for bad, _ in checks]).alias(REASON)
+        )
+        clean = not frame[REASON].any()
+        good = (frame if clean else frame.filter(~pl.col(REASON))).select(
+            [pl.col(SECONDS if c == "duration" else c).cast(t).alias(c) for c, t in CDR_SCHEMA.items()]
+        )
+        bad = (frame.clear() if clean else frame.filter(pl.col(REASON))).select(
+            pl.col("line"), _reasons(checks).alias("reason"), _raw_expr(list(present)).alias("raw")
+        )
+        return good, bad
+
+    def stored(self, rows: pl.DataFrame) -> None:
+        self.partial_pairs.append(pair_totals(rows.lazy()).collect())
+
+    def finish(self, out: Path, result: IngestResult) -> None:
+        _write_number_index(out, result, self.partial_pairs)
+
+
+def ingest_cdr(
+    src: Path,
+    out: Path,
+    profile: MappingProfile,
+    *,
+    batch_rows: int = BATCH_ROWS,
+    progress: Callable[[int], None] | None = None,
+) -> IngestResult:
+    """Read a CDR file into `out/rows-*.parquet`, `out/rejections-*.parquet`, `out/numbers.parquet`."""
+    return ingest_file(src, out, CdrFile(profile), batch_rows=batch_rows, progress=progress)
 
 
 def _clean_utf8(path: Path, chunk: int = 1 << 22) -> bool:
@@ -605,88 +721,74 @@ def index_from_pairs(pairs: pl.LazyFrame) -> pl.LazyFrame:
 ANPR_COLUMNS = {"vrm": "vrm", "camera": "camera_id", "location": "camera_location", "time": "read_time"}
 
 
+class AnprFile(FileReader):
+    """Columns: vrm, camera_id, camera_location (optional), read_time."""
+
+    what = "ANPR"
+    columns = ANPR_COLUMNS
+    required = ("vrm", "camera", "time")
+
+    def __init__(self, zone: str = "Europe/London") -> None:
+        self.zone = zone
+        self.vrms: dict[str, str | None] = {}
+
+    def prepare(self, batch: pl.DataFrame) -> dict[str, str | None]:
+        """The batch's raw registration marks, normalised (None: not one)."""
+        distinct = batch["vrm"].drop_nulls().unique().to_list()
+        for raw in distinct:
+            if raw not in self.vrms:
+                try:
+                    self.vrms[raw] = normalise_vrm(raw)
+                except BadIdentifier:
+                    self.vrms[raw] = None
+        return {r: self.vrms[r] for r in distinct}
+
+    def check(self, batch: pl.DataFrame, lookup: dict[str, str | None]) -> tuple[pl.DataFrame, pl.DataFrame]:
+        present = self.present
+        frame = batch.with_columns(
+            time_parsed=_time_expr("time", "", self.zone),
+            vrm_norm=pl.col("vrm").replace_strict(lookup, default=None, return_dtype=pl.String),
+            camera_clean=_clean("camera"),
+            location_clean=_clean("location") if "location" in present else pl.lit(None, pl.String),
+            line=pl.col(ROW).cast(pl.Int64) + 2,
+            raw=_raw_expr(list(present)),
+        )
+        checks: list[tuple[pl.Expr, pl.Expr | str]] = [
+            (
+                pl.col("raw").str.contains(REPLACEMENT, literal=True),
+                "text is not valid in the file's encoding",
+            ),
+            (
+                pl.col("vrm_norm").is_null(),
+                pl.concat_str(pl.lit("vrm: not a registration mark: "), pl.col("vrm").fill_null("(empty)")),
+            ),
+            (pl.col("camera_clean").is_null(), "camera_id: missing"),
+            (
+                pl.col("time_parsed").is_null(),
+                pl.concat_str(
+                    pl.lit("read_time: not a valid date and time: "), pl.col("time").fill_null("(empty)")
+                ),
+            ),
+        ]
+        frame = frame.with_columns(_reasons(checks).alias(REASON))
+        good = frame.filter(pl.col(REASON).is_null()).select(
+            pl.col("time_parsed").alias("time"),
+            pl.col("vrm_norm").alias("vrm"),
+            pl.col("camera_clean").alias("camera"),
+            pl.col("location_clean").alias("location"),
+            "line",
+        )
+        bad = frame.filter(pl.col(REASON).is_not_null()).select("line", pl.col(REASON).alias("reason"), "raw")
+        return good, bad
+
+    def finish(self, out: Path, result: IngestResult) -> None:
+        _summarise(out, result, "vrm", "time")
+
+
 def ingest_anpr(
     src: Path, out: Path, *, batch_rows: int = BATCH_ROWS, zone: str = "Europe/London"
 ) -> IngestResult:
-    """Columns: vrm, camera_id, camera_location (optional), read_time."""
-    header = _header(src, ",")
-    _check_columns(header, ANPR_COLUMNS, ("vrm", "camera", "time"), "ANPR")
-    out.mkdir(parents=True, exist_ok=True)
-    rows, rejects = PartWriter(out, "rows"), PartWriter(out, "rejections")
-    result = IngestResult()
-    present = {k: v for k, v in ANPR_COLUMNS.items() if v in header}
-    lf = _scan(src).select([pl.col(ROW), *(pl.col(v).alias(k) for k, v in present.items())])
-    vrms: dict[str, str | None] = {}
-    try:
-        for batch in _batches(lf, batch_rows):
-            result.rows_read += batch.height
-            distinct = batch["vrm"].drop_nulls().unique().to_list()
-            for raw in distinct:
-                if raw not in vrms:
-                    try:
-                        vrms[raw] = normalise_vrm(raw)
-                    except BadIdentifier:
-                        vrms[raw] = None
-            lookup = {r: vrms[r] for r in distinct}
-            frame = batch.with_columns(
-                time_parsed=_time_expr("time", "", zone),
-                vrm_norm=pl.col("vrm").replace_strict(lookup, default=None, return_dtype=pl.String),
-                camera_clean=_clean("camera"),
-                location_clean=_clean("location") if "location" in present else pl.lit(None, pl.String),
-                line=pl.col(ROW).cast(pl.Int64) + 2,
-                raw=_raw_expr(list(present)),
-            )
-            checks: list[tuple[pl.Expr, pl.Expr | str]] = [
-                (
-                    pl.col("raw").str.contains(REPLACEMENT, literal=True),
-                    "text is not valid in the file's encoding",
-                ),
-                (
-                    pl.col("vrm_norm").is_null(),
-                    pl.concat_str(
-                        pl.lit("vrm: not a registration mark: "), pl.col("vrm").fill_null("(empty)")
-                    ),
-                ),
-                (pl.col("camera_clean").is_null(), "camera_id: missing"),
-                (
-                    pl.col("time_parsed").is_null(),
-                    pl.concat_str(
-                        pl.lit("read_time: not a valid date and time: "), pl.col("time").fill_null("(empty)")
-                    ),
-                ),
-            ]
-            frame = frame.with_columns(_reasons(checks).alias(REASON))
-            good = frame.filter(pl.col(REASON).is_null()).select(
-                pl.col("time_parsed").alias("time"),
-                pl.col("vrm_norm").alias("vrm"),
-                pl.col("camera_clean").alias("camera"),
-                pl.col("location_clean").alias("location"),
-                "line",
-            )
-            bad = frame.filter(pl.col(REASON).is_not_null()).select(
-                "line", pl.col(REASON).alias("reason"), "raw"
-            )
-            rows.write(good)
-            rejects.write(bad)
-            result.rows_accepted += good.height
-            _finish_rejections(out, result, bad)
-    finally:
-        rows.close()
-        rejects.close()
-    parts = sorted(out.glob("rows-*.parquet"))
-    if parts:
-        stats = (
-            pl.scan_parquet(parts)
-            .select(
-                pl.col("vrm").n_unique().alias("n"),
-                pl.col("time").min().alias("lo"),
-                pl.col("time").max().alias("hi"),
-            )
-            .collect()
-        )
-        result.distinct_identifiers = int(stats["n"][0])
-        result.first_time, result.last_time = stats["lo"][0], stats["hi"][0]
-    return result
+    return ingest_file(src, out, AnprFile(zone), batch_rows=batch_rows)
 
 
 # ---------------------------------------------------------------- adverts
@@ -701,93 +803,75 @@ ADVERT_COLUMNS = {
 }
 
 
+class AdvertFile(FileReader):
+    """Columns: number, advert_id, site, date, location, text."""
+
+    what = "advert"
+    columns = ADVERT_COLUMNS
+    required = ("number", "advert_id")
+
+    def __init__(self, zone: str = "Europe/London") -> None:
+        self.zone = zone
+        self.normaliser = NumberNormaliser()
+
+    def prepare(self, batch: pl.DataFrame) -> dict[str, int | None]:
+        """The batch's raw numbers (trimmed), normalised (None: not a number)."""
+        distinct = batch["number"].drop_nulls().str.strip_chars().unique().to_list()
+        self.normaliser.resolve(distinct)
+        return {r: self.normaliser.keys[r] for r in distinct}
+
+    def check(self, batch: pl.DataFrame, lookup: dict[str, int | None]) -> tuple[pl.DataFrame, pl.DataFrame]:
+        present, zone = self.present, self.zone
+        date_text = pl.col("posted").str.strip_chars() if "posted" in present else pl.lit(None, pl.String)
+        frame = batch.with_columns(
+            number_key=pl.col("number")
+            .str.strip_chars()
+            .replace_strict(lookup, default=None, return_dtype=pl.Int64),
+            posted_at=pl.coalesce(
+                _time_expr("posted", "", zone)
+                if "posted" in present
+                else pl.lit(None, pl.Datetime("us", "UTC")),
+                date_text.str.to_date("%Y-%m-%d", strict=False)
+                .cast(pl.Datetime("us"))
+                .dt.replace_time_zone(zone, ambiguous="earliest", non_existent="null")
+                .dt.convert_time_zone("UTC"),
+            ),
+            line=pl.col(ROW).cast(pl.Int64) + 2,
+            raw=_raw_expr(list(present)),
+        )
+        checks: list[tuple[pl.Expr, pl.Expr | str]] = [
+            (
+                pl.col("raw").str.contains(REPLACEMENT, literal=True),
+                "text is not valid in the file's encoding",
+            ),
+            (
+                pl.col("number_key").is_null(),
+                pl.concat_str(pl.lit("number: not a phone number: "), pl.col("number").fill_null("(empty)")),
+            ),
+            (_clean("advert_id").is_null(), "advert_id: missing"),
+            (
+                date_text.is_not_null() & (date_text != "") & pl.col("posted_at").is_null(),
+                pl.concat_str(pl.lit("date: not a valid date: "), date_text),
+            ),
+        ]
+        frame = frame.with_columns(_reasons(checks).alias(REASON))
+        good = frame.filter(pl.col(REASON).is_null()).select(
+            pl.col("number_key").alias("number"),
+            _clean("advert_id").alias("advert_id"),
+            (_clean("site") if "site" in present else pl.lit(None, pl.String)).alias("site"),
+            pl.col("posted_at").alias("posted"),
+            (_clean("location") if "location" in present else pl.lit(None, pl.String)).alias("location"),
+            (pl.col("text") if "text" in present else pl.lit(None, pl.String)).alias("text"),
+            "line",
+        )
+        bad = frame.filter(pl.col(REASON).is_not_null()).select("line", pl.col(REASON).alias("reason"), "raw")
+        return good, bad
+
+    def finish(self, out: Path, result: IngestResult) -> None:
+        _summarise(out, result, "number", "posted")
+
+
 def ingest_adverts(
     src: Path, out: Path, *, batch_rows: int = BATCH_ROWS, zone: str = "Europe/London"
 ) -> IngestResult:
-    """Columns: number, advert_id, site, date, location, text."""
-    header = _header(src, ",")
-    _check_columns(header, ADVERT_COLUMNS, ("number", "advert_id"), "advert")
-    out.mkdir(parents=True, exist_ok=True)
-    rows, rejects = PartWriter(out, "rows"), PartWriter(out, "rejections")
-    result = IngestResult()
-    present = {k: v for k, v in ADVERT_COLUMNS.items() if v in header}
-    lf = _scan(src).select([pl.col(ROW), *(pl.col(v).alias(k) for k, v in present.items())])
-    normaliser = NumberNormaliser()
-    try:
-        for batch in _batches(lf, batch_rows):
-            result.rows_read += batch.height
-            distinct = batch["number"].drop_nulls().str.strip_chars().unique().to_list()
-            normaliser.resolve(distinct)
-            lookup = {r: normaliser.keys[r] for r in distinct}
-            date_text = pl.col("posted").str.strip_chars() if "posted" in present else pl.lit(None, pl.String)
-            frame = batch.with_columns(
-                number_key=pl.col("number")
-                .str.strip_chars()
-                .replace_strict(lookup, default=None, return_dtype=pl.Int64),
-                posted_at=pl.coalesce(
-                    _time_expr("posted", "", zone)
-                    if "posted" in present
-                    else pl.lit(None, pl.Datetime("us", "UTC")),
-                    date_text.str.to_date("%Y-%m-%d", strict=False)
-                    .cast(pl.Datetime("us"))
-                    .dt.replace_time_zone(zone, ambiguous="earliest", non_existent="null")
-                    .dt.convert_time_zone("UTC"),
-                ),
-                line=pl.col(ROW).cast(pl.Int64) + 2,
-                raw=_raw_expr(list(present)),
-            )
-            checks: list[tuple[pl.Expr, pl.Expr | str]] = [
-                (
-                    pl.col("raw").str.contains(REPLACEMENT, literal=True),
-                    "text is not valid in the file's encoding",
-                ),
-                (
-                    pl.col("number_key").is_null(),
-                    pl.concat_str(
-                        pl.lit("number: not a phone number: "), pl.col("number").fill_null("(empty)")
-                    ),
-                ),
-                (_clean("advert_id").is_null(), "advert_id: missing"),
-                (
-                    date_text.is_not_null() & (date_text != "") & pl.col("posted_at").is_null(),
-                    pl.concat_str(pl.lit("date: not a valid date: "), date_text),
-                ),
-            ]
-            frame = frame.with_columns(_reasons(checks).alias(REASON))
-            good = frame.filter(pl.col(REASON).is_null()).select(
-                pl.col("number_key").alias("number"),
-                _clean("advert_id").alias("advert_id"),
-                (_clean("site") if "site" in present else pl.lit(None, pl.String)).alias("site"),
-                pl.col("posted_at").alias("posted"),
-                (_clean("location") if "location" in present else pl.lit(None, pl.String)).alias("location"),
-                (pl.col("text") if "text" in present else pl.lit(None, pl.String)).alias("text"),
-                "line",
-            )
-            bad = frame.filter(pl.col(REASON).is_not_null()).select(
-                "line", pl.col(REASON).alias("reason"), "raw"
-            )
-            rows.write(good)
-            rejects.write(bad)
-            result.rows_accepted += good.height
-            _finish_rejections(out, result, bad)
-    finally:
-        rows.close()
-        rejects.close()
-    parts = sorted(out.glob("rows-*.parquet"))
-    if parts:
-        stats = (
-            pl.scan_parquet(parts)
-            .select(
-                pl.col("number").n_unique().alias("n"),
-                pl.col("posted").min().alias("lo"),
-                pl.col("posted").max().alias("hi"),
-            )
-            .collect()
-        )
-        result.distinct_identifiers = int(stats["n"][0])
-        result.first_time, result.last_time = stats["lo"][0], stats["hi"][0]
-    return result
-
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+    return ingest_file(src, out, AdvertFile(zone), batch_rows=batch_rows)

@@ -5,38 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 
 from toex.comms.events.v1 import events_pb2 as ev
-from toex.comms.v1 import resources_pb2 as res
-from toex.type.v1 import security_pb2
 from toex_common.events import EventEnvelope, build_event
 from toex_common.events.streams import StreamSpec
 from toex_common.timestamps import optional_timestamp as ts
 
-from toex_comms.domain.model import (
-    AdvertFlag,
-    Dataset,
-    DatasetKind,
-    Handling,
-    WatchlistContact,
-    WatchlistKind,
+from toex_comms.adapters.mapping import (
+    FLAG_REASONS,
+    HANDLING_TO_PROTO,
+    KIND_TO_PROTO,
+    watchlist_contact_fields,
 )
+from toex_comms.domain.model import AdvertFlag, Dataset, WatchlistContact
 
 DOMAIN = "comms"
 SOURCE = "toex/comms"
 STREAM = StreamSpec.for_domain("COMMS", DOMAIN)
-
-KIND_TO_PROTO = {
-    DatasetKind.CDR: res.DATASET_KIND_CDR,
-    DatasetKind.ANPR: res.DATASET_KIND_ANPR,
-    DatasetKind.ADVERTS: res.DATASET_KIND_ADVERTS,
-}
-WATCHLIST_KIND_TO_PROTO = {k: res.WatchlistKind.Value(f"WATCHLIST_KIND_{k.name}") for k in WatchlistKind}
-HANDLING_TO_PROTO = {Handling.P: security_pb2.HANDLING_CODE_P, Handling.C: security_pb2.HANDLING_CODE_C}
-FLAG_REASONS = {
-    "many_adverts": res.ADVERT_FLAG_REASON_MANY_ADVERTS,
-    "many_locations": res.ADVERT_FLAG_REASON_MANY_LOCATIONS,
-    "in_phone_index": res.ADVERT_FLAG_REASON_IN_PHONE_INDEX,
-    "in_contact_network": res.ADVERT_FLAG_REASON_IN_CONTACT_NETWORK,
-}
 
 
 def _envelope(message: object, dataset: Dataset, resource: str) -> EventEnvelope:
@@ -67,31 +50,11 @@ def dataset_imported(d: Dataset) -> EventEnvelope:
     return _envelope(message, d, d.name)
 
 
-def watchlist_ref(region_value: str, watchlist_id: str, kind: WatchlistKind) -> res.WatchlistRef:
-    return res.WatchlistRef(
-        name=f"regions/{region_value}/watchlists/{watchlist_id}",
-        kind=WATCHLIST_KIND_TO_PROTO[kind],  # type: ignore[arg-type]
-    )
-
-
 def watchlist_contact_detected(
     c: WatchlistContact, d: Dataset, entity_a: str = "", entity_b: str = ""
 ) -> EventEnvelope:
     message = ev.WatchlistContactDetected(
-        dataset=d.name,
-        job=d.job,
-        list_a=watchlist_ref(c.region.value, c.list_a, c.kind_a),
-        number_a=f"+{c.number_a}",
-        list_b=watchlist_ref(c.region.value, c.list_b, c.kind_b),
-        number_b=f"+{c.number_b}",
-        first_contact_time=ts(c.first),
-        last_contact_time=ts(c.last),
-        contact_count=c.contacts,
-        total_duration_seconds=c.duration,
-        entity_id_a=entity_a,
-        entity_id_b=entity_b,
-        call_count=c.calls,
-        sms_count=c.sms,
+        **watchlist_contact_fields(c), job=d.job, entity_id_a=entity_a, entity_id_b=entity_b
     )
     return _envelope(message, d, c.name)
 

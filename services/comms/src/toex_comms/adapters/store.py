@@ -1,8 +1,10 @@
-"""Datasets on disk: one directory of Parquet parts per dataset under the data directory."""
+"""Datasets on disk: one directory of Parquet parts per dataset under the data directory
+(the DatasetStore port)."""
 
 from __future__ import annotations
 
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -10,13 +12,31 @@ from typing import Any
 
 import polars as pl
 
-from toex_comms.adapters.ingest import CDR_SCHEMA, NUMBER_INDEX_SCHEMA, PAIRS_FILE, REJECTION_SCHEMA
-from toex_comms.analysis import PAIR_SCHEMA
+from toex_comms.adapters import ingest
+from toex_comms.adapters.ingest import (
+    ADVERT_SCHEMA,
+    ANPR_SCHEMA,
+    CDR_SCHEMA,
+    NUMBER_INDEX_SCHEMA,
+    PAIRS_FILE,
+)
+from toex_comms.domain.analysis import PAIR_SCHEMA
+from toex_comms.domain.model import DatasetKind, IngestResult
+from toex_comms.domain.profiles import MappingProfile
+from toex_comms.service_layer.ports import Upload
+
+ROW_SCHEMAS: dict[DatasetKind, dict[str, Any]] = {
+    DatasetKind.CDR: CDR_SCHEMA,
+    DatasetKind.ANPR: ANPR_SCHEMA,
+    DatasetKind.ADVERTS: ADVERT_SCHEMA,
+}
 
 
-class DatasetStore:
-    def __init__(self, root: Path) -> None:
+class ParquetDatasetStore:
+    def __init__(self, root: Path, batch_rows: int = ingest.BATCH_ROWS) -> None:
         self.root = root
+        # Rows per batch while importing: bounds an import's memory.
+        self.batch_rows = batch_rows
         (root / "datasets").mkdir(parents=True, exist_ok=True)
         (root / "uploads").mkdir(parents=True, exist_ok=True)
         (root / "staging").mkdir(parents=True, exist_ok=True)
@@ -29,6 +49,20 @@ class DatasetStore:
 
     def staging(self, dataset_id: str) -> Path:
         return self.root / "staging" / dataset_id
+
+    def receive(self, encoding: str, max_bytes: int) -> ingest.UploadWriter:
+        return ingest.UploadWriter(self.upload_path(), encoding, max_bytes)
+
+    def ingest(
+        self, kind: DatasetKind, upload: Upload, dataset_id: str, profile: MappingProfile | None
+    ) -> IngestResult:
+        assert isinstance(upload, ingest.UploadWriter), "an upload this store received"
+        return ingest.ingest(kind, upload.path, self.staging(dataset_id), profile, batch_rows=self.batch_rows)
+
+    def export_file(self) -> Path:
+        handle = tempfile.NamedTemporaryFile(dir=self.root / "uploads", delete=False, suffix=".export")
+        handle.close()
+        return Path(handle.name)
 
     def publish(self, dataset_id: str) -> None:
         """Move a finished import into place (same file system: an atomic rename)."""
@@ -46,11 +80,11 @@ class DatasetStore:
         return out
 
     def rows(
-        self, ids: Iterable[str], schema: dict[str, Any] | None = None, staged: bool = False
+        self, ids: Iterable[str], kind: DatasetKind = DatasetKind.CDR, staged: bool = False
     ) -> pl.LazyFrame:
         parts = self._parts(ids, "rows", staged)
         if not parts:
-            return pl.LazyFrame(schema=schema or CDR_SCHEMA)
+            return pl.LazyFrame(schema=ROW_SCHEMAS[kind])
         return pl.scan_parquet(parts)
 
     def numbers(self, ids: Iterable[str]) -> pl.LazyFrame:
@@ -78,7 +112,3 @@ class DatasetStore:
             return []
         frame = pl.scan_parquet(parts).sort("line").slice(offset, limit).collect()
         return list(frame.iter_rows())
-
-    @staticmethod
-    def empty_rejections() -> pl.DataFrame:
-        return pl.DataFrame(schema=REJECTION_SCHEMA)

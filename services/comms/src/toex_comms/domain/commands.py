@@ -1,14 +1,17 @@
-"""Commands the handlers carry out."""
+"""What callers ask the comms service to do (commands) or tell them (queries)."""
 
 from __future__ import annotations
 
+import enum
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
+from datetime import datetime
 
 from toex_common.principal import Principal
 from toex_common.regions import Region
 
-from toex_comms.domain.model import DatasetKind, Handling
+from toex_comms.domain.model import DatasetKind, Handling, WatchlistKind
+from toex_comms.domain.profiles import MappingProfile
 
 
 @dataclass(frozen=True)
@@ -21,9 +24,11 @@ class ImportFile:
     filename: str
     profile: str
     handling: Handling | None
-    upload: Path
-    content_sha256: str
-    size_bytes: int
+    # As the client declared them in the upload's header.
+    encoding: str
+    declared_size: int
+    # The file's bytes as they arrive.
+    chunks: AsyncIterator[bytes]
 
 
 @dataclass(frozen=True)
@@ -34,5 +39,200 @@ class Scope:
     region: Region
     dataset_ids: tuple[str, ...]
     job: str
-    start: object = None  # datetime | None
-    end: object = None  # datetime | None
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+# ---------------------------------------------------------------- datasets and profiles
+
+
+@dataclass(frozen=True)
+class GetDataset:
+    actor: Principal
+    region: Region
+    dataset_id: str
+
+
+@dataclass(frozen=True)
+class ListDatasets:
+    actor: Principal
+    region: Region | None  # None: every region the actor sees
+    job: str
+    kind: DatasetKind | None
+    page_size: int
+    after: tuple[datetime, str] | None
+
+
+@dataclass(frozen=True)
+class ListRejections:
+    actor: Principal
+    region: Region
+    dataset_id: str
+    offset: int
+    page_size: int
+
+
+@dataclass(frozen=True)
+class CreateMappingProfile:
+    actor: Principal
+    region: Region
+    profile: MappingProfile
+
+
+@dataclass(frozen=True)
+class ListMappingProfiles:
+    actor: Principal
+    region: Region
+
+
+# ---------------------------------------------------------------- phone index and attribution
+
+
+@dataclass(frozen=True)
+class SearchPhoneIndex:
+    actor: Principal
+    region: Region | None  # None: every region the actor sees
+    number: str
+
+
+@dataclass(frozen=True)
+class ListPhoneIndex:
+    scope: Scope
+    after: int  # the last number of the previous page
+    page_size: int
+
+
+@dataclass(frozen=True)
+class AttributeIdentifier:
+    actor: Principal
+    region: Region
+    identifier: str
+    vehicle: bool
+    entity_id: str
+    label: str
+
+
+# ---------------------------------------------------------------- analyses of call data
+
+
+@dataclass(frozen=True)
+class GetContactNetwork:
+    scope: Scope
+    targets: list[int]
+    min_contacts: int
+    max_edges: int
+
+
+@dataclass(frozen=True)
+class FindCommonContacts:
+    scope: Scope
+    targets: list[int]
+    min_targets: int
+    include_targets: bool
+    limit: int
+
+
+@dataclass(frozen=True)
+class RankSuspects:
+    scope: Scope
+    targets: list[int]
+    limit: int
+    max_degree: int
+
+
+@dataclass(frozen=True)
+class GetTargetProfile:
+    scope: Scope
+    target: int
+    top: int
+
+
+@dataclass(frozen=True)
+class FindColocations:
+    scope: Scope
+    targets: list[int]
+    window_seconds: int
+    limit: int
+
+
+# ---------------------------------------------------------------- watchlists and adverts
+
+
+@dataclass(frozen=True)
+class CreateWatchlist:
+    actor: Principal
+    region: Region
+    watchlist_id: str
+    display_name: str
+    kind: WatchlistKind
+
+
+@dataclass(frozen=True)
+class AddWatchlistNumbers:
+    actor: Principal
+    region: Region
+    watchlist_id: str
+    numbers: list[str]
+
+
+@dataclass(frozen=True)
+class ListWatchlists:
+    actor: Principal
+    region: Region
+
+
+@dataclass(frozen=True)
+class ListWatchlistContacts:
+    actor: Principal
+    region: Region
+    limit: int
+
+
+@dataclass(frozen=True)
+class ListAdvertFlags:
+    actor: Principal
+    region: Region
+    dataset_id: str  # empty: every dataset of the region
+
+
+# ---------------------------------------------------------------- ANPR
+
+
+@dataclass(frozen=True)
+class FindConvoys:
+    scope: Scope
+    window_seconds: int
+    min_occasions: int
+    vrms: list[str]  # empty: every vehicle
+    limit: int
+
+
+@dataclass(frozen=True)
+class GetTravelPattern:
+    scope: Scope
+    vrm: str
+    max_hop_seconds: int
+
+
+# ---------------------------------------------------------------- exports
+
+
+class ExportFormat(enum.Enum):
+    GRAPHML = "graphml"
+    I2_LINK_CSV = "i2_link_csv"
+    SVG = "svg"
+    PNG = "png"
+    INDEX_CSV = "index_csv"
+    INDEX_XLSX = "index_xlsx"
+
+    @property
+    def is_network(self) -> bool:
+        return self not in (ExportFormat.INDEX_CSV, ExportFormat.INDEX_XLSX)
+
+
+@dataclass(frozen=True)
+class Export:
+    scope: Scope
+    format: ExportFormat
+    targets: list[int]  # network formats only
+    min_contacts: int

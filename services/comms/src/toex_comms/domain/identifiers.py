@@ -105,3 +105,15 @@ def parse_targets(raws: Sequence[str], field: str) -> list[int]:
             problems.add(f"{field}[{i}]", str(exc))
     problems.raise_if_any()
     return list(keys)
+
+
+def parse_analysis_targets(raws: Sequence[str], field: str = "targets") -> list[int]:
+    """`parse_targets`, and at least one: the target numbers an analysis starts from."""
+    from toex_common.errors import FailedPrecondition, InvalidArgument
+
+    targets = parse_targets(raws, field)
+    if not targets:
+        raise InvalidArgument.field(field, "give at least one target number")
+    if len(targets) > MAX_TARGETS_PER_ANALYSIS:
+        raise FailedPrecondition(f"at most {MAX_TARGETS_PER_ANALYSIS} targets per analysis")
+    return targets

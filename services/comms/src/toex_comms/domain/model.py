@@ -109,6 +109,22 @@ class Attribution:
 
 
 @dataclass(frozen=True)
+class Labels:
+    """What a region knows of the identifiers in an answer: whom they are attributed to (by
+    identifier: "+447700900001" or a VRM) and the watchlists holding them (by number key)."""
+
+    region: Region
+    attributions: dict[str, list[Attribution]] = field(default_factory=dict)
+    watchlists: dict[int, list[tuple[str, WatchlistKind]]] = field(default_factory=dict)
+
+    def of(self, identifier: str) -> list[Attribution]:
+        return self.attributions.get(identifier, [])
+
+    def lists(self, number: int) -> list[tuple[str, WatchlistKind]]:
+        return self.watchlists.get(number, [])
+
+
+@dataclass(frozen=True)
 class KnownJob:
     name: str
     region: Region
@@ -129,3 +145,21 @@ class AdvertFlag:
     cdr_datasets: list[str]
     first: datetime | None
     last: datetime | None
+
+
+class FileProblem(ValueError):
+    """The file as a whole cannot be imported (no header, missing columns, not CSV, too large)."""
+
+
+@dataclass
+class IngestResult:
+    """What reading an imported file found."""
+
+    rows_read: int = 0
+    rows_accepted: int = 0
+    rows_rejected: int = 0
+    distinct_identifiers: int = 0
+    first_time: datetime | None = None
+    last_time: datetime | None = None
+    # The first rejections: (line, reason, the row as read).
+    sample_rejections: list[tuple[int, str, str]] = field(default_factory=list)

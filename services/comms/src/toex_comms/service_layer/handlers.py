@@ -1,7 +1,8 @@
 """One handler per use case. Handlers decide; the unit of work commits; nothing here knows gRPC.
 
-Bulk work (reading files, scanning Parquet) runs in a worker thread so the event loop keeps
-serving other calls."""
+Handlers reach the database through the unit of work and the datasets' files through the
+dataset store (service_layer/ports.py). Bulk work (reading files, scanning Parquet, every
+analysis) runs in a worker thread so the event loop keeps serving other calls."""
 
 from __future__ import annotations
 
@@ -10,56 +11,64 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 import polars as pl
 from toex_common.context import touch
-from toex_common.errors import (
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    OutOfScope,
-    Violations,
-)
-from toex_common.principal import Principal
+from toex_common.errors import AlreadyExists, InvalidArgument, NotFound, OutOfScope, Violations
 from toex_common.regions import Region
 
-from toex_comms import analysis
-from toex_comms.adapters import ingest, integration
-from toex_comms.adapters.store import DatasetStore
-from toex_comms.adapters.uow import SqlCommsUnitOfWork
-from toex_comms.domain import policy
-from toex_comms.domain.commands import ImportFile, Scope
-from toex_comms.domain.identifiers import (
-    MAX_TARGETS_PER_ANALYSIS,
-    BadIdentifier,
-    normalise_vrm,
-    parse_number_key,
-)
+from toex_comms.adapters import integration
+from toex_comms.domain import analysis, commands, policy
+from toex_comms.domain.commands import ExportFormat, Scope
+from toex_comms.domain.identifiers import BadIdentifier, normalise_vrm, parse_number_key
 from toex_comms.domain.model import (
     AdvertFlag,
     Attribution,
     Dataset,
     DatasetKind,
+    FileProblem,
     Handling,
     KnownJob,
+    Labels,
     Watchlist,
     WatchlistContact,
     WatchlistKind,
     new_id,
 )
-from toex_comms.domain.profiles import BUILTIN_PROFILES, MappingProfile
+from toex_comms.domain.profiles import BUILTIN_PROFILES, PROFILE_ID, MappingProfile
+from toex_comms.service_layer import detection
+from toex_comms.service_layer.ports import (
+    CommsUnitOfWork,
+    DatasetStore,
+    Exporter,
+    Members,
+    Upload,
+)
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
+T = TypeVar("T")
 
 # Defaults for what an import detects and publishes.
 CONVOY_WINDOW_SECONDS = 180
 CONVOY_MIN_OCCASIONS = 3
 CONVOY_EVENTS_MAX = 50
-ADVERT_MIN_ADVERTS = 3
-ADVERT_MIN_LOCATIONS = 2
+# The name and media type of each export.
+EXPORT_FILES = {
+    ExportFormat.GRAPHML: ("network.graphml", "application/graphml+xml"),
+    ExportFormat.I2_LINK_CSV: ("network-i2-links.csv", "text/csv"),
+    ExportFormat.SVG: ("network.svg", "image/svg+xml"),
+    ExportFormat.PNG: ("network.png", "image/png"),
+    ExportFormat.INDEX_CSV: ("phone-index.csv", "text/csv"),
+    ExportFormat.INDEX_XLSX: (
+        "phone-index.xlsx",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    ),
+}
+# Every dataset of a region (a region holds far fewer).
+ALL = 100_000
 
 
 def utcnow() -> datetime:
@@ -68,10 +77,12 @@ def utcnow() -> datetime:
 
 @dataclass
 class Deps:
-    uow: Callable[[], SqlCommsUnitOfWork]
+    uow: Callable[[], CommsUnitOfWork]
     store: DatasetStore
+    exporter: Exporter
+    # Largest file an import accepts: larger uploads are refused before they fill the disk.
+    max_upload_bytes: int = 1024**3
     clock: Clock = utcnow
-    batch_rows: int = ingest.BATCH_ROWS
 
 
 @dataclass
@@ -83,10 +94,47 @@ class ImportOutcome:
     flags: list[AdvertFlag] = field(default_factory=list)
 
 
-# ---------------------------------------------------------------- datasets
+@dataclass(frozen=True)
+class Analysed(Generic[T]):
+    """An analysis' answer and what the region knows of the identifiers in it."""
+
+    found: T
+    labels: Labels
 
 
-async def _resolve_profile(uow: SqlCommsUnitOfWork, region: Region, name: str) -> MappingProfile:
+@dataclass(frozen=True)
+class ExportFile:
+    path: Path  # a file of the dataset store's; whoever sends it deletes it
+    filename: str
+    content_type: str
+
+
+# ---------------------------------------------------------------- imports
+
+
+async def import_file(cmd: commands.ImportFile, deps: Deps) -> ImportOutcome:
+    """Receive the upload, then read it into a dataset. Nothing of a refused upload is kept."""
+    if cmd.declared_size > deps.max_upload_bytes:
+        raise InvalidArgument.field(
+            "header.size_bytes", f"the file is larger than the limit of {deps.max_upload_bytes} bytes"
+        )
+    try:
+        upload = deps.store.receive(cmd.encoding, deps.max_upload_bytes)
+    except FileProblem as exc:
+        raise InvalidArgument.field("header.encoding", str(exc)) from None
+    try:
+        async for chunk in cmd.chunks:
+            try:
+                upload.write(chunk)
+            except FileProblem as exc:
+                raise InvalidArgument.field("chunk", str(exc)) from None
+        sha = upload.close()
+        return await _import_upload(cmd, upload, sha, deps)
+    finally:
+        upload.discard()
+
+
+async def _resolve_profile(uow: CommsUnitOfWork, region: Region, name: str) -> MappingProfile:
     name = name or "canonical"
     if name in BUILTIN_PROFILES:
         return BUILTIN_PROFILES[name]
@@ -96,7 +144,7 @@ async def _resolve_profile(uow: SqlCommsUnitOfWork, region: Region, name: str) -
     raise InvalidArgument.field("header.profile", f"no mapping profile {name!r} in {region.value}")
 
 
-async def import_file(cmd: ImportFile, deps: Deps) -> ImportOutcome:
+async def _import_upload(cmd: commands.ImportFile, upload: Upload, sha: str, deps: Deps) -> ImportOutcome:
     what = f"regions/{cmd.region.value}"
     policy.ensure_can_change(cmd.actor, cmd.region, what)
     if cmd.job and not cmd.job.startswith(f"regions/{cmd.region.value}/jobs/"):
@@ -104,7 +152,7 @@ async def import_file(cmd: ImportFile, deps: Deps) -> ImportOutcome:
             "header.job", f"must be a job of {cmd.region.value}: regions/{cmd.region.value}/jobs/ID"
         )
     async with deps.uow() as uow:
-        same = await uow.repo.find_same_file(cmd.region, cmd.job, cmd.kind, cmd.content_sha256)
+        same = await uow.repo.find_same_file(cmd.region, cmd.job, cmd.kind, sha)
         if same is not None:
             touch(same.name)
             return ImportOutcome(same, True, await asyncio.to_thread(deps.store.rejections, same.id, 0, 100))
@@ -114,11 +162,10 @@ async def import_file(cmd: ImportFile, deps: Deps) -> ImportOutcome:
         job = await uow.repo.get_job(cmd.job) if cmd.job else None
         members = await uow.repo.members(cmd.region) if cmd.kind is not DatasetKind.ANPR else {}
         region_cdr = (
-            [d.id for d in await uow.repo.list_datasets([cmd.region], "", DatasetKind.CDR, 100_000)]
+            [d.id for d in await uow.repo.list_datasets([cmd.region], "", DatasetKind.CDR, ALL)]
             if cmd.kind is DatasetKind.ADVERTS
             else []
         )
-    handling = cmd.handling or (job.handling if job else Handling.C)
     dataset = Dataset(
         id=new_id(),
         region=cmd.region,
@@ -126,17 +173,16 @@ async def import_file(cmd: ImportFile, deps: Deps) -> ImportOutcome:
         job=cmd.job,
         display_name=cmd.display_name or cmd.filename or "unnamed",
         source_filename=cmd.filename,
-        content_sha256=cmd.content_sha256,
+        content_sha256=sha,
         profile=profile.profile_id if profile else "",
-        handling=handling,
+        handling=cmd.handling or (job.handling if job else Handling.C),
         created_by=cmd.actor.username,
         created_at=deps.clock(),
-        size_bytes=cmd.size_bytes,
+        size_bytes=upload.size_bytes,
     )
-    staged = deps.store.staging(dataset.id)
     try:
-        result = await asyncio.to_thread(_ingest, cmd.kind, cmd.upload, staged, profile, deps.batch_rows)
-    except ingest.FileProblem as exc:
+        result = await asyncio.to_thread(deps.store.ingest, cmd.kind, upload, dataset.id, profile)
+    except FileProblem as exc:
         deps.store.discard(dataset.id)
         raise InvalidArgument.field("chunk", str(exc)) from None
     except BaseException:
@@ -149,54 +195,7 @@ async def import_file(cmd: ImportFile, deps: Deps) -> ImportOutcome:
     dataset.first_time, dataset.last_time = result.first_time, result.last_time
     outcome = ImportOutcome(dataset, False, result.sample_rejections)
     try:
-        contacts: list[WatchlistContact] = []
-        if cmd.kind is DatasetKind.CDR and members:
-            rows = deps.store.rows([dataset.id], staged=True)
-            contacts = await asyncio.to_thread(_detect_contacts, rows, dataset, members, deps.clock())
-        if cmd.kind is DatasetKind.ANPR:
-            rows = deps.store.rows([dataset.id], schema=ingest.ANPR_SCHEMA, staged=True)
-            outcome.convoys = await asyncio.to_thread(
-                analysis.convoys,
-                rows,
-                window_seconds=CONVOY_WINDOW_SECONDS,
-                min_occasions=CONVOY_MIN_OCCASIONS,
-                limit=CONVOY_EVENTS_MAX,
-            )
-        if cmd.kind is DatasetKind.ADVERTS:
-            rows = deps.store.rows([dataset.id], schema=ingest.ADVERT_SCHEMA, staged=True)
-            outcome.flags = await asyncio.to_thread(
-                _flag_adverts, rows, dataset, deps.store, region_cdr, members
-            )
-        deps.store.publish(dataset.id)
-        async with deps.uow() as uow:
-            await uow.repo.add_dataset(dataset)
-            uow.publish(integration.dataset_imported(dataset))
-            await _publish_contacts(uow, dataset, contacts)
-            for c in outcome.convoys:
-                uow.publish(
-                    integration.convoy_detected(
-                        dataset,
-                        c.vrm_a,
-                        c.vrm_b,
-                        c.occasions,
-                        c.cameras,
-                        c.first,
-                        c.last,
-                        c.median_gap,
-                        CONVOY_WINDOW_SECONDS,
-                    )
-                )
-            if outcome.flags:
-                await uow.repo.add_flags(outcome.flags)
-                entities = await uow.repo.attributions(
-                    dataset.region, [f"+{f.number}" for f in outcome.flags]
-                )
-                for f in outcome.flags:
-                    found = entities.get(f"+{f.number}", [])
-                    uow.publish(
-                        integration.advert_number_flagged(f, dataset, found[0].entity_id if found else "")
-                    )
-            await uow.commit()
+        await _detect(dataset, members, region_cdr, outcome, deps)
     except BaseException:
         deps.store.discard(dataset.id)
         raise
@@ -204,48 +203,61 @@ async def import_file(cmd: ImportFile, deps: Deps) -> ImportOutcome:
     return outcome
 
 
-def _ingest(
-    kind: DatasetKind, src: Any, out: Any, profile: MappingProfile | None, batch_rows: int
-) -> ingest.IngestResult:
-    if kind is DatasetKind.CDR:
-        assert profile is not None
-        return ingest.ingest_cdr(src, out, profile, batch_rows=batch_rows)
-    if kind is DatasetKind.ANPR:
-        return ingest.ingest_anpr(src, out, batch_rows=batch_rows)
-    return ingest.ingest_adverts(src, out, batch_rows=batch_rows)
-
-
-def _detect_contacts(
-    rows: pl.LazyFrame, dataset: Dataset, members: dict[int, list[tuple[str, WatchlistKind]]], now: datetime
-) -> list[WatchlistContact]:
-    names = {n: [wid for wid, _ in lists] for n, lists in members.items()}
-    kinds = {wid: kind for lists in members.values() for wid, kind in lists}
-    found = analysis.watchlist_contacts(rows, names)
-    return [
-        WatchlistContact(
-            id=new_id(),
-            region=dataset.region,
-            dataset_id=dataset.id,
-            list_a=r["list_a"],
-            kind_a=kinds[r["list_a"]],
-            number_a=r["number_a"],
-            list_b=r["list_b"],
-            kind_b=kinds[r["list_b"]],
-            number_b=r["number_b"],
-            first=r["first"],
-            last=r["last"],
-            contacts=r["contacts"],
-            calls=r["calls"],
-            sms=r["sms"],
-            duration=r["duration"],
-            detected_at=now,
+async def _detect(
+    dataset: Dataset, members: Members, region_cdr: list[str], outcome: ImportOutcome, deps: Deps
+) -> None:
+    """What a new dataset shows (watchlist contacts, convoys, advert flags), stored and published
+    with the dataset itself."""
+    contacts: list[WatchlistContact] = []
+    if dataset.kind is DatasetKind.CDR and members:
+        rows = deps.store.rows([dataset.id], staged=True)
+        contacts = await asyncio.to_thread(detection.watchlist_contacts, rows, dataset, members, deps.clock())
+    if dataset.kind is DatasetKind.ANPR:
+        rows = deps.store.rows([dataset.id], DatasetKind.ANPR, staged=True)
+        outcome.convoys = await asyncio.to_thread(
+            analysis.convoys,
+            rows,
+            window_seconds=CONVOY_WINDOW_SECONDS,
+            min_occasions=CONVOY_MIN_OCCASIONS,
+            limit=CONVOY_EVENTS_MAX,
         )
-        for r in found.iter_rows(named=True)
-    ]
+    if dataset.kind is DatasetKind.ADVERTS:
+        rows = deps.store.rows([dataset.id], DatasetKind.ADVERTS, staged=True)
+        outcome.flags = await asyncio.to_thread(
+            detection.flag_adverts, rows, dataset, deps.store, region_cdr, members
+        )
+    deps.store.publish(dataset.id)
+    async with deps.uow() as uow:
+        await uow.repo.add_dataset(dataset)
+        uow.publish(integration.dataset_imported(dataset))
+        await _publish_contacts(uow, dataset, contacts)
+        for c in outcome.convoys:
+            uow.publish(
+                integration.convoy_detected(
+                    dataset,
+                    c.vrm_a,
+                    c.vrm_b,
+                    c.occasions,
+                    c.cameras,
+                    c.first,
+                    c.last,
+                    c.median_gap,
+                    CONVOY_WINDOW_SECONDS,
+                )
+            )
+        if outcome.flags:
+            await uow.repo.add_flags(outcome.flags)
+            entities = await uow.repo.attributions(dataset.region, [f"+{f.number}" for f in outcome.flags])
+            for f in outcome.flags:
+                found = entities.get(f"+{f.number}", [])
+                uow.publish(
+                    integration.advert_number_flagged(f, dataset, found[0].entity_id if found else "")
+                )
+        await uow.commit()
 
 
 async def _publish_contacts(
-    uow: SqlCommsUnitOfWork, dataset: Dataset, contacts: list[WatchlistContact]
+    uow: CommsUnitOfWork, dataset: Dataset, contacts: list[WatchlistContact]
 ) -> list[WatchlistContact]:
     fresh_ids = set(await uow.repo.add_contacts(contacts))
     fresh = [c for c in contacts if c.id in fresh_ids]
@@ -266,110 +278,43 @@ async def _publish_contacts(
     return fresh
 
 
-def _flag_adverts(
-    rows: pl.LazyFrame,
-    dataset: Dataset,
-    store: DatasetStore,
-    region_cdr: list[str],
-    members: dict[int, list[tuple[str, WatchlistKind]]],
-) -> list[AdvertFlag]:
-    summary = analysis.advert_summary(rows)
-    numbers = summary["number"].to_list()
-    seen_in: dict[int, list[str]] = {}
-    in_contact: set[int] = set()
-    if region_cdr and numbers:
-        hits = (
-            store.numbers(region_cdr)
-            .filter(pl.col("number").is_in(numbers))
-            .select("number", "dataset_id")
-            .collect()
-        )
-        for number, dataset_id in hits.iter_rows():
-            seen_in.setdefault(number, []).append(f"regions/{dataset.region.value}/datasets/{dataset_id}")
-        watched = list(members)
-        if watched:
-            cdr = store.rows(region_cdr)
-            linked = (
-                cdr.filter(
-                    (pl.col("a").is_in(numbers) & pl.col("b").is_in(watched))
-                    | (pl.col("b").is_in(numbers) & pl.col("a").is_in(watched))
-                )
-                .select(pl.when(pl.col("a").is_in(numbers)).then("a").otherwise("b").alias("n"))
-                .unique()
-                .collect()
-            )
-            in_contact = set(linked["n"].to_list())
-    flags: list[AdvertFlag] = []
-    for r in summary.iter_rows(named=True):
-        reasons = []
-        if r["adverts"] >= ADVERT_MIN_ADVERTS:
-            reasons.append("many_adverts")
-        if len(r["locations"]) >= ADVERT_MIN_LOCATIONS:
-            reasons.append("many_locations")
-        if r["number"] in seen_in:
-            reasons.append("in_phone_index")
-        if r["number"] in in_contact:
-            reasons.append("in_contact_network")
-        if reasons:
-            flags.append(
-                AdvertFlag(
-                    dataset.id,
-                    dataset.region,
-                    r["number"],
-                    reasons,
-                    r["adverts"],
-                    r["locations"],
-                    r["sites"],
-                    sorted(seen_in.get(r["number"], [])),
-                    r["first"],
-                    r["last"],
-                )
-            )
-    return flags
+# ---------------------------------------------------------------- datasets
 
 
-async def get_dataset(actor: Principal, region: Region, dataset_id: str, deps: Deps) -> Dataset:
-    name = f"regions/{region.value}/datasets/{dataset_id}"
+async def get_dataset(q: commands.GetDataset, deps: Deps) -> Dataset:
+    name = f"regions/{q.region.value}/datasets/{q.dataset_id}"
     async with deps.uow() as uow:
-        dataset = await uow.repo.get_dataset(dataset_id)
-    if dataset is None or dataset.region is not region:
+        dataset = await uow.repo.get_dataset(q.dataset_id)
+    if dataset is None or dataset.region is not q.region:
         raise NotFound(f"dataset {name} not found")
-    if not policy.can_see(actor, dataset.region):
+    if not policy.can_see(q.actor, dataset.region):
         raise OutOfScope(f"dataset {name} not found")
     touch(name)
     return dataset
 
 
-async def list_datasets(
-    actor: Principal,
-    region: Region | None,
-    job: str,
-    kind: DatasetKind | None,
-    limit: int,
-    after: tuple[datetime, str] | None,
-    deps: Deps,
-) -> list[Dataset]:
-    regions = policy.visible_regions(actor, region)
+async def list_datasets(q: commands.ListDatasets, deps: Deps) -> tuple[list[Dataset], bool]:
+    """A page of datasets, newest first, and whether more follow."""
+    regions = policy.visible_regions(q.actor, q.region)
     async with deps.uow() as uow:
-        found = await uow.repo.list_datasets(regions, job, kind, limit, after)
+        found = await uow.repo.list_datasets(regions, q.job, q.kind, q.page_size + 1, q.after)
     touch(*(d.name for d in found))
-    return found
+    return found[: q.page_size], len(found) > q.page_size
 
 
 async def list_rejections(
-    actor: Principal, region: Region, dataset_id: str, offset: int, limit: int, deps: Deps
+    q: commands.ListRejections, deps: Deps
 ) -> tuple[Dataset, list[tuple[int, str, str]]]:
-    dataset = await get_dataset(actor, region, dataset_id, deps)
-    return dataset, await asyncio.to_thread(deps.store.rejections, dataset_id, offset, limit)
+    dataset = await get_dataset(commands.GetDataset(q.actor, q.region, q.dataset_id), deps)
+    return dataset, await asyncio.to_thread(deps.store.rejections, q.dataset_id, q.offset, q.page_size)
 
 
 # ---------------------------------------------------------------- profiles
 
 
-async def create_profile(
-    actor: Principal, region: Region, profile: MappingProfile, deps: Deps
-) -> MappingProfile:
-    policy.ensure_can_change(actor, region, f"regions/{region.value}")
+async def create_profile(cmd: commands.CreateMappingProfile, deps: Deps) -> MappingProfile:
+    region, profile = cmd.region, cmd.profile
+    policy.ensure_can_change(cmd.actor, region, f"regions/{region.value}")
     problems = Violations()
     for f, d in profile.problems():
         problems.add(f, d)
@@ -377,25 +322,26 @@ async def create_profile(
         problems.add("profile_id", "that is the name of a built-in profile")
     problems.raise_if_any()
     async with deps.uow() as uow:
-        if not await uow.repo.add_profile(region, profile, actor.username, deps.clock()):
+        if not await uow.repo.add_profile(region, profile, cmd.actor.username, deps.clock()):
             raise AlreadyExists(f"mapping profile {profile.profile_id} already exists in {region.value}")
         await uow.commit()
     return profile
 
 
-async def list_profiles(actor: Principal, region: Region, deps: Deps) -> list[MappingProfile]:
-    policy.ensure_visible(actor, region, f"regions/{region.value}")
+async def list_profiles(q: commands.ListMappingProfiles, deps: Deps) -> list[MappingProfile]:
+    policy.ensure_visible(q.actor, q.region, f"regions/{q.region.value}")
     async with deps.uow() as uow:
-        return [*BUILTIN_PROFILES.values(), *await uow.repo.list_profiles(region)]
+        return [*BUILTIN_PROFILES.values(), *await uow.repo.list_profiles(q.region)]
 
 
 # ---------------------------------------------------------------- scope of analyses
 
 
 async def resolve_scope(scope: Scope, kind: DatasetKind, deps: Deps) -> tuple[list[Dataset], pl.LazyFrame]:
+    """The datasets of the scope and their rows in its time window."""
     policy.ensure_visible(scope.actor, scope.region, f"regions/{scope.region.value}")
     async with deps.uow() as uow:
-        everything = await uow.repo.list_datasets([scope.region], scope.job, kind, 100_000)
+        everything = await uow.repo.list_datasets([scope.region], scope.job, kind, ALL)
     if scope.dataset_ids:
         by_id = {d.id: d for d in everything}
         missing = [i for i in scope.dataset_ids if i not in by_id]
@@ -405,10 +351,9 @@ async def resolve_scope(scope: Scope, kind: DatasetKind, deps: Deps) -> tuple[li
     else:
         chosen = everything
     touch(*(d.name for d in chosen))
-    schema = ingest.CDR_SCHEMA if kind is DatasetKind.CDR else ingest.ANPR_SCHEMA
-    rows = deps.store.rows([d.id for d in chosen], schema=schema)  # type: ignore[arg-type]
+    rows = deps.store.rows([d.id for d in chosen], kind)
     column = "start" if kind is DatasetKind.CDR else "time"
-    return chosen, analysis.window(rows, column, scope.start, scope.end)  # type: ignore[arg-type]
+    return chosen, analysis.window(rows, column, scope.start, scope.end)
 
 
 def whole_dataset_pairs(scope: Scope, chosen: list[Dataset], deps: Deps) -> pl.LazyFrame | None:
@@ -418,23 +363,101 @@ def whole_dataset_pairs(scope: Scope, chosen: list[Dataset], deps: Deps) -> pl.L
     for d in chosen:
         if d.first_time is None or d.last_time is None:
             continue
-        if start is not None and start > d.first_time:  # type: ignore[operator]
+        if start is not None and start > d.first_time:
             return None
-        if end is not None and end <= d.last_time:  # type: ignore[operator]
+        if end is not None and end <= d.last_time:
             return None
     return deps.store.pairs([d.id for d in chosen])
 
 
-async def attributions_for(
-    region: Region, identifiers: list[str], deps: Deps
-) -> dict[str, list[Attribution]]:
-    async with deps.uow() as uow:
-        return await uow.repo.attributions(region, identifiers)
+async def _call_data(
+    scope: Scope, deps: Deps, *, pairs: bool = False
+) -> tuple[pl.LazyFrame, pl.LazyFrame | None]:
+    """Call records in the scope and, when asked, the datasets' pair totals if the window holds
+    all of them."""
+    chosen, rows = await resolve_scope(scope, DatasetKind.CDR, deps)
+    return rows, whole_dataset_pairs(scope, chosen, deps) if pairs else None
 
 
-async def watchlists_for(region: Region, deps: Deps) -> dict[int, list[tuple[str, WatchlistKind]]]:
+async def _labels(scope: Scope, identifiers: list[str], deps: Deps, *, watchlists: bool = False) -> Labels:
     async with deps.uow() as uow:
-        return await uow.repo.members(region)
+        found = await uow.repo.attributions(scope.region, identifiers)
+        members = await uow.repo.members(scope.region) if watchlists else {}
+    return Labels(scope.region, found, members)
+
+
+# ---------------------------------------------------------------- analyses of call data
+
+
+async def get_contact_network(q: commands.GetContactNetwork, deps: Deps) -> Analysed[analysis.Network]:
+    rows, pairs = await _call_data(q.scope, deps, pairs=True)
+    net = await asyncio.to_thread(
+        analysis.contact_network,
+        rows,
+        q.targets,
+        min_contacts=q.min_contacts,
+        max_edges=q.max_edges,
+        pairs=pairs,
+    )
+    return Analysed(net, await _labels(q.scope, [f"+{n}" for n in net.nodes], deps, watchlists=True))
+
+
+async def find_common_contacts(
+    q: commands.FindCommonContacts, deps: Deps
+) -> Analysed[list[analysis.CommonContact]]:
+    rows, pairs = await _call_data(q.scope, deps, pairs=True)
+    found = await asyncio.to_thread(
+        analysis.common_contacts,
+        rows,
+        q.targets,
+        min_targets=q.min_targets,
+        include_targets=q.include_targets,
+        limit=q.limit,
+        pairs=pairs,
+    )
+    return Analysed(found, await _labels(q.scope, [f"+{c.number}" for c in found], deps))
+
+
+async def rank_suspects(q: commands.RankSuspects, deps: Deps) -> Analysed[list[analysis.Suspect]]:
+    rows, pairs = await _call_data(q.scope, deps, pairs=True)
+    found = await asyncio.to_thread(
+        analysis.rank_suspects, rows, q.targets, limit=q.limit, max_degree=q.max_degree, pairs=pairs
+    )
+    return Analysed(found, await _labels(q.scope, [f"+{s.number}" for s in found], deps, watchlists=True))
+
+
+async def get_target_profile(q: commands.GetTargetProfile, deps: Deps) -> Analysed[analysis.Profile]:
+    rows, _ = await _call_data(q.scope, deps)
+    found = await asyncio.to_thread(analysis.target_profile, rows, q.target, top=q.top)
+    return Analysed(found, await _labels(q.scope, [f"+{q.target}"], deps))
+
+
+async def find_colocations(q: commands.FindColocations, deps: Deps) -> list[analysis.Colocation]:
+    rows, _ = await _call_data(q.scope, deps)
+    return await asyncio.to_thread(
+        analysis.colocations, rows, q.targets, window_seconds=q.window_seconds, limit=q.limit
+    )
+
+
+# ---------------------------------------------------------------- analyses of ANPR reads
+
+
+async def find_convoys(q: commands.FindConvoys, deps: Deps) -> list[analysis.Convoy]:
+    _, rows = await resolve_scope(q.scope, DatasetKind.ANPR, deps)
+    return await asyncio.to_thread(
+        analysis.convoys,
+        rows,
+        window_seconds=q.window_seconds,
+        min_occasions=q.min_occasions,
+        vrms=q.vrms or None,
+        limit=q.limit,
+    )
+
+
+async def get_travel_pattern(q: commands.GetTravelPattern, deps: Deps) -> Analysed[analysis.TravelPattern]:
+    _, rows = await resolve_scope(q.scope, DatasetKind.ANPR, deps)
+    found = await asyncio.to_thread(analysis.travel_pattern, rows, q.vrm, max_hop_seconds=q.max_hop_seconds)
+    return Analysed(found, await _labels(q.scope, [q.vrm], deps))
 
 
 # ---------------------------------------------------------------- phone index
@@ -445,22 +468,22 @@ class IndexHit:
     number: str
     entries: list[dict[str, Any]]
     attributions: list[Attribution]
+    # The watchlists of `region` (the one asked about, or the caller's own) holding the number.
+    region: Region
     watchlists: list[tuple[str, WatchlistKind]]
     advert_datasets: list[str]
 
 
-async def search_index(
-    actor: Principal, region: Region | None, raw: str, deps: Deps
-) -> tuple[IndexHit, list[Region]]:
+async def search_index(q: commands.SearchPhoneIndex, deps: Deps) -> IndexHit:
     try:
-        key = parse_number_key(raw)
+        key = parse_number_key(q.number)
     except BadIdentifier as exc:
         raise InvalidArgument.field("number", str(exc)) from None
-    regions = policy.visible_regions(actor, region)
+    regions = policy.visible_regions(q.actor, q.region)
+    own = q.region or q.actor.region
     async with deps.uow() as uow:
-        cdr = await uow.repo.list_datasets(regions, "", DatasetKind.CDR, 100_000)
-        adverts = await uow.repo.list_datasets(regions, "", DatasetKind.ADVERTS, 100_000)
-        own = region or actor.region
+        cdr = await uow.repo.list_datasets(regions, "", DatasetKind.CDR, ALL)
+        adverts = await uow.repo.list_datasets(regions, "", DatasetKind.ADVERTS, ALL)
         attributions = (await uow.repo.attributions(own, [f"+{key}"])).get(f"+{key}", [])
         lists = (await uow.repo.members(own)).get(key, [])
     names = {d.id: d.name for d in cdr}
@@ -470,7 +493,7 @@ async def search_index(
         in_adverts = [
             d.name
             for d in adverts
-            if deps.store.rows([d.id], schema=ingest.ADVERT_SCHEMA)
+            if deps.store.rows([d.id], DatasetKind.ADVERTS)
             .filter(pl.col("number") == key)
             .head(1)
             .collect()
@@ -480,13 +503,22 @@ async def search_index(
 
     entries, in_adverts = await asyncio.to_thread(scan)
     touch(*(e["dataset"] for e in entries))
-    return IndexHit(f"+{key}", entries, attributions, lists, in_adverts), regions or []
+    return IndexHit(f"+{key}", entries, attributions, own, lists, in_adverts)
 
 
-async def list_index(
-    actor: Principal, region: Region, dataset_ids: tuple[str, ...], after: int, limit: int, deps: Deps
+async def list_phone_index(q: commands.ListPhoneIndex, deps: Deps) -> tuple[list[dict[str, Any]], bool]:
+    """A page of the index (numbers after `q.after`, in order) and whether more follow."""
+    scope = q.scope
+    rows = await _index_rows(scope, scope.dataset_ids, q.after, q.page_size + 1, deps)
+    return rows[: q.page_size], len(rows) > q.page_size
+
+
+async def _index_rows(
+    scope: Scope, dataset_ids: tuple[str, ...], after: int, limit: int, deps: Deps
 ) -> list[dict[str, Any]]:
-    chosen, _ = await resolve_scope(Scope(actor, region, dataset_ids, ""), DatasetKind.CDR, deps)
+    """The phone index of the datasets of `dataset_ids` (every CDR dataset of the region when
+    empty), numbers after `after`."""
+    chosen, _ = await resolve_scope(Scope(scope.actor, scope.region, dataset_ids, ""), DatasetKind.CDR, deps)
 
     def scan() -> list[dict[str, Any]]:
         frame = (
@@ -510,41 +542,42 @@ async def list_index(
     return await asyncio.to_thread(scan)
 
 
-async def attribute(
-    actor: Principal, region: Region, identifier: str, vehicle: bool, entity_id: str, label: str, deps: Deps
-) -> Attribution:
-    policy.ensure_can_change(actor, region, f"regions/{region.value}")
+async def attribute(cmd: commands.AttributeIdentifier, deps: Deps) -> Attribution:
+    policy.ensure_can_change(cmd.actor, cmd.region, f"regions/{cmd.region.value}")
     problems = Violations()
     normal = ""
     try:
-        normal = normalise_vrm(identifier) if vehicle else f"+{parse_number_key(identifier)}"
+        normal = normalise_vrm(cmd.identifier) if cmd.vehicle else f"+{parse_number_key(cmd.identifier)}"
     except BadIdentifier as exc:
         problems.add("identifier", str(exc))
-    if not entity_id.strip():
+    if not cmd.entity_id.strip():
         problems.add("entity_id", "say which entity the identifier belongs to")
     problems.raise_if_any()
-    found = Attribution(normal, entity_id.strip(), label.strip(), "manual", actor.username, deps.clock())
+    found = Attribution(
+        normal, cmd.entity_id.strip(), cmd.label.strip(), "manual", cmd.actor.username, deps.clock()
+    )
     async with deps.uow() as uow:
-        await uow.repo.attribute(region, found)
+        await uow.repo.attribute(cmd.region, found)
         await uow.commit()
     return found
 
 
-# ---------------------------------------------------------------- watchlists
+# ---------------------------------------------------------------- watchlists and adverts
 
 
-async def create_watchlist(
-    actor: Principal, region: Region, watchlist_id: str, display_name: str, kind: WatchlistKind, deps: Deps
-) -> Watchlist:
-    from toex_comms.domain.profiles import PROFILE_ID
-
-    policy.ensure_can_change(actor, region, f"regions/{region.value}")
-    if not PROFILE_ID.match(watchlist_id):
+async def create_watchlist(cmd: commands.CreateWatchlist, deps: Deps) -> Watchlist:
+    policy.ensure_can_change(cmd.actor, cmd.region, f"regions/{cmd.region.value}")
+    if not PROFILE_ID.match(cmd.watchlist_id):
         raise InvalidArgument.field(
             "watchlist_id", "lower-case letters, digits and hyphens, starting with a letter"
         )
     watchlist = Watchlist(
-        region, watchlist_id, display_name or watchlist_id, kind, actor.username, deps.clock()
+        cmd.region,
+        cmd.watchlist_id,
+        cmd.display_name or cmd.watchlist_id,
+        cmd.kind,
+        cmd.actor.username,
+        deps.clock(),
     )
     async with deps.uow() as uow:
         if not await uow.repo.add_watchlist(watchlist):
@@ -555,18 +588,21 @@ async def create_watchlist(
 
 
 async def add_watchlist_numbers(
-    actor: Principal, region: Region, watchlist_id: str, raws: list[str], deps: Deps
+    cmd: commands.AddWatchlistNumbers, deps: Deps
 ) -> tuple[Watchlist, list[WatchlistContact]]:
+    """Add numbers to a list, and find the contacts they make with numbers of other lists in
+    the region's call data (each new one stored and published)."""
+    region, watchlist_id = cmd.region, cmd.watchlist_id
     name = f"regions/{region.value}/watchlists/{watchlist_id}"
-    policy.ensure_can_change(actor, region, name)
+    policy.ensure_can_change(cmd.actor, region, name)
     problems = Violations()
     keys: list[int] = []
-    for i, raw in enumerate(raws):
+    for i, raw in enumerate(cmd.numbers):
         try:
             keys.append(parse_number_key(raw))
         except BadIdentifier as exc:
             problems.add(f"numbers[{i}]", str(exc))
-    if not raws:
+    if not cmd.numbers:
         problems.add("numbers", "give at least one number")
     problems.raise_if_any()
     async with deps.uow() as uow:
@@ -576,14 +612,13 @@ async def add_watchlist_numbers(
         await uow.repo.add_numbers(region, watchlist_id, keys)
         await uow.commit()
         members = await uow.repo.members(region)
-        datasets = await uow.repo.list_datasets([region], "", DatasetKind.CDR, 100_000)
+        datasets = await uow.repo.list_datasets([region], "", DatasetKind.CDR, ALL)
     touch(name)
-    # Check the region's call data for contacts the new numbers make with other lists.
     new_contacts: list[WatchlistContact] = []
     now = deps.clock()
     for dataset in datasets:
         rows = deps.store.rows([dataset.id])
-        found = await asyncio.to_thread(_detect_contacts, rows, dataset, members, now)
+        found = await asyncio.to_thread(detection.watchlist_contacts, rows, dataset, members, now)
         if not found:
             continue
         async with deps.uow() as uow:
@@ -594,35 +629,82 @@ async def add_watchlist_numbers(
     return watchlist, new_contacts
 
 
-async def list_watchlists(actor: Principal, region: Region, deps: Deps) -> list[Watchlist]:
-    policy.ensure_visible(actor, region, f"regions/{region.value}")
+async def list_watchlists(q: commands.ListWatchlists, deps: Deps) -> list[Watchlist]:
+    policy.ensure_visible(q.actor, q.region, f"regions/{q.region.value}")
     async with deps.uow() as uow:
-        found = await uow.repo.list_watchlists(region)
+        found = await uow.repo.list_watchlists(q.region)
     touch(*(w.name for w in found))
     return found
 
 
-async def list_watchlist_contacts(
-    actor: Principal, region: Region, limit: int, deps: Deps
-) -> list[WatchlistContact]:
-    policy.ensure_visible(actor, region, f"regions/{region.value}")
+async def list_watchlist_contacts(q: commands.ListWatchlistContacts, deps: Deps) -> list[WatchlistContact]:
+    policy.ensure_visible(q.actor, q.region, f"regions/{q.region.value}")
     async with deps.uow() as uow:
-        found = await uow.repo.list_contacts(region, limit)
+        found = await uow.repo.list_contacts(q.region, q.limit)
     touch(*(c.name for c in found))
     return found
 
 
-async def list_flags(actor: Principal, region: Region, dataset_id: str, deps: Deps) -> list[AdvertFlag]:
-    policy.ensure_visible(actor, region, f"regions/{region.value}")
+async def list_flags(q: commands.ListAdvertFlags, deps: Deps) -> list[AdvertFlag]:
+    policy.ensure_visible(q.actor, q.region, f"regions/{q.region.value}")
     async with deps.uow() as uow:
-        return await uow.repo.list_flags(region, dataset_id)
+        return await uow.repo.list_flags(q.region, q.dataset_id)
+
+
+# ---------------------------------------------------------------- exports
+
+
+async def export(q: commands.Export, deps: Deps) -> ExportFile:
+    """The export written to a file of the dataset store's."""
+    if q.format.is_network:
+        write = await _network_export(q, deps)
+    else:
+        write = await _index_export(q, deps)
+    path = deps.store.export_file()
+    try:
+        await asyncio.to_thread(write, path)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    filename, content_type = EXPORT_FILES[q.format]
+    return ExportFile(path, filename, content_type)
+
+
+async def _network_export(q: commands.Export, deps: Deps) -> Callable[[Path], None]:
+    rows, pairs = await _call_data(q.scope, deps, pairs=True)
+    net = await asyncio.to_thread(
+        analysis.contact_network, rows, q.targets, min_contacts=q.min_contacts, pairs=pairs
+    )
+    labels = await _labels(q.scope, [f"+{n}" for n in net.nodes], deps)
+    names = {int(k[1:]): v[0].label or v[0].entity_id for k, v in labels.attributions.items() if v}
+    return lambda path: deps.exporter.network(net, names, q.format, path)
+
+
+async def _index_export(q: commands.Export, deps: Deps) -> Callable[[Path], None]:
+    chosen, _ = await resolve_scope(q.scope, DatasetKind.CDR, deps)
+    rows = await _index_rows(q.scope, tuple(d.id for d in chosen), 0, 10_000_000, deps)
+    labels = await _labels(q.scope, [f"+{r['number']}" for r in rows], deps)
+    table = [
+        (
+            f"+{r['number']}",
+            "; ".join(a.label or a.entity_id for a in labels.of(f"+{r['number']}")),
+            r["events"],
+            r["calls"],
+            r["sms"],
+            r["duration"],
+            r["first"].isoformat() if r["first"] else "",
+            r["last"].isoformat() if r["last"] else "",
+        )
+        for r in rows
+    ]
+    return lambda path: deps.exporter.index(table, q.format, path)
 
 
 # ---------------------------------------------------------------- events consumed
 
 
 async def on_job_created(
-    job_name: str, region: Region, job_type: str, handling: Handling, operation: str, uow: SqlCommsUnitOfWork
+    job_name: str, region: Region, job_type: str, handling: Handling, operation: str, uow: CommsUnitOfWork
 ) -> None:
     """Remember comms and ANPR jobs: their handling code becomes the default of their datasets."""
     if job_type not in ("comms_analysis", "anpr"):
@@ -637,7 +719,7 @@ async def on_record_linked(
     vrms: list[str],
     decided_by: str,
     at: datetime,
-    uow: SqlCommsUnitOfWork,
+    uow: CommsUnitOfWork,
 ) -> None:
     """Attribute the phone numbers and vehicles of a resolved entity."""
     for raw in numbers:
@@ -656,10 +738,3 @@ async def on_record_linked(
         await uow.repo.attribute(
             region, Attribution(identifier, entity_id, "", "entity-resolution", decided_by, at)
         )
-
-
-def ensure_targets(targets: list[int], field: str = "targets") -> None:
-    if not targets:
-        raise InvalidArgument.field(field, "give at least one target number")
-    if len(targets) > MAX_TARGETS_PER_ANALYSIS:
-        raise FailedPrecondition(f"at most {MAX_TARGETS_PER_ANALYSIS} targets per analysis")

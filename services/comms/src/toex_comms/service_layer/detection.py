@@ -1,0 +1,110 @@
+"""What a dataset shows without being asked: contacts between numbers of different
+watchlists, and advert numbers worth a look. Runs in a worker thread (polars work)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import polars as pl
+
+from toex_comms.domain import analysis
+from toex_comms.domain.model import AdvertFlag, Dataset, WatchlistContact, new_id
+from toex_comms.service_layer.ports import DatasetStore, Members
+
+# An advert number is flagged from this many adverts, or this many locations.
+ADVERT_MIN_ADVERTS = 3
+ADVERT_MIN_LOCATIONS = 2
+
+
+def watchlist_contacts(
+    rows: pl.LazyFrame, dataset: Dataset, members: Members, now: datetime
+) -> list[WatchlistContact]:
+    """Contacts in the dataset's call `rows` between numbers of two different watchlists."""
+    names = {n: [wid for wid, _ in lists] for n, lists in members.items()}
+    kinds = {wid: kind for lists in members.values() for wid, kind in lists}
+    found = analysis.watchlist_contacts(rows, names)
+    return [
+        WatchlistContact(
+            id=new_id(),
+            region=dataset.region,
+            dataset_id=dataset.id,
+            list_a=r["list_a"],
+            kind_a=kinds[r["list_a"]],
+            number_a=r["number_a"],
+            list_b=r["list_b"],
+            kind_b=kinds[r["list_b"]],
+            number_b=r["number_b"],
+            first=r["first"],
+            last=r["last"],
+            contacts=r["contacts"],
+            calls=r["calls"],
+            sms=r["sms"],
+            duration=r["duration"],
+            detected_at=now,
+        )
+        for r in found.iter_rows(named=True)
+    ]
+
+
+def flag_adverts(
+    rows: pl.LazyFrame,
+    dataset: Dataset,
+    store: DatasetStore,
+    region_cdr: list[str],
+    members: Members,
+) -> list[AdvertFlag]:
+    """The advert numbers of the dataset's `rows` in many adverts or locations, in the phone
+    index of the region's call data (`region_cdr`), or in contact with a watchlist number."""
+    summary = analysis.advert_summary(rows)
+    numbers = summary["number"].to_list()
+    seen_in: dict[int, list[str]] = {}
+    in_contact: set[int] = set()
+    if region_cdr and numbers:
+        hits = (
+            store.numbers(region_cdr)
+            .filter(pl.col("number").is_in(numbers))
+            .select("number", "dataset_id")
+            .collect()
+        )
+        for number, dataset_id in hits.iter_rows():
+            seen_in.setdefault(number, []).append(f"regions/{dataset.region.value}/datasets/{dataset_id}")
+        watched = list(members)
+        if watched:
+            cdr = store.rows(region_cdr)
+            linked = (
+                cdr.filter(
+                    (pl.col("a").is_in(numbers) & pl.col("b").is_in(watched))
+                    | (pl.col("b").is_in(numbers) & pl.col("a").is_in(watched))
+                )
+                .select(pl.when(pl.col("a").is_in(numbers)).then("a").otherwise("b").alias("n"))
+                .unique()
+                .collect()
+            )
+            in_contact = set(linked["n"].to_list())
+    flags: list[AdvertFlag] = []
+    for r in summary.iter_rows(named=True):
+        reasons = []
+        if r["adverts"] >= ADVERT_MIN_ADVERTS:
+            reasons.append("many_adverts")
+        if len(r["locations"]) >= ADVERT_MIN_LOCATIONS:
+            reasons.append("many_locations")
+        if r["number"] in seen_in:
+            reasons.append("in_phone_index")
+        if r["number"] in in_contact:
+            reasons.append("in_contact_network")
+        if reasons:
+            flags.append(
+                AdvertFlag(
+                    dataset.id,
+                    dataset.region,
+                    r["number"],
+                    reasons,
+                    r["adverts"],
+                    r["locations"],
+                    r["sites"],
+                    sorted(seen_in.get(r["number"], [])),
+                    r["first"],
+                    r["last"],
+                )
+            )
+    return flags

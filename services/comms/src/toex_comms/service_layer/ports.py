@@ -1,0 +1,153 @@
+"""The ports the handlers depend on. Adapters implement them; unit tests fake them.
+
+Two stores: the database (datasets' metadata, profiles, watchlists, detections, attributions,
+through a unit of work) and the dataset store (each dataset's rows as files)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import polars as pl
+from toex_common.regions import Region
+from toex_common.uow import UnitOfWork
+
+from toex_comms.domain.analysis import Network
+from toex_comms.domain.commands import ExportFormat
+from toex_comms.domain.model import (
+    AdvertFlag,
+    Attribution,
+    Dataset,
+    DatasetKind,
+    IngestResult,
+    KnownJob,
+    Watchlist,
+    WatchlistContact,
+    WatchlistKind,
+)
+from toex_comms.domain.profiles import MappingProfile
+
+# number -> the watchlists (id, kind) holding it
+Members = dict[int, list[tuple[str, WatchlistKind]]]
+
+
+class CommsRepository(Protocol):
+    async def add_dataset(self, d: Dataset) -> None: ...
+    async def get_dataset(self, dataset_id: str) -> Dataset | None: ...
+    async def find_same_file(self, region: Region, job: str, kind: DatasetKind, sha: str) -> Dataset | None:
+        """The dataset already imported from the same bytes into the same region and job."""
+        ...
+
+    async def list_datasets(
+        self,
+        regions: list[Region] | None,
+        job: str,
+        kind: DatasetKind | None,
+        limit: int,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[Dataset]:
+        """Newest first; `regions` None: every region."""
+        ...
+
+    async def add_profile(self, region: Region, profile: MappingProfile, by: str, at: datetime) -> bool:
+        """False when the region has a profile of that id already."""
+        ...
+
+    async def list_profiles(self, region: Region) -> list[MappingProfile]: ...
+    async def add_watchlist(self, w: Watchlist) -> bool:
+        """False when the region has a watchlist of that id already."""
+        ...
+
+    async def list_watchlists(self, region: Region, watchlist_id: str = "") -> list[Watchlist]: ...
+    async def add_numbers(self, region: Region, watchlist_id: str, numbers: Iterable[int]) -> None: ...
+    async def members(self, region: Region) -> Members: ...
+    async def add_contacts(self, contacts: list[WatchlistContact]) -> list[str]:
+        """Store the contacts not stored before; the ids of those stored now."""
+        ...
+
+    async def list_contacts(self, region: Region, limit: int) -> list[WatchlistContact]: ...
+    async def attribute(self, region: Region, a: Attribution) -> None: ...
+    async def attributions(
+        self, region: Region, identifiers: Iterable[str]
+    ) -> dict[str, list[Attribution]]: ...
+    async def add_flags(self, flags: list[AdvertFlag]) -> None: ...
+    async def list_flags(self, region: Region, dataset_id: str = "") -> list[AdvertFlag]: ...
+    async def upsert_job(self, job: KnownJob) -> None: ...
+    async def get_job(self, name: str) -> KnownJob | None: ...
+
+
+class CommsUnitOfWork(UnitOfWork, Protocol):
+    repo: CommsRepository
+
+    async def __aenter__(self) -> CommsUnitOfWork: ...
+    async def __aexit__(self, *exc: object) -> None: ...
+
+
+class Upload(Protocol):
+    """A file being received: kept as UTF-8 whatever its encoding, hashed as it arrives."""
+
+    def write(self, chunk: bytes) -> None:
+        """Raises FileProblem once the file grows past the store's limit."""
+        ...
+
+    def close(self) -> str:
+        """Finish the file; the SHA-256 of the bytes received, in hex."""
+        ...
+
+    @property
+    def size_bytes(self) -> int:
+        """The size of the file kept (after transcoding), once closed."""
+        ...
+
+    def discard(self) -> None:
+        """Close and delete the file: nothing of the upload is kept."""
+        ...
+
+
+class DatasetStore(Protocol):
+    """Datasets' rows, rejections, phone index and pair totals. An import is written to a
+    staging area first and published (or discarded) as a whole."""
+
+    def receive(self, encoding: str, max_bytes: int) -> Upload:
+        """A new upload; raises FileProblem for an unknown encoding."""
+        ...
+
+    def ingest(
+        self, kind: DatasetKind, upload: Upload, dataset_id: str, profile: MappingProfile | None
+    ) -> IngestResult:
+        """Read the upload (received by this store) into the staging area of `dataset_id`; raises
+        FileProblem when the file as a whole cannot be read. Slow: call it off the event loop."""
+        ...
+
+    def publish(self, dataset_id: str) -> None: ...
+    def discard(self, dataset_id: str) -> None:
+        """Forget a staged or published dataset."""
+        ...
+
+    def rows(
+        self, ids: Iterable[str], kind: DatasetKind = DatasetKind.CDR, staged: bool = False
+    ) -> pl.LazyFrame:
+        """The rows of the datasets (of `kind`), or of the staged import when `staged`."""
+        ...
+
+    def numbers(self, ids: Iterable[str]) -> pl.LazyFrame:
+        """The phone index of the datasets, with a dataset_id column."""
+        ...
+
+    def pairs(self, ids: Iterable[str]) -> pl.LazyFrame | None:
+        """Contact totals per pair of numbers; None when a dataset has none."""
+        ...
+
+    def rejections(self, dataset_id: str, offset: int, limit: int) -> list[tuple[int, str, str]]: ...
+    def export_file(self) -> Path:
+        """A new empty file for an export; whoever sends it deletes it."""
+        ...
+
+
+class Exporter(Protocol):
+    """Files a briefing needs. Slow: call them off the event loop."""
+
+    def network(self, net: Network, labels: dict[int, str], fmt: ExportFormat, path: Path) -> None: ...
+    def index(self, rows: Sequence[Sequence[Any]], fmt: ExportFormat, path: Path) -> None: ...
