@@ -57,13 +57,14 @@ fmt: ## Format the code
 	$(RUN) ruff check --fix .
 
 .PHONY: lint
-lint: ## Format check and lint
+lint: ## Format check, lint, the import contracts (a domain imports no infrastructure)
 	$(RUN) ruff format --check .
 	$(RUN) ruff check .
+	$(RUN) lint-imports
 
 .PHONY: typecheck
 typecheck: ## mypy over libs, services and tools
-	$(RUN) mypy libs/common/src libs/cli/src services/*/src tools/*/src
+	$(RUN) mypy libs/kernel/src libs/common/src libs/cli/src services/*/src tools/*/src
 
 .PHONY: test-unit
 test-unit: ## Unit tests (fakes only)

@@ -36,8 +36,6 @@ from pathlib import Path
 from sqlalchemy import select, text
 from toex_common.db import create_engine, session_factory
 from toex_common.migrations import upgrade
-from toex_common.principal import Principal, Role
-from toex_common.regions import Region
 from toex_devstack.postgres import Postgres
 from toex_entity import febrl, synthetic
 from toex_entity.__main__ import migrations_dir
@@ -47,6 +45,8 @@ from toex_entity.adapters.uow import SqlEntityUnitOfWork
 from toex_entity.domain import commands, matching
 from toex_entity.domain.records import Grading, Handling, RecordType
 from toex_entity.service_layer import handlers
+from toex_kernel.principal import Principal, Role
+from toex_kernel.regions import Region
 
 from bench.common import machine, write_results
 

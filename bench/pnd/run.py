@@ -38,8 +38,8 @@ from typing import Any
 import httpx
 from toex_common.db import create_engine, session_factory
 from toex_common.migrations import upgrade
-from toex_common.regions import Region
 from toex_devstack.postgres import Postgres
+from toex_kernel.regions import Region
 from toex_pnd import bulk
 from toex_pnd.__main__ import migrations_dir
 from toex_pnd.adapters.pnd_http import HttpPndGateway

@@ -34,9 +34,9 @@ from toex_common.events import build_event, ensure_stream
 from toex_common.events.consumer import IdempotentConsumer, Outcome
 from toex_common.events.nats import connect
 from toex_common.migrations import upgrade
-from toex_common.regions import Region
 from toex_devstack.nats import NatsServer
 from toex_devstack.postgres import Postgres
+from toex_kernel.regions import Region
 from toex_safeguarding.__main__ import migrations_dir
 from toex_safeguarding.adapters.repository import SqlReferralRepository, _row
 from toex_safeguarding.adapters.tables import referral_clocks, referrals

@@ -19,9 +19,9 @@ from toex_common.auth import TokenVerifier
 from toex_common.db import create_engine
 from toex_common.grpc.interceptors import Proceed, standard_interceptors
 from toex_common.grpc.server import create_server
-from toex_common.policy import MethodPolicy, MethodRule
-from toex_common.principal import Role
 from toex_common.telemetry import configure_tracing
+from toex_kernel.policy import MethodPolicy, MethodRule
+from toex_kernel.principal import Role
 
 
 class _Noop:

@@ -38,12 +38,12 @@ from toex_common.events import StreamSpec, build_event, ensure_stream
 from toex_common.events.nats import connect
 from toex_common.events.outbox import OutboxRelay
 from toex_common.migrations import upgrade
-from toex_common.regions import Region
 from toex_common.uow import SqlAlchemyUnitOfWork
 from toex_devstack._proc import free_port
 from toex_devstack.keycloak import Keycloak
 from toex_devstack.nats import NatsServer
 from toex_devstack.postgres import Postgres
+from toex_kernel.regions import Region
 from toex_tasking.__main__ import migrations_dir
 
 from bench.common import LoadResult, closed_loop, machine, subprocess_server, wait_serving, write_results

@@ -16,8 +16,8 @@ from toex.pnd.events.v1 import events_pb2 as pnd_events
 from toex.pnd.v1 import pole_pb2
 from toex.type.v1 import region_pb2, security_pb2
 from toex_common.events import build_event
-from toex_common.regions import Region
 from toex_common.testing.streams import stream_messages
+from toex_kernel.regions import Region
 
 NC = "national_coordinator.national"
 

@@ -26,8 +26,8 @@ from toex.tasking.v1 import tasking_pb2 as tpb
 from toex.tasking.v1 import tasking_pb2_grpc
 from toex_common.db import audit_table
 from toex_common.events import build_event
-from toex_common.regions import Region
 from toex_common.testing.streams import stream_messages
+from toex_kernel.regions import Region
 
 NC, SO = "national_coordinator.national", "safeguarding_officer.emsou"
 SAFEGUARDING = "service-account-toex-safeguarding"

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import click
-from toex_common.principal import Role
+from toex_kernel.principal import Role
 
 from toex_cli.context import CliContext, pass_cli
 from toex_cli.credentials import (

@@ -14,8 +14,8 @@ from toex.comms.v1 import comms_pb2 as pb
 from toex.comms.v1 import comms_pb2_grpc
 from toex.comms.v1 import resources_pb2 as res
 from toex.type.v1 import security_pb2
-from toex_common.regions import Region
-from toex_common.timestamps import optional_timestamp as _ts
+from toex_kernel.regions import Region
+from toex_kernel.timestamps import optional_timestamp as _ts
 
 from toex_cli.context import CliContext, Endpoint, pass_cli
 from toex_cli.errors import rpc_failure

@@ -16,7 +16,7 @@ from typing import TypeVar
 import click
 import grpc
 from google.protobuf.message import Message
-from toex_common.policy import PURPOSE_METADATA_KEY
+from toex_kernel.policy import PURPOSE_METADATA_KEY
 
 from toex_cli.credentials import CredentialStore, LoginRequired, TokenSource
 from toex_cli.errors import CommandFailed, rpc_failure

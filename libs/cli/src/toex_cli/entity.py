@@ -14,7 +14,7 @@ import grpc
 from toex.entity.v1 import entity_pb2 as pb
 from toex.entity.v1 import entity_pb2_grpc
 from toex.type.v1 import region_pb2, security_pb2
-from toex_common.regions import Region
+from toex_kernel.regions import Region
 
 from toex_cli.context import CliContext, Endpoint, pass_cli
 from toex_cli.errors import rpc_failure

@@ -24,8 +24,8 @@ from google.protobuf.message import DecodeError
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from toex_common.events.envelope import decode
-from toex_common.regions import Region
+from toex_kernel.events import decode
+from toex_kernel.regions import Region
 
 from toex_cli.context import CliContext, pass_cli
 from toex_cli.errors import CommandFailed

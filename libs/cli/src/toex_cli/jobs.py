@@ -10,8 +10,8 @@ import click
 from toex.tasking.v1 import tasking_pb2 as pb
 from toex.tasking.v1 import tasking_pb2_grpc
 from toex.type.v1 import region_pb2, security_pb2
-from toex_common.regions import Region
-from toex_common.timestamps import timestamp as _timestamp
+from toex_kernel.regions import Region
+from toex_kernel.timestamps import timestamp as _timestamp
 
 from toex_cli.context import CliContext, Endpoint, pass_cli
 from toex_cli.output import (

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 from google.protobuf.descriptor import EnumDescriptor
-from toex_common.regions import Region
+from toex_kernel.regions import Region
 
 _JOB_SEGMENT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 END_OF_DAY = time(23, 59, 59, tzinfo=UTC)

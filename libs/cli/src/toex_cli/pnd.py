@@ -12,7 +12,7 @@ from google.protobuf import json_format
 from toex.pnd.v1 import pnd_pb2 as pb
 from toex.pnd.v1 import pnd_pb2_grpc, pole_pb2, sync_pb2
 from toex.type.v1 import region_pb2, security_pb2
-from toex_common.regions import Region
+from toex_kernel.regions import Region
 
 from toex_cli.context import CliContext, Endpoint, pass_cli
 from toex_cli.output import (

@@ -10,8 +10,8 @@ from google.protobuf import field_mask_pb2
 from toex.safeguarding.v1 import safeguarding_pb2 as pb
 from toex.safeguarding.v1 import safeguarding_pb2_grpc
 from toex.type.v1 import region_pb2
-from toex_common.regions import Region
-from toex_common.timestamps import optional_timestamp as _stamp
+from toex_kernel.regions import Region
+from toex_kernel.timestamps import optional_timestamp as _stamp
 
 from toex_cli.context import CliContext, Endpoint, pass_cli
 from toex_cli.output import (

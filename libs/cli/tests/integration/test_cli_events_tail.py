@@ -29,7 +29,7 @@ from click.testing import Result
 from toex.tasking.events.v1 import events_pb2
 from toex.tasking.v1 import tasking_pb2 as pb
 from toex_common.events import EventEnvelope, StreamSpec, build_event, ensure_stream
-from toex_common.regions import Region
+from toex_kernel.regions import Region
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,11 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from toex.tasking.v1 import tasking_pb2 as pb
 from toex_cli.errors import hint_for, render_status
 from toex_cli.jobs import CREATE_FIELDS
-from toex_common.errors import FailedPrecondition, InvalidArgument, Violations, to_status
-from toex_common.policy import MethodPolicy, MethodRule
-from toex_common.principal import Principal, Role
-from toex_common.regions import Region
+from toex_common.grpc.status import to_status
+from toex_kernel.errors import FailedPrecondition, InvalidArgument, Violations
+from toex_kernel.policy import MethodPolicy, MethodRule
+from toex_kernel.principal import Principal, Role
+from toex_kernel.regions import Region
 
 Tasking = tuple[FakeTasking, str]
 CREATE = (
@@ -74,7 +75,7 @@ def bad_request(message: str, *violations: tuple[str, str]) -> status_pb2.Status
 
 
 def test_a_violation_the_message_repeats_is_shown_once() -> None:
-    # What toex_common.errors.Violations.raise_if_any sends: the summary repeats every violation.
+    # What toex_kernel.errors.Violations.raise_if_any sends: the summary repeats every violation.
     status = bad_request(
         "invalid request: job.due_time: must be in the future; job.operation_name: must not be empty",
         ("job.due_time", "must be in the future"),

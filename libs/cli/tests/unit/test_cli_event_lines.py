@@ -8,7 +8,7 @@ from toex.tasking.v1 import tasking_pb2 as pb
 from toex.type.v1 import security_pb2
 from toex_cli.events import consumer_name, event_line, load_event_types
 from toex_common.events import build_event
-from toex_common.regions import Region
+from toex_kernel.regions import Region
 
 
 def job_created() -> events_pb2.JobCreated:

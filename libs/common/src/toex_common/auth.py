@@ -20,10 +20,9 @@ from typing import Any
 
 import httpx
 import jwt
-
-from toex_common.errors import Unauthenticated, Unavailable
-from toex_common.principal import Principal, Role
-from toex_common.regions import Region
+from toex_kernel.errors import Unauthenticated, Unavailable
+from toex_kernel.principal import Principal, Role
+from toex_kernel.regions import Region
 
 log = logging.getLogger(__name__)
 

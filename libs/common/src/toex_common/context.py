@@ -6,8 +6,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from toex_common.errors import Unauthenticated
-from toex_common.principal import Principal
+from toex_kernel.errors import Unauthenticated
+from toex_kernel.principal import Principal
 
 
 @dataclass

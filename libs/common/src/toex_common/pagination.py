@@ -8,8 +8,7 @@ from datetime import datetime
 
 from google.protobuf.message import DecodeError
 from toex.type.v1 import paging_pb2
-
-from toex_common.errors import InvalidArgument
+from toex_kernel.errors import InvalidArgument
 
 MAX_PAGE_SIZE = 500
 _NOT_OURS = "not a token this service issued"

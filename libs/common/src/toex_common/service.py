@@ -23,6 +23,7 @@ from grpc_health.v1._async import HealthServicer
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine
+from toex_kernel.policy import MethodPolicy, MethodRule
 
 from toex_common.audit import PostgresAuditLog
 from toex_common.audit_anchor import AUDIT_STREAM, anchor_subject, publish_anchor
@@ -35,7 +36,6 @@ from toex_common.events.outbox import OutboxRelay
 from toex_common.events.streams import StreamSpec, ensure_stream
 from toex_common.grpc.interceptors import standard_interceptors
 from toex_common.grpc.server import create_health_server, create_server, serve_until_signal
-from toex_common.policy import MethodPolicy, MethodRule
 from toex_common.tls import nats_context, server_credentials
 
 log = logging.getLogger(__name__)

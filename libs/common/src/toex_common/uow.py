@@ -11,7 +11,6 @@ import hashlib
 import re
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import asyncpg
@@ -20,10 +19,11 @@ from google.protobuf.message import Message
 from sqlalchemy import insert, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from toex_kernel.errors import InvalidArgument
+from toex_kernel.idempotency import Idempotency
 
 from toex_common.batching import Batcher
 from toex_common.db import driver_connection, driver_pool, idempotency_table, outbox_table
-from toex_common.errors import InvalidArgument
 from toex_common.events.envelope import EventEnvelope
 
 
@@ -51,14 +51,6 @@ _CLAIM_EVENTS = (
 )
 _CLAIM_EVENTS_BOUND = text(_CLAIM_EVENTS.format(consumer=":consumer", ids=":ids", subjects=":subjects"))
 _CLAIM_EVENTS_NUMBERED = _CLAIM_EVENTS.format(consumer="$1", ids="$2", subjects="$3")
-
-
-@dataclass(frozen=True)
-class Idempotency:
-    """A client-supplied request id (AIP-155) and a fingerprint of the request it came with."""
-
-    request_id: str
-    fingerprint: str
 
 
 def idempotency_of(request: Message) -> Idempotency | None:

@@ -10,10 +10,10 @@ from sqlalchemy import func, select, text
 from toex.tasking.events.v1 import events_pb2
 from toex_common.audit import AuditEntry, PostgresAuditLog, verify
 from toex_common.db import audit_table, create_engine, idempotency_table, outbox_table
-from toex_common.errors import InvalidArgument
 from toex_common.events import build_event
-from toex_common.regions import Region
 from toex_common.uow import DriverUnitOfWork
+from toex_kernel.errors import InvalidArgument
+from toex_kernel.regions import Region
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ from toex_common.events import StreamSpec, build_event, ensure_stream
 from toex_common.events.consumer import IdempotentConsumer, Outcome, PermanentError
 from toex_common.events.nats import connect
 from toex_common.events.outbox import OutboxRelay, pending
-from toex_common.regions import Region
 from toex_common.uow import DriverUnitOfWork, SqlAlchemyUnitOfWork
+from toex_kernel.regions import Region
 
 pytestmark = pytest.mark.integration
 

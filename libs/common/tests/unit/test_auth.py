@@ -4,9 +4,9 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from toex_common.auth import JwksCache, TokenVerifier
-from toex_common.errors import Unauthenticated
-from toex_common.principal import Role
-from toex_common.regions import Region
+from toex_kernel.errors import Unauthenticated
+from toex_kernel.principal import Role
+from toex_kernel.regions import Region
 
 ISSUER = "http://127.0.0.1:8080/realms/toex"
 

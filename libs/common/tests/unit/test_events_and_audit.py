@@ -9,8 +9,8 @@ from toex.tasking.v1 import tasking_pb2
 from toex.type.v1 import security_pb2
 from toex_common.audit import GENESIS, AuditEntry, chain_rows, entry_hash
 from toex_common.events import build_event, decode
-from toex_common.regions import Region
 from toex_common.telemetry import consumer_span, inject
+from toex_kernel.regions import Region
 
 
 def test_event_envelope_carries_cloudevents_and_labels() -> None:

@@ -9,12 +9,12 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from toex_common.context import current_principal, touch
-from toex_common.errors import InvalidArgument, OutOfScope, Unauthenticated
 from toex_common.grpc.interceptors import standard_interceptors
 from toex_common.grpc.server import create_server
-from toex_common.policy import MethodPolicy, MethodRule
-from toex_common.principal import Principal, Role
 from toex_common.testing.fakes import FakeAuditSink, principal
+from toex_kernel.errors import InvalidArgument, OutOfScope, Unauthenticated
+from toex_kernel.policy import MethodPolicy, MethodRule
+from toex_kernel.principal import Principal, Role
 
 USERS = {
     "tok-researcher": principal("researcher.emsou", Role.RESEARCHER),

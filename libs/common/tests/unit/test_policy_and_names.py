@@ -1,10 +1,11 @@
 import pytest
-from toex_common import names, pagination
-from toex_common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
-from toex_common.policy import MethodPolicy, MethodRule
-from toex_common.principal import Role
-from toex_common.regions import Region
+from toex_common import pagination
 from toex_common.testing.fakes import principal
+from toex_kernel import names
+from toex_kernel.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from toex_kernel.policy import MethodPolicy, MethodRule
+from toex_kernel.principal import Role
+from toex_kernel.regions import Region
 
 POLICY = MethodPolicy(
     {

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from toex_common.regions import Region
 from toex_common.testing.fakes import FakeUnitOfWorkBase
 from toex_comms.adapters.ingest import NUMBER_INDEX_SCHEMA, number_index
 from toex_comms.adapters.store import ROW_SCHEMAS
@@ -30,6 +29,7 @@ from toex_comms.domain.model import (
 )
 from toex_comms.domain.profiles import MappingProfile
 from toex_comms.service_layer.ports import Members
+from toex_kernel.regions import Region
 
 
 class FakeCommsRepository:

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import pytest
-from toex_common.errors import OutOfScope
-from toex_common.principal import Principal, Role
-from toex_common.regions import Region
 from toex_comms.domain import policy
+from toex_kernel.errors import OutOfScope
+from toex_kernel.principal import Principal, Role
+from toex_kernel.regions import Region
 
 
 def who(region: Region, *roles: Role) -> Principal:

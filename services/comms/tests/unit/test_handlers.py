@@ -9,15 +9,15 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
-from toex_common.errors import InvalidArgument, NotFound, OutOfScope
-from toex_common.principal import Role
-from toex_common.regions import Region
 from toex_common.testing.fakes import principal
 from toex_comms.adapters.store import ROW_SCHEMAS
 from toex_comms.domain import commands
 from toex_comms.domain.commands import ExportFormat, Scope
 from toex_comms.domain.model import DatasetKind, WatchlistKind
 from toex_comms.service_layer import handlers
+from toex_kernel.errors import InvalidArgument, NotFound, OutOfScope
+from toex_kernel.principal import Role
+from toex_kernel.regions import Region
 
 from .fakes import FakeCommsUnitOfWork, FakeDatasetStore, FakeExporter
 

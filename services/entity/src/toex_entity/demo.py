@@ -5,8 +5,8 @@ a deconfliction notice; a weaker pair waits in the review queue."""
 from __future__ import annotations
 
 from toex_common.db import create_engine, session_factory
-from toex_common.principal import Principal, Role
-from toex_common.regions import Region
+from toex_kernel.principal import Principal, Role
+from toex_kernel.regions import Region
 
 from toex_entity.adapters.uow import SqlEntityUnitOfWork
 from toex_entity.config import Settings

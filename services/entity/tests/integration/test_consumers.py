@@ -15,8 +15,8 @@ from toex.tasking.events.v1 import events_pb2 as tasking_events
 from toex.tasking.v1 import tasking_pb2
 from toex.type.v1 import region_pb2, security_pb2
 from toex_common.events import build_event
-from toex_common.regions import Region
 from toex_common.testing.streams import stream_messages
+from toex_kernel.regions import Region
 
 from .test_entity_service import decode, md, person, unique_person
 

@@ -8,7 +8,6 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from toex_common.events.envelope import EventEnvelope
-from toex_common.regions import Region
 from toex_entity.domain.matching import Features, MatchModel
 from toex_entity.domain.model import (
     Entity,
@@ -21,6 +20,7 @@ from toex_entity.domain.model import (
 )
 from toex_entity.domain.records import SourceRecord
 from toex_entity.service_layer.ports import Candidate, EntityLink, KeyHit, SourceKey
+from toex_kernel.regions import Region
 
 
 class FakeRepository:

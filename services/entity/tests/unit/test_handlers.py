@@ -6,14 +6,14 @@ import dataclasses
 
 import pytest
 from toex.entity.events.v1 import events_pb2 as ev
-from toex_common.errors import FailedPrecondition, InvalidArgument, OutOfScope, PermissionDenied
-from toex_common.principal import Principal, Role
-from toex_common.regions import Region
 from toex_entity.domain import commands
 from toex_entity.domain.matching import Thresholds
 from toex_entity.domain.model import Outcome
 from toex_entity.domain.records import Address, Grading, Handling, PersonData, PhoneData, RecordType
 from toex_entity.service_layer import handlers
+from toex_kernel.errors import FailedPrecondition, InvalidArgument, OutOfScope, PermissionDenied
+from toex_kernel.principal import Principal, Role
+from toex_kernel.regions import Region
 
 from .fakes import FakeRepository, FakeUnitOfWork
 

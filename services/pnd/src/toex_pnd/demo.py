@@ -6,8 +6,8 @@ from __future__ import annotations
 import uuid
 
 from toex_common.db import create_engine, session_factory
-from toex_common.principal import Principal, Role
-from toex_common.regions import Region
+from toex_kernel.principal import Principal, Role
+from toex_kernel.regions import Region
 
 from toex_pnd.adapters.pnd_http import HttpPndGateway
 from toex_pnd.adapters.uow import SqlPndUnitOfWork

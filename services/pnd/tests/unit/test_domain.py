@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from toex_common.errors import InvalidArgument, Violations
-from toex_common.regions import Region
+from toex_kernel.errors import InvalidArgument, Violations
+from toex_kernel.regions import Region
 from toex_pnd import bulk
 from toex_pnd.domain import pole
 from toex_pnd.domain.model import (

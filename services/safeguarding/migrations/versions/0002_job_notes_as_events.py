@@ -19,7 +19,7 @@ from toex.safeguarding.events.v1 import events_pb2
 from toex.type.v1 import security_pb2
 from toex_common.db import outbox_table
 from toex_common.events import build_event
-from toex_common.regions import Region
+from toex_kernel.regions import Region
 
 revision = "0002"
 down_revision = "0001"

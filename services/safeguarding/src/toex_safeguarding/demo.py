@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from toex_common.principal import Principal, Role
-from toex_common.regions import Region
+from toex_kernel.principal import Principal, Role
+from toex_kernel.regions import Region
 
 from toex_safeguarding.domain import commands
 from toex_safeguarding.domain.model import Subject

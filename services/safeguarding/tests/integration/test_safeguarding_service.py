@@ -25,8 +25,8 @@ from toex_common.audit import verify
 from toex_common.db import audit_table
 from toex_common.events import build_event
 from toex_common.events.consumer import Outcome
-from toex_common.regions import Region
 from toex_common.testing.streams import stream_messages
+from toex_kernel.regions import Region
 from toex_safeguarding.adapters.tables import referrals
 from toex_safeguarding.domain.commands import Trigger
 from toex_safeguarding.domain.model import Evidence

@@ -3,8 +3,8 @@ from datetime import datetime
 
 from toex.safeguarding.events.v1.events_pb2 import JobNoteRequested
 from toex_common.events import EventEnvelope
-from toex_common.regions import Region
 from toex_common.testing.fakes import FakeUnitOfWorkBase
+from toex_kernel.regions import Region
 from toex_safeguarding.domain.model import Referral
 from toex_safeguarding.domain.values import Concern
 from toex_safeguarding.service_layer.ports import OpenReferralExists, OverdueRow, ReferralQuery

@@ -4,7 +4,7 @@ against the published bank holiday lists."""
 from datetime import UTC, date, datetime
 
 import pytest
-from toex_common.regions import Region
+from toex_kernel.regions import Region
 from toex_safeguarding.domain.calendar import LONDON, calendar, calendar_for
 
 ENG = calendar("ENG")

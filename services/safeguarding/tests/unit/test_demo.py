@@ -4,9 +4,9 @@ from datetime import datetime
 
 from toex.safeguarding.events.v1 import events_pb2 as ev
 from toex.safeguarding.v1 import safeguarding_pb2 as pb
-from toex_common.principal import Role
-from toex_common.regions import Region
 from toex_common.testing.fakes import principal
+from toex_kernel.principal import Role
+from toex_kernel.regions import Region
 from toex_safeguarding import demo
 from toex_safeguarding.domain import commands
 from toex_safeguarding.domain.calendar import LONDON

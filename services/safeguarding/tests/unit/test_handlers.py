@@ -5,10 +5,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from toex.safeguarding.v1 import safeguarding_pb2 as pb
-from toex_common.errors import AlreadyExists, NotFound, PermissionDenied
-from toex_common.principal import Role
-from toex_common.regions import Region
 from toex_common.testing.fakes import principal
+from toex_kernel.errors import AlreadyExists, NotFound, PermissionDenied
+from toex_kernel.principal import Role
+from toex_kernel.regions import Region
 from toex_safeguarding.adapters import mapping
 from toex_safeguarding.domain import commands
 from toex_safeguarding.domain.calendar import LONDON

@@ -1,8 +1,8 @@
 from datetime import date, datetime, timedelta
 
 import pytest
-from toex_common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
-from toex_common.regions import Region
+from toex_kernel.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from toex_kernel.regions import Region
 from toex_safeguarding.domain.calendar import LONDON
 from toex_safeguarding.domain.model import Referral, Subject
 from toex_safeguarding.domain.values import (

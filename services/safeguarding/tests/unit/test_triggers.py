@@ -4,7 +4,7 @@ from toex.tasking.events.v1 import events_pb2 as tasking_events
 from toex.tasking.v1 import tasking_pb2 as tasking
 from toex_common.events import build_event
 from toex_common.events.envelope import decode
-from toex_common.regions import Region
+from toex_kernel.regions import Region
 from toex_safeguarding.domain.values import Concern, EvidenceKind, RiskLevel
 from toex_safeguarding.entrypoints.triggers import triggers_for
 

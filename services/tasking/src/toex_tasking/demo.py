@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from toex_common.principal import Principal, Role
-from toex_common.regions import Region
+from toex_kernel.principal import Principal, Role
+from toex_kernel.regions import Region
 
 from toex_tasking.adapters.directory import StaticDirectory
 from toex_tasking.domain import commands

@@ -345,7 +345,7 @@ async def test_auditors_read_their_regions_audit_log(tasking) -> None:
 async def test_notes_requested_by_safeguarding_land_once_and_are_audited(tasking, nats_server) -> None:
     from toex.safeguarding.events.v1 import events_pb2 as sg_events
     from toex_common.events import build_event
-    from toex_common.regions import Region
+    from toex_kernel.regions import Region
 
     job = (await tasking.stub.CreateJob(job_request("EMSOU"), metadata=md(tasking.token(NC)))).job
     referral = f"regions/EMSOU/referrals/{uuid.uuid4().hex[:16]}"

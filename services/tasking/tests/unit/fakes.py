@@ -1,8 +1,8 @@
 import copy
 from datetime import datetime
 
-from toex_common.regions import Region
 from toex_common.testing.fakes import FakeUnitOfWorkBase
+from toex_kernel.regions import Region
 from toex_tasking.domain.model import OPEN_STATES, WORKING_STATES, Job, JobState
 from toex_tasking.service_layer.ports import JobQuery, ResearcherCount
 

@@ -2,10 +2,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from toex.tasking.events.v1 import events_pb2
-from toex_common.errors import InvalidArgument, NotFound, OutOfScope, PermissionDenied
-from toex_common.principal import Role
-from toex_common.regions import Region
 from toex_common.testing.fakes import principal
+from toex_kernel.errors import InvalidArgument, NotFound, OutOfScope, PermissionDenied
+from toex_kernel.principal import Role
+from toex_kernel.regions import Region
 from toex_tasking.demo import demo_directory
 from toex_tasking.domain import commands
 from toex_tasking.domain.model import Handling, JobState, JobType, Priority

@@ -6,12 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from toex.safeguarding.events.v1 import events_pb2 as sg_events
-from toex_common.errors import InvalidArgument, NotFound, OutOfScope
 from toex_common.events import build_event, decode
 from toex_common.events.consumer import PermanentError
-from toex_common.principal import Role
-from toex_common.regions import Region
 from toex_common.testing.fakes import FakeAuditSink, principal
+from toex_kernel.errors import InvalidArgument, NotFound, OutOfScope
+from toex_kernel.principal import Role
+from toex_kernel.regions import Region
 from toex_tasking.demo import demo_directory
 from toex_tasking.domain import commands
 from toex_tasking.domain.model import Handling, JobType, Priority

@@ -1,8 +1,8 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from toex_common.errors import FailedPrecondition, InvalidArgument
-from toex_common.regions import Region
+from toex_kernel.errors import FailedPrecondition, InvalidArgument
+from toex_kernel.regions import Region
 from toex_tasking.domain import events
 from toex_tasking.domain.model import Handling, Job, JobState, JobType, Priority
 

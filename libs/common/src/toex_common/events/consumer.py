@@ -20,10 +20,10 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry import trace
+from toex_kernel.regions import Region
 
 from toex_common.events.envelope import IncomingEvent, decode
 from toex_common.events.streams import DEAD_LETTER, ensure_stream
-from toex_common.regions import Region
 from toex_common.telemetry import consumer_span
 
 log = logging.getLogger(__name__)

@@ -14,15 +14,15 @@ from sqlalchemy import and_, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from toex.audit.v1 import audit_pb2, audit_pb2_grpc
 from toex.type.v1 import audit_pb2 as audit_types
+from toex_kernel.errors import InvalidArgument
+from toex_kernel.policy import MethodRule, rules_for
+from toex_kernel.principal import Role
+from toex_kernel.regions import Region
 
 from toex_common import pagination
 from toex_common.audit import verify
 from toex_common.context import current_principal, touch
 from toex_common.db import audit_table
-from toex_common.errors import InvalidArgument
-from toex_common.policy import MethodRule, rules_for
-from toex_common.principal import Role
-from toex_common.regions import Region
 
 SERVICE_NAME = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
 AUDIT_RULES = rules_for(

@@ -25,20 +25,14 @@ from grpc import aio
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
+from toex_kernel.errors import DomainError, OutOfScope, Unauthenticated, Unavailable
+from toex_kernel.policy import PURPOSE_METADATA_KEY, MethodPolicy, is_public, normalise_purpose
+from toex_kernel.principal import Principal
 
 from toex_common.audit import AuditEntry, AuditSink, UnauthenticatedCalls
 from toex_common.auth import TokenVerifier
 from toex_common.context import CallState, begin_call, current_call, end_call
-from toex_common.errors import (
-    DomainError,
-    OutOfScope,
-    Unauthenticated,
-    Unavailable,
-    internal_status,
-    to_status,
-)
-from toex_common.policy import PURPOSE_METADATA_KEY, MethodPolicy, is_public, normalise_purpose
-from toex_common.principal import Principal
+from toex_common.grpc.status import grpc_code, internal_status, to_status
 from toex_common.telemetry import extract
 
 log = logging.getLogger(__name__)
@@ -286,7 +280,7 @@ class StandardChain:
         if isinstance(exc, DomainError):
             if isinstance(exc, OutOfScope):
                 state.audit_outcome = "DENIED_OUT_OF_SCOPE"
-            code, status = exc.code, to_status(exc)
+            code, status = grpc_code(exc), to_status(exc)
         else:
             log.error("unhandled error in %s", method, exc_info=exc)
             code, status = grpc.StatusCode.INTERNAL, internal_status()

@@ -6,11 +6,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from toex_kernel.errors import InvalidArgument
+from toex_kernel.principal import Principal, Role
+from toex_kernel.regions import Region
+
 from toex_common.audit import AuditEntry
-from toex_common.errors import InvalidArgument
 from toex_common.events.envelope import EventEnvelope
-from toex_common.principal import Principal, Role
-from toex_common.regions import Region
 
 
 class FakeAuditSink:

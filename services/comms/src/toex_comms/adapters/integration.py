@@ -7,7 +7,7 @@ from datetime import datetime
 from toex.comms.events.v1 import events_pb2 as ev
 from toex_common.events import EventEnvelope, build_event
 from toex_common.events.streams import StreamSpec
-from toex_common.timestamps import optional_timestamp as ts
+from toex_kernel.timestamps import optional_timestamp as ts
 
 from toex_comms.adapters.mapping import (
     FLAG_REASONS,

@@ -7,7 +7,7 @@ from typing import Any
 from toex.comms.v1 import comms_pb2 as pb
 from toex.comms.v1 import resources_pb2 as res
 from toex.type.v1 import security_pb2
-from toex_common.timestamps import optional_timestamp as ts
+from toex_kernel.timestamps import optional_timestamp as ts
 
 from toex_comms.domain.analysis import (
     Colocation,

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from toex_common.regions import Region
+from toex_kernel.regions import Region
 
 from toex_comms.adapters import tables as t
 from toex_comms.domain.model import (

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from toex_common.principal import Principal
-from toex_common.regions import Region
+from toex_kernel.principal import Principal
+from toex_kernel.regions import Region
 
 from toex_comms.domain.model import DatasetKind, Handling, WatchlistKind
 from toex_comms.domain.profiles import MappingProfile

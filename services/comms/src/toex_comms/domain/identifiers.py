@@ -89,7 +89,7 @@ MAX_NUMBER_TEXT = 64
 def parse_targets(raws: Sequence[str], field: str) -> list[int]:
     """Targets for an analysis, in the order given without repeats; raises InvalidArgument
     naming each bad entry. The count is checked before any entry is parsed."""
-    from toex_common.errors import InvalidArgument, Violations
+    from toex_kernel.errors import InvalidArgument, Violations
 
     if len(raws) > MAX_TARGETS_PER_ANALYSIS:
         raise InvalidArgument.field(field, f"give at most {MAX_TARGETS_PER_ANALYSIS} numbers")
@@ -109,7 +109,7 @@ def parse_targets(raws: Sequence[str], field: str) -> list[int]:
 
 def parse_analysis_targets(raws: Sequence[str], field: str = "targets") -> list[int]:
     """`parse_targets`, and at least one: the target numbers an analysis starts from."""
-    from toex_common.errors import FailedPrecondition, InvalidArgument
+    from toex_kernel.errors import FailedPrecondition, InvalidArgument
 
     targets = parse_targets(raws, field)
     if not targets:

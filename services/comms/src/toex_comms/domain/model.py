@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from toex_common.regions import Region
+from toex_kernel.regions import Region
 
 
 class DatasetKind(enum.StrEnum):

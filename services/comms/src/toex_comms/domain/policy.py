@@ -10,10 +10,10 @@ that does not exist; the audit log records the refusal.
 
 from __future__ import annotations
 
-from toex_common.errors import OutOfScope
-from toex_common.policy import MethodRule, rules_for, service_sees_all
-from toex_common.principal import Principal, Role
-from toex_common.regions import Region
+from toex_kernel.errors import OutOfScope
+from toex_kernel.policy import MethodRule, rules_for, service_sees_all
+from toex_kernel.principal import Principal, Role
+from toex_kernel.regions import Region
 
 SERVICE = "toex.comms.v1.CommsAnalysisService"
 

@@ -12,7 +12,7 @@ from toex.tasking.v1 import tasking_pb2
 from toex_common.events import IncomingEvent
 from toex_common.events.consumer import PermanentError
 from toex_common.events.streams import StreamSpec
-from toex_common.regions import Region
+from toex_kernel.regions import Region
 
 from toex_comms.domain.model import Handling
 from toex_comms.service_layer import handlers

@@ -10,11 +10,12 @@ from typing import Any
 from grpc import aio
 from toex.comms.v1 import comms_pb2 as pb
 from toex.comms.v1 import comms_pb2_grpc
-from toex_common import names, pagination
+from toex_common import pagination
 from toex_common.context import current_principal
-from toex_common.errors import InvalidArgument
-from toex_common.limits import bounded
-from toex_common.regions import Region
+from toex_kernel import names
+from toex_kernel.errors import InvalidArgument
+from toex_kernel.limits import bounded
+from toex_kernel.regions import Region
 
 from toex_comms.adapters import mapping
 from toex_comms.domain import commands
@@ -32,7 +33,7 @@ from toex_comms.service_layer import handlers
 DATASET = "regions/{region}/datasets/{dataset}"
 WATCHLIST = "regions/{region}/watchlists/{watchlist}"
 CHUNK = 1024 * 1024
-# Bounds checked before an analysis starts (see toex_common.limits).
+# Bounds checked before an analysis starts (see toex_kernel.limits).
 MAX_EDGES = 50_000
 MAX_LIMIT = 10_000
 MAX_WINDOW_SECONDS = 86_400

@@ -16,8 +16,8 @@ from typing import Any, Generic, TypeVar
 
 import polars as pl
 from toex_common.context import touch
-from toex_common.errors import AlreadyExists, InvalidArgument, NotFound, OutOfScope, Violations
-from toex_common.regions import Region
+from toex_kernel.errors import AlreadyExists, InvalidArgument, NotFound, OutOfScope, Violations
+from toex_kernel.regions import Region
 
 from toex_comms.adapters import integration
 from toex_comms.domain import analysis, commands, policy

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import polars as pl
-from toex_common.regions import Region
 from toex_common.uow import UnitOfWork
+from toex_kernel.regions import Region
 
 from toex_comms.domain.analysis import Network
 from toex_comms.domain.commands import ExportFormat

@@ -9,7 +9,7 @@ from toex.entity.v1 import entity_pb2 as pb
 from toex.type.v1 import security_pb2
 from toex_common.events import EventEnvelope, build_event
 from toex_common.events.streams import StreamSpec
-from toex_common.regions import Region
+from toex_kernel.regions import Region
 
 from toex_entity.adapters.mapping import identifiers_to_proto, record_type_to_proto
 from toex_entity.domain.model import EntityChange, entity_name

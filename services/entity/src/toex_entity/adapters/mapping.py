@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from toex.entity.v1 import entity_pb2 as pb
 from toex.type.v1 import security_pb2
-from toex_common.errors import Violations
-from toex_common.timestamps import optional_timestamp as ts
+from toex_kernel.errors import Violations
+from toex_kernel.timestamps import optional_timestamp as ts
 
 from toex_entity.domain.model import Explanation, ReviewState, ReviewTask
 from toex_entity.domain.records import (

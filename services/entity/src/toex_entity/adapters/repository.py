@@ -11,7 +11,7 @@ import orjson
 from sqlalchemy import and_, func, insert, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from toex_common.regions import Region
+from toex_kernel.regions import Region
 
 from toex_entity.adapters.tables import (
     deconflictions,

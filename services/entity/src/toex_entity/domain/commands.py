@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from toex_common.principal import Principal
-from toex_common.regions import Region
-from toex_common.uow import Idempotency
+from toex_kernel.idempotency import Idempotency
+from toex_kernel.principal import Principal
+from toex_kernel.regions import Region
 
 from toex_entity.domain.model import ReviewState
 from toex_entity.domain.records import Content, Grading, RecordType

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from toex_common.ids import new_id as new_id  # time-ordered (UUIDv7): indexes grow at one edge
-from toex_common.regions import Region
+from toex_kernel.ids import new_id as new_id  # time-ordered (UUIDv7): indexes grow at one edge
+from toex_kernel.regions import Region
 
 from toex_entity.domain.records import RecordType
 

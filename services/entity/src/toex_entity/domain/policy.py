@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from toex_common.errors import PermissionDenied
-from toex_common.policy import MethodRule, rules_for, sees_region
-from toex_common.principal import Principal, Role
-from toex_common.regions import Region
+from toex_kernel.errors import PermissionDenied
+from toex_kernel.policy import MethodRule, rules_for, sees_region
+from toex_kernel.principal import Principal, Role
+from toex_kernel.regions import Region
 
 SERVICE = "toex.entity.v1.EntityResolutionService"
 

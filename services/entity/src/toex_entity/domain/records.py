@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from toex_common.regions import Region
+from toex_kernel.regions import Region
 
 from toex_entity.domain import normalise
 

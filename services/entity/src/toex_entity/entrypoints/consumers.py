@@ -18,8 +18,8 @@ from toex.tasking.events.v1 import events_pb2 as tasking_events
 from toex.type.v1 import security_pb2
 from toex_common.events import IncomingEvent
 from toex_common.events.consumer import PermanentError
-from toex_common.principal import Principal, Role
-from toex_common.regions import Region
+from toex_kernel.principal import Principal, Role
+from toex_kernel.regions import Region
 
 from toex_entity.domain import commands, normalise
 from toex_entity.domain.records import (

@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator
 from grpc import aio
 from toex.entity.v1 import entity_pb2 as pb
 from toex.entity.v1 import entity_pb2_grpc
-from toex_common import names, pagination
+from toex_common import pagination
 from toex_common.context import current_principal
-from toex_common.errors import InvalidArgument, Violations
-from toex_common.regions import Region
 from toex_common.uow import idempotency_of
+from toex_kernel import names
+from toex_kernel.errors import InvalidArgument, Violations
+from toex_kernel.regions import Region
 
 from toex_entity.adapters import mapping
 from toex_entity.domain import commands, policy

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 from importlib import resources
 
 from toex_common.context import touch
-from toex_common.errors import FailedPrecondition, InvalidArgument, NotFound, OutOfScope, Violations
-from toex_common.principal import Principal
-from toex_common.regions import Region
+from toex_kernel.errors import FailedPrecondition, InvalidArgument, NotFound, OutOfScope, Violations
+from toex_kernel.principal import Principal
+from toex_kernel.regions import Region
 
 from toex_entity.adapters import integration
 from toex_entity.domain import commands, matching, normalise, policy

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from toex_common.regions import Region
 from toex_common.uow import UnitOfWork
+from toex_kernel.regions import Region
 
 from toex_entity.domain.matching import Features, MatchModel
 from toex_entity.domain.model import (

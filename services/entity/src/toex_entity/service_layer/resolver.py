@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from toex_common.regions import Region
+from toex_kernel.regions import Region
 
 from toex_entity.adapters import integration
 from toex_entity.domain import matching

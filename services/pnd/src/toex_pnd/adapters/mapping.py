@@ -10,7 +10,7 @@ from google.protobuf.duration_pb2 import Duration
 from toex.pnd.v1 import pnd_pb2 as pb
 from toex.pnd.v1 import pole_pb2, sync_pb2
 from toex.type.v1 import security_pb2
-from toex_common.timestamps import optional_timestamp as ts
+from toex_kernel.timestamps import optional_timestamp as ts
 
 from toex_pnd.domain.model import (
     Grading,

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, func, insert, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
-from toex_common.regions import Region
+from toex_kernel.regions import Region
 
 from toex_pnd.adapters.tables import (
     intelligence,

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from toex_common.principal import Principal
-from toex_common.regions import Region
-from toex_common.uow import Idempotency
+from toex_kernel.idempotency import Idempotency
+from toex_kernel.principal import Principal
+from toex_kernel.regions import Region
 
 from toex_pnd.domain.model import Kind, SyncState
 

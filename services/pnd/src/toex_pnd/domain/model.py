@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from toex_common.regions import Region
+from toex_kernel.regions import Region
 
 SUBMISSION_NAMESPACE = uuid.UUID("6f1d2f4e-3c55-4b8e-9a57-2d8e1f0c9b31")
 

@@ -13,7 +13,7 @@ from datetime import date
 from typing import Any
 
 import phonenumbers
-from toex_common.errors import Violations
+from toex_kernel.errors import Violations
 
 from toex_pnd.domain.model import LINK_TYPES, Grading, Handling, Kind, Link
 

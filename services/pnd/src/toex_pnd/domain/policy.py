@@ -12,10 +12,10 @@ A record outside the caller's scope is reported as not found, like one that does
 
 from __future__ import annotations
 
-from toex_common.errors import NotFound, OutOfScope, PermissionDenied
-from toex_common.policy import MethodRule, rules_for
-from toex_common.principal import Principal, Role
-from toex_common.regions import Region
+from toex_kernel.errors import NotFound, OutOfScope, PermissionDenied
+from toex_kernel.policy import MethodRule, rules_for
+from toex_kernel.principal import Principal, Role
+from toex_kernel.regions import Region
 
 from toex_pnd.domain.model import IntelligenceRecord
 

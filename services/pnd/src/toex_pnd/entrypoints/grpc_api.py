@@ -6,11 +6,12 @@ from google.protobuf import json_format
 from grpc import aio
 from toex.pnd.v1 import pnd_pb2 as pb
 from toex.pnd.v1 import pnd_pb2_grpc, sync_pb2
-from toex_common import names, pagination
+from toex_common import pagination
 from toex_common.context import current_principal, current_purpose
-from toex_common.errors import InvalidArgument
-from toex_common.regions import Region
 from toex_common.uow import idempotency_of
+from toex_kernel import names
+from toex_kernel.errors import InvalidArgument
+from toex_kernel.regions import Region
 
 from toex_pnd.adapters import mapping
 from toex_pnd.domain import commands, policy

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from toex_common.context import touch
-from toex_common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, Violations
+from toex_kernel.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, Violations
 
 from toex_pnd.adapters import integration
 from toex_pnd.domain import commands, pole, policy

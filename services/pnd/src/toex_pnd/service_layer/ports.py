@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from toex_common.regions import Region
 from toex_common.uow import UnitOfWork
+from toex_kernel.regions import Region
 
 from toex_pnd.domain.model import Answer, IntelligenceRecord, Kind, Submission, SyncState
 

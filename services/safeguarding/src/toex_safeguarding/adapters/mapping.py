@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 
 from toex.safeguarding.v1 import safeguarding_pb2 as pb
 from toex.type.v1 import security_pb2
-from toex_common.errors import InvalidArgument
-from toex_common.timestamps import optional_timestamp as ts
+from toex_kernel.errors import InvalidArgument
+from toex_kernel.timestamps import optional_timestamp as ts
 
 from toex_safeguarding.domain.model import (
     Clock,

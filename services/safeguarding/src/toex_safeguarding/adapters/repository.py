@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import and_, delete, exists, func, insert, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from toex_common.regions import Region
+from toex_kernel.regions import Region
 
 from toex_safeguarding.adapters.tables import open_referral_keys, referral_clocks, referrals
 from toex_safeguarding.domain.model import (

@@ -12,7 +12,7 @@ import grpc
 from toex.tasking.v1 import tasking_pb2, tasking_pb2_grpc
 from toex_common import tls
 from toex_common.config import ServiceSettings
-from toex_common.errors import Unavailable
+from toex_kernel.errors import Unavailable
 
 
 class TaskingJobs:

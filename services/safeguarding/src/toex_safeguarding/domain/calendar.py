@@ -12,7 +12,7 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 import holidays
-from toex_common.regions import Region
+from toex_kernel.regions import Region
 
 LONDON = ZoneInfo("Europe/London")
 

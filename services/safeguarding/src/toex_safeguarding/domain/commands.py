@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from toex_common.principal import Principal
-from toex_common.regions import Region
-from toex_common.uow import Idempotency
+from toex_kernel.idempotency import Idempotency
+from toex_kernel.principal import Principal
+from toex_kernel.regions import Region
 
 from toex_safeguarding.domain.model import Evidence, Subject
 from toex_safeguarding.domain.values import (

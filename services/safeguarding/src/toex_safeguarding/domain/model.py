@@ -13,8 +13,8 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from toex_common.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Violations
-from toex_common.regions import Region
+from toex_kernel.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Violations
+from toex_kernel.regions import Region
 
 from toex_safeguarding.domain import anonymity, events, rules
 from toex_safeguarding.domain.calendar import LONDON, calendar_for

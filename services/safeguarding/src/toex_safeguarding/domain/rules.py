@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from toex_common.errors import FailedPrecondition, Violations
+from toex_kernel.errors import FailedPrecondition, Violations
 
 from toex_safeguarding.domain.values import Concern, ConsentStatus, Destination, RiskLevel
 

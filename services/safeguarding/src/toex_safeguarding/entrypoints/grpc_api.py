@@ -8,12 +8,13 @@ from typing import Any
 from grpc import aio
 from toex.safeguarding.v1 import safeguarding_pb2 as pb
 from toex.safeguarding.v1 import safeguarding_pb2_grpc
-from toex_common import names, pagination
+from toex_common import pagination
 from toex_common.context import current_principal
-from toex_common.errors import InvalidArgument, Violations
-from toex_common.policy import PURPOSE_METADATA_KEY
-from toex_common.regions import Region
 from toex_common.uow import idempotency_of
+from toex_kernel import names
+from toex_kernel.errors import InvalidArgument, Violations
+from toex_kernel.policy import PURPOSE_METADATA_KEY
+from toex_kernel.regions import Region
 
 from toex_safeguarding.adapters import mapping
 from toex_safeguarding.domain import commands

@@ -24,7 +24,7 @@ from toex.type.v1 import security_pb2
 from toex_common.events.consumer import PermanentError
 from toex_common.events.envelope import IncomingEvent
 from toex_common.events.streams import StreamSpec
-from toex_common.regions import Region
+from toex_kernel.regions import Region
 
 from toex_safeguarding.domain.commands import Trigger
 from toex_safeguarding.domain.model import Evidence

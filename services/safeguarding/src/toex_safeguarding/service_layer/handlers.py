@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from toex_common.context import touch
-from toex_common.errors import AlreadyExists, InvalidArgument, NotFound
-from toex_common.principal import Principal
-from toex_common.regions import Region
+from toex_kernel.errors import AlreadyExists, InvalidArgument, NotFound
+from toex_kernel.principal import Principal
+from toex_kernel.regions import Region
 
 from toex_safeguarding.adapters import integration
 from toex_safeguarding.domain import commands, events, policy

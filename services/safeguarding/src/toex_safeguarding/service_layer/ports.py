@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from toex_common.regions import Region
 from toex_common.uow import UnitOfWork
+from toex_kernel.regions import Region
 
 from toex_safeguarding.domain.model import Clock, Referral
 from toex_safeguarding.domain.values import Concern, State

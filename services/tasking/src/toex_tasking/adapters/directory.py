@@ -12,9 +12,9 @@ from typing import Any
 
 from keycloak import KeycloakAdmin, KeycloakOpenIDConnection
 from keycloak.exceptions import KeycloakError
-from toex_common.errors import Unavailable
-from toex_common.principal import Role
-from toex_common.regions import Region
+from toex_kernel.errors import Unavailable
+from toex_kernel.principal import Role
+from toex_kernel.regions import Region
 
 from toex_tasking.service_layer.ports import DirectoryUser
 

@@ -6,9 +6,9 @@ from datetime import datetime
 
 from toex.tasking.v1 import tasking_pb2 as pb
 from toex.type.v1 import security_pb2
-from toex_common import names
-from toex_common.regions import Region
-from toex_common.timestamps import optional_timestamp as ts
+from toex_kernel import names
+from toex_kernel.regions import Region
+from toex_kernel.timestamps import optional_timestamp as ts
 
 from toex_tasking.domain.model import Assignee, Feedback, Handling, Job, JobState, JobType, Note, Priority
 

@@ -15,8 +15,8 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from toex_common.regions import Region
 from toex_common.uow import DriverUnitOfWork
+from toex_kernel.regions import Region
 
 from toex_tasking.domain.model import (
     OPEN_STATES,

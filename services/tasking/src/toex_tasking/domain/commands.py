@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from toex_common.principal import Principal
-from toex_common.regions import Region
-from toex_common.uow import Idempotency
+from toex_kernel.idempotency import Idempotency
+from toex_kernel.principal import Principal
+from toex_kernel.regions import Region
 
 from toex_tasking.domain.model import Handling, JobState, JobType, Priority
 

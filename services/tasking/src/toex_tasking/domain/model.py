@@ -12,8 +12,8 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from toex_common.errors import FailedPrecondition, InvalidArgument
-from toex_common.regions import Region
+from toex_kernel.errors import FailedPrecondition, InvalidArgument
+from toex_kernel.regions import Region
 
 from toex_tasking.domain import events
 

@@ -14,10 +14,10 @@ as not found, exactly like a job that does not exist.
 
 from __future__ import annotations
 
-from toex_common.errors import NotFound, OutOfScope, PermissionDenied
-from toex_common.policy import MethodRule, rules_for, sees_region, service_sees_all
-from toex_common.principal import Principal, Role
-from toex_common.regions import Region
+from toex_kernel.errors import NotFound, OutOfScope, PermissionDenied
+from toex_kernel.policy import MethodRule, rules_for, sees_region, service_sees_all
+from toex_kernel.principal import Principal, Role
+from toex_kernel.regions import Region
 
 from toex_tasking.domain.model import Job, JobState
 

@@ -20,10 +20,10 @@ from typing import Any
 
 from toex.safeguarding.events.v1 import events_pb2 as safeguarding_events
 from toex_common.audit import AuditEntry, AuditSink
-from toex_common.errors import DomainError
 from toex_common.events import IncomingEvent
 from toex_common.events.consumer import Handler, PermanentError
 from toex_common.events.streams import StreamSpec
+from toex_kernel.errors import DomainError
 
 from toex_tasking.adapters.mapping import job_ref
 from toex_tasking.domain import commands

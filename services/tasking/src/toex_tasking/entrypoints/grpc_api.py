@@ -5,11 +5,12 @@ from __future__ import annotations
 from grpc import aio
 from toex.tasking.v1 import tasking_pb2 as pb
 from toex.tasking.v1 import tasking_pb2_grpc
-from toex_common import names, pagination
+from toex_common import pagination
 from toex_common.context import current_principal
-from toex_common.errors import InvalidArgument
-from toex_common.timestamps import to_datetime
 from toex_common.uow import idempotency_of
+from toex_kernel import names
+from toex_kernel.errors import InvalidArgument
+from toex_kernel.timestamps import to_datetime
 
 from toex_tasking.adapters import mapping
 from toex_tasking.domain import commands

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 
 from toex_common.batching import Batcher
 from toex_common.context import touch
-from toex_common.errors import InvalidArgument, NotFound, OutOfScope, Violations
-from toex_common.principal import Principal, Role
-from toex_common.regions import Region
+from toex_kernel.errors import InvalidArgument, NotFound, OutOfScope, Violations
+from toex_kernel.principal import Principal, Role
+from toex_kernel.regions import Region
 
 from toex_tasking.adapters import integration
 from toex_tasking.domain import commands, policy
@@ -304,7 +304,7 @@ _NOTE_ID = re.compile(r"^[0-9a-f]{32}$")
 
 def safeguarding_service(region: Region) -> Principal:
     """The safeguarding service acting in `region` alone: a region's service identity sees
-    that region's jobs and no other (toex_common.policy.service_sees_all)."""
+    that region's jobs and no other (toex_kernel.policy.service_sees_all)."""
     return Principal("toex/safeguarding", SAFEGUARDING_SERVICE, region, frozenset({Role.SERVICE}))
 
 

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from toex_common.principal import Role
-from toex_common.regions import Region
 from toex_common.uow import UnitOfWork
+from toex_kernel.principal import Role
+from toex_kernel.regions import Region
 
 from toex_tasking.domain.model import Job, JobState
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from toex_common.errors import InvalidArgument
-from toex_common.regions import Region
+from toex_kernel.errors import InvalidArgument
+from toex_kernel.regions import Region
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 

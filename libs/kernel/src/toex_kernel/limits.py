@@ -3,7 +3,7 @@ service spend minutes (or its memory) on an analysis nobody could read."""
 
 from __future__ import annotations
 
-from toex_common.errors import InvalidArgument
+from toex_kernel.errors import InvalidArgument
 
 
 def bounded(value: int, field: str, *, default: int, maximum: int, minimum: int = 0) -> int:

@@ -6,7 +6,7 @@ import enum
 import functools
 from dataclasses import dataclass
 
-from toex_common.regions import Region
+from toex_kernel.regions import Region
 
 
 class Role(enum.StrEnum):

@@ -8,9 +8,9 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from toex_common.errors import FailedPrecondition, PermissionDenied
-from toex_common.principal import Principal, Role
-from toex_common.regions import Region
+from toex_kernel.errors import FailedPrecondition, PermissionDenied
+from toex_kernel.principal import Principal, Role
+from toex_kernel.regions import Region
 
 PURPOSE_METADATA_KEY = "x-toex-purpose"
 MAX_PURPOSE_LENGTH = 200

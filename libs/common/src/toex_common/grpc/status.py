@@ -1,0 +1,51 @@
+"""The one mapping of domain errors (toex_kernel.errors) to gRPC: canonical status codes with
+google.rpc details (BadRequest field violations, PreconditionFailure). The error interceptor
+uses it; nothing else builds a gRPC error by hand."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from toex_kernel.errors import DomainError, FailedPrecondition, InvalidArgument
+
+
+def grpc_code(error: DomainError) -> grpc.StatusCode:
+    return getattr(grpc.StatusCode, error.code, grpc.StatusCode.UNKNOWN)
+
+
+def details(error: DomainError) -> list[any_pb2.Any]:
+    packed = any_pb2.Any()
+    if isinstance(error, InvalidArgument) and error.violations:
+        packed.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                    for v in error.violations
+                ]
+            )
+        )
+        return [packed]
+    if isinstance(error, FailedPrecondition):
+        v = error.violation
+        packed.Pack(
+            error_details_pb2.PreconditionFailure(
+                violations=[
+                    error_details_pb2.PreconditionFailure.Violation(
+                        type=v.type, subject=v.subject, description=v.description
+                    )
+                ]
+            )
+        )
+        return [packed]
+    return []
+
+
+def to_status(error: DomainError) -> status_pb2.Status:
+    return status_pb2.Status(
+        code=getattr(code_pb2, error.code, code_pb2.UNKNOWN), message=error.message, details=details(error)
+    )
+
+
+def internal_status() -> status_pb2.Status:
+    return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error; the incident is logged")
