@@ -11,7 +11,7 @@ import hashlib
 import re
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 import orjson
@@ -19,7 +19,7 @@ from google.protobuf.message import Message
 from sqlalchemy import insert, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from toex_kernel.errors import InvalidArgument
+from toex_kernel.errors import InvalidArgument, NotFound
 from toex_kernel.idempotency import Idempotency
 
 from toex_common.batching import Batcher
@@ -35,6 +35,7 @@ def request_fingerprint(*parts: bytes | str) -> str:
     return digest.hexdigest()
 
 
+T = TypeVar("T")
 MAX_REQUEST_ID_LENGTH = 128
 # Queued writes: (statement with numbered $n parameters, the rows to run it with).
 _Writes = list[tuple[str, list[tuple[Any, ...]]]]
@@ -51,6 +52,37 @@ _CLAIM_EVENTS = (
 )
 _CLAIM_EVENTS_BOUND = text(_CLAIM_EVENTS.format(consumer=":consumer", ids=":ids", subjects=":subjects"))
 _CLAIM_EVENTS_NUMBERED = _CLAIM_EVENTS.format(consumer="$1", ids="$2", subjects="$3")
+
+
+async def replayed(
+    uow: UnitOfWork,
+    scope: str,
+    idempotency: Idempotency | None,
+    load: Callable[[str], Awaitable[T | None]],
+) -> T | None:
+    """What a repeated request (AIP-155) produced the first time, loaded by the last segment of
+    the resource name its request id was remembered with; None for a request not seen before
+    (or one without a request id). A request id reused for a different request is refused."""
+    if idempotency is None:
+        return None
+    name = await uow.recall_request(scope, idempotency.request_id, idempotency.fingerprint)
+    if name is None:
+        return None
+    found = await load(name.rsplit("/", 1)[-1])
+    if found is None:
+        raise NotFound(f"{name} not found")
+    return found
+
+
+async def remember(uow: UnitOfWork, scope: str, idempotency: Idempotency | None, name: str) -> None:
+    """Remember that the request produced resource `name`, in the unit's transaction."""
+    if idempotency is not None:
+        await uow.remember_request(scope, idempotency.request_id, idempotency.fingerprint, name)
+
+
+def request_scope(service: str, method: str, subject: str) -> str:
+    """The namespace of a caller's request ids: per service, method and caller (AIP-155)."""
+    return f"{service}.{method}:{subject}"
 
 
 def idempotency_of(request: Message) -> Idempotency | None:

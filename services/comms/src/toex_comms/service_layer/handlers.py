@@ -10,12 +10,13 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import polars as pl
 from toex_common.context import touch
+from toex_kernel.clock import Clock, utcnow
 from toex_kernel.errors import AlreadyExists, InvalidArgument, NotFound, OutOfScope, Violations
 from toex_kernel.regions import Region
 
@@ -48,7 +49,6 @@ from toex_comms.service_layer.ports import (
 )
 
 log = logging.getLogger(__name__)
-Clock = Callable[[], datetime]
 T = TypeVar("T")
 
 # Defaults for what an import detects and publishes.
@@ -69,10 +69,6 @@ EXPORT_FILES = {
 }
 # Every dataset of a region (a region holds far fewer).
 ALL = 100_000
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass

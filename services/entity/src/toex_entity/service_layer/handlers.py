@@ -6,10 +6,11 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from importlib import resources
 
 from toex_common.context import touch
+from toex_kernel.clock import Clock, utcnow
 from toex_kernel.errors import FailedPrecondition, InvalidArgument, NotFound, OutOfScope, Violations
 from toex_kernel.principal import Principal
 from toex_kernel.regions import Region
@@ -48,15 +49,10 @@ from toex_entity.service_layer import resolver
 from toex_entity.service_layer.ports import EntityLink, EntityUnitOfWork
 
 log = logging.getLogger(__name__)
-Clock = Callable[[], datetime]
 MAX_REASON = 2000
 MAX_SOURCE_TEXT = 200
 # Records per transaction when a stream is resolved.
 INGEST_CHUNK = 2000
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def default_model() -> MatchModel:

@@ -7,9 +7,11 @@ import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from toex_common.context import touch
+from toex_common.uow import remember, replayed
+from toex_kernel.clock import Clock, utcnow
 from toex_kernel.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, Violations
 
 from toex_pnd.adapters import integration
@@ -35,11 +37,6 @@ from toex_pnd.service_layer.ports import (
 )
 
 log = logging.getLogger(__name__)
-Clock = Callable[[], datetime]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -55,27 +52,6 @@ class Deps:
 
 def _scope(method: str, subject: str) -> str:
     return f"pnd.{method}:{subject}"
-
-
-async def _replay(
-    uow: PndUnitOfWork, scope: str, idem: commands.Idempotency | None
-) -> IntelligenceRecord | None:
-    if idem is None:
-        return None
-    name = await uow.recall_request(scope, idem.request_id, idem.fingerprint)
-    if name is None:
-        return None
-    record = await uow.records.get(name.rsplit("/", 1)[-1])
-    if record is None:
-        raise NotFound(f"record {name} not found")
-    return record
-
-
-async def _remember(
-    uow: PndUnitOfWork, scope: str, idem: commands.Idempotency | None, record: IntelligenceRecord
-) -> None:
-    if idem is not None:
-        await uow.remember_request(scope, idem.request_id, idem.fingerprint, record.name)
 
 
 def _checked_content(
@@ -112,7 +88,7 @@ async def submit_intelligence(cmd: commands.SubmitIntelligence, deps: Deps) -> I
     scope = _scope("SubmitIntelligence", cmd.actor.subject)
     now = deps.clock()
     async with deps.uow() as uow:
-        if (prior := await _replay(uow, scope, cmd.idempotency)) is not None:
+        if (prior := await replayed(uow, scope, cmd.idempotency, uow.records.get)) is not None:
             touch(prior.name)
             return prior
         record, submission = IntelligenceRecord.create(
@@ -128,7 +104,7 @@ async def submit_intelligence(cmd: commands.SubmitIntelligence, deps: Deps) -> I
         touch(record.name)
         await uow.records.add(record)
         await uow.submissions.add(submission)
-        await _remember(uow, scope, cmd.idempotency, record)
+        await remember(uow, scope, cmd.idempotency, record.name)
         await uow.commit()
         return record
 
@@ -164,7 +140,7 @@ async def update_intelligence(cmd: commands.UpdateIntelligence, deps: Deps) -> I
     scope = _scope("UpdateIntelligence", cmd.actor.subject)
     now = deps.clock()
     async with deps.uow() as uow:
-        if (prior := await _replay(uow, scope, cmd.idempotency)) is not None:
+        if (prior := await replayed(uow, scope, cmd.idempotency, uow.records.get)) is not None:
             touch(prior.name)
             return prior
         record = await _load_for_change(uow, cmd.actor, cmd.region, cmd.record_id)
@@ -180,7 +156,7 @@ async def update_intelligence(cmd: commands.UpdateIntelligence, deps: Deps) -> I
         await uow.submissions.save(superseded)
         await uow.submissions.add(submission)
         await uow.records.save(record)
-        await _remember(uow, scope, cmd.idempotency, record)
+        await remember(uow, scope, cmd.idempotency, record.name)
         await uow.commit()
         return record
 
@@ -190,7 +166,7 @@ async def delete_intelligence(cmd: commands.DeleteIntelligence, deps: Deps) -> I
     scope = _scope("DeleteIntelligence", cmd.actor.subject)
     now = deps.clock()
     async with deps.uow() as uow:
-        if (prior := await _replay(uow, scope, cmd.idempotency)) is not None:
+        if (prior := await replayed(uow, scope, cmd.idempotency, uow.records.get)) is not None:
             touch(prior.name)
             return prior
         record = await _load_for_change(uow, cmd.actor, cmd.region, cmd.record_id)
@@ -204,7 +180,7 @@ async def delete_intelligence(cmd: commands.DeleteIntelligence, deps: Deps) -> I
         if submission is not None:
             await uow.submissions.add(submission)
         await uow.records.save(record)
-        await _remember(uow, scope, cmd.idempotency, record)
+        await remember(uow, scope, cmd.idempotency, record.name)
         await uow.commit()
         return record
 
@@ -214,7 +190,7 @@ async def release_intelligence(cmd: commands.ReleaseIntelligence, deps: Deps) ->
         raise InvalidArgument.field("reason", "say why the conditions allow the PND to have it")
     scope = _scope("ReleaseIntelligence", cmd.actor.subject)
     async with deps.uow() as uow:
-        if (prior := await _replay(uow, scope, cmd.idempotency)) is not None:
+        if (prior := await replayed(uow, scope, cmd.idempotency, uow.records.get)) is not None:
             touch(prior.name)
             return prior
         record = await _load_for_change(uow, cmd.actor, cmd.region, cmd.record_id)
@@ -225,7 +201,7 @@ async def release_intelligence(cmd: commands.ReleaseIntelligence, deps: Deps) ->
         log.info("%s released %s (%s)", cmd.actor.username, record.name, cmd.reason.strip()[:200])
         await uow.submissions.save(released)
         await uow.records.save(record)
-        await _remember(uow, scope, cmd.idempotency, record)
+        await remember(uow, scope, cmd.idempotency, record.name)
         await uow.commit()
         return record
 

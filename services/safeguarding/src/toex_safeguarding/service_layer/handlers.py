@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from toex_common.context import touch
+from toex_common.uow import replayed
+from toex_kernel.clock import Clock, utcnow
 from toex_kernel.errors import AlreadyExists, InvalidArgument, NotFound
 from toex_kernel.principal import Principal
 from toex_kernel.regions import Region
@@ -23,12 +25,7 @@ from toex_safeguarding.service_layer.ports import (
     SafeguardingUnitOfWork,
 )
 
-Clock = Callable[[], datetime]
 MAX_TEXT = 10_000
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -96,27 +93,13 @@ def _scope(method: str, actor_subject: str) -> str:
     return f"safeguarding.{method}:{actor_subject}"
 
 
-async def _replay(
-    uow: SafeguardingUnitOfWork, scope: str, idem: commands.Idempotency | None
-) -> Referral | None:
-    if idem is None:
-        return None
-    name = await uow.recall_request(scope, idem.request_id, idem.fingerprint)
-    if name is None:
-        return None
-    referral = await uow.referrals.get(name.rsplit("/", 1)[-1])
-    if referral is None:
-        raise NotFound(f"referral {name} not found")
-    return referral
-
-
 async def create_referral(cmd: commands.CreateReferral, deps: Deps) -> Referral:
     policy.ensure_can_work(cmd.actor, cmd.region)
     await _ensure_linkable(cmd.linked_job, cmd.credentials, deps)
     now = deps.clock()
     scope = _scope("CreateReferral", cmd.actor.subject)
     async with deps.uow() as uow:
-        if (prior := await _replay(uow, scope, cmd.idempotency)) is not None:
+        if (prior := await replayed(uow, scope, cmd.idempotency, uow.referrals.get)) is not None:
             touch(prior.name)
             return prior
         referral = Referral.draft(
@@ -191,7 +174,7 @@ async def _change(
     touch(name)
     scope = _scope(method, actor.subject)
     async with deps.uow() as uow:
-        if (prior := await _replay(uow, scope, idempotency)) is not None:
+        if (prior := await replayed(uow, scope, idempotency, uow.referrals.get)) is not None:
             return prior
         referral = await uow.referrals.get(referral_id, for_update=True)
         if referral is not None and referral.region is not region:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from toex_common.batching import Batcher
 from toex_common.context import touch
-from toex_kernel.errors import InvalidArgument, NotFound, OutOfScope, Violations
+from toex_common.uow import remember, replayed
+from toex_kernel.clock import Clock, utcnow
+from toex_kernel.errors import InvalidArgument, OutOfScope, Violations
 from toex_kernel.principal import Principal, Role
 from toex_kernel.regions import Region
 
@@ -24,12 +26,7 @@ from toex_tasking.service_layer.ports import (
     UserDirectory,
 )
 
-Clock = Callable[[], datetime]
 MAX_TEXT = 10_000
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -65,24 +62,6 @@ def _publish_events(uow: TaskingUnitOfWork, job: Job) -> None:
     job.events.clear()
 
 
-async def _replay(uow: TaskingUnitOfWork, scope: str, idem: commands.Idempotency | None) -> Job | None:
-    """The job a repeated request already produced (AIP-155), if any."""
-    if idem is None:
-        return None
-    name = await uow.recall_request(scope, idem.request_id, idem.fingerprint)
-    if name is None:
-        return None
-    job = await uow.jobs.get(name.rsplit("/", 1)[-1])
-    if job is None:
-        raise NotFound(f"job {name} not found")
-    return job
-
-
-async def _remember(uow: TaskingUnitOfWork, scope: str, idem: commands.Idempotency | None, job: Job) -> None:
-    if idem is not None:
-        await uow.remember_request(scope, idem.request_id, idem.fingerprint, job.name)
-
-
 def _scope(method: str, actor_subject: str) -> str:
     return f"tasking.{method}:{actor_subject}"
 
@@ -104,7 +83,7 @@ async def create_job(cmd: commands.CreateJob, deps: Deps) -> Job:
     problems.raise_if_any()
     scope = _scope("CreateJob", cmd.actor.subject)
     async with deps.uow() as uow:
-        if (prior := await _replay(uow, scope, cmd.idempotency)) is not None:
+        if (prior := await replayed(uow, scope, cmd.idempotency, uow.jobs.get)) is not None:
             touch(prior.name)
             return prior
         job = Job.raise_job(
@@ -124,7 +103,7 @@ async def create_job(cmd: commands.CreateJob, deps: Deps) -> Job:
         touch(job.name)
         await uow.jobs.add(job)
         _publish_events(uow, job)
-        await _remember(uow, scope, cmd.idempotency, job)
+        await remember(uow, scope, cmd.idempotency, job.name)
         await uow.commit()
         return job
 
@@ -181,7 +160,7 @@ async def assign_job(cmd: commands.AssignJob, deps: Deps) -> Job:
         raise InvalidArgument.field("assignees", "name at least one researcher")
     scope = _scope("AssignJob", cmd.actor.subject)
     async with deps.uow() as uow:
-        if (prior := await _replay(uow, scope, cmd.idempotency)) is not None:
+        if (prior := await replayed(uow, scope, cmd.idempotency, uow.jobs.get)) is not None:
             touch(prior.name)
             return prior
         job = await _load_for_change(uow, cmd, cmd.region, cmd.job_id, cmd.actor)
@@ -204,7 +183,7 @@ async def assign_job(cmd: commands.AssignJob, deps: Deps) -> Job:
         job.assign(researchers, by=cmd.actor.username, now=deps.clock())
         await uow.jobs.save(job)
         _publish_events(uow, job)
-        await _remember(uow, scope, cmd.idempotency, job)
+        await remember(uow, scope, cmd.idempotency, job.name)
         await uow.commit()
         return job
 
@@ -214,7 +193,7 @@ async def reassign_job(cmd: commands.ReassignJob, deps: Deps) -> Job:
         raise InvalidArgument.field("reason", "say why the job moves")
     scope = _scope("ReassignJob", cmd.actor.subject)
     async with deps.uow() as uow:
-        if (prior := await _replay(uow, scope, cmd.idempotency)) is not None:
+        if (prior := await replayed(uow, scope, cmd.idempotency, uow.jobs.get)) is not None:
             touch(prior.name)
             return prior
         job = await _load_for_change(uow, cmd, cmd.region, cmd.job_id, cmd.actor)
@@ -225,7 +204,7 @@ async def reassign_job(cmd: commands.ReassignJob, deps: Deps) -> Job:
         )
         await uow.jobs.save(job)
         _publish_events(uow, job)
-        await _remember(uow, scope, cmd.idempotency, job)
+        await remember(uow, scope, cmd.idempotency, job.name)
         await uow.commit()
         return job
 
@@ -233,7 +212,7 @@ async def reassign_job(cmd: commands.ReassignJob, deps: Deps) -> Job:
 async def update_job_status(cmd: commands.UpdateJobStatus, deps: Deps) -> Job:
     scope = _scope("UpdateJobStatus", cmd.actor.subject)
     async with deps.uow() as uow:
-        if (prior := await _replay(uow, scope, cmd.idempotency)) is not None:
+        if (prior := await replayed(uow, scope, cmd.idempotency, uow.jobs.get)) is not None:
             touch(prior.name)
             return prior
         job = await _load_for_change(uow, cmd, cmd.region, cmd.job_id, cmd.actor)
@@ -243,7 +222,7 @@ async def update_job_status(cmd: commands.UpdateJobStatus, deps: Deps) -> Job:
         )
         await uow.jobs.save(job)
         _publish_events(uow, job)
-        await _remember(uow, scope, cmd.idempotency, job)
+        await remember(uow, scope, cmd.idempotency, job.name)
         await uow.commit()
         return job
 
@@ -335,7 +314,7 @@ async def note_for_referral(
 async def record_feedback(cmd: commands.RecordFeedback, deps: Deps) -> Job:
     scope = _scope("RecordFeedback", cmd.actor.subject)
     async with deps.uow() as uow:
-        if (prior := await _replay(uow, scope, cmd.idempotency)) is not None:
+        if (prior := await replayed(uow, scope, cmd.idempotency, uow.jobs.get)) is not None:
             touch(prior.name)
             return prior
         job = await _load_for_change(uow, cmd, cmd.region, cmd.job_id, cmd.actor)
@@ -343,7 +322,7 @@ async def record_feedback(cmd: commands.RecordFeedback, deps: Deps) -> Job:
         job.record_feedback(cmd.rating, cmd.comment, by=cmd.actor.username, now=deps.clock())
         await uow.jobs.save(job)
         _publish_events(uow, job)
-        await _remember(uow, scope, cmd.idempotency, job)
+        await remember(uow, scope, cmd.idempotency, job.name)
         await uow.commit()
         return job
 
