@@ -1,4 +1,4 @@
-"""`python -m toex_entity migrate|serve|seed-demo|train-model|evaluate-febrl`."""
+"""`python -m toex_entity migrate|serve|seed-demo|train-model`."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ import logging
 from pathlib import Path
 
 import click
-from toex_common.logging import configure_logging
-from toex_common.migrations import migrate as migrate_database
 from toex_common.migrations import service_migrations
-from toex_common.telemetry import configure_tracing
+from toex_common.service_cli import service_cli
 
 from toex_entity.config import Settings
 
@@ -20,38 +18,13 @@ def migrations_dir() -> Path:
     return service_migrations("toex_entity", __file__)
 
 
-@click.group(help="The toex entity resolution service: records, entities, links, reviews and events.")
-def main() -> None:
-    pass
-
-
-@main.command(
-    help="Apply database migrations up to the newest, as the owning role (TOEX_MIGRATION_DATABASE_URL, "
-    "else TOEX_DATABASE_URL), and grant the runtime role (TOEX_DATABASE_URL's user) its privileges."
+main = service_cli(
+    "toex_entity",
+    __file__,
+    Settings,
+    description="The toex entity resolution service: records, entities, links, reviews and events.",
+    seed_help="Load demo person records in two regions (safe to repeat).",
 )
-def migrate() -> None:
-    settings = Settings()
-    configure_logging(settings.service_name, settings.log_level)
-    done = migrate_database(settings.database_url, settings.migration_database_url, migrations_dir())
-    click.echo(f"entity database is at the newest revision: {done}")
-
-
-@main.command(help="Serve gRPC on TOEX_GRPC_HOST:TOEX_GRPC_PORT until SIGTERM.")
-def serve() -> None:
-    from toex_entity.bootstrap import serve as run
-
-    settings = Settings()
-    configure_logging(settings.service_name, settings.log_level)
-    configure_tracing(settings.service_name, settings.otel_exporter)
-    asyncio.run(run(settings))
-
-
-@main.command("seed-demo", help="Load demo person records in two regions (safe to repeat).")
-def seed_demo() -> None:
-    from toex_entity.demo import seed
-
-    for line in asyncio.run(seed(Settings())):
-        click.echo(line)
 
 
 @main.command(

@@ -108,3 +108,8 @@ async def seed(settings: Settings) -> list[str]:
         ]
     finally:
         await engine.dispose()
+
+
+async def seed_demo(settings: Settings) -> list[str]:
+    """`seed-demo`: the demo person records, resolved in two regions."""
+    return await seed(settings)

@@ -97,3 +97,8 @@ async def seed(settings: Settings) -> list[str]:
     finally:
         await gateway.close()
         await engine.dispose()
+
+
+async def seed_demo(settings: Settings) -> list[str]:
+    """`seed-demo`: the demo records, submitted to the PND at TOEX_PND_URL."""
+    return [f"demo record {name}" for name in await seed(settings)]

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from toex_kernel.principal import Principal, Role
 from toex_kernel.regions import Region
 
+from toex_safeguarding.config import Settings
 from toex_safeguarding.domain import commands
 from toex_safeguarding.domain.model import Subject
 from toex_safeguarding.domain.values import AgeBand, Concern, Destination, RiskLevel
@@ -89,3 +90,18 @@ async def _seed_past_due(deps: handlers.Deps, officer: Principal, supervisor: Pr
         at(45),
     )
     return referral.name
+
+
+async def seed_demo(settings: Settings) -> list[str]:
+    """`seed-demo`: the demo referral, drafted through the service's own handlers and database."""
+    from toex_common.db import create_engine, session_factory
+
+    from toex_safeguarding.adapters.uow import SqlSafeguardingUnitOfWork
+
+    engine = create_engine(settings.database_url, pool_size=2)
+    sessions = session_factory(engine)
+    try:
+        deps = handlers.Deps(uow=lambda: SqlSafeguardingUnitOfWork(sessions))  # type: ignore[arg-type,return-value]
+        return [f"demo referral {name}" for name in await seed(deps)]
+    finally:
+        await engine.dispose()

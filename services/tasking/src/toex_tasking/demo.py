@@ -8,6 +8,7 @@ from toex_kernel.principal import Principal, Role
 from toex_kernel.regions import Region
 
 from toex_tasking.adapters.directory import StaticDirectory
+from toex_tasking.config import Settings
 from toex_tasking.domain import commands
 from toex_tasking.domain.model import Handling, JobType, Priority
 from toex_tasking.service_layer import handlers
@@ -82,3 +83,17 @@ async def seed(deps: handlers.Deps) -> list[str]:
         )
         names.append(job.name)
     return names
+
+
+async def seed_demo(settings: Settings) -> list[str]:
+    """`seed-demo`: the demo jobs, raised through the service's own handlers and database."""
+    from toex_common.db import create_engine
+
+    from toex_tasking.adapters.uow import PgTaskingUnitOfWork
+
+    engine = create_engine(settings.database_url, pool_size=2)
+    try:
+        deps = handlers.Deps(uow=lambda: PgTaskingUnitOfWork(engine), directory=demo_directory())  # type: ignore[arg-type,return-value]
+        return [f"demo job {name}" for name in await seed(deps)]
+    finally:
+        await engine.dispose()
