@@ -57,10 +57,11 @@ fmt: ## Format the code
 	$(RUN) ruff check --fix .
 
 .PHONY: lint
-lint: ## Format check, lint, the import contracts (a domain imports no infrastructure)
+lint: ## Format check, lint, the import contracts (a domain imports no infrastructure), repeated code
 	$(RUN) ruff format --check .
 	$(RUN) ruff check .
 	$(RUN) lint-imports
+	$(RUN) pylint $(wildcard services/*/src/toex_* libs/*/src/toex_* tools/*/src/toex_*)
 
 .PHONY: typecheck
 typecheck: ## mypy over libs, services and tools

@@ -33,6 +33,7 @@ from toex_common.db import create_engine, session_factory
 from toex_common.events import build_event, ensure_stream
 from toex_common.events.consumer import IdempotentConsumer, Outcome
 from toex_common.events.nats import connect
+from toex_common.events.streams import COMMS_STREAM
 from toex_common.migrations import upgrade
 from toex_devstack.nats import NatsServer
 from toex_devstack.postgres import Postgres
@@ -79,7 +80,7 @@ async def trigger_bench(
 ) -> tuple[list[str], list[str]]:
     nc = await connect(nats.url, "bench-safeguarding")
     js = nc.jetstream()
-    await ensure_stream(js, triggers.COMMS_STREAM)
+    await ensure_stream(js, COMMS_STREAM)
     job = "regions/EMSOU/jobs/benchjob"
     published = 0
     for start in range(0, events, 500):
@@ -106,7 +107,7 @@ async def trigger_bench(
             js=js,
             uow_factory=lambda sessions=sessions: SqlSafeguardingUnitOfWork(sessions),  # type: ignore[misc]
             name=f"bench-{name}-{uuid.uuid4().hex[:6]}",
-            stream=triggers.COMMS_STREAM.name,
+            stream=COMMS_STREAM.name,
             subjects=triggers.COMMS_SUBJECTS,
             handler=noop if name == "noop" else triggers.make_handler(),
         )

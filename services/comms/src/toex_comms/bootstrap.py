@@ -5,6 +5,7 @@ from __future__ import annotations
 from toex.comms.v1 import comms_pb2, comms_pb2_grpc
 from toex_common.db import session_factory
 from toex_common.events.consumer import IdempotentConsumer
+from toex_common.events.streams import ENTITY_STREAM, TASKING_STREAM
 from toex_common.service import Platform, ServiceApp
 
 from toex_comms.adapters.exports import FileExporter
@@ -51,14 +52,14 @@ async def build(settings: Settings) -> App:
             platform.consumer(
                 uow_factory=uow,
                 name="comms-jobs",
-                stream=consumers.TASKING_STREAM.name,
+                stream=TASKING_STREAM.name,
                 subjects=["toex.*.tasking.JobCreated"],
                 handler=consumers.on_job_created,
             ),
             platform.consumer(
                 uow_factory=uow,
                 name="comms-entities",
-                stream=consumers.ENTITY_STREAM.name,
+                stream=ENTITY_STREAM.name,
                 subjects=["toex.*.entity.RecordLinked"],
                 handler=consumers.on_record_linked,
             ),

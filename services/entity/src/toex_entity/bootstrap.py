@@ -8,7 +8,7 @@ from typing import Any
 from toex.entity.v1 import entity_pb2, entity_pb2_grpc
 from toex_common.db import session_factory
 from toex_common.events.consumer import IdempotentConsumer
-from toex_common.events.streams import StreamSpec
+from toex_common.events.streams import PND_STREAM, TASKING_STREAM
 from toex_common.service import Platform, ServiceApp
 
 from toex_entity.adapters.integration import STREAM
@@ -20,8 +20,6 @@ from toex_entity.entrypoints.grpc_api import EntityServicer
 from toex_entity.service_layer import handlers
 
 SERVICE_NAME = entity_pb2.DESCRIPTOR.services_by_name["EntityResolutionService"].full_name
-TASKING_STREAM = StreamSpec.for_domain("TASKING", "tasking")
-PND_STREAM = StreamSpec.for_domain("PND", "pnd")
 
 
 class App(ServiceApp):

@@ -7,6 +7,7 @@ import logging
 from toex.safeguarding.v1 import safeguarding_pb2, safeguarding_pb2_grpc
 from toex_common.db import session_factory
 from toex_common.events.consumer import IdempotentConsumer
+from toex_common.events.streams import COMMS_STREAM, TASKING_STREAM
 from toex_common.service import Background, GrpcServer, Platform, ServiceApp
 
 from toex_safeguarding.adapters.integration import STREAM
@@ -63,14 +64,14 @@ def trigger_consumers(
         platform.consumer(
             uow_factory=uow,
             name=f"{name}-comms-triggers",
-            stream=triggers.COMMS_STREAM.name,
+            stream=COMMS_STREAM.name,
             subjects=triggers.COMMS_SUBJECTS,
             handler=handler,
         ),
         platform.consumer(
             uow_factory=uow,
             name=f"{name}-job-triggers",
-            stream=triggers.TASKING_STREAM.name,
+            stream=TASKING_STREAM.name,
             subjects=triggers.TASKING_SUBJECTS,
             handler=handler,
         ),
@@ -80,9 +81,7 @@ def trigger_consumers(
 async def build(settings: Settings) -> App:
     # The producers' streams, declared exactly as their owners declare them, so this service can
     # start (and subscribe) before they do.
-    streams = (
-        [STREAM, triggers.COMMS_STREAM, triggers.TASKING_STREAM] if settings.consume_triggers else [STREAM]
-    )
+    streams = [STREAM, COMMS_STREAM, TASKING_STREAM] if settings.consume_triggers else [STREAM]
     platform = await Platform.start(settings, streams=streams)
     sessions = session_factory(platform.engine)
 

@@ -41,6 +41,15 @@ class InboxUnitOfWork(Protocol):
     async def commit(self) -> None: ...
 
 
+def region_of(event: IncomingEvent) -> Region:
+    """The region an event is for: its subject's, which the NATS permissions vouch for (the
+    consumer base has already refused an event whose header or payload label says otherwise)."""
+    region = event.region
+    if region is None:
+        raise PermanentError(f"subject {event.subject!r} names no region")
+    return region
+
+
 class TransientError(Exception):
     """Worth trying again later (a dependency is down)."""
 

@@ -40,6 +40,14 @@ class StreamSpec:
 
 DEAD_LETTER = StreamSpec.for_domain("DEADLETTER", "deadletter")
 
+# Each service's stream, declared once: its publisher creates it, other services' consumers
+# read it by these names.
+TASKING_STREAM = StreamSpec.for_domain("TASKING", "tasking")
+ENTITY_STREAM = StreamSpec.for_domain("ENTITY", "entity")
+PND_STREAM = StreamSpec.for_domain("PND", "pnd")
+COMMS_STREAM = StreamSpec.for_domain("COMMS", "comms")
+SAFEGUARDING_STREAM = StreamSpec.for_domain("SAFEGUARDING", "safeguarding")
+
 
 async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
     try:

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from toex.comms.events.v1 import events_pb2 as ev
 from toex_common.events import EventEnvelope, build_event
-from toex_common.events.streams import StreamSpec
+from toex_common.events.streams import COMMS_STREAM
 from toex_kernel.timestamps import optional_timestamp as ts
 
 from toex_comms.adapters.mapping import (
@@ -19,7 +19,7 @@ from toex_comms.domain.model import AdvertFlag, Dataset, WatchlistContact
 
 DOMAIN = "comms"
 SOURCE = "toex/comms"
-STREAM = StreamSpec.for_domain("COMMS", DOMAIN)
+STREAM = COMMS_STREAM
 
 
 def _envelope(message: object, dataset: Dataset, resource: str) -> EventEnvelope:

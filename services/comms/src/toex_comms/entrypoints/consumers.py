@@ -10,29 +10,15 @@ from toex.entity.events.v1 import events_pb2 as entity_ev  # noqa: F401  (regist
 from toex.tasking.events.v1 import events_pb2 as tasking_ev  # noqa: F401
 from toex.tasking.v1 import tasking_pb2
 from toex_common.events import IncomingEvent
-from toex_common.events.consumer import PermanentError
-from toex_common.events.streams import StreamSpec
-from toex_kernel.regions import Region
+from toex_common.events.consumer import PermanentError, region_of
 
 from toex_comms.domain.model import Handling
 from toex_comms.service_layer import handlers
 
-TASKING_STREAM = StreamSpec.for_domain("TASKING", "tasking")
-ENTITY_STREAM = StreamSpec.for_domain("ENTITY", "entity")
 JOB_TYPES = {
     tasking_pb2.JOB_TYPE_COMMS_ANALYSIS: "comms_analysis",
     tasking_pb2.JOB_TYPE_ANPR: "anpr",
 }
-
-
-def _region(event: IncomingEvent, label: Any) -> Region:
-    try:
-        return Region.from_proto(label.region)
-    except ValueError:
-        region = event.region
-        if region is None:
-            raise PermanentError("event carries no region") from None
-        return region
 
 
 async def on_job_created(event: IncomingEvent, uow: Any) -> None:
@@ -44,9 +30,7 @@ async def on_job_created(event: IncomingEvent, uow: Any) -> None:
     if job_type is None:
         return
     handling = Handling.P if message.label.handling == 1 else Handling.C
-    await handlers.on_job_created(
-        job.name, _region(event, message.label), job_type, handling, job.operation_name, uow
-    )
+    await handlers.on_job_created(job.name, region_of(event), job_type, handling, job.operation_name, uow)
 
 
 async def on_record_linked(event: IncomingEvent, uow: Any) -> None:
@@ -56,7 +40,7 @@ async def on_record_linked(event: IncomingEvent, uow: Any) -> None:
     ids = message.identifiers
     when = message.occur_time.ToDatetime(tzinfo=UTC) if message.HasField("occur_time") else datetime.now(UTC)
     await handlers.on_record_linked(
-        _region(event, message.label),
+        region_of(event),
         message.entity_id,
         list(ids.e164_numbers),
         list(ids.vrms),

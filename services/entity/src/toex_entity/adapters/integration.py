@@ -8,7 +8,7 @@ from toex.entity.events.v1 import events_pb2 as ev
 from toex.entity.v1 import entity_pb2 as pb
 from toex.type.v1 import security_pb2
 from toex_common.events import EventEnvelope, build_event
-from toex_common.events.streams import StreamSpec
+from toex_common.events.streams import ENTITY_STREAM
 from toex_kernel.regions import Region
 
 from toex_entity.adapters.mapping import identifiers_to_proto, record_type_to_proto
@@ -18,7 +18,7 @@ from toex_entity.service_layer.ports import EntityLink
 
 DOMAIN = "entity"
 SOURCE = "toex/entity"
-STREAM = StreamSpec.for_domain("ENTITY", DOMAIN)
+STREAM = ENTITY_STREAM
 
 _HANDLING = {Handling.P: security_pb2.HANDLING_CODE_P, Handling.C: security_pb2.HANDLING_CODE_C}
 _DECISION = {

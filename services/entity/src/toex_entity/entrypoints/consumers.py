@@ -10,14 +10,13 @@ Both run through the idempotent consumer base: one transaction per batch, inbox-
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from toex.pnd.events.v1 import events_pb2 as pnd_events
 from toex.pnd.v1 import pole_pb2
 from toex.tasking.events.v1 import events_pb2 as tasking_events
 from toex.type.v1 import security_pb2
 from toex_common.events import IncomingEvent
-from toex_common.events.consumer import PermanentError
+from toex_common.events.consumer import PermanentError, region_of
 from toex_kernel.principal import Principal, Role
 from toex_kernel.regions import Region
 
@@ -44,22 +43,12 @@ PND_SUBJECT = "toex.*.pnd.PndResultReceived"
 _ASSESSMENT = "ABCDE"
 
 
-def _region_of(event: IncomingEvent, label: Any) -> Region:
-    try:
-        return Region.from_proto(label.region)
-    except ValueError:
-        region = event.region
-        if region is None:
-            raise PermanentError("event carries no region") from None
-        return region
-
-
 async def on_job_created(event: IncomingEvent, uow: EntityUnitOfWork, deps: handlers.Deps) -> None:
     message = event.message
     if not isinstance(message, tasking_events.JobCreated):
         raise PermanentError(f"expected JobCreated, got {event.event_type or 'an untyped event'}")
     job = message.job
-    region = _region_of(event, message.label)
+    region = region_of(event)
     ids = [s.strip().removeprefix("entities/") for s in job.subject_entity_ids if s.strip()]
     if ids:
         added = await handlers.record_job_subjects(job.name, region, ids, uow, deps)
@@ -147,7 +136,7 @@ async def on_pnd_result(event: IncomingEvent, uow: EntityUnitOfWork, deps: handl
     message = event.message
     if not isinstance(message, pnd_events.PndResultReceived):
         raise PermanentError(f"expected PndResultReceived, got {event.event_type or 'an untyped event'}")
-    region = _region_of(event, message.label)
+    region = region_of(event)
     now = deps.clock()
     valid = []
     for item in pnd_records(message, region):

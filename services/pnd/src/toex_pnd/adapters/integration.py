@@ -8,7 +8,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from toex.pnd.events.v1 import events_pb2 as ev
 from toex.type.v1 import security_pb2
 from toex_common.events import EventEnvelope, build_event
-from toex_common.events.streams import StreamSpec
+from toex_common.events.streams import PND_STREAM
 
 from toex_pnd.adapters import mapping
 from toex_pnd.domain.model import IntelligenceRecord, Submission, SubmissionState
@@ -16,7 +16,7 @@ from toex_pnd.service_layer.ports import RegionFigures, Report, SearchRow
 
 DOMAIN = "pnd"
 SOURCE = "toex/pnd"
-STREAM = StreamSpec.for_domain("PND", DOMAIN)
+STREAM = PND_STREAM
 
 
 def answer_event(record: IntelligenceRecord, submission: Submission) -> EventEnvelope:

@@ -10,7 +10,7 @@ import uuid
 from google.protobuf.message import Message
 from toex.safeguarding.events.v1 import events_pb2 as ev
 from toex_common.events import EventEnvelope, build_event
-from toex_common.events.streams import StreamSpec
+from toex_common.events.streams import SAFEGUARDING_STREAM
 
 from toex_safeguarding.adapters.mapping import (
     clock_to_proto,
@@ -29,7 +29,7 @@ from toex_safeguarding.domain.model import Referral
 
 DOMAIN = "safeguarding"
 SOURCE = "toex/safeguarding"
-STREAM = StreamSpec.for_domain("SAFEGUARDING", DOMAIN)
+STREAM = SAFEGUARDING_STREAM
 
 
 def to_message(referral: Referral, event: events.DomainEvent) -> Message:

@@ -23,7 +23,6 @@ from toex.tasking.v1 import tasking_pb2 as tasking
 from toex.type.v1 import security_pb2
 from toex_common.events.consumer import PermanentError
 from toex_common.events.envelope import IncomingEvent
-from toex_common.events.streams import StreamSpec
 from toex_kernel.regions import Region
 
 from toex_safeguarding.domain.commands import Trigger
@@ -33,8 +32,6 @@ from toex_safeguarding.service_layer import handlers
 
 log = logging.getLogger(__name__)
 
-COMMS_STREAM = StreamSpec.for_domain("COMMS", "comms")
-TASKING_STREAM = StreamSpec.for_domain("TASKING", "tasking")
 WATCHLIST_CONTACT = comms_events.WatchlistContactDetected.DESCRIPTOR.full_name
 ADVERT_FLAGGED = comms_events.AdvertNumberFlagged.DESCRIPTOR.full_name
 JOB_CREATED = tasking_events.JobCreated.DESCRIPTOR.full_name

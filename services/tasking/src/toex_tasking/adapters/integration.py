@@ -5,7 +5,7 @@ from __future__ import annotations
 from google.protobuf.message import Message
 from toex.tasking.events.v1 import events_pb2 as ev
 from toex_common.events import EventEnvelope, build_event
-from toex_common.events.streams import StreamSpec
+from toex_common.events.streams import TASKING_STREAM
 
 from toex_tasking.adapters.mapping import (
     assignee_to_proto,
@@ -22,7 +22,7 @@ from toex_tasking.domain.model import Job
 
 DOMAIN = "tasking"
 SOURCE = "toex/tasking"
-STREAM = StreamSpec.for_domain("TASKING", DOMAIN)
+STREAM = TASKING_STREAM
 
 
 def to_message(job: Job, event: events.DomainEvent) -> Message:

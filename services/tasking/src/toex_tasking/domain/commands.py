@@ -14,6 +14,8 @@ from toex_tasking.domain.model import Handling, JobState, JobType, Priority
 
 @dataclass(frozen=True)
 class CreateJob:
+    # What a job is raised with is what the Job holds: the fields repeat by design.
+    # pylint: disable=duplicate-code
     actor: Principal
     region: Region
     requesting_unit: str

@@ -21,8 +21,7 @@ from typing import Any
 from toex.safeguarding.events.v1 import events_pb2 as safeguarding_events
 from toex_common.audit import AuditEntry, AuditSink
 from toex_common.events import IncomingEvent
-from toex_common.events.consumer import Handler, PermanentError
-from toex_common.events.streams import StreamSpec
+from toex_common.events.consumer import Handler, PermanentError, region_of
 from toex_kernel.errors import DomainError
 
 from toex_tasking.adapters.mapping import job_ref
@@ -32,7 +31,6 @@ from toex_tasking.service_layer.ports import TaskingUnitOfWork
 
 log = logging.getLogger(__name__)
 
-SAFEGUARDING_STREAM = StreamSpec.for_domain("SAFEGUARDING", "safeguarding")
 JOB_NOTE_SUBJECT = "toex.*.safeguarding.JobNoteRequested"
 JOB_NOTE_REQUESTED = safeguarding_events.JobNoteRequested.DESCRIPTOR.full_name
 
@@ -44,9 +42,7 @@ def note_command(event: IncomingEvent) -> commands.NoteForReferral:
         raise PermanentError(f"expected {JOB_NOTE_REQUESTED}, got {event.event_type or 'an untyped event'}")
     # The subject's region, never a label: the consumer base has refused an event whose header
     # or payload label names another region than its subject.
-    region = event.region
-    if region is None:
-        raise PermanentError(f"subject {event.subject!r} names no region")
+    region = region_of(event)
     try:
         job_region, job_id = job_ref(message.job, "job")
     except DomainError as exc:
