@@ -10,7 +10,7 @@ import functools
 import hashlib
 import re
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
 import asyncpg
@@ -107,6 +107,39 @@ def _recalled(stored_fingerprint: str, resource: str, fingerprint: str) -> str:
     return str(resource)
 
 
+class CollectsDomainEvents:
+    """Domain events, published by the platform: aggregates record what happened (`events`),
+    repositories `track` the aggregates they store, and at commit the unit of work turns every
+    event recorded into the service's integration events (its one mapping,
+    `integration_events`, the only place that knows protobuf) and writes them to the outbox in
+    the same transaction, in the order they were recorded. Handlers publish nothing themselves."""
+
+    _tracked: list[Any]
+
+    def track(self, aggregate: Any) -> None:
+        """Collect `aggregate.events` at commit (once, however often it is stored)."""
+        tracked = self.__dict__.setdefault("_tracked", [])
+        if not any(known is aggregate for known in tracked):
+            tracked.append(aggregate)
+
+    def integration_events(self, aggregate: Any, event: Any) -> Iterable[EventEnvelope]:
+        """The service's mapping of one domain event; a service without domain events has none."""
+        raise NotImplementedError(f"{type(self).__name__} maps no domain events ({type(event).__name__})")
+
+    def _collect_domain_events(self) -> list[EventEnvelope]:
+        collected: list[EventEnvelope] = []
+        for aggregate in self.__dict__.get("_tracked", []):
+            recorded = aggregate.events
+            for event in recorded:
+                collected.extend(self.integration_events(aggregate, event))
+            recorded.clear()
+        self._tracked = []
+        return collected
+
+    def _forget_tracked(self) -> None:
+        self._tracked = []
+
+
 class UnitOfWork(Protocol):
     """The port handlers depend on; services extend it with their repositories."""
 
@@ -133,7 +166,7 @@ async def _run_after_commit(callbacks: list[AfterCommit]) -> None:
         raise failures[0]
 
 
-class SqlAlchemyUnitOfWork:
+class SqlAlchemyUnitOfWork(CollectsDomainEvents):
     session: AsyncSession
 
     def __init__(self, sessions: async_sessionmaker[Any]) -> None:
@@ -144,6 +177,7 @@ class SqlAlchemyUnitOfWork:
     async def __aenter__(self) -> Any:
         self.session = self._sessions()
         self._events, self._after_commit = [], []
+        self._forget_tracked()
         self._after_enter()
         return self
 
@@ -171,6 +205,7 @@ class SqlAlchemyUnitOfWork:
         return {row.event_id for row in claimed}
 
     async def commit(self) -> None:
+        self._events.extend(self._collect_domain_events())
         if len(self._events) >= OUTBOX_COPY_FROM:
             await self._copy_outbox()
         elif self._events:
@@ -209,6 +244,7 @@ class SqlAlchemyUnitOfWork:
 
     async def rollback(self) -> None:
         self._events, self._after_commit = [], []
+        self._forget_tracked()
         await self.session.rollback()
 
     async def recall_request(self, scope: str, request_id: str, fingerprint: str) -> str | None:
@@ -251,7 +287,7 @@ _REMEMBER = (
 )
 
 
-class DriverUnitOfWork:
+class DriverUnitOfWork(CollectsDomainEvents):
     """The unit of work on a connection from the asyncpg pool of `db.driver_pool`, for services whose
     every call runs through it (tasking): prepared statements, no statement compilation.
 
@@ -279,6 +315,7 @@ class DriverUnitOfWork:
 
     async def __aenter__(self) -> Any:
         self._events, self._writes, self._after_commit, self._transaction = [], [], [], None
+        self._forget_tracked()
         self._after_enter()
         return self
 
@@ -346,6 +383,7 @@ class DriverUnitOfWork:
         await _run_after_commit(callbacks)
 
     async def _commit(self) -> None:
+        self._events.extend(self._collect_domain_events())
         if self._events:
             self.write_many(_OUTBOX_INSERT, [_outbox_row(e) for e in self._events])
             self._events = []
@@ -364,6 +402,7 @@ class DriverUnitOfWork:
 
     async def rollback(self) -> None:
         self._events, self._writes, self._after_commit = [], [], []
+        self._forget_tracked()
         if self._transaction is not None:
             transaction, self._transaction = self._transaction, None
             if self._conn is not None and not self._conn.is_closed():

@@ -1,15 +1,20 @@
 import copy
+from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
+from toex_common.events import EventEnvelope
 from toex_common.testing.fakes import FakeUnitOfWorkBase
 from toex_kernel.regions import Region
+from toex_tasking.adapters import integration
 from toex_tasking.domain.model import OPEN_STATES, WORKING_STATES, Job, JobState
 from toex_tasking.service_layer.ports import JobQuery, ResearcherCount
 
 
 class FakeJobRepository:
-    def __init__(self) -> None:
+    def __init__(self, uow: FakeUnitOfWorkBase) -> None:
         self.jobs: dict[str, Job] = {}
+        self.uow = uow
 
     def _store(self, job: Job) -> None:
         # Like the database: state is stored, pending domain events are not.
@@ -19,9 +24,11 @@ class FakeJobRepository:
         self.jobs[job.id] = stored
 
     async def add(self, job: Job) -> None:
+        self.uow.track(job)
         self._store(job)
 
     async def save(self, job: Job) -> None:
+        self.uow.track(job)
         self._store(job)
 
     async def get(self, job_id: str, *, for_update: bool = False) -> Job | None:
@@ -80,4 +87,7 @@ class FakeJobRepository:
 class FakeTaskingUnitOfWork(FakeUnitOfWorkBase):
     def __init__(self) -> None:
         super().__init__()
-        self.jobs = FakeJobRepository()
+        self.jobs = FakeJobRepository(self)
+
+    def integration_events(self, aggregate: Any, event: Any) -> Iterable[EventEnvelope]:
+        return integration.integration_events(aggregate, event)

@@ -12,6 +12,7 @@ from toex_kernel.regions import Region
 
 from toex_common.audit import AuditEntry
 from toex_common.events.envelope import EventEnvelope
+from toex_common.uow import CollectsDomainEvents
 
 
 class FakeAuditSink:
@@ -22,7 +23,7 @@ class FakeAuditSink:
         self.entries.append(entry)
 
 
-class FakeUnitOfWorkBase:
+class FakeUnitOfWorkBase(CollectsDomainEvents):
     """Collects published events; `committed_events` holds those of committed work only. Runs
     after-commit work once the work commits."""
 
@@ -35,6 +36,7 @@ class FakeUnitOfWorkBase:
 
     async def __aenter__(self) -> Any:
         self._pending, self._after_commit = [], []
+        self._forget_tracked()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -47,6 +49,7 @@ class FakeUnitOfWorkBase:
         self._after_commit.append(callback)
 
     async def commit(self) -> None:
+        self._pending.extend(self._collect_domain_events())
         self.committed_events.extend(self._pending)
         self._pending = []
         self.commits += 1
@@ -56,6 +59,7 @@ class FakeUnitOfWorkBase:
 
     async def rollback(self) -> None:
         self._pending, self._after_commit = [], []
+        self._forget_tracked()
 
     async def recall_request(self, scope: str, request_id: str, fingerprint: str) -> str | None:
         found = self._requests.get((scope, request_id))

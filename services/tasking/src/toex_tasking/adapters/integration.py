@@ -75,3 +75,9 @@ def envelope(job: Job, event: events.DomainEvent) -> EventEnvelope:
         handling=handling_to_proto(job.handling),
         resource=job.name,
     )
+
+
+def integration_events(job: Job, event: events.DomainEvent) -> list[EventEnvelope]:
+    """The tasking service's one mapping of a domain event (what the unit of work publishes at
+    commit)."""
+    return [envelope(job, event)]

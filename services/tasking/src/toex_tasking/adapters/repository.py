@@ -180,10 +180,12 @@ class PgJobRepository:
         self.uow = uow
 
     async def add(self, job: Job) -> None:
+        self.uow.track(job)
         self.uow.write(_INSERT_JOB, *_values(job))
         self._write_children(job)
 
     async def save(self, job: Job) -> None:
+        self.uow.track(job)
         values = _values(job)
         self.uow.write(_UPDATE_JOB, *values[1:], values[0])
         self.uow.write(_DELETE_ASSIGNEES, job.id)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
+from toex_common.events import EventEnvelope
 from toex_common.uow import DriverUnitOfWork
 
+from toex_tasking.adapters import integration
 from toex_tasking.adapters.repository import PgJobRepository
 
 
@@ -12,3 +17,6 @@ class PgTaskingUnitOfWork(DriverUnitOfWork):
 
     def _after_enter(self) -> None:
         self.jobs = PgJobRepository(self)
+
+    def integration_events(self, aggregate: Any, event: Any) -> Iterable[EventEnvelope]:
+        return integration.integration_events(aggregate, event)

@@ -15,7 +15,6 @@ from toex_kernel.errors import InvalidArgument, OutOfScope, Violations
 from toex_kernel.principal import Principal, Role
 from toex_kernel.regions import Region
 
-from toex_tasking.adapters import integration
 from toex_tasking.domain import commands, policy
 from toex_tasking.domain.model import Handling, Job, Note, job_name
 from toex_tasking.service_layer.ports import (
@@ -54,12 +53,6 @@ class Deps:
         async with self.read() as uow:
             found = await uow.jobs.get_many(sorted(set(job_ids)))
         return [found.get(job_id) for job_id in job_ids]
-
-
-def _publish_events(uow: TaskingUnitOfWork, job: Job) -> None:
-    for event in job.events:
-        uow.publish(integration.envelope(job, event))
-    job.events.clear()
 
 
 def _scope(method: str, actor_subject: str) -> str:
@@ -102,7 +95,6 @@ async def create_job(cmd: commands.CreateJob, deps: Deps) -> Job:
         )
         touch(job.name)
         await uow.jobs.add(job)
-        _publish_events(uow, job)
         await remember(uow, scope, cmd.idempotency, job.name)
         await uow.commit()
         return job
@@ -182,7 +174,6 @@ async def assign_job(cmd: commands.AssignJob, deps: Deps) -> Job:
         problems.raise_if_any()
         job.assign(researchers, by=cmd.actor.username, now=deps.clock())
         await uow.jobs.save(job)
-        _publish_events(uow, job)
         await remember(uow, scope, cmd.idempotency, job.name)
         await uow.commit()
         return job
@@ -203,7 +194,6 @@ async def reassign_job(cmd: commands.ReassignJob, deps: Deps) -> Job:
             user.username, user.region, reason=cmd.reason.strip(), by=cmd.actor.username, now=deps.clock()
         )
         await uow.jobs.save(job)
-        _publish_events(uow, job)
         await remember(uow, scope, cmd.idempotency, job.name)
         await uow.commit()
         return job
@@ -221,7 +211,6 @@ async def update_job_status(cmd: commands.UpdateJobStatus, deps: Deps) -> Job:
             cmd.state, by=cmd.actor.username, reason=cmd.reason, product=cmd.product, now=deps.clock()
         )
         await uow.jobs.save(job)
-        _publish_events(uow, job)
         await remember(uow, scope, cmd.idempotency, job.name)
         await uow.commit()
         return job
@@ -321,7 +310,6 @@ async def record_feedback(cmd: commands.RecordFeedback, deps: Deps) -> Job:
         policy.ensure_can_manage(cmd.actor, job)
         job.record_feedback(cmd.rating, cmd.comment, by=cmd.actor.username, now=deps.clock())
         await uow.jobs.save(job)
-        _publish_events(uow, job)
         await remember(uow, scope, cmd.idempotency, job.name)
         await uow.commit()
         return job
@@ -351,7 +339,6 @@ async def mark_overdue_jobs(cmd: commands.MarkOverdueJobs, deps: Deps) -> int:
         for job in jobs:
             if job.notice_overdue(cmd.now):
                 await uow.jobs.save(job)
-                _publish_events(uow, job)
                 marked += 1
         await uow.commit()
         return marked
