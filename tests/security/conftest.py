@@ -8,8 +8,6 @@ process on a free port, as the service tiers' fixtures do.
 
 from __future__ import annotations
 
-import asyncio
-import importlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -18,7 +16,7 @@ from typing import Any
 import grpc
 import pytest
 from sqlalchemy.engine import make_url
-from toex_common.migrations import migrate
+from toex_common.testing.services import serve_in_process, stop_in_process
 from toex_devstack.keycloak import DemoTokens as Tokens
 
 
@@ -82,38 +80,22 @@ async def start_service(
     """`package` (e.g. "toex_entity") migrated into `database` and serving gRPC on a free port.
     As in production, an owning role migrates and the service runs as a runtime role that may
     only append to the audit log; `database` (the superuser's URL) stays the test's own."""
-    main = importlib.import_module(f"{package}.__main__")
-    bootstrap = importlib.import_module(f"{package}.bootstrap")
-    config = importlib.import_module(f"{package}.config")
     roles = postgres.service_database(make_url(database).database, owner=OWNER_ROLE, runtime=RUNTIME_ROLE)
-    await asyncio.to_thread(
-        migrate,
-        roles.runtime_url + database_query,
-        roles.migration_url + database_query,
-        main.migrations_dir(),
+    app = await serve_in_process(
+        package,
+        database_url=roles.runtime_url + database_query,
+        migration_database_url=roles.migration_url + database_query,
+        nats_url=nats_url,
+        oidc_issuer=issuer,
+        **settings,
     )
-    client = package.removeprefix("toex_").replace("_", "-")
-    app = await bootstrap.build(
-        config.Settings(
-            database_url=roles.runtime_url + database_query,
-            nats_url=nats_url,
-            oidc_issuer=issuer,
-            grpc_port=0,
-            service_client_secret=f"toex-{client}-local-secret",
-            outbox_poll_seconds=0.2,
-            **settings,
-        )
-    )
-    await app.server.start()
-    await app.start_background()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.port}")
     return Service(app, channel, stub_class(channel), tokens, database)
 
 
 async def stop_service(service: Service) -> None:
     await service.channel.close()
-    await service.app.server.stop(1)
-    await service.app.shutdown()
+    await stop_in_process(service.app)
 
 
 # Roles are cluster-wide: every database of this tier is owned by one role and served by another.
