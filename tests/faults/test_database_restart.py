@@ -14,10 +14,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 
 from .matrix import (
+    ENTITY,
+    SAFEGUARDING,
     SERVICES,
     ServiceSpec,
     covers,
@@ -145,3 +148,45 @@ async def test_writes_across_a_database_restart_are_stored_once(
     )
     repeated = {event: count for event, count in event_ids(messages).items() if count > 1}
     assert not repeated, f"events on the stream more than once: {repeated}"
+
+
+@pytest.mark.parametrize("spec", [ENTITY, SAFEGUARDING], ids=str)
+async def test_sessions_dropped_by_the_database_answer_unavailable_never_internal(
+    spec: ServiceSpec, broker: Any, launch: Any, restartable_postgres: Any
+) -> None:
+    """The database stays up but drops the service's sessions (a failover, an administrator's
+    pg_terminate_backend): a call caught by it is told to try again, never INTERNAL, and the
+    retry is answered."""
+    service = await launch(spec, postgres=restartable_postgres, nats_url=broker.url)
+    burst = Burst()
+    done = asyncio.Event()
+    numbers = iter(range(10_000))
+
+    async def caller() -> None:
+        for _ in range(15):
+            await write_until_answered(service, spec, next(numbers), burst)
+        done.set()
+
+    async def drop_sessions() -> int:
+        dropped = 0
+        conn = await asyncpg.connect(service.dsn)
+        try:
+            while not done.is_set():
+                dropped += len(
+                    await conn.fetch(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                )
+                await asyncio.sleep(0.05)
+        finally:
+            await conn.close()
+        return dropped
+
+    dropped, *_ = await asyncio.gather(drop_sessions(), *(caller() for _ in range(WRITERS)))
+    print(f"{spec.name}: {dropped} sessions dropped, {len(burst.failures)} failed attempts: {burst.failures}")
+    assert dropped > 0
+    codes = Counter(code for code, _ in burst.failures)
+    assert grpc.StatusCode.INTERNAL not in codes, burst.failures
+    assert set(codes) <= RETRYABLE, burst.failures
+    assert await stored_ids(service) == ids_of(burst.names), "each answered write stored exactly once"

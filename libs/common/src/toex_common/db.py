@@ -33,6 +33,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 platform_metadata = MetaData()
@@ -247,3 +248,31 @@ async def _reset(conn: asyncpg.Connection) -> None:
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[Any]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def connection_lost(error: BaseException) -> bool:
+    """Whether `error` (or what caused it) is a lost or refused database connection: the
+    database restarting, failing over or dropping the service's sessions. Worth trying again;
+    not a bug to report as INTERNAL."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(
+            current,
+            asyncpg.exceptions.PostgresConnectionError
+            | asyncpg.exceptions.OperatorInterventionError
+            | ConnectionError,
+        ):
+            return True
+        if isinstance(current, asyncpg.exceptions.InterfaceError) and "connection is closed" in str(current):
+            return True
+        # A connection whose previous operation (a COPY, say) the server cut off: asyncpg still
+        # counts that operation as under way. SQLAlchemy discards the connection on the failed
+        # rollback that follows, so the next attempt gets a new one.
+        if isinstance(current, asyncpg.exceptions.InternalClientError) and "another operation" in str(current):
+            return True
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return False

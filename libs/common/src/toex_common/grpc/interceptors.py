@@ -32,10 +32,13 @@ from toex_kernel.principal import Principal
 from toex_common.audit import AuditEntry, AuditSink, UnauthenticatedCalls
 from toex_common.auth import TokenVerifier
 from toex_common.context import CallState, begin_call, current_call, end_call
-from toex_common.grpc.status import grpc_code, internal_status, to_status
+from toex_common.db import connection_lost
+from toex_common.grpc.status import grpc_code, internal_status, to_status, unavailable_status
 from toex_common.telemetry import extract
 
 log = logging.getLogger(__name__)
+
+DATABASE_UNAVAILABLE = "the database is unavailable for a moment; try again (with the same request_id)"
 
 Proceed = Callable[[], Awaitable[Any]]
 Around = Callable[[str, aio.ServicerContext, Proceed], Awaitable[Any]]
@@ -281,6 +284,11 @@ class StandardChain:
             if isinstance(exc, OutOfScope):
                 state.audit_outcome = "DENIED_OUT_OF_SCOPE"
             code, status = grpc_code(exc), to_status(exc)
+        elif connection_lost(exc):
+            # The database restarted, failed over or dropped the session: the caller may try
+            # again (with the same request id), and the service recovers by itself.
+            log.warning("database connection lost in %s: %r", method, exc)
+            code, status = grpc.StatusCode.UNAVAILABLE, unavailable_status(DATABASE_UNAVAILABLE)
         else:
             log.error("unhandled error in %s", method, exc_info=exc)
             code, status = grpc.StatusCode.INTERNAL, internal_status()

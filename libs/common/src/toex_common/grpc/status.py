@@ -49,3 +49,7 @@ def to_status(error: DomainError) -> status_pb2.Status:
 
 def internal_status() -> status_pb2.Status:
     return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error; the incident is logged")
+
+
+def unavailable_status(message: str) -> status_pb2.Status:
+    return status_pb2.Status(code=code_pb2.UNAVAILABLE, message=message)
