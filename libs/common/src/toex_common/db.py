@@ -270,7 +270,9 @@ def connection_lost(error: BaseException) -> bool:
         # A connection whose previous operation (a COPY, say) the server cut off: asyncpg still
         # counts that operation as under way. SQLAlchemy discards the connection on the failed
         # rollback that follows, so the next attempt gets a new one.
-        if isinstance(current, asyncpg.exceptions.InternalClientError) and "another operation" in str(current):
+        if isinstance(current, asyncpg.exceptions.InternalClientError) and "another operation" in str(
+            current
+        ):
             return True
         if isinstance(current, DBAPIError) and current.connection_invalidated:
             return True
