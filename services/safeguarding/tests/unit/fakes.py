@@ -1,10 +1,13 @@
 import copy
+from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from toex.safeguarding.events.v1.events_pb2 import JobNoteRequested
 from toex_common.events import EventEnvelope
 from toex_common.testing.fakes import FakeUnitOfWorkBase
 from toex_kernel.regions import Region
+from toex_safeguarding.adapters import integration
 from toex_safeguarding.domain.model import Referral
 from toex_safeguarding.domain.values import Concern
 from toex_safeguarding.service_layer.ports import OpenReferralExists, OverdueRow, ReferralQuery
@@ -13,9 +16,10 @@ from toex_safeguarding.service_layer.ports import OpenReferralExists, OverdueRow
 class FakeReferralRepository:
     """Stores copies, holds the open-referral keys like the unique index does."""
 
-    def __init__(self) -> None:
+    def __init__(self, uow: FakeUnitOfWorkBase) -> None:
         self.referrals: dict[str, Referral] = {}
         self.keys: dict[tuple[Region, str, Concern], str] = {}
+        self.uow = uow
 
     def _store(self, referral: Referral) -> None:
         stored = copy.deepcopy(referral)
@@ -40,10 +44,12 @@ class FakeReferralRepository:
     async def add(self, referral: Referral) -> None:
         self._claim(referral)
         self._store(referral)
+        self.uow.track(referral)
 
     async def save(self, referral: Referral) -> None:
         self._claim(referral)
         self._store(referral)
+        self.uow.track(referral)
 
     async def get(self, referral_id: str, *, for_update: bool = False) -> Referral | None:
         found = self.referrals.get(referral_id)
@@ -96,7 +102,10 @@ class FakeReferralRepository:
 class FakeSafeguardingUnitOfWork(FakeUnitOfWorkBase):
     def __init__(self) -> None:
         super().__init__()
-        self.referrals = FakeReferralRepository()
+        self.referrals = FakeReferralRepository(self)
+
+    def integration_events(self, aggregate: Any, event: Any) -> Iterable[EventEnvelope]:
+        return integration.integration_events(aggregate, event)
 
     def job_notes(self) -> list[tuple[EventEnvelope, JobNoteRequested]]:
         """The JobNoteRequested events of committed work, with their messages."""

@@ -26,6 +26,7 @@ from toex_safeguarding.adapters.mapping import (
 )
 from toex_safeguarding.domain import events
 from toex_safeguarding.domain.model import Referral
+from toex_safeguarding.domain.notes import note_for
 
 DOMAIN = "safeguarding"
 SOURCE = "toex/safeguarding"
@@ -113,3 +114,13 @@ def _wrap(referral: Referral, message: Message) -> EventEnvelope:
         handling=handling_to_proto(referral.handling),
         resource=referral.name,
     )
+
+
+def integration_events(referral: Referral, event: events.DomainEvent) -> list[EventEnvelope]:
+    """The safeguarding service's one mapping of a domain event (what the unit of work
+    publishes at commit): its integration event, and a JobNoteRequested for the linked job when
+    the change is one the job is told of."""
+    out = [envelope(referral, event)]
+    if referral.linked_job and (text := note_for(referral, event)):
+        out.append(job_note(referral, text))
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import astuple
 from datetime import date, datetime
 from typing import Any
@@ -249,8 +250,10 @@ def _key_state(referral: Referral) -> tuple[Any, ...]:
 
 
 class SqlReferralRepository:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, track: Callable[[Referral], None] = lambda _: None) -> None:
         self.session = session
+        # The unit of work's: a stored referral's domain events are published at its commit.
+        self._track = track
         # What each referral's clocks and keys were when loaded in this unit of work, so that a
         # save which did not change them (evidence added by a repeated trigger) skips rewriting them.
         self._loaded: dict[str, tuple[tuple[Any, ...], tuple[Any, ...]]] = {}
@@ -337,6 +340,7 @@ class SqlReferralRepository:
         if referral.clocks:
             await self._write_clocks(referral)
         self._loaded[referral.id] = (_clock_state(referral), _key_state(referral))
+        self._track(referral)
 
     async def save(self, referral: Referral) -> None:
         clocks, keys = self._loaded.get(referral.id, (None, None))
@@ -348,6 +352,7 @@ class SqlReferralRepository:
         if clocks != _clock_state(referral):
             await self._write_clocks(referral)
         self._loaded[referral.id] = (_clock_state(referral), _key_state(referral))
+        self._track(referral)
 
     async def _clocks(self, ids: list[str]) -> dict[str, list[Clock]]:
         found: dict[str, list[Clock]] = defaultdict(list)

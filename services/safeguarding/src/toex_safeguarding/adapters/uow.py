@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
+from toex_common.events import EventEnvelope
 from toex_common.uow import SqlAlchemyUnitOfWork
 
+from toex_safeguarding.adapters import integration
 from toex_safeguarding.adapters.repository import SqlReferralRepository
 
 
@@ -11,4 +16,7 @@ class SqlSafeguardingUnitOfWork(SqlAlchemyUnitOfWork):
     referrals: SqlReferralRepository
 
     def _after_enter(self) -> None:
-        self.referrals = SqlReferralRepository(self.session)
+        self.referrals = SqlReferralRepository(self.session, track=self.track)
+
+    def integration_events(self, aggregate: Any, event: Any) -> Iterable[EventEnvelope]:
+        return integration.integration_events(aggregate, event)

@@ -13,8 +13,7 @@ from toex_kernel.errors import AlreadyExists, InvalidArgument, NotFound
 from toex_kernel.principal import Principal
 from toex_kernel.regions import Region
 
-from toex_safeguarding.adapters import integration
-from toex_safeguarding.domain import commands, events, policy
+from toex_safeguarding.domain import commands, policy
 from toex_safeguarding.domain.model import Referral, Subject, referral_name
 from toex_safeguarding.domain.values import Concern
 from toex_safeguarding.service_layer.ports import (
@@ -43,50 +42,6 @@ async def _ensure_linkable(job: str, credentials: tuple[tuple[str, str], ...], d
         return
     if deps.jobs is None or not await deps.jobs.visible(job, credentials):
         raise NotFound(f"job {job} not found")
-
-
-def _label(value: object) -> str:
-    return str(getattr(value, "value", value)).replace("_", " ").lower()
-
-
-def note_for(referral: Referral, event: events.DomainEvent) -> str | None:
-    """What the linked tasking job is told. Names the referral, never details of its subject."""
-    name = referral.name
-    if isinstance(event, events.ReferralDrafted):
-        concerns = ", ".join(_label(c) for c in referral.concerns)
-        return f"Safeguarding referral {name} drafted ({concerns}) by {event.by}."
-    if isinstance(event, events.ReferralApproved):
-        where = ", ".join(_label(d) for d in event.destinations)
-        return f"Safeguarding referral {name} approved by {event.by}; going to: {where}."
-    if isinstance(event, events.ReferralSubmitted):
-        due = f"; decision due by {event.due_at.isoformat()}" if event.due_at else ""
-        return f"Safeguarding referral {name} sent to {_label(event.destination)}{due}."
-    if isinstance(event, events.DecisionRecorded):
-        d = event.decision
-        detail = f": {d.detail}" if d.detail else ""
-        return (
-            f"Safeguarding referral {name}: {_label(event.destination)} decision "
-            f"{_label(d.kind)} {_label(d.outcome)} on {d.decided_at.date().isoformat()}{detail}"
-        )
-    if isinstance(event, events.ReferralOverdue):
-        return (
-            f"Safeguarding referral {name}: {_label(event.clock)} is overdue; "
-            f"escalated to the {_label(event.escalation.name)}."
-        )
-    if isinstance(event, events.ReferralClosed):
-        why = f": {event.reason}" if event.reason else ""
-        return f"Safeguarding referral {name} closed{why}."
-    return None
-
-
-def publish_changes(uow: SafeguardingUnitOfWork, referral: Referral) -> None:
-    """The referral's integration events, and a JobNoteRequested for its linked job for each
-    change the job is told of: into the outbox, in the transaction of the change."""
-    for event in referral.events:
-        uow.publish(integration.envelope(referral, event))
-        if referral.linked_job and (text := note_for(referral, event)):
-            uow.publish(integration.job_note(referral, text))
-    referral.events.clear()
 
 
 def _scope(method: str, actor_subject: str) -> str:
@@ -122,7 +77,6 @@ async def create_referral(cmd: commands.CreateReferral, deps: Deps) -> Referral:
                 f"{referral_name(cmd.region, exc.referral_id)} is already open for this subject and "
                 f"concern {exc.concern.value}; add evidence to it instead"
             ) from None
-        publish_changes(uow, referral)
         if cmd.idempotency is not None:
             await uow.remember_request(
                 scope, cmd.idempotency.request_id, cmd.idempotency.fingerprint, referral.name
@@ -189,7 +143,6 @@ async def _change(
                 f"{referral_name(region, exc.referral_id)} is already open for this subject and "
                 f"concern {exc.concern.value}"
             ) from None
-        publish_changes(uow, referral)
         if idempotency is not None:
             await uow.remember_request(scope, idempotency.request_id, idempotency.fingerprint, referral.name)
         await uow.commit()
@@ -356,7 +309,6 @@ async def draft_from_trigger(
             existing.add_evidence(trigger.evidence, by=by, now=now)
             existing.link_job(trigger.linked_job, now)
             await uow.referrals.save(existing)
-            publish_changes(uow, existing)
             return existing
         referral = Referral.draft(
             region=trigger.region,
@@ -374,7 +326,6 @@ async def draft_from_trigger(
             await uow.referrals.add(referral)
         except OpenReferralExists:
             continue  # drafted by a concurrent trigger a moment ago: join it
-        publish_changes(uow, referral)
         return referral
     raise RuntimeError(f"could not draft or find the open referral for {trigger.subject_entity_id}")
 
@@ -388,7 +339,6 @@ async def escalate_overdue(cmd: commands.EscalateOverdue, deps: Deps) -> int:
             clocks = referral.escalate_overdue(cmd.now)
             if clocks:
                 await uow.referrals.save(referral)
-                publish_changes(uow, referral)
                 raised += len(clocks)
         await uow.commit()
         return raised
