@@ -11,11 +11,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.engine import make_url
+from toex.safeguarding.v1 import safeguarding_pb2_grpc
+from toex.tasking.v1 import tasking_pb2 as tpb
+from toex.tasking.v1 import tasking_pb2_grpc
 from toex_common.testing.services import serve_in_process, stop_in_process
 from toex_devstack.keycloak import DemoTokens as Tokens
 
@@ -137,7 +142,6 @@ async def entity(launch: Launch) -> Service:
 
 @pytest.fixture
 async def tasking(launch: Launch) -> Service:
-    from toex.tasking.v1 import tasking_pb2_grpc
 
     return await launch("toex_tasking", tasking_pb2_grpc.TaskingServiceStub)
 
@@ -212,7 +216,6 @@ async def pnd(launch: Launch, pnd_simulator: str) -> Service:
 
 @pytest.fixture
 async def safeguarding(launch: Launch) -> Service:
-    from toex.safeguarding.v1 import safeguarding_pb2_grpc
     from toex_devstack._proc import free_port
 
     return await launch(
@@ -221,3 +224,54 @@ async def safeguarding(launch: Launch) -> Service:
         service_name=f"safeguarding-{uuid.uuid4().hex[:8]}",
         tasking_address=f"127.0.0.1:{free_port()}",
     )
+
+
+@dataclass
+class Stack:
+    tasking: Any
+    safeguarding: Any
+    jobs: dict[str, str]
+
+    async def notes(self, job: str) -> list[tpb.JobNote]:
+        got = await self.tasking.stub.GetJob(
+            tpb.GetJobRequest(name=job), metadata=self.tasking.md("national_coordinator.national")
+        )
+        return list(got.job.notes)
+
+
+@pytest.fixture
+async def stack(postgres, launch) -> Stack:  # type: ignore[no-untyped-def]
+    """Tasking and safeguarding on real servers, and a job in EMSOU and one in ERSOU."""
+    tasking_db = postgres.create_database(f"t_sec_tasking_{uuid.uuid4().hex[:10]}")
+    # Its own name: its own durable consumer of the job notes, not another test's.
+    tasking = await launch(
+        "toex_tasking",
+        tasking_pb2_grpc.TaskingServiceStub,
+        database=tasking_db,
+        service_name=f"tasking-{uuid.uuid4().hex[:8]}",
+    )
+    safeguarding = await launch(
+        "toex_safeguarding",
+        safeguarding_pb2_grpc.SafeguardingServiceStub,
+        service_name=f"safeguarding-{uuid.uuid4().hex[:8]}",
+        tasking_address=f"127.0.0.1:{tasking.app.port}",
+    )
+    due = Timestamp()
+    due.FromDatetime(datetime.now(UTC) + timedelta(days=7))
+    jobs = {}
+    for region in ("EMSOU", "ERSOU"):
+        jobs[region] = (
+            await tasking.stub.CreateJob(
+                tpb.CreateJobRequest(
+                    parent=f"regions/{region}",
+                    job=tpb.Job(
+                        requesting_unit="Unit",
+                        operation_name="Op HERON",
+                        job_type=tpb.JOB_TYPE_SAFEGUARDING,
+                        due_time=due,
+                    ),
+                ),
+                metadata=tasking.md("national_coordinator.national"),
+            )
+        ).job.name
+    return Stack(tasking, safeguarding, jobs)

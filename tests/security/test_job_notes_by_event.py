@@ -11,23 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import nats
-import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import select
 from toex.safeguarding.events.v1 import events_pb2 as sg_events
 from toex.safeguarding.v1 import safeguarding_pb2 as pb
-from toex.safeguarding.v1 import safeguarding_pb2_grpc
-from toex.tasking.v1 import tasking_pb2 as tpb
-from toex.tasking.v1 import tasking_pb2_grpc
 from toex_common.db import audit_table
 from toex_common.events import build_event
 from toex_common.testing.streams import stream_messages
 from toex_kernel.regions import Region
+
+from .conftest import Stack
 
 NC, SO = "national_coordinator.national", "safeguarding_officer.emsou"
 SAFEGUARDING = "service-account-toex-safeguarding"
@@ -54,55 +49,6 @@ def note_event(job: str, text: str) -> Any:
         region=Region.EMSOU,
         resource=referral,
     )
-
-
-@dataclass
-class Stack:
-    tasking: Any
-    safeguarding: Any
-    jobs: dict[str, str]
-
-    async def notes(self, job: str) -> list[tpb.JobNote]:
-        got = await self.tasking.stub.GetJob(tpb.GetJobRequest(name=job), metadata=self.tasking.md(NC))
-        return list(got.job.notes)
-
-
-@pytest.fixture
-async def stack(postgres, launch) -> Stack:  # type: ignore[no-untyped-def]
-    """Tasking and safeguarding on real servers, and a job in EMSOU and one in ERSOU."""
-    tasking_db = postgres.create_database(f"t_sec_tasking_{uuid.uuid4().hex[:10]}")
-    # Its own name: its own durable consumer of the job notes, not another test's.
-    tasking = await launch(
-        "toex_tasking",
-        tasking_pb2_grpc.TaskingServiceStub,
-        database=tasking_db,
-        service_name=f"tasking-{uuid.uuid4().hex[:8]}",
-    )
-    safeguarding = await launch(
-        "toex_safeguarding",
-        safeguarding_pb2_grpc.SafeguardingServiceStub,
-        service_name=f"safeguarding-{uuid.uuid4().hex[:8]}",
-        tasking_address=f"127.0.0.1:{tasking.app.port}",
-    )
-    due = Timestamp()
-    due.FromDatetime(datetime.now(UTC) + timedelta(days=7))
-    jobs = {}
-    for region in ("EMSOU", "ERSOU"):
-        jobs[region] = (
-            await tasking.stub.CreateJob(
-                tpb.CreateJobRequest(
-                    parent=f"regions/{region}",
-                    job=tpb.Job(
-                        requesting_unit="Unit",
-                        operation_name="Op HERON",
-                        job_type=tpb.JOB_TYPE_SAFEGUARDING,
-                        due_time=due,
-                    ),
-                ),
-                metadata=tasking.md(NC),
-            )
-        ).job.name
-    return Stack(tasking, safeguarding, jobs)
 
 
 async def test_a_referral_note_lands_on_its_region_job_by_event(stack: Stack) -> None:

@@ -8,48 +8,19 @@ answers exactly as a missing one."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
-from google.protobuf.timestamp_pb2 import Timestamp
 from toex.safeguarding.v1 import safeguarding_pb2 as pb
-from toex.safeguarding.v1 import safeguarding_pb2_grpc
-from toex.tasking.v1 import tasking_pb2 as tpb
-from toex.tasking.v1 import tasking_pb2_grpc
+
+from .conftest import Stack
 
 SO = "safeguarding_officer.emsou"
 
 
-async def test_a_referral_links_only_jobs_its_author_may_see(postgres, launch) -> None:  # type: ignore[no-untyped-def]
-    tasking_db = postgres.create_database(f"t_sec_tasking_{uuid.uuid4().hex[:10]}")
-    tasking = await launch("toex_tasking", tasking_pb2_grpc.TaskingServiceStub, database=tasking_db)
-    safeguarding = await launch(
-        "toex_safeguarding",
-        safeguarding_pb2_grpc.SafeguardingServiceStub,
-        service_name=f"safeguarding-{uuid.uuid4().hex[:8]}",
-        tasking_address=f"127.0.0.1:{tasking.app.port}",
-    )
-    # The tasking database goes with the session's throwaway cluster.
-    due = Timestamp()
-    due.FromDatetime(datetime.now(UTC) + timedelta(days=7))
-    jobs = {}
-    for region in ("EMSOU", "ERSOU"):
-        jobs[region] = (
-            await tasking.stub.CreateJob(
-                tpb.CreateJobRequest(
-                    parent=f"regions/{region}",
-                    job=tpb.Job(
-                        requesting_unit="Unit",
-                        operation_name="Op HERON",
-                        job_type=tpb.JOB_TYPE_SAFEGUARDING,
-                        due_time=due,
-                    ),
-                ),
-                metadata=tasking.md("national_coordinator.national"),
-            )
-        ).job.name
+async def test_a_referral_links_only_jobs_its_author_may_see(stack: Stack) -> None:
+    safeguarding, jobs = stack.safeguarding, stack.jobs
 
     def referral(job: str) -> pb.CreateReferralRequest:
         return pb.CreateReferralRequest(
