@@ -43,6 +43,9 @@ class ServiceSettings(BaseSettings):
     nats_tls_cert_file: str = ""
     nats_tls_key_file: str = ""
     grpc_port: int = 0
+    # How often the service checks its database and broker: while either is away its health
+    # answers NOT_SERVING (so Kubernetes stops routing to it), and SERVING once both are back.
+    dependency_check_seconds: float = 5.0
     # A plaintext port answering grpc.health.v1 only (0: none), for the kubelet's probes, which
     # cannot present a client certificate to a port that requires one.
     grpc_health_port: int = 0

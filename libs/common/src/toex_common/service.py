@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from grpc import aio
+from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -139,6 +140,8 @@ class ServiceApp:
         self.consumers = list(consumers)
         self.stop = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
+        # Whether the last dependency check found the database or the broker away.
+        self.dependencies_down = False
 
     def background(self) -> list[Background]:
         """(name, coroutine) of the work that runs beside the server. Subclasses add theirs to
@@ -157,8 +160,41 @@ class ServiceApp:
                 "audit-anchor",
                 self.every(self.settings.audit_anchor_seconds, self._anchor_audit, "anchoring the audit log"),
             ),
+            (
+                "dependency-check",
+                self.every(
+                    self.settings.dependency_check_seconds,
+                    self._check_dependencies,
+                    "checking the database and the broker",
+                ),
+            ),
             *((consumer.name, self._consume(consumer)) for consumer in self.consumers),
         ]
+
+    async def _check_dependencies(self) -> None:
+        """NOT_SERVING while the database or the broker is away, SERVING again once both are
+        back. Nothing else touches the status: serving and draining set it as before (and a
+        draining server's health ignores this)."""
+        problems = []
+        try:
+            async with asyncio.timeout(max(1.0, min(self.settings.dependency_check_seconds, 5.0))):
+                async with self.engine.connect() as connection:
+                    await connection.exec_driver_sql("SELECT 1")
+        except Exception as exc:
+            problems.append(f"database: {exc!r}")
+        if not self.nc.is_connected:
+            problems.append("broker: not connected")
+        if problems and not self.dependencies_down:
+            log.warning("not serving until they are back: %s", "; ".join(problems))
+            status = health_pb2.HealthCheckResponse.NOT_SERVING
+        elif not problems and self.dependencies_down:
+            log.info("database and broker back: serving")
+            status = health_pb2.HealthCheckResponse.SERVING
+        else:
+            return
+        self.dependencies_down = bool(problems)
+        for name in ["", *self.service_names]:
+            await self.health.set(name, status)
 
     async def _anchor_audit(self) -> None:
         subject = anchor_subject(self.settings.region, self.settings.service_name)

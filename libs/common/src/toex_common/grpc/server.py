@@ -59,6 +59,12 @@ class _Guarded:
         return getattr(self._server, name)
 
 
+# The health name the kubelet's liveness probe asks for: SERVING while the process serves, even
+# when the database or broker is away (which only makes the service unready, "" and its own
+# names NOT_SERVING): restarting it would not bring them back.
+LIVENESS = "liveness"
+
+
 async def create_server(
     *,
     register: Callable[[aio.Server], None],
@@ -83,7 +89,7 @@ async def create_server(
     bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if bound == 0:
         raise OSError(f"could not bind {host}:{port}")
-    for name in ["", *names]:
+    for name in ["", LIVENESS, *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     return server, bound, health_servicer
 
@@ -121,7 +127,7 @@ async def serve_until_signal(
     # keep it out of the collector's generations, so collections walk only what calls create.
     gc.collect()
     gc.freeze()
-    names = ["", *service_names]
+    names = ["", LIVENESS, *service_names]
     for name in names:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("serving")
