@@ -33,10 +33,11 @@ from toex_common.config import ServiceSettings
 from toex_common.db import create_engine
 from toex_common.events.consumer import IdempotentConsumer
 from toex_common.events.nats import connect
-from toex_common.events.outbox import OutboxRelay
+from toex_common.events.outbox import OutboxRelay, outbox_backlog
 from toex_common.events.streams import StreamSpec, ensure_stream
 from toex_common.grpc.interceptors import standard_interceptors
 from toex_common.grpc.server import create_health_server, create_server, serve_until_signal
+from toex_common.telemetry import OutboxGauges
 from toex_common.tls import nats_context, server_credentials
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,8 @@ class ServiceApp:
         self.tasks: list[asyncio.Task[None]] = []
         # Whether the last dependency check found the database or the broker away.
         self.dependencies_down = False
+        # The outbox's backlog as gauges, recorded by each dependency check.
+        self.outbox_gauges = OutboxGauges()
 
     def background(self) -> list[Background]:
         """(name, coroutine) of the work that runs beside the server. Subclasses add theirs to
@@ -178,8 +181,8 @@ class ServiceApp:
         problems = []
         try:
             async with asyncio.timeout(max(1.0, min(self.settings.dependency_check_seconds, 5.0))):
-                async with self.engine.connect() as connection:
-                    await connection.exec_driver_sql("SELECT 1")
+                waiting, oldest = await outbox_backlog(self.engine)
+                self.outbox_gauges.backlog, self.outbox_gauges.oldest_age = waiting, oldest
         except Exception as exc:
             problems.append(f"database: {exc!r}")
         if not self.nc.is_connected:

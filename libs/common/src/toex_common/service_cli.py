@@ -17,7 +17,7 @@ import click
 from toex_common.config import ServiceSettings
 from toex_common.logging import configure_logging
 from toex_common.migrations import migrate, service_migrations
-from toex_common.telemetry import configure_tracing
+from toex_common.telemetry import configure_metrics, configure_tracing
 
 
 def service_cli(
@@ -54,6 +54,7 @@ def service_cli(
         config = settings()
         configure_logging(config.service_name, config.log_level)
         configure_tracing(config.service_name, config.otel_exporter)
+        configure_metrics(config.service_name, config.otel_exporter)
         asyncio.run(importlib.import_module(f"{package}.bootstrap").serve(config))
 
     if seed_help is not None:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping
 from contextlib import AbstractContextManager
+from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 
 _configured = False
+_metrics_configured = False
 _recording = False
 
 
@@ -81,3 +85,46 @@ class _Attached(AbstractContextManager[object]):
 
     def __exit__(self, *exc: object) -> None:
         otel_context.detach(self._token)
+
+
+class OutboxGauges:
+    """The outbox's backlog as OpenTelemetry gauges, `toex.outbox.backlog` (events not yet
+    published) and `toex.outbox.oldest_age` (seconds the oldest has waited), read from the last
+    values the service recorded (its dependency check records them)."""
+
+    def __init__(self, meter: metrics.Meter | None = None) -> None:
+        self.backlog = 0
+        self.oldest_age = 0.0
+        meter = meter or metrics.get_meter("toex.outbox")
+        meter.create_observable_gauge(
+            "toex.outbox.backlog",
+            callbacks=[lambda _options: [metrics.Observation(self.backlog)]],
+            unit="{event}",
+            description="integration events written but not yet published",
+        )
+        meter.create_observable_gauge(
+            "toex.outbox.oldest_age",
+            callbacks=[lambda _options: [metrics.Observation(self.oldest_age)]],
+            unit="s",
+            description="how long the oldest unpublished event has waited",
+        )
+
+
+def configure_metrics(service: str, exporter: str = "none") -> None:
+    """Install a meter provider once per process: with "console" or "otlp", the gauges and
+    counters are exported every minute; with "none", nothing is collected."""
+    global _metrics_configured
+    if _metrics_configured or exporter == "none":
+        return
+    if exporter == "console":
+        metric_exporter: Any = ConsoleMetricExporter()
+    else:
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        metric_exporter = OTLPMetricExporter()
+    provider = MeterProvider(
+        resource=Resource.create({"service.name": service}),
+        metric_readers=[PeriodicExportingMetricReader(metric_exporter)],
+    )
+    metrics.set_meter_provider(provider)
+    _metrics_configured = True

@@ -237,3 +237,37 @@ async def test_a_bulk_change_copies_its_events_in_the_same_transaction(engine: A
         requests = (await conn.execute(select(func.count()).select_from(idempotency_table))).scalar_one()
     assert (events, requests) == (many, 0)
     assert headers["ce-type"].endswith("FeedbackRecorded")
+
+
+async def test_the_outbox_backlog_is_measured_and_exported_as_gauges(engine: Any) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from toex_common.events.outbox import outbox_backlog
+    from toex_common.telemetry import OutboxGauges
+
+    assert await outbox_backlog(engine) == (0, 0.0)
+    async with DriverUnitOfWork(engine) as uow:
+        for _ in range(3):
+            uow.publish(_event())
+        await uow.commit()
+    await asyncio.sleep(0.2)
+    waiting, oldest = await outbox_backlog(engine)
+    assert waiting == 3 and oldest >= 0.2
+
+    reader = InMemoryMetricReader()
+    gauges = OutboxGauges(MeterProvider(metric_readers=[reader]).get_meter("test"))
+    gauges.backlog, gauges.oldest_age = waiting, oldest
+    data = reader.get_metrics_data()
+    assert data is not None
+    seen = {
+        metric.name: point.value
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        for point in metric.data.data_points
+    }
+    assert seen == {"toex.outbox.backlog": 3, "toex.outbox.oldest_age": oldest}
+
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE outbox SET published_at = now()"))
+    assert await outbox_backlog(engine) == (0, 0.0)

@@ -556,8 +556,24 @@ class Stack:
             note = "" if serving or not pid else "process alive but gRPC health is not SERVING"
             if not entry and not runnable(spec.module):
                 note = f"python -m {spec.module} not available"
+            if entry and postgres_pid and process_alive(postgres_pid):
+                backlog = self._outbox_backlog(ports, state, spec.database)
+                note = f"{note}; {backlog}" if note and backlog else (note or backlog)
             result.append(ComponentStatus(spec.name, serving, pid, f"grpc://{LOOPBACK}:{spec.port}", note))
         return result
+
+    def _outbox_backlog(self, ports: Ports, state: dict[str, Any], database: str) -> str:
+        """`outbox: N waiting, oldest Ts`: what the service's relay has still to publish."""
+        try:
+            answer = self._postgres(ports, state).psql(
+                "SELECT count(*), round(coalesce(extract(epoch FROM now() - min(created_at)), 0)) "
+                "FROM outbox WHERE published_at IS NULL",
+                database=database,
+            )
+        except DevstackError:
+            return ""
+        waiting, _, oldest = answer.partition("|")
+        return f"outbox: {waiting} waiting" + (f", oldest {oldest}s" if waiting != "0" else "")
 
     def _all_up(self, state: dict[str, Any], specs: list[ServiceSpec]) -> bool:
         statuses = {s.name: s for s in self.status()}

@@ -232,3 +232,17 @@ async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, seconds: float) ->
     finally:
         for waiter in waiters:
             waiter.cancel()
+
+
+# What the relay has still to publish: how many events, and how long the oldest has waited.
+OUTBOX_BACKLOG_SQL = (
+    "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0) "
+    "FROM outbox WHERE published_at IS NULL"
+)
+
+
+async def outbox_backlog(engine: AsyncEngine) -> tuple[int, float]:
+    """(events not yet published, seconds the oldest of them has waited)."""
+    async with engine.connect() as connection:
+        row: Any = (await connection.exec_driver_sql(OUTBOX_BACKLOG_SQL)).one()
+    return int(row[0]), float(row[1])
