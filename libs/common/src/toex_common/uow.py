@@ -114,13 +114,13 @@ class CollectsDomainEvents:
     `integration_events`, the only place that knows protobuf) and writes them to the outbox in
     the same transaction, in the order they were recorded. Handlers publish nothing themselves."""
 
+    # Set afresh by each unit of work's __init__ and __aenter__ (`_forget_tracked`).
     _tracked: list[Any]
 
     def track(self, aggregate: Any) -> None:
         """Collect `aggregate.events` at commit (once, however often it is stored)."""
-        tracked = self.__dict__.setdefault("_tracked", [])
-        if not any(known is aggregate for known in tracked):
-            tracked.append(aggregate)
+        if not any(known is aggregate for known in self._tracked):
+            self._tracked.append(aggregate)
 
     def integration_events(self, aggregate: Any, event: Any) -> Iterable[EventEnvelope]:
         """The service's mapping of one domain event; a service without domain events has none."""
@@ -128,7 +128,7 @@ class CollectsDomainEvents:
 
     def _collect_domain_events(self) -> list[EventEnvelope]:
         collected: list[EventEnvelope] = []
-        for aggregate in self.__dict__.get("_tracked", []):
+        for aggregate in self._tracked:
             recorded = aggregate.events
             for event in recorded:
                 collected.extend(self.integration_events(aggregate, event))
@@ -172,6 +172,7 @@ class SqlAlchemyUnitOfWork(CollectsDomainEvents):
     def __init__(self, sessions: async_sessionmaker[Any]) -> None:
         self._sessions = sessions
         self._events: list[EventEnvelope] = []
+        self._forget_tracked()
         self._after_commit: list[AfterCommit] = []
 
     async def __aenter__(self) -> Any:
@@ -312,6 +313,7 @@ class DriverUnitOfWork(CollectsDomainEvents):
         self._after_commit: list[AfterCommit] = []
         self._conn: asyncpg.Connection | None = None
         self._transaction: Any = None
+        self._forget_tracked()
 
     async def __aenter__(self) -> Any:
         self._events, self._writes, self._after_commit, self._transaction = [], [], [], None

@@ -30,6 +30,7 @@ class FakeUnitOfWorkBase(CollectsDomainEvents):
     def __init__(self) -> None:
         self._pending: list[EventEnvelope] = []
         self.committed_events: list[EventEnvelope] = []
+        self._forget_tracked()
         self.commits = 0
         self._requests: dict[tuple[str, str], tuple[str, str]] = {}
         self._after_commit: list[Callable[[], Awaitable[object]]] = []

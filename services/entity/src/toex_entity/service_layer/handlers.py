@@ -10,6 +10,7 @@ from datetime import datetime
 from importlib import resources
 
 from toex_common.context import touch
+from toex_common.uow import request_scope
 from toex_kernel.clock import Clock, utcnow
 from toex_kernel.errors import FailedPrecondition, InvalidArgument, NotFound, OutOfScope, Violations
 from toex_kernel.principal import Principal
@@ -155,7 +156,7 @@ def _normalised_person(p: PersonData) -> PersonData:
 
 
 def _scope(method: str, actor: Principal) -> str:
-    return f"entity.{method}:{actor.subject}"
+    return request_scope("entity", method, actor.subject)
 
 
 async def resolve_records(cmd: commands.ResolveRecords, deps: Deps) -> list[ResolveResult]:

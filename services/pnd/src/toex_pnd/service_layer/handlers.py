@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from toex_common.context import touch
-from toex_common.uow import remember, replayed
+from toex_common.uow import remember, replayed, request_scope
 from toex_kernel.clock import Clock, utcnow
 from toex_kernel.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, Violations
 
@@ -51,7 +51,7 @@ class Deps:
 
 
 def _scope(method: str, subject: str) -> str:
-    return f"pnd.{method}:{subject}"
+    return request_scope("pnd", method, subject)
 
 
 def _checked_content(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from toex_common.context import touch
-from toex_common.uow import replayed
+from toex_common.uow import replayed, request_scope
 from toex_kernel.clock import Clock, utcnow
 from toex_kernel.errors import AlreadyExists, InvalidArgument, NotFound
 from toex_kernel.principal import Principal
@@ -45,7 +45,7 @@ async def _ensure_linkable(job: str, credentials: tuple[tuple[str, str], ...], d
 
 
 def _scope(method: str, actor_subject: str) -> str:
-    return f"safeguarding.{method}:{actor_subject}"
+    return request_scope("safeguarding", method, actor_subject)
 
 
 async def create_referral(cmd: commands.CreateReferral, deps: Deps) -> Referral:

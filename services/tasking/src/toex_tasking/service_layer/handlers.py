@@ -9,7 +9,7 @@ from datetime import datetime
 
 from toex_common.batching import Batcher
 from toex_common.context import touch
-from toex_common.uow import remember, replayed
+from toex_common.uow import remember, replayed, request_scope
 from toex_kernel.clock import Clock, utcnow
 from toex_kernel.errors import InvalidArgument, OutOfScope, Violations
 from toex_kernel.principal import Principal, Role
@@ -56,7 +56,7 @@ class Deps:
 
 
 def _scope(method: str, actor_subject: str) -> str:
-    return f"tasking.{method}:{actor_subject}"
+    return request_scope("tasking", method, actor_subject)
 
 
 async def create_job(cmd: commands.CreateJob, deps: Deps) -> Job:
