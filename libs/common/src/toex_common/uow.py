@@ -107,12 +107,24 @@ def _recalled(stored_fingerprint: str, resource: str, fingerprint: str) -> str:
     return str(resource)
 
 
+class _Unattached:
+    """The holder of domain events recorded on the unit of work itself (`record`)."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+
 class CollectsDomainEvents:
     """Domain events, published by the platform: aggregates record what happened (`events`),
     repositories `track` the aggregates they store, and at commit the unit of work turns every
     event recorded into the service's integration events (its one mapping,
     `integration_events`, the only place that knows protobuf) and writes them to the outbox in
-    the same transaction, in the order they were recorded. Handlers publish nothing themselves."""
+    the same transaction, in the order they were recorded. Handlers publish nothing themselves.
+
+    A fact that belongs to no one aggregate (a reconciliation across a region's submissions, a
+    finding across a dataset) is `record`ed on the unit of work: it reaches the mapping with
+    `None` as its aggregate, in the order recorded, as if the unit of work were one more
+    aggregate tracked."""
 
     # Set afresh by each unit of work's __init__ and __aenter__ (`_forget_tracked`).
     _tracked: list[Any]
@@ -122,6 +134,14 @@ class CollectsDomainEvents:
         if not any(known is aggregate for known in self._tracked):
             self._tracked.append(aggregate)
 
+    def record(self, event: Any) -> None:
+        """A domain event of no one aggregate, published at commit like the aggregates' own."""
+        holder = next((a for a in self._tracked if isinstance(a, _Unattached)), None)
+        if holder is None:
+            holder = _Unattached()
+            self._tracked.append(holder)
+        holder.events.append(event)
+
     def integration_events(self, aggregate: Any, event: Any) -> Iterable[EventEnvelope]:
         """The service's mapping of one domain event; a service without domain events has none."""
         raise NotImplementedError(f"{type(self).__name__} maps no domain events ({type(event).__name__})")
@@ -130,8 +150,9 @@ class CollectsDomainEvents:
         collected: list[EventEnvelope] = []
         for aggregate in self._tracked:
             recorded = aggregate.events
+            owner = None if isinstance(aggregate, _Unattached) else aggregate
             for event in recorded:
-                collected.extend(self.integration_events(aggregate, event))
+                collected.extend(self.integration_events(owner, event))
             recorded.clear()
         self._tracked = []
         return collected
