@@ -5,13 +5,15 @@ from __future__ import annotations
 import codecs
 import copy
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+from toex_common.events import EventEnvelope
 from toex_common.testing.fakes import FakeUnitOfWorkBase
+from toex_comms.adapters import integration
 from toex_comms.adapters.ingest import NUMBER_INDEX_SCHEMA, number_index
 from toex_comms.adapters.store import ROW_SCHEMAS
 from toex_comms.domain.analysis import Network
@@ -34,9 +36,11 @@ from toex_kernel.regions import Region
 
 class FakeCommsRepository:
     """Stores copies; keeps the unique keys the tables keep (the same file once per region, job
-    and kind; a watchlist contact once per dataset, numbers and lists)."""
+    and kind; a watchlist contact once per dataset, numbers and lists). Tracks the datasets it
+    stores, as the real one does, so their domain events are published at commit."""
 
-    def __init__(self) -> None:
+    def __init__(self, track: Callable[[Dataset], None] = lambda _: None) -> None:
+        self._track = track
         self.datasets: dict[str, Dataset] = {}
         self.profiles: dict[tuple[Region, str], MappingProfile] = {}
         self.watchlists: dict[tuple[Region, str], Watchlist] = {}
@@ -48,7 +52,11 @@ class FakeCommsRepository:
     async def add_dataset(self, d: Dataset) -> None:
         if await self.find_same_file(d.region, d.job, d.kind, d.content_sha256):
             raise AssertionError("datasets_same_file violated")
-        self.datasets[d.id] = copy.deepcopy(d)
+        # Like the database: the dataset is stored, its pending domain events are not.
+        stored = copy.deepcopy(d)
+        stored.events = []
+        self.datasets[d.id] = stored
+        self._track(d)
 
     async def get_dataset(self, dataset_id: str) -> Dataset | None:
         return copy.deepcopy(self.datasets.get(dataset_id))
@@ -158,9 +166,14 @@ class FakeCommsRepository:
 
 
 class FakeCommsUnitOfWork(FakeUnitOfWorkBase):
+    """Maps domain events with the service's real mapping: tests see the integration events."""
+
     def __init__(self) -> None:
         super().__init__()
-        self.repo = FakeCommsRepository()
+        self.repo = FakeCommsRepository(track=self.track)
+
+    def integration_events(self, aggregate: Any, event: Any) -> Iterable[EventEnvelope]:
+        return integration.integration_events(aggregate, event)
 
     def event_types(self) -> list[str]:
         """The short type names of the events of committed work, in order."""

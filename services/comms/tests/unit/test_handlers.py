@@ -9,11 +9,12 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
+from toex.comms.events.v1 import events_pb2 as ev
 from toex_common.testing.fakes import principal
 from toex_comms.adapters.store import ROW_SCHEMAS
 from toex_comms.domain import commands
 from toex_comms.domain.commands import ExportFormat, Scope
-from toex_comms.domain.model import DatasetKind, WatchlistKind
+from toex_comms.domain.model import DatasetKind, Handling, WatchlistKind
 from toex_comms.service_layer import handlers
 from toex_kernel.errors import InvalidArgument, NotFound, OutOfScope
 from toex_kernel.principal import Role
@@ -238,3 +239,103 @@ async def test_a_network_export_labels_numbers_with_their_attributions(
     assert (fmt, path) == (ExportFormat.GRAPHML, out.path)
     assert set(net.nodes) == {T1, SHARED, OTHER}
     assert labels == {SHARED: "Shared phone"}
+
+
+async def test_new_watchlist_numbers_publish_each_new_contact_once_with_its_datasets_labels(
+    deps: handlers.Deps, uow: FakeCommsUnitOfWork, store: FakeDatasetStore
+) -> None:
+    data = store.readable(b"calls", calls((T1, SHARED), (SHARED, T1), (T2, OTHER)))
+    imported = await handlers.import_file(
+        dataclasses.replace(import_cdr(data=data), handling=Handling.P), deps
+    )
+    await handlers.attribute(
+        commands.AttributeIdentifier(ANALYST, Region.EMSOU, f"+{SHARED}", False, "ent-1", ""), deps
+    )
+    for list_id, kind in (("rso", WatchlistKind.REGISTERED_SEX_OFFENDER), ("victims", WatchlistKind.VICTIM)):
+        await handlers.create_watchlist(
+            commands.CreateWatchlist(ANALYST, Region.EMSOU, list_id, "", kind), deps
+        )
+    add = commands.AddWatchlistNumbers(ANALYST, Region.EMSOU, "victims", [f"+{SHARED}"])
+    await handlers.add_watchlist_numbers(
+        commands.AddWatchlistNumbers(ANALYST, Region.EMSOU, "rso", [f"+{T1}"]), deps
+    )
+
+    _, found = await handlers.add_watchlist_numbers(add, deps)
+    _, again = await handlers.add_watchlist_numbers(add, deps)
+
+    assert len(found) == 1 and again == []
+    assert uow.event_types() == ["DatasetImported", "WatchlistContactDetected"]
+    envelope = uow.committed_events[-1]
+    event = ev.WatchlistContactDetected.FromString(envelope.payload)
+    assert (event.dataset, event.number_a, event.number_b) == (
+        imported.dataset.name,
+        f"+{T1}",
+        f"+{SHARED}",
+    )
+    assert (event.entity_id_a, event.entity_id_b) == ("", "ent-1")
+    assert envelope.subject == "toex.emsou.comms.WatchlistContactDetected"
+    assert envelope.headers["toex-handling"] == "P" and envelope.headers["ce-subject"] == found[0].name
+
+
+def anpr_reads() -> pl.DataFrame:
+    """Two vehicles read together by the same cameras on four days."""
+    rows = []
+    for day in range(4):
+        for camera in ("c1", "c2"):
+            at = NOW - timedelta(days=4 - day, hours=1 if camera == "c1" else 2)
+            rows += [
+                (at, "AB12CDE", camera, "A1", 1),
+                (at + timedelta(seconds=30), "XY34ZZZ", camera, "A1", 2),
+            ]
+    return pl.DataFrame(rows, schema=ROW_SCHEMAS[DatasetKind.ANPR], orient="row")
+
+
+async def test_an_anpr_import_publishes_its_convoys_after_the_dataset(
+    deps: handlers.Deps, uow: FakeCommsUnitOfWork, store: FakeDatasetStore
+) -> None:
+    data = store.readable(b"reads", anpr_reads())
+    cmd = dataclasses.replace(import_cdr(data=data, job="regions/EMSOU/jobs/j1"), kind=DatasetKind.ANPR)
+
+    out = await handlers.import_file(cmd, deps)
+
+    [convoy] = out.convoys
+    assert uow.event_types() == ["DatasetImported", "ConvoyDetected"]
+    event = ev.ConvoyDetected.FromString(uow.committed_events[1].payload)
+    assert (event.dataset, event.job, event.vrm_a, event.vrm_b, event.occasion_count) == (
+        out.dataset.name,
+        "regions/EMSOU/jobs/j1",
+        "AB12CDE",
+        "XY34ZZZ",
+        convoy.occasions,
+    )
+    assert event.window_seconds == handlers.CONVOY_WINDOW_SECONDS
+    assert not out.dataset.events  # published: nothing left pending
+    assert not uow.repo.datasets[out.dataset.id].events
+
+
+async def test_an_advert_import_publishes_a_flag_per_number_flagged(
+    deps: handlers.Deps, uow: FakeCommsUnitOfWork, store: FakeDatasetStore
+) -> None:
+    await handlers.attribute(
+        commands.AttributeIdentifier(ANALYST, Region.EMSOU, f"+{T1}", False, "ent-1", ""), deps
+    )
+    adverts = [(T1, f"ad{i}", "site", NOW - timedelta(hours=i), "Leeds", "", i) for i in range(3)]
+    adverts.append((T2, "ad9", "site", NOW, "Leeds", "", 9))  # one advert, one place: not flagged
+    data = store.readable(
+        b"adverts", pl.DataFrame(adverts, schema=ROW_SCHEMAS[DatasetKind.ADVERTS], orient="row")
+    )
+    cmd = dataclasses.replace(import_cdr(data=data), kind=DatasetKind.ADVERTS)
+
+    out = await handlers.import_file(cmd, deps)
+
+    [flag] = out.flags
+    assert uow.event_types() == ["DatasetImported", "AdvertNumberFlagged"]
+    envelope = uow.committed_events[1]
+    event = ev.AdvertNumberFlagged.FromString(envelope.payload)
+    assert (event.dataset, event.number, event.advert_count, event.entity_id) == (
+        out.dataset.name,
+        f"+{T1}",
+        3,
+        "ent-1",
+    )
+    assert envelope.headers["ce-subject"] == out.dataset.name and flag.number == T1

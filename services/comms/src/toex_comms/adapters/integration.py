@@ -1,12 +1,13 @@
-"""Integration events (toex.comms.events.v1) in their envelopes, and the stream they go to."""
+"""Domain events -> integration events (toex.comms.events.v1) in their envelopes, and the stream
+they go to. The only module that knows the event messages."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
+from google.protobuf.message import Message
 from toex.comms.events.v1 import events_pb2 as ev
 from toex_common.events import EventEnvelope, build_event
 from toex_common.events.streams import COMMS_STREAM
+from toex_kernel.regions import Region
 from toex_kernel.timestamps import optional_timestamp as ts
 
 from toex_comms.adapters.mapping import (
@@ -15,20 +16,21 @@ from toex_comms.adapters.mapping import (
     KIND_TO_PROTO,
     watchlist_contact_fields,
 )
-from toex_comms.domain.model import AdvertFlag, Dataset, WatchlistContact
+from toex_comms.domain import events
+from toex_comms.domain.model import Dataset, Handling
 
 DOMAIN = "comms"
 SOURCE = "toex/comms"
 STREAM = COMMS_STREAM
 
 
-def _envelope(message: object, dataset: Dataset, resource: str) -> EventEnvelope:
+def _envelope(message: Message, region: Region, handling: Handling, resource: str) -> EventEnvelope:
     return build_event(
-        message,  # type: ignore[arg-type]
+        message,
         domain=DOMAIN,
         source=SOURCE,
-        region=dataset.region,
-        handling=HANDLING_TO_PROTO[dataset.handling],
+        region=region,
+        handling=HANDLING_TO_PROTO[handling],
         resource=resource,
     )
 
@@ -47,22 +49,39 @@ def dataset_imported(d: Dataset) -> EventEnvelope:
         distinct_identifiers=d.distinct_identifiers,
         imported_by=d.created_by,
     )
-    return _envelope(message, d, d.name)
+    return _envelope(message, d.region, d.handling, d.name)
 
 
-def watchlist_contact_detected(
-    c: WatchlistContact, d: Dataset, entity_a: str = "", entity_b: str = ""
-) -> EventEnvelope:
-    message = ev.WatchlistContactDetected(
-        **watchlist_contact_fields(c), job=d.job, entity_id_a=entity_a, entity_id_b=entity_b
-    )
-    return _envelope(message, d, c.name)
-
-
-def advert_number_flagged(f: AdvertFlag, d: Dataset, entity_id: str = "") -> EventEnvelope:
-    message = ev.AdvertNumberFlagged(
+def convoy_detected(d: Dataset, e: events.ConvoyDetected) -> EventEnvelope:
+    c = e.convoy
+    message = ev.ConvoyDetected(
         dataset=d.name,
         job=d.job,
+        vrm_a=c.vrm_a,
+        vrm_b=c.vrm_b,
+        occasion_count=c.occasions,
+        cameras=c.cameras,
+        first_seen_time=ts(c.first),
+        last_seen_time=ts(c.last),
+        median_gap_seconds=c.median_gap,
+        window_seconds=e.window_seconds,
+    )
+    return _envelope(message, d.region, d.handling, d.name)
+
+
+def watchlist_contact_detected(e: events.WatchlistContactDetected) -> EventEnvelope:
+    c = e.contact
+    message = ev.WatchlistContactDetected(
+        **watchlist_contact_fields(c), job=e.job, entity_id_a=e.entity_a, entity_id_b=e.entity_b
+    )
+    return _envelope(message, c.region, e.handling, c.name)
+
+
+def advert_number_flagged(e: events.AdvertNumberFlagged) -> EventEnvelope:
+    f = e.flag
+    message = ev.AdvertNumberFlagged(
+        dataset=e.dataset,
+        job=e.job,
         number=f"+{f.number}",
         reasons=[FLAG_REASONS[r] for r in f.reasons],  # type: ignore[misc]
         advert_count=f.adverts,
@@ -71,36 +90,23 @@ def advert_number_flagged(f: AdvertFlag, d: Dataset, entity_id: str = "") -> Eve
         first_advert_time=ts(f.first),
         last_advert_time=ts(f.last),
         cdr_datasets=f.cdr_datasets,
-        entity_id=entity_id,
+        entity_id=e.entity_id,
     )
-    return _envelope(message, d, d.name)
+    return _envelope(message, f.region, e.handling, e.dataset)
 
 
-def convoy_detected(
-    d: Dataset,
-    vrm_a: str,
-    vrm_b: str,
-    occasions: int,
-    cameras: list[str],
-    first: datetime,
-    last: datetime,
-    median_gap: int,
-    window_seconds: int,
-    entity_a: str = "",
-    entity_b: str = "",
-) -> EventEnvelope:
-    message = ev.ConvoyDetected(
-        dataset=d.name,
-        job=d.job,
-        vrm_a=vrm_a,
-        vrm_b=vrm_b,
-        occasion_count=occasions,
-        cameras=cameras,
-        first_seen_time=ts(first),
-        last_seen_time=ts(last),
-        median_gap_seconds=median_gap,
-        window_seconds=window_seconds,
-        entity_id_a=entity_a,
-        entity_id_b=entity_b,
-    )
-    return _envelope(message, d, d.name)
+def integration_events(dataset: Dataset | None, event: events.DomainEvent) -> list[EventEnvelope]:
+    """The comms service's one mapping of a domain event (what the unit of work publishes at
+    commit). A dataset's own events come with the dataset; findings recorded on the unit of
+    work come with None and carry their dataset's labels themselves."""
+    if isinstance(event, events.WatchlistContactDetected):
+        return [watchlist_contact_detected(event)]
+    if isinstance(event, events.AdvertNumberFlagged):
+        return [advert_number_flagged(event)]
+    if dataset is None:
+        raise TypeError(f"{type(event).__name__} is an event of a dataset: track the dataset")
+    if isinstance(event, events.DatasetImported):
+        return [dataset_imported(dataset)]
+    if isinstance(event, events.ConvoyDetected):
+        return [convoy_detected(dataset, event)]
+    raise TypeError(f"no integration event for {event!r}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -71,8 +71,10 @@ def _contact(row: Any) -> WatchlistContact:
 
 
 class SqlCommsRepository:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, track: Callable[[Dataset], None] = lambda _: None) -> None:
         self.session = session
+        # The unit of work's: a stored dataset's domain events are published at its commit.
+        self._track = track
 
     # datasets
     async def add_dataset(self, d: Dataset) -> None:
@@ -98,6 +100,7 @@ class SqlCommsRepository:
                 last_time=d.last_time,
             )
         )
+        self._track(d)
 
     async def get_dataset(self, dataset_id: str) -> Dataset | None:
         row = (await self.session.execute(select(t.datasets).where(t.datasets.c.id == dataset_id))).first()

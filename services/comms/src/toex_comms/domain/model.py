@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from toex_kernel.regions import Region
+
+from toex_comms.domain import events
+
+if TYPE_CHECKING:
+    from toex_comms.domain.analysis import Convoy
 
 
 class DatasetKind(enum.StrEnum):
@@ -53,10 +60,26 @@ class Dataset:
     distinct_identifiers: int = 0
     first_time: datetime | None = None
     last_time: datetime | None = None
+    # What happened to the dataset since it was loaded: published when it is stored, not stored.
+    events: list[events.DomainEvent] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def name(self) -> str:
         return f"regions/{self.region.value}/datasets/{self.id}"
+
+    def imported(self, result: IngestResult) -> None:
+        """Take in what reading its file found: the dataset is imported."""
+        self.rows_read = result.rows_read
+        self.rows_accepted = result.rows_accepted
+        self.rows_rejected = result.rows_rejected
+        self.distinct_identifiers = result.distinct_identifiers
+        self.first_time, self.last_time = result.first_time, result.last_time
+        self.events.append(events.DatasetImported(self.name))
+
+    def convoys_found(self, convoys: Iterable[Convoy], window_seconds: int) -> None:
+        """Convoys among the dataset's ANPR reads (vehicles read together within `window_seconds`)."""
+        name = self.name
+        self.events.extend(events.ConvoyDetected(name, c, window_seconds) for c in convoys)
 
 
 @dataclass

@@ -20,8 +20,7 @@ from toex_kernel.clock import Clock, utcnow
 from toex_kernel.errors import AlreadyExists, InvalidArgument, NotFound, OutOfScope, Violations
 from toex_kernel.regions import Region
 
-from toex_comms.adapters import integration
-from toex_comms.domain import analysis, commands, policy
+from toex_comms.domain import analysis, commands, events, policy
 from toex_comms.domain.commands import ExportFormat, Scope
 from toex_comms.domain.identifiers import BadIdentifier, normalise_vrm, parse_number_key
 from toex_comms.domain.model import (
@@ -184,11 +183,7 @@ async def _import_upload(cmd: commands.ImportFile, upload: Upload, sha: str, dep
     except BaseException:
         deps.store.discard(dataset.id)
         raise
-    dataset.rows_read = result.rows_read
-    dataset.rows_accepted = result.rows_accepted
-    dataset.rows_rejected = result.rows_rejected
-    dataset.distinct_identifiers = result.distinct_identifiers
-    dataset.first_time, dataset.last_time = result.first_time, result.last_time
+    dataset.imported(result)
     outcome = ImportOutcome(dataset, False, result.sample_rejections)
     try:
         await _detect(dataset, members, region_cdr, outcome, deps)
@@ -203,7 +198,7 @@ async def _detect(
     dataset: Dataset, members: Members, region_cdr: list[str], outcome: ImportOutcome, deps: Deps
 ) -> None:
     """What a new dataset shows (watchlist contacts, convoys, advert flags), stored and published
-    with the dataset itself."""
+    with the dataset itself: its own events first, then the findings recorded on the unit of work."""
     contacts: list[WatchlistContact] = []
     if dataset.kind is DatasetKind.CDR and members:
         rows = deps.store.rows([dataset.id], staged=True)
@@ -217,6 +212,7 @@ async def _detect(
             min_occasions=CONVOY_MIN_OCCASIONS,
             limit=CONVOY_EVENTS_MAX,
         )
+        dataset.convoys_found(outcome.convoys, CONVOY_WINDOW_SECONDS)
     if dataset.kind is DatasetKind.ADVERTS:
         rows = deps.store.rows([dataset.id], DatasetKind.ADVERTS, staged=True)
         outcome.flags = await asyncio.to_thread(
@@ -224,37 +220,27 @@ async def _detect(
         )
     deps.store.publish(dataset.id)
     async with deps.uow() as uow:
-        await uow.repo.add_dataset(dataset)
-        uow.publish(integration.dataset_imported(dataset))
-        await _publish_contacts(uow, dataset, contacts)
-        for c in outcome.convoys:
-            uow.publish(
-                integration.convoy_detected(
-                    dataset,
-                    c.vrm_a,
-                    c.vrm_b,
-                    c.occasions,
-                    c.cameras,
-                    c.first,
-                    c.last,
-                    c.median_gap,
-                    CONVOY_WINDOW_SECONDS,
-                )
-            )
+        await uow.repo.add_dataset(dataset)  # tracked: its own events are published first
+        await _record_contacts(uow, dataset, contacts)
         if outcome.flags:
             await uow.repo.add_flags(outcome.flags)
             entities = await uow.repo.attributions(dataset.region, [f"+{f.number}" for f in outcome.flags])
+            name = dataset.name
             for f in outcome.flags:
                 found = entities.get(f"+{f.number}", [])
-                uow.publish(
-                    integration.advert_number_flagged(f, dataset, found[0].entity_id if found else "")
+                uow.record(
+                    events.AdvertNumberFlagged(
+                        f, name, dataset.job, dataset.handling, found[0].entity_id if found else ""
+                    )
                 )
         await uow.commit()
 
 
-async def _publish_contacts(
+async def _record_contacts(
     uow: CommsUnitOfWork, dataset: Dataset, contacts: list[WatchlistContact]
 ) -> list[WatchlistContact]:
+    """Store the contacts found in `dataset`; each not stored before is recorded for publishing
+    (once: the table keeps one per dataset, numbers and lists). The new ones."""
     fresh_ids = set(await uow.repo.add_contacts(contacts))
     fresh = [c for c in contacts if c.id in fresh_ids]
     if fresh:
@@ -266,9 +252,9 @@ async def _publish_contacts(
             return found[0].entity_id if found else ""
 
         for c in fresh:
-            uow.publish(
-                integration.watchlist_contact_detected(
-                    c, dataset, first_entity(c.number_a), first_entity(c.number_b)
+            uow.record(
+                events.WatchlistContactDetected(
+                    c, dataset.job, dataset.handling, first_entity(c.number_a), first_entity(c.number_b)
                 )
             )
     return fresh
@@ -618,7 +604,7 @@ async def add_watchlist_numbers(
         if not found:
             continue
         async with deps.uow() as uow:
-            new_contacts.extend(await _publish_contacts(uow, dataset, found))
+            new_contacts.extend(await _record_contacts(uow, dataset, found))
             await uow.commit()
     async with deps.uow() as uow:
         watchlist = (await uow.repo.list_watchlists(region, watchlist_id))[0]

@@ -14,6 +14,7 @@ import polars as pl
 from toex_common.uow import UnitOfWork
 from toex_kernel.regions import Region
 
+from toex_comms.domain import events
 from toex_comms.domain.analysis import Network
 from toex_comms.domain.commands import ExportFormat
 from toex_comms.domain.model import (
@@ -79,7 +80,19 @@ class CommsRepository(Protocol):
 
 
 class CommsUnitOfWork(UnitOfWork, Protocol):
+    """Domain events are published at commit, aggregate by aggregate in the order tracked (the
+    repository tracks the datasets it stores); the events `record`ed on the unit of work count
+    as one more aggregate, tracked at the first `record`."""
+
     repo: CommsRepository
+
+    def track(self, aggregate: Dataset) -> None:
+        """Publish `aggregate.events` at commit."""
+        ...
+
+    def record(self, event: events.DomainEvent) -> None:
+        """A domain event of no one aggregate (a finding across datasets), published at commit."""
+        ...
 
     async def __aenter__(self) -> CommsUnitOfWork: ...
     async def __aexit__(self, *exc: object) -> None: ...
