@@ -31,6 +31,7 @@ from toex.comms.events.v1 import events_pb2 as comms_events
 from toex.comms.v1 import resources_pb2 as comms
 from toex_common.db import create_engine, session_factory
 from toex_common.events import build_event, ensure_stream
+from toex_common.events.bus import subject_of
 from toex_common.events.consumer import IdempotentConsumer, Outcome
 from toex_common.events.nats import connect
 from toex_common.events.streams import COMMS_STREAM
@@ -108,7 +109,10 @@ async def trigger_bench(
             uow_factory=lambda sessions=sessions: SqlSafeguardingUnitOfWork(sessions),  # type: ignore[misc]
             name=f"bench-{name}-{uuid.uuid4().hex[:6]}",
             stream=COMMS_STREAM.name,
-            subjects=triggers.COMMS_SUBJECTS,
+            subjects=[
+                subject_of(comms_events.WatchlistContactDetected),
+                subject_of(comms_events.AdvertNumberFlagged),
+            ],
             handler=noop if name == "noop" else triggers.make_handler(),
         )
         await consumer.setup()

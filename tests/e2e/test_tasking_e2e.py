@@ -90,9 +90,7 @@ def test_create_read_refuse_and_see_the_event(cli_for, tasking_process: ServiceP
 
     events = tail(coordinator, "TASKING", "EMSOU")
     created = [
-        e
-        for e in events
-        if e["type"] == "toex.tasking.events.v1.JobCreated" and e["data"]["job"]["name"] == name
+        e for e in events if e["type"] == "toex.tasking.events.v2.JobCreated" and e["data"]["job"] == name
     ]
     assert len(created) == 1
     assert created[0]["region"] == "EMSOU" and created[0]["subject"] == "toex.emsou.tasking.JobCreated"

@@ -102,8 +102,7 @@ async def test_a_job_naming_an_entity_its_region_cannot_see_learns_nothing(entit
     """Finding 11: job subject ids were not checked, so a job of one region naming any entity
     id made deconfliction notices tell that region which regions held it."""
     from toex.entity.events.v1 import events_pb2 as ev
-    from toex.tasking.events.v1 import events_pb2 as tasking_events
-    from toex.tasking.v1 import tasking_pb2
+    from toex.tasking.events.v2 import events_pb2 as tasking_events
 
     held = await entity.stub.ResolveRecord(
         pb.ResolveRecordRequest(
@@ -124,12 +123,10 @@ async def test_a_job_naming_an_entity_its_region_cannot_see_learns_nothing(entit
     )
     entity_id = held.entity.name.split("/")[1]
     for region in (Region.ERSOU, Region.NATIONAL):
-        job = tasking_pb2.Job(
-            name=f"regions/{region.value}/jobs/{uuid.uuid4().hex}", subject_entity_ids=[entity_id]
+        job = tasking_events.JobCreated(
+            job=f"regions/{region.value}/jobs/{uuid.uuid4().hex}", subject_entity_ids=[entity_id]
         )
-        envelope = build_event(
-            tasking_events.JobCreated(job=job), domain="tasking", source="toex/tasking", region=region
-        )
+        envelope = build_event(job, domain="tasking", source="toex/tasking", region=region)
         await publish(nats_server.url, envelope.subject, envelope.payload, dict(envelope.headers))
 
     def about(messages: list) -> list:

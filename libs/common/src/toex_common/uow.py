@@ -25,6 +25,7 @@ from toex_kernel.idempotency import Idempotency
 from toex_common.batching import Batcher
 from toex_common.db import driver_connection, driver_pool, idempotency_table, outbox_table
 from toex_common.events.envelope import EventEnvelope
+from toex_common.grants import SqlGrants
 
 
 def request_fingerprint(*parts: bytes | str) -> str:
@@ -189,6 +190,11 @@ async def _run_after_commit(callbacks: list[AfterCommit]) -> None:
 
 class SqlAlchemyUnitOfWork(CollectsDomainEvents):
     session: AsyncSession
+
+    @property
+    def grants(self) -> SqlGrants:
+        """Job grants (toex_common.grants), read in this unit's transaction."""
+        return SqlGrants(self.session)
 
     def __init__(self, sessions: async_sessionmaker[Any]) -> None:
         self._sessions = sessions

@@ -11,8 +11,7 @@ from toex.entity.events.v1 import events_pb2 as ev
 from toex.entity.v1 import entity_pb2 as pb
 from toex.pnd.events.v1 import events_pb2 as pnd_events
 from toex.pnd.v1 import pole_pb2
-from toex.tasking.events.v1 import events_pb2 as tasking_events
-from toex.tasking.v1 import tasking_pb2
+from toex.tasking.events.v2 import events_pb2 as tasking_events
 from toex.type.v1 import region_pb2, security_pb2
 from toex_common.events import build_event
 from toex_common.testing.streams import stream_messages
@@ -48,12 +47,10 @@ async def test_national_job_subject_held_by_a_region_raises_deconfliction(
         pb.ResolveRecordRequest(parent="regions/EMSOU", record=person(uuid.uuid4().hex, **unique_person())),
         metadata=md(entity_service.token("researcher.emsou")),
     )
-    job = tasking_pb2.Job(
-        name=f"regions/NATIONAL/jobs/{uuid.uuid4().hex}", subject_entity_ids=[held.entity.name.split("/")[1]]
+    job = tasking_events.JobCreated(
+        job=f"regions/NATIONAL/jobs/{uuid.uuid4().hex}", subject_entity_ids=[held.entity.name.split("/")[1]]
     )
-    envelope = build_event(
-        tasking_events.JobCreated(job=job), domain="tasking", source="toex/tasking", region=Region.NATIONAL
-    )
+    envelope = build_event(job, domain="tasking", source="toex/tasking", region=Region.NATIONAL)
     await publish(nats_server.url, envelope)
     await publish(nats_server.url, envelope)  # a redelivery changes nothing
 
@@ -71,7 +68,7 @@ async def test_national_job_subject_held_by_a_region_raises_deconfliction(
         (region_pb2.REGION_EMSOU, region_pb2.REGION_NATIONAL),
         (region_pb2.REGION_NATIONAL, region_pb2.REGION_EMSOU),
     }
-    assert next(n for n in found if n.label.region == region_pb2.REGION_NATIONAL).trigger_record == job.name
+    assert next(n for n in found if n.label.region == region_pb2.REGION_NATIONAL).trigger_record == job.job
 
 
 async def test_pnd_result_becomes_source_records(entity_service, nats_server) -> None:

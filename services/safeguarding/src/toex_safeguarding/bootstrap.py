@@ -6,8 +6,8 @@ import logging
 
 from toex.safeguarding.v1 import safeguarding_pb2, safeguarding_pb2_grpc
 from toex_common.db import session_factory
+from toex_common.events.bus import MessageBus
 from toex_common.events.consumer import IdempotentConsumer
-from toex_common.events.streams import COMMS_STREAM, TASKING_STREAM
 from toex_common.service import Background, GrpcServer, Platform, ServiceApp
 
 from toex_safeguarding.adapters.integration import STREAM
@@ -55,34 +55,16 @@ class App(ServiceApp):
         await self.tasking.close()
 
 
-def trigger_consumers(
-    platform: Platform, uow: object, clock: handlers.Clock = handlers.utcnow
-) -> list[IdempotentConsumer]:
-    handler = triggers.make_handler(clock)
-    name = platform.settings.service_name
-    return [
-        platform.consumer(
-            uow_factory=uow,
-            name=f"{name}-comms-triggers",
-            stream=COMMS_STREAM.name,
-            subjects=triggers.COMMS_SUBJECTS,
-            handler=handler,
-        ),
-        platform.consumer(
-            uow_factory=uow,
-            name=f"{name}-job-triggers",
-            stream=TASKING_STREAM.name,
-            subjects=triggers.TASKING_SUBJECTS,
-            handler=handler,
-        ),
-    ]
+def trigger_bus(settings: Settings, clock: handlers.Clock = handlers.utcnow) -> MessageBus:
+    bus = MessageBus()
+    if settings.consume_triggers:
+        triggers.subscribe(bus, settings.service_name, clock)
+    return bus
 
 
 async def build(settings: Settings) -> App:
-    # The producers' streams, declared exactly as their owners declare them, so this service can
-    # start (and subscribe) before they do.
-    streams = [STREAM, COMMS_STREAM, TASKING_STREAM] if settings.consume_triggers else [STREAM]
-    platform = await Platform.start(settings, streams=streams)
+    bus = trigger_bus(settings)
+    platform = await Platform.start(settings, streams=[STREAM])
     sessions = session_factory(platform.engine)
 
     def uow() -> SqlSafeguardingUnitOfWork:
@@ -97,7 +79,7 @@ async def build(settings: Settings) -> App:
         service_names=[SERVICE_NAME],
         rules=METHOD_RULES,
     )
-    found = trigger_consumers(platform, uow) if settings.consume_triggers else []
+    found = bus.consumers(platform.consumer, uow)
     return App(platform, deps, server, consumers=found, tasking=tasking)
 
 

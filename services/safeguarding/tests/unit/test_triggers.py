@@ -1,7 +1,6 @@
 from toex.comms.events.v1 import events_pb2 as comms_events
 from toex.comms.v1 import resources_pb2 as comms
-from toex.tasking.events.v1 import events_pb2 as tasking_events
-from toex.tasking.v1 import tasking_pb2 as tasking
+from toex.tasking.events.v2 import events_pb2 as tasking_events
 from toex_common.events import build_event
 from toex_common.events.envelope import decode
 from toex_kernel.regions import Region
@@ -53,20 +52,20 @@ def test_contacts_without_a_victim_and_an_offender_trigger_nothing() -> None:
 
 
 def test_safeguarding_jobs_trigger_per_subject_and_other_jobs_do_not() -> None:
-    job = tasking.Job(
-        name="regions/ERSOU/jobs/j1",
-        job_type=tasking.JOB_TYPE_SAFEGUARDING,
-        priority=tasking.PRIORITY_URGENT,
+    job = tasking_events.JobCreated(
+        job="regions/ERSOU/jobs/j1",
+        job_type=tasking_events.JOB_TYPE_SAFEGUARDING,
+        priority=tasking_events.PRIORITY_URGENT,
         subject_entity_ids=["p-1", "p-2"],
         operation_name="Op KESTREL",
     )
-    found = triggers_for(incoming(tasking_events.JobCreated(job=job), "tasking", Region.ERSOU))  # type: ignore[arg-type]
+    found = triggers_for(incoming(job, "tasking", Region.ERSOU))  # type: ignore[arg-type]
     assert [t.subject_entity_id for t in found] == ["p-1", "p-2"]
     assert all(
         t.concern is None and t.region is Region.ERSOU and t.risk_level is RiskLevel.HIGH for t in found
     )
-    job.job_type = tasking.JOB_TYPE_ANPR
-    assert triggers_for(incoming(tasking_events.JobCreated(job=job), "tasking")) == []  # type: ignore[arg-type]
+    job.job_type = tasking_events.JOB_TYPE_ANPR
+    assert triggers_for(incoming(job, "tasking")) == []  # type: ignore[arg-type]
 
 
 def test_flagged_advert_number_is_a_potential_victim_of_sexual_exploitation() -> None:

@@ -6,7 +6,7 @@ import logging
 
 from grpc import aio
 from toex.tasking.v1 import tasking_pb2, tasking_pb2_grpc
-from toex_common.events.streams import SAFEGUARDING_STREAM
+from toex_common.events.bus import MessageBus
 from toex_common.grpc.audit_service import AUDIT_RULES, add_audit_service
 from toex_common.grpc.audit_service import SERVICE_NAME as AUDIT_SERVICE_NAME
 from toex_common.service import Background, Platform, ServiceApp
@@ -56,7 +56,7 @@ class App(ServiceApp):
 async def build(settings: Settings, *, directory: UserDirectory | None = None) -> App:
     # Safeguarding's stream is declared exactly as its owner declares it, so the consumer of
     # its job notes can bind when this service starts first.
-    platform = await Platform.start(settings, streams=[STREAM, SAFEGUARDING_STREAM])
+    platform = await Platform.start(settings, streams=[STREAM])
     engine = platform.engine
     deps = handlers.Deps(
         uow=lambda: PgTaskingUnitOfWork(engine),  # type: ignore[arg-type,return-value]
@@ -72,14 +72,10 @@ async def build(settings: Settings, *, directory: UserDirectory | None = None) -
     server = await platform.grpc_server(
         register=register, service_names=names, rules={**METHOD_RULES, **AUDIT_RULES}
     )
-    job_notes = platform.consumer(
-        uow_factory=lambda: PgTaskingUnitOfWork(engine),
-        name=f"{settings.service_name}-job-notes",
-        stream=SAFEGUARDING_STREAM.name,
-        subjects=[consumers.JOB_NOTE_SUBJECT],
-        handler=consumers.make_note_handler(platform.audit, lambda: deps.clock()),
-    )
-    return App(platform, deps, server, service_names=names, consumers=[job_notes])
+    bus = MessageBus()
+    consumers.subscribe(bus, settings.service_name, platform.audit, lambda: deps.clock())
+    found = bus.consumers(platform.consumer, lambda: PgTaskingUnitOfWork(engine))
+    return App(platform, deps, server, service_names=names, consumers=found)
 
 
 async def serve(settings: Settings) -> None:

@@ -13,7 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from sqlalchemy import select, text
-from toex.tasking.events.v1 import events_pb2
+from toex.tasking.events.v2 import events_pb2
 from toex.tasking.v1 import tasking_pb2 as pb
 from toex_common.audit import verify
 from toex_common.db import audit_table
@@ -96,8 +96,8 @@ async def test_create_read_scope_events_and_audit(tasking, nats_server) -> None:
         )
     )
     event = events_pb2.JobCreated.FromString(message.data)
-    assert event.job.name == created.name
-    assert message.headers["ce-type"] == "toex.tasking.events.v1.JobCreated"
+    assert event.job == created.name and event.access.state == events_pb2.JOB_STATE_RAISED
+    assert message.headers["ce-type"] == "toex.tasking.events.v2.JobCreated"
     assert message.headers["Nats-Msg-Id"] == event.event_id
     assert message.headers["toex-region"] == "EMSOU"
 
@@ -239,9 +239,7 @@ async def test_broker_outage_during_creation_loses_no_event(tasking, nats_server
     assert await pending(tasking.app.engine) == 0
 
     def ours_in(messages: list) -> list[str]:
-        return [
-            n for n in (events_pb2.JobCreated.FromString(m.data).job.name for m in messages) if n in created
-        ]
+        return [n for n in (events_pb2.JobCreated.FromString(m.data).job for m in messages) if n in created]
 
     messages = await stream_messages(
         nats_server.url, "toex.*.tasking.JobCreated", until=lambda found: set(ours_in(found)) >= set(created)

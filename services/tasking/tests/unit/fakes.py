@@ -25,10 +25,12 @@ class FakeJobRepository:
 
     async def add(self, job: Job) -> None:
         self.uow.track(job)
+        job.revision += 1
         self._store(job)
 
     async def save(self, job: Job) -> None:
         self.uow.track(job)
+        job.revision += 1
         self._store(job)
 
     async def get(self, job_id: str, *, for_update: bool = False) -> Job | None:

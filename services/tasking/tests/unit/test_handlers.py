@@ -1,7 +1,7 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from toex.tasking.events.v1 import events_pb2
+from toex.tasking.events.v2 import events_pb2
 from toex_common.testing.fakes import principal
 from toex_kernel.errors import InvalidArgument, NotFound, OutOfScope, PermissionDenied
 from toex_kernel.principal import Role
@@ -59,7 +59,7 @@ async def test_create_publishes_job_created_on_the_region_subject(deps, uow) -> 
     [event] = uow.committed_events
     assert event.subject == "toex.emsou.tasking.JobCreated"
     message = events_pb2.JobCreated.FromString(event.payload)
-    assert message.job.name == job.name
+    assert message.job == job.name and message.access.revision == 1
     assert event.headers["toex-handling"] == "P"
 
 

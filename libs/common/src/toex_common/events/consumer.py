@@ -23,7 +23,7 @@ from opentelemetry import trace
 from toex_kernel.regions import Region
 
 from toex_common.events.envelope import IncomingEvent, decode
-from toex_common.events.streams import DEAD_LETTER, ensure_stream
+from toex_common.events.streams import DEAD_LETTER, StreamSpec, ensure_stream
 from toex_common.telemetry import consumer_span
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class IdempotentConsumer:
         js: JetStreamContext,
         uow_factory: Callable[[], InboxUnitOfWork],
         name: str,
-        stream: str,
+        stream: str | StreamSpec,
         subjects: Sequence[str],
         handler: Handler,
         max_deliver: int = 5,
@@ -89,7 +89,10 @@ class IdempotentConsumer:
         self._js = js
         self._uow_factory = uow_factory
         self.name = name
-        self._stream = stream
+        # Given its specification, the consumer declares the producer's stream itself, so it can
+        # bind even when it starts before the producer (declared exactly as the producer does).
+        self._declare = stream if isinstance(stream, StreamSpec) else None
+        self._stream = stream.name if isinstance(stream, StreamSpec) else stream
         self._subjects = list(subjects)
         self._handler = handler
         self._max_deliver = max_deliver
@@ -116,6 +119,8 @@ class IdempotentConsumer:
 
     async def setup(self) -> None:
         await ensure_stream(self._js, DEAD_LETTER)
+        if self._declare is not None:
+            await ensure_stream(self._js, self._declare)
         await self._js.add_consumer(self._stream, self.consumer_config())
 
     async def run(self, stop: asyncio.Event) -> None:

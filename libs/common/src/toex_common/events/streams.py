@@ -47,6 +47,11 @@ ENTITY_STREAM = StreamSpec.for_domain("ENTITY", "entity")
 PND_STREAM = StreamSpec.for_domain("PND", "pnd")
 COMMS_STREAM = StreamSpec.for_domain("COMMS", "comms")
 SAFEGUARDING_STREAM = StreamSpec.for_domain("SAFEGUARDING", "safeguarding")
+# By the domain in an event type's package (`toex.<domain>.events.v1`): where a consumer binds.
+STREAMS = {
+    spec.subjects[0].split(".")[2]: spec
+    for spec in (TASKING_STREAM, ENTITY_STREAM, PND_STREAM, COMMS_STREAM, SAFEGUARDING_STREAM)
+}
 
 
 async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from toex_kernel.errors import InvalidArgument
+from toex_kernel.grants import JobGrant, job_of_purpose
 from toex_kernel.principal import Principal, Role
 from toex_kernel.regions import Region
 
@@ -23,6 +24,24 @@ class FakeAuditSink:
         self.entries.append(entry)
 
 
+class FakeGrants:
+    """Job grants held in memory: `grant(...)` what tasking's events would have said."""
+
+    def __init__(self) -> None:
+        self.grants: dict[str, JobGrant] = {}
+
+    def grant(self, job: str, *holders: str, open: bool = True) -> None:
+        region = Region.parse(job.split("/")[1])
+        self.grants[job] = JobGrant(job, region, frozenset(holders), open)
+
+    async def of_job(self, job: str) -> JobGrant | None:
+        return self.grants.get(job)
+
+    async def for_purpose(self, purpose: str) -> JobGrant | None:
+        job = job_of_purpose(purpose)
+        return self.grants.get(job) if job else None
+
+
 class FakeUnitOfWorkBase(CollectsDomainEvents):
     """Collects published events; `committed_events` holds those of committed work only. Runs
     after-commit work once the work commits."""
@@ -34,6 +53,7 @@ class FakeUnitOfWorkBase(CollectsDomainEvents):
         self.commits = 0
         self._requests: dict[tuple[str, str], tuple[str, str]] = {}
         self._after_commit: list[Callable[[], Awaitable[object]]] = []
+        self.grants = FakeGrants()
 
     async def __aenter__(self) -> Any:
         self._pending, self._after_commit = [], []

@@ -7,8 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from toex.entity.events.v1 import events_pb2 as entity_ev  # noqa: F401  (registers the types for decode)
-from toex.tasking.events.v1 import events_pb2 as tasking_ev  # noqa: F401
-from toex.tasking.v1 import tasking_pb2
+from toex.tasking.events.v2 import events_pb2 as tasking_ev
 from toex_common.events import IncomingEvent
 from toex_common.events.consumer import PermanentError, region_of
 
@@ -16,8 +15,8 @@ from toex_comms.domain.model import Handling
 from toex_comms.service_layer import handlers
 
 JOB_TYPES = {
-    tasking_pb2.JOB_TYPE_COMMS_ANALYSIS: "comms_analysis",
-    tasking_pb2.JOB_TYPE_ANPR: "anpr",
+    tasking_ev.JOB_TYPE_COMMS_ANALYSIS: "comms_analysis",
+    tasking_ev.JOB_TYPE_ANPR: "anpr",
 }
 
 
@@ -25,12 +24,13 @@ async def on_job_created(event: IncomingEvent, uow: Any) -> None:
     message: Any = event.message
     if message is None:
         raise PermanentError(f"cannot decode {event.event_type}")
-    job = message.job
-    job_type = JOB_TYPES.get(job.job_type)
+    job_type = JOB_TYPES.get(message.job_type)
     if job_type is None:
         return
     handling = Handling.P if message.label.handling == 1 else Handling.C
-    await handlers.on_job_created(job.name, region_of(event), job_type, handling, job.operation_name, uow)
+    await handlers.on_job_created(
+        message.job, region_of(event), job_type, handling, message.operation_name, uow
+    )
 
 
 async def on_record_linked(event: IncomingEvent, uow: Any) -> None:

@@ -13,7 +13,7 @@ import logging
 
 from toex.pnd.events.v1 import events_pb2 as pnd_events
 from toex.pnd.v1 import pole_pb2
-from toex.tasking.events.v1 import events_pb2 as tasking_events
+from toex.tasking.events.v2 import events_pb2 as tasking_events
 from toex.type.v1 import security_pb2
 from toex_common.events import IncomingEvent
 from toex_common.events.consumer import PermanentError, region_of
@@ -47,12 +47,11 @@ async def on_job_created(event: IncomingEvent, uow: EntityUnitOfWork, deps: hand
     message = event.message
     if not isinstance(message, tasking_events.JobCreated):
         raise PermanentError(f"expected JobCreated, got {event.event_type or 'an untyped event'}")
-    job = message.job
     region = region_of(event)
-    ids = [s.strip().removeprefix("entities/") for s in job.subject_entity_ids if s.strip()]
+    ids = [s.strip().removeprefix("entities/") for s in message.subject_entity_ids if s.strip()]
     if ids:
-        added = await handlers.record_job_subjects(job.name, region, ids, uow, deps)
-        log.info("job %s: %d subject entities recorded", job.name, added)
+        added = await handlers.record_job_subjects(message.job, region, ids, uow, deps)
+        log.info("job %s: %d subject entities recorded", message.job, added)
 
 
 def _grading(grading: pole_pb2.Grading) -> Grading:

@@ -6,8 +6,8 @@
   sexual exploitation.
 - tasking `JobCreated` of type SAFEGUARDING: each subject of the job.
 
-Consumed with toex_common's IdempotentConsumer (inbox, retries, dead letters); the handler
-runs inside the consumer's transaction.
+Registered on the service's message bus (`subscribe`): the platform's idempotent consumers
+(inbox, retries, dead letters) run the handler inside the consumer's transaction.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any
 
 from toex.comms.events.v1 import events_pb2 as comms_events
 from toex.comms.v1 import resources_pb2 as comms
-from toex.tasking.events.v1 import events_pb2 as tasking_events
-from toex.tasking.v1 import tasking_pb2 as tasking
+from toex.tasking.events.v2 import events_pb2 as tasking_events
 from toex.type.v1 import security_pb2
+from toex_common.events.bus import MessageBus
 from toex_common.events.consumer import PermanentError
 from toex_common.events.envelope import IncomingEvent
 from toex_kernel.regions import Region
@@ -35,8 +35,6 @@ log = logging.getLogger(__name__)
 WATCHLIST_CONTACT = comms_events.WatchlistContactDetected.DESCRIPTOR.full_name
 ADVERT_FLAGGED = comms_events.AdvertNumberFlagged.DESCRIPTOR.full_name
 JOB_CREATED = tasking_events.JobCreated.DESCRIPTOR.full_name
-COMMS_SUBJECTS = ("toex.*.comms.WatchlistContactDetected", "toex.*.comms.AdvertNumberFlagged")
-TASKING_SUBJECTS = ("toex.*.tasking.JobCreated",)
 
 VICTIM_KINDS = {comms.WATCHLIST_KIND_VICTIM, comms.WATCHLIST_KIND_POTENTIAL_VICTIM}
 # The other party's list decides the concern and the risk. Age is not known from call data, so
@@ -49,7 +47,10 @@ OFFENDER_KINDS = {
     ),
     comms.WATCHLIST_KIND_SUSPECT: (Concern.OTHER, RiskLevel.MEDIUM, "a suspect"),
 }
-JOB_RISK = {tasking.PRIORITY_URGENT: RiskLevel.HIGH, tasking.PRIORITY_PRIORITY: RiskLevel.MEDIUM}
+JOB_RISK = {
+    tasking_events.PRIORITY_URGENT: RiskLevel.HIGH,
+    tasking_events.PRIORITY_PRIORITY: RiskLevel.MEDIUM,
+}
 
 
 def _region(label: Any, event: IncomingEvent) -> Region:
@@ -141,11 +142,12 @@ def advert_triggers(event: IncomingEvent, message: comms_events.AdvertNumberFlag
 
 
 def job_triggers(event: IncomingEvent, message: tasking_events.JobCreated) -> list[Trigger]:
-    job = message.job
-    if job.job_type != tasking.JOB_TYPE_SAFEGUARDING:
+    if message.job_type != tasking_events.JOB_TYPE_SAFEGUARDING:
         return []
     region = _region(message.label, event)
-    description = f"safeguarding job for {job.operation_name or 'an operation'}: {job.description[:200]}"
+    description = (
+        f"safeguarding job for {message.operation_name or 'an operation'}: {message.description[:200]}"
+    )
     return [
         Trigger(
             source_event_id=event.event_id,
@@ -153,12 +155,12 @@ def job_triggers(event: IncomingEvent, message: tasking_events.JobCreated) -> li
             region=region,
             subject_entity_id=subject.strip(),
             concern=None,
-            evidence=[Evidence(EvidenceKind.JOB, job.name, description)],
-            linked_job=job.name,
-            risk_level=JOB_RISK.get(job.priority, RiskLevel.LOW),
+            evidence=[Evidence(EvidenceKind.JOB, message.job, description)],
+            linked_job=message.job,
+            risk_level=JOB_RISK.get(message.priority, RiskLevel.LOW),
             handling=_handling(message.label),
         )
-        for subject in job.subject_entity_ids
+        for subject in message.subject_entity_ids
         if subject.strip()
     ]
 
@@ -186,3 +188,12 @@ def make_handler(clock: handlers.Clock = handlers.utcnow) -> Any:
             )
 
     return handle
+
+
+def subscribe(bus: MessageBus, service: str, clock: handlers.Clock = handlers.utcnow) -> None:
+    """The triggers on the bus: comms findings under `<service>-comms-triggers`, safeguarding
+    jobs under `<service>-job-triggers`."""
+    handle = make_handler(clock)
+    bus.on(f"{service}-comms-triggers", comms_events.WatchlistContactDetected, handle)
+    bus.on(f"{service}-comms-triggers", comms_events.AdvertNumberFlagged, handle)
+    bus.on(f"{service}-job-triggers", tasking_events.JobCreated, handle)

@@ -1,47 +1,79 @@
-"""Domain events -> integration events (toex.tasking.events.v1) in their envelopes."""
+"""Domain events -> integration events (toex.tasking.events.v2) in their envelopes.
+
+The events own their shapes (no message of the tasking API inside); the enums share the API's
+numbers, so the API's conversions serve both."""
 
 from __future__ import annotations
 
 from google.protobuf.message import Message
-from toex.tasking.events.v1 import events_pb2 as ev
+from toex.tasking.events.v2 import events_pb2 as ev
 from toex_common.events import EventEnvelope, build_event
 from toex_common.events.streams import TASKING_STREAM
 
 from toex_tasking.adapters.mapping import (
-    assignee_to_proto,
-    feedback_to_proto,
     handling_to_proto,
-    job_to_proto,
     job_type_to_proto,
     priority_to_proto,
     state_to_proto,
     ts,
 )
 from toex_tasking.domain import events
-from toex_tasking.domain.model import Job
+from toex_tasking.domain.model import Assignee, Job
 
 DOMAIN = "tasking"
 SOURCE = "toex/tasking"
 STREAM = TASKING_STREAM
 
 
+def _assignee(assignee: Assignee) -> ev.Assignee:
+    return ev.Assignee(
+        username=assignee.username,
+        region=assignee.region.to_proto(),  # type: ignore[arg-type]
+        assign_time=ts(assignee.assigned_at),
+    )
+
+
+def access(job: Job) -> ev.JobAccess:
+    """Who may work the job as stored by this change, and where it stands."""
+    return ev.JobAccess(
+        revision=job.revision,
+        state=state_to_proto(job.state),  # type: ignore[arg-type]
+        assignees=[_assignee(a) for a in job.assignees],
+    )
+
+
 def to_message(job: Job, event: events.DomainEvent) -> Message:
+    job_type = job_type_to_proto(job.job_type)
     if isinstance(event, events.JobCreated):
-        return ev.JobCreated(job=job_to_proto(job, with_notes=False))
+        return ev.JobCreated(
+            job=job.name,
+            job_type=job_type,  # type: ignore[arg-type]
+            priority=priority_to_proto(job.priority),  # type: ignore[arg-type]
+            operation_name=job.operation_name,
+            requesting_unit=job.requesting_unit,
+            due_time=ts(job.due_at),
+            description=job.description,
+            subject_entity_ids=job.subject_entity_ids,
+            created_by=job.created_by,
+            access=access(job),
+        )
     if isinstance(event, events.JobAssigned):
         return ev.JobAssigned(
             job=job.name,
-            added=[assignee_to_proto(a) for a in event.added],
+            added=[_assignee(a) for a in event.added],
             assigned_by=event.by,
-            job_type=job_type_to_proto(job.job_type),  # type: ignore[arg-type]
+            job_type=job_type,  # type: ignore[arg-type]
+            access=access(job),
         )
     if isinstance(event, events.JobReassigned):
         return ev.JobReassigned(
             job=job.name,
-            previous=[assignee_to_proto(a) for a in event.previous],
-            assignee=assignee_to_proto(event.assignee),
+            previous=[_assignee(a) for a in event.previous],
+            assignee=_assignee(event.assignee),
             reason=event.reason,
             reassigned_by=event.by,
+            job_type=job_type,  # type: ignore[arg-type]
+            access=access(job),
         )
     if isinstance(event, events.JobStatusChanged):
         return ev.JobStatusChanged(
@@ -50,19 +82,27 @@ def to_message(job: Job, event: events.DomainEvent) -> Message:
             state=state_to_proto(event.state),  # type: ignore[arg-type]
             reason=event.reason,
             changed_by=event.by,
-            job_type=job_type_to_proto(job.job_type),  # type: ignore[arg-type]
+            job_type=job_type,  # type: ignore[arg-type]
+            access=access(job),
         )
     if isinstance(event, events.JobOverdue):
         return ev.JobOverdue(
             job=job.name,
             due_time=ts(job.due_at),
             state=state_to_proto(job.state),  # type: ignore[arg-type]
-            assignees=[assignee_to_proto(a) for a in job.assignees],
+            assignees=[_assignee(a) for a in job.assignees],
             priority=priority_to_proto(job.priority),  # type: ignore[arg-type]
         )
     if isinstance(event, events.FeedbackRecorded):
         assert job.feedback is not None
-        return ev.FeedbackRecorded(job=job.name, feedback=feedback_to_proto(job.feedback))
+        feedback = job.feedback
+        return ev.FeedbackRecorded(
+            job=job.name,
+            rating=feedback.rating,
+            comment=feedback.comment,
+            recorded_by=feedback.recorded_by,
+            record_time=ts(feedback.recorded_at),
+        )
     raise TypeError(f"no integration event for {event!r}")
 
 

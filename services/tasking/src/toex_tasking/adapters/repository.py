@@ -57,6 +57,7 @@ _COLUMNS = (
     "created_at",
     "updated_at",
     "overdue_notified_for",
+    "revision",
 )
 _SELECT_JOBS = f"SELECT {', '.join(f'jobs.{c}' for c in _COLUMNS)} FROM jobs"
 _INSERT_JOB = f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join(f'${i + 1}' for i in range(len(_COLUMNS)))})"
@@ -124,6 +125,7 @@ def _values(job: Job) -> tuple[Any, ...]:
         job.created_at,
         job.updated_at,
         job.overdue_notified_for,
+        job.revision,
     )
 
 
@@ -157,6 +159,7 @@ def _job(row: Mapping[str, Any], assignees: list[Assignee], notes: list[Note]) -
         product=row["product"],
         feedback=feedback,
         overdue_notified_for=row["overdue_notified_for"],
+        revision=row["revision"],
     )
 
 
@@ -181,11 +184,13 @@ class PgJobRepository:
 
     async def add(self, job: Job) -> None:
         self.uow.track(job)
+        job.revision += 1
         self.uow.write(_INSERT_JOB, *_values(job))
         self._write_children(job)
 
     async def save(self, job: Job) -> None:
         self.uow.track(job)
+        job.revision += 1
         values = _values(job)
         self.uow.write(_UPDATE_JOB, *values[1:], values[0])
         self.uow.write(_DELETE_ASSIGNEES, job.id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     DateTime,
     ForeignKey,
@@ -42,6 +43,8 @@ jobs = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("overdue_notified_for", DateTime(timezone=True)),
+    # Grows with every change stored: orders the job's events for the services' grant models.
+    Column("revision", BigInteger, nullable=False, server_default="0"),
     Index("jobs_region_created", "region", "created_at", "id"),
     Index("jobs_created", "created_at", "id"),
     Index("jobs_open_due", "due_at", postgresql_where="state IN ('RAISED','ASSIGNED','IN_PROGRESS')"),

@@ -116,6 +116,8 @@ class Job:
     feedback: Feedback | None = None
     # The due time for which JobOverdue was last published (a new due time re-arms it).
     overdue_notified_for: datetime | None = None
+    # Grows each time the job is stored; orders its events (JobAccess.revision).
+    revision: int = 0
     events: list[events.DomainEvent] = field(default_factory=list, repr=False, compare=False)
     new_notes: list[Note] = field(default_factory=list, repr=False, compare=False)
 

@@ -21,6 +21,7 @@ from typing import Any
 from toex.safeguarding.events.v1 import events_pb2 as safeguarding_events
 from toex_common.audit import AuditEntry, AuditSink
 from toex_common.events import IncomingEvent
+from toex_common.events.bus import MessageBus
 from toex_common.events.consumer import Handler, PermanentError, region_of
 from toex_kernel.errors import DomainError
 
@@ -31,7 +32,6 @@ from toex_tasking.service_layer.ports import TaskingUnitOfWork
 
 log = logging.getLogger(__name__)
 
-JOB_NOTE_SUBJECT = "toex.*.safeguarding.JobNoteRequested"
 JOB_NOTE_REQUESTED = safeguarding_events.JobNoteRequested.DESCRIPTOR.full_name
 
 
@@ -95,3 +95,10 @@ async def on_job_note_requested(
     # Once the note is stored: the entry says what was written, not what was tried.
     uow.after_commit(record)
     log.info("note %s for %s on %s", note.id, cmd.referral, job.name)
+
+
+def subscribe(
+    bus: MessageBus, service: str, audit: AuditSink, clock: handlers.Clock = handlers.utcnow
+) -> None:
+    """Tasking's consumers on the bus: job notes under `<service>-job-notes`."""
+    bus.on(f"{service}-job-notes", safeguarding_events.JobNoteRequested, make_note_handler(audit, clock))

@@ -1,0 +1,132 @@
+"""Job grants as a read model of tasking's events, kept by every service whose material a job's
+assignees work (the rules are toex_kernel.grants').
+
+Each service that takes part keeps one row per job it has heard of in `job_grants`: the job's
+region, whether it is open, who holds it, and the revision of the job that said so. Tasking's
+v2 events about who may work a job (JobCreated, JobAssigned, JobReassigned, JobStatusChanged)
+each carry the whole answer (`JobAccess`) with the job's revision, so the model keeps the
+highest revision it has seen: an event redelivered, or one overtaken by a later one, changes
+nothing. `subscribe(bus, service)` puts the consumer on the service's bus; `create_grant_schema`
+goes in one of the service's migrations; `SqlGrants` answers the service's policy in the
+transaction of the call it is deciding.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, Column, DateTime, MetaData, String, Table, Text, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from toex.tasking.events.v2 import events_pb2 as tasking_events
+from toex_kernel.grants import JobGrant, job_of_purpose
+from toex_kernel.regions import Region
+
+from toex_common.events.bus import MessageBus
+from toex_common.events.consumer import PermanentError, region_of
+from toex_common.events.envelope import IncomingEvent
+
+grants_metadata = MetaData()
+
+job_grants_table = Table(
+    "job_grants",
+    grants_metadata,
+    Column("job", Text, primary_key=True),
+    Column("region", String(16), nullable=False),
+    Column("open", Boolean, nullable=False),
+    Column("holders", ARRAY(Text), nullable=False),
+    Column("revision", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# A grant is live while the job is being worked; closing, cancelling or declining ends it.
+OPEN_STATES = frozenset(
+    {
+        tasking_events.JOB_STATE_RAISED,
+        tasking_events.JOB_STATE_ASSIGNED,
+        tasking_events.JOB_STATE_IN_PROGRESS,
+        tasking_events.JOB_STATE_DELIVERED,
+    }
+)
+ACCESS_EVENTS = (
+    tasking_events.JobCreated,
+    tasking_events.JobAssigned,
+    tasking_events.JobReassigned,
+    tasking_events.JobStatusChanged,
+)
+
+
+def create_grant_schema(op: Any) -> None:
+    """Call from the migration that brings job grants to a service."""
+    grants_metadata.create_all(op.get_bind())
+
+
+def drop_grant_schema(op: Any) -> None:
+    grants_metadata.drop_all(op.get_bind())
+
+
+async def store_access(
+    session: AsyncSession, job: str, region: Region, access: tasking_events.JobAccess
+) -> None:
+    """Keep `access` unless the model already holds a later revision of the job."""
+    row = {
+        "job": job,
+        "region": region.value,
+        "open": access.state in OPEN_STATES,
+        "holders": sorted({a.username for a in access.assignees if a.username}),
+        "revision": access.revision,
+    }
+    statement = pg_insert(job_grants_table).values(**row)
+    statement = statement.on_conflict_do_update(
+        index_elements=[job_grants_table.c.job],
+        set_={
+            "open": statement.excluded.open,
+            "holders": statement.excluded.holders,
+            "revision": statement.excluded.revision,
+            "updated_at": func.now(),
+        },
+        where=job_grants_table.c.revision <= statement.excluded.revision,
+    )
+    await session.execute(statement)
+
+
+class SqlGrants:
+    """The service's grants, read in the transaction of the call being decided."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def of_job(self, job: str) -> JobGrant | None:
+        row = (
+            await self._session.execute(
+                select(job_grants_table.c.region, job_grants_table.c.holders, job_grants_table.c.open).where(
+                    job_grants_table.c.job == job
+                )
+            )
+        ).first()
+        if row is None:
+            return None
+        return JobGrant(job, Region(row.region), frozenset(row.holders), bool(row.open))
+
+    async def for_purpose(self, purpose: str) -> JobGrant | None:
+        """The grant of the job the call's purpose names, if it names one."""
+        job = job_of_purpose(purpose)
+        return await self.of_job(job) if job else None
+
+
+async def on_access_changed(event: IncomingEvent, uow: Any) -> None:
+    message: Any = event.message
+    job = message.job
+    region = region_of(event)
+    if not job.startswith(f"regions/{region.value}/jobs/"):
+        # The subject's region is what NATS vouches for: a job of another region named on it
+        # would let one region grant access to another's material.
+        raise PermanentError(f"job {job!r} is not of the region {region.value} the event came from")
+    await store_access(uow.session, job, region, message.access)
+
+
+def subscribe(bus: MessageBus, service: str) -> None:
+    """Keep the service's grants from tasking's events, under `<service>-job-grants`."""
+    for event_type in ACCESS_EVENTS:
+        bus.on(f"{service}-job-grants", event_type, on_access_changed)

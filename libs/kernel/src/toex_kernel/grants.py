@@ -1,0 +1,54 @@
+"""Job grants: a job is a compartment.
+
+Assigning a job to a researcher of another region lets them work the material attached to that
+job in every service, under the job: stored and labelled in the job's region, reached with the
+job as the call's purpose, audited as such, and nothing else of that region. The grant ends when
+the job is closed, cancelled or declined, or they are taken off it. Each service keeps the grants
+it needs as a read model of tasking's events (toex_common.grants); the rules are here, pure.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from toex_kernel.principal import Principal
+from toex_kernel.regions import Region
+
+# `regions/EMSOU/jobs/<id>`, or `EMSOU/<id>` as the CLI writes a job.
+_JOB = re.compile(r"^(?:regions/)?([A-Za-z]{2,16})/(?:jobs/)?([A-Za-z0-9_-]{1,64})$")
+
+
+def job_of_purpose(purpose: str) -> str | None:
+    """The job a call's purpose names (`regions/<REGION>/jobs/<id>`), or None when the purpose
+    is not a job (an operation name, say)."""
+    found = _JOB.match(purpose.strip())
+    if found is None:
+        return None
+    try:
+        region = Region.parse(found.group(1))
+    except ValueError:
+        return None
+    return f"regions/{region.value}/jobs/{found.group(2)}"
+
+
+@dataclass(frozen=True)
+class JobGrant:
+    """Who may work a job now (its assignees), while it is open."""
+
+    job: str
+    region: Region
+    holders: frozenset[str]
+    open: bool
+
+    def admits(self, principal: Principal) -> bool:
+        return self.open and principal.username in self.holders
+
+    def covers(self, principal: Principal, region: Region, material_job: str) -> bool:
+        """Whether `principal` may work material of `region` attached to `material_job` under
+        this grant: the material is the job's, in the job's region, and they hold the job."""
+        return self.region is region and material_job == self.job and self.admits(principal)
+
+
+def covered(grant: JobGrant | None, principal: Principal, region: Region, material_job: str) -> bool:
+    return grant is not None and bool(material_job) and grant.covers(principal, region, material_job)
