@@ -106,10 +106,27 @@ class _ParsedType(click.ParamType):
 
 
 class JobNameType(_ParsedType):
+    """A job, regions/EMSOU/jobs/ID or EMSOU/ID. A command that names a job works under it: with
+    no --purpose given, the job is the purpose (what a job's assignee of another region needs to
+    reach the job's material, and what the audit log then records)."""
+
     name = "job"
 
     def parse(self, value: str) -> str:
         return parse_job_name(value)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        job = super().convert(value, param, ctx)
+        if job and ctx is not None:
+            work_under(ctx, job)
+        return job
+
+
+def work_under(ctx: click.Context, job: str) -> None:
+    """Make `job` the purpose of the command's calls, unless a purpose was given."""
+    cli = ctx.obj  # the CliContext main() made, which every subcommand's context inherits
+    if cli is not None and hasattr(cli, "purpose") and not cli.purpose:
+        cli.purpose = job
 
 
 class WhenType(_ParsedType):

@@ -22,7 +22,7 @@ from toex_cli.output import (
     message_to_dict,
     render_fields,
 )
-from toex_cli.params import WHEN, EnumType, RegionType, enum_short_name, parse_job_name
+from toex_cli.params import WHEN, EnumType, RegionType, enum_short_name, parse_job_name, work_under
 
 SERVICE = "safeguarding"
 ENDPOINTS = (Endpoint(SERVICE, "127.0.0.1:50055", "The safeguarding service"),)
@@ -69,9 +69,11 @@ def _job_arg(ctx: click.Context, param: click.Parameter, value: str | None) -> s
     if not value or not value.strip():
         return value
     try:
-        return parse_job_name(value)
+        job = parse_job_name(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+    work_under(ctx, job)
+    return job
 
 
 def _short(descriptor: object, value: int) -> str:

@@ -194,6 +194,22 @@ def test_import_with_a_job_and_json_output(run: Callable[..., Result], comms: Co
     assert result.exit_code == 0, result.output
     assert fake.call("ImportAnpr").request[0].header.job == "regions/EMSOU/jobs/j1"
     assert json.loads(result.stdout)["already_imported"] is True
+    # the purpose given wins over the job
+    assert fake.call("ImportAnpr").metadata["x-toex-purpose"] == "Op Kestrel"
+
+
+def test_a_command_naming_a_job_works_under_it_when_no_purpose_is_given(
+    run: Callable[..., Result], comms: Comms, tmp_path: Path
+) -> None:
+    fake, _ = comms
+    src = tmp_path / "anpr.csv"
+    src.write_text("vrm,camera_id,read_time\nAB12CDE,CAM-1,2024-03-04T09:00:00Z\n")
+    fake.answers["ImportAnpr"] = pb.ImportAnprResponse(dataset=a_dataset(kind=res.DATASET_KIND_ANPR))
+    args = ("comms", "import-anpr", str(src), "--region", "EMSOU", "--job", "EMSOU/j1")
+    result = toex(run, comms, *args, purpose=None)
+    assert result.exit_code == 0, result.output
+    # what a job's assignee of another region needs to reach the job's material
+    assert fake.call("ImportAnpr").metadata["x-toex-purpose"] == "regions/EMSOU/jobs/j1"
 
 
 def test_a_refused_import_names_the_option_to_fix(
