@@ -3,21 +3,41 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from toex_common.events import EventEnvelope
 from toex_common.testing.fakes import FakeUnitOfWorkBase
-from toex_pnd.domain.model import Answer, IntelligenceRecord, Outcome, Submission, SubmissionState
+from toex_pnd.adapters import integration
+from toex_pnd.domain.model import (
+    Answer,
+    IntelligenceRecord,
+    Outcome,
+    RegionFigures,
+    Report,
+    SearchRow,
+    Submission,
+    SubmissionState,
+)
 from toex_pnd.service_layer.ports import PndUnavailable, SearchAnswer
 
 
 class FakeRecords:
-    def __init__(self) -> None:
+    """Stores copies without their events; tracks what it stores, like the real repository."""
+
+    def __init__(self, track: Callable[[IntelligenceRecord], None]) -> None:
         self.rows: dict[str, IntelligenceRecord] = {}
+        self._track = track
+
+    def _store(self, record: IntelligenceRecord) -> None:
+        stored = copy.copy(record)
+        stored.events = []
+        self.rows[record.id] = copy.deepcopy(stored)
+        self._track(record)
 
     async def add(self, record: IntelligenceRecord) -> None:
-        self.rows[record.id] = copy.deepcopy(record)
+        self._store(record)
 
     async def get(self, record_id: str, *, for_update: bool = False) -> IntelligenceRecord | None:
         found = self.rows.get(record_id)
@@ -29,7 +49,7 @@ class FakeRecords:
         return {i: copy.deepcopy(self.rows[i]) for i in record_ids if i in self.rows}
 
     async def save(self, record: IntelligenceRecord) -> None:
-        self.rows[record.id] = copy.deepcopy(record)
+        self._store(record)
 
     async def save_many(self, records: Sequence[IntelligenceRecord]) -> None:
         for record in records:
@@ -65,30 +85,69 @@ class FakeSubmissions:
         return [copy.deepcopy(s) for s in ready[:limit]]
 
 
+class FakeSearches:
+    def __init__(self) -> None:
+        self.rows: list[SearchRow] = []
+
+    async def add(self, search: SearchRow) -> None:
+        self.rows.append(search)
+
+
+class FakeReconciliations:
+    """Classifies as told (`figures`); keeps the reports."""
+
+    def __init__(self) -> None:
+        self.figures: list[RegionFigures] = []
+        self.reports: list[Report] = []
+
+    async def load_holdings(self, chunks: AsyncIterator[bytes]) -> int:
+        return sum([len(chunk.splitlines()) async for chunk in chunks])
+
+    async def classify(self, report_id: str, started_at: datetime) -> list[RegionFigures]:
+        return copy.deepcopy(self.figures)
+
+    async def add(self, report: Report) -> None:
+        self.reports.append(report)
+
+
 class FakeUow(FakeUnitOfWorkBase):
+    """Publishes what was recorded through the service's real mapping (`committed_events`)."""
+
     def __init__(self) -> None:
         super().__init__()
-        self.records = FakeRecords()
+        self.records = FakeRecords(self.track)
         self.submissions = FakeSubmissions()
+        self.searches = FakeSearches()
+        self.reconciliations = FakeReconciliations()
+
+    def integration_events(self, aggregate: Any, event: Any) -> Iterable[EventEnvelope]:
+        return integration.integration_events(aggregate, event)
+
+
+def accept(line: dict[str, Any]) -> Answer:
+    return Answer(line["submission_id"], Outcome.ACCEPTED, "PND-1", line["record_version"])
 
 
 class FakePnd:
-    """Accepts everything unless told it is down; remembers what it was sent."""
+    """Accepts everything (or answers with `answer`) unless told it is down; remembers what it
+    was sent. Searches find `found`; the holdings report is `holding_chunks`."""
 
     def __init__(self) -> None:
         self.down = False
         self.batches: list[list[dict[str, Any]]] = []
+        self.answer: Callable[[dict[str, Any]], Answer] = accept
+        self.found = SearchAnswer([], False)
+        self.holding_chunks: list[bytes] = [b""]
 
     async def submit(self, lines: Sequence[dict[str, Any]]) -> list[Answer]:
         if self.down:
             raise PndUnavailable("connection refused")
         self.batches.append(list(lines))
-        return [
-            Answer(line["submission_id"], Outcome.ACCEPTED, "PND-1", line["record_version"]) for line in lines
-        ]
+        return [self.answer(line) for line in lines]
 
     async def search(self, kind: str, criteria: dict[str, Any], max_results: int) -> SearchAnswer:
-        return SearchAnswer([], False)
+        return self.found
 
     async def holdings(self) -> AsyncIterator[bytes]:
-        yield b""
+        for chunk in self.holding_chunks:
+            yield chunk

@@ -1,7 +1,9 @@
-"""Integration events of the PND sync service (toex.pnd.events.v1) in their envelopes."""
+"""Domain events -> integration events (toex.pnd.events.v1) in their envelopes: the service's
+one mapping, the only place that knows the event messages."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -11,15 +13,36 @@ from toex_common.events import EventEnvelope, build_event
 from toex_common.events.streams import PND_STREAM
 
 from toex_pnd.adapters import mapping
-from toex_pnd.domain.model import IntelligenceRecord, Submission, SubmissionState
-from toex_pnd.service_layer.ports import RegionFigures, Report, SearchRow
+from toex_pnd.domain import events
+from toex_pnd.domain.model import (
+    IntelligenceRecord,
+    RegionFigures,
+    Report,
+    SearchRow,
+    Submission,
+    SubmissionState,
+)
 
 DOMAIN = "pnd"
 SOURCE = "toex/pnd"
 STREAM = PND_STREAM
 
 
-def answer_event(record: IntelligenceRecord, submission: Submission) -> EventEnvelope:
+def integration_events(record: IntelligenceRecord | None, event: events.DomainEvent) -> list[EventEnvelope]:
+    """The PND sync service's one mapping of a domain event (what the unit of work publishes at
+    commit). `record` is the record that recorded it; None for an event recorded on the unit of
+    work."""
+    if isinstance(event, events.SubmissionAnswered):
+        assert record is not None
+        return [_answer_event(record, event.submission)]
+    if isinstance(event, events.SearchAnswered):
+        return [_result_event(event.search, event.results)]
+    if isinstance(event, events.ReconciliationCompleted):
+        return [_reconciliation_event(event.report, event.figures)]
+    raise TypeError(f"no integration event for {event!r}")
+
+
+def _answer_event(record: IntelligenceRecord, submission: Submission) -> EventEnvelope:
     common: dict[str, Any] = {
         "record": submission.name,
         "record_version": submission.version,
@@ -52,7 +75,7 @@ def answer_event(record: IntelligenceRecord, submission: Submission) -> EventEnv
     )
 
 
-def reconciliation_event(report: Report, figures: RegionFigures) -> EventEnvelope:
+def _reconciliation_event(report: Report, figures: RegionFigures) -> EventEnvelope:
     start = Timestamp()
     start.FromDatetime(report.started_at)
     return build_event(
@@ -71,12 +94,12 @@ def reconciliation_event(report: Report, figures: RegionFigures) -> EventEnvelop
     )
 
 
-def result_event(row: SearchRow, found: list[dict[str, Any]], truncated: bool) -> EventEnvelope:
+def _result_event(row: SearchRow, found: Sequence[dict[str, Any]]) -> EventEnvelope:
     search = mapping.search_to_proto(row)
     results = [mapping.source_record_to_proto(r) for r in found]
     all_p = bool(results) and all(r.grading.handling == security_pb2.HANDLING_CODE_P for r in results)
     return build_event(
-        ev.PndResultReceived(search=search, results=results, truncated=truncated),
+        ev.PndResultReceived(search=search, results=results, truncated=row.truncated),
         domain=DOMAIN,
         source=SOURCE,
         region=row.region,

@@ -13,17 +13,21 @@ from toex.type.v1 import security_pb2
 from toex_kernel.timestamps import optional_timestamp as ts
 
 from toex_pnd.domain.model import (
+    Aged,
     Grading,
     IntelligenceRecord,
     Kind,
     Link,
     Operation,
     Reason,
+    RegionFigures,
+    Report,
+    SearchRow,
     Submission,
     SubmissionState,
     SyncState,
 )
-from toex_pnd.service_layer.ports import Aged, RegionFigures, Report, ReportItem, SearchRow
+from toex_pnd.service_layer.ports import ReportItem
 
 
 def duration(seconds: float) -> Duration:

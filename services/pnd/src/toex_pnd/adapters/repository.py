@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,25 +20,21 @@ from toex_pnd.adapters.tables import (
     submissions,
 )
 from toex_pnd.domain.model import (
+    Aged,
     Grading,
     IntelligenceRecord,
     Kind,
     Link,
     Operation,
     Reason,
+    RegionFigures,
+    Report,
+    SearchRow,
     Submission,
     SubmissionState,
     SyncState,
 )
-from toex_pnd.service_layer.ports import (
-    Aged,
-    QueueStatus,
-    RecordQuery,
-    RegionFigures,
-    Report,
-    ReportItem,
-    SearchRow,
-)
+from toex_pnd.service_layer.ports import QueueStatus, RecordQuery, ReportItem
 
 SHARDS = 64
 _SENDER_LOCK = 0x504E44  # "PND": advisory lock class of the senders
@@ -135,11 +131,16 @@ def _submission(row: Any) -> Submission:
 
 
 class SqlRecordRepository:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(
+        self, session: AsyncSession, track: Callable[[IntelligenceRecord], None] = lambda _: None
+    ) -> None:
         self.session = session
+        # The unit of work's: a stored record's domain events are published at its commit.
+        self._track = track
 
     async def add(self, record: IntelligenceRecord) -> None:
         await self.session.execute(insert(intelligence).values(**_record_row(record)))
+        self._track(record)
 
     async def get(self, record_id: str, *, for_update: bool = False) -> IntelligenceRecord | None:
         query = select(intelligence).where(intelligence.c.id == record_id)
@@ -162,7 +163,8 @@ class SqlRecordRepository:
         await self.save_many([record])
 
     async def save_many(self, records: Sequence[IntelligenceRecord]) -> None:
-        """Write the fields that change after creation, for many records in one round trip."""
+        """Write the fields that change after creation, for many records in one round trip;
+        their events are published in the order of `records`."""
         if not records:
             return
         stmt = (
@@ -185,6 +187,7 @@ class SqlRecordRepository:
         )
         params = []
         for record in records:
+            self._track(record)
             row = _record_row(record)
             params.append(
                 {

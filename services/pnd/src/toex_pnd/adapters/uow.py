@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
+from toex_common.events import EventEnvelope
 from toex_common.uow import SqlAlchemyUnitOfWork
 
+from toex_pnd.adapters import integration
 from toex_pnd.adapters.repository import (
     SqlReconciliationRepository,
     SqlRecordRepository,
@@ -19,7 +24,10 @@ class SqlPndUnitOfWork(SqlAlchemyUnitOfWork):
     searches: SqlSearchRepository
 
     def _after_enter(self) -> None:
-        self.records = SqlRecordRepository(self.session)
+        self.records = SqlRecordRepository(self.session, track=self.track)
         self.submissions = SqlSubmissionRepository(self.session)
         self.reconciliations = SqlReconciliationRepository(self.session)
         self.searches = SqlSearchRepository(self.session)
+
+    def integration_events(self, aggregate: Any, event: Any) -> Iterable[EventEnvelope]:
+        return integration.integration_events(aggregate, event)

@@ -4,7 +4,8 @@ A record is an aggregate: every change raises its version and queues one Submiss
 version. Submissions of one record go to the PND strictly in version order; each carries a
 submission id derived from the record and version, so a retry is recognisably the same
 submission. The PND's answer (accepted, rejected, conflict) is stored on the submission and
-moves the record's sync state.
+moves the record's sync state, and the record records it (`events`) for the unit of work to
+publish. Searches made and reconciliation reports are what the PND tells of itself.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from toex_kernel.regions import Region
+
+from toex_pnd.domain import events
 
 SUBMISSION_NAMESPACE = uuid.UUID("6f1d2f4e-3c55-4b8e-9a57-2d8e1f0c9b31")
 
@@ -201,7 +204,7 @@ class IntelligenceRecord:
     released_by: str = ""
     # Whether any version was ever sent (a record never sent needs no withdrawal).
     ever_sent: bool = False
-    events: list[Any] = field(default_factory=list)
+    events: list[events.DomainEvent] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -340,8 +343,9 @@ class IntelligenceRecord:
         self.ever_sent = True
 
     def apply_answer(self, submission: Submission, answer: Answer, now: datetime) -> None:
-        """Store the answer on the submission; it moves the record only if it is about the
-        newest version (an answer for an older version is history)."""
+        """Store the answer on the submission and record it (every answer is published); it
+        moves the record only if it is about the newest version (an answer for an older version
+        is history)."""
         submission.answered_at = now
         submission.reasons = answer.reasons
         submission.pnd_version = answer.pnd_version
@@ -354,6 +358,7 @@ class IntelligenceRecord:
             submission.state = SubmissionState.REJECTED
         else:
             submission.state = SubmissionState.CONFLICT
+        self.events.append(events.SubmissionAnswered(submission))
         if submission.version != self.version:
             return
         if answer.outcome is Outcome.ACCEPTED:
@@ -364,3 +369,79 @@ class IntelligenceRecord:
             self.rejection = answer.reasons
         else:
             self.sync_state = SyncState.CONFLICT
+
+
+# -- searches and reconciliations ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SearchRow:
+    """A search made on the PND, as stored (the criteria normalised)."""
+
+    id: str
+    region: Region
+    kind: str
+    criteria: dict[str, Any]
+    requested_by: str
+    purpose: str
+    searched_at: datetime
+    result_count: int
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class Aged:
+    """How many records of a category, how long ago the oldest of them changed, how many over a day."""
+
+    count: int = 0
+    oldest_age_seconds: float = 0.0
+    older_than_day: int = 0
+
+
+@dataclass
+class RegionFigures:
+    """One region's side of a reconciliation: its records, in step or out of step by category."""
+
+    region: Region
+    local_records: int = 0
+    in_sync: int = 0
+    categories: dict[str, Aged] = field(default_factory=dict)
+
+    def get(self, category: str) -> Aged:
+        return self.categories.get(category, Aged())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "region": self.region.value,
+            "local_records": self.local_records,
+            "in_sync": self.in_sync,
+            "categories": {
+                k: [v.count, v.oldest_age_seconds, v.older_than_day] for k, v in self.categories.items()
+            },
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RegionFigures:
+        return cls(
+            Region(data["region"]),
+            int(data["local_records"]),
+            int(data["in_sync"]),
+            {k: Aged(int(v[0]), float(v[1]), int(v[2])) for k, v in data["categories"].items()},
+        )
+
+
+@dataclass(frozen=True)
+class Report:
+    """A reconciliation: what the PND held, compared with every local record, per region."""
+
+    id: str
+    scheduled: bool
+    requested_by: str
+    started_at: datetime
+    completed_at: datetime
+    pnd_records: int
+    regions: list[RegionFigures]
+
+    @property
+    def name(self) -> str:
+        return f"reconciliations/{self.id}"

@@ -15,9 +15,8 @@ from toex_kernel.regions import Region
 
 from toex_pnd.adapters import mapping
 from toex_pnd.domain import commands, policy
-from toex_pnd.domain.model import SyncState
+from toex_pnd.domain.model import RegionFigures, Report, SyncState
 from toex_pnd.service_layer import handlers
-from toex_pnd.service_layer.ports import RegionFigures, Report
 
 RECORD = "regions/{region}/intelligence/{record}"
 UPDATABLE = ("entity", "grading", "links")

@@ -14,11 +14,13 @@ from toex_common.uow import remember, replayed, request_scope
 from toex_kernel.clock import Clock, utcnow
 from toex_kernel.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, Violations
 
-from toex_pnd.adapters import integration
-from toex_pnd.domain import commands, pole, policy
+from toex_pnd.domain import commands, events, pole, policy
 from toex_pnd.domain.model import (
     Answer,
     IntelligenceRecord,
+    RegionFigures,
+    Report,
+    SearchRow,
     Submission,
     backoff_delay,
     record_name,
@@ -29,11 +31,8 @@ from toex_pnd.service_layer.ports import (
     PndUnitOfWork,
     QueueStatus,
     RecordQuery,
-    RegionFigures,
-    Report,
     ReportItem,
     SearchAnswer,
-    SearchRow,
 )
 
 log = logging.getLogger(__name__)
@@ -293,11 +292,11 @@ async def dispatch_once(cmd: commands.DispatchOnce, deps: Deps) -> DispatchResul
                 continue
             submission.attempts += 1
             submission.last_error = ""
-            record.apply_answer(submission, answer, answered_at)
-            uow.publish(integration.answer_event(record, submission))
+            record.apply_answer(submission, answer, answered_at)  # recorded, published at commit
             answered += 1
         await uow.submissions.save(due)
-        await uow.records.save_many(list(records.values()))
+        # In the batch's order: the order the answers' events are published in.
+        await uow.records.save_many(list({s.record_id: records[s.record_id] for s in due}.values()))
         await uow.commit()
         return DispatchResult(sent=len(due), answered=answered, failed=failed)
 
@@ -355,7 +354,7 @@ async def search_pnd(cmd: commands.SearchPnd, deps: Deps) -> tuple[SearchRow, Se
     touch(f"regions/{row.region.value}/pndSearches/{row.id}")
     async with deps.uow() as uow:
         await uow.searches.add(row)
-        uow.publish(integration.result_event(row, answer.results, answer.truncated))
+        uow.record(events.SearchAnswered(row, answer.results))
         await uow.commit()
     return row, answer
 
@@ -367,7 +366,7 @@ async def run_reconciliation(
     cmd: commands.RunReconciliation, deps: Deps
 ) -> tuple[Report, list[RegionFigures]]:
     """Load what the PND holds for the platform, compare it with every local record, store the
-    report and its out-of-step items, and publish one ReconciliationCompleted per region."""
+    report and its out-of-step items, and record one ReconciliationCompleted per region."""
     started = deps.clock()
     report_id = deps.new_id()
     async with deps.uow() as uow:
@@ -387,7 +386,7 @@ async def run_reconciliation(
         )
         await uow.reconciliations.add(report)
         for region_figures in figures:
-            uow.publish(integration.reconciliation_event(report, region_figures))
+            uow.record(events.ReconciliationCompleted(report, region_figures))
         await uow.commit()
     touch(report.name)
     return report, figures

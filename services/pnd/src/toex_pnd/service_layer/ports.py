@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from toex_common.uow import UnitOfWork
 from toex_kernel.regions import Region
 
-from toex_pnd.domain.model import Answer, IntelligenceRecord, Kind, Submission, SyncState
+from toex_pnd.domain.events import DomainEvent
+from toex_pnd.domain.model import (
+    Answer,
+    IntelligenceRecord,
+    Kind,
+    RegionFigures,
+    Report,
+    SearchRow,
+    Submission,
+    SyncState,
+)
 
 
 class PndUnavailable(Exception):
@@ -46,6 +56,8 @@ class RecordQuery:
 
 
 class RecordRepository(Protocol):
+    """Stores records; what a stored record recorded (`events`) is published at commit."""
+
     async def add(self, record: IntelligenceRecord) -> None: ...
     async def get(self, record_id: str, *, for_update: bool = False) -> IntelligenceRecord | None: ...
     async def get_many(
@@ -82,71 +94,6 @@ class SubmissionRepository(Protocol):
         ...
 
     async def status(self, regions: frozenset[Region] | None, now: datetime) -> QueueStatus: ...
-
-
-@dataclass(frozen=True)
-class SearchRow:
-    id: str
-    region: Region
-    kind: str
-    criteria: dict[str, Any]
-    requested_by: str
-    purpose: str
-    searched_at: datetime
-    result_count: int
-    truncated: bool
-
-
-@dataclass(frozen=True)
-class Aged:
-    count: int = 0
-    oldest_age_seconds: float = 0.0
-    older_than_day: int = 0
-
-
-@dataclass
-class RegionFigures:
-    region: Region
-    local_records: int = 0
-    in_sync: int = 0
-    categories: dict[str, Aged] = field(default_factory=dict)
-
-    def get(self, category: str) -> Aged:
-        return self.categories.get(category, Aged())
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "region": self.region.value,
-            "local_records": self.local_records,
-            "in_sync": self.in_sync,
-            "categories": {
-                k: [v.count, v.oldest_age_seconds, v.older_than_day] for k, v in self.categories.items()
-            },
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RegionFigures:
-        return cls(
-            Region(data["region"]),
-            int(data["local_records"]),
-            int(data["in_sync"]),
-            {k: Aged(int(v[0]), float(v[1]), int(v[2])) for k, v in data["categories"].items()},
-        )
-
-
-@dataclass(frozen=True)
-class Report:
-    id: str
-    scheduled: bool
-    requested_by: str
-    started_at: datetime
-    completed_at: datetime
-    pnd_records: int
-    regions: list[RegionFigures]
-
-    @property
-    def name(self) -> str:
-        return f"reconciliations/{self.id}"
 
 
 @dataclass(frozen=True)
@@ -192,6 +139,10 @@ class PndUnitOfWork(UnitOfWork, Protocol):
     submissions: SubmissionRepository
     reconciliations: ReconciliationRepository
     searches: SearchRepository
+
+    def record(self, event: DomainEvent) -> None:
+        """Publish at commit an event of no one record (a search's answer, a reconciliation)."""
+        ...
 
     async def __aenter__(self) -> PndUnitOfWork: ...
     async def __aexit__(self, *exc: object) -> None: ...
