@@ -129,19 +129,21 @@ class CollectsDomainEvents:
 
     # Set afresh by each unit of work's __init__ and __aenter__ (`_forget_tracked`).
     _tracked: list[Any]
+    _tracked_ids: set[int]
+    _unattached: _Unattached | None
 
     def track(self, aggregate: Any) -> None:
         """Collect `aggregate.events` at commit (once, however often it is stored)."""
-        if not any(known is aggregate for known in self._tracked):
+        if id(aggregate) not in self._tracked_ids:
+            self._tracked_ids.add(id(aggregate))
             self._tracked.append(aggregate)
 
     def record(self, event: Any) -> None:
         """A domain event of no one aggregate, published at commit like the aggregates' own."""
-        holder = next((a for a in self._tracked if isinstance(a, _Unattached)), None)
-        if holder is None:
-            holder = _Unattached()
-            self._tracked.append(holder)
-        holder.events.append(event)
+        if self._unattached is None:
+            self._unattached = _Unattached()
+            self.track(self._unattached)
+        self._unattached.events.append(event)
 
     def integration_events(self, aggregate: Any, event: Any) -> Iterable[EventEnvelope]:
         """The service's mapping of one domain event; a service without domain events has none."""
@@ -155,11 +157,12 @@ class CollectsDomainEvents:
             for event in recorded:
                 collected.extend(self.integration_events(owner, event))
             recorded.clear()
-        self._tracked = []
+        self._forget_tracked()
         return collected
 
     def _forget_tracked(self) -> None:
-        self._tracked = []
+        # The aggregates are held until then, so an id in the set is never another object's.
+        self._tracked, self._tracked_ids, self._unattached = [], set(), None
 
 
 class UnitOfWork(Protocol):
