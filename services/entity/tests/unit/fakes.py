@@ -6,8 +6,11 @@ import copy
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 from toex_common.events.envelope import EventEnvelope
+from toex_common.testing.fakes import FakeUnitOfWorkBase
+from toex_entity.adapters import integration
 from toex_entity.domain.matching import Features, MatchModel
 from toex_entity.domain.model import (
     Entity,
@@ -234,38 +237,16 @@ class FakeRepository:
         return True
 
 
-class FakeUnitOfWork:
-    """Commits copy nothing: the fake repository is the store; events collect on commit."""
+class FakeUnitOfWork(FakeUnitOfWorkBase):
+    """Commits copy nothing: the fake repository is the store. Domain events recorded are mapped
+    by the service's own mapping at commit (`committed_events`)."""
 
     def __init__(self, repo: FakeRepository) -> None:
+        super().__init__()
         self.repo = repo
-        self.published: list[EventEnvelope] = []
-        self._pending: list[EventEnvelope] = []
-        self.commits = 0
 
-    async def __aenter__(self) -> FakeUnitOfWork:
-        self._pending = []
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._pending = []
-
-    def publish(self, event: EventEnvelope) -> None:
-        self._pending.append(event)
-
-    async def commit(self) -> None:
-        self.published.extend(self._pending)
-        self._pending = []
-        self.commits += 1
-
-    async def rollback(self) -> None:
-        self._pending = []
-
-    async def recall_request(self, scope: str, request_id: str, fingerprint: str) -> str | None:
-        return None
-
-    async def remember_request(self, scope: str, request_id: str, fingerprint: str, resource: str) -> None:
-        return None
+    def integration_events(self, aggregate: Any, event: Any) -> Iterable[EventEnvelope]:
+        return integration.integration_events(aggregate, event)
 
     async def lock_resolution(self) -> None:
         return None

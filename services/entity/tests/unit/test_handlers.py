@@ -39,7 +39,7 @@ def deps() -> handlers.Deps:
 
 
 def published(deps: handlers.Deps) -> list:  # type: ignore[type-arg]
-    return deps.uow().published  # type: ignore[attr-defined,no-any-return]
+    return deps.uow().committed_events  # type: ignore[attr-defined,no-any-return]
 
 
 def person(source_id: str, region: Region = Region.EMSOU, **changes: object) -> commands.IncomingRecord:
@@ -159,3 +159,27 @@ async def test_changed_record_is_updated_and_reindexed_in_its_entity(deps) -> No
     assert first.record_id in repo.keys["tel:+447700900002"]
     assert first.record_id not in repo.keys["tel:+447700900001"]
     assert repo.records[first.record_id].identifiers.e164_numbers == ("+447700900002",)
+
+
+async def test_merge_across_regions_gives_each_region_its_copy_then_the_notices(deps) -> None:  # type: ignore[no-untyped-def]
+    [mine] = await resolve(deps, EMSOU, person("a"))
+    [theirs] = await resolve(
+        deps,
+        ERSOU,
+        person("b", Region.ERSOU, given_name="Zed", surname="Quinn", birth_date="1960-01-01", addresses=()),
+    )
+    before = len(published(deps))
+    _, change_id = await handlers.merge(
+        commands.MergeEntities(NC, mine.entity_id, [theirs.entity_id], "same PNC on the custody record"), deps
+    )
+    merged = published(deps)[before:]
+    assert [(e.event_type.rsplit(".", 1)[1], e.headers["toex-region"]) for e in merged] == [
+        ("EntitiesMerged", "EMSOU"),
+        ("EntitiesMerged", "ERSOU"),
+        ("DeconflictionNotice", "EMSOU"),
+        ("DeconflictionNotice", "ERSOU"),
+    ]
+    for envelope in merged[:2]:
+        message = ev.EntitiesMerged.FromString(envelope.payload)
+        # Across regions neither learns who decided, why, or the other region's entity ids.
+        assert message.change_id == change_id and not (message.decided_by or message.reason or message.merged)

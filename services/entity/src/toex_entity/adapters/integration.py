@@ -1,8 +1,11 @@
-"""Integration events (toex.entity.events.v1) in their envelopes, labelled at creation."""
+"""Domain events -> integration events (toex.entity.events.v1) in their envelopes, labelled
+at creation: the entity service's one mapping (what its unit of work publishes at commit), the
+only place that knows the protobuf event messages."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from toex.entity.events.v1 import events_pb2 as ev
 from toex.entity.v1 import entity_pb2 as pb
@@ -12,9 +15,9 @@ from toex_common.events.streams import ENTITY_STREAM
 from toex_kernel.regions import Region
 
 from toex_entity.adapters.mapping import identifiers_to_proto, record_type_to_proto
-from toex_entity.domain.model import EntityChange, entity_name
+from toex_entity.domain import events
+from toex_entity.domain.model import EntityChange, LinkMethod, entity_name
 from toex_entity.domain.records import Handling, RecordType, SourceRecord
-from toex_entity.service_layer.ports import EntityLink
 
 DOMAIN = "entity"
 SOURCE = "toex/entity"
@@ -51,7 +54,9 @@ def entity_created(record: SourceRecord, entity_id: str) -> EventEnvelope:
     )
 
 
-def record_linked(record: SourceRecord, entity_id: str, link: EntityLink) -> EventEnvelope:
+def record_linked(
+    record: SourceRecord, entity_id: str, method: str, probability: float, decided_by: str
+) -> EventEnvelope:
     message = ev.RecordLinked(
         entity=entity_name(entity_id),
         entity_id=entity_id,
@@ -63,9 +68,9 @@ def record_linked(record: SourceRecord, entity_id: str, link: EntityLink) -> Eve
             record_type=record_type_to_proto(record.record_type),  # type: ignore[arg-type]
         ),
         identifiers=identifiers_to_proto(record.identifiers),
-        decision=_DECISION.get(link.method, pb.MATCH_DECISION_UNSPECIFIED),  # type: ignore[arg-type]
-        probability=link.probability,
-        decided_by=link.decided_by,
+        decision=_DECISION.get(method, pb.MATCH_DECISION_UNSPECIFIED),  # type: ignore[arg-type]
+        probability=probability,
+        decided_by=decided_by,
     )
     return build_event(
         message,
@@ -165,3 +170,68 @@ def deconfliction_notice(
         handling=security_pb2.HANDLING_CODE_C,
         resource=entity_name(entity_id),
     )
+
+
+def _record_linked(event: events.RecordLinked) -> list[EventEnvelope]:
+    """A record that started its entity: EntityCreated, then RecordLinked."""
+    out = [entity_created(event.record, event.entity_id)] if event.method == LinkMethod.NEW else []
+    out.append(
+        record_linked(event.record, event.entity_id, event.method, event.probability, event.decided_by)
+    )
+    return out
+
+
+def _entities_merged(event: events.EntitiesMerged) -> list[EventEnvelope]:
+    """One copy per region holding records on the surviving entity."""
+    spans = len(event.regions) > 1
+    return [
+        entities_merged(event.change, region, event.moved, spans_regions=spans)
+        for region in sorted(event.regions)
+    ]
+
+
+def _entity_split(event: events.EntitySplit) -> list[EventEnvelope]:
+    """One copy per region whose records were moved."""
+    spans = len(event.regions) > 1
+    undone = event.change.undoes or ""
+    return [
+        entity_split(event.change, region, event.moved, undone, spans_regions=spans)
+        for region in sorted({r.region for r in event.moved.values()})
+    ]
+
+
+def _deconfliction(event: events.DeconflictionRaised) -> list[EventEnvelope]:
+    """A notice to each region: the other region and whom to contact there, its own records;
+    only the region that raised it learns what did (its own record or job)."""
+    return [
+        deconfliction_notice(
+            event.entity_id,
+            event.entity_type,
+            mine,
+            list(event.records.get(mine, ())),
+            theirs,
+            event.contacts[theirs],
+            trigger,
+        )
+        for mine, theirs, trigger in (
+            (event.region, event.other, event.trigger),
+            (event.other, event.region, ""),
+        )
+    ]
+
+
+_MAPPINGS: dict[type, Callable[[Any], list[EventEnvelope]]] = {
+    events.RecordLinked: _record_linked,
+    events.EntitiesMerged: _entities_merged,
+    events.EntitySplit: _entity_split,
+    events.DeconflictionRaised: _deconfliction,
+}
+
+
+def integration_events(aggregate: object, event: events.DomainEvent) -> list[EventEnvelope]:
+    """The entity service's one mapping of a domain event (what the unit of work publishes at
+    commit). Entity facts are recorded on the unit of work, so `aggregate` is None."""
+    mapping = _MAPPINGS.get(type(event))
+    if mapping is None:
+        raise TypeError(f"no integration event for {event!r}")
+    return mapping(event)

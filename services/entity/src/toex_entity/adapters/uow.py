@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from sqlalchemy import text
+from toex_common.events import EventEnvelope
 from toex_common.uow import SqlAlchemyUnitOfWork
 
+from toex_entity.adapters import integration
 from toex_entity.adapters.repository import SqlEntityRepository
 
 # Advisory lock key (arbitrary constant) serialising resolution writes across replicas.
@@ -16,6 +21,9 @@ class SqlEntityUnitOfWork(SqlAlchemyUnitOfWork):
 
     def _after_enter(self) -> None:
         self.repo = SqlEntityRepository(self.session)
+
+    def integration_events(self, aggregate: Any, event: Any) -> Iterable[EventEnvelope]:
+        return integration.integration_events(aggregate, event)
 
     async def lock_resolution(self) -> None:
         await self.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": RESOLUTION_LOCK})

@@ -16,8 +16,8 @@ from toex_kernel.errors import FailedPrecondition, InvalidArgument, NotFound, Ou
 from toex_kernel.principal import Principal
 from toex_kernel.regions import Region
 
-from toex_entity.adapters import integration
 from toex_entity.domain import commands, matching, normalise, policy
+from toex_entity.domain.events import EntitySplit
 from toex_entity.domain.matching import MatchModel
 from toex_entity.domain.model import (
     ChangeKind,
@@ -639,13 +639,8 @@ async def split(cmd: commands.SplitEntity, deps: Deps) -> tuple[EntityView, list
         else:
             change = await _split_records(uow, cmd, entity, records, reason, now)
         moved = await uow.repo.get_records(m.record_id for m in change.moves)
-        regions = {r.region for r in moved.values()} | {r.region for r in records}
-        for region in sorted({r.region for r in moved.values()}):
-            uow.publish(
-                integration.entity_split(
-                    change, region, moved, change.undoes or "", spans_regions=len(regions) > 1
-                )
-            )
+        regions = frozenset({r.region for r in moved.values()} | {r.region for r in records})
+        uow.record(EntitySplit(change, regions, moved))
         if cmd.idempotency is not None:
             await uow.remember_request(
                 scope, cmd.idempotency.request_id, cmd.idempotency.fingerprint, change.id

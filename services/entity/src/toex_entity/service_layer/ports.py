@@ -11,6 +11,7 @@ from typing import Protocol
 from toex_common.uow import UnitOfWork
 from toex_kernel.regions import Region
 
+from toex_entity.domain.events import DomainEvent
 from toex_entity.domain.matching import Features, MatchModel
 from toex_entity.domain.model import (
     Entity,
@@ -121,6 +122,11 @@ class EntityRepository(Protocol):
 
 class EntityUnitOfWork(UnitOfWork, Protocol):
     repo: EntityRepository
+
+    def record(self, event: DomainEvent) -> None:
+        """A domain event, published (through the service's one mapping) at commit, in the order
+        recorded."""
+        ...
 
     async def __aenter__(self) -> EntityUnitOfWork: ...
     async def __aexit__(self, *exc: object) -> None: ...

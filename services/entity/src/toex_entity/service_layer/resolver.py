@@ -22,8 +22,8 @@ from typing import Any
 
 from toex_kernel.regions import Region
 
-from toex_entity.adapters import integration
 from toex_entity.domain import matching
+from toex_entity.domain.events import DeconflictionRaised, EntitiesMerged, RecordLinked
 from toex_entity.domain.matching import Features, MatchModel
 from toex_entity.domain.model import (
     SYSTEM_DETERMINISTIC,
@@ -364,10 +364,9 @@ async def _write(uow: EntityUnitOfWork, batch: _Batch, ctx: Context) -> None:
             for k in index_keys(record, batch.blocking.get(record.id))
         )
         await repo.add_keys(rows, fresh=True)
+    record_event = uow.record
     for record, link in zip(batch.records, batch.links, strict=True):
-        if link.method == LinkMethod.NEW.value:
-            uow.publish(integration.entity_created(record, record.entity_id))
-        uow.publish(integration.record_linked(record, record.entity_id, link))
+        record_event(RecordLinked(record.entity_id, record, link.method, link.probability, link.decided_by))
     for into, others, by, why in batch.merges:
         await merge_entities(uow, into, others, by, why, ctx.now)
     if batch.reviews:
@@ -408,9 +407,7 @@ async def merge_entities(
     await repo.touch_entities([into], now)
     regions = await repo.regions_of([into])
     records = await repo.get_records([m.record_id for m in moves])
-    held = regions.get(into, set())
-    for region in sorted(held):
-        uow.publish(integration.entities_merged(change, region, records, spans_regions=len(held) > 1))
+    uow.record(EntitiesMerged(change, frozenset(regions.get(into, ())), records))
     return change
 
 
@@ -454,18 +451,17 @@ async def notify_deconfliction(
     await uow.repo.claim_deconfliction(entity_id, other, region)
     held = await uow.repo.records_of([entity_id])
     role: Any = contact_role
-    for mine, theirs, trigger in ((region, other, trigger_record), (other, region, "")):
-        uow.publish(
-            integration.deconfliction_notice(
-                entity_id,
-                entity_type,
-                mine,
-                [r.name for r in held if r.region is mine],
-                theirs,
-                role(theirs),
-                trigger,
-            )
+    uow.record(
+        DeconflictionRaised(
+            entity_id,
+            entity_type,
+            region,
+            other,
+            trigger_record,
+            records={side: tuple(r.name for r in held if r.region is side) for side in (region, other)},
+            contacts={side: role(side) for side in (region, other)},
         )
+    )
     return True
 
 

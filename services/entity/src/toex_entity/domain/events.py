@@ -1,0 +1,69 @@
+"""Domain events of entity resolution (internal: the service's one mapping, the adapters'
+`integration` module, turns each into the protobuf integration events on stream ENTITY).
+
+Resolution decides across many entities at once (a batch links records to entities it never
+loads, merges them, and finds regions sharing them), so these facts are recorded on the unit
+of work (`uow.record`) in the order they happen, which is the order they are published in."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from toex_kernel.regions import Region
+
+from toex_entity.domain.model import EntityChange
+from toex_entity.domain.records import RecordType, SourceRecord
+
+
+# One per record resolved, so bulk ingest builds thousands: slots, and one event (not two) for a
+# record that starts an entity.
+@dataclass(frozen=True, slots=True)
+class RecordLinked:
+    """`record` joined entity `entity_id` (the entity it joined, even if the same batch merges
+    that entity into another afterwards), how (a LinkMethod: NEW when the record started the
+    entity, which is then published as created too), how surely and decided by whom."""
+
+    entity_id: str
+    record: SourceRecord
+    method: str
+    probability: float
+    decided_by: str
+
+
+@dataclass(frozen=True)
+class EntitiesMerged:
+    """A merge: `change` moved the records `moved` (by id) into its entity, on which the
+    regions `regions` now hold records."""
+
+    change: EntityChange
+    regions: frozenset[Region]
+    moved: Mapping[str, SourceRecord]
+
+
+@dataclass(frozen=True)
+class EntitySplit:
+    """A split or an undone merge: `change` moved the records `moved` (by id) out of its
+    entity; `regions` held records on the entity or among those moved."""
+
+    change: EntityChange
+    regions: frozenset[Region]
+    moved: Mapping[str, SourceRecord]
+
+
+@dataclass(frozen=True)
+class DeconflictionRaised:
+    """`region` (by record, job or merge `trigger`) and `other` both hold records on one
+    entity: each is to be told of the other, whom to contact there, and its own records only.
+    Raised once per entity and pair of regions."""
+
+    entity_id: str
+    entity_type: RecordType
+    region: Region
+    other: Region
+    trigger: str
+    records: Mapping[Region, tuple[str, ...]]  # each region's own record names
+    contacts: Mapping[Region, str]  # whom to contact in each region
+
+
+DomainEvent = RecordLinked | EntitiesMerged | EntitySplit | DeconflictionRaised
