@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from toex.safeguarding.v1 import safeguarding_pb2, safeguarding_pb2_grpc
+from toex_common import grants
 from toex_common.db import session_factory
 from toex_common.events.bus import MessageBus
 from toex_common.events.consumer import IdempotentConsumer
@@ -55,15 +56,17 @@ class App(ServiceApp):
         await self.tasking.close()
 
 
-def trigger_bus(settings: Settings, clock: handlers.Clock = handlers.utcnow) -> MessageBus:
+def message_bus(settings: Settings, clock: handlers.Clock = handlers.utcnow) -> MessageBus:
+    """The service's consumers: the triggers, and the job grants kept from tasking's events."""
     bus = MessageBus()
     if settings.consume_triggers:
         triggers.subscribe(bus, settings.service_name, clock)
+        grants.subscribe(bus, settings.service_name)
     return bus
 
 
 async def build(settings: Settings) -> App:
-    bus = trigger_bus(settings)
+    bus = message_bus(settings)
     platform = await Platform.start(settings, streams=[STREAM])
     sessions = session_factory(platform.engine)
 

@@ -14,5 +14,6 @@ class Settings(ServiceSettings):
     tasking_address: str = "127.0.0.1:50051"
     # How often statutory clocks are checked for overdue escalation.
     overdue_scan_seconds: float = 30.0
-    # Consume triggers (watchlist contacts, advert numbers, safeguarding jobs).
+    # Consume triggers (watchlist contacts, advert numbers, safeguarding jobs) and tasking's job
+    # access events (the job grants; without them no grant is kept or ended).
     consume_triggers: bool = True

@@ -72,6 +72,8 @@ class FakeReferralRepository:
                 continue
             if query.states and r.state not in query.states:
                 continue
+            if query.linked_job and r.linked_job != query.linked_job:
+                continue
             if query.overdue_at and not r.is_overdue(query.overdue_at):
                 continue
             if after and not (r.created_at, r.id) < after:

@@ -409,6 +409,8 @@ class SqlReferralRepository:
             conditions.append(referrals.c.region.in_([r.value for r in query.regions]))
         if query.states:
             conditions.append(referrals.c.state.in_([s.value for s in query.states]))
+        if query.linked_job:
+            conditions.append(referrals.c.linked_job == query.linked_job)
         if query.overdue_at is not None:
             conditions.append(
                 exists().where(

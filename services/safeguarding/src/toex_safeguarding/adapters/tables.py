@@ -51,6 +51,8 @@ referrals = Table(
     Column("updated_at", TZ, nullable=False),
     Index("referrals_region_created", "region", "created_at", "id"),
     Index("referrals_created", "created_at", "id"),
+    # A job's referrals, newest first: what a job grant's holder lists.
+    Index("referrals_job_created", "linked_job", "created_at", "id", postgresql_where="linked_job <> ''"),
 )
 
 referral_clocks = Table(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
 
@@ -45,6 +45,8 @@ class GetReferral:
     actor: Principal
     region: Region
     referral_id: str
+    # The call's purpose: a job (`regions/EMSOU/jobs/ID`) for work under a job grant.
+    purpose: str = ""
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class ListReferrals:
     overdue_only: bool
     page_size: int
     after: tuple[datetime, str] | None = None
+    purpose: str = ""
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,11 @@ class Revision:
     handling: Handling | None = None
     evidence: list[Evidence] = field(default_factory=list)
 
+    @property
+    def adds_evidence_only(self) -> bool:
+        """Evidence and nothing else: all a job grant's holder may change."""
+        return bool(self.evidence) and replace(self, evidence=[]) == Revision()
+
 
 @dataclass(frozen=True)
 class UpdateReferral:
@@ -81,6 +89,7 @@ class UpdateReferral:
     revision: Revision
     idempotency: Idempotency | None = None
     credentials: tuple[tuple[str, str], ...] = ()
+    purpose: str = ""
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from grpc import aio
 from toex.safeguarding.v1 import safeguarding_pb2 as pb
 from toex.safeguarding.v1 import safeguarding_pb2_grpc
 from toex_common import pagination
-from toex_common.context import current_principal
+from toex_common.context import current_principal, current_purpose
 from toex_common.uow import idempotency_of
 from toex_kernel import names
 from toex_kernel.errors import InvalidArgument, Violations
@@ -157,7 +157,7 @@ class SafeguardingServicer(safeguarding_pb2_grpc.SafeguardingServiceServicer):
     ) -> pb.GetReferralResponse:
         region, referral_id = _ref(request.name)
         referral = await handlers.get_referral(
-            commands.GetReferral(current_principal(), region, referral_id), self.deps
+            commands.GetReferral(current_principal(), region, referral_id, current_purpose()), self.deps
         )
         return pb.GetReferralResponse(referral=self._out(referral))
 
@@ -173,7 +173,10 @@ class SafeguardingServicer(safeguarding_pb2_grpc.SafeguardingServiceServicer):
         )
         after = pagination.decode_after(request.page_token, query_key)
         found, more = await handlers.list_referrals(
-            commands.ListReferrals(principal, region, states, request.overdue_only, size, after), self.deps
+            commands.ListReferrals(
+                principal, region, states, request.overdue_only, size, after, current_purpose()
+            ),
+            self.deps,
         )
         response = pb.ListReferralsResponse(referrals=[self._out(r) for r in found])
         if more and found:
@@ -229,6 +232,7 @@ class SafeguardingServicer(safeguarding_pb2_grpc.SafeguardingServiceServicer):
                 commands.Revision(**values),
                 idempotency_of(request),
                 _credentials(context),
+                current_purpose(),
             ),
             self.deps,
         )

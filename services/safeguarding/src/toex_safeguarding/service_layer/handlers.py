@@ -10,6 +10,7 @@ from toex_common.context import touch
 from toex_common.uow import replayed, request_scope
 from toex_kernel.clock import Clock, utcnow
 from toex_kernel.errors import AlreadyExists, InvalidArgument, NotFound
+from toex_kernel.grants import JobGrant
 from toex_kernel.principal import Principal
 from toex_kernel.regions import Region
 
@@ -46,6 +47,16 @@ async def _ensure_linkable(job: str, credentials: tuple[tuple[str, str], ...], d
 
 def _scope(method: str, actor_subject: str) -> str:
     return request_scope("safeguarding", method, actor_subject)
+
+
+async def _grant(
+    uow: SafeguardingUnitOfWork, actor: Principal, referral: Referral | None, purpose: str
+) -> JobGrant | None:
+    """The grant of the job the call's purpose names, read only when it could decide the call:
+    whoever sees the referral's region today never pays for grants."""
+    if referral is None or not referral.linked_job or not policy.needs_grant(actor, referral.region):
+        return None
+    return await uow.grants.for_purpose(purpose)
 
 
 async def create_referral(cmd: commands.CreateReferral, deps: Deps) -> Referral:
@@ -90,15 +101,21 @@ async def get_referral(cmd: commands.GetReferral, deps: Deps) -> Referral:
     touch(name)
     async with deps.uow() as uow:
         referral = await uow.referrals.get(cmd.referral_id)
-    if referral is not None and referral.region is not cmd.region:
-        referral = None
-    return policy.ensure_visible(cmd.actor, referral, name)
+        if referral is not None and referral.region is not cmd.region:
+            referral = None
+        grant = await _grant(uow, cmd.actor, referral, cmd.purpose)
+    return policy.ensure_visible(cmd.actor, referral, name, grant)
 
 
 async def list_referrals(cmd: commands.ListReferrals, deps: Deps) -> tuple[list[Referral], bool]:
-    regions = policy.visible_regions(cmd.actor, cmd.region)
-    query = ReferralQuery(regions, cmd.states, deps.clock() if cmd.overdue_only else None)
     async with deps.uow() as uow:
+        grant = None
+        if cmd.region is not None and policy.needs_grant(cmd.actor, cmd.region):
+            grant = await uow.grants.for_purpose(cmd.purpose)
+        scope = policy.listing(cmd.actor, cmd.region, grant)
+        query = ReferralQuery(
+            scope.regions, cmd.states, deps.clock() if cmd.overdue_only else None, scope.job
+        )
         found = await uow.referrals.search(query, cmd.page_size + 1, cmd.after)
     page = found[: cmd.page_size]
     touch(*(r.name for r in page))
@@ -123,18 +140,29 @@ async def _change(
     referral_id: str,
     idempotency: commands.Idempotency | None,
     change: Callable[[Referral, datetime], None],
+    grant_purpose: str = "",
 ) -> Referral:
+    """Load, decide, change, save, commit. `grant_purpose` is the call's purpose when the
+    change is one a job grant's holder may make (adding evidence); otherwise only the region's
+    own officers may."""
     name = referral_name(region, referral_id)
     touch(name)
     scope = _scope(method, actor.subject)
     async with deps.uow() as uow:
         if (prior := await replayed(uow, scope, idempotency, uow.referrals.get)) is not None:
-            return prior
+            # A repeat is answered only while the caller may still see the referral: a grant
+            # that has ended does not live on in a remembered request id.
+            grant = await _grant(uow, actor, prior, grant_purpose) if grant_purpose else None
+            return policy.ensure_visible(actor, prior, name, grant)
         referral = await uow.referrals.get(referral_id, for_update=True)
         if referral is not None and referral.region is not region:
             referral = None
-        referral = policy.ensure_visible(actor, referral, name)
-        policy.ensure_can_work(actor, referral.region)
+        grant = await _grant(uow, actor, referral, grant_purpose) if grant_purpose else None
+        referral = policy.ensure_visible(actor, referral, name, grant)
+        if grant_purpose:
+            policy.ensure_can_add_evidence(actor, referral, grant)
+        else:
+            policy.ensure_can_work(actor, referral.region)
         change(referral, deps.clock())
         try:
             await uow.referrals.save(referral)
@@ -180,6 +208,7 @@ async def update_referral(cmd: commands.UpdateReferral, deps: Deps) -> Referral:
         referral_id=cmd.referral_id,
         idempotency=cmd.idempotency,
         change=change,
+        grant_purpose=cmd.purpose if rev.adds_evidence_only else "",
     )
 
 

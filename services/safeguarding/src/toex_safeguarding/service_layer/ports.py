@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Protocol
 
 from toex_common.uow import UnitOfWork
+from toex_kernel.grants import JobGrant
 from toex_kernel.regions import Region
 
 from toex_safeguarding.domain.model import Clock, Referral
@@ -28,6 +29,7 @@ class ReferralQuery:
     regions: frozenset[Region] | None
     states: frozenset[State]
     overdue_at: datetime | None  # only referrals with a clock overdue at this time
+    linked_job: str = ""  # only referrals linked to this job ("": any)
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,19 @@ class JobDirectory(Protocol):
         ...
 
 
+class JobGrants(Protocol):
+    """Who holds which job now (toex_common.grants), read in the unit's transaction."""
+
+    async def for_purpose(self, purpose: str) -> JobGrant | None:
+        """The grant of the job the purpose names; None when it names none or one unknown."""
+        ...
+
+
 class SafeguardingUnitOfWork(UnitOfWork, Protocol):
     referrals: ReferralRepository
+
+    @property
+    def grants(self) -> JobGrants: ...
 
     async def __aenter__(self) -> SafeguardingUnitOfWork: ...
     async def __aexit__(self, *exc: object) -> None: ...
