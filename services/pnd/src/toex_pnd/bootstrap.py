@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 
 from toex.pnd.v1 import pnd_pb2, pnd_pb2_grpc
+from toex_common import grants
 from toex_common.db import session_factory
+from toex_common.events.bus import MessageBus
+from toex_common.events.consumer import IdempotentConsumer
 from toex_common.service import Background, GrpcServer, Platform, ServiceApp
 
 from toex_pnd.adapters.integration import STREAM
@@ -29,9 +32,15 @@ class App(ServiceApp):
     shutdown_wait_seconds = 15.0
 
     def __init__(
-        self, platform: Platform, deps: handlers.Deps, server: GrpcServer, *, gateway: PndGateway
+        self,
+        platform: Platform,
+        deps: handlers.Deps,
+        server: GrpcServer,
+        *,
+        gateway: PndGateway,
+        consumers: list[IdempotentConsumer],
     ) -> None:
-        super().__init__(platform, deps, server, service_names=[SERVICE_NAME])
+        super().__init__(platform, deps, server, service_names=[SERVICE_NAME], consumers=consumers)
         self.gateway = gateway
 
     def background(self) -> list[Background]:
@@ -73,14 +82,27 @@ class App(ServiceApp):
             await close()
 
 
+def message_bus(settings: Settings) -> MessageBus:
+    """The service's consumers: the job grants kept from tasking's events."""
+    bus = MessageBus()
+    if settings.consume:
+        grants.subscribe(bus, settings.service_name)
+    return bus
+
+
 async def build(settings: Settings, *, gateway: PndGateway | None = None) -> App:
+    bus = message_bus(settings)
     platform = await Platform.start(settings, streams=[STREAM])
     sessions = session_factory(platform.engine)
     pnd = gateway or HttpPndGateway(
         settings.pnd_url, settings.pnd_organisation, timeout=settings.pnd_timeout_seconds
     )
+
+    def uow() -> SqlPndUnitOfWork:
+        return SqlPndUnitOfWork(sessions)
+
     deps = handlers.Deps(
-        uow=lambda: SqlPndUnitOfWork(sessions),  # type: ignore[arg-type,return-value]
+        uow=uow,  # type: ignore[arg-type]
         pnd=pnd,
         retry_base_seconds=settings.retry_base_seconds,
         retry_cap_seconds=settings.retry_cap_seconds,
@@ -90,7 +112,8 @@ async def build(settings: Settings, *, gateway: PndGateway | None = None) -> App
         service_names=[SERVICE_NAME],
         rules=METHOD_RULES,
     )
-    return App(platform, deps, server, gateway=pnd)
+    found = bus.consumers(platform.consumer, uow)
+    return App(platform, deps, server, gateway=pnd, consumers=found)
 
 
 async def serve(settings: Settings) -> None:

@@ -25,3 +25,5 @@ class Settings(ServiceSettings):
     retry_cap_seconds: float = 300.0
     # Scheduled reconciliation; 0 turns it off.
     reconcile_interval_seconds: float = 3600.0
+    # Consume tasking's job access events (the job grants; without them no grant is kept or ended).
+    consume: bool = True

@@ -20,7 +20,7 @@ from toex_pnd.domain.model import (
     Submission,
     SubmissionState,
 )
-from toex_pnd.service_layer.ports import PndUnavailable, SearchAnswer
+from toex_pnd.service_layer.ports import PndUnavailable, RecordQuery, SearchAnswer
 
 
 class FakeRecords:
@@ -55,6 +55,22 @@ class FakeRecords:
         for record in records:
             await self.save(record)
 
+    async def search(
+        self, query: RecordQuery, limit: int, after: tuple[datetime, str] | None
+    ) -> list[IntelligenceRecord]:
+        found = [
+            r
+            for r in self.rows.values()
+            if (query.regions is None or r.region in query.regions)
+            and (not query.sync_states or r.sync_state in query.sync_states)
+            and (query.kind is None or r.kind is query.kind)
+            and (query.show_deleted or not r.deleted)
+            and (not query.job or r.job == query.job)
+            and (after is None or (r.updated_at, r.id) < after)
+        ]
+        found.sort(key=lambda r: (r.updated_at, r.id), reverse=True)
+        return [copy.deepcopy(r) for r in found[:limit]]
+
 
 class FakeSubmissions:
     def __init__(self) -> None:
@@ -70,6 +86,12 @@ class FakeSubmissions:
     async def open_for(self, record_id: str) -> list[Submission]:
         return sorted(
             (copy.deepcopy(s) for s in self.rows.values() if s.record_id == record_id and s.state.open),
+            key=lambda s: s.version,
+        )
+
+    async def history(self, record_id: str) -> list[Submission]:
+        return sorted(
+            (copy.deepcopy(s) for s in self.rows.values() if s.record_id == record_id),
             key=lambda s: s.version,
         )
 

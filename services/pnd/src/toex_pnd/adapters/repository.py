@@ -64,6 +64,7 @@ def _record_row(record: IntelligenceRecord) -> dict[str, Any]:
         "rejection": [r.to_json() for r in record.rejection],
         "released_by": record.released_by,
         "ever_sent": record.ever_sent,
+        "job": record.job,
     }
 
 
@@ -86,6 +87,7 @@ def _record(row: Any) -> IntelligenceRecord:
         rejection=tuple(Reason.from_json(r) for r in row.rejection),
         released_by=row.released_by,
         ever_sent=row.ever_sent,
+        job=row.job,
     )
 
 
@@ -193,7 +195,7 @@ class SqlRecordRepository:
                 {
                     f"b_{k}": v
                     for k, v in row.items()
-                    if k not in ("region", "kind", "created_by", "created_at")
+                    if k not in ("region", "kind", "created_by", "created_at", "job")
                 }
             )
         await self.session.execute(stmt, params)
@@ -209,6 +211,8 @@ class SqlRecordRepository:
             stmt = stmt.where(c.sync_state.in_([s.value for s in query.sync_states]))
         if query.kind is not None:
             stmt = stmt.where(c.kind == query.kind.value)
+        if query.job:
+            stmt = stmt.where(c.job == query.job)
         if not query.show_deleted:
             stmt = stmt.where(c.deleted_at.is_(None))
         if after is not None:
@@ -349,6 +353,7 @@ class SqlSearchRepository:
                 searched_at=search.searched_at,
                 result_count=search.result_count,
                 truncated=search.truncated,
+                job=search.job,
             )
         )
 

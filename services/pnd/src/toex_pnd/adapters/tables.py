@@ -43,8 +43,12 @@ intelligence = Table(
     Column("rejection", JSONB, nullable=False),
     Column("released_by", Text, nullable=False),
     Column("ever_sent", Boolean, nullable=False),
+    # The job it was made for, "" if none (migration 0002).
+    Column("job", Text, nullable=False, server_default=""),
     Index("intelligence_region_updated", "region", "updated_at", "id"),
     Index("intelligence_updated", "updated_at", "id"),
+    # What a job grant's holder lists: one job's records, newest change first.
+    Index("intelligence_job_updated", "job", "updated_at", "id", postgresql_where="job <> ''"),
 )
 
 submissions = Table(
@@ -84,6 +88,8 @@ pnd_searches = Table(
     Column("searched_at", TZ, nullable=False),
     Column("result_count", Integer, nullable=False),
     Column("truncated", Boolean, nullable=False),
+    # The job it was made for, "" if none (migration 0002).
+    Column("job", Text, nullable=False, server_default=""),
 )
 
 reconciliations = Table(

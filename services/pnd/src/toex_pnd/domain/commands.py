@@ -21,6 +21,9 @@ class SubmitIntelligence:
     grading: dict[str, Any] | None
     links: list[dict[str, Any]]
     idempotency: Idempotency | None = None
+    # The call's purpose: a job named there attaches new material to it and is the only job
+    # whose grant can reach another region's material in the call.
+    purpose: str = ""
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class UpdateIntelligence:
     links: list[dict[str, Any]] | None
     expected_version: int = 0
     idempotency: Idempotency | None = None
+    purpose: str = ""
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class GetIntelligence:
     actor: Principal
     region: Region
     record_id: str
+    purpose: str = ""
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class ListIntelligence:
     show_deleted: bool
     page_size: int
     after: tuple[datetime, str] | None
+    purpose: str = ""
 
 
 @dataclass(frozen=True)

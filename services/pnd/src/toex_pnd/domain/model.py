@@ -204,6 +204,9 @@ class IntelligenceRecord:
     released_by: str = ""
     # Whether any version was ever sent (a record never sent needs no withdrawal).
     ever_sent: bool = False
+    # The job it was made for (`regions/{region}/jobs/{id}`, of the record's region), "" if none:
+    # the job's grant holders reach it. Set at creation, never changed.
+    job: str = ""
     events: list[events.DomainEvent] = field(default_factory=list, repr=False, compare=False)
 
     @property
@@ -232,6 +235,7 @@ class IntelligenceRecord:
         links: list[Link],
         created_by: str,
         now: datetime,
+        job: str = "",
     ) -> tuple[IntelligenceRecord, Submission]:
         record = cls(
             id=record_id,
@@ -244,6 +248,7 @@ class IntelligenceRecord:
             created_by=created_by,
             created_at=now,
             updated_at=now,
+            job=job,
         )
         return record, record._queue(Operation.CREATE, now)
 
@@ -387,6 +392,8 @@ class SearchRow:
     searched_at: datetime
     result_count: int
     truncated: bool
+    # The job it was made for (of the search's region), "" if none.
+    job: str = ""
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,30 @@
 - service accounts: record and read intelligence (other services' events): the hub's of every
   region, a region installation's of its own.
 A record outside the caller's scope is reported as not found, like one that does not exist.
+
+Work under a job grant (toex_kernel.grants). A job's material here is the intelligence made for
+it: a record is attached to job J of region R when it was submitted in R with J as the call's
+purpose (by anyone who may submit there), and stays attached. Someone of another region whose
+role allows the call, who holds J (one of its assignees, while J is open) and states J as the
+call's purpose may, in R:
+- submit intelligence (SubmitIntelligence under `regions/R`): stored in R, labelled R,
+  attached to J, queued for the PND like R's own (held for release when graded C);
+- change J's records (UpdateIntelligence): a new version, a new submission, attached to J still;
+- read J's records and their submissions (GetIntelligence, ListSubmissions), and list them
+  (ListIntelligence of `regions/R` lists J's records alone; `regions/-` lists their own region);
+- search the PND on R's behalf (SearchPnd under `regions/R`): the search is R's, made for J.
+They may not delete (withdraw from the PND) any record of R, release a held record (a
+supervisor of R or a national coordinator decides what the PND may have), read R's queue or
+reconciliations, or reach any record of R not attached to J. Those calls answer exactly as they
+answer anyone of another region: not found for a record, refused for a region.
+A grant never gives a role, and callers who see the region are decided as before, without
+reading grants.
 """
 
 from __future__ import annotations
 
 from toex_kernel.errors import NotFound, OutOfScope, PermissionDenied
+from toex_kernel.grants import JobGrant, covered, job_of_purpose
 from toex_kernel.policy import MethodRule, rules_for
 from toex_kernel.principal import Principal, Role
 from toex_kernel.regions import Region
@@ -65,16 +84,36 @@ def visible_regions(principal: Principal, requested: Region | None) -> frozenset
     return frozenset({principal.region})
 
 
-def ensure_visible(principal: Principal, record: IntelligenceRecord | None, name: str) -> IntelligenceRecord:
+def job_of(purpose: str, region: Region) -> str:
+    """The job of `region` the call's purpose names, "" if it names none: what material made in
+    the call is attached to, and the only grant that can reach the region's material in it."""
+    job = job_of_purpose(purpose) or ""
+    return job if job.startswith(f"regions/{region.value}/jobs/") else ""
+
+
+def needs_grant(principal: Principal, region: Region, purpose: str) -> bool:
+    """Whether a grant could change the answer: the caller does not see `region` and the call's
+    purpose names one of its jobs. Only then is a grant read."""
+    return not sees(principal, region) and bool(job_of(purpose, region))
+
+
+def works_under(principal: Principal, region: Region, grant: JobGrant | None) -> bool:
+    """The caller holds the grant's open job, of `region`."""
+    return grant is not None and covered(grant, principal, region, grant.job)
+
+
+def ensure_visible(
+    principal: Principal, record: IntelligenceRecord | None, name: str, grant: JobGrant | None = None
+) -> IntelligenceRecord:
     if record is None:
         raise NotFound(f"record {name} not found")
-    if not sees(principal, record.region):
+    if not sees(principal, record.region) and not covered(grant, principal, record.region, record.job):
         raise OutOfScope(f"record {name} not found")
     return record
 
 
-def ensure_can_write(principal: Principal, region: Region) -> None:
-    if not sees(principal, region):
+def ensure_can_write(principal: Principal, region: Region, grant: JobGrant | None = None) -> None:
+    if not sees(principal, region) and not works_under(principal, region, grant):
         raise PermissionDenied(f"you may record intelligence for {principal.region.value} only")
 
 
@@ -84,6 +123,17 @@ def ensure_can_release(principal: Principal, record: IntelligenceRecord) -> None
     raise PermissionDenied("only a supervisor of the owning region or a national coordinator may release")
 
 
-def ensure_can_search(principal: Principal, region: Region) -> None:
-    if not sees(principal, region):
+def ensure_can_search(principal: Principal, region: Region, grant: JobGrant | None = None) -> None:
+    if not sees(principal, region) and not works_under(principal, region, grant):
         raise PermissionDenied(f"you may search for {principal.region.value} only")
+
+
+def listed(
+    principal: Principal, requested: Region | None, grant: JobGrant | None = None
+) -> tuple[frozenset[Region] | None, str]:
+    """The regions a listing reads (None: every region) and the one job it is confined to ("":
+    none): a holder of `grant` listing the grant's region sees that job's records alone."""
+    if grant is not None and requested is not None and not sees(principal, requested):
+        if covered(grant, principal, requested, grant.job):
+            return frozenset({requested}), grant.job
+    return visible_regions(principal, requested), ""

@@ -57,6 +57,7 @@ class PndSyncServicer(pnd_pb2_grpc.PndSyncServiceServicer):
                 grading=mapping.grading_from_proto(record.grading),
                 links=mapping.links_from_proto(record.links),
                 idempotency=idempotency_of(request),
+                purpose=current_purpose(),
             ),
             self.deps,
         )
@@ -83,6 +84,7 @@ class PndSyncServicer(pnd_pb2_grpc.PndSyncServiceServicer):
                 links=mapping.links_from_proto(record.links) if "links" in paths else None,
                 expected_version=record.version,
                 idempotency=idempotency_of(request),
+                purpose=current_purpose(),
             ),
             self.deps,
         )
@@ -105,7 +107,7 @@ class PndSyncServicer(pnd_pb2_grpc.PndSyncServiceServicer):
     ) -> pb.GetIntelligenceResponse:
         region, record_id = _record_ref(request.name)
         record = await handlers.get_intelligence(
-            commands.GetIntelligence(current_principal(), region, record_id), self.deps
+            commands.GetIntelligence(current_principal(), region, record_id, current_purpose()), self.deps
         )
         return pb.GetIntelligenceResponse(record=mapping.record_to_proto(record))
 
@@ -131,6 +133,7 @@ class PndSyncServicer(pnd_pb2_grpc.PndSyncServiceServicer):
                 request.show_deleted,
                 size,
                 pagination.decode_after(request.page_token, key),
+                current_purpose(),
             ),
             self.deps,
         )
@@ -158,7 +161,7 @@ class PndSyncServicer(pnd_pb2_grpc.PndSyncServiceServicer):
     ) -> pb.ListSubmissionsResponse:
         region, record_id = _record_ref(request.parent, "parent")
         found = await handlers.list_submissions(
-            commands.GetIntelligence(current_principal(), region, record_id), self.deps
+            commands.GetIntelligence(current_principal(), region, record_id, current_purpose()), self.deps
         )
         return pb.ListSubmissionsResponse(submissions=[mapping.submission_to_proto(s) for s in found])
 

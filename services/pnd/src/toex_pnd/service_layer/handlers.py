@@ -13,6 +13,9 @@ from toex_common.context import touch
 from toex_common.uow import remember, replayed, request_scope
 from toex_kernel.clock import Clock, utcnow
 from toex_kernel.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, Violations
+from toex_kernel.grants import JobGrant
+from toex_kernel.principal import Principal
+from toex_kernel.regions import Region
 
 from toex_pnd.domain import commands, events, pole, policy
 from toex_pnd.domain.model import (
@@ -73,20 +76,28 @@ def _checked_content(
 # -- records ---------------------------------------------------------------------------
 
 
+async def _grant(uow: PndUnitOfWork, actor: Principal, region: Region, purpose: str) -> JobGrant | None:
+    """The grant the call may work `region`'s material under: read only for a caller who does not
+    see the region and names one of its jobs (the region's own people pay nothing for grants)."""
+    if not policy.needs_grant(actor, region, purpose):
+        return None
+    return await uow.grants.of_job(policy.job_of(purpose, region))
+
+
 async def submit_intelligence(cmd: commands.SubmitIntelligence, deps: Deps) -> IntelligenceRecord:
-    policy.ensure_can_write(cmd.actor, cmd.region)
     record_id = deps.new_id()
     name = record_name(cmd.region, record_id)
-    problems = Violations()
-    entity, grading, links = _checked_content(
-        cmd.entity, cmd.grading, cmd.links, name, problems, partial=False
-    )
-    kind = pole.kind_of(cmd.entity)
-    problems.raise_if_any()
-    assert entity is not None and grading is not None and links is not None and kind is not None
     scope = _scope("SubmitIntelligence", cmd.actor.subject)
     now = deps.clock()
     async with deps.uow() as uow:
+        policy.ensure_can_write(cmd.actor, cmd.region, await _grant(uow, cmd.actor, cmd.region, cmd.purpose))
+        problems = Violations()
+        entity, grading, links = _checked_content(
+            cmd.entity, cmd.grading, cmd.links, name, problems, partial=False
+        )
+        kind = pole.kind_of(cmd.entity)
+        problems.raise_if_any()
+        assert entity is not None and grading is not None and links is not None and kind is not None
         if (prior := await replayed(uow, scope, cmd.idempotency, uow.records.get)) is not None:
             touch(prior.name)
             return prior
@@ -99,6 +110,7 @@ async def submit_intelligence(cmd: commands.SubmitIntelligence, deps: Deps) -> I
             links=links,
             created_by=cmd.actor.username,
             now=now,
+            job=policy.job_of(cmd.purpose, cmd.region),
         )
         touch(record.name)
         await uow.records.add(record)
@@ -109,14 +121,14 @@ async def submit_intelligence(cmd: commands.SubmitIntelligence, deps: Deps) -> I
 
 
 async def _load_for_change(
-    uow: PndUnitOfWork, actor: object, region: object, record_id: str
+    uow: PndUnitOfWork, actor: Principal, region: Region, record_id: str, grant: JobGrant | None = None
 ) -> IntelligenceRecord:
-    name = record_name(region, record_id)  # type: ignore[arg-type]
+    name = record_name(region, record_id)
     touch(name)
     record = await uow.records.get(record_id, for_update=True)
     if record is not None and record.region is not region:
         record = None
-    return policy.ensure_visible(actor, record, name)  # type: ignore[arg-type]
+    return policy.ensure_visible(actor, record, name, grant)
 
 
 def _check_version(record: IntelligenceRecord, expected: int) -> None:
@@ -129,20 +141,21 @@ def _check_version(record: IntelligenceRecord, expected: int) -> None:
 
 
 async def update_intelligence(cmd: commands.UpdateIntelligence, deps: Deps) -> IntelligenceRecord:
-    policy.ensure_can_write(cmd.actor, cmd.region)
     name = record_name(cmd.region, cmd.record_id)
-    problems = Violations()
-    entity, grading, links = _checked_content(
-        cmd.entity, cmd.grading, cmd.links, name, problems, partial=True
-    )
-    problems.raise_if_any()
     scope = _scope("UpdateIntelligence", cmd.actor.subject)
     now = deps.clock()
     async with deps.uow() as uow:
+        grant = await _grant(uow, cmd.actor, cmd.region, cmd.purpose)
+        policy.ensure_can_write(cmd.actor, cmd.region, grant)
+        problems = Violations()
+        entity, grading, links = _checked_content(
+            cmd.entity, cmd.grading, cmd.links, name, problems, partial=True
+        )
+        problems.raise_if_any()
         if (prior := await replayed(uow, scope, cmd.idempotency, uow.records.get)) is not None:
             touch(prior.name)
             return prior
-        record = await _load_for_change(uow, cmd.actor, cmd.region, cmd.record_id)
+        record = await _load_for_change(uow, cmd.actor, cmd.region, cmd.record_id, grant)
         if record.deleted:
             raise FailedPrecondition(f"{record.name} was deleted", subject=record.name)
         _check_version(record, cmd.expected_version)
@@ -208,19 +221,24 @@ async def release_intelligence(cmd: commands.ReleaseIntelligence, deps: Deps) ->
 async def get_intelligence(cmd: commands.GetIntelligence, deps: Deps) -> IntelligenceRecord:
     name = record_name(cmd.region, cmd.record_id)
     touch(name)
+    grant = None
     async with deps.uow() as uow:
         record = await uow.records.get(cmd.record_id)
-    if record is not None and record.region is not cmd.region:
-        record = None
-    return policy.ensure_visible(cmd.actor, record, name)
+        if record is not None and record.region is not cmd.region:
+            record = None
+        # Only a record made for the job the purpose names can be reached under its grant.
+        if record is not None and record.job and record.job == policy.job_of(cmd.purpose, record.region):
+            grant = await _grant(uow, cmd.actor, record.region, cmd.purpose)
+    return policy.ensure_visible(cmd.actor, record, name, grant)
 
 
 async def list_intelligence(
     cmd: commands.ListIntelligence, deps: Deps
 ) -> tuple[list[IntelligenceRecord], bool]:
-    regions = policy.visible_regions(cmd.actor, cmd.region)
-    query = RecordQuery(regions, cmd.sync_states, cmd.kind, cmd.show_deleted)
     async with deps.uow() as uow:
+        grant = None if cmd.region is None else await _grant(uow, cmd.actor, cmd.region, cmd.purpose)
+        regions, job = policy.listed(cmd.actor, cmd.region, grant)
+        query = RecordQuery(regions, cmd.sync_states, cmd.kind, cmd.show_deleted, job)
         found = await uow.records.search(query, cmd.page_size + 1, cmd.after)
     page = found[: cmd.page_size]
     touch(*(r.name for r in page))
@@ -313,7 +331,11 @@ SEARCH_KINDS = ("PERSON", "PHONE", "VEHICLE")
 
 
 async def search_pnd(cmd: commands.SearchPnd, deps: Deps) -> tuple[SearchRow, SearchAnswer]:
-    policy.ensure_can_search(cmd.actor, cmd.region)
+    grant = None
+    if policy.needs_grant(cmd.actor, cmd.region, cmd.purpose):
+        async with deps.uow() as uow:  # not held open while the PND answers
+            grant = await _grant(uow, cmd.actor, cmd.region, cmd.purpose)
+    policy.ensure_can_search(cmd.actor, cmd.region, grant)
     criteria = dict(cmd.criteria)
     if cmd.kind not in SEARCH_KINDS:
         raise InvalidArgument.field("search.kind", "PERSON, PHONE or VEHICLE")
@@ -350,6 +372,7 @@ async def search_pnd(cmd: commands.SearchPnd, deps: Deps) -> tuple[SearchRow, Se
         searched_at=deps.clock(),
         result_count=len(answer.results),
         truncated=answer.truncated,
+        job=policy.job_of(cmd.purpose, cmd.region),
     )
     touch(f"regions/{row.region.value}/pndSearches/{row.id}")
     async with deps.uow() as uow:

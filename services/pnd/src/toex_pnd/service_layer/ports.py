@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from toex_common.uow import UnitOfWork
+from toex_kernel.grants import JobGrant
 from toex_kernel.regions import Region
 
 from toex_pnd.domain.events import DomainEvent
@@ -53,6 +54,7 @@ class RecordQuery:
     sync_states: frozenset[SyncState]
     kind: Kind | None
     show_deleted: bool
+    job: str = ""  # only the records attached to this job ("": any)
 
 
 class RecordRepository(Protocol):
@@ -134,11 +136,20 @@ class SearchRepository(Protocol):
     async def add(self, search: SearchRow) -> None: ...
 
 
+class Grants(Protocol):
+    """Job grants (toex_common.grants), read in the unit's transaction."""
+
+    async def of_job(self, job: str) -> JobGrant | None: ...
+
+
 class PndUnitOfWork(UnitOfWork, Protocol):
     records: RecordRepository
     submissions: SubmissionRepository
     reconciliations: ReconciliationRepository
     searches: SearchRepository
+
+    @property
+    def grants(self) -> Grants: ...
 
     def record(self, event: DomainEvent) -> None:
         """Publish at commit an event of no one record (a search's answer, a reconciliation)."""
