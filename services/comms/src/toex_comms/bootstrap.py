@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from toex.comms.v1 import comms_pb2, comms_pb2_grpc
+from toex_common import grants
 from toex_common.db import session_factory
-from toex_common.events.consumer import IdempotentConsumer
-from toex_common.events.streams import ENTITY_STREAM, TASKING_STREAM
+from toex_common.events.bus import MessageBus
 from toex_common.service import Platform, ServiceApp
 
 from toex_comms.adapters.exports import FileExporter
@@ -24,11 +24,19 @@ SERVICE_NAME = comms_pb2.DESCRIPTOR.services_by_name["CommsAnalysisService"].ful
 class App(ServiceApp):
     settings: Settings
     deps: handlers.Deps
-    # The streams consumed appear when their owning services first start: keep trying.
-    consumer_retry_seconds = 5.0
+
+
+def event_bus(settings: Settings) -> MessageBus:
+    """What the service consumes: jobs, entity links and job grants, when it consumes events."""
+    bus = MessageBus()
+    if settings.consume_events:
+        consumers.subscribe(bus, settings.service_name)
+        grants.subscribe(bus, settings.service_name)
+    return bus
 
 
 async def build(settings: Settings) -> App:
+    bus = event_bus(settings)
     platform = await Platform.start(settings, streams=[STREAM])
     sessions = session_factory(platform.engine)
 
@@ -46,24 +54,7 @@ async def build(settings: Settings) -> App:
         service_names=[SERVICE_NAME],
         rules=METHOD_RULES,
     )
-    found: list[IdempotentConsumer] = []
-    if settings.consume_events:
-        found = [
-            platform.consumer(
-                uow_factory=uow,
-                name="comms-jobs",
-                stream=TASKING_STREAM.name,
-                subjects=["toex.*.tasking.JobCreated"],
-                handler=consumers.on_job_created,
-            ),
-            platform.consumer(
-                uow_factory=uow,
-                name="comms-entities",
-                stream=ENTITY_STREAM.name,
-                subjects=["toex.*.entity.RecordLinked"],
-                handler=consumers.on_record_linked,
-            ),
-        ]
+    found = bus.consumers(platform.consumer, uow)
     return App(platform, deps, server, service_names=[SERVICE_NAME], consumers=found)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,29 +57,52 @@ class Running:
         return md(self.tokens[username], purpose)
 
 
-@pytest.fixture
-async def comms(
-    database: str, nats_server, keycloak, comms_tokens: Tokens, tmp_path: Path
+@contextlib.asynccontextmanager
+async def running(
+    database: str, nats_url: str, issuer: str, tokens: Tokens, data_dir: Path, *, consume_events: bool
 ) -> AsyncIterator[Running]:
     await asyncio.to_thread(upgrade, database, migrations_dir())
     settings = Settings(
         database_url=database,
-        nats_url=nats_server.url,
-        oidc_issuer=keycloak.issuer,
+        nats_url=nats_url,
+        oidc_issuer=issuer,
         grpc_port=0,
         service_client_secret="toex-comms-local-secret",
         outbox_poll_seconds=0.2,
-        data_dir=tmp_path / "data",
+        data_dir=data_dir,
         import_batch_rows=7,
-        consume_events=False,
+        consume_events=consume_events,
     )
     app = await build(settings)
     await app.server.start()
     await app.start_background()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.port}")
-    yield Running(
-        app, channel, comms_pb2_grpc.CommsAnalysisServiceStub(channel), comms_tokens, settings.data_dir
-    )
-    await channel.close()
-    await app.server.stop(1)
-    await app.shutdown()
+    try:
+        yield Running(
+            app, channel, comms_pb2_grpc.CommsAnalysisServiceStub(channel), tokens, settings.data_dir
+        )
+    finally:
+        await channel.close()
+        await app.server.stop(1)
+        await app.shutdown()
+
+
+@pytest.fixture
+async def comms(
+    database: str, nats_server, keycloak, comms_tokens: Tokens, tmp_path: Path
+) -> AsyncIterator[Running]:
+    async with running(
+        database, nats_server.url, keycloak.issuer, comms_tokens, tmp_path / "data", consume_events=False
+    ) as found:
+        yield found
+
+
+@pytest.fixture
+async def comms_consuming(
+    database: str, nats_server, keycloak, comms_tokens: Tokens, tmp_path: Path
+) -> AsyncIterator[Running]:
+    """The service with its consumers running (jobs, entity links, job grants)."""
+    async with running(
+        database, nats_server.url, keycloak.issuer, comms_tokens, tmp_path / "data", consume_events=True
+    ) as found:
+        yield found

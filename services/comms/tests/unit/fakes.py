@@ -128,9 +128,17 @@ class FakeCommsRepository:
                 fresh.append(c.id)
         return fresh
 
-    async def list_contacts(self, region: Region, limit: int) -> list[WatchlistContact]:
+    def _of_job(self, region: Region, job: str) -> set[str]:
+        return {d.id for d in self.datasets.values() if d.region is region and d.job == job}
+
+    async def list_contacts(self, region: Region, limit: int, job: str = "") -> list[WatchlistContact]:
+        of_job = self._of_job(region, job) if job else None
         found = sorted(
-            (c for c in self.contacts.values() if c.region is region),
+            (
+                c
+                for c in self.contacts.values()
+                if c.region is region and (of_job is None or c.dataset_id in of_job)
+            ),
             key=lambda c: c.detected_at,
             reverse=True,
         )
@@ -153,9 +161,14 @@ class FakeCommsRepository:
     async def add_flags(self, flags: list[AdvertFlag]) -> None:
         self.flags.extend(flags)
 
-    async def list_flags(self, region: Region, dataset_id: str = "") -> list[AdvertFlag]:
+    async def list_flags(self, region: Region, dataset_id: str = "", job: str = "") -> list[AdvertFlag]:
+        of_job = self._of_job(region, job) if job else None
         return [
-            f for f in self.flags if f.region is region and (not dataset_id or f.dataset_id == dataset_id)
+            f
+            for f in self.flags
+            if f.region is region
+            and (not dataset_id or f.dataset_id == dataset_id)
+            and (of_job is None or f.dataset_id in of_job)
         ]
 
     async def upsert_job(self, job: KnownJob) -> None:

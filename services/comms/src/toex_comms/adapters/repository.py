@@ -70,6 +70,12 @@ def _contact(row: Any) -> WatchlistContact:
     )
 
 
+def _datasets_of(region: Region, job: str) -> Any:
+    """The ids of the region's datasets attached to `job`, as a subquery."""
+    d = t.datasets.c
+    return select(d.id).where(d.region == region.value, d.job == job)
+
+
 class SqlCommsRepository:
     def __init__(self, session: AsyncSession, track: Callable[[Dataset], None] = lambda _: None) -> None:
         self.session = session
@@ -262,14 +268,12 @@ class SqlCommsRepository:
         )
         return [r.id for r in result.all()]
 
-    async def list_contacts(self, region: Region, limit: int) -> list[WatchlistContact]:
+    async def list_contacts(self, region: Region, limit: int, job: str = "") -> list[WatchlistContact]:
         c = t.watchlist_contacts.c
-        rows = await self.session.execute(
-            select(t.watchlist_contacts)
-            .where(c.region == region.value)
-            .order_by(c.detected_at.desc(), c.id)
-            .limit(limit)
-        )
+        query = select(t.watchlist_contacts).where(c.region == region.value)
+        if job:
+            query = query.where(c.dataset_id.in_(_datasets_of(region, job)))
+        rows = await self.session.execute(query.order_by(c.detected_at.desc(), c.id).limit(limit))
         return [_contact(r) for r in rows.all()]
 
     # attributions
@@ -336,6 +340,7 @@ class SqlCommsRepository:
                         "cdr_datasets": f.cdr_datasets,
                         "first_time": f.first,
                         "last_time": f.last,
+                        "contact_datasets": f.contact_datasets,
                     }
                     for f in flags
                 ]
@@ -343,11 +348,13 @@ class SqlCommsRepository:
             .on_conflict_do_nothing()
         )
 
-    async def list_flags(self, region: Region, dataset_id: str = "") -> list[AdvertFlag]:
+    async def list_flags(self, region: Region, dataset_id: str = "", job: str = "") -> list[AdvertFlag]:
         c = t.advert_flags.c
         query = select(t.advert_flags).where(c.region == region.value)
         if dataset_id:
             query = query.where(c.dataset_id == dataset_id)
+        if job:
+            query = query.where(c.dataset_id.in_(_datasets_of(region, job)))
         rows = await self.session.execute(query.order_by(c.adverts.desc(), c.number).limit(1000))
         return [
             AdvertFlag(
@@ -361,6 +368,7 @@ class SqlCommsRepository:
                 list(r.cdr_datasets),
                 r.first_time,
                 r.last_time,
+                list(r.contact_datasets),
             )
             for r in rows.all()
         ]

@@ -128,6 +128,8 @@ advert_flags = Table(
     Column("cdr_datasets", ARRAY(Text), nullable=False),
     Column("first_time", TZ),
     Column("last_time", TZ),
+    # The call datasets holding the number's contact with a watchlist number (migration 0002).
+    Column("contact_datasets", ARRAY(Text), nullable=False, server_default="{}"),
     PrimaryKeyConstraint("dataset_id", "number"),
 )
 

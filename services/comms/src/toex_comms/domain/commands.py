@@ -1,4 +1,8 @@
-"""What callers ask the comms service to do (commands) or tell them (queries)."""
+"""What callers ask the comms service to do (commands) or tell them (queries).
+
+`purpose` is the call's stated purpose (x-toex-purpose). It decides nothing for a caller who
+sees the region; for anyone else it must name the job whose grant the call works under
+(domain/policy.py)."""
 
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ class ImportFile:
     declared_size: int
     # The file's bytes as they arrive.
     chunks: AsyncIterator[bytes]
+    purpose: str = ""
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class Scope:
     job: str
     start: datetime | None = None
     end: datetime | None = None
+    purpose: str = ""
 
 
 # ---------------------------------------------------------------- datasets and profiles
@@ -51,6 +57,7 @@ class GetDataset:
     actor: Principal
     region: Region
     dataset_id: str
+    purpose: str = ""
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,7 @@ class ListDatasets:
     kind: DatasetKind | None
     page_size: int
     after: tuple[datetime, str] | None
+    purpose: str = ""
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,7 @@ class ListRejections:
     dataset_id: str
     offset: int
     page_size: int
+    purpose: str = ""
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,7 @@ class CreateMappingProfile:
 class ListMappingProfiles:
     actor: Principal
     region: Region
+    purpose: str = ""
 
 
 # ---------------------------------------------------------------- phone index and attribution
@@ -93,6 +103,7 @@ class SearchPhoneIndex:
     actor: Principal
     region: Region | None  # None: every region the actor sees
     number: str
+    purpose: str = ""
 
 
 @dataclass(frozen=True)
@@ -186,6 +197,7 @@ class ListWatchlistContacts:
     actor: Principal
     region: Region
     limit: int
+    purpose: str = ""
 
 
 @dataclass(frozen=True)
@@ -193,6 +205,7 @@ class ListAdvertFlags:
     actor: Principal
     region: Region
     dataset_id: str  # empty: every dataset of the region
+    purpose: str = ""
 
 
 # ---------------------------------------------------------------- ANPR

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -156,6 +156,11 @@ class KnownJob:
     operation_name: str
 
 
+# The reasons for an advert flag that come from the region's call data, not the adverts.
+IN_PHONE_INDEX = "in_phone_index"
+IN_CONTACT_NETWORK = "in_contact_network"
+
+
 @dataclass(frozen=True)
 class AdvertFlag:
     dataset_id: str
@@ -168,6 +173,21 @@ class AdvertFlag:
     cdr_datasets: list[str]
     first: datetime | None
     last: datetime | None
+    # The call datasets in which the number was in contact with a watchlist number (the
+    # evidence of IN_CONTACT_NETWORK, kept so that a job's view shows only the job's evidence).
+    contact_datasets: list[str] = field(default_factory=list)
+
+    def within(self, datasets: Iterable[str]) -> AdvertFlag | None:
+        """The flag as far as the call datasets named in `datasets` support it (a job's view of
+        a flag found against the whole region's call data), or None when nothing is left."""
+        allowed = set(datasets)
+        cdr = [d for d in self.cdr_datasets if d in allowed]
+        contacts = [d for d in self.contact_datasets if d in allowed]
+        evidence = {IN_PHONE_INDEX: bool(cdr), IN_CONTACT_NETWORK: bool(contacts)}
+        reasons = [r for r in self.reasons if evidence.get(r, True)]
+        if not reasons:
+            return None
+        return replace(self, reasons=reasons, cdr_datasets=cdr, contact_datasets=contacts)
 
 
 class FileProblem(ValueError):

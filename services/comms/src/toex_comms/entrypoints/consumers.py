@@ -1,15 +1,17 @@
-"""Events this service consumes: tasking JobCreated (comms and ANPR jobs) and entity
-RecordLinked (attributes numbers and vehicles to resolved entities)."""
+"""Events this service consumes, as handlers on the service's message bus: tasking JobCreated
+(comms and ANPR jobs) and entity RecordLinked (attributes numbers and vehicles to resolved
+entities). The job grants of toex_common.grants go on the same bus (bootstrap.py)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-from toex.entity.events.v1 import events_pb2 as entity_ev  # noqa: F401  (registers the types for decode)
+from toex.entity.events.v1 import events_pb2 as entity_ev
 from toex.tasking.events.v2 import events_pb2 as tasking_ev
 from toex_common.events import IncomingEvent
-from toex_common.events.consumer import PermanentError, region_of
+from toex_common.events.bus import MessageBus
+from toex_common.events.consumer import region_of
 
 from toex_comms.domain.model import Handling
 from toex_comms.service_layer import handlers
@@ -22,8 +24,6 @@ JOB_TYPES = {
 
 async def on_job_created(event: IncomingEvent, uow: Any) -> None:
     message: Any = event.message
-    if message is None:
-        raise PermanentError(f"cannot decode {event.event_type}")
     job_type = JOB_TYPES.get(message.job_type)
     if job_type is None:
         return
@@ -35,8 +35,6 @@ async def on_job_created(event: IncomingEvent, uow: Any) -> None:
 
 async def on_record_linked(event: IncomingEvent, uow: Any) -> None:
     message: Any = event.message
-    if message is None:
-        raise PermanentError(f"cannot decode {event.event_type}")
     ids = message.identifiers
     when = message.occur_time.ToDatetime(tzinfo=UTC) if message.HasField("occur_time") else datetime.now(UTC)
     await handlers.on_record_linked(
@@ -48,3 +46,10 @@ async def on_record_linked(event: IncomingEvent, uow: Any) -> None:
         when,
         uow,
     )
+
+
+def subscribe(bus: MessageBus, service: str) -> None:
+    """The consumers on the bus, under the durable names they always had (`comms-jobs`,
+    `comms-entities` for service "comms"): a new name would read the streams again from the start."""
+    bus.on(f"{service}-jobs", tasking_ev.JobCreated, on_job_created)
+    bus.on(f"{service}-entities", entity_ev.RecordLinked, on_record_linked)

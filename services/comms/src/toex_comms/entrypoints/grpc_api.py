@@ -11,7 +11,7 @@ from grpc import aio
 from toex.comms.v1 import comms_pb2 as pb
 from toex.comms.v1 import comms_pb2_grpc
 from toex_common import pagination
-from toex_common.context import current_principal
+from toex_common.context import current_principal, current_purpose
 from toex_kernel import names
 from toex_kernel.errors import InvalidArgument
 from toex_kernel.limits import bounded
@@ -78,6 +78,7 @@ def _scope(scope: Any, field: str = "scope") -> Scope:
         scope.job,
         _when(scope.start_time, scope.HasField("start_time")),
         _when(scope.end_time, scope.HasField("end_time")),
+        current_purpose(),
     )
 
 
@@ -123,6 +124,7 @@ class CommsServicer(comms_pb2_grpc.CommsAnalysisServiceServicer):
                 encoding=header.encoding,
                 declared_size=header.size_bytes,
                 chunks=_chunks(messages),
+                purpose=current_purpose(),
             ),
             self.deps,
         )
@@ -162,7 +164,7 @@ class CommsServicer(comms_pb2_grpc.CommsAnalysisServiceServicer):
     ) -> pb.GetDatasetResponse:
         region, dataset_id = _dataset_ref(request.name, "name")
         d = await handlers.get_dataset(
-            commands.GetDataset(current_principal(), region, dataset_id), self.deps
+            commands.GetDataset(current_principal(), region, dataset_id, current_purpose()), self.deps
         )
         return pb.GetDatasetResponse(dataset=mapping.dataset_to_proto(d))
 
@@ -176,7 +178,8 @@ class CommsServicer(comms_pb2_grpc.CommsAnalysisServiceServicer):
         key = pagination.fingerprint(principal.subject, request.parent, request.job, request.kind, size)
         after = pagination.decode_after(request.page_token, key)
         page, more = await handlers.list_datasets(
-            commands.ListDatasets(principal, region, request.job, kind, size, after), self.deps
+            commands.ListDatasets(principal, region, request.job, kind, size, after, current_purpose()),
+            self.deps,
         )
         response = pb.ListDatasetsResponse(datasets=[mapping.dataset_to_proto(d) for d in page])
         if more:
@@ -191,7 +194,8 @@ class CommsServicer(comms_pb2_grpc.CommsAnalysisServiceServicer):
         key = pagination.fingerprint(request.parent, size)
         offset = pagination.decode_offset(request.page_token, key)
         dataset, items = await handlers.list_rejections(
-            commands.ListRejections(current_principal(), region, dataset_id, offset, size), self.deps
+            commands.ListRejections(current_principal(), region, dataset_id, offset, size, current_purpose()),
+            self.deps,
         )
         response = pb.ListRejectionsResponse(
             rejections=mapping.rejections_to_proto(items), total_size=dataset.rows_rejected
@@ -215,7 +219,7 @@ class CommsServicer(comms_pb2_grpc.CommsAnalysisServiceServicer):
     ) -> pb.ListMappingProfilesResponse:
         region = _own_region(request.parent)
         found = await handlers.list_profiles(
-            commands.ListMappingProfiles(current_principal(), region), self.deps
+            commands.ListMappingProfiles(current_principal(), region, current_purpose()), self.deps
         )
         return pb.ListMappingProfilesResponse(
             profiles=[mapping.profile_to_proto(p, region.value) for p in found]
@@ -228,7 +232,8 @@ class CommsServicer(comms_pb2_grpc.CommsAnalysisServiceServicer):
     ) -> pb.SearchPhoneIndexResponse:
         region = _region(request.parent, allow_all=True)
         hit = await handlers.search_index(
-            commands.SearchPhoneIndex(current_principal(), region, request.number), self.deps
+            commands.SearchPhoneIndex(current_principal(), region, request.number, current_purpose()),
+            self.deps,
         )
         return pb.SearchPhoneIndexResponse(
             number=hit.number,
@@ -387,7 +392,7 @@ class CommsServicer(comms_pb2_grpc.CommsAnalysisServiceServicer):
         limit = bounded(request.limit, "limit", default=100, maximum=MAX_LIMIT)
         region = _own_region(request.parent)
         found = await handlers.list_watchlist_contacts(
-            commands.ListWatchlistContacts(current_principal(), region, limit), self.deps
+            commands.ListWatchlistContacts(current_principal(), region, limit, current_purpose()), self.deps
         )
         return pb.ListWatchlistContactsResponse(
             contacts=[mapping.watchlist_contact_to_proto(c) for c in found]
@@ -399,7 +404,7 @@ class CommsServicer(comms_pb2_grpc.CommsAnalysisServiceServicer):
         region = _own_region(request.parent)
         dataset_id = _dataset_of(region, request.dataset, "dataset") if request.dataset else ""
         found = await handlers.list_flags(
-            commands.ListAdvertFlags(current_principal(), region, dataset_id), self.deps
+            commands.ListAdvertFlags(current_principal(), region, dataset_id, current_purpose()), self.deps
         )
         return pb.ListAdvertFlagsResponse(flags=[mapping.flag_to_proto(f) for f in found])
 

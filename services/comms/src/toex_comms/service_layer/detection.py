@@ -8,7 +8,14 @@ from datetime import datetime
 import polars as pl
 
 from toex_comms.domain import analysis
-from toex_comms.domain.model import AdvertFlag, Dataset, WatchlistContact, new_id
+from toex_comms.domain.model import (
+    IN_CONTACT_NETWORK,
+    IN_PHONE_INDEX,
+    AdvertFlag,
+    Dataset,
+    WatchlistContact,
+    new_id,
+)
 from toex_comms.service_layer.ports import DatasetStore, Members
 
 # An advert number is flagged from this many adverts, or this many locations.
@@ -58,7 +65,12 @@ def flag_adverts(
     summary = analysis.advert_summary(rows)
     numbers = summary["number"].to_list()
     seen_in: dict[int, list[str]] = {}
-    in_contact: set[int] = set()
+    # number -> the call datasets in which it was in contact with a watchlist number
+    in_contact: dict[int, list[str]] = {}
+
+    def name(dataset_id: str) -> str:
+        return f"regions/{dataset.region.value}/datasets/{dataset_id}"
+
     if region_cdr and numbers:
         hits = (
             store.numbers(region_cdr)
@@ -67,20 +79,23 @@ def flag_adverts(
             .collect()
         )
         for number, dataset_id in hits.iter_rows():
-            seen_in.setdefault(number, []).append(f"regions/{dataset.region.value}/datasets/{dataset_id}")
+            seen_in.setdefault(number, []).append(name(dataset_id))
         watched = list(members)
-        if watched:
-            cdr = store.rows(region_cdr)
+        # Only the datasets holding an advert number can hold its contact with a watched one.
+        holding = sorted({d for _, d in hits.iter_rows()})
+        if watched and holding:
+            cdr = pl.concat([store.rows([d]).with_columns(dataset_id=pl.lit(d)) for d in holding])
             linked = (
                 cdr.filter(
                     (pl.col("a").is_in(numbers) & pl.col("b").is_in(watched))
                     | (pl.col("b").is_in(numbers) & pl.col("a").is_in(watched))
                 )
-                .select(pl.when(pl.col("a").is_in(numbers)).then("a").otherwise("b").alias("n"))
+                .select(pl.when(pl.col("a").is_in(numbers)).then("a").otherwise("b").alias("n"), "dataset_id")
                 .unique()
                 .collect()
             )
-            in_contact = set(linked["n"].to_list())
+            for number, dataset_id in linked.iter_rows():
+                in_contact.setdefault(number, []).append(name(dataset_id))
     flags: list[AdvertFlag] = []
     for r in summary.iter_rows(named=True):
         reasons = []
@@ -89,9 +104,9 @@ def flag_adverts(
         if len(r["locations"]) >= ADVERT_MIN_LOCATIONS:
             reasons.append("many_locations")
         if r["number"] in seen_in:
-            reasons.append("in_phone_index")
+            reasons.append(IN_PHONE_INDEX)
         if r["number"] in in_contact:
-            reasons.append("in_contact_network")
+            reasons.append(IN_CONTACT_NETWORK)
         if reasons:
             flags.append(
                 AdvertFlag(
@@ -105,6 +120,7 @@ def flag_adverts(
                     sorted(seen_in.get(r["number"], [])),
                     r["first"],
                     r["last"],
+                    sorted(in_contact.get(r["number"], [])),
                 )
             )
     return flags

@@ -18,6 +18,7 @@ import polars as pl
 from toex_common.context import touch
 from toex_kernel.clock import Clock, utcnow
 from toex_kernel.errors import AlreadyExists, InvalidArgument, NotFound, OutOfScope, Violations
+from toex_kernel.principal import Principal
 from toex_kernel.regions import Region
 
 from toex_comms.domain import analysis, commands, events, policy
@@ -141,12 +142,14 @@ async def _resolve_profile(uow: CommsUnitOfWork, region: Region, name: str) -> M
 
 async def _import_upload(cmd: commands.ImportFile, upload: Upload, sha: str, deps: Deps) -> ImportOutcome:
     what = f"regions/{cmd.region.value}"
-    policy.ensure_can_change(cmd.actor, cmd.region, what)
-    if cmd.job and not cmd.job.startswith(f"regions/{cmd.region.value}/jobs/"):
-        raise InvalidArgument.field(
-            "header.job", f"must be a job of {cmd.region.value}: regions/{cmd.region.value}/jobs/ID"
-        )
     async with deps.uow() as uow:
+        reach = await _reach(uow, cmd.actor, cmd.region, cmd.purpose, what, change=True)
+        # Under a grant the new dataset is the job's: stored in the job's region, attached to it.
+        reach.ensure_admits(cmd.job, what)
+        if cmd.job and not cmd.job.startswith(f"regions/{cmd.region.value}/jobs/"):
+            raise InvalidArgument.field(
+                "header.job", f"must be a job of {cmd.region.value}: regions/{cmd.region.value}/jobs/ID"
+            )
         same = await uow.repo.find_same_file(cmd.region, cmd.job, cmd.kind, sha)
         if same is not None:
             touch(same.name)
@@ -156,8 +159,9 @@ async def _import_upload(cmd: commands.ImportFile, upload: Upload, sha: str, dep
         )
         job = await uow.repo.get_job(cmd.job) if cmd.job else None
         members = await uow.repo.members(cmd.region) if cmd.kind is not DatasetKind.ANPR else {}
+        # Adverts are checked against the call data the importer reaches: a holder's, the job's.
         region_cdr = (
-            [d.id for d in await uow.repo.list_datasets([cmd.region], "", DatasetKind.CDR, ALL)]
+            [d.id for d in await uow.repo.list_datasets([cmd.region], reach.job, DatasetKind.CDR, ALL)]
             if cmd.kind is DatasetKind.ADVERTS
             else []
         )
@@ -263,23 +267,41 @@ async def _record_contacts(
 # ---------------------------------------------------------------- datasets
 
 
+async def _reach(
+    uow: CommsUnitOfWork, actor: Principal, region: Region, purpose: str, what: str, *, change: bool = False
+) -> policy.Reach:
+    """How far the call reaches into `region` (domain/policy.py decides). The grant of the job
+    the purpose names is read only for a caller who does not reach the region without one, so
+    the region's own people pay nothing for grants."""
+    needed = policy.needs_grant(actor, region, change=change)
+    grant = await uow.grants.for_purpose(purpose) if needed else None
+    return policy.reach(actor, region, grant, what, change=change)
+
+
 async def get_dataset(q: commands.GetDataset, deps: Deps) -> Dataset:
     name = f"regions/{q.region.value}/datasets/{q.dataset_id}"
     async with deps.uow() as uow:
         dataset = await uow.repo.get_dataset(q.dataset_id)
-    if dataset is None or dataset.region is not q.region:
-        raise NotFound(f"dataset {name} not found")
-    if not policy.can_see(q.actor, dataset.region):
-        raise OutOfScope(f"dataset {name} not found")
+        if dataset is None or dataset.region is not q.region:
+            raise NotFound(f"dataset {name} not found")
+        reach = await _reach(uow, q.actor, dataset.region, q.purpose, f"dataset {name}")
+    reach.ensure_admits(dataset.job, f"dataset {name}")
     touch(name)
     return dataset
 
 
 async def list_datasets(q: commands.ListDatasets, deps: Deps) -> tuple[list[Dataset], bool]:
-    """A page of datasets, newest first, and whether more follow."""
-    regions = policy.visible_regions(q.actor, q.region)
+    """A page of datasets, newest first, and whether more follow. A grant holder lists the
+    job's datasets only (a filter on another job finds none)."""
     async with deps.uow() as uow:
-        found = await uow.repo.list_datasets(regions, q.job, q.kind, q.page_size + 1, q.after)
+        if q.region is not None and policy.needs_grant(q.actor, q.region):
+            reach = await _reach(uow, q.actor, q.region, q.purpose, f"regions/{q.region.value}")
+            if q.job and not reach.admits(q.job):
+                return [], False
+            regions, job = [q.region], reach.job
+        else:
+            regions, job = policy.visible_regions(q.actor, q.region), q.job
+        found = await uow.repo.list_datasets(regions, job, q.kind, q.page_size + 1, q.after)
     touch(*(d.name for d in found))
     return found[: q.page_size], len(found) > q.page_size
 
@@ -287,7 +309,7 @@ async def list_datasets(q: commands.ListDatasets, deps: Deps) -> tuple[list[Data
 async def list_rejections(
     q: commands.ListRejections, deps: Deps
 ) -> tuple[Dataset, list[tuple[int, str, str]]]:
-    dataset = await get_dataset(commands.GetDataset(q.actor, q.region, q.dataset_id), deps)
+    dataset = await get_dataset(commands.GetDataset(q.actor, q.region, q.dataset_id, q.purpose), deps)
     return dataset, await asyncio.to_thread(deps.store.rejections, q.dataset_id, q.offset, q.page_size)
 
 
@@ -311,31 +333,47 @@ async def create_profile(cmd: commands.CreateMappingProfile, deps: Deps) -> Mapp
 
 
 async def list_profiles(q: commands.ListMappingProfiles, deps: Deps) -> list[MappingProfile]:
-    policy.ensure_visible(q.actor, q.region, f"regions/{q.region.value}")
+    """The profiles an import into the region may use (a grant holder's too: column mappings,
+    no intelligence)."""
     async with deps.uow() as uow:
+        await _reach(uow, q.actor, q.region, q.purpose, f"regions/{q.region.value}")
         return [*BUILTIN_PROFILES.values(), *await uow.repo.list_profiles(q.region)]
 
 
 # ---------------------------------------------------------------- scope of analyses
 
 
-async def resolve_scope(scope: Scope, kind: DatasetKind, deps: Deps) -> tuple[list[Dataset], pl.LazyFrame]:
-    """The datasets of the scope and their rows in its time window."""
-    policy.ensure_visible(scope.actor, scope.region, f"regions/{scope.region.value}")
+@dataclass(frozen=True)
+class Resolved:
+    """An analysis' datasets, their rows in its time window, and how far the caller reaches."""
+
+    reach: policy.Reach
+    datasets: list[Dataset]
+    rows: pl.LazyFrame
+
+
+async def resolve_scope(scope: Scope, kind: DatasetKind, deps: Deps) -> Resolved:
+    """The datasets of the scope (those named, or every one of the region or of the scope's
+    job) and their rows in its time window. Under a grant every dataset must be the job's."""
+    what = f"regions/{scope.region.value}"
     async with deps.uow() as uow:
-        everything = await uow.repo.list_datasets([scope.region], scope.job, kind, ALL)
+        reach = await _reach(uow, scope.actor, scope.region, scope.purpose, what)
+        if scope.job:
+            reach.ensure_admits(scope.job, what)
+        everything = await uow.repo.list_datasets([scope.region], scope.job or reach.job, kind, ALL)
     if scope.dataset_ids:
         by_id = {d.id: d for d in everything}
         missing = [i for i in scope.dataset_ids if i not in by_id]
         if missing:
-            raise NotFound(f"dataset regions/{scope.region.value}/datasets/{missing[0]} not found")
+            unreached = OutOfScope if reach.under_grant else NotFound
+            raise unreached(f"dataset regions/{scope.region.value}/datasets/{missing[0]} not found")
         chosen = [by_id[i] for i in scope.dataset_ids]
     else:
         chosen = everything
     touch(*(d.name for d in chosen))
     rows = deps.store.rows([d.id for d in chosen], kind)
     column = "start" if kind is DatasetKind.CDR else "time"
-    return chosen, analysis.window(rows, column, scope.start, scope.end)
+    return Resolved(reach, chosen, analysis.window(rows, column, scope.start, scope.end))
 
 
 def whole_dataset_pairs(scope: Scope, chosen: list[Dataset], deps: Deps) -> pl.LazyFrame | None:
@@ -354,70 +392,80 @@ def whole_dataset_pairs(scope: Scope, chosen: list[Dataset], deps: Deps) -> pl.L
 
 async def _call_data(
     scope: Scope, deps: Deps, *, pairs: bool = False
-) -> tuple[pl.LazyFrame, pl.LazyFrame | None]:
+) -> tuple[Resolved, pl.LazyFrame | None]:
     """Call records in the scope and, when asked, the datasets' pair totals if the window holds
     all of them."""
-    chosen, rows = await resolve_scope(scope, DatasetKind.CDR, deps)
-    return rows, whole_dataset_pairs(scope, chosen, deps) if pairs else None
+    found = await resolve_scope(scope, DatasetKind.CDR, deps)
+    return found, whole_dataset_pairs(scope, found.datasets, deps) if pairs else None
 
 
-async def _labels(scope: Scope, identifiers: list[str], deps: Deps, *, watchlists: bool = False) -> Labels:
+async def _labels(
+    reach: policy.Reach, identifiers: list[str], deps: Deps, *, watchlists: bool = False
+) -> Labels:
+    """What the region knows of the identifiers of an answer. Under a grant: which of its
+    watchlists hold those numbers (a finding about the job's data), never its attributions
+    (whom a number belongs to is the region's knowledge, not the job's)."""
+    if reach.under_grant and not watchlists:
+        return Labels(reach.region)
     async with deps.uow() as uow:
-        found = await uow.repo.attributions(scope.region, identifiers)
-        members = await uow.repo.members(scope.region) if watchlists else {}
-    return Labels(scope.region, found, members)
+        found = {} if reach.under_grant else await uow.repo.attributions(reach.region, identifiers)
+        members = await uow.repo.members(reach.region) if watchlists else {}
+    if reach.under_grant:
+        wanted = {int(i[1:]) for i in identifiers if i.startswith("+")}
+        members = {n: lists for n, lists in members.items() if n in wanted}
+    return Labels(reach.region, found, members)
 
 
 # ---------------------------------------------------------------- analyses of call data
 
 
 async def get_contact_network(q: commands.GetContactNetwork, deps: Deps) -> Analysed[analysis.Network]:
-    rows, pairs = await _call_data(q.scope, deps, pairs=True)
+    data, pairs = await _call_data(q.scope, deps, pairs=True)
     net = await asyncio.to_thread(
         analysis.contact_network,
-        rows,
+        data.rows,
         q.targets,
         min_contacts=q.min_contacts,
         max_edges=q.max_edges,
         pairs=pairs,
     )
-    return Analysed(net, await _labels(q.scope, [f"+{n}" for n in net.nodes], deps, watchlists=True))
+    return Analysed(net, await _labels(data.reach, [f"+{n}" for n in net.nodes], deps, watchlists=True))
 
 
 async def find_common_contacts(
     q: commands.FindCommonContacts, deps: Deps
 ) -> Analysed[list[analysis.CommonContact]]:
-    rows, pairs = await _call_data(q.scope, deps, pairs=True)
+    data, pairs = await _call_data(q.scope, deps, pairs=True)
     found = await asyncio.to_thread(
         analysis.common_contacts,
-        rows,
+        data.rows,
         q.targets,
         min_targets=q.min_targets,
         include_targets=q.include_targets,
         limit=q.limit,
         pairs=pairs,
     )
-    return Analysed(found, await _labels(q.scope, [f"+{c.number}" for c in found], deps))
+    return Analysed(found, await _labels(data.reach, [f"+{c.number}" for c in found], deps))
 
 
 async def rank_suspects(q: commands.RankSuspects, deps: Deps) -> Analysed[list[analysis.Suspect]]:
-    rows, pairs = await _call_data(q.scope, deps, pairs=True)
+    data, pairs = await _call_data(q.scope, deps, pairs=True)
     found = await asyncio.to_thread(
-        analysis.rank_suspects, rows, q.targets, limit=q.limit, max_degree=q.max_degree, pairs=pairs
+        analysis.rank_suspects, data.rows, q.targets, limit=q.limit, max_degree=q.max_degree, pairs=pairs
     )
-    return Analysed(found, await _labels(q.scope, [f"+{s.number}" for s in found], deps, watchlists=True))
+    return Analysed(found, await _labels(data.reach, [f"+{s.number}" for s in found], deps, watchlists=True))
 
 
 async def get_target_profile(q: commands.GetTargetProfile, deps: Deps) -> Analysed[analysis.Profile]:
-    rows, _ = await _call_data(q.scope, deps)
-    found = await asyncio.to_thread(analysis.target_profile, rows, q.target, top=q.top)
-    return Analysed(found, await _labels(q.scope, [f"+{q.target}"], deps))
+    data, _ = await _call_data(q.scope, deps)
+    found = await asyncio.to_thread(analysis.target_profile, data.rows, q.target, top=q.top)
+    return Analysed(found, await _labels(data.reach, [f"+{q.target}"], deps))
 
 
 async def find_colocations(q: commands.FindColocations, deps: Deps) -> list[analysis.Colocation]:
-    rows, _ = await _call_data(q.scope, deps)
+    data, _ = await _call_data(q.scope, deps)
     return await asyncio.to_thread(
-        analysis.colocations, rows, q.targets, window_seconds=q.window_seconds, limit=q.limit
+        analysis.colocations, data.rows, q.targets, window_seconds=q.window_seconds, limit=q.limit
     )
 
 
@@ -425,10 +473,10 @@ async def find_colocations(q: commands.FindColocations, deps: Deps) -> list[anal
 
 
 async def find_convoys(q: commands.FindConvoys, deps: Deps) -> list[analysis.Convoy]:
-    _, rows = await resolve_scope(q.scope, DatasetKind.ANPR, deps)
+    data = await resolve_scope(q.scope, DatasetKind.ANPR, deps)
     return await asyncio.to_thread(
         analysis.convoys,
-        rows,
+        data.rows,
         window_seconds=q.window_seconds,
         min_occasions=q.min_occasions,
         vrms=q.vrms or None,
@@ -437,9 +485,11 @@ async def find_convoys(q: commands.FindConvoys, deps: Deps) -> list[analysis.Con
 
 
 async def get_travel_pattern(q: commands.GetTravelPattern, deps: Deps) -> Analysed[analysis.TravelPattern]:
-    _, rows = await resolve_scope(q.scope, DatasetKind.ANPR, deps)
-    found = await asyncio.to_thread(analysis.travel_pattern, rows, q.vrm, max_hop_seconds=q.max_hop_seconds)
-    return Analysed(found, await _labels(q.scope, [q.vrm], deps))
+    data = await resolve_scope(q.scope, DatasetKind.ANPR, deps)
+    found = await asyncio.to_thread(
+        analysis.travel_pattern, data.rows, q.vrm, max_hop_seconds=q.max_hop_seconds
+    )
+    return Analysed(found, await _labels(data.reach, [q.vrm], deps))
 
 
 # ---------------------------------------------------------------- phone index
@@ -461,13 +511,19 @@ async def search_index(q: commands.SearchPhoneIndex, deps: Deps) -> IndexHit:
         key = parse_number_key(q.number)
     except BadIdentifier as exc:
         raise InvalidArgument.field("number", str(exc)) from None
-    regions = policy.visible_regions(q.actor, q.region)
     own = q.region or q.actor.region
     async with deps.uow() as uow:
-        cdr = await uow.repo.list_datasets(regions, "", DatasetKind.CDR, ALL)
-        adverts = await uow.repo.list_datasets(regions, "", DatasetKind.ADVERTS, ALL)
-        attributions = (await uow.repo.attributions(own, [f"+{key}"])).get(f"+{key}", [])
-        lists = (await uow.repo.members(own)).get(key, [])
+        if q.region is not None and policy.needs_grant(q.actor, q.region):
+            # A holder searches the job's data; what the region knows of the number (its
+            # attributions, its watchlists) only as far as the job's data holds the number.
+            reach = await _reach(uow, q.actor, q.region, q.purpose, f"regions/{q.region.value}")
+            regions: list[Region] | None = [q.region]
+        else:
+            reach, regions = policy.Reach(own), policy.visible_regions(q.actor, q.region)
+        cdr = await uow.repo.list_datasets(regions, reach.job, DatasetKind.CDR, ALL)
+        adverts = await uow.repo.list_datasets(regions, reach.job, DatasetKind.ADVERTS, ALL)
+        attributions = [] if reach.under_grant else await _attributions_of(uow, own, f"+{key}")
+        lists = [] if reach.under_grant else (await uow.repo.members(own)).get(key, [])
     names = {d.id: d.name for d in cdr}
 
     def scan() -> tuple[list[dict[str, Any]], list[str]]:
@@ -484,23 +540,26 @@ async def search_index(q: commands.SearchPhoneIndex, deps: Deps) -> IndexHit:
         return [{**r, "dataset": names[r["dataset_id"]]} for r in hits.iter_rows(named=True)], in_adverts
 
     entries, in_adverts = await asyncio.to_thread(scan)
+    if reach.under_grant and (entries or in_adverts):
+        async with deps.uow() as uow:
+            lists = (await uow.repo.members(own)).get(key, [])
     touch(*(e["dataset"] for e in entries))
     return IndexHit(f"+{key}", entries, attributions, own, lists, in_adverts)
 
 
+async def _attributions_of(uow: CommsUnitOfWork, region: Region, identifier: str) -> list[Attribution]:
+    return (await uow.repo.attributions(region, [identifier])).get(identifier, [])
+
+
 async def list_phone_index(q: commands.ListPhoneIndex, deps: Deps) -> tuple[list[dict[str, Any]], bool]:
     """A page of the index (numbers after `q.after`, in order) and whether more follow."""
-    scope = q.scope
-    rows = await _index_rows(scope, scope.dataset_ids, q.after, q.page_size + 1, deps)
+    found = await resolve_scope(q.scope, DatasetKind.CDR, deps)
+    rows = await _index_rows(found.datasets, q.after, q.page_size + 1, deps)
     return rows[: q.page_size], len(rows) > q.page_size
 
 
-async def _index_rows(
-    scope: Scope, dataset_ids: tuple[str, ...], after: int, limit: int, deps: Deps
-) -> list[dict[str, Any]]:
-    """The phone index of the datasets of `dataset_ids` (every CDR dataset of the region when
-    empty), numbers after `after`."""
-    chosen, _ = await resolve_scope(Scope(scope.actor, scope.region, dataset_ids, ""), DatasetKind.CDR, deps)
+async def _index_rows(chosen: list[Dataset], after: int, limit: int, deps: Deps) -> list[dict[str, Any]]:
+    """The phone index of the `chosen` datasets, numbers after `after`."""
 
     def scan() -> list[dict[str, Any]]:
         frame = (
@@ -620,17 +679,28 @@ async def list_watchlists(q: commands.ListWatchlists, deps: Deps) -> list[Watchl
 
 
 async def list_watchlist_contacts(q: commands.ListWatchlistContacts, deps: Deps) -> list[WatchlistContact]:
-    policy.ensure_visible(q.actor, q.region, f"regions/{q.region.value}")
+    """The region's watchlist contacts, newest first; a grant holder's, those found in the
+    job's datasets."""
     async with deps.uow() as uow:
-        found = await uow.repo.list_contacts(q.region, q.limit)
+        reach = await _reach(uow, q.actor, q.region, q.purpose, f"regions/{q.region.value}")
+        found = await uow.repo.list_contacts(q.region, q.limit, reach.job)
     touch(*(c.name for c in found))
     return found
 
 
 async def list_flags(q: commands.ListAdvertFlags, deps: Deps) -> list[AdvertFlag]:
-    policy.ensure_visible(q.actor, q.region, f"regions/{q.region.value}")
+    """The advert flags of a dataset, or of every one of the region. A grant holder sees the
+    flags of the job's datasets, each as far as the job's call data supports it."""
     async with deps.uow() as uow:
-        return await uow.repo.list_flags(q.region, q.dataset_id)
+        reach = await _reach(uow, q.actor, q.region, q.purpose, f"regions/{q.region.value}")
+        if not reach.under_grant:
+            return await uow.repo.list_flags(q.region, q.dataset_id)
+        of_job = await uow.repo.list_datasets([q.region], reach.job, None, ALL)
+        if q.dataset_id and q.dataset_id not in {d.id for d in of_job}:
+            raise OutOfScope(f"dataset regions/{q.region.value}/datasets/{q.dataset_id} not found")
+        flags = await uow.repo.list_flags(q.region, q.dataset_id, reach.job)
+    job_cdr = [d.name for d in of_job if d.kind is DatasetKind.CDR]
+    return [seen for f in flags if (seen := f.within(job_cdr)) is not None]
 
 
 # ---------------------------------------------------------------- exports
@@ -653,19 +723,19 @@ async def export(q: commands.Export, deps: Deps) -> ExportFile:
 
 
 async def _network_export(q: commands.Export, deps: Deps) -> Callable[[Path], None]:
-    rows, pairs = await _call_data(q.scope, deps, pairs=True)
+    data, pairs = await _call_data(q.scope, deps, pairs=True)
     net = await asyncio.to_thread(
-        analysis.contact_network, rows, q.targets, min_contacts=q.min_contacts, pairs=pairs
+        analysis.contact_network, data.rows, q.targets, min_contacts=q.min_contacts, pairs=pairs
     )
-    labels = await _labels(q.scope, [f"+{n}" for n in net.nodes], deps)
+    labels = await _labels(data.reach, [f"+{n}" for n in net.nodes], deps)
     names = {int(k[1:]): v[0].label or v[0].entity_id for k, v in labels.attributions.items() if v}
     return lambda path: deps.exporter.network(net, names, q.format, path)
 
 
 async def _index_export(q: commands.Export, deps: Deps) -> Callable[[Path], None]:
-    chosen, _ = await resolve_scope(q.scope, DatasetKind.CDR, deps)
-    rows = await _index_rows(q.scope, tuple(d.id for d in chosen), 0, 10_000_000, deps)
-    labels = await _labels(q.scope, [f"+{r['number']}" for r in rows], deps)
+    found = await resolve_scope(q.scope, DatasetKind.CDR, deps)
+    rows = await _index_rows(found.datasets, 0, 10_000_000, deps)
+    labels = await _labels(found.reach, [f"+{r['number']}" for r in rows], deps)
     table = [
         (
             f"+{r['number']}",

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import polars as pl
 from toex_common.uow import UnitOfWork
+from toex_kernel.grants import JobGrant
 from toex_kernel.regions import Region
 
 from toex_comms.domain import events
@@ -68,15 +69,31 @@ class CommsRepository(Protocol):
         """Store the contacts not stored before; the ids of those stored now."""
         ...
 
-    async def list_contacts(self, region: Region, limit: int) -> list[WatchlistContact]: ...
+    async def list_contacts(self, region: Region, limit: int, job: str = "") -> list[WatchlistContact]:
+        """Newest first; only those found in datasets attached to `job`, when given."""
+        ...
+
     async def attribute(self, region: Region, a: Attribution) -> None: ...
     async def attributions(
         self, region: Region, identifiers: Iterable[str]
     ) -> dict[str, list[Attribution]]: ...
     async def add_flags(self, flags: list[AdvertFlag]) -> None: ...
-    async def list_flags(self, region: Region, dataset_id: str = "") -> list[AdvertFlag]: ...
+    async def list_flags(self, region: Region, dataset_id: str = "", job: str = "") -> list[AdvertFlag]:
+        """The flags of one dataset, or of every dataset (attached to `job`, when given)."""
+        ...
+
     async def upsert_job(self, job: KnownJob) -> None: ...
     async def get_job(self, name: str) -> KnownJob | None: ...
+
+
+class Grants(Protocol):
+    """Job grants as tasking's events left them (toex_common.grants), read in the unit's
+    transaction."""
+
+    async def of_job(self, job: str) -> JobGrant | None: ...
+    async def for_purpose(self, purpose: str) -> JobGrant | None:
+        """The grant of the job the call's purpose names; None when it names none."""
+        ...
 
 
 class CommsUnitOfWork(UnitOfWork, Protocol):
@@ -85,6 +102,9 @@ class CommsUnitOfWork(UnitOfWork, Protocol):
     as one more aggregate, tracked at the first `record`."""
 
     repo: CommsRepository
+
+    @property
+    def grants(self) -> Grants: ...
 
     def track(self, aggregate: Dataset) -> None:
         """Publish `aggregate.events` at commit."""
