@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import click
+from google.protobuf import field_mask_pb2
 from toex.tasking.v1 import tasking_pb2 as pb
 from toex.tasking.v1 import tasking_pb2_grpc
 from toex.type.v1 import region_pb2, security_pb2
@@ -45,6 +46,18 @@ CREATE_FIELDS = {
     "job.description": "--description",
     "job.handling": "--handling",
     "job.subject_entity_ids": "--subject",
+    "job.collaborating_regions": "--collaborating-region",
+    "collaborating_regions": "--collaborating-region",
+    "request_id": "--request-id",
+}
+UPDATE_FIELDS = {
+    "job.name": "NAME",
+    "update_mask": "the options given",
+    "job.due_time": "--due",
+    "job.priority": "--priority",
+    "job.subject_entity_ids": "--subject",
+    "job.description": "--description",
+    "job.collaborating_regions": "--collaborating-region",
     "request_id": "--request-id",
 }
 
@@ -105,6 +118,7 @@ def render_job(job: pb.Job) -> str:
             ("officer", job.requesting_officer),
             ("description", job.description),
             ("subjects", ", ".join(job.subject_entity_ids)),
+            ("collaborating", ", ".join(_region(r) for r in job.collaborating_regions)),
             ("assignees", assignees),
             ("product", job.product),
             ("feedback", feedback),
@@ -131,6 +145,7 @@ def jobs() -> None:
       toex --purpose "Op Kestrel" jobs list --region EMSOU --state raised
       toex jobs create --region EMSOU --type comms_analysis --unit "Leicestershire Police" \\
           --officer "DS Smith" --operation "Op Kestrel" --due 2026-12-01
+      toex jobs update EMSOU/8f14e45f --due 2026-12-15 --priority urgent
     """
 
 
@@ -140,6 +155,16 @@ def _request_id_option(func: click.decorators.FC) -> click.decorators.FC:
         default="",
         metavar="ID",
         help="Idempotency key (a UUID): repeating the command with the same key returns the first answer.",
+    )(func)
+
+
+def _collaborating_region_option(func: click.decorators.FC) -> click.decorators.FC:
+    return click.option(
+        "--collaborating-region",
+        "collaborating",
+        type=RegionType(),
+        multiple=True,
+        help="A region collaborating on the job (its supervisors see the job read-only); repeat for several.",
     )(func)
 
 
@@ -170,6 +195,7 @@ def _request_id_option(func: click.decorators.FC) -> click.decorators.FC:
     metavar="ENTITY_ID",
     help="A linked subject's entity id; repeat for several.",
 )
+@_collaborating_region_option
 @_request_id_option
 @format_option
 @pass_cli
@@ -185,10 +211,14 @@ def create(
     handling: str | None,
     description: str,
     subjects: tuple[str, ...],
+    collaborating: tuple[Region, ...],
     request_id: str,
     output_format: str,
 ) -> None:
     """Raise a new job in a region and print it.
+
+    Collaborating regions (an operation across regions) let their supervisors see the job,
+    read-only; the owning region and national coordinators manage it.
 
     \b
     Examples:
@@ -197,6 +227,8 @@ def create(
       toex jobs create --region ERSOU --type anpr --unit "Essex Police" --officer "DC Jones" \\
           --operation "Op Heron" --due 2026-11-20T17:00:00+00:00 --priority urgent --handling P \\
           --subject ent-123 --subject ent-456 --request-id "$(uuidgen)"
+      toex jobs create --region EMSOU --type intelligence_development --unit "Derbyshire Constabulary" \\
+          --officer "DI Patel" --operation "Op Sandpiper" --due 2026-12-20 --collaborating-region LONDON
     """
     job = pb.Job(
         requesting_unit=unit,
@@ -207,6 +239,7 @@ def create(
         due_time=_timestamp(due),
         description=description,
         subject_entity_ids=list(subjects),
+        collaborating_regions=[r.to_proto() for r in collaborating],  # type: ignore[misc]
     )
     if handling:
         job.handling = HANDLING[handling.upper()]
@@ -305,6 +338,87 @@ def show(cli: CliContext, name: str, output_format: str) -> None:
     _print_job(response.job, output_format)
 
 
+@jobs.command("update")
+@click.argument("name", type=JOB_NAME)
+@click.option("--due", type=WHEN, help="New due time: a date (end of that day, UTC) or an ISO datetime.")
+@click.option("--priority", type=PRIORITY, help="New priority.")
+@click.option(
+    "--subject",
+    "subjects",
+    multiple=True,
+    metavar="ENTITY_ID",
+    help="The linked subjects' entity ids, replacing the job's; repeat for several.",
+)
+@click.option("--clear-subjects", is_flag=True, help="Remove every linked subject.")
+@click.option("--description", help="New description of what is asked for.")
+@_collaborating_region_option
+@click.option(
+    "--clear-collaborating-regions", is_flag=True, help="No region collaborates on the job any more."
+)
+@_request_id_option
+@format_option
+@pass_cli
+def update(
+    cli: CliContext,
+    name: str,
+    due: datetime | None,
+    priority: int | None,
+    subjects: tuple[str, ...],
+    clear_subjects: bool,
+    description: str | None,
+    collaborating: tuple[Region, ...],
+    clear_collaborating_regions: bool,
+    request_id: str,
+    output_format: str,
+) -> None:
+    """Change an open job: only what the options name changes (the owning region's supervisor
+    or a national coordinator).
+
+    --subject and --collaborating-region replace the whole list. After a new --due, the
+    overdue notice goes out again if the new time passes. Collaborating regions' supervisors
+    see the job read-only.
+
+    \b
+    Examples:
+      toex jobs update EMSOU/8f14e45f --due 2026-12-15
+      toex jobs update EMSOU/8f14e45f --priority urgent --description "Add ANPR for the two vans"
+      toex jobs update EMSOU/8f14e45f --subject ent-123 --subject ent-789
+      toex jobs update EMSOU/8f14e45f --collaborating-region LONDON --collaborating-region ERSOU
+      toex jobs update EMSOU/8f14e45f --clear-collaborating-regions --request-id "$(uuidgen)"
+    """
+    if subjects and clear_subjects:
+        raise click.UsageError("give --subject or --clear-subjects, not both")
+    if collaborating and clear_collaborating_regions:
+        raise click.UsageError("give --collaborating-region or --clear-collaborating-regions, not both")
+    job = pb.Job(name=name)
+    paths = []
+    if due is not None:
+        job.due_time.CopyFrom(_timestamp(due))
+        paths.append("due_time")
+    if priority is not None:
+        job.priority = priority  # type: ignore[assignment]
+        paths.append("priority")
+    if subjects or clear_subjects:
+        job.subject_entity_ids.extend(subjects)
+        paths.append("subject_entity_ids")
+    if description is not None:
+        job.description = description
+        paths.append("description")
+    if collaborating or clear_collaborating_regions:
+        job.collaborating_regions.extend(r.to_proto() for r in collaborating)  # type: ignore[misc]
+        paths.append("collaborating_regions")
+    if not paths:
+        raise click.UsageError(
+            "say what changes: --due, --priority, --subject, --clear-subjects, --description, "
+            "--collaborating-region or --clear-collaborating-regions"
+        )
+    request = pb.UpdateJobRequest(
+        job=job, update_mask=field_mask_pb2.FieldMask(paths=paths), request_id=request_id
+    )
+    response = cli.call(SERVICE, _stub(cli).UpdateJob, request, field_options=UPDATE_FIELDS)
+    _print_job(response.job, output_format)
+
+
 @jobs.command("assign")
 @click.argument("name", type=JOB_NAME)
 @click.argument("users", nargs=-1, required=True, metavar="USER [USER...]")
@@ -312,12 +426,16 @@ def show(cli: CliContext, name: str, output_format: str) -> None:
 @format_option
 @pass_cli
 def assign(cli: CliContext, name: str, users: tuple[str, ...], request_id: str, output_format: str) -> None:
-    """Assign researchers of the owning region to a job (RAISED becomes ASSIGNED).
+    """Assign researchers to a job (RAISED becomes ASSIGNED).
+
+    A supervisor assigns researchers of the owning region (to hand the job to another region's
+    researcher, use reassign); a national coordinator assigns researchers of any region.
 
     \b
     Examples:
       toex jobs assign EMSOU/8f14e45f researcher.emsou
-      toex jobs assign regions/EMSOU/jobs/8f14e45f researcher.emsou analyst.emsou
+      toex jobs assign regions/EMSOU/jobs/8f14e45f researcher.emsou
+      toex jobs assign EMSOU/8f14e45f researcher.london researcher.tarian   # national coordinator
     """
     request = pb.AssignJobRequest(name=name, assignees=list(users), request_id=request_id)
     response = cli.call(SERVICE, _stub(cli).AssignJob, request, field_options={"assignees": "USER"})

@@ -6,6 +6,7 @@ import pytest
 from cli_testkit import FakeTasking, make_jwt
 from click.testing import Result
 from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import error_details_pb2, status_pb2
 from toex.tasking.v1 import tasking_pb2 as pb
 from toex.type.v1 import region_pb2, security_pb2
 from toex_cli.jobs import render_jobs
@@ -271,3 +272,101 @@ def test_capacity(run: Callable[..., Result], tasking: Tasking) -> None:
     assert lines[0].split() == ["RESEARCHER", "REGION", "OPEN", "OVERDUE"]
     assert lines[1].split() == ["researcher.london", "LONDON", "3", "1"]
     assert "9 open jobs, 4 unassigned" in result.stdout
+
+
+def test_update_builds_the_mask_from_the_options_given(run: Callable[..., Result], tasking: Tasking) -> None:
+    fake, _ = tasking
+    fake.answers["UpdateJob"] = lambda request: pb.UpdateJobResponse(
+        job=a_job(collaborating_regions=request.job.collaborating_regions, priority=request.job.priority)
+    )
+    result = toex(
+        run, tasking, "jobs", "update", "EMSOU/8f14e45f", "--due", "2026-12-15", "--priority", "priority",
+        "--collaborating-region", "london", "--collaborating-region", "ERSOU", "--request-id", "u-1",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    [call] = fake.calls
+    request = call.request
+    assert isinstance(request, pb.UpdateJobRequest)
+    assert request.job.name == "regions/EMSOU/jobs/8f14e45f"
+    assert list(request.update_mask.paths) == ["due_time", "priority", "collaborating_regions"]
+    assert request.job.due_time.ToDatetime(tzinfo=UTC) == datetime(2026, 12, 15, 23, 59, 59, tzinfo=UTC)
+    assert request.job.priority == pb.PRIORITY_PRIORITY
+    assert list(request.job.collaborating_regions) == [region_pb2.REGION_LONDON, region_pb2.REGION_ERSOU]
+    assert request.request_id == "u-1"
+    assert not request.job.description and not request.job.subject_entity_ids
+    assert "collaborating:" in result.stdout and "LONDON, ERSOU" in result.stdout
+
+
+def test_update_sends_only_what_it_names(run: Callable[..., Result], tasking: Tasking) -> None:
+    fake, _ = tasking
+    fake.answers["UpdateJob"] = pb.UpdateJobResponse(job=a_job())
+    cases = [
+        (["--description", ""], ["description"]),
+        (["--subject", "ent-1", "--subject", "ent-2"], ["subject_entity_ids"]),
+        (["--clear-subjects"], ["subject_entity_ids"]),
+        (["--clear-collaborating-regions"], ["collaborating_regions"]),
+    ]
+    for options, paths in cases:
+        result = toex(run, tasking, "jobs", "update", "EMSOU/8f14e45f", *options)
+        assert result.exit_code == 0, (options, result.output)
+        request = fake.calls[-1].request
+        assert list(request.update_mask.paths) == paths, options  # type: ignore[attr-defined]
+    assert list(fake.calls[1].request.job.subject_entity_ids) == ["ent-1", "ent-2"]  # type: ignore[attr-defined]
+    assert not fake.calls[2].request.job.subject_entity_ids  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        [],
+        ["--subject", "ent-1", "--clear-subjects"],
+        ["--collaborating-region", "LONDON", "--clear-collaborating-regions"],
+        ["--collaborating-region", "ATLANTIS"],
+        ["--priority", "whenever"],
+    ],
+)
+def test_update_usage_errors_call_nothing(
+    run: Callable[..., Result], tasking: Tasking, options: list[str]
+) -> None:
+    result = toex(run, tasking, "jobs", "update", "EMSOU/8f14e45f", *options)
+    assert result.exit_code == 2, result.output
+    assert tasking[0].calls == []
+
+
+def test_update_refusal_points_at_the_option(run: Callable[..., Result], tasking: Tasking) -> None:
+    fake, _ = tasking
+    status = status_pb2.Status(code=3, message="invalid request: job.due_time: must be in the future")
+    violation = error_details_pb2.BadRequest.FieldViolation(
+        field="job.due_time", description="must be in the future"
+    )
+    status.details.add().Pack(error_details_pb2.BadRequest(field_violations=[violation]))
+    fake.answers["UpdateJob"] = status
+    result = toex(run, tasking, "jobs", "update", "EMSOU/8f14e45f", "--due", "2020-01-01")
+    assert result.exit_code == 1
+    assert "job.due_time (--due): must be in the future" in result.stderr
+
+
+def test_create_names_collaborating_regions(run: Callable[..., Result], tasking: Tasking) -> None:
+    fake, _ = tasking
+    fake.answers["CreateJob"] = pb.CreateJobResponse(job=pb.Job(name="regions/EMSOU/jobs/new1"))
+    result = toex(
+        run, tasking, "jobs", "create", "--region", "EMSOU", "--type", "comms_analysis", "--unit", "u",
+        "--officer", "o", "--operation", "Op X", "--due", "2026-12-01",
+        "--collaborating-region", "LONDON", "--collaborating-region", "rocuwm",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    job = fake.calls[0].request.job  # type: ignore[attr-defined]
+    assert list(job.collaborating_regions) == [region_pb2.REGION_LONDON, region_pb2.REGION_ROCUWM]
+
+
+def test_coordinator_assigns_another_regions_researchers(
+    run: Callable[..., Result], tasking: Tasking
+) -> None:
+    fake, _ = tasking
+    fake.answers["AssignJob"] = pb.AssignJobResponse(job=a_job())
+    result = toex(run, tasking, "jobs", "assign", "EMSOU/8f14e45f", "researcher.london", "researcher.tarian")
+    assert result.exit_code == 0, result.output
+    assert fake.calls[0].request == pb.AssignJobRequest(
+        name="regions/EMSOU/jobs/8f14e45f", assignees=["researcher.london", "researcher.tarian"]
+    )
+    assert "researcher.london (LONDON" in result.stdout

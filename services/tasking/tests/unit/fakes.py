@@ -43,12 +43,16 @@ class FakeJobRepository:
     async def search(self, query: JobQuery, limit: int, after: tuple[datetime, str] | None) -> list[Job]:
         found = []
         for job in sorted(self.jobs.values(), key=lambda j: (j.created_at, j.id), reverse=True):
-            in_scope = query.regions is None and not query.or_assigned_to
+            in_scope = query.regions is None and not query.or_assigned_to and query.or_collaborating is None
             if query.regions is not None and job.region in query.regions:
                 in_scope = True
             if query.or_assigned_to and job.assigned_to(query.or_assigned_to):
                 in_scope = True
+            if query.or_collaborating is not None and query.or_collaborating in job.collaborating_regions:
+                in_scope = True
             if not in_scope:
+                continue
+            if query.owner is not None and job.region is not query.owner:
                 continue
             if query.states and job.state not in query.states:
                 continue

@@ -20,6 +20,7 @@ SUP_ERSOU = principal("supervisor.ersou", Role.SUPERVISOR)
 RES_EMSOU = principal("researcher.emsou", Role.RESEARCHER)
 RES_ERSOU = principal("researcher.ersou", Role.RESEARCHER)
 RES_LONDON = principal("researcher.london", Role.RESEARCHER)
+SAFE_EMSOU = principal("safeguarding_officer.emsou", Role.SAFEGUARDING_OFFICER)
 
 
 @pytest.fixture
@@ -166,9 +167,14 @@ async def test_list_is_scoped_and_paged(deps) -> None:
         commands.ListJobs(NC, None, frozenset(), "", None, 50, None), deps
     )
     assert len(everything) == 4
+    # Another region's jobs: none, unless the supervisor's region collaborates on them.
+    ersou, _ = await handlers.list_jobs(
+        commands.ListJobs(SUP_EMSOU, Region.ERSOU, frozenset(), "", None, 50, None), deps
+    )
+    assert ersou == []
     with pytest.raises(PermissionDenied):
         await handlers.list_jobs(
-            commands.ListJobs(SUP_EMSOU, Region.ERSOU, frozenset(), "", None, 50, None), deps
+            commands.ListJobs(SAFE_EMSOU, Region.ERSOU, frozenset(), "", None, 50, None), deps
         )
 
 

@@ -34,12 +34,24 @@ def _assignee(assignee: Assignee) -> ev.Assignee:
 
 
 def access(job: Job) -> ev.JobAccess:
-    """Who may work the job as stored by this change, and where it stands."""
+    """Who may work the job as stored by this change, which regions collaborate on it, and where
+    it stands."""
     return ev.JobAccess(
         revision=job.revision,
         state=state_to_proto(job.state),  # type: ignore[arg-type]
         assignees=[_assignee(a) for a in job.assignees],
+        collaborating_regions=[r.to_proto() for r in job.collaborating_regions],
     )
+
+
+# JobChanges attributes -> the API's field names (the update mask's paths).
+CHANGED_FIELDS = {
+    "due_at": "due_time",
+    "priority": "priority",
+    "subject_entity_ids": "subject_entity_ids",
+    "description": "description",
+    "collaborating_regions": "collaborating_regions",
+}
 
 
 def to_message(job: Job, event: events.DomainEvent) -> Message:
@@ -83,6 +95,13 @@ def to_message(job: Job, event: events.DomainEvent) -> Message:
             reason=event.reason,
             changed_by=event.by,
             job_type=job_type,  # type: ignore[arg-type]
+            access=access(job),
+        )
+    if isinstance(event, events.JobUpdated):
+        return ev.JobUpdated(
+            job=job.name,
+            changed_fields=[CHANGED_FIELDS[name] for name in event.changed],
+            updated_by=event.by,
             access=access(job),
         )
     if isinstance(event, events.JobOverdue):

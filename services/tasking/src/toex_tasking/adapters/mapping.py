@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from toex.tasking.v1 import tasking_pb2 as pb
 from toex.type.v1 import security_pb2
 from toex_kernel import names
+from toex_kernel.errors import Violations
 from toex_kernel.regions import Region
 from toex_kernel.timestamps import optional_timestamp as ts
 
@@ -66,6 +68,18 @@ def handling_from_proto(value: int) -> Handling:
     return Handling.P if value == security_pb2.HANDLING_CODE_P else Handling.C
 
 
+def regions_from_proto(values: Iterable[int], field: str, problems: Violations) -> list[Region]:
+    """The regions of a repeated Region field; an unset or unknown value is a violation of
+    `field[index]`."""
+    regions = []
+    for index, value in enumerate(values):
+        try:
+            regions.append(Region.from_proto(value))
+        except ValueError:
+            problems.add(f"{field}[{index}]", "choose a region")
+    return regions
+
+
 def assignee_to_proto(assignee: Assignee) -> pb.Assignee:
     return pb.Assignee(
         username=assignee.username,
@@ -112,6 +126,7 @@ def job_to_proto(job: Job, *, now: datetime | None = None, with_notes: bool = Tr
         create_time=ts(job.created_at),
         update_time=ts(job.updated_at),
         overdue=job.is_overdue(now) if now else False,
+        collaborating_regions=[r.to_proto() for r in job.collaborating_regions],
     )
     if with_notes:
         message.notes.extend(note_to_proto(job, n) for n in job.notes)

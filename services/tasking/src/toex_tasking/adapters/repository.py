@@ -58,6 +58,7 @@ _COLUMNS = (
     "updated_at",
     "overdue_notified_for",
     "revision",
+    "collaborating_regions",
 )
 _SELECT_JOBS = f"SELECT {', '.join(f'jobs.{c}' for c in _COLUMNS)} FROM jobs"
 _INSERT_JOB = f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join(f'${i + 1}' for i in range(len(_COLUMNS)))})"
@@ -126,6 +127,7 @@ def _values(job: Job) -> tuple[Any, ...]:
         job.updated_at,
         job.overdue_notified_for,
         job.revision,
+        [r.value for r in job.collaborating_regions],
     )
 
 
@@ -160,6 +162,7 @@ def _job(row: Mapping[str, Any], assignees: list[Assignee], notes: list[Note]) -
         feedback=feedback,
         overdue_notified_for=row["overdue_notified_for"],
         revision=row["revision"],
+        collaborating_regions=[Region(r) for r in row["collaborating_regions"] or []],
     )
 
 
@@ -237,8 +240,13 @@ class PgJobRepository:
             scope.append(
                 f"id IN (SELECT job_id FROM job_assignees WHERE username = {arg(query.or_assigned_to)})"
             )
-        if query.regions is not None or query.or_assigned_to:
+        if query.or_collaborating is not None:
+            # Containment, so the GIN index on the column serves it.
+            scope.append(f"collaborating_regions @> ARRAY[{arg(query.or_collaborating.value)}]::text[]")
+        if query.regions is not None or query.or_assigned_to or query.or_collaborating is not None:
             conditions.append(f"({' OR '.join(scope)})" if scope else "false")
+        if query.owner is not None:
+            conditions.append(f"region = {arg(query.owner.value)}")
         if query.states:
             conditions.append(f"state = ANY({arg([s.value for s in query.states])}::text[])")
         if query.assignee:

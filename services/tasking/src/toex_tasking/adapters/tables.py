@@ -45,7 +45,10 @@ jobs = Table(
     Column("overdue_notified_for", DateTime(timezone=True)),
     # Grows with every change stored: orders the job's events for the services' grant models.
     Column("revision", BigInteger, nullable=False, server_default="0"),
+    # Regions collaborating on the job (codes); their supervisors see it read-only.
+    Column("collaborating_regions", ARRAY(Text), nullable=False, server_default="{}"),
     Index("jobs_region_created", "region", "created_at", "id"),
+    Index("jobs_collaborating", "collaborating_regions", postgresql_using="gin"),
     Index("jobs_created", "created_at", "id"),
     Index("jobs_open_due", "due_at", postgresql_where="state IN ('RAISED','ASSIGNED','IN_PROGRESS')"),
 )

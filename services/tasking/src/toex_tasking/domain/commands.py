@@ -9,7 +9,7 @@ from toex_kernel.idempotency import Idempotency
 from toex_kernel.principal import Principal
 from toex_kernel.regions import Region
 
-from toex_tasking.domain.model import Handling, JobState, JobType, Priority
+from toex_tasking.domain.model import Handling, JobChanges, JobState, JobType, Priority
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class CreateJob:
     handling: Handling
     subject_entity_ids: list[str] = field(default_factory=list)
     idempotency: Idempotency | None = None
+    collaborating_regions: list[Region] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,15 @@ class ListJobs:
     due_before: datetime | None
     page_size: int
     after: tuple[datetime, str] | None
+
+
+@dataclass(frozen=True)
+class UpdateJob:
+    actor: Principal
+    region: Region
+    job_id: str
+    changes: JobChanges
+    idempotency: Idempotency | None = None
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,14 @@ class JobStatusChanged:
 
 
 @dataclass(frozen=True)
+class JobUpdated:
+    job: str
+    # The attributes of JobChanges whose values changed, in its order.
+    changed: tuple[str, ...]
+    by: str
+
+
+@dataclass(frozen=True)
 class JobOverdue:
     job: str
 
@@ -50,4 +58,6 @@ class FeedbackRecorded:
     job: str
 
 
-DomainEvent = JobCreated | JobAssigned | JobReassigned | JobStatusChanged | JobOverdue | FeedbackRecorded
+DomainEvent = (
+    JobCreated | JobAssigned | JobReassigned | JobStatusChanged | JobUpdated | JobOverdue | FeedbackRecorded
+)

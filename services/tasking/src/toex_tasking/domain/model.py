@@ -85,6 +85,31 @@ class Feedback:
     recorded_at: datetime
 
 
+@dataclass(frozen=True)
+class JobChanges:
+    """What UpdateJob changes: the fields its update mask names; None leaves a field alone."""
+
+    due_at: datetime | None = None
+    priority: Priority | None = None
+    subject_entity_ids: list[str] | None = None
+    description: str | None = None
+    collaborating_regions: list[Region] | None = None
+
+
+def collaboration_problem(owner: Region, regions: list[Region]) -> str | None:
+    """What is wrong with `regions` as the collaborating regions of a job `owner` owns, if anything."""
+    if owner in regions:
+        return f"{owner.value} owns the job; it cannot also collaborate on it"
+    return None
+
+
+def collaborators(owner: Region, regions: list[Region]) -> list[Region]:
+    """Collaborating regions once each, in the regions' own order (so two lists compare)."""
+    if problem := collaboration_problem(owner, regions):
+        raise InvalidArgument.field("job.collaborating_regions", problem)
+    return [region for region in Region if region in set(regions)]
+
+
 def new_job_id() -> str:
     return uuid.uuid4().hex[:16]
 
@@ -111,6 +136,8 @@ class Job:
     state: JobState = JobState.RAISED
     assignees: list[Assignee] = field(default_factory=list)
     subject_entity_ids: list[str] = field(default_factory=list)
+    # Regions working the operation with the owning one: their supervisors see the job read-only.
+    collaborating_regions: list[Region] = field(default_factory=list)
     notes: list[Note] = field(default_factory=list)
     product: str = ""
     feedback: Feedback | None = None
@@ -152,6 +179,7 @@ class Job:
         created_by: str,
         now: datetime,
         job_id: str | None = None,
+        collaborating_regions: list[Region] | None = None,
     ) -> Job:
         job = cls(
             id=job_id or new_job_id(),
@@ -165,6 +193,7 @@ class Job:
             description=description,
             handling=handling,
             subject_entity_ids=list(dict.fromkeys(subject_entity_ids)),
+            collaborating_regions=collaborators(region, collaborating_regions or []),
             created_by=created_by,
             created_at=now,
             updated_at=now,
@@ -234,6 +263,42 @@ class Job:
             if to in TRANSITIONS[self.state] and product.strip():
                 self.product = product.strip()
         self._move(to, by=by, reason=reason.strip(), now=now)
+
+    def update(self, changes: JobChanges, *, by: str, now: datetime) -> tuple[str, ...]:
+        """Apply `changes` to an open job; returns the names (JobChanges attributes) of the
+        fields whose values changed, and records JobUpdated when any did."""
+        if not self.is_open:
+            raise FailedPrecondition(
+                f"only an open job can be updated; this one is {self.state}",
+                type="STATE",
+                subject=self.name,
+            )
+        changed: list[str] = []
+        if changes.due_at is not None and changes.due_at != self.due_at:
+            self.due_at = changes.due_at
+            # A new due time is a new promise: JobOverdue is owed again when it passes.
+            self.overdue_notified_for = None
+            changed.append("due_at")
+        if changes.priority is not None and changes.priority is not self.priority:
+            self.priority = changes.priority
+            changed.append("priority")
+        if changes.subject_entity_ids is not None:
+            subjects = list(dict.fromkeys(changes.subject_entity_ids))
+            if subjects != self.subject_entity_ids:
+                self.subject_entity_ids = subjects
+                changed.append("subject_entity_ids")
+        if changes.description is not None and changes.description != self.description:
+            self.description = changes.description
+            changed.append("description")
+        if changes.collaborating_regions is not None:
+            regions = collaborators(self.region, changes.collaborating_regions)
+            if regions != self.collaborating_regions:
+                self.collaborating_regions = regions
+                changed.append("collaborating_regions")
+        if changed:
+            self.updated_at = now
+            self.events.append(events.JobUpdated(self.name, tuple(changed), by))
+        return tuple(changed)
 
     def add_note(self, text: str, *, author: str, now: datetime, note_id: str | None = None) -> Note:
         note = Note(note_id or uuid.uuid4().hex[:16], author, text, now)

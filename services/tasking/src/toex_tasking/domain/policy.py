@@ -1,7 +1,9 @@
 """Who may do what with jobs: the tasking service's one policy module.
 
-- national_coordinator: raises, reads and manages jobs in every region.
-- supervisor: raises, assigns and reads jobs of their own region.
+- national_coordinator: raises, reads and manages jobs in every region; assigns a job to a
+  researcher of any region.
+- supervisor: raises, assigns (their own region's researchers), updates and reads jobs of their
+  own region; reads, and only reads, the jobs their region collaborates on.
 - researcher: reads and updates jobs owned by their region or assigned to them (tasking
   resilience brings other regions' jobs to them).
 - safeguarding_officer: reads a job of their own region (a referral links a job its author
@@ -9,10 +11,13 @@
 - service accounts: read jobs and add notes (other services link their work to jobs); the
   hub's (region NATIONAL) in every region, a region installation's in its region only.
 Everyone else is refused at the method level. A job outside the caller's scope is reported
-as not found, exactly like a job that does not exist.
+as not found, exactly like a job that does not exist; a job seen only as a collaborator
+refuses every change with PERMISSION_DENIED.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from toex_kernel.errors import NotFound, OutOfScope, PermissionDenied
 from toex_kernel.policy import MethodRule, rules_for, sees_region, service_sees_all
@@ -32,6 +37,7 @@ METHOD_RULES = rules_for(
         "CreateJob": MethodRule.write(NC, SUP),
         "GetJob": MethodRule.read(NC, SUP, RES, SAFE, SVC),
         "ListJobs": MethodRule.read(NC, SUP, RES, SVC),
+        "UpdateJob": MethodRule.write(NC, SUP),
         "AssignJob": MethodRule.write(NC, SUP),
         "ReassignJob": MethodRule.write(NC, SUP),
         "UpdateJobStatus": MethodRule.write(NC, SUP, RES),
@@ -45,7 +51,7 @@ METHOD_RULES = rules_for(
 RESEARCHER_STATES = frozenset({JobState.IN_PROGRESS, JobState.DELIVERED})
 
 
-def can_see(principal: Principal, job: Job) -> bool:
+def _sees_in_own_right(principal: Principal, job: Job) -> bool:
     if principal.has(NC) or service_sees_all(principal):
         return True
     if principal.has(SUP, SAFE, SVC) and job.region is principal.region:
@@ -55,12 +61,29 @@ def can_see(principal: Principal, job: Job) -> bool:
     return False
 
 
+def collaborates(principal: Principal, job: Job) -> bool:
+    """A supervisor of a region collaborating on the job: sees it, changes nothing."""
+    return principal.has(SUP) and principal.region in job.collaborating_regions
+
+
+def can_see(principal: Principal, job: Job) -> bool:
+    return _sees_in_own_right(principal, job) or collaborates(principal, job)
+
+
 def ensure_visible(principal: Principal, job: Job | None, name: str) -> Job:
     if job is None:
         raise NotFound(f"job {name} not found")
     if not can_see(principal, job):
         raise OutOfScope(f"job {name} not found")
     return job
+
+
+def ensure_may_change(principal: Principal, job: Job) -> None:
+    """Before any change to a visible job: a collaborating region's supervisor only reads it."""
+    if not _sees_in_own_right(principal, job):
+        raise PermissionDenied(
+            f"{principal.region.value} collaborates on this job: its supervisors see it read-only"
+        )
 
 
 def ensure_can_create(principal: Principal, region: Region) -> None:
@@ -72,10 +95,16 @@ def ensure_can_create(principal: Principal, region: Region) -> None:
 
 
 def ensure_can_manage(principal: Principal, job: Job) -> None:
-    """Assign, reassign, record feedback: the owning region's supervisor or a coordinator."""
+    """Assign, reassign, update, record feedback: the owning region's supervisor or a coordinator."""
     if principal.has(NC) or (principal.has(SUP) and job.region is principal.region):
         return
     raise PermissionDenied("only a supervisor of the owning region or a national coordinator may do this")
+
+
+def may_assign_across_regions(principal: Principal) -> bool:
+    """A national coordinator assigns any region's researcher straight away; a supervisor assigns
+    their own region's (another region's researcher takes a job by ReassignJob)."""
+    return principal.has(NC)
 
 
 def ensure_can_move(principal: Principal, job: Job, to: JobState) -> None:
@@ -86,21 +115,35 @@ def ensure_can_move(principal: Principal, job: Job, to: JobState) -> None:
     raise PermissionDenied(f"a researcher may move a job to {' or '.join(sorted(RESEARCHER_STATES))} only")
 
 
-def visible_regions(principal: Principal, requested: Region | None) -> tuple[frozenset[Region] | None, bool]:
-    """For listing: (regions whose jobs are visible in full or None for all, whether jobs assigned
-    to the caller are visible too)."""
+@dataclass(frozen=True)
+class ListScope:
+    """The jobs a caller may list: those owned by `regions` (None: every region), those assigned
+    to `assigned_to`, those `collaborating` collaborates on; of all these, only `owner`'s when set."""
+
+    regions: frozenset[Region] | None
+    assigned_to: str | None = None
+    collaborating: Region | None = None
+    owner: Region | None = None
+
+
+def list_scope(principal: Principal, requested: Region | None) -> ListScope:
+    """What ListJobs may return to `principal` for `regions/{requested}` (None: `regions/-`)."""
     if principal.has(NC) or service_sees_all(principal):
-        return (frozenset({requested}) if requested else None), False
+        return ListScope(regions=frozenset({requested}) if requested else None)
     own = principal.region
-    if requested is not None and requested is not own and not principal.has(RES):
+    mine = requested is None or requested is own
+    whole_region = mine and principal.has(SUP, SVC, RES)
+    # Another region's jobs: those assigned to a researcher, those a supervisor's region
+    # collaborates on; nothing else of that region.
+    assigned, collaborating = principal.has(RES), principal.has(SUP)
+    if not (whole_region or assigned or collaborating):
         raise PermissionDenied(f"you may list jobs of {own.value} only")
-    if principal.has(SUP, SVC) and (requested is None or requested is own):
-        return frozenset({own}), principal.has(RES)
-    if principal.has(RES):
-        if requested is None or requested is own:
-            return frozenset({own}), True
-        return frozenset(), True  # another region: only what is assigned to the caller
-    raise PermissionDenied("you may not list jobs")
+    return ListScope(
+        regions=frozenset({own}) if whole_region else frozenset(),
+        assigned_to=principal.username if assigned else None,
+        collaborating=own if collaborating else None,
+        owner=requested,
+    )
 
 
 def ensure_can_see_capacity(principal: Principal, region: Region) -> None:

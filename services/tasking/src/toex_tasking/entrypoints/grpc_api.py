@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from grpc import aio
 from toex.tasking.v1 import tasking_pb2 as pb
 from toex.tasking.v1 import tasking_pb2_grpc
@@ -9,11 +11,12 @@ from toex_common import pagination
 from toex_common.context import current_principal
 from toex_common.uow import idempotency_of
 from toex_kernel import names
-from toex_kernel.errors import InvalidArgument
+from toex_kernel.errors import InvalidArgument, Violations
 from toex_kernel.timestamps import to_datetime
 
 from toex_tasking.adapters import mapping
 from toex_tasking.domain import commands
+from toex_tasking.domain.model import JobChanges
 from toex_tasking.service_layer import handlers
 
 
@@ -36,6 +39,11 @@ class TaskingServicer(tasking_pb2_grpc.TaskingServiceServicer):
             raise InvalidArgument.field("job.job_type", "choose a job type")
         if not job.HasField("due_time"):
             raise InvalidArgument.field("job.due_time", "set when the product is due")
+        problems = Violations()
+        collaborating = mapping.regions_from_proto(
+            job.collaborating_regions, "job.collaborating_regions", problems
+        ) + mapping.regions_from_proto(request.collaborating_regions, "collaborating_regions", problems)
+        problems.raise_if_any()
         created = await handlers.create_job(
             commands.CreateJob(
                 actor=current_principal(),
@@ -50,6 +58,7 @@ class TaskingServicer(tasking_pb2_grpc.TaskingServiceServicer):
                 handling=mapping.handling_from_proto(job.handling),
                 subject_entity_ids=list(job.subject_entity_ids),
                 idempotency=idempotency_of(request),
+                collaborating_regions=collaborating,
             ),
             self.deps,
         )
@@ -86,6 +95,17 @@ class TaskingServicer(tasking_pb2_grpc.TaskingServiceServicer):
                 jobs[-1].created_at.isoformat(), jobs[-1].id, query_key
             )
         return response
+
+    async def UpdateJob(
+        self, request: pb.UpdateJobRequest, context: aio.ServicerContext
+    ) -> pb.UpdateJobResponse:
+        region, job_id = mapping.job_ref(request.job.name, "job.name")
+        changes = job_changes(request)
+        job = await handlers.update_job(
+            commands.UpdateJob(current_principal(), region, job_id, changes, idempotency_of(request)),
+            self.deps,
+        )
+        return pb.UpdateJobResponse(job=self._job(job))
 
     async def AssignJob(
         self, request: pb.AssignJobRequest, context: aio.ServicerContext
@@ -178,3 +198,40 @@ class TaskingServicer(tasking_pb2_grpc.TaskingServiceServicer):
             unassigned_jobs=unassigned,
             open_jobs=open_jobs,
         )
+
+
+# What UpdateJob may change, by the update mask's paths (fields of Job).
+UPDATABLE = ("due_time", "priority", "subject_entity_ids", "description", "collaborating_regions")
+
+
+def job_changes(request: pb.UpdateJobRequest) -> JobChanges:
+    """The changes an UpdateJob request asks for: the fields its mask names, with their values."""
+    paths = list(request.update_mask.paths)
+    problems = Violations()
+    if not paths:
+        problems.add("update_mask", f"name the fields to change: {', '.join(UPDATABLE)}")
+    for path in paths:
+        if path not in UPDATABLE:
+            problems.add("update_mask", f"{path} cannot be changed; changeable: {', '.join(UPDATABLE)}")
+    job = request.job
+    values: dict[str, Any] = {}
+    if "due_time" in paths:
+        if job.HasField("due_time"):
+            values["due_at"] = to_datetime(job.due_time)
+        else:
+            problems.add("job.due_time", "set the new due time")
+    if "priority" in paths:
+        if job.priority == pb.PRIORITY_UNSPECIFIED:
+            problems.add("job.priority", "choose a priority")
+        else:
+            values["priority"] = mapping.priority_from_proto(job.priority)
+    if "subject_entity_ids" in paths:
+        values["subject_entity_ids"] = list(job.subject_entity_ids)
+    if "description" in paths:
+        values["description"] = job.description
+    if "collaborating_regions" in paths:
+        values["collaborating_regions"] = mapping.regions_from_proto(
+            job.collaborating_regions, "job.collaborating_regions", problems
+        )
+    problems.raise_if_any()
+    return JobChanges(**values)

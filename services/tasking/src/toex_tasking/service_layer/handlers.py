@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from toex_common.batching import Batcher
@@ -16,7 +16,7 @@ from toex_kernel.principal import Principal, Role
 from toex_kernel.regions import Region
 
 from toex_tasking.domain import commands, policy
-from toex_tasking.domain.model import Handling, Job, Note, job_name
+from toex_tasking.domain.model import Handling, Job, Note, collaboration_problem, job_name
 from toex_tasking.service_layer.ports import (
     DirectoryUser,
     JobQuery,
@@ -73,6 +73,7 @@ async def create_job(cmd: commands.CreateJob, deps: Deps) -> Job:
         problems.add("job.due_time", "must be in the future")
     if len(cmd.description) > MAX_TEXT:
         problems.add("job.description", f"at most {MAX_TEXT} characters")
+    _check_collaborators(cmd.region, cmd.collaborating_regions, problems)
     problems.raise_if_any()
     scope = _scope("CreateJob", cmd.actor.subject)
     async with deps.uow() as uow:
@@ -89,15 +90,25 @@ async def create_job(cmd: commands.CreateJob, deps: Deps) -> Job:
             due_at=cmd.due_at,
             description=cmd.description.strip(),
             handling=cmd.handling,
-            subject_entity_ids=[s.strip() for s in cmd.subject_entity_ids if s.strip()],
+            subject_entity_ids=_subjects(cmd.subject_entity_ids),
             created_by=cmd.actor.username,
             now=now,
+            collaborating_regions=cmd.collaborating_regions,
         )
         touch(job.name)
         await uow.jobs.add(job)
         await remember(uow, scope, cmd.idempotency, job.name)
         await uow.commit()
         return job
+
+
+def _subjects(entity_ids: list[str]) -> list[str]:
+    return [s.strip() for s in entity_ids if s.strip()]
+
+
+def _check_collaborators(owner: Region, regions: list[Region], problems: Violations) -> None:
+    if problem := collaboration_problem(owner, regions):
+        problems.add("job.collaborating_regions", problem)
 
 
 async def get_job(cmd: commands.GetJob, deps: Deps) -> Job:
@@ -111,13 +122,15 @@ async def get_job(cmd: commands.GetJob, deps: Deps) -> Job:
 
 async def list_jobs(cmd: commands.ListJobs, deps: Deps) -> tuple[list[Job], bool]:
     """A page of jobs and whether more follow."""
-    regions, assigned_too = policy.visible_regions(cmd.actor, cmd.region)
+    scope = policy.list_scope(cmd.actor, cmd.region)
     query = JobQuery(
-        regions=regions,
-        or_assigned_to=cmd.actor.username if assigned_too else None,
+        regions=scope.regions,
+        or_assigned_to=scope.assigned_to,
         states=cmd.states,
         assignee=cmd.assignee,
         due_before=cmd.due_before,
+        or_collaborating=scope.collaborating,
+        owner=scope.owner,
     )
     async with deps.read() as uow:
         jobs = await uow.jobs.search(query, cmd.page_size + 1, cmd.after)
@@ -127,14 +140,18 @@ async def list_jobs(cmd: commands.ListJobs, deps: Deps) -> tuple[list[Job], bool
 
 
 async def _load_for_change(
-    uow: TaskingUnitOfWork, cmd: commands.GetJob | object, region: Region, job_id: str, actor: object
+    uow: TaskingUnitOfWork, cmd: commands.GetJob | object, region: Region, job_id: str, actor: Principal
 ) -> Job:
+    """The job, locked, for a change by `actor`: NOT_FOUND when out of scope, PERMISSION_DENIED
+    when the actor sees it only as a collaborating region's supervisor (read-only)."""
     name = job_name(region, job_id)
     touch(name)
     job = await uow.jobs.get(job_id, for_update=True)
     if job is not None and job.region is not region:
         job = None
-    return policy.ensure_visible(actor, job, name)  # type: ignore[arg-type]
+    job = policy.ensure_visible(actor, job, name)
+    policy.ensure_may_change(actor, job)
+    return job
 
 
 async def _researcher(deps: Deps, username: str, field: str) -> DirectoryUser:
@@ -157,23 +174,64 @@ async def assign_job(cmd: commands.AssignJob, deps: Deps) -> Job:
             return prior
         job = await _load_for_change(uow, cmd, cmd.region, cmd.job_id, cmd.actor)
         policy.ensure_can_manage(cmd.actor, job)
+        any_region = policy.may_assign_across_regions(cmd.actor)
         researchers = []
         problems = Violations()
         for index, username in enumerate(names):
             user = await deps.directory.find(username)
-            # One answer whether the user is unknown, not a researcher or another region's:
-            # the caller learns nothing about a user outside the job's region.
-            if user is None or Role.RESEARCHER not in user.roles or user.region is not job.region:
-                problems.add(
-                    f"assignees[{index}]",
-                    f"{username!r} is not a researcher of {job.region.value}; "
-                    "use ReassignJob to hand the job to another region's researcher",
-                )
+            # For a supervisor, one answer whether the user is unknown, not a researcher or
+            # another region's: the caller learns nothing about a user outside the job's region.
+            if (
+                user is None
+                or Role.RESEARCHER not in user.roles
+                or (user.region is not job.region and not any_region)
+            ):
+                problems.add(f"assignees[{index}]", _not_assignable(username, job, any_region))
                 continue
             researchers.append((user.username, user.region))
         problems.raise_if_any()
         job.assign(researchers, by=cmd.actor.username, now=deps.clock())
         await uow.jobs.save(job)
+        await remember(uow, scope, cmd.idempotency, job.name)
+        await uow.commit()
+        return job
+
+
+def _not_assignable(username: str, job: Job, any_region: bool) -> str:
+    if any_region:
+        return f"{username!r} is not a researcher"
+    return (
+        f"{username!r} is not a researcher of {job.region.value}; "
+        "use ReassignJob to hand the job to another region's researcher"
+    )
+
+
+async def update_job(cmd: commands.UpdateJob, deps: Deps) -> Job:
+    """UpdateJob: the fields of the mask (already in `cmd.changes`) on an open job."""
+    changes = cmd.changes
+    now = deps.clock()
+    problems = Violations()
+    if changes.due_at is not None and changes.due_at <= now:
+        problems.add("job.due_time", "must be in the future")
+    if changes.description is not None and len(changes.description) > MAX_TEXT:
+        problems.add("job.description", f"at most {MAX_TEXT} characters")
+    if changes.collaborating_regions is not None:
+        _check_collaborators(cmd.region, changes.collaborating_regions, problems)
+    problems.raise_if_any()
+    if changes.subject_entity_ids is not None:
+        changes = replace(changes, subject_entity_ids=_subjects(changes.subject_entity_ids))
+    if changes.description is not None:
+        changes = replace(changes, description=changes.description.strip())
+    scope = _scope("UpdateJob", cmd.actor.subject)
+    async with deps.uow() as uow:
+        if (prior := await replayed(uow, scope, cmd.idempotency, uow.jobs.get)) is not None:
+            touch(prior.name)
+            return prior
+        job = await _load_for_change(uow, cmd, cmd.region, cmd.job_id, cmd.actor)
+        policy.ensure_can_manage(cmd.actor, job)
+        # Nothing that differs from what is stored: nothing stored, no event.
+        if job.update(changes, by=cmd.actor.username, now=now):
+            await uow.jobs.save(job)
         await remember(uow, scope, cmd.idempotency, job.name)
         await uow.commit()
         return job

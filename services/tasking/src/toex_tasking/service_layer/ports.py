@@ -17,11 +17,15 @@ from toex_tasking.domain.model import Job, JobState
 class JobQuery:
     # None: every region; otherwise jobs owned by these regions...
     regions: frozenset[Region] | None
-    # ...plus, when set, jobs assigned to this user wherever they are owned.
+    # ...plus, when set, jobs assigned to this user wherever they are owned...
     or_assigned_to: str | None
     states: frozenset[JobState]
     assignee: str
     due_before: datetime | None
+    # ...plus, when set, jobs this region collaborates on.
+    or_collaborating: Region | None = None
+    # Of all those, only the jobs this region owns.
+    owner: Region | None = None
 
 
 @dataclass(frozen=True)

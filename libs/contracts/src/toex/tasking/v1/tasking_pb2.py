@@ -22,12 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from toex.type.v1 import region_pb2 as toex_dot_type_dot_v1_dot_region__pb2
 from toex.type.v1 import security_pb2 as toex_dot_type_dot_v1_dot_security__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtoex/tasking/v1/tasking.proto\x12\x0ftoex.tasking.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19toex/type/v1/region.proto\x1a\x1btoex/type/v1/security.proto\"s\n\x08\x41ssignee\x12\x10\n\x08username\x18\x01 \x01(\t\x12$\n\x06region\x18\x02 \x01(\x0e\x32\x14.toex.type.v1.Region\x12/\n\x0b\x61ssign_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"f\n\x07JobNote\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x61uthor\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"q\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x0e\n\x06rating\x18\x01 \x01(\x05\x12\x0f\n\x07\x63omment\x18\x02 \x01(\t\x12\x13\n\x0brecorded_by\x18\x03 \x01(\t\x12/\n\x0brecord_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb9\x05\n\x03Job\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0frequesting_unit\x18\x02 \x01(\t\x12\x1a\n\x12requesting_officer\x18\x03 \x01(\t\x12\x16\n\x0eoperation_name\x18\x04 \x01(\t\x12+\n\rowning_region\x18\x05 \x01(\x0e\x32\x14.toex.type.v1.Region\x12*\n\x08job_type\x18\x06 \x01(\x0e\x32\x18.toex.tasking.v1.JobType\x12+\n\x08priority\x18\x07 \x01(\x0e\x32\x19.toex.tasking.v1.Priority\x12,\n\x08\x64ue_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65scription\x18\t \x01(\t\x12,\n\tassignees\x18\n \x03(\x0b\x32\x19.toex.tasking.v1.Assignee\x12\x1a\n\x12subject_entity_ids\x18\x0b \x03(\t\x12(\n\x05state\x18\x0c \x01(\x0e\x32\x19.toex.tasking.v1.JobState\x12\'\n\x05notes\x18\r \x03(\x0b\x32\x18.toex.tasking.v1.JobNote\x12\x0f\n\x07product\x18\x0e \x01(\t\x12+\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x0f \x01(\x0b\x32\x19.toex.tasking.v1.Feedback\x12,\n\x08handling\x18\x10 \x01(\x0e\x32\x1a.toex.type.v1.HandlingCode\x12\x12\n\ncreated_by\x18\x11 \x01(\t\x12/\n\x0b\x63reate_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07overdue\x18\x14 \x01(\x08\"Y\n\x10\x43reateJobRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12!\n\x03job\x18\x02 \x01(\x0b\x32\x14.toex.tasking.v1.Job\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"6\n\x11\x43reateJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.toex.tasking.v1.Job\"\x1d\n\rGetJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"3\n\x0eGetJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.toex.tasking.v1.Job\"\xb5\x01\n\x0fListJobsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12)\n\x06states\x18\x02 \x03(\x0e\x32\x19.toex.tasking.v1.JobState\x12\x10\n\x08\x61ssignee\x18\x03 \x01(\t\x12.\n\ndue_before\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"O\n\x10ListJobsResponse\x12\"\n\x04jobs\x18\x01 \x03(\x0b\x32\x14.toex.tasking.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"G\n\x10\x41ssignJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tassignees\x18\x02 \x03(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"6\n\x11\x41ssignJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.toex.tasking.v1.Job\"X\n\x12ReassignJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x61ssignee\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"8\n\x13ReassignJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.toex.tasking.v1.Job\"\x85\x01\n\x16UpdateJobStatusRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.toex.tasking.v1.JobState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07product\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"<\n\x17UpdateJobStatusResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.toex.tasking.v1.Job\"E\n\x11\x41\x64\x64JobNoteRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"<\n\x12\x41\x64\x64JobNoteResponse\x12&\n\x04note\x18\x01 \x01(\x0b\x32\x18.toex.tasking.v1.JobNote\"Z\n\x15RecordFeedbackRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06rating\x18\x02 \x01(\x05\x12\x0f\n\x07\x63omment\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\";\n\x16RecordFeedbackResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.toex.tasking.v1.Job\"(\n\x18GetRegionCapacityRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"q\n\x0eResearcherLoad\x12\x10\n\x08username\x18\x01 \x01(\t\x12$\n\x06region\x18\x02 \x01(\x0e\x32\x14.toex.type.v1.Region\x12\x11\n\topen_jobs\x18\x03 \x01(\x05\x12\x14\n\x0coverdue_jobs\x18\x04 \x01(\x05\"\x8b\x01\n\x19GetRegionCapacityResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x34\n\x0bresearchers\x18\x02 \x03(\x0b\x32\x1f.toex.tasking.v1.ResearcherLoad\x12\x17\n\x0funassigned_jobs\x18\x03 \x01(\x05\x12\x11\n\topen_jobs\x18\x04 \x01(\x05*\xcc\x01\n\x07JobType\x12\x18\n\x14JOB_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n\x17JOB_TYPE_COMMS_ANALYSIS\x10\x01\x12\x11\n\rJOB_TYPE_ANPR\x10\x02\x12%\n!JOB_TYPE_INTELLIGENCE_DEVELOPMENT\x10\x03\x12\x18\n\x14JOB_TYPE_OPEN_SOURCE\x10\x04\x12\x1b\n\x17JOB_TYPE_SYSTEMS_CHECKS\x10\x05\x12\x19\n\x15JOB_TYPE_SAFEGUARDING\x10\x06*f\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x14\n\x10PRIORITY_ROUTINE\x10\x01\x12\x15\n\x11PRIORITY_PRIORITY\x10\x02\x12\x13\n\x0fPRIORITY_URGENT\x10\x03*\xce\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_RAISED\x10\x01\x12\x16\n\x12JOB_STATE_ASSIGNED\x10\x02\x12\x19\n\x15JOB_STATE_IN_PROGRESS\x10\x03\x12\x17\n\x13JOB_STATE_DELIVERED\x10\x04\x12\x14\n\x10JOB_STATE_CLOSED\x10\x05\x12\x16\n\x12JOB_STATE_DECLINED\x10\x06\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x07\x32\xba\x06\n\x0eTaskingService\x12R\n\tCreateJob\x12!.toex.tasking.v1.CreateJobRequest\x1a\".toex.tasking.v1.CreateJobResponse\x12I\n\x06GetJob\x12\x1e.toex.tasking.v1.GetJobRequest\x1a\x1f.toex.tasking.v1.GetJobResponse\x12O\n\x08ListJobs\x12 .toex.tasking.v1.ListJobsRequest\x1a!.toex.tasking.v1.ListJobsResponse\x12R\n\tAssignJob\x12!.toex.tasking.v1.AssignJobRequest\x1a\".toex.tasking.v1.AssignJobResponse\x12X\n\x0bReassignJob\x12#.toex.tasking.v1.ReassignJobRequest\x1a$.toex.tasking.v1.ReassignJobResponse\x12\x64\n\x0fUpdateJobStatus\x12\'.toex.tasking.v1.UpdateJobStatusRequest\x1a(.toex.tasking.v1.UpdateJobStatusResponse\x12U\n\nAddJobNote\x12\".toex.tasking.v1.AddJobNoteRequest\x1a#.toex.tasking.v1.AddJobNoteResponse\x12\x61\n\x0eRecordFeedback\x12&.toex.tasking.v1.RecordFeedbackRequest\x1a\'.toex.tasking.v1.RecordFeedbackResponse\x12j\n\x11GetRegionCapacity\x12).toex.tasking.v1.GetRegionCapacityRequest\x1a*.toex.tasking.v1.GetRegionCapacityResponseB\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtoex/tasking/v1/tasking.proto\x12\x0ftoex.tasking.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19toex/type/v1/region.proto\x1a\x1btoex/type/v1/security.proto\"s\n\x08\x41ssignee\x12\x10\n\x08username\x18\x01 \x01(\t\x12$\n\x06region\x18\x02 \x01(\x0e\x32\x14.toex.type.v1.Region\x12/\n\x0b\x61ssign_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"f\n\x07JobNote\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x61uthor\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"q\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x0e\n\x06rating\x18\x01 \x01(\x05\x12\x0f\n\x07\x63omment\x18\x02 \x01(\t\x12\x13\n\x0brecorded_by\x18\x03 \x01(\t\x12/\n\x0brecord_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xee\x05\n\x03Job\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0frequesting_unit\x18\x02 \x01(\t\x12\x1a\n\x12requesting_officer\x18\x03 \x01(\t\x12\x16\n\x0eoperation_name\x18\x04 \x01(\t\x12+\n\rowning_region\x18\x05 \x01(\x0e\x32\x14.toex.type.v1.Region\x12*\n\x08job_type\x18\x06 \x01(\x0e\x32\x18.toex.tasking.v1.JobType\x12+\n\x08priority\x18\x07 \x01(\x0e\x32\x19.toex.tasking.v1.Priority\x12,\n\x08\x64ue_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65scription\x18\t \x01(\t\x12,\n\tassignees\x18\n \x03(\x0b\x32\x19.toex.tasking.v1.Assignee\x12\x1a\n\x12subject_entity_ids\x18\x0b \x03(\t\x12(\n\x05state\x18\x0c \x01(\x0e\x32\x19.toex.tasking.v1.JobState\x12\'\n\x05notes\x18\r \x03(\x0b\x32\x18.toex.tasking.v1.JobNote\x12\x0f\n\x07product\x18\x0e \x01(\t\x12+\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x0f \x01(\x0b\x32\x19.toex.tasking.v1.Feedback\x12,\n\x08handling\x18\x10 \x01(\x0e\x32\x1a.toex.type.v1.HandlingCode\x12\x12\n\ncreated_by\x18\x11 \x01(\t\x12/\n\x0b\x63reate_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07overdue\x18\x14 \x01(\x08\x12\x33\n\x15\x63ollaborating_regions\x18\x15 \x03(\x0e\x32\x14.toex.type.v1.Region\"\x8e\x01\n\x10\x43reateJobRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12!\n\x03job\x18\x02 \x01(\x0b\x32\x14.toex.tasking.v1.Job\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x33\n\x15\x63ollaborating_regions\x18\x04 \x03(\x0e\x32\x14.toex.type.v1.Region\"6\n\x11\x43reateJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.toex.tasking.v1.Job\"\x1d\n\rGetJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"3\n\x0eGetJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.toex.tasking.v1.Job\"\xb5\x01\n\x0fListJobsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12)\n\x06states\x18\x02 \x03(\x0e\x32\x19.toex.tasking.v1.JobState\x12\x10\n\x08\x61ssignee\x18\x03 \x01(\t\x12.\n\ndue_before\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"O\n\x10ListJobsResponse\x12\"\n\x04jobs\x18\x01 \x03(\x0b\x32\x14.toex.tasking.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"z\n\x10UpdateJobRequest\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.toex.tasking.v1.Job\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"6\n\x11UpdateJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.toex.tasking.v1.Job\"G\n\x10\x41ssignJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tassignees\x18\x02 \x03(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"6\n\x11\x41ssignJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.toex.tasking.v1.Job\"X\n\x12ReassignJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x61ssignee\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"8\n\x13ReassignJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.toex.tasking.v1.Job\"\x85\x01\n\x16UpdateJobStatusRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.toex.tasking.v1.JobState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07product\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"<\n\x17UpdateJobStatusResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.toex.tasking.v1.Job\"E\n\x11\x41\x64\x64JobNoteRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"<\n\x12\x41\x64\x64JobNoteResponse\x12&\n\x04note\x18\x01 \x01(\x0b\x32\x18.toex.tasking.v1.JobNote\"Z\n\x15RecordFeedbackRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06rating\x18\x02 \x01(\x05\x12\x0f\n\x07\x63omment\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\";\n\x16RecordFeedbackResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.toex.tasking.v1.Job\"(\n\x18GetRegionCapacityRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"q\n\x0eResearcherLoad\x12\x10\n\x08username\x18\x01 \x01(\t\x12$\n\x06region\x18\x02 \x01(\x0e\x32\x14.toex.type.v1.Region\x12\x11\n\topen_jobs\x18\x03 \x01(\x05\x12\x14\n\x0coverdue_jobs\x18\x04 \x01(\x05\"\x8b\x01\n\x19GetRegionCapacityResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x34\n\x0bresearchers\x18\x02 \x03(\x0b\x32\x1f.toex.tasking.v1.ResearcherLoad\x12\x17\n\x0funassigned_jobs\x18\x03 \x01(\x05\x12\x11\n\topen_jobs\x18\x04 \x01(\x05*\xcc\x01\n\x07JobType\x12\x18\n\x14JOB_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n\x17JOB_TYPE_COMMS_ANALYSIS\x10\x01\x12\x11\n\rJOB_TYPE_ANPR\x10\x02\x12%\n!JOB_TYPE_INTELLIGENCE_DEVELOPMENT\x10\x03\x12\x18\n\x14JOB_TYPE_OPEN_SOURCE\x10\x04\x12\x1b\n\x17JOB_TYPE_SYSTEMS_CHECKS\x10\x05\x12\x19\n\x15JOB_TYPE_SAFEGUARDING\x10\x06*f\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x14\n\x10PRIORITY_ROUTINE\x10\x01\x12\x15\n\x11PRIORITY_PRIORITY\x10\x02\x12\x13\n\x0fPRIORITY_URGENT\x10\x03*\xce\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_RAISED\x10\x01\x12\x16\n\x12JOB_STATE_ASSIGNED\x10\x02\x12\x19\n\x15JOB_STATE_IN_PROGRESS\x10\x03\x12\x17\n\x13JOB_STATE_DELIVERED\x10\x04\x12\x14\n\x10JOB_STATE_CLOSED\x10\x05\x12\x16\n\x12JOB_STATE_DECLINED\x10\x06\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x07\x32\x8e\x07\n\x0eTaskingService\x12R\n\tCreateJob\x12!.toex.tasking.v1.CreateJobRequest\x1a\".toex.tasking.v1.CreateJobResponse\x12I\n\x06GetJob\x12\x1e.toex.tasking.v1.GetJobRequest\x1a\x1f.toex.tasking.v1.GetJobResponse\x12O\n\x08ListJobs\x12 .toex.tasking.v1.ListJobsRequest\x1a!.toex.tasking.v1.ListJobsResponse\x12R\n\tUpdateJob\x12!.toex.tasking.v1.UpdateJobRequest\x1a\".toex.tasking.v1.UpdateJobResponse\x12R\n\tAssignJob\x12!.toex.tasking.v1.AssignJobRequest\x1a\".toex.tasking.v1.AssignJobResponse\x12X\n\x0bReassignJob\x12#.toex.tasking.v1.ReassignJobRequest\x1a$.toex.tasking.v1.ReassignJobResponse\x12\x64\n\x0fUpdateJobStatus\x12\'.toex.tasking.v1.UpdateJobStatusRequest\x1a(.toex.tasking.v1.UpdateJobStatusResponse\x12U\n\nAddJobNote\x12\".toex.tasking.v1.AddJobNoteRequest\x1a#.toex.tasking.v1.AddJobNoteResponse\x12\x61\n\x0eRecordFeedback\x12&.toex.tasking.v1.RecordFeedbackRequest\x1a\'.toex.tasking.v1.RecordFeedbackResponse\x12j\n\x11GetRegionCapacity\x12).toex.tasking.v1.GetRegionCapacityRequest\x1a*.toex.tasking.v1.GetRegionCapacityResponseB\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,58 +36,62 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'toex.tasking.v1.tasking_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'P\001'
-  _globals['_JOBTYPE']._serialized_start=2732
-  _globals['_JOBTYPE']._serialized_end=2936
-  _globals['_PRIORITY']._serialized_start=2938
-  _globals['_PRIORITY']._serialized_end=3040
-  _globals['_JOBSTATE']._serialized_start=3043
-  _globals['_JOBSTATE']._serialized_end=3249
-  _globals['_ASSIGNEE']._serialized_start=139
-  _globals['_ASSIGNEE']._serialized_end=254
-  _globals['_JOBNOTE']._serialized_start=256
-  _globals['_JOBNOTE']._serialized_end=358
-  _globals['_FEEDBACK']._serialized_start=360
-  _globals['_FEEDBACK']._serialized_end=473
-  _globals['_JOB']._serialized_start=476
-  _globals['_JOB']._serialized_end=1173
-  _globals['_CREATEJOBREQUEST']._serialized_start=1175
-  _globals['_CREATEJOBREQUEST']._serialized_end=1264
-  _globals['_CREATEJOBRESPONSE']._serialized_start=1266
-  _globals['_CREATEJOBRESPONSE']._serialized_end=1320
-  _globals['_GETJOBREQUEST']._serialized_start=1322
-  _globals['_GETJOBREQUEST']._serialized_end=1351
-  _globals['_GETJOBRESPONSE']._serialized_start=1353
-  _globals['_GETJOBRESPONSE']._serialized_end=1404
-  _globals['_LISTJOBSREQUEST']._serialized_start=1407
-  _globals['_LISTJOBSREQUEST']._serialized_end=1588
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1590
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1669
-  _globals['_ASSIGNJOBREQUEST']._serialized_start=1671
-  _globals['_ASSIGNJOBREQUEST']._serialized_end=1742
-  _globals['_ASSIGNJOBRESPONSE']._serialized_start=1744
-  _globals['_ASSIGNJOBRESPONSE']._serialized_end=1798
-  _globals['_REASSIGNJOBREQUEST']._serialized_start=1800
-  _globals['_REASSIGNJOBREQUEST']._serialized_end=1888
-  _globals['_REASSIGNJOBRESPONSE']._serialized_start=1890
-  _globals['_REASSIGNJOBRESPONSE']._serialized_end=1946
-  _globals['_UPDATEJOBSTATUSREQUEST']._serialized_start=1949
-  _globals['_UPDATEJOBSTATUSREQUEST']._serialized_end=2082
-  _globals['_UPDATEJOBSTATUSRESPONSE']._serialized_start=2084
-  _globals['_UPDATEJOBSTATUSRESPONSE']._serialized_end=2144
-  _globals['_ADDJOBNOTEREQUEST']._serialized_start=2146
-  _globals['_ADDJOBNOTEREQUEST']._serialized_end=2215
-  _globals['_ADDJOBNOTERESPONSE']._serialized_start=2217
-  _globals['_ADDJOBNOTERESPONSE']._serialized_end=2277
-  _globals['_RECORDFEEDBACKREQUEST']._serialized_start=2279
-  _globals['_RECORDFEEDBACKREQUEST']._serialized_end=2369
-  _globals['_RECORDFEEDBACKRESPONSE']._serialized_start=2371
-  _globals['_RECORDFEEDBACKRESPONSE']._serialized_end=2430
-  _globals['_GETREGIONCAPACITYREQUEST']._serialized_start=2432
-  _globals['_GETREGIONCAPACITYREQUEST']._serialized_end=2472
-  _globals['_RESEARCHERLOAD']._serialized_start=2474
-  _globals['_RESEARCHERLOAD']._serialized_end=2587
-  _globals['_GETREGIONCAPACITYRESPONSE']._serialized_start=2590
-  _globals['_GETREGIONCAPACITYRESPONSE']._serialized_end=2729
-  _globals['_TASKINGSERVICE']._serialized_start=3252
-  _globals['_TASKINGSERVICE']._serialized_end=4078
+  _globals['_JOBTYPE']._serialized_start=3053
+  _globals['_JOBTYPE']._serialized_end=3257
+  _globals['_PRIORITY']._serialized_start=3259
+  _globals['_PRIORITY']._serialized_end=3361
+  _globals['_JOBSTATE']._serialized_start=3364
+  _globals['_JOBSTATE']._serialized_end=3570
+  _globals['_ASSIGNEE']._serialized_start=173
+  _globals['_ASSIGNEE']._serialized_end=288
+  _globals['_JOBNOTE']._serialized_start=290
+  _globals['_JOBNOTE']._serialized_end=392
+  _globals['_FEEDBACK']._serialized_start=394
+  _globals['_FEEDBACK']._serialized_end=507
+  _globals['_JOB']._serialized_start=510
+  _globals['_JOB']._serialized_end=1260
+  _globals['_CREATEJOBREQUEST']._serialized_start=1263
+  _globals['_CREATEJOBREQUEST']._serialized_end=1405
+  _globals['_CREATEJOBRESPONSE']._serialized_start=1407
+  _globals['_CREATEJOBRESPONSE']._serialized_end=1461
+  _globals['_GETJOBREQUEST']._serialized_start=1463
+  _globals['_GETJOBREQUEST']._serialized_end=1492
+  _globals['_GETJOBRESPONSE']._serialized_start=1494
+  _globals['_GETJOBRESPONSE']._serialized_end=1545
+  _globals['_LISTJOBSREQUEST']._serialized_start=1548
+  _globals['_LISTJOBSREQUEST']._serialized_end=1729
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1731
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1810
+  _globals['_UPDATEJOBREQUEST']._serialized_start=1812
+  _globals['_UPDATEJOBREQUEST']._serialized_end=1934
+  _globals['_UPDATEJOBRESPONSE']._serialized_start=1936
+  _globals['_UPDATEJOBRESPONSE']._serialized_end=1990
+  _globals['_ASSIGNJOBREQUEST']._serialized_start=1992
+  _globals['_ASSIGNJOBREQUEST']._serialized_end=2063
+  _globals['_ASSIGNJOBRESPONSE']._serialized_start=2065
+  _globals['_ASSIGNJOBRESPONSE']._serialized_end=2119
+  _globals['_REASSIGNJOBREQUEST']._serialized_start=2121
+  _globals['_REASSIGNJOBREQUEST']._serialized_end=2209
+  _globals['_REASSIGNJOBRESPONSE']._serialized_start=2211
+  _globals['_REASSIGNJOBRESPONSE']._serialized_end=2267
+  _globals['_UPDATEJOBSTATUSREQUEST']._serialized_start=2270
+  _globals['_UPDATEJOBSTATUSREQUEST']._serialized_end=2403
+  _globals['_UPDATEJOBSTATUSRESPONSE']._serialized_start=2405
+  _globals['_UPDATEJOBSTATUSRESPONSE']._serialized_end=2465
+  _globals['_ADDJOBNOTEREQUEST']._serialized_start=2467
+  _globals['_ADDJOBNOTEREQUEST']._serialized_end=2536
+  _globals['_ADDJOBNOTERESPONSE']._serialized_start=2538
+  _globals['_ADDJOBNOTERESPONSE']._serialized_end=2598
+  _globals['_RECORDFEEDBACKREQUEST']._serialized_start=2600
+  _globals['_RECORDFEEDBACKREQUEST']._serialized_end=2690
+  _globals['_RECORDFEEDBACKRESPONSE']._serialized_start=2692
+  _globals['_RECORDFEEDBACKRESPONSE']._serialized_end=2751
+  _globals['_GETREGIONCAPACITYREQUEST']._serialized_start=2753
+  _globals['_GETREGIONCAPACITYREQUEST']._serialized_end=2793
+  _globals['_RESEARCHERLOAD']._serialized_start=2795
+  _globals['_RESEARCHERLOAD']._serialized_end=2908
+  _globals['_GETREGIONCAPACITYRESPONSE']._serialized_start=2911
+  _globals['_GETREGIONCAPACITYRESPONSE']._serialized_end=3050
+  _globals['_TASKINGSERVICE']._serialized_start=3573
+  _globals['_TASKINGSERVICE']._serialized_end=4483
 # @@protoc_insertion_point(module_scope)

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -267,6 +268,7 @@ class Job(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     OVERDUE_FIELD_NUMBER: _builtins.int
+    COLLABORATING_REGIONS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name `regions/{region}/jobs/{job}`. Output only."""
     requesting_unit: _builtins.str
@@ -321,6 +323,12 @@ class Job(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the job last changed. Output only."""
 
+    @_builtins.property
+    def collaborating_regions(self) -> _containers.RepeatedScalarFieldContainer[_region_pb2.Region.ValueType]:
+        """Regions collaborating on the job (an operation across regions): their supervisors see the
+        job read-only. Never the owning region.
+        """
+
     def __init__(
         self,
         *,
@@ -344,10 +352,11 @@ class Job(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         overdue: _builtins.bool = ...,
+        collaborating_regions: _abc.Iterable[_region_pb2.Region.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "due_time", b"due_time", "feedback", b"feedback", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignees", b"assignees", "create_time", b"create_time", "created_by", b"created_by", "description", b"description", "due_time", b"due_time", "feedback", b"feedback", "handling", b"handling", "job_type", b"job_type", "name", b"name", "notes", b"notes", "operation_name", b"operation_name", "overdue", b"overdue", "owning_region", b"owning_region", "priority", b"priority", "product", b"product", "requesting_officer", b"requesting_officer", "requesting_unit", b"requesting_unit", "state", b"state", "subject_entity_ids", b"subject_entity_ids", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignees", b"assignees", "collaborating_regions", b"collaborating_regions", "create_time", b"create_time", "created_by", b"created_by", "description", b"description", "due_time", b"due_time", "feedback", b"feedback", "handling", b"handling", "job_type", b"job_type", "name", b"name", "notes", b"notes", "operation_name", b"operation_name", "overdue", b"overdue", "owning_region", b"owning_region", "priority", b"priority", "product", b"product", "requesting_officer", b"requesting_officer", "requesting_unit", b"requesting_unit", "state", b"state", "subject_entity_ids", b"subject_entity_ids", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -362,6 +371,7 @@ class CreateJobRequest(_message.Message):
     PARENT_FIELD_NUMBER: _builtins.int
     JOB_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    COLLABORATING_REGIONS_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     """The owning region, `regions/{region}`."""
     request_id: _builtins.str
@@ -370,16 +380,23 @@ class CreateJobRequest(_message.Message):
     def job(self) -> Global___Job:
         """The job to raise. `name`, `state` and other output-only fields are ignored."""
 
+    @_builtins.property
+    def collaborating_regions(self) -> _containers.RepeatedScalarFieldContainer[_region_pb2.Region.ValueType]:
+        """Regions collaborating on the job; the same as `job.collaborating_regions`, either may be
+        used (the two lists are joined).
+        """
+
     def __init__(
         self,
         *,
         parent: _builtins.str = ...,
         job: Global___Job | None = ...,
         request_id: _builtins.str = ...,
+        collaborating_regions: _abc.Iterable[_region_pb2.Region.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "parent", b"parent", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collaborating_regions", b"collaborating_regions", "job", b"job", "parent", b"parent", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -530,6 +547,68 @@ class ListJobsResponse(_message.Message):
 Global___ListJobsResponse: _TypeAlias = ListJobsResponse  # noqa: Y015
 
 @_typing.final
+class UpdateJobRequest(_message.Message):
+    """Request for UpdateJob."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Optional idempotency key."""
+    @_builtins.property
+    def job(self) -> Global___Job:
+        """The job with `name` set (`regions/{region}/jobs/{job}`) and the new values of the fields
+        named in `update_mask`.
+        """
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to change: due_time, priority, subject_entity_ids, description,
+        collaborating_regions. Required; any other path is INVALID_ARGUMENT.
+        """
+
+    def __init__(
+        self,
+        *,
+        job: Global___Job | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "request_id", b"request_id", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateJobRequest: _TypeAlias = UpdateJobRequest  # noqa: Y015
+
+@_typing.final
+class UpdateJobResponse(_message.Message):
+    """Response of UpdateJob."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job(self) -> Global___Job:
+        """The job after the change."""
+
+    def __init__(
+        self,
+        *,
+        job: Global___Job | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateJobResponse: _TypeAlias = UpdateJobResponse  # noqa: Y015
+
+@_typing.final
 class AssignJobRequest(_message.Message):
     """Request for AssignJob."""
 
@@ -544,7 +623,9 @@ class AssignJobRequest(_message.Message):
     """Optional idempotency key."""
     @_builtins.property
     def assignees(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Login names of researchers of the owning region to add."""
+        """Login names of researchers to add: of the owning region when a supervisor assigns, of any
+        region when a national coordinator does.
+        """
 
     def __init__(
         self,

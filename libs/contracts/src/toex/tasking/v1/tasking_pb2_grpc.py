@@ -55,6 +55,11 @@ class TaskingServiceStub:
                 request_serializer=toex_dot_tasking_dot_v1_dot_tasking__pb2.ListJobsRequest.SerializeToString,
                 response_deserializer=toex_dot_tasking_dot_v1_dot_tasking__pb2.ListJobsResponse.FromString,
                 _registered_method=True)
+        self.UpdateJob = channel.unary_unary(
+                '/toex.tasking.v1.TaskingService/UpdateJob',
+                request_serializer=toex_dot_tasking_dot_v1_dot_tasking__pb2.UpdateJobRequest.SerializeToString,
+                response_deserializer=toex_dot_tasking_dot_v1_dot_tasking__pb2.UpdateJobResponse.FromString,
+                _registered_method=True)
         self.AssignJob = channel.unary_unary(
                 '/toex.tasking.v1.TaskingService/AssignJob',
                 request_serializer=toex_dot_tasking_dot_v1_dot_tasking__pb2.AssignJobRequest.SerializeToString,
@@ -104,7 +109,8 @@ class TaskingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetJob(self, request, context):
-        """Reads one job. A job outside the caller's scope answers NOT_FOUND.
+        """Reads one job. A job outside the caller's scope answers NOT_FOUND. Supervisors of the
+        job's collaborating regions see it read-only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -117,8 +123,18 @@ class TaskingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateJob(self, request, context):
+        """Changes an open job's due time, priority, subjects, description or collaborating regions,
+        those named in `update_mask` (AIP-134). The owning region's supervisor or a national
+        coordinator. A new due time re-arms the overdue notice.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AssignJob(self, request, context):
-        """Assigns researchers of the owning region; RAISED becomes ASSIGNED.
+        """Assigns researchers; RAISED becomes ASSIGNED. A supervisor assigns researchers of the
+        owning region; a national coordinator assigns researchers of any region.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -176,6 +192,11 @@ def add_TaskingServiceServicer_to_server(servicer, server):
                     servicer.ListJobs,
                     request_deserializer=toex_dot_tasking_dot_v1_dot_tasking__pb2.ListJobsRequest.FromString,
                     response_serializer=toex_dot_tasking_dot_v1_dot_tasking__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'UpdateJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateJob,
+                    request_deserializer=toex_dot_tasking_dot_v1_dot_tasking__pb2.UpdateJobRequest.FromString,
+                    response_serializer=toex_dot_tasking_dot_v1_dot_tasking__pb2.UpdateJobResponse.SerializeToString,
             ),
             'AssignJob': grpc.unary_unary_rpc_method_handler(
                     servicer.AssignJob,
@@ -295,6 +316,33 @@ class TaskingService:
             '/toex.tasking.v1.TaskingService/ListJobs',
             toex_dot_tasking_dot_v1_dot_tasking__pb2.ListJobsRequest.SerializeToString,
             toex_dot_tasking_dot_v1_dot_tasking__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/toex.tasking.v1.TaskingService/UpdateJob',
+            toex_dot_tasking_dot_v1_dot_tasking__pb2.UpdateJobRequest.SerializeToString,
+            toex_dot_tasking_dot_v1_dot_tasking__pb2.UpdateJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

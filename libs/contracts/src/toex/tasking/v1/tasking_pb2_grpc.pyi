@@ -42,11 +42,20 @@ class TaskingServiceStub:
     CreateJob: _grpc.UnaryUnaryMultiCallable[_tasking_pb2.CreateJobRequest, _tasking_pb2.CreateJobResponse]
     """Raises a new job in the region named by `parent`."""
     GetJob: _grpc.UnaryUnaryMultiCallable[_tasking_pb2.GetJobRequest, _tasking_pb2.GetJobResponse]
-    """Reads one job. A job outside the caller's scope answers NOT_FOUND."""
+    """Reads one job. A job outside the caller's scope answers NOT_FOUND. Supervisors of the
+    job's collaborating regions see it read-only.
+    """
     ListJobs: _grpc.UnaryUnaryMultiCallable[_tasking_pb2.ListJobsRequest, _tasking_pb2.ListJobsResponse]
     """Lists jobs the caller may see, newest first."""
+    UpdateJob: _grpc.UnaryUnaryMultiCallable[_tasking_pb2.UpdateJobRequest, _tasking_pb2.UpdateJobResponse]
+    """Changes an open job's due time, priority, subjects, description or collaborating regions,
+    those named in `update_mask` (AIP-134). The owning region's supervisor or a national
+    coordinator. A new due time re-arms the overdue notice.
+    """
     AssignJob: _grpc.UnaryUnaryMultiCallable[_tasking_pb2.AssignJobRequest, _tasking_pb2.AssignJobResponse]
-    """Assigns researchers of the owning region; RAISED becomes ASSIGNED."""
+    """Assigns researchers; RAISED becomes ASSIGNED. A supervisor assigns researchers of the
+    owning region; a national coordinator assigns researchers of any region.
+    """
     ReassignJob: _grpc.UnaryUnaryMultiCallable[_tasking_pb2.ReassignJobRequest, _tasking_pb2.ReassignJobResponse]
     """Hands the job to a researcher of another region; the owning region stays the same."""
     UpdateJobStatus: _grpc.UnaryUnaryMultiCallable[_tasking_pb2.UpdateJobStatusRequest, _tasking_pb2.UpdateJobStatusResponse]
@@ -72,11 +81,20 @@ class TaskingServiceAsyncStub(TaskingServiceStub):
     CreateJob: _aio.UnaryUnaryMultiCallable[_tasking_pb2.CreateJobRequest, _tasking_pb2.CreateJobResponse]  # type: ignore[assignment]
     """Raises a new job in the region named by `parent`."""
     GetJob: _aio.UnaryUnaryMultiCallable[_tasking_pb2.GetJobRequest, _tasking_pb2.GetJobResponse]  # type: ignore[assignment]
-    """Reads one job. A job outside the caller's scope answers NOT_FOUND."""
+    """Reads one job. A job outside the caller's scope answers NOT_FOUND. Supervisors of the
+    job's collaborating regions see it read-only.
+    """
     ListJobs: _aio.UnaryUnaryMultiCallable[_tasking_pb2.ListJobsRequest, _tasking_pb2.ListJobsResponse]  # type: ignore[assignment]
     """Lists jobs the caller may see, newest first."""
+    UpdateJob: _aio.UnaryUnaryMultiCallable[_tasking_pb2.UpdateJobRequest, _tasking_pb2.UpdateJobResponse]  # type: ignore[assignment]
+    """Changes an open job's due time, priority, subjects, description or collaborating regions,
+    those named in `update_mask` (AIP-134). The owning region's supervisor or a national
+    coordinator. A new due time re-arms the overdue notice.
+    """
     AssignJob: _aio.UnaryUnaryMultiCallable[_tasking_pb2.AssignJobRequest, _tasking_pb2.AssignJobResponse]  # type: ignore[assignment]
-    """Assigns researchers of the owning region; RAISED becomes ASSIGNED."""
+    """Assigns researchers; RAISED becomes ASSIGNED. A supervisor assigns researchers of the
+    owning region; a national coordinator assigns researchers of any region.
+    """
     ReassignJob: _aio.UnaryUnaryMultiCallable[_tasking_pb2.ReassignJobRequest, _tasking_pb2.ReassignJobResponse]  # type: ignore[assignment]
     """Hands the job to a researcher of another region; the owning region stays the same."""
     UpdateJobStatus: _aio.UnaryUnaryMultiCallable[_tasking_pb2.UpdateJobStatusRequest, _tasking_pb2.UpdateJobStatusResponse]  # type: ignore[assignment]
@@ -111,7 +129,9 @@ class TaskingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _tasking_pb2.GetJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tasking_pb2.GetJobResponse, _abc.Awaitable[_tasking_pb2.GetJobResponse]]:
-        """Reads one job. A job outside the caller's scope answers NOT_FOUND."""
+        """Reads one job. A job outside the caller's scope answers NOT_FOUND. Supervisors of the
+        job's collaborating regions see it read-only.
+        """
 
     @_abc_1.abstractmethod
     def ListJobs(
@@ -122,12 +142,25 @@ class TaskingServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists jobs the caller may see, newest first."""
 
     @_abc_1.abstractmethod
+    def UpdateJob(
+        self,
+        request: _tasking_pb2.UpdateJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tasking_pb2.UpdateJobResponse, _abc.Awaitable[_tasking_pb2.UpdateJobResponse]]:
+        """Changes an open job's due time, priority, subjects, description or collaborating regions,
+        those named in `update_mask` (AIP-134). The owning region's supervisor or a national
+        coordinator. A new due time re-arms the overdue notice.
+        """
+
+    @_abc_1.abstractmethod
     def AssignJob(
         self,
         request: _tasking_pb2.AssignJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tasking_pb2.AssignJobResponse, _abc.Awaitable[_tasking_pb2.AssignJobResponse]]:
-        """Assigns researchers of the owning region; RAISED becomes ASSIGNED."""
+        """Assigns researchers; RAISED becomes ASSIGNED. A supervisor assigns researchers of the
+        owning region; a national coordinator assigns researchers of any region.
+        """
 
     @_abc_1.abstractmethod
     def ReassignJob(

@@ -185,6 +185,7 @@ class JobAccess(_message.Message):
     REVISION_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     ASSIGNEES_FIELD_NUMBER: _builtins.int
+    COLLABORATING_REGIONS_FIELD_NUMBER: _builtins.int
     revision: _builtins.int
     """Grows with every change of the job; of two accesses, the higher revision is the newer."""
     state: Global___JobState.ValueType
@@ -193,16 +194,23 @@ class JobAccess(_message.Message):
     def assignees(self) -> _containers.RepeatedCompositeFieldContainer[Global___Assignee]:
         """Everyone assigned after the change."""
 
+    @_builtins.property
+    def collaborating_regions(self) -> _containers.RepeatedScalarFieldContainer[_region_pb2.Region.ValueType]:
+        """Regions collaborating on the job after the change: their supervisors see the job and its
+        material read-only. Never the owning region.
+        """
+
     def __init__(
         self,
         *,
         revision: _builtins.int = ...,
         state: Global___JobState.ValueType = ...,
         assignees: _abc.Iterable[Global___Assignee] | None = ...,
+        collaborating_regions: _abc.Iterable[_region_pb2.Region.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignees", b"assignees", "revision", b"revision", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignees", b"assignees", "collaborating_regions", b"collaborating_regions", "revision", b"revision", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -479,6 +487,64 @@ class JobStatusChanged(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JobStatusChanged: _TypeAlias = JobStatusChanged  # noqa: Y015
+
+@_typing.final
+class JobUpdated(_message.Message):
+    """JobUpdated: fields of an open job were changed (UpdateJob). Names what changed, not the values:
+    a consumer that needs them reads the job.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
+    UPDATED_BY_FIELD_NUMBER: _builtins.int
+    ACCESS_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Unique event id."""
+    job: _builtins.str
+    """The job's resource name."""
+    updated_by: _builtins.str
+    """Who changed them."""
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When it happened."""
+
+    @_builtins.property
+    def label(self) -> _security_pb2.SecurityLabel:
+        """Region and handling code of the job."""
+
+    @_builtins.property
+    def changed_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The fields whose values changed, as named in the API's update mask (for example
+        `due_time`, `collaborating_regions`).
+        """
+
+    @_builtins.property
+    def access(self) -> Global___JobAccess:
+        """Who may work it and which regions collaborate, after the change."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+        label: _security_pb2.SecurityLabel | None = ...,
+        job: _builtins.str = ...,
+        changed_fields: _abc.Iterable[_builtins.str] | None = ...,
+        updated_by: _builtins.str = ...,
+        access: Global___JobAccess | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "label", b"label", "occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "changed_fields", b"changed_fields", "event_id", b"event_id", "job", b"job", "label", b"label", "occur_time", b"occur_time", "updated_by", b"updated_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobUpdated: _TypeAlias = JobUpdated  # noqa: Y015
 
 @_typing.final
 class JobOverdue(_message.Message):
