@@ -127,11 +127,11 @@ def test_broker_outage_during_creation_loses_nothing(cli_for, nats_server) -> No
     found: list[str] = []
     for _ in range(20):  # the relay retries with backoff once the broker is back
         events = tail(coordinator, "TASKING", "ERSOU")
-        found = [e["data"]["job"]["name"] for e in events if e["type"].endswith("JobCreated")]
+        found = [e["data"]["job"] for e in events if e["type"].endswith("JobCreated")]
         if set(names) <= set(found):
             break
         time.sleep(1)
-    found = [e["data"]["job"]["name"] for e in events if e["type"].endswith("JobCreated")]
+    found = [e["data"]["job"] for e in events if e["type"].endswith("JobCreated")]
     assert sorted(n for n in found if n in names) == sorted(names)
 
 

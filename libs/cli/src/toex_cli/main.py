@@ -34,7 +34,7 @@ MODULES: tuple[ModuleType, ...] = (auth_commands, jobs, events, comms, safeguard
     metavar="TEXT",
     help='Why you are reading (an operation name or job reference, e.g. "Op Kestrel"). '
     "Sent with every call and written to the audit log; reads without one are refused. "
-    "A command that names a job (--job EMSOU/ID) has the job as its purpose unless this is given: "
+    "A command given --job EMSOU/ID has the job as its purpose unless this is given: "
     "that is how a job's assignee from another region reaches the job's material.",
 )
 @click.option(

@@ -106,8 +106,8 @@ class _ParsedType(click.ParamType):
 
 
 class JobNameType(_ParsedType):
-    """A job, regions/EMSOU/jobs/ID or EMSOU/ID. A command that names a job works under it: with
-    no --purpose given, the job is the purpose (what a job's assignee of another region needs to
+    """A job, regions/EMSOU/jobs/ID or EMSOU/ID. A command given `--job` works under it: with no
+    --purpose given, the job is the purpose (what a job's assignee of another region needs to
     reach the job's material, and what the audit log then records)."""
 
     name = "job"
@@ -117,7 +117,9 @@ class JobNameType(_ParsedType):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         job = super().convert(value, param, ctx)
-        if job and ctx is not None:
+        # `--job` says which job the work is for; a job named as what to read (`jobs show NAME`)
+        # is not a reason for reading it.
+        if job and ctx is not None and isinstance(param, click.Option):
             work_under(ctx, job)
         return job
 

@@ -3,8 +3,9 @@ assignees work (the rules are toex_kernel.grants').
 
 Each service that takes part keeps one row per job it has heard of in `job_grants`: the job's
 region, whether it is open, who holds it, and the revision of the job that said so. Tasking's
-v2 events about who may work a job (JobCreated, JobAssigned, JobReassigned, JobStatusChanged)
-each carry the whole answer (`JobAccess`) with the job's revision, so the model keeps the
+v2 events about who may work a job (JobCreated, JobAssigned, JobReassigned, JobStatusChanged,
+JobUpdated)
+each carry the whole answer (`JobAccess`: state, assignees, collaborating regions) with the job's revision, so the model keeps the
 highest revision it has seen: an event redelivered, or one overtaken by a later one, changes
 nothing. `subscribe(bus, service)` puts the consumer on the service's bus; `create_grant_schema`
 goes in one of the service's migrations; `SqlGrants` answers the service's policy in the
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Column, DateTime, MetaData, String, Table, Text, func, select
+from sqlalchemy import BigInteger, Boolean, Column, DateTime, MetaData, String, Table, Text, func
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -36,6 +37,8 @@ job_grants_table = Table(
     Column("region", String(16), nullable=False),
     Column("open", Boolean, nullable=False),
     Column("holders", ARRAY(Text), nullable=False),
+    # Regions collaborating on the job: their supervisors read its material.
+    Column("collaborators", ARRAY(Text), nullable=False, server_default="{}"),
     Column("revision", BigInteger, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
@@ -54,6 +57,7 @@ ACCESS_EVENTS = (
     tasking_events.JobAssigned,
     tasking_events.JobReassigned,
     tasking_events.JobStatusChanged,
+    tasking_events.JobUpdated,
 )
 
 
@@ -75,6 +79,9 @@ async def store_access(
         "region": region.value,
         "open": access.state in OPEN_STATES,
         "holders": sorted({a.username for a in access.assignees if a.username}),
+        "collaborators": sorted(
+            {Region.from_proto(r).value for r in access.collaborating_regions if r} - {region.value}
+        ),
         "revision": access.revision,
     }
     statement = pg_insert(job_grants_table).values(**row)
@@ -83,12 +90,16 @@ async def store_access(
         set_={
             "open": statement.excluded.open,
             "holders": statement.excluded.holders,
+            "collaborators": statement.excluded.collaborators,
             "revision": statement.excluded.revision,
             "updated_at": func.now(),
         },
         where=job_grants_table.c.revision <= statement.excluded.revision,
     )
     await session.execute(statement)
+
+
+_GRANT_OF_JOB = "SELECT region, holders, open, collaborators FROM job_grants WHERE job = $1"
 
 
 class SqlGrants:
@@ -98,16 +109,21 @@ class SqlGrants:
         self._session = session
 
     async def of_job(self, job: str) -> JobGrant | None:
-        row = (
-            await self._session.execute(
-                select(job_grants_table.c.region, job_grants_table.c.holders, job_grants_table.c.open).where(
-                    job_grants_table.c.job == job
-                )
-            )
-        ).first()
+        # On the session's own asyncpg connection, in its transaction, as a prepared statement:
+        # a read under a grant pays one indexed lookup, not SQLAlchemy's compile and result
+        # wrapping (about 25 us against 200 us a call).
+        connection = await self._session.connection()
+        raw = await connection.get_raw_connection()
+        row = await raw.driver_connection.fetchrow(_GRANT_OF_JOB, job)  # type: ignore[union-attr]
         if row is None:
             return None
-        return JobGrant(job, Region(row.region), frozenset(row.holders), bool(row.open))
+        return JobGrant(
+            job,
+            Region(row["region"]),
+            frozenset(row["holders"]),
+            bool(row["open"]),
+            frozenset(Region(r) for r in row["collaborators"]),
+        )
 
     async def for_purpose(self, purpose: str) -> JobGrant | None:
         """The grant of the job the call's purpose names, if it names one."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from toex_kernel.principal import Principal
+from toex_kernel.principal import Principal, Role
 from toex_kernel.regions import Region
 
 # `regions/EMSOU/jobs/<id>`, or `EMSOU/<id>` as the CLI writes a job.
@@ -34,21 +34,42 @@ def job_of_purpose(purpose: str) -> str | None:
 
 @dataclass(frozen=True)
 class JobGrant:
-    """Who may work a job now (its assignees), while it is open."""
+    """Who may work a job now (its assignees), while it is open; and which regions collaborate
+    on it (their supervisors read the job's material, and change nothing)."""
 
     job: str
     region: Region
     holders: frozenset[str]
     open: bool
+    collaborators: frozenset[Region] = frozenset()
 
     def admits(self, principal: Principal) -> bool:
         return self.open and principal.username in self.holders
+
+    def admits_reader(self, principal: Principal) -> bool:
+        """A holder, or a supervisor of a collaborating region, while the job is open."""
+        if self.admits(principal):
+            return True
+        return self.open and principal.region in self.collaborators and principal.has(Role.SUPERVISOR)
 
     def covers(self, principal: Principal, region: Region, material_job: str) -> bool:
         """Whether `principal` may work material of `region` attached to `material_job` under
         this grant: the material is the job's, in the job's region, and they hold the job."""
         return self.region is region and material_job == self.job and self.admits(principal)
 
+    def covers_reading(self, principal: Principal, region: Region, material_job: str) -> bool:
+        """Whether `principal` may read (only) that material: a holder, or a collaborating
+        region's supervisor."""
+        return self.region is region and material_job == self.job and self.admits_reader(principal)
+
 
 def covered(grant: JobGrant | None, principal: Principal, region: Region, material_job: str) -> bool:
+    """May work (read and change) the job's material under the grant."""
     return grant is not None and bool(material_job) and grant.covers(principal, region, material_job)
+
+
+def covered_for_reading(
+    grant: JobGrant | None, principal: Principal, region: Region, material_job: str
+) -> bool:
+    """May read the job's material under the grant (collaborating supervisors included)."""
+    return grant is not None and bool(material_job) and grant.covers_reading(principal, region, material_job)

@@ -30,9 +30,11 @@ class FakeGrants:
     def __init__(self) -> None:
         self.grants: dict[str, JobGrant] = {}
 
-    def grant(self, job: str, *holders: str, open: bool = True) -> None:
+    def grant(
+        self, job: str, *holders: str, open: bool = True, collaborators: frozenset[Region] = frozenset()
+    ) -> None:
         region = Region.parse(job.split("/")[1])
-        self.grants[job] = JobGrant(job, region, frozenset(holders), open)
+        self.grants[job] = JobGrant(job, region, frozenset(holders), open, collaborators)
 
     async def of_job(self, job: str) -> JobGrant | None:
         return self.grants.get(job)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from toex_kernel.grants import JobGrant, covered, job_of_purpose
+from toex_kernel.grants import JobGrant, covered, covered_for_reading, job_of_purpose
 from toex_kernel.principal import Principal, Role
 from toex_kernel.regions import Region
 
@@ -33,3 +33,20 @@ def test_a_grant_covers_the_jobs_material_for_its_holders_while_open() -> None:
         JobGrant(JOB, Region.EMSOU, frozenset({"researcher.london"}), open=False), LONDON, Region.EMSOU, JOB
     )
     assert not covered(None, LONDON, Region.EMSOU, JOB)
+
+
+def test_a_collaborating_regions_supervisor_reads_the_jobs_material_and_changes_nothing() -> None:
+    grant = JobGrant(JOB, Region.EMSOU, frozenset({"researcher.london"}), True, frozenset({Region.ERSOU}))
+    supervisor = Principal("s-3", "supervisor.ersou", Region.ERSOU, frozenset({Role.SUPERVISOR}))
+    researcher = Principal("s-4", "researcher.ersou", Region.ERSOU, frozenset({Role.RESEARCHER}))
+    elsewhere = Principal("s-5", "supervisor.london", Region.LONDON, frozenset({Role.SUPERVISOR}))
+    assert covered_for_reading(grant, supervisor, Region.EMSOU, JOB)
+    assert not covered(grant, supervisor, Region.EMSOU, JOB)
+    # not a supervisor, not a collaborating region, not the job's material, a closed job: no
+    assert not covered_for_reading(grant, researcher, Region.EMSOU, JOB)
+    assert not covered_for_reading(grant, elsewhere, Region.EMSOU, JOB)
+    assert not covered_for_reading(grant, supervisor, Region.EMSOU, "regions/EMSOU/jobs/other")
+    closed = JobGrant(JOB, Region.EMSOU, frozenset(), False, frozenset({Region.ERSOU}))
+    assert not covered_for_reading(closed, supervisor, Region.EMSOU, JOB)
+    # holders read as they work
+    assert covered_for_reading(grant, LONDON, Region.EMSOU, JOB)

@@ -31,11 +31,12 @@ async def nc(nats_server) -> AsyncIterator[Client]:
     await client.close()
 
 
-def access(revision: int, state: int, *holders: str) -> ev.JobAccess:
+def access(revision: int, state: int, *holders: str, collaborating: tuple[Region, ...] = ()) -> ev.JobAccess:
     return ev.JobAccess(
         revision=revision,
         state=state,  # type: ignore[arg-type]
         assignees=[ev.Assignee(username=h) for h in holders],
+        collaborating_regions=[r.to_proto() for r in collaborating],  # type: ignore[misc]
     )
 
 
@@ -93,9 +94,24 @@ async def test_grants_follow_the_jobs_revisions_through_a_real_consumer(engine, 
         assert await grant(other) is None
         assert consumer.counts[Outcome.DEAD_LETTERED] == 1
 
+        # UpdateJob names a collaborating region: its supervisors are readers from then on.
+        updated = ev.JobUpdated(
+            job=job,
+            access=access(4, ev.JOB_STATE_ASSIGNED, "researcher.london", collaborating=(Region.ERSOU,)),
+        )
+        await publish(nc, updated, Region.EMSOU)
+        for _ in range(100):
+            found = await grant(job)
+            if found is not None and found.collaborators:
+                break
+            await asyncio.sleep(0.1)
+        assert await grant(job) == JobGrant(
+            job, Region.EMSOU, frozenset({"researcher.london"}), True, frozenset({Region.ERSOU})
+        )
+
         await publish(
             nc,
-            ev.JobStatusChanged(job=job, access=access(4, ev.JOB_STATE_CLOSED, "researcher.london")),
+            ev.JobStatusChanged(job=job, access=access(5, ev.JOB_STATE_CLOSED, "researcher.london")),
             Region.EMSOU,
         )
         for _ in range(100):
