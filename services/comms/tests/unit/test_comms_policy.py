@@ -72,3 +72,20 @@ def test_those_who_see_the_region_reach_all_of_it_and_need_no_grant() -> None:
     assert policy.needs_grant(hub, Region.EMSOU, change=True)
     with pytest.raises(OutOfScope):
         policy.reach(hub, Region.EMSOU, None, "x", change=True)
+
+
+def test_a_collaborating_regions_supervisor_reads_the_jobs_material_and_changes_nothing() -> None:
+    collaborating = JobGrant(
+        JOB, Region.EMSOU, frozenset({"researcher.london"}), True, frozenset({Region.ERSOU})
+    )
+    supervisor = Principal("s", "supervisor.ersou", Region.ERSOU, frozenset({Role.SUPERVISOR}))
+    assert policy.reach(supervisor, Region.EMSOU, collaborating, "x") == policy.Reach(Region.EMSOU, JOB)
+    with pytest.raises(OutOfScope):
+        policy.reach(supervisor, Region.EMSOU, collaborating, "x", change=True)
+    # an analyst of the collaborating region, or a supervisor of a region not named: nothing
+    for other in (
+        Principal("s", "analyst.ersou", Region.ERSOU, frozenset({Role.ANALYST})),
+        Principal("s", "supervisor.sw", Region.SW, frozenset({Role.SUPERVISOR})),
+    ):
+        with pytest.raises(OutOfScope):
+            policy.reach(other, Region.EMSOU, collaborating, "x")

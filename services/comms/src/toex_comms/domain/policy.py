@@ -26,7 +26,9 @@ when the call's purpose names J (`regions/R/jobs/ID` or `R/ID`):
   from R's other call data); R's attributions (whom a number or vehicle belongs to is the
   region's knowledge: the holder asks the entity service under the same job); attributing an
   identifier, creating mapping profiles, creating watchlists or adding numbers to them.
-A refusal is the refusal of another region's material: NOT_FOUND, audited as denied. Method
+A supervisor of a region collaborating on J (named on the job) reads what a holder reads and
+changes nothing. A refusal is the refusal of another region's material: NOT_FOUND, audited as
+denied. Method
 rules are unchanged: a grant gives no role. Callers who see R today are decided as before and
 never pay for a grant lookup.
 """
@@ -36,7 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from toex_kernel.errors import OutOfScope
-from toex_kernel.grants import JobGrant, covered
+from toex_kernel.grants import JobGrant, covered, covered_for_reading
 from toex_kernel.policy import MethodRule, rules_for, service_sees_all
 from toex_kernel.principal import Principal, Role
 from toex_kernel.regions import Region
@@ -164,6 +166,9 @@ def reach(
     otherwise OutOfScope, as for any other region's material."""
     if not needs_grant(principal, region, change=change):
         return Reach(region)
-    if grant is not None and principal.has(*GRANTEES) and covered(grant, principal, region, grant.job):
-        return Reach(region, grant.job)
+    if grant is not None and principal.has(*GRANTEES):
+        # Holders work the job's material; a collaborating region's supervisor reads it.
+        allowed = covered if change else covered_for_reading
+        if allowed(grant, principal, region, grant.job):
+            return Reach(region, grant.job)
     raise OutOfScope(f"{what} not found")
