@@ -242,3 +242,22 @@ async def test_the_regions_own_researcher_is_decided_as_before_without_reading_g
     assert grants.lookups == 0
     # A job of another region named as the purpose attaches nothing.
     assert (await submit(d, OWNER, "regions/ERSOU/jobs/j9")).job == ""
+
+
+async def test_a_collaborating_regions_supervisor_reads_the_jobs_records_and_changes_nothing() -> None:
+    d, uow, _, _ = deps()
+    made = await submit(d, HOLDER, JOB)
+    mine = await submit(d, OWNER, "Op SANDPIPER")
+    uow.grants.grant(JOB, HOLDER.username, collaborators=frozenset({Region.ERSOU}))
+    supervisor = Principal("s", "supervisor.ersou", Region.ERSOU, HOLDING_SUPERVISOR.roles)
+    assert (await get(d, supervisor, made, JOB)).id == made.id
+    assert await listing(d, supervisor, JOB) == {made.id}
+    with pytest.raises(OutOfScope):
+        await get(d, supervisor, mine, JOB)
+    with pytest.raises((OutOfScope, PermissionDenied)):
+        await update(d, supervisor, made, JOB)
+    with pytest.raises(PermissionDenied):
+        await submit(d, supervisor, JOB)
+    # a researcher of the collaborating region reads nothing
+    with pytest.raises(OutOfScope):
+        await get(d, Principal("s", "researcher.ersou", Region.ERSOU, HOLDER.roles), made, JOB)

@@ -24,14 +24,15 @@ They may not delete (withdraw from the PND) any record of R, release a held reco
 supervisor of R or a national coordinator decides what the PND may have), read R's queue or
 reconciliations, or reach any record of R not attached to J. Those calls answer exactly as they
 answer anyone of another region: not found for a record, refused for a region.
-A grant never gives a role, and callers who see the region are decided as before, without
-reading grants.
+A supervisor of a region collaborating on J (named on the job) reads and lists J's records as
+a holder does, and changes, submits and searches nothing. A grant never gives a role, and
+callers who see the region are decided as before, without reading grants.
 """
 
 from __future__ import annotations
 
 from toex_kernel.errors import NotFound, OutOfScope, PermissionDenied
-from toex_kernel.grants import JobGrant, covered, job_of_purpose
+from toex_kernel.grants import JobGrant, covered, covered_for_reading, job_of_purpose
 from toex_kernel.policy import MethodRule, rules_for
 from toex_kernel.principal import Principal, Role
 from toex_kernel.regions import Region
@@ -107,7 +108,11 @@ def ensure_visible(
 ) -> IntelligenceRecord:
     if record is None:
         raise NotFound(f"record {name} not found")
-    if not sees(principal, record.region) and not covered(grant, principal, record.region, record.job):
+    # Holders of the record's job read it, and so does a collaborating region's supervisor; only
+    # holders change it (ensure_can_write).
+    if not sees(principal, record.region) and not covered_for_reading(
+        grant, principal, record.region, record.job
+    ):
         raise OutOfScope(f"record {name} not found")
     return record
 
@@ -134,6 +139,6 @@ def listed(
     """The regions a listing reads (None: every region) and the one job it is confined to ("":
     none): a holder of `grant` listing the grant's region sees that job's records alone."""
     if grant is not None and requested is not None and not sees(principal, requested):
-        if covered(grant, principal, requested, grant.job):
+        if covered_for_reading(grant, principal, requested, grant.job):
             return frozenset({requested}), grant.job
     return visible_regions(principal, requested), ""
