@@ -14,13 +14,24 @@ write.
 
 Goal (issue 14): JobReassigned committed to usable in all four services, p99 under 1 s.
 
-    python -m bench.grants.run [--quick] [--jobs N]
+The second figure is the price of a read under a grant. GetDataset of one EMSOU dataset
+attached to a job goes through the real comms service, run as its own process with the full
+interceptor chain, Keycloak tokens, PostgreSQL and the grant consumer. It is read by EMSOU's
+own researcher (no grant is read) and by London's researcher holding the job (the grant is read
+in the call's transaction), both with the job as purpose, with the same concurrency. The runs
+alternate, owner first, three times each.
+
+Goal: a read under a grant costs at most 1.1x the owner's (calls/s of the owner's over the
+holder's, median of the three pairs).
+
+    python -m bench.grants.run [--quick] [--jobs N] [--seconds S] [--only propagation|read]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import tempfile
 import time
@@ -29,9 +40,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import grpc
 from sqlalchemy import text
+from toex.comms.v1 import comms_pb2 as comms_pb
+from toex.comms.v1 import comms_pb2_grpc
 from toex.tasking.events.v2 import events_pb2 as tasking_events
 from toex_common.db import create_engine, platform_metadata, session_factory
+from toex_common.events import build_event
 from toex_common.events.bus import MessageBus
 from toex_common.events.consumer import IdempotentConsumer
 from toex_common.events.nats import connect
@@ -40,6 +55,10 @@ from toex_common.events.streams import TASKING_STREAM, ensure_stream
 from toex_common.grants import grants_metadata, subscribe
 from toex_common.migrations import upgrade
 from toex_common.uow import SqlAlchemyUnitOfWork
+from toex_comms import demo as comms_demo
+from toex_comms.__main__ import migrations_dir as comms_migrations
+from toex_devstack._proc import free_port
+from toex_devstack.keycloak import Keycloak
 from toex_devstack.nats import NatsServer
 from toex_devstack.postgres import Postgres
 from toex_kernel.principal import Principal, Role
@@ -51,7 +70,7 @@ from toex_tasking.domain import commands
 from toex_tasking.domain.model import Handling, JobType, Priority
 from toex_tasking.service_layer import handlers
 
-from bench.common import LoadResult, machine, write_results
+from bench.common import LoadResult, closed_loop, machine, subprocess_server, wait_serving, write_results
 
 SERVICES = ("entity", "pnd", "comms", "safeguarding")
 COORDINATOR = Principal(
@@ -77,6 +96,8 @@ async def usable(engine: Any, job: str, holder: str, started: float, limit: floa
 
 
 async def run(jobs: int, work: Path) -> tuple[LoadResult, LoadResult]:
+    work.mkdir(parents=True, exist_ok=True)
+    work.chmod(0o755)
     pg = Postgres(data_dir=work / "pg")
     nats = NatsServer(store_dir=work / "nats")
     pg.start()
@@ -188,39 +209,196 @@ async def run(jobs: int, work: Path) -> tuple[LoadResult, LoadResult]:
         pg.stop()
 
 
+CONCURRENCY = 16
+
+
+def cdr_upload(job: str) -> list[comms_pb.ImportCdrRequest]:
+    rows = comms_demo.demo_cdr_rows()
+    header = ",".join(rows[0])
+    lines = [header, *(",".join(str(r[k]) for k in rows[0]) for r in rows)]
+    data = ("\n".join(lines) + "\n").encode()
+    return [
+        comms_pb.ImportCdrRequest(
+            header=comms_pb.ImportHeader(parent="regions/EMSOU", filename="bench.csv", job=job)
+        ),
+        comms_pb.ImportCdrRequest(chunk=data),
+    ]
+
+
+async def read_bench(seconds: float, pg: Postgres, nats: NatsServer, keycloak: Keycloak) -> list[LoadResult]:
+    """Owner, holder, owner, holder, owner, holder: GetDataset through the real comms service."""
+    database = pg.create_database(f"bench_grants_comms_{uuid.uuid4().hex[:6]}")
+    await asyncio.to_thread(upgrade, database, comms_migrations())
+    port = free_port()
+    data_dir = Path(tempfile.mkdtemp(prefix="toex-bench-comms-"))
+    env = {
+        "TOEX_DATABASE_URL": database,
+        "TOEX_NATS_URL": nats.url,
+        "TOEX_OIDC_ISSUER": keycloak.issuer,
+        "TOEX_GRPC_PORT": str(port),
+        "TOEX_DATA_DIR": str(data_dir),
+        "TOEX_LOG_LEVEL": "WARNING",
+    }
+    job = f"regions/EMSOU/jobs/{uuid.uuid4().hex[:12]}"
+    owner = (
+        ("authorization", f"Bearer {keycloak.password_token('researcher.emsou')}"),
+        ("x-toex-purpose", job),
+    )
+    holder = (
+        ("authorization", f"Bearer {keycloak.password_token('researcher.london')}"),
+        ("x-toex-purpose", job),
+    )
+    results: list[LoadResult] = []
+    try:
+        with subprocess_server(["-m", "toex_comms", "serve"], env, "grants-comms") as server:
+            await wait_serving(f"127.0.0.1:{port}")
+            nc = await connect(nats.url, "bench-grants-read")
+            access = tasking_events.JobAccess(
+                revision=2,
+                state=tasking_events.JOB_STATE_ASSIGNED,
+                assignees=[tasking_events.Assignee(username="researcher.london")],
+            )
+            envelope = build_event(
+                tasking_events.JobAssigned(job=job, access=access),
+                domain="tasking",
+                source="bench",
+                region=Region.EMSOU,
+            )
+            await nc.jetstream().publish(envelope.subject, envelope.payload, headers=dict(envelope.headers))
+            await nc.close()
+            engine = create_engine(database, pool_size=2)
+            try:
+                await usable(engine, job, "researcher.london", time.perf_counter(), limit=60)
+            finally:
+                await engine.dispose()
+            watch = {"server": server.pid, "PostgreSQL": pg.pid or 0}
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = comms_pb2_grpc.CommsAnalysisServiceStub(channel)
+                imported = await stub.ImportCdr(iter(cdr_upload(job)), metadata=owner)
+                request = comms_pb.GetDatasetRequest(name=imported.dataset.name)
+                # Both may read it: the owner by region, the holder under the grant.
+                await stub.GetDataset(request, metadata=owner)
+                await stub.GetDataset(request, metadata=holder)
+                for _ in range(3):
+                    for metadata in (owner, holder):
+                        results.append(
+                            await closed_loop(
+                                lambda md=metadata: stub.GetDataset(request, metadata=md),
+                                concurrency=CONCURRENCY,
+                                seconds=seconds,
+                                watch=watch,
+                            )
+                        )
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return results
+
+
+async def run_all(args: argparse.Namespace, jobs: int, seconds: float, work: Path) -> tuple[Any, Any]:
+    propagation: Any = None
+    reads: Any = None
+    if args.only in (None, "propagation"):
+        propagation = await run(jobs, work / "propagation")
+    if args.only in (None, "read"):
+        pg = Postgres(data_dir=work / "pg-read")
+        nats = NatsServer(store_dir=work / "nats-read")
+        external = os.environ.get("TOEX_BENCH_KEYCLOAK_URL")
+        keycloak = (
+            Keycloak.external(external)
+            if external
+            else Keycloak(home_dir=work / "kc", realm_file=Path("deploy/keycloak/realm-toex.json"))
+        )
+        try:
+            pg.start()
+            nats.start()
+            if not external:
+                keycloak.start()
+            reads = await read_bench(seconds, pg, nats, keycloak)
+        finally:
+            if not external and keycloak.running:
+                keycloak.stop()
+            nats.stop()
+            pg.stop()
+    return propagation, reads
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="50 jobs instead of 300")
+    parser.add_argument(
+        "--quick", action="store_true", help="50 jobs instead of 300, 3 s reads instead of 10"
+    )
     parser.add_argument("--jobs", type=int, default=0)
+    parser.add_argument("--seconds", type=float, default=0.0, help="seconds per read run")
+    parser.add_argument("--only", choices=["propagation", "read"])
     args = parser.parse_args()
     jobs = args.jobs or (50 if args.quick else 300)
+    seconds = args.seconds or (3.0 if args.quick else 10.0)
     work = Path(tempfile.mkdtemp(prefix="toex-bench-grants-"))
     work.chmod(0o755)  # PostgreSQL, run as its own user when started by root, must reach it
     try:
-        floor, grants = asyncio.run(run(jobs, work))
+        propagation, reads = asyncio.run(run_all(args, jobs, seconds, work))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    verdict = "met" if grants.pct(99) < 1000 else "NOT met"
     lines = [
-        "# Grant propagation (bench/grants)",
+        "# Job grants (bench/grants)",
         "",
-        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}.",
-        f"Each of {jobs} EMSOU jobs, assigned to researcher.emsou, is reassigned to researcher.london",
-        "through tasking's handler, one at a time. The clock starts when the handler's transaction",
-        "commits. Usable means the new holder is in the grant read model of all four services, each",
-        "with its own database and its own consumer as the services build them. The floor, measured",
-        "for the same events in the same run, is a plain JetStream subscriber receiving the event.",
-        "",
-        "| path | p50 ms | p90 ms | p99 ms | max ms | ratio p50 to the floor |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-        f"| commit -> relay -> JetStream subscriber (floor) | {floor.p50:.1f} | {floor.pct(90):.1f} | "
-        f"{floor.pct(99):.1f} | {max(floor.latencies_ms):.1f} | 1.00 |",
-        f"| commit -> usable in all four services | {grants.p50:.1f} | {grants.pct(90):.1f} | "
-        f"{grants.pct(99):.1f} | {max(grants.latencies_ms):.1f} | {grants.p50 / floor.p50:.2f} |",
-        "",
-        f"Goal, p99 under 1 s: {verdict} ({grants.pct(99):.0f} ms).",
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}; `python -m bench.grants.run"
+        f"{' --quick' if args.quick else ''}`.",
         "",
     ]
+    if propagation is not None:
+        floor, grants = propagation
+        verdict = "met" if grants.pct(99) < 1000 else "NOT met"
+        lines += [
+            "## Propagation: a reassignment committed, to the new holder usable in four services",
+            "",
+            f"Each of {jobs} EMSOU jobs, assigned to researcher.emsou, is reassigned to researcher.london",
+            "through tasking's handler, one at a time. The clock starts when the handler's transaction",
+            "commits. Usable means the new holder is in the grant read model of all four services, each",
+            "with its own database and its own consumer as the services build them. The floor, measured",
+            "for the same events in the same run, is a plain JetStream subscriber receiving the event.",
+            "",
+            "| path | p50 ms | p90 ms | p99 ms | max ms | ratio p50 to the floor |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+            f"| commit -> relay -> JetStream subscriber (floor) | {floor.p50:.1f} | {floor.pct(90):.1f} | "
+            f"{floor.pct(99):.1f} | {max(floor.latencies_ms):.1f} | 1.00 |",
+            f"| commit -> usable in all four services | {grants.p50:.1f} | {grants.pct(90):.1f} | "
+            f"{grants.pct(99):.1f} | {max(grants.latencies_ms):.1f} | {grants.p50 / floor.p50:.2f} |",
+            "",
+            f"Goal, p99 under 1 s: {verdict} ({grants.pct(99):.0f} ms).",
+            "",
+        ]
+    if reads is not None:
+        owner_runs, holder_runs = reads[0::2], reads[1::2]
+        ratios = sorted(o.rate / h.rate for o, h in zip(owner_runs, holder_runs, strict=True))
+        ratio = ratios[len(ratios) // 2]
+        verdict = "met" if ratio <= 1.1 else "NOT met"
+        lines += [
+            "## A read under a grant against the owner's",
+            "",
+            "GetDataset of one EMSOU dataset attached to the job, through the real comms service (its own",
+            f"process, full interceptor chain, Keycloak tokens, audit to PostgreSQL), {CONCURRENCY} concurrent",
+            f"calls in a closed loop for {seconds:.0f} s a run, owner and holder alternating, three runs each.",
+            "",
+            "| run | caller | calls/s | p50 ms | p99 ms | errors | server CPU us per call |",
+            "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for i, result in enumerate(reads):
+            who = (
+                "researcher.emsou (owner, no grant read)"
+                if i % 2 == 0
+                else "researcher.london (under the grant)"
+            )
+            lines.append(
+                f"| {i // 2 + 1} | {who} | {result.rate:,.0f} | {result.p50:.2f} | {result.pct(99):.2f} | "
+                f"{result.errors} | {result.cpu_us_per_call('server'):,.0f} |"
+            )
+        lines += [
+            "",
+            f"Owner's calls/s over the holder's, per pair: {', '.join(f'{r:.3f}' for r in ratios)} (sorted);"
+            f" median {ratio:.3f}. Goal, at most 1.1: {verdict}.",
+            "",
+        ]
     path = write_results("grants", "\n".join(lines))
     print("\n".join(lines))
     print(f"written to {path}")
