@@ -17,7 +17,7 @@ from toex_safeguarding.adapters.uow import SqlSafeguardingUnitOfWork
 from toex_safeguarding.config import Settings
 from toex_safeguarding.domain import commands
 from toex_safeguarding.domain.policy import METHOD_RULES
-from toex_safeguarding.entrypoints import triggers
+from toex_safeguarding.entrypoints import identity, triggers
 from toex_safeguarding.entrypoints.grpc_api import SafeguardingServicer
 from toex_safeguarding.service_layer import handlers
 
@@ -57,11 +57,13 @@ class App(ServiceApp):
 
 
 def message_bus(settings: Settings, clock: handlers.Clock = handlers.utcnow) -> MessageBus:
-    """The service's consumers: the triggers, and the job grants kept from tasking's events."""
+    """The service's consumers: the triggers, the job grants kept from tasking's events, and
+    entity resolution's identity changes."""
     bus = MessageBus()
     if settings.consume_triggers:
         triggers.subscribe(bus, settings.service_name, clock)
         grants.subscribe(bus, settings.service_name)
+        identity.subscribe(bus, settings.service_name, clock)
     return bus
 
 

@@ -14,6 +14,7 @@ class Settings(ServiceSettings):
     tasking_address: str = "127.0.0.1:50051"
     # How often statutory clocks are checked for overdue escalation.
     overdue_scan_seconds: float = 30.0
-    # Consume triggers (watchlist contacts, advert numbers, safeguarding jobs) and tasking's job
-    # access events (the job grants; without them no grant is kept or ended).
+    # Consume triggers (watchlist contacts, advert numbers, safeguarding jobs), tasking's job
+    # access events (the job grants; without them no grant is kept or ended) and entity
+    # resolution's identity changes (merges, splits, numbers linked to people).
     consume_triggers: bool = True

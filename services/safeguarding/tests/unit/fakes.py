@@ -1,5 +1,5 @@
 import copy
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -8,6 +8,7 @@ from toex_common.events import EventEnvelope
 from toex_common.testing.fakes import FakeUnitOfWorkBase
 from toex_kernel.regions import Region
 from toex_safeguarding.adapters import integration
+from toex_safeguarding.domain.identity import IdentityChange
 from toex_safeguarding.domain.model import Referral
 from toex_safeguarding.domain.values import Concern
 from toex_safeguarding.service_layer.ports import OpenReferralExists, OverdueRow, ReferralQuery
@@ -63,6 +64,11 @@ class FakeReferralRepository:
                 return copy.deepcopy(self.referrals[holder])
         return None
 
+    async def open_about(self, region: Region, subjects: Collection[str]) -> list[Referral]:
+        ids = {holder for (r, s, _), holder in self.keys.items() if r is region and s in subjects}
+        found = [self.referrals[i] for i in ids if self.referrals[i].is_open]
+        return [copy.deepcopy(r) for r in sorted(found, key=lambda r: (r.created_at, r.id))]
+
     async def search(
         self, query: ReferralQuery, limit: int, after: tuple[datetime, str] | None
     ) -> list[Referral]:
@@ -101,10 +107,47 @@ class FakeReferralRepository:
         return [copy.deepcopy(r) for r in self.referrals.values() if r.is_overdue(now)][:limit]
 
 
+class FakeIdentityLog:
+    """Identity changes and aliases in memory, per region, as the tables hold them."""
+
+    def __init__(self) -> None:
+        self.changes: dict[tuple[Region, str], IdentityChange] = {}
+        self.aliases: dict[tuple[Region, str], tuple[str, str]] = {}
+
+    async def claim(self, region: Region, change: IdentityChange) -> bool:
+        if (region, change.key) in self.changes:
+            return False
+        self.changes[region, change.key] = copy.deepcopy(change)
+        return True
+
+    async def get(self, region: Region, key: str) -> IdentityChange | None:
+        found = self.changes.get((region, key))
+        return copy.deepcopy(found) if found else None
+
+    async def save(self, region: Region, change: IdentityChange) -> None:
+        assert (region, change.key) in self.changes, "saved before it was claimed"
+        self.changes[region, change.key] = copy.deepcopy(change)
+
+    async def undoer_of(self, region: Region, key: str) -> str | None:
+        return next((c.key for (r, _), c in self.changes.items() if r is region and c.undoes == key), None)
+
+    async def alias(self, region: Region, alias: str) -> str | None:
+        found = self.aliases.get((region, alias))
+        return found[0] if found else None
+
+    async def add_alias(self, region: Region, alias: str, subject: str, change: str) -> None:
+        self.aliases[region, alias] = (subject, change)
+
+    async def drop_aliases(self, region: Region, change: str) -> None:
+        for key in [k for k, (_, c) in self.aliases.items() if k[0] is region and c == change]:
+            del self.aliases[key]
+
+
 class FakeSafeguardingUnitOfWork(FakeUnitOfWorkBase):
     def __init__(self) -> None:
         super().__init__()
         self.referrals = FakeReferralRepository(self)
+        self.identity = FakeIdentityLog()
 
     def integration_events(self, aggregate: Any, event: Any) -> Iterable[EventEnvelope]:
         return integration.integration_events(aggregate, event)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import astuple
 from datetime import date, datetime
 from typing import Any
@@ -246,7 +246,7 @@ def _clock_state(referral: Referral) -> tuple[Any, ...]:
 
 
 def _key_state(referral: Referral) -> tuple[Any, ...]:
-    return (referral.is_open, tuple(referral.concerns))
+    return (referral.is_open, referral.subject.entity_id, tuple(referral.concerns))
 
 
 class SqlReferralRepository:
@@ -259,17 +259,24 @@ class SqlReferralRepository:
         self._loaded: dict[str, tuple[tuple[Any, ...], tuple[Any, ...]]] = {}
 
     async def _claim_keys(self, referral: Referral) -> None:
-        wanted = {c.value for c in referral.concerns} if referral.is_open else set()
+        """Hold the (subject, concern) keys the referral has now, and only those: a subject that
+        changed (an identity change) moves its keys."""
+        subject = referral.subject.entity_id
+        wanted = {(subject, c.value) for c in referral.concerns} if referral.is_open else set()
         k = open_referral_keys.c
         held = {
-            row.concern
-            for row in await self.session.execute(select(k.concern).where(k.referral_id == referral.id))
-        }
-        if held - wanted:
-            await self.session.execute(
-                delete(open_referral_keys).where(k.referral_id == referral.id, k.concern.in_(held - wanted))
+            (row.subject_entity_id, row.concern)
+            for row in await self.session.execute(
+                select(k.subject_entity_id, k.concern).where(k.referral_id == referral.id)
             )
-        missing = sorted(wanted - held)
+        }
+        if stale := held - wanted:
+            await self.session.execute(
+                delete(open_referral_keys).where(
+                    k.referral_id == referral.id, tuple_(k.subject_entity_id, k.concern).in_(sorted(stale))
+                )
+            )
+        missing = sorted(concern for s, concern in wanted - held)
         if not missing:
             return
         claimed = {
@@ -280,7 +287,7 @@ class SqlReferralRepository:
                     [
                         {
                             "region": referral.region.value,
-                            "subject_entity_id": referral.subject.entity_id,
+                            "subject_entity_id": subject,
                             "concern": concern,
                             "referral_id": referral.id,
                         }
@@ -295,7 +302,9 @@ class SqlReferralRepository:
         if taken:
             if claimed:  # undo our part of the claim; the caller decides what happens next
                 await self.session.execute(
-                    delete(open_referral_keys).where(k.referral_id == referral.id, k.concern.in_(claimed))
+                    delete(open_referral_keys).where(
+                        k.referral_id == referral.id, k.subject_entity_id == subject, k.concern.in_(claimed)
+                    )
                 )
             holder = (
                 await self.session.execute(
@@ -400,6 +409,20 @@ class SqlReferralRepository:
         )
         found = await self._load(statement)
         return found[0] if found else None
+
+    async def open_about(self, region: Region, subjects: Collection[str]) -> list[Referral]:
+        if not subjects:
+            return []
+        k = open_referral_keys.c
+        holders = select(k.referral_id).where(
+            k.region == region.value, k.subject_entity_id.in_(sorted(subjects))
+        )
+        return await self._load(
+            select(referrals)
+            .where(referrals.c.id.in_(holders.scalar_subquery()), referrals.c.state != State.CLOSED.value)
+            .order_by(referrals.c.created_at, referrals.c.id)
+            .with_for_update()
+        )
 
     async def search(
         self, query: ReferralQuery, limit: int, after: tuple[datetime, str] | None

@@ -104,3 +104,37 @@ open_referral_keys = Table(
     PrimaryKeyConstraint("region", "subject_entity_id", "concern"),
     Index("open_referral_keys_referral", "referral_id"),
 )
+
+# The identity changes from entity resolution applied to a region's referrals (see
+# domain/identity.py), by key: a change id, a number linked to an entity, or a notice given once.
+# What each did (the referrals it moved, combined or told) is kept so that an undo can put it back.
+identity_changes = Table(
+    "identity_changes",
+    metadata,
+    Column("region", String(16), nullable=False),
+    Column("change_key", Text, nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("entity", Text, nullable=False),
+    # The merge a split undid ("": none).
+    Column("undoes", Text, nullable=False),
+    # The split that undid this merge ("": none yet).
+    Column("undone_by", Text, nullable=False),
+    Column("detail", JSONB, nullable=False),
+    Column("applied_at", TZ, nullable=False),
+    PrimaryKeyConstraint("region", "change_key"),
+    Index("identity_changes_undoes", "region", "undoes", postgresql_where="undoes <> ''"),
+)
+
+# What a merged entity id or a number followed to its entity stands for now, per region; the
+# change that said so (forgotten when that change is undone).
+subject_aliases = Table(
+    "subject_aliases",
+    metadata,
+    Column("region", String(16), nullable=False),
+    Column("alias", Text, nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("change_key", Text, nullable=False),
+    Column("created_at", TZ, nullable=False),
+    PrimaryKeyConstraint("region", "alias"),
+    Index("subject_aliases_change", "region", "change_key"),
+)

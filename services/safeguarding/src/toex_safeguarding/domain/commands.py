@@ -168,3 +168,41 @@ class Trigger:
 class EscalateOverdue:
     now: datetime
     limit: int = 200
+
+
+@dataclass(frozen=True)
+class MergeIdentities:
+    """Entity resolution merged `merged` into `entity` (this region's copy of the change).
+    `merged` is empty in a copy of a merge across regions (the entity service leaves out what
+    may be another region's)."""
+
+    event_id: str
+    region: Region
+    change_id: str
+    entity: str
+    merged: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SplitIdentity:
+    """Entity resolution moved `moved_records` of this region out of `entity` (to `moved_to`,
+    parallel), undoing merge `undone_change` when it names one."""
+
+    event_id: str
+    region: Region
+    change_id: str
+    entity: str
+    moved_records: tuple[str, ...]
+    moved_to: tuple[str, ...]
+    undone_change: str = ""
+
+
+@dataclass(frozen=True)
+class LinkNumbers:
+    """A record holding `numbers` (E.164) was linked to person entity `entity` in `region`."""
+
+    event_id: str
+    region: Region
+    entity: str
+    record: str
+    numbers: tuple[str, ...]

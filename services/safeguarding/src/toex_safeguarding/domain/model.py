@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
 from toex_kernel.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Violations
@@ -83,6 +83,33 @@ class Subject:
 
     def age_established(self) -> bool:
         return self.date_of_birth is not None or self.age_band is not AgeBand.UNKNOWN
+
+
+def _combined_subject(mine: Subject, theirs: Subject) -> tuple[Subject, list[str]]:
+    """`mine` with the details it lacks taken from `theirs`; and the details both recorded,
+    differently (mine kept)."""
+    differ = []
+    dob = mine.date_of_birth
+    if dob is None:
+        dob = theirs.date_of_birth
+    elif theirs.date_of_birth is not None and theirs.date_of_birth != dob:
+        differ.append("date of birth")
+    band = mine.age_band
+    if band is AgeBand.UNKNOWN:
+        band = theirs.age_band
+    elif theirs.age_band is not AgeBand.UNKNOWN and theirs.age_band is not band:
+        differ.append("age band")
+    authority = mine.local_authority
+    if not authority:
+        authority = theirs.local_authority
+    elif theirs.local_authority and theirs.local_authority != authority:
+        differ.append("local authority")
+    consent = mine.consent
+    if consent.status is ConsentStatus.NOT_RECORDED:
+        consent = theirs.consent
+    elif theirs.consent.status not in (ConsentStatus.NOT_RECORDED, consent.status):
+        differ.append("consent")
+    return Subject(mine.entity_id, dob, band, authority, consent), differ
 
 
 @dataclass(frozen=True)
@@ -315,6 +342,60 @@ class Referral:
         if job and not self.linked_job:
             self.linked_job = job
             self.updated_at = now
+
+    # -- identity changes -------------------------------------------------------------------
+
+    def follow_subject(self, entity_id: str, *, now: datetime) -> None:
+        """The subject is now known as `entity_id` (its entity was merged into another, or the
+        number it was raised on was linked to an entity). The same person: nothing the
+        referral says of them, or was sent about them, changes; its keys follow it."""
+        if not self.is_open:
+            raise FailedPrecondition("a closed referral keeps the subject it closed with", subject=self.name)
+        if not entity_id.strip():
+            raise InvalidArgument.field("referral.subject.entity_id", "name the subject's entity id")
+        self.subject = replace(self.subject, entity_id=entity_id.strip())
+        self.updated_at = now
+
+    def absorb(self, other: Referral, *, by: str, reason: str, now: datetime) -> list[str]:
+        """Take in `other`, a draft that turned out to be about the same person, and close it
+        as merged into this one. Both are drafts: nothing here has been approved or sent.
+
+        Its evidence is copied with who added it and when, marked with where it came from (its
+        own trail stays on it, closed, not deleted); its concerns join these; the higher risk,
+        the stricter handling code and the destinations an officer chose on either are kept; a
+        detail of the subject this one lacks is taken from it. Returns the subject's details the
+        two recorded differently (this one's are kept), for the officer to check."""
+        self._require(State.DRAFT, action="combine")
+        other._require(State.DRAFT, action="combine into another referral")
+        copied = []
+        for item in other.evidence:
+            if any(e.key == item.key for e in self.evidence):
+                continue
+            marked = f"{item.description} (from {other.name})" if item.description else f"from {other.name}"
+            copy = Evidence(item.kind, item.ref, marked, item.added_by, item.added_at or now)
+            self.evidence.append(copy)
+            copied.append(copy)
+        self.concerns = list(dict.fromkeys([*self.concerns, *other.concerns]))
+        risks = list(RiskLevel)
+        self.risk_level = max(self.risk_level, other.risk_level, key=risks.index)
+        if Handling.C in (self.handling, other.handling):
+            self.handling = Handling.C
+        if not self.linked_job:
+            self.linked_job = other.linked_job
+        chosen = [
+            *(self.destinations if self.destinations_chosen else []),
+            *(other.destinations if other.destinations_chosen else []),
+        ]
+        if chosen:
+            self.destinations = list(dict.fromkeys(chosen))
+            self.destinations_chosen = True
+        self.subject, differ = _combined_subject(self.subject, other.subject)
+        self.follow_proposals(now)
+        self.updated_at = now
+        if copied:
+            self.events.append(events.EvidenceAdded(self.name, tuple(copied), self.state))
+        other.close(by=by, reason=f"merged into {self.name}: {reason}", now=now)
+        return differ
 
     def revise(
         self,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from toex_common.context import touch
@@ -17,6 +17,7 @@ from toex_kernel.regions import Region
 from toex_safeguarding.domain import commands, policy
 from toex_safeguarding.domain.model import Referral, Subject, referral_name
 from toex_safeguarding.domain.values import Concern
+from toex_safeguarding.service_layer import identity
 from toex_safeguarding.service_layer.ports import (
     JobDirectory,
     OpenReferralExists,
@@ -68,9 +69,14 @@ async def create_referral(cmd: commands.CreateReferral, deps: Deps) -> Referral:
         if (prior := await replayed(uow, scope, cmd.idempotency, uow.referrals.get)) is not None:
             touch(prior.name)
             return prior
+        # The subject as this region knows it now: one spelling, and a merged id or a number
+        # already followed to its entity stands for that entity (one open referral per person).
+        subject = replace(
+            cmd.subject, entity_id=await identity.resolve(uow, cmd.region, cmd.subject.entity_id)
+        )
         referral = Referral.draft(
             region=cmd.region,
-            subject=cmd.subject,
+            subject=subject,
             concerns=cmd.concerns,
             risk_level=cmd.risk_level,
             evidence=cmd.evidence,
@@ -332,8 +338,10 @@ async def draft_from_trigger(
     of two triggers racing for the same subject and concern one drafts and the other waits for
     it to commit, then finds it and adds its evidence."""
     by = f"trigger:{trigger.source_type.rsplit('.', 1)[-1] or 'event'}"
+    # A finding computed before an identity change may name the subject as it was then.
+    subject = await identity.resolve(uow, trigger.region, trigger.subject_entity_id)
     for _ in range(3):
-        existing = await uow.referrals.find_open(trigger.region, trigger.subject_entity_id, trigger.concern)
+        existing = await uow.referrals.find_open(trigger.region, subject, trigger.concern)
         if existing is not None:
             existing.add_evidence(trigger.evidence, by=by, now=now)
             existing.link_job(trigger.linked_job, now)
@@ -341,7 +349,7 @@ async def draft_from_trigger(
             return existing
         referral = Referral.draft(
             region=trigger.region,
-            subject=Subject(trigger.subject_entity_id, age_band=trigger.age_band),
+            subject=Subject(subject, age_band=trigger.age_band),
             concerns=[trigger.concern or Concern.OTHER],
             risk_level=trigger.risk_level,
             evidence=trigger.evidence,
@@ -356,7 +364,7 @@ async def draft_from_trigger(
         except OpenReferralExists:
             continue  # drafted by a concurrent trigger a moment ago: join it
         return referral
-    raise RuntimeError(f"could not draft or find the open referral for {trigger.subject_entity_id}")
+    raise RuntimeError(f"could not draft or find the open referral for {subject}")
 
 
 async def escalate_overdue(cmd: commands.EscalateOverdue, deps: Deps) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -10,6 +11,7 @@ from toex_common.uow import UnitOfWork
 from toex_kernel.grants import JobGrant
 from toex_kernel.regions import Region
 
+from toex_safeguarding.domain.identity import IdentityChange
 from toex_safeguarding.domain.model import Clock, Referral
 from toex_safeguarding.domain.values import Concern, State
 
@@ -56,6 +58,11 @@ class ReferralRepository(Protocol):
         """The open referral holding this key (any concern when None), locked for update."""
         ...
 
+    async def open_about(self, region: Region, subjects: Collection[str]) -> list[Referral]:
+        """The region's open referrals whose subject is one of `subjects` (exact spellings),
+        oldest first, locked for update."""
+        ...
+
     async def search(
         self, query: ReferralQuery, limit: int, after: tuple[datetime, str] | None
     ) -> list[Referral]: ...
@@ -89,8 +96,38 @@ class JobGrants(Protocol):
         ...
 
 
+class IdentityLog(Protocol):
+    """What a region has learnt of its subjects' identities (domain/identity.py): the changes
+    applied, by key, and the aliases they left. Everything is per region."""
+
+    async def claim(self, region: Region, change: IdentityChange) -> bool:
+        """Store `change` unless a change of its key is stored already; False: applied before."""
+        ...
+
+    async def get(self, region: Region, key: str) -> IdentityChange | None: ...
+
+    async def save(self, region: Region, change: IdentityChange) -> None:
+        """Store what a claimed change did (or that it was undone)."""
+        ...
+
+    async def undoer_of(self, region: Region, key: str) -> str | None:
+        """The change, applied already, that undid change `key` (an undo that arrived first)."""
+        ...
+
+    async def alias(self, region: Region, alias: str) -> str | None:
+        """The subject `alias` stands for now, one step (None: it stands for itself)."""
+        ...
+
+    async def add_alias(self, region: Region, alias: str, subject: str, change: str) -> None: ...
+
+    async def drop_aliases(self, region: Region, change: str) -> None:
+        """Forget the aliases change `change` left (it was undone)."""
+        ...
+
+
 class SafeguardingUnitOfWork(UnitOfWork, Protocol):
     referrals: ReferralRepository
+    identity: IdentityLog
 
     @property
     def grants(self) -> JobGrants: ...
