@@ -1,8 +1,11 @@
 """Work under a job grant against the real service: tasking's v2 events (published here as
 tasking publishes them) give job J of EMSOU its holders; a holder with a safeguarding role reads
 J's referrals and adds evidence to them with J as the purpose, and nothing else of EMSOU; a
-researcher holding J is refused as every researcher is (a grant gives no role); once J closes,
-the same calls answer NOT_FOUND. The audit log records the reads with J as their purpose.
+researcher holding J is refused as every researcher is (a grant gives no role); once J names
+ERSOU as a collaborating region (JobUpdated), ERSOU's supervisor reads and lists J's referrals
+and changes nothing, while ERSOU's officer taken off J and a supervisor of a region J does not
+name reach nothing; once J closes, the same calls answer NOT_FOUND. The audit log records the
+reads with J as their purpose.
 
 Tasking assigns jobs to researchers only, so an officer of ERSOU among J's holders is this
 test's doing: the one way to see the grant admit someone, with a real token of a real role."""
@@ -35,7 +38,8 @@ pytestmark = pytest.mark.integration
 
 HOLDER = "safeguarding_officer.ersou"  # holds the job, with a safeguarding role of their own
 RESEARCHER = "researcher.london"  # holds the job, as tasking's assignees do
-NOT_HOLDING = "supervisor.ersou"
+NOT_HOLDING = "supervisor.ersou"  # holds nothing; reads once ERSOU collaborates on the job
+NOT_COLLABORATING = "supervisor.rocuwm"
 
 
 async def publish_access(nats_url: str, message: object) -> None:
@@ -47,11 +51,12 @@ async def publish_access(nats_url: str, message: object) -> None:
         await nc.close()
 
 
-def access(revision: int, state: int, *holders: str) -> ev.JobAccess:
+def access(revision: int, state: int, *holders: str, collaborating: tuple[Region, ...] = ()) -> ev.JobAccess:
     return ev.JobAccess(
         revision=revision,
         state=state,  # type: ignore[arg-type]
         assignees=[ev.Assignee(username=h) for h in holders],
+        collaborating_regions=[r.to_proto() for r in collaborating],  # type: ignore[misc]
     )
 
 
@@ -158,10 +163,72 @@ async def test_a_job_grant_reaches_the_jobs_referrals_only_while_the_job_is_open
             is grpc.StatusCode.PERMISSION_DENIED
         )
 
+    # The job names ERSOU as a collaborating region, and the ERSOU officer is taken off it.
+    await publish_access(
+        nats_server.url,
+        ev.JobUpdated(
+            job=job,
+            changed_fields=["collaborating_regions"],
+            access=access(3, ev.JOB_STATE_ASSIGNED, RESEARCHER, collaborating=(Region.ERSOU,)),
+        ),
+    )
+
+    async def collaborating() -> bool:
+        found = await grant_of(sg, job)
+        return found is not None and Region.ERSOU in found.collaborators
+
+    await eventually(collaborating, what="ERSOU collaborating on the job in the read model")
+    as_collaborator = md(sg.token(NOT_HOLDING), job)
+    # ERSOU's supervisor reads and lists the job's referrals, nothing else, and changes nothing.
+    assert (await sg.stub.GetReferral(get, metadata=as_collaborator)).referral.name == mine
+    listed = await sg.stub.ListReferrals(
+        pb.ListReferralsRequest(parent="regions/EMSOU", page_size=500), metadata=as_collaborator
+    )
+    assert [r.name for r in listed.referrals] == [mine]
+    assert (
+        await code_of(sg.stub.GetReferral(pb.GetReferralRequest(name=other), metadata=as_collaborator))
+        is grpc.StatusCode.NOT_FOUND
+    )
+    evidence_only = pb.UpdateReferralRequest(
+        referral=pb.Referral(
+            name=mine,
+            evidence=[pb.Evidence(kind=pb.EVIDENCE_KIND_DATASET, ref="regions/EMSOU/datasets/cdr8")],
+        ),
+        update_mask=field_mask_pb2.FieldMask(paths=["evidence"]),
+    )
+    assert (
+        await code_of(sg.stub.UpdateReferral(evidence_only, metadata=as_collaborator))
+        is grpc.StatusCode.PERMISSION_DENIED
+    )
+    assert (
+        await code_of(
+            sg.stub.SubmitForApproval(pb.SubmitForApprovalRequest(name=mine), metadata=as_collaborator)
+        )
+        is grpc.StatusCode.NOT_FOUND
+    )
+    after = (await sg.stub.GetReferral(get, metadata=as_collaborator)).referral
+    assert not any(e.ref == "regions/EMSOU/datasets/cdr8" for e in after.evidence)
+    assert after.state == pb.REFERRAL_STATE_DRAFT
+    # ERSOU's officer, no supervisor and no longer holding the job, and a supervisor of a region
+    # the job does not name: as any other region's referral.
+    for token in (sg.token(HOLDER), sg.token(NOT_COLLABORATING)):
+        assert await code_of(sg.stub.GetReferral(get, metadata=md(token, job))) is grpc.StatusCode.NOT_FOUND
+        assert (
+            await code_of(
+                sg.stub.ListReferrals(
+                    pb.ListReferralsRequest(parent="regions/EMSOU"), metadata=md(token, job)
+                )
+            )
+            is grpc.StatusCode.PERMISSION_DENIED
+        )
+
     # The job closes (a later revision): the same calls answer as for any other region's.
     await publish_access(
         nats_server.url,
-        ev.JobStatusChanged(job=job, access=access(3, ev.JOB_STATE_CLOSED, RESEARCHER, HOLDER)),
+        ev.JobStatusChanged(
+            job=job,
+            access=access(4, ev.JOB_STATE_CLOSED, RESEARCHER, HOLDER, collaborating=(Region.ERSOU,)),
+        ),
     )
 
     async def closed() -> bool:
@@ -169,6 +236,7 @@ async def test_a_job_grant_reaches_the_jobs_referrals_only_while_the_job_is_open
         return found is not None and not found.open
 
     await eventually(closed, what="the job's grant ended")
+    assert await code_of(sg.stub.GetReferral(get, metadata=as_collaborator)) is grpc.StatusCode.NOT_FOUND
     assert await code_of(sg.stub.GetReferral(get, metadata=under_job)) is grpc.StatusCode.NOT_FOUND
     assert (
         await code_of(
@@ -198,3 +266,14 @@ async def test_a_job_grant_reaches_the_jobs_referrals_only_while_the_job_is_open
     assert ("GetReferral", "DENIED_OUT_OF_SCOPE", job, [other]) in reads
     assert ("GetReferral", "DENIED_OUT_OF_SCOPE", "Op SANDPIPER", [mine]) in reads
     assert reads[-1] == ("GetReferral", "DENIED_OUT_OF_SCOPE", job, [mine])  # after the job closed
+
+    async with sg.app.engine.connect() as conn:
+        collaborator_reads = (
+            await conn.execute(
+                select(audit_table.c.outcome, audit_table.c.purpose, audit_table.c.resources)
+                .where(audit_table.c.actor_username == NOT_HOLDING)
+                .where(audit_table.c.action.endswith("/GetReferral"))
+                .order_by(audit_table.c.seq)
+            )
+        ).all()
+    assert ("OK", job, [mine]) in [(o, p, list(r or [])) for o, p, r in collaborator_reads]

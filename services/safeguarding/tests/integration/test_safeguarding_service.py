@@ -237,8 +237,11 @@ async def test_watchlist_contact_to_decision_on_the_job(safeguarding: Running, t
     ):
         assert wanted in kinds, wanted
     assert kinds.count("ReferralDrafted") == 1
-    for _, payload in published:
+    for kind, payload in published:
         assert victim.encode() not in payload  # events name the referral, never its subject
+        if kind != "JobNoteRequested":  # each referral event names the job it is shown on
+            message = getattr(sg_events, kind).FromString(payload)
+            assert message.linked_job == job.name and message.state, kind
 
     await sg.stub.CloseReferral(
         pb.CloseReferralRequest(name=draft.name, reason="child safeguarded"), metadata=officer

@@ -1,7 +1,8 @@
 """Work under a job grant, decided by the handlers with FakeGrants: a holder of job J of EMSOU
 with a safeguarding role reads J's referrals and adds evidence to them, under J as the purpose,
-and nothing else of EMSOU; a researcher holding J gets nothing (a grant gives no role); callers
-who see EMSOU today are decided as before, without reading a grant."""
+and nothing else of EMSOU; a supervisor of a region collaborating on J reads them and changes
+nothing; a researcher holding J gets nothing (a grant gives no role); callers who see EMSOU
+today are decided as before, without reading a grant."""
 
 from __future__ import annotations
 
@@ -42,6 +43,12 @@ HOLDER_SUP = principal("supervisor.ersou", Role.SUPERVISOR)
 NOT_HOLDING = principal("safeguarding_officer.rocuwm", Role.SAFEGUARDING_OFFICER)
 RESEARCHER_HOLDING = principal("researcher.london", Role.RESEARCHER)
 RESEARCHER_OWNER = principal("researcher.emsou", Role.RESEARCHER)
+# Of ERSOU, a region collaborating on the job (not holding it): only a supervisor reads.
+COLLAB_SUP = principal("supervisor2.ersou", Role.SUPERVISOR)
+COLLAB_OFFICER = principal("safeguarding_officer2.ersou", Role.SAFEGUARDING_OFFICER)
+COLLAB_RESEARCHER = principal("researcher.ersou", Role.RESEARCHER)
+# A supervisor of a region the job does not name.
+OTHER_SUP = principal("supervisor.rocuwm", Role.SUPERVISOR)
 
 
 class CountingGrants(FakeGrants):
@@ -316,3 +323,122 @@ async def test_the_owning_region_is_decided_as_before_without_reading_grants(
     await handlers.submit_for_approval(commands.Transition(SO, Region.EMSOU, referrals[0].id), deps)
     await handlers.approve_referral(commands.Transition(SUP, Region.EMSOU, referrals[0].id), deps)
     assert grants.reads == 0
+
+
+def collaborate(uow: FakeSafeguardingUnitOfWork, *holders: str, open: bool = True) -> None:
+    """J names ERSOU as a collaborating region; its holders are `holders` (HOLDER by default)."""
+    uow.grants.grant(
+        JOB, *(holders or (HOLDER.username,)), open=open, collaborators=frozenset({Region.ERSOU})
+    )
+
+
+async def test_a_collaborating_regions_supervisor_reads_and_lists_the_jobs_referrals(
+    deps: handlers.Deps, uow: FakeSafeguardingUnitOfWork, referrals: tuple[Referral, ...]
+) -> None:
+    mine, other_job, no_job = referrals
+    # Before ERSOU collaborates, its supervisor (holding nothing) reaches nothing of EMSOU.
+    with pytest.raises(OutOfScope):
+        await handlers.get_referral(get(COLLAB_SUP, mine), deps)
+    collaborate(uow)
+    assert (await handlers.get_referral(get(COLLAB_SUP, mine), deps)).id == mine.id
+    assert (await handlers.get_referral(get(COLLAB_SUP, mine, "EMSOU/job1"), deps)).id == mine.id
+    page, more = await handlers.list_referrals(listing(COLLAB_SUP), deps)
+    assert [r.id for r in page] == [mine.id] and not more
+    # Only J's referrals, only with J as the purpose, and their own region's listing is theirs.
+    for referral in (other_job, no_job):
+        with pytest.raises(OutOfScope):
+            await handlers.get_referral(get(COLLAB_SUP, referral), deps)
+    for purpose in ("Op SANDPIPER", OTHER_JOB):
+        with pytest.raises(OutOfScope):
+            await handlers.get_referral(get(COLLAB_SUP, mine, purpose), deps)
+    with pytest.raises(PermissionDenied):
+        await handlers.list_referrals(listing(COLLAB_SUP, "Op SANDPIPER"), deps)
+    assert (await handlers.list_referrals(listing(COLLAB_SUP, JOB, Region.ERSOU), deps))[0] == []
+
+
+async def test_only_a_supervisor_of_a_collaborating_region_reads(
+    deps: handlers.Deps, uow: FakeSafeguardingUnitOfWork, referrals: tuple[Referral, ...]
+) -> None:
+    mine = referrals[0]
+    collaborate(uow)
+    # ERSOU's officer who is not a supervisor, and a supervisor of a region J does not name.
+    for actor in (COLLAB_OFFICER, OTHER_SUP):
+        with pytest.raises(OutOfScope):
+            await handlers.get_referral(get(actor, mine), deps)
+        with pytest.raises(PermissionDenied):
+            await handlers.list_referrals(listing(actor), deps)
+        with pytest.raises(OutOfScope):
+            await handlers.update_referral(add_evidence(actor, mine, "d-c"), deps)
+    # ERSOU's researcher: no role here, collaborating or not.
+    with pytest.raises(OutOfScope):
+        await handlers.get_referral(get(COLLAB_RESEARCHER, mine), deps)
+    with pytest.raises(PermissionDenied):
+        await handlers.list_referrals(listing(COLLAB_RESEARCHER), deps)
+    # The job closed: the collaborating supervisor reads no more.
+    collaborate(uow, open=False)
+    with pytest.raises(OutOfScope):
+        await handlers.get_referral(get(COLLAB_SUP, mine), deps)
+    with pytest.raises(PermissionDenied):
+        await handlers.list_referrals(listing(COLLAB_SUP), deps)
+
+
+async def test_a_collaborating_supervisor_changes_nothing(
+    deps: handlers.Deps, uow: FakeSafeguardingUnitOfWork, referrals: tuple[Referral, ...]
+) -> None:
+    mine = referrals[0]
+    collaborate(uow)
+    # Evidence, which a holder may add: refused (they see the referral, so not "not found").
+    with pytest.raises(PermissionDenied):
+        await handlers.update_referral(add_evidence(COLLAB_SUP, mine, "regions/EMSOU/datasets/d7"), deps)
+    with pytest.raises(OutOfScope):  # anything else: as another region's referral
+        await handlers.update_referral(
+            commands.UpdateReferral(
+                COLLAB_SUP, Region.EMSOU, mine.id, commands.Revision(risk_level=RiskLevel.LOW), purpose=JOB
+            ),
+            deps,
+        )
+    with pytest.raises(OutOfScope):
+        await handlers.submit_for_approval(commands.Transition(COLLAB_SUP, Region.EMSOU, mine.id), deps)
+    with pytest.raises(OutOfScope):
+        await handlers.close_referral(commands.Transition(COLLAB_SUP, Region.EMSOU, mine.id, "done"), deps)
+    await handlers.submit_for_approval(commands.Transition(SO, Region.EMSOU, mine.id), deps)
+    before = len(uow.committed_events)
+    with pytest.raises(PermissionDenied):
+        await handlers.approve_referral(commands.Transition(COLLAB_SUP, Region.EMSOU, mine.id), deps)
+    with pytest.raises(PermissionDenied):
+        await handlers.list_overdue(commands.ListOverdue(COLLAB_SUP, Region.EMSOU, 10), deps)
+    stored = uow.referrals.referrals[mine.id]
+    assert not any(e.ref == "regions/EMSOU/datasets/d7" for e in stored.evidence)
+    assert stored.risk_level is RiskLevel.HIGH and stored.approved_by == ""
+    assert len(uow.committed_events) == before
+
+
+async def test_a_remembered_request_is_not_answered_to_a_holder_turned_collaborating_reader(
+    deps: handlers.Deps, uow: FakeSafeguardingUnitOfWork, referrals: tuple[Referral, ...]
+) -> None:
+    """ERSOU's supervisor held J and added evidence; taken off J while ERSOU collaborates, they
+    read J's referral still, but a repeat of the change is refused, not answered."""
+    mine = referrals[0]
+    request = add_evidence(HOLDER_SUP, mine, "d-sup", request_id="req-sup")
+    await handlers.update_referral(request, deps)
+    collaborate(uow)  # HOLDER only; ERSOU collaborates
+    assert (await handlers.get_referral(get(HOLDER_SUP, mine), deps)).id == mine.id
+    with pytest.raises(PermissionDenied):
+        await handlers.update_referral(request, deps)
+
+
+def test_the_policy_admits_a_collaborating_supervisor_to_read_only(referrals: tuple[Referral, ...]) -> None:
+    mine, other_job, _ = referrals
+    grant = JobGrant(JOB, Region.EMSOU, frozenset({HOLDER.username}), True, frozenset({Region.ERSOU}))
+    assert policy.can_see(COLLAB_SUP, mine, grant) and not policy.can_see(COLLAB_SUP, other_job, grant)
+    assert not policy.under_grant(COLLAB_SUP, mine, grant)
+    assert policy.listing(COLLAB_SUP, Region.EMSOU, grant) == policy.Listing(frozenset({Region.EMSOU}), JOB)
+    with pytest.raises(PermissionDenied):
+        policy.ensure_can_add_evidence(COLLAB_SUP, mine, grant)
+    for actor in (COLLAB_OFFICER, OTHER_SUP, COLLAB_RESEARCHER):
+        assert not policy.can_see(actor, mine, grant)
+    # A grant naming no collaborators: ERSOU's supervisor reads nothing.
+    alone = JobGrant(JOB, Region.EMSOU, frozenset({HOLDER.username}), True)
+    assert not policy.can_see(COLLAB_SUP, mine, alone)
+    with pytest.raises(PermissionDenied):
+        policy.listing(COLLAB_SUP, Region.EMSOU, alone)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from typing import Any
 
 from google.protobuf.message import Message
 from toex.safeguarding.events.v1 import events_pb2 as ev
@@ -34,7 +35,10 @@ STREAM = SAFEGUARDING_STREAM
 
 
 def to_message(referral: Referral, event: events.DomainEvent) -> Message:
+    """The integration event of `event`. Every one names the referral, the job it is linked to
+    (what tasking shows it on) and the state the change left it in; none names its subject."""
     name = referral.name
+    state: Any = state_to_proto(event.state)
     if isinstance(event, events.ReferralDrafted):
         return ev.ReferralDrafted(
             referral=name,
@@ -42,27 +46,39 @@ def to_message(referral: Referral, event: events.DomainEvent) -> Message:
             risk_level=risk_to_proto(referral.risk_level),  # type: ignore[arg-type]
             linked_job=referral.linked_job,
             created_by=event.by,
+            state=state,
         )
     if isinstance(event, events.EvidenceAdded):
         return ev.ReferralEvidenceAdded(
             referral=name,
             evidence=[evidence_to_proto(e) for e in event.evidence],
-            state=state_to_proto(event.state),  # type: ignore[arg-type]
+            state=state,
+            linked_job=referral.linked_job,
         )
     if isinstance(event, events.ReferralApproved):
         return ev.ReferralApproved(
             referral=name,
             approved_by=event.by,
             destinations=[destination_to_proto(d) for d in event.destinations],  # type: ignore[misc]
+            linked_job=referral.linked_job,
+            state=state,
         )
     if isinstance(event, events.ReferralReturned):
-        return ev.ReferralReturned(referral=name, returned_by=event.by, reason=event.reason)
+        return ev.ReferralReturned(
+            referral=name,
+            returned_by=event.by,
+            reason=event.reason,
+            linked_job=referral.linked_job,
+            state=state,
+        )
     if isinstance(event, events.ReferralSubmitted):
         return ev.ReferralSubmitted(
             referral=name,
             destination=destination_to_proto(event.destination),  # type: ignore[arg-type]
             submit_time=ts(event.submitted_at),
             decision_due_time=ts(event.due_at),
+            linked_job=referral.linked_job,
+            state=state,
         )
     if isinstance(event, events.ReferralOverdue):
         clock = next(c for c in reversed(referral.clocks) if c.kind is event.clock)
@@ -74,6 +90,7 @@ def to_message(referral: Referral, event: events.DomainEvent) -> Message:
             escalation=escalation_to_proto(event.escalation),  # type: ignore[arg-type]
             linked_job=referral.linked_job,
             risk_level=risk_to_proto(referral.risk_level),  # type: ignore[arg-type]
+            state=state,
         )
     if isinstance(event, events.DecisionRecorded):
         return ev.ReferralDecisionRecorded(
@@ -81,6 +98,7 @@ def to_message(referral: Referral, event: events.DomainEvent) -> Message:
             destination=destination_to_proto(event.destination),  # type: ignore[arg-type]
             decision=decision_to_proto(event.decision),
             linked_job=referral.linked_job,
+            state=state,
         )
     if isinstance(event, events.ReferralClosed):
         return ev.ReferralClosed(
@@ -88,6 +106,8 @@ def to_message(referral: Referral, event: events.DomainEvent) -> Message:
             reason=event.reason,
             closed_by=event.by,
             previous_state=state_to_proto(event.previous),  # type: ignore[arg-type]
+            linked_job=referral.linked_job,
+            state=state,
         )
     raise TypeError(f"no integration event for {event!r}")
 

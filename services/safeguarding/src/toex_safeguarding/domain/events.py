@@ -1,5 +1,5 @@
 """Domain events of the referral aggregate (internal; adapters/integration.py turns them into
-protobuf integration events)."""
+protobuf integration events). Each records the referral's state as the change left it."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 class ReferralDrafted:
     referral: str
     by: str
+    state: Any
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class ReferralApproved:
     referral: str
     by: str
     destinations: tuple[Any, ...]
+    state: Any
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class ReferralReturned:
     referral: str
     by: str
     reason: str
+    state: Any
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class ReferralSubmitted:
     destination: Any
     submitted_at: datetime
     due_at: datetime | None
+    state: Any
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class ReferralOverdue:
     referral: str
     clock: Any
     escalation: Any
+    state: Any
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ class DecisionRecorded:
     referral: str
     destination: Any
     decision: Any
+    state: Any
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,7 @@ class ReferralClosed:
     by: str
     reason: str
     previous: Any
+    state: Any
 
 
 DomainEvent = (

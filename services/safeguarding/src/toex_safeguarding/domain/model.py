@@ -305,7 +305,7 @@ class Referral:
         referral.follow_proposals(now)
         for item in evidence:
             referral._attach(item, by=created_by, now=now)
-        referral.events.append(events.ReferralDrafted(referral.name, created_by))
+        referral.events.append(events.ReferralDrafted(referral.name, created_by, referral.state))
         return referral
 
     def _require(self, *states: State, action: str) -> None:
@@ -523,7 +523,7 @@ class Referral:
                 first_responder=self.region,
                 created_at=now,
             )
-        self.events.append(events.ReferralApproved(self.name, by, tuple(self.destinations)))
+        self.events.append(events.ReferralApproved(self.name, by, tuple(self.destinations), self.state))
 
     def return_to_draft(self, *, by: str, reason: str, now: datetime) -> None:
         self._require(State.AWAITING_APPROVAL, action="return")
@@ -532,7 +532,7 @@ class Referral:
         self.state = State.DRAFT
         self.return_reason = reason.strip()
         self.updated_at = now
-        self.events.append(events.ReferralReturned(self.name, by, self.return_reason))
+        self.events.append(events.ReferralReturned(self.name, by, self.return_reason, self.state))
 
     # -- destinations -----------------------------------------------------------------------
 
@@ -565,7 +565,9 @@ class Referral:
             self.state = State.SUBMITTED
         self.updated_at = now
         self.events.append(
-            events.ReferralSubmitted(self.name, destination, submitted_at, clock.due_at if clock else None)
+            events.ReferralSubmitted(
+                self.name, destination, submitted_at, clock.due_at if clock else None, self.state
+            )
         )
         return clock
 
@@ -648,7 +650,7 @@ class Referral:
         self._satisfy_clocks(kind, outcome, decided_at)
         self.state = State.DECIDED
         self.updated_at = now
-        self.events.append(events.DecisionRecorded(self.name, destination, decision))
+        self.events.append(events.DecisionRecorded(self.name, destination, decision, self.state))
         return decision
 
     def _check_conclusive(self, progress: Progress, decided_at: datetime) -> None:
@@ -718,7 +720,7 @@ class Referral:
         self.state = State.CLOSED
         self.close_reason = reason.strip()
         self.updated_at = now
-        self.events.append(events.ReferralClosed(self.name, by, self.close_reason, previous))
+        self.events.append(events.ReferralClosed(self.name, by, self.close_reason, previous, self.state))
 
     # -- overdue ----------------------------------------------------------------------------
 
@@ -739,6 +741,6 @@ class Referral:
                 if clock.escalation < level <= target:
                     clock.escalation = level
                     clock.escalated_at = now
-                    self.events.append(events.ReferralOverdue(self.name, clock.kind, level))
+                    self.events.append(events.ReferralOverdue(self.name, clock.kind, level, self.state))
             raised.append(clock)
         return raised

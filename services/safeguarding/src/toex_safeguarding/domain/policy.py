@@ -20,10 +20,17 @@ submissions, acknowledgements and decisions, closing, and R's overdue list. Thos
 call on R's other referrals, answer exactly as for another region's referral today (not found,
 or refused for an approval or a listing).
 
+A supervisor of a region collaborating on J (named on the job by tasking; toex_kernel.grants'
+`covered_for_reading`), with J as the call's purpose, reads the referrals of R linked to J as a
+holder does (GetReferral; ListReferrals of R lists J's only) and changes nothing: adding
+evidence is refused (permission denied: they see the referral), everything else answers as for
+another region's referral. Their region's officers who are not supervisors, and supervisors of
+a region J does not name, reach nothing of R.
+
 A grant never gives a role. Tasking assigns jobs to researchers, and a researcher holds no
 safeguarding role: a researcher holding J is refused at the method level exactly as R's own
-researchers are, and follows J's referrals through the notes this service writes on J (which
-name the referral, never its subject). No redacted view exists for them to be given.
+researchers are, and follows J's referrals on J itself (the referral events name the job, the
+referral and its state, never its subject). No redacted view exists for them to be given.
 
 Callers who see the referral's region today are decided as before, without reading grants.
 """
@@ -33,7 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from toex_kernel.errors import NotFound, OutOfScope, PermissionDenied
-from toex_kernel.grants import JobGrant, covered
+from toex_kernel.grants import JobGrant, covered, covered_for_reading
 from toex_kernel.policy import MethodRule, rules_for, sees_region
 from toex_kernel.principal import Principal, Role
 from toex_kernel.regions import Region
@@ -79,8 +86,16 @@ def under_grant(principal: Principal, referral: Referral, grant: JobGrant | None
     return principal.has(SO, SUP) and covered(grant, principal, referral.region, referral.linked_job)
 
 
+def reads_under_grant(principal: Principal, referral: Referral, grant: JobGrant | None) -> bool:
+    """As `under_grant`, or the caller is a supervisor of a region collaborating on the job:
+    they read the job's referrals, and change nothing."""
+    return principal.has(SO, SUP) and covered_for_reading(
+        grant, principal, referral.region, referral.linked_job
+    )
+
+
 def can_see(principal: Principal, referral: Referral, grant: JobGrant | None = None) -> bool:
-    return _reads_region(principal, referral.region) or under_grant(principal, referral, grant)
+    return _reads_region(principal, referral.region) or reads_under_grant(principal, referral, grant)
 
 
 def ensure_visible(
@@ -103,6 +118,10 @@ def ensure_can_work(principal: Principal, region: Region) -> None:
 def ensure_can_add_evidence(principal: Principal, referral: Referral, grant: JobGrant | None) -> None:
     if under_grant(principal, referral, grant):
         return
+    if not sees_region(principal, referral.region) and reads_under_grant(principal, referral, grant):
+        raise PermissionDenied(
+            "a collaborating region's supervisor reads the job's referrals and changes nothing"
+        )
     ensure_can_work(principal, referral.region)
 
 
@@ -131,13 +150,13 @@ class Listing:
 
 def listing(principal: Principal, requested: Region | None, grant: JobGrant | None = None) -> Listing:
     """What a listing of `requested` may show: the regions the caller sees, or, for a holder of
-    `grant` listing the grant's region, that job's referrals alone."""
+    `grant` (or a supervisor of a region collaborating on its job) listing the grant's region,
+    that job's referrals alone."""
     if (
         requested is not None
         and grant is not None
         and needs_grant(principal, requested)
-        and grant.region is requested
-        and grant.admits(principal)
+        and covered_for_reading(grant, principal, requested, grant.job)
     ):
         return Listing(frozenset({requested}), grant.job)
     return Listing(visible_regions(principal, requested))

@@ -159,7 +159,11 @@ async def _change(
             # A repeat is answered only while the caller may still see the referral: a grant
             # that has ended does not live on in a remembered request id.
             grant = await _grant(uow, actor, prior, grant_purpose) if grant_purpose else None
-            return policy.ensure_visible(actor, prior, name, grant)
+            prior = policy.ensure_visible(actor, prior, name, grant)
+            if grant_purpose:
+                # Reading it is not enough: a holder now only a collaborating reader is refused.
+                policy.ensure_can_add_evidence(actor, prior, grant)
+            return prior
         referral = await uow.referrals.get(referral_id, for_update=True)
         if referral is not None and referral.region is not region:
             referral = None

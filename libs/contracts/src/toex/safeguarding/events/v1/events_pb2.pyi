@@ -29,6 +29,11 @@ class ReferralDrafted(_message.Message):
     details of its subject: a consumer that needs them reads the referral, with a purpose, and is
     audited.
 
+    Every referral event carries `linked_job` (the tasking job the referral is linked to, empty
+    when none) and the referral's `state` after the change, so that the tasking service can show a
+    referral's outcomes on its job from these events alone (services/safeguarding/README.md says
+    which events and fields).
+
     ReferralDrafted: a referral was drafted (by a person or from a trigger).
     """
 
@@ -42,6 +47,7 @@ class ReferralDrafted(_message.Message):
     RISK_LEVEL_FIELD_NUMBER: _builtins.int
     LINKED_JOB_FIELD_NUMBER: _builtins.int
     CREATED_BY_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique event id (UUID); also the Nats-Msg-Id and CloudEvents id."""
     referral: _builtins.str
@@ -52,6 +58,8 @@ class ReferralDrafted(_message.Message):
     """The linked tasking job, if any."""
     created_by: _builtins.str
     """Who drafted it: a user name, or `trigger:<event type>`."""
+    state: _safeguarding_pb2.ReferralState.ValueType
+    """The referral's state after the change (DRAFT)."""
     @_builtins.property
     def occur_time(self) -> _timestamp_pb2.Timestamp:
         """When it happened."""
@@ -75,10 +83,11 @@ class ReferralDrafted(_message.Message):
         risk_level: _safeguarding_pb2.RiskLevel.ValueType = ...,
         linked_job: _builtins.str = ...,
         created_by: _builtins.str = ...,
+        state: _safeguarding_pb2.ReferralState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "occur_time", b"occur_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["concerns", b"concerns", "created_by", b"created_by", "event_id", b"event_id", "label", b"label", "linked_job", b"linked_job", "occur_time", b"occur_time", "referral", b"referral", "risk_level", b"risk_level"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concerns", b"concerns", "created_by", b"created_by", "event_id", b"event_id", "label", b"label", "linked_job", b"linked_job", "occur_time", b"occur_time", "referral", b"referral", "risk_level", b"risk_level", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -98,12 +107,17 @@ class ReferralEvidenceAdded(_message.Message):
     REFERRAL_FIELD_NUMBER: _builtins.int
     EVIDENCE_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    LINKED_JOB_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique event id."""
     referral: _builtins.str
     """The referral's resource name."""
     state: _safeguarding_pb2.ReferralState.ValueType
     """The referral's state when it was added."""
+    linked_job: _builtins.str
+    """The linked tasking job (`regions/{region}/jobs/{job}`), if any: the job the change is shown
+    on. Empty when the referral is linked to no job.
+    """
     @_builtins.property
     def occur_time(self) -> _timestamp_pb2.Timestamp:
         """When it happened."""
@@ -125,10 +139,11 @@ class ReferralEvidenceAdded(_message.Message):
         referral: _builtins.str = ...,
         evidence: _abc.Iterable[_safeguarding_pb2.Evidence] | None = ...,
         state: _safeguarding_pb2.ReferralState.ValueType = ...,
+        linked_job: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "occur_time", b"occur_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "evidence", b"evidence", "label", b"label", "occur_time", b"occur_time", "referral", b"referral", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "evidence", b"evidence", "label", b"label", "linked_job", b"linked_job", "occur_time", b"occur_time", "referral", b"referral", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -146,12 +161,20 @@ class ReferralApproved(_message.Message):
     REFERRAL_FIELD_NUMBER: _builtins.int
     APPROVED_BY_FIELD_NUMBER: _builtins.int
     DESTINATIONS_FIELD_NUMBER: _builtins.int
+    LINKED_JOB_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique event id."""
     referral: _builtins.str
     """The referral's resource name."""
     approved_by: _builtins.str
     """Who approved it."""
+    linked_job: _builtins.str
+    """The linked tasking job (`regions/{region}/jobs/{job}`), if any: the job the change is shown
+    on. Empty when the referral is linked to no job.
+    """
+    state: _safeguarding_pb2.ReferralState.ValueType
+    """The referral's state after the change (APPROVED)."""
     @_builtins.property
     def occur_time(self) -> _timestamp_pb2.Timestamp:
         """When it happened."""
@@ -173,10 +196,12 @@ class ReferralApproved(_message.Message):
         referral: _builtins.str = ...,
         approved_by: _builtins.str = ...,
         destinations: _abc.Iterable[_safeguarding_pb2.Destination.ValueType] | None = ...,
+        linked_job: _builtins.str = ...,
+        state: _safeguarding_pb2.ReferralState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "occur_time", b"occur_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved_by", b"approved_by", "destinations", b"destinations", "event_id", b"event_id", "label", b"label", "occur_time", b"occur_time", "referral", b"referral"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved_by", b"approved_by", "destinations", b"destinations", "event_id", b"event_id", "label", b"label", "linked_job", b"linked_job", "occur_time", b"occur_time", "referral", b"referral", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -194,6 +219,8 @@ class ReferralReturned(_message.Message):
     REFERRAL_FIELD_NUMBER: _builtins.int
     RETURNED_BY_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    LINKED_JOB_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique event id."""
     referral: _builtins.str
@@ -202,6 +229,12 @@ class ReferralReturned(_message.Message):
     """Who returned it."""
     reason: _builtins.str
     """Why."""
+    linked_job: _builtins.str
+    """The linked tasking job (`regions/{region}/jobs/{job}`), if any: the job the change is shown
+    on. Empty when the referral is linked to no job.
+    """
+    state: _safeguarding_pb2.ReferralState.ValueType
+    """The referral's state after the change (DRAFT)."""
     @_builtins.property
     def occur_time(self) -> _timestamp_pb2.Timestamp:
         """When it happened."""
@@ -219,10 +252,12 @@ class ReferralReturned(_message.Message):
         referral: _builtins.str = ...,
         returned_by: _builtins.str = ...,
         reason: _builtins.str = ...,
+        linked_job: _builtins.str = ...,
+        state: _safeguarding_pb2.ReferralState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "occur_time", b"occur_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "label", b"label", "occur_time", b"occur_time", "reason", b"reason", "referral", b"referral", "returned_by", b"returned_by"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "label", b"label", "linked_job", b"linked_job", "occur_time", b"occur_time", "reason", b"reason", "referral", b"referral", "returned_by", b"returned_by", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -241,12 +276,22 @@ class ReferralSubmitted(_message.Message):
     DESTINATION_FIELD_NUMBER: _builtins.int
     SUBMIT_TIME_FIELD_NUMBER: _builtins.int
     DECISION_DUE_TIME_FIELD_NUMBER: _builtins.int
+    LINKED_JOB_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique event id."""
     referral: _builtins.str
     """The referral's resource name."""
     destination: _safeguarding_pb2.Destination.ValueType
     """Where it was sent."""
+    linked_job: _builtins.str
+    """The linked tasking job (`regions/{region}/jobs/{job}`), if any: the job the change is shown
+    on. Empty when the referral is linked to no job.
+    """
+    state: _safeguarding_pb2.ReferralState.ValueType
+    """The referral's state after the change: SUBMITTED, or what it was when another destination
+    had already acknowledged or decided.
+    """
     @_builtins.property
     def occur_time(self) -> _timestamp_pb2.Timestamp:
         """When it happened."""
@@ -273,10 +318,12 @@ class ReferralSubmitted(_message.Message):
         destination: _safeguarding_pb2.Destination.ValueType = ...,
         submit_time: _timestamp_pb2.Timestamp | None = ...,
         decision_due_time: _timestamp_pb2.Timestamp | None = ...,
+        linked_job: _builtins.str = ...,
+        state: _safeguarding_pb2.ReferralState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decision_due_time", b"decision_due_time", "label", b"label", "occur_time", b"occur_time", "submit_time", b"submit_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_due_time", b"decision_due_time", "destination", b"destination", "event_id", b"event_id", "label", b"label", "occur_time", b"occur_time", "referral", b"referral", "submit_time", b"submit_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_due_time", b"decision_due_time", "destination", b"destination", "event_id", b"event_id", "label", b"label", "linked_job", b"linked_job", "occur_time", b"occur_time", "referral", b"referral", "state", b"state", "submit_time", b"submit_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -298,6 +345,7 @@ class ReferralOverdue(_message.Message):
     ESCALATION_FIELD_NUMBER: _builtins.int
     LINKED_JOB_FIELD_NUMBER: _builtins.int
     RISK_LEVEL_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique event id."""
     referral: _builtins.str
@@ -308,6 +356,8 @@ class ReferralOverdue(_message.Message):
     """The linked tasking job, if any."""
     risk_level: _safeguarding_pb2.RiskLevel.ValueType
     """The referral's risk level."""
+    state: _safeguarding_pb2.ReferralState.ValueType
+    """The referral's state when the clock was found overdue."""
     @_builtins.property
     def occur_time(self) -> _timestamp_pb2.Timestamp:
         """When it was noticed."""
@@ -331,10 +381,11 @@ class ReferralOverdue(_message.Message):
         escalation: _safeguarding_pb2.Escalation.ValueType = ...,
         linked_job: _builtins.str = ...,
         risk_level: _safeguarding_pb2.RiskLevel.ValueType = ...,
+        state: _safeguarding_pb2.ReferralState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["clock", b"clock", "label", b"label", "occur_time", b"occur_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clock", b"clock", "escalation", b"escalation", "event_id", b"event_id", "label", b"label", "linked_job", b"linked_job", "occur_time", b"occur_time", "referral", b"referral", "risk_level", b"risk_level"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clock", b"clock", "escalation", b"escalation", "event_id", b"event_id", "label", b"label", "linked_job", b"linked_job", "occur_time", b"occur_time", "referral", b"referral", "risk_level", b"risk_level", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -353,6 +404,7 @@ class ReferralDecisionRecorded(_message.Message):
     DESTINATION_FIELD_NUMBER: _builtins.int
     DECISION_FIELD_NUMBER: _builtins.int
     LINKED_JOB_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique event id."""
     referral: _builtins.str
@@ -361,6 +413,8 @@ class ReferralDecisionRecorded(_message.Message):
     """The destination that decided."""
     linked_job: _builtins.str
     """The linked tasking job, if any (the decision is noted on it)."""
+    state: _safeguarding_pb2.ReferralState.ValueType
+    """The referral's state after the change (DECIDED)."""
     @_builtins.property
     def occur_time(self) -> _timestamp_pb2.Timestamp:
         """When it was recorded."""
@@ -383,10 +437,11 @@ class ReferralDecisionRecorded(_message.Message):
         destination: _safeguarding_pb2.Destination.ValueType = ...,
         decision: _safeguarding_pb2.Decision | None = ...,
         linked_job: _builtins.str = ...,
+        state: _safeguarding_pb2.ReferralState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "label", b"label", "occur_time", b"occur_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "destination", b"destination", "event_id", b"event_id", "label", b"label", "linked_job", b"linked_job", "occur_time", b"occur_time", "referral", b"referral"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "destination", b"destination", "event_id", b"event_id", "label", b"label", "linked_job", b"linked_job", "occur_time", b"occur_time", "referral", b"referral", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -405,6 +460,8 @@ class ReferralClosed(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     CLOSED_BY_FIELD_NUMBER: _builtins.int
     PREVIOUS_STATE_FIELD_NUMBER: _builtins.int
+    LINKED_JOB_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique event id."""
     referral: _builtins.str
@@ -415,6 +472,12 @@ class ReferralClosed(_message.Message):
     """Who closed it."""
     previous_state: _safeguarding_pb2.ReferralState.ValueType
     """The state it was closed from."""
+    linked_job: _builtins.str
+    """The linked tasking job (`regions/{region}/jobs/{job}`), if any: the job the change is shown
+    on. Empty when the referral is linked to no job.
+    """
+    state: _safeguarding_pb2.ReferralState.ValueType
+    """The referral's state after the change (CLOSED)."""
     @_builtins.property
     def occur_time(self) -> _timestamp_pb2.Timestamp:
         """When it happened."""
@@ -433,10 +496,12 @@ class ReferralClosed(_message.Message):
         reason: _builtins.str = ...,
         closed_by: _builtins.str = ...,
         previous_state: _safeguarding_pb2.ReferralState.ValueType = ...,
+        linked_job: _builtins.str = ...,
+        state: _safeguarding_pb2.ReferralState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "occur_time", b"occur_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["closed_by", b"closed_by", "event_id", b"event_id", "label", b"label", "occur_time", b"occur_time", "previous_state", b"previous_state", "reason", b"reason", "referral", b"referral"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["closed_by", b"closed_by", "event_id", b"event_id", "label", b"label", "linked_job", b"linked_job", "occur_time", b"occur_time", "previous_state", b"previous_state", "reason", b"reason", "referral", b"referral", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
