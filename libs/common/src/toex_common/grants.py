@@ -66,6 +66,12 @@ def create_grant_schema(op: Any) -> None:
     grants_metadata.create_all(op.get_bind())
 
 
+def upgrade_grant_schema(op: Any) -> None:
+    """Bring a job_grants table made by an earlier `create_grant_schema` up to date (call from a
+    later migration; does nothing to a table made with the current model)."""
+    op.execute("ALTER TABLE job_grants ADD COLUMN IF NOT EXISTS collaborators text[] NOT NULL DEFAULT '{}'")
+
+
 def drop_grant_schema(op: Any) -> None:
     grants_metadata.drop_all(op.get_bind())
 
