@@ -12,11 +12,11 @@ from types import ModuleType
 
 import click
 
-from toex_cli import auth_commands, comms, entity, events, jobs, pnd, safeguarding
+from toex_cli import auth_commands, comms, entity, events, inbox, jobs, pnd, safeguarding
 from toex_cli.context import CliContext, check_purpose
 from toex_cli.credentials import TOKEN_ENV
 
-MODULES: tuple[ModuleType, ...] = (auth_commands, jobs, events, comms, safeguarding, pnd, entity)
+MODULES: tuple[ModuleType, ...] = (auth_commands, jobs, inbox, events, comms, safeguarding, pnd, entity)
 
 
 @click.group(

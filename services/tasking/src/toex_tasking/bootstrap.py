@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from grpc import aio
-from toex.tasking.v1 import tasking_pb2, tasking_pb2_grpc
+from toex.tasking.v1 import inbox_pb2, inbox_pb2_grpc, tasking_pb2, tasking_pb2_grpc
 from toex_common.events.bus import MessageBus
 from toex_common.grpc.audit_service import AUDIT_RULES, add_audit_service
 from toex_common.grpc.audit_service import SERVICE_NAME as AUDIT_SERVICE_NAME
@@ -17,13 +17,16 @@ from toex_tasking.adapters.uow import PgTaskingUnitOfWork
 from toex_tasking.config import Settings
 from toex_tasking.domain import commands
 from toex_tasking.domain.policy import METHOD_RULES
-from toex_tasking.entrypoints import consumers
+from toex_tasking.entrypoints import consumers, inbox_consumers
 from toex_tasking.entrypoints.grpc_api import TaskingServicer
+from toex_tasking.entrypoints.inbox_api import InboxServicer
 from toex_tasking.service_layer import handlers
 from toex_tasking.service_layer.ports import UserDirectory
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = tasking_pb2.DESCRIPTOR.services_by_name["TaskingService"].full_name
+# The inbox is served by the same process, on the same port.
+INBOX_SERVICE_NAME = inbox_pb2.DESCRIPTOR.services_by_name["InboxService"].full_name
 
 
 def make_directory(settings: Settings) -> UserDirectory:
@@ -62,18 +65,23 @@ async def build(settings: Settings, *, directory: UserDirectory | None = None) -
         uow=lambda: PgTaskingUnitOfWork(engine),  # type: ignore[arg-type,return-value]
         directory=directory or make_directory(settings),
         reader=lambda: PgTaskingUnitOfWork(engine, read_only=True),  # type: ignore[arg-type,return-value]
+        watch_poll_seconds=settings.inbox_poll_seconds,
+        watch_seconds=settings.inbox_watch_seconds,
     )
 
     def register(server: aio.Server) -> None:
         tasking_pb2_grpc.add_TaskingServiceServicer_to_server(TaskingServicer(deps), server)
+        inbox_pb2_grpc.add_InboxServiceServicer_to_server(InboxServicer(deps), server)
         add_audit_service(server, engine)
 
-    names = [SERVICE_NAME, AUDIT_SERVICE_NAME]
+    names = [SERVICE_NAME, INBOX_SERVICE_NAME, AUDIT_SERVICE_NAME]
     server = await platform.grpc_server(
         register=register, service_names=names, rules={**METHOD_RULES, **AUDIT_RULES}
     )
     bus = MessageBus()
     consumers.subscribe(bus, settings.service_name, platform.audit, lambda: deps.clock())
+    # The inbox, from tasking's own stream and those of entity, PND and safeguarding.
+    inbox_consumers.subscribe(bus, settings.service_name, lambda: deps.clock())
     found = bus.consumers(platform.consumer, lambda: PgTaskingUnitOfWork(engine))
     return App(platform, deps, server, service_names=names, consumers=found)
 

@@ -14,3 +14,7 @@ class Settings(ServiceSettings):
     overdue_scan_seconds: float = 30.0
     # "keycloak" reads researchers from Keycloak's admin API; "static" uses the demo users.
     directory: str = "keycloak"
+    # WatchInbox: how often a watch looks for new items, and how long one stream lasts before
+    # the server ends it (the client continues with its last resume token).
+    inbox_poll_seconds: float = 1.0
+    inbox_watch_seconds: float = 600.0

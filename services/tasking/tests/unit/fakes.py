@@ -1,4 +1,5 @@
 import copy
+import dataclasses
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -7,6 +8,7 @@ from toex_common.events import EventEnvelope
 from toex_common.testing.fakes import FakeUnitOfWorkBase
 from toex_kernel.regions import Region
 from toex_tasking.adapters import integration
+from toex_tasking.domain.inbox import Audience, Cursor, InboxFilter, InboxItem
 from toex_tasking.domain.model import OPEN_STATES, WORKING_STATES, Job, JobState
 from toex_tasking.service_layer.ports import JobQuery, ResearcherCount
 
@@ -90,10 +92,79 @@ class FakeJobRepository:
         ][:limit]
 
 
+class FakeInboxRepository:
+    """The inbox in memory: items by id (an event and recipient make one id), read state per
+    user, and the order items arrived in."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, InboxItem] = {}
+        self.reads: dict[tuple[str, str], datetime] = {}
+        self.arrived = 0
+
+    async def add(self, items: list[InboxItem]) -> None:
+        for item in items:
+            if item.id in self.items or any(
+                (i.source.event_id, i.recipient) == (item.source.event_id, item.recipient)
+                for i in self.items.values()
+            ):
+                continue
+            self.arrived += 1
+            self.items[item.id] = dataclasses.replace(item, cursor=Cursor(0, self.arrived))
+
+    def _as_read_by(self, username: str, item: InboxItem) -> InboxItem:
+        return dataclasses.replace(item, read_at=self.reads.get((username, item.id)))
+
+    def _seen(self, audience: Audience, keep: InboxFilter) -> list[InboxItem]:
+        found = [self._as_read_by(audience.username, i) for i in self.items.values() if audience.sees(i)]
+        return [i for i in found if keep.keeps(i)]
+
+    async def search(
+        self, audience: Audience, keep: InboxFilter, limit: int, after: tuple[datetime, str] | None
+    ) -> list[InboxItem]:
+        found = sorted(self._seen(audience, keep), key=lambda i: (i.source.occurred_at, i.id), reverse=True)
+        if after is not None:
+            found = [i for i in found if (i.source.occurred_at, i.id) < after]
+        return found[:limit]
+
+    async def visible(self, audience: Audience, item_ids: list[str]) -> set[str]:
+        return {i for i in item_ids if i in self.items and audience.sees(self.items[i])}
+
+    async def existing(self, item_ids: list[str]) -> set[str]:
+        return {i for i in item_ids if i in self.items}
+
+    async def mark_read(self, username: str, item_ids: list[str], now: datetime) -> int:
+        fresh = [i for i in item_ids if i in self.items and (username, i) not in self.reads]
+        for item_id in fresh:
+            self.reads[(username, item_id)] = now
+        return len(fresh)
+
+    async def mark_matching_read(self, audience: Audience, keep: InboxFilter, now: datetime) -> int:
+        unread = [i.id for i in self._seen(audience, keep) if i.read_at is None]
+        return await self.mark_read(audience.username, unread, now)
+
+    async def cursor_of(self, audience: Audience, item_id: str) -> Cursor | None:
+        item = self.items.get(item_id)
+        return item.cursor if item is not None and audience.sees(item) else None
+
+    async def horizon(self) -> Cursor:
+        return Cursor(0, self.arrived)
+
+    async def arrived_after(
+        self, audience: Audience, keep: InboxFilter, cursor: Cursor, limit: int
+    ) -> tuple[list[InboxItem], Cursor]:
+        found = sorted(
+            (i for i in self._seen(audience, keep) if i.cursor is not None and i.cursor > cursor),
+            key=lambda i: i.cursor or cursor,
+        )[:limit]
+        last = found[-1].cursor if len(found) == limit else None
+        return found, last or max(cursor, Cursor(0, self.arrived))
+
+
 class FakeTaskingUnitOfWork(FakeUnitOfWorkBase):
     def __init__(self) -> None:
         super().__init__()
         self.jobs = FakeJobRepository(self)
+        self.inbox = FakeInboxRepository()
 
     def integration_events(self, aggregate: Any, event: Any) -> Iterable[EventEnvelope]:
         return integration.integration_events(aggregate, event)

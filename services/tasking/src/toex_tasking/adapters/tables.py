@@ -7,6 +7,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
+    Identity,
     Index,
     MetaData,
     PrimaryKeyConstraint,
@@ -14,6 +15,8 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
@@ -74,4 +77,40 @@ job_notes = Table(
     Column("text", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("job_id", "id"),
+)
+
+# The inbox read model: one row per event and recipient (a user, `user:<name>`, or a role in a
+# region, `role:<role>@<REGION>`), with the event's region and handling code.
+inbox_items = Table(
+    "inbox_items",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("recipient", Text, nullable=False),
+    Column("event_id", String(64), nullable=False),
+    Column("event_type", Text, nullable=False),
+    Column("item_type", String(32), nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("resource", Text, nullable=False),
+    Column("region", String(16), nullable=False),
+    Column("handling", String(1), nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("delivered_at", DateTime(timezone=True), nullable=False),
+    # The order items arrived in, for WatchInbox: the writing transaction's id, then a sequence.
+    # A watch reads only items of transactions older than every one still running, so an item
+    # committed late never lands behind a place a watch has already passed.
+    Column("txid", BigInteger, nullable=False, server_default=text("(pg_current_xact_id()::text)::bigint")),
+    Column("seq", BigInteger, Identity(always=True), nullable=False),
+    UniqueConstraint("event_id", "recipient", name="inbox_items_event_recipient"),
+    Index("inbox_items_recipient_time", "recipient", "occurred_at", "id"),
+    Index("inbox_items_arrival", "txid", "seq"),
+)
+
+# Read state, per user: an item addressed to a role is read by each holder for themselves.
+inbox_reads = Table(
+    "inbox_reads",
+    metadata,
+    Column("username", Text, nullable=False),
+    Column("item_id", String(32), ForeignKey("inbox_items.id", ondelete="CASCADE"), nullable=False),
+    Column("read_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("username", "item_id"),
 )

@@ -9,14 +9,17 @@ from toex_common.events import EventEnvelope
 from toex_common.uow import DriverUnitOfWork
 
 from toex_tasking.adapters import integration
+from toex_tasking.adapters.inbox_repository import PgInboxRepository
 from toex_tasking.adapters.repository import PgJobRepository
 
 
 class PgTaskingUnitOfWork(DriverUnitOfWork):
     jobs: PgJobRepository
+    inbox: PgInboxRepository
 
     def _after_enter(self) -> None:
         self.jobs = PgJobRepository(self)
+        self.inbox = PgInboxRepository(self)
 
     def integration_events(self, aggregate: Any, event: Any) -> Iterable[EventEnvelope]:
         return integration.integration_events(aggregate, event)

@@ -9,6 +9,7 @@ from toex_kernel.idempotency import Idempotency
 from toex_kernel.principal import Principal
 from toex_kernel.regions import Region
 
+from toex_tasking.domain.inbox import Cursor, InboxFilter, Notice, Source
 from toex_tasking.domain.model import Handling, JobChanges, JobState, JobType, Priority
 
 
@@ -133,3 +134,38 @@ class GetRegionCapacity:
 class MarkOverdueJobs:
     now: datetime
     limit: int = 200
+
+
+@dataclass(frozen=True)
+class DeliverNotices:
+    """An event's notices, for the inbox (from a consumer of the event's stream)."""
+
+    source: Source
+    notices: tuple[Notice, ...]
+
+
+@dataclass(frozen=True)
+class ListInboxItems:
+    actor: Principal
+    filter: InboxFilter
+    page_size: int
+    # The last item of the previous page: (event time, item id).
+    after: tuple[datetime, str] | None = None
+
+
+@dataclass(frozen=True)
+class MarkInboxItemsRead:
+    actor: Principal
+    # The items' ids; or, with `all_matching`, every item of the actor's matching `filter`.
+    item_ids: list[str] = field(default_factory=list)
+    all_matching: bool = False
+    filter: InboxFilter = field(default_factory=InboxFilter)
+
+
+@dataclass(frozen=True)
+class WatchInbox:
+    actor: Principal
+    filter: InboxFilter
+    # Start after this item (its id), or at `resume`; with neither, now.
+    start_after: str = ""
+    resume: Cursor | None = None

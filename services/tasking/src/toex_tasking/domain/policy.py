@@ -13,6 +13,12 @@
 Everyone else is refused at the method level. A job outside the caller's scope is reported
 as not found, exactly like a job that does not exist; a job seen only as a collaborator
 refuses every change with PERMISSION_DENIED.
+
+The inbox (InboxService): every person reads and marks their own inbox, whatever their role;
+service accounts have none. No purpose is asked for: an inbox holds only what its reader may
+see in their own right (items addressed to them by name, and items addressed to roles they hold
+of the regions they may see), each a type, a one-line summary and a resource name; reading
+the resource itself asks for a purpose as usual. Every call is audited by the interceptor.
 """
 
 from __future__ import annotations
@@ -20,16 +26,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from toex_kernel.errors import NotFound, OutOfScope, PermissionDenied
-from toex_kernel.policy import MethodRule, rules_for, sees_region, service_sees_all
+from toex_kernel.policy import MethodRule, all_roles_except, rules_for, sees_region, service_sees_all
 from toex_kernel.principal import Principal, Role
 from toex_kernel.regions import Region
 
+from toex_tasking.domain.inbox import Audience, Recipient
 from toex_tasking.domain.model import Job, JobState
 
 SERVICE = "toex.tasking.v1.TaskingService"
+INBOX_SERVICE = "toex.tasking.v1.InboxService"
 
 NC, SUP, RES, SVC = Role.NATIONAL_COORDINATOR, Role.SUPERVISOR, Role.RESEARCHER, Role.SERVICE
 SAFE = Role.SAFEGUARDING_OFFICER
+# Every role a person holds: each has an inbox (a service account has none).
+PEOPLE = tuple(sorted(all_roles_except([SVC])))
 
 METHOD_RULES = rules_for(
     SERVICE,
@@ -44,6 +54,13 @@ METHOD_RULES = rules_for(
         "AddJobNote": MethodRule.write(NC, SUP, RES, SVC),
         "RecordFeedback": MethodRule.write(NC, SUP),
         "GetRegionCapacity": MethodRule.read(NC, SUP, purpose_required=False),
+    },
+) | rules_for(
+    INBOX_SERVICE,
+    {
+        "ListInboxItems": MethodRule.read(*PEOPLE, purpose_required=False),
+        "MarkInboxItemsRead": MethodRule.write(*PEOPLE),
+        "WatchInbox": MethodRule.read(*PEOPLE, purpose_required=False),
     },
 )
 
@@ -150,3 +167,18 @@ def ensure_can_see_capacity(principal: Principal, region: Region) -> None:
     if principal.has(NC) or (principal.has(SUP) and sees_region(principal, region)):
         return
     raise PermissionDenied(f"you may see the capacity of {principal.region.value} only")
+
+
+def inbox_audience(principal: Principal) -> Audience:
+    """Whose items a caller's inbox shows: those addressed to them by name, wherever they come
+    from (an assignment to another region's job); and those addressed to each role they hold in
+    their own region (national coordinators: nationally), of the regions they may see (their
+    own; every region for the national team and national coordinators)."""
+    national = principal.national or principal.has(NC)
+    return Audience(
+        username=principal.username,
+        roles=frozenset(
+            Recipient.holders(role, principal.region) for role in principal.roles if role is not SVC
+        ),
+        regions=None if national else frozenset({principal.region}),
+    )

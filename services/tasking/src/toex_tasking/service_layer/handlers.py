@@ -35,6 +35,9 @@ class Deps:
     clock: Clock = utcnow
     # Units of work for reads that change nothing (no transaction round trips); defaults to `uow`.
     reader: Callable[[], TaskingUnitOfWork] | None = None
+    # WatchInbox: how often it looks for new items, and how long one stream lasts.
+    watch_poll_seconds: float = 1.0
+    watch_seconds: float = 600.0
 
     def __post_init__(self) -> None:
         # A read batch gathers for longer than the audit batch each call also waits for: with 50

@@ -10,6 +10,7 @@ from toex_common.uow import UnitOfWork
 from toex_kernel.principal import Role
 from toex_kernel.regions import Region
 
+from toex_tasking.domain.inbox import Audience, Cursor, InboxFilter, InboxItem
 from toex_tasking.domain.model import Job, JobState
 
 
@@ -65,8 +66,55 @@ class UserDirectory(Protocol):
     async def researchers(self, region: Region) -> list[DirectoryUser]: ...
 
 
+class InboxRepository(Protocol):
+    """The inbox read model. Every read takes the reader's `Audience`: nothing else is seen."""
+
+    async def add(self, items: list[InboxItem]) -> None:
+        """Store `items`; one of an event and recipient stored already is left as it is."""
+        ...
+
+    async def search(
+        self, audience: Audience, keep: InboxFilter, limit: int, after: tuple[datetime, str] | None
+    ) -> list[InboxItem]:
+        """The audience's items, the newest event first, after (event time, id) when given,
+        with the reader's read state."""
+        ...
+
+    async def visible(self, audience: Audience, item_ids: list[str]) -> set[str]:
+        """Those of `item_ids` the audience sees."""
+        ...
+
+    async def existing(self, item_ids: list[str]) -> set[str]:
+        """Those of `item_ids` that exist, whoever sees them."""
+        ...
+
+    async def mark_read(self, username: str, item_ids: list[str], now: datetime) -> int:
+        """Mark read for `username`; how many were unread."""
+        ...
+
+    async def mark_matching_read(self, audience: Audience, keep: InboxFilter, now: datetime) -> int:
+        """Mark read every item of the audience's that `keep` keeps; how many were unread."""
+        ...
+
+    async def cursor_of(self, audience: Audience, item_id: str) -> Cursor | None:
+        """Where the item arrived, if the audience sees it."""
+        ...
+
+    async def horizon(self) -> Cursor:
+        """Now: every item that has arrived is at or before it, give or take those arriving."""
+        ...
+
+    async def arrived_after(
+        self, audience: Audience, keep: InboxFilter, cursor: Cursor, limit: int
+    ) -> tuple[list[InboxItem], Cursor]:
+        """The audience's items that arrived after `cursor`, in the order they arrived (at most
+        `limit`), and the cursor to continue from."""
+        ...
+
+
 class TaskingUnitOfWork(UnitOfWork, Protocol):
     jobs: JobRepository
+    inbox: InboxRepository
 
     async def __aenter__(self) -> TaskingUnitOfWork: ...
     async def __aexit__(self, *exc: object) -> None: ...
