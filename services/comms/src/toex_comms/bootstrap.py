@@ -27,7 +27,8 @@ class App(ServiceApp):
 
 
 def event_bus(settings: Settings) -> MessageBus:
-    """What the service consumes: jobs, entity links and job grants, when it consumes events."""
+    """What the service consumes: jobs, entity links, merges and splits, and job grants, when it
+    consumes events."""
     bus = MessageBus()
     if settings.consume_events:
         consumers.subscribe(bus, settings.service_name)

@@ -26,5 +26,6 @@ class Settings(ServiceSettings):
     max_upload_bytes: int = 1024**3
     # Rows per batch while importing: bounds the import's memory.
     import_batch_rows: int = 500_000
-    # Consume tasking JobCreated, entity RecordLinked and tasking's job access events (grants).
+    # Consume tasking JobCreated, entity RecordLinked, EntitiesMerged and EntitySplit, and
+    # tasking's job access events (grants).
     consume_events: bool = True

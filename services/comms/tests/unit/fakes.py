@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import copy
+import dataclasses
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
@@ -18,6 +19,7 @@ from toex_comms.adapters.ingest import NUMBER_INDEX_SCHEMA, number_index
 from toex_comms.adapters.store import ROW_SCHEMAS
 from toex_comms.domain.analysis import Network
 from toex_comms.domain.commands import ExportFormat
+from toex_comms.domain.identity import AttributionMove, ChangeKind, IdentityChange
 from toex_comms.domain.model import (
     AdvertFlag,
     Attribution,
@@ -28,6 +30,7 @@ from toex_comms.domain.model import (
     KnownJob,
     Watchlist,
     WatchlistContact,
+    one_per_entity,
 )
 from toex_comms.domain.profiles import MappingProfile
 from toex_comms.service_layer.ports import Members
@@ -45,7 +48,9 @@ class FakeCommsRepository:
         self.profiles: dict[tuple[Region, str], MappingProfile] = {}
         self.watchlists: dict[tuple[Region, str], Watchlist] = {}
         self.contacts: dict[tuple[str, str, int, str, int], WatchlistContact] = {}
-        self.attributed: dict[tuple[Region, str], list[Attribution]] = {}
+        self.attributed: dict[tuple[Region, str, str, str], Attribution] = {}
+        self.changes: dict[tuple[Region, str], IdentityChange] = {}
+        self.history: dict[tuple[Region, str, str, str, str], AttributionMove] = {}
         self.flags: list[AdvertFlag] = []
         self.jobs: dict[str, KnownJob] = {}
 
@@ -144,19 +149,113 @@ class FakeCommsRepository:
         )
         return found[:limit]
 
+    # attributions, keyed as the table is: region, identifier, entity, record
+    def attributions_in(self, region: Region, identifier: str = "") -> list[Attribution]:
+        """What the table holds (one per record), for assertions."""
+        return sorted(
+            (
+                a
+                for (r, i, _, _), a in self.attributed.items()
+                if r is region and (not identifier or i == identifier)
+            ),
+            key=lambda a: (a.recorded_at, a.identifier, a.entity_id, a.record),
+        )
+
     async def attribute(self, region: Region, a: Attribution) -> None:
-        self.attributed.setdefault((region, a.identifier), []).append(a)
+        self.attributed[(region, *a.key)] = a
 
     async def attributions(self, region: Region, identifiers: Iterable[str]) -> dict[str, list[Attribution]]:
         out: dict[str, list[Attribution]] = {}
         for identifier in set(identifiers):
             found = [
-                *self.attributed.get((region, identifier), []),
-                *self.attributed.get((Region.NATIONAL, identifier), []),
+                a
+                for (r, i, _, _), a in self.attributed.items()
+                if i == identifier and r in (region, Region.NATIONAL)
             ]
             if found:
-                out[identifier] = sorted(found, key=lambda a: a.recorded_at)
+                out[identifier] = one_per_entity(sorted(found, key=lambda a: (a.recorded_at, a.record)))
         return out
+
+    async def attributions_of_entities(self, region: Region, entities: Iterable[str]) -> list[Attribution]:
+        wanted = set(entities)
+        return [a for a in self.attributions_in(region) if a.entity_id in wanted]
+
+    async def get_attribution(
+        self, region: Region, identifier: str, entity: str, record: str
+    ) -> Attribution | None:
+        return self.attributed.get((region, identifier, entity, record))
+
+    async def rekey(self, region: Region, a: Attribution, entity: str, via_change: str) -> bool:
+        if entity == a.entity_id:
+            return True
+        del self.attributed[(region, *a.key)]
+        moved = dataclasses.replace(a, entity_id=entity, via_change=via_change)
+        if (region, *moved.key) in self.attributed:
+            return False
+        self.attributed[(region, *moved.key)] = moved
+        return True
+
+    async def remove_attribution(self, region: Region, a: Attribution) -> None:
+        del self.attributed[(region, *a.key)]
+
+    async def restore_attribution(self, region: Region, a: Attribution) -> bool:
+        if (region, *a.key) in self.attributed:
+            return False
+        self.attributed[(region, *a.key)] = a
+        return True
+
+    async def flag_attribution(self, region: Region, a: Attribution, review: str) -> None:
+        key = (region, *a.key)
+        self.attributed[key] = dataclasses.replace(self.attributed[key], review=review)
+
+    async def add_moves(self, region: Region, moves: list[AttributionMove]) -> None:
+        for m in moves:
+            key = (region, m.change_id, *m.before.key)
+            if key in self.history:
+                raise AssertionError(f"attribution_history primary key violated: {key}")
+            self.history[key] = m
+
+    async def moves_of(self, region: Region, change_id: str) -> list[AttributionMove]:
+        return [m for (r, c, *_), m in self.history.items() if r is region and c == change_id]
+
+    # identity changes applied
+    async def claim_change(self, region: Region, change: IdentityChange) -> bool:
+        if (region, change.change_id) in self.changes:
+            return False
+        self.changes[(region, change.change_id)] = copy.deepcopy(change)
+        return True
+
+    async def get_change(self, region: Region, change_id: str) -> IdentityChange | None:
+        return copy.deepcopy(self.changes.get((region, change_id)))
+
+    async def undoer_of(self, region: Region, change_id: str) -> str | None:
+        found = sorted(
+            (c for (r, _), c in self.changes.items() if r is region and c.undoes == change_id),
+            key=lambda c: c.occurred_at,
+        )
+        return found[0].change_id if found else None
+
+    async def mark_undone(self, region: Region, change_id: str, by: str) -> None:
+        self.changes[(region, change_id)].undone_by = by
+
+    async def absorbed_into(self, region: Region, entity: str) -> IdentityChange | None:
+        found = [
+            c
+            for (r, _), c in self.changes.items()
+            if r is region and c.kind is ChangeKind.MERGE and not c.undone_by and entity in c.merged
+        ]
+        return copy.deepcopy(max(found, key=lambda c: c.occurred_at)) if found else None
+
+    async def last_split_of(self, region: Region, record: str, after: datetime) -> IdentityChange | None:
+        found = [
+            c
+            for (r, _), c in self.changes.items()
+            if r is region
+            and c.kind is ChangeKind.SPLIT
+            and record in c.moved_records
+            and c.occurred_at > after
+        ]
+        return copy.deepcopy(max(found, key=lambda c: c.occurred_at)) if found else None
 
     async def add_flags(self, flags: list[AdvertFlag]) -> None:
         self.flags.extend(flags)

@@ -14,7 +14,12 @@ def test_the_consumers_keep_their_durable_names_and_subjects() -> None:
 
     assert bus.names == ["comms-jobs", "comms-entities", "comms-job-grants"]
     assert bus.subjects("comms-jobs") == ["toex.*.tasking.JobCreated"]
-    assert bus.subjects("comms-entities") == ["toex.*.entity.RecordLinked"]
+    # Merges and splits join the links on the one entity consumer: taken in the order published.
+    assert bus.subjects("comms-entities") == [
+        "toex.*.entity.RecordLinked",
+        "toex.*.entity.EntitiesMerged",
+        "toex.*.entity.EntitySplit",
+    ]
     # Every event of tasking's that says who may work a job (the platform's list).
     assert bus.subjects("comms-job-grants") == [subject_of(e) for e in ACCESS_EVENTS]
     assert "toex.*.tasking.JobStatusChanged" in bus.subjects("comms-job-grants")

@@ -222,7 +222,7 @@ async def test_a_holder_never_touches_the_regions_watchlists_attributions_or_pro
         with pytest.raises(OutOfScope):
             await call
     assert emsou.uow.repo.watchlists[(Region.EMSOU, "rso")].numbers == [T1]
-    assert (Region.EMSOU, f"+{T2}") not in emsou.uow.repo.attributed
+    assert emsou.uow.repo.attributions_in(Region.EMSOU, f"+{T2}") == []
 
 
 async def test_a_holder_sees_watchlist_findings_about_the_jobs_data_and_no_attributions(

@@ -6,12 +6,13 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select, tuple_
+from sqlalchemy import and_, delete, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from toex_kernel.regions import Region
 
 from toex_comms.adapters import tables as t
+from toex_comms.domain.identity import AttributionMove, ChangeKind, IdentityChange, Outcome
 from toex_comms.domain.model import (
     AdvertFlag,
     Attribution,
@@ -22,6 +23,7 @@ from toex_comms.domain.model import (
     Watchlist,
     WatchlistContact,
     WatchlistKind,
+    one_per_entity,
 )
 from toex_comms.domain.profiles import MappingProfile
 
@@ -67,6 +69,59 @@ def _contact(row: Any) -> WatchlistContact:
         sms=row.sms,
         duration=row.duration,
         detected_at=row.detected_at,
+    )
+
+
+def _attribution(row: Any) -> Attribution:
+    return Attribution(
+        row.identifier,
+        row.entity_id,
+        row.label,
+        row.source,
+        row.recorded_by,
+        row.recorded_at,
+        row.record,
+        row.via_change,
+        row.review,
+    )
+
+
+def _attribution_values(region: Region, a: Attribution) -> dict[str, Any]:
+    return {
+        "region": region.value,
+        "identifier": a.identifier,
+        "entity_id": a.entity_id,
+        "label": a.label,
+        "source": a.source,
+        "recorded_by": a.recorded_by,
+        "recorded_at": a.recorded_at,
+        "record": a.record,
+        "via_change": a.via_change,
+        "review": a.review,
+    }
+
+
+def _attribution_key(region: Region, key: tuple[str, str, str]) -> Any:
+    c = t.attributions.c
+    identifier, entity, record = key
+    return and_(
+        c.region == region.value, c.identifier == identifier, c.entity_id == entity, c.record == record
+    )
+
+
+def _change(row: Any) -> IdentityChange:
+    return IdentityChange(
+        change_id=row.change_id,
+        kind=ChangeKind(row.kind),
+        entity=row.entity,
+        occurred_at=row.occurred_at,
+        applied_at=row.applied_at,
+        decided_by=row.decided_by,
+        merged=tuple(row.merged),
+        moved_records=tuple(row.moved_records),
+        moved_to=tuple(row.moved_to),
+        undoes=row.undoes,
+        undone_by=row.undone_by,
     )
 
 
@@ -278,24 +333,19 @@ class SqlCommsRepository:
 
     # attributions
     async def attribute(self, region: Region, a: Attribution) -> None:
+        values = _attribution_values(region, a)
         await self.session.execute(
             pg_insert(t.attributions)
-            .values(
-                region=region.value,
-                identifier=a.identifier,
-                entity_id=a.entity_id,
-                label=a.label,
-                source=a.source,
-                recorded_by=a.recorded_by,
-                recorded_at=a.recorded_at,
-            )
+            .values(values)
             .on_conflict_do_update(
-                index_elements=["region", "identifier", "entity_id"],
+                index_elements=["region", "identifier", "entity_id", "record"],
                 set_={
                     "label": a.label,
                     "source": a.source,
                     "recorded_by": a.recorded_by,
                     "recorded_at": a.recorded_at,
+                    "via_change": a.via_change,
+                    "review": a.review,
                 },
             )
         )
@@ -313,13 +363,201 @@ class SqlCommsRepository:
                     or_(c.region == region.value, c.region == Region.NATIONAL.value),
                     c.identifier.in_(wanted[i : i + 5000]),
                 )
-                .order_by(c.recorded_at)
+                .order_by(c.recorded_at, c.record)
             )
             for r in rows.all():
-                out.setdefault(r.identifier, []).append(
-                    Attribution(r.identifier, r.entity_id, r.label, r.source, r.recorded_by, r.recorded_at)
+                out.setdefault(r.identifier, []).append(_attribution(r))
+        return {identifier: one_per_entity(found) for identifier, found in out.items()}
+
+    async def attributions_of_entities(self, region: Region, entities: Iterable[str]) -> list[Attribution]:
+        wanted = list(dict.fromkeys(entities))
+        if not wanted:
+            return []
+        c = t.attributions.c
+        rows = await self.session.execute(
+            select(t.attributions)
+            .where(c.region == region.value, c.entity_id.in_(wanted))
+            .order_by(c.recorded_at, c.identifier, c.record)
+            .with_for_update()
+        )
+        return [_attribution(r) for r in rows.all()]
+
+    async def get_attribution(
+        self, region: Region, identifier: str, entity: str, record: str
+    ) -> Attribution | None:
+        row = (
+            await self.session.execute(
+                select(t.attributions).where(_attribution_key(region, (identifier, entity, record)))
+            )
+        ).first()
+        return _attribution(row) if row else None
+
+    async def rekey(self, region: Region, a: Attribution, entity: str, via_change: str) -> bool:
+        if entity == a.entity_id:
+            return True
+        held = await self.get_attribution(region, a.identifier, entity, a.record)
+        if held is not None:
+            await self.remove_attribution(region, a)
+            return False
+        await self.session.execute(
+            update(t.attributions)
+            .where(_attribution_key(region, a.key))
+            .values(entity_id=entity, via_change=via_change)
+        )
+        return True
+
+    async def remove_attribution(self, region: Region, a: Attribution) -> None:
+        await self.session.execute(delete(t.attributions).where(_attribution_key(region, a.key)))
+
+    async def restore_attribution(self, region: Region, a: Attribution) -> bool:
+        result = await self.session.execute(
+            pg_insert(t.attributions)
+            .values(_attribution_values(region, a))
+            .on_conflict_do_nothing()
+            .returning(t.attributions.c.entity_id)
+        )
+        return result.first() is not None
+
+    async def flag_attribution(self, region: Region, a: Attribution, review: str) -> None:
+        await self.session.execute(
+            update(t.attributions).where(_attribution_key(region, a.key)).values(review=review)
+        )
+
+    async def add_moves(self, region: Region, moves: list[AttributionMove]) -> None:
+        if not moves:
+            return
+        await self.session.execute(
+            t.attribution_history.insert().values(
+                [
+                    {
+                        "region": region.value,
+                        "change_id": m.change_id,
+                        "kind": m.kind.value,
+                        "identifier": m.before.identifier,
+                        "entity_id": m.before.entity_id,
+                        "record": m.before.record,
+                        "to_entity": m.to_entity,
+                        "outcome": m.outcome.value,
+                        "label": m.before.label,
+                        "source": m.before.source,
+                        "recorded_by": m.before.recorded_by,
+                        "recorded_at": m.before.recorded_at,
+                        "via_change": m.before.via_change,
+                        "review": m.before.review,
+                        "note": m.note,
+                        "at": m.at,
+                    }
+                    for m in moves
+                ]
+            )
+        )
+
+    async def moves_of(self, region: Region, change_id: str) -> list[AttributionMove]:
+        h = t.attribution_history.c
+        rows = await self.session.execute(
+            select(t.attribution_history)
+            .where(h.region == region.value, h.change_id == change_id)
+            .order_by(h.recorded_at, h.identifier, h.record)
+        )
+        return [
+            AttributionMove(
+                r.change_id,
+                ChangeKind(r.kind),
+                _attribution(r),
+                r.to_entity,
+                Outcome(r.outcome),
+                r.at,
+                r.note,
+            )
+            for r in rows.all()
+        ]
+
+    # identity changes applied
+    async def claim_change(self, region: Region, change: IdentityChange) -> bool:
+        # A concurrent claim of the same change waits for the first to commit, then finds it.
+        claimed = await self.session.execute(
+            pg_insert(t.identity_changes)
+            .values(
+                region=region.value,
+                change_id=change.change_id,
+                kind=change.kind.value,
+                entity=change.entity,
+                merged=list(change.merged),
+                moved_records=list(change.moved_records),
+                moved_to=list(change.moved_to),
+                undoes=change.undoes,
+                undone_by=change.undone_by,
+                decided_by=change.decided_by,
+                occurred_at=change.occurred_at,
+                applied_at=change.applied_at,
+            )
+            .on_conflict_do_nothing()
+            .returning(t.identity_changes.c.change_id)
+        )
+        return claimed.first() is not None
+
+    async def get_change(self, region: Region, change_id: str) -> IdentityChange | None:
+        c = t.identity_changes.c
+        row = (
+            await self.session.execute(
+                select(t.identity_changes)
+                .where(c.region == region.value, c.change_id == change_id)
+                .with_for_update()
+            )
+        ).first()
+        return _change(row) if row else None
+
+    async def undoer_of(self, region: Region, change_id: str) -> str | None:
+        c = t.identity_changes.c
+        found = await self.session.execute(
+            select(c.change_id)
+            .where(c.region == region.value, c.undoes == change_id)
+            .order_by(c.occurred_at)
+            .limit(1)
+        )
+        return found.scalar_one_or_none()
+
+    async def mark_undone(self, region: Region, change_id: str, by: str) -> None:
+        c = t.identity_changes.c
+        await self.session.execute(
+            update(t.identity_changes)
+            .where(c.region == region.value, c.change_id == change_id)
+            .values(undone_by=by)
+        )
+
+    async def absorbed_into(self, region: Region, entity: str) -> IdentityChange | None:
+        c = t.identity_changes.c
+        row = (
+            await self.session.execute(
+                select(t.identity_changes)
+                .where(
+                    c.merged.contains([entity]),
+                    c.region == region.value,
+                    c.kind == ChangeKind.MERGE.value,
+                    c.undone_by == "",
                 )
-        return out
+                .order_by(c.occurred_at.desc())
+                .limit(1)
+            )
+        ).first()
+        return _change(row) if row else None
+
+    async def last_split_of(self, region: Region, record: str, after: datetime) -> IdentityChange | None:
+        c = t.identity_changes.c
+        row = (
+            await self.session.execute(
+                select(t.identity_changes)
+                .where(
+                    c.moved_records.contains([record]),
+                    c.region == region.value,
+                    c.kind == ChangeKind.SPLIT.value,
+                    c.occurred_at > after,
+                )
+                .order_by(c.occurred_at.desc())
+                .limit(1)
+            )
+        ).first()
+        return _change(row) if row else None
 
     # advert flags
     async def add_flags(self, flags: list[AdvertFlag]) -> None:

@@ -102,6 +102,8 @@ watchlist_contacts = Table(
     Index("watchlist_contacts_region", "region", "detected_at"),
 )
 
+# One per identifier, entity and source record (migration 0003: "" for those given by hand or
+# recorded before), so that each can follow its record when its entity is split.
 attributions = Table(
     "attributions",
     metadata,
@@ -112,7 +114,63 @@ attributions = Table(
     Column("source", String(32), nullable=False),
     Column("recorded_by", Text, nullable=False),
     Column("recorded_at", TZ, nullable=False),
-    PrimaryKeyConstraint("region", "identifier", "entity_id"),
+    Column("record", Text, nullable=False, server_default=""),
+    # The identity change that last moved it to this entity ("": none).
+    Column("via_change", Text, nullable=False, server_default=""),
+    # Why a person should check it ("": nothing to check).
+    Column("review", Text, nullable=False, server_default=""),
+    PrimaryKeyConstraint("region", "identifier", "entity_id", "record"),
+    Index("attributions_entity", "region", "entity_id"),
+)
+
+# The identity changes from entity resolution applied to a region's attributions, by change
+# id: a change applied twice, or a merge arriving after the split that undid it, changes nothing.
+identity_changes = Table(
+    "identity_changes",
+    metadata,
+    Column("region", String(16), nullable=False),
+    Column("change_id", Text, nullable=False),
+    Column("kind", String(8), nullable=False),
+    # The surviving entity of a merge; the entity split from.
+    Column("entity", Text, nullable=False),
+    Column("merged", ARRAY(Text), nullable=False),
+    Column("moved_records", ARRAY(Text), nullable=False),
+    Column("moved_to", ARRAY(Text), nullable=False),
+    # The merge a split undid ("": none); the split that undid this merge ("": none yet).
+    Column("undoes", Text, nullable=False),
+    Column("undone_by", Text, nullable=False),
+    Column("decided_by", Text, nullable=False),
+    Column("occurred_at", TZ, nullable=False),
+    Column("applied_at", TZ, nullable=False),
+    PrimaryKeyConstraint("region", "change_id"),
+    Index("identity_changes_undoes", "region", "undoes", postgresql_where="undoes <> ''"),
+    Index("identity_changes_merged", "merged", postgresql_using="gin"),
+    Index("identity_changes_moved", "moved_records", postgresql_using="gin"),
+)
+
+# What each identity change did to each attribution, with the attribution as it found it (who
+# decided it and when, the change that had moved it before): its history, never rewritten.
+attribution_history = Table(
+    "attribution_history",
+    metadata,
+    Column("region", String(16), nullable=False),
+    Column("change_id", Text, nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("identifier", String(32), nullable=False),
+    Column("entity_id", Text, nullable=False),
+    Column("record", Text, nullable=False),
+    Column("to_entity", Text, nullable=False),
+    Column("outcome", String(8), nullable=False),
+    Column("label", Text, nullable=False),
+    Column("source", String(32), nullable=False),
+    Column("recorded_by", Text, nullable=False),
+    Column("recorded_at", TZ, nullable=False),
+    Column("via_change", Text, nullable=False),
+    Column("review", Text, nullable=False),
+    Column("note", Text, nullable=False),
+    Column("at", TZ, nullable=False),
+    PrimaryKeyConstraint("region", "change_id", "identifier", "entity_id", "record"),
+    Index("attribution_history_identifier", "region", "identifier"),
 )
 
 advert_flags = Table(

@@ -249,3 +249,34 @@ class Export:
     format: ExportFormat
     targets: list[int]  # network formats only
     min_contacts: int
+
+
+# ---------------------------------------------------------------- identity changes consumed
+
+
+@dataclass(frozen=True)
+class FollowMerge:
+    """Entity resolution merged `merged` into `entity` (change `change_id`); the copy of
+    `region`, whose attributions follow. `merged` is empty when the copy does not say which."""
+
+    region: Region
+    change_id: str
+    entity: str
+    merged: tuple[str, ...]
+    decided_by: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class FollowSplit:
+    """Entity resolution moved records of `region` from `entity` (change `change_id`): `moves`
+    holds (record, the entity it moved to); `undone_change` names the merge it undid, when it
+    undid one."""
+
+    region: Region
+    change_id: str
+    entity: str
+    moves: tuple[tuple[str, str], ...]
+    undone_change: str
+    decided_by: str
+    occurred_at: datetime

@@ -123,12 +123,45 @@ class WatchlistContact:
 
 @dataclass(frozen=True)
 class Attribution:
+    """A number or VRM attributed to an entity. One per identifier, entity and source record:
+    an identifier two records hold is attributed once for each, so that each can follow its
+    record when the entity is split (reads show it once per entity)."""
+
     identifier: str
     entity_id: str
     label: str
     source: str
+    # Who decided (a user, or entity resolution's decider) and when: kept as the attribution
+    # follows identity changes.
     recorded_by: str
     recorded_at: datetime
+    # The entity record it came from (`regions/R/records/ID`); "" when given by hand or
+    # recorded before records were kept (migration 0003).
+    record: str = ""
+    # The identity change (merge or split) that last moved it to this entity ("": none).
+    via_change: str = ""
+    # Why a person should check it ("": nothing to check), e.g. its entity was split and
+    # whether it went with the records that moved cannot be told.
+    review: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.identifier, self.entity_id, self.record)
+
+
+def one_per_entity(found: Iterable[Attribution]) -> list[Attribution]:
+    """Attributions as shown: one per identifier and entity however many records hold the
+    identifier, the oldest (who decided first, and when), with the first label given and the
+    first review asked for; in the order given (oldest first)."""
+    shown: dict[tuple[str, str], Attribution] = {}
+    for a in found:
+        key = (a.identifier, a.entity_id)
+        held = shown.get(key)
+        if held is None:
+            shown[key] = a
+        elif (not held.label and a.label) or (not held.review and a.review):
+            shown[key] = replace(held, label=held.label or a.label, review=held.review or a.review)
+    return list(shown.values())
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from toex_comms.domain.model import (
     new_id,
 )
 from toex_comms.domain.profiles import BUILTIN_PROFILES, PROFILE_ID, MappingProfile
-from toex_comms.service_layer import detection
+from toex_comms.service_layer import detection, identity
 from toex_comms.service_layer.ports import (
     CommsUnitOfWork,
     DatasetStore,
@@ -767,26 +767,32 @@ async def on_job_created(
 async def on_record_linked(
     region: Region,
     entity_id: str,
+    record: str,
     numbers: list[str],
     vrms: list[str],
     decided_by: str,
     at: datetime,
     uow: CommsUnitOfWork,
 ) -> None:
-    """Attribute the phone numbers and vehicles of a resolved entity."""
+    """Attribute the phone numbers and vehicles of a record resolved to an entity, noting the
+    record (so that they follow it when the entity is split). A link delivered after a merge or
+    split applied here that moved its entity or record on lands where that change put the rest."""
+    entity, via = await identity.placed(uow, region, entity_id, record, at)
+    identifiers: list[str] = []
     for raw in numbers:
         try:
-            identifier = f"+{parse_number_key(raw)}"
+            identifiers.append(f"+{parse_number_key(raw)}")
         except BadIdentifier:
             continue
-        await uow.repo.attribute(
-            region, Attribution(identifier, entity_id, "", "entity-resolution", decided_by, at)
-        )
     for raw in vrms:
         try:
-            identifier = normalise_vrm(raw)
+            identifiers.append(normalise_vrm(raw))
         except BadIdentifier:
             continue
+    for identifier in dict.fromkeys(identifiers):
         await uow.repo.attribute(
-            region, Attribution(identifier, entity_id, "", "entity-resolution", decided_by, at)
+            region,
+            Attribution(
+                identifier, entity, "", "entity-resolution", decided_by, at, record=record, via_change=via
+            ),
         )

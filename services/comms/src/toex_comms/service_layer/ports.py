@@ -18,6 +18,7 @@ from toex_kernel.regions import Region
 from toex_comms.domain import events
 from toex_comms.domain.analysis import Network
 from toex_comms.domain.commands import ExportFormat
+from toex_comms.domain.identity import AttributionMove, IdentityChange
 from toex_comms.domain.model import (
     AdvertFlag,
     Attribution,
@@ -73,10 +74,61 @@ class CommsRepository(Protocol):
         """Newest first; only those found in datasets attached to `job`, when given."""
         ...
 
-    async def attribute(self, region: Region, a: Attribution) -> None: ...
-    async def attributions(
-        self, region: Region, identifiers: Iterable[str]
-    ) -> dict[str, list[Attribution]]: ...
+    async def attribute(self, region: Region, a: Attribution) -> None:
+        """Store `a`, or replace what its key (identifier, entity, record) holds: a fresh
+        decision, so nothing of a change that moved it here or a review is left on it."""
+        ...
+
+    async def attributions(self, region: Region, identifiers: Iterable[str]) -> dict[str, list[Attribution]]:
+        """The region's (and the national team's) attributions of the identifiers, oldest
+        first, one per identifier and entity (model.one_per_entity)."""
+        ...
+
+    # attributions as identity changes move them (service_layer/identity.py)
+    async def attributions_of_entities(self, region: Region, entities: Iterable[str]) -> list[Attribution]:
+        """The region's attributions to any of `entities` (as spelt), one per record."""
+        ...
+
+    async def get_attribution(
+        self, region: Region, identifier: str, entity: str, record: str
+    ) -> Attribution | None: ...
+    async def rekey(self, region: Region, a: Attribution, entity: str, via_change: str) -> bool:
+        """Move `a` (by its key) to `entity`, noting the change that moved it. False when
+        `entity` holds the identifier from the same record already: that one is kept and `a`
+        is removed (the change's history keeps it)."""
+        ...
+
+    async def remove_attribution(self, region: Region, a: Attribution) -> None: ...
+    async def restore_attribution(self, region: Region, a: Attribution) -> bool:
+        """Store `a` exactly as it is, unless its key is held: then False, and nothing changes."""
+        ...
+
+    async def flag_attribution(self, region: Region, a: Attribution, review: str) -> None: ...
+    async def add_moves(self, region: Region, moves: list[AttributionMove]) -> None:
+        """Keep what a change did to each attribution (their history, never rewritten)."""
+        ...
+
+    async def moves_of(self, region: Region, change_id: str) -> list[AttributionMove]: ...
+
+    # identity changes applied, per region
+    async def claim_change(self, region: Region, change: IdentityChange) -> bool:
+        """Record `change` as applied in `region`; False when it was (by its change id)."""
+        ...
+
+    async def get_change(self, region: Region, change_id: str) -> IdentityChange | None: ...
+    async def undoer_of(self, region: Region, change_id: str) -> str | None:
+        """The split applied in `region` that undid merge `change_id`, if one was."""
+        ...
+
+    async def mark_undone(self, region: Region, change_id: str, by: str) -> None: ...
+    async def absorbed_into(self, region: Region, entity: str) -> IdentityChange | None:
+        """The merge applied in `region`, and not undone, that took `entity` in."""
+        ...
+
+    async def last_split_of(self, region: Region, record: str, after: datetime) -> IdentityChange | None:
+        """The latest split applied in `region` that moved `record` and happened after `after`."""
+        ...
+
     async def add_flags(self, flags: list[AdvertFlag]) -> None: ...
     async def list_flags(self, region: Region, dataset_id: str = "", job: str = "") -> list[AdvertFlag]:
         """The flags of one dataset, or of every dataset (attached to `job`, when given)."""
