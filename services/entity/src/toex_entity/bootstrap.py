@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import functools
-from typing import Any
-
 from toex.entity.v1 import entity_pb2, entity_pb2_grpc
+from toex_common import grants
 from toex_common.db import session_factory
-from toex_common.events.consumer import IdempotentConsumer
-from toex_common.events.streams import PND_STREAM, TASKING_STREAM
+from toex_common.events.bus import MessageBus
 from toex_common.service import Platform, ServiceApp
 
 from toex_entity.adapters.integration import STREAM
@@ -27,35 +24,20 @@ class App(ServiceApp):
     deps: handlers.Deps
 
 
-def make_consumers(platform: Platform, uow: Any, deps: handlers.Deps) -> list[IdempotentConsumer]:
-    return [
-        platform.consumer(
-            uow_factory=uow,
-            name="entity-tasking-subjects",
-            stream=TASKING_STREAM.name,
-            subjects=[consumers.TASKING_SUBJECT],
-            handler=functools.partial(_call, consumers.on_job_created, deps=deps),
-        ),
-        platform.consumer(
-            uow_factory=uow,
-            name="entity-pnd-results",
-            stream=PND_STREAM.name,
-            subjects=[consumers.PND_SUBJECT],
-            handler=functools.partial(_call, consumers.on_pnd_result, deps=deps),
-        ),
-    ]
-
-
-async def _call(handler: Any, event: Any, uow: Any, *, deps: handlers.Deps) -> None:
-    await handler(event, uow, deps)
+def message_bus(settings: Settings, deps: handlers.Deps) -> MessageBus:
+    """The service's consumers: tasking's job subjects and PND results, and the job grants kept
+    from tasking's events."""
+    bus = MessageBus()
+    if settings.consume:
+        consumers.subscribe(bus, deps)
+        grants.subscribe(bus, settings.service_name)
+    return bus
 
 
 async def build(settings: Settings) -> App:
-    # The producers own their streams; they are declared here too so a consumer can bind even
+    # The consumers declare the producers' streams they read when they set up, so they can bind
     # when this service starts first.
-    platform = await Platform.start(
-        settings, streams=[STREAM, TASKING_STREAM, PND_STREAM] if settings.consume else [STREAM]
-    )
+    platform = await Platform.start(settings, streams=[STREAM])
     sessions = session_factory(platform.engine)
 
     def uow() -> SqlEntityUnitOfWork:
@@ -69,7 +51,7 @@ async def build(settings: Settings) -> App:
         service_names=[SERVICE_NAME],
         rules=METHOD_RULES,
     )
-    found = make_consumers(platform, uow, deps) if settings.consume else []
+    found = message_bus(settings, deps).consumers(platform.consumer, uow)
     return App(platform, deps, server, service_names=[SERVICE_NAME], consumers=found)
 
 

@@ -37,7 +37,7 @@ class FakeRepository:
         self.decisions: dict[tuple[str, str], PairDecision] = {}
         self.deconflicted: set[tuple[str, Region, Region]] = set()
         self.model: MatchModel | None = None
-        self.job_subjects: set[tuple[str, str]] = set()
+        self.job_subjects: dict[tuple[str, str], Region] = {}
 
     async def find_existing(self, keys: Sequence[SourceKey]) -> dict[SourceKey, SourceRecord]:
         wanted = set(keys)
@@ -167,12 +167,17 @@ class FakeRepository:
         state: ReviewState,
         limit: int,
         after: tuple[datetime, str] | None,
+        job: str = "",
     ) -> list[ReviewTask]:
         tasks = sorted(
             (
                 t
                 for t in self.reviews.values()
-                if t.state is state and (regions is None or t.region in regions)
+                if t.state is state
+                and (regions is None or t.region in regions)
+                and (
+                    not job or self.records[t.record_id].job == self.records[t.candidate_record_id].job == job
+                )
             ),
             key=lambda t: (t.created_at, t.id),
         )
@@ -233,8 +238,11 @@ class FakeRepository:
     async def add_job_subject(self, job: str, entity_id: str, region: Region, at: datetime) -> bool:
         if (job, entity_id) in self.job_subjects:
             return False
-        self.job_subjects.add((job, entity_id))
+        self.job_subjects[(job, entity_id)] = region
         return True
+
+    async def is_job_subject(self, job: str, region: Region, entity_ids: Sequence[str]) -> bool:
+        return any(self.job_subjects.get((job, e)) is region for e in entity_ids)
 
 
 class FakeUnitOfWork(FakeUnitOfWorkBase):

@@ -84,10 +84,13 @@ def _record(row: Any) -> SourceRecord:
         entity_id=row.entity_id,
         content_hash=row.content_hash,
         features=row.features,
+        job=row.job,
     )
 
 
-_COPY_COLUMNS = [c.name for c in source_records.c]
+# A batch of records of no job (every owner's bulk load) leaves `job` to its default.
+_COPY_COLUMNS = [c.name for c in source_records.c if c.name != "job"]
+_COPY_COLUMNS_WITH_JOB = [*_COPY_COLUMNS, "job"]
 _ENTITY_COLUMNS = ["id", "entity_type", "state", "merged_into", "created_at", "updated_at"]
 _NO_IDENTIFIERS_JSON = orjson.dumps(_ids_json(NO_IDENTIFIERS)).decode()
 
@@ -125,6 +128,7 @@ def _record_row(record: SourceRecord, link: EntityLink) -> dict[str, Any]:
         "link_explanation": _dumps(link.explanation),
         "linked_by": link.decided_by,
         "linked_at": link.at,
+        "job": record.job,
     }
 
 
@@ -215,9 +219,10 @@ class SqlEntityRepository:
         return found
 
     async def add_records(self, records: Sequence[SourceRecord], links: Sequence[EntityLink]) -> None:
+        columns = _COPY_COLUMNS_WITH_JOB if any(r.job for r in records) else _COPY_COLUMNS
         rows = (_record_row(r, link) for r, link in zip(records, links, strict=True))
-        values = [tuple(row[c] for c in _COPY_COLUMNS) for row in rows]
-        await self.copy_rows("source_records", _COPY_COLUMNS, values)
+        values = [tuple(row[c] for c in columns) for row in rows]
+        await self.copy_rows("source_records", columns, values)
 
     async def copy_rows(self, table: str, columns: list[str], values: list[tuple[Any, ...]]) -> None:
         """COPY rows in, inside the unit of work's transaction (bulk ingest's fast path)."""
@@ -511,10 +516,18 @@ class SqlEntityRepository:
         state: ReviewState,
         limit: int,
         after: tuple[datetime, str] | None,
+        job: str = "",
     ) -> list[ReviewTask]:
         statement = select(review_tasks).where(review_tasks.c.state == state.value)
         if regions is not None:
             statement = statement.where(review_tasks.c.region.in_([r.value for r in regions]))
+        if job:
+            ra, rb = source_records.alias("ra"), source_records.alias("rb")
+            statement = (
+                statement.join(ra, ra.c.id == review_tasks.c.record_id)
+                .join(rb, rb.c.id == review_tasks.c.candidate_record_id)
+                .where(ra.c.job == job, rb.c.job == job)
+            )
         if after is not None:
             statement = statement.where(tuple_(review_tasks.c.created_at, review_tasks.c.id) > tuple_(*after))
         rows = await self.session.execute(
@@ -664,6 +677,22 @@ class SqlEntityRepository:
                 .values(job=job, entity_id=entity_id, region=region.value, at=at)
                 .on_conflict_do_nothing()
                 .returning(job_subjects.c.job)
+            )
+        ).first()
+        return row is not None
+
+    async def is_job_subject(self, job: str, region: Region, entity_ids: Sequence[str]) -> bool:
+        if not entity_ids:
+            return False
+        row = (
+            await self.session.execute(
+                select(job_subjects.c.entity_id)
+                .where(
+                    job_subjects.c.job == job,
+                    job_subjects.c.region == region.value,
+                    job_subjects.c.entity_id.in_(list(entity_ids)),
+                )
+                .limit(1)
             )
         ).first()
         return row is not None

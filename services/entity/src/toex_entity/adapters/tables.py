@@ -15,6 +15,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
@@ -46,8 +47,12 @@ source_records = Table(
     Column("link_explanation", JSONB),
     Column("linked_by", Text, nullable=False),
     Column("linked_at", TZ, nullable=False),
+    # The job of the record's region it was resolved under ("": none); see domain.policy.
+    Column("job", Text, nullable=False, server_default=""),
     UniqueConstraint("region", "source_system", "source_record_id", name="source_records_source_key"),
     Index("source_records_entity", "entity_id"),
+    # Partial: records resolved under no job (nearly all, and all of a bulk load) add no entry.
+    Index("source_records_job", "job", "entity_id", postgresql_where=text("job <> ''")),
 )
 
 # Index keys: strong identifiers (tel:, vrm:, email:, handle:, id:), blocking keys and name

@@ -1,4 +1,5 @@
-"""Commands: what callers ask the service to do (imperative names)."""
+"""Commands: what callers ask the service to do (imperative names). `purpose` is the call's
+stated purpose: when it names a job, a holder of that job's grant works under it (policy)."""
 
 from __future__ import annotations
 
@@ -32,12 +33,15 @@ class ResolveRecords:
     # One record (ResolveRecord) raises on a bad record; a stream reports it and goes on.
     single: bool = True
     idempotency: Idempotency | None = None
+    # The call's purpose: records of the region whose job it names are attached to that job.
+    purpose: str = ""
 
 
 @dataclass(frozen=True)
 class GetEntity:
     actor: Principal
     entity_id: str
+    purpose: str = ""
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,7 @@ class SearchEntities:
     email: str = ""
     limit: int = 20
     offset: int = 0
+    purpose: str = ""
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,7 @@ class ExplainMatch:
     actor: Principal
     record_a: tuple[Region, str]
     record_b: tuple[Region, str]
+    purpose: str = ""
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,7 @@ class ListReviewTasks:
     state: ReviewState
     limit: int
     after: tuple[datetime, str] | None
+    purpose: str = ""
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,7 @@ class DecideReview:
     confirm: bool
     reason: str
     idempotency: Idempotency | None = None
+    purpose: str = ""
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,7 @@ class MergeEntities:
     others: list[str]
     reason: str
     idempotency: Idempotency | None = None
+    purpose: str = ""
 
 
 @dataclass(frozen=True)
@@ -96,3 +105,4 @@ class SplitEntity:
     undo_change: str
     reason: str
     idempotency: Idempotency | None = None
+    purpose: str = ""

@@ -190,3 +190,6 @@ class ResolveResult:
     deconflictions: list[Region] = field(default_factory=list)
     error: str = ""
     region: str = ""  # the record's region code
+    # Records the explanation compares that the caller may not see: their names and values are
+    # left out of what the caller is told.
+    hidden: tuple[str, ...] = ()

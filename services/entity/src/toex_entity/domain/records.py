@@ -156,6 +156,9 @@ class SourceRecord:
     content_hash: str = ""
     # Comparison features (persons only), computed once at ingest.
     features: dict[str, Any] | None = None
+    # The job of the record's region it was resolved under (the call's purpose), "" for none:
+    # a holder of that job's grant may work it (domain.policy).
+    job: str = ""
 
     @property
     def name(self) -> str:

@@ -1,21 +1,26 @@
 """NATS consumers: records other services publish become source records here.
 
-- tasking `JobCreated`: the job's subject entity ids give the job's region an interest in
-  those entities; another region holding records on one raises deconfliction notices.
-- PND `PndResultReceived`: every person, phone, vehicle and online account in the result is
-  resolved as a source record of the searching region (source system "pnd").
-Both run through the idempotent consumer base: one transaction per batch, inbox-deduplicated.
+- tasking `JobCreated` (consumer `entity-tasking-subjects`): the job's subject entity ids give
+  the job's region an interest in those entities; another region holding records on one raises
+  deconfliction notices. They are also the entities a holder of the job's grant may read.
+- PND `PndResultReceived` (consumer `entity-pnd-results`): every person, phone, vehicle and
+  online account in the result is resolved as a source record of the searching region (source
+  system "pnd").
+Both are handlers on the service's message bus (`subscribe`), run by the idempotent consumer
+base: one transaction per batch, inbox-deduplicated.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from toex.pnd.events.v1 import events_pb2 as pnd_events
 from toex.pnd.v1 import pole_pb2
 from toex.tasking.events.v2 import events_pb2 as tasking_events
 from toex.type.v1 import security_pb2
 from toex_common.events import IncomingEvent
+from toex_common.events.bus import MessageBus
 from toex_common.events.consumer import PermanentError, region_of
 from toex_kernel.principal import Principal, Role
 from toex_kernel.regions import Region
@@ -38,9 +43,21 @@ from toex_entity.service_layer.ports import EntityUnitOfWork
 log = logging.getLogger(__name__)
 
 CONSUMER_ACTOR = Principal("toex-entity", "system:consumer", Region.NATIONAL, frozenset({Role.SERVICE}))
-TASKING_SUBJECT = "toex.*.tasking.JobCreated"
-PND_SUBJECT = "toex.*.pnd.PndResultReceived"
 _ASSESSMENT = "ABCDE"
+
+
+def subscribe(bus: MessageBus, deps: handlers.Deps) -> None:
+    """The service's consumers of other services' events (durable names kept: their inboxes
+    know what was handled)."""
+
+    async def job_created(event: IncomingEvent, uow: Any) -> None:
+        await on_job_created(event, uow, deps)
+
+    async def pnd_result(event: IncomingEvent, uow: Any) -> None:
+        await on_pnd_result(event, uow, deps)
+
+    bus.on("entity-tasking-subjects", tasking_events.JobCreated, job_created)
+    bus.on("entity-pnd-results", pnd_events.PndResultReceived, pnd_result)
 
 
 async def on_job_created(event: IncomingEvent, uow: EntityUnitOfWork, deps: handlers.Deps) -> None:
@@ -48,6 +65,10 @@ async def on_job_created(event: IncomingEvent, uow: EntityUnitOfWork, deps: hand
     if not isinstance(message, tasking_events.JobCreated):
         raise PermanentError(f"expected JobCreated, got {event.event_type or 'an untyped event'}")
     region = region_of(event)
+    if not message.job.startswith(f"regions/{region.value}/jobs/"):
+        # The subject's region is what NATS vouches for: a job of another region named on it
+        # would name subjects into that region's job, which its grant's holders may read.
+        raise PermanentError(f"job {message.job!r} is not of the region {region.value} the event came from")
     ids = [s.strip().removeprefix("entities/") for s in message.subject_entity_ids if s.strip()]
     if ids:
         added = await handlers.record_job_subjects(message.job, region, ids, uow, deps)
@@ -147,4 +168,4 @@ async def on_pnd_result(event: IncomingEvent, uow: EntityUnitOfWork, deps: handl
         await handlers.resolve_in(uow, valid, CONSUMER_ACTOR, deps, now)
 
 
-__all__ = ["PND_SUBJECT", "TASKING_SUBJECT", "normalise", "on_job_created", "on_pnd_result"]
+__all__ = ["normalise", "on_job_created", "on_pnd_result", "subscribe"]

@@ -8,14 +8,14 @@ from grpc import aio
 from toex.entity.v1 import entity_pb2 as pb
 from toex.entity.v1 import entity_pb2_grpc
 from toex_common import pagination
-from toex_common.context import current_principal
+from toex_common.context import current_principal, current_purpose
 from toex_common.uow import idempotency_of
 from toex_kernel import names
 from toex_kernel.errors import InvalidArgument, Violations
 from toex_kernel.regions import Region
 
 from toex_entity.adapters import mapping
-from toex_entity.domain import commands, policy
+from toex_entity.domain import commands
 from toex_entity.domain.model import ChangeKind, Explanation, Outcome, ResolveResult
 from toex_entity.service_layer import handlers
 
@@ -102,10 +102,11 @@ def entity_to_proto(view: handlers.EntityView, contact_role: object) -> pb.Entit
             )
         )
     visible = {r.id: r for r in records}
-    # A caller who sees only part of the entity is told what happened and when, never who
-    # decided it, why (reasons name records) or which other entities were involved: those may
-    # be another region's (deconfliction says only that another region holds records).
-    partial = bool(view.other_regions)
+    # A caller who sees only part of the entity (or reads it under a job grant) is told what
+    # happened and when, never who decided it, why (reasons name records) or which other
+    # entities were involved: those may be another region's, or outside the job (deconfliction
+    # says only that another region holds records).
+    partial = view.partial
     for change in view.history:
         history.append(
             pb.EntityChange(
@@ -154,18 +155,19 @@ class EntityServicer(entity_pb2_grpc.EntityResolutionServiceServicer):
         self, request: pb.ResolveRecordRequest, context: aio.ServicerContext
     ) -> pb.ResolveRecordResponse:
         region = _region(request.parent)
-        principal = current_principal()
+        principal, purpose = current_principal(), current_purpose()
         results = await handlers.resolve_records(
             commands.ResolveRecords(
                 principal,
                 [incoming(region, request.record)],
                 single=True,
                 idempotency=idempotency_of(request),
+                purpose=purpose,
             ),
             self.deps,
         )
         result = results[0]
-        view = await handlers.get_entity(commands.GetEntity(principal, result.entity_id), self.deps)
+        view = await handlers.get_entity(commands.GetEntity(principal, result.entity_id, purpose), self.deps)
         record = next((r for r in view.records if r.id == result.record_id), None)
         return pb.ResolveRecordResponse(
             record=mapping.record_to_proto(record) if record else None,
@@ -196,7 +198,10 @@ class EntityServicer(entity_pb2_grpc.EntityResolutionServiceServicer):
             except InvalidArgument as exc:
                 refused[index] = exc.message
         results = iter(
-            await handlers.resolve_records(commands.ResolveRecords(principal, items, single=False), self.deps)
+            await handlers.resolve_records(
+                commands.ResolveRecords(principal, items, single=False, purpose=current_purpose()),
+                self.deps,
+            )
         )
         response = pb.IngestRecordsResponse(received_count=len(source_ids))
         for index, source_id in enumerate(source_ids):
@@ -228,7 +233,7 @@ class EntityServicer(entity_pb2_grpc.EntityResolutionServiceServicer):
         self, request: pb.GetEntityRequest, context: aio.ServicerContext
     ) -> pb.GetEntityResponse:
         view = await handlers.get_entity(
-            commands.GetEntity(current_principal(), _entity_id(request.name)), self.deps
+            commands.GetEntity(current_principal(), _entity_id(request.name), current_purpose()), self.deps
         )
         return pb.GetEntityResponse(entity=self._entity(view))
 
@@ -261,6 +266,7 @@ class EntityServicer(entity_pb2_grpc.EntityResolutionServiceServicer):
                 email=request.email,
                 limit=size,
                 offset=offset,
+                purpose=current_purpose(),
             ),
             self.deps,
         )
@@ -279,6 +285,7 @@ class EntityServicer(entity_pb2_grpc.EntityResolutionServiceServicer):
                 current_principal(),
                 _record_ref(request.record_a, "record_a"),
                 _record_ref(request.record_b, "record_b"),
+                current_purpose(),
             ),
             self.deps,
         )
@@ -295,7 +302,7 @@ class EntityServicer(entity_pb2_grpc.EntityResolutionServiceServicer):
         key = pagination.fingerprint(principal.subject, request.parent, state, size)
         after = pagination.decode_after(request.page_token, key)
         tasks, more = await handlers.list_review_tasks(
-            commands.ListReviewTasks(principal, region, state, size, after), self.deps
+            commands.ListReviewTasks(principal, region, state, size, after, current_purpose()), self.deps
         )
         response = pb.ListReviewTasksResponse(
             review_tasks=[mapping.review_to_proto(t, a, b) for t, a, b in tasks]
@@ -322,10 +329,13 @@ class EntityServicer(entity_pb2_grpc.EntityResolutionServiceServicer):
                 request.decision == pb.REVIEW_DECISION_CONFIRM,
                 request.reason,
                 idempotency_of(request),
+                current_purpose(),
             ),
             self.deps,
         )
-        view = await handlers.get_entity(commands.GetEntity(principal, entity_a), self.deps)
+        view = await handlers.get_entity(
+            commands.GetEntity(principal, entity_a, current_purpose()), self.deps
+        )
         return pb.DecideReviewResponse(
             review_task=mapping.review_to_proto(task, entity_a, entity_b), entity=self._entity(view)
         )
@@ -340,6 +350,7 @@ class EntityServicer(entity_pb2_grpc.EntityResolutionServiceServicer):
                 [_entity_id(o, f"others[{i}]") for i, o in enumerate(request.others)],
                 request.reason,
                 idempotency_of(request),
+                current_purpose(),
             ),
             self.deps,
         )
@@ -356,6 +367,7 @@ class EntityServicer(entity_pb2_grpc.EntityResolutionServiceServicer):
                 request.undo_change.strip(),
                 request.reason,
                 idempotency_of(request),
+                current_purpose(),
             ),
             self.deps,
         )
@@ -367,17 +379,12 @@ class EntityServicer(entity_pb2_grpc.EntityResolutionServiceServicer):
 
 
 def _explanation_for_caller(result: ResolveResult) -> pb.MatchExplanation | None:
-    """Explanations name both records and their values; the candidate may be another region's,
-    whose name and content the caller must not see: then only how each field compared is
-    shown, and the candidate stays unnamed."""
+    """Explanations name both records and their values; the candidate may be a record the caller
+    must not see (the handler says which): then only how each field compared is shown, and the
+    candidate stays unnamed."""
     if result.explanation is None:
         return None
-    principal = current_principal()
-    hidden = {
-        name
-        for name in (result.explanation.record_a, result.explanation.record_b)
-        if name.startswith("regions/") and not policy.sees(principal, Region.parse(name.split("/")[1]))
-    }
+    hidden = set(result.hidden)
     explanation = mapping.explanation_to_proto(result.explanation, show_values=not hidden)
     assert explanation is not None
     if result.explanation.record_a in hidden:

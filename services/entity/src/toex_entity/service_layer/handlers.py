@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from importlib import resources
@@ -12,7 +12,15 @@ from importlib import resources
 from toex_common.context import touch
 from toex_common.uow import request_scope
 from toex_kernel.clock import Clock, utcnow
-from toex_kernel.errors import FailedPrecondition, InvalidArgument, NotFound, OutOfScope, Violations
+from toex_kernel.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    OutOfScope,
+    PermissionDenied,
+    Violations,
+)
+from toex_kernel.grants import JobGrant
 from toex_kernel.principal import Principal
 from toex_kernel.regions import Region
 
@@ -85,9 +93,10 @@ class Deps:
 
 
 def build_record(
-    item: commands.IncomingRecord, actor: Principal, now: datetime, prefix: str = "record"
+    item: commands.IncomingRecord, actor: Principal, now: datetime, prefix: str = "record", job: str = ""
 ) -> SourceRecord:
-    """Validate and normalise one submitted record. Raises InvalidArgument listing every problem."""
+    """Validate and normalise one submitted record, attached to `job` (of its region, "" for
+    none). Raises InvalidArgument listing every problem."""
     problems = Violations()
     system = item.source_system.strip()
     source_id = item.source_record_id.strip()
@@ -135,6 +144,7 @@ def build_record(
         ingested_by=actor.username,
         content_hash=content_hash(item.record_type, content, item.grading),
         features=features,
+        job=job,
     )
 
 
@@ -152,6 +162,71 @@ def _normalised_person(p: PersonData) -> PersonData:
     )
 
 
+# --- job grants -----------------------------------------------------------------------
+
+
+class _Access:
+    """The caller and the call's purpose, and the grant of the job the purpose names: read at most
+    once per call, and only when it could change an answer (policy.grant_job), so a caller who
+    sees the region never reads it."""
+
+    def __init__(self, actor: Principal, purpose: str = "") -> None:
+        self.actor = actor
+        self.purpose = purpose
+        self._read = False
+        self._grant: JobGrant | None = None
+
+    async def grant(self, uow: EntityUnitOfWork, regions: Iterable[Region] | None) -> JobGrant | None:
+        """The grant that could reach material of `regions` (None: of any region) hidden from
+        the caller."""
+        job = policy.grant_job(self.actor, self.purpose, regions)
+        if not job:
+            return None
+        if not self._read:
+            self._grant = await uow.grants.of_job(job)
+            self._read = True
+        return self._grant
+
+
+@dataclass
+class _Sight:
+    """What the caller may see of one entity: its records, those visible to them, the grant they
+    are seen under (if any), and whether the entity is a subject of that grant's job."""
+
+    records: list[SourceRecord]
+    visible: list[SourceRecord]
+    grant: JobGrant | None = None
+    subject: bool = False
+
+    @property
+    def seen(self) -> bool:
+        return bool(self.visible) or self.subject
+
+
+async def _sight(
+    uow: EntityUnitOfWork, access: _Access, entity_id: str, merged: list[str] | None = None
+) -> _Sight:
+    """`merged`: the ids redirecting to the entity, when the caller has them already."""
+    records = await uow.repo.records_of([entity_id])
+    actor = access.actor
+    visible = [r for r in records if policy.sees(actor, r.region)]
+    if len(visible) == len(records):
+        return _Sight(records, visible)
+    # A grant adds the job's records of a region the caller does not see; to an entity of which
+    # they see nothing, it may add itself too, as the job's subject, whoever holds its records.
+    hidden = None if not visible else {r.region for r in records if not policy.sees(actor, r.region)}
+    grant = await access.grant(uow, hidden)
+    if grant is None:
+        return _Sight(records, visible)
+    visible = [r for r in records if policy.sees_record(actor, r, grant)]
+    subject = False
+    if not visible and grant.admits(actor):
+        ids = [entity_id, *(merged if merged is not None else await uow.repo.merged_ids(entity_id))]
+        named = await uow.repo.is_job_subject(grant.job, grant.region, ids)
+        subject = policy.sees_as_subject(actor, grant, named)
+    return _Sight(records, visible, grant, subject)
+
+
 # --- resolution -----------------------------------------------------------------------
 
 
@@ -163,13 +238,19 @@ async def resolve_records(cmd: commands.ResolveRecords, deps: Deps) -> list[Reso
     """Resolve submitted records in order. With `single`, a bad record raises; otherwise it
     gets a result with `error` and the rest go on."""
     now = deps.clock()
-    for region in {r.region for r in cmd.records}:
-        policy.ensure_can_submit(cmd.actor, region)
+    regions = {r.region for r in cmd.records}
+    grant = None
+    if policy.grant_job(cmd.actor, cmd.purpose, regions):
+        async with deps.uow() as uow:
+            grant = await _Access(cmd.actor, cmd.purpose).grant(uow, regions)
+    for region in regions:
+        policy.ensure_can_submit(cmd.actor, region, grant)
+    jobs = {region: policy.job_of(cmd.purpose, region) for region in regions}
     results: list[ResolveResult | None] = [None] * len(cmd.records)
     valid: list[tuple[int, SourceRecord]] = []
     for index, item in enumerate(cmd.records):
         try:
-            valid.append((index, build_record(item, cmd.actor, now)))
+            valid.append((index, build_record(item, cmd.actor, now, job=jobs[item.region])))
         except InvalidArgument as exc:
             if cmd.single:
                 raise
@@ -183,10 +264,19 @@ async def resolve_records(cmd: commands.ResolveRecords, deps: Deps) -> list[Reso
                     scope, cmd.idempotency.request_id, cmd.idempotency.fingerprint
                 )
                 if prior is not None:
-                    return [await _replayed(uow, prior)]
-            resolved = await resolve_in(uow, [r for _, r in chunk], cmd.actor, deps, now)
+                    replay = await _replayed(uow, prior)
+                    if replay.explanation is not None:
+                        replay.hidden = await _hidden_names(uow, cmd.actor, grant, replay.explanation)
+                    return [replay]
+            resolved = await resolve_in(uow, [r for _, r in chunk], cmd.actor, deps, now, grant)
             for (index, _), result in zip(chunk, resolved, strict=True):
                 results[index] = result
+            if cmd.single:
+                for result in resolved:
+                    if result.error:
+                        raise PermissionDenied(result.error)
+                    if result.explanation is not None:
+                        result.hidden = await _hidden_names(uow, cmd.actor, grant, result.explanation)
             if cmd.idempotency is not None and results[0] is not None:
                 first = results[0]
                 await uow.remember_request(
@@ -203,15 +293,21 @@ async def resolve_records(cmd: commands.ResolveRecords, deps: Deps) -> list[Reso
 
 
 async def resolve_in(
-    uow: EntityUnitOfWork, records: list[SourceRecord], actor: Principal, deps: Deps, now: datetime
+    uow: EntityUnitOfWork,
+    records: list[SourceRecord],
+    actor: Principal,
+    deps: Deps,
+    now: datetime,
+    grant: JobGrant | None = None,
 ) -> list[ResolveResult]:
-    """Resolve validated records inside the caller's unit of work (which commits)."""
+    """Resolve validated records inside the caller's unit of work (which commits). `grant`: the
+    job grant the caller submits under, if any (a re-sent record must be the job's)."""
     await uow.lock_resolution()
     model = await deps.models.current(uow)
     ctx = resolver.Context(
         model, deps.contact_role, actor.username, now, explain_kept_apart=len(records) == 1
     )
-    fresh, known = await _split_known(uow, records, now)
+    fresh, known = await _split_known(uow, records, now, actor, grant, deps)
     resolved = iter(await resolver.resolve_batch(uow, fresh, ctx)) if fresh else iter(())
     return [k if k is not None else next(resolved) for k in known]
 
@@ -229,12 +325,39 @@ async def _replayed(uow: EntityUnitOfWork, prior: str) -> ResolveResult:
     )
 
 
+async def _hidden_names(
+    uow: EntityUnitOfWork, actor: Principal, grant: JobGrant | None, explanation: Explanation
+) -> tuple[str, ...]:
+    """The records an explanation compares that the caller may not see (their names and values
+    are left out of what they are told)."""
+    hidden: list[str] = []
+    for name in (explanation.record_a, explanation.record_b):
+        if not name.startswith("regions/"):
+            continue
+        region = Region.parse(name.split("/")[1])
+        if policy.sees(actor, region):
+            continue
+        if grant is not None:
+            record_id = name.rsplit("/", 1)[-1]
+            record = (await uow.repo.get_records([record_id])).get(record_id)
+            if record is not None and policy.sees_record(actor, record, grant):
+                continue
+        hidden.append(name)
+    return tuple(hidden)
+
+
 async def _split_known(
-    uow: EntityUnitOfWork, records: list[SourceRecord], now: datetime
+    uow: EntityUnitOfWork,
+    records: list[SourceRecord],
+    now: datetime,
+    actor: Principal,
+    grant: JobGrant | None,
+    deps: Deps,
 ) -> tuple[list[SourceRecord], list[ResolveResult | None]]:
     """Records already stored (same region, source system and source id) are not resolved
     again: an identical one changes nothing; a changed one updates the stored record and its
-    index keys and stays in its entity."""
+    index keys and stays in its entity. A caller who may not see the stored record (under a
+    grant, one outside the job) gets an error for it, and it is left as it is."""
     existing = await uow.repo.find_existing(
         [(r.region, r.source_system, r.source_record_id) for r in records]
     )
@@ -248,6 +371,17 @@ async def _split_known(
             seen[key] = record
             fresh.append(record)
             out.append(None)
+            continue
+        if not policy.sees_record(actor, stored, grant):
+            out.append(
+                ResolveResult(
+                    "",
+                    "",
+                    Outcome.UNCHANGED,
+                    error=policy.held_outside_job(stored, grant, deps.contact_role(stored.region)),
+                    region=stored.region.value,
+                )
+            )
             continue
         if stored.content_hash != record.content_hash and key in existing:
             record.id = stored.id
@@ -270,6 +404,9 @@ class EntityView:
     other_regions: list[Region]
     merged_ids: list[str]
     history: list[EntityChange]
+    # Part of the entity is hidden from the caller, or the caller reads it under a job grant:
+    # its history is told without who decided, why or which other entities (policy).
+    partial: bool = False
 
 
 async def _root(uow: EntityUnitOfWork, entity_id: str) -> Entity | None:
@@ -281,32 +418,37 @@ async def _root(uow: EntityUnitOfWork, entity_id: str) -> Entity | None:
     return entity
 
 
-async def _view(uow: EntityUnitOfWork, actor: Principal, entity_id: str) -> EntityView:
+async def _view(uow: EntityUnitOfWork, access: _Access, entity_id: str) -> EntityView:
     name = entity_name(entity_id)
     entity = await _root(uow, entity_id)
     if entity is None:
         raise NotFound(f"entity {name} not found")
-    records = await uow.repo.records_of([entity.id])
-    visible = [r for r in records if policy.sees(actor, r.region)]
+    merged = await uow.repo.merged_ids(entity.id)
+    sight = await _sight(uow, access, entity.id, merged)
+    visible = sight.visible
     touch(name, entity.name, *(r.name for r in visible))
-    if not visible:
+    if not sight.seen:
         raise OutOfScope(f"entity {name} not found")
-    others = sorted({r.region for r in records} - {r.region for r in visible})
-    history = await uow.repo.changes_of([entity.id, *(await uow.repo.merged_ids(entity.id))])
+    # Deconfliction: the regions holding records the caller may not see (under a grant, the
+    # job's region too when it holds records outside the job), never what they hold.
+    shown = {r.id for r in visible}
+    others = sorted({r.region for r in sight.records if r.id not in shown})
+    history = await uow.repo.changes_of([entity.id, *merged])
     return EntityView(
         entity=entity,
         requested_id=entity_id,
         records=visible,
         links=await uow.repo.links_of(r.id for r in visible),
         other_regions=others,
-        merged_ids=await uow.repo.merged_ids(entity.id),
+        merged_ids=merged,
         history=history,
+        partial=bool(others) or sight.grant is not None,
     )
 
 
 async def get_entity(cmd: commands.GetEntity, deps: Deps) -> EntityView:
     async with deps.uow() as uow:
-        return await _view(uow, cmd.actor, cmd.entity_id)
+        return await _view(uow, _Access(cmd.actor, cmd.purpose), cmd.entity_id)
 
 
 async def search_entities(
@@ -355,6 +497,7 @@ async def search_entities(
     if not keys and query is None:
         problems.add("name", "give a name, phone number, VRM, handle or email to search for")
     problems.raise_if_any()
+    access = _Access(cmd.actor, cmd.purpose)
     async with deps.uow() as uow:
         model = await deps.models.current(uow)
         scored: dict[str, float] = {}
@@ -364,21 +507,30 @@ async def search_entities(
             if k.startswith("handle-any:"):
                 handle = k.split(":", 1)[1]
                 hits += await uow.repo.hits([f"handle:{p}:{handle}" for p in _PLATFORMS])
+        hidden = [hit for hit in hits if not policy.sees(cmd.actor, hit.region)]
         for hit in hits:
             if policy.sees(cmd.actor, hit.region):
                 scored[hit.entity_id] = max(scored.get(hit.entity_id, 0.0), 1.0)
+        # Under a grant, a record of the job matches too; nothing else of its region does.
+        grant = await access.grant(uow, {h.region for h in hidden}) if hidden else None
+        if grant is not None:
+            held = await uow.repo.get_records(h.record_id for h in hidden)
+            for hit in hidden:
+                record = held.get(hit.record_id)
+                if record is not None and policy.sees_record(cmd.actor, record, grant):
+                    scored[hit.entity_id] = max(scored.get(hit.entity_id, 0.0), 1.0)
         if query is not None:
             f = matching.person_features(query)
             search_keys = resolver.search_keys(f)
             if f["birth_date"]:
                 search_keys = [k for k in matching.blocking_keys(f) if "d:" in k] or search_keys
             candidates = await uow.repo.candidates(search_keys, 2000)
-            regions = {}
-            if candidates:
-                found = await uow.repo.get_records({c.record_id for _, c in candidates})
-                regions = {rid: r.region for rid, r in found.items()}
+            found = await uow.repo.get_records({c.record_id for _, c in candidates}) if candidates else {}
+            unseen = {r.region for r in found.values() if not policy.sees(cmd.actor, r.region)}
+            grant = await access.grant(uow, unseen) if unseen else None
             for _, c in candidates:
-                if not policy.sees(cmd.actor, regions.get(c.record_id, Region.NATIONAL)):
+                record = found.get(c.record_id)
+                if record is None or not policy.sees_record(cmd.actor, record, grant):
                     continue
                 s = _name_score(model, f, c.features)
                 if s >= 0.5:
@@ -388,7 +540,7 @@ async def search_entities(
         views: list[tuple[EntityView, float]] = []
         for entity_id, s in page:
             try:
-                views.append((await _view(uow, cmd.actor, entity_id), s))
+                views.append((await _view(uow, access, entity_id), s))
             except NotFound:
                 continue
         return views, len(ranked) > cmd.offset + cmd.limit
@@ -416,6 +568,7 @@ def _name_score(model: MatchModel, query: matching.Features, candidate: matching
 
 
 async def explain_match(cmd: commands.ExplainMatch, deps: Deps) -> Explanation:
+    access = _Access(cmd.actor, cmd.purpose)
     async with deps.uow() as uow:
         model = await deps.models.current(uow)
         found = await uow.repo.get_records([cmd.record_a[1], cmd.record_b[1]])
@@ -426,7 +579,8 @@ async def explain_match(cmd: commands.ExplainMatch, deps: Deps) -> Explanation:
             record = found.get(rid)
             if record is None or record.region is not region:
                 raise NotFound(f"{field_name} {name} not found")
-            if not policy.sees(cmd.actor, record.region):
+            grant = None if policy.sees(cmd.actor, region) else await access.grant(uow, [region])
+            if not policy.sees_record(cmd.actor, record, grant):
                 raise OutOfScope(f"{field_name} {name} not found")
             records.append(record)
         a, b = records
@@ -453,9 +607,13 @@ async def explain_match(cmd: commands.ExplainMatch, deps: Deps) -> Explanation:
 async def list_review_tasks(
     cmd: commands.ListReviewTasks, deps: Deps
 ) -> tuple[list[tuple[ReviewTask, str, str]], bool]:
-    regions = policy.review_regions(cmd.actor, cmd.region)
+    access = _Access(cmd.actor, cmd.purpose)
     async with deps.uow() as uow:
-        tasks = await uow.repo.list_review_tasks(regions, cmd.state, cmd.limit + 1, cmd.after)
+        grant = None
+        if cmd.region is not None:
+            grant = await access.grant(uow, [cmd.region])
+        regions, job = policy.review_listing(cmd.actor, cmd.region, grant)
+        tasks = await uow.repo.list_review_tasks(regions, cmd.state, cmd.limit + 1, cmd.after, job)
         more = len(tasks) > cmd.limit
         tasks = tasks[: cmd.limit]
         records = await uow.repo.get_records([r for t in tasks for r in (t.record_id, t.candidate_record_id)])
@@ -485,7 +643,10 @@ async def decide_review(cmd: commands.DecideReview, deps: Deps) -> tuple[ReviewT
         a, b = records.get(task.record_id), records.get(task.candidate_record_id)
         if a is None or b is None:
             raise NotFound(f"review task {name} names a record that no longer exists")
+        grant = None
         if not (policy.sees(cmd.actor, a.region) and policy.sees(cmd.actor, b.region)):
+            grant = await _Access(cmd.actor, cmd.purpose).grant(uow, [a.region, b.region])
+        if not policy.may_decide(cmd.actor, a, b, grant):
             raise OutOfScope(f"review task {name} not found")
         decision = "CONFIRMED" if cmd.confirm else "REJECTED"
         if task.state is not ReviewState.OPEN:
@@ -496,6 +657,10 @@ async def decide_review(cmd: commands.DecideReview, deps: Deps) -> tuple[ReviewT
             )
         change_id = ""
         if cmd.confirm:
+            if a.entity_id != b.entity_id and grant is not None:
+                # Confirming merges the two entities: under a grant, all their records must be the job's.
+                involved = await uow.repo.records_of([a.entity_id, b.entity_id])
+                policy.ensure_may_change(cmd.actor, involved, name, grant)
             if a.entity_id != b.entity_id:
                 conflicts = await uow.repo.different_between([a.entity_id], [b.entity_id])
                 if conflicts:
@@ -547,7 +712,7 @@ async def _deconflict_entity(uow: EntityUnitOfWork, entity_id: str, deps: Deps, 
 
 
 async def _entity_for_change(
-    uow: EntityUnitOfWork, actor: Principal, entity_id: str, field_name: str
+    uow: EntityUnitOfWork, access: _Access, entity_id: str, field_name: str
 ) -> tuple[Entity, list[SourceRecord]]:
     name = entity_name(entity_id)
     touch(name)
@@ -557,17 +722,14 @@ async def _entity_for_change(
     if entity.state is EntityState.MERGED:
         # Where it went is told only to a caller who may see what it went into.
         root = await _root(uow, entity_id)
-        held = await uow.repo.records_of([root.id]) if root is not None else []
-        if not any(policy.sees(actor, r.region) for r in held):
+        if root is None or not (await _sight(uow, access, root.id)).seen:
             raise OutOfScope(f"{field_name} {name} not found")
-        raise FailedPrecondition(
-            f"{name} was merged into {root.name if root else ''}; use that id", subject=name
-        )
-    records = await uow.repo.records_of([entity.id])
-    if records and not any(policy.sees(actor, r.region) for r in records):
+        raise FailedPrecondition(f"{name} was merged into {root.name}; use that id", subject=name)
+    sight = await _sight(uow, access, entity.id)
+    if sight.records and not sight.seen:
         raise OutOfScope(f"{field_name} {name} not found")
-    policy.ensure_sees_every(actor, (r.region for r in records), f"{name}")
-    return entity, records
+    policy.ensure_may_change(access.actor, sight.records, name, sight.grant)
+    return entity, sight.records
 
 
 async def merge(cmd: commands.MergeEntities, deps: Deps) -> tuple[EntityView, str]:
@@ -583,15 +745,16 @@ async def merge(cmd: commands.MergeEntities, deps: Deps) -> tuple[EntityView, st
     problems.raise_if_any()
     now = deps.clock()
     scope = _scope("MergeEntities", cmd.actor)
+    access = _Access(cmd.actor, cmd.purpose)
     async with deps.uow() as uow:
         if cmd.idempotency is not None:
             prior = await uow.recall_request(scope, cmd.idempotency.request_id, cmd.idempotency.fingerprint)
             if prior is not None:
-                return await _view(uow, cmd.actor, cmd.entity_id), prior
+                return await _view(uow, access, cmd.entity_id), prior
         await uow.lock_resolution()
-        target, _ = await _entity_for_change(uow, cmd.actor, cmd.entity_id, "name")
+        target, _ = await _entity_for_change(uow, access, cmd.entity_id, "name")
         for index, other in enumerate(others):
-            entity, _ = await _entity_for_change(uow, cmd.actor, other, f"others[{index}]")
+            entity, _ = await _entity_for_change(uow, access, other, f"others[{index}]")
             if entity.entity_type is not target.entity_type:
                 raise InvalidArgument.field(f"others[{index}]", "merge entities of the same type only")
         conflicts = await uow.repo.different_between([target.id], others)
@@ -608,7 +771,7 @@ async def merge(cmd: commands.MergeEntities, deps: Deps) -> tuple[EntityView, st
                 scope, cmd.idempotency.request_id, cmd.idempotency.fingerprint, change.id
             )
         await uow.commit()
-        return await _view(uow, cmd.actor, target.id), change.id
+        return await _view(uow, access, target.id), change.id
 
 
 async def split(cmd: commands.SplitEntity, deps: Deps) -> tuple[EntityView, list[EntityView], str]:
@@ -621,19 +784,20 @@ async def split(cmd: commands.SplitEntity, deps: Deps) -> tuple[EntityView, list
     problems.raise_if_any()
     now = deps.clock()
     scope = _scope("SplitEntity", cmd.actor)
+    access = _Access(cmd.actor, cmd.purpose)
     async with deps.uow() as uow:
         if cmd.idempotency is not None:
             prior = await uow.recall_request(scope, cmd.idempotency.request_id, cmd.idempotency.fingerprint)
             if prior is not None:
                 change = await uow.repo.get_change(prior)
-                view = await _view(uow, cmd.actor, cmd.entity_id)
+                view = await _view(uow, access, cmd.entity_id)
                 return (
                     view,
-                    [await _view(uow, cmd.actor, e) for e in (change.others if change else ())],
+                    [await _view(uow, access, e) for e in (change.others if change else ())],
                     prior,
                 )
         await uow.lock_resolution()
-        entity, records = await _entity_for_change(uow, cmd.actor, cmd.entity_id, "name")
+        entity, records = await _entity_for_change(uow, access, cmd.entity_id, "name")
         if cmd.undo_change:
             change = await _undo_merge(uow, cmd, entity, reason, now)
         else:
@@ -646,8 +810,8 @@ async def split(cmd: commands.SplitEntity, deps: Deps) -> tuple[EntityView, list
                 scope, cmd.idempotency.request_id, cmd.idempotency.fingerprint, change.id
             )
         await uow.commit()
-        view = await _view(uow, cmd.actor, entity.id)
-        return view, [await _view(uow, cmd.actor, e) for e in change.others], change.id
+        view = await _view(uow, access, entity.id)
+        return view, [await _view(uow, access, e) for e in change.others], change.id
 
 
 async def _undo_merge(

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Protocol
 
 from toex_common.uow import UnitOfWork
+from toex_kernel.grants import JobGrant
 from toex_kernel.regions import Region
 
 from toex_entity.domain.events import DomainEvent
@@ -102,7 +103,12 @@ class EntityRepository(Protocol):
         state: ReviewState,
         limit: int,
         after: tuple[datetime, str] | None,
-    ) -> list[ReviewTask]: ...
+        job: str = "",
+    ) -> list[ReviewTask]:
+        """Tasks in `state` of `regions` (None: all), in creation order after `after`; with
+        `job`, only those both of whose records are attached to that job."""
+        ...
+
     async def open_review_pairs(self, record_ids: Iterable[str]) -> set[tuple[str, str]]: ...
     async def supersede_reviews(self, pairs: Iterable[tuple[str, str]], at: datetime) -> None: ...
     async def add_pair_decisions(self, decisions: Sequence[PairDecision]) -> None: ...
@@ -118,10 +124,22 @@ class EntityRepository(Protocol):
     async def person_features_sample(self, limit: int) -> list[tuple[str, Features]]: ...
     # job subjects (from tasking)
     async def add_job_subject(self, job: str, entity_id: str, region: Region, at: datetime) -> bool: ...
+    async def is_job_subject(self, job: str, region: Region, entity_ids: Sequence[str]) -> bool:
+        """Whether job `job` of `region` named one of `entity_ids` as a subject."""
+        ...
+
+
+class JobGrants(Protocol):
+    """Who holds which job now (toex_common.grants), read in the unit's transaction."""
+
+    async def of_job(self, job: str) -> JobGrant | None: ...
 
 
 class EntityUnitOfWork(UnitOfWork, Protocol):
     repo: EntityRepository
+
+    @property
+    def grants(self) -> JobGrants: ...
 
     def record(self, event: DomainEvent) -> None:
         """A domain event, published (through the service's one mapping) at commit, in the order
