@@ -204,6 +204,7 @@ def render_record(record: pb.IntelligenceRecord, submissions: list[pb.Submission
     return render_fields(
         [
             ("name", record.name),
+            ("job", record.job),
             ("kind", enum_short_name(pole_pb2.PoleKind.DESCRIPTOR, record.kind).lower()),
             ("content", _content(record)),
             ("grading", grade),
@@ -371,7 +372,7 @@ def list_records(
     emit_list(
         output_format,
         response,
-        ["name", "kind", "content", "version", "sync", "pnd version", "updated"],
+        ["name", "kind", "content", "version", "sync", "pnd version", "job", "updated"],
         (
             [
                 r.name,
@@ -380,6 +381,7 @@ def list_records(
                 str(r.version),
                 _state(r.sync_state),
                 str(r.pnd_version or ""),
+                r.job,
                 format_time(r.update_time),
             ]
             for r in response.records
@@ -466,6 +468,8 @@ def search(
             query.person.date_of_birth.CopyFrom(_partial_date(dob))
     request = pb.SearchPndRequest(parent=f"regions/{region.value}", search=query, max_results=max_results)
     response = cli.call(SERVICE, _stub(cli).SearchPnd, request)
+    # The job the purpose named, if it named one of the region's: the search is that job's.
+    made_for = f"Search {response.search.name} made for {response.search.job}." if response.search.job else ""
     emit_list(
         output_format,
         response,
@@ -483,9 +487,15 @@ def search(
             ]
             for result in response.results
         ),
-        empty="The PND holds nothing that matches.",
-        note="More matched: narrow the search or raise --max." if response.truncated else "",
+        empty=_lines("The PND holds nothing that matches.", made_for),
+        note=_lines(
+            "More matched: narrow the search or raise --max." if response.truncated else "", made_for
+        ),
     )
+
+
+def _lines(*texts: str) -> str:
+    return "\n".join(t for t in texts if t)
 
 
 @pnd.group("reconcile")

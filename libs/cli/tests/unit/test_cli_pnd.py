@@ -1,15 +1,17 @@
-"""`toex pnd` against a fake PND sync service: what the user is told when the PND is down."""
+"""`toex pnd` against a fake PND sync service: what the user is told when the PND is down, and
+the job a record or search was made for."""
 
 import socket
 from collections.abc import Callable, Iterator
 from concurrent import futures
+from typing import Any
 
 import grpc
 import pytest
 from cli_testkit import make_jwt
 from click.testing import Result
 from toex.pnd.v1 import pnd_pb2 as pb
-from toex.pnd.v1 import pnd_pb2_grpc
+from toex.pnd.v1 import pnd_pb2_grpc, pole_pb2, sync_pb2
 
 TOKEN = make_jwt(preferred_username="supervisor.emsou", realm_access={"roles": ["supervisor"]})
 
@@ -24,10 +26,49 @@ class PndDown(pnd_pb2_grpc.PndSyncServiceServicer):
         context.abort(grpc.StatusCode.UNAVAILABLE, "the PND cannot be searched now: connection refused")
 
 
-@pytest.fixture
-def pnd_down() -> Iterator[str]:
+JOB = "regions/EMSOU/jobs/j42"
+FOR_JOB = pb.IntelligenceRecord(
+    name="regions/EMSOU/intelligence/r1",
+    kind=pole_pb2.POLE_KIND_PHONE,
+    entity=pole_pb2.PoleEntity(phone=pole_pb2.Phone(e164="+447700900123")),
+    version=1,
+    sync_state=sync_pb2.SYNC_STATE_SYNCED,
+    created_by="researcher.london",
+    job=JOB,
+)
+NO_JOB = pb.IntelligenceRecord(
+    name="regions/EMSOU/intelligence/r2",
+    kind=pole_pb2.POLE_KIND_PHONE,
+    entity=pole_pb2.PoleEntity(phone=pole_pb2.Phone(e164="+447700900124")),
+    version=1,
+    sync_state=sync_pb2.SYNC_STATE_PENDING,
+)
+
+
+class PndWithJobs(pnd_pb2_grpc.PndSyncServiceServicer):
+    """Records and searches as the service answers them: one made for a job, one for none."""
+
+    def GetIntelligence(self, request: pb.GetIntelligenceRequest, context: grpc.ServicerContext) -> Any:
+        return pb.GetIntelligenceResponse(record=FOR_JOB if request.name == FOR_JOB.name else NO_JOB)
+
+    def ListSubmissions(self, request: pb.ListSubmissionsRequest, context: grpc.ServicerContext) -> Any:
+        return pb.ListSubmissionsResponse()
+
+    def ListIntelligence(self, request: pb.ListIntelligenceRequest, context: grpc.ServicerContext) -> Any:
+        return pb.ListIntelligenceResponse(records=[FOR_JOB, NO_JOB])
+
+    def SearchPnd(self, request: pb.SearchPndRequest, context: grpc.ServicerContext) -> Any:
+        # Made for the job the purpose names (the service's decision; the CLI only shows it).
+        job = JOB if "j42" in dict(context.invocation_metadata()).get("x-toex-purpose", "") else ""
+        return pb.SearchPndResponse(
+            search=sync_pb2.PndSearch(name="regions/EMSOU/pndSearches/s1", job=job),
+            results=[pole_pb2.PndSourceRecord(source_record_id="pnd/PND-1@1", kind=pole_pb2.POLE_KIND_PHONE)],
+        )
+
+
+def serve(servicer: pnd_pb2_grpc.PndSyncServiceServicer) -> Iterator[str]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    pnd_pb2_grpc.add_PndSyncServiceServicer_to_server(PndDown(), server)
+    pnd_pb2_grpc.add_PndSyncServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
@@ -36,8 +77,18 @@ def pnd_down() -> Iterator[str]:
         server.stop(grace=None)
 
 
-def toex(run: Callable[..., Result], address: str, *args: str) -> Result:
-    return run(*args, env={"TOEX_TOKEN": TOKEN, "TOEX_PND_ADDR": address, "TOEX_PURPOSE": "Op Kestrel"})
+@pytest.fixture
+def pnd_down() -> Iterator[str]:
+    yield from serve(PndDown())
+
+
+@pytest.fixture
+def pnd_with_jobs() -> Iterator[str]:
+    yield from serve(PndWithJobs())
+
+
+def toex(run: Callable[..., Result], address: str, *args: str, purpose: str = "Op Kestrel") -> Result:
+    return run(*args, env={"TOEX_TOKEN": TOKEN, "TOEX_PND_ADDR": address, "TOEX_PURPOSE": purpose})
 
 
 @pytest.mark.parametrize(
@@ -61,3 +112,34 @@ def test_service_unreachable_still_says_so(run: Callable[..., Result]) -> None:
     result = toex(run, f"127.0.0.1:{port}", "--timeout", "5", "pnd", "reconcile", "run")
     assert result.exit_code == 1
     assert "is the pnd service running" in result.output
+
+
+def test_a_record_shows_the_job_it_was_made_for_and_one_made_for_none_shows_no_job(
+    run: Callable[..., Result], pnd_with_jobs: str
+) -> None:
+    shown = toex(run, pnd_with_jobs, "pnd", "show", "EMSOU/r1")
+    assert shown.exit_code == 0, shown.output
+    [job_line] = [line for line in shown.output.splitlines() if line.startswith("job:")]
+    assert job_line.split() == ["job:", JOB]
+    none = toex(run, pnd_with_jobs, "pnd", "show", "EMSOU/r2")
+    assert none.exit_code == 0, none.output
+    assert "job:" not in none.output and "regions/EMSOU/jobs/" not in none.output
+
+
+def test_the_listing_has_a_job_column(run: Callable[..., Result], pnd_with_jobs: str) -> None:
+    listed = toex(run, pnd_with_jobs, "pnd", "list", "--region", "EMSOU")
+    assert listed.exit_code == 0, listed.output
+    header, *rows = listed.output.splitlines()
+    column = header.index("JOB")
+    assert [row[column:].startswith(JOB) for row in rows] == [True, False]
+
+
+def test_a_search_says_which_job_it_was_made_for(run: Callable[..., Result], pnd_with_jobs: str) -> None:
+    for_job = toex(
+        run, pnd_with_jobs, "pnd", "search", "--region", "EMSOU", "--vrm", "AB12CDE", purpose="EMSOU/j42"
+    )
+    assert for_job.exit_code == 0, for_job.output
+    assert f"Search regions/EMSOU/pndSearches/s1 made for {JOB}." in for_job.output
+    plain = toex(run, pnd_with_jobs, "pnd", "search", "--region", "EMSOU", "--vrm", "AB12CDE")
+    assert plain.exit_code == 0, plain.output
+    assert "made for" not in plain.output and "pnd/PND-1@1" in plain.output

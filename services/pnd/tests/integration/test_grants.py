@@ -92,6 +92,7 @@ async def test_a_job_grant_reaches_the_jobs_intelligence_and_nothing_else_until_
         await stub.SubmitIntelligence(submit(phone("+447700900703")), metadata=pnd.md(HOLDER, job))
     ).record
     assert made.name.startswith("regions/EMSOU/intelligence/") and made.created_by == HOLDER
+    assert made.job == for_job.job == job and elsewhere.job == ""
     read = (
         await stub.GetIntelligence(pb.GetIntelligenceRequest(name=for_job.name), metadata=pnd.md(HOLDER, job))
     ).record
@@ -113,7 +114,7 @@ async def test_a_job_grant_reaches_the_jobs_intelligence_and_nothing_else_until_
         ),
         metadata=pnd.md(HOLDER, job),
     )
-    assert searched.search.name.startswith("regions/EMSOU/pndSearches/")
+    assert searched.search.name.startswith("regions/EMSOU/pndSearches/") and searched.search.job == job
 
     # Nothing else of EMSOU: its other record, under the job or not; nor a withdrawal.
     for purpose in (job, "Op SANDPIPER"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import grpc
 import pytest
@@ -45,11 +46,15 @@ async def test_records_reach_the_pnd_with_answers_holds_and_scope(pnd, nats_serv
     assert created.version == 1 and created.sync_state == sync_pb2.SYNC_STATE_PENDING
     synced = await wait_state(pnd, created.name, sync_pb2.SYNC_STATE_SYNCED)
     assert synced.pnd_id.startswith("PND-") and synced.pnd_version == 1
+    assert synced.job == ""  # made for no job (its purpose named none)
 
-    # Rejected by the PND's own rules (a foreign plate), with reasons; a correction syncs.
-    plate = (await stub.SubmitIntelligence(submit(vehicle("W0LGM5EF")), metadata=pnd.md(RES))).record
+    # Rejected by the PND's own rules (a foreign plate), with reasons; a correction syncs. The
+    # plate is recorded for a job of the region (the purpose names it), which it keeps.
+    job = f"regions/EMSOU/jobs/{uuid.uuid4().hex[:12]}"
+    plate = (await stub.SubmitIntelligence(submit(vehicle("W0LGM5EF")), metadata=pnd.md(RES, job))).record
+    assert plate.job == job
     rejected = await wait_state(pnd, plate.name, sync_pb2.SYNC_STATE_REJECTED)
-    assert [r.code for r in rejected.rejection_reasons] == ["INVALID_VRM"]
+    assert [r.code for r in rejected.rejection_reasons] == ["INVALID_VRM"] and rejected.job == job
     fixed = (
         await stub.UpdateIntelligence(update(plate.name, vehicle("AB12 CDE")), metadata=pnd.md(RES))
     ).record
@@ -128,7 +133,10 @@ async def test_records_reach_the_pnd_with_answers_holds_and_scope(pnd, nats_serv
             until=lambda found: bool(rejections_of_plate(found)),
         )
     )
-    assert events_pb2.SubmissionRejected.FromString(reject_msg.data).reasons[0].code == "INVALID_VRM"
+    refusal = events_pb2.SubmissionRejected.FromString(reject_msg.data)
+    assert refusal.reasons[0].code == "INVALID_VRM" and refusal.record_version == 1
+    # Whom the refusal concerns, for the tasking inbox: the job's people, and who made the change.
+    assert (refusal.job, refusal.submitted_by) == (job, RES)
 
     # Every read and submission is audited.
     async with pnd.app.engine.connect() as conn:
@@ -189,6 +197,7 @@ async def test_search_results_are_published_as_source_records(pnd, nats_server) 
     [event] = results_of_search(messages)
     assert event.search.phone_e164 == "+447700900555" and event.search.purpose == "Op HERON"
     assert event.search.requested_by == "analyst.emsou"
+    assert event.search.job == answer.search.job == ""  # "Op HERON" names no job
     assert {r.source_record_id for r in event.results} == {r.source_record_id for r in answer.results}
 
 

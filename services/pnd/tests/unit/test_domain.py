@@ -60,7 +60,7 @@ def test_code_c_is_held_until_released_and_an_update_supersedes_the_held_version
     record, first = new(C)
     assert first.state is SubmissionState.HELD and record.sync_state is SyncState.HELD
     second, superseded = record.update(
-        entity=None, grading=None, links=None, open_submissions=[first], now=NOW
+        entity=None, grading=None, links=None, open_submissions=[first], now=NOW, by="researcher.emsou"
     )
     assert superseded == [first] and first.state is SubmissionState.SUPERSEDED
     assert second.state is SubmissionState.HELD and second.operation is Operation.CREATE
@@ -72,7 +72,9 @@ def test_code_c_is_held_until_released_and_an_update_supersedes_the_held_version
 def test_answers_move_the_record_only_for_its_newest_version() -> None:
     record, first = new()
     record.mark_sent()
-    second, _ = record.update(entity=None, grading=None, links=None, open_submissions=[first], now=NOW)
+    second, _ = record.update(
+        entity=None, grading=None, links=None, open_submissions=[first], now=NOW, by="researcher.emsou"
+    )
     assert second.operation is Operation.UPDATE
     record.apply_answer(first, Answer(first.submission_id, Outcome.ACCEPTED, "PND-1", 1), NOW)
     assert first.state is SubmissionState.ACCEPTED and record.sync_state is SyncState.PENDING
@@ -84,16 +86,36 @@ def test_answers_move_the_record_only_for_its_newest_version() -> None:
 
 def test_deleting_a_record_that_never_left_needs_no_withdrawal() -> None:
     record, first = new(C)
-    withdrawal, superseded = record.delete(open_submissions=[first], now=NOW)
+    withdrawal, superseded = record.delete(open_submissions=[first], now=NOW, by="researcher.emsou")
     assert withdrawal is None and superseded == [first] and record.sync_state is SyncState.SYNCED
 
 
 def test_deleting_a_sent_record_queues_a_withdrawal_that_is_never_held() -> None:
     record, _ = new(C)
     record.mark_sent()
-    withdrawal, _ = record.delete(open_submissions=[], now=NOW)
+    withdrawal, _ = record.delete(open_submissions=[], now=NOW, by="researcher.emsou")
     assert withdrawal is not None and withdrawal.operation is Operation.DELETE
     assert withdrawal.state is SubmissionState.QUEUED and "entity" not in withdrawal.payload
+
+
+def test_each_submission_names_who_made_the_change_it_carries_and_a_release_keeps_it() -> None:
+    record, first = new(C)
+    assert first.submitted_by == "researcher.emsou"
+    second, _ = record.update(
+        entity=None, grading=P, links=None, open_submissions=[first], now=NOW, by="supervisor.emsou"
+    )
+    assert second.submitted_by == "supervisor.emsou" and record.created_by == "researcher.emsou"
+    record.mark_sent()
+    withdrawal, _ = record.delete(open_submissions=[second], now=NOW, by="national_coordinator.national")
+    assert withdrawal is not None and withdrawal.submitted_by == "national_coordinator.national"
+
+    # A held change released by a supervisor is still the change its maker made.
+    held, held_first = new(C)
+    changed, _ = held.update(
+        entity=None, grading=None, links=None, open_submissions=[held_first], now=NOW, by="researcher.london"
+    )
+    assert held.release([changed], "supervisor.emsou") == [changed]
+    assert changed.submitted_by == "researcher.london" and changed.released_by == "supervisor.emsou"
 
 
 def test_backoff_grows_exponentially_with_jitter_up_to_the_cap() -> None:

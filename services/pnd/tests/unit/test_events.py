@@ -13,6 +13,7 @@ from toex.type.v1 import security_pb2
 from toex_common.events import EventEnvelope
 from toex_common.testing.fakes import principal
 from toex_kernel.regions import Region
+from toex_pnd.adapters import mapping
 from toex_pnd.domain import commands
 from toex_pnd.domain.model import Aged, Answer, Outcome, Reason, RegionFigures
 from toex_pnd.service_layer import handlers
@@ -25,6 +26,7 @@ P = {"source_evaluation": "1", "intelligence_assessment": "B", "handling": "P", 
 C = {**P, "handling": "C", "handling_conditions": "handler's consent"}
 RES = principal("researcher.emsou", "researcher")
 SUP = principal("supervisor.emsou", "supervisor")
+JOB = "regions/EMSOU/jobs/j1"
 
 
 def deps(*ids: str) -> tuple[handlers.Deps, FakeUow, FakePnd]:
@@ -85,10 +87,57 @@ async def test_every_answer_is_published_in_the_batchs_order_under_its_records_l
     assert first.occur_time.ToDatetime(UTC) == NOW
     assert first.label.region == Region.EMSOU.to_proto()
     assert first.label.handling == security_pb2.HANDLING_CODE_P
+    assert (first.job, first.submitted_by) == ("", RES.username)
     second = decoded(refused, events_pb2.SubmissionRejected())
     assert [(r.code, r.field) for r in second.reasons] == [("INVALID", "entity.phone")]
     assert second.label.handling == security_pb2.HANDLING_CODE_C
     assert decoded(conflict, events_pb2.SubmissionConflict()).pnd_version == 4
+
+
+async def test_every_answer_names_the_records_job_and_who_made_the_change_it_answers() -> None:
+    """What the tasking inbox routes by: the job's assignees, else the one who made the change."""
+    d, uow, pnd = deps("j", "n")
+    for_job = await handlers.submit_intelligence(
+        commands.SubmitIntelligence(RES, RES.region, {"vehicle": {"vrm": "AB12CDE"}}, P, [], purpose=JOB),
+        d,
+    )
+    no_job = await handlers.submit_intelligence(
+        commands.SubmitIntelligence(RES, RES.region, {"phone": {"e164": "+447700900123"}}, P, []), d
+    )
+    assert (for_job.job, no_job.job) == (JOB, "")
+    assert mapping.record_to_proto(for_job).job == JOB and mapping.record_to_proto(no_job).job == ""
+    await handlers.dispatch_once(commands.DispatchOnce(0, 1, 100), d)  # both accepted
+    # A supervisor corrects both (under no job: the record keeps the job it was made for).
+    for record, entity in (
+        (for_job, {"vehicle": {"vrm": "W0LGM5EF"}}),
+        (no_job, {"phone": {"e164": "+447700900124"}}),
+    ):
+        await handlers.update_intelligence(
+            commands.UpdateIntelligence(
+                SUP, Region.EMSOU, record.id, entity, None, None, purpose="Op Kestrel"
+            ),
+            d,
+        )
+    pnd.answer = lambda line: (
+        Answer(line["submission_id"], Outcome.REJECTED, reasons=(Reason("INVALID_VRM", "vehicle.vrm", "x"),))
+        if line["source_ref"] == for_job.name
+        else Answer(line["submission_id"], Outcome.CONFLICT, pnd_version=7)
+    )
+    await handlers.dispatch_once(commands.DispatchOnce(0, 1, 100), d)
+
+    by_type: dict[str, list[EventEnvelope]] = {}
+    for envelope in uow.committed_events:
+        by_type.setdefault(envelope.subject.rsplit(".", 1)[-1], []).append(envelope)
+    accepted = [decoded(e, events_pb2.SubmissionAccepted()) for e in by_type["SubmissionAccepted"]]
+    assert {(a.record, a.job, a.submitted_by) for a in accepted} == {
+        (for_job.name, JOB, RES.username),
+        (no_job.name, "", RES.username),
+    }
+    [rejected] = [decoded(e, events_pb2.SubmissionRejected()) for e in by_type["SubmissionRejected"]]
+    [conflict] = [decoded(e, events_pb2.SubmissionConflict()) for e in by_type["SubmissionConflict"]]
+    assert (rejected.record, rejected.record_version) == (for_job.name, 2)
+    assert (rejected.job, rejected.submitted_by) == (JOB, SUP.username)
+    assert (conflict.record, conflict.job, conflict.submitted_by) == (no_job.name, "", SUP.username)
 
 
 async def test_a_search_answer_is_published_with_a_label_its_results_allow() -> None:
@@ -114,6 +163,7 @@ async def test_a_search_answer_is_published_with_a_label_its_results_allow() -> 
     assert first.search.vrm == "AB12CDE" and first.search.purpose == "Op Kestrel"
     assert [r.pnd_id for r in first.results] == ["PND-1"] and first.truncated
     assert first.label.handling == security_pb2.HANDLING_CODE_P
+    assert first.search.job == "" and mapping.search_to_proto(row).job == ""
     second = decoded(one_c, events_pb2.PndResultReceived())
     assert len(second.results) == 2 and not second.truncated
     assert second.label.handling == security_pb2.HANDLING_CODE_C
@@ -139,3 +189,14 @@ async def test_a_reconciliation_publishes_one_event_per_region_in_order() -> Non
     assert emsou.label.handling == ersou.label.handling == security_pb2.HANDLING_CODE_P
     assert ersou.label.region == Region.ERSOU.to_proto()
     assert emsou.occur_time.ToDatetime(UTC) == report.completed_at
+
+
+async def test_a_search_made_for_a_job_names_it_in_the_answer_and_the_event() -> None:
+    d, uow, pnd = deps("s1")
+    pnd.found = SearchAnswer([], False)
+    row, _ = await handlers.search_pnd(
+        commands.SearchPnd(RES, RES.region, "PHONE", {"phone_e164": "07700 900123"}, JOB, 10), d
+    )
+    assert row.job == JOB and mapping.search_to_proto(row).job == JOB
+    [event] = uow.committed_events
+    assert decoded(event, events_pb2.PndResultReceived()).search.job == JOB

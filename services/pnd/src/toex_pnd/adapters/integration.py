@@ -48,6 +48,9 @@ def _answer_event(record: IntelligenceRecord, submission: Submission) -> EventEn
         "record_version": submission.version,
         "submission_id": submission.submission_id,
         "operation": mapping.operation_to_proto(submission.operation),
+        # Whom the answer concerns: the job's people, else whoever made the change.
+        "job": record.job,
+        "submitted_by": submission.submitted_by,
     }
     message: Any
     if submission.state is SubmissionState.ACCEPTED:

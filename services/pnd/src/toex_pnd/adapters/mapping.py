@@ -159,6 +159,7 @@ def record_to_proto(record: IntelligenceRecord) -> pb.IntelligenceRecord:
         update_time=ts(record.updated_at),
         delete_time=ts(record.deleted_at),
         released_by=record.released_by,
+        job=record.job,
     )
 
 
@@ -264,6 +265,7 @@ def search_to_proto(row: SearchRow) -> sync_pb2.PndSearch:
         purpose=row.purpose,
         search_time=ts(row.searched_at),
         region=row.region.to_proto(),  # type: ignore[arg-type]
+        job=row.job,
     )
     if row.kind == "PERSON":
         json_format.ParseDict(row.criteria, search.person, ignore_unknown_fields=True)

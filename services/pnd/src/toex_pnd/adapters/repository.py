@@ -109,6 +109,7 @@ def _submission_row(s: Submission) -> dict[str, Any]:
         "pnd_version": s.pnd_version,
         "reasons": [r.to_json() for r in s.reasons],
         "released_by": s.released_by,
+        "submitted_by": s.submitted_by,
     }
 
 
@@ -129,6 +130,7 @@ def _submission(row: Any) -> Submission:
         pnd_version=row.pnd_version,
         reasons=tuple(Reason.from_json(r) for r in row.reasons),
         released_by=row.released_by,
+        submitted_by=row.submitted_by,
     )
 
 

@@ -71,6 +71,8 @@ submissions = Table(
     Column("pnd_version", BigInteger, nullable=False),
     Column("reasons", JSONB, nullable=False),
     Column("released_by", Text, nullable=False),
+    # Who made the change it carries, "" if unknown (migration 0004).
+    Column("submitted_by", Text, nullable=False, server_default=""),
     UniqueConstraint("record_id", "version", name="submissions_record_version"),
     Index("submissions_due", "next_attempt_at", postgresql_where="state = 'QUEUED'"),
     Index("submissions_open", "record_id", "version", postgresql_where=OPEN),

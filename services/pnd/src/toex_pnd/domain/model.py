@@ -173,6 +173,8 @@ class Submission:
     pnd_version: int = 0
     reasons: tuple[Reason, ...] = ()
     released_by: str = ""
+    # Who made the change it carries (username): the PND's answer is news for them.
+    submitted_by: str = ""
 
     @property
     def name(self) -> str:
@@ -250,7 +252,7 @@ class IntelligenceRecord:
             updated_at=now,
             job=job,
         )
-        return record, record._queue(Operation.CREATE, now)
+        return record, record._queue(Operation.CREATE, now, by=created_by)
 
     def update(
         self,
@@ -260,6 +262,7 @@ class IntelligenceRecord:
         links: list[Link] | None,
         open_submissions: list[Submission],
         now: datetime,
+        by: str,
     ) -> tuple[Submission, list[Submission]]:
         """A new version. Held versions that were never released are superseded: the PND
         gets the newest content instead (which is held again if it is still code C)."""
@@ -273,10 +276,10 @@ class IntelligenceRecord:
         self.updated_at = now
         superseded = self._supersede_held(open_submissions, now)
         earlier = self.ever_sent or any(s.state is SubmissionState.QUEUED for s in open_submissions)
-        return self._queue(Operation.UPDATE if earlier else Operation.CREATE, now), superseded
+        return self._queue(Operation.UPDATE if earlier else Operation.CREATE, now, by=by), superseded
 
     def delete(
-        self, *, open_submissions: list[Submission], now: datetime
+        self, *, open_submissions: list[Submission], now: datetime, by: str
     ) -> tuple[Submission | None, list[Submission]]:
         """Deleted locally; the PND is asked to withdraw the record unless it never left."""
         self.version += 1
@@ -288,7 +291,7 @@ class IntelligenceRecord:
             self.sync_state = SyncState.SYNCED  # nothing ever reached the PND; nothing to withdraw
             return None, superseded
         # A withdrawal shares nothing, so it is never held.
-        return self._queue(Operation.DELETE, now, hold=False), superseded
+        return self._queue(Operation.DELETE, now, by=by, hold=False), superseded
 
     def release(self, held: list[Submission], by: str) -> list[Submission]:
         released = [s for s in held if s.state is SubmissionState.HELD]
@@ -309,7 +312,7 @@ class IntelligenceRecord:
                 superseded.append(submission)
         return superseded
 
-    def _queue(self, operation: Operation, now: datetime, *, hold: bool | None = None) -> Submission:
+    def _queue(self, operation: Operation, now: datetime, *, by: str, hold: bool | None = None) -> Submission:
         held = self.held_for_conditions if hold is None else hold
         self.sync_state = SyncState.HELD if held else SyncState.PENDING
         self.released_by = ""
@@ -323,6 +326,7 @@ class IntelligenceRecord:
             payload=self.bulk_line(operation, now),
             queued_at=now,
             next_attempt_at=now,
+            submitted_by=by,
         )
 
     def bulk_line(self, operation: Operation, now: datetime) -> dict[str, Any]:

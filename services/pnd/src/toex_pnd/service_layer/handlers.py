@@ -163,7 +163,12 @@ async def update_intelligence(cmd: commands.UpdateIntelligence, deps: Deps) -> I
             raise InvalidArgument.field("record.entity", f"a {record.kind.value.lower()} record stays one")
         open_submissions = await uow.submissions.open_for(record.id)
         submission, superseded = record.update(
-            entity=entity, grading=grading, links=links, open_submissions=open_submissions, now=now
+            entity=entity,
+            grading=grading,
+            links=links,
+            open_submissions=open_submissions,
+            now=now,
+            by=cmd.actor.username,
         )
         await uow.submissions.save(superseded)
         await uow.submissions.add(submission)
@@ -186,7 +191,7 @@ async def delete_intelligence(cmd: commands.DeleteIntelligence, deps: Deps) -> I
             raise FailedPrecondition(f"{record.name} is already deleted", subject=record.name)
         _check_version(record, cmd.expected_version)
         submission, superseded = record.delete(
-            open_submissions=await uow.submissions.open_for(record.id), now=now
+            open_submissions=await uow.submissions.open_for(record.id), now=now, by=cmd.actor.username
         )
         await uow.submissions.save(superseded)
         if submission is not None:

@@ -123,6 +123,7 @@ class IntelligenceRecord(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     DELETE_TIME_FIELD_NUMBER: _builtins.int
     RELEASED_BY_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name `regions/{region}/intelligence/{record}`. Output only."""
     region: _region_pb2.Region.ValueType
@@ -143,6 +144,10 @@ class IntelligenceRecord(_message.Message):
     """Who created the record. Output only."""
     released_by: _builtins.str
     """Who released the newest held version, if anyone. Output only."""
+    job: _builtins.str
+    """The job the record was made for, `regions/{region}/jobs/{job}` of the record's region: the
+    job named as the purpose when it was submitted. Empty when none. Output only; never changes.
+    """
     @_builtins.property
     def entity(self) -> _pole_pb2.PoleEntity:
         """The record's content."""
@@ -190,10 +195,11 @@ class IntelligenceRecord(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         delete_time: _timestamp_pb2.Timestamp | None = ...,
         released_by: _builtins.str = ...,
+        job: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delete_time", b"delete_time", "entity", b"entity", "grading", b"grading", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "created_by", b"created_by", "delete_time", b"delete_time", "entity", b"entity", "grading", b"grading", "kind", b"kind", "links", b"links", "name", b"name", "pnd_id", b"pnd_id", "pnd_version", b"pnd_version", "region", b"region", "rejection_reasons", b"rejection_reasons", "released_by", b"released_by", "sync_state", b"sync_state", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "created_by", b"created_by", "delete_time", b"delete_time", "entity", b"entity", "grading", b"grading", "job", b"job", "kind", b"kind", "links", b"links", "name", b"name", "pnd_id", b"pnd_id", "pnd_version", b"pnd_version", "region", b"region", "rejection_reasons", b"rejection_reasons", "released_by", b"released_by", "sync_state", b"sync_state", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

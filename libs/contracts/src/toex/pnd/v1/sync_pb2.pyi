@@ -198,6 +198,7 @@ class PndSearch(_message.Message):
     PURPOSE_FIELD_NUMBER: _builtins.int
     SEARCH_TIME_FIELD_NUMBER: _builtins.int
     REGION_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name `regions/{region}/pndSearches/{search}`."""
     kind: Global___PndSearchKind.ValueType
@@ -212,6 +213,10 @@ class PndSearch(_message.Message):
     """The purpose stated for the search (operation name or job reference)."""
     region: _region_pb2.Region.ValueType
     """The region on whose behalf the search was made."""
+    job: _builtins.str
+    """The job the search was made for, `regions/{region}/jobs/{job}` of the search's region: the
+    job named as its purpose. Empty when none. Output only.
+    """
     @_builtins.property
     def person(self) -> Global___PersonSearchCriteria:
         """Person criteria, for kind PERSON."""
@@ -232,10 +237,11 @@ class PndSearch(_message.Message):
         purpose: _builtins.str = ...,
         search_time: _timestamp_pb2.Timestamp | None = ...,
         region: _region_pb2.Region.ValueType = ...,
+        job: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["person", b"person", "search_time", b"search_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "name", b"name", "person", b"person", "phone_e164", b"phone_e164", "purpose", b"purpose", "region", b"region", "requested_by", b"requested_by", "search_time", b"search_time", "vrm", b"vrm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "kind", b"kind", "name", b"name", "person", b"person", "phone_e164", b"phone_e164", "purpose", b"purpose", "region", b"region", "requested_by", b"requested_by", "search_time", b"search_time", "vrm", b"vrm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

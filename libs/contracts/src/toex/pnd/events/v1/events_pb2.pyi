@@ -43,6 +43,8 @@ class SubmissionAccepted(_message.Message):
     OPERATION_FIELD_NUMBER: _builtins.int
     PND_ID_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    SUBMITTED_BY_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique event id (UUID); also the Nats-Msg-Id and CloudEvents id."""
     record: _builtins.str
@@ -57,6 +59,14 @@ class SubmissionAccepted(_message.Message):
     """The PND's id for the record."""
     kind: _pole_pb2.PoleKind.ValueType
     """The record's kind."""
+    job: _builtins.str
+    """The job the record was made for, `regions/{region}/jobs/{job}` of the record's region;
+    empty when none.
+    """
+    submitted_by: _builtins.str
+    """Who made the change this submission carries (username): who created, updated or deleted
+    the record at this version.
+    """
     @_builtins.property
     def occur_time(self) -> _timestamp_pb2.Timestamp:
         """When the PND's answer was stored."""
@@ -77,10 +87,12 @@ class SubmissionAccepted(_message.Message):
         operation: _sync_pb2.SubmissionOperation.ValueType = ...,
         pnd_id: _builtins.str = ...,
         kind: _pole_pb2.PoleKind.ValueType = ...,
+        job: _builtins.str = ...,
+        submitted_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "occur_time", b"occur_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "kind", b"kind", "label", b"label", "occur_time", b"occur_time", "operation", b"operation", "pnd_id", b"pnd_id", "record", b"record", "record_version", b"record_version", "submission_id", b"submission_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "job", b"job", "kind", b"kind", "label", b"label", "occur_time", b"occur_time", "operation", b"operation", "pnd_id", b"pnd_id", "record", b"record", "record_version", b"record_version", "submission_id", b"submission_id", "submitted_by", b"submitted_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -102,6 +114,8 @@ class SubmissionRejected(_message.Message):
     SUBMISSION_ID_FIELD_NUMBER: _builtins.int
     OPERATION_FIELD_NUMBER: _builtins.int
     REASONS_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    SUBMITTED_BY_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique event id."""
     record: _builtins.str
@@ -112,6 +126,14 @@ class SubmissionRejected(_message.Message):
     """The stable submission id."""
     operation: _sync_pb2.SubmissionOperation.ValueType
     """Create, update or delete."""
+    job: _builtins.str
+    """The job the record was made for, `regions/{region}/jobs/{job}` of the record's region;
+    empty when none.
+    """
+    submitted_by: _builtins.str
+    """Who made the change this submission carries (username): who created, updated or deleted
+    the record at this version.
+    """
     @_builtins.property
     def occur_time(self) -> _timestamp_pb2.Timestamp:
         """When the PND's answer was stored."""
@@ -135,10 +157,12 @@ class SubmissionRejected(_message.Message):
         submission_id: _builtins.str = ...,
         operation: _sync_pb2.SubmissionOperation.ValueType = ...,
         reasons: _abc.Iterable[_sync_pb2.RejectionReason] | None = ...,
+        job: _builtins.str = ...,
+        submitted_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "occur_time", b"occur_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "label", b"label", "occur_time", b"occur_time", "operation", b"operation", "reasons", b"reasons", "record", b"record", "record_version", b"record_version", "submission_id", b"submission_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "job", b"job", "label", b"label", "occur_time", b"occur_time", "operation", b"operation", "reasons", b"reasons", "record", b"record", "record_version", b"record_version", "submission_id", b"submission_id", "submitted_by", b"submitted_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -160,6 +184,8 @@ class SubmissionConflict(_message.Message):
     SUBMISSION_ID_FIELD_NUMBER: _builtins.int
     OPERATION_FIELD_NUMBER: _builtins.int
     PND_VERSION_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    SUBMITTED_BY_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique event id."""
     record: _builtins.str
@@ -172,6 +198,14 @@ class SubmissionConflict(_message.Message):
     """Create, update or delete."""
     pnd_version: _builtins.int
     """The version the PND holds."""
+    job: _builtins.str
+    """The job the record was made for, `regions/{region}/jobs/{job}` of the record's region;
+    empty when none.
+    """
+    submitted_by: _builtins.str
+    """Who made the change this submission carries (username): who created, updated or deleted
+    the record at this version.
+    """
     @_builtins.property
     def occur_time(self) -> _timestamp_pb2.Timestamp:
         """When the PND's answer was stored."""
@@ -191,10 +225,12 @@ class SubmissionConflict(_message.Message):
         submission_id: _builtins.str = ...,
         operation: _sync_pb2.SubmissionOperation.ValueType = ...,
         pnd_version: _builtins.int = ...,
+        job: _builtins.str = ...,
+        submitted_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "occur_time", b"occur_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "label", b"label", "occur_time", b"occur_time", "operation", b"operation", "pnd_version", b"pnd_version", "record", b"record", "record_version", b"record_version", "submission_id", b"submission_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "job", b"job", "label", b"label", "occur_time", b"occur_time", "operation", b"operation", "pnd_version", b"pnd_version", "record", b"record", "record_version", b"record_version", "submission_id", b"submission_id", "submitted_by", b"submitted_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
