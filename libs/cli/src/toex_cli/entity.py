@@ -402,7 +402,7 @@ def render_explanation(e: pb.MatchExplanation) -> str:
 
 def render_entity(e: pb.Entity) -> str:
     records = render_table(
-        ["record", "source", "grading", "ingested", "label"],
+        ["record", "source", "grading", "ingested", "job", "label"],
         [
             [
                 r.name,
@@ -410,6 +410,7 @@ def render_entity(e: pb.Entity) -> str:
                 f"{int(r.grading.source_evaluation)}{'ABCDE'[r.grading.intelligence_assessment - 1] if r.grading.intelligence_assessment else ''}"
                 f"{enum_short_name(security_pb2.HandlingCode.DESCRIPTOR, r.grading.handling) if r.grading.handling else ''}",
                 format_time(r.ingest_time),
+                r.job,
                 _label(r),
             ]
             for r in e.records

@@ -2,7 +2,8 @@
 tasking publishes them) give a London researcher job J of EMSOU; under J as the purpose they
 resolve records into EMSOU and read what J touched, and nothing else of EMSOU; an ERSOU
 researcher not holding J reaches nothing; once J is closed the same reads answer NOT_FOUND; the
-audit log records London's reads with J as their purpose."""
+audit log records London's reads with J as their purpose. ERSOU named as a collaborating region:
+its supervisor reads what London reads and changes nothing, until ERSOU is taken off J."""
 
 from __future__ import annotations
 
@@ -26,13 +27,17 @@ pytestmark = pytest.mark.integration
 RES_EMSOU = "researcher.emsou"
 RES_LONDON = "researcher.london"
 RES_ERSOU = "researcher.ersou"
+SUP_ERSOU = "supervisor.ersou"
 
 
-def access(revision: int, state: int, *holders: str) -> tasking_events.JobAccess:
+def access(
+    revision: int, state: int, *holders: str, collaborators: tuple[Region, ...] = ()
+) -> tasking_events.JobAccess:
     return tasking_events.JobAccess(
         revision=revision,
         state=state,  # type: ignore[arg-type]
         assignees=[tasking_events.Assignee(username=h) for h in holders],
+        collaborating_regions=[r.to_proto() for r in collaborators],  # type: ignore[misc]
     )
 
 
@@ -190,3 +195,87 @@ async def test_a_job_grant_opens_the_jobs_material_and_nothing_else_until_closed
     assert ("GetEntity", "Op SANDPIPER", "DENIED_OUT_OF_SCOPE", True) in outcomes
     # After closing: the same read, denied, still under J.
     assert outcomes[-1] == ("GetEntity", job, "DENIED_OUT_OF_SCOPE", True)
+
+
+async def test_a_collaborating_regions_supervisor_reads_under_the_job_and_changes_nothing(
+    entity_service, nats_server
+) -> None:
+    stub, token = entity_service.stub, entity_service.token
+    job = f"regions/EMSOU/jobs/{uuid.uuid4().hex[:12]}"
+    await tasking_says(
+        nats_server.url,
+        tasking_events.JobCreated(
+            job=job,
+            access=access(1, tasking_events.JOB_STATE_ASSIGNED, RES_LONDON, collaborators=(Region.ERSOU,)),
+        ),
+    )
+
+    async def granted() -> bool:
+        async with entity_service.app.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text("SELECT collaborators FROM job_grants WHERE job = :job"), {"job": job}
+                )
+            ).first()
+        return row is not None and list(row.collaborators) == ["ERSOU"]
+
+    assert await eventually(granted), "the grant never reached the entity service"
+    fields = unique_person()
+    made = await stub.ResolveRecord(
+        pb.ResolveRecordRequest(parent="regions/EMSOU", record=person(uuid.uuid4().hex, **fields)),
+        metadata=md(token(RES_LONDON), job),
+    )
+    other = await stub.ResolveRecord(
+        pb.ResolveRecordRequest(parent="regions/EMSOU", record=person(uuid.uuid4().hex, **unique_person())),
+        metadata=md(token(RES_LONDON), job),
+    )
+    elsewhere = await stub.ResolveRecord(
+        pb.ResolveRecordRequest(parent="regions/EMSOU", record=person(uuid.uuid4().hex, **unique_person())),
+        metadata=md(token(RES_EMSOU)),
+    )
+    assert made.record.job == job and not elsewhere.record.job
+
+    # ERSOU's supervisor, under J: J's records, found by a search, as London reads them.
+    got = (
+        await stub.GetEntity(pb.GetEntityRequest(name=made.entity.name), metadata=md(token(SUP_ERSOU), job))
+    ).entity
+    assert [(r.name, r.job) for r in got.records] == [(made.record.name, job)]
+    found = await stub.SearchEntities(
+        pb.SearchEntitiesRequest(name=f"Daniel {fields['surname']}"), metadata=md(token(SUP_ERSOU), job)
+    )
+    assert [m.entity.name for m in found.matches] == [made.entity.name]
+    await not_found(stub.GetEntity, pb.GetEntityRequest(name=elsewhere.entity.name), token(SUP_ERSOU), job)
+
+    # ...and changes nothing, not even what is all J's.
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.ResolveRecord(
+            pb.ResolveRecordRequest(
+                parent="regions/EMSOU", record=person(uuid.uuid4().hex, **unique_person())
+            ),
+            metadata=md(token(SUP_ERSOU), job),
+        )
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.MergeEntities(
+            pb.MergeEntitiesRequest(name=made.entity.name, others=[other.entity.name], reason="same"),
+            metadata=md(token(SUP_ERSOU), job),
+        )
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    # ERSOU's researcher, with J as the purpose: nothing.
+    await not_found(stub.GetEntity, pb.GetEntityRequest(name=made.entity.name), token(RES_ERSOU), job)
+
+    # ERSOU taken off J: its supervisor's same read is not found.
+    await tasking_says(
+        nats_server.url,
+        tasking_events.JobUpdated(
+            job=job,
+            changed_fields=["collaborating_regions"],
+            access=access(2, tasking_events.JOB_STATE_ASSIGNED, RES_LONDON),
+        ),
+    )
+
+    async def withdrawn() -> bool:
+        return not await granted()
+
+    assert await eventually(withdrawn), "the change never reached the entity service"
+    await not_found(stub.GetEntity, pb.GetEntityRequest(name=made.entity.name), token(SUP_ERSOU), job)

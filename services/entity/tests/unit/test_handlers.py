@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 from toex.entity.events.v1 import events_pb2 as ev
@@ -179,7 +180,96 @@ async def test_merge_across_regions_gives_each_region_its_copy_then_the_notices(
         ("DeconflictionNotice", "EMSOU"),
         ("DeconflictionNotice", "ERSOU"),
     ]
-    for envelope in merged[:2]:
-        message = ev.EntitiesMerged.FromString(envelope.payload)
-        # Across regions neither learns who decided, why, or the other region's entity ids.
-        assert message.change_id == change_id and not (message.decided_by or message.reason or message.merged)
+    by_region = {e.headers["toex-region"]: ev.EntitiesMerged.FromString(e.payload) for e in merged[:2]}
+    for message in by_region.values():
+        # Across regions neither learns who decided or why.
+        assert message.change_id == change_id and not (message.decided_by or message.reason)
+    # EMSOU held no record on the entity merged in: its copy names none; ERSOU's names ERSOU's.
+    assert list(by_region["EMSOU"].merged) == []
+    assert list(by_region["ERSOU"].merged) == [f"entities/{theirs.entity_id}"]
+
+
+def copies(deps: handlers.Deps, before: int, kind: type) -> dict[str, Any]:
+    """The messages of one kind published since `before`, by the region of their copy."""
+    return {
+        e.headers["toex-region"]: kind.FromString(e.payload)  # type: ignore[attr-defined]
+        for e in published(deps)[before:]
+        if e.event_type.endswith(f".{kind.__name__}")
+    }
+
+
+async def test_each_regions_copy_of_a_merge_across_regions_names_its_own_merged_entities(deps) -> None:  # type: ignore[no-untyped-def]
+    [survivor] = await resolve(deps, EMSOU, person("s"))
+    [emsou_only] = await resolve(
+        deps, EMSOU, person("e", given_name="Zed", surname="Quinn", birth_date="1960-01-01", addresses=())
+    )
+    [ersou_only] = await resolve(
+        deps,
+        ERSOU,
+        person(
+            "r", Region.ERSOU, given_name="Susan", surname="Okafor", birth_date="1970-01-01", addresses=()
+        ),
+    )
+    # One entity holding records of both regions before the merge.
+    carys = {"given_name": "Carys", "surname": "Penhallow", "birth_date": "1962-11-03", "addresses": ()}
+    [both] = await resolve(deps, EMSOU, person("b1", **carys))
+    [both_ersou] = await resolve(deps, ERSOU, person("b2", Region.ERSOU, **carys))
+    assert both_ersou.entity_id == both.entity_id
+    others = [emsou_only.entity_id, ersou_only.entity_id, both.entity_id]
+    assert len({survivor.entity_id, *others}) == 4
+    before = len(published(deps))
+    _, change_id = await handlers.merge(
+        commands.MergeEntities(NC, survivor.entity_id, others, "same PNC on the custody record"), deps
+    )
+    merged = copies(deps, before, ev.EntitiesMerged)
+    assert set(merged) == {"EMSOU", "ERSOU"}
+    # Each region is named the merged entities that held its records, ids it knows from its own
+    # RecordLinked events; never the other region's, nor who decided or why.
+    assert list(merged["EMSOU"].merged) == [f"entities/{e}" for e in (emsou_only.entity_id, both.entity_id)]
+    assert list(merged["ERSOU"].merged) == [f"entities/{e}" for e in (ersou_only.entity_id, both.entity_id)]
+    for message in merged.values():
+        assert message.change_id == change_id
+        assert message.entity == f"entities/{survivor.entity_id}"
+        assert not (message.decided_by or message.reason)
+
+    # Undone: each region's copy lists its own records moved and where they went, only.
+    before = len(published(deps))
+    await handlers.split(commands.SplitEntity(NC, survivor.entity_id, [], change_id, "wrong"), deps)
+    split = copies(deps, before, ev.EntitySplit)
+    assert set(split) == {"EMSOU", "ERSOU"}
+    for region, own in (
+        ("EMSOU", {emsou_only.record_id: emsou_only.entity_id, both.record_id: both.entity_id}),
+        ("ERSOU", {ersou_only.record_id: ersou_only.entity_id, both_ersou.record_id: both.entity_id}),
+    ):
+        message = split[region]
+        moves = dict(zip(message.moved_records, message.moved_to, strict=True))
+        assert moves == {f"regions/{region}/records/{r}": f"entities/{e}" for r, e in own.items()}
+        assert set(message.split_entities) == {f"entities/{e}" for e in own.values()}
+        assert message.undone_change == change_id and not (message.decided_by or message.reason)
+
+
+async def test_a_merge_and_its_undoing_within_one_region_are_told_in_full(deps) -> None:  # type: ignore[no-untyped-def]
+    [a] = await resolve(deps, EMSOU, person("a"))
+    [b] = await resolve(
+        deps, EMSOU, person("b", given_name="Zed", surname="Quinn", birth_date="1960-01-01", addresses=())
+    )
+    [c] = await resolve(
+        deps, EMSOU, person("c", given_name="Susan", surname="Okafor", birth_date="1970-01-01", addresses=())
+    )
+    before = len(published(deps))
+    _, change_id = await handlers.merge(
+        commands.MergeEntities(EMSOU, a.entity_id, [b.entity_id, c.entity_id], "same"), deps
+    )
+    [(region, message)] = copies(deps, before, ev.EntitiesMerged).items()
+    assert region == "EMSOU" and message.change_id == change_id
+    assert list(message.merged) == [f"entities/{b.entity_id}", f"entities/{c.entity_id}"]
+    assert (message.decided_by, message.reason) == (EMSOU.username, "same")
+    before = len(published(deps))
+    await handlers.split(commands.SplitEntity(EMSOU, a.entity_id, [], change_id, "wrong"), deps)
+    [(_, undone)] = copies(deps, before, ev.EntitySplit).items()
+    assert list(undone.split_entities) == [f"entities/{b.entity_id}", f"entities/{c.entity_id}"]
+    assert dict(zip(undone.moved_records, undone.moved_to, strict=True)) == {
+        f"regions/EMSOU/records/{b.record_id}": f"entities/{b.entity_id}",
+        f"regions/EMSOU/records/{c.record_id}": f"entities/{c.entity_id}",
+    }
+    assert (undone.decided_by, undone.reason) == (EMSOU.username, "wrong")

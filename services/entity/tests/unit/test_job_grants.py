@@ -5,7 +5,8 @@ they resolve records into EMSOU (stored as EMSOU's, attached to J), read the ent
 J with J's records alone, search only those, and decide, merge and split only what is all J's.
 EMSOU's other records and entities stay out of reach, as does everything once J is closed, for
 anyone not holding J, and under a purpose that does not name J. EMSOU's own people are decided as
-before and never read a grant.
+before and never read a grant. ERSOU collaborates on J: its supervisor reads and searches as a
+holder does and changes nothing; its other people reach nothing.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ OWNER_ANALYST = principal("analyst.emsou", Role.ANALYST)
 HOLDER = principal("researcher.london", Role.RESEARCHER)
 HOLDER_ANALYST = principal("analyst.ersou", Role.ANALYST)
 NOT_HOLDING = principal("researcher.ersou", Role.RESEARCHER)
+COLLABORATOR = principal("supervisor.ersou", Role.SUPERVISOR)
+OUTSIDER = principal("supervisor.nw", Role.SUPERVISOR)
 
 ALICE = PersonData(
     given_name="Alice",
@@ -413,3 +416,124 @@ async def test_owners_are_decided_as_before_and_never_read_a_grant(deps, uow) ->
     assert uow.grants.reads == 0
     # What EMSOU resolves under its own job is attached to it, and nothing else is.
     assert sorted(r.job for r in uow.repo.records.values()) == ["", "", "", JOB, JOB, JOB]
+
+
+async def test_a_collaborating_regions_supervisor_reads_as_a_holder_and_changes_nothing(deps, uow) -> None:  # type: ignore[no-untyped-def]
+    uow.grants.grant(JOB, HOLDER.username, HOLDER_ANALYST.username, collaborators=frozenset({Region.ERSOU}))
+    [owned] = await resolve(deps, OWNER, person("E1", phone_numbers=("07700 900555",)))
+    [made] = await resolve(deps, HOLDER, person("L1", given_name="Alyce"), purpose=JOB)
+    [boris] = await resolve(deps, HOLDER, person("L2", BORIS), purpose=JOB)
+    [untouched] = await resolve(deps, OWNER, person("E2", DEREK))
+    [subject] = await resolve(deps, OWNER, person("E3", CARYS))
+    assert made.entity_id == owned.entity_id
+    async with deps.uow() as work:
+        await handlers.record_job_subjects(JOB, Region.EMSOU, [subject.entity_id], work, deps)
+        await work.commit()
+
+    # Reads the entities touched under J, with J's records only, as the holder does.
+    seen = await view(deps, COLLABORATOR, owned.entity_id)
+    assert [r.id for r in seen.records] == [made.record_id] and seen.other_regions == [Region.EMSOU]
+    assert not seen.records[0].identifiers.e164_numbers and seen.partial
+    assert [r.job for r in entity_to_proto(seen, policy.contact_role).records] == [JOB]
+    named = await view(deps, COLLABORATOR, subject.entity_id)
+    assert named.records == [] and named.other_regions == [Region.EMSOU]
+    with pytest.raises(OutOfScope):
+        await view(deps, COLLABORATOR, untouched.entity_id)
+
+    # Searches and compares as the holder does: J's records only.
+    async def search(actor: Principal, purpose: str = JOB, **query: str) -> list[str]:
+        views, _ = await handlers.search_entities(
+            commands.SearchEntities(actor, purpose=purpose, **query), deps
+        )
+        return [v.entity.id for v, _ in views]
+
+    assert await search(COLLABORATOR, name="Boris Tamworth") == [boris.entity_id]
+    assert await search(COLLABORATOR, name="Derek Oyelaran") == []
+    assert await search(COLLABORATOR, phone_number="07700 900555") == []
+    explained = await handlers.explain_match(
+        commands.ExplainMatch(
+            COLLABORATOR, (Region.EMSOU, made.record_id), (Region.EMSOU, boris.record_id), JOB
+        ),
+        deps,
+    )
+    assert explained.record_a.endswith(made.record_id)
+    with pytest.raises(OutOfScope):
+        await handlers.explain_match(
+            commands.ExplainMatch(
+                COLLABORATOR, (Region.EMSOU, made.record_id), (Region.EMSOU, owned.record_id), JOB
+            ),
+            deps,
+        )
+
+    # Changes nothing: no resolving, no review, no merge or split, even of what is all J's.
+    with pytest.raises(PermissionDenied):
+        await resolve(deps, COLLABORATOR, person("C1", BORIS), purpose=JOB)
+    with pytest.raises(PermissionDenied):
+        await handlers.list_review_tasks(
+            commands.ListReviewTasks(COLLABORATOR, Region.EMSOU, ReviewState.OPEN, 50, None, JOB), deps
+        )
+    with pytest.raises(PermissionDenied) as refused:
+        await handlers.merge(
+            commands.MergeEntities(COLLABORATOR, boris.entity_id, [made.entity_id], "same", purpose=JOB), deps
+        )
+    assert "collaborates" in refused.value.message
+    with pytest.raises(PermissionDenied):
+        await handlers.split(
+            commands.SplitEntity(
+                COLLABORATOR, made.entity_id, [(Region.EMSOU, made.record_id)], "", "not her", purpose=JOB
+            ),
+            deps,
+        )
+    with pytest.raises(OutOfScope):
+        await handlers.merge(
+            commands.MergeEntities(COLLABORATOR, untouched.entity_id, [boris.entity_id], "x", purpose=JOB),
+            deps,
+        )
+    assert uow.repo.records[boris.record_id].entity_id == boris.entity_id
+    assert uow.repo.records[made.record_id].entity_id == owned.entity_id
+    assert len([r for r in uow.repo.records.values() if r.ingested_by == COLLABORATOR.username]) == 0
+
+
+async def test_a_collaborators_review_decision_is_not_found(deps, uow) -> None:  # type: ignore[no-untyped-def]
+    uow.grants.grant(JOB, HOLDER.username, collaborators=frozenset({Region.ERSOU}))
+    async with deps.uow() as work:
+        model = await deps.models.current(work)
+    await handlers.save_model(
+        dataclasses.replace(model, thresholds=Thresholds(auto_link=1.01, review=0.5)), deps
+    )
+    [first] = await resolve(deps, HOLDER, person("L1", identifiers=(("PND", "22"),)), purpose=JOB)
+    [second] = await resolve(
+        deps, HOLDER, person("L2", given_name="Ali", identifiers=(("PND", "33"),)), purpose=JOB
+    )
+    assert second.outcome is Outcome.QUEUED_FOR_REVIEW
+    [task] = [t for t in uow.repo.reviews.values() if t.record_id == second.record_id]
+    assert task.candidate_record_id == first.record_id
+    for confirm in (True, False):
+        with pytest.raises(OutOfScope):
+            await handlers.decide_review(
+                commands.DecideReview(COLLABORATOR, Region.EMSOU, task.id, confirm, "same", purpose=JOB),
+                deps,
+            )
+    assert uow.repo.reviews[task.id].state is ReviewState.OPEN
+
+
+async def test_only_a_collaborating_regions_supervisor_under_the_open_job_reads(deps, uow) -> None:  # type: ignore[no-untyped-def]
+    uow.grants.grant(JOB, HOLDER.username, collaborators=frozenset({Region.ERSOU}))
+    uow.grants.grant(OTHER_JOB, HOLDER.username)
+    [made] = await resolve(deps, HOLDER, person("L1"), purpose=JOB)
+    [elsewhere] = await resolve(deps, HOLDER, person("L2", BORIS), purpose=OTHER_JOB)
+    await view(deps, COLLABORATOR, made.entity_id)
+    # ERSOU's researcher and analyst (not holding J), and a supervisor of a region not named.
+    for actor in (NOT_HOLDING, principal("analyst2.ersou", Role.ANALYST, Region.ERSOU), OUTSIDER):
+        with pytest.raises(OutOfScope):
+            await view(deps, actor, made.entity_id)
+    # The collaborator under a purpose other than J, or a job ERSOU does not collaborate on.
+    for purpose in ("Op Kestrel", OTHER_JOB):
+        with pytest.raises(OutOfScope):
+            await view(deps, COLLABORATOR, made.entity_id, purpose)
+    with pytest.raises(OutOfScope):
+        await view(deps, COLLABORATOR, elsewhere.entity_id, OTHER_JOB)
+    # J closed: nothing.
+    uow.grants.grant(JOB, HOLDER.username, open=False, collaborators=frozenset({Region.ERSOU}))
+    with pytest.raises(OutOfScope):
+        await view(deps, COLLABORATOR, made.entity_id)

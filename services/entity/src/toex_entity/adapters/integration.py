@@ -4,7 +4,7 @@ only place that knows the protobuf event messages."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from toex.entity.events.v1 import events_pb2 as ev
@@ -16,7 +16,7 @@ from toex_kernel.regions import Region
 
 from toex_entity.adapters.mapping import identifiers_to_proto, record_type_to_proto
 from toex_entity.domain import events
-from toex_entity.domain.model import EntityChange, LinkMethod, entity_name
+from toex_entity.domain.model import LinkMethod, entity_name
 from toex_entity.domain.records import Handling, RecordType, SourceRecord
 
 DOMAIN = "entity"
@@ -88,16 +88,16 @@ def _strictest(records: list[SourceRecord]) -> int:
     return security_pb2.HANDLING_CODE_P
 
 
-def entities_merged(
-    change: EntityChange, region: Region, moved: Mapping[str, SourceRecord], *, spans_regions: bool
-) -> EventEnvelope:
-    """`region`'s copy of a merge. A merge across regions tells each region only that its
-    entity took in others: who decided it, why and which entities stay with the national team
-    (reasons and entity ids may be another region's)."""
-    mine = [r for r in moved.values() if r.region is region]
+def entities_merged(event: events.EntitiesMerged, region: Region, *, spans_regions: bool) -> EventEnvelope:
+    """`region`'s copy of a merge. A merge across regions names to each region only the merged
+    entities that held its records (ids it knows from its own records' links, so that what it
+    keyed on them can follow the survivor), never the other regions' ids, who decided or why
+    (reasons may be another region's)."""
+    change = event.change
+    mine = [r for r in event.moved.values() if r.region is region]
     message = ev.EntitiesMerged(
         entity=entity_name(change.entity_id),
-        merged=[] if spans_regions else [entity_name(e) for e in change.others],
+        merged=[entity_name(e) for e in (event.merged_of(region) if spans_regions else change.others)],
         change_id=change.id,
         decided_by="" if spans_regions else change.decided_by,
         reason="" if spans_regions else change.reason,
@@ -112,17 +112,11 @@ def entities_merged(
     )
 
 
-def entity_split(
-    change: EntityChange,
-    region: Region,
-    moved: Mapping[str, SourceRecord],
-    undone: str = "",
-    *,
-    spans_regions: bool,
-) -> EventEnvelope:
+def entity_split(event: events.EntitySplit, region: Region, *, spans_regions: bool) -> EventEnvelope:
     """`region`'s copy of a split: its own records and where they went; across regions, as
-    for a merge, without who, why or the other regions' entities."""
-    mine = [m for m in change.moves if m.record_id in moved and moved[m.record_id].region is region]
+    for a merge, only the entities its records went to, without who or why."""
+    change, moved = event.change, event.moved
+    mine = event.moves_of(region)
     message = ev.EntitySplit(
         entity=entity_name(change.entity_id),
         split_entities=sorted({entity_name(m.to_entity) for m in mine})
@@ -131,7 +125,7 @@ def entity_split(
         moved_records=[moved[m.record_id].name for m in mine],
         moved_to=[entity_name(m.to_entity) for m in mine],
         change_id=change.id,
-        undone_change=undone,
+        undone_change=change.undoes or "",
         decided_by="" if spans_regions else change.decided_by,
         reason="" if spans_regions else change.reason,
     )
@@ -184,18 +178,14 @@ def _record_linked(event: events.RecordLinked) -> list[EventEnvelope]:
 def _entities_merged(event: events.EntitiesMerged) -> list[EventEnvelope]:
     """One copy per region holding records on the surviving entity."""
     spans = len(event.regions) > 1
-    return [
-        entities_merged(event.change, region, event.moved, spans_regions=spans)
-        for region in sorted(event.regions)
-    ]
+    return [entities_merged(event, region, spans_regions=spans) for region in sorted(event.regions)]
 
 
 def _entity_split(event: events.EntitySplit) -> list[EventEnvelope]:
     """One copy per region whose records were moved."""
     spans = len(event.regions) > 1
-    undone = event.change.undoes or ""
     return [
-        entity_split(event.change, region, event.moved, undone, spans_regions=spans)
+        entity_split(event, region, spans_regions=spans)
         for region in sorted({r.region for r in event.moved.values()})
     ]
 

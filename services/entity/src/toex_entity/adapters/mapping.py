@@ -165,6 +165,7 @@ def record_to_proto(record: SourceRecord, *, with_content: bool = True) -> pb.So
         ingested_by=record.ingested_by,
         entity=f"entities/{record.entity_id}" if record.entity_id else "",
         identifiers=identifiers_to_proto(record.identifiers),
+        job=record.job,
     )
     if not with_content:
         return out

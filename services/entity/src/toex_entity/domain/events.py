@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from toex_kernel.regions import Region
 
-from toex_entity.domain.model import EntityChange
+from toex_entity.domain.model import EntityChange, Move
 from toex_entity.domain.records import RecordType, SourceRecord
 
 
@@ -31,6 +31,10 @@ class RecordLinked:
     decided_by: str
 
 
+def _moves_of(change: EntityChange, moved: Mapping[str, SourceRecord], region: Region) -> list[Move]:
+    return [m for m in change.moves if (r := moved.get(m.record_id)) is not None and r.region is region]
+
+
 @dataclass(frozen=True)
 class EntitiesMerged:
     """A merge: `change` moved the records `moved` (by id) into its entity, on which the
@@ -39,6 +43,12 @@ class EntitiesMerged:
     change: EntityChange
     regions: frozenset[Region]
     moved: Mapping[str, SourceRecord]
+
+    def merged_of(self, region: Region) -> tuple[str, ...]:
+        """The merged entities that held records of `region`, in the change's order: ids the
+        region already knows from its own records' links."""
+        held = {m.from_entity for m in _moves_of(self.change, self.moved, region)}
+        return tuple(e for e in self.change.others if e in held)
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,10 @@ class EntitySplit:
     change: EntityChange
     regions: frozenset[Region]
     moved: Mapping[str, SourceRecord]
+
+    def moves_of(self, region: Region) -> list[Move]:
+        """The moves of `region`'s records, in the change's order."""
+        return _moves_of(self.change, self.moved, region)
 
 
 @dataclass(frozen=True)

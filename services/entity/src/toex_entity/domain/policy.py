@@ -40,8 +40,19 @@ states J as the call's purpose may:
   them all and a split or undone merge moves records out of it.
 They may not reach R's records outside J nor any entity not touched under J: those calls answer
 exactly as for another region's material (not found; refused for a submission or a listing),
-and a change that would move any record outside J is refused. A grant never gives a role, and
-callers who see the region are decided as before, without reading grants.
+and a change that would move any record outside J is refused.
+
+A supervisor of a region collaborating on J (named on the job, `JobGrant.collaborators`;
+`covered_for_reading`), with J as the call's purpose while J is open, reads as a holder does:
+entities touched under J with J's records only (GetEntity), searches (SearchEntities) and
+compares (ExplainMatch) the records they may see. They change nothing: resolving or ingesting
+into R is refused as for anyone of another region, R's review tasks are neither listed nor
+decided for them (a listing is refused, a decision answers not found), and a merge or split of
+an entity they may read is refused (`your region collaborates on job J ...`), not found
+otherwise. Other roles of a collaborating region reach nothing under J.
+
+A grant never gives a role, and callers who see the region are decided as before, without
+reading grants.
 """
 
 from __future__ import annotations
@@ -49,7 +60,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from toex_kernel.errors import PermissionDenied
-from toex_kernel.grants import JobGrant, covered, job_of_purpose
+from toex_kernel.grants import JobGrant, covered, covered_for_reading, job_of_purpose
 from toex_kernel.policy import MethodRule, rules_for, sees_region
 from toex_kernel.principal import Principal, Role
 from toex_kernel.regions import Region
@@ -112,14 +123,27 @@ def grant_job(principal: Principal, purpose: str, regions: Iterable[Region] | No
 
 
 def sees_record(principal: Principal, record: SourceRecord, grant: JobGrant | None = None) -> bool:
-    """The caller's region scope, or the record is the job's under a grant they hold."""
+    """The caller's region scope, or the record is the job's under a grant they may read it
+    under: they hold the job, or supervise a region collaborating on it."""
+    return sees(principal, record.region) or covered_for_reading(grant, principal, record.region, record.job)
+
+
+def works_record(principal: Principal, record: SourceRecord, grant: JobGrant | None = None) -> bool:
+    """The caller's region scope, or the record is the job's under a grant they hold (what a
+    collaborating region's supervisor reads is not theirs to change)."""
     return sees(principal, record.region) or covered(grant, principal, record.region, record.job)
 
 
+def reads_under(principal: Principal, grant: JobGrant | None) -> bool:
+    """The caller may read the open job's material under the grant: a holder, or a supervisor
+    of a region collaborating on it."""
+    return grant is not None and grant.admits_reader(principal)
+
+
 def sees_as_subject(principal: Principal, grant: JobGrant | None, named: bool) -> bool:
-    """An entity named as a subject of the grant's job (`named`) is touched under it: its holder
-    may read it, with none of the region's records but the job's."""
-    return named and grant is not None and grant.admits(principal)
+    """An entity named as a subject of the grant's job (`named`) is touched under it: whoever
+    reads under the grant may read it, with none of the region's records but the job's."""
+    return named and reads_under(principal, grant)
 
 
 def works_under(principal: Principal, region: Region, grant: JobGrant | None) -> bool:
@@ -178,6 +202,11 @@ def ensure_may_change(
         raise PermissionDenied(
             f"{what} involves records outside job {grant.job}; under the job you may change only "
             f"what is all the job's: ask {contact_role(grant.region)}"
+        )
+    if grant is not None and grant.admits_reader(principal):
+        raise PermissionDenied(
+            f"your region collaborates on job {grant.job}: you may read its material here, not "
+            f"change it; ask {contact_role(grant.region)}"
         )
     ensure_sees_every(principal, (r.region for r in involved), what)
 

@@ -220,7 +220,7 @@ async def _sight(
         return _Sight(records, visible)
     visible = [r for r in records if policy.sees_record(actor, r, grant)]
     subject = False
-    if not visible and grant.admits(actor):
+    if not visible and policy.reads_under(actor, grant):
         ids = [entity_id, *(merged if merged is not None else await uow.repo.merged_ids(entity_id))]
         named = await uow.repo.is_job_subject(grant.job, grant.region, ids)
         subject = policy.sees_as_subject(actor, grant, named)
@@ -372,7 +372,7 @@ async def _split_known(
             fresh.append(record)
             out.append(None)
             continue
-        if not policy.sees_record(actor, stored, grant):
+        if not policy.works_record(actor, stored, grant):
             out.append(
                 ResolveResult(
                     "",

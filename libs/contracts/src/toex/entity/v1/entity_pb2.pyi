@@ -699,6 +699,7 @@ class SourceRecord(_message.Message):
     EMAIL_FIELD_NUMBER: _builtins.int
     ENTITY_FIELD_NUMBER: _builtins.int
     IDENTIFIERS_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`regions/{region}/records/{record}`. Output only."""
     region: _region_pb2.Region.ValueType
@@ -707,6 +708,10 @@ class SourceRecord(_message.Message):
     """Who or what sent it. Output only."""
     entity: _builtins.str
     """The entity the record belongs to, `entities/{entity}`. Output only."""
+    job: _builtins.str
+    """The job the record was resolved under, `regions/{region}/jobs/{job}` (the call's purpose
+    when it was first stored); empty when none. Output only.
+    """
     @_builtins.property
     def ref(self) -> Global___SourceRecordRef:
         """Where it came from and what kind it is."""
@@ -759,10 +764,11 @@ class SourceRecord(_message.Message):
         email: Global___Email | None = ...,
         entity: _builtins.str = ...,
         identifiers: Global___StrongIdentifiers | None = ...,
+        job: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "email", b"email", "grading", b"grading", "identifiers", b"identifiers", "ingest_time", b"ingest_time", "online_account", b"online_account", "person", b"person", "phone", b"phone", "ref", b"ref", "vehicle", b"vehicle"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "email", b"email", "entity", b"entity", "grading", b"grading", "identifiers", b"identifiers", "ingest_time", b"ingest_time", "ingested_by", b"ingested_by", "name", b"name", "online_account", b"online_account", "person", b"person", "phone", b"phone", "ref", b"ref", "region", b"region", "vehicle", b"vehicle"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "email", b"email", "entity", b"entity", "grading", b"grading", "identifiers", b"identifiers", "ingest_time", b"ingest_time", "ingested_by", b"ingested_by", "job", b"job", "name", b"name", "online_account", b"online_account", "person", b"person", "phone", b"phone", "ref", b"ref", "region", b"region", "vehicle", b"vehicle"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["person", "phone", "vehicle", "online_account", "email"]  # noqa: Y015
     _WhichOneofArgType_content: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015

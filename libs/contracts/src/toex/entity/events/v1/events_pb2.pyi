@@ -181,9 +181,9 @@ class EntitiesMerged(_message.Message):
     change_id: _builtins.str
     """The merge's change id (SplitEntity undoes it)."""
     decided_by: _builtins.str
-    """Who or what decided."""
+    """Who or what decided; empty in a merge across regions."""
     reason: _builtins.str
-    """Why."""
+    """Why; empty in a merge across regions."""
     @_builtins.property
     def occur_time(self) -> _timestamp_pb2.Timestamp:
         """When it happened."""
@@ -196,7 +196,10 @@ class EntitiesMerged(_message.Message):
 
     @_builtins.property
     def merged(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The entities merged into it; they redirect to `entity`."""
+        """The entities merged into it; they redirect to `entity`. In a merge across regions,
+        only those that held records of this event's region (none when the region's records were
+        all on `entity` already).
+        """
 
     def __init__(
         self,
@@ -244,9 +247,9 @@ class EntitySplit(_message.Message):
     undone_change: _builtins.str
     """The merge it undid, when it undid one."""
     decided_by: _builtins.str
-    """Who decided."""
+    """Who decided; empty when the entities involved span regions."""
     reason: _builtins.str
-    """Why."""
+    """Why; empty when the entities involved span regions."""
     @_builtins.property
     def occur_time(self) -> _timestamp_pb2.Timestamp:
         """When it happened."""
@@ -257,7 +260,9 @@ class EntitySplit(_message.Message):
 
     @_builtins.property
     def split_entities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The entities split out or restored."""
+        """The entities split out or restored; across regions, only those this event's region's
+        records moved to.
+        """
 
     @_builtins.property
     def moved_records(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
