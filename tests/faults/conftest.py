@@ -5,14 +5,19 @@ tiers. A test that stops or restarts a server does it to servers of its own, nev
 session's (other tests run against those): `broker` is a nats-server of the test's own, and
 `restartable_postgres` a PostgreSQL cluster of this tier's own, restarted only by its tests.
 `launch` runs a service in this process on a free port, migrated by an owning role and serving
-as a runtime role, as in production.
+as a runtime role, as in production; `spawn` runs one as its own process
+(`python -m toex_<name> serve`, configured by TOEX_* variables as the local stack does), which a
+test SIGKILLs and starts again. README.md holds the matrix: which cells exist and what each asserts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -26,12 +31,16 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from toex_common.events.outbox import OutboxRelay
+from toex_common.migrations import migrate
 from toex_common.testing.services import serve_in_process, stop_in_process
 from toex_devstack._proc import DevstackError, free_port
 from toex_devstack.keycloak import DemoTokens as Tokens
 from toex_devstack.nats import NatsServer
 from toex_devstack.postgres import Postgres
+from toex_devstack.stack import ServiceSpec as DevstackService
+from toex_devstack.stack import service_environment
 
 from .matrix import ServiceSpec
 
@@ -141,16 +150,14 @@ def restartable_postgres() -> Iterator[RestartablePostgres]:
             shutil.rmtree(data_dir, ignore_errors=True)
 
 
-@dataclass
-class Service:
+class Caller:
+    """What a test needs of a service it calls, however the service runs."""
+
     spec: ServiceSpec
-    app: Any
-    channel: grpc.aio.Channel
     stub: Any
     tokens: Tokens
     postgres: Postgres
     database: str  # its database's name; the test reads it as the superuser (`dsn`)
-    stopped: bool = False
 
     @property
     def dsn(self) -> str:
@@ -161,6 +168,18 @@ class Service:
             ("authorization", f"Bearer {self.tokens[username or self.spec.user]}"),
             ("x-toex-purpose", purpose),
         ]
+
+
+@dataclass
+class Service(Caller):
+    spec: ServiceSpec
+    app: Any
+    channel: grpc.aio.Channel
+    stub: Any
+    tokens: Tokens
+    postgres: Postgres
+    database: str
+    stopped: bool = False
 
     async def stop(self) -> None:
         """Stop serving and shut down (each piece of background work finishes what it does)."""
@@ -230,6 +249,188 @@ async def launch(keycloak: Any, tokens: Tokens, broker: NatsServer) -> AsyncIter
     for postgres, name in databases:
         with contextlib.suppress(Exception):
             await asyncio.to_thread(postgres.drop_database, name)
+
+
+# `python -m <package> serve`, every consumer's acknowledgement wait (30 s in production) cut to
+# TOEX_FAULTS_ACK_WAIT_SECONDS, as the in-process tests set `consumer._ack_wait`: the events a
+# killed process fetched and never acknowledged are delivered again seconds later, not 30 s.
+_SERVE_WITH_ACK_WAIT = """
+import os
+import runpy
+import sys
+
+from toex_common.events import consumer
+
+ack_wait = float(os.environ["TOEX_FAULTS_ACK_WAIT_SECONDS"])
+build = consumer.IdempotentConsumer.__init__
+
+
+def with_ack_wait(self, **config):
+    build(self, **{**config, "ack_wait_seconds": ack_wait})
+
+
+consumer.IdempotentConsumer.__init__ = with_ack_wait
+runpy.run_module(sys.argv.pop(1), run_name="__main__", alter_sys=True)
+"""
+
+# A channel to a process that is killed and started again reconnects within half a second.
+_CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 500),
+]
+
+
+@dataclass
+class ServiceProcess(Caller):
+    """A service as its own process (`python -m toex_<name> serve`, configured by TOEX_*
+    variables as the local stack does), which a test kills and starts again on the same
+    database, broker and port. `stub` is bound to the process started last."""
+
+    spec: ServiceSpec
+    tokens: Tokens
+    postgres: Postgres
+    database: str
+    port: int
+    env: dict[str, str]
+    logs: Path  # a log file per start: <name>-<n>.log
+    ack_wait: float | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    channel: grpc.aio.Channel | None = None
+    stub: Any = None
+    starts: int = 0
+
+    @property
+    def log(self) -> Path:
+        return self.logs / f"{self.spec.name}-{self.starts}.log"
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def command(self) -> list[str]:
+        if self.ack_wait is None:
+            return [sys.executable, "-m", self.spec.package, "serve"]
+        return [sys.executable, "-c", _SERVE_WITH_ACK_WAIT, self.spec.package, "serve"]
+
+    async def start(self, timeout: float = 60.0) -> None:
+        """Start a process (another, after a kill) and wait until its health answers SERVING."""
+        assert not self.running, "the previous process is still running"
+        self.starts += 1
+        with self.log.open("ab") as sink:
+            # No preexec_fn: without one the child is spawned without running Python code
+            # between fork and exec, which a process with busy gRPC threads cannot safely do.
+            self.proc = await asyncio.to_thread(
+                subprocess.Popen, self.command(), env=self.env, stdout=sink, stderr=subprocess.STDOUT
+            )
+        if self.channel is not None:
+            await self.channel.close()
+        self.channel = self.connect()
+        self.stub = self.spec.stub(self.channel)
+        health = health_pb2_grpc.HealthStub(self.channel)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.spec.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            if loop.time() > deadline:
+                raise RuntimeError(f"{self.spec.name} not serving after {timeout} s:\n{self.log_tail()}")
+            await asyncio.sleep(0.1)
+
+    def connect(self) -> grpc.aio.Channel:
+        """A channel to the service's port: to whichever process serves there, across restarts."""
+        return grpc.aio.insecure_channel(f"127.0.0.1:{self.port}", options=_CHANNEL_OPTIONS)
+
+    def kill(self) -> None:
+        """SIGKILL: nothing after this instant runs (no shutdown, no drain, no acknowledgement)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    async def stop(self) -> None:
+        """SIGTERM, as Kubernetes stops a pod; SIGKILL if it does not exit in 30 s."""
+        if self.running:
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(self.proc.wait, 30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self.channel is not None:
+            await self.channel.close()
+            self.channel = None
+
+
+def settings_env(settings: dict[str, Any]) -> dict[str, str]:
+    """Settings as the TOEX_* variables the service's config reads."""
+    return {f"TOEX_{name.upper()}": str(value) for name, value in settings.items()}
+
+
+Spawn = Callable[..., Awaitable[ServiceProcess]]
+
+
+@pytest.fixture
+async def spawn(keycloak: Any, tokens: Tokens, broker: NatsServer) -> AsyncIterator[Spawn]:
+    """Start a service of `ServiceSpec` as its own process on `postgres` (a new database,
+    migrated by the owning role as `launch` does) and the NATS at `nats_url`; `ack_wait` cuts
+    its consumers' acknowledgement wait. Every process is stopped (before the test's `broker`
+    is) and its database dropped after the test."""
+    started: list[ServiceProcess] = []
+    databases: list[tuple[Postgres, str]] = []
+    logs = Path(tempfile.mkdtemp(prefix="toex-fault-logs-"))
+
+    async def spawn_service(
+        spec: ServiceSpec,
+        *,
+        postgres: Postgres,
+        nats_url: str,
+        ack_wait: float | None = None,
+        **settings: Any,
+    ) -> ServiceProcess:
+        database = f"fault_{spec.name}_{uuid.uuid4().hex[:10]}"
+        databases.append((postgres, database))
+        roles = await asyncio.to_thread(
+            postgres.service_database, database, owner=OWNER_ROLE, runtime=RUNTIME_ROLE
+        )
+        main = importlib.import_module(f"{spec.package}.__main__")
+        await asyncio.to_thread(migrate, roles.runtime_url, roles.migration_url, main.migrations_dir())
+        port = free_port()
+        client = "toex-" + spec.package.removeprefix("toex_").replace("_", "-")
+        env = {
+            **os.environ,
+            **service_environment(
+                DevstackService(spec.name, spec.package, port, database, client),
+                database_url=roles.runtime_url,
+                migration_database_url=roles.migration_url,
+                nats_url=nats_url,
+                oidc_issuer=keycloak.issuer,
+            ),
+            "TOEX_OUTBOX_POLL_SECONDS": "0.2",
+            "TOEX_LOG_LEVEL": "WARNING",
+            **settings_env({**spec.settings, **settings}),
+        }
+        if ack_wait is not None:
+            env["TOEX_FAULTS_ACK_WAIT_SECONDS"] = str(ack_wait)
+        service = ServiceProcess(spec, tokens, postgres, database, port, env, logs, ack_wait)
+        started.append(service)
+        await service.start()
+        return service
+
+    yield spawn_service
+    for service in reversed(started):
+        with contextlib.suppress(Exception):
+            await service.stop()
+    for postgres, name in databases:
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(postgres.drop_database, name)
+    shutil.rmtree(logs, ignore_errors=True)
 
 
 @pytest.fixture

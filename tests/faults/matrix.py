@@ -9,19 +9,31 @@ superuser and its stream on the test's own broker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
+import nats
+from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.msg import Msg
+from nats.js.errors import NotFoundError
+from toex.comms.events.v1 import events_pb2 as comms_events
 from toex.comms.v1 import comms_pb2, comms_pb2_grpc
+from toex.comms.v1 import resources_pb2 as comms_resources
 from toex.entity.v1 import entity_pb2, entity_pb2_grpc
 from toex.pnd.v1 import pnd_pb2, pnd_pb2_grpc, pole_pb2
 from toex.safeguarding.v1 import safeguarding_pb2, safeguarding_pb2_grpc
+from toex.tasking.v1 import tasking_pb2, tasking_pb2_grpc
 from toex.type.v1 import security_pb2
+from toex_common.events import EventEnvelope, build_event
 from toex_common.testing.streams import stream_messages
+from toex_kernel.regions import Region
 
 Write = Callable[[Any, int, str], Awaitable[list[str]]]
 CALL_TIMEOUT = 15.0  # seconds; no call of these tests should come near it
@@ -125,6 +137,48 @@ def cdr_file(n: int) -> bytes:
     return (CDR_HEADER + "\n".join(rows) + "\n").encode()
 
 
+def cdr_rows(rows: int) -> bytes:
+    """A CDR file of `rows` rows (each test has a database and a data dir of its own)."""
+    lines = [
+        f"2025-02-{1 + k % 28:02d}T{k % 24:02d}:{k % 60:02d}:{k % 59:02d}Z,{k % 900},"
+        f"{number(k % 4000)},{number(40_000 + k % 9000)},{'voice' if k % 3 else 'sms'},,,,"
+        for k in range(rows)
+    ]
+    return (CDR_HEADER + "\n".join(lines) + "\n").encode()
+
+
+CHUNK_BYTES = 64 * 1024
+
+
+async def cdr_upload(
+    body: bytes, *, halfway: asyncio.Event | None = None
+) -> AsyncIterator[comms_pb2.ImportCdrRequest]:
+    """A file as ImportCdr's stream: the header, then the file in chunks. With `halfway`, it
+    is set once half the chunks are sent and the rest never follows: the next chunk is not
+    ready when the server dies. (A write racing the end of the call is reported INTERNAL
+    "Internal error from Core" by grpcio's asyncio client, not with the call's status:
+    grpc/grpc#36066.)"""
+    yield comms_pb2.ImportCdrRequest(
+        header=comms_pb2.ImportHeader(parent="regions/EMSOU", filename="calls.csv")
+    )
+    pieces = [body[i : i + CHUNK_BYTES] for i in range(0, len(body), CHUNK_BYTES)]
+    for k, piece in enumerate(pieces):
+        if halfway is not None and k == len(pieces) // 2:
+            halfway.set()
+            await asyncio.Event().wait()  # until the call ends
+        yield comms_pb2.ImportCdrRequest(chunk=piece)
+
+
+async def list_datasets(service: Any, timeout: float = CALL_TIMEOUT) -> list[tuple[str, int]]:
+    """The region's datasets as ListDatasets shows them: (name, rows accepted)."""
+    answer = await service.stub.ListDatasets(
+        comms_pb2.ListDatasetsRequest(parent="regions/EMSOU", page_size=50),
+        metadata=service.md(),
+        timeout=timeout,
+    )
+    return [(d.name, d.rows_accepted) for d in answer.datasets]
+
+
 async def comms_write(service: Any, n: int, request_id: str) -> list[str]:
     del request_id  # an import has none: the file's bytes identify it
 
@@ -137,6 +191,36 @@ async def comms_write(service: Any, n: int, request_id: str) -> list[str]:
     answer = await service.stub.ImportCdr(upload(), metadata=service.md(), timeout=CALL_TIMEOUT)
     assert answer.dataset.rows_accepted == 3, answer
     return [answer.dataset.name]
+
+
+def stamp(when: datetime) -> Timestamp:
+    value = Timestamp()
+    value.FromDatetime(when)
+    return value
+
+
+def watchlist_contact(victim: str) -> EventEnvelope:
+    """Comms' finding, as comms publishes it: a number on a victims' list in contact with a
+    registered sex offender's (what safeguarding drafts a referral from)."""
+    message = comms_events.WatchlistContactDetected(
+        dataset=f"regions/EMSOU/datasets/cdr-{uuid.uuid4().hex[:8]}",
+        list_a=comms_resources.WatchlistRef(
+            name="regions/EMSOU/watchlists/rso", kind=comms_resources.WATCHLIST_KIND_REGISTERED_SEX_OFFENDER
+        ),
+        number_a="+447700900001",
+        list_b=comms_resources.WatchlistRef(
+            name="regions/EMSOU/watchlists/victims", kind=comms_resources.WATCHLIST_KIND_VICTIM
+        ),
+        number_b="+447700900002",
+        entity_id_b=victim,
+        contact_count=12,
+        call_count=5,
+        sms_count=7,
+        total_duration_seconds=640,
+        first_contact_time=stamp(datetime(2025, 3, 1, tzinfo=UTC)),
+        last_contact_time=stamp(datetime(2025, 3, 20, tzinfo=UTC)),
+    )
+    return build_event(message, domain="comms", source="toex/comms", region=Region.EMSOU)
 
 
 # -- safeguarding: CreateReferral -------------------------------------------------------------
@@ -158,6 +242,32 @@ async def safeguarding_write(service: Any, n: int, request_id: str) -> list[str]
         timeout=CALL_TIMEOUT,
     )
     return [answer.referral.name]
+
+
+# -- tasking: CreateJob ------------------------------------------------------------------------
+
+
+def job_request(n: int, request_id: str) -> tasking_pb2.CreateJobRequest:
+    """The n-th job of a test; sent again as it is (a retry repeats the request, due time too)."""
+    due = Timestamp()
+    due.FromDatetime(datetime.now(UTC) + timedelta(days=7))
+    return tasking_pb2.CreateJobRequest(
+        parent="regions/EMSOU",
+        job=tasking_pb2.Job(
+            requesting_unit="Leicestershire Police",
+            operation_name=f"Op FAULTLINE {n}",
+            job_type=tasking_pb2.JOB_TYPE_COMMS_ANALYSIS,
+            due_time=due,
+        ),
+        request_id=request_id,
+    )
+
+
+async def tasking_write(service: Any, n: int, request_id: str) -> list[str]:
+    answer = await service.stub.CreateJob(
+        job_request(n, request_id), metadata=service.md(), timeout=CALL_TIMEOUT
+    )
+    return [answer.job.name]
 
 
 ENTITY = ServiceSpec(
@@ -208,6 +318,18 @@ SAFEGUARDING = ServiceSpec(
     settings={"consume_triggers": False, "tasking_address": "127.0.0.1:9"},  # no job is linked
 )
 SERVICES = [ENTITY, PND, COMMS, SAFEGUARDING]
+# Tasking's broker and database cells are its own integration tests (services/tasking/tests);
+# the cells here that it takes part in name it.
+TASKING = ServiceSpec(
+    "tasking",
+    "toex_tasking",
+    tasking_pb2_grpc.TaskingServiceStub,
+    domain="tasking",
+    table="jobs",
+    user="supervisor.emsou",
+    write=tasking_write,
+    settings={"directory": "static"},
+)
 
 
 # -- checks -----------------------------------------------------------------------------------
@@ -273,6 +395,50 @@ def ids_of(names: Iterable[str]) -> Counter[str]:
 async def published(nats_url: str, domain: str, until: Callable[[list[Msg]], bool]) -> list[Msg]:
     """The messages on the domain's subjects, read until `until` holds (or ten seconds)."""
     return await stream_messages(nats_url, f"toex.*.{domain}.>", until=until, wait=10)
+
+
+async def relayed(service: Any, timeout: float = 30.0) -> None:
+    """Wait until the service's outbox is empty: every stored event is on its stream."""
+
+    async def empty() -> bool:
+        return not await outbox(service.dsn)
+
+    await eventually(empty, f"{service.spec.name}'s outbox to empty", timeout=timeout)
+
+
+async def events_by_resource(nats_url: str, domain: str, event: str, at_least: int = 1) -> Counter[str]:
+    """How many times each resource (CloudEvents subject) has an `event` (type name) on the
+    domain's stream, read once at least `at_least` are there (or after twenty seconds)."""
+    messages = await stream_messages(
+        nats_url, f"toex.*.{domain}.{event}", until=lambda found: len(found) >= at_least, wait=20
+    )
+    return Counter(m.headers.get("ce-subject", "") for m in messages)
+
+
+async def consumer_info(nats_url: str, stream: str, name: str) -> Any:
+    """The durable consumer's state on the stream (NotFoundError while it is not there)."""
+    nc = await nats.connect(nats_url)
+    try:
+        return await nc.jetstream().consumer_info(stream, name)
+    finally:
+        await nc.close()
+
+
+async def consumer_bound(nats_url: str, stream: str, name: str) -> None:
+    """Wait until the consumer is on the stream: a service declares the producer's stream and
+    binds its consumers in the background after it starts."""
+
+    async def bound() -> bool:
+        with contextlib.suppress(NotFoundError):
+            return bool(await consumer_info(nats_url, stream, name))
+        return False
+
+    await eventually(bound, f"consumer {name} on {stream}")
+
+
+def files_under(root: Path) -> list[str]:
+    """The files under `root`, relative to it."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
 def event_ids(messages: Iterable[Msg]) -> Counter[str]:
