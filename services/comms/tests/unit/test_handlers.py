@@ -110,7 +110,7 @@ async def test_an_import_is_stored_published_and_finds_watchlist_contacts(
     assert uow.repo.datasets[d.id].rows_accepted == 3
     assert d.id in store.published and not store.staged
     assert all(u.discarded for u in store.uploads)
-    assert uow.event_types() == ["DatasetImported", "WatchlistContactDetected"]
+    assert uow.event_types() == ["DatasetImported", "DatasetIdentifiersObserved", "WatchlistContactDetected"]
     [contact] = uow.repo.contacts.values()
     assert (contact.list_a, contact.number_a, contact.list_b, contact.number_b, contact.contacts) == (
         "rso",
@@ -174,7 +174,7 @@ async def test_the_same_file_again_is_answered_as_already_imported(
     assert again.dataset.name == first.dataset.name
     assert again.rejections == [(3, "start_time: missing", "")]
     assert list(uow.repo.datasets) == [first.dataset.id]
-    assert uow.event_types() == ["DatasetImported"]
+    assert uow.event_types() == ["DatasetImported", "DatasetIdentifiersObserved"]
     # The same bytes in another job are another dataset.
     other = await handlers.import_file(import_cdr(data=data, job="regions/EMSOU/jobs/j2"), deps)
     assert not other.already_imported and other.dataset.id != first.dataset.id
@@ -264,7 +264,7 @@ async def test_new_watchlist_numbers_publish_each_new_contact_once_with_its_data
     _, again = await handlers.add_watchlist_numbers(add, deps)
 
     assert len(found) == 1 and again == []
-    assert uow.event_types() == ["DatasetImported", "WatchlistContactDetected"]
+    assert uow.event_types() == ["DatasetImported", "DatasetIdentifiersObserved", "WatchlistContactDetected"]
     envelope = uow.committed_events[-1]
     event = ev.WatchlistContactDetected.FromString(envelope.payload)
     assert (event.dataset, event.number_a, event.number_b) == (
@@ -299,7 +299,7 @@ async def test_an_anpr_import_publishes_its_convoys_after_the_dataset(
     out = await handlers.import_file(cmd, deps)
 
     [convoy] = out.convoys
-    assert uow.event_types() == ["DatasetImported", "ConvoyDetected"]
+    assert uow.event_types() == ["DatasetImported", "ConvoyDetected", "DatasetIdentifiersObserved"]
     event = ev.ConvoyDetected.FromString(uow.committed_events[1].payload)
     assert (event.dataset, event.job, event.vrm_a, event.vrm_b, event.occasion_count) == (
         out.dataset.name,
@@ -329,8 +329,8 @@ async def test_an_advert_import_publishes_a_flag_per_number_flagged(
     out = await handlers.import_file(cmd, deps)
 
     [flag] = out.flags
-    assert uow.event_types() == ["DatasetImported", "AdvertNumberFlagged"]
-    envelope = uow.committed_events[1]
+    assert uow.event_types() == ["DatasetImported", "DatasetIdentifiersObserved", "AdvertNumberFlagged"]
+    envelope = uow.committed_events[2]
     event = ev.AdvertNumberFlagged.FromString(envelope.payload)
     assert (event.dataset, event.number, event.advert_count, event.entity_id) == (
         out.dataset.name,

@@ -25,8 +25,8 @@ class App(ServiceApp):
 
 
 def message_bus(settings: Settings, deps: handlers.Deps) -> MessageBus:
-    """The service's consumers: tasking's job subjects and PND results, and the job grants kept
-    from tasking's events."""
+    """The service's consumers: tasking's job subjects, PND results and comms datasets'
+    identifiers, and the job grants kept from tasking's events."""
     bus = MessageBus()
     if settings.consume:
         consumers.subscribe(bus, deps)

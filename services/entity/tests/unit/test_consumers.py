@@ -31,7 +31,12 @@ def deps(uow: FakeUnitOfWork) -> handlers.Deps:
 
 def test_the_consumers_keep_their_names_and_the_grants_join_them(deps: handlers.Deps) -> None:
     bus = message_bus(Settings(consume=True), deps)
-    assert bus.names == ["entity-tasking-subjects", "entity-pnd-results", "entity-job-grants"]
+    assert bus.names == [
+        "entity-tasking-subjects",
+        "entity-pnd-results",
+        "entity-comms-identifiers",
+        "entity-job-grants",
+    ]
     assert bus.subjects("entity-tasking-subjects") == ["toex.*.tasking.JobCreated"]
     assert bus.subjects("entity-pnd-results") == ["toex.*.pnd.PndResultReceived"]
     assert set(bus.subjects("entity-job-grants")) >= {

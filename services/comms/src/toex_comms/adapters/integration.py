@@ -3,6 +3,8 @@ they go to. The only module that knows the event messages."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from google.protobuf.message import Message
 from toex.comms.events.v1 import events_pb2 as ev
 from toex_common.events import EventEnvelope, build_event
@@ -22,6 +24,10 @@ from toex_comms.domain.model import Dataset, Handling
 DOMAIN = "comms"
 SOURCE = "toex/comms"
 STREAM = COMMS_STREAM
+# Identifiers per DatasetIdentifiersObserved message: at most about 40 kB (an E.164 number is
+# 16 bytes with its framing), far below the 1 MB NATS limit, and a batch entity resolution
+# takes in one transaction.
+IDENTIFIERS_PER_EVENT = 2_000
 
 
 def _envelope(message: Message, region: Region, handling: Handling, resource: str) -> EventEnvelope:
@@ -69,6 +75,46 @@ def convoy_detected(d: Dataset, e: events.ConvoyDetected) -> EventEnvelope:
     return _envelope(message, d.region, d.handling, d.name)
 
 
+def _parts(lists: Sequence[Sequence[str]], size: int) -> list[list[Sequence[str]]]:
+    """`lists` read as one sequence, cut into parts of `size` values: each part as the slice
+    of every list it holds (empty slices for the lists it does not reach)."""
+    total = sum(len(values) for values in lists)
+    out = []
+    for start in range(0, total, size):
+        part: list[Sequence[str]] = []
+        offset = 0
+        for values in lists:
+            part.append(values[max(0, start - offset) : max(0, start + size - offset)])
+            offset += len(values)
+        out.append(part)
+    return out
+
+
+def dataset_identifiers_observed(
+    d: Dataset, e: events.DatasetIdentifiersObserved, size: int = IDENTIFIERS_PER_EVENT
+) -> list[EventEnvelope]:
+    """One message per part of at most `size` identifiers, each with the dataset's label."""
+    found = e.identifiers
+    parts = _parts([found.numbers, found.vrms, found.imeis], size)
+    return [
+        _envelope(
+            ev.DatasetIdentifiersObserved(
+                dataset=d.name,
+                job=d.job,
+                e164_numbers=numbers,
+                vrms=vrms,
+                imeis=imeis,
+                part=index,
+                parts=len(parts),
+            ),
+            d.region,
+            d.handling,
+            d.name,
+        )
+        for index, (numbers, vrms, imeis) in enumerate(parts, start=1)
+    ]
+
+
 def watchlist_contact_detected(e: events.WatchlistContactDetected) -> EventEnvelope:
     c = e.contact
     message = ev.WatchlistContactDetected(
@@ -109,4 +155,6 @@ def integration_events(dataset: Dataset | None, event: events.DomainEvent) -> li
         return [dataset_imported(dataset)]
     if isinstance(event, events.ConvoyDetected):
         return [convoy_detected(dataset, event)]
+    if isinstance(event, events.DatasetIdentifiersObserved):
+        return dataset_identifiers_observed(dataset, event)
     raise TypeError(f"no integration event for {event!r}")

@@ -1,7 +1,8 @@
 """Domain events of the comms service: internal, plain values. The service's one mapping (the
 `integration` module of its adapters) turns them into the protobuf integration events.
 
-A dataset records what its import found in it alone (`DatasetImported`, `ConvoyDetected`).
+A dataset records what its import found in it alone (`DatasetImported`, `ConvoyDetected`,
+`DatasetIdentifiersObserved`).
 Findings that reach beyond one dataset (contact between numbers of two watchlists, an advert
 number flagged against the region's call data) are recorded on the unit of work, so they carry
 the labels of the dataset they were found in."""
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from toex_comms.domain.analysis import Convoy
-    from toex_comms.domain.model import AdvertFlag, Handling, WatchlistContact
+    from toex_comms.domain.model import AdvertFlag, DatasetIdentifiers, Handling, WatchlistContact
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,15 @@ class ConvoyDetected:
     dataset: str
     convoy: Convoy
     window_seconds: int
+
+
+@dataclass(frozen=True)
+class DatasetIdentifiersObserved:
+    """Every distinct identifier of the dataset, in one event: the mapping splits it into
+    messages of a bounded size."""
+
+    dataset: str
+    identifiers: DatasetIdentifiers
 
 
 @dataclass(frozen=True)
@@ -52,4 +62,10 @@ class AdvertNumberFlagged:
     entity_id: str
 
 
-DomainEvent = DatasetImported | ConvoyDetected | WatchlistContactDetected | AdvertNumberFlagged
+DomainEvent = (
+    DatasetImported
+    | ConvoyDetected
+    | DatasetIdentifiersObserved
+    | WatchlistContactDetected
+    | AdvertNumberFlagged
+)

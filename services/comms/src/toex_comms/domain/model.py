@@ -81,6 +81,26 @@ class Dataset:
         name = self.name
         self.events.extend(events.ConvoyDetected(name, c, window_seconds) for c in convoys)
 
+    def identifiers_found(self, found: DatasetIdentifiers) -> None:
+        """The distinct identifiers the dataset holds: published so that entity resolution keeps
+        each as a source record (nothing when it holds none)."""
+        if found.count:
+            self.events.append(events.DatasetIdentifiersObserved(self.name, found))
+
+
+@dataclass(frozen=True)
+class DatasetIdentifiers:
+    """The distinct identifiers of one dataset, each kind sorted: phone numbers (E.164), vehicle
+    registration marks (normalised) and handset IMEIs (digits)."""
+
+    numbers: tuple[str, ...] = ()
+    vrms: tuple[str, ...] = ()
+    imeis: tuple[str, ...] = ()
+
+    @property
+    def count(self) -> int:
+        return len(self.numbers) + len(self.vrms) + len(self.imeis)
+
 
 @dataclass
 class Watchlist:

@@ -1,5 +1,6 @@
 """What a dataset shows without being asked: contacts between numbers of different
-watchlists, and advert numbers worth a look. Runs in a worker thread (polars work)."""
+watchlists, advert numbers worth a look, and the identifiers it holds. Runs in a worker thread
+(polars work)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,16 @@ from toex_comms.domain.model import (
     IN_PHONE_INDEX,
     AdvertFlag,
     Dataset,
+    DatasetIdentifiers,
+    DatasetKind,
     WatchlistContact,
     new_id,
 )
 from toex_comms.service_layer.ports import DatasetStore, Members
 
+# A handset IMEI once spaces and hyphens are dropped: 14 digits (without the check digit), 15,
+# or 16 (IMEISV). Anything else in the column is not passed on as one.
+IMEI = r"^[0-9]{14,16}$"
 # An advert number is flagged from this many adverts, or this many locations.
 ADVERT_MIN_ADVERTS = 3
 ADVERT_MIN_LOCATIONS = 2
@@ -51,6 +57,32 @@ def watchlist_contacts(
         )
         for r in found.iter_rows(named=True)
     ]
+
+
+def identifiers(dataset: Dataset, store: DatasetStore) -> DatasetIdentifiers:
+    """The distinct identifiers of a published dataset: the numbers of call data (its phone
+    index) or adverts, and the IMEIs of call data; the vehicles of ANPR reads. One column is
+    read for each, so this costs a small part of the import."""
+    ids = [dataset.id]
+    if dataset.kind is DatasetKind.ANPR:
+        vrms = store.rows(ids, DatasetKind.ANPR).select(pl.col("vrm").drop_nulls().unique().sort())
+        return DatasetIdentifiers(vrms=tuple(vrms.collect().to_series().to_list()))
+    keys = store.numbers(ids) if dataset.kind is DatasetKind.CDR else store.rows(ids, DatasetKind.ADVERTS)
+    numbers = keys.select(pl.col("number").drop_nulls().unique().sort()).select(
+        pl.concat_str(pl.lit("+"), pl.col("number").cast(pl.String))
+    )
+    if dataset.kind is not DatasetKind.CDR:
+        return DatasetIdentifiers(numbers=tuple(numbers.collect().to_series().to_list()))
+    imeis = (
+        store.rows(ids)
+        .select(pl.col("imei").drop_nulls().unique().str.replace_all(r"[\s-]", ""))
+        .filter(pl.col("imei").str.contains(IMEI))
+        .select(pl.col("imei").unique().sort())
+    )
+    found_numbers, found_imeis = pl.collect_all([numbers, imeis])
+    return DatasetIdentifiers(
+        numbers=tuple(found_numbers.to_series().to_list()), imeis=tuple(found_imeis.to_series().to_list())
+    )
 
 
 def flag_adverts(

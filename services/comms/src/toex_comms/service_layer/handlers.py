@@ -201,8 +201,9 @@ async def _import_upload(cmd: commands.ImportFile, upload: Upload, sha: str, dep
 async def _detect(
     dataset: Dataset, members: Members, region_cdr: list[str], outcome: ImportOutcome, deps: Deps
 ) -> None:
-    """What a new dataset shows (watchlist contacts, convoys, advert flags), stored and published
-    with the dataset itself: its own events first, then the findings recorded on the unit of work."""
+    """What a new dataset shows (watchlist contacts, convoys, advert flags, the identifiers it
+    holds), stored and published with the dataset itself: its own events first, then the
+    findings recorded on the unit of work."""
     contacts: list[WatchlistContact] = []
     if dataset.kind is DatasetKind.CDR and members:
         rows = deps.store.rows([dataset.id], staged=True)
@@ -223,6 +224,8 @@ async def _detect(
             detection.flag_adverts, rows, dataset, deps.store, region_cdr, members
         )
     deps.store.publish(dataset.id)
+    # Published with the dataset, in its transaction (the outbox): a crash loses neither.
+    dataset.identifiers_found(await asyncio.to_thread(detection.identifiers, dataset, deps.store))
     async with deps.uow() as uow:
         await uow.repo.add_dataset(dataset)  # tracked: its own events are published first
         await _record_contacts(uow, dataset, contacts)

@@ -6,7 +6,10 @@
 - PND `PndResultReceived` (consumer `entity-pnd-results`): every person, phone, vehicle and
   online account in the result is resolved as a source record of the searching region (source
   system "pnd").
-Both are handlers on the service's message bus (`subscribe`), run by the idempotent consumer
+- comms `DatasetIdentifiersObserved` (consumer `entity-comms-identifiers`): every phone number
+  and vehicle of an imported dataset (call data, ANPR reads, adverts) is resolved as a source
+  record of the dataset's region (source system "comms", one record per dataset and identifier).
+All are handlers on the service's message bus (`subscribe`), run by the idempotent consumer
 base: one transaction per batch, inbox-deduplicated.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from toex.comms.events.v1 import events_pb2 as comms_events
 from toex.pnd.events.v1 import events_pb2 as pnd_events
 from toex.pnd.v1 import pole_pb2
 from toex.tasking.events.v2 import events_pb2 as tasking_events
@@ -22,6 +26,7 @@ from toex.type.v1 import security_pb2
 from toex_common.events import IncomingEvent
 from toex_common.events.bus import MessageBus
 from toex_common.events.consumer import PermanentError, region_of
+from toex_kernel.errors import InvalidArgument
 from toex_kernel.principal import Principal, Role
 from toex_kernel.regions import Region
 
@@ -44,6 +49,17 @@ log = logging.getLogger(__name__)
 
 CONSUMER_ACTOR = Principal("toex-entity", "system:consumer", Region.NATIONAL, frozenset({Role.SERVICE}))
 _ASSESSMENT = "ABCDE"
+# Parts of a dataset's identifiers resolved per consumer transaction. A part holds up to 2,000
+# (comms' integration events), the records per transaction of the service's own bulk ingest
+# (handlers.INGEST_CHUNK): so a large dataset holds the resolution lock no longer at a time
+# than an IngestRecords stream does, and each part is done well within the acknowledgement wait.
+COMMS_IDENTIFIER_BATCH = 1
+# Communications data as a source, graded 1A: a technical source (providers' call records,
+# ANPR cameras, advert captures) is reliable (1), and what the record says, that the number or
+# vehicle was recorded in the dataset, was recorded directly (A). It claims nothing of whom the
+# identifier belongs to. The handling code is the dataset's (its event's label).
+COMMS_SOURCE_EVALUATION = 1
+COMMS_ASSESSMENT = "A"
 
 
 def subscribe(bus: MessageBus, deps: handlers.Deps) -> None:
@@ -56,8 +72,17 @@ def subscribe(bus: MessageBus, deps: handlers.Deps) -> None:
     async def pnd_result(event: IncomingEvent, uow: Any) -> None:
         await on_pnd_result(event, uow, deps)
 
+    async def comms_identifiers(event: IncomingEvent, uow: Any) -> None:
+        await on_comms_identifiers(event, uow, deps)
+
     bus.on("entity-tasking-subjects", tasking_events.JobCreated, job_created)
     bus.on("entity-pnd-results", pnd_events.PndResultReceived, pnd_result)
+    bus.on(
+        "entity-comms-identifiers",
+        comms_events.DatasetIdentifiersObserved,
+        comms_identifiers,
+        batch=COMMS_IDENTIFIER_BATCH,
+    )
 
 
 async def on_job_created(event: IncomingEvent, uow: EntityUnitOfWork, deps: handlers.Deps) -> None:
@@ -168,4 +193,64 @@ async def on_pnd_result(event: IncomingEvent, uow: EntityUnitOfWork, deps: handl
         await handlers.resolve_in(uow, valid, CONSUMER_ACTOR, deps, now)
 
 
-__all__ = ["normalise", "on_job_created", "on_pnd_result", "subscribe"]
+def comms_records(
+    message: comms_events.DatasetIdentifiersObserved, region: Region
+) -> list[commands.IncomingRecord]:
+    """A dataset's phone numbers and vehicles as source records of `region`, each identified by
+    the dataset and the identifier (`regions/R/datasets/D/+447700900123`), so a part delivered
+    again resolves to the records it made the first time. IMEIs are left out: a record holds no
+    handset identifier to match on (PhoneData is a number)."""
+    handling = Handling.P if message.label.handling == security_pb2.HANDLING_CODE_P else Handling.C
+    grading = Grading(COMMS_SOURCE_EVALUATION, COMMS_ASSESSMENT, handling)
+    found: list[tuple[RecordType, Content, str]] = [
+        *((RecordType.PHONE, PhoneData(n), n) for n in message.e164_numbers if n.strip()),
+        *((RecordType.VEHICLE, VehicleData(v), v) for v in message.vrms if v.strip()),
+    ]
+    return [
+        commands.IncomingRecord(
+            region=region,
+            source_system="comms",
+            source_record_id=f"{message.dataset}/{identifier.strip()}",
+            record_type=record_type,
+            grading=grading,
+            content=content,
+        )
+        for record_type, content, identifier in found
+    ]
+
+
+async def on_comms_identifiers(event: IncomingEvent, uow: EntityUnitOfWork, deps: handlers.Deps) -> None:
+    message = event.message
+    if not isinstance(message, comms_events.DatasetIdentifiersObserved):
+        raise PermanentError(
+            f"expected DatasetIdentifiersObserved, got {event.event_type or 'an untyped event'}"
+        )
+    region = region_of(event)
+    prefix = f"regions/{region.value}/"
+    if not message.dataset.startswith(f"{prefix}datasets/"):
+        # The records would be of this region but name another region's dataset as their source.
+        raise PermanentError(
+            f"dataset {message.dataset!r} is not of the region {region.value} the event came from"
+        )
+    # Attached only to a job of the subject's region: a job of another would put this region's
+    # records in reach of that job's grant holders.
+    job = message.job if message.job.startswith(f"{prefix}jobs/") else ""
+    if message.job and not job:
+        log.warning("%s names job %s of another region; not attached", message.dataset, message.job)
+    now = deps.clock()
+    valid = []
+    skipped: list[str] = []
+    for item in comms_records(message, region):
+        try:
+            valid.append(handlers.build_record(item, CONSUMER_ACTOR, now, job=job))
+        except InvalidArgument:  # one malformed identifier must not hold back the others
+            skipped.append(item.source_record_id)
+    if skipped:
+        log.warning(
+            "%s: %d identifiers skipped, not valid (%s, ...)", message.dataset, len(skipped), skipped[0]
+        )
+    if valid:
+        await handlers.resolve_in(uow, valid, CONSUMER_ACTOR, deps, now)
+
+
+__all__ = ["normalise", "on_comms_identifiers", "on_job_created", "on_pnd_result", "subscribe"]

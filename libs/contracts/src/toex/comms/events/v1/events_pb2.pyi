@@ -388,3 +388,76 @@ class ConvoyDetected(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ConvoyDetected: _TypeAlias = ConvoyDetected  # noqa: Y015
+
+@_typing.final
+class DatasetIdentifiersObserved(_message.Message):
+    """DatasetIdentifiersObserved: the distinct identifiers a newly imported dataset holds (phone
+    numbers of call data and adverts, vehicles of ANPR reads, handsets of call data), so that
+    entity resolution keeps them as source records. Published with `DatasetImported`, in the
+    import's transaction, split into parts of at most a few thousand identifiers so that each
+    message stays far below the NATS message size limit; every part carries the dataset's label.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    DATASET_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    E164_NUMBERS_FIELD_NUMBER: _builtins.int
+    VRMS_FIELD_NUMBER: _builtins.int
+    IMEIS_FIELD_NUMBER: _builtins.int
+    PART_FIELD_NUMBER: _builtins.int
+    PARTS_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Unique event id (UUID); also the Nats-Msg-Id and CloudEvents id."""
+    dataset: _builtins.str
+    """The dataset's resource name, `regions/{region}/datasets/{dataset}`."""
+    job: _builtins.str
+    """The tasking job the dataset belongs to, `regions/{region}/jobs/{job}`; may be empty."""
+    part: _builtins.int
+    """This part's number, from 1."""
+    parts: _builtins.int
+    """How many parts the dataset's identifiers were split into."""
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When the import finished."""
+
+    @_builtins.property
+    def label(self) -> _security_pb2.SecurityLabel:
+        """Region and handling code of the dataset."""
+
+    @_builtins.property
+    def e164_numbers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Phone numbers in this part, E.164 (`+447700900123`), each once in the dataset's parts."""
+
+    @_builtins.property
+    def vrms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Vehicle registration marks in this part, normalised (upper case, no spaces)."""
+
+    @_builtins.property
+    def imeis(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Handset IMEIs in this part (call data that records them), digits only."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+        label: _security_pb2.SecurityLabel | None = ...,
+        dataset: _builtins.str = ...,
+        job: _builtins.str = ...,
+        e164_numbers: _abc.Iterable[_builtins.str] | None = ...,
+        vrms: _abc.Iterable[_builtins.str] | None = ...,
+        imeis: _abc.Iterable[_builtins.str] | None = ...,
+        part: _builtins.int = ...,
+        parts: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "e164_numbers", b"e164_numbers", "event_id", b"event_id", "imeis", b"imeis", "job", b"job", "label", b"label", "occur_time", b"occur_time", "part", b"part", "parts", b"parts", "vrms", b"vrms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DatasetIdentifiersObserved: _TypeAlias = DatasetIdentifiersObserved  # noqa: Y015
