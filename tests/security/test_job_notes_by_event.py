@@ -1,11 +1,13 @@
 """Finding 7, the notes: a referral's outcomes reached its job as AddJobNote calls made with the
 safeguarding service's own token, a national identity that may write on any region's job.
 
-Now they travel as JobNoteRequested events on the referral's region's subject, and tasking adds
-a note only to a job of that region, written by the safeguarding service acting in that region.
+Then they travelled as JobNoteRequested events on the referral's region's subject; now the job
+shows the referral from the referral's own events (each names its job and state), and tasking
+shows one only on a job of the event's region, as the safeguarding service acting in that region.
 The attack: a publisher allowed on EMSOU's subjects (a leaked EMSOU credential) publishes a
-JobNoteRequested, labelled EMSOU as its subject demands, naming an ERSOU job. A consumer that
-wrote notes with the national identity, as the calls did, writes it on the ERSOU job."""
+referral event, labelled EMSOU as its subject demands, naming an ERSOU job. A consumer that acted
+with the national identity, as the calls did, shows it on the ERSOU job. The JobNoteRequested
+consumer stays for one release to drain the stream, so its forgeries are refused too."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import nats
 from sqlalchemy import select
 from toex.safeguarding.events.v1 import events_pb2 as sg_events
 from toex.safeguarding.v1 import safeguarding_pb2 as pb
+from toex.tasking.v1 import tasking_pb2 as tpb
 from toex_common.db import audit_table
 from toex_common.events import build_event
 from toex_common.testing.streams import stream_messages
@@ -51,9 +54,29 @@ def note_event(job: str, text: str) -> Any:
     )
 
 
-async def test_a_referral_note_lands_on_its_region_job_by_event(stack: Stack) -> None:
-    """(a) An EMSOU referral linked to an EMSOU job: its draft is noted on the job, written and
-    audited as the safeguarding service acting in EMSOU, for the referral."""
+async def linked(stack: Stack, job: str) -> list[tpb.LinkedReferral]:
+    """The referrals the job shows, as a national coordinator reads it."""
+    got = await stack.tasking.stub.GetJob(tpb.GetJobRequest(name=job), metadata=stack.tasking.md(NC))
+    return list(got.job.linked_referrals)
+
+
+def referral_event(job: str, created_by: str) -> Any:
+    """A ReferralDrafted as anyone allowed on EMSOU's subjects can publish it."""
+    referral = f"regions/EMSOU/referrals/{uuid.uuid4().hex[:16]}"
+    return build_event(
+        sg_events.ReferralDrafted(
+            referral=referral, linked_job=job, created_by=created_by, state=pb.REFERRAL_STATE_DRAFT
+        ),
+        domain="safeguarding",
+        source="toex/safeguarding",
+        region=Region.EMSOU,
+        resource=referral,
+    )
+
+
+async def test_a_referral_shows_on_its_region_job_by_its_events(stack: Stack) -> None:
+    """(a) An EMSOU referral linked to an EMSOU job: its draft shows on the job with its state,
+    audited as the safeguarding service acting in EMSOU, for the referral; no note is written."""
     job = stack.jobs["EMSOU"]
     created = (
         await stack.safeguarding.stub.CreateReferral(
@@ -68,18 +91,68 @@ async def test_a_referral_note_lands_on_its_region_job_by_event(stack: Stack) ->
             metadata=stack.safeguarding.md(SO),
         )
     ).referral
-    [note] = await eventually(lambda: stack.notes(job), "the referral's note on its job")
-    assert note.author == SAFEGUARDING and created.name in note.text and "drafted" in note.text
+    [shown] = await eventually(lambda: linked(stack, job), "the referral on its job")
+    assert (shown.referral, shown.state) == (created.name, "DRAFT")
+    assert [c.kind for c in shown.changes] == [tpb.REFERRAL_CHANGE_KIND_DRAFTED]
+    assert created.subject.entity_id.encode() not in shown.SerializeToString()
+    assert await stack.notes(job) == []
     async with stack.tasking.app.engine.connect() as conn:
         query = select(audit_table).where(audit_table.c.purpose == created.name)
-        entries = await eventually(lambda: _rows(conn, query), "the note's audit entry", timeout=5.0)
+        entries = await eventually(lambda: _rows(conn, query), "the change's audit entry", timeout=5.0)
     [entry] = entries
     assert (entry["actor_username"], entry["actor_region"], entry["outcome"]) == (SAFEGUARDING, "EMSOU", "OK")
-    assert list(entry["resources"]) == [job, note.name]
+    assert list(entry["resources"]) == [job]
+
+
+async def test_a_forged_referral_event_for_another_region_job_is_never_shown(
+    stack: Stack, nats_server
+) -> None:  # type: ignore[no-untyped-def]
+    """(b) Forged on EMSOU's subject, naming ERSOU's job, and ERSOU's job id under EMSOU's name:
+    neither is shown, both are dead-lettered in EMSOU."""
+    ersou_id = stack.jobs["ERSOU"].rsplit("/", 1)[-1]
+    attacks = [
+        referral_event(stack.jobs["ERSOU"], "FORGED"),
+        referral_event(f"regions/EMSOU/jobs/{ersou_id}", "FORGED"),
+    ]
+    # A genuine event after them: once it shows, the consumer has been past the forgeries.
+    genuine = referral_event(stack.jobs["EMSOU"], "genuine")
+    nc = await nats.connect(nats_server.url)
+    try:
+        for event in (*attacks, genuine):
+            assert event.subject == "toex.emsou.safeguarding.ReferralDrafted"
+            await nc.jetstream().publish(event.subject, event.payload, headers=event.headers)
+    finally:
+        await nc.close()
+    [shown] = await eventually(lambda: linked(stack, stack.jobs["EMSOU"]), "the genuine referral")
+    assert shown.referral == genuine.headers["ce-subject"]
+    assert await linked(stack, stack.jobs["ERSOU"]) == []
+
+    # Both sit in EMSOU's dead letters (the subject's region), with the reason.
+    ids = {event.event_id for event in attacks}
+
+    def dead(messages: list[Any]) -> list[Any]:
+        return [m for m in messages if m.headers.get("ce-id") in ids]
+
+    letters = dead(
+        await stream_messages(
+            nats_server.url, "toex.*.deadletter.>", until=lambda found: len(dead(found)) == 2
+        )
+    )
+    assert sorted(m.subject.split(".")[1] for m in letters) == ["emsou", "emsou"]
+    reasons = " ".join(m.headers["toex-dead-reason"] for m in letters)
+    assert "a referral of EMSOU may not be shown on a job of ERSOU" in reasons and "not found" in reasons
+    # Nothing was shown for them, so nothing of theirs is audited either.
+    async with stack.tasking.app.engine.connect() as conn:
+        written = (
+            await conn.execute(
+                select(audit_table.c.resources).where(audit_table.c.action.like("consume %ReferralDrafted"))
+            )
+        ).scalars()
+        assert {r[0] for r in written} == {stack.jobs["EMSOU"]}
 
 
 async def test_a_forged_note_for_another_region_job_is_never_written(stack: Stack, nats_server) -> None:  # type: ignore[no-untyped-def]
-    """(b) Forged on EMSOU's subject, naming ERSOU's job, and ERSOU's job id under EMSOU's name:
+    """(c) The notes still drained from the stream: forged on EMSOU's subject, naming ERSOU's job, and ERSOU's job id under EMSOU's name:
     neither is written, both are dead-lettered in EMSOU."""
     ersou_id = stack.jobs["ERSOU"].rsplit("/", 1)[-1]
     attacks = [

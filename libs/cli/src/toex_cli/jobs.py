@@ -94,6 +94,31 @@ def render_jobs(jobs: Sequence[pb.Job]) -> str:
     return render_table(JOB_COLUMNS, [job_row(job) for job in jobs])
 
 
+def _words(code: str) -> str:
+    """`CHILD_SEXUAL_EXPLOITATION` -> `child sexual exploitation`."""
+    return code.replace("_", " ").lower()
+
+
+def render_linked_referrals(referrals: Sequence[pb.LinkedReferral]) -> str:
+    """Each referral on a line (name, state, concerns, risk, handling, last change), then its
+    changes, oldest first, indented. They name the referral, never its subject: reading the
+    referral is `toex referrals get`, with a purpose."""
+    lines = []
+    for r in referrals:
+        about = ", ".join(_words(c) for c in r.concerns)
+        parts = [r.referral, r.state or "state unknown"]
+        if about:
+            parts.append(about)
+        if r.risk_level:
+            parts.append(f"risk {_words(r.risk_level)}")
+        if r.handling:
+            parts.append(f"handling {enum_short_name(security_pb2.HandlingCode.DESCRIPTOR, r.handling)}")
+        parts.append(f"updated {format_time(r.update_time)}")
+        lines.append("  ".join(parts))
+        lines.extend(f"  {format_time(c.occur_time)} {c.summary}" for c in r.changes)
+    return "\n".join(lines)
+
+
 def render_job(job: pb.Job) -> str:
     assignees = "\n".join(
         f"{a.username} ({_region(a.region)}, since {format_time(a.assign_time)})" for a in job.assignees
@@ -123,6 +148,7 @@ def render_job(job: pb.Job) -> str:
             ("product", job.product),
             ("feedback", feedback),
             ("notes", notes),
+            ("referrals", render_linked_referrals(job.linked_referrals)),
             ("created", f"{format_time(job.create_time)} by {job.created_by}" if job.created_by else ""),
             ("updated", format_time(job.update_time)),
         ]
@@ -327,7 +353,8 @@ def list_jobs(
 @format_option
 @pass_cli
 def show(cli: CliContext, name: str, output_format: str) -> None:
-    """Show one job in full, with its notes and feedback.
+    """Show one job in full, with its notes, feedback and the safeguarding referrals linked to it
+    (each with its state and its changes: drafted, approved, sent, overdue, decided, closed).
 
     \b
     Examples:

@@ -182,6 +182,54 @@ def test_show_accepts_full_and_short_names(run: Callable[..., Result], tasking: 
     assert "researcher.london (LONDON" in result.stdout
 
 
+def test_show_lists_linked_referrals_with_their_state_and_changes(
+    run: Callable[..., Result], tasking: Tasking
+) -> None:
+    fake, _ = tasking
+    referral = pb.LinkedReferral(
+        referral="regions/EMSOU/referrals/r1",
+        state="DECIDED",
+        concerns=["CHILD_SEXUAL_EXPLOITATION"],
+        risk_level="HIGH",
+        handling=security_pb2.HANDLING_CODE_C,
+        update_time=stamp(2026, 11, 4, 9),
+        changes=[
+            pb.ReferralChange(
+                kind=pb.REFERRAL_CHANGE_KIND_DRAFTED,
+                state="DRAFT",
+                summary="Drafted (child sexual exploitation; risk high) by trigger:WatchlistContactDetected",
+                occur_time=stamp(2026, 11, 2, 10),
+            ),
+            pb.ReferralChange(
+                kind=pb.REFERRAL_CHANGE_KIND_DECISION_RECORDED,
+                state="DECIDED",
+                summary="Childrens social care decision local authority positive on 2026-11-04",
+                occur_time=stamp(2026, 11, 4, 9),
+            ),
+        ],
+    )
+    fake.answers["GetJob"] = pb.GetJobResponse(job=a_job(linked_referrals=[referral]))
+    result = toex(run, tasking, "jobs", "show", "EMSOU/8f14e45f")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    [first] = [i for i, line in enumerate(lines) if line.startswith("referrals:")]
+    assert lines[first].split(None, 1)[1].split("  ") == [
+        "regions/EMSOU/referrals/r1",
+        "DECIDED",
+        "child sexual exploitation",
+        "risk high",
+        "handling C",
+        "updated 2026-11-04 09:00Z",
+    ]
+    assert lines[first + 1].strip() == (
+        "2026-11-02 10:00Z Drafted (child sexual exploitation; risk high) by trigger:WatchlistContactDetected"
+    )
+    assert lines[first + 2].strip().endswith("decision local authority positive on 2026-11-04")
+    # A job with none says nothing of referrals.
+    fake.answers["GetJob"] = pb.GetJobResponse(job=a_job())
+    assert "referrals:" not in toex(run, tasking, "jobs", "show", "EMSOU/8f14e45f").stdout
+
+
 def test_show_as_json_uses_proto_field_names(run: Callable[..., Result], tasking: Tasking) -> None:
     fake, _ = tasking
     fake.answers["GetJob"] = pb.GetJobResponse(job=a_job())

@@ -61,8 +61,8 @@ class Tasking:
 
 
 async def start_tasking(database: str, nats_url: str, issuer: str, port: int, name: str) -> Tasking:
-    """Tasking on `port`; `name` (its service name) names its durable consumer of the job notes,
-    so a tasking started again under the same name carries on where the last one stopped."""
+    """Tasking on `port`; `name` (its service name) names its durable consumers (of the referral
+    events), so a tasking started again under the same name carries on where the last one stopped."""
     settings = TaskingSettings(
         service_name=name,
         database_url=database,
@@ -152,8 +152,8 @@ async def safeguarding(
 
 @pytest.fixture
 async def tasking(safeguarding: Running, nats_server, keycloak) -> AsyncIterator[Tasking]:  # type: ignore[no-untyped-def]
-    """The tasking service on the port the safeguarding service asks about jobs, consuming the
-    job notes it publishes."""
+    """The tasking service on the port the safeguarding service asks about jobs, showing the
+    referral events it publishes on their jobs."""
     running = await start_tasking(
         safeguarding.tasking_database,
         nats_server.url,

@@ -211,19 +211,29 @@ async def test_watchlist_contact_to_decision_on_the_job(safeguarding: Running, t
     assert decided.state == pb.REFERRAL_STATE_DECIDED and not decided.overdue
     assert decided.clocks[0].HasField("satisfied_time")
 
-    # The decision shows on the job, noted by the safeguarding service account.
-    def notes() -> object:
-        return tasking.stub.GetJob(tpb.GetJobRequest(name=job.name), metadata=md(sg.token(NC)))
+    # The decision shows on the job: the referral, its state and its changes, from the
+    # referral's own events (no note is written on the job any more).
+    async def on_job() -> tpb.Job:
+        got = await tasking.stub.GetJob(tpb.GetJobRequest(name=job.name), metadata=md(sg.token(SUP)))
+        return got.job
 
-    async def decision_noted() -> object:
-        found = (await notes()).job.notes  # type: ignore[attr-defined]
-        return [n for n in found if "strategy discussion convened" in n.text]
+    async def decided_on_job() -> object:
+        return [r for r in (await on_job()).linked_referrals if r.state == "DECIDED"]
 
-    [note] = await eventually(decision_noted, what="the decision note on the job")  # type: ignore[misc]
-    assert note.author == "service-account-toex-safeguarding"
-    texts = [n.text for n in (await notes()).job.notes]  # type: ignore[attr-defined]
-    assert any("drafted" in t for t in texts) and any("overdue" in t for t in texts)
-    assert not any(victim in t for t in texts)
+    [shown] = await eventually(decided_on_job, what="the decided referral on the job")  # type: ignore[misc]
+    assert shown.referral == draft.name and list(shown.concerns) == ["CHILD_SEXUAL_EXPLOITATION"]
+    change_kinds = [c.kind for c in shown.changes]
+    for wanted_kind in (
+        tpb.REFERRAL_CHANGE_KIND_DRAFTED,
+        tpb.REFERRAL_CHANGE_KIND_APPROVED,
+        tpb.REFERRAL_CHANGE_KIND_SUBMITTED,
+        tpb.REFERRAL_CHANGE_KIND_OVERDUE,
+        tpb.REFERRAL_CHANGE_KIND_DECISION_RECORDED,
+    ):
+        assert wanted_kind in change_kinds, wanted_kind
+    assert "strategy discussion convened" in shown.changes[-1].summary
+    assert (await on_job()).notes == []
+    assert victim.encode() not in (await on_job()).SerializeToString()
 
     published = await _events(nats_server.url, "toex.emsou.safeguarding.>", draft.name)
     kinds = [k for k, _ in published]
@@ -237,11 +247,11 @@ async def test_watchlist_contact_to_decision_on_the_job(safeguarding: Running, t
     ):
         assert wanted in kinds, wanted
     assert kinds.count("ReferralDrafted") == 1
+    assert "JobNoteRequested" not in kinds
     for kind, payload in published:
         assert victim.encode() not in payload  # events name the referral, never its subject
-        if kind != "JobNoteRequested":  # each referral event names the job it is shown on
-            message = getattr(sg_events, kind).FromString(payload)
-            assert message.linked_job == job.name and message.state, kind
+        message = getattr(sg_events, kind).FromString(payload)  # each names the job it is shown on
+        assert message.linked_job == job.name and message.state, kind
 
     await sg.stub.CloseReferral(
         pb.CloseReferralRequest(name=draft.name, reason="child safeguarded"), metadata=officer
@@ -251,6 +261,12 @@ async def test_watchlist_contact_to_decision_on_the_job(safeguarding: Running, t
             pb.RecordSubmissionRequest(name=draft.name, destination=pb.DESTINATION_NRM), metadata=officer
         )
     assert closed.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+
+    async def closed_on_job() -> object:
+        return [r for r in (await on_job()).linked_referrals if r.state == "CLOSED"]
+
+    [shown] = await eventually(closed_on_job, what="the closed referral on the job")  # type: ignore[misc]
+    assert shown.changes[-1].summary.endswith(": child safeguarded")
 
 
 async def _one_with_evidence(sg: Running, entity: str, count: int) -> pb.Referral | None:
@@ -305,9 +321,12 @@ async def test_concurrent_triggers_for_one_subject_draft_one_referral(safeguardi
     assert sorted(e.ref for e in referral.evidence) == sorted(f"ev-{i}" for i in range(12))
 
 
-async def test_job_notes_survive_a_tasking_outage(safeguarding: Running, nats_server, keycloak) -> None:
-    """Notes are events on the stream: while tasking is down they wait there; when it is back
-    it adds each note once, even one delivered twice."""
+async def test_referral_outcomes_survive_a_tasking_outage(
+    safeguarding: Running, nats_server, keycloak
+) -> None:
+    """A referral's outcomes are its events on the stream: while tasking is down they wait
+    there; when it is back the job shows the referral as its latest change says, each change
+    once, even one delivered twice."""
     sg = safeguarding
     officer, supervisor = md(sg.token(SO)), md(sg.token(SUP))
     job = f"regions/EMSOU/jobs/{uuid.uuid4().hex[:16]}"
@@ -369,28 +388,19 @@ async def test_job_notes_survive_a_tasking_outage(safeguarding: Running, nats_se
     await sg.stub.SubmitForApproval(pb.SubmitForApprovalRequest(name=created.name), metadata=officer)
     await sg.stub.ApproveReferral(pb.ApproveReferralRequest(name=created.name), metadata=supervisor)
 
-    # Tasking is down: the notes wait on the stream, published from the outbox.
-    def notes_for_job(messages: list[Any]) -> list[Any]:
-        return [
-            m
-            for m in messages
-            if m.headers.get("ce-subject") == created.name
-            and m.subject == "toex.emsou.safeguarding.JobNoteRequested"
-        ]
+    # Tasking is down: the referral's events wait on the stream, published from the outbox.
+    def of_referral(messages: list[Any]) -> list[Any]:
+        return [m for m in messages if m.headers.get("ce-subject") == created.name]
 
-    def texts(messages: list[Any]) -> list[str]:
-        return [sg_events.JobNoteRequested.FromString(m.data).text for m in notes_for_job(messages)]
-
-    published = notes_for_job(
+    published = of_referral(
         await stream_messages(
             nats_server.url,
-            "toex.emsou.safeguarding.JobNoteRequested",
-            until=lambda found: any("approved" in t for t in texts(found)),
+            "toex.emsou.safeguarding.>",
+            until=lambda found: any(m.subject.endswith(".ReferralApproved") for m in of_referral(found)),
         )
     )
-    requested = [sg_events.JobNoteRequested.FromString(m.data) for m in published]
-    assert any("drafted" in r.text for r in requested) and any("approved" in r.text for r in requested)
-    assert {r.job for r in requested} == {job}
+    kinds = [m.subject.rsplit(".", 1)[-1] for m in published]
+    assert kinds == ["ReferralDrafted", "ReferralApproved"]  # and no JobNoteRequested
     # One of them delivered again (the same event under another message id, as a peer's retry).
     again = published[-1]
     await publish(
@@ -404,22 +414,26 @@ async def test_job_notes_survive_a_tasking_outage(safeguarding: Running, nats_se
         ],
     )
 
-    # Tasking comes back under the same name (its durable consumer): each note arrives, once.
+    # Tasking comes back under the same name (its durable consumers): the job shows the
+    # referral, approved, with each change once.
     tasking = await start()
     try:
 
-        async def delivered() -> object:
+        async def approved_on_job() -> object:
             got = await tasking.stub.GetJob(tpb.GetJobRequest(name=job), metadata=md(sg.token(NC)))
-            return len(got.job.notes) >= len(requested) and got.job.notes
+            return [r for r in got.job.linked_referrals if r.state == "APPROVED"]
 
-        notes = await eventually(delivered, what="notes delivered after the outage")
-        consumer = tasking.app.consumers[0]
+        [shown] = await eventually(approved_on_job, what="the referral's outcomes after the outage")  # type: ignore[misc]
+        [consumer] = [c for c in tasking.app.consumers if c.name.endswith("-referral-outcomes")]
         await eventually(lambda: consumer.counts[Outcome.DUPLICATE] >= 1, what="the repeat seen")
         got = await tasking.stub.GetJob(tpb.GetJobRequest(name=job), metadata=md(sg.token(NC)))
-        assert sorted(n.name.rsplit("/", 1)[-1] for n in got.job.notes) == sorted(
-            r.note_id for r in requested
-        )
-        assert {n.author for n in notes} == {"service-account-toex-safeguarding"}  # type: ignore[attr-defined]
+        [shown] = got.job.linked_referrals
+        assert shown.referral == created.name
+        assert [(c.kind, c.event_id) for c in shown.changes] == [
+            (tpb.REFERRAL_CHANGE_KIND_DRAFTED, published[0].headers["ce-id"]),
+            (tpb.REFERRAL_CHANGE_KIND_APPROVED, published[1].headers["ce-id"]),
+        ]
+        assert list(got.job.notes) == []
     finally:
         await tasking.stop()
 

@@ -3,7 +3,8 @@ from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any
 
-from toex.safeguarding.events.v1.events_pb2 import JobNoteRequested
+from google.protobuf.message import Message
+from toex.safeguarding.events.v1 import events_pb2
 from toex_common.events import EventEnvelope
 from toex_common.testing.fakes import FakeUnitOfWorkBase
 from toex_kernel.regions import Region
@@ -152,13 +153,14 @@ class FakeSafeguardingUnitOfWork(FakeUnitOfWorkBase):
     def integration_events(self, aggregate: Any, event: Any) -> Iterable[EventEnvelope]:
         return integration.integration_events(aggregate, event)
 
-    def job_notes(self) -> list[tuple[EventEnvelope, JobNoteRequested]]:
-        """The JobNoteRequested events of committed work, with their messages."""
-        return [
-            (e, JobNoteRequested.FromString(e.payload))
-            for e in self.committed_events
-            if e.event_type == JobNoteRequested.DESCRIPTOR.full_name
-        ]
+    def published(self) -> list[tuple[str, EventEnvelope, Any]]:
+        """The events of committed work: (short type, envelope, message)."""
+        found = []
+        for e in self.committed_events:
+            kind = e.event_type.rsplit(".", 1)[-1]
+            message: Message = getattr(events_pb2, kind).FromString(e.payload)
+            found.append((kind, e, message))
+        return found
 
 
 class FakeJobs:

@@ -1,4 +1,3 @@
-import re
 from datetime import datetime, timedelta
 
 import pytest
@@ -77,9 +76,8 @@ async def test_repeated_triggers_add_evidence_to_the_open_referral(uow: FakeSafe
     assert referral.state is State.DRAFT
     assert [e.ref for e in referral.evidence] == ["e1", "regions/EMSOU/datasets/d1", "e2"]
     assert referral.created_by == "trigger:WatchlistContactDetected"
-    types = [e.event_type.rsplit(".", 1)[-1] for e in uow.committed_events]
-    # The draft is noted on its job; added evidence is not.
-    assert types == ["ReferralDrafted", "JobNoteRequested", "ReferralEvidenceAdded"]
+    # The draft and the evidence added are the referral's events; no note is asked of the job.
+    assert [kind for kind, _, _ in uow.published()] == ["ReferralDrafted", "ReferralEvidenceAdded"]
     # Another concern, or another subject, is another referral.
     await run_trigger(uow, trigger(concern=Concern.LABOUR_EXPLOITATION, event="e3"))
     await run_trigger(uow, trigger(subject="ent-2", event="e4"))
@@ -87,14 +85,14 @@ async def test_repeated_triggers_add_evidence_to_the_open_referral(uow: FakeSafe
     # A job that names the subject joins whatever referral is open for them.
     await run_trigger(uow, trigger(concern=None, event="e5"))
     assert len(uow.referrals.referrals) == 3
-    # The drafted referral tells its job, without details of the subject.
-    notes = [note for _, note in uow.job_notes()]
-    assert (notes[0].job, notes[0].referral, notes[0].text.split(" drafted")[0]) == (
+    # The drafted referral tells its job by its own event, without details of the subject.
+    _, _, drafted = uow.published()[0]
+    assert (drafted.linked_job, drafted.referral, drafted.state) == (
         JOB,
         referral.name,
-        f"Safeguarding referral {referral.name}",
+        pb.REFERRAL_STATE_DRAFT,
     )
-    assert not any("ent-" in note.text for note in notes)
+    assert not any(b"ent-" in e.payload for _, e, _ in uow.published())
 
 
 async def test_a_closed_referral_frees_the_subject_for_a_new_one(
@@ -191,18 +189,21 @@ async def test_decision_reaches_the_job_and_overdue_escalates(uow: FakeSafeguard
         deps,
     )
     assert (await handlers.list_overdue(commands.ListOverdue(NC, None, 10), deps))[1] == 0
-    types = [e.event_type.rsplit(".", 1)[-1] for e in uow.committed_events if "JobNote" not in e.event_type]
-    assert types == [
-        "ReferralDrafted",
-        "ReferralApproved",
-        "ReferralSubmitted",
-        "ReferralOverdue",
-        "ReferralDecisionRecorded",
+    # Each change reaches the job as the referral's own event: the job, the state it left, and
+    # for the decision its kind, outcome and detail.
+    published = uow.published()
+    assert [(kind, m.linked_job, m.state) for kind, _, m in published] == [
+        ("ReferralDrafted", JOB, pb.REFERRAL_STATE_DRAFT),
+        ("ReferralApproved", JOB, pb.REFERRAL_STATE_APPROVED),
+        ("ReferralSubmitted", JOB, pb.REFERRAL_STATE_SUBMITTED),
+        ("ReferralOverdue", JOB, pb.REFERRAL_STATE_SUBMITTED),
+        ("ReferralDecisionRecorded", JOB, pb.REFERRAL_STATE_DECIDED),
     ]
-    notes = [note.text for _, note in uow.job_notes() if note.job == JOB]
-    assert len(notes) == 5
-    assert (
-        "overdue" in notes[3] and "local authority positive" in notes[4] and "strategy discussion" in notes[4]
+    decision = published[-1][2].decision
+    assert (decision.kind, decision.outcome, decision.detail) == (
+        pb.DECISION_KIND_LOCAL_AUTHORITY,
+        pb.DECISION_OUTCOME_POSITIVE,
+        "strategy discussion",
     )
 
 
@@ -304,7 +305,7 @@ async def test_a_referral_links_only_a_job_its_author_may_see() -> None:
     assert not uow.referrals.referrals
 
 
-async def test_job_notes_are_events_of_the_referral_region_in_the_changes_transaction(
+async def test_the_job_learns_of_changes_from_the_referral_events_in_the_changes_transaction(
     uow: FakeSafeguardingUnitOfWork, deps: handlers.Deps
 ) -> None:
     r = await handlers.create_referral(
@@ -319,28 +320,35 @@ async def test_job_notes_are_events_of_the_referral_region_in_the_changes_transa
         ),
         deps,
     )
-    assert uow.commits == 1  # the referral, its event and the note's event: one transaction
-    [(envelope, note)] = uow.job_notes()
-    # Published on the referral's region's subject, labelled as the referral is.
-    assert envelope.subject == "toex.emsou.safeguarding.JobNoteRequested"
+    assert uow.commits == 1  # the referral and its event: one transaction
+    [(kind, envelope, drafted)] = uow.published()
+    # Published on the referral's region's subject, labelled as the referral is, naming the job:
+    # all tasking needs to show it on the job of that region (and no other).
+    assert (kind, envelope.subject) == ("ReferralDrafted", "toex.emsou.safeguarding.ReferralDrafted")
     assert envelope.headers["toex-region"] == "EMSOU" and envelope.headers["ce-subject"] == r.name
-    assert note.label.region == Region.EMSOU.to_proto()
-    assert note.label.handling == mapping.handling_to_proto(r.handling)
-    assert (note.job, note.referral) == (JOB, r.name)
-    assert re.fullmatch(r"[0-9a-f]{32}", note.note_id) and note.event_id == envelope.event_id
+    assert drafted.label.region == Region.EMSOU.to_proto()
+    assert drafted.label.handling == mapping.handling_to_proto(r.handling)
+    assert (drafted.linked_job, drafted.referral, drafted.state) == (JOB, r.name, pb.REFERRAL_STATE_DRAFT)
+    assert drafted.event_id == envelope.event_id
 
-    # Each change the job is told of is its own note; a referral with no job tells no job.
+    # Each change is its own event; no JobNoteRequested is asked of tasking any more; a referral
+    # with no job names none.
     await handlers.submit_for_approval(commands.Transition(SO, Region.EMSOU, r.id), deps)
     await handlers.approve_referral(commands.Transition(SUP, Region.EMSOU, r.id), deps)
-    notes = [n for _, n in uow.job_notes()]
-    assert len(notes) == 2 and len({n.note_id for n in notes}) == 2 and "approved" in notes[1].text
     await handlers.create_referral(
         commands.CreateReferral(SO, Region.EMSOU, Subject("ent-9"), [Concern.OTHER], RiskLevel.LOW), deps
     )
-    assert len(uow.job_notes()) == 2
+    published = uow.published()
+    assert [(kind, m.linked_job) for kind, _, m in published] == [
+        ("ReferralDrafted", JOB),
+        ("ReferralApproved", JOB),
+        ("ReferralDrafted", ""),
+    ]
+    assert published[1][2].state == pb.REFERRAL_STATE_APPROVED
+    assert len({e.event_id for _, e, _ in published}) == 3
 
 
-async def test_a_rolled_back_change_requests_no_note(
+async def test_a_rolled_back_change_tells_the_job_nothing(
     uow: FakeSafeguardingUnitOfWork, deps: handlers.Deps
 ) -> None:
     await handlers.create_referral(
@@ -356,4 +364,4 @@ async def test_a_rolled_back_change_requests_no_note(
             ),
             deps,
         )
-    assert len(uow.job_notes()) == 1
+    assert [kind for kind, _, _ in uow.published()] == ["ReferralDrafted"]

@@ -1,15 +1,14 @@
 """Referral outcomes reach the linked job as events: every referral event names the job the
-referral is linked to and the state the change left it in, so the tasking service can show the
-referral on the job from the events alone; none carries the subject's details."""
+referral is linked to and the state the change left it in, so the tasking service shows the
+referral on the job from the events alone (no JobNoteRequested is published any more); none
+carries the subject's details."""
 
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 
 from google.protobuf.message import Message
-from toex.safeguarding.events.v1 import events_pb2 as ev
 from toex.safeguarding.v1 import safeguarding_pb2 as pb
-from toex_common.events import EventEnvelope
 from toex_common.testing.fakes import principal
 from toex_kernel.principal import Role
 from toex_kernel.regions import Region
@@ -38,17 +37,8 @@ DOB = date(2012, 3, 4)
 AUTHORITY = "Derby City"
 
 
-def message(envelope: EventEnvelope) -> Message:
-    kind: type[Message] = getattr(ev, envelope.event_type.rsplit(".", 1)[-1])
-    return kind.FromString(envelope.payload)
-
-
 def referral_events(uow: FakeSafeguardingUnitOfWork) -> list[tuple[str, Message]]:
-    return [
-        (e.event_type.rsplit(".", 1)[-1], message(e))
-        for e in uow.committed_events
-        if not e.event_type.endswith("JobNoteRequested")
-    ]
+    return [(kind, m) for kind, _, m in uow.published()]
 
 
 async def test_every_referral_event_names_the_job_and_the_state_never_the_subject() -> None:
@@ -124,8 +114,9 @@ async def test_every_referral_event_names_the_job_and_the_state_never_the_subjec
         for detail in (ENTITY, DOB.isoformat(), DOB.strftime("%d/%m/%Y"), AUTHORITY):
             assert detail.encode() not in envelope.payload, (envelope.event_type, detail)
         assert ENTITY not in str(dict(envelope.headers))
-    # The notes are requested as before, one per change the job is told of.
-    assert len([n for _, n in uow.job_notes() if n.job == JOB]) == 6
+    # The events are all the job is told: no note is asked of tasking.
+    assert len(published) == len(uow.committed_events)
+    assert not any(e.event_type.endswith("JobNoteRequested") for e in uow.committed_events)
 
 
 async def test_a_referral_linked_to_no_job_says_so() -> None:
@@ -139,4 +130,3 @@ async def test_a_referral_linked_to_no_job_says_so() -> None:
     assert [kind for kind, _ in published] == ["ReferralDrafted", "ReferralClosed"]
     assert all(m.linked_job == "" for _, m in published)  # type: ignore[attr-defined]
     assert published[1][1].state == pb.REFERRAL_STATE_CLOSED  # type: ignore[attr-defined]
-    assert uow.job_notes() == []

@@ -57,8 +57,8 @@ class App(ServiceApp):
 
 
 async def build(settings: Settings, *, directory: UserDirectory | None = None) -> App:
-    # Safeguarding's stream is declared exactly as its owner declares it, so the consumer of
-    # its job notes can bind when this service starts first.
+    # Its own stream; each consumer declares the stream it reads (safeguarding's, for the
+    # referral events and job notes) exactly as its owner does, so it binds whoever starts first.
     platform = await Platform.start(settings, streams=[STREAM])
     engine = platform.engine
     deps = handlers.Deps(
@@ -79,6 +79,7 @@ async def build(settings: Settings, *, directory: UserDirectory | None = None) -
         register=register, service_names=names, rules={**METHOD_RULES, **AUDIT_RULES}
     )
     bus = MessageBus()
+    # Safeguarding's referral events shown on their jobs, and the job notes asked for before them.
     consumers.subscribe(bus, settings.service_name, platform.audit, lambda: deps.clock())
     # The inbox, from tasking's own stream and those of entity, PND and safeguarding.
     inbox_consumers.subscribe(bus, settings.service_name, lambda: deps.clock())

@@ -10,20 +10,50 @@ from toex_kernel.regions import Region
 from toex_tasking.adapters import integration
 from toex_tasking.domain.inbox import Audience, Cursor, InboxFilter, InboxItem
 from toex_tasking.domain.model import OPEN_STATES, WORKING_STATES, Job, JobState
+from toex_tasking.domain.referrals import ReferralChange
 from toex_tasking.service_layer.ports import JobQuery, ResearcherCount
 
 
+class FakeReferralChangeRepository:
+    """Changes of linked referrals by event id; like the database, only once committed."""
+
+    def __init__(self) -> None:
+        self.changes: dict[str, ReferralChange] = {}
+        self.pending: list[ReferralChange] = []
+
+    async def add(self, change: ReferralChange) -> None:
+        self.pending.append(change)
+
+    def commit(self) -> None:
+        for change in self.pending:
+            self.changes.setdefault(change.event_id, change)
+        self.pending = []
+
+    def of_job(self, job_id: str) -> list[ReferralChange]:
+        """Every change of each referral that ever named the job, as the repository reads them."""
+        named = {c.referral for c in self.changes.values() if c.job_id == job_id}
+        return sorted((c for c in self.changes.values() if c.referral in named), key=lambda c: c.order)
+
+
 class FakeJobRepository:
-    def __init__(self, uow: FakeUnitOfWorkBase) -> None:
+    def __init__(self, uow: FakeUnitOfWorkBase, referral_changes: FakeReferralChangeRepository) -> None:
         self.jobs: dict[str, Job] = {}
         self.uow = uow
+        self.referral_changes = referral_changes
 
     def _store(self, job: Job) -> None:
-        # Like the database: state is stored, pending domain events are not.
+        # Like the database: state is stored, pending domain events are not, and the linked
+        # referrals' changes are stored by their own repository only.
         job.new_notes.clear()
         stored = copy.deepcopy(job)
         stored.events = []
+        stored.referral_changes = []
         self.jobs[job.id] = stored
+
+    def _read(self, job: Job) -> Job:
+        found = copy.deepcopy(job)
+        found.referral_changes = self.referral_changes.of_job(job.id)
+        return found
 
     async def add(self, job: Job) -> None:
         self.uow.track(job)
@@ -37,10 +67,10 @@ class FakeJobRepository:
 
     async def get(self, job_id: str, *, for_update: bool = False) -> Job | None:
         job = self.jobs.get(job_id)
-        return copy.deepcopy(job) if job else None
+        return self._read(job) if job else None
 
     async def get_many(self, job_ids: list[str]) -> dict[str, Job]:
-        return {i: copy.deepcopy(self.jobs[i]) for i in job_ids if i in self.jobs}
+        return {i: self._read(self.jobs[i]) for i in job_ids if i in self.jobs}
 
     async def search(self, query: JobQuery, limit: int, after: tuple[datetime, str] | None) -> list[Job]:
         found = []
@@ -64,7 +94,7 @@ class FakeJobRepository:
                 continue
             if after and not (job.created_at, job.id) < after:
                 continue
-            found.append(copy.deepcopy(job))
+            found.append(self._read(job))
         return found[:limit]
 
     async def open_load(self, region: Region, now: datetime) -> tuple[list[ResearcherCount], int, int]:
@@ -163,8 +193,17 @@ class FakeInboxRepository:
 class FakeTaskingUnitOfWork(FakeUnitOfWorkBase):
     def __init__(self) -> None:
         super().__init__()
-        self.jobs = FakeJobRepository(self)
+        self.referral_changes = FakeReferralChangeRepository()
+        self.jobs = FakeJobRepository(self, self.referral_changes)
         self.inbox = FakeInboxRepository()
+
+    async def commit(self) -> None:
+        self.referral_changes.commit()
+        await super().commit()
+
+    async def rollback(self) -> None:
+        self.referral_changes.pending = []
+        await super().rollback()
 
     def integration_events(self, aggregate: Any, event: Any) -> Iterable[EventEnvelope]:
         return integration.integration_events(aggregate, event)

@@ -1,5 +1,6 @@
-"""Notes the safeguarding service asks for by event (JobNoteRequested), and AddJobNote, which
-shares their logic."""
+"""Notes the safeguarding service asked for by event (JobNoteRequested: no longer published, the
+consumer drains those still in the stream for one release), and AddJobNote, which shares their
+logic."""
 
 import uuid
 from datetime import UTC, datetime, timedelta

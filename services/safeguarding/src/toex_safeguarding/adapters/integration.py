@@ -1,11 +1,13 @@
 """Domain events -> integration events (toex.safeguarding.events.v1) in their envelopes.
 
-Events name the referral but carry nothing about its subject (see the events proto)."""
+Events name the referral but carry nothing about its subject (see the events proto). Each names
+the tasking job the referral is linked to and the state the change left it in: tasking shows a
+referral's outcomes on its job from these events alone. (`JobNoteRequested`, the notes asked of
+tasking before, is no longer published: its message stays for the stream's retained history.)"""
 
 from __future__ import annotations
 
 import dataclasses
-import uuid
 from typing import Any
 
 from google.protobuf.message import Message
@@ -27,7 +29,6 @@ from toex_safeguarding.adapters.mapping import (
 )
 from toex_safeguarding.domain import events
 from toex_safeguarding.domain.model import Referral
-from toex_safeguarding.domain.notes import note_for
 
 DOMAIN = "safeguarding"
 SOURCE = "toex/safeguarding"
@@ -113,21 +114,9 @@ def to_message(referral: Referral, event: events.DomainEvent) -> Message:
 
 
 def envelope(referral: Referral, event: events.DomainEvent) -> EventEnvelope:
-    return _wrap(referral, to_message(referral, event))
-
-
-def job_note(referral: Referral, text: str) -> EventEnvelope:
-    """JobNoteRequested: `text` to be noted on the referral's linked job, under the referral's
-    region and label (the tasking service writes it only on a job of that region)."""
-    message = ev.JobNoteRequested(
-        referral=referral.name, job=referral.linked_job, note_id=uuid.uuid4().hex, text=text
-    )
-    return _wrap(referral, message)
-
-
-def _wrap(referral: Referral, message: Message) -> EventEnvelope:
+    """The integration event of `event`, under the referral's region and label."""
     return build_event(
-        message,
+        to_message(referral, event),
         domain=DOMAIN,
         source=SOURCE,
         region=referral.region,
@@ -138,9 +127,5 @@ def _wrap(referral: Referral, message: Message) -> EventEnvelope:
 
 def integration_events(referral: Referral, event: events.DomainEvent) -> list[EventEnvelope]:
     """The safeguarding service's one mapping of a domain event (what the unit of work
-    publishes at commit): its integration event, and a JobNoteRequested for the linked job when
-    the change is one the job is told of."""
-    out = [envelope(referral, event)]
-    if referral.linked_job and (text := note_for(referral, event)):
-        out.append(job_note(referral, text))
-    return out
+    publishes at commit): its integration event, which also tells the linked job."""
+    return [envelope(referral, event)]

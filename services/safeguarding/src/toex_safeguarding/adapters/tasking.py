@@ -1,7 +1,7 @@
 """The tasking service as this service's client: GetJob with the caller's own credentials (may
-this caller link this job?). The service holds no identity of its own for tasking: notes on a
-linked job travel as JobNoteRequested events (adapters/integration.py), which tasking consumes
-under the referral's region.
+this caller link this job?). The service holds no identity of its own for tasking: a referral's
+outcomes reach its linked job as the referral's own events (adapters/integration.py: each names
+the job and the referral's state), which tasking consumes under the referral's region.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ class Deps:
 
 
 async def _ensure_linkable(job: str, credentials: tuple[tuple[str, str], ...], deps: Deps) -> None:
-    """A referral links only a job its author may see: otherwise its notes would be written on
+    """A referral links only a job its author may see: otherwise its outcomes would be shown on
     any region's job. An invisible job answers as a missing one."""
     if not job:
         return

@@ -13,6 +13,7 @@ from toex_kernel.regions import Region
 from toex_kernel.timestamps import optional_timestamp as ts
 
 from toex_tasking.domain.model import Assignee, Feedback, Handling, Job, JobState, JobType, Note, Priority
+from toex_tasking.domain.referrals import ChangeKind, LinkedReferral, ReferralChange
 
 # Conversions are table lookups: the protobuf enum wrappers' Value/Name cost a microsecond or
 # more each, and a job message takes several.
@@ -22,6 +23,9 @@ _JOB_TYPES = {kind: int(pb.JobType.Value(f"JOB_TYPE_{kind.value}")) for kind in 
 _JOB_TYPES_BACK = {number: kind for kind, number in _JOB_TYPES.items()}
 _PRIORITIES = {priority: int(pb.Priority.Value(f"PRIORITY_{priority.value}")) for priority in Priority}
 _PRIORITIES_BACK = {number: priority for priority, number in _PRIORITIES.items()}
+_CHANGE_KINDS = {
+    kind: int(pb.ReferralChangeKind.Value(f"REFERRAL_CHANGE_KIND_{kind.value}")) for kind in ChangeKind
+}
 
 
 JOB = "regions/{region}/jobs/{job}"
@@ -106,7 +110,32 @@ def feedback_to_proto(feedback: Feedback) -> pb.Feedback:
     )
 
 
+def referral_change_to_proto(change: ReferralChange) -> pb.ReferralChange:
+    return pb.ReferralChange(
+        kind=_CHANGE_KINDS[change.kind],  # type: ignore[arg-type]
+        state=change.state,
+        actor=change.actor,
+        summary=change.summary,
+        occur_time=ts(change.occurred_at),
+        event_id=change.event_id,
+    )
+
+
+def linked_referral_to_proto(linked: LinkedReferral, *, with_changes: bool = True) -> pb.LinkedReferral:
+    return pb.LinkedReferral(
+        referral=linked.referral,
+        state=linked.state,
+        concerns=linked.concerns,
+        risk_level=linked.risk_level,
+        handling=handling_to_proto(linked.handling),  # type: ignore[arg-type]
+        update_time=ts(linked.updated_at),
+        changes=[referral_change_to_proto(c) for c in linked.changes] if with_changes else [],
+    )
+
+
 def job_to_proto(job: Job, *, now: datetime | None = None, with_notes: bool = True) -> pb.Job:
+    """The job as the API shows it; without `with_notes` (a list), without its notes and its
+    linked referrals' changes."""
     message = pb.Job(
         name=job.name,
         requesting_unit=job.requesting_unit,
@@ -130,6 +159,10 @@ def job_to_proto(job: Job, *, now: datetime | None = None, with_notes: bool = Tr
     )
     if with_notes:
         message.notes.extend(note_to_proto(job, n) for n in job.notes)
+    if job.referral_changes:
+        message.linked_referrals.extend(
+            linked_referral_to_proto(r, with_changes=with_notes) for r in job.linked_referrals
+        )
     if job.feedback is not None:
         message.feedback.CopyFrom(feedback_to_proto(job.feedback))
     return message

@@ -30,6 +30,7 @@ from toex_tasking.domain.model import (
     Note,
     Priority,
 )
+from toex_tasking.domain.referrals import ChangeKind, ReferralChange
 from toex_tasking.service_layer.ports import JobQuery, ResearcherCount
 
 _OPEN = [s.value for s in OPEN_STATES]
@@ -66,7 +67,24 @@ _UPDATE_JOB = (
     f"UPDATE jobs SET {', '.join(f'{c} = ${i}' for i, c in enumerate(_COLUMNS) if i)} "
     f"WHERE id = ${len(_COLUMNS)}"
 )
-# The job with its assignees and notes aggregated as JSON: one round trip.
+_CHANGE_COLUMNS = (
+    "event_id",
+    "job_id",
+    "referral",
+    "kind",
+    "state",
+    "occurred_at",
+    "region",
+    "handling",
+    "summary",
+    "actor",
+    "concerns",
+    "risk_level",
+)
+# The changes of every referral that ever named the job, on whichever job they name (a
+# referral linked to another job since shows there only: domain/referrals.py).
+_REFERRALS_OF_JOB = "SELECT r.referral FROM referral_changes r WHERE r.job_id = jobs.id"
+# The job with its assignees, notes and linked referrals' changes aggregated as JSON: one round trip.
 _GET_JOB = f"""
 SELECT {", ".join(f"jobs.{c}" for c in _COLUMNS)},
     (SELECT json_agg(json_build_object('username', a.username, 'region', a.region,
@@ -74,7 +92,10 @@ SELECT {", ".join(f"jobs.{c}" for c in _COLUMNS)},
      FROM job_assignees a WHERE a.job_id = jobs.id) AS assignees_json,
     (SELECT json_agg(json_build_object('id', n.id, 'author', n.author, 'text', n.text,
                                        'created_at', n.created_at) ORDER BY n.created_at, n.id)
-     FROM job_notes n WHERE n.job_id = jobs.id) AS notes_json
+     FROM job_notes n WHERE n.job_id = jobs.id) AS notes_json,
+    (SELECT json_agg(json_build_object({", ".join(f"'{c}', c.{c}" for c in _CHANGE_COLUMNS)})
+                     ORDER BY c.occurred_at, c.event_id)
+     FROM referral_changes c WHERE c.referral IN ({_REFERRALS_OF_JOB})) AS referral_changes_json
 FROM jobs WHERE jobs.id = $1"""
 _GET_JOB_FOR_UPDATE = _GET_JOB + " FOR UPDATE OF jobs"
 _GET_JOBS = _GET_JOB.replace("jobs.id = $1", "jobs.id = ANY($1::text[])")
@@ -86,6 +107,15 @@ _INSERT_NOTE = "INSERT INTO job_notes (job_id, id, author, text, created_at) VAL
 _ASSIGNEES_OF = (
     "SELECT job_id, username, region, assigned_at FROM job_assignees "
     "WHERE job_id = ANY($1::text[]) ORDER BY job_id, position"
+)
+# For a page of jobs: (the job, a change) for every change of each referral that ever named it.
+_REFERRAL_CHANGES_OF = f"""
+SELECT named.job_id AS for_job, {", ".join(f"c.{c}" for c in _CHANGE_COLUMNS)}
+FROM (SELECT DISTINCT job_id, referral FROM referral_changes WHERE job_id = ANY($1::text[])) named
+JOIN referral_changes c ON c.referral = named.referral"""
+_INSERT_CHANGE = (
+    f"INSERT INTO referral_changes ({', '.join(_CHANGE_COLUMNS)}) "
+    f"VALUES ({', '.join(f'${i + 1}' for i in range(len(_CHANGE_COLUMNS)))}) ON CONFLICT DO NOTHING"
 )
 _LOAD_BY_RESEARCHER = """
 SELECT a.username, min(a.region) AS region, count(*) AS open_jobs,
@@ -128,6 +158,42 @@ def _values(job: Job) -> tuple[Any, ...]:
         job.overdue_notified_for,
         job.revision,
         [r.value for r in job.collaborating_regions],
+    )
+
+
+def _change(row: Mapping[str, Any]) -> ReferralChange:
+    """A referral_changes row, or its JSON object (times as ISO text)."""
+    occurred_at = row["occurred_at"]
+    return ReferralChange(
+        event_id=row["event_id"],
+        job_id=row["job_id"],
+        referral=row["referral"],
+        kind=ChangeKind(row["kind"]),
+        state=row["state"],
+        occurred_at=datetime.fromisoformat(occurred_at) if isinstance(occurred_at, str) else occurred_at,
+        region=Region(row["region"]),
+        handling=Handling(row["handling"]),
+        summary=row["summary"],
+        actor=row["actor"],
+        concerns=tuple(row["concerns"] or ()),
+        risk_level=row["risk_level"],
+    )
+
+
+def _change_values(change: ReferralChange) -> tuple[Any, ...]:
+    return (
+        change.event_id,
+        change.job_id,
+        change.referral,
+        change.kind.value,
+        change.state,
+        change.occurred_at,
+        change.region.value,
+        change.handling.value,
+        change.summary,
+        change.actor,
+        list(change.concerns),
+        change.risk_level,
     )
 
 
@@ -176,7 +242,19 @@ def _job_with_children(row: Mapping[str, Any]) -> Job:
         Note(n["id"], n["author"], n["text"], datetime.fromisoformat(n["created_at"]))
         for n in row["notes_json"] or []
     ]
-    return _job(row, assignees, notes)
+    job = _job(row, assignees, notes)
+    job.referral_changes = [_change(c) for c in row["referral_changes_json"] or []]
+    return job
+
+
+class PgReferralChangeRepository:
+    """Writes are queued on the unit of work and sent at its commit."""
+
+    def __init__(self, uow: DriverUnitOfWork) -> None:
+        self.uow = uow
+
+    async def add(self, change: ReferralChange) -> None:
+        self.uow.write(_INSERT_CHANGE, *_change_values(change))
 
 
 class PgJobRepository:
@@ -262,8 +340,22 @@ class PgJobRepository:
         rows = await conn.fetch(
             f"{_SELECT_JOBS}{where} ORDER BY created_at DESC, id DESC LIMIT {arg(limit)}", *args
         )
-        assignees = await self._assignees(conn, [r["id"] for r in rows])
-        return [_job(r, assignees.get(r["id"], []), []) for r in rows]
+        ids = [r["id"] for r in rows]
+        assignees = await self._assignees(conn, ids)
+        changes = await self._referral_changes(conn, ids)
+        jobs = [_job(r, assignees.get(r["id"], []), []) for r in rows]
+        for job in jobs:
+            job.referral_changes = changes.get(job.id, [])
+        return jobs
+
+    async def _referral_changes(
+        self, conn: asyncpg.Connection, job_ids: list[str]
+    ) -> dict[str, list[ReferralChange]]:
+        found: dict[str, list[ReferralChange]] = defaultdict(list)
+        if job_ids:
+            for r in await conn.fetch(_REFERRAL_CHANGES_OF, job_ids):
+                found[r["for_job"]].append(_change(r))
+        return found
 
     async def open_load(self, region: Region, now: datetime) -> tuple[list[ResearcherCount], int, int]:
         conn = await self.uow.connection()

@@ -79,6 +79,28 @@ job_notes = Table(
     PrimaryKeyConstraint("job_id", "id"),
 )
 
+# Changes of safeguarding referrals linked to jobs: one row per safeguarding event, on the job
+# it names (the job shows each referral as its latest change says; see domain/referrals.py).
+referral_changes = Table(
+    "referral_changes",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("job_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("referral", Text, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    # The event's label: its region (the subject's) and handling code.
+    Column("region", String(16), nullable=False),
+    Column("handling", String(1), nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("concerns", ARRAY(Text), nullable=False),
+    Column("risk_level", String(16), nullable=False),
+    Index("referral_changes_job", "job_id"),
+    Index("referral_changes_referral", "referral", "occurred_at"),
+)
+
 # The inbox read model: one row per event and recipient (a user, `user:<name>`, or a role in a
 # region, `role:<role>@<REGION>`), with the event's region and handling code.
 inbox_items = Table(

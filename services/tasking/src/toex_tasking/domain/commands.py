@@ -11,6 +11,7 @@ from toex_kernel.regions import Region
 
 from toex_tasking.domain.inbox import Cursor, InboxFilter, Notice, Source
 from toex_tasking.domain.model import Handling, JobChanges, JobState, JobType, Priority
+from toex_tasking.domain.referrals import ReferralChange
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,16 @@ class NoteForReferral:
     referral: str
     note_id: str
     text: str
+
+
+@dataclass(frozen=True)
+class RecordReferralChange:
+    """A safeguarding event about a referral linked to a job (published on `region`'s subject)
+    is to be shown on the job it names, of `job_region`."""
+
+    region: Region
+    job_region: Region
+    change: ReferralChange
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from toex_kernel.errors import FailedPrecondition, InvalidArgument
 from toex_kernel.regions import Region
 
 from toex_tasking.domain import events
+from toex_tasking.domain.referrals import LinkedReferral, ReferralChange, linked_referrals
 
 
 class JobState(enum.StrEnum):
@@ -145,6 +146,9 @@ class Job:
     overdue_notified_for: datetime | None = None
     # Grows each time the job is stored; orders its events (JobAccess.revision).
     revision: int = 0
+    # What the safeguarding service's events told of the referrals linked to the job (read
+    # only: stored by the consumer of those events, never by saving the job).
+    referral_changes: list[ReferralChange] = field(default_factory=list, compare=False)
     events: list[events.DomainEvent] = field(default_factory=list, repr=False, compare=False)
     new_notes: list[Note] = field(default_factory=list, repr=False, compare=False)
 
@@ -158,6 +162,10 @@ class Job:
 
     def is_overdue(self, now: datetime) -> bool:
         return self.is_open and self.due_at < now
+
+    @property
+    def linked_referrals(self) -> list[LinkedReferral]:
+        return linked_referrals(self.id, self.referral_changes)
 
     def assigned_to(self, username: str) -> bool:
         return any(a.username == username for a in self.assignees)

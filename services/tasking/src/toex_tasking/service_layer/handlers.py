@@ -361,6 +361,43 @@ async def note_for_referral(
     )
 
 
+@dataclass(frozen=True)
+class ReferralChangeRecorded:
+    job: Job
+    # Who it is shown as, as the job's rules saw them: the safeguarding service in the region.
+    actor: Principal
+
+
+_REFERRAL = re.compile(r"^regions/(?P<region>[A-Z]+)/referrals/[^/]+$")
+
+
+async def record_referral_change(
+    cmd: commands.RecordReferralChange, uow: TaskingUnitOfWork
+) -> ReferralChangeRecorded:
+    """Inside the consumer's transaction (it commits): a safeguarding event about a referral,
+    kept as a change of the referral on the job it names. Only on a job of the event's region
+    (what that region's NATS permissions vouch for), seen as the safeguarding service acting in
+    that region alone: an event published in one region never shows on another region's job.
+    The job is not changed (no job event): what it shows of the referral is read with it."""
+    change = cmd.change
+    if cmd.job_region is not cmd.region:
+        raise OutOfScope(
+            f"a referral of {cmd.region.value} may not be shown on a job of {cmd.job_region.value}"
+        )
+    # The referral is the purpose the audit log records, and what the job shows: of the region too.
+    match = _REFERRAL.match(change.referral)
+    if match is None or match["region"] != cmd.region.value:
+        raise InvalidArgument.field("referral", f"a referral of {cmd.region.value}")
+    actor = safeguarding_service(cmd.region)
+    name = job_name(cmd.job_region, change.job_id)
+    job = await uow.jobs.get(change.job_id)
+    if job is not None and job.region is not cmd.job_region:
+        job = None
+    job = policy.ensure_visible(actor, job, name)
+    await uow.referral_changes.add(change)
+    return ReferralChangeRecorded(job, actor)
+
+
 async def record_feedback(cmd: commands.RecordFeedback, deps: Deps) -> Job:
     scope = _scope("RecordFeedback", cmd.actor.subject)
     async with deps.uow() as uow:

@@ -12,6 +12,7 @@ from toex_kernel.regions import Region
 
 from toex_tasking.domain.inbox import Audience, Cursor, InboxFilter, InboxItem
 from toex_tasking.domain.model import Job, JobState
+from toex_tasking.domain.referrals import ReferralChange
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,9 @@ class ResearcherCount:
 
 
 class JobRepository(Protocol):
+    """Jobs as stored. A job read comes with its linked referrals' changes (`referral_changes`);
+    saving a job never writes them."""
+
     async def add(self, job: Job) -> None: ...
     async def get(self, job_id: str, *, for_update: bool = False) -> Job | None: ...
     async def get_many(self, job_ids: list[str]) -> dict[str, Job]:
@@ -52,6 +56,14 @@ class JobRepository(Protocol):
         ...
 
     async def overdue_candidates(self, now: datetime, limit: int) -> list[Job]: ...
+
+
+class ReferralChangeRepository(Protocol):
+    """The changes of safeguarding referrals linked to jobs, one per event."""
+
+    async def add(self, change: ReferralChange) -> None:
+        """Store `change`; one of the same event stored already is left as it is."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -115,6 +127,7 @@ class InboxRepository(Protocol):
 class TaskingUnitOfWork(UnitOfWork, Protocol):
     jobs: JobRepository
     inbox: InboxRepository
+    referral_changes: ReferralChangeRepository
 
     async def __aenter__(self) -> TaskingUnitOfWork: ...
     async def __aexit__(self, *exc: object) -> None: ...

@@ -138,6 +138,54 @@ JOB_STATE_CANCELLED: JobState.ValueType  # 7
 """Withdrawn."""
 Global___JobState: _TypeAlias = JobState  # noqa: Y015
 
+class _ReferralChangeKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReferralChangeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReferralChangeKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REFERRAL_CHANGE_KIND_UNSPECIFIED: _ReferralChangeKind.ValueType  # 0
+    """Not set."""
+    REFERRAL_CHANGE_KIND_DRAFTED: _ReferralChangeKind.ValueType  # 1
+    """Drafted, by a person or from a trigger."""
+    REFERRAL_CHANGE_KIND_EVIDENCE_ADDED: _ReferralChangeKind.ValueType  # 2
+    """Evidence was added to it."""
+    REFERRAL_CHANGE_KIND_APPROVED: _ReferralChangeKind.ValueType  # 3
+    """A supervisor approved it."""
+    REFERRAL_CHANGE_KIND_RETURNED: _ReferralChangeKind.ValueType  # 4
+    """A supervisor returned it to draft."""
+    REFERRAL_CHANGE_KIND_SUBMITTED: _ReferralChangeKind.ValueType  # 5
+    """It was sent to a destination (an agency)."""
+    REFERRAL_CHANGE_KIND_OVERDUE: _ReferralChangeKind.ValueType  # 6
+    """A statutory clock passed its due time unmet."""
+    REFERRAL_CHANGE_KIND_DECISION_RECORDED: _ReferralChangeKind.ValueType  # 7
+    """An agency's decision was recorded."""
+    REFERRAL_CHANGE_KIND_CLOSED: _ReferralChangeKind.ValueType  # 8
+    """It was closed, or a draft withdrawn."""
+
+class ReferralChangeKind(_ReferralChangeKind, metaclass=_ReferralChangeKindEnumTypeWrapper):
+    """ReferralChangeKind is what happened to a safeguarding referral linked to a job."""
+
+REFERRAL_CHANGE_KIND_UNSPECIFIED: ReferralChangeKind.ValueType  # 0
+"""Not set."""
+REFERRAL_CHANGE_KIND_DRAFTED: ReferralChangeKind.ValueType  # 1
+"""Drafted, by a person or from a trigger."""
+REFERRAL_CHANGE_KIND_EVIDENCE_ADDED: ReferralChangeKind.ValueType  # 2
+"""Evidence was added to it."""
+REFERRAL_CHANGE_KIND_APPROVED: ReferralChangeKind.ValueType  # 3
+"""A supervisor approved it."""
+REFERRAL_CHANGE_KIND_RETURNED: ReferralChangeKind.ValueType  # 4
+"""A supervisor returned it to draft."""
+REFERRAL_CHANGE_KIND_SUBMITTED: ReferralChangeKind.ValueType  # 5
+"""It was sent to a destination (an agency)."""
+REFERRAL_CHANGE_KIND_OVERDUE: ReferralChangeKind.ValueType  # 6
+"""A statutory clock passed its due time unmet."""
+REFERRAL_CHANGE_KIND_DECISION_RECORDED: ReferralChangeKind.ValueType  # 7
+"""An agency's decision was recorded."""
+REFERRAL_CHANGE_KIND_CLOSED: ReferralChangeKind.ValueType  # 8
+"""It was closed, or a draft withdrawn."""
+Global___ReferralChangeKind: _TypeAlias = ReferralChangeKind  # noqa: Y015
+
 @_typing.final
 class Assignee(_message.Message):
     """Assignee is a researcher working the job."""
@@ -269,6 +317,7 @@ class Job(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     OVERDUE_FIELD_NUMBER: _builtins.int
     COLLABORATING_REGIONS_FIELD_NUMBER: _builtins.int
+    LINKED_REFERRALS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name `regions/{region}/jobs/{job}`. Output only."""
     requesting_unit: _builtins.str
@@ -329,6 +378,12 @@ class Job(_message.Message):
         job read-only. Never the owning region.
         """
 
+    @_builtins.property
+    def linked_referrals(self) -> _containers.RepeatedCompositeFieldContainer[Global___LinkedReferral]:
+        """Safeguarding referrals linked to the job, as the safeguarding service's events told this
+        service (oldest first). Output only. ListJobs leaves out each referral's `changes`.
+        """
+
     def __init__(
         self,
         *,
@@ -353,14 +408,128 @@ class Job(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         overdue: _builtins.bool = ...,
         collaborating_regions: _abc.Iterable[_region_pb2.Region.ValueType] | None = ...,
+        linked_referrals: _abc.Iterable[Global___LinkedReferral] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "due_time", b"due_time", "feedback", b"feedback", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignees", b"assignees", "collaborating_regions", b"collaborating_regions", "create_time", b"create_time", "created_by", b"created_by", "description", b"description", "due_time", b"due_time", "feedback", b"feedback", "handling", b"handling", "job_type", b"job_type", "name", b"name", "notes", b"notes", "operation_name", b"operation_name", "overdue", b"overdue", "owning_region", b"owning_region", "priority", b"priority", "product", b"product", "requesting_officer", b"requesting_officer", "requesting_unit", b"requesting_unit", "state", b"state", "subject_entity_ids", b"subject_entity_ids", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignees", b"assignees", "collaborating_regions", b"collaborating_regions", "create_time", b"create_time", "created_by", b"created_by", "description", b"description", "due_time", b"due_time", "feedback", b"feedback", "handling", b"handling", "job_type", b"job_type", "linked_referrals", b"linked_referrals", "name", b"name", "notes", b"notes", "operation_name", b"operation_name", "overdue", b"overdue", "owning_region", b"owning_region", "priority", b"priority", "product", b"product", "requesting_officer", b"requesting_officer", "requesting_unit", b"requesting_unit", "state", b"state", "subject_entity_ids", b"subject_entity_ids", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Job: _TypeAlias = Job  # noqa: Y015
+
+@_typing.final
+class ReferralChange(_message.Message):
+    """ReferralChange is one change of a linked referral, from one safeguarding event. It names the
+    referral's workflow and the staff who moved it, never the referral's subject; reading the
+    referral itself is a call to the safeguarding service, with a purpose.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    kind: Global___ReferralChangeKind.ValueType
+    """What happened."""
+    state: _builtins.str
+    """The referral's state after the change, as the safeguarding service names it
+    (`toex.safeguarding.v1.ReferralState` without its prefix, for example `SUBMITTED`); empty
+    when the event did not say.
+    """
+    actor: _builtins.str
+    """Who made the change: a user name, or `trigger:<event type>`; empty when the event names
+    nobody (a submission, an overdue clock).
+    """
+    summary: _builtins.str
+    """The change in plain words: concerns, risk, destinations, due times, a decision with its
+    detail, a closing reason. Never an evidence item's description or reference, nor the reason
+    a supervisor returned the draft.
+    """
+    event_id: _builtins.str
+    """The id of the safeguarding event it came from."""
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When it happened (the event's time)."""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___ReferralChangeKind.ValueType = ...,
+        state: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        summary: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+        event_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "event_id", b"event_id", "kind", b"kind", "occur_time", b"occur_time", "state", b"state", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReferralChange: _TypeAlias = ReferralChange  # noqa: Y015
+
+@_typing.final
+class LinkedReferral(_message.Message):
+    """LinkedReferral is a safeguarding referral linked to the job, as the events of its latest
+    change told it. A referral linked to another job since shows on that job only.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFERRAL_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    CONCERNS_FIELD_NUMBER: _builtins.int
+    RISK_LEVEL_FIELD_NUMBER: _builtins.int
+    HANDLING_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
+    referral: _builtins.str
+    """The referral's resource name, `regions/{region}/referrals/{referral}`."""
+    state: _builtins.str
+    """Its state after its latest change (`toex.safeguarding.v1.ReferralState` without its
+    prefix, for example `DECIDED`).
+    """
+    risk_level: _builtins.str
+    """The risk assessed, as last told (`toex.safeguarding.v1.RiskLevel` without its prefix:
+    `LOW`, `MEDIUM`, `HIGH`); empty when no event said.
+    """
+    handling: _security_pb2.HandlingCode.ValueType
+    """Handling code of the referral, from its latest event's label."""
+    @_builtins.property
+    def concerns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What is suspected, as drafted (`toex.safeguarding.v1.Concern` without its prefix)."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When its latest change happened."""
+
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReferralChange]:
+        """Its changes told to this job, oldest first. Left out by ListJobs."""
+
+    def __init__(
+        self,
+        *,
+        referral: _builtins.str = ...,
+        state: _builtins.str = ...,
+        concerns: _abc.Iterable[_builtins.str] | None = ...,
+        risk_level: _builtins.str = ...,
+        handling: _security_pb2.HandlingCode.ValueType = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        changes: _abc.Iterable[Global___ReferralChange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "concerns", b"concerns", "handling", b"handling", "referral", b"referral", "risk_level", b"risk_level", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LinkedReferral: _TypeAlias = LinkedReferral  # noqa: Y015
 
 @_typing.final
 class CreateJobRequest(_message.Message):
@@ -530,7 +699,7 @@ class ListJobsResponse(_message.Message):
     """Token for the next page; empty on the last page."""
     @_builtins.property
     def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Job]:
-        """The page of jobs (notes omitted)."""
+        """The page of jobs (their notes, and their linked referrals' changes, omitted)."""
 
     def __init__(
         self,
