@@ -214,6 +214,14 @@ class ServiceApp:
                 self.health, host=self.settings.grpc_host, port=self.settings.grpc_health_port
             )
             await self.health_server.start()
+        # Each consumer declares the stream it reads and its durable consumer before the service
+        # says it is up, so an event published from then on is kept for it even if the producer
+        # has never started. A broker away now is not fatal: the consumer's run does it later.
+        for consumer in self.consumers:
+            try:
+                await asyncio.wait_for(consumer.setup(), timeout=10)
+            except Exception as exc:
+                log.warning("consumer %s not set up yet (%r); its run will try again", consumer.name, exc)
         self.tasks = [asyncio.create_task(work, name=name) for name, work in self.background()]
 
     async def _consume(self, consumer: IdempotentConsumer) -> None:

@@ -11,13 +11,15 @@ from nats.aio.msg import Msg
 
 
 async def stream_messages(
-    nats_url: str, subject: str, until: Callable[[list[Msg]], bool] | None = None, wait: float = 10.0
+    nats_url: str, subject: str, until: Callable[[list[Msg]], bool] | None = None, wait: float = 60.0
 ) -> list[Msg]:
     """The stream's messages on `subject`, oldest first: read until `until(messages)` holds (or
     `wait` seconds pass), or without `until` until the stream goes quiet for half a second.
 
     A session's tests share one nats-server, so a stream already holds other tests' events: a
-    test waits for its own events, not for a count that others may make up."""
+    test waits for its own events, not for a count that others may make up. The stream is read
+    from its start, and by the end of a run it can hold tens of thousands of other tests' events
+    (each comms import's numbers become entity records): `wait` only bounds a failing test."""
     nc = await nats.connect(nats_url)
     try:
         sub = await nc.jetstream().subscribe(subject, ordered_consumer=True)
