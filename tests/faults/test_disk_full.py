@@ -141,7 +141,6 @@ async def test_a_full_disk_fails_the_import_clearly_and_leaves_nothing_behind(
     clear = code in CLEAR and any(word in details.lower() for word in STORAGE_WORDS)
     if not clear:
         print(failed_log)
-        pytest.xfail(
-            f"finding for comms: a full disk answers {code.name} {details!r}, not RESOURCE_EXHAUSTED or "
-            "UNAVAILABLE saying storage is full"
-        )
+    assert clear, (
+        f"a full disk answers {code.name} {details!r}, not RESOURCE_EXHAUSTED or UNAVAILABLE saying storage is full"
+    )

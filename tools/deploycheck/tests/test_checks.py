@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 import yaml
 from toex_deploycheck import checks
 from toex_deploycheck.natsfed import check_config
-from toex_deploycheck.paths import NATS_CONF_DIR
+from toex_deploycheck.paths import CHART, NATS_CONF_DIR, VALUES_DIR
 
 GOOD_DOCKERFILE = """\
 ARG BASE=python:3.11.14-slim-bookworm
@@ -244,3 +245,71 @@ def test_network_policies_admit_only_the_declared_callers(rendered: dict[str, li
         e["name"]: e.get("value") for e in safeguarding["spec"]["template"]["spec"]["containers"][0]["env"]
     }
     assert env["TOEX_TASKING_ADDRESS"] == "toex-emsou-tasking:50051"
+
+
+def test_comms_keeps_its_datasets_on_a_volume_its_replicas_share(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    for installation in ("emsou", "london", "hub"):
+        docs = rendered[installation]
+        prefix = f"toex-{installation}"
+        claims = {d["metadata"]["name"]: d for d in docs if d["kind"] == "PersistentVolumeClaim"}
+        claim = claims[f"{prefix}-comms-data"]
+        assert claim["spec"]["accessModes"] == ["ReadWriteMany"], installation
+        assert claim["spec"]["resources"]["requests"]["storage"], installation
+        assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep", installation
+        deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+        for name, deployment in deployments.items():
+            pod = deployment["spec"]["template"]["spec"]
+            serve = pod["containers"][0]
+            env = {e["name"]: e.get("value") for e in serve["env"]}
+            mounts = {m["name"]: m["mountPath"] for m in serve["volumeMounts"]}
+            volumes = {v["name"]: v for v in pod["volumes"]}
+            if name != f"{prefix}-comms":
+                assert "TOEX_DATA_DIR" not in env and "data" not in volumes, name
+                continue
+            assert volumes["data"]["persistentVolumeClaim"]["claimName"] == f"{prefix}-comms-data"
+            assert env["TOEX_DATA_DIR"] == mounts["data"] == "/var/lib/toex/data"
+            # The migration needs no datasets.
+            assert "data" not in {m["name"] for m in pod["initContainers"][0]["volumeMounts"]}
+            assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+
+
+def _template(tmp_path: Path, comms: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    site = tmp_path / "site.yaml"
+    site.write_text(yaml.safe_dump({"services": {"comms": comms}}))
+    return subprocess.run(
+        [
+            checks.ensure_helm(),
+            "template",
+            "toex-emsou",
+            str(CHART),
+            "-f",
+            str(VALUES_DIR / "emsou.yaml"),
+            "-f",
+            str(site),
+            "--kube-version",
+            checks.KUBE_VERSION,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+
+
+def test_a_volume_one_node_mounts_is_refused_for_several_comms_replicas(tmp_path: Path) -> None:
+    once = {"dataVolume": {"accessModes": ["ReadWriteOnce"], "storageClassName": "local-ssd"}}
+    refused = _template(tmp_path, once)
+    assert refused.returncode != 0 and "needs ReadWriteMany storage" in refused.stderr, refused.stderr
+
+    single = _template(tmp_path, {**once, "replicas": 1, "hpa": {"enabled": False}})
+    assert single.returncode == 0, single.stderr
+    docs = [d for d in yaml.safe_load_all(single.stdout) if d]
+    claim = next(d for d in docs if d["kind"] == "PersistentVolumeClaim")
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert claim["spec"]["storageClassName"] == "local-ssd"
+    comms = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "toex-emsou-comms")
+    # The old pod lets go of the volume before the new one mounts it.
+    assert comms["spec"]["replicas"] == 1 and comms["spec"]["strategy"] == {"type": "Recreate"}
+    assert checks.validate_manifests({"emsou": docs}).ok

@@ -94,3 +94,10 @@ class Unauthenticated(DomainError):
 
 class Unavailable(DomainError):
     code = "UNAVAILABLE"
+
+
+class ResourceExhausted(DomainError):
+    """The service lacks a resource the call needs (storage, say); the call may succeed once
+    an operator has made room."""
+
+    code = "RESOURCE_EXHAUSTED"

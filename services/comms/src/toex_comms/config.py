@@ -18,8 +18,14 @@ class Settings(ServiceSettings):
     database_url: str = "postgresql+asyncpg://toex:toex@127.0.0.1:5432/toex_comms"
     grpc_port: int = 50054
     service_client_id: str = "toex-comms"
-    # Where imported datasets are kept as Parquet (one directory per dataset).
+    # Where imported datasets are kept as Parquet (one directory per dataset). Replicas share
+    # it (in Kubernetes, a ReadWriteMany volume): each names its uploads and staged imports with
+    # its host name, process id and a token drawn at start.
     data_dir: Path = _default_data_dir()
+    # An upload, export or staged import of another process (or a dataset directory the
+    # database does not list) untouched this long is taken as left by a killed process and
+    # removed: at start and every hour. What this host's earlier process left goes at start.
+    abandoned_files_seconds: float = 24 * 3600.0
     # Largest file accepted by an import.
     # Larger uploads are refused before they fill the disk. 1 GiB holds ten million call records
     # (the benchmark's file is 659 MB); raise it per installation if a provider sends more.

@@ -14,18 +14,23 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import errno
+import logging
+import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 import polars as pl
+from toex_kernel.errors import ResourceExhausted
 
 from toex_comms.domain.analysis import PAIR_SCHEMA, merge_pairs, pair_totals
 from toex_comms.domain.identifiers import BadIdentifier, NumberNormaliser, normalise_vrm
 from toex_comms.domain.model import DatasetKind, FileProblem, IngestResult
 from toex_comms.domain.profiles import EVENT_KINDS, REQUIRED_COLUMNS, MappingProfile
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 _END = object()
@@ -68,6 +73,48 @@ PAIRS_FILE = "pairs.parquet"
 REJECTION_SCHEMA: dict[str, Any] = {"line": pl.Int64, "reason": pl.String, "raw": pl.String}
 
 
+# ---------------------------------------------------------------- a full disk
+
+# What a write that found no room says (errno): the file system is full, the file grew past the
+# size the process may write (RLIMIT_FSIZE), or the disk quota is spent.
+NO_ROOM = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EFBIG: "a file grew past the largest size allowed",
+    errno.EDQUOT: "the disk quota is spent",
+}
+# polars reports an I/O error of its writer as text ending "(os error 28)".
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+FULL = (
+    "the comms data directory is full ({reason}): nothing of this import was kept; free space "
+    "there or enlarge its volume, then import the same file again"
+)
+
+
+def no_room(exc: BaseException) -> int | None:
+    """The errno when `exc` says a write found no room on the disk, else None."""
+    if isinstance(exc, OSError):
+        return exc.errno if exc.errno in NO_ROOM else None
+    if isinstance(exc, pl.exceptions.PolarsError):
+        for found in _OS_ERROR.finditer(str(exc)):
+            if int(found.group(1)) in NO_ROOM:
+                return int(found.group(1))
+    return None
+
+
+@contextlib.contextmanager
+def room_on_disk() -> Iterator[None]:
+    """An import's write that found the data directory full becomes ResourceExhausted, which
+    tells the caller what to do (rather than an internal error)."""
+    try:
+        yield
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        code = no_room(exc)
+        if code is None:
+            raise
+        log.warning("an import found the comms data directory full: %s", exc)
+        raise ResourceExhausted(FULL.format(reason=NO_ROOM[code])) from exc
+
+
 # ---------------------------------------------------------------- uploads
 
 
@@ -75,7 +122,8 @@ class UploadWriter:
     """Writes an uploaded file to disk as UTF-8, hashing the bytes as received.
 
     UTF-8 passes through untouched; UTF-16 (detected by its byte-order mark) and any named
-    encoding are transcoded chunk by chunk, so the reader only ever sees UTF-8."""
+    encoding are transcoded chunk by chunk, so the reader only ever sees UTF-8. A disk without
+    room raises ResourceExhausted (`room_on_disk`)."""
 
     def __init__(self, path: Path, encoding: str, max_bytes: int) -> None:
         import hashlib
@@ -90,7 +138,8 @@ class UploadWriter:
                 codecs.lookup(self._encoding)
             except LookupError:
                 raise FileProblem(f"unknown encoding {encoding!r}") from None
-        self._file = path.open("wb")
+        with room_on_disk():
+            self._file = path.open("wb")
         self._decoder: codecs.IncrementalDecoder | None = None
         self._started = False
 
@@ -111,15 +160,17 @@ class UploadWriter:
                 chunk = chunk[len(codecs.BOM_UTF8) :]
             if encoding not in ("utf-8", "utf8", "utf-8-sig"):
                 self._decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
-        if self._decoder is not None:
-            self._file.write(self._decoder.decode(chunk).encode("utf-8"))
-        else:
-            self._file.write(chunk)
+        with room_on_disk():
+            if self._decoder is not None:
+                self._file.write(self._decoder.decode(chunk).encode("utf-8"))
+            else:
+                self._file.write(chunk)
 
     def close(self) -> str:
-        if self._decoder is not None:
-            self._file.write(self._decoder.decode(b"", final=True).encode("utf-8"))
-        self._file.close()
+        with room_on_disk():  # closing writes what is buffered
+            if self._decoder is not None:
+                self._file.write(self._decoder.decode(b"", final=True).encode("utf-8"))
+            self._file.close()
         return self._hash.hexdigest()
 
     @property
@@ -164,6 +215,8 @@ def _batches(lf: pl.LazyFrame, rows: int) -> Iterator[pl.DataFrame]:
     try:
         yield from lf.collect_batches(chunk_size=rows)
     except pl.exceptions.PolarsError as exc:
+        if no_room(exc) is not None:  # the disk, not the file (should polars spill)
+            raise
         raise FileProblem(f"the file cannot be read as CSV: {exc}") from None
 
 
@@ -384,7 +437,20 @@ def ingest_file(
 ) -> IngestResult:
     """Read `src` into `out/rows-*.parquet` and `out/rejections-*.parquet` a batch of rows at a
     time: the next batch is read and prepared while this one is checked, and each part is
-    written while the next is checked."""
+    written while the next is checked. A disk without room raises ResourceExhausted; what was
+    written is left for the caller to discard."""
+    with room_on_disk():
+        return _ingest_file(src, out, reader, batch_rows=batch_rows, progress=progress)
+
+
+def _ingest_file(
+    src: Path,
+    out: Path,
+    reader: FileReader,
+    *,
+    batch_rows: int,
+    progress: Callable[[int], None] | None,
+) -> IngestResult:
     header = _header(src, reader.separator)
     mapping = {c: s for c, s in reader.columns.items() if s}
     _check_columns(header, mapping, reader.required, reader.what)
