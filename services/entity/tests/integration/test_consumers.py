@@ -10,7 +10,7 @@ import pytest
 from toex.entity.events.v1 import events_pb2 as ev
 from toex.entity.v1 import entity_pb2 as pb
 from toex.pnd.events.v1 import events_pb2 as pnd_events
-from toex.pnd.v1 import pole_pb2
+from toex.pnd.v1 import pole_pb2, sync_pb2
 from toex.tasking.events.v2 import events_pb2 as tasking_events
 from toex.type.v1 import region_pb2, security_pb2
 from toex_common.events import build_event
@@ -73,6 +73,7 @@ async def test_national_job_subject_held_by_a_region_raises_deconfliction(
 
 async def test_pnd_result_becomes_source_records(entity_service, nats_server) -> None:
     tag = uuid.uuid4().hex[:8]
+    job = f"regions/EMSOU/jobs/{tag}"
     number = f"+4477009{uuid.uuid4().int % 100000:05d}"
     grading = pole_pb2.Grading(
         source_evaluation=pole_pb2.SOURCE_EVALUATION_1,
@@ -80,6 +81,8 @@ async def test_pnd_result_becomes_source_records(entity_service, nats_server) ->
         handling=security_pb2.HANDLING_CODE_P,
     )
     result = pnd_events.PndResultReceived(
+        # A search made for an EMSOU job: its results are that job's records.
+        search=sync_pb2.PndSearch(name=f"regions/EMSOU/searches/{tag}", job=job),
         results=[
             pole_pb2.PndSourceRecord(
                 source_record_id=f"pnd/P{tag}@1",
@@ -101,18 +104,27 @@ async def test_pnd_result_becomes_source_records(entity_service, nats_server) ->
                 entity=pole_pb2.PoleEntity(phone=pole_pb2.Phone(e164=number)),
                 grading=grading,
             ),
-        ]
+        ],
     )
     envelope = build_event(result, domain="pnd", source="toex/pnd", region=Region.EMSOU)
     await publish(nats_server.url, envelope)
 
-    async def linked() -> list:
-        events = await stream_messages(nats_server.url, "toex.emsou.entity.RecordLinked", wait=1.0)
+    def ours(events: list) -> list:
         return [
             e
             for e in decode(events, ev.RecordLinked)
             if e.source.source_system == "pnd" and tag in e.source.source_record_id
         ]
+
+    async def linked() -> list:
+        # Read until ours are there: the stream holds other tests' events before them.
+        events = await stream_messages(
+            nats_server.url,
+            "toex.emsou.entity.RecordLinked",
+            until=lambda found: len(ours(found)) >= 2,
+            wait=10.0,
+        )
+        return ours(events)
 
     found = await eventually(lambda: _at_least(linked, 2))
     by_type = {e.entity_type: e for e in found}
@@ -123,6 +135,11 @@ async def test_pnd_result_becomes_source_records(entity_service, nats_server) ->
         pb.SearchEntitiesRequest(phone_number=number), metadata=md(entity_service.token("researcher.emsou"))
     )
     assert len(search.matches) == 2
+    got = await entity_service.stub.GetEntity(
+        pb.GetEntityRequest(name=by_type[pb.RECORD_TYPE_PHONE].entity),
+        metadata=md(entity_service.token("researcher.emsou")),
+    )
+    assert {r.job for r in got.entity.records if tag in r.ref.source_record_id} == {job}
 
 
 async def _at_least(check, n: int) -> list:  # type: ignore[no-untyped-def]

@@ -183,10 +183,20 @@ async def on_pnd_result(event: IncomingEvent, uow: EntityUnitOfWork, deps: handl
         raise PermanentError(f"expected PndResultReceived, got {event.event_type or 'an untyped event'}")
     region = region_of(event)
     now = deps.clock()
+    # A search made for a job makes its results that job's records, as a resolution under the job
+    # would: only a job of the subject's region (another's would open this region's records to
+    # that job's grant holders).
+    job = message.search.job if message.search.job.startswith(f"regions/{region.value}/jobs/") else ""
+    if message.search.job and not job:
+        log.warning(
+            "PND search %s names job %s of another region; not attached",
+            message.search.name,
+            message.search.job,
+        )
     valid = []
     for item in pnd_records(message, region):
         try:
-            valid.append(handlers.build_record(item, CONSUMER_ACTOR, now))
+            valid.append(handlers.build_record(item, CONSUMER_ACTOR, now, job=job))
         except Exception as exc:  # one malformed result must not hold back the others
             log.warning("PND result %s skipped: %s", item.source_record_id, exc)
     if valid:
