@@ -727,17 +727,12 @@ def test_8_the_grant_has_ended_in_every_service_and_the_outsider_still_finds_not
 # Checks of behaviour the services do not have yet, each reported; they pass once it is there.
 
 
-def test_known_gap_comms_audits_which_dataset_a_refused_read_asked_for(
+def test_comms_audits_which_dataset_a_refused_read_asked_for(
     platform_stack: PlatformStack, story: Investigation
 ) -> None:
-    """Tasking, entity and pnd name the job, entity or record a refused read asked for in its
-    audit entry (ERSOU's and London's refused reads above); comms writes an empty `resources`,
-    so its log cannot tell which dataset a refused caller was after."""
+    """As tasking, entity and pnd do, comms names the dataset a refused read asked for in its
+    audit entry, so its log tells which dataset a refused caller was after."""
     story.needs("dataset", "closed")
     refused_reads = [r for r in london_dataset_reads(platform_stack) if r["outcome"] == "DENIED_OUT_OF_SCOPE"]
     assert refused_reads, "London's read after the job closed is in comms' audit log"
-    if not all(story.dataset in r["resources"] for r in refused_reads):
-        pytest.xfail(
-            "comms: the audit entry of a refused read names no resource (handlers call touch() only "
-            f"once access is granted): {refused_reads}"
-        )
+    assert all(story.dataset in r["resources"] for r in refused_reads), refused_reads

@@ -222,12 +222,15 @@ async def test_merges_and_undone_merges_reach_the_analyses_over_grpc(
                     )
                 )
             ).all()
+        # The consumer reads the ENTITY stream from its start: other tests' changes are there too.
+        ours = {f"o-{uid}", merge_id, undo_id}
+        changes = [r for r in changes if r[1] in ours]
         assert [tuple(r) for r in changes] == [
             ("ERSOU", f"o-{uid}", ""),
             ("EMSOU", merge_id, undo_id),
             ("EMSOU", undo_id, ""),
         ]
-        assert sorted(tuple(r) for r in history) == sorted(
+        assert sorted(tuple(r) for r in history if r[0] in ours) == sorted(
             [
                 (merge_id, CONTACT, m, s, "moved", "system:deterministic"),
                 (merge_id, TARGET, m, s, "moved", ANALYST),

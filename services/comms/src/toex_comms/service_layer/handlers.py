@@ -275,7 +275,12 @@ async def _reach(
 ) -> policy.Reach:
     """How far the call reaches into `region` (domain/policy.py decides). The grant of the job
     the purpose names is read only for a caller who does not reach the region without one, so
-    the region's own people pay nothing for grants."""
+    the region's own people pay nothing for grants.
+
+    `what` names the resource as a refusal names it ("dataset regions/R/datasets/D", or
+    "regions/R"); its name is recorded for the audit log first, so a refused call's entry says
+    what was asked for, as an allowed one's does."""
+    touch(what.rsplit(" ", 1)[-1])
     needed = policy.needs_grant(actor, region, change=change)
     grant = await uow.grants.for_purpose(purpose) if needed else None
     return policy.reach(actor, region, grant, what, change=change)
