@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Protocol
 
 from toex_kernel.principal import Principal, Role
 from toex_kernel.regions import Region
@@ -73,3 +74,14 @@ def covered_for_reading(
 ) -> bool:
     """May read the job's material under the grant (collaborating supervisors included)."""
     return grant is not None and bool(material_job) and grant.covers_reading(principal, region, material_job)
+
+
+class GrantReader(Protocol):
+    """The port a service's handlers read grants through, in the unit of work's transaction
+    (`uow.grants`: toex_common.grants.SqlGrants, or FakeGrants in unit tests)."""
+
+    async def of_job(self, job: str) -> JobGrant | None: ...
+
+    async def for_purpose(self, purpose: str) -> JobGrant | None:
+        """The grant of the job the call's purpose names; None when it names none or one unknown."""
+        ...

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import polars as pl
 from toex_common.uow import UnitOfWork
-from toex_kernel.grants import JobGrant
+from toex_kernel.grants import GrantReader
 from toex_kernel.regions import Region
 
 from toex_comms.domain import events
@@ -138,16 +138,6 @@ class CommsRepository(Protocol):
     async def get_job(self, name: str) -> KnownJob | None: ...
 
 
-class Grants(Protocol):
-    """Job grants as tasking's events left them (toex_common.grants), read in the unit's
-    transaction."""
-
-    async def of_job(self, job: str) -> JobGrant | None: ...
-    async def for_purpose(self, purpose: str) -> JobGrant | None:
-        """The grant of the job the call's purpose names; None when it names none."""
-        ...
-
-
 class CommsUnitOfWork(UnitOfWork, Protocol):
     """Domain events are published at commit, aggregate by aggregate in the order tracked (the
     repository tracks the datasets it stores); the events `record`ed on the unit of work count
@@ -156,7 +146,7 @@ class CommsUnitOfWork(UnitOfWork, Protocol):
     repo: CommsRepository
 
     @property
-    def grants(self) -> Grants: ...
+    def grants(self) -> GrantReader: ...
 
     def track(self, aggregate: Dataset) -> None:
         """Publish `aggregate.events` at commit."""

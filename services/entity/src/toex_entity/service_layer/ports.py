@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Protocol
 
 from toex_common.uow import UnitOfWork
-from toex_kernel.grants import JobGrant
+from toex_kernel.grants import GrantReader
 from toex_kernel.regions import Region
 
 from toex_entity.domain.events import DomainEvent
@@ -129,17 +129,11 @@ class EntityRepository(Protocol):
         ...
 
 
-class JobGrants(Protocol):
-    """Who holds which job now (toex_common.grants), read in the unit's transaction."""
-
-    async def of_job(self, job: str) -> JobGrant | None: ...
-
-
 class EntityUnitOfWork(UnitOfWork, Protocol):
     repo: EntityRepository
 
     @property
-    def grants(self) -> JobGrants: ...
+    def grants(self) -> GrantReader: ...
 
     def record(self, event: DomainEvent) -> None:
         """A domain event, published (through the service's one mapping) at commit, in the order

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from toex_common.uow import UnitOfWork
-from toex_kernel.grants import JobGrant
+from toex_kernel.grants import GrantReader
 from toex_kernel.regions import Region
 
 from toex_pnd.domain.events import DomainEvent
@@ -136,12 +136,6 @@ class SearchRepository(Protocol):
     async def add(self, search: SearchRow) -> None: ...
 
 
-class Grants(Protocol):
-    """Job grants (toex_common.grants), read in the unit's transaction."""
-
-    async def of_job(self, job: str) -> JobGrant | None: ...
-
-
 class PndUnitOfWork(UnitOfWork, Protocol):
     records: RecordRepository
     submissions: SubmissionRepository
@@ -149,7 +143,7 @@ class PndUnitOfWork(UnitOfWork, Protocol):
     searches: SearchRepository
 
     @property
-    def grants(self) -> Grants: ...
+    def grants(self) -> GrantReader: ...
 
     def record(self, event: DomainEvent) -> None:
         """Publish at commit an event of no one record (a search's answer, a reconciliation)."""

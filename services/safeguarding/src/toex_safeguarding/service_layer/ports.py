@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Protocol
 
 from toex_common.uow import UnitOfWork
-from toex_kernel.grants import JobGrant
+from toex_kernel.grants import GrantReader
 from toex_kernel.regions import Region
 
 from toex_safeguarding.domain.identity import IdentityChange
@@ -88,14 +88,6 @@ class JobDirectory(Protocol):
         ...
 
 
-class JobGrants(Protocol):
-    """Who holds which job now (toex_common.grants), read in the unit's transaction."""
-
-    async def for_purpose(self, purpose: str) -> JobGrant | None:
-        """The grant of the job the purpose names; None when it names none or one unknown."""
-        ...
-
-
 class IdentityLog(Protocol):
     """What a region has learnt of its subjects' identities (domain/identity.py): the changes
     applied, by key, and the aliases they left. Everything is per region."""
@@ -130,7 +122,7 @@ class SafeguardingUnitOfWork(UnitOfWork, Protocol):
     identity: IdentityLog
 
     @property
-    def grants(self) -> JobGrants: ...
+    def grants(self) -> GrantReader: ...
 
     async def __aenter__(self) -> SafeguardingUnitOfWork: ...
     async def __aexit__(self, *exc: object) -> None: ...
