@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from toex.tasking.events.v2 import events_pb2 as tasking_events
-from toex_kernel.grants import JobGrant, job_of_purpose
+from toex_kernel.grants import JobGrant, is_job_of, job_of_purpose
 from toex_kernel.regions import Region
 
 from toex_common.events.bus import MessageBus
@@ -141,7 +141,7 @@ async def on_access_changed(event: IncomingEvent, uow: Any) -> None:
     message: Any = event.message
     job = message.job
     region = region_of(event)
-    if not job.startswith(f"regions/{region.value}/jobs/"):
+    if not is_job_of(job, region):
         # The subject's region is what NATS vouches for: a job of another region named on it
         # would let one region grant access to another's material.
         raise PermanentError(f"job {job!r} is not of the region {region.value} the event came from")

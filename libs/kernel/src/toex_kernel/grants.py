@@ -33,6 +33,19 @@ def job_of_purpose(purpose: str) -> str | None:
     return f"regions/{region.value}/jobs/{found.group(2)}"
 
 
+def is_job_of(job: str, region: Region) -> bool:
+    """Whether `job` is a job of `region` (`regions/<REGION>/jobs/<id>`): the only job a region's
+    material may be attached to, and the only one an event on the region's subject may name."""
+    return job.startswith(f"regions/{region.value}/jobs/")
+
+
+def job_of(purpose: str, region: Region) -> str:
+    """The job of `region` the call's purpose names, "" if it names none: what material made in
+    the call is attached to, and the only grant that can reach the region's material in it."""
+    job = job_of_purpose(purpose) or ""
+    return job if is_job_of(job, region) else ""
+
+
 @dataclass(frozen=True)
 class JobGrant:
     """Who may work a job now (its assignees), while it is open; and which regions collaborate

@@ -8,6 +8,7 @@ Create Date: 2026-12-06
 """
 
 from alembic import op
+from toex_common.grants import upgrade_grant_schema
 
 revision = "0005"
 down_revision = "0004"
@@ -16,7 +17,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute("ALTER TABLE job_grants ADD COLUMN IF NOT EXISTS collaborators text[] NOT NULL DEFAULT '{}'")
+    upgrade_grant_schema(op)
 
 
 def downgrade() -> None:

@@ -18,6 +18,7 @@ import polars as pl
 from toex_common.context import touch
 from toex_kernel.clock import Clock, utcnow
 from toex_kernel.errors import AlreadyExists, InvalidArgument, NotFound, OutOfScope, Violations
+from toex_kernel.grants import is_job_of
 from toex_kernel.principal import Principal
 from toex_kernel.regions import Region
 
@@ -146,7 +147,7 @@ async def _import_upload(cmd: commands.ImportFile, upload: Upload, sha: str, dep
         reach = await _reach(uow, cmd.actor, cmd.region, cmd.purpose, what, change=True)
         # Under a grant the new dataset is the job's: stored in the job's region, attached to it.
         reach.ensure_admits(cmd.job, what)
-        if cmd.job and not cmd.job.startswith(f"regions/{cmd.region.value}/jobs/"):
+        if cmd.job and not is_job_of(cmd.job, cmd.region):
             raise InvalidArgument.field(
                 "header.job", f"must be a job of {cmd.region.value}: regions/{cmd.region.value}/jobs/ID"
             )

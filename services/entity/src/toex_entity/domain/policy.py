@@ -101,13 +101,6 @@ def sees(principal: Principal, region: Region) -> bool:
 # --- job grants -------------------------------------------------------------------------
 
 
-def job_of(purpose: str, region: Region) -> str:
-    """The job of `region` the call's purpose names ("" if it names none): what records
-    submitted to `region` in the call are attached to."""
-    job = job_of_purpose(purpose) or ""
-    return job if job.startswith(f"regions/{region.value}/jobs/") else ""
-
-
 def grant_job(principal: Principal, purpose: str, regions: Iterable[Region] | None) -> str:
     """The job whose grant could change the answer ("" if none): the purpose names a job of a
     region the caller does not see, one of `regions` (those holding what the call reaches;

@@ -27,6 +27,7 @@ from toex_common.events import IncomingEvent
 from toex_common.events.bus import MessageBus
 from toex_common.events.consumer import PermanentError, region_of
 from toex_kernel.errors import InvalidArgument
+from toex_kernel.grants import is_job_of
 from toex_kernel.principal import Principal, Role
 from toex_kernel.regions import Region
 
@@ -90,7 +91,7 @@ async def on_job_created(event: IncomingEvent, uow: EntityUnitOfWork, deps: hand
     if not isinstance(message, tasking_events.JobCreated):
         raise PermanentError(f"expected JobCreated, got {event.event_type or 'an untyped event'}")
     region = region_of(event)
-    if not message.job.startswith(f"regions/{region.value}/jobs/"):
+    if not is_job_of(message.job, region):
         # The subject's region is what NATS vouches for: a job of another region named on it
         # would name subjects into that region's job, which its grant's holders may read.
         raise PermanentError(f"job {message.job!r} is not of the region {region.value} the event came from")
@@ -186,7 +187,7 @@ async def on_pnd_result(event: IncomingEvent, uow: EntityUnitOfWork, deps: handl
     # A search made for a job makes its results that job's records, as a resolution under the job
     # would: only a job of the subject's region (another's would open this region's records to
     # that job's grant holders).
-    job = message.search.job if message.search.job.startswith(f"regions/{region.value}/jobs/") else ""
+    job = message.search.job if is_job_of(message.search.job, region) else ""
     if message.search.job and not job:
         log.warning(
             "PND search %s names job %s of another region; not attached",
@@ -244,7 +245,7 @@ async def on_comms_identifiers(event: IncomingEvent, uow: EntityUnitOfWork, deps
         )
     # Attached only to a job of the subject's region: a job of another would put this region's
     # records in reach of that job's grant holders.
-    job = message.job if message.job.startswith(f"{prefix}jobs/") else ""
+    job = message.job if is_job_of(message.job, region) else ""
     if message.job and not job:
         log.warning("%s names job %s of another region; not attached", message.dataset, message.job)
     now = deps.clock()

@@ -20,7 +20,7 @@ from toex_kernel.errors import (
     PermissionDenied,
     Violations,
 )
-from toex_kernel.grants import JobGrant
+from toex_kernel.grants import JobGrant, job_of
 from toex_kernel.principal import Principal
 from toex_kernel.regions import Region
 
@@ -245,7 +245,7 @@ async def resolve_records(cmd: commands.ResolveRecords, deps: Deps) -> list[Reso
             grant = await _Access(cmd.actor, cmd.purpose).grant(uow, regions)
     for region in regions:
         policy.ensure_can_submit(cmd.actor, region, grant)
-    jobs = {region: policy.job_of(cmd.purpose, region) for region in regions}
+    jobs = {region: job_of(cmd.purpose, region) for region in regions}
     results: list[ResolveResult | None] = [None] * len(cmd.records)
     valid: list[tuple[int, SourceRecord]] = []
     for index, item in enumerate(cmd.records):

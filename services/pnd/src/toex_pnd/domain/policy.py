@@ -32,7 +32,7 @@ callers who see the region are decided as before, without reading grants.
 from __future__ import annotations
 
 from toex_kernel.errors import NotFound, OutOfScope, PermissionDenied
-from toex_kernel.grants import JobGrant, covered, covered_for_reading, job_of_purpose
+from toex_kernel.grants import JobGrant, covered, covered_for_reading, job_of
 from toex_kernel.policy import MethodRule, rules_for
 from toex_kernel.principal import Principal, Role
 from toex_kernel.regions import Region
@@ -83,13 +83,6 @@ def visible_regions(principal: Principal, requested: Region | None) -> frozenset
     if requested is not None and requested is not principal.region:
         raise PermissionDenied(f"you may read {principal.region.value} only")
     return frozenset({principal.region})
-
-
-def job_of(purpose: str, region: Region) -> str:
-    """The job of `region` the call's purpose names, "" if it names none: what material made in
-    the call is attached to, and the only grant that can reach the region's material in it."""
-    job = job_of_purpose(purpose) or ""
-    return job if job.startswith(f"regions/{region.value}/jobs/") else ""
 
 
 def needs_grant(principal: Principal, region: Region, purpose: str) -> bool:

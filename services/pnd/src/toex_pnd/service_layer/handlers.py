@@ -13,7 +13,7 @@ from toex_common.context import touch
 from toex_common.uow import remember, replayed, request_scope
 from toex_kernel.clock import Clock, utcnow
 from toex_kernel.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, Violations
-from toex_kernel.grants import JobGrant
+from toex_kernel.grants import JobGrant, job_of
 from toex_kernel.principal import Principal
 from toex_kernel.regions import Region
 
@@ -81,7 +81,7 @@ async def _grant(uow: PndUnitOfWork, actor: Principal, region: Region, purpose: 
     see the region and names one of its jobs (the region's own people pay nothing for grants)."""
     if not policy.needs_grant(actor, region, purpose):
         return None
-    return await uow.grants.of_job(policy.job_of(purpose, region))
+    return await uow.grants.of_job(job_of(purpose, region))
 
 
 async def submit_intelligence(cmd: commands.SubmitIntelligence, deps: Deps) -> IntelligenceRecord:
@@ -110,7 +110,7 @@ async def submit_intelligence(cmd: commands.SubmitIntelligence, deps: Deps) -> I
             links=links,
             created_by=cmd.actor.username,
             now=now,
-            job=policy.job_of(cmd.purpose, cmd.region),
+            job=job_of(cmd.purpose, cmd.region),
         )
         touch(record.name)
         await uow.records.add(record)
@@ -232,7 +232,7 @@ async def get_intelligence(cmd: commands.GetIntelligence, deps: Deps) -> Intelli
         if record is not None and record.region is not cmd.region:
             record = None
         # Only a record made for the job the purpose names can be reached under its grant.
-        if record is not None and record.job and record.job == policy.job_of(cmd.purpose, record.region):
+        if record is not None and record.job and record.job == job_of(cmd.purpose, record.region):
             grant = await _grant(uow, cmd.actor, record.region, cmd.purpose)
     return policy.ensure_visible(cmd.actor, record, name, grant)
 
@@ -377,7 +377,7 @@ async def search_pnd(cmd: commands.SearchPnd, deps: Deps) -> tuple[SearchRow, Se
         searched_at=deps.clock(),
         result_count=len(answer.results),
         truncated=answer.truncated,
-        job=policy.job_of(cmd.purpose, cmd.region),
+        job=job_of(cmd.purpose, cmd.region),
     )
     touch(f"regions/{row.region.value}/pndSearches/{row.id}")
     async with deps.uow() as uow:
