@@ -102,6 +102,7 @@ def test_service_environment_names_everything_a_service_needs() -> None:
         oidc_issuer="http://127.0.0.1:8080/realms/toex",
     )
     assert env == {
+        "TOEX_INSTALLATION": "single",
         "TOEX_DATABASE_URL": "postgresql+asyncpg://toex_tasking_app:toex@127.0.0.1:5432/toex_tasking",
         "TOEX_MIGRATION_DATABASE_URL": "postgresql+asyncpg://toex_tasking:toex@127.0.0.1:5432/toex_tasking",
         "TOEX_NATS_URL": "nats://127.0.0.1:4222",

@@ -104,12 +104,15 @@ app.kubernetes.io/component: {{ .component }}
     secretKeyRef: {name: {{ $secret }}, key: {{ .name }}-migration-database-url, optional: true}
 {{- end }}
 {{- end }}
+{{- /* A service that calls no other service (clientId empty) has no client. */}}
+{{- if .svc.clientId }}
 - name: TOEX_SERVICE_CLIENT_ID
   {{- /* A region installation's services use its own clients (toex-<service>-<region>). */}}
   value: {{ (eq $root.Values.role "region" | ternary (printf "%s-%s" .svc.clientId (lower $root.Values.region)) .svc.clientId) | quote }}
 - name: TOEX_SERVICE_CLIENT_SECRET
   valueFrom:
     secretKeyRef: {name: {{ $secret }}, key: {{ .name }}-client-secret}
+{{- end }}
 - name: TOEX_OIDC_ISSUER
   value: {{ required "keycloak.issuer is required (the toex realm's issuer URL)" $root.Values.keycloak.issuer | quote }}
 - name: TOEX_OIDC_AUDIENCE
@@ -126,6 +129,16 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ $root.Values.settings.otelExporter | quote }}
 - name: TOEX_REGION
   value: {{ $root.Values.region | quote }}
+{{- /* What the installation serves: its region's resources ("region") or the national team's
+     ("hub", region NATIONAL); a service refuses to start on any other pair. */}}
+{{- if not (has $root.Values.role (list "region" "hub")) }}
+{{- fail (printf "role must be region or hub, not %q" $root.Values.role) }}
+{{- end }}
+{{- if ne (eq $root.Values.role "hub") (eq $root.Values.region "NATIONAL") }}
+{{- fail (printf "role %s with region %q: the hub is region NATIONAL, a region installation a region's code" $root.Values.role $root.Values.region) }}
+{{- end }}
+- name: TOEX_INSTALLATION
+  value: {{ $root.Values.role | quote }}
 {{- if $root.Values.tls.enabled }}
 {{- include "toex.tlsEnv" (dict "prefix" "TOEX_GRPC_TLS") }}
 {{- include "toex.tlsEnv" (dict "prefix" "TOEX_NATS_TLS") }}

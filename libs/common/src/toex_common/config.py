@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -14,6 +16,11 @@ class ServiceSettings(BaseSettings):
     # The installation's region (NATIONAL at the hub): names the subjects of what the
     # installation publishes about itself, such as its audit anchors.
     region: str = "NATIONAL"
+    # What this installation is (the chart's `role`): "region" serves, stores and publishes only
+    # `region`'s resources; "hub" holds the national team's own work (region NATIONAL) and the
+    # read models built from every region's sourced streams; "single" is one installation
+    # serving every region (the local stack, docker-compose, small deployments, the tests).
+    installation: Literal["single", "region", "hub"] = "single"
     # How often the audit chain's head is published to JetStream (stream AUDIT).
     audit_anchor_seconds: float = 60.0
     # The service connects as its runtime role: rows in, rows out, the audit log append-only.

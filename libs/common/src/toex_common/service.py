@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from grpc import aio
@@ -24,6 +24,7 @@ from grpc_health.v1._async import HealthServicer
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine
+from toex_kernel.installation import Installation, InstallationError, InstallationKind, Served
 from toex_kernel.policy import MethodPolicy, MethodRule
 
 from toex_common.audit import PostgresAuditLog
@@ -35,8 +36,9 @@ from toex_common.events.consumer import IdempotentConsumer
 from toex_common.events.nats import connect
 from toex_common.events.outbox import OutboxRelay, outbox_backlog
 from toex_common.events.streams import StreamSpec, ensure_stream
-from toex_common.grpc.interceptors import standard_interceptors
+from toex_common.grpc.interceptors import DatabaseState, standard_interceptors
 from toex_common.grpc.server import create_health_server, create_server, serve_until_signal
+from toex_common.installation import bind_publisher, installation_of, request_gates, scoped_subjects
 from toex_common.telemetry import OutboxGauges
 from toex_common.tls import nats_context, server_credentials
 
@@ -55,20 +57,28 @@ class Platform:
     js: JetStreamContext
     audit: PostgresAuditLog
     verifier: TokenVerifier
+    # What the installation serves (TOEX_INSTALLATION, TOEX_REGION): toex_common.installation.
+    installation: Installation = field(default_factory=Installation.single)
+    # Whether the dependency check last found the database away: the interceptor chain then
+    # refuses calls at once (ServiceApp's check keeps it).
+    database: DatabaseState = field(default_factory=DatabaseState)
 
     @classmethod
     async def start(cls, settings: ServiceSettings, *, streams: Sequence[StreamSpec]) -> Platform:
         """Connect to PostgreSQL and NATS, declare `streams` (the service's own, and those it
         consumes, declared exactly as their owners do, so it can start before them) and start
-        the audit writer."""
+        the audit writer. Settings that describe no installation refuse to start
+        (InstallationError, before anything connects)."""
+        installation = installation_of(settings)
         engine = create_engine(settings.database_url)
+        bind_publisher(engine, installation)
         nc = await connect(settings.nats_url, f"toex-{settings.service_name}", tls=nats_context(settings))
         js = nc.jetstream()
         for stream in (*streams, AUDIT_STREAM):
             await ensure_stream(js, stream)
         audit = PostgresAuditLog(engine)
         verifier = TokenVerifier(settings.oidc_issuer, settings.oidc_audience, settings.oidc_algorithms)
-        return cls(settings, engine, nc, js, audit, verifier)
+        return cls(settings, engine, nc, js, audit, verifier, installation=installation)
 
     async def grpc_server(
         self,
@@ -76,10 +86,15 @@ class Platform:
         register: Callable[[aio.Server], None],
         service_names: Sequence[str],
         rules: Mapping[str, MethodRule],
+        served: Mapping[str, Served] | None = None,
         options: Sequence[tuple[str, Any]] = (),
     ) -> GrpcServer:
         """The gRPC server (bound, not started) with the standard interceptor chain and a policy
-        of `rules`."""
+        of `rules`. `served` says, for every method of `rules`, where its request names the
+        region of what it reaches: each call is checked against the installation
+        (toex_common.installation.request_gates). Only a service that answers for every region
+        wherever it runs leaves it out (its calls are not checked)."""
+        gates = request_gates(self.installation, served, rules) if served is not None else {}
         return await create_server(
             register=register,
             service_names=service_names,
@@ -88,11 +103,13 @@ class Platform:
                 verifier=self.verifier,
                 policy=MethodPolicy(rules),
                 audit=self.audit,
+                database=self.database,
             ),
             host=self.settings.grpc_host,
             port=self.settings.grpc_port,
             credentials=server_credentials(self.settings),
             options=options,
+            gates=gates,
         )
 
     def outbox_relay(self) -> OutboxRelay:
@@ -103,9 +120,25 @@ class Platform:
             poll_seconds=self.settings.outbox_poll_seconds,
         )
 
-    def consumer(self, **config: Any) -> IdempotentConsumer:
-        """An idempotent consumer on this service's NATS connection (see IdempotentConsumer)."""
-        return IdempotentConsumer(nc=self.nc, js=self.js, **config)
+    def consumer(
+        self, *, subjects: Sequence[str], every_region: bool = False, **config: Any
+    ) -> IdempotentConsumer:
+        """An idempotent consumer on this service's NATS connection (see IdempotentConsumer),
+        reading `subjects` of the regions the installation serves only: `toex.*.<domain>...`
+        becomes `toex.london.<domain>...` at LONDON's installation and `toex.national...` at
+        the hub (whose streams source every region's). With `every_region`, a read model of
+        every region (the hub's national oversight) reads them as given; a region installation
+        holds only its own region's events, and refuses to."""
+        if every_region:
+            if self.installation.kind is InstallationKind.REGION:
+                raise InstallationError(
+                    f"consumer {config.get('name', '')} reads every region's events; the "
+                    f"{self.installation.name} installation holds its own region's only"
+                )
+            return IdempotentConsumer(nc=self.nc, js=self.js, subjects=subjects, **config)
+        return IdempotentConsumer(
+            nc=self.nc, js=self.js, subjects=scoped_subjects(self.installation, subjects), **config
+        )
 
 
 class ServiceApp:
@@ -143,6 +176,8 @@ class ServiceApp:
         self.tasks: list[asyncio.Task[None]] = []
         # Whether the last dependency check found the database or the broker away.
         self.dependencies_down = False
+        # Dependency checks in a row whose database query did not answer in time.
+        self.database_timeouts = 0
         # The outbox's backlog as gauges, recorded by each dependency check.
         self.outbox_gauges = OutboxGauges()
 
@@ -166,7 +201,7 @@ class ServiceApp:
             (
                 "dependency-check",
                 self.every(
-                    self.settings.dependency_check_seconds,
+                    self._dependency_check_period,
                     self._check_dependencies,
                     "checking the database and the broker",
                 ),
@@ -174,17 +209,34 @@ class ServiceApp:
             *((consumer.name, self._consume(consumer)) for consumer in self.consumers),
         ]
 
+    def _dependency_check_period(self) -> float:
+        """TOEX_DEPENDENCY_CHECK_SECONDS; at most a second while something is away, so calls
+        refused meanwhile are let through again soon after the database is back."""
+        seconds = self.settings.dependency_check_seconds
+        return min(seconds, 1.0) if self.dependencies_down or self.database_timeouts else seconds
+
     async def _check_dependencies(self) -> None:
         """NOT_SERVING while the database or the broker is away, SERVING again once both are
         back. Nothing else touches the status: serving and draining set it as before (and a
-        draining server's health ignores this)."""
+        draining server's health ignores this). While the database is away, calls are refused
+        at once (`Platform.database`), not left waiting on it."""
         problems = []
         try:
             async with asyncio.timeout(max(1.0, min(self.settings.dependency_check_seconds, 5.0))):
                 waiting, oldest = await outbox_backlog(self.engine)
                 self.outbox_gauges.backlog, self.outbox_gauges.oldest_age = waiting, oldest
+            self.database_timeouts = 0
+        except TimeoutError:
+            # A check that merely ran late (this process's event loop busy with a long piece of
+            # work) looks like a database that does not answer. One such check only brings the
+            # next one forward; two in a row say the database is away.
+            self.database_timeouts += 1
+            if self.database_timeouts > 1:
+                problems.append("database: no answer within the check's timeout, twice")
         except Exception as exc:
+            self.database_timeouts = 0
             problems.append(f"database: {exc!r}")
+        self.platform.database.away = bool(problems)
         if not self.nc.is_connected:
             problems.append("broker: not connected")
         if problems and not self.dependencies_down:
@@ -234,15 +286,17 @@ class ServiceApp:
                 log.warning("consumer %s stopped (%r); starting it again", consumer.name, exc)
                 await self.pause(self.consumer_retry_seconds)
 
-    async def every(self, seconds: float, work: Callable[[], Awaitable[object]], what: str) -> None:
-        """Run `work` now and then every `seconds` until shutdown; a failed run is logged, and
-        the next goes ahead."""
+    async def every(
+        self, seconds: float | Callable[[], float], work: Callable[[], Awaitable[object]], what: str
+    ) -> None:
+        """Run `work` now and then every `seconds` (or `seconds()`, asked after each run) until
+        shutdown; a failed run is logged, and the next goes ahead."""
         while not self.stop.is_set():
             try:
                 await work()
             except Exception:
                 log.exception("%s failed", what)
-            await self.pause(seconds)
+            await self.pause(seconds() if callable(seconds) else seconds)
 
     async def pause(self, seconds: float) -> None:
         """Sleep `seconds`, or less if shutdown begins."""

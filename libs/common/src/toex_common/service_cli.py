@@ -3,7 +3,8 @@
     main = service_cli("toex_pnd", __file__, Settings, description="...", seed_help="...")
 
 gives `migrate` (as the owning role, then the runtime role's grants), `serve` (the service's
-`bootstrap.serve`), and with `seed_help`, `seed-demo` (the service's `demo.seed_demo(settings)`,
+`bootstrap.serve`; it refuses to start, saying what to set, when TOEX_INSTALLATION and
+TOEX_REGION describe no installation), and with `seed_help`, `seed-demo` (the service's `demo.seed_demo(settings)`,
 printing the lines it returns). A service adds commands of its own to the group it gets back.
 """
 
@@ -11,10 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 
 import click
+from pydantic import ValidationError
 
 from toex_common.config import ServiceSettings
+from toex_common.installation import InstallationError, installation_of
 from toex_common.logging import configure_logging
 from toex_common.migrations import migrate, service_migrations
 from toex_common.telemetry import configure_metrics, configure_tracing
@@ -51,8 +55,17 @@ def service_cli(
 
     @main.command("serve", help=serve_help)
     def serve_command() -> None:
-        config = settings()
+        try:
+            config = settings()
+            installation = installation_of(config)
+        except (InstallationError, ValidationError) as exc:
+            raise click.ClickException(f"cannot start: {exc}") from None
         configure_logging(config.service_name, config.log_level)
+        logging.getLogger(package).info(
+            "installation %s serves %s",
+            installation.name,
+            "every region" if installation.serves_every_region else installation.region.value,
+        )
         configure_tracing(config.service_name, config.otel_exporter)
         configure_metrics(config.service_name, config.otel_exporter)
         asyncio.run(importlib.import_module(f"{package}.bootstrap").serve(config))

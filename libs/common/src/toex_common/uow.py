@@ -26,6 +26,7 @@ from toex_common.batching import Batcher
 from toex_common.db import driver_connection, driver_pool, idempotency_table, outbox_table
 from toex_common.events.envelope import EventEnvelope
 from toex_common.grants import SqlGrants
+from toex_common.installation import ensure_publishable
 
 
 def request_fingerprint(*parts: bytes | str) -> str:
@@ -237,6 +238,9 @@ class SqlAlchemyUnitOfWork(CollectsDomainEvents):
 
     async def commit(self) -> None:
         self._events.extend(self._collect_domain_events())
+        if self._events:
+            # A region installation publishes nothing for another region (toex_common.installation).
+            ensure_publishable(self.session.bind, (e.subject for e in self._events))
         if len(self._events) >= OUTBOX_COPY_FROM:
             await self._copy_outbox()
         elif self._events:
@@ -417,6 +421,7 @@ class DriverUnitOfWork(CollectsDomainEvents):
     async def _commit(self) -> None:
         self._events.extend(self._collect_domain_events())
         if self._events:
+            ensure_publishable(self._engine, (e.subject for e in self._events))
             self.write_many(_OUTBOX_INSERT, [_outbox_row(e) for e in self._events])
             self._events = []
         if self._transaction is None:

@@ -208,3 +208,66 @@ async def test_consumer_on_driver_units_runs_after_commit_work_once_per_committe
     async with engine.connect() as conn:
         claimed = (await conn.execute(select(inbox_table.c.event_id))).scalars().all()
     assert sorted(claimed) == sorted(e.event_id for e in good)
+
+
+async def test_a_prefetch_runs_once_per_batch_on_its_claimed_events_before_their_handlers(
+    engine, nc, stream
+) -> None:
+    js = nc.jetstream()
+    domain = stream.subjects[0].split(".")[2]
+    sessions = session_factory(engine)
+    items = [envelope(domain) for _ in range(12)]
+    for item in items:
+        await js.publish(item.subject, item.payload, headers=item.headers)
+    name = f"c{uuid.uuid4().hex[:8]}"
+    seen_before = {items[0].event_id, items[1].event_id}
+    async with SqlAlchemyUnitOfWork(sessions) as uow:  # processed before: not the handlers' again
+        await uow.claim_events(name, [(e, items[0].subject) for e in seen_before])
+        await uow.commit()
+    prefetched: dict[str, int] = {}
+    batches: list[list[str]] = []
+    handled: list[str] = []
+
+    async def prefetch(events, uow) -> None:
+        batches.append([e.event_id for e in events])
+        prefetched.update((e.event_id, id(uow)) for e in events)
+
+    async def handler(event, uow) -> None:
+        assert prefetched.get(event.event_id) == id(uow), "handled before its batch's prefetch"
+        handled.append(event.event_id)
+
+    consumer = IdempotentConsumer(
+        nc=nc,
+        js=js,
+        uow_factory=lambda: SqlAlchemyUnitOfWork(sessions),
+        name=name,
+        stream=stream.name,
+        subjects=stream.subjects,
+        handler=handler,
+        prefetch=prefetch,
+    )
+    await run_consumer(consumer, lambda: consumer.counts[Outcome.DUPLICATE] + len(handled) >= 12)
+    fresh = [e.event_id for e in items if e.event_id not in seen_before]
+    assert handled == fresh and batches == [fresh]
+
+    # A prefetch that fails holds nothing back: the batch is taken one event at a time.
+    async def failing(events, uow) -> None:
+        raise ConnectionError("lookup failed")
+
+    again: list[str] = []
+
+    async def record(event, uow) -> None:
+        again.append(event.event_id)
+
+    consumer = IdempotentConsumer(
+        nc=nc,
+        js=js,
+        uow_factory=lambda: SqlAlchemyUnitOfWork(sessions),
+        name=f"c{uuid.uuid4().hex[:8]}",
+        stream=stream.name,
+        subjects=stream.subjects,
+        handler=record,
+        prefetch=failing,
+    )
+    await run_consumer(consumer, lambda: len(again) >= 12)
+    assert again == [e.event_id for e in items] and consumer.counts[Outcome.PROCESSED] == 12

@@ -82,3 +82,33 @@ async def test_events_go_to_the_handler_of_their_type_and_others_are_refused() -
     untyped = decode("toex.emsou.tasking.JobAssigned", b"", {"ce-id": "e-2"})
     with pytest.raises(PermanentError, match="an untyped event"):
         await dispatch(untyped, None)
+
+
+@pytest.mark.asyncio
+async def test_a_prefetch_gets_the_batchs_events_of_its_type_once() -> None:
+    bus = MessageBus()
+    fetched: list[tuple[str, list[str]]] = []
+
+    async def nothing(event: Any, uow: Any) -> None:
+        return None
+
+    async def assignments(events: Any, uow: Any) -> None:
+        fetched.append(("assigned", [e.message.job for e in events]))
+
+    bus.on("x", tasking_events.JobAssigned, nothing, prefetch=assignments)
+    bus.on("x", tasking_events.JobReassigned, nothing)
+    bus.on("y", tasking_events.JobOverdue, nothing)
+    assert bus.prefetcher("y") is None
+    prefetch = bus.prefetcher("x")
+    assert prefetch is not None
+    await prefetch(
+        [
+            _event(tasking_events.JobAssigned(job="j1"), "toex.emsou.tasking.JobAssigned"),
+            _event(tasking_events.JobReassigned(job="j2"), "toex.emsou.tasking.JobReassigned"),
+            _event(tasking_events.JobAssigned(job="j3"), "toex.emsou.tasking.JobAssigned"),
+        ],
+        None,
+    )
+    assert fetched == [("assigned", ["j1", "j3"])]
+    built = {c["name"]: c for c in bus.consumers(lambda **config: config, uow_factory=lambda: None)}  # type: ignore[arg-type,return-value]
+    assert callable(built["x"]["prefetch"]) and "prefetch" not in built["y"]

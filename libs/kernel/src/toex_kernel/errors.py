@@ -84,6 +84,19 @@ class FailedPrecondition(DomainError):
         self.violation = PreconditionViolation(type=type, subject=subject, description=description or message)
 
 
+class WrongInstallation(FailedPrecondition):
+    """The resource is another installation's: its region is served by `installation` (a
+    region's code, or `hub` for NATIONAL), which the client should call instead
+    (toex_kernel.installation). Carried as google.rpc.ErrorInfo, reason WRONG_INSTALLATION."""
+
+    reason = "WRONG_INSTALLATION"
+
+    def __init__(self, message: str, *, region: str, installation: str) -> None:
+        super().__init__(message, type="INSTALLATION", subject=f"regions/{region}", description=message)
+        self.region = region
+        self.installation = installation
+
+
 class PermissionDenied(DomainError):
     code = "PERMISSION_DENIED"
 

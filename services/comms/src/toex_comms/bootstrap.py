@@ -18,7 +18,7 @@ from toex_comms.adapters.integration import STREAM
 from toex_comms.adapters.store import ParquetDatasetStore
 from toex_comms.adapters.uow import SqlCommsUnitOfWork
 from toex_comms.config import Settings
-from toex_comms.domain.policy import METHOD_RULES
+from toex_comms.domain.policy import METHOD_RULES, SERVED
 from toex_comms.entrypoints import consumers
 from toex_comms.entrypoints.grpc_api import CommsServicer
 from toex_comms.service_layer import handlers
@@ -120,6 +120,7 @@ async def build(settings: Settings) -> App:
         register=lambda s: comms_pb2_grpc.add_CommsAnalysisServiceServicer_to_server(CommsServicer(deps), s),
         service_names=[SERVICE_NAME],
         rules=METHOD_RULES,
+        served=SERVED,
     )
     found = bus.consumers(platform.consumer, uow)
     app = App(platform, deps, server, service_names=[SERVICE_NAME], consumers=found)

@@ -16,7 +16,7 @@ from toex_pnd.adapters.pnd_http import HttpPndGateway
 from toex_pnd.adapters.uow import SqlPndUnitOfWork
 from toex_pnd.config import Settings
 from toex_pnd.domain import commands
-from toex_pnd.domain.policy import METHOD_RULES
+from toex_pnd.domain.policy import METHOD_RULES, SERVED
 from toex_pnd.entrypoints.grpc_api import PndSyncServicer
 from toex_pnd.service_layer import handlers
 from toex_pnd.service_layer.ports import PndGateway
@@ -111,6 +111,7 @@ async def build(settings: Settings, *, gateway: PndGateway | None = None) -> App
         register=lambda s: pnd_pb2_grpc.add_PndSyncServiceServicer_to_server(PndSyncServicer(deps), s),
         service_names=[SERVICE_NAME],
         rules=METHOD_RULES,
+        served=SERVED,
     )
     found = bus.consumers(platform.consumer, uow)
     return App(platform, deps, server, gateway=pnd, consumers=found)

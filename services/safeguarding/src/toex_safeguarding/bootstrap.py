@@ -16,7 +16,7 @@ from toex_safeguarding.adapters.tasking import TaskingJobs
 from toex_safeguarding.adapters.uow import SqlSafeguardingUnitOfWork
 from toex_safeguarding.config import Settings
 from toex_safeguarding.domain import commands
-from toex_safeguarding.domain.policy import METHOD_RULES
+from toex_safeguarding.domain.policy import METHOD_RULES, SERVED
 from toex_safeguarding.entrypoints import identity, triggers
 from toex_safeguarding.entrypoints.grpc_api import SafeguardingServicer
 from toex_safeguarding.service_layer import handlers
@@ -83,6 +83,7 @@ async def build(settings: Settings) -> App:
         ),
         service_names=[SERVICE_NAME],
         rules=METHOD_RULES,
+        served=SERVED,
     )
     found = bus.consumers(platform.consumer, uow)
     return App(platform, deps, server, consumers=found, tasking=tasking)

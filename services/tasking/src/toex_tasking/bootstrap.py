@@ -7,7 +7,7 @@ import logging
 from grpc import aio
 from toex.tasking.v1 import inbox_pb2, inbox_pb2_grpc, tasking_pb2, tasking_pb2_grpc
 from toex_common.events.bus import MessageBus
-from toex_common.grpc.audit_service import AUDIT_RULES, add_audit_service
+from toex_common.grpc.audit_service import AUDIT_RULES, AUDIT_SERVED, add_audit_service
 from toex_common.grpc.audit_service import SERVICE_NAME as AUDIT_SERVICE_NAME
 from toex_common.service import Background, Platform, ServiceApp
 
@@ -16,7 +16,7 @@ from toex_tasking.adapters.integration import STREAM
 from toex_tasking.adapters.uow import PgTaskingUnitOfWork
 from toex_tasking.config import Settings
 from toex_tasking.domain import commands
-from toex_tasking.domain.policy import METHOD_RULES
+from toex_tasking.domain.policy import METHOD_RULES, SERVED
 from toex_tasking.entrypoints import consumers, inbox_consumers
 from toex_tasking.entrypoints.grpc_api import TaskingServicer
 from toex_tasking.entrypoints.inbox_api import InboxServicer
@@ -76,7 +76,10 @@ async def build(settings: Settings, *, directory: UserDirectory | None = None) -
 
     names = [SERVICE_NAME, INBOX_SERVICE_NAME, AUDIT_SERVICE_NAME]
     server = await platform.grpc_server(
-        register=register, service_names=names, rules={**METHOD_RULES, **AUDIT_RULES}
+        register=register,
+        service_names=names,
+        rules={**METHOD_RULES, **AUDIT_RULES},
+        served={**SERVED, **AUDIT_SERVED},
     )
     bus = MessageBus()
     # Safeguarding's referral events shown on their jobs, and the job notes asked for before them.

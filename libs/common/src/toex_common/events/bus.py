@@ -13,6 +13,10 @@ and dispatch by the event's type. An event of a type no handler of that consumer
 permanent error, dead-lettered with the consumer's name; a handler can rely on
 `event.message` being of the type it registered for.
 
+A handler that looks something up for each event can register a `prefetch` beside it: run once
+per fetched batch with the batch's events of its type, it looks up for all of them at once what
+the handler calls then find without a round trip each (`IdempotentConsumer`'s `prefetch`).
+
 The name is the durable consumer's and the inbox's key: keep it when handlers move, or the
 stream is read again from its start under a new name (the inbox of the old name would not
 know those events).
@@ -20,13 +24,19 @@ know those events).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf.message import Message
 
-from toex_common.events.consumer import Handler, IdempotentConsumer, InboxUnitOfWork, PermanentError
+from toex_common.events.consumer import (
+    Handler,
+    IdempotentConsumer,
+    InboxUnitOfWork,
+    PermanentError,
+    Prefetch,
+)
 from toex_common.events.envelope import IncomingEvent
 from toex_common.events.streams import STREAMS, StreamSpec
 
@@ -52,6 +62,7 @@ class _Subscription:
     name: str
     stream: StreamSpec
     handlers: dict[str, Handler] = field(default_factory=dict)
+    prefetches: dict[str, Prefetch] = field(default_factory=dict)
     subjects: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -60,10 +71,19 @@ class MessageBus:
     def __init__(self) -> None:
         self._subscriptions: dict[str, _Subscription] = {}
 
-    def on(self, consumer: str, event: type[Message], handler: Handler, **options: Any) -> None:
+    def on(
+        self,
+        consumer: str,
+        event: type[Message],
+        handler: Handler,
+        *,
+        prefetch: Prefetch | None = None,
+        **options: Any,
+    ) -> None:
         """Run `handler(event, uow)` for every `event` published, under durable consumer
         `consumer`, in the consumer's transaction. One consumer reads one producer's stream;
-        `options` go to its IdempotentConsumer (batch, max_deliver, ...)."""
+        `options` go to its IdempotentConsumer (batch, max_deliver, ...). `prefetch(events,
+        uow)`, if given, runs first for each fetched batch's events of this type."""
         stream = STREAMS[domain_of(event)]
         subscription = self._subscriptions.setdefault(consumer, _Subscription(consumer, stream))
         if subscription.stream != stream:
@@ -75,6 +95,8 @@ class MessageBus:
         if full_name in subscription.handlers:
             raise ValueError(f"consumer {consumer} already handles {full_name}")
         subscription.handlers[full_name] = handler
+        if prefetch is not None:
+            subscription.prefetches[full_name] = prefetch
         subject = subject_of(event)
         if subject not in subscription.subjects:
             subscription.subjects.append(subject)
@@ -115,22 +137,50 @@ class MessageBus:
 
         return dispatch
 
+    def prefetcher(self, consumer: str) -> Prefetch | None:
+        """The consumer's batch prefetch: each registered prefetch with the batch's events of
+        its type (in the batch's order); None when no handler of the consumer has one."""
+        prefetches = self._subscriptions[consumer].prefetches
+        if not prefetches:
+            return None
+
+        async def prefetch(events: Sequence[IncomingEvent], uow: Any) -> None:
+            by_type: dict[str, list[IncomingEvent]] = {}
+            for event in events:
+                if event.event_type in prefetches and event.message is not None:
+                    by_type.setdefault(event.event_type, []).append(event)
+            for event_type, found in by_type.items():
+                await prefetches[event_type](found, uow)
+
+        return prefetch
+
     def consumers(
         self,
         make: Callable[..., IdempotentConsumer],
         uow_factory: Callable[[], InboxUnitOfWork],
         *,
-        scope: str = EVERY_REGION,
+        scope: str | None = None,
     ) -> list[IdempotentConsumer]:
-        """One idempotent consumer per registered name, built with `make` (Platform.consumer)."""
-        return [
-            make(
-                uow_factory=uow_factory,
-                name=name,
-                stream=subscription.stream,
-                subjects=self.subjects(name, scope),
-                handler=self.dispatcher(name),
-                **subscription.options,
+        """One idempotent consumer per registered name, built with `make` (Platform.consumer).
+
+        `scope`: by default the regions the installation serves (`toex.*.<domain>...`, which
+        Platform.consumer narrows to the installation's region: toex_common.installation);
+        EVERY_REGION for every region's wherever it runs, a read model of every region at the
+        hub (`make` is told `every_region=True`); a region's token for that region's."""
+        every = {"every_region": True} if scope == EVERY_REGION else {}
+        built = []
+        for name, subscription in self._subscriptions.items():
+            prefetch = self.prefetcher(name)
+            built.append(
+                make(
+                    uow_factory=uow_factory,
+                    name=name,
+                    stream=subscription.stream,
+                    subjects=self.subjects(name, scope or EVERY_REGION),
+                    handler=self.dispatcher(name),
+                    **every,
+                    **({"prefetch": prefetch} if prefetch is not None else {}),
+                    **subscription.options,
+                )
             )
-            for name, subscription in self._subscriptions.items()
-        ]
+        return built

@@ -18,7 +18,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
+from nats.js.errors import APIError, NotFoundError
 from opentelemetry import trace
 from toex_kernel.regions import Region
 
@@ -50,6 +51,11 @@ def region_of(event: IncomingEvent) -> Region:
     return region
 
 
+def _filters(config: ConsumerConfig) -> list[str]:
+    """A consumer's filter subjects, however it was given them."""
+    return sorted(config.filter_subjects or ([config.filter_subject] if config.filter_subject else []))
+
+
 class TransientError(Exception):
     """Worth trying again later (a dependency is down)."""
 
@@ -66,6 +72,10 @@ class Outcome(enum.Enum):
 
 
 Handler = Callable[[IncomingEvent, Any], Awaitable[None]]
+# Run once per fetched batch, in the batch's transaction, with the events claimed in it, before
+# the handler runs for each: what every handler call would look up on its own (a row per
+# event) is looked up once for the batch. It decides nothing; the handler still does.
+Prefetch = Callable[[Sequence[IncomingEvent], Any], Awaitable[None]]
 
 
 class IdempotentConsumer:
@@ -84,6 +94,8 @@ class IdempotentConsumer:
         batch: int = 64,
         ack_wait_seconds: float = 30.0,
         deliver_new_only: bool = False,
+        prefetch: Prefetch | None = None,
+        fetch_wait_seconds: float = 1.0,
     ) -> None:
         self._nc = nc
         self._js = js
@@ -100,6 +112,11 @@ class IdempotentConsumer:
         self._batch = batch
         self._ack_wait = ack_wait_seconds
         self._deliver_new_only = deliver_new_only
+        self._prefetch = prefetch
+        # How long a fetch that found nothing waiting lingers for a batch to fill: also the
+        # longest an event arriving at an idle consumer waits before it is taken (a batch that
+        # fills first is taken at once; a backlog is taken without waiting).
+        self._fetch_wait = fetch_wait_seconds
         self.counts: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
 
     def consumer_config(self) -> ConsumerConfig:
@@ -118,10 +135,51 @@ class IdempotentConsumer:
         return config
 
     async def setup(self) -> None:
+        """Declare the dead-letter stream, the stream read (given its specification) and the
+        durable consumer, or bring an existing durable to this configuration.
+
+        An existing durable keeps its place in the stream: JetStream updates its filter subjects
+        in place (an installation that now serves one region reads that region's events from
+        where it was; one that now serves every region reads every region's from there, not
+        those it passed). Where it started reading is fixed at creation and is kept. Should the
+        server refuse the update (a setting it cannot change in place), the durable is replaced by
+        one that starts after its acknowledged floor: nothing acknowledged is read again and
+        nothing unacknowledged is lost (a redelivered event is a duplicate to the inbox)."""
         await ensure_stream(self._js, DEAD_LETTER)
         if self._declare is not None:
             await ensure_stream(self._js, self._declare)
-        await self._js.add_consumer(self._stream, self.consumer_config())
+        config = self.consumer_config()
+        try:
+            existing = await self._js.consumer_info(self._stream, self.name)
+        except NotFoundError:
+            await self._js.add_consumer(self._stream, config)
+            return
+        was = _filters(existing.config)
+        if was != sorted(self._subjects):
+            log.info(
+                "consumer %s now reads %s (was %s)", self.name, ", ".join(self._subjects), ", ".join(was)
+            )
+        config.deliver_policy = existing.config.deliver_policy
+        config.opt_start_seq = existing.config.opt_start_seq
+        config.opt_start_time = existing.config.opt_start_time
+        try:
+            await self._js.add_consumer(self._stream, config)
+        except APIError as exc:
+            await self._replace(existing, config, exc)
+
+    async def _replace(self, existing: ConsumerInfo, config: ConsumerConfig, refusal: APIError) -> None:
+        start = (existing.ack_floor.stream_seq if existing.ack_floor else 0) + 1
+        log.warning(
+            "consumer %s cannot be updated in place (%s): replacing it, reading from stream sequence %d",
+            self.name,
+            refusal.description or refusal,
+            start,
+        )
+        await self._js.delete_consumer(self._stream, self.name)
+        config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+        config.opt_start_seq = start
+        config.opt_start_time = None
+        await self._js.add_consumer(self._stream, config)
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.setup()
@@ -129,7 +187,7 @@ class IdempotentConsumer:
         try:
             while not stop.is_set():
                 try:
-                    messages = await subscription.fetch(self._batch, timeout=1.0)
+                    messages = await subscription.fetch(self._batch, timeout=self._fetch_wait)
                 except (NatsTimeoutError, TimeoutError):
                     continue
                 except Exception as exc:  # broker away: wait for the reconnect
@@ -172,12 +230,12 @@ class IdempotentConsumer:
     async def _process_batch(self, events: list[IncomingEvent]) -> tuple[int, int]:
         async with self._uow_factory() as uow:
             fresh = await uow.claim_events(self.name, [(e.event_id, e.subject) for e in events])
-            for event in events:
-                if event.event_id in fresh:
-                    with consumer_span(
-                        _tracer, f"consume {event.event_type or event.subject}", event.headers
-                    ):
-                        await self._handler(event, uow)
+            claimed = [e for e in events if e.event_id in fresh]
+            if self._prefetch is not None and claimed:
+                await self._prefetch(claimed, uow)
+            for event in claimed:
+                with consumer_span(_tracer, f"consume {event.event_type or event.subject}", event.headers):
+                    await self._handler(event, uow)
             await uow.commit()
         return len(fresh), len(events) - len(fresh)
 

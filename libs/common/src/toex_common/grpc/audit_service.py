@@ -1,7 +1,7 @@
 """toex.audit.v1.AuditService: auditors read and verify a service's own audit log.
 
 Every service serves it next to its own API: `add_audit_service(server, engine)` and merge
-`AUDIT_RULES` into the service's method policy.
+`AUDIT_RULES` into the service's method policy (and `AUDIT_SERVED` into what it serves).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from toex.audit.v1 import audit_pb2, audit_pb2_grpc
 from toex.type.v1 import audit_pb2 as audit_types
 from toex_kernel.errors import InvalidArgument
+from toex_kernel.installation import Served, served_for
 from toex_kernel.policy import MethodRule, rules_for
 from toex_kernel.principal import Role
 from toex_kernel.regions import Region
@@ -30,6 +31,14 @@ AUDIT_RULES = rules_for(
     {
         "ListAuditRecords": MethodRule.read(Role.AUDITOR),
         "VerifyAuditLog": MethodRule.read(Role.AUDITOR, purpose_required=False),
+    },
+)
+# Every installation answers for its own log.
+AUDIT_SERVED = served_for(
+    SERVICE_NAME,
+    {
+        "ListAuditRecords": Served.nowhere("this installation's own audit log"),
+        "VerifyAuditLog": Served.nowhere("this installation's own audit log"),
     },
 )
 

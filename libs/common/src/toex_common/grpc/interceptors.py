@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from typing import Any, Protocol
 
 import grpc
 from grpc import aio
 from opentelemetry import context as otel_context
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from opentelemetry.trace import Status, StatusCode
 from toex_kernel.errors import DomainError, OutOfScope, Unauthenticated, Unavailable
 from toex_kernel.policy import PURPOSE_METADATA_KEY, MethodPolicy, is_public, normalise_purpose
@@ -34,11 +35,29 @@ from toex_common.auth import TokenVerifier
 from toex_common.context import CallState, begin_call, current_call, end_call
 from toex_common.db import connection_lost
 from toex_common.grpc.status import grpc_code, internal_status, to_status, unavailable_status
+from toex_common.installation import Gate, gated_stream
 from toex_common.telemetry import extract
 
 log = logging.getLogger(__name__)
 
 DATABASE_UNAVAILABLE = "the database is unavailable for a moment; try again (with the same request_id)"
+
+
+class DatabaseState:
+    """What the service's dependency check last found of its database (ServiceApp keeps it).
+    While `away`, every call that must be audited (all but health and reflection) is refused at
+    once rather than left waiting on a database that may not answer until the caller's deadline,
+    and no audit entry is attempted."""
+
+    __slots__ = ("away",)
+
+    def __init__(self) -> None:
+        self.away = False
+
+
+class DatabaseAway(ConnectionError):
+    """The call was refused because the dependency check found the database away."""
+
 
 Proceed = Callable[[], Awaitable[Any]]
 Around = Callable[[str, aio.ServicerContext, Proceed], Awaitable[Any]]
@@ -56,8 +75,10 @@ class InterceptorChain:
     def __init__(self, interceptors: Sequence[Interceptor]) -> None:
         self.around = _compose([i.around for i in interceptors])
 
-    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        return wrap_handler(self.around, method, handler)
+    def wrap(
+        self, method: str, handler: grpc.RpcMethodHandler, gate: Gate | None = None
+    ) -> grpc.RpcMethodHandler:
+        return wrap_handler(self.around, method, handler, gate)
 
 
 def _compose(arounds: list[Around]) -> Around:
@@ -79,12 +100,35 @@ def _compose(arounds: list[Around]) -> Around:
     return nested
 
 
-def wrap_handler(around: Around, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    """The same handler with its behaviour run inside `around(method, context, behaviour)`."""
+# The request of the unary call being handled (grpc.aio runs each call in a task of its own, so
+# it is never another call's): read only for the request id (AIP-155) in the log line of a call
+# whose audit entry could not be written.
+_current_request: ContextVar[Any] = ContextVar("toex_request", default=None)
+
+
+def wrap_handler(
+    around: Around, method: str, handler: grpc.RpcMethodHandler, gate: Gate | None = None
+) -> grpc.RpcMethodHandler:
+    """The same handler with its behaviour run inside `around(method, context, behaviour)`.
+
+    With a `gate` (toex_common.installation: is the request's region served here?), each request
+    passes it inside `around`, after authentication and authorisation and before the servicer:
+    a refusal is mapped, audited and traced as any error of the method. A client stream's
+    messages pass it one by one, as the servicer reads them."""
     if handler.unary_unary:
         inner_uu: Any = handler.unary_unary
+        if gate is not None:
+
+            async def gated_unary_unary(request: Any, context: aio.ServicerContext) -> Any:
+                _current_request.set(request)
+                return await around(method, context, lambda: inner_uu(gate(request), context))
+
+            return grpc.unary_unary_rpc_method_handler(
+                gated_unary_unary, handler.request_deserializer, handler.response_serializer
+            )
 
         async def unary_unary(request: Any, context: aio.ServicerContext) -> Any:
+            _current_request.set(request)
             return await around(method, context, lambda: inner_uu(request, context))
 
         return grpc.unary_unary_rpc_method_handler(
@@ -94,6 +138,8 @@ def wrap_handler(around: Around, method: str, handler: grpc.RpcMethodHandler) ->
         inner_su: Any = handler.stream_unary
 
         async def stream_unary(requests: Any, context: aio.ServicerContext) -> Any:
+            if gate is not None:
+                requests = gated_stream(requests, gate)
             return await around(method, context, lambda: inner_su(requests, context))
 
         return grpc.stream_unary_rpc_method_handler(
@@ -103,7 +149,12 @@ def wrap_handler(around: Around, method: str, handler: grpc.RpcMethodHandler) ->
         inner_us: Any = handler.unary_stream
 
         async def unary_stream(request: Any, context: aio.ServicerContext) -> None:
-            await around(method, context, lambda: _write_all(inner_us(request, context), context))
+            _current_request.set(request)
+            await around(
+                method,
+                context,
+                lambda: _write_all(inner_us(request if gate is None else gate(request), context), context),
+            )
 
         return grpc.unary_stream_rpc_method_handler(
             unary_stream, handler.request_deserializer, handler.response_serializer
@@ -111,6 +162,8 @@ def wrap_handler(around: Around, method: str, handler: grpc.RpcMethodHandler) ->
     inner_ss: Any = handler.stream_stream
 
     async def stream_stream(requests: Any, context: aio.ServicerContext) -> None:
+        if gate is not None:
+            requests = gated_stream(requests, gate)
         await around(method, context, lambda: _write_all(inner_ss(requests, context), context))
 
     return grpc.stream_stream_rpc_method_handler(
@@ -154,7 +207,9 @@ class StandardChain:
 
     - tracing: a server span per call, a child of the caller's `traceparent` when it sends one;
     - audit: every non-public call recorded with its outcome once it ends; a call whose entry
-      cannot be written fails with UNAVAILABLE, so no read goes unlogged;
+      cannot be written fails with UNAVAILABLE, so no read goes unlogged, and its entry goes to
+      the service's log instead (a warning with the entry's fields and the request id), counted
+      by the counter `toex.audit.unwritten`;
     - error mapping: the one place domain errors become gRPC statuses with google.rpc.Status
       details; anything else is INTERNAL, without its message;
     - authentication: a bearer token verified offline (a token seen before costs a lookup);
@@ -166,9 +221,22 @@ class StandardChain:
     _CLIENT_ERRORS = frozenset({"NOT_FOUND", "INVALID_ARGUMENT", "FAILED_PRECONDITION", "ALREADY_EXISTS"})
 
     def __init__(
-        self, *, service: str, verifier: TokenVerifier, policy: MethodPolicy, audit: AuditSink
+        self,
+        *,
+        service: str,
+        verifier: TokenVerifier,
+        policy: MethodPolicy,
+        audit: AuditSink,
+        meter: metrics.Meter | None = None,
+        database: DatabaseState | None = None,
     ) -> None:
         self._tracer = trace.get_tracer(service)
+        self._database = database or DatabaseState()
+        self._unwritten = (meter or metrics.get_meter("toex.audit")).create_counter(
+            "toex.audit.unwritten",
+            unit="{call}",
+            description="calls whose audit entry could not be written (each is logged instead)",
+        )
         self._span_names: dict[str, tuple[str, dict[str, str]]] = {}
         self._verifier = verifier
         # A verifier that remembers tokens answers for one it has seen without a coroutine.
@@ -198,6 +266,8 @@ class StandardChain:
                     try:
                         state.principal = principal = await self._authenticate(authorization)
                         state.purpose = normalise_purpose(purpose)
+                        if self._database.away:
+                            raise DatabaseAway("the dependency check found the database away")
                         self._policy.check(principal, method, state.purpose)
                         state.streaming = self
                         result = await proceed()
@@ -267,10 +337,11 @@ class StandardChain:
         """A streaming read's entry, durable before its first item is sent; if it cannot be
         written, nothing is sent and the call fails UNAVAILABLE."""
         state.streaming = None
+        entry = self._entry(state.method, state, "OK")
         try:
-            await self._audit.record(self._entry(state.method, state, "OK"))
-        except Exception:
-            log.exception("audit entry for %s could not be written", state.method)
+            await self._record_entry(entry)
+        except Exception as failure:
+            self._unwritten_entry(entry, state, failure)
             raise Unavailable("audit log unavailable; try again") from None
         state.audited = "opened"
 
@@ -279,29 +350,39 @@ class StandardChain:
     ) -> None:
         """Answer a refused or failed call, its audit entry written first: if the entry cannot
         be written the caller is told UNAVAILABLE, not the refusal. Calls without a valid
-        token are counted per peer and minute instead of a row each (anyone can make them)."""
+        token are counted per peer and minute instead of a row each (anyone can make them).
+
+        A call that failed because the database is away (or was refused because the dependency
+        check found it away) read and changed nothing (its transaction never committed), so it
+        owes no audit entry, and with the database away none can be written: it is logged and
+        counted instead (`_unwritten_entry`), and the caller is told the database is
+        unavailable."""
+        database_away = False
         if isinstance(exc, DomainError):
             if isinstance(exc, OutOfScope):
                 state.audit_outcome = "DENIED_OUT_OF_SCOPE"
             code, status = grpc_code(exc), to_status(exc)
-        elif connection_lost(exc):
+        elif database_away := connection_lost(exc):
             # The database restarted, failed over or dropped the session: the caller may try
             # again (with the same request id), and the service recovers by itself.
-            log.warning("database connection lost in %s: %r", method, exc)
+            if not isinstance(exc, DatabaseAway):
+                log.warning("database connection lost in %s: %r", method, exc)
             code, status = grpc.StatusCode.UNAVAILABLE, unavailable_status(DATABASE_UNAVAILABLE)
         else:
             log.error("unhandled error in %s", method, exc_info=exc)
             code, status = grpc.StatusCode.INTERNAL, internal_status()
         state.audited = "final"
+        entry = self._entry(method, state, state.audit_outcome or code.name)
         try:
             if isinstance(exc, Unauthenticated) and state.principal is None:
                 for summary in self._unauthenticated.count(method, state.peer):
-                    await self._audit.record(summary)
+                    await self._record_entry(summary)
             else:
-                await self._audit.record(self._entry(method, state, state.audit_outcome or code.name))
-        except Exception:
-            log.exception("audit entry for %s could not be written", method)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "audit log unavailable; try again")
+                await self._record_entry(entry)
+        except Exception as failure:
+            self._unwritten_entry(entry, state, failure)
+            if not database_away:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "audit log unavailable; try again")
         await context.abort(
             code, status.message, trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),)
         )
@@ -325,14 +406,63 @@ class StandardChain:
     ) -> None:
         entry = self._entry(method, state, state.audit_outcome or _status_name(context, failure))
         try:
-            await self._audit.record(entry)
-        except Exception:
-            log.exception("audit entry for %s could not be written", method)
+            await self._record_entry(entry)
+        except Exception as error:
+            self._unwritten_entry(entry, state, error)
             if failure is None:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "audit log unavailable; try again")
 
+    async def _record_entry(self, entry: AuditEntry) -> None:
+        """Write `entry`; while the database is known away, fail at once instead of waiting on it."""
+        if self._database.away:
+            raise DatabaseAway("the dependency check found the database away")
+        await self._audit.record(entry)
+
+    def _unwritten_entry(self, entry: AuditEntry, state: CallState, error: BaseException) -> None:
+        """An entry the audit log could not take: counted (`toex.audit.unwritten`, by method and
+        outcome), and written to the service's log as one structured line with the entry's
+        fields and the request id, so the call can still be traced. Calls without a valid token
+        are counted only: anyone can make them, and the log is no place to let them grow."""
+        self._unwritten.add(1, {"rpc.method": entry.action, "toex.audit.outcome": entry.outcome})
+        if state.principal is None and entry.outcome == "UNAUTHENTICATED":
+            return
+        log.warning(
+            "audit entry not written: %s %s by %s",
+            entry.outcome,
+            entry.action,
+            entry.actor_username or "(unknown)",
+            extra={
+                "audit_action": entry.action,
+                "audit_outcome": entry.outcome,
+                "actor_subject": entry.actor_subject,
+                "actor_username": entry.actor_username,
+                "actor_roles": list(entry.actor_roles),
+                "actor_region": entry.actor_region,
+                "resources": list(entry.resources),
+                "purpose": entry.purpose,
+                "request_id": _request_id(_current_request.get()),
+                "peer": entry.peer,
+                "audit_error": repr(error),
+            },
+        )
+
+
+def _request_id(request: Any) -> str:
+    value = getattr(request, "request_id", "")
+    return value if isinstance(value, str) else ""
+
 
 def standard_interceptors(
-    *, service: str, verifier: TokenVerifier, policy: MethodPolicy, audit: AuditSink
+    *,
+    service: str,
+    verifier: TokenVerifier,
+    policy: MethodPolicy,
+    audit: AuditSink,
+    meter: metrics.Meter | None = None,
+    database: DatabaseState | None = None,
 ) -> list[Interceptor]:
-    return [StandardChain(service=service, verifier=verifier, policy=policy, audit=audit)]
+    return [
+        StandardChain(
+            service=service, verifier=verifier, policy=policy, audit=audit, meter=meter, database=database
+        )
+    ]

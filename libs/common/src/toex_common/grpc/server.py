@@ -6,7 +6,7 @@ import asyncio
 import gc
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -16,14 +16,18 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from toex_common.grpc.interceptors import Interceptor, InterceptorChain
+from toex_common.installation import Gate
 
 log = logging.getLogger(__name__)
 
 
 class _GenericGuarded(grpc.GenericRpcHandler):
-    def __init__(self, inner: grpc.GenericRpcHandler, chain: InterceptorChain) -> None:
+    def __init__(
+        self, inner: grpc.GenericRpcHandler, chain: InterceptorChain, gates: Mapping[str, Gate]
+    ) -> None:
         self._inner = inner
         self._chain = chain
+        self._gates = gates
         self._cache: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
@@ -33,7 +37,7 @@ class _GenericGuarded(grpc.GenericRpcHandler):
         method = handler_call_details.method
         cached = self._cache.get(method)
         if cached is None or cached[0] is not handler:
-            cached = (handler, self._chain.wrap(method, handler))
+            cached = (handler, self._chain.wrap(method, handler, self._gates.get(method)))
             self._cache[method] = cached
         return cached[1]
 
@@ -41,18 +45,25 @@ class _GenericGuarded(grpc.GenericRpcHandler):
 class _Guarded:
     """What servicers are registered on: the server, with every handler wrapped in the guard chain."""
 
-    def __init__(self, server: aio.Server, chain: InterceptorChain) -> None:
+    def __init__(self, server: aio.Server, chain: InterceptorChain, gates: Mapping[str, Gate]) -> None:
         self._server = server
         self._chain = chain
+        self._gates = gates
 
     def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
-        self._server.add_generic_rpc_handlers([_GenericGuarded(h, self._chain) for h in handlers])
+        self._server.add_generic_rpc_handlers(
+            [_GenericGuarded(h, self._chain, self._gates) for h in handlers]
+        )
 
     def add_registered_method_handlers(
         self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
     ) -> None:
         self._server.add_registered_method_handlers(  # type: ignore[attr-defined]
-            service, {name: self._chain.wrap(f"/{service}/{name}", h) for name, h in handlers.items()}
+            service,
+            {
+                name: self._chain.wrap(f"/{service}/{name}", h, self._gates.get(f"/{service}/{name}"))
+                for name, h in handlers.items()
+            },
         )
 
     def __getattr__(self, name: str) -> Any:
@@ -74,13 +85,16 @@ async def create_server(
     port: int = 0,
     options: Sequence[tuple[str, Any]] = (),
     credentials: grpc.ServerCredentials | None = None,
+    gates: Mapping[str, Gate] | None = None,
 ) -> tuple[aio.Server, int, HealthServicer]:
     """Build a server with the given servicers, health and reflection; bind `host:port`
     (port 0 picks a free one); `options` are extra grpc channel arguments (e.g. message size limits
-    for uploads); with `credentials` it listens with TLS only. Returns the server, its bound port
-    and the health servicer."""
+    for uploads); with `credentials` it listens with TLS only; `gates` check a method's requests
+    inside the chain, before its servicer (toex_common.installation). Returns the server, its
+    bound port and the health servicer."""
     server = aio.server(options=[("grpc.so_reuseport", 0), *options])
-    register(_Guarded(server, InterceptorChain(interceptors)) if interceptors else server)  # type: ignore[arg-type]
+    guarded = interceptors or gates
+    register(_Guarded(server, InterceptorChain(interceptors), gates or {}) if guarded else server)  # type: ignore[arg-type]
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = list(service_names)

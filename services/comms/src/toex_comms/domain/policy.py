@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 from toex_kernel.errors import OutOfScope
 from toex_kernel.grants import JobGrant, covered, covered_for_reading
+from toex_kernel.installation import Served, served_for
 from toex_kernel.policy import MethodRule, rules_for, service_sees_all
 from toex_kernel.principal import Principal, Role
 from toex_kernel.regions import Region
@@ -91,6 +92,39 @@ METHOD_RULES = rules_for(
         **{m: MethodRule.read(*READERS) for m in _READS},
         "ListMappingProfiles": MethodRule.read(*READERS, purpose_required=False),
         **{m: MethodRule.write(*WORKERS) for m in _WRITES},
+    },
+)
+
+# Where each request names the region of the material it reaches: an installation stores and
+# analyses only its own region's comms data (toex_kernel.installation); `regions/-` reads its own.
+_ANALYSIS = Served.by("scope.parent", "scope.datasets")
+SERVED = served_for(
+    SERVICE,
+    {
+        "ImportCdr": Served.by("header.parent"),
+        "ImportAnpr": Served.by("header.parent"),
+        "ImportAdverts": Served.by("header.parent"),
+        "GetDataset": Served.by("name"),
+        "ListDatasets": Served.listing_of("parent"),
+        "ListRejections": Served.by("parent"),
+        "CreateMappingProfile": Served.by("parent"),
+        "ListMappingProfiles": Served.by("parent"),
+        "SearchPhoneIndex": Served.listing_of("parent"),
+        "ListPhoneIndex": Served.by("parent", "datasets"),
+        "AttributeIdentifier": Served.by("parent"),
+        "GetContactNetwork": _ANALYSIS,
+        "FindCommonContacts": _ANALYSIS,
+        "RankSuspects": _ANALYSIS,
+        "GetTargetProfile": _ANALYSIS,
+        "FindColocations": _ANALYSIS,
+        "CreateWatchlist": Served.by("parent"),
+        "AddWatchlistNumbers": Served.by("name"),
+        "ListWatchlists": Served.by("parent"),
+        "ListWatchlistContacts": Served.by("parent"),
+        "ListAdvertFlags": Served.by("parent", "dataset"),
+        "FindConvoys": _ANALYSIS,
+        "GetTravelPattern": _ANALYSIS,
+        "Export": _ANALYSIS,
     },
 )
 

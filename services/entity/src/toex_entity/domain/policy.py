@@ -61,6 +61,7 @@ from collections.abc import Iterable
 
 from toex_kernel.errors import PermissionDenied
 from toex_kernel.grants import JobGrant, covered, covered_for_reading, job_of_purpose
+from toex_kernel.installation import Served, served_for
 from toex_kernel.policy import MethodRule, rules_for, sees_region
 from toex_kernel.principal import Principal, Role
 from toex_kernel.regions import Region
@@ -84,6 +85,25 @@ METHOD_RULES = rules_for(
         "DecideReview": MethodRule.write(RES, ANA, SUP, NC, purpose_required=True),
         "MergeEntities": MethodRule.write(ANA, SUP, NC, purpose_required=True),
         "SplitEntity": MethodRule.write(ANA, SUP, NC, purpose_required=True),
+    },
+)
+
+# Where each request names the region of the records it reaches: an installation stores and
+# serves only its own region's records (toex_kernel.installation). Entities (`entities/{id}`)
+# carry no region: an installation finds only those it holds.
+_HELD = "entities are named without a region; an installation reaches only those it holds"
+SERVED = served_for(
+    SERVICE,
+    {
+        "ResolveRecord": Served.by("parent"),
+        "IngestRecords": Served.by("parent"),
+        "GetEntity": Served.nowhere(_HELD),
+        "SearchEntities": Served.nowhere(_HELD),
+        "ExplainMatch": Served.by("record_a", "record_b"),
+        "ListReviewTasks": Served.listing_of("parent"),
+        "DecideReview": Served.by("name"),
+        "MergeEntities": Served.nowhere(_HELD),
+        "SplitEntity": Served.by("records"),
     },
 )
 

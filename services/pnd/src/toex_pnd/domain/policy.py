@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from toex_kernel.errors import NotFound, OutOfScope, PermissionDenied
 from toex_kernel.grants import JobGrant, covered, covered_for_reading, job_of
+from toex_kernel.installation import Served, served_for
 from toex_kernel.policy import MethodRule, rules_for
 from toex_kernel.principal import Principal, Role
 from toex_kernel.regions import Region
@@ -63,6 +64,28 @@ METHOD_RULES = rules_for(
         "RunReconciliation": MethodRule.write(SUP, NC, SVC),
         "GetReconciliation": MethodRule.read(RES, SUP, NC, SVC, purpose_required=False),
         "ListReconciliationItems": MethodRule.read(RES, SUP, NC, SVC, purpose_required=False),
+    },
+)
+
+# Where each request names the region of what it reaches: an installation holds and sends to
+# the PND only its own region's intelligence (toex_kernel.installation); `regions/-` reads its
+# own. A reconciliation is the installation's own (of what it has sent).
+_OWN_RECONCILIATION = "a reconciliation of what this installation has sent to the PND"
+SERVED = served_for(
+    SERVICE,
+    {
+        "SubmitIntelligence": Served.by("parent"),
+        "UpdateIntelligence": Served.by("record.name"),
+        "DeleteIntelligence": Served.by("name"),
+        "GetIntelligence": Served.by("name"),
+        "ListIntelligence": Served.listing_of("parent"),
+        "ReleaseIntelligence": Served.by("name"),
+        "ListSubmissions": Served.by("parent"),
+        "GetSyncStatus": Served.listing_of("name", empty="regions/-/syncStatus"),
+        "SearchPnd": Served.by("parent"),
+        "RunReconciliation": Served.nowhere(_OWN_RECONCILIATION),
+        "GetReconciliation": Served.nowhere(_OWN_RECONCILIATION),
+        "ListReconciliationItems": Served.filtered_by("region"),
     },
 )
 

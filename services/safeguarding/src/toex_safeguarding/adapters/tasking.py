@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+from grpc_status import rpc_status
 from toex.tasking.v1 import tasking_pb2, tasking_pb2_grpc
 from toex_common import tls
 from toex_common.config import ServiceSettings
+from toex_common.grpc.status import wrong_installation
 from toex_kernel.errors import Unavailable
 
 
@@ -36,7 +38,8 @@ class TaskingJobs:
 
     async def visible(self, job: str, credentials: tuple[tuple[str, str], ...]) -> bool:
         """Whether the caller may see `job`: GetJob with the caller's own token and purpose, so
-        tasking's rules (region, grants) decide and audit it. NOT_FOUND and the like: no."""
+        tasking's rules (region, grants) decide and audit it. NOT_FOUND and the like: no; nor
+        a job of a region this installation does not serve (its tasking holds no such job)."""
         try:
             await self._stub().GetJob(
                 tasking_pb2.GetJobRequest(name=job), metadata=credentials, timeout=self._timeout
@@ -48,6 +51,8 @@ class TaskingJobs:
                 grpc.StatusCode.INVALID_ARGUMENT,
             ):
                 return False
+            if _wrong_installation(exc):
+                return False
             raise Unavailable("the tasking service cannot confirm the job now; try again") from None
         return True
 
@@ -55,3 +60,14 @@ class TaskingJobs:
         if self._channel is not None:
             await self._channel.close(None)
             self._channel = None
+
+
+def _wrong_installation(error: grpc.aio.AioRpcError) -> bool:
+    """Tasking here serves another region than the job's: it holds no such job."""
+    if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
+        return False
+    try:
+        status = rpc_status.from_call(error)  # type: ignore[arg-type]  # an aio error is a Call
+    except ValueError:
+        return False
+    return status is not None and wrong_installation(status) is not None

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 from toex_kernel.errors import NotFound, OutOfScope, PermissionDenied
 from toex_kernel.grants import JobGrant, covered, covered_for_reading
+from toex_kernel.installation import Served, served_for
 from toex_kernel.policy import MethodRule, rules_for, sees_region
 from toex_kernel.principal import Principal, Role
 from toex_kernel.regions import Region
@@ -66,6 +67,27 @@ METHOD_RULES = rules_for(
         "RecordDecision": MethodRule.write(SO, SUP, purpose_required=True),
         "CloseReferral": MethodRule.write(SO, SUP, purpose_required=True),
         "ListOverdue": MethodRule.read(SO, SUP, NC),
+    },
+)
+
+# Where each request names the region of the referral it reaches: an installation serves only
+# its own region's referrals (toex_kernel.installation); `regions/-` lists its own. A referral's
+# linked job is checked by tasking (with the author's token), at this installation.
+SERVED = served_for(
+    SERVICE,
+    {
+        "CreateReferral": Served.by("parent"),
+        "GetReferral": Served.by("name"),
+        "ListReferrals": Served.listing_of("parent"),
+        "UpdateReferral": Served.by("referral.name"),
+        "SubmitForApproval": Served.by("name"),
+        "ApproveReferral": Served.by("name"),
+        "ReturnReferral": Served.by("name"),
+        "RecordSubmission": Served.by("name"),
+        "RecordAcknowledgement": Served.by("name"),
+        "RecordDecision": Served.by("name"),
+        "CloseReferral": Served.by("name"),
+        "ListOverdue": Served.listing_of("parent"),
     },
 )
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from toex_kernel.errors import NotFound, OutOfScope, PermissionDenied
+from toex_kernel.installation import Served, served_for
 from toex_kernel.policy import MethodRule, all_roles_except, rules_for, sees_region, service_sees_all
 from toex_kernel.principal import Principal, Role
 from toex_kernel.regions import Region
@@ -61,6 +62,31 @@ METHOD_RULES = rules_for(
         "ListInboxItems": MethodRule.read(*PEOPLE, purpose_required=False),
         "MarkInboxItemsRead": MethodRule.write(*PEOPLE),
         "WatchInbox": MethodRule.read(*PEOPLE, purpose_required=False),
+    },
+)
+
+# Where each request names the region of the job it reaches: an installation serves only its
+# own region's jobs (toex_kernel.installation); `regions/-` lists the jobs it holds.
+SERVED = served_for(
+    SERVICE,
+    {
+        "CreateJob": Served.by("parent"),
+        "GetJob": Served.by("name"),
+        "ListJobs": Served.listing_of("parent"),
+        "UpdateJob": Served.by("job.name"),
+        "AssignJob": Served.by("name"),
+        "ReassignJob": Served.by("name"),
+        "UpdateJobStatus": Served.by("name"),
+        "AddJobNote": Served.by("parent"),
+        "RecordFeedback": Served.by("name"),
+        "GetRegionCapacity": Served.by("name"),
+    },
+) | served_for(
+    INBOX_SERVICE,
+    {
+        "ListInboxItems": Served.nowhere("the caller's own inbox"),
+        "MarkInboxItemsRead": Served.nowhere("the caller's own inbox"),
+        "WatchInbox": Served.nowhere("the caller's own inbox"),
     },
 )
 
