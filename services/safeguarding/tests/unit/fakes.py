@@ -113,7 +113,8 @@ class FakeIdentityLog:
 
     def __init__(self) -> None:
         self.changes: dict[tuple[Region, str], IdentityChange] = {}
-        self.aliases: dict[tuple[Region, str], tuple[str, str]] = {}
+        self.held_aliases: dict[tuple[Region, str], tuple[str, str]] = {}
+        self.batch_lookups = 0
 
     async def claim(self, region: Region, change: IdentityChange) -> bool:
         if (region, change.key) in self.changes:
@@ -133,15 +134,19 @@ class FakeIdentityLog:
         return next((c.key for (r, _), c in self.changes.items() if r is region and c.undoes == key), None)
 
     async def alias(self, region: Region, alias: str) -> str | None:
-        found = self.aliases.get((region, alias))
+        found = self.held_aliases.get((region, alias))
         return found[0] if found else None
 
+    async def aliases(self, region: Region, aliases: Collection[str]) -> dict[str, str]:
+        self.batch_lookups += 1
+        return {a: found[0] for a in aliases if (found := self.held_aliases.get((region, a)))}
+
     async def add_alias(self, region: Region, alias: str, subject: str, change: str) -> None:
-        self.aliases[region, alias] = (subject, change)
+        self.held_aliases[region, alias] = (subject, change)
 
     async def drop_aliases(self, region: Region, change: str) -> None:
-        for key in [k for k, (_, c) in self.aliases.items() if k[0] is region and c == change]:
-            del self.aliases[key]
+        for key in [k for k, (_, c) in self.held_aliases.items() if k[0] is region and c == change]:
+            del self.held_aliases[key]
 
 
 class FakeSafeguardingUnitOfWork(FakeUnitOfWorkBase):

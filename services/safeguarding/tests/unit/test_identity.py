@@ -10,6 +10,8 @@ from datetime import datetime, timedelta
 
 import pytest
 from google.protobuf.message import Message
+from toex.comms.events.v1 import events_pb2 as comms_events
+from toex.comms.v1 import resources_pb2 as comms
 from toex.entity.events.v1 import events_pb2 as ev
 from toex.entity.v1 import entity_pb2
 from toex_common.events import build_event
@@ -23,7 +25,7 @@ from toex_safeguarding.domain import commands
 from toex_safeguarding.domain.calendar import LONDON
 from toex_safeguarding.domain.model import Evidence, Referral
 from toex_safeguarding.domain.values import AgeBand, Concern, Destination, EvidenceKind, RiskLevel, State
-from toex_safeguarding.entrypoints import identity
+from toex_safeguarding.entrypoints import identity, triggers
 from toex_safeguarding.service_layer import handlers
 
 from .fakes import FakeJobs, FakeSafeguardingUnitOfWork
@@ -342,6 +344,52 @@ async def test_a_referral_on_a_bare_number_gets_the_person_once_linked(
     # The other region's own link moves its own referral only.
     await deliver(uow, envelope(linked("ent-q", NUMBER), Region.LONDON))
     assert stored(uow, london).subject.entity_id == "ent-q" and stored(uow, r).subject.entity_id == "ent-p"
+
+
+def contact(victim_entity: str = "", victim_number: str = "") -> IncomingEvent:
+    """comms' finding that the victim side was in contact with a registered sex offender."""
+    message = comms_events.WatchlistContactDetected(
+        list_a=comms.WatchlistRef(
+            name="regions/EMSOU/watchlists/rso", kind=comms.WATCHLIST_KIND_REGISTERED_SEX_OFFENDER
+        ),
+        number_a="+447700900001",
+        list_b=comms.WatchlistRef(name="regions/EMSOU/watchlists/v", kind=comms.WATCHLIST_KIND_VICTIM),
+        number_b=victim_number,
+        entity_id_b=victim_entity,
+        contact_count=3,
+    )
+    e = build_event(message, domain="comms", source="toex/comms", region=Region.EMSOU)
+    return decode(e.subject, e.payload, e.headers)
+
+
+async def test_a_batch_of_findings_is_resolved_at_once_and_joins_who_they_are_now(
+    uow: FakeSafeguardingUnitOfWork,
+) -> None:
+    survivor = await found(uow, "ent-t")
+    person = await found(uow, f"phone:{NUMBER}", at=NOW + timedelta(hours=1))
+    await deliver(uow, envelope(merged("ent-s", "ent-m", change="c1")))  # M into S
+    await deliver(uow, envelope(merged("ent-t", "ent-s", change="c2")))  # then S into T
+    await deliver(uow, envelope(linked("ent-p", NUMBER)))  # the number's referral follows P
+    trigger_bus = MessageBus()
+    triggers.subscribe(trigger_bus, "sg", lambda: NOW)
+    prefetch = trigger_bus.prefetcher("sg-comms-triggers")
+    handle = trigger_bus.dispatcher("sg-comms-triggers")
+    assert prefetch is not None
+    batch = [contact("ent-m"), contact(victim_number=NUMBER), contact("entities/ent-s"), contact("ent-new")]
+    async with uow:
+        await prefetch(batch, uow)
+        # One lookup per step along the chains, not one per finding: M, S, the number and the
+        # new id at once (finding M -> S, S -> T and the number's person), then T and P (nothing).
+        assert uow.identity.batch_lookups == 2
+        for event in batch:
+            await handle(event, uow)
+        await uow.commit()
+    joined = {e.ref for e in stored(uow, survivor).evidence}
+    assert {batch[0].event_id, batch[2].event_id} <= joined  # M and S are T now
+    assert batch[1].event_id in {e.ref for e in stored(uow, person).evidence}  # the number is P's
+    [new] = [r for r in uow.referrals.referrals.values() if r.subject.entity_id == "ent-new"]
+    assert [e.ref for e in new.evidence if e.kind is EvidenceKind.EVENT] == [batch[3].event_id]
+    assert len(uow.referrals.referrals) == 3
 
 
 async def test_only_a_persons_record_moves_a_number_referral(uow: FakeSafeguardingUnitOfWork) -> None:

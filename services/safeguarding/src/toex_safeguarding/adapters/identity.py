@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import String, any_, bindparam, delete, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from toex_kernel.regions import Region
@@ -36,9 +38,20 @@ def _change(row: Any) -> IdentityChange:
     )
 
 
+_a = subject_aliases.c
+# Built once (their parameters bound by name): a trigger resolves its subject on every event.
+_ALIAS = select(_a.subject).where(_a.region == bindparam("region"), _a.alias == bindparam("alias"))
+_ALIASES = select(_a.alias, _a.subject).where(
+    _a.region == bindparam("region"), _a.alias == any_(bindparam("aliases", type_=ARRAY(String)))
+)
+
+
 class SqlIdentityLog:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+        # What `aliases` found each alias stands for (None: itself), answered again without a
+        # round trip in this unit of work; kept right by this log's own alias changes.
+        self._found: dict[tuple[Region, str], str | None] = {}
 
     async def claim(self, region: Region, change: IdentityChange) -> bool:
         # A concurrent claim of the same key waits for the first to commit, then finds it.
@@ -89,11 +102,19 @@ class SqlIdentityLog:
         return found.scalar_one_or_none()
 
     async def alias(self, region: Region, alias: str) -> str | None:
-        a = subject_aliases.c
-        found = await self.session.execute(
-            select(a.subject).where(a.region == region.value, a.alias == alias)
-        )
+        if (region, alias) in self._found:
+            return self._found[region, alias]
+        found = await self.session.execute(_ALIAS, {"region": region.value, "alias": alias})
         return found.scalar_one_or_none()
+
+    async def aliases(self, region: Region, aliases: Collection[str]) -> dict[str, str]:
+        wanted = [a for a in dict.fromkeys(aliases) if (region, a) not in self._found]
+        if wanted:
+            rows = await self.session.execute(_ALIASES, {"region": region.value, "aliases": wanted})
+            found = {row.alias: row.subject for row in rows}
+            for alias in wanted:
+                self._found[region, alias] = found.get(alias)
+        return {a: s for a in aliases if (s := self._found.get((region, a))) is not None}
 
     async def add_alias(self, region: Region, alias: str, subject: str, change: str) -> None:
         statement = pg_insert(subject_aliases).values(
@@ -105,9 +126,12 @@ class SqlIdentityLog:
                 set_={"subject": statement.excluded.subject, "change_key": statement.excluded.change_key},
             )
         )
+        self._found[region, alias] = subject
 
     async def drop_aliases(self, region: Region, change: str) -> None:
         a = subject_aliases.c
         await self.session.execute(
             delete(subject_aliases).where(a.region == region.value, a.change_key == change)
         )
+        # Which aliases the change had left is not known here: the region's are looked up again.
+        self._found = {key: value for key, value in self._found.items() if key[0] is not region}

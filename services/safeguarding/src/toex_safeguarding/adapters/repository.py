@@ -8,8 +8,21 @@ from dataclasses import astuple
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, insert, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import (
+    String,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from toex_kernel.regions import Region
 
@@ -249,6 +262,45 @@ def _key_state(referral: Referral) -> tuple[Any, ...]:
     return (referral.is_open, referral.subject.entity_id, tuple(referral.concerns))
 
 
+# The statements every trigger runs, built once (their parameters bound by name): building a
+# statement and its cache key afresh on each call cost the consumer about as much CPU as sending it.
+_k = open_referral_keys.c
+_HELD_KEYS = select(_k.subject_entity_id, _k.concern).where(_k.referral_id == bindparam("referral_id"))
+# One statement whatever the number of concerns (an array, not a row of parameters each).
+_CLAIM_KEYS = text(
+    "INSERT INTO open_referral_keys (region, subject_entity_id, concern, referral_id) "
+    "SELECT :region, :subject, concern, :referral_id FROM unnest(CAST(:concerns AS text[])) AS wanted(concern) "
+    "ON CONFLICT DO NOTHING RETURNING concern"
+)
+_INSERT_REFERRAL = insert(referrals)
+_UPDATE_REFERRAL = update(referrals).where(referrals.c.id == bindparam("referral_id"))
+_CLOCKS = (
+    select(referral_clocks)
+    .where(referral_clocks.c.referral_id == any_(bindparam("ids", type_=ARRAY(String))))
+    .order_by(referral_clocks.c.referral_id, referral_clocks.c.position)
+)
+
+
+def _open_holding(with_concern: bool) -> Any:
+    """The open referral holding a (region, subject) key, of one concern or any, locked."""
+    holder = select(_k.referral_id).where(
+        _k.region == bindparam("region"), _k.subject_entity_id == bindparam("subject")
+    )
+    if with_concern:
+        holder = holder.where(_k.concern == bindparam("concern"))
+    return (
+        select(referrals)
+        .where(referrals.c.id.in_(holder.scalar_subquery()), referrals.c.state != State.CLOSED.value)
+        .order_by(referrals.c.created_at, referrals.c.id)
+        .limit(1)
+        .with_for_update()
+    )
+
+
+_OPEN_OF_CONCERN = _open_holding(with_concern=True)
+_OPEN_OF_ANY_CONCERN = _open_holding(with_concern=False)
+
+
 class SqlReferralRepository:
     def __init__(self, session: AsyncSession, track: Callable[[Referral], None] = lambda _: None) -> None:
         self.session = session
@@ -258,18 +310,20 @@ class SqlReferralRepository:
         # save which did not change them (evidence added by a repeated trigger) skips rewriting them.
         self._loaded: dict[str, tuple[tuple[Any, ...], tuple[Any, ...]]] = {}
 
-    async def _claim_keys(self, referral: Referral) -> None:
+    async def _claim_keys(self, referral: Referral, *, new: bool = False) -> None:
         """Hold the (subject, concern) keys the referral has now, and only those: a subject that
-        changed (an identity change) moves its keys."""
+        changed (an identity change) moves its keys. A `new` referral holds none yet."""
         subject = referral.subject.entity_id
         wanted = {(subject, c.value) for c in referral.concerns} if referral.is_open else set()
         k = open_referral_keys.c
-        held = {
-            (row.subject_entity_id, row.concern)
-            for row in await self.session.execute(
-                select(k.subject_entity_id, k.concern).where(k.referral_id == referral.id)
-            )
-        }
+        held = (
+            set()
+            if new
+            else {
+                (row.subject_entity_id, row.concern)
+                for row in await self.session.execute(_HELD_KEYS, {"referral_id": referral.id})
+            }
+        )
         if stale := held - wanted:
             await self.session.execute(
                 delete(open_referral_keys).where(
@@ -282,20 +336,13 @@ class SqlReferralRepository:
         claimed = {
             row.concern
             for row in await self.session.execute(
-                pg_insert(open_referral_keys)
-                .values(
-                    [
-                        {
-                            "region": referral.region.value,
-                            "subject_entity_id": subject,
-                            "concern": concern,
-                            "referral_id": referral.id,
-                        }
-                        for concern in missing
-                    ]
-                )
-                .on_conflict_do_nothing()
-                .returning(k.concern)
+                _CLAIM_KEYS,
+                {
+                    "region": referral.region.value,
+                    "subject": subject,
+                    "referral_id": referral.id,
+                    "concerns": missing,
+                },
             )
         }
         taken = [c for c in missing if c not in claimed]
@@ -344,8 +391,8 @@ class SqlReferralRepository:
             )
 
     async def add(self, referral: Referral) -> None:
-        await self._claim_keys(referral)
-        await self.session.execute(insert(referrals).values(**_row(referral)))
+        await self._claim_keys(referral, new=True)
+        await self.session.execute(_INSERT_REFERRAL, _row(referral))
         if referral.clocks:
             await self._write_clocks(referral)
         self._loaded[referral.id] = (_clock_state(referral), _key_state(referral))
@@ -356,8 +403,8 @@ class SqlReferralRepository:
         if keys != _key_state(referral):
             await self._claim_keys(referral)
         row = _row(referral)
-        del row["id"]
-        await self.session.execute(update(referrals).where(referrals.c.id == referral.id).values(**row))
+        row["referral_id"] = row.pop("id")
+        await self.session.execute(_UPDATE_REFERRAL, row)
         if clocks != _clock_state(referral):
             await self._write_clocks(referral)
         self._loaded[referral.id] = (_clock_state(referral), _key_state(referral))
@@ -367,17 +414,13 @@ class SqlReferralRepository:
         found: dict[str, list[Clock]] = defaultdict(list)
         if not ids:
             return found
-        rows = await self.session.execute(
-            select(referral_clocks)
-            .where(referral_clocks.c.referral_id.in_(ids))
-            .order_by(referral_clocks.c.referral_id, referral_clocks.c.position)
-        )
+        rows = await self.session.execute(_CLOCKS, {"ids": ids})
         for row in rows:
             found[row.referral_id].append(_clock(row))
         return found
 
-    async def _load(self, statement: Any) -> list[Referral]:
-        rows = (await self.session.execute(statement)).all()
+    async def _load(self, statement: Any, parameters: dict[str, Any] | None = None) -> list[Referral]:
+        rows = (await self.session.execute(statement, parameters)).all()
         clocks = await self._clocks([r.id for r in rows])
         found = [_referral(r, clocks.get(r.id, [])) for r in rows]
         for referral in found:
@@ -394,20 +437,11 @@ class SqlReferralRepository:
     async def find_open(
         self, region: Region, subject_entity_id: str, concern: Concern | None
     ) -> Referral | None:
-        k = open_referral_keys.c
-        holder = select(k.referral_id).where(
-            k.region == region.value, k.subject_entity_id == subject_entity_id
-        )
-        if concern is not None:
-            holder = holder.where(k.concern == concern.value)
-        statement = (
-            select(referrals)
-            .where(referrals.c.id.in_(holder.scalar_subquery()), referrals.c.state != State.CLOSED.value)
-            .order_by(referrals.c.created_at, referrals.c.id)
-            .limit(1)
-            .with_for_update()
-        )
-        found = await self._load(statement)
+        parameters = {"region": region.value, "subject": subject_entity_id}
+        if concern is None:
+            found = await self._load(_OPEN_OF_ANY_CONCERN, parameters)
+        else:
+            found = await self._load(_OPEN_OF_CONCERN, {**parameters, "concern": concern.value})
         return found[0] if found else None
 
     async def open_about(self, region: Region, subjects: Collection[str]) -> list[Referral]:

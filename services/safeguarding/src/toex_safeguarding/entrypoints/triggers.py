@@ -7,12 +7,15 @@
 - tasking `JobCreated` of type SAFEGUARDING: each subject of the job.
 
 Registered on the service's message bus (`subscribe`): the platform's idempotent consumers
-(inbox, retries, dead letters) run the handler inside the consumer's transaction.
+(inbox, retries, dead letters) run the handler inside the consumer's transaction. Each fetched
+batch first has its subjects' aliases looked up at once (`prefetch`), not one event at a time.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +31,7 @@ from toex_kernel.regions import Region
 from toex_safeguarding.domain.commands import Trigger
 from toex_safeguarding.domain.model import Evidence
 from toex_safeguarding.domain.values import Concern, EvidenceKind, Handling, RiskLevel
-from toex_safeguarding.service_layer import handlers
+from toex_safeguarding.service_layer import handlers, identity
 
 log = logging.getLogger(__name__)
 
@@ -190,10 +193,26 @@ def make_handler(clock: handlers.Clock = handlers.utcnow) -> Any:
     return handle
 
 
+async def prefetch(events: Sequence[IncomingEvent], uow: Any) -> None:
+    """Before a batch's triggers are handled: who their subjects are now, looked up for the
+    whole batch at once (each trigger's handler then resolves its subject without a round trip).
+    An event that cannot trigger is left to its handler to refuse."""
+    subjects: dict[Region, list[str]] = defaultdict(list)
+    for event in events:
+        try:
+            found = triggers_for(event)
+        except PermanentError:
+            continue
+        for trigger in found:
+            subjects[trigger.region].append(trigger.subject_entity_id)
+    for region, batch in subjects.items():
+        await identity.prefetch(uow, region, batch)
+
+
 def subscribe(bus: MessageBus, service: str, clock: handlers.Clock = handlers.utcnow) -> None:
     """The triggers on the bus: comms findings under `<service>-comms-triggers`, safeguarding
     jobs under `<service>-job-triggers`."""
     handle = make_handler(clock)
-    bus.on(f"{service}-comms-triggers", comms_events.WatchlistContactDetected, handle)
-    bus.on(f"{service}-comms-triggers", comms_events.AdvertNumberFlagged, handle)
-    bus.on(f"{service}-job-triggers", tasking_events.JobCreated, handle)
+    bus.on(f"{service}-comms-triggers", comms_events.WatchlistContactDetected, handle, prefetch=prefetch)
+    bus.on(f"{service}-comms-triggers", comms_events.AdvertNumberFlagged, handle, prefetch=prefetch)
+    bus.on(f"{service}-job-triggers", tasking_events.JobCreated, handle, prefetch=prefetch)

@@ -63,6 +63,20 @@ async def resolve(uow: SafeguardingUnitOfWork, region: Region, subject: str) -> 
     return current
 
 
+async def prefetch(uow: SafeguardingUnitOfWork, region: Region, subjects: Collection[str]) -> None:
+    """Look up at once, for a batch of subjects, what `resolve` then answers for each without a
+    round trip: one lookup per step of the longest chain of aliases among them (one when none
+    is an alias, as in a region without identity changes)."""
+    asked: set[str] = set()
+    keys = {k for k in (subject_key(s) for s in subjects) if k}
+    for _ in range(MAX_ALIAS_HOPS):
+        keys -= asked
+        if not keys:
+            return
+        asked |= keys
+        keys = set((await uow.identity.aliases(region, keys)).values())
+
+
 class _Notes:
     """What one identity change tells each referral it touched, as one evidence item each (the
     integration event's id as its reference), and the referrals to store, closed ones first so

@@ -110,6 +110,11 @@ class IdentityLog(Protocol):
         """The subject `alias` stands for now, one step (None: it stands for itself)."""
         ...
 
+    async def aliases(self, region: Region, aliases: Collection[str]) -> dict[str, str]:
+        """`alias` for many at once: the subject each of `aliases` that stands for another
+        stands for, one step. What it finds `alias` answers for the rest of the unit of work."""
+        ...
+
     async def add_alias(self, region: Region, alias: str, subject: str, change: str) -> None: ...
 
     async def drop_aliases(self, region: Region, change: str) -> None:
