@@ -9,14 +9,28 @@ each carry the whole answer (`JobAccess`: state, assignees, collaborating region
 highest revision it has seen: an event redelivered, or one overtaken by a later one, changes
 nothing. `subscribe(bus, service)` puts the consumer on the service's bus; `create_grant_schema`
 goes in one of the service's migrations; `SqlGrants` answers the service's policy in the
-transaction of the call it is deciding.
+transaction of the call it is deciding; `with_grant` reads a grant in the statement that reads
+the material it decides (no round trip of its own).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Column, DateTime, MetaData, String, Table, Text, func
+from sqlalchemy import (
+    BigInteger,
+    BindParameter,
+    Boolean,
+    Column,
+    DateTime,
+    FromClause,
+    MetaData,
+    Select,
+    String,
+    Table,
+    Text,
+    func,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -108,6 +122,39 @@ async def store_access(
 _GRANT_OF_JOB = "SELECT region, holders, open, collaborators FROM job_grants WHERE job = $1"
 
 
+def _grant(job: str, region: str, holders: list[str], open: bool, collaborators: list[str]) -> JobGrant:
+    return JobGrant(
+        job, Region(region), frozenset(holders), bool(open), frozenset(Region(r) for r in collaborators)
+    )
+
+
+_GRANT_COLUMNS = (
+    job_grants_table.c.region.label("grant_region"),
+    job_grants_table.c.holders.label("grant_holders"),
+    job_grants_table.c.open.label("grant_open"),
+    job_grants_table.c.collaborators.label("grant_collaborators"),
+)
+
+
+def with_grant(query: Select[Any], material: FromClause, job: str | BindParameter[Any]) -> Select[Any]:
+    """`query`, a select from `material`, with the grant of `job` beside each of its rows, read in
+    the same statement and so in the same transaction: a LEFT JOIN on job_grants' key. A call
+    that reaches material only under a grant then pays no round trip of its own for the grant.
+    `grant_of_row` reads it back; nothing of it is kept between calls.
+
+    Build the statement once, with `job` a `bindparam`: built per call, the join and its cache
+    key cost SQLAlchemy 50 to 80 us of CPU (a small VM), much of what the join saves."""
+    grants = job_grants_table
+    return query.select_from(material.outerjoin(grants, grants.c.job == job)).add_columns(*_GRANT_COLUMNS)
+
+
+def grant_of_row(row: Any, job: str) -> JobGrant | None:
+    """The grant of `job` in a row of a `with_grant` query; None when the job has none."""
+    if row.grant_region is None:
+        return None
+    return _grant(job, row.grant_region, row.grant_holders, row.grant_open, row.grant_collaborators)
+
+
 class SqlGrants:
     """The service's grants, read in the transaction of the call being decided."""
 
@@ -123,13 +170,7 @@ class SqlGrants:
         row = await raw.driver_connection.fetchrow(_GRANT_OF_JOB, job)  # type: ignore[union-attr]
         if row is None:
             return None
-        return JobGrant(
-            job,
-            Region(row["region"]),
-            frozenset(row["holders"]),
-            bool(row["open"]),
-            frozenset(Region(r) for r in row["collaborators"]),
-        )
+        return _grant(job, row["region"], row["holders"], row["open"], row["collaborators"])
 
     async def for_purpose(self, purpose: str) -> JobGrant | None:
         """The grant of the job the call's purpose names, if it names one."""

@@ -103,6 +103,9 @@ async def test_a_london_researcher_works_an_emsou_job_while_they_hold_it(comms_c
 
     # Before any grant: NOT_FOUND for regions/EMSOU, the failure London's researcher met.
     await not_found(import_cdr(comms, LONDON, b"x", job, f"EMSOU/{job_id}"))
+    await not_found(
+        comms.stub.GetDataset(pb.GetDatasetRequest(name=job_data.name), metadata=comms.md(LONDON, job))
+    )
 
     await publish(nats_url, tasking.JobCreated(job=job, access=access(1, tasking.JOB_STATE_RAISED)))
     await publish(
@@ -153,6 +156,13 @@ async def test_a_london_researcher_works_an_emsou_job_while_they_hold_it(comms_c
             pb.GetDatasetRequest(name=job_data.name), metadata=comms.md(LONDON, "Op Kestrel")
         )
     )
+    # A dataset that does not exist, asked for under the grant: NOT_FOUND, as for anyone.
+    await not_found(
+        comms.stub.GetDataset(
+            pb.GetDatasetRequest(name=f"regions/EMSOU/datasets/{uuid.uuid4().hex}"),
+            metadata=comms.md(LONDON, job),
+        )
+    )
     # ERSOU's researcher does not hold the job.
     await not_found(
         comms.stub.GetDataset(pb.GetDatasetRequest(name=job_data.name), metadata=comms.md(ERSOU, job))
@@ -184,9 +194,11 @@ async def test_a_london_researcher_works_an_emsou_job_while_they_hold_it(comms_c
             )
         ).all()
     assert [(r.outcome, r.purpose) for r in rows] == [
+        ("DENIED_OUT_OF_SCOPE", job),
         ("OK", job),
         ("DENIED_OUT_OF_SCOPE", job),
         ("DENIED_OUT_OF_SCOPE", "Op Kestrel"),
+        ("NOT_FOUND", job),
         ("DENIED_OUT_OF_SCOPE", job),
     ]
-    assert list(rows[0].resources) == [job_data.name]
+    assert list(rows[1].resources) == [job_data.name]

@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 from toex_common.events import EventEnvelope
-from toex_common.testing.fakes import FakeUnitOfWorkBase
+from toex_common.testing.fakes import FakeGrants, FakeUnitOfWorkBase
 from toex_comms.adapters import integration
 from toex_comms.adapters.ingest import NUMBER_INDEX_SCHEMA, number_index
 from toex_comms.adapters.store import ROW_SCHEMAS
@@ -34,6 +34,7 @@ from toex_comms.domain.model import (
 )
 from toex_comms.domain.profiles import MappingProfile
 from toex_comms.service_layer.ports import Members
+from toex_kernel.grants import GrantReader, JobGrant
 from toex_kernel.regions import Region
 
 
@@ -42,8 +43,14 @@ class FakeCommsRepository:
     and kind; a watchlist contact once per dataset, numbers and lists). Tracks the datasets it
     stores, as the real one does, so their domain events are published at commit."""
 
-    def __init__(self, track: Callable[[Dataset], None] = lambda _: None) -> None:
+    def __init__(
+        self,
+        track: Callable[[Dataset], None] = lambda _: None,
+        grants: Callable[[], GrantReader] = FakeGrants,
+    ) -> None:
         self._track = track
+        # The unit of work's grants, as they are when asked (tests replace them).
+        self._grants = grants
         self.datasets: dict[str, Dataset] = {}
         self.profiles: dict[tuple[Region, str], MappingProfile] = {}
         self.watchlists: dict[tuple[Region, str], Watchlist] = {}
@@ -65,6 +72,12 @@ class FakeCommsRepository:
 
     async def get_dataset(self, dataset_id: str) -> Dataset | None:
         return copy.deepcopy(self.datasets.get(dataset_id))
+
+    async def get_dataset_with_grant(
+        self, dataset_id: str, job: str
+    ) -> tuple[Dataset | None, JobGrant | None]:
+        dataset = await self.get_dataset(dataset_id)
+        return (dataset, await self._grants().of_job(job)) if dataset is not None else (None, None)
 
     async def find_same_file(self, region: Region, job: str, kind: DatasetKind, sha: str) -> Dataset | None:
         for d in self.datasets.values():
@@ -282,7 +295,7 @@ class FakeCommsUnitOfWork(FakeUnitOfWorkBase):
 
     def __init__(self) -> None:
         super().__init__()
-        self.repo = FakeCommsRepository(track=self.track)
+        self.repo = FakeCommsRepository(track=self.track, grants=lambda: self.grants)
 
     def integration_events(self, aggregate: Any, event: Any) -> Iterable[EventEnvelope]:
         return integration.integration_events(aggregate, event)

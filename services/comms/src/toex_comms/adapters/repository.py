@@ -6,9 +6,11 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, tuple_, update
+from sqlalchemy import and_, bindparam, delete, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from toex_common.grants import grant_of_row, with_grant
+from toex_kernel.grants import JobGrant
 from toex_kernel.regions import Region
 
 from toex_comms.adapters import tables as t
@@ -131,6 +133,12 @@ def _datasets_of(region: Region, job: str) -> Any:
     return select(d.id).where(d.region == region.value, d.job == job)
 
 
+# Built once (SQLAlchemy keeps a statement's cache key): built per call, the select and its
+# cache key cost about 20 us of CPU, with the grant joined 50 to 80 us.
+_DATASET = select(t.datasets).where(t.datasets.c.id == bindparam("dataset_id"))
+_DATASET_WITH_GRANT = with_grant(_DATASET, t.datasets, bindparam("job"))
+
+
 class SqlCommsRepository:
     def __init__(self, session: AsyncSession, track: Callable[[Dataset], None] = lambda _: None) -> None:
         self.session = session
@@ -164,8 +172,20 @@ class SqlCommsRepository:
         self._track(d)
 
     async def get_dataset(self, dataset_id: str) -> Dataset | None:
-        row = (await self.session.execute(select(t.datasets).where(t.datasets.c.id == dataset_id))).first()
+        row = (await self.session.execute(_DATASET, {"dataset_id": dataset_id})).first()
         return _dataset(row) if row else None
+
+    async def get_dataset_with_grant(
+        self, dataset_id: str, job: str
+    ) -> tuple[Dataset | None, JobGrant | None]:
+        row = (
+            await self.session.execute(_DATASET_WITH_GRANT, {"dataset_id": dataset_id, "job": job})
+        ).first()
+        if row is None:
+            # No dataset, so no row to carry the grant: what is not there is refused before a
+            # grant is asked about.
+            return None, None
+        return _dataset(row), grant_of_row(row, job)
 
     async def find_same_file(self, region: Region, job: str, kind: DatasetKind, sha: str) -> Dataset | None:
         c = t.datasets.c

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import polars as pl
 from toex_common.uow import UnitOfWork
-from toex_kernel.grants import GrantReader
+from toex_kernel.grants import GrantReader, JobGrant
 from toex_kernel.regions import Region
 
 from toex_comms.domain import events
@@ -39,6 +39,13 @@ Members = dict[int, list[tuple[str, WatchlistKind]]]
 class CommsRepository(Protocol):
     async def add_dataset(self, d: Dataset) -> None: ...
     async def get_dataset(self, dataset_id: str) -> Dataset | None: ...
+    async def get_dataset_with_grant(
+        self, dataset_id: str, job: str
+    ) -> tuple[Dataset | None, JobGrant | None]:
+        """The dataset and the grant of `job` (as `uow.grants.of_job` answers), read together in
+        the unit's transaction; (None, None) when there is no such dataset."""
+        ...
+
     async def find_same_file(self, region: Region, job: str, kind: DatasetKind, sha: str) -> Dataset | None:
         """The dataset already imported from the same bytes into the same region and job."""
         ...
