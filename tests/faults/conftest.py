@@ -65,9 +65,9 @@ def tokens(keycloak: Any) -> Tokens:
     return Tokens(keycloak)
 
 
-@pytest.fixture
-def broker() -> Iterator[NatsServer]:
-    """A nats-server of this test's own (free port, temporary store), which it may stop."""
+@contextlib.contextmanager
+def nats_server_of_its_own() -> Iterator[NatsServer]:
+    """A nats-server on a free port with a temporary store, stopped and removed afterwards."""
     store = Path(tempfile.mkdtemp(prefix="toex-fault-nats-"))
     server = NatsServer(store_dir=store)
     server.start()
@@ -76,6 +76,21 @@ def broker() -> Iterator[NatsServer]:
     finally:
         server.stop()
         shutil.rmtree(store, ignore_errors=True)
+
+
+@pytest.fixture
+def broker() -> Iterator[NatsServer]:
+    """A nats-server of this test's own, which it may stop."""
+    with nats_server_of_its_own() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def module_broker() -> Iterator[NatsServer]:
+    """A nats-server shared by a module's tests, each of which leaves it running: a module whose
+    tests stop it defines `broker` as this one, so `launch` and `spawn` use it too."""
+    with nats_server_of_its_own() as server:
+        yield server
 
 
 # Runs pg_ctl for RestartablePostgres: one command a line (start, stop, restart), answers "ok".
@@ -91,6 +106,21 @@ for line in sys.stdin:
     except Exception as exc:
         print("error: " + " ".join(str(exc).split()), flush=True)
 """
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (from /proc)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                # /proc/<pid>/stat: "pid (command) state ppid ..."; the command may hold spaces.
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                children.append(int(entry.name))
+    return children
 
 
 class RestartablePostgres(Postgres):
@@ -125,6 +155,23 @@ class RestartablePostgres(Postgres):
 
     def restart(self, timeout: float = 60.0) -> None:
         self._ask("restart")
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """The cluster's processes stopped (SIGSTOP) and resumed afterwards: a database that
+        accepts connections and answers nothing, as behind a network partition or a stalled
+        disk, rather than one that refuses them."""
+        postmaster = self.pid
+        assert postmaster is not None, "the cluster is not running"
+        os.kill(postmaster, signal.SIGSTOP)  # first, so it starts no process the list would miss
+        processes = [postmaster, *children_of(postmaster)]
+        for pid in processes[1:]:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for pid in processes:
+                os.kill(pid, signal.SIGCONT)
 
     def close(self) -> None:
         try:

@@ -54,6 +54,7 @@ class ServiceSpec:
     # Extra writes, not idempotent by request id (a bulk stream): (service, first n) -> names.
     bulk: Callable[[Any, int], Awaitable[list[str]]] | None = None
     needs_pnd: bool = False  # events only once the PND simulator has answered
+    request_ids: bool = True  # whether its write sends the request id (an import: its bytes instead)
 
     def __str__(self) -> str:
         return self.name
@@ -306,6 +307,7 @@ COMMS = ServiceSpec(
     user="analyst.emsou",
     write=comms_write,
     settings={"consume_events": False},
+    request_ids=False,
 )
 SAFEGUARDING = ServiceSpec(
     "safeguarding",

@@ -26,6 +26,7 @@ from toex.entity.v1 import entity_pb2
 from toex.pnd.events.v1 import events_pb2 as pnd_events
 from toex.pnd.v1 import pole_pb2
 from toex.safeguarding.events.v1 import events_pb2 as safeguarding_events
+from toex.tasking.events.v2 import events_pb2 as tasking_events
 from toex.type.v1 import security_pb2
 from toex_common.events import EventEnvelope, build_event
 from toex_common.events.consumer import Outcome
@@ -34,6 +35,7 @@ from toex_kernel.regions import Region
 from .matrix import (
     COMMS,
     ENTITY,
+    PND,
     SAFEGUARDING,
     TASKING,
     ServiceSpec,
@@ -192,6 +194,35 @@ async def attributions(service: Any, entity_id: str, event: EventEnvelope) -> di
     return {"number attributed to the entity": len(rows)}
 
 
+# -- pnd: tasking JobAssigned grants the job to its holder (`pnd-job-grants`) -------------------
+
+GRANT_HOLDER, GRANT_REVISION = "researcher.london", 2
+
+
+def job_assigned(key: str) -> EventEnvelope:
+    message = tasking_events.JobAssigned(
+        job=f"regions/EMSOU/jobs/{key}",
+        access=tasking_events.JobAccess(
+            revision=GRANT_REVISION,
+            state=tasking_events.JOB_STATE_ASSIGNED,
+            assignees=[tasking_events.Assignee(username=GRANT_HOLDER)],
+        ),
+    )
+    return build_event(message, domain="tasking", source="toex/tasking", region=Region.EMSOU)
+
+
+async def job_grant(service: Any, key: str, event: EventEnvelope) -> dict[str, int]:
+    rows = await query(
+        service.dsn,
+        "SELECT open, holders, revision FROM job_grants WHERE job = $1",
+        f"regions/EMSOU/jobs/{key}",
+    )
+    held = [
+        r for r in rows if r["open"] and r["holders"] == [GRANT_HOLDER] and r["revision"] == GRANT_REVISION
+    ]
+    return {"grant of the job": len(rows), "open, held by its assignee, at the event's revision": len(held)}
+
+
 CASES = [
     ConsumerCase(
         SAFEGUARDING,
@@ -225,6 +256,7 @@ CASES = [
         effects=attributions,
         settings={"consume_events": True},
     ),
+    ConsumerCase(PND, "-job-grants", "TASKING", given=fresh_key, event=job_assigned, effects=job_grant),
 ]
 
 
