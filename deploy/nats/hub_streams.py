@@ -11,7 +11,15 @@ service's own `ensure_stream` at start finds nothing to change) and adds one sou
 the region's stream of the same name in JetStream domain `<region>`, filtered to
 `toex.<region>.<domain>.>` and delivered on `$TOEX.SYNC.<region>` (the only subjects that region's
 leaf node may publish to the hub; see generate.py). A region that is down or not yet deployed is
-simply caught up when it appears: the source consumer remembers its position.
+simply caught up when it appears: the source consumer remembers its position. Of a region's ENTITY
+stream the hub takes only the identifier fingerprints (`TAKEN`): the stream's other events carry
+the identifiers themselves or the region's record names, which the hub must not hold.
+
+The other way: stream HUB holds what the hub addresses to one region (`toex.<region>.hub.<Event>`),
+and for each region a durable consumer `to-<region>` filtered to that region's subjects delivers
+on `$TOEX.ADDR.<region>`. The region's own HUB stream sources that consumer
+(deploy/nats/region_streams.py); its leaf node may restart that consumer and nothing else of the
+hub's JetStream, so the filter and the delivery subject are the hub's to set, never the region's.
 """
 
 from __future__ import annotations
@@ -23,10 +31,18 @@ import os
 import sys
 
 import nats
-from nats.js.api import ExternalStream, StreamConfig, StreamSource
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    ExternalStream,
+    StreamConfig,
+    StreamSource,
+    SubjectTransform,
+)
 from nats.js.errors import NotFoundError
 from toex_common.config import ServiceSettings
-from toex_common.events.streams import StreamSpec
+from toex_common.events.streams import HUB_STREAM, StreamSpec
 from toex_common.tls import nats_context
 
 REGIONS = ("emsou", "ersou", "rocuwm", "london", "tarian", "se", "sw", "ne", "nw", "yh")
@@ -42,36 +58,92 @@ STREAMS = {
     "AUDIT": "audit",
 }
 SYNC_PREFIX = "$TOEX.SYNC"
+# Streams of which the hub takes only some events from each region (by event name): the rest of
+# the stream stays in the region. ENTITY's other events carry identifiers (RecordLinked) or the
+# region's record names; the hub matches keyed fingerprints it cannot reverse instead.
+TAKEN: dict[str, tuple[str, ...]] = {"ENTITY": ("IdentifiersFingerprinted",)}
+
+# Hub -> region (see generate.py, which gives leaf-<region> the same names).
+ADDRESSED_DOMAIN = "hub"
+ADDRESSED_PREFIX = "$TOEX.ADDR"
+# A source's flow control (and so its acknowledgements) beats once a second: the server's own
+# requirement for a consumer acknowledged by flow control.
+ADDRESSED_HEARTBEAT_SECONDS = 1.0
+ADDRESSED_MAX_PENDING = 1000
+
+
+def addressed_consumer(region: str) -> str:
+    return f"to-{region}"
+
+
+def addressed_deliver(region: str) -> str:
+    return f"{ADDRESSED_PREFIX}.{region}"
+
+
+def _source(name: str, domain: str, region: str) -> StreamSource:
+    external = ExternalStream(api=f"$JS.{region}.API", deliver=f"{SYNC_PREFIX}.{region}")
+    taken = [f"toex.{region}.{domain}.{event}" for event in TAKEN.get(name, ())]
+    if len(taken) > 1:
+        # Several event types: the source's filters are subject transforms onto themselves.
+        transforms = [SubjectTransform(src=subject, dest=subject) for subject in taken]
+        return StreamSource(name=name, subject_transforms=transforms, external=external)
+    return StreamSource(
+        name=name, filter_subject=taken[0] if taken else f"toex.{region}.{domain}.>", external=external
+    )
 
 
 def hub_stream_config(name: str, domain: str, regions: tuple[str, ...], replicas: int) -> StreamConfig:
     base = StreamSpec.for_domain(name, domain)
     config = dataclasses.replace(base, replicas=replicas).config()
-    config.sources = [
-        StreamSource(
-            name=name,
-            filter_subject=f"toex.{region}.{domain}.>",
-            external=ExternalStream(api=f"$JS.{region}.API", deliver=f"{SYNC_PREFIX}.{region}"),
-        )
-        for region in regions
-    ]
+    config.sources = [_source(name, domain, region) for region in regions]
     return config
+
+
+def addressed_stream_config(replicas: int) -> StreamConfig:
+    """Stream HUB at the hub: what the hub's services address to one region (no sources)."""
+    return dataclasses.replace(HUB_STREAM, replicas=replicas).config()
+
+
+def addressed_consumer_config(region: str) -> ConsumerConfig:
+    """The durable consumer a region's HUB stream sources: that region's subjects only, on the
+    one subject its leaf link receives them on, acknowledged by the source's flow control."""
+    return ConsumerConfig(
+        durable_name=addressed_consumer(region),
+        name=addressed_consumer(region),
+        deliver_subject=addressed_deliver(region),
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.FLOW_CONTROL,
+        flow_control=True,
+        idle_heartbeat=ADDRESSED_HEARTBEAT_SECONDS,
+        max_ack_pending=ADDRESSED_MAX_PENDING,
+        filter_subject=f"toex.{region}.{ADDRESSED_DOMAIN}.>",
+    )
+
+
+async def _ensure(js: nats.js.JetStreamContext, config: StreamConfig) -> str:
+    try:
+        await js.stream_info(config.name or "")
+    except NotFoundError:
+        await js.add_stream(config)
+        return f"created {config.name}"
+    await js.update_stream(config)
+    return f"updated {config.name}"
 
 
 async def ensure_hub_streams(
     js: nats.js.JetStreamContext, regions: tuple[str, ...] = REGIONS, replicas: int = 1
 ) -> list[str]:
-    done = []
-    for name, domain in STREAMS.items():
-        config = hub_stream_config(name, domain, regions, replicas)
-        try:
-            await js.stream_info(name)
-        except NotFoundError:
-            await js.add_stream(config)
-            done.append(f"created {name}")
-            continue
-        await js.update_stream(config)
-        done.append(f"updated {name}")
+    done = [
+        await _ensure(js, hub_stream_config(name, domain, regions, replicas))
+        + " sourcing "
+        + ", ".join(regions)
+        for name, domain in STREAMS.items()
+    ]
+    done.append(await _ensure(js, addressed_stream_config(replicas)) + " (addressed to one region)")
+    for region in regions:
+        # Created, or updated in place: a consumer keeps its position across upgrades.
+        await js.add_consumer(HUB_STREAM.name, addressed_consumer_config(region))
+        done.append(f"consumer {HUB_STREAM.name} > {addressed_consumer(region)} for {region}")
     return done
 
 
@@ -83,7 +155,7 @@ async def _main(url: str, regions: tuple[str, ...], replicas: int) -> None:
     )
     try:
         for line in await ensure_hub_streams(nc.jetstream(), regions, replicas):
-            print(line, "sourcing", ", ".join(regions))
+            print(line)
     finally:
         await nc.drain()
 

@@ -201,7 +201,42 @@ def test_regions_join_the_hub_and_the_hub_sources_them(rendered: dict[str, list[
         "--regions=emsou,ersou,rocuwm,london,tarian,se,sw,ne,nw,yh"
         in job["spec"]["template"]["spec"]["containers"][0]["args"]
     )
-    assert not [d for d in rendered["emsou"] if d["kind"] == "Job"]
+    # A region's one Job makes its HUB stream, sourcing what the hub addresses to it.
+    [region_job] = [d for d in rendered["emsou"] if d["kind"] == "Job"]
+    args = region_job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:2] == ["python", "/scripts/region_streams.py"] and "--region=emsou" in args
+    [script] = [
+        d["data"]
+        for d in rendered["emsou"]
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-region-streams")
+    ]
+    assert "def region_hub_stream_config" in script["region_streams.py"]
+
+
+def test_a_regions_entity_service_holds_the_deconfliction_keys_and_the_hubs_does_not(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    def entity(installation: str) -> dict[str, Any]:
+        return next(
+            d["spec"]["template"]["spec"]
+            for d in rendered[installation]
+            if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-entity")
+        )
+
+    region = entity("emsou")
+    env = {e["name"]: e.get("value") for e in region["containers"][0]["env"]}
+    assert env["TOEX_DECONFLICTION_KEY_FILE"] == "/etc/toex/deconfliction/keys"
+    [volume] = [v for v in region["volumes"] if v["name"] == "deconfliction-keys"]
+    assert volume["secret"]["items"] == [{"key": "deconfliction-keys", "path": "keys"}]
+    hub = entity("hub")
+    assert "TOEX_DECONFLICTION_KEY_FILE" not in {e["name"] for e in hub["containers"][0]["env"]}
+    assert not [v for v in hub["volumes"] if v["name"] == "deconfliction-keys"]
+    # No other service of a region holds them.
+    for d in rendered["emsou"]:
+        if d["kind"] == "Deployment" and not d["metadata"]["name"].endswith("-entity"):
+            assert not [
+                v for v in d["spec"]["template"]["spec"]["volumes"] if v["name"] == "deconfliction-keys"
+            ]
 
 
 def test_the_realm_import_takes_client_secrets_from_the_secret(
@@ -313,3 +348,26 @@ def test_a_volume_one_node_mounts_is_refused_for_several_comms_replicas(tmp_path
     # The old pod lets go of the volume before the new one mounts it.
     assert comms["spec"]["replicas"] == 1 and comms["spec"]["strategy"] == {"type": "Recreate"}
     assert checks.validate_manifests({"emsou": docs}).ok
+
+
+@pytest.mark.parametrize(
+    ("installation", "role", "region"),
+    [("emsou", "region", "EMSOU"), ("london", "region", "LONDON"), ("hub", "hub", "NATIONAL")],
+)
+def test_every_service_knows_its_installation(
+    rendered: dict[str, list[dict[str, Any]]], installation: str, role: str, region: str
+) -> None:
+    """TOEX_INSTALLATION from the chart's `role`, with TOEX_REGION: a region installation serves
+    its region's resources, the hub the national team's (toex_kernel.installation)."""
+    containers = [
+        (where, container)
+        for where, pod in _pod_specs(rendered[installation])
+        for container in pod.get("initContainers", []) + pod["containers"]
+        if where.startswith("Deployment/")
+        and any(e["name"] == "TOEX_DATABASE_URL" for e in container.get("env", []))
+    ]
+    # Five services, each serving and migrating; the hub runs a sixth, national oversight.
+    assert len(containers) == (12 if role == "hub" else 10)
+    for where, container in containers:
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert (env["TOEX_INSTALLATION"], env["TOEX_REGION"]) == (role, region), where

@@ -6,13 +6,13 @@ from toex.entity.v1 import entity_pb2, entity_pb2_grpc
 from toex_common import grants
 from toex_common.db import session_factory
 from toex_common.events.bus import MessageBus
-from toex_common.service import Platform, ServiceApp
+from toex_common.service import Background, Platform, ServiceApp
 
 from toex_entity.adapters.integration import STREAM
 from toex_entity.adapters.uow import SqlEntityUnitOfWork
 from toex_entity.config import Settings
-from toex_entity.domain.policy import METHOD_RULES
-from toex_entity.entrypoints import consumers
+from toex_entity.domain.policy import METHOD_RULES, SERVED
+from toex_entity.entrypoints import consumers, federation
 from toex_entity.entrypoints.grpc_api import EntityServicer
 from toex_entity.service_layer import handlers
 
@@ -22,6 +22,19 @@ SERVICE_NAME = entity_pb2.DESCRIPTOR.services_by_name["EntityResolutionService"]
 class App(ServiceApp):
     settings: Settings
     deps: handlers.Deps
+    # A region installation's publishing of fingerprints its consumer missed (entrypoints.federation).
+    fingerprint_backfill: federation.Backfill | None = None
+
+    def background(self) -> list[Background]:
+        work = super().background()
+        if self.fingerprint_backfill is not None:
+            every = self.every(
+                self.settings.fingerprint_backfill_seconds,
+                self.fingerprint_backfill.run_once,
+                "publishing identifier fingerprints",
+            )
+            work.append(("fingerprint-backfill", every))
+        return work
 
 
 def message_bus(settings: Settings, deps: handlers.Deps) -> MessageBus:
@@ -37,7 +50,7 @@ def message_bus(settings: Settings, deps: handlers.Deps) -> MessageBus:
 async def build(settings: Settings) -> App:
     # The consumers declare the producers' streams they read when they set up, so they can bind
     # when this service starts first.
-    platform = await Platform.start(settings, streams=[STREAM])
+    platform = await Platform.start(settings, streams=[STREAM, *federation.published_streams(settings)])
     sessions = session_factory(platform.engine)
 
     def uow() -> SqlEntityUnitOfWork:
@@ -50,9 +63,14 @@ async def build(settings: Settings) -> App:
         ),
         service_names=[SERVICE_NAME],
         rules=METHOD_RULES,
+        served=SERVED,
     )
     found = message_bus(settings, deps).consumers(platform.consumer, uow)
-    return App(platform, deps, server, service_names=[SERVICE_NAME], consumers=found)
+    # Deconfliction across installations: by what the installation is.
+    across = federation.wire(settings, platform, uow)  # type: ignore[arg-type]
+    app = App(platform, deps, server, service_names=[SERVICE_NAME], consumers=[*found, *across.consumers])
+    app.fingerprint_backfill = across.backfill
+    return app
 
 
 async def serve(settings: Settings) -> None:

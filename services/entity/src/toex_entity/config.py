@@ -13,3 +13,14 @@ class Settings(ServiceSettings):
     # Consume tasking JobCreated and PND PndResultReceived events, and keep the job grants from
     # tasking's events.
     consume: bool = True
+    # Deconfliction across installations, in a region installation (TOEX_INSTALLATION=region):
+    # the keys the region's identifier fingerprints are made with, one per line,
+    # `<key id> <key in base64, at least 32 bytes>`; every key listed is published under (two
+    # while a key is rotated; docs/operations.md). Every region holds the same keys; the hub
+    # holds none. Unset in a region installation: no fingerprints, so no deconfliction with
+    # other regions (logged at start). Not read by a single installation or the hub.
+    deconfliction_key_file: str = ""
+    # How often a region installation publishes the fingerprints of identifiers not yet
+    # published under every key (at start: records from before, a new key; then now and again:
+    # updated records). Each run reads every identifier key, so not too often.
+    fingerprint_backfill_seconds: float = 3600.0

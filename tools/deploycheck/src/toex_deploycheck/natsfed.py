@@ -24,19 +24,29 @@ from pathlib import Path
 from types import ModuleType
 
 from toex_devstack.pki import Authority
+from toex_devstack.relay import LinkProxy
 
 from toex_deploycheck.paths import NATS_CONF_DIR, NATS_DIR, REGIONS
 
 LOOPBACK = "127.0.0.1"
 
 
-def hub_streams_module() -> ModuleType:
-    """deploy/nats/hub_streams.py (what the hub's stream job runs), loaded as a module."""
-    spec = importlib.util.spec_from_file_location("hub_streams", NATS_DIR / "hub_streams.py")
+def _script_module(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, NATS_DIR / f"{name}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def hub_streams_module() -> ModuleType:
+    """deploy/nats/hub_streams.py (what the hub's stream job runs), loaded as a module."""
+    return _script_module("hub_streams")
+
+
+def region_streams_module() -> ModuleType:
+    """deploy/nats/region_streams.py (what a region's stream job runs), loaded as a module."""
+    return _script_module("region_streams")
 
 
 def find_nats_server() -> str:
@@ -142,6 +152,12 @@ class Federation:
     # and a client certificate it signed, as the services have).
     authority: Authority | None = None
     client_tls: ssl.SSLContext | None = None
+    # The regions whose leaf link runs through a relay a test can cut (`federation(cuttable=)`).
+    links: dict[str, LinkProxy] = field(default_factory=dict)
+
+    def leaf_joins(self) -> int:
+        """How many leaf-node connections the hub has accepted so far (reconnects included)."""
+        return self.hub.log.read_text().count("Leafnode connection created")
 
     def logs(self) -> str:
         return "\n".join(
@@ -241,14 +257,21 @@ def leaf_connections(server: Server, count: int, timeout: float = 15.0) -> None:
 
 @contextmanager
 def federation(
-    regions: Iterable[str], passwords: Passwords | None = None, *, tls: bool = False
+    regions: Iterable[str],
+    passwords: Passwords | None = None,
+    *,
+    tls: bool = False,
+    cuttable: Iterable[str] = (),
 ) -> Iterator[Federation]:
     """Start `hub.conf` and one `<region>.conf` per region, joined as leaf nodes; stop them after.
-    With `tls`, their `-tls` twins (as the chart runs them), with certificates of a CA made here."""
+    With `tls`, their `-tls` twins (as the chart runs them), with certificates of a CA made here.
+    The leaf links of the `cuttable` regions run through a LinkProxy (`Federation.links`)."""
     passwords = passwords or Passwords()
     root = Path(tempfile.mkdtemp(prefix="toex-natsfed-"))
     authority = Authority(root, "toex-national-test") if tls else None
     started: list[Server] = []
+    links: dict[str, LinkProxy] = {}
+    cut = set(cuttable)
     try:
         leaf_port = free_port()
         hub = start_server("hub", root, passwords, {"TOEX_NATS_LEAF_PORT": str(leaf_port)}, authority)
@@ -256,12 +279,20 @@ def federation(
         started.append(hub)
         joined: dict[str, Server] = {}
         for region in regions:
-            hub_url = f"nats-leaf://leaf-{region}:{passwords.leaf(region)}@{LOOPBACK}:{leaf_port}"
+            port = leaf_port
+            if region in cut:
+                links[region] = LinkProxy(leaf_port)
+                port = links[region].port
+            hub_url = f"nats-leaf://leaf-{region}:{passwords.leaf(region)}@{LOOPBACK}:{port}"
             joined[region] = start_server(region, root, passwords, {"TOEX_NATS_HUB_URL": hub_url}, authority)
             started.append(joined[region])
         leaf_connections(hub, len(joined))
-        yield Federation(hub, joined, passwords, authority, client_context(authority) if authority else None)
+        yield Federation(
+            hub, joined, passwords, authority, client_context(authority) if authority else None, links
+        )
     finally:
         for server in reversed(started):
             stop_server(server)
+        for link in links.values():
+            link.cut()
         shutil.rmtree(root, ignore_errors=True)

@@ -47,10 +47,15 @@ ENTITY_STREAM = StreamSpec.for_domain("ENTITY", "entity")
 PND_STREAM = StreamSpec.for_domain("PND", "pnd")
 COMMS_STREAM = StreamSpec.for_domain("COMMS", "comms")
 SAFEGUARDING_STREAM = StreamSpec.for_domain("SAFEGUARDING", "safeguarding")
+# What the national hub addresses to one region (`toex.<region>.hub.<Event>`, toex.hub.events.v1):
+# declared with these subjects where the hub publishes it. A region's stream of that name has no
+# subjects of its own: it sources its share from the hub (deploy/nats/region_streams.py), so a
+# region's consumers bind to it by name and never declare it.
+HUB_STREAM = StreamSpec.for_domain("HUB", "hub")
 # By the domain in an event type's package (`toex.<domain>.events.v1`): where a consumer binds.
 STREAMS = {
     spec.subjects[0].split(".")[2]: spec
-    for spec in (TASKING_STREAM, ENTITY_STREAM, PND_STREAM, COMMS_STREAM, SAFEGUARDING_STREAM)
+    for spec in (TASKING_STREAM, ENTITY_STREAM, PND_STREAM, COMMS_STREAM, SAFEGUARDING_STREAM, HUB_STREAM)
 }
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from toex.entity.events.v1 import events_pb2 as ev
 from toex.entity.v1 import entity_pb2 as pb
+from toex.hub.events.v1 import events_pb2 as hub_ev
 from toex.type.v1 import security_pb2
 from toex_common.events import EventEnvelope, build_event
 from toex_common.events.streams import ENTITY_STREAM
@@ -22,6 +23,8 @@ from toex_entity.domain.records import Handling, RecordType, SourceRecord
 DOMAIN = "entity"
 SOURCE = "toex/entity"
 STREAM = ENTITY_STREAM
+# What the hub addresses to one region (stream HUB): the domain of toex.hub.events.v1.
+ADDRESSED_DOMAIN = "hub"
 
 _HANDLING = {Handling.P: security_pb2.HANDLING_CODE_P, Handling.C: security_pb2.HANDLING_CODE_C}
 _DECISION = {
@@ -210,11 +213,64 @@ def _deconfliction(event: events.DeconflictionRaised) -> list[EventEnvelope]:
     ]
 
 
+def identifiers_fingerprinted(event: events.IdentifiersFingerprinted) -> list[EventEnvelope]:
+    """The region's fingerprints under one key: digests and its own references, nothing else."""
+    message = ev.IdentifiersFingerprinted(
+        key_id=event.key_id,
+        fingerprints=[ev.IdentifierFingerprint(digest=d, ref=r) for d, r in event.fingerprints],
+    )
+    return [
+        build_event(
+            message,
+            domain=DOMAIN,
+            source=SOURCE,
+            region=event.region,
+            handling=security_pb2.HANDLING_CODE_C,
+        )
+    ]
+
+
+def deconfliction_matched(event: events.DeconflictionMatched) -> list[EventEnvelope]:
+    """At the hub: addressed to `event.to` alone (`toex.<region>.hub.DeconflictionMatch`)."""
+    message = hub_ev.DeconflictionMatch(
+        fingerprint_ref=event.ref,
+        other_region=event.other.to_proto(),  # type: ignore[arg-type]
+        contact_role=event.contact_role,
+    )
+    return [
+        build_event(
+            message,
+            domain=ADDRESSED_DOMAIN,
+            source=SOURCE,
+            region=event.to,
+            handling=security_pb2.HANDLING_CODE_C,
+        )
+    ]
+
+
+def remote_deconfliction(event: events.RemoteDeconflictionRaised) -> list[EventEnvelope]:
+    """The region's own notice (the other region has its own, from its own installation)."""
+    return [
+        deconfliction_notice(
+            event.entity_id,
+            event.entity_type,
+            event.region,
+            list(event.records),
+            event.other,
+            event.contact_role,
+            "",
+        )
+    ]
+
+
 _MAPPINGS: dict[type, Callable[[Any], list[EventEnvelope]]] = {
     events.RecordLinked: _record_linked,
     events.EntitiesMerged: _entities_merged,
     events.EntitySplit: _entity_split,
     events.DeconflictionRaised: _deconfliction,
+    events.IdentifiersFingerprinted: identifiers_fingerprinted,
+    events.DeconflictionMatched: deconfliction_matched,
+    events.RemoteDeconflictionRaised: remote_deconfliction,
 }
 
 

@@ -8,6 +8,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     Index,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     SmallInteger,
@@ -153,4 +154,40 @@ job_subjects = Table(
     Column("at", TZ, nullable=False),
     PrimaryKeyConstraint("job", "entity_id"),
     Index("job_subjects_entity", "entity_id"),
+)
+
+# Deconfliction across installations (domain.fingerprints). A region installation: the strong
+# identifiers (index keys, `tel:+44...`) it has published a fingerprint of, per key id, with the
+# random reference it gave each; and the other regions the hub said hold one too.
+identifier_fingerprints = Table(
+    "identifier_fingerprints",
+    metadata,
+    Column("identifier", Text, nullable=False),
+    Column("key_id", Text, nullable=False),
+    Column("ref", String(32), nullable=False, unique=True),
+    Column("at", TZ, nullable=False),
+    PrimaryKeyConstraint("identifier", "key_id"),
+)
+
+remote_holders = Table(
+    "remote_holders",
+    metadata,
+    Column("identifier", Text, nullable=False),
+    Column("other_region", String(16), nullable=False),
+    Column("contact_role", Text, nullable=False),
+    Column("at", TZ, nullable=False),
+    PrimaryKeyConstraint("identifier", "other_region"),
+)
+
+# The hub: every region's fingerprints (never a value, record or entity), by key id and digest,
+# with the region's reference, which the hub names back to that region alone.
+hub_fingerprints = Table(
+    "hub_fingerprints",
+    metadata,
+    Column("key_id", Text, nullable=False),
+    Column("digest", LargeBinary, nullable=False),
+    Column("region", String(16), nullable=False),
+    Column("ref", Text, nullable=False),
+    Column("at", TZ, nullable=False),
+    PrimaryKeyConstraint("key_id", "digest", "region"),
 )

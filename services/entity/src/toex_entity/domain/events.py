@@ -80,4 +80,47 @@ class DeconflictionRaised:
     contacts: Mapping[Region, str]  # whom to contact in each region
 
 
-DomainEvent = RecordLinked | EntitiesMerged | EntitySplit | DeconflictionRaised
+@dataclass(frozen=True)
+class IdentifiersFingerprinted:
+    """`region` holds identifiers it had not published under key `key_id`: their fingerprints
+    and the region's own reference to each (domain.fingerprints). Nothing else of them."""
+
+    region: Region
+    key_id: str
+    fingerprints: tuple[tuple[bytes, str], ...]  # (digest, ref)
+
+
+@dataclass(frozen=True)
+class DeconflictionMatched:
+    """At the hub: `to`'s fingerprint `ref` is held by region `other` too, whom to contact there
+    being `contact_role`. Addressed to `to` alone."""
+
+    to: Region
+    ref: str
+    other: Region
+    contact_role: str
+
+
+@dataclass(frozen=True)
+class RemoteDeconflictionRaised:
+    """In a region installation: another region (`other`, known to the hub only by a matching
+    fingerprint) holds an identifier of `region`'s entity `entity_id`; `region` is told, with its
+    own records only. Raised once per entity and other region."""
+
+    entity_id: str
+    entity_type: RecordType
+    region: Region
+    other: Region
+    records: tuple[str, ...]  # the region's own record names
+    contact_role: str
+
+
+DomainEvent = (
+    RecordLinked
+    | EntitiesMerged
+    | EntitySplit
+    | DeconflictionRaised
+    | IdentifiersFingerprinted
+    | DeconflictionMatched
+    | RemoteDeconflictionRaised
+)

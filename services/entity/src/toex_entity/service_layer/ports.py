@@ -129,8 +129,49 @@ class EntityRepository(Protocol):
         ...
 
 
+class FederationRepository(Protocol):
+    """Deconfliction across installations (domain.fingerprints): a region's fingerprinted
+    identifiers and the regions known to hold them too; the hub's fingerprints of every region."""
+
+    # a region's side
+    async def claim_identifiers(
+        self, key_id: str, identifiers: Sequence[str], at: datetime
+    ) -> list[tuple[str, str]]:
+        """Note `identifiers` as published under `key_id`, each with a new random reference;
+        returns (identifier, ref) for those not noted before (the others are left as they are)."""
+        ...
+
+    async def unpublished_identifiers(self, key_id: str, limit: int) -> list[str]:
+        """Strong identifiers the region's records carry that were never published under `key_id`."""
+        ...
+
+    async def identifier_of_ref(self, ref: str) -> str | None: ...
+    async def add_remote_holder(
+        self, identifier: str, other: Region, contact_role: str, at: datetime
+    ) -> bool: ...
+    async def remote_holders(self, identifiers: Sequence[str]) -> dict[str, list[tuple[Region, str]]]:
+        """Other regions known to hold each identifier, with whom to contact there."""
+        ...
+
+    async def entities_with(self, identifier: str) -> list[tuple[str, RecordType]]:
+        """The (active) entities holding a record that carries `identifier`, with their type."""
+        ...
+
+    # the hub's side
+    async def add_sightings(
+        self, region: Region, key_id: str, fingerprints: Sequence[tuple[bytes, str]], at: datetime
+    ) -> list[tuple[bytes, str]]:
+        """Store `region`'s fingerprints under `key_id`; returns those it had not published before."""
+        ...
+
+    async def sightings(self, key_id: str, digests: Sequence[bytes]) -> dict[bytes, list[tuple[Region, str]]]:
+        """Every region holding each fingerprint under `key_id`, with its reference."""
+        ...
+
+
 class EntityUnitOfWork(UnitOfWork, Protocol):
     repo: EntityRepository
+    federation: FederationRepository
 
     @property
     def grants(self) -> GrantReader: ...
@@ -144,6 +185,11 @@ class EntityUnitOfWork(UnitOfWork, Protocol):
     async def __aexit__(self, *exc: object) -> None: ...
     async def lock_resolution(self) -> None:
         """Serialise resolution writes (one writer decides entity membership at a time)."""
+        ...
+
+    async def lock_matching(self) -> None:
+        """At the hub: serialise fingerprint matching, so two regions' copies of one fingerprint
+        arriving at once still meet."""
         ...
 
 

@@ -361,3 +361,89 @@ class DeconflictionNotice(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeconflictionNotice: _TypeAlias = DeconflictionNotice  # noqa: Y015
+
+@_typing.final
+class IdentifiersFingerprinted(_message.Message):
+    """IdentifiersFingerprinted: keyed fingerprints of strong identifiers this region holds, for
+    deconfliction across installations. Published by a region installation (never by a single
+    installation, which deconflicts within itself) once per identifier and key the first time
+    a record carrying the identifier is linked, and again under each new key. The national hub
+    takes only these events of the region's stream and matches fingerprints of different
+    regions. It never holds the key, so it can neither reverse a fingerprint nor test a guess;
+    nothing else of the record travels: no value, record, entity or kind of identifier.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    FINGERPRINTS_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Unique event id."""
+    key_id: _builtins.str
+    """The id of the key the fingerprints were made with. Fingerprints match only under one key
+    id: during a rotation a region publishes under the old and the new key.
+    """
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When it happened."""
+
+    @_builtins.property
+    def label(self) -> _security_pb2.SecurityLabel:
+        """The region holding the identifiers, handling code C."""
+
+    @_builtins.property
+    def fingerprints(self) -> _containers.RepeatedCompositeFieldContainer[Global___IdentifierFingerprint]:
+        """The fingerprints, at most a few thousand per event."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+        label: _security_pb2.SecurityLabel | None = ...,
+        key_id: _builtins.str = ...,
+        fingerprints: _abc.Iterable[Global___IdentifierFingerprint] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "fingerprints", b"fingerprints", "key_id", b"key_id", "label", b"label", "occur_time", b"occur_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IdentifiersFingerprinted: _TypeAlias = IdentifiersFingerprinted  # noqa: Y015
+
+@_typing.final
+class IdentifierFingerprint(_message.Message):
+    """IdentifierFingerprint is one identifier's keyed fingerprint and the region's own reference
+    to it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DIGEST_FIELD_NUMBER: _builtins.int
+    REF_FIELD_NUMBER: _builtins.int
+    digest: _builtins.bytes
+    """HMAC-SHA256 under the key `key_id` of the identifier in normal form with its kind
+    (`tel:+447700900123`, `vrm:AB12CDE`, `email:...`, `handle:platform:name`,
+    `id:SCHEME:VALUE`): 32 bytes.
+    """
+    ref: _builtins.str
+    """An opaque reference the publishing region chose for this identifier and key (random,
+    meaningless elsewhere); the hub names it back to that region only, when it matches.
+    """
+    def __init__(
+        self,
+        *,
+        digest: _builtins.bytes = ...,
+        ref: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["digest", b"digest", "ref", b"ref"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IdentifierFingerprint: _TypeAlias = IdentifierFingerprint  # noqa: Y015
