@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 from grpc_status import rpc_status
@@ -73,3 +75,56 @@ def _recorder(method: str) -> Callable[..., Any]:
 
 for _method in pb.DESCRIPTOR.services_by_name["TaskingService"].methods_by_name:
     setattr(FakeTasking, _method, _recorder(_method))
+
+
+@dataclass
+class FakeService:
+    """Any service of the contracts (found by its descriptor), answering like FakeTasking; a
+    streaming upload records its first request (the header) and answers once it has all of
+    them; a streaming answer is a list of messages."""
+
+    descriptor: ServiceDescriptor
+    answers: dict[str, Responder | list[Message]] = field(default_factory=dict)
+    calls: list[Call] = field(default_factory=list)
+
+    def _answer(self, method: str, request: Message, context: grpc.ServicerContext) -> Any:
+        self.calls.append(Call(method, request, {k: str(v) for k, v in context.invocation_metadata()}))
+        answer = self.answers.get(method)
+        if answer is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, f"the test set no answer for {method}")
+        if isinstance(answer, status_pb2.Status):
+            context.abort_with_status(rpc_status.to_status(answer))
+        if callable(answer):
+            return answer(request)
+        return answer
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        handlers: dict[str, grpc.RpcMethodHandler] = {}
+        for method in self.descriptor.methods:
+            request_type = message_factory.GetMessageClass(method.input_type)
+            response_type = message_factory.GetMessageClass(method.output_type)
+            name = method.name
+            kwargs = {
+                "request_deserializer": request_type.FromString,
+                "response_serializer": response_type.SerializeToString,
+            }
+            if method.client_streaming and not method.server_streaming:
+
+                def upload(requests: Any, context: grpc.ServicerContext, name: str = name) -> Any:
+                    received = list(requests)
+                    return self._answer(name, received[0], context)
+
+                handlers[name] = grpc.stream_unary_rpc_method_handler(upload, **kwargs)
+            elif method.server_streaming and not method.client_streaming:
+
+                def download(request: Message, context: grpc.ServicerContext, name: str = name) -> Any:
+                    yield from self._answer(name, request, context)
+
+                handlers[name] = grpc.unary_stream_rpc_method_handler(download, **kwargs)
+            elif not method.client_streaming:
+
+                def unary(request: Message, context: grpc.ServicerContext, name: str = name) -> Any:
+                    return self._answer(name, request, context)
+
+                handlers[name] = grpc.unary_unary_rpc_method_handler(unary, **kwargs)
+        return grpc.method_handlers_generic_handler(self.descriptor.full_name, handlers)

@@ -45,6 +45,7 @@ def run(config_dir: Path) -> Callable[..., Result]:
             "TOEX_TASKING_ADDR": None,
             "TOEX_NATS_URL": None,
             "TOEX_OIDC_ISSUER": None,
+            "TOEX_INSTALLATIONS": None,
         }
         base.update(env or {})
         return CliRunner().invoke(main, list(args), env=base, input=input, catch_exceptions=False)

@@ -347,15 +347,29 @@ def import_adverts(
 @format_option
 @pass_cli
 def datasets(cli: CliContext, region: Region | None, output_format: str) -> None:
-    """List imported datasets, newest first."""
+    """List imported datasets, newest first (with a directory of installations, --region - asks
+    every installation: `toex installations --help`)."""
     parent = f"regions/{region.value}" if region else "regions/-"
-    response = cli.call(
-        SERVICE, _stub(cli).ListDatasets, pb.ListDatasetsRequest(parent=parent, page_size=200)
-    )
+
+    def fetch() -> pb.ListDatasetsResponse:
+        return cli.call(
+            SERVICE, _stub(cli).ListDatasets, pb.ListDatasetsRequest(parent=parent, page_size=200)
+        )
+
+    gathered = cli.gather(SERVICE, fetch) if region is None else None
+    data: Any
+    if gathered is not None and gathered.fanned_out:
+        merged = {d.name: d for answer in gathered.values() for d in answer.datasets}
+        newest = sorted(merged.values(), key=lambda d: (d.create_time.seconds, d.create_time.nanos, d.name))
+        response = pb.ListDatasetsResponse(datasets=newest[::-1])
+        data = gathered.json(message_to_dict(response))
+    else:
+        response = gathered.values()[0] if gathered else fetch()
+        data = response
     kind = res.DatasetKind.DESCRIPTOR
     emit_list(
         output_format,
-        response,
+        data,
         ["name", "kind", "job", "file", "stored", "rejected", "imported"],
         (
             [
@@ -370,6 +384,8 @@ def datasets(cli: CliContext, region: Region | None, output_format: str) -> None
             for d in response.datasets
         ),
     )
+    if gathered:
+        gathered.finish()
 
 
 @comms.command("rejections")

@@ -8,6 +8,7 @@ import re
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 import grpc
@@ -23,6 +24,7 @@ from toex_cli.output import (
     emit_one,
     format_option,
     format_time,
+    message_to_dict,
     render_fields,
     render_table,
 )
@@ -557,7 +559,9 @@ def explain(cli: CliContext, record_a: str, record_b: str, output_format: str) -
 @format_option
 @pass_cli
 def reviews(cli: CliContext, region: Region | None, state: int, limit: int, output_format: str) -> None:
-    """List review tasks: candidate pairs between the review and auto-link thresholds.
+    """List review tasks: candidate pairs between the review and auto-link thresholds, oldest
+    first. With a directory of installations, --region - asks every installation (a line on
+    standard error for a region whose installation did not answer, and exit code 3).
 
     \b
     Example:
@@ -568,10 +572,23 @@ def reviews(cli: CliContext, region: Region | None, state: int, limit: int, outp
         state=state,  # type: ignore[arg-type]
         page_size=limit,
     )
-    response = cli.call(SERVICE, _stub(cli).ListReviewTasks, request)
+
+    def fetch() -> pb.ListReviewTasksResponse:
+        return cli.call(SERVICE, _stub(cli).ListReviewTasks, request)
+
+    gathered = cli.gather(SERVICE, fetch) if region is None else None
+    data: Any
+    if gathered is not None and gathered.fanned_out:
+        merged = {t.name: t for answer in gathered.values() for t in answer.review_tasks}
+        ordered = sorted(merged.values(), key=lambda t: (t.create_time.seconds, t.create_time.nanos, t.name))
+        response = pb.ListReviewTasksResponse(review_tasks=ordered[:limit])
+        data = gathered.json(message_to_dict(response))
+    else:
+        response = gathered.values()[0] if gathered else fetch()
+        data = response
     emit_list(
         output_format,
-        response,
+        data,
         ["task", "state", "probability", "record", "candidate", "opened"],
         (
             [
@@ -586,6 +603,8 @@ def reviews(cli: CliContext, region: Region | None, state: int, limit: int, outp
         ),
         empty="No review tasks.",
     )
+    if gathered:
+        gathered.finish()
 
 
 @entity.command("decide")

@@ -1,13 +1,15 @@
 """Errors the CLI shows: what went wrong, the server's details, and what to do next.
 
 Exit codes: 0 ok, 1 the server (or the identity provider, or NATS) said no or could not be
-reached, 2 usage error (click's own).
+reached, 2 usage error (click's own), 3 a partial answer (some installations asked for every
+region did not answer; see toex_cli.context.Gathered).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import IO, Any
 
 import click
@@ -16,6 +18,10 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from toex_cli.directory import Route, default_path
+
+WRONG_INSTALLATION = "WRONG_INSTALLATION"
+_ROUTE_ATTRIBUTE = "toex_route"
 PURPOSE_HINT = (
     'say why you are reading, for example: toex --purpose "Op NAME" ... (or set TOEX_PURPOSE for the session)'
 )
@@ -26,14 +32,49 @@ class CommandFailed(click.ClickException):
 
     exit_code = 1
 
-    def __init__(self, message: str, hint: str = "") -> None:
+    def __init__(self, message: str, hint: str = "", *, code: str = "") -> None:
         super().__init__(message)
         self.hint = hint
+        self.code = code  # the gRPC status code's name when a server answered or was not reached
 
     def show(self, file: IO[Any] | None = None) -> None:
         click.echo(f"Error: {self.format_message()}", file=file, err=True)
         if self.hint:
             click.echo(f"Hint: {self.hint}", file=file, err=True)
+
+
+@dataclass(frozen=True)
+class WrongInstallation:
+    """A region installation's refusal of another region's resource: where it lives."""
+
+    region: str
+    installation: str
+
+
+def tag(error: grpc.RpcError, route: Route) -> grpc.RpcError:
+    """Remember on a failed call which installation it went to (the first told wins)."""
+    if route_of(error) is None:
+        setattr(error, _ROUTE_ATTRIBUTE, route)
+    return error
+
+
+def route_of(error: BaseException) -> Route | None:
+    """Where a failed call went, when an installations directory chose it."""
+    route = getattr(error, _ROUTE_ATTRIBUTE, None)
+    return route if isinstance(route, Route) else None
+
+
+def wrong_installation_in(details: list[any_pb2.Any]) -> WrongInstallation | None:
+    """The google.rpc.ErrorInfo with reason WRONG_INSTALLATION among a status's details."""
+    for packed in details:
+        if packed.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            packed.Unpack(info)
+            if info.reason == WRONG_INSTALLATION:
+                return WrongInstallation(
+                    region=info.metadata.get("region", ""), installation=info.metadata.get("installation", "")
+                )
+    return None
 
 
 def describe_details(details: list[any_pb2.Any], field_options: Mapping[str, str] | None = None) -> list[str]:
@@ -141,6 +182,24 @@ def reached_service(message: str, debug: str = "") -> bool:
     return "failed to pick subchannel" not in debug.lower()
 
 
+def wrong_installation_hint(wrong: WrongInstallation, *, service: str, route: Route | None) -> str:
+    """What to do when a server says the resource belongs to another installation (which the CLI
+    did not, or could not, ask itself)."""
+    where = wrong.installation or "the one serving it"
+    region = wrong.region or "it"
+    if route is None:
+        return (
+            f"{region} is served by installation {where}: list it in an installations directory "
+            f"({default_path()}, or --installations FILE) and the CLI goes there by itself "
+            f"(`toex installations --help`); or point --{service}-addr at that installation's {service} service"
+        )
+    entry = f"[installations.{wrong.installation}]" if wrong.installation else "its entry"
+    return (
+        f"{region} is served by installation {where}, which {route.directory} does not list: add {entry} "
+        f'with its address (address = "host:port") and run the command again'
+    )
+
+
 def hint_for(
     code_name: str,
     message: str,
@@ -149,12 +208,15 @@ def hint_for(
     service: str,
     address: str,
     debug: str = "",
+    route: Route | None = None,
 ) -> str:
     if code_name == "UNAUTHENTICATED":
         return "run `toex login` (scripts: set TOEX_TOKEN to a current access token)"
     if code_name == "PERMISSION_DENIED":
         return "`toex whoami` shows your roles; ask your supervisor or an administrator if you need this"
     if code_name == "FAILED_PRECONDITION":
+        if (wrong := wrong_installation_in(details)) is not None:
+            return wrong_installation_hint(wrong, service=service, route=route)
         if _is_purpose_failure(message, details):
             return PURPOSE_HINT
         return "the resource is not in a state that allows this; show it to check its current state"
@@ -166,6 +228,13 @@ def hint_for(
         return "it exists already; use a new --request-id only if you really mean a second one"
     if code_name == "UNAVAILABLE":
         if not reached_service(message, debug):
+            if route is not None:
+                name = route.installation.name
+                return (
+                    f"is installation {name}'s {service} service running at {address}? Check "
+                    f"[installations.{name}] in {route.directory} (`toex installations show {name}`), "
+                    f"or give --{service}-addr"
+                )
             return (
                 f"is the {service} service running at {address}? Start the local stack with `make up`, "
                 f"or point --{service}-addr at the right place"
@@ -189,22 +258,30 @@ def render_status(
     address: str = "",
     field_options: Mapping[str, str] | None = None,
     debug: str = "",
+    route: Route | None = None,
 ) -> CommandFailed:
     """The error to show for a google.rpc.Status (code, message and decoded details); `debug` is
-    the call's debug error string, which tells a service that answered from one not reached."""
+    the call's debug error string, which tells a service that answered from one not reached;
+    `route` is the installation the call went to, when a directory chose it."""
     code_name = code_pb2.Code.Name(status.code) if status.code in code_pb2.Code.values() else str(status.code)
     details = list(status.details)
     message = without_violations(status.message, details)
     lines = [f"{code_name}: {message}" if message else code_name]
     lines.extend(describe_details(details, field_options))
-    hint = hint_for(code_name, status.message, details, service=service, address=address, debug=debug)
-    return CommandFailed("\n".join(lines), hint)
+    hint = hint_for(
+        code_name, status.message, details, service=service, address=address, debug=debug, route=route
+    )
+    return CommandFailed("\n".join(lines), hint, code=code_name)
 
 
 def rpc_failure(
     error: grpc.RpcError, *, service: str, address: str, field_options: Mapping[str, str] | None = None
 ) -> CommandFailed:
-    """Turn a failed call into the error to show, decoding the grpc-status-details-bin trailer."""
+    """Turn a failed call into the error to show, decoding the grpc-status-details-bin trailer.
+    A call an installations directory routed carries its route, which names the address."""
+    route = route_of(error)
+    if route is not None:
+        address = route.address
     call: Any = error
     try:
         status = rpc_status.from_call(call)
@@ -216,5 +293,5 @@ def rpc_failure(
         status = status_pb2.Status(code=code.value[0], message=message or "")
     debug = call.debug_error_string() if callable(getattr(call, "debug_error_string", None)) else ""
     return render_status(
-        status, service=service, address=address, field_options=field_options, debug=debug or ""
+        status, service=service, address=address, field_options=field_options, debug=debug or "", route=route
     )

@@ -20,6 +20,7 @@ from toex_cli.output import (
     emit_one,
     format_option,
     format_time,
+    message_to_dict,
     render_fields,
     render_table,
 )
@@ -311,6 +312,10 @@ def list_jobs(
 ) -> None:
     """List the jobs you may see, newest first.
 
+    With a directory of installations (`toex installations --help`), --region - asks every
+    installation at once and merges their jobs, newest first; a region whose installation did
+    not answer gets a line on standard error, and the exit code is 3.
+
     \b
     Examples:
       toex --purpose "Op Kestrel" jobs list
@@ -318,24 +323,67 @@ def list_jobs(
       toex --purpose "capacity review" jobs list --assignee researcher.london --due-before 2026-12-01
       toex --purpose "weekly return" jobs list --all --format json | jq '.jobs[].name'
     """
-    request = pb.ListJobsRequest(
-        parent=f"regions/{region.value if region else '-'}",
-        states=list(states),  # type: ignore[arg-type]
-        assignee=assignee,
-        page_size=limit,
-        page_token=page_token,
+    if region is None and page_token and cli.routes(SERVICE):
+        raise click.UsageError(
+            "--page-token continues one installation's list: give --region CODE with it "
+            "(--region - asks every installation; add --all for every page)"
+        )
+
+    def fetch() -> tuple[list[pb.Job], str]:
+        request = pb.ListJobsRequest(
+            parent=f"regions/{region.value if region else '-'}",
+            states=list(states),  # type: ignore[arg-type]
+            assignee=assignee,
+            page_size=limit,
+            page_token=page_token,
+        )
+        if due_before is not None:
+            request.due_before.CopyFrom(_timestamp(due_before))
+        stub = _stub(cli)
+        found: list[pb.Job] = []
+        while True:
+            response = cli.call(SERVICE, stub.ListJobs, request)
+            found.extend(response.jobs)
+            if not (fetch_all and response.next_page_token):
+                break
+            request.page_token = response.next_page_token
+        return found, "" if fetch_all else response.next_page_token
+
+    if region is not None:
+        found, next_token = fetch()
+        _emit_jobs(output_format, found, next_token, limit)
+        return
+    gathered = cli.gather(SERVICE, fetch)
+    if not gathered.fanned_out:
+        [(found, next_token)] = gathered.values()
+        _emit_jobs(output_format, found, next_token, limit)
+        return
+    # Newest first across installations (as each lists its own); a job two installations both
+    # return (one installation listed under two names) once.
+    merged = {job.name: job for jobs_found, _ in gathered.values() for job in jobs_found}
+    ordered = sorted(merged.values(), key=_newest_first, reverse=True)
+    shown = ordered if fetch_all else ordered[:limit]
+    more = [i.name for i, (_, token) in gathered.answers if token and i is not None]
+    if len(shown) < len(ordered):
+        more = more or ["the installations together"]
+    emit_list(
+        output_format,
+        gathered.json(message_to_dict(pb.ListJobsResponse(jobs=shown))),
+        JOB_COLUMNS,
+        (job_row(job) for job in shown),
+        empty="No jobs match.",
+        note=f"More jobs match ({', '.join(more)}): add --all to see every page (or raise --limit, now {limit})."
+        if more
+        else "",
     )
-    if due_before is not None:
-        request.due_before.CopyFrom(_timestamp(due_before))
-    stub = _stub(cli)
-    found: list[pb.Job] = []
-    while True:
-        response = cli.call(SERVICE, stub.ListJobs, request)
-        found.extend(response.jobs)
-        if not (fetch_all and response.next_page_token):
-            break
-        request.page_token = response.next_page_token
-    next_token = "" if fetch_all else response.next_page_token
+    gathered.finish()
+
+
+def _newest_first(job: pb.Job) -> tuple[int, int, str]:
+    return (job.create_time.seconds, job.create_time.nanos, job.name)
+
+
+def _emit_jobs(output_format: str, found: list[pb.Job], next_token: str, limit: int) -> None:
     emit_list(
         output_format,
         pb.ListJobsResponse(jobs=found, next_page_token=next_token),

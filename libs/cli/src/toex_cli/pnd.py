@@ -358,20 +358,35 @@ def list_records(
 ) -> None:
     """List records, newest change first.
 
+    With a directory of installations, --region - asks every installation at once (a line on
+    standard error for a region whose installation did not answer, and exit code 3).
+
     \b
     Examples:
       toex --purpose "Op Kestrel" pnd list --region EMSOU --state held --state rejected
     """
-    request = pb.ListIntelligenceRequest(
-        parent=f"regions/{region.value if region else '-'}",
-        sync_states=list(states),  # type: ignore[arg-type]
-        show_deleted=deleted,
-        page_size=limit,
-    )
-    response = cli.call(SERVICE, _stub(cli).ListIntelligence, request)
+
+    def fetch() -> pb.ListIntelligenceResponse:
+        request = pb.ListIntelligenceRequest(
+            parent=f"regions/{region.value if region else '-'}",
+            sync_states=list(states),  # type: ignore[arg-type]
+            show_deleted=deleted,
+            page_size=limit,
+        )
+        return cli.call(SERVICE, _stub(cli).ListIntelligence, request)
+
+    gathered = cli.gather(SERVICE, fetch) if region is None else None
+    if gathered is None or not gathered.fanned_out:
+        response = gathered.values()[0] if gathered else fetch()
+        data: Any = response
+    else:
+        merged = {r.name: r for answer in gathered.values() for r in answer.records}
+        newest = sorted(merged.values(), key=lambda r: (r.update_time.seconds, r.update_time.nanos, r.name))
+        response = pb.ListIntelligenceResponse(records=newest[::-1][:limit])
+        data = gathered.json(message_to_dict(response))
     emit_list(
         output_format,
-        response,
+        data,
         ["name", "kind", "content", "version", "sync", "pnd version", "job", "updated"],
         (
             [
@@ -388,6 +403,8 @@ def list_records(
         ),
         empty="No records match.",
     )
+    if gathered:
+        gathered.finish()
 
 
 @pnd.command("status")

@@ -299,23 +299,50 @@ def list_referrals(
     page_token: str,
     output_format: str,
 ) -> None:
-    """List referrals you may see, newest first."""
-    request = pb.ListReferralsRequest(
-        parent=f"regions/{region.value if region else '-'}",
-        states=list(states),  # type: ignore[arg-type]
-        overdue_only=overdue,
-        page_size=limit,
-        page_token=page_token,
-    )
-    response = cli.call(SERVICE, _stub(cli).ListReferrals, request)
-    token = response.next_page_token
+    """List referrals you may see, newest first.
+
+    With a directory of installations, --region - asks every installation at once (a line on
+    standard error for a region whose installation did not answer, and exit code 3).
+    """
+    if region is None and page_token and cli.routes(SERVICE):
+        raise click.UsageError("--page-token continues one installation's list: give --region CODE with it")
+
+    def fetch() -> pb.ListReferralsResponse:
+        request = pb.ListReferralsRequest(
+            parent=f"regions/{region.value if region else '-'}",
+            states=list(states),  # type: ignore[arg-type]
+            overdue_only=overdue,
+            page_size=limit,
+            page_token=page_token,
+        )
+        return cli.call(SERVICE, _stub(cli).ListReferrals, request)
+
+    gathered = cli.gather(SERVICE, fetch) if region is None else None
+    if gathered is None or not gathered.fanned_out:
+        response = gathered.values()[0] if gathered else fetch()
+        shown, token, more = list(response.referrals), response.next_page_token, ""
+        if token:
+            more = f"(more: --page-token {token})"
+    else:
+        answers = [(i.name if i else "", r) for i, r in gathered.answers]
+        merged = {r.name: r for _, answer in answers for r in answer.referrals}
+        newest = sorted(merged.values(), key=lambda r: (r.create_time.seconds, r.create_time.nanos, r.name))
+        shown, token = newest[::-1][:limit], ""
+        cut = [name for name, answer in answers if answer.next_page_token]
+        if cut or len(merged) > limit:
+            more = f"(more in {', '.join(cut) or 'the installations together'}: give --region CODE, or raise --limit)"
+        else:
+            more = ""
+    data = {"referrals": [message_to_dict(r) for r in shown], "next_page_token": token}
     emit_list(
         output_format,
-        {"referrals": [message_to_dict(r) for r in response.referrals], "next_page_token": token},
+        gathered.json(data) if gathered else data,
         COLUMNS,
-        (referral_row(r) for r in response.referrals),
-        note=f"(more: --page-token {token})" if token else "",
+        (referral_row(r) for r in shown),
+        note=more,
     )
+    if gathered:
+        gathered.finish()
 
 
 @referrals.command("update")
@@ -556,14 +583,33 @@ OVERDUE_COLUMNS = ["referral", "region", "clock", "due", "escalated to", "risk"]
 @format_option
 @pass_cli
 def overdue(cli: CliContext, region: Region | None, limit: int, page_token: str, output_format: str) -> None:
-    """The overdue list: statutory clocks past due, most overdue first."""
-    request = pb.ListOverdueRequest(
-        parent=f"regions/{region.value if region else '-'}", page_size=limit, page_token=page_token
-    )
-    response = cli.call(SERVICE, _stub(cli).ListOverdue, request)
+    """The overdue list: statutory clocks past due, most overdue first.
+
+    With a directory of installations, --region - asks every installation at once (a line on
+    standard error for a region whose installation did not answer, and exit code 3).
+    """
+    if region is None and page_token and cli.routes(SERVICE):
+        raise click.UsageError("--page-token continues one installation's list: give --region CODE with it")
+
+    def fetch() -> pb.ListOverdueResponse:
+        request = pb.ListOverdueRequest(
+            parent=f"regions/{region.value if region else '-'}", page_size=limit, page_token=page_token
+        )
+        return cli.call(SERVICE, _stub(cli).ListOverdue, request)
+
+    gathered = cli.gather(SERVICE, fetch) if region is None else None
+    if gathered is None or not gathered.fanned_out:
+        response = gathered.values()[0] if gathered else fetch()
+    else:
+        answers = gathered.values()
+        items = sorted(
+            (i for answer in answers for i in answer.items),
+            key=lambda i: (i.clock.due_time.seconds, i.clock.due_time.nanos, i.referral, i.clock.kind),
+        )
+        response = pb.ListOverdueResponse(items=items[:limit], total_size=sum(a.total_size for a in answers))
     emit_list(
         output_format,
-        response,
+        gathered.json(message_to_dict(response)) if gathered and gathered.fanned_out else response,
         OVERDUE_COLUMNS,
         (
             [
@@ -578,6 +624,8 @@ def overdue(cli: CliContext, region: Region | None, limit: int, page_token: str,
         ),
         note=f"{response.total_size} overdue",
     )
+    if gathered:
+        gathered.finish()
 
 
 COMMANDS = (referrals,)
