@@ -9,7 +9,7 @@ sql() {
     psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" "$@"
 }
 
-for service in tasking entity pnd comms safeguarding; do
+for service in tasking entity pnd comms safeguarding oversight; do
     sql -v owner="toex_${service}" -v app="toex_${service}_app" \
         -v owner_password="$TOEX_POSTGRES_OWNER_PASSWORD" -v app_password="$TOEX_POSTGRES_APP_PASSWORD" <<'SQL'
 CREATE ROLE :"owner" LOGIN PASSWORD :'owner_password';

@@ -258,6 +258,9 @@ async def test_update_changes_the_fields_and_publishes_job_updated(deps, uow, cl
     ]
     assert event.updated_by == "supervisor.emsou" and event.job == job.name
     assert event.access.revision == 2 and event.access.state == events_pb2.JOB_STATE_RAISED
+    # The values counted at the hub, ordered by the revision (national oversight).
+    assert event.priority == events_pb2.PRIORITY_URGENT
+    assert event.due_time.ToDatetime(tzinfo=UTC) == new_due
     assert list(event.access.collaborating_regions) == [region_pb2.REGION_LONDON]
     [envelope] = [e for e in uow.committed_events if e.event_type.endswith("JobUpdated")]
     assert envelope.subject == "toex.emsou.tasking.JobUpdated"

@@ -103,6 +103,9 @@ def to_message(job: Job, event: events.DomainEvent) -> Message:
             changed_fields=[CHANGED_FIELDS[name] for name in event.changed],
             updated_by=event.by,
             access=access(job),
+            # The values a read model without a copy of the job counts by (national oversight).
+            priority=priority_to_proto(job.priority),  # type: ignore[arg-type]
+            due_time=ts(job.due_at),
         )
     if isinstance(event, events.JobOverdue):
         return ev.JobOverdue(

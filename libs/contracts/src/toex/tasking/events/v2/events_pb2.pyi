@@ -490,8 +490,9 @@ Global___JobStatusChanged: _TypeAlias = JobStatusChanged  # noqa: Y015
 
 @_typing.final
 class JobUpdated(_message.Message):
-    """JobUpdated: fields of an open job were changed (UpdateJob). Names what changed, not the values:
-    a consumer that needs them reads the job.
+    """JobUpdated: fields of an open job were changed (UpdateJob). Names what changed; of the values,
+    it carries the priority and due time (counts and clocks, nothing personal): a consumer that
+    needs the others reads the job.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -503,12 +504,18 @@ class JobUpdated(_message.Message):
     CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
     UPDATED_BY_FIELD_NUMBER: _builtins.int
     ACCESS_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    DUE_TIME_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique event id."""
     job: _builtins.str
     """The job's resource name."""
     updated_by: _builtins.str
     """Who changed them."""
+    priority: Global___Priority.ValueType
+    """The job's priority after the change (whether or not it changed): a read model that keeps
+    no copy of the job, such as the hub's national oversight, orders it by `access.revision`.
+    """
     @_builtins.property
     def occur_time(self) -> _timestamp_pb2.Timestamp:
         """When it happened."""
@@ -527,6 +534,10 @@ class JobUpdated(_message.Message):
     def access(self) -> Global___JobAccess:
         """Who may work it and which regions collaborate, after the change."""
 
+    @_builtins.property
+    def due_time(self) -> _timestamp_pb2.Timestamp:
+        """The job's due time after the change (whether or not it changed), ordered likewise."""
+
     def __init__(
         self,
         *,
@@ -537,10 +548,12 @@ class JobUpdated(_message.Message):
         changed_fields: _abc.Iterable[_builtins.str] | None = ...,
         updated_by: _builtins.str = ...,
         access: Global___JobAccess | None = ...,
+        priority: Global___Priority.ValueType = ...,
+        due_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "label", b"label", "occur_time", b"occur_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "due_time", b"due_time", "label", b"label", "occur_time", b"occur_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "changed_fields", b"changed_fields", "event_id", b"event_id", "job", b"job", "label", b"label", "occur_time", b"occur_time", "updated_by", b"updated_by"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "changed_fields", b"changed_fields", "due_time", b"due_time", "event_id", b"event_id", "job", b"job", "label", b"label", "occur_time", b"occur_time", "priority", b"priority", "updated_by", b"updated_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,20 @@
+"""Oversight settings from the environment (TOEX_ prefix)."""
+
+from __future__ import annotations
+
+from toex_common.config import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    service_name: str = "oversight"
+    database_url: str = "postgresql+asyncpg://toex:toex@127.0.0.1:5432/toex_oversight"
+    grpc_port: int = 50056
+    # Count every region's events (tasking, safeguarding, PND, entity resolution). Off, the
+    # service answers from what it has counted so far.
+    consume_events: bool = True
+    # Events fetched and counted in one transaction by each consumer: a region catching up after
+    # a partition is counted in batches this large.
+    consumer_batch: int = 256
+    # How long an idle consumer waits for a batch to fill before taking what has arrived: the
+    # most an event waits to be counted when nothing is queued (the overview's lag).
+    consumer_fetch_wait_seconds: float = 0.1
