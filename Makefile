@@ -30,12 +30,16 @@ lock: ## Re-resolve dependencies into uv.lock
 up: $(INSTALLED) ## Start NATS, PostgreSQL, Keycloak and the services on loopback; load demo data (installs first on a fresh clone)
 	$(RUN) toex-devstack up
 
+.PHONY: up-federation
+up-federation: $(INSTALLED) ## Start a national hub and two regions (EMSOU, LONDON) on loopback: three NATS leaf-joined, one PostgreSQL, one Keycloak
+	$(RUN) toex-devstack up-federation $(if $(KEYCLOAK_URL),--keycloak-url $(KEYCLOAK_URL))
+
 .PHONY: down
-down: $(INSTALLED) ## Stop everything `make up` started
+down: $(INSTALLED) ## Stop everything `make up` or `make up-federation` started
 	$(RUN) toex-devstack down
 
 .PHONY: status
-status: $(INSTALLED) ## Show what the local stack is running
+status: $(INSTALLED) ## Show what the local stack (or the local federation) is running
 	$(RUN) toex-devstack status
 
 .PHONY: protos
@@ -78,6 +82,10 @@ test-integration: ## Integration tests against real PostgreSQL, nats-server and 
 .PHONY: test-e2e
 test-e2e: ## End-to-end tests against the stack as users run it
 	$(RUN) pytest -q tests/e2e
+
+.PHONY: test-federation
+test-federation: ## The federation tier: a hub and two region installations, as `make up-federation` runs them
+	$(RUN) pytest -q tests/federation
 
 .PHONY: test-security
 test-security: ## The security tier: each finding of the security review as an attack against real servers

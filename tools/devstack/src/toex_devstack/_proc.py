@@ -138,6 +138,20 @@ def terminate_group(pid: int, timeout: float = 20.0, proc: subprocess.Popen[byte
             proc.wait(timeout=1)
 
 
+def terminate_groups(pids: list[int], timeout: float = 20.0) -> None:
+    """SIGTERM the process groups led by ``pids`` at once, wait for them all, then SIGKILL what
+    is left: stopping many servers takes as long as the slowest, not the sum."""
+    for sig, wait_for in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, sig)
+        deadline = time.monotonic() + wait_for
+        while time.monotonic() < deadline and any(process_alive(pid) for pid in pids):
+            time.sleep(0.05)
+        if not any(process_alive(pid) for pid in pids):
+            return
+
+
 def tail(path: Path, lines: int = 40) -> str:
     try:
         text = path.read_text(errors="replace")

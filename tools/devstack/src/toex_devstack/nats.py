@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -37,6 +39,10 @@ class NatsServer:
 
     ``port=0`` picks a free port once; ``restart()`` reuses the same port and store directory, so
     streams survive it (tests use it to simulate a broker outage).
+
+    With ``config``, the server runs that configuration file (``-c``; JetStream, accounts and
+    its store directory are the file's), with ``env`` for the variables the file reads; the
+    client and monitoring ports are still set here.
     """
 
     def __init__(
@@ -47,6 +53,8 @@ class NatsServer:
         monitor_port: int | None = None,
         log_file: Path | str | None = None,
         tls: tuple[Path, Path, Path] | None = None,
+        config: Path | str | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.port = port or free_port()
         self.store_dir = Path(store_dir) if store_dir else Path(tempfile.mkdtemp(prefix="toex-nats-"))
@@ -54,6 +62,8 @@ class NatsServer:
         self.log_file = Path(log_file) if log_file else self.store_dir / "nats-server.log"
         # (certificate, key, CA): clients must use TLS and present a certificate the CA signed.
         self.tls = tls
+        self.config = Path(config) if config else None
+        self.env = dict(env or {})
         self._proc: subprocess.Popen[bytes] | None = None
         self.pid: int | None = None
 
@@ -68,7 +78,19 @@ class NatsServer:
         return process_alive(self.pid)
 
     def command(self) -> list[str]:
-        cmd = [find_nats_server(), "-js", "-a", LOOPBACK, "-p", str(self.port), "-sd", str(self.store_dir)]
+        if self.config:
+            cmd = [find_nats_server(), "-c", str(self.config), "-a", LOOPBACK, "-p", str(self.port)]
+        else:
+            cmd = [
+                find_nats_server(),
+                "-js",
+                "-a",
+                LOOPBACK,
+                "-p",
+                str(self.port),
+                "-sd",
+                str(self.store_dir),
+            ]
         if self.monitor_port:
             cmd += ["-m", str(self.monitor_port)]
         if self.tls:
@@ -85,6 +107,7 @@ class NatsServer:
         try:
             self._proc = subprocess.Popen(
                 self.command(),
+                env={**os.environ, **self.env} if self.env else None,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -15,9 +15,10 @@ import shutil
 import stat
 import subprocess
 import sys
+import threading
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,12 +36,12 @@ from ._proc import (
     process_alive,
     process_cmdline,
     tail,
-    terminate_group,
+    terminate_groups,
     wait_until,
 )
 from .keycloak import DEMO_PASSWORD, Keycloak, ensure_distribution, find_java_home, service_client_secret
 from .nats import NatsServer, find_nats_server
-from .postgres import Postgres, find_pg_bindir
+from .postgres import Postgres, ServiceDatabase, find_pg_bindir
 
 SERVICES_FILE = Path("deploy/devstack/services.toml")
 REALM_FILE = Path("deploy/keycloak/realm-toex.json")
@@ -84,6 +85,22 @@ class ComponentStatus:
     note: str = ""
 
 
+@dataclass(frozen=True)
+class Place:
+    """Where a set of services runs: their entries in the state file, their logs, and the
+    directory that `{state}` in services.toml names (their throwaway data)."""
+
+    entries: dict[str, Any]
+    logs: Path
+    data: Path
+    # How messages name the set's services (`EMSOU/` in a federation; nothing in the stack).
+    label: str = ""
+
+
+# The settings a service process gets, given the database made for it.
+Settings = Callable[[ServiceDatabase], dict[str, str]]
+
+
 def find_repo_root(start: Path | None = None) -> Path:
     """The nearest directory at or above ``start`` (default: cwd) holding deploy/devstack/services.toml."""
     here = (start or Path.cwd()).resolve()
@@ -124,8 +141,10 @@ def service_environment(
     migration_database_url: str = "",
 ) -> dict[str, str]:
     """The settings each service process gets from the local stack (its config reads TOEX_*):
-    it runs as its database's runtime role and migrates as the owning one."""
+    it runs as its database's runtime role and migrates as the owning one, in one installation
+    serving every region."""
     return {
+        "TOEX_INSTALLATION": "single",
         "TOEX_DATABASE_URL": database_url,
         "TOEX_MIGRATION_DATABASE_URL": migration_database_url,
         "TOEX_NATS_URL": nats_url,
@@ -177,6 +196,10 @@ class Stack:
         self.dir = root / ".devstack"
         self.logs = self.dir / "logs"
         self.state_file = self.dir / "state.json"
+        # Services may start in parallel (a federation's do): one writer of the state at a time.
+        self._lock = threading.RLock()
+        # Off only for clusters thrown away at the end of a test run.
+        self.fsync = True
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -188,17 +211,26 @@ class Stack:
         return state
 
     def _save_state(self, state: dict[str, Any]) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2) + "\n")
-        tmp.replace(self.state_file)
+        with self._lock:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.state_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(state, indent=2) + "\n")
+            tmp.chmod(0o600)  # a federation's holds the passwords of its NATS users
+            tmp.replace(self.state_file)
+
+    def _remember(
+        self, state: dict[str, Any], entries: dict[str, Any], name: str, entry: dict[str, Any]
+    ) -> None:
+        with self._lock:
+            entries[name] = entry
+            self._save_state(state)
 
     def _pg_dir(self) -> Path:
         local = self.dir / "pg"
         if not is_root() or _world_searchable(self.dir):
             return local
         # As root the cluster belongs to an unprivileged user, who cannot enter a private checkout.
-        digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
+        digest = hashlib.sha256(str(self.dir).encode()).hexdigest()[:12]
         return Path("/var/tmp/toex-devstack") / digest / "pg"
 
     def _ports_from(self, state: dict[str, Any]) -> Ports:
@@ -217,7 +249,7 @@ class Stack:
 
     def _postgres(self, ports: Ports, state: dict[str, Any]) -> Postgres:
         data_dir = state.get("postgres", {}).get("data_dir") or self._pg_dir()
-        return Postgres(port=ports.postgres, data_dir=data_dir)
+        return Postgres(port=ports.postgres, data_dir=data_dir, fsync=self.fsync)
 
     def _keycloak(self, ports: Ports) -> Keycloak:
         return Keycloak(
@@ -238,6 +270,8 @@ class Stack:
     # -- up ----------------------------------------------------------------------------------------
 
     def up(self) -> int:
+        if self._other_running():
+            return 1
         state = self.load_state()
         ports = self._ports_from(state)
         specs = load_services(self.root)
@@ -249,9 +283,39 @@ class Stack:
         state.setdefault("services", {})
         self.logs.mkdir(parents=True, exist_ok=True)
 
+        postgres = self._start_shared(state, ports, lambda: self._start_nats(state, ports))
+        if postgres is None:
+            return 1
+        failures = 0
+        for spec in specs:
+            if not self._start_service(state, spec, ports, postgres):
+                failures += 1
+        self._print_endpoints(state, specs)
+        if failures:
+            self.echo(f"{failures} service(s) did not start; see the messages above.")
+            return 1
+        return 0
+
+    def _other_running(self) -> bool:
+        """Whether the local federation runs (it holds the same PostgreSQL and Keycloak ports)."""
+        from .federation import Federation, clashes  # the federation is built on this module
+
+        federation = Federation(self.root)
+        if federation.state_file.exists() and clashes(self, federation) and federation.running():
+            self.echo(
+                "The local federation (`make up-federation`) is running: stop it with `make down` first."
+            )
+            return True
+        return False
+
+    def _start_shared(
+        self, state: dict[str, Any], ports: Ports, brokers: Callable[[], None]
+    ) -> Postgres | None:
+        """Keycloak (launched first: it boots while the rest starts), the brokers, PostgreSQL, then
+        wait for Keycloak; None, having said why, if something could not start."""
         try:
             keycloak = self._start_keycloak(state, ports)
-            self._start_nats(state, ports)
+            brokers()
             postgres = self._start_postgres(state, ports)
             if keycloak is not None:
                 self.echo(
@@ -263,17 +327,8 @@ class Stack:
         except DevstackError as exc:
             self.echo(f"ERROR: {exc}")
             self.echo("Some components may be running: `toex-devstack down` stops them.")
-            return 1
-
-        failures = 0
-        for spec in specs:
-            if not self._start_service(state, spec, ports, postgres):
-                failures += 1
-        self._print_endpoints(state, specs)
-        if failures:
-            self.echo(f"{failures} service(s) did not start; see the messages above.")
-            return 1
-        return 0
+            return None
+        return postgres
 
     def _start_nats(self, state: dict[str, Any], ports: Ports) -> None:
         if self._ours(state.get("nats"), "nats-server") and port_open(ports.nats):
@@ -350,49 +405,65 @@ class Stack:
     def _start_service(
         self, state: dict[str, Any], spec: ServiceSpec, ports: Ports, postgres: Postgres
     ) -> bool:
-        entry = state["services"].get(spec.name)
-        if self._ours(entry, spec.module) and grpc_serving(spec.port):
-            self.echo(f"Service {spec.name} already running on {LOOPBACK}:{spec.port}")
-            return True
-        if not runnable(spec.module):
-            self.echo(
-                f"WARNING: service {spec.name}: `python -m {spec.module}` is not available in this environment "
-                "(not written yet, or run `uv sync --all-packages`); skipping it"
-            )
-            return True
-        log_path = self.logs / f"{spec.name}.log"
-        log_path.write_text("")
-        try:
-            ensure_port_free(spec.port, f"service {spec.name}")
-            database = postgres.service_database(
-                spec.database, owner=spec.database, runtime=f"{spec.database}_app"
-            )
-        except DevstackError as exc:
-            self.echo(f"ERROR: service {spec.name}: {exc}")
-            return False
-        env = {
-            **os.environ,
-            "PYTHONUNBUFFERED": "1",
-            **service_environment(
+        def settings(database: ServiceDatabase) -> dict[str, str]:
+            return service_environment(
                 spec,
                 database_url=database.runtime_url,
                 migration_database_url=database.migration_url,
                 nats_url=f"nats://{LOOPBACK}:{ports.nats}",
                 oidc_issuer=f"http://{LOOPBACK}:{ports.keycloak}/realms/toex",
-            ),
-        }
+            )
 
-        env.update({key: value.replace("{state}", str(self.dir)) for key, value in spec.env})
-        if spec.sidecar_args and not self._start_sidecar(state, spec, env):
+        place = Place(state["services"], self.logs, self.dir)
+        return self._launch(state, place, spec, postgres, settings, seed=True)
+
+    def _launch(
+        self,
+        state: dict[str, Any],
+        place: Place,
+        spec: ServiceSpec,
+        postgres: Postgres,
+        settings: Settings,
+        *,
+        seed: bool,
+    ) -> bool:
+        """Create the service's database, migrate it, start `serve` (after its sidecar), wait for
+        gRPC health and (with `seed`) load the demo data; False, with the reason said, if not."""
+        name = f"{place.label}{spec.name}"
+        entry = place.entries.get(spec.name)
+        if self._ours(entry, spec.module) and grpc_serving(spec.port):
+            self.echo(f"Service {name} already running on {LOOPBACK}:{spec.port}")
+            return True
+        if not runnable(spec.module):
+            self.echo(
+                f"WARNING: service {name}: `python -m {spec.module}` is not available in this environment "
+                "(not written yet, or run `uv sync --all-packages`); skipping it"
+            )
+            return True
+        place.logs.mkdir(parents=True, exist_ok=True)
+        log_path = place.logs / f"{spec.name}.log"
+        log_path.write_text("")
+        try:
+            ensure_port_free(spec.port, f"service {name}")
+            database = postgres.service_database(
+                spec.database, owner=spec.database, runtime=f"{spec.database}_app"
+            )
+        except DevstackError as exc:
+            self.echo(f"ERROR: service {name}: {exc}")
+            return False
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **settings(database)}
+        env.update({key: value.replace("{state}", str(place.data)) for key, value in spec.env})
+        if spec.sidecar_args and not self._start_sidecar(state, place, spec, env):
             return False
 
-        self.echo(f"Service {spec.name}: migrating database {spec.database} ...")
+        self.echo(f"Service {name}: migrating database {spec.database} ...")
+        began = time.monotonic()
         migrate = self._run_module(spec, "migrate", env, log_path)
         if migrate.returncode != 0:
-            self.echo(f"ERROR: `python -m {spec.module} migrate` failed:\n{tail(log_path)}")
+            self.echo(f"ERROR: `python -m {spec.module} migrate` failed ({name}):\n{tail(log_path)}")
             return False
 
-        self.echo(f"Service {spec.name}: starting gRPC server on {LOOPBACK}:{spec.port} ...")
+        self.echo(f"Service {name}: starting gRPC server on {LOOPBACK}:{spec.port} ...")
         with log_path.open("ab") as log:
             log.write(f"--- python -m {spec.module} serve ---\n".encode())
             log.flush()
@@ -406,19 +477,23 @@ class Stack:
                 start_new_session=True,
                 close_fds=True,
             )
-        state["services"][spec.name] = {
-            "pid": proc.pid,
-            "port": spec.port,
-            "module": spec.module,
-            "database": spec.database,
-            "log": str(log_path),
-        }
-        self._save_state(state)
+        self._remember(
+            state,
+            place.entries,
+            spec.name,
+            {
+                "pid": proc.pid,
+                "port": spec.port,
+                "module": spec.module,
+                "database": spec.database,
+                "log": str(log_path),
+            },
+        )
         try:
             wait_until(
                 lambda: grpc_serving(spec.port, timeout=1.0),
                 timeout=HEALTH_TIMEOUT,
-                what=f"service {spec.name} (gRPC health on {LOOPBACK}:{spec.port})",
+                what=f"service {name} (gRPC health on {LOOPBACK}:{spec.port})",
                 alive=lambda: proc.poll() is None,
                 log=log_path,
                 progress=self.echo,
@@ -427,23 +502,28 @@ class Stack:
         except DevstackError as exc:
             self.echo(f"ERROR: {exc}")
             return False
+        self.echo(f"Service {name}: serving ({time.monotonic() - began:.1f} s after its migration began)")
+        if not seed:
+            return True
 
-        seed = self._run_module(spec, "seed-demo", env, log_path)
-        output = (seed.stdout + seed.stderr).lower()
-        if seed.returncode == 2 and "no such command" in output:
-            self.echo(f"Service {spec.name}: no seed-demo command; no demo data loaded")
-        elif seed.returncode != 0:
+        seed_run = self._run_module(spec, "seed-demo", env, log_path)
+        output = (seed_run.stdout + seed_run.stderr).lower()
+        if seed_run.returncode == 2 and "no such command" in output:
+            self.echo(f"Service {name}: no seed-demo command; no demo data loaded")
+        elif seed_run.returncode != 0:
             self.echo(f"WARNING: `python -m {spec.module} seed-demo` failed:\n{tail(log_path)}")
         else:
-            self.echo(f"Service {spec.name}: demo data loaded")
+            self.echo(f"Service {name}: demo data loaded")
         return True
 
-    def _start_sidecar(self, state: dict[str, Any], spec: ServiceSpec, env: dict[str, str]) -> bool:
+    def _start_sidecar(
+        self, state: dict[str, Any], place: Place, spec: ServiceSpec, env: dict[str, str]
+    ) -> bool:
         name = f"{spec.name}-sidecar"
-        args = [a.replace("{state}", str(self.dir)) for a in spec.sidecar_args]
+        args = [a.replace("{state}", str(place.data)) for a in spec.sidecar_args]
         module = args[1] if len(args) > 1 and args[0] == "-m" else args[0]
-        log_path = self.logs / f"{name}.log"
-        self.echo(f"Service {spec.name}: starting {' '.join(args)} ...")
+        log_path = place.logs / f"{name}.log"
+        self.echo(f"Service {place.label}{spec.name}: starting {' '.join(args)} ...")
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
                 [sys.executable, *args],
@@ -455,8 +535,7 @@ class Stack:
                 start_new_session=True,
                 close_fds=True,
             )
-        state["services"][name] = {"pid": proc.pid, "module": module, "log": str(log_path)}
-        self._save_state(state)
+        self._remember(state, place.entries, name, {"pid": proc.pid, "module": module, "log": str(log_path)})
 
         def healthy() -> bool:
             try:
@@ -468,7 +547,7 @@ class Stack:
             wait_until(
                 healthy,
                 timeout=HEALTH_TIMEOUT,
-                what=f"{name} ({spec.sidecar_health})",
+                what=f"{place.label}{name} ({spec.sidecar_health})",
                 alive=lambda: proc.poll() is None,
                 log=log_path,
                 progress=self.echo,
@@ -481,85 +560,106 @@ class Stack:
 
     # -- down ------------------------------------------------------------------------------------
 
-    def down(self) -> int:
-        state = self.load_state()
-        ports = self._ports_from(state)
-        if not state:
-            self.echo("The local stack is not running (no .devstack/state.json).")
-        for name, entry in state.get("services", {}).items():
+    def _stop_services(self, entries: dict[str, Any], label: str = "") -> None:
+        """SIGTERM every service (and sidecar) we started, at once, and wait for them all."""
+        pids = []
+        for name, entry in entries.items():
             pid = self._ours(entry, entry.get("module", name))
             if pid:
-                self.echo(f"Stopping service {name} (pid {pid}) ...")
-                terminate_group(pid, timeout=20)
+                self.echo(f"Stopping service {label}{name} (pid {pid}) ...")
+                pids.append(pid)
+        terminate_groups(pids, timeout=20)
+
+    def _stop_shared(self, state: dict[str, Any], ports: Ports) -> None:
+        """Keycloak and PostgreSQL, when we started them."""
         pid = self._ours(state.get("keycloak"), "keycloak")
         if pid:
             self.echo(f"Stopping Keycloak (pid {pid}) ...")
-            terminate_group(pid, timeout=30)
+            terminate_groups([pid], timeout=30)
         if state.get("postgres"):
             postgres = self._postgres(ports, state)
             if postgres.pid and process_alive(postgres.pid):
                 self.echo(f"Stopping PostgreSQL (pid {postgres.pid}) ...")
             postgres.stop()
-        pid = self._ours(state.get("nats"), "nats-server")
-        if pid:
-            self.echo(f"Stopping NATS (pid {pid}) ...")
-            terminate_group(pid, timeout=15)
 
-        # Throwaway data goes; logs stay for a post-mortem; the Keycloak download cache is elsewhere.
-        data_dirs = [
-            self.dir / "nats",
-            self.dir / "pg",
-            self.dir / "keycloak",
-            self.dir / "pnd-simulator",
-            self.dir / "comms-data",
-        ]
+    def _remove_data(self, state: dict[str, Any], directories: Iterable[Path]) -> None:
+        """Throwaway data goes; logs stay for a post-mortem; the Keycloak download cache is elsewhere."""
+        data_dirs = [*directories, self.dir / "keycloak"]
         if state.get("postgres", {}).get("data_dir"):
             data_dirs.append(Path(state["postgres"]["data_dir"]))
         for directory in data_dirs:
             shutil.rmtree(directory, ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             self.state_file.unlink()
+
+    def down(self) -> int:
+        state = self.load_state()
+        ports = self._ports_from(state)
+        if not state:
+            self.echo("The local stack is not running (no .devstack/state.json).")
+        self._stop_services(state.get("services", {}))
+        self._stop_shared(state, ports)
+        pid = self._ours(state.get("nats"), "nats-server")
+        if pid:
+            self.echo(f"Stopping NATS (pid {pid}) ...")
+            terminate_groups([pid], timeout=15)
+        self._remove_data(
+            state,
+            [self.dir / "nats", self.dir / "pg", self.dir / "pnd-simulator", self.dir / "comms-data"],
+        )
         if state:
             self.echo(f"The local stack is stopped and its data removed (logs kept in {self.logs}).")
         return 0
 
     # -- status ----------------------------------------------------------------------------------
 
+    def running(self) -> bool:
+        """Whether anything of this stack still runs (by its state file)."""
+        return any(item.pid for item in self.status()) if self.state_file.exists() else False
+
+    def _shared_status(self, state: dict[str, Any], ports: Ports) -> tuple[list[ComponentStatus], int | None]:
+        """PostgreSQL and Keycloak; and the PostgreSQL pid, when it is alive."""
+        postgres_pid = self._postgres(ports, state).pid if state.get("postgres") else None
+        alive = postgres_pid if process_alive(postgres_pid) else None
+        pid = self._ours(state.get("keycloak"), "keycloak")
+        keycloak = self._keycloak(ports)
+        return [
+            ComponentStatus(
+                "postgres",
+                bool(alive) and port_open(ports.postgres),
+                alive,
+                f"postgresql://toex:toex@{LOOPBACK}:{ports.postgres}/postgres",
+            ),
+            ComponentStatus("keycloak", bool(pid) and keycloak.ready(), pid, keycloak.base_url),
+        ], alive
+
+    def _service_status(
+        self, state: dict[str, Any], ports: Ports, spec: ServiceSpec, entry: dict[str, Any] | None, name: str
+    ) -> ComponentStatus:
+        pid = self._ours(entry, spec.module)
+        serving = bool(pid) and grpc_serving(spec.port)
+        note = "" if serving or not pid else "process alive but gRPC health is not SERVING"
+        if not entry and not runnable(spec.module):
+            note = f"python -m {spec.module} not available"
+        if entry and process_alive(self._postgres(ports, state).pid if state.get("postgres") else None):
+            backlog = self._outbox_backlog(ports, state, spec.database)
+            note = f"{note}; {backlog}" if note and backlog else (note or backlog)
+        return ComponentStatus(name, serving, pid, f"grpc://{LOOPBACK}:{spec.port}", note)
+
     def status(self) -> list[ComponentStatus]:
         state = self.load_state()
         ports = self._ports_from(state)
-        result = []
         pid = self._ours(state.get("nats"), "nats-server")
-        result.append(
+        result = [
             ComponentStatus(
                 "nats", bool(pid) and port_open(ports.nats), pid, f"nats://{LOOPBACK}:{ports.nats}"
             )
-        )
-        postgres_pid = None
-        if state.get("postgres"):
-            postgres_pid = self._postgres(ports, state).pid
-        result.append(
-            ComponentStatus(
-                "postgres",
-                process_alive(postgres_pid) and port_open(ports.postgres),
-                postgres_pid if process_alive(postgres_pid) else None,
-                f"postgresql://toex:toex@{LOOPBACK}:{ports.postgres}/postgres",
-            )
-        )
-        pid = self._ours(state.get("keycloak"), "keycloak")
-        keycloak = self._keycloak(ports)
-        result.append(ComponentStatus("keycloak", bool(pid) and keycloak.ready(), pid, keycloak.base_url))
+        ]
+        shared, _ = self._shared_status(state, ports)
+        result += shared
         for spec in load_services(self.root):
             entry = state.get("services", {}).get(spec.name)
-            pid = self._ours(entry, spec.module)
-            serving = bool(pid) and grpc_serving(spec.port)
-            note = "" if serving or not pid else "process alive but gRPC health is not SERVING"
-            if not entry and not runnable(spec.module):
-                note = f"python -m {spec.module} not available"
-            if entry and postgres_pid and process_alive(postgres_pid):
-                backlog = self._outbox_backlog(ports, state, spec.database)
-                note = f"{note}; {backlog}" if note and backlog else (note or backlog)
-            result.append(ComponentStatus(spec.name, serving, pid, f"grpc://{LOOPBACK}:{spec.port}", note))
+            result.append(self._service_status(state, ports, spec, entry, spec.name))
         return result
 
     def _outbox_backlog(self, ports: Ports, state: dict[str, Any], database: str) -> str:
