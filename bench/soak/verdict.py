@@ -32,12 +32,18 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+from toex_oversight.adapters.scrub import ALLOWED as REPORTED_TYPES
 
 from bench.soak.faults import Window
 from bench.soak.stack import SoakStack
 from bench.soak.traffic import STREAMS
 
-SERVICES = ("tasking", "entity", "pnd", "comms", "safeguarding")
+SERVICES = ("tasking", "entity", "pnd", "comms", "safeguarding", "oversight")
+# Streams of copies, read for the consumers' reconciliation but kept out of the checks of what
+# the services published (each copy carries its original's event id): oversight's reports.
+REPORTS = {"OVERSIGHT": "toex.*.oversight.>"}
+# The producers' streams whose events oversight's reporter reports (by type, all but COMMS's).
+REPORTED_FROM = ("TASKING", "SAFEGUARDING", "PND", "ENTITY")
 GRANT_SERVICES = ("comms", "entity", "pnd", "safeguarding")
 THROUGHPUT_GOAL = 0.8
 RECOVERY_GOAL = 30.0
@@ -148,9 +154,9 @@ def subject_matches(pattern: str, subject: str) -> bool:
 
 
 async def consumers(js: Any) -> list[Any]:
-    """Every durable consumer on the services' streams."""
+    """Every durable consumer on the services' streams (and oversight's reports)."""
     found: list[Any] = []
-    for stream in STREAMS:
+    for stream in (*STREAMS, *REPORTS):
         try:
             infos = await js.consumers_info(stream)
         except Exception:
@@ -363,6 +369,7 @@ async def reconcile(
         on_streams: dict[str, list[dict[str, Any]]] = {}
         for stream, subject in STREAMS.items():
             on_streams[stream] = await read_stream(js, stream, subject)
+        reports = {stream: await read_stream(js, stream, subject) for stream, subject in REPORTS.items()}
         durable = await consumers(js)
     finally:
         await nc.close()
@@ -426,7 +433,7 @@ async def reconcile(
         filters = info.config.filter_subjects or (
             [info.config.filter_subject] if info.config.filter_subject else []
         )
-        messages = on_streams.get(info.stream_name, [])
+        messages = on_streams.get(info.stream_name) or reports.get(info.stream_name, [])
         expected = (
             sum(1 for m in messages if any(subject_matches(f, m["nats_subject"]) for f in filters))
             if filters
@@ -446,6 +453,24 @@ async def reconcile(
                 "ok": ok,
             }
         )
+    # Oversight's reporter: every event of a type it reports, reported once under its own id.
+    copies = Counter(m["id"] for messages in reports.values() for m in messages)
+    reported_types = set(REPORTED_TYPES)
+    originals = {
+        m["id"] for stream in REPORTED_FROM for m in on_streams.get(stream, []) if m["type"] in reported_types
+    }
+    wrong = sorted(
+        [f"{i}: reported {copies[i]} times" for i in originals if copies[i] != 1]
+        + [f"{i}: reported, no original" for i in set(copies) - originals]
+    )
+    result.add(
+        "consumers",
+        "oversight: each counted event reported once (OVERSIGHT)",
+        len(originals),
+        sum(copies.values()),
+        not wrong,
+        _few(wrong),
+    )
     bad = [c for c in result.consumers if not c["ok"]]
     result.add(
         "consumers",

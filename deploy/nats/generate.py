@@ -33,8 +33,9 @@ Isolation model (docs/operations.md explains it for operators):
   stream consumer and let the region deliver that consumer's messages on
   `$TOEX.SYNC.<region>.>`. No plain `toex.>` subject crosses a leaf link in either direction, so one
   region can neither read nor inject another region's events through the hub.
-- The hub's streams source every region's streams (deploy/nats/hub_streams.py), each source
-  filtered to `toex.<region>.<domain>.>` so a region's stream can only contribute its own subjects.
+- The hub's streams OVERSIGHT, ENTITY (fingerprints only) and AUDIT source every region's
+  (deploy/nats/hub_streams.py), each source filtered to `toex.<region>.<domain>.>` so a region's
+  stream can only contribute its own subjects; no other region stream is sourced.
 - The other way, the hub addresses a region on `toex.<region>.hub.<Event>` (stream HUB at the hub).
   The hub's stream job makes one durable consumer per region on HUB, `to-<region>`, filtered to that
   region's subjects and delivering on `$TOEX.ADDR.<region>`; the region's own HUB stream sources

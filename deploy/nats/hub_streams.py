@@ -1,4 +1,4 @@
-"""Create or update the national hub's streams so that each sources every region's stream.
+"""Create or update the national hub's streams: the few that source every region's stream.
 
     python hub_streams.py --url nats://admin:...@hub:4222 [--replicas 3] [--regions emsou,ersou]
 
@@ -6,14 +6,29 @@ Run at the hub (the Helm chart runs it as a post-install/upgrade Job with a serv
 already holds nats-py and toex_common). Idempotent: a stream that exists is updated in place, so
 adding a region is a re-run.
 
-Each hub stream keeps the subjects the services themselves declare (`toex.*.<domain>.>`, so a
-service's own `ensure_stream` at start finds nothing to change) and adds one source per region:
-the region's stream of the same name in JetStream domain `<region>`, filtered to
-`toex.<region>.<domain>.>` and delivered on `$TOEX.SYNC.<region>` (the only subjects that region's
-leaf node may publish to the hub; see generate.py). A region that is down or not yet deployed is
-simply caught up when it appears: the source consumer remembers its position. Of a region's ENTITY
-stream the hub takes only the identifier fingerprints (`TAKEN`): the stream's other events carry
-the identifiers themselves or the region's record names, which the hub must not hold.
+The hub holds the national team's own work and read models built from what every region
+reports, never another region's personal data. So it sources from each region only streams that
+are value-free by construction (`SOURCED`):
+- OVERSIGHT, whole: each installation's oversight reporter republishes the events the national
+  read model counts with only the fields it reads (states, times, types, regions, counts; no free
+  text, names, numbers or usernames: services/oversight/src/toex_oversight/adapters/scrub.py);
+- ENTITY, only the identifier fingerprints (`TAKEN`): the stream's other events carry the
+  identifiers themselves or the region's record names;
+- AUDIT, whole: each service's audit chain head (a hash, a sequence number and a time, on
+  `toex.<region>.audit.anchor.<service>`), kept at the hub out of reach of a region's databases.
+A region's TASKING, PND, COMMS, SAFEGUARDING and DEADLETTER (job descriptions, referral
+subjects, numbers, PND records, whatever was dead-lettered) stay in the region. The hub's streams
+of those names hold the national team's own events only (`LOCAL`): this job makes them without
+sources, and takes away any source an earlier version gave them (what those sources brought
+stays until purged: deploy/nats/README.md).
+
+Each sourced hub stream keeps the subjects the services themselves declare (`toex.*.<domain>.>`,
+so a service's own `ensure_stream` at start finds nothing to change) and adds one source per
+region: the region's stream of the same name in JetStream domain `<region>`, filtered to
+`toex.<region>.<domain>.>` (or the `TAKEN` events) and delivered on `$TOEX.SYNC.<region>` (the only
+subjects that region's leaf node may publish to the hub; see generate.py). A region that is down
+or not yet deployed is simply caught up when it appears: the source consumer remembers its
+position.
 
 The other way: stream HUB holds what the hub addresses to one region (`toex.<region>.hub.<Event>`),
 and for each region a durable consumer `to-<region>` filtered to that region's subjects delivers
@@ -46,17 +61,25 @@ from toex_common.events.streams import HUB_STREAM, StreamSpec
 from toex_common.tls import nats_context
 
 REGIONS = ("emsou", "ersou", "rocuwm", "london", "tarian", "se", "sw", "ne", "nw", "yh")
-# Stream name -> the domain token in its subjects `toex.<region>.<domain>.<Event>`.
-STREAMS = {
-    "TASKING": "tasking",
+# Stream name -> the domain token in its subjects `toex.<region>.<domain>.<Event>`: what the hub
+# sources from every region (value-free by construction, see above).
+SOURCED = {
+    # What each installation's oversight reporter reports: the national read model's input.
+    "OVERSIGHT": "oversight",
+    # Only the identifier fingerprints (TAKEN).
     "ENTITY": "entity",
+    # Each service's audit chain head: kept at the hub, out of reach of a region's databases.
+    "AUDIT": "audit",
+}
+# The hub's own streams of the regions' services: the national team's own events, no sources.
+LOCAL = {
+    "TASKING": "tasking",
     "PND": "pnd",
     "COMMS": "comms",
     "SAFEGUARDING": "safeguarding",
     "DEADLETTER": "deadletter",
-    # Each service's audit chain head: kept at the hub, out of reach of a region's databases.
-    "AUDIT": "audit",
 }
+STREAMS = {**SOURCED, **LOCAL}
 SYNC_PREFIX = "$TOEX.SYNC"
 # Streams of which the hub takes only some events from each region (by event name): the rest of
 # the stream stays in the region. ENTITY's other events carry identifiers (RecordLinked) or the
@@ -93,9 +116,10 @@ def _source(name: str, domain: str, region: str) -> StreamSource:
 
 
 def hub_stream_config(name: str, domain: str, regions: tuple[str, ...], replicas: int) -> StreamConfig:
+    """A hub stream: sourcing every region's if it is one of `SOURCED`, else none."""
     base = StreamSpec.for_domain(name, domain)
     config = dataclasses.replace(base, replicas=replicas).config()
-    config.sources = [_source(name, domain, region) for region in regions]
+    config.sources = [_source(name, domain, region) for region in regions] if name in SOURCED else []
     return config
 
 
@@ -137,7 +161,11 @@ async def ensure_hub_streams(
         await _ensure(js, hub_stream_config(name, domain, regions, replicas))
         + " sourcing "
         + ", ".join(regions)
-        for name, domain in STREAMS.items()
+        for name, domain in SOURCED.items()
+    ]
+    done += [
+        await _ensure(js, hub_stream_config(name, domain, regions, replicas)) + " (the hub's own, no sources)"
+        for name, domain in LOCAL.items()
     ]
     done.append(await _ensure(js, addressed_stream_config(replicas)) + " (addressed to one region)")
     for region in regions:

@@ -83,11 +83,13 @@ def test_londons_installation_cannot_read_or_publish_emsou_subjects(
             await admin.subscribe(">", cb=keep)
             await admin.flush()
             name = await work
-            # EMSOU's event has crossed to the hub (the federation carried it) before we look.
+            # EMSOU's report of it has crossed to the hub (the federation carried it) before we look.
             await asyncio.to_thread(
                 eventually,
-                lambda: run(subject_counts(federation, "hub", "TASKING", "toex.emsou.tasking.JobCreated")),
-                "EMSOU's JobCreated at the hub",
+                lambda: run(
+                    subject_counts(federation, "hub", "OVERSIGHT", "toex.emsou.oversight.JobCreated")
+                ),
+                "EMSOU's report of JobCreated at the hub",
             )
             await asyncio.sleep(1.0)
             return name

@@ -120,7 +120,7 @@ def test_services_have_grpc_probes_a_grpc_port_and_migrate_first(
     docs = rendered["emsou"]
     deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
     assert sorted(deployments) == [
-        f"toex-emsou-{s}" for s in sorted(["tasking", "entity", "pnd", "comms", "safeguarding"])
+        f"toex-emsou-{s}" for s in sorted(["tasking", "entity", "pnd", "comms", "safeguarding", "oversight"])
     ]
     for name, deployment in deployments.items():
         pod = deployment["spec"]["template"]["spec"]
@@ -134,7 +134,9 @@ def test_services_have_grpc_probes_a_grpc_port_and_migrate_first(
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert serve[probe]["grpc"]["port"] == health, (name, probe)
         env = {e["name"] for e in serve["env"]}
-        assert {"TOEX_DATABASE_URL", "TOEX_NATS_URL", "TOEX_OIDC_ISSUER", "TOEX_SERVICE_CLIENT_SECRET"} <= env
+        assert {"TOEX_DATABASE_URL", "TOEX_NATS_URL", "TOEX_OIDC_ISSUER"} <= env
+        # Every service that calls another has a client of its own; oversight calls none.
+        assert ("TOEX_SERVICE_CLIENT_SECRET" in env) != name.endswith("-oversight"), name
     services = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] in deployments]
     assert services and all(s["spec"]["ports"][0]["name"] == "grpc" for s in services)
 
@@ -366,8 +368,10 @@ def test_every_service_knows_its_installation(
         if where.startswith("Deployment/")
         and any(e["name"] == "TOEX_DATABASE_URL" for e in container.get("env", []))
     ]
-    # Five services, each serving and migrating; the hub runs a sixth, national oversight.
-    assert len(containers) == (12 if role == "hub" else 10)
+    # Six services, each serving and migrating: national oversight runs everywhere (the reporter
+    # at a region; the reporter and the national read model at the hub).
+    assert len(containers) == 12
+    assert any("oversight" in where for where, _ in containers)
     for where, container in containers:
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert (env["TOEX_INSTALLATION"], env["TOEX_REGION"]) == (role, region), where

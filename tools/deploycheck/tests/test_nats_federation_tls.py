@@ -31,7 +31,7 @@ from toex_devstack.pki import Authority
 
 pytestmark = pytest.mark.integration
 
-TASKING = StreamSpec.for_domain("TASKING", "tasking")
+OVERSIGHT = StreamSpec.for_domain("OVERSIGHT", "oversight")
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ async def connect(url: str, tls: ssl.SSLContext | None, timeout: float = 5) -> C
 @pytest.fixture(scope="module")
 async def hub_ready(fed: Federation) -> AsyncIterator[None]:
     nc = await connect(fed.regions["emsou"].url("services", fed.passwords.services), fed.client_tls)
-    await ensure_stream(nc.jetstream(), TASKING)
+    await ensure_stream(nc.jetstream(), OVERSIGHT)
     await nc.drain()
     admin = await connect(fed.hub.url("admin", fed.passwords.admin), fed.client_tls)
     await hub_streams_module().ensure_hub_streams(admin.jetstream(), regions=("emsou",))
@@ -59,7 +59,7 @@ async def hub_ready(fed: Federation) -> AsyncIterator[None]:
 
 async def test_an_event_crosses_the_leaf_link_over_tls(fed: Federation, hub_ready: None) -> None:
     marker = f"job-{uuid.uuid4()}"
-    subject = f"toex.emsou.tasking.JobCreated.{marker}"
+    subject = f"toex.emsou.oversight.JobCreated.{marker}"
     region = await connect(fed.regions["emsou"].url("services", fed.passwords.services), fed.client_tls)
     try:
         ack = await region.jetstream().publish(subject, marker.encode(), headers={"Nats-Msg-Id": marker})
@@ -71,11 +71,11 @@ async def test_an_event_crosses_the_leaf_link_over_tls(fed: Federation, hub_read
     try:
         js = hub.jetstream()
         for _ in range(80):
-            info = await js.stream_info("TASKING", subjects_filter=subject)
+            info = await js.stream_info("OVERSIGHT", subjects_filter=subject)
             if info.state.subjects:
                 break
             await asyncio.sleep(0.25)
-        message = await js.get_last_msg("TASKING", subject)
+        message = await js.get_last_msg("OVERSIGHT", subject)
         assert message.data == marker.encode(), fed.logs()
     finally:
         await hub.drain()

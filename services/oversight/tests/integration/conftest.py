@@ -1,7 +1,8 @@
 """A real oversight service (gRPC on a free port) over real PostgreSQL and Keycloak, reading a
 nats-server of its own: the overview's figures are every event on the streams, so each test
 gets streams that hold its own events only. Events are published as the regions' services
-publish them (build_event, Nats-Msg-Id = event id), on each region's subjects."""
+publish them (build_event, Nats-Msg-Id = event id), on each region's subjects; the service's
+reporter republishes them value-free on OVERSIGHT, and its aggregator counts those."""
 
 from __future__ import annotations
 
@@ -78,8 +79,9 @@ class Oversight:
     issuer: str
     tokens: DemoTokens
     name: str
-    # "single" (the local stack) or "hub" (region NATIONAL).
+    # "single" (the local stack), "hub" (region NATIONAL) or "region" (the reporter only).
     installation: str = "single"
+    region: str = "NATIONAL"
     app: App | None = None
     channel: grpc.aio.Channel | None = None
     stub: oversight_pb2_grpc.OversightServiceStub | None = None
@@ -94,7 +96,8 @@ class Oversight:
             grpc_port=0,
             consumer_batch=64,
             installation=self.installation,
-            region="NATIONAL",
+            region=self.region,
+            outbox_poll_seconds=0.2,
         )
         self.app = await build(settings)
         await self.app.server.start()
@@ -120,10 +123,11 @@ class Oversight:
             metadata.append(("x-toex-purpose", purpose))
         return await self.stub.GetOverview(pb.GetOverviewRequest(**request), metadata=metadata, timeout=30)
 
-    def counted(self) -> int:
-        """Events the consumers have processed or found duplicate since this start."""
+    def counted(self, role: str = "") -> int:
+        """Events the consumers (of `role`: "report" the reporter's, "" every one) have
+        processed or found duplicate since this start."""
         assert self.app is not None
-        return sum(sum(c.counts.values()) for c in self.app.consumers)
+        return sum(sum(c.counts.values()) for c in self.app.consumers if f"-{role}-" in c.name or not role)
 
     async def until(
         self, done: Callable[[pb.GetOverviewResponse], bool], wait: float = 30.0

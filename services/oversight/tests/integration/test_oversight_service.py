@@ -4,6 +4,7 @@ gRPC with real Keycloak tokens by those allowed to, and only them."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,8 +18,10 @@ from toex.oversight.v1 import oversight_pb2 as pb
 from toex.safeguarding.v1 import safeguarding_pb2 as sg
 from toex.tasking.events.v2 import events_pb2 as ev
 from toex.type.v1 import region_pb2
+from toex_common.migrations import upgrade
 from toex_kernel.regions import Region
 from toex_kernel.timestamps import timestamp
+from toex_oversight.__main__ import migrations_dir
 from toex_oversight.domain.model import day_of
 
 from .conftest import PURPOSE, Oversight, Regions
@@ -154,19 +157,58 @@ async def test_events_of_two_regions_are_counted_per_region(oversight: Oversight
     )
 
 
-async def test_at_the_hub_every_regions_events_are_counted(oversight: Oversight, regions: Regions) -> None:
-    # The hub's consumers read every region's subjects (its streams source them all), not only
-    # the national team's own, as other services' consumers at the hub do.
+async def test_at_the_hub_every_regions_reports_are_counted(
+    oversight: Oversight, regions: Regions, postgres: Any
+) -> None:
+    """Region installations run the reporter only (their own region's events, reported on
+    OVERSIGHT); the hub reports the national team's own and counts every region's reports."""
     await oversight.stop()
     oversight.installation = "hub"
     await oversight.start()
     assert oversight.app is not None
-    configs = [c.consumer_config() for c in oversight.app.consumers]
-    subjects = [s for config in configs for s in (config.filter_subjects or [config.filter_subject])]
-    assert len(configs) == 4 and all(s and s.startswith("toex.*.") for s in subjects), subjects
-    published = await publish_the_two_regions(regions)
-    answer = await oversight.until(all_counted(published))
-    check_the_two_regions(answer)
+    subjects = {c.name: _subjects(c) for c in oversight.app.consumers}
+    assert len(subjects) == 8
+    for name, found in subjects.items():
+        prefix = "toex.national." if "-report-" in name else "toex.*.oversight."
+        assert found and all(s.startswith(prefix) for s in found), (name, found)
+    reporters, databases = [], []
+    try:
+        for region in (Region.EMSOU, Region.LONDON):
+            databases.append(f"t_oversight_{region.token}_{uuid.uuid4().hex[:10]}")
+            url = postgres.create_database(databases[-1])
+            await asyncio.to_thread(upgrade, url, migrations_dir())
+            reporter = Oversight(
+                url,
+                oversight.nats_url,
+                oversight.issuer,
+                oversight.tokens,
+                f"{oversight.name}-{region.token}",
+                installation="region",
+                region=region.value,
+            )
+            await reporter.start()
+            reporters.append(reporter)
+            assert reporter.app is not None
+            found = {c.name: _subjects(c) for c in reporter.app.consumers}
+            assert all("-report-" in name for name in found) and len(found) == 4
+            assert all(s.startswith(f"toex.{region.token}.") for f in found.values() for s in f)
+            assert reporter.app.service_names == []  # a region answers no overview
+        published = await publish_the_two_regions(regions)
+        answer = await oversight.until(all_counted(published))
+        check_the_two_regions(answer)
+        # Each region's reporter took its own region's events, and the hub's reporter none.
+        assert sum(r.counted("report") for r in reporters) == published
+        assert oversight.counted("report") == 0
+    finally:
+        for reporter in reporters:
+            await reporter.stop()
+        for name in databases:
+            postgres.drop_database(name)
+
+
+def _subjects(consumer: Any) -> list[str]:
+    config = consumer.consumer_config()
+    return list(config.filter_subjects or [config.filter_subject])
 
 
 async def test_the_period_chooses_by_the_day_work_was_raised(oversight: Oversight, regions: Regions) -> None:
@@ -214,10 +256,16 @@ async def test_redelivered_and_replayed_events_are_counted_once(
         ("PND", "pnd"),
         ("ENTITY", "entity"),
     ):
-        await regions.js.delete_consumer(stream, f"{oversight.name}-{consumer}")
+        # The reporter's, on the producer's stream, and the aggregator's, on OVERSIGHT.
+        await regions.js.delete_consumer(stream, f"{oversight.name}-report-{consumer}")
+        await regions.js.delete_consumer("OVERSIGHT", f"{oversight.name}-{consumer}")
     await oversight.start()
-    await oversight.until(lambda _: oversight.counted() >= 2 * published)
-    assert oversight.counted() == 2 * published  # every one a duplicate
+    # The producers' streams hold every event twice (sent again above): each a duplicate to the
+    # reporter; OVERSIGHT holds each report once, a duplicate to the aggregator.
+    await oversight.until(lambda _: oversight.counted() >= 3 * published)
+    assert oversight.counted("report") == 2 * published and oversight.counted() == 3 * published
+    reports = await regions.js.stream_info("OVERSIGHT")
+    assert reports.state.messages == published  # each reported once
     third = await oversight.overview()
     assert third.total.events_counted == published
     check_the_two_regions(third)
@@ -318,6 +366,16 @@ async def test_the_read_model_holds_nothing_personal(oversight: Oversight, regio
     for table, text in dumped.items():
         for secret in (*SECRETS, "secret"):
             assert secret not in text, f"{secret!r} found in table {table}"
+    # Nor what crosses to the hub: every report on OVERSIGHT, payload, subject and headers.
+    info = await regions.js.stream_info("OVERSIGHT")
+    assert info.state.messages == published
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        msg = await regions.js.get_msg("OVERSIGHT", seq)
+        everything = (
+            (msg.data or b"") + repr(sorted((msg.headers or {}).items())).encode() + msg.subject.encode()
+        )
+        for secret in (*SECRETS, "secret"):
+            assert secret.encode() not in everything, f"{secret!r} found in {msg.subject}"
 
 
 # --- who reads what ---------------------------------------------------------------------------------

@@ -8,9 +8,9 @@ import pytest
 from toex.oversight.v1 import oversight_pb2 as pb
 from toex.type.v1 import region_pb2
 from toex_kernel.errors import InvalidArgument
-from toex_kernel.installation import InstallationError, InstallationKind
+from toex_kernel.installation import InstallationKind
 from toex_kernel.regions import Region
-from toex_oversight.bootstrap import check_installation
+from toex_oversight.bootstrap import check_installation, message_buses
 from toex_oversight.config import Settings
 from toex_oversight.entrypoints.grpc_api import parse_request
 
@@ -46,8 +46,42 @@ def test_every_bad_field_is_named() -> None:
     ]
 
 
-def test_it_runs_at_the_hub_or_in_a_single_installation_only() -> None:
-    assert check_installation(Settings(installation="hub", region="NATIONAL")).kind is InstallationKind.HUB
-    assert check_installation(Settings()).kind is InstallationKind.SINGLE
-    with pytest.raises(InstallationError, match="runs at the hub"):
-        check_installation(Settings(installation="region", region="EMSOU"))
+REPORTERS = [
+    "oversight-report-tasking",
+    "oversight-report-safeguarding",
+    "oversight-report-pnd",
+    "oversight-report-entity",
+]
+AGGREGATORS = ["oversight-tasking", "oversight-safeguarding", "oversight-pnd", "oversight-entity"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "kind", "aggregators"),
+    [
+        (Settings(installation="hub", region="NATIONAL"), InstallationKind.HUB, AGGREGATORS),
+        (Settings(), InstallationKind.SINGLE, AGGREGATORS),
+        (Settings(installation="region", region="EMSOU"), InstallationKind.REGION, []),
+    ],
+)
+def test_every_installation_reports_and_the_hub_and_a_single_one_aggregate(
+    settings: Settings, kind: InstallationKind, aggregators: list[str]
+) -> None:
+    installation = check_installation(settings)
+    assert installation.kind is kind
+    reporting, aggregating = message_buses(settings, installation)
+    assert reporting.names == REPORTERS
+    assert aggregating.names == aggregators
+    # The reporter reads its producers' streams (narrowed to the installation's region by the
+    # platform); the aggregator every region's reports on OVERSIGHT.
+    assert [s.name for s in reporting.streams()] == ["TASKING", "SAFEGUARDING", "PND", "ENTITY"]
+    assert "toex.*.tasking.JobCreated" in reporting.subjects("oversight-report-tasking")
+    if aggregators:
+        assert [s.name for s in aggregating.streams()] == ["OVERSIGHT"]
+        assert "toex.*.oversight.JobCreated" in aggregating.subjects("oversight-tasking")
+        assert "toex.*.oversight.DeconflictionNotice" in aggregating.subjects("oversight-entity")
+
+
+def test_nothing_is_consumed_when_told_not_to() -> None:
+    settings = Settings(consume_events=False)
+    reporting, aggregating = message_buses(settings, check_installation(settings))
+    assert reporting.names == aggregating.names == []

@@ -105,10 +105,12 @@ class Member:
         return self.name.lower()
 
 
-REGION_SERVICES = ("tasking", "entity", "pnd", "comms", "safeguarding")
+# Each region's oversight service only reports (the value-free copies the hub's figures are
+# built from: nothing else of a region's crosses to the hub).
+REGION_SERVICES = ("tasking", "entity", "pnd", "comms", "safeguarding", "oversight")
 # The hub runs what the federation needs of it: tasking (the national team's own jobs), entity
 # (the fingerprint matcher), safeguarding (the national team's referrals: and none drafted for a
-# region's findings, which its streams source) and oversight (every region's figures). Not pnd or
+# region's findings, which never reach it) and oversight (every region's figures). Not pnd or
 # comms: the national team's PND submissions and call data are not what the federation shows.
 MEMBERS = (
     Member(HUB, ("tasking", "entity", "safeguarding", "oversight"), 1),

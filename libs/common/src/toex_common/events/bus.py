@@ -52,9 +52,10 @@ def domain_of(message_type: type[Message]) -> str:
     return parts[1]
 
 
-def subject_of(message_type: type[Message], scope: str = EVERY_REGION) -> str:
-    """The subject its producer publishes it on, for the regions `scope` matches."""
-    return f"toex.{scope}.{domain_of(message_type)}.{message_type.DESCRIPTOR.name}"
+def subject_of(message_type: type[Message], scope: str = EVERY_REGION, domain: str | None = None) -> str:
+    """The subject its producer publishes it on, for the regions `scope` matches (`domain`: the
+    subjects it is republished on under another domain, e.g. oversight's reported copies)."""
+    return f"toex.{scope}.{domain or domain_of(message_type)}.{message_type.DESCRIPTOR.name}"
 
 
 @dataclass
@@ -78,13 +79,16 @@ class MessageBus:
         handler: Handler,
         *,
         prefetch: Prefetch | None = None,
+        domain: str | None = None,
         **options: Any,
     ) -> None:
         """Run `handler(event, uow)` for every `event` published, under durable consumer
         `consumer`, in the consumer's transaction. One consumer reads one producer's stream;
         `options` go to its IdempotentConsumer (batch, max_deliver, ...). `prefetch(events,
-        uow)`, if given, runs first for each fetched batch's events of this type."""
-        stream = STREAMS[domain_of(event)]
+        uow)`, if given, runs first for each fetched batch's events of this type. `domain`, if
+        given, reads the event type as republished on `toex.<region>.<domain>.<Name>` (and that
+        domain's stream) rather than from its producer's."""
+        stream = STREAMS[domain or domain_of(event)]
         subscription = self._subscriptions.setdefault(consumer, _Subscription(consumer, stream))
         if subscription.stream != stream:
             raise ValueError(
@@ -97,7 +101,7 @@ class MessageBus:
         subscription.handlers[full_name] = handler
         if prefetch is not None:
             subscription.prefetches[full_name] = prefetch
-        subject = subject_of(event)
+        subject = subject_of(event, domain=domain)
         if subject not in subscription.subjects:
             subscription.subjects.append(subject)
         subscription.options.update(options)

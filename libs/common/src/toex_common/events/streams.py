@@ -52,10 +52,22 @@ SAFEGUARDING_STREAM = StreamSpec.for_domain("SAFEGUARDING", "safeguarding")
 # subjects of its own: it sources its share from the hub (deploy/nats/region_streams.py), so a
 # region's consumers bind to it by name and never declare it.
 HUB_STREAM = StreamSpec.for_domain("HUB", "hub")
+# What each installation reports to the national hub (`toex.<region>.oversight.<Event>`): the
+# oversight reporter's value-free copies of the events the national read model counts, each
+# under its original type and id. The only stream of a region's events the hub sources whole.
+OVERSIGHT_STREAM = StreamSpec.for_domain("OVERSIGHT", "oversight")
 # By the domain in an event type's package (`toex.<domain>.events.v1`): where a consumer binds.
 STREAMS = {
     spec.subjects[0].split(".")[2]: spec
-    for spec in (TASKING_STREAM, ENTITY_STREAM, PND_STREAM, COMMS_STREAM, SAFEGUARDING_STREAM, HUB_STREAM)
+    for spec in (
+        TASKING_STREAM,
+        ENTITY_STREAM,
+        PND_STREAM,
+        COMMS_STREAM,
+        SAFEGUARDING_STREAM,
+        HUB_STREAM,
+        OVERSIGHT_STREAM,
+    )
 }
 
 

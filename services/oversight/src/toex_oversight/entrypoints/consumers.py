@@ -1,11 +1,13 @@
-"""Every region's events counted into the read model: one durable consumer per producer's
-stream, each event once (the platform's inbox drops a redelivered or replayed one), each batch in
-one transaction with the inbox claim.
+"""The aggregator, at the hub and in a single installation: every region's reported events
+(`toex.*.oversight.<Event>`, the value-free copies each installation's reporter publishes:
+`entrypoints/reporter.py`) counted into the read model. One durable consumer per producer's
+events, on the OVERSIGHT stream, each event once (the platform's inbox drops a redelivered or
+replayed one), each batch in one transaction with the inbox claim.
 
-At the hub the streams source every region's (deploy/nats/hub_streams.py), and in a single
-installation every region publishes to them: either way the consumers read every region's
-subjects. The region an event counts for is its subject's, which the NATS permissions vouch for;
-an event naming a job or referral of another region is dead-lettered, never counted.
+At the hub the OVERSIGHT stream sources every region's (deploy/nats/hub_streams.py), and in a
+single installation every region's reporter publishes to it: either way the consumers read every
+region's subjects. The region an event counts for is its subject's, which the NATS permissions
+vouch for; an event naming a job or referral of another region is dead-lettered, never counted.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from toex_kernel.grants import is_job_of
 
 from toex_oversight.adapters import events
 from toex_oversight.domain.model import Figure
+from toex_oversight.entrypoints.reporter import DOMAIN
 from toex_oversight.service_layer import handlers
 
 
 def _saw(event: IncomingEvent, uow: Any) -> None:
-    # The producer's domain is the subject's third token: `toex.<region>.<domain>.<Event>`.
-    uow.activity.saw(region_of(event), event.subject.split(".")[2], events.occurred_at(event))
+    # The producer's domain is its type's package: `toex.<domain>.events.vN.<Name>` (the subject
+    # is oversight's, `toex.<region>.oversight.<Name>`).
+    uow.activity.saw(region_of(event), event.event_type.split(".")[1], events.occurred_at(event))
 
 
 async def on_job_event(event: IncomingEvent, uow: Any) -> None:
@@ -78,10 +82,11 @@ async def on_deconfliction_notice(event: IncomingEvent, uow: Any) -> None:
 
 
 def subscribe(bus: MessageBus, service: str, *, batch: int = 256, fetch_wait_seconds: float = 0.1) -> None:
-    """The consumers `<service>-tasking`, `-safeguarding`, `-pnd` and `-entity`. A backlog (a
-    region catching up) is taken `batch` events a transaction; an idle consumer takes what has
-    arrived after at most `fetch_wait_seconds`, not when a batch has filled."""
-    options: dict[str, Any] = {"batch": batch, "fetch_wait_seconds": fetch_wait_seconds}
+    """The consumers `<service>-tasking`, `-safeguarding`, `-pnd` and `-entity`, each on the
+    OVERSIGHT stream's subjects of its producer's events. A backlog (a region catching up) is
+    taken `batch` events a transaction; an idle consumer takes what has arrived after at most
+    `fetch_wait_seconds`, not when a batch has filled."""
+    options: dict[str, Any] = {"batch": batch, "fetch_wait_seconds": fetch_wait_seconds, "domain": DOMAIN}
     for event_type in events.JOB_EVENTS:
         bus.on(f"{service}-tasking", event_type, on_job_event, prefetch=load_jobs, **options)
     for event_type in events.REFERRAL_EVENTS:
