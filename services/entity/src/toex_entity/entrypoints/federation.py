@@ -27,7 +27,7 @@ from typing import Any
 from toex.entity.events.v1 import events_pb2 as ev
 from toex.hub.events.v1 import events_pb2 as hub_ev
 from toex_common.events import IncomingEvent
-from toex_common.events.bus import MessageBus
+from toex_common.events.bus import EVERY_REGION, MessageBus
 from toex_common.events.consumer import IdempotentConsumer, InboxUnitOfWork, PermanentError, region_of
 from toex_common.events.streams import HUB_STREAM, StreamSpec
 from toex_common.service import Platform
@@ -182,12 +182,8 @@ def wire(
         return Wiring([])
     factory: Callable[[], InboxUnitOfWork] = uow  # type: ignore[assignment]
     if settings.installation == "hub":
-        # Every region's fingerprints: not through Platform.consumer, which narrows a hub
-        # consumer to the national team's own subjects.
-        def every_region(**config: Any) -> IdempotentConsumer:
-            return IdempotentConsumer(nc=platform.nc, js=platform.js, **config)
-
-        return Wiring(hub_bus(clock=clock).consumers(every_region, factory))
+        # Every region's fingerprints (the platform's consumer reads every region when asked).
+        return Wiring(hub_bus(clock=clock).consumers(platform.consumer, factory, scope=EVERY_REGION))
     keys = load_keys(settings)
     region = _region(settings)
     if keys is None:
