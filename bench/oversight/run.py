@@ -17,6 +17,10 @@
 
     python -m bench.oversight.run [--quick] [--only overview|lag|catchup]
 
+With --federation, the lag and the catch-up through the real federation instead (the hub and two
+regions joined by leaf links; results in bench/results/oversight-federation.md): see
+bench/oversight/federated.py.
+
 Set TOEX_BENCH_KEYCLOAK_URL to reuse a running Keycloak with the toex realm (e.g. `make up`'s);
 otherwise one is started (the overview's gRPC run and the lag need tokens).
 """
@@ -127,7 +131,7 @@ def synthetic_job(i: int, rng: random.Random) -> JobRecord:
     if state in ("DELIVERED", "CLOSED"):
         delivered = created + timedelta(days=rng.uniform(0.5, 25))
         delivered = min(delivered, NOW)
-    taken = frozenset()
+    taken: frozenset[str] = frozenset()
     if rng.random() < 0.15 and state != "RAISED":
         taken = frozenset({rng.choice([r for r in REGIONS if r is not region]).value})
     rated = state == "CLOSED" and rng.random() < 0.6
@@ -427,6 +431,26 @@ async def publish(js: Any, planned: list[Planned], times: list[float] | None = N
         times.extend(stamps)
 
 
+def mark_seen(answer: pb.GetOverviewResponse, at: float, seen: dict[tuple[str, Region, int], float]) -> None:
+    """Each probe an overview answer counts, first seen `at`: a region's k-th JobCreated is counted
+    once its jobs raised exceed k (and its k-th ReferralDrafted once its referrals drafted do)."""
+    for figures in answer.regions:
+        region = Region.from_proto(figures.region)
+        for kind, count in (("job", figures.jobs.raised), ("referral", figures.referrals.drafted)):
+            for k in range(count):
+                seen.setdefault((kind, region, k), at)
+
+
+def lag_row(label: str, values: list[float], ratio: str) -> str:
+    """A row of a lag table: | label | probes | p50 | p90 | p99 | max | ratio |."""
+    if not values:
+        return f"| {label} | 0 | - | - | - | - | {ratio} |"
+    return (
+        f"| {label} | {len(values):,} | {statistics.median(values):.1f} | {pct(values, 90):.1f} | "
+        f"{pct(values, 99):.1f} | {max(values):.1f} | {ratio} |"
+    )
+
+
 async def lag_run(
     rate: int,
     seconds: float,
@@ -497,14 +521,7 @@ async def lag_run(
                     answer = await stub.GetOverview(request, metadata=metadata, timeout=30)
                     at = loop.time()
                     polls += 1
-                    for figures in answer.regions:
-                        region = Region.from_proto(figures.region)
-                        for kind, count in (
-                            ("job", figures.jobs.raised),
-                            ("referral", figures.referrals.drafted),
-                        ):
-                            for k in range(count):
-                                seen.setdefault((kind, region, k), at)
+                    mark_seen(answer, at, seen)
                     if len(seen) >= len(probes):
                         done.set()
                     await asyncio.sleep(0.05)
@@ -553,12 +570,7 @@ async def lag_run(
     counted = final.total.events_counted
     achieved = len(planned) / publishing
 
-    def row(label: str, values: list[float], ratio: str) -> str:
-        return (
-            f"| {label} | {len(values):,} | {statistics.median(values):.1f} | {pct(values, 90):.1f} | "
-            f"{pct(values, 99):.1f} | {max(values):.1f} | {ratio} |"
-        )
-
+    row = lag_row
     rows = [
         row(f"{label}: publish -> plain JetStream subscriber, JobCreated (floor)", floors, "1.00"),
         row(
@@ -764,7 +776,19 @@ async def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="small runs, for checking the benchmark works")
     parser.add_argument("--only", choices=["overview", "lag", "catchup"])
+    parser.add_argument(
+        "--federation",
+        action="store_true",
+        help="lag and catch-up through the real federation (bench/oversight/federated.py)",
+    )
     args = parser.parse_args()
+    if args.federation:
+        from bench.oversight import federated  # it imports this module's helpers
+
+        if args.only == "overview":
+            parser.error("--federation measures lag and catchup only")
+        await federated.measure(args)
+        return
     jobs, referrals = (100_000, 20_000) if args.quick else (1_000_000, 200_000)
     rate, seconds = (1000, 10.0) if args.quick else (1000, 60.0)
     events = 10_000 if args.quick else 100_000
