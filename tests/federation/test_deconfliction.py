@@ -15,10 +15,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
 import nats
 from toex.entity.events.v1 import events_pb2 as entity_events
 from toex.type.v1 import region_pb2
+from toex_common.testing.leakscan import Scanned, leaks, stream_contents, table_contents
 from toex_devstack.federation import Federation
 
 from .conftest import Toex, databases, dsn, eventually, fetch, run
@@ -56,46 +56,17 @@ def number(start: int) -> tuple[str, str, str]:
     return f"0{digits[:4]} {digits[4:]}", f"+44 {digits[:4]} {digits[4:7]} {digits[7:]}", digits
 
 
-async def _messages(federation: Federation, member: str) -> list[tuple[str, bytes]]:
-    """Every message of every stream on an installation's server: (stream, subject+headers+data)."""
-    nc = await nats.connect(federation.nats_url(member, "admin"), max_reconnect_attempts=0)
-    js = nc.jetstream()
-    found: list[tuple[str, bytes]] = []
-    try:
-        for info in await js.streams_info():
-            name = info.config.name or ""
-            for seq in range(info.state.first_seq, info.state.last_seq + 1 if info.state.messages else 0):
-                try:
-                    msg = await js.get_msg(name, seq)
-                except nats.js.errors.NotFoundError:
-                    continue
-                headers = repr(sorted((msg.headers or {}).items())).encode()
-                found.append(
-                    (f"{name}:{msg.subject}", (msg.subject or "").encode() + headers + (msg.data or b""))
-                )
-    finally:
-        await nc.close()
-    return found
+async def _messages(federation: Federation, member: str) -> Scanned:
+    """Every message of every stream on an installation's server."""
+    return await stream_contents(federation.nats_url(member, "admin"))
 
 
-async def _rows(federation: Federation, member: str) -> list[tuple[str, bytes]]:
-    """Every row of every table of every database of an installation, as bytes."""
-    rows: list[tuple[str, bytes]] = []
+async def _rows(federation: Federation, member: str) -> Scanned:
+    """Every row of every table of every database of an installation."""
+    rows: Scanned = []
     for database in databases(federation, member):
-        conn = await asyncpg.connect(dsn(federation, database))
-        try:
-            tables = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-            for table in (t["tablename"] for t in tables):
-                for row in await conn.fetch(f'SELECT * FROM "{table}"'):
-                    values = [v if isinstance(v, bytes) else str(v).encode() for v in row.values()]
-                    rows.append((f"{database}.{table}", b"\x00".join(values)))
-        finally:
-            await conn.close()
+        rows += await table_contents(dsn(federation, database))
     return rows
-
-
-def leaks(items: list[tuple[str, bytes]], hidden: set[str]) -> list[tuple[str, str]]:
-    return sorted({(where, s) for where, body in items for s in hidden if s.encode() in body})
 
 
 async def _notices(federation: Federation, member: str) -> list[Any]:

@@ -37,6 +37,7 @@ from toex.type.v1 import region_pb2
 from toex_common.events.consumer import Outcome
 from toex_common.events.streams import ENTITY_STREAM, ensure_stream
 from toex_common.migrations import upgrade
+from toex_common.testing.leakscan import leaks, stream_messages_all, table_contents
 from toex_deploycheck.natsfed import Federation, federation, hub_streams_module, region_streams_module
 from toex_entity.__main__ import migrations_dir
 from toex_entity.bootstrap import App, build
@@ -109,9 +110,13 @@ def databases(postgres: Any) -> Iterator[dict[str, str]]:
             postgres.drop_database(name)
 
 
-async def _admin(fed: Federation, where: str) -> nats.NATS:
+def _admin_url(fed: Federation, where: str) -> str:
     server = fed.hub if where == "hub" else fed.regions[where]
-    return await nats.connect(server.url("admin", fed.passwords.admin), max_reconnect_attempts=0)
+    return server.url("admin", fed.passwords.admin)
+
+
+async def _admin(fed: Federation, where: str) -> nats.NATS:
+    return await nats.connect(_admin_url(fed, where), max_reconnect_attempts=0)
 
 
 async def _stream_jobs(fed: Federation) -> None:
@@ -164,51 +169,6 @@ async def resolve(place: Installation, token: str, region: str, record: pb.Sourc
         record.ref.source_record_id,
     }
     return answer.entity.name.removeprefix("entities/")
-
-
-async def _messages(fed: Federation, where: str) -> list[tuple[str, str, bytes, bytes]]:
-    """Every message of every stream on a server: (stream, subject, data, all of it as bytes)."""
-    nc = await _admin(fed, where)
-    js = nc.jetstream()
-    found: list[tuple[str, str, bytes, bytes]] = []
-    try:
-        for info in await js.streams_info():
-            name = info.config.name or ""
-            if not info.state.messages:
-                continue
-            for seq in range(info.state.first_seq, info.state.last_seq + 1):
-                try:
-                    msg = await js.get_msg(name, seq)
-                except nats.js.errors.NotFoundError:
-                    continue
-                data, subject = msg.data or b"", msg.subject or ""
-                headers = repr(sorted((msg.headers or {}).items())).encode()
-                found.append((name, subject, data, data + headers + subject.encode()))
-    finally:
-        await nc.close()
-    return found
-
-
-async def _rows(dsn: str) -> list[tuple[str, bytes]]:
-    """Every row of every table of a database, its values as bytes (bytea raw, the rest as text)."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        tables = [
-            r["tablename"]
-            for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-        ]
-        rows: list[tuple[str, bytes]] = []
-        for table in tables:
-            for row in await conn.fetch(f'SELECT * FROM "{table}"'):
-                values = [v if isinstance(v, bytes) else str(v).encode() for v in row.values()]
-                rows.append((table, b"\x00".join(values)))
-        return rows
-    finally:
-        await conn.close()
-
-
-def _leaks(items: list[tuple[str, bytes]], secrets: set[str]) -> list[tuple[str, str]]:
-    return sorted({(where, s) for where, body in items for s in secrets if s.encode() in body})
 
 
 async def _eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 60.0) -> None:
@@ -380,22 +340,23 @@ async def test_the_same_number_in_two_regions_tells_each_only_of_the_other(
         # No installation holds another region's numbers, names, records or entities; the hub
         # holds none of anybody's (the shared number included).
         everything = emsou_held.secrets | london_held.secrets | {shared}
-        streams = {where: await _messages(fed, where) for where in ("emsou", "london", "hub")}
+        streams = {
+            where: await stream_messages_all(_admin_url(fed, where)) for where in ("emsou", "london", "hub")
+        }
         scanned = {
-            where: [(stream, body) for stream, _, _, body in found] for where, found in streams.items()
+            where: [(f"{stream}:{subject}", body) for stream, subject, _, body in found]
+            for where, found in streams.items()
         }
         assert all(scanned.values())
-        assert _leaks(scanned["emsou"], london_held.secrets) == []
-        assert _leaks(scanned["london"], emsou_held.secrets) == []
-        assert _leaks(scanned["hub"], everything) == []
-        tables = {place.name: await _rows(place.database) for place in (emsou, london, hub)}
-        assert _leaks(tables["emsou"], london_held.secrets) == []
-        assert _leaks(tables["london"], emsou_held.secrets) == []
-        assert _leaks(tables["hub"], everything) == []
+        assert leaks(scanned["emsou"], london_held.secrets) == []
+        assert leaks(scanned["london"], emsou_held.secrets) == []
+        assert leaks(scanned["hub"], everything) == []
+        tables = {place.name: await table_contents(place.database) for place in (emsou, london, hub)}
+        assert leaks(tables["emsou"], london_held.secrets) == []
+        assert leaks(tables["london"], emsou_held.secrets) == []
+        assert leaks(tables["hub"], everything) == []
         # The scan does find what is there: each region's own values in its own installation.
-        assert _leaks(scanned["emsou"], {shared, emsou_phone}) and _leaks(
-            tables["london"], london_held.secrets
-        )
+        assert leaks(scanned["emsou"], {shared, emsou_phone}) and leaks(tables["london"], london_held.secrets)
 
         # What the hub holds is fingerprints: one per identifier and region, 32 bytes each.
         conn = await asyncpg.connect(hub.database)
