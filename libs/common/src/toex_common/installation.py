@@ -210,6 +210,17 @@ def _addressed(subject: str) -> bool:
     return len(parts) == 4 and parts[0] == "toex" and parts[2] == ADDRESSED_DOMAIN
 
 
+def publishable_subjects(installation: Installation) -> list[str] | None:
+    """The subject patterns the installation publishes (what its outbox relay may send): its
+    region's, and at the hub also what it addresses to one region; None for every subject."""
+    if installation.serves_every_region:
+        return None
+    own = f"toex.{installation.region.token}.>"
+    if installation.kind is InstallationKind.HUB:
+        return [own, f"toex.*.{ADDRESSED_DOMAIN}.>"]
+    return [own]
+
+
 def bind_publisher(engine: AsyncEngine, installation: Installation) -> None:
     """Units of work on `engine` publish only on the installation's subjects (and, at the hub,
     what it addresses to one region)."""

@@ -38,7 +38,13 @@ from toex_common.events.outbox import OutboxRelay, outbox_backlog
 from toex_common.events.streams import StreamSpec, ensure_stream
 from toex_common.grpc.interceptors import DatabaseState, standard_interceptors
 from toex_common.grpc.server import create_health_server, create_server, serve_until_signal
-from toex_common.installation import bind_publisher, installation_of, request_gates, scoped_subjects
+from toex_common.installation import (
+    bind_publisher,
+    installation_of,
+    publishable_subjects,
+    request_gates,
+    scoped_subjects,
+)
 from toex_common.telemetry import OutboxGauges
 from toex_common.tls import nats_context, server_credentials
 
@@ -118,6 +124,7 @@ class Platform:
             self.js,
             batch_size=self.settings.outbox_batch_size,
             poll_seconds=self.settings.outbox_poll_seconds,
+            subjects=publishable_subjects(self.installation),
         )
 
     def consumer(

@@ -271,3 +271,33 @@ async def test_a_prefetch_runs_once_per_batch_on_its_claimed_events_before_their
     )
     await run_consumer(consumer, lambda: len(again) >= 12)
     assert again == [e.event_id for e in items] and consumer.counts[Outcome.PROCESSED] == 12
+
+
+async def test_a_region_relay_leaves_another_regions_rows_and_is_not_held_back_by_them(
+    engine, nc, stream
+) -> None:
+    """Rows queued for LONDON before the installation became EMSOU's: an EMSOU relay publishes
+    its own (queued before and after them) at once, reports the others and leaves them queued; a
+    relay of every region (a single installation) still publishes them."""
+    domain = stream.subjects[0].split(".")[2]
+    uow = SqlAlchemyUnitOfWork(session_factory(engine))
+    own_before = [envelope(domain) for _ in range(3)]
+    theirs = [envelope(domain, Region.LONDON, job="regions/LONDON/jobs/x") for _ in range(2)]
+    own_after = [envelope(domain) for _ in range(3)]
+    async with uow:
+        for event in [*own_before, *theirs, *own_after]:
+            uow.publish(event)
+        await uow.commit()
+    assert all(e.subject.startswith("toex.emsou.") for e in own_before + own_after)
+    assert all(e.subject.startswith("toex.london.") for e in theirs)
+
+    relay = OutboxRelay(engine, nc.jetstream(), subjects=["toex.emsou.>"])
+    assert await relay.report_outside() == 2
+    assert await relay.relay_pass() == (6, 0)  # nothing failed, nothing waited on
+    assert await stream_count(nc, stream) == 6
+    assert await pending(engine) == 2
+    assert await relay.relay_pass() == (0, 0)
+
+    assert await OutboxRelay(engine, nc.jetstream()).relay_pass() == (2, 0)
+    assert await stream_count(nc, stream) == 8
+    assert await pending(engine) == 0

@@ -25,6 +25,7 @@ from toex_common.installation import (
     OutsideInstallation,
     bind_publisher,
     ensure_publishable,
+    publishable_subjects,
     request_gates,
     scoped_subjects,
 )
@@ -296,3 +297,9 @@ def test_a_region_installations_units_of_work_publish_its_own_region_only() -> N
     # a single installation's (and an unbound engine's) units publish for every region
     ensure_publishable(other, [emsou.subject])
     ensure_publishable(None, [emsou.subject])
+
+
+def test_the_outbox_relays_the_subjects_the_installation_publishes() -> None:
+    assert publishable_subjects(LONDON) == ["toex.london.>"]
+    assert publishable_subjects(Installation.of("hub", "NATIONAL")) == ["toex.national.>", "toex.*.hub.>"]
+    assert publishable_subjects(SINGLE) is None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,15 @@ _CLAIM = (
     "SELECT seq, subject, payload, headers FROM outbox WHERE published_at IS NULL AND seq > $1 "
     "ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED"
 )
+# The same, for a relay scoped to an installation's subjects (`subject LIKE ANY($3)`).
+_CLAIM_SCOPED = (
+    "SELECT seq, subject, payload, headers FROM outbox WHERE published_at IS NULL AND seq > $1 "
+    "AND subject LIKE ANY($3::text[]) ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED"
+)
+_OUTSIDE = (
+    "SELECT count(*) AS rows, min(subject) AS example FROM outbox "
+    "WHERE published_at IS NULL AND NOT subject LIKE ANY($1::text[])"
+)
 _DELETE = "DELETE FROM outbox WHERE seq = ANY($1::bigint[])"
 _FAILED = "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE seq = ANY($1::bigint[])"
 
@@ -58,7 +68,14 @@ class OutboxRelay:
         max_backoff_seconds: float = 15.0,
         rescan_seconds: float = 5.0,
         gather_seconds: float = 0.02,
+        subjects: Sequence[str] | None = None,
     ) -> None:
+        """`subjects`: the subject patterns (`toex.london.>`; `*` for one token) the relay may
+        publish, for an installation that does not serve every region; None for any. Rows
+        outside them (queued before a single installation became a region's) stay in the
+        outbox, untouched: they would wait forever for an acknowledgement that the
+        installation's NATS user is not allowed to get, holding every later row back. The relay
+        says how many at start (docs/operations.md says what to do with them)."""
         self._engine = engine
         self._js = js
         self._batch = batch_size
@@ -73,9 +90,13 @@ class OutboxRelay:
         self._last_rescan = 0.0
         self._rescan_seconds = rescan_seconds
         self._gather = gather_seconds
+        self._patterns = None if subjects is None else [_like(pattern) for pattern in subjects]
+        self.outside = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         listener = await self._listen()
+        with contextlib.suppress(Exception):  # a report only: the relay runs without it
+            await self.report_outside()
         failures = 0
         try:
             while not stop.is_set():
@@ -115,6 +136,24 @@ class OutboxRelay:
         except Exception as exc:  # polling still works without it
             log.warning("outbox LISTEN unavailable, polling only: %s", exc)
             return None
+
+    async def report_outside(self) -> int:
+        """How many unpublished rows lie outside the relay's subjects (logged when any do)."""
+        if self._patterns is None:
+            return 0
+        pool = await driver_pool(self._engine)
+        async with pool.acquire() as conn:
+            row = await conn.fetchrow(_OUTSIDE, self._patterns)
+        self.outside = int(row["rows"])
+        if self.outside:
+            log.warning(
+                "outbox: %d unpublished rows are for subjects this installation does not publish "
+                "(e.g. %s), queued before it became a region's installation; they stay in the "
+                "outbox unpublished: see docs/operations.md, 'Events queued for another region'",
+                self.outside,
+                row["example"],
+            )
+        return self.outside
 
     async def relay_once(self) -> tuple[int, int]:
         """Publish one batch. Returns (published, failed)."""
@@ -161,7 +200,10 @@ class OutboxRelay:
         try:
             transaction = conn.transaction()
             await transaction.start()
-            rows = await conn.fetch(_CLAIM, self._after, self._batch)
+            if self._patterns is None:
+                rows = await conn.fetch(_CLAIM, self._after, self._batch)
+            else:
+                rows = await conn.fetch(_CLAIM_SCOPED, self._after, self._batch, self._patterns)
             if not rows:
                 self._after = 0
                 await transaction.rollback()
@@ -210,6 +252,14 @@ class OutboxRelay:
             await (await driver_pool(self._engine)).release(conn)
         self.published += len(ok)
         return len(ok), len(failed)
+
+
+def _like(pattern: str) -> str:
+    """A NATS subject pattern as a LIKE pattern: `>` any tail, `*` any token (approximately:
+    `%` may span dots, which the subjects toex publishes make harmless), LIKE's own wildcards
+    escaped."""
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace(">", "%").replace("*", "%")
 
 
 async def pending(engine: AsyncEngine) -> int:
