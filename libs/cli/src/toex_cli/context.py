@@ -305,10 +305,13 @@ class CliContext:
         request: Message,
         *,
         field_options: Mapping[str, str] | None = None,
+        anonymous: bool = False,
     ) -> R:
-        """One unary call with the caller's token and purpose; a failure becomes exit code 1."""
+        """One unary call with the caller's token and purpose; a failure becomes exit code 1.
+        `anonymous` sends no login (a method whose request carries its own credential)."""
         try:
-            return method(request, metadata=self.metadata(), timeout=self.timeout)
+            metadata = [] if anonymous else self.metadata()
+            return method(request, metadata=metadata, timeout=self.timeout)
         except grpc.RpcError as exc:
             raise rpc_failure(
                 exc, service=service, address=self.address(service), field_options=field_options

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -11,6 +12,7 @@ from google.protobuf import field_mask_pb2
 from toex.tasking.v1 import tasking_pb2 as pb
 from toex.tasking.v1 import tasking_pb2_grpc
 from toex.type.v1 import region_pb2, security_pb2
+from toex_kernel.forces import FORCES, THREATS, Force, ThreatCategory
 from toex_kernel.regions import Region
 from toex_kernel.timestamps import timestamp as _timestamp
 
@@ -49,6 +51,8 @@ CREATE_FIELDS = {
     "job.subject_entity_ids": "--subject",
     "job.collaborating_regions": "--collaborating-region",
     "collaborating_regions": "--collaborating-region",
+    "job.requesting_force": "--force",
+    "job.threat_category": "--threat",
     "request_id": "--request-id",
 }
 UPDATE_FIELDS = {
@@ -59,8 +63,75 @@ UPDATE_FIELDS = {
     "job.subject_entity_ids": "--subject",
     "job.description": "--description",
     "job.collaborating_regions": "--collaborating-region",
+    "job.requesting_force": "--force",
+    "job.threat_category": "--threat",
     "request_id": "--request-id",
 }
+
+
+class ForceType(click.ParamType):
+    """A requesting force by its short code (NOTTS, MET, BTP, NCA...), case-insensitive."""
+
+    name = "force"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> Force:
+        if isinstance(value, Force):
+            return value
+        try:
+            return Force.parse(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "CODE"
+
+
+class ThreatType(click.ParamType):
+    """A threat category by its short code (cse, cce, ms-sexual, ...), case-insensitive."""
+
+    name = "threat"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> ThreatCategory:
+        if isinstance(value, ThreatCategory):
+            return value
+        try:
+            return ThreatCategory.parse(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "[" + "|".join(code for code, _ in THREATS.values()) + "]"
+
+
+FORCE = ForceType()
+THREAT = ThreatType()
+_FORCE_HELP = "The requesting force's code, e.g. NOTTS, MET, BTP, NCA (`toex jobs forces` lists them)."
+_THREAT_HELP = (
+    "The threat category: " + ", ".join(f"{code} ({name})" for code, name in THREATS.values()) + "."
+)
+
+
+def force_label(value: int) -> str:
+    """`NOTTS (Nottinghamshire Police)` for a Force number; empty when unset."""
+    if not value:
+        return ""
+    try:
+        force = Force.from_proto(value)
+    except ValueError:
+        return str(value)
+    return f"{force.code} ({force.display_name})"
+
+
+def threat_label(value: int) -> str:
+    if not value:
+        return ""
+    try:
+        threat = ThreatCategory.from_proto(value)
+    except ValueError:
+        return str(value)
+    return f"{threat.code} ({threat.display_name})"
 
 
 def _stub(cli: CliContext) -> tasking_pb2_grpc.TaskingServiceStub:
@@ -129,6 +200,8 @@ def render_job(job: pb.Job) -> str:
     if job.HasField("feedback"):
         fb = job.feedback
         feedback = f"{fb.rating}/5 {fb.comment}".strip() + f" (recorded by {fb.recorded_by})"
+        if fb.officer_name:
+            feedback += f", officer: {fb.officer_name}"
     handling = enum_short_name(security_pb2.HandlingCode.DESCRIPTOR, job.handling) if job.handling else ""
     return render_fields(
         [
@@ -140,6 +213,8 @@ def render_job(job: pb.Job) -> str:
             ("region", _region(job.owning_region)),
             ("handling", handling),
             ("operation", job.operation_name),
+            ("force", force_label(job.requesting_force)),
+            ("threat", threat_label(job.threat_category)),
             ("unit", job.requesting_unit),
             ("officer", job.requesting_officer),
             ("description", job.description),
@@ -222,6 +297,8 @@ def _collaborating_region_option(func: click.decorators.FC) -> click.decorators.
     metavar="ENTITY_ID",
     help="A linked subject's entity id; repeat for several.",
 )
+@click.option("--force", "force", type=FORCE, help=_FORCE_HELP)
+@click.option("--threat", "threat", type=THREAT, help=_THREAT_HELP)
 @_collaborating_region_option
 @_request_id_option
 @format_option
@@ -238,11 +315,16 @@ def create(
     handling: str | None,
     description: str,
     subjects: tuple[str, ...],
+    force: Force | None,
+    threat: ThreatCategory | None,
     collaborating: tuple[Region, ...],
     request_id: str,
     output_format: str,
 ) -> None:
     """Raise a new job in a region and print it.
+
+    --force and --threat record what the products group by (the requesting force, from the
+    code list, and the threat category); --unit keeps the unit's own name.
 
     Collaborating regions (an operation across regions) let their supervisors see the job,
     read-only; the owning region and national coordinators manage it.
@@ -250,7 +332,7 @@ def create(
     \b
     Examples:
       toex jobs create --region EMSOU --type comms_analysis --unit "Leicestershire Police" \\
-          --officer "DS Smith" --operation "Op Kestrel" --due 2026-12-01
+          --officer "DS Smith" --operation "Op Kestrel" --due 2026-12-01 --force LEICS --threat cce
       toex jobs create --region ERSOU --type anpr --unit "Essex Police" --officer "DC Jones" \\
           --operation "Op Heron" --due 2026-11-20T17:00:00+00:00 --priority urgent --handling P \\
           --subject ent-123 --subject ent-456 --request-id "$(uuidgen)"
@@ -270,6 +352,10 @@ def create(
     )
     if handling:
         job.handling = HANDLING[handling.upper()]
+    if force is not None:
+        job.requesting_force = force.to_proto()  # type: ignore[assignment]
+    if threat is not None:
+        job.threat_category = threat.to_proto()  # type: ignore[assignment]
     request = pb.CreateJobRequest(parent=f"regions/{region.value}", job=job, request_id=request_id)
     response = cli.call(SERVICE, _stub(cli).CreateJob, request, field_options=CREATE_FIELDS)
     _print_job(response.job, output_format)
@@ -286,6 +372,8 @@ def create(
 @click.option("--state", "states", type=JOB_STATE, multiple=True, help="Only jobs in this state; repeatable.")
 @click.option("--assignee", default="", metavar="USER", help="Only jobs assigned to this login name.")
 @click.option("--due-before", type=WHEN, help="Only jobs due before this date (end of day, UTC) or time.")
+@click.option("--force", "force", type=FORCE, help="Only jobs requested by this force (its code).")
+@click.option("--threat", "threat", type=THREAT, help="Only jobs about this threat category.")
 @click.option(
     "--limit",
     type=click.IntRange(1, MAX_PAGE_SIZE),
@@ -305,6 +393,8 @@ def list_jobs(
     states: tuple[int, ...],
     assignee: str,
     due_before: datetime | None,
+    force: Force | None,
+    threat: ThreatCategory | None,
     limit: int,
     fetch_all: bool,
     page_token: str,
@@ -321,6 +411,7 @@ def list_jobs(
       toex --purpose "Op Kestrel" jobs list
       toex --purpose "Op Kestrel" jobs list --region EMSOU --state raised --state assigned
       toex --purpose "capacity review" jobs list --assignee researcher.london --due-before 2026-12-01
+      toex --purpose "performance return" jobs list --force NOTTS --threat cce
       toex --purpose "weekly return" jobs list --all --format json | jq '.jobs[].name'
     """
     if region is None and page_token and cli.routes(SERVICE):
@@ -336,6 +427,8 @@ def list_jobs(
             assignee=assignee,
             page_size=limit,
             page_token=page_token,
+            requesting_force=force.to_proto() if force else 0,  # type: ignore[arg-type]
+            threat_category=threat.to_proto() if threat else 0,  # type: ignore[arg-type]
         )
         if due_before is not None:
             request.due_before.CopyFrom(_timestamp(due_before))
@@ -430,6 +523,8 @@ def show(cli: CliContext, name: str, output_format: str) -> None:
 @click.option(
     "--clear-collaborating-regions", is_flag=True, help="No region collaborates on the job any more."
 )
+@click.option("--force", "force", type=FORCE, help="New requesting force (its code).")
+@click.option("--threat", "threat", type=THREAT, help="New threat category.")
 @_request_id_option
 @format_option
 @pass_cli
@@ -443,6 +538,8 @@ def update(
     description: str | None,
     collaborating: tuple[Region, ...],
     clear_collaborating_regions: bool,
+    force: Force | None,
+    threat: ThreatCategory | None,
     request_id: str,
     output_format: str,
 ) -> None:
@@ -460,6 +557,7 @@ def update(
       toex jobs update EMSOU/8f14e45f --subject ent-123 --subject ent-789
       toex jobs update EMSOU/8f14e45f --collaborating-region LONDON --collaborating-region ERSOU
       toex jobs update EMSOU/8f14e45f --clear-collaborating-regions --request-id "$(uuidgen)"
+      toex jobs update EMSOU/8f14e45f --force DERBYS --threat ms-labour
     """
     if subjects and clear_subjects:
         raise click.UsageError("give --subject or --clear-subjects, not both")
@@ -482,10 +580,16 @@ def update(
     if collaborating or clear_collaborating_regions:
         job.collaborating_regions.extend(r.to_proto() for r in collaborating)  # type: ignore[misc]
         paths.append("collaborating_regions")
+    if force is not None:
+        job.requesting_force = force.to_proto()  # type: ignore[assignment]
+        paths.append("requesting_force")
+    if threat is not None:
+        job.threat_category = threat.to_proto()  # type: ignore[assignment]
+        paths.append("threat_category")
     if not paths:
         raise click.UsageError(
             "say what changes: --due, --priority, --subject, --clear-subjects, --description, "
-            "--collaborating-region or --clear-collaborating-regions"
+            "--collaborating-region, --clear-collaborating-regions, --force or --threat"
         )
     request = pb.UpdateJobRequest(
         job=job, update_mask=field_mask_pb2.FieldMask(paths=paths), request_id=request_id
@@ -574,6 +678,49 @@ def status(
         field_options={"state": "STATE", "reason": "--reason", "product": "--product"},
     )
     _print_job(response.job, output_format)
+    _tell_feedback_code(response)
+
+
+def feedback_code(job_name: str, token: str) -> str:
+    """What the requesting officer is given: the job (EMSOU/ID) and the one-time token."""
+    return f"{job_name.removeprefix('regions/').replace('/jobs/', '/')}:{token}"
+
+
+def _tell_feedback_code(response: pb.UpdateJobStatusResponse) -> None:
+    """On delivery: the requesting officer's one-time feedback code, on standard error (a
+    notifier sends it from the FeedbackRequested event; here the deliverer passes it on)."""
+    if not response.feedback_token:
+        return
+    code = feedback_code(response.job.name, response.feedback_token)
+    click.echo(
+        f"Feedback code for the requesting officer ({response.job.requesting_officer or 'not recorded'}); "
+        f"it works once, until {format_time(response.feedback_token_expire_time)}, and needs no login:\n"
+        f'  toex jobs feedback --token {code} --score 1-5 --comment "..."',
+        err=True,
+    )
+
+
+@jobs.command("deliver")
+@click.argument("name", type=JOB_NAME)
+@click.option("--product", required=True, help="What was delivered, e.g. a report reference.")
+@_request_id_option
+@format_option
+@pass_cli
+def deliver(cli: CliContext, name: str, product: str, request_id: str, output_format: str) -> None:
+    """Deliver a job (IN_PROGRESS -> DELIVERED) and print the requesting officer's one-time
+    feedback code on standard error: pass it to the officer, who records feedback with
+    `toex jobs feedback --token CODE` without a toex account.
+
+    \b
+    Example:
+      toex jobs deliver EMSOU/8f14e45f --product "Comms analysis report, ref CA-2026-114"
+    """
+    request = pb.UpdateJobStatusRequest(
+        name=name, state=pb.JOB_STATE_DELIVERED, product=product, request_id=request_id
+    )
+    response = cli.call(SERVICE, _stub(cli).UpdateJobStatus, request, field_options={"product": "--product"})
+    _print_job(response.job, output_format)
+    _tell_feedback_code(response)
 
 
 @jobs.command("note")
@@ -611,34 +758,110 @@ def note(cli: CliContext, name: str, text: str, request_id: str, output_format: 
 
 
 @jobs.command("feedback")
-@click.argument("name", type=JOB_NAME)
+@click.argument("name", type=JOB_NAME, required=False)
 @click.option(
+    "--score",
     "--rating",
+    "rating",
     required=True,
     type=click.IntRange(1, 5),
-    help="The officer's rating, 1 (poor) to 5 (excellent).",
+    help="How useful the support was, 1 (poor) to 5 (excellent).",
 )
-@click.option("--comment", default="", help="What the officer said.")
+@click.option("--comment", default="", help="What the officer says.")
+@click.option(
+    "--token",
+    default="",
+    metavar="CODE",
+    help="The officer's one-time feedback code (EMSOU/ID:TOKEN, from the delivery): no login needed.",
+)
+@click.option("--name", "officer_name", default="", help="The officer's name, if they wish to give it.")
 @_request_id_option
 @format_option
 @pass_cli
 def feedback(
-    cli: CliContext, name: str, rating: int, comment: str, request_id: str, output_format: str
+    cli: CliContext,
+    name: str | None,
+    rating: int,
+    comment: str,
+    token: str,
+    officer_name: str,
+    request_id: str,
+    output_format: str,
 ) -> None:
     """Record the requesting officer's feedback on a delivered job.
 
+    The officer uses the one-time code the delivery gave (--token), with no toex account; it
+    works once, until it expires. A supervisor may instead record it for them (NAME, signed in).
+
     \b
-    Example:
-      toex jobs feedback EMSOU/8f14e45f --rating 5 --comment "Identified two further suspects"
+    Examples:
+      toex jobs feedback --token EMSOU/8f14e45f:Qk3... --score 4 --comment "Identified two further suspects"
+      toex jobs feedback EMSOU/8f14e45f --score 5 --comment "Told by phone"
     """
+    if token:
+        job_part, sep, secret = token.rpartition(":")
+        if sep:
+            job_name = JOB_NAME.parse(job_part)
+            if name and name != job_name:
+                raise click.UsageError("the feedback code is for another job than NAME")
+            name, token = job_name, secret
+        if not name:
+            raise click.UsageError("give the whole feedback code (EMSOU/ID:TOKEN), or NAME with --token")
+        request = pb.RecordFeedbackRequest(
+            name=name, rating=rating, comment=comment, token=token, officer_name=officer_name
+        )
+        response = cli.call(
+            SERVICE,
+            _stub(cli).RecordFeedback,
+            request,
+            field_options={
+                "rating": "--score",
+                "comment": "--comment",
+                "token": "--token",
+                "officer_name": "--name",
+            },
+            anonymous=True,
+        )
+        emit_one(
+            output_format,
+            response,
+            lambda: f"Thank you: your feedback on {response.name} is recorded.",
+        )
+        return
+    if not name:
+        raise click.UsageError("give --token CODE (the officer's feedback code), or NAME when signed in")
     request = pb.RecordFeedbackRequest(name=name, rating=rating, comment=comment, request_id=request_id)
     response = cli.call(
         SERVICE,
         _stub(cli).RecordFeedback,
         request,
-        field_options={"rating": "--rating", "comment": "--comment"},
+        field_options={"rating": "--score", "comment": "--comment"},
     )
     _print_job(response.job, output_format)
+
+
+@jobs.command("forces")
+@format_option
+def forces(output_format: str) -> None:
+    """List the requesting forces' codes (for --force) and the threat categories (for --threat)."""
+    rows = [
+        [info.code, info.display_name, info.region.value if info.region else "national"]
+        for info in FORCES.values()
+    ]
+    threats = "\n".join(f"  {code:<17} {name}" for code, name in THREATS.values())
+    if output_format == "json":
+        click.echo(
+            json.dumps(
+                {
+                    "forces": [{"code": c, "name": n, "region": r} for c, n, r in rows],
+                    "threats": [{"code": c, "name": n} for c, n in THREATS.values()],
+                },
+                indent=2,
+            )
+        )
+        return
+    click.echo(render_table(["code", "force", "region"], rows))
+    click.echo("\nThreat categories:\n" + threats)
 
 
 @jobs.command("capacity")

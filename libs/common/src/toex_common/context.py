@@ -56,6 +56,13 @@ def current_principal() -> Principal:
     return state.principal
 
 
+def current_principal_or_none() -> Principal | None:
+    """The caller, or None for a call made without a bearer token to a method whose request
+    carries its own credential (toex_kernel.policy.TOKEN_CREDENTIAL_METHODS)."""
+    state = _current.get()
+    return state.principal if state else None
+
+
 def current_purpose() -> str:
     state = _current.get()
     return state.purpose if state else ""

@@ -100,6 +100,11 @@ class WrongInstallation(FailedPrecondition):
 class PermissionDenied(DomainError):
     code = "PERMISSION_DENIED"
 
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        # When set, carried as google.rpc.ErrorInfo (domain `toex`) for clients to act on.
+        self.reason = reason
+
 
 class Unauthenticated(DomainError):
     code = "UNAUTHENTICATED"

@@ -46,8 +46,24 @@ class MethodRule:
         return cls(frozenset(roles), Access.WRITE, purpose_required)
 
 
+# Methods whose request carries its own credential, for callers who hold no toex account: called
+# without a bearer token they skip authentication and the method's role rule (the servicer checks
+# the request's one-time token), and are audited as any call. Called with a bearer token, they
+# are authenticated and authorised as usual. Each entry is a deliberate, reviewed exception.
+TOKEN_CREDENTIAL_METHODS = frozenset(
+    {
+        # The requesting officer's feedback, with the one-time token of FeedbackRequested.
+        "/toex.tasking.v1.TaskingService/RecordFeedback",
+    }
+)
+
+
 def is_public(method: str) -> bool:
     return method.startswith(PUBLIC_METHOD_PREFIXES)
+
+
+def is_token_credentialed(method: str) -> bool:
+    return method in TOKEN_CREDENTIAL_METHODS
 
 
 class MethodPolicy:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from grpc import aio
 from toex.tasking.v1 import inbox_pb2, inbox_pb2_grpc, tasking_pb2, tasking_pb2_grpc
@@ -67,6 +68,7 @@ async def build(settings: Settings, *, directory: UserDirectory | None = None) -
         reader=lambda: PgTaskingUnitOfWork(engine, read_only=True),  # type: ignore[arg-type,return-value]
         watch_poll_seconds=settings.inbox_poll_seconds,
         watch_seconds=settings.inbox_watch_seconds,
+        feedback_token_ttl=timedelta(days=settings.feedback_token_days),
     )
 
     def register(server: aio.Server) -> None:

@@ -18,3 +18,5 @@ class Settings(ServiceSettings):
     # the server ends it (the client continues with its last resume token).
     inbox_poll_seconds: float = 1.0
     inbox_watch_seconds: float = 600.0
+    # How many days the requesting officer's one-time feedback link works after delivery.
+    feedback_token_days: float = 30.0

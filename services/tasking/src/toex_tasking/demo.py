@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from toex_kernel.forces import Force, ThreatCategory
 from toex_kernel.principal import Principal, Role
 from toex_kernel.regions import Region
 
@@ -43,6 +44,8 @@ async def seed(deps: handlers.Deps) -> list[str]:
             Priority.URGENT,
             "Phone number index and contact analysis for ~40 persons of interest",
             "Derbyshire Constabulary",
+            Force.DERBYSHIRE,
+            ThreatCategory.CSE,
         ),
         (
             supervisor,
@@ -52,6 +55,8 @@ async def seed(deps: handlers.Deps) -> list[str]:
             Priority.PRIORITY,
             "ANPR reads and patterns of travel for vehicles linked to suspects",
             "Derbyshire Constabulary",
+            Force.DERBYSHIRE,
+            ThreatCategory.CSE,
         ),
         (
             coordinator,
@@ -61,10 +66,13 @@ async def seed(deps: handlers.Deps) -> list[str]:
             Priority.ROUTINE,
             "Adult-services adverts: numbers and any organised network behind them",
             "Essex Police",
+            Force.ESSEX,
+            ThreatCategory.MODERN_SLAVERY_SEXUAL,
         ),
     ]
     names = []
-    for index, (actor, region, operation, job_type, priority, description, unit) in enumerate(specs):
+    for index, spec in enumerate(specs):
+        actor, region, operation, job_type, priority, description, unit, force, threat = spec
         job = await handlers.create_job(
             commands.CreateJob(
                 actor=actor,
@@ -78,6 +86,8 @@ async def seed(deps: handlers.Deps) -> list[str]:
                 description=description,
                 handling=Handling.C,
                 idempotency=commands.Idempotency(f"demo-seed-{index}", "demo"),
+                requesting_force=force,
+                threat_category=threat,
             ),
             deps,
         )

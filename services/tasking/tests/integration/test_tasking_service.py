@@ -214,6 +214,7 @@ async def test_lifecycle_with_directory_reassignment_and_idempotency(tasking, na
         "JobReassigned",
         "JobStatusChanged",
         "JobStatusChanged",
+        "FeedbackRequested",
         "FeedbackRecorded",
     ]
 

@@ -92,6 +92,10 @@ class FakeJobRepository:
                 continue
             if query.due_before and not job.due_at < query.due_before:
                 continue
+            if query.requesting_force is not None and job.requesting_force is not query.requesting_force:
+                continue
+            if query.threat_category is not None and job.threat_category is not query.threat_category:
+                continue
             if after and not (job.created_at, job.id) < after:
                 continue
             found.append(self._read(job))

@@ -27,7 +27,13 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Status, StatusCode
 from toex_kernel.errors import DomainError, OutOfScope, Unauthenticated, Unavailable
-from toex_kernel.policy import PURPOSE_METADATA_KEY, MethodPolicy, is_public, normalise_purpose
+from toex_kernel.policy import (
+    PURPOSE_METADATA_KEY,
+    MethodPolicy,
+    is_public,
+    is_token_credentialed,
+    normalise_purpose,
+)
 from toex_kernel.principal import Principal
 
 from toex_common.audit import AuditEntry, AuditSink, UnauthenticatedCalls
@@ -264,11 +270,16 @@ class StandardChain:
                 call_token = begin_call(state)
                 try:
                     try:
-                        state.principal = principal = await self._authenticate(authorization)
+                        # A token-credentialed method without a bearer token: its request's own
+                        # credential is checked by the servicer (no principal, no role rule).
+                        anonymous = not authorization and is_token_credentialed(method)
+                        if not anonymous:
+                            state.principal = await self._authenticate(authorization)
                         state.purpose = normalise_purpose(purpose)
                         if self._database.away:
                             raise DatabaseAway("the dependency check found the database away")
-                        self._policy.check(principal, method, state.purpose)
+                        if state.principal is not None:
+                            self._policy.check(state.principal, method, state.purpose)
                         state.streaming = self
                         result = await proceed()
                     except aio.AbortError:
@@ -393,7 +404,9 @@ class StandardChain:
             action=method,
             outcome=outcome,
             actor_subject=principal.subject if principal else "",
-            actor_username=principal.username if principal else "",
+            actor_username=principal.username
+            if principal
+            else ("(one-time token)" if is_token_credentialed(method) else ""),
             actor_roles=principal.role_names if principal else (),
             actor_region=principal.region.value if principal else "",
             resources=tuple(state.resources),

@@ -9,7 +9,13 @@ from __future__ import annotations
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from toex_kernel.errors import DomainError, FailedPrecondition, InvalidArgument, WrongInstallation
+from toex_kernel.errors import (
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+    WrongInstallation,
+)
 
 # google.rpc.ErrorInfo.domain of the reasons toex itself defines.
 ERROR_DOMAIN = "toex"
@@ -55,6 +61,9 @@ def details(error: DomainError) -> list[any_pb2.Any]:
             )
         )
         return [*found, packed]
+    if isinstance(error, PermissionDenied) and error.reason:
+        packed.Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))
+        return [packed]
     return []
 
 

@@ -27,11 +27,14 @@ _ACCESS: Allowed = {"revision": True, "state": True, "assignees": {"region": Tru
 _JOB: Allowed = {**_COMMON, "job": True, "job_type": True, "access": _ACCESS}
 _REFERRAL: Allowed = {**_COMMON, "referral": True, "state": True}
 _AGED: Allowed = {"count": True}
+# What the products group jobs by: code lists, not personal data. (FeedbackRequested, which
+# carries the officer's one-time token, has no allow-list: it is never reported.)
+_GROUPING: Allowed = {"requesting_force": True, "threat_category": True}
 
 ALLOWED: dict[str, Allowed] = {
     # tasking v2: the job's name (its key), type, priority, due time, access (revision, state,
     # the assignees' regions: never their usernames).
-    "toex.tasking.events.v2.JobCreated": {**_JOB, "priority": True, "due_time": True},
+    "toex.tasking.events.v2.JobCreated": {**_JOB, "priority": True, "due_time": True, **_GROUPING},
     "toex.tasking.events.v2.JobAssigned": _JOB,
     "toex.tasking.events.v2.JobReassigned": _JOB,
     "toex.tasking.events.v2.JobStatusChanged": {**_JOB, "state": True},
@@ -41,9 +44,16 @@ ALLOWED: dict[str, Allowed] = {
         "access": _ACCESS,
         "priority": True,
         "due_time": True,
+        **_GROUPING,
     },
     # The rating and when: never the comment or who gave it.
-    "toex.tasking.events.v2.FeedbackRecorded": {**_COMMON, "job": True, "rating": True, "record_time": True},
+    "toex.tasking.events.v2.FeedbackRecorded": {
+        **_COMMON,
+        "job": True,
+        "rating": True,
+        "record_time": True,
+        "has_comment": True,
+    },
     # safeguarding: the referral's name and state; the clock's destination, due and met times.
     "toex.safeguarding.events.v1.ReferralDrafted": _REFERRAL,
     "toex.safeguarding.events.v1.ReferralEvidenceAdded": _REFERRAL,

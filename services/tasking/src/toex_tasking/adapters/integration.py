@@ -11,10 +11,12 @@ from toex_common.events import EventEnvelope, build_event
 from toex_common.events.streams import TASKING_STREAM
 
 from toex_tasking.adapters.mapping import (
+    force_to_proto,
     handling_to_proto,
     job_type_to_proto,
     priority_to_proto,
     state_to_proto,
+    threat_to_proto,
     ts,
 )
 from toex_tasking.domain import events
@@ -51,6 +53,8 @@ CHANGED_FIELDS = {
     "subject_entity_ids": "subject_entity_ids",
     "description": "description",
     "collaborating_regions": "collaborating_regions",
+    "requesting_force": "requesting_force",
+    "threat_category": "threat_category",
 }
 
 
@@ -68,6 +72,8 @@ def to_message(job: Job, event: events.DomainEvent) -> Message:
             subject_entity_ids=job.subject_entity_ids,
             created_by=job.created_by,
             access=access(job),
+            requesting_force=force_to_proto(job.requesting_force),  # type: ignore[arg-type]
+            threat_category=threat_to_proto(job.threat_category),  # type: ignore[arg-type]
         )
     if isinstance(event, events.JobAssigned):
         return ev.JobAssigned(
@@ -106,6 +112,8 @@ def to_message(job: Job, event: events.DomainEvent) -> Message:
             # The values a read model without a copy of the job counts by (national oversight).
             priority=priority_to_proto(job.priority),  # type: ignore[arg-type]
             due_time=ts(job.due_at),
+            requesting_force=force_to_proto(job.requesting_force),  # type: ignore[arg-type]
+            threat_category=threat_to_proto(job.threat_category),  # type: ignore[arg-type]
         )
     if isinstance(event, events.JobOverdue):
         return ev.JobOverdue(
@@ -124,6 +132,16 @@ def to_message(job: Job, event: events.DomainEvent) -> Message:
             comment=feedback.comment,
             recorded_by=feedback.recorded_by,
             record_time=ts(feedback.recorded_at),
+            has_comment=bool(feedback.comment),
+        )
+    if isinstance(event, events.FeedbackRequested):
+        return ev.FeedbackRequested(
+            job=job.name,
+            token=event.token,
+            expire_time=ts(event.expires_at),
+            requesting_officer=job.requesting_officer,
+            requesting_unit=job.requesting_unit,
+            operation_name=job.operation_name,
         )
     raise TypeError(f"no integration event for {event!r}")
 

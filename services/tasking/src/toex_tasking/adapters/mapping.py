@@ -9,6 +9,7 @@ from toex.tasking.v1 import tasking_pb2 as pb
 from toex.type.v1 import security_pb2
 from toex_kernel import names
 from toex_kernel.errors import Violations
+from toex_kernel.forces import Force, ThreatCategory
 from toex_kernel.regions import Region
 from toex_kernel.timestamps import optional_timestamp as ts
 
@@ -84,6 +85,36 @@ def regions_from_proto(values: Iterable[int], field: str, problems: Violations) 
     return regions
 
 
+def force_from_proto(value: int, field: str, problems: Violations) -> Force | None:
+    """The force of a Force field: None when unspecified; an unknown number is a violation."""
+    if value == 0:
+        return None
+    try:
+        return Force.from_proto(value)
+    except ValueError:
+        problems.add(field, f"unknown force {value}; see toex.type.v1.Force")
+        return None
+
+
+def threat_from_proto(value: int, field: str, problems: Violations) -> ThreatCategory | None:
+    """The threat of a ThreatCategory field: None when unspecified; an unknown number is a violation."""
+    if value == 0:
+        return None
+    try:
+        return ThreatCategory.from_proto(value)
+    except ValueError:
+        problems.add(field, f"unknown threat category {value}; see toex.type.v1.ThreatCategory")
+        return None
+
+
+def force_to_proto(value: Force | None) -> int:
+    return value.to_proto() if value else 0
+
+
+def threat_to_proto(value: ThreatCategory | None) -> int:
+    return value.to_proto() if value else 0
+
+
 def assignee_to_proto(assignee: Assignee) -> pb.Assignee:
     return pb.Assignee(
         username=assignee.username,
@@ -107,6 +138,7 @@ def feedback_to_proto(feedback: Feedback) -> pb.Feedback:
         comment=feedback.comment,
         recorded_by=feedback.recorded_by,
         record_time=ts(feedback.recorded_at),
+        officer_name=feedback.officer_name,
     )
 
 
@@ -156,6 +188,8 @@ def job_to_proto(job: Job, *, now: datetime | None = None, with_notes: bool = Tr
         update_time=ts(job.updated_at),
         overdue=job.is_overdue(now) if now else False,
         collaborating_regions=[r.to_proto() for r in job.collaborating_regions],
+        requesting_force=force_to_proto(job.requesting_force),  # type: ignore[arg-type]
+        threat_category=threat_to_proto(job.threat_category),  # type: ignore[arg-type]
     )
     if with_notes:
         message.notes.extend(note_to_proto(job, n) for n in job.notes)

@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 from toex_common.uow import DriverUnitOfWork
+from toex_kernel.forces import Force, ThreatCategory
 from toex_kernel.regions import Region
 
 from toex_tasking.domain.model import (
@@ -60,6 +61,11 @@ _COLUMNS = (
     "overdue_notified_for",
     "revision",
     "collaborating_regions",
+    "requesting_force",
+    "threat_category",
+    "feedback_officer_name",
+    "feedback_token_hash",
+    "feedback_token_expires_at",
 )
 _SELECT_JOBS = f"SELECT {', '.join(f'jobs.{c}' for c in _COLUMNS)} FROM jobs"
 _INSERT_JOB = f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join(f'${i + 1}' for i in range(len(_COLUMNS)))})"
@@ -158,6 +164,11 @@ def _values(job: Job) -> tuple[Any, ...]:
         job.overdue_notified_for,
         job.revision,
         [r.value for r in job.collaborating_regions],
+        job.requesting_force.value if job.requesting_force else None,
+        job.threat_category.value if job.threat_category else None,
+        feedback.officer_name if feedback else None,
+        job.feedback_token_hash,
+        job.feedback_token_expires_at,
     )
 
 
@@ -205,6 +216,7 @@ def _job(row: Mapping[str, Any], assignees: list[Assignee], notes: list[Note]) -
             row["feedback_comment"] or "",
             row["feedback_by"] or "",
             row["feedback_at"],
+            row["feedback_officer_name"] or "",
         )
     return Job(
         id=row["id"],
@@ -226,6 +238,10 @@ def _job(row: Mapping[str, Any], assignees: list[Assignee], notes: list[Note]) -
         notes=notes,
         product=row["product"],
         feedback=feedback,
+        requesting_force=Force(row["requesting_force"]) if row["requesting_force"] else None,
+        threat_category=ThreatCategory(row["threat_category"]) if row["threat_category"] else None,
+        feedback_token_hash=row["feedback_token_hash"],
+        feedback_token_expires_at=row["feedback_token_expires_at"],
         overdue_notified_for=row["overdue_notified_for"],
         revision=row["revision"],
         collaborating_regions=[Region(r) for r in row["collaborating_regions"] or []],
@@ -333,6 +349,10 @@ class PgJobRepository:
             )
         if query.due_before is not None:
             conditions.append(f"due_at < {arg(query.due_before)}")
+        if query.requesting_force is not None:
+            conditions.append(f"requesting_force = {arg(query.requesting_force.value)}")
+        if query.threat_category is not None:
+            conditions.append(f"threat_category = {arg(query.threat_category.value)}")
         if after is not None:
             conditions.append(f"(created_at, id) < ({arg(after[0])}, {arg(after[1])})")
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""

@@ -50,9 +50,18 @@ jobs = Table(
     Column("revision", BigInteger, nullable=False, server_default="0"),
     # Regions collaborating on the job (codes); their supervisors see it read-only.
     Column("collaborating_regions", ARRAY(Text), nullable=False, server_default="{}"),
+    # What products group by (toex_kernel.forces); NULL for a job raised without them.
+    Column("requesting_force", String(32)),
+    Column("threat_category", String(32)),
+    # The requesting officer's feedback by one-time token: the name they gave, and the token's
+    # SHA-256 (never the token) and expiry, set on delivery.
+    Column("feedback_officer_name", Text),
+    Column("feedback_token_hash", String(64)),
+    Column("feedback_token_expires_at", DateTime(timezone=True)),
     Index("jobs_region_created", "region", "created_at", "id"),
     Index("jobs_collaborating", "collaborating_regions", postgresql_using="gin"),
     Index("jobs_created", "created_at", "id"),
+    Index("jobs_force_threat", "requesting_force", "threat_category"),
     Index("jobs_open_due", "due_at", postgresql_where="state IN ('RAISED','ASSIGNED','IN_PROGRESS')"),
 )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from toex_kernel.forces import Force, ThreatCategory
 from toex_kernel.idempotency import Idempotency
 from toex_kernel.principal import Principal
 from toex_kernel.regions import Region
@@ -31,6 +32,8 @@ class CreateJob:
     subject_entity_ids: list[str] = field(default_factory=list)
     idempotency: Idempotency | None = None
     collaborating_regions: list[Region] = field(default_factory=list)
+    requesting_force: Force | None = None
+    threat_category: ThreatCategory | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ class ListJobs:
     due_before: datetime | None
     page_size: int
     after: tuple[datetime, str] | None
+    requesting_force: Force | None = None
+    threat_category: ThreatCategory | None = None
 
 
 @dataclass(frozen=True)
@@ -127,12 +132,16 @@ class RecordReferralChange:
 
 @dataclass(frozen=True)
 class RecordFeedback:
-    actor: Principal
+    # None for the requesting officer, who holds no account: `token` is the credential then.
+    actor: Principal | None
     region: Region
     job_id: str
     rating: int
     comment: str
     idempotency: Idempotency | None = None
+    # The one-time token of the job's FeedbackRequested event.
+    token: str = ""
+    officer_name: str = ""
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@ protobuf integration events they become)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -58,6 +59,21 @@ class FeedbackRecorded:
     job: str
 
 
+@dataclass(frozen=True)
+class FeedbackRequested:
+    job: str
+    # The one-time token itself: only the event carries it (the job keeps its hash).
+    token: str = field(repr=False)
+    expires_at: datetime
+
+
 DomainEvent = (
-    JobCreated | JobAssigned | JobReassigned | JobStatusChanged | JobUpdated | JobOverdue | FeedbackRecorded
+    JobCreated
+    | JobAssigned
+    | JobReassigned
+    | JobStatusChanged
+    | JobUpdated
+    | JobOverdue
+    | FeedbackRecorded
+    | FeedbackRequested
 )

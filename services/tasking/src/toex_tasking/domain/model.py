@@ -8,11 +8,14 @@ service layer turns those into integration events.
 from __future__ import annotations
 
 import enum
+import hashlib
+import hmac
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from toex_kernel.errors import FailedPrecondition, InvalidArgument
+from toex_kernel.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from toex_kernel.forces import Force, ThreatCategory
 from toex_kernel.regions import Region
 
 from toex_tasking.domain import events
@@ -84,6 +87,22 @@ class Feedback:
     comment: str
     recorded_by: str
     recorded_at: datetime
+    # The name the officer gave, if any (feedback by one-time token).
+    officer_name: str = ""
+
+
+# Who a feedback recorded with the one-time token is recorded by (the officer holds no account).
+BY_TOKEN = "requesting officer (one-time token)"
+# ErrorInfo reasons of a refused feedback token.
+TOKEN_INVALID = "FEEDBACK_TOKEN_INVALID"
+TOKEN_USED = "FEEDBACK_TOKEN_USED"
+TOKEN_EXPIRED = "FEEDBACK_TOKEN_EXPIRED"
+
+
+def token_hash(token: str) -> str:
+    """What is stored of a feedback token: its SHA-256 (the token is 256 random bits, so a
+    plain hash is as good as a slow one)."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -95,6 +114,8 @@ class JobChanges:
     subject_entity_ids: list[str] | None = None
     description: str | None = None
     collaborating_regions: list[Region] | None = None
+    requesting_force: Force | None = None
+    threat_category: ThreatCategory | None = None
 
 
 def collaboration_problem(owner: Region, regions: list[Region]) -> str | None:
@@ -142,6 +163,14 @@ class Job:
     notes: list[Note] = field(default_factory=list)
     product: str = ""
     feedback: Feedback | None = None
+    # What products group by: the force that asked and the threat (None: not recorded).
+    requesting_force: Force | None = None
+    threat_category: ThreatCategory | None = None
+    # The requesting officer's feedback token, set on delivery: its hash only, and its expiry.
+    feedback_token_hash: str | None = None
+    feedback_token_expires_at: datetime | None = None
+    # The token issued by this change (never stored): for the caller who delivered the job.
+    issued_feedback_token: str = field(default="", repr=False, compare=False)
     # The due time for which JobOverdue was last published (a new due time re-arms it).
     overdue_notified_for: datetime | None = None
     # Grows each time the job is stored; orders its events (JobAccess.revision).
@@ -188,6 +217,8 @@ class Job:
         now: datetime,
         job_id: str | None = None,
         collaborating_regions: list[Region] | None = None,
+        requesting_force: Force | None = None,
+        threat_category: ThreatCategory | None = None,
     ) -> Job:
         job = cls(
             id=job_id or new_job_id(),
@@ -205,6 +236,8 @@ class Job:
             created_by=created_by,
             created_at=now,
             updated_at=now,
+            requesting_force=requesting_force,
+            threat_category=threat_category,
         )
         job.events.append(events.JobCreated(job.name))
         return job
@@ -303,6 +336,12 @@ class Job:
             if regions != self.collaborating_regions:
                 self.collaborating_regions = regions
                 changed.append("collaborating_regions")
+        if changes.requesting_force is not None and changes.requesting_force is not self.requesting_force:
+            self.requesting_force = changes.requesting_force
+            changed.append("requesting_force")
+        if changes.threat_category is not None and changes.threat_category is not self.threat_category:
+            self.threat_category = changes.threat_category
+            changed.append("threat_category")
         if changed:
             self.updated_at = now
             self.events.append(events.JobUpdated(self.name, tuple(changed), by))
@@ -315,7 +354,41 @@ class Job:
         self.updated_at = now
         return note
 
-    def record_feedback(self, rating: int, comment: str, *, by: str, now: datetime) -> None:
+    def request_feedback(self, token: str, *, now: datetime, ttl: timedelta) -> None:
+        """Ask the requesting officer for feedback on the delivered job: keep the hash of the
+        one-time `token` and its expiry, and record FeedbackRequested (which carries the token
+        to a notifier)."""
+        if self.state is not JobState.DELIVERED or self.feedback is not None:
+            return
+        self.feedback_token_hash = token_hash(token)
+        self.feedback_token_expires_at = now + ttl
+        self.issued_feedback_token = token
+        self.events.append(events.FeedbackRequested(self.name, token, now + ttl))
+
+    def check_feedback_token(self, token: str, now: datetime) -> None:
+        """PERMISSION_DENIED unless `token` is this job's feedback token, unused and unexpired.
+        The hash is compared in constant time; used or expired is told only to a caller who
+        holds the right token."""
+        stored = self.feedback_token_hash
+        if not stored or not hmac.compare_digest(stored, token_hash(token)):
+            raise PermissionDenied("the feedback token is not valid for this job", reason=TOKEN_INVALID)
+        if self.feedback is not None:
+            raise PermissionDenied("feedback has been recorded with this token already", reason=TOKEN_USED)
+        if self.feedback_token_expires_at is None or self.feedback_token_expires_at <= now:
+            raise PermissionDenied(
+                "the feedback token has expired; ask the unit for a new link", reason=TOKEN_EXPIRED
+            )
+
+    def record_feedback_by_token(
+        self, token: str, rating: int, comment: str, officer_name: str, *, now: datetime
+    ) -> None:
+        """The requesting officer's own feedback, with the one-time token: it works once."""
+        self.check_feedback_token(token, now)
+        self.record_feedback(rating, comment, by=BY_TOKEN, now=now, officer_name=officer_name)
+
+    def record_feedback(
+        self, rating: int, comment: str, *, by: str, now: datetime, officer_name: str = ""
+    ) -> None:
         if self.state not in (JobState.DELIVERED, JobState.CLOSED):
             raise FailedPrecondition(
                 f"feedback is recorded after delivery; this job is {self.state}",
@@ -324,7 +397,7 @@ class Job:
             )
         if not 1 <= rating <= 5:
             raise InvalidArgument.field("rating", "must be from 1 to 5")
-        self.feedback = Feedback(rating, comment.strip(), by, now)
+        self.feedback = Feedback(rating, comment.strip(), by, now, officer_name.strip())
         self.updated_at = now
         self.events.append(events.FeedbackRecorded(self.name))
 

@@ -8,7 +8,7 @@ from grpc import aio
 from toex.tasking.v1 import tasking_pb2 as pb
 from toex.tasking.v1 import tasking_pb2_grpc
 from toex_common import pagination
-from toex_common.context import current_principal
+from toex_common.context import current_principal, current_principal_or_none
 from toex_common.uow import idempotency_of
 from toex_kernel import names
 from toex_kernel.errors import InvalidArgument, Violations
@@ -43,6 +43,8 @@ class TaskingServicer(tasking_pb2_grpc.TaskingServiceServicer):
         collaborating = mapping.regions_from_proto(
             job.collaborating_regions, "job.collaborating_regions", problems
         ) + mapping.regions_from_proto(request.collaborating_regions, "collaborating_regions", problems)
+        force = mapping.force_from_proto(job.requesting_force, "job.requesting_force", problems)
+        threat = mapping.threat_from_proto(job.threat_category, "job.threat_category", problems)
         problems.raise_if_any()
         created = await handlers.create_job(
             commands.CreateJob(
@@ -59,6 +61,8 @@ class TaskingServicer(tasking_pb2_grpc.TaskingServiceServicer):
                 subject_entity_ids=list(job.subject_entity_ids),
                 idempotency=idempotency_of(request),
                 collaborating_regions=collaborating,
+                requesting_force=force,
+                threat_category=threat,
             ),
             self.deps,
         )
@@ -77,13 +81,26 @@ class TaskingServicer(tasking_pb2_grpc.TaskingServiceServicer):
         states = frozenset(s for s in (mapping.state_from_proto(v) for v in request.states) if s is not None)
         due_before = to_datetime(request.due_before) if request.HasField("due_before") else None
         size = pagination.page_size(request.page_size)
+        problems = Violations()
+        force = mapping.force_from_proto(request.requesting_force, "requesting_force", problems)
+        threat = mapping.threat_from_proto(request.threat_category, "threat_category", problems)
+        problems.raise_if_any()
         principal = current_principal()
         query_key = pagination.fingerprint(
-            principal.subject, request.parent, sorted(states), request.assignee, due_before, size
+            principal.subject,
+            request.parent,
+            sorted(states),
+            request.assignee,
+            due_before,
+            size,
+            force,
+            threat,
         )
         after = pagination.decode_after(request.page_token, query_key)
         jobs, more = await handlers.list_jobs(
-            commands.ListJobs(principal, region, states, request.assignee.strip(), due_before, size, after),
+            commands.ListJobs(
+                principal, region, states, request.assignee.strip(), due_before, size, after, force, threat
+            ),
             self.deps,
         )
         now = self.deps.clock()
@@ -150,7 +167,11 @@ class TaskingServicer(tasking_pb2_grpc.TaskingServiceServicer):
             ),
             self.deps,
         )
-        return pb.UpdateJobStatusResponse(job=self._job(job))
+        response = pb.UpdateJobStatusResponse(job=self._job(job))
+        if job.issued_feedback_token and job.feedback_token_expires_at is not None:
+            response.feedback_token = job.issued_feedback_token
+            response.feedback_token_expire_time.FromDatetime(job.feedback_token_expires_at)
+        return response
 
     async def AddJobNote(
         self, request: pb.AddJobNoteRequest, context: aio.ServicerContext
@@ -167,13 +188,26 @@ class TaskingServicer(tasking_pb2_grpc.TaskingServiceServicer):
         self, request: pb.RecordFeedbackRequest, context: aio.ServicerContext
     ) -> pb.RecordFeedbackResponse:
         region, job_id = mapping.job_ref(request.name)
+        # Without a bearer token (toex_kernel.policy.TOKEN_CREDENTIAL_METHODS) there is no
+        # principal: the one-time token in the request is the credential.
+        principal = current_principal_or_none()
         job = await handlers.record_feedback(
             commands.RecordFeedback(
-                current_principal(), region, job_id, request.rating, request.comment, idempotency_of(request)
+                principal,
+                region,
+                job_id,
+                request.rating,
+                request.comment,
+                idempotency_of(request) if principal else None,
+                token=request.token,
+                officer_name=request.officer_name,
             ),
             self.deps,
         )
-        return pb.RecordFeedbackResponse(job=self._job(job))
+        if principal is None:
+            # The officer holds no account: nothing of the job but its name.
+            return pb.RecordFeedbackResponse(name=job.name)
+        return pb.RecordFeedbackResponse(job=self._job(job), name=job.name)
 
     async def GetRegionCapacity(
         self, request: pb.GetRegionCapacityRequest, context: aio.ServicerContext
@@ -201,7 +235,15 @@ class TaskingServicer(tasking_pb2_grpc.TaskingServiceServicer):
 
 
 # What UpdateJob may change, by the update mask's paths (fields of Job).
-UPDATABLE = ("due_time", "priority", "subject_entity_ids", "description", "collaborating_regions")
+UPDATABLE = (
+    "due_time",
+    "priority",
+    "subject_entity_ids",
+    "description",
+    "collaborating_regions",
+    "requesting_force",
+    "threat_category",
+)
 
 
 def job_changes(request: pb.UpdateJobRequest) -> JobChanges:
@@ -233,5 +275,19 @@ def job_changes(request: pb.UpdateJobRequest) -> JobChanges:
         values["collaborating_regions"] = mapping.regions_from_proto(
             job.collaborating_regions, "job.collaborating_regions", problems
         )
+    if "requesting_force" in paths:
+        if job.requesting_force == 0:
+            problems.add("job.requesting_force", "choose a force")
+        else:
+            values["requesting_force"] = mapping.force_from_proto(
+                job.requesting_force, "job.requesting_force", problems
+            )
+    if "threat_category" in paths:
+        if job.threat_category == 0:
+            problems.add("job.threat_category", "choose a threat category")
+        else:
+            values["threat_category"] = mapping.threat_from_proto(
+                job.threat_category, "job.threat_category", problems
+            )
     problems.raise_if_any()
     return JobChanges(**values)

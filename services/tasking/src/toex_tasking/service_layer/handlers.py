@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import hmac
 import re
+import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 
 from toex_common.batching import Batcher
 from toex_common.context import touch
 from toex_common.uow import remember, replayed, request_scope
 from toex_kernel.clock import Clock, utcnow
-from toex_kernel.errors import InvalidArgument, OutOfScope, Violations
+from toex_kernel.errors import InvalidArgument, OutOfScope, PermissionDenied, Violations
 from toex_kernel.principal import Principal, Role
 from toex_kernel.regions import Region
 
 from toex_tasking.domain import commands, policy
-from toex_tasking.domain.model import Handling, Job, Note, collaboration_problem, job_name
+from toex_tasking.domain.model import (
+    TOKEN_INVALID,
+    Handling,
+    Job,
+    JobState,
+    Note,
+    collaboration_problem,
+    job_name,
+    token_hash,
+)
 from toex_tasking.service_layer.ports import (
     DirectoryUser,
     JobQuery,
@@ -38,6 +49,8 @@ class Deps:
     # WatchInbox: how often it looks for new items, and how long one stream lasts.
     watch_poll_seconds: float = 1.0
     watch_seconds: float = 600.0
+    # How long the requesting officer's one-time feedback token works after delivery.
+    feedback_token_ttl: timedelta = field(default=timedelta(days=30))
 
     def __post_init__(self) -> None:
         # A read batch gathers for longer than the audit batch each call also waits for: with 50
@@ -97,6 +110,8 @@ async def create_job(cmd: commands.CreateJob, deps: Deps) -> Job:
             created_by=cmd.actor.username,
             now=now,
             collaborating_regions=cmd.collaborating_regions,
+            requesting_force=cmd.requesting_force,
+            threat_category=cmd.threat_category,
         )
         touch(job.name)
         await uow.jobs.add(job)
@@ -134,6 +149,8 @@ async def list_jobs(cmd: commands.ListJobs, deps: Deps) -> tuple[list[Job], bool
         due_before=cmd.due_before,
         or_collaborating=scope.collaborating,
         owner=scope.owner,
+        requesting_force=cmd.requesting_force,
+        threat_category=cmd.threat_category,
     )
     async with deps.read() as uow:
         jobs = await uow.jobs.search(query, cmd.page_size + 1, cmd.after)
@@ -268,9 +285,12 @@ async def update_job_status(cmd: commands.UpdateJobStatus, deps: Deps) -> Job:
             return prior
         job = await _load_for_change(uow, cmd, cmd.region, cmd.job_id, cmd.actor)
         policy.ensure_can_move(cmd.actor, job, cmd.state)
-        job.change_state(
-            cmd.state, by=cmd.actor.username, reason=cmd.reason, product=cmd.product, now=deps.clock()
-        )
+        now = deps.clock()
+        was = job.state
+        job.change_state(cmd.state, by=cmd.actor.username, reason=cmd.reason, product=cmd.product, now=now)
+        if was is not JobState.DELIVERED and job.state is JobState.DELIVERED:
+            # Delivering asks the requesting officer for feedback: a one-time token, its hash kept.
+            job.request_feedback(secrets.token_urlsafe(32), now=now, ttl=deps.feedback_token_ttl)
         await uow.jobs.save(job)
         await remember(uow, scope, cmd.idempotency, job.name)
         await uow.commit()
@@ -398,7 +418,16 @@ async def record_referral_change(
     return ReferralChangeRecorded(job, actor)
 
 
+MAX_OFFICER_NAME = 200
+# Compared against when no job answers, so a wrong job costs what a wrong token does.
+_NO_HASH = token_hash("")
+
+
 async def record_feedback(cmd: commands.RecordFeedback, deps: Deps) -> Job:
+    """The requesting officer's feedback: with the one-time token (no account), or recorded for
+    them by the owning region's supervisor or a coordinator."""
+    if cmd.token or cmd.actor is None:
+        return await _record_feedback_by_token(cmd, deps)
     scope = _scope("RecordFeedback", cmd.actor.subject)
     async with deps.uow() as uow:
         if (prior := await replayed(uow, scope, cmd.idempotency, uow.jobs.get)) is not None:
@@ -409,6 +438,31 @@ async def record_feedback(cmd: commands.RecordFeedback, deps: Deps) -> Job:
         job.record_feedback(cmd.rating, cmd.comment, by=cmd.actor.username, now=deps.clock())
         await uow.jobs.save(job)
         await remember(uow, scope, cmd.idempotency, job.name)
+        await uow.commit()
+        return job
+
+
+async def _record_feedback_by_token(cmd: commands.RecordFeedback, deps: Deps) -> Job:
+    problems = Violations()
+    if not cmd.token:
+        problems.add("token", "give the one-time token of the feedback link")
+    if not 1 <= cmd.rating <= 5:
+        problems.add("rating", "must be from 1 to 5")
+    if len(cmd.comment) > MAX_TEXT:
+        problems.add("comment", f"at most {MAX_TEXT} characters")
+    if len(cmd.officer_name) > MAX_OFFICER_NAME:
+        problems.add("officer_name", f"at most {MAX_OFFICER_NAME} characters")
+    problems.raise_if_any()
+    name = job_name(cmd.region, cmd.job_id)
+    touch(name)
+    async with deps.uow() as uow:
+        job = await uow.jobs.get(cmd.job_id, for_update=True)
+        if job is None or job.region is not cmd.region:
+            # A missing job answers as a wrong token does, after the same comparison.
+            hmac.compare_digest(_NO_HASH, token_hash(cmd.token))
+            raise PermissionDenied("the feedback token is not valid for this job", reason=TOKEN_INVALID)
+        job.record_feedback_by_token(cmd.token, cmd.rating, cmd.comment, cmd.officer_name, now=deps.clock())
+        await uow.jobs.save(job)
         await uow.commit()
         return job
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Protocol
 
 from toex_common.uow import UnitOfWork
+from toex_kernel.forces import Force, ThreatCategory
 from toex_kernel.principal import Role
 from toex_kernel.regions import Region
 
@@ -28,6 +29,9 @@ class JobQuery:
     or_collaborating: Region | None = None
     # Of all those, only the jobs this region owns.
     owner: Region | None = None
+    # Only jobs requested by this force / about this threat (None: any).
+    requesting_force: Force | None = None
+    threat_category: ThreatCategory | None = None
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,13 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from toex.type.v1 import force_pb2 as toex_dot_type_dot_v1_dot_force__pb2
 from toex.type.v1 import region_pb2 as toex_dot_type_dot_v1_dot_region__pb2
 from toex.type.v1 import security_pb2 as toex_dot_type_dot_v1_dot_security__pb2
+from toex.type.v1 import threat_pb2 as toex_dot_type_dot_v1_dot_threat__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtoex/tasking/v1/tasking.proto\x12\x0ftoex.tasking.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19toex/type/v1/region.proto\x1a\x1btoex/type/v1/security.proto\"s\n\x08\x41ssignee\x12\x10\n\x08username\x18\x01 \x01(\t\x12$\n\x06region\x18\x02 \x01(\x0e\x32\x14.toex.type.v1.Region\x12/\n\x0b\x61ssign_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"f\n\x07JobNote\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x61uthor\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"q\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x0e\n\x06rating\x18\x01 \x01(\x05\x12\x0f\n\x07\x63omment\x18\x02 \x01(\t\x12\x13\n\x0brecorded_by\x18\x03 \x01(\t\x12/\n\x0brecord_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa9\x06\n\x03Job\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0frequesting_unit\x18\x02 \x01(\t\x12\x1a\n\x12requesting_officer\x18\x03 \x01(\t\x12\x16\n\x0eoperation_name\x18\x04 \x01(\t\x12+\n\rowning_region\x18\x05 \x01(\x0e\x32\x14.toex.type.v1.Region\x12*\n\x08job_type\x18\x06 \x01(\x0e\x32\x18.toex.tasking.v1.JobType\x12+\n\x08priority\x18\x07 \x01(\x0e\x32\x19.toex.tasking.v1.Priority\x12,\n\x08\x64ue_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65scription\x18\t \x01(\t\x12,\n\tassignees\x18\n \x03(\x0b\x32\x19.toex.tasking.v1.Assignee\x12\x1a\n\x12subject_entity_ids\x18\x0b \x03(\t\x12(\n\x05state\x18\x0c \x01(\x0e\x32\x19.toex.tasking.v1.JobState\x12\'\n\x05notes\x18\r \x03(\x0b\x32\x18.toex.tasking.v1.JobNote\x12\x0f\n\x07product\x18\x0e \x01(\t\x12+\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x0f \x01(\x0b\x32\x19.toex.tasking.v1.Feedback\x12,\n\x08handling\x18\x10 \x01(\x0e\x32\x1a.toex.type.v1.HandlingCode\x12\x12\n\ncreated_by\x18\x11 \x01(\t\x12/\n\x0b\x63reate_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07overdue\x18\x14 \x01(\x08\x12\x33\n\x15\x63ollaborating_regions\x18\x15 \x03(\x0e\x32\x14.toex.type.v1.Region\x12\x39\n\x10linked_referrals\x18\x16 \x03(\x0b\x32\x1f.toex.tasking.v1.LinkedReferral\"\xb4\x01\n\x0eReferralChange\x12\x31\n\x04kind\x18\x01 \x01(\x0e\x32#.toex.tasking.v1.ReferralChangeKind\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0f\n\x07summary\x18\x04 \x01(\t\x12.\n\noccur_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x65vent_id\x18\x06 \x01(\t\"\xe8\x01\n\x0eLinkedReferral\x12\x10\n\x08referral\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x10\n\x08\x63oncerns\x18\x03 \x03(\t\x12\x12\n\nrisk_level\x18\x04 \x01(\t\x12,\n\x08handling\x18\x05 \x01(\x0e\x32\x1a.toex.type.v1.HandlingCode\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x07\x63hanges\x18\x07 \x03(\x0b\x32\x1f.toex.tasking.v1.ReferralChange\"\x8e\x01\n\x10\x43reateJobRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12!\n\x03job\x18\x02 \x01(\x0b\x32\x14.toex.tasking.v1.Job\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x33\n\x15\x63ollaborating_regions\x18\x04 \x03(\x0e\x32\x14.toex.type.v1.Region\"6\n\x11\x43reateJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.toex.tasking.v1.Job\"\x1d\n\rGetJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"3\n\x0eGetJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.toex.tasking.v1.Job\"\xb5\x01\n\x0fListJobsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12)\n\x06states\x18\x02 \x03(\x0e\x32\x19.toex.tasking.v1.JobState\x12\x10\n\x08\x61ssignee\x18\x03 \x01(\t\x12.\n\ndue_before\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"O\n\x10ListJobsResponse\x12\"\n\x04jobs\x18\x01 \x03(\x0b\x32\x14.toex.tasking.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"z\n\x10UpdateJobRequest\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.toex.tasking.v1.Job\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"6\n\x11UpdateJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.toex.tasking.v1.Job\"G\n\x10\x41ssignJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tassignees\x18\x02 \x03(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"6\n\x11\x41ssignJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.toex.tasking.v1.Job\"X\n\x12ReassignJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x61ssignee\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"8\n\x13ReassignJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.toex.tasking.v1.Job\"\x85\x01\n\x16UpdateJobStatusRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.toex.tasking.v1.JobState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07product\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"<\n\x17UpdateJobStatusResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.toex.tasking.v1.Job\"E\n\x11\x41\x64\x64JobNoteRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"<\n\x12\x41\x64\x64JobNoteResponse\x12&\n\x04note\x18\x01 \x01(\x0b\x32\x18.toex.tasking.v1.JobNote\"Z\n\x15RecordFeedbackRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06rating\x18\x02 \x01(\x05\x12\x0f\n\x07\x63omment\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\";\n\x16RecordFeedbackResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.toex.tasking.v1.Job\"(\n\x18GetRegionCapacityRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"q\n\x0eResearcherLoad\x12\x10\n\x08username\x18\x01 \x01(\t\x12$\n\x06region\x18\x02 \x01(\x0e\x32\x14.toex.type.v1.Region\x12\x11\n\topen_jobs\x18\x03 \x01(\x05\x12\x14\n\x0coverdue_jobs\x18\x04 \x01(\x05\"\x8b\x01\n\x19GetRegionCapacityResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x34\n\x0bresearchers\x18\x02 \x03(\x0b\x32\x1f.toex.tasking.v1.ResearcherLoad\x12\x17\n\x0funassigned_jobs\x18\x03 \x01(\x05\x12\x11\n\topen_jobs\x18\x04 \x01(\x05*\xcc\x01\n\x07JobType\x12\x18\n\x14JOB_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n\x17JOB_TYPE_COMMS_ANALYSIS\x10\x01\x12\x11\n\rJOB_TYPE_ANPR\x10\x02\x12%\n!JOB_TYPE_INTELLIGENCE_DEVELOPMENT\x10\x03\x12\x18\n\x14JOB_TYPE_OPEN_SOURCE\x10\x04\x12\x1b\n\x17JOB_TYPE_SYSTEMS_CHECKS\x10\x05\x12\x19\n\x15JOB_TYPE_SAFEGUARDING\x10\x06*f\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x14\n\x10PRIORITY_ROUTINE\x10\x01\x12\x15\n\x11PRIORITY_PRIORITY\x10\x02\x12\x13\n\x0fPRIORITY_URGENT\x10\x03*\xce\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_RAISED\x10\x01\x12\x16\n\x12JOB_STATE_ASSIGNED\x10\x02\x12\x19\n\x15JOB_STATE_IN_PROGRESS\x10\x03\x12\x17\n\x13JOB_STATE_DELIVERED\x10\x04\x12\x14\n\x10JOB_STATE_CLOSED\x10\x05\x12\x16\n\x12JOB_STATE_DECLINED\x10\x06\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x07*\xde\x02\n\x12ReferralChangeKind\x12$\n REFERRAL_CHANGE_KIND_UNSPECIFIED\x10\x00\x12 \n\x1cREFERRAL_CHANGE_KIND_DRAFTED\x10\x01\x12\'\n#REFERRAL_CHANGE_KIND_EVIDENCE_ADDED\x10\x02\x12!\n\x1dREFERRAL_CHANGE_KIND_APPROVED\x10\x03\x12!\n\x1dREFERRAL_CHANGE_KIND_RETURNED\x10\x04\x12\"\n\x1eREFERRAL_CHANGE_KIND_SUBMITTED\x10\x05\x12 \n\x1cREFERRAL_CHANGE_KIND_OVERDUE\x10\x06\x12*\n&REFERRAL_CHANGE_KIND_DECISION_RECORDED\x10\x07\x12\x1f\n\x1bREFERRAL_CHANGE_KIND_CLOSED\x10\x08\x32\x8e\x07\n\x0eTaskingService\x12R\n\tCreateJob\x12!.toex.tasking.v1.CreateJobRequest\x1a\".toex.tasking.v1.CreateJobResponse\x12I\n\x06GetJob\x12\x1e.toex.tasking.v1.GetJobRequest\x1a\x1f.toex.tasking.v1.GetJobResponse\x12O\n\x08ListJobs\x12 .toex.tasking.v1.ListJobsRequest\x1a!.toex.tasking.v1.ListJobsResponse\x12R\n\tUpdateJob\x12!.toex.tasking.v1.UpdateJobRequest\x1a\".toex.tasking.v1.UpdateJobResponse\x12R\n\tAssignJob\x12!.toex.tasking.v1.AssignJobRequest\x1a\".toex.tasking.v1.AssignJobResponse\x12X\n\x0bReassignJob\x12#.toex.tasking.v1.ReassignJobRequest\x1a$.toex.tasking.v1.ReassignJobResponse\x12\x64\n\x0fUpdateJobStatus\x12\'.toex.tasking.v1.UpdateJobStatusRequest\x1a(.toex.tasking.v1.UpdateJobStatusResponse\x12U\n\nAddJobNote\x12\".toex.tasking.v1.AddJobNoteRequest\x1a#.toex.tasking.v1.AddJobNoteResponse\x12\x61\n\x0eRecordFeedback\x12&.toex.tasking.v1.RecordFeedbackRequest\x1a\'.toex.tasking.v1.RecordFeedbackResponse\x12j\n\x11GetRegionCapacity\x12).toex.tasking.v1.GetRegionCapacityRequest\x1a*.toex.tasking.v1.GetRegionCapacityResponseB\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtoex/tasking/v1/tasking.proto\x12\x0ftoex.tasking.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18toex/type/v1/force.proto\x1a\x19toex/type/v1/region.proto\x1a\x1btoex/type/v1/security.proto\x1a\x19toex/type/v1/threat.proto\"s\n\x08\x41ssignee\x12\x10\n\x08username\x18\x01 \x01(\t\x12$\n\x06region\x18\x02 \x01(\x0e\x32\x14.toex.type.v1.Region\x12/\n\x0b\x61ssign_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"f\n\x07JobNote\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x61uthor\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x87\x01\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x0e\n\x06rating\x18\x01 \x01(\x05\x12\x0f\n\x07\x63omment\x18\x02 \x01(\t\x12\x13\n\x0brecorded_by\x18\x03 \x01(\t\x12/\n\x0brecord_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cofficer_name\x18\x05 \x01(\t\"\x8f\x07\n\x03Job\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0frequesting_unit\x18\x02 \x01(\t\x12\x1a\n\x12requesting_officer\x18\x03 \x01(\t\x12\x16\n\x0eoperation_name\x18\x04 \x01(\t\x12+\n\rowning_region\x18\x05 \x01(\x0e\x32\x14.toex.type.v1.Region\x12*\n\x08job_type\x18\x06 \x01(\x0e\x32\x18.toex.tasking.v1.JobType\x12+\n\x08priority\x18\x07 \x01(\x0e\x32\x19.toex.tasking.v1.Priority\x12,\n\x08\x64ue_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65scription\x18\t \x01(\t\x12,\n\tassignees\x18\n \x03(\x0b\x32\x19.toex.tasking.v1.Assignee\x12\x1a\n\x12subject_entity_ids\x18\x0b \x03(\t\x12(\n\x05state\x18\x0c \x01(\x0e\x32\x19.toex.tasking.v1.JobState\x12\'\n\x05notes\x18\r \x03(\x0b\x32\x18.toex.tasking.v1.JobNote\x12\x0f\n\x07product\x18\x0e \x01(\t\x12+\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x0f \x01(\x0b\x32\x19.toex.tasking.v1.Feedback\x12,\n\x08handling\x18\x10 \x01(\x0e\x32\x1a.toex.type.v1.HandlingCode\x12\x12\n\ncreated_by\x18\x11 \x01(\t\x12/\n\x0b\x63reate_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07overdue\x18\x14 \x01(\x08\x12\x33\n\x15\x63ollaborating_regions\x18\x15 \x03(\x0e\x32\x14.toex.type.v1.Region\x12\x39\n\x10linked_referrals\x18\x16 \x03(\x0b\x32\x1f.toex.tasking.v1.LinkedReferral\x12-\n\x10requesting_force\x18\x17 \x01(\x0e\x32\x13.toex.type.v1.Force\x12\x35\n\x0fthreat_category\x18\x18 \x01(\x0e\x32\x1c.toex.type.v1.ThreatCategory\"\xb4\x01\n\x0eReferralChange\x12\x31\n\x04kind\x18\x01 \x01(\x0e\x32#.toex.tasking.v1.ReferralChangeKind\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0f\n\x07summary\x18\x04 \x01(\t\x12.\n\noccur_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x65vent_id\x18\x06 \x01(\t\"\xe8\x01\n\x0eLinkedReferral\x12\x10\n\x08referral\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x10\n\x08\x63oncerns\x18\x03 \x03(\t\x12\x12\n\nrisk_level\x18\x04 \x01(\t\x12,\n\x08handling\x18\x05 \x01(\x0e\x32\x1a.toex.type.v1.HandlingCode\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x07\x63hanges\x18\x07 \x03(\x0b\x32\x1f.toex.tasking.v1.ReferralChange\"\x8e\x01\n\x10\x43reateJobRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12!\n\x03job\x18\x02 \x01(\x0b\x32\x14.toex.tasking.v1.Job\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x33\n\x15\x63ollaborating_regions\x18\x04 \x03(\x0e\x32\x14.toex.type.v1.Region\"6\n\x11\x43reateJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.toex.tasking.v1.Job\"\x1d\n\rGetJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"3\n\x0eGetJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.toex.tasking.v1.Job\"\x9b\x02\n\x0fListJobsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12)\n\x06states\x18\x02 \x03(\x0e\x32\x19.toex.tasking.v1.JobState\x12\x10\n\x08\x61ssignee\x18\x03 \x01(\t\x12.\n\ndue_before\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\x12-\n\x10requesting_force\x18\x07 \x01(\x0e\x32\x13.toex.type.v1.Force\x12\x35\n\x0fthreat_category\x18\x08 \x01(\x0e\x32\x1c.toex.type.v1.ThreatCategory\"O\n\x10ListJobsResponse\x12\"\n\x04jobs\x18\x01 \x03(\x0b\x32\x14.toex.tasking.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"z\n\x10UpdateJobRequest\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.toex.tasking.v1.Job\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"6\n\x11UpdateJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.toex.tasking.v1.Job\"G\n\x10\x41ssignJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tassignees\x18\x02 \x03(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"6\n\x11\x41ssignJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.toex.tasking.v1.Job\"X\n\x12ReassignJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x61ssignee\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"8\n\x13ReassignJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.toex.tasking.v1.Job\"\x85\x01\n\x16UpdateJobStatusRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.toex.tasking.v1.JobState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07product\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\x94\x01\n\x17UpdateJobStatusResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.toex.tasking.v1.Job\x12\x16\n\x0e\x66\x65\x65\x64\x62\x61\x63k_token\x18\x02 \x01(\t\x12>\n\x1a\x66\x65\x65\x64\x62\x61\x63k_token_expire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"E\n\x11\x41\x64\x64JobNoteRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"<\n\x12\x41\x64\x64JobNoteResponse\x12&\n\x04note\x18\x01 \x01(\x0b\x32\x18.toex.tasking.v1.JobNote\"\x7f\n\x15RecordFeedbackRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06rating\x18\x02 \x01(\x05\x12\x0f\n\x07\x63omment\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\r\n\x05token\x18\x05 \x01(\t\x12\x14\n\x0cofficer_name\x18\x06 \x01(\t\"I\n\x16RecordFeedbackResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.toex.tasking.v1.Job\x12\x0c\n\x04name\x18\x02 \x01(\t\"(\n\x18GetRegionCapacityRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"q\n\x0eResearcherLoad\x12\x10\n\x08username\x18\x01 \x01(\t\x12$\n\x06region\x18\x02 \x01(\x0e\x32\x14.toex.type.v1.Region\x12\x11\n\topen_jobs\x18\x03 \x01(\x05\x12\x14\n\x0coverdue_jobs\x18\x04 \x01(\x05\"\x8b\x01\n\x19GetRegionCapacityResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x34\n\x0bresearchers\x18\x02 \x03(\x0b\x32\x1f.toex.tasking.v1.ResearcherLoad\x12\x17\n\x0funassigned_jobs\x18\x03 \x01(\x05\x12\x11\n\topen_jobs\x18\x04 \x01(\x05*\xcc\x01\n\x07JobType\x12\x18\n\x14JOB_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n\x17JOB_TYPE_COMMS_ANALYSIS\x10\x01\x12\x11\n\rJOB_TYPE_ANPR\x10\x02\x12%\n!JOB_TYPE_INTELLIGENCE_DEVELOPMENT\x10\x03\x12\x18\n\x14JOB_TYPE_OPEN_SOURCE\x10\x04\x12\x1b\n\x17JOB_TYPE_SYSTEMS_CHECKS\x10\x05\x12\x19\n\x15JOB_TYPE_SAFEGUARDING\x10\x06*f\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x14\n\x10PRIORITY_ROUTINE\x10\x01\x12\x15\n\x11PRIORITY_PRIORITY\x10\x02\x12\x13\n\x0fPRIORITY_URGENT\x10\x03*\xce\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_RAISED\x10\x01\x12\x16\n\x12JOB_STATE_ASSIGNED\x10\x02\x12\x19\n\x15JOB_STATE_IN_PROGRESS\x10\x03\x12\x17\n\x13JOB_STATE_DELIVERED\x10\x04\x12\x14\n\x10JOB_STATE_CLOSED\x10\x05\x12\x16\n\x12JOB_STATE_DECLINED\x10\x06\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x07*\xde\x02\n\x12ReferralChangeKind\x12$\n REFERRAL_CHANGE_KIND_UNSPECIFIED\x10\x00\x12 \n\x1cREFERRAL_CHANGE_KIND_DRAFTED\x10\x01\x12\'\n#REFERRAL_CHANGE_KIND_EVIDENCE_ADDED\x10\x02\x12!\n\x1dREFERRAL_CHANGE_KIND_APPROVED\x10\x03\x12!\n\x1dREFERRAL_CHANGE_KIND_RETURNED\x10\x04\x12\"\n\x1eREFERRAL_CHANGE_KIND_SUBMITTED\x10\x05\x12 \n\x1cREFERRAL_CHANGE_KIND_OVERDUE\x10\x06\x12*\n&REFERRAL_CHANGE_KIND_DECISION_RECORDED\x10\x07\x12\x1f\n\x1bREFERRAL_CHANGE_KIND_CLOSED\x10\x08\x32\x8e\x07\n\x0eTaskingService\x12R\n\tCreateJob\x12!.toex.tasking.v1.CreateJobRequest\x1a\".toex.tasking.v1.CreateJobResponse\x12I\n\x06GetJob\x12\x1e.toex.tasking.v1.GetJobRequest\x1a\x1f.toex.tasking.v1.GetJobResponse\x12O\n\x08ListJobs\x12 .toex.tasking.v1.ListJobsRequest\x1a!.toex.tasking.v1.ListJobsResponse\x12R\n\tUpdateJob\x12!.toex.tasking.v1.UpdateJobRequest\x1a\".toex.tasking.v1.UpdateJobResponse\x12R\n\tAssignJob\x12!.toex.tasking.v1.AssignJobRequest\x1a\".toex.tasking.v1.AssignJobResponse\x12X\n\x0bReassignJob\x12#.toex.tasking.v1.ReassignJobRequest\x1a$.toex.tasking.v1.ReassignJobResponse\x12\x64\n\x0fUpdateJobStatus\x12\'.toex.tasking.v1.UpdateJobStatusRequest\x1a(.toex.tasking.v1.UpdateJobStatusResponse\x12U\n\nAddJobNote\x12\".toex.tasking.v1.AddJobNoteRequest\x1a#.toex.tasking.v1.AddJobNoteResponse\x12\x61\n\x0eRecordFeedback\x12&.toex.tasking.v1.RecordFeedbackRequest\x1a\'.toex.tasking.v1.RecordFeedbackResponse\x12j\n\x11GetRegionCapacity\x12).toex.tasking.v1.GetRegionCapacityRequest\x1a*.toex.tasking.v1.GetRegionCapacityResponseB\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,68 +38,68 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'toex.tasking.v1.tasking_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'P\001'
-  _globals['_JOBTYPE']._serialized_start=3530
-  _globals['_JOBTYPE']._serialized_end=3734
-  _globals['_PRIORITY']._serialized_start=3736
-  _globals['_PRIORITY']._serialized_end=3838
-  _globals['_JOBSTATE']._serialized_start=3841
-  _globals['_JOBSTATE']._serialized_end=4047
-  _globals['_REFERRALCHANGEKIND']._serialized_start=4050
-  _globals['_REFERRALCHANGEKIND']._serialized_end=4400
-  _globals['_ASSIGNEE']._serialized_start=173
-  _globals['_ASSIGNEE']._serialized_end=288
-  _globals['_JOBNOTE']._serialized_start=290
-  _globals['_JOBNOTE']._serialized_end=392
-  _globals['_FEEDBACK']._serialized_start=394
-  _globals['_FEEDBACK']._serialized_end=507
-  _globals['_JOB']._serialized_start=510
-  _globals['_JOB']._serialized_end=1319
-  _globals['_REFERRALCHANGE']._serialized_start=1322
-  _globals['_REFERRALCHANGE']._serialized_end=1502
-  _globals['_LINKEDREFERRAL']._serialized_start=1505
-  _globals['_LINKEDREFERRAL']._serialized_end=1737
-  _globals['_CREATEJOBREQUEST']._serialized_start=1740
-  _globals['_CREATEJOBREQUEST']._serialized_end=1882
-  _globals['_CREATEJOBRESPONSE']._serialized_start=1884
-  _globals['_CREATEJOBRESPONSE']._serialized_end=1938
-  _globals['_GETJOBREQUEST']._serialized_start=1940
-  _globals['_GETJOBREQUEST']._serialized_end=1969
-  _globals['_GETJOBRESPONSE']._serialized_start=1971
-  _globals['_GETJOBRESPONSE']._serialized_end=2022
-  _globals['_LISTJOBSREQUEST']._serialized_start=2025
-  _globals['_LISTJOBSREQUEST']._serialized_end=2206
-  _globals['_LISTJOBSRESPONSE']._serialized_start=2208
-  _globals['_LISTJOBSRESPONSE']._serialized_end=2287
-  _globals['_UPDATEJOBREQUEST']._serialized_start=2289
-  _globals['_UPDATEJOBREQUEST']._serialized_end=2411
-  _globals['_UPDATEJOBRESPONSE']._serialized_start=2413
-  _globals['_UPDATEJOBRESPONSE']._serialized_end=2467
-  _globals['_ASSIGNJOBREQUEST']._serialized_start=2469
-  _globals['_ASSIGNJOBREQUEST']._serialized_end=2540
-  _globals['_ASSIGNJOBRESPONSE']._serialized_start=2542
-  _globals['_ASSIGNJOBRESPONSE']._serialized_end=2596
-  _globals['_REASSIGNJOBREQUEST']._serialized_start=2598
-  _globals['_REASSIGNJOBREQUEST']._serialized_end=2686
-  _globals['_REASSIGNJOBRESPONSE']._serialized_start=2688
-  _globals['_REASSIGNJOBRESPONSE']._serialized_end=2744
-  _globals['_UPDATEJOBSTATUSREQUEST']._serialized_start=2747
-  _globals['_UPDATEJOBSTATUSREQUEST']._serialized_end=2880
-  _globals['_UPDATEJOBSTATUSRESPONSE']._serialized_start=2882
-  _globals['_UPDATEJOBSTATUSRESPONSE']._serialized_end=2942
-  _globals['_ADDJOBNOTEREQUEST']._serialized_start=2944
-  _globals['_ADDJOBNOTEREQUEST']._serialized_end=3013
-  _globals['_ADDJOBNOTERESPONSE']._serialized_start=3015
-  _globals['_ADDJOBNOTERESPONSE']._serialized_end=3075
-  _globals['_RECORDFEEDBACKREQUEST']._serialized_start=3077
-  _globals['_RECORDFEEDBACKREQUEST']._serialized_end=3167
-  _globals['_RECORDFEEDBACKRESPONSE']._serialized_start=3169
-  _globals['_RECORDFEEDBACKRESPONSE']._serialized_end=3228
-  _globals['_GETREGIONCAPACITYREQUEST']._serialized_start=3230
-  _globals['_GETREGIONCAPACITYREQUEST']._serialized_end=3270
-  _globals['_RESEARCHERLOAD']._serialized_start=3272
-  _globals['_RESEARCHERLOAD']._serialized_end=3385
-  _globals['_GETREGIONCAPACITYRESPONSE']._serialized_start=3388
-  _globals['_GETREGIONCAPACITYRESPONSE']._serialized_end=3527
-  _globals['_TASKINGSERVICE']._serialized_start=4403
-  _globals['_TASKINGSERVICE']._serialized_end=5313
+  _globals['_JOBTYPE']._serialized_start=3950
+  _globals['_JOBTYPE']._serialized_end=4154
+  _globals['_PRIORITY']._serialized_start=4156
+  _globals['_PRIORITY']._serialized_end=4258
+  _globals['_JOBSTATE']._serialized_start=4261
+  _globals['_JOBSTATE']._serialized_end=4467
+  _globals['_REFERRALCHANGEKIND']._serialized_start=4470
+  _globals['_REFERRALCHANGEKIND']._serialized_end=4820
+  _globals['_ASSIGNEE']._serialized_start=226
+  _globals['_ASSIGNEE']._serialized_end=341
+  _globals['_JOBNOTE']._serialized_start=343
+  _globals['_JOBNOTE']._serialized_end=445
+  _globals['_FEEDBACK']._serialized_start=448
+  _globals['_FEEDBACK']._serialized_end=583
+  _globals['_JOB']._serialized_start=586
+  _globals['_JOB']._serialized_end=1497
+  _globals['_REFERRALCHANGE']._serialized_start=1500
+  _globals['_REFERRALCHANGE']._serialized_end=1680
+  _globals['_LINKEDREFERRAL']._serialized_start=1683
+  _globals['_LINKEDREFERRAL']._serialized_end=1915
+  _globals['_CREATEJOBREQUEST']._serialized_start=1918
+  _globals['_CREATEJOBREQUEST']._serialized_end=2060
+  _globals['_CREATEJOBRESPONSE']._serialized_start=2062
+  _globals['_CREATEJOBRESPONSE']._serialized_end=2116
+  _globals['_GETJOBREQUEST']._serialized_start=2118
+  _globals['_GETJOBREQUEST']._serialized_end=2147
+  _globals['_GETJOBRESPONSE']._serialized_start=2149
+  _globals['_GETJOBRESPONSE']._serialized_end=2200
+  _globals['_LISTJOBSREQUEST']._serialized_start=2203
+  _globals['_LISTJOBSREQUEST']._serialized_end=2486
+  _globals['_LISTJOBSRESPONSE']._serialized_start=2488
+  _globals['_LISTJOBSRESPONSE']._serialized_end=2567
+  _globals['_UPDATEJOBREQUEST']._serialized_start=2569
+  _globals['_UPDATEJOBREQUEST']._serialized_end=2691
+  _globals['_UPDATEJOBRESPONSE']._serialized_start=2693
+  _globals['_UPDATEJOBRESPONSE']._serialized_end=2747
+  _globals['_ASSIGNJOBREQUEST']._serialized_start=2749
+  _globals['_ASSIGNJOBREQUEST']._serialized_end=2820
+  _globals['_ASSIGNJOBRESPONSE']._serialized_start=2822
+  _globals['_ASSIGNJOBRESPONSE']._serialized_end=2876
+  _globals['_REASSIGNJOBREQUEST']._serialized_start=2878
+  _globals['_REASSIGNJOBREQUEST']._serialized_end=2966
+  _globals['_REASSIGNJOBRESPONSE']._serialized_start=2968
+  _globals['_REASSIGNJOBRESPONSE']._serialized_end=3024
+  _globals['_UPDATEJOBSTATUSREQUEST']._serialized_start=3027
+  _globals['_UPDATEJOBSTATUSREQUEST']._serialized_end=3160
+  _globals['_UPDATEJOBSTATUSRESPONSE']._serialized_start=3163
+  _globals['_UPDATEJOBSTATUSRESPONSE']._serialized_end=3311
+  _globals['_ADDJOBNOTEREQUEST']._serialized_start=3313
+  _globals['_ADDJOBNOTEREQUEST']._serialized_end=3382
+  _globals['_ADDJOBNOTERESPONSE']._serialized_start=3384
+  _globals['_ADDJOBNOTERESPONSE']._serialized_end=3444
+  _globals['_RECORDFEEDBACKREQUEST']._serialized_start=3446
+  _globals['_RECORDFEEDBACKREQUEST']._serialized_end=3573
+  _globals['_RECORDFEEDBACKRESPONSE']._serialized_start=3575
+  _globals['_RECORDFEEDBACKRESPONSE']._serialized_end=3648
+  _globals['_GETREGIONCAPACITYREQUEST']._serialized_start=3650
+  _globals['_GETREGIONCAPACITYREQUEST']._serialized_end=3690
+  _globals['_RESEARCHERLOAD']._serialized_start=3692
+  _globals['_RESEARCHERLOAD']._serialized_end=3805
+  _globals['_GETREGIONCAPACITYRESPONSE']._serialized_start=3808
+  _globals['_GETREGIONCAPACITYRESPONSE']._serialized_end=3947
+  _globals['_TASKINGSERVICE']._serialized_start=4823
+  _globals['_TASKINGSERVICE']._serialized_end=5733
 # @@protoc_insertion_point(module_scope)

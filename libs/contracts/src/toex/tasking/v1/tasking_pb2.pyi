@@ -10,8 +10,10 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from toex.type.v1 import force_pb2 as _force_pb2
 from toex.type.v1 import region_pb2 as _region_pb2
 from toex.type.v1 import security_pb2 as _security_pb2
+from toex.type.v1 import threat_pb2 as _threat_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -264,12 +266,15 @@ class Feedback(_message.Message):
     COMMENT_FIELD_NUMBER: _builtins.int
     RECORDED_BY_FIELD_NUMBER: _builtins.int
     RECORD_TIME_FIELD_NUMBER: _builtins.int
+    OFFICER_NAME_FIELD_NUMBER: _builtins.int
     rating: _builtins.int
     """Rating from 1 (poor) to 5 (excellent)."""
     comment: _builtins.str
     """What the officer said."""
     recorded_by: _builtins.str
     """Who recorded it."""
+    officer_name: _builtins.str
+    """The name the officer gave, if any."""
     @_builtins.property
     def record_time(self) -> _timestamp_pb2.Timestamp:
         """When it was recorded."""
@@ -281,10 +286,11 @@ class Feedback(_message.Message):
         comment: _builtins.str = ...,
         recorded_by: _builtins.str = ...,
         record_time: _timestamp_pb2.Timestamp | None = ...,
+        officer_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["record_time", b"record_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "rating", b"rating", "record_time", b"record_time", "recorded_by", b"recorded_by"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "officer_name", b"officer_name", "rating", b"rating", "record_time", b"record_time", "recorded_by", b"recorded_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -318,6 +324,8 @@ class Job(_message.Message):
     OVERDUE_FIELD_NUMBER: _builtins.int
     COLLABORATING_REGIONS_FIELD_NUMBER: _builtins.int
     LINKED_REFERRALS_FIELD_NUMBER: _builtins.int
+    REQUESTING_FORCE_FIELD_NUMBER: _builtins.int
+    THREAT_CATEGORY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name `regions/{region}/jobs/{job}`. Output only."""
     requesting_unit: _builtins.str
@@ -344,6 +352,15 @@ class Job(_message.Message):
     """Who raised the job. Output only."""
     overdue: _builtins.bool
     """True when the due time has passed while the job is open. Output only."""
+    requesting_force: _force_pb2.Force.ValueType
+    """The force that asks for the support (the unit's name stays in `requesting_unit`). Set on
+    create (unspecified: not recorded) and changed by UpdateJob; an unknown value is
+    INVALID_ARGUMENT.
+    """
+    threat_category: _threat_pb2.ThreatCategory.ValueType
+    """The organised exploitation threat the job is about. Set on create (unspecified: not
+    recorded) and changed by UpdateJob; an unknown value is INVALID_ARGUMENT.
+    """
     @_builtins.property
     def due_time(self) -> _timestamp_pb2.Timestamp:
         """When the product is due."""
@@ -409,10 +426,12 @@ class Job(_message.Message):
         overdue: _builtins.bool = ...,
         collaborating_regions: _abc.Iterable[_region_pb2.Region.ValueType] | None = ...,
         linked_referrals: _abc.Iterable[Global___LinkedReferral] | None = ...,
+        requesting_force: _force_pb2.Force.ValueType = ...,
+        threat_category: _threat_pb2.ThreatCategory.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "due_time", b"due_time", "feedback", b"feedback", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignees", b"assignees", "collaborating_regions", b"collaborating_regions", "create_time", b"create_time", "created_by", b"created_by", "description", b"description", "due_time", b"due_time", "feedback", b"feedback", "handling", b"handling", "job_type", b"job_type", "linked_referrals", b"linked_referrals", "name", b"name", "notes", b"notes", "operation_name", b"operation_name", "overdue", b"overdue", "owning_region", b"owning_region", "priority", b"priority", "product", b"product", "requesting_officer", b"requesting_officer", "requesting_unit", b"requesting_unit", "state", b"state", "subject_entity_ids", b"subject_entity_ids", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignees", b"assignees", "collaborating_regions", b"collaborating_regions", "create_time", b"create_time", "created_by", b"created_by", "description", b"description", "due_time", b"due_time", "feedback", b"feedback", "handling", b"handling", "job_type", b"job_type", "linked_referrals", b"linked_referrals", "name", b"name", "notes", b"notes", "operation_name", b"operation_name", "overdue", b"overdue", "owning_region", b"owning_region", "priority", b"priority", "product", b"product", "requesting_force", b"requesting_force", "requesting_officer", b"requesting_officer", "requesting_unit", b"requesting_unit", "state", b"state", "subject_entity_ids", b"subject_entity_ids", "threat_category", b"threat_category", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -653,6 +672,8 @@ class ListJobsRequest(_message.Message):
     DUE_BEFORE_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    REQUESTING_FORCE_FIELD_NUMBER: _builtins.int
+    THREAT_CATEGORY_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     """`regions/{region}`, or `regions/-` for every region the caller may see."""
     assignee: _builtins.str
@@ -661,6 +682,10 @@ class ListJobsRequest(_message.Message):
     """Maximum jobs per page, 1 to 500; 0 means 50."""
     page_token: _builtins.str
     """Token from a previous response's `next_page_token`."""
+    requesting_force: _force_pb2.Force.ValueType
+    """Only jobs requested by this force; unspecified for all."""
+    threat_category: _threat_pb2.ThreatCategory.ValueType
+    """Only jobs about this threat; unspecified for all."""
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[Global___JobState.ValueType]:
         """Only jobs in these states; empty for all."""
@@ -678,10 +703,12 @@ class ListJobsRequest(_message.Message):
         due_before: _timestamp_pb2.Timestamp | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        requesting_force: _force_pb2.Force.ValueType = ...,
+        threat_category: _threat_pb2.ThreatCategory.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["due_before", b"due_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignee", b"assignee", "due_before", b"due_before", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "states", b"states"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignee", b"assignee", "due_before", b"due_before", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "requesting_force", b"requesting_force", "states", b"states", "threat_category", b"threat_category"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -735,7 +762,7 @@ class UpdateJobRequest(_message.Message):
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """The fields to change: due_time, priority, subject_entity_ids, description,
-        collaborating_regions. Required; any other path is INVALID_ARGUMENT.
+        collaborating_regions, requesting_force, threat_category. Required; any other path is INVALID_ARGUMENT.
         """
 
     def __init__(
@@ -938,18 +965,31 @@ class UpdateJobStatusResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_FIELD_NUMBER: _builtins.int
+    FEEDBACK_TOKEN_FIELD_NUMBER: _builtins.int
+    FEEDBACK_TOKEN_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    feedback_token: _builtins.str
+    """Set only by the call that delivers the job: the requesting officer's one-time feedback
+    token (also carried by the FeedbackRequested event, for a notifier). The service keeps only
+    its hash, so a repeat of the call cannot show it again.
+    """
     @_builtins.property
     def job(self) -> Global___Job:
         """The job after the change."""
+
+    @_builtins.property
+    def feedback_token_expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When `feedback_token` stops working."""
 
     def __init__(
         self,
         *,
         job: Global___Job | None = ...,
+        feedback_token: _builtins.str = ...,
+        feedback_token_expire_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["feedback_token_expire_time", b"feedback_token_expire_time", "job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feedback_token", b"feedback_token", "feedback_token_expire_time", b"feedback_token_expire_time", "job", b"job"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1019,14 +1059,22 @@ class RecordFeedbackRequest(_message.Message):
     RATING_FIELD_NUMBER: _builtins.int
     COMMENT_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    OFFICER_NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`regions/{region}/jobs/{job}`."""
     rating: _builtins.int
-    """Rating from 1 to 5."""
+    """Rating from 1 to 5 (the officer's score)."""
     comment: _builtins.str
-    """What the officer said."""
+    """What the officer said (at most 10000 characters)."""
     request_id: _builtins.str
-    """Optional idempotency key."""
+    """Optional idempotency key, for feedback recorded by a signed-in caller. With `token` it is
+    not used: a token works once, so a retry after success answers FEEDBACK_TOKEN_USED.
+    """
+    token: _builtins.str
+    """The one-time token of the job's FeedbackRequested event. Required."""
+    officer_name: _builtins.str
+    """The officer's name, if they wish to give it."""
     def __init__(
         self,
         *,
@@ -1034,10 +1082,12 @@ class RecordFeedbackRequest(_message.Message):
         rating: _builtins.int = ...,
         comment: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        token: _builtins.str = ...,
+        officer_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "name", b"name", "rating", b"rating", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "name", b"name", "officer_name", b"officer_name", "rating", b"rating", "request_id", b"request_id", "token", b"token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1045,23 +1095,29 @@ Global___RecordFeedbackRequest: _TypeAlias = RecordFeedbackRequest  # noqa: Y015
 
 @_typing.final
 class RecordFeedbackResponse(_message.Message):
-    """Response of RecordFeedback."""
+    """Response of RecordFeedback. To the officer, who holds no toex account, nothing of the job but
+    its name.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The job the feedback was recorded on."""
     @_builtins.property
     def job(self) -> Global___Job:
-        """The job with its feedback."""
+        """The job with its feedback, for a signed-in caller; empty for feedback by token."""
 
     def __init__(
         self,
         *,
         job: Global___Job | None = ...,
+        name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -162,7 +162,10 @@ class TaskingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RecordFeedback(self, request, context):
-        """Records the requesting officer's feedback on a delivered job.
+        """Records the requesting officer's feedback on a delivered job. Needs no bearer token: the
+        one-time token of the job's FeedbackRequested event is the credential. A wrong, used or
+        expired token answers PERMISSION_DENIED (ErrorInfo reason FEEDBACK_TOKEN_INVALID) and
+        records nothing; a token works once.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -63,7 +63,11 @@ class TaskingServiceStub:
     AddJobNote: _grpc.UnaryUnaryMultiCallable[_tasking_pb2.AddJobNoteRequest, _tasking_pb2.AddJobNoteResponse]
     """Adds a note to the job."""
     RecordFeedback: _grpc.UnaryUnaryMultiCallable[_tasking_pb2.RecordFeedbackRequest, _tasking_pb2.RecordFeedbackResponse]
-    """Records the requesting officer's feedback on a delivered job."""
+    """Records the requesting officer's feedback on a delivered job. Needs no bearer token: the
+    one-time token of the job's FeedbackRequested event is the credential. A wrong, used or
+    expired token answers PERMISSION_DENIED (ErrorInfo reason FEEDBACK_TOKEN_INVALID) and
+    records nothing; a token works once.
+    """
     GetRegionCapacity: _grpc.UnaryUnaryMultiCallable[_tasking_pb2.GetRegionCapacityRequest, _tasking_pb2.GetRegionCapacityResponse]
     """Reports open jobs per researcher for one region."""
 
@@ -102,7 +106,11 @@ class TaskingServiceAsyncStub(TaskingServiceStub):
     AddJobNote: _aio.UnaryUnaryMultiCallable[_tasking_pb2.AddJobNoteRequest, _tasking_pb2.AddJobNoteResponse]  # type: ignore[assignment]
     """Adds a note to the job."""
     RecordFeedback: _aio.UnaryUnaryMultiCallable[_tasking_pb2.RecordFeedbackRequest, _tasking_pb2.RecordFeedbackResponse]  # type: ignore[assignment]
-    """Records the requesting officer's feedback on a delivered job."""
+    """Records the requesting officer's feedback on a delivered job. Needs no bearer token: the
+    one-time token of the job's FeedbackRequested event is the credential. A wrong, used or
+    expired token answers PERMISSION_DENIED (ErrorInfo reason FEEDBACK_TOKEN_INVALID) and
+    records nothing; a token works once.
+    """
     GetRegionCapacity: _aio.UnaryUnaryMultiCallable[_tasking_pb2.GetRegionCapacityRequest, _tasking_pb2.GetRegionCapacityResponse]  # type: ignore[assignment]
     """Reports open jobs per researcher for one region."""
 
@@ -192,7 +200,11 @@ class TaskingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _tasking_pb2.RecordFeedbackRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tasking_pb2.RecordFeedbackResponse, _abc.Awaitable[_tasking_pb2.RecordFeedbackResponse]]:
-        """Records the requesting officer's feedback on a delivered job."""
+        """Records the requesting officer's feedback on a delivered job. Needs no bearer token: the
+        one-time token of the job's FeedbackRequested event is the credential. A wrong, used or
+        expired token answers PERMISSION_DENIED (ErrorInfo reason FEEDBACK_TOKEN_INVALID) and
+        records nothing; a token works once.
+        """
 
     @_abc_1.abstractmethod
     def GetRegionCapacity(

@@ -9,8 +9,10 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from toex.type.v1 import force_pb2 as _force_pb2
 from toex.type.v1 import region_pb2 as _region_pb2
 from toex.type.v1 import security_pb2 as _security_pb2
+from toex.type.v1 import threat_pb2 as _threat_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -235,6 +237,8 @@ class JobCreated(_message.Message):
     SUBJECT_ENTITY_IDS_FIELD_NUMBER: _builtins.int
     CREATED_BY_FIELD_NUMBER: _builtins.int
     ACCESS_FIELD_NUMBER: _builtins.int
+    REQUESTING_FORCE_FIELD_NUMBER: _builtins.int
+    THREAT_CATEGORY_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique event id (UUID); also the Nats-Msg-Id and CloudEvents id."""
     job: _builtins.str
@@ -251,6 +255,10 @@ class JobCreated(_message.Message):
     """What was asked."""
     created_by: _builtins.str
     """Who raised it."""
+    requesting_force: _force_pb2.Force.ValueType
+    """The force that asked."""
+    threat_category: _threat_pb2.ThreatCategory.ValueType
+    """The threat the job is about."""
     @_builtins.property
     def occur_time(self) -> _timestamp_pb2.Timestamp:
         """When it happened."""
@@ -287,10 +295,12 @@ class JobCreated(_message.Message):
         subject_entity_ids: _abc.Iterable[_builtins.str] | None = ...,
         created_by: _builtins.str = ...,
         access: Global___JobAccess | None = ...,
+        requesting_force: _force_pb2.Force.ValueType = ...,
+        threat_category: _threat_pb2.ThreatCategory.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "due_time", b"due_time", "label", b"label", "occur_time", b"occur_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "created_by", b"created_by", "description", b"description", "due_time", b"due_time", "event_id", b"event_id", "job", b"job", "job_type", b"job_type", "label", b"label", "occur_time", b"occur_time", "operation_name", b"operation_name", "priority", b"priority", "requesting_unit", b"requesting_unit", "subject_entity_ids", b"subject_entity_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "created_by", b"created_by", "description", b"description", "due_time", b"due_time", "event_id", b"event_id", "job", b"job", "job_type", b"job_type", "label", b"label", "occur_time", b"occur_time", "operation_name", b"operation_name", "priority", b"priority", "requesting_force", b"requesting_force", "requesting_unit", b"requesting_unit", "subject_entity_ids", b"subject_entity_ids", "threat_category", b"threat_category"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -506,6 +516,8 @@ class JobUpdated(_message.Message):
     ACCESS_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
     DUE_TIME_FIELD_NUMBER: _builtins.int
+    REQUESTING_FORCE_FIELD_NUMBER: _builtins.int
+    THREAT_CATEGORY_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique event id."""
     job: _builtins.str
@@ -516,6 +528,10 @@ class JobUpdated(_message.Message):
     """The job's priority after the change (whether or not it changed): a read model that keeps
     no copy of the job, such as the hub's national oversight, orders it by `access.revision`.
     """
+    requesting_force: _force_pb2.Force.ValueType
+    """The force that asked, after the change (whether or not it changed)."""
+    threat_category: _threat_pb2.ThreatCategory.ValueType
+    """The threat the job is about, after the change (whether or not it changed)."""
     @_builtins.property
     def occur_time(self) -> _timestamp_pb2.Timestamp:
         """When it happened."""
@@ -550,10 +566,12 @@ class JobUpdated(_message.Message):
         access: Global___JobAccess | None = ...,
         priority: Global___Priority.ValueType = ...,
         due_time: _timestamp_pb2.Timestamp | None = ...,
+        requesting_force: _force_pb2.Force.ValueType = ...,
+        threat_category: _threat_pb2.ThreatCategory.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "due_time", b"due_time", "label", b"label", "occur_time", b"occur_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "changed_fields", b"changed_fields", "due_time", b"due_time", "event_id", b"event_id", "job", b"job", "label", b"label", "occur_time", b"occur_time", "priority", b"priority", "updated_by", b"updated_by"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "changed_fields", b"changed_fields", "due_time", b"due_time", "event_id", b"event_id", "job", b"job", "label", b"label", "occur_time", b"occur_time", "priority", b"priority", "requesting_force", b"requesting_force", "threat_category", b"threat_category", "updated_by", b"updated_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -631,6 +649,7 @@ class FeedbackRecorded(_message.Message):
     COMMENT_FIELD_NUMBER: _builtins.int
     RECORDED_BY_FIELD_NUMBER: _builtins.int
     RECORD_TIME_FIELD_NUMBER: _builtins.int
+    HAS_COMMENT_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique event id."""
     job: _builtins.str
@@ -641,6 +660,8 @@ class FeedbackRecorded(_message.Message):
     """What they said."""
     recorded_by: _builtins.str
     """Who recorded it."""
+    has_comment: _builtins.bool
+    """Whether the officer wrote a comment (the comment itself stays in the region's stream)."""
     @_builtins.property
     def occur_time(self) -> _timestamp_pb2.Timestamp:
         """When it happened."""
@@ -664,11 +685,75 @@ class FeedbackRecorded(_message.Message):
         comment: _builtins.str = ...,
         recorded_by: _builtins.str = ...,
         record_time: _timestamp_pb2.Timestamp | None = ...,
+        has_comment: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "occur_time", b"occur_time", "record_time", b"record_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "event_id", b"event_id", "job", b"job", "label", b"label", "occur_time", b"occur_time", "rating", b"rating", "record_time", b"record_time", "recorded_by", b"recorded_by"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "event_id", b"event_id", "has_comment", b"has_comment", "job", b"job", "label", b"label", "occur_time", b"occur_time", "rating", b"rating", "record_time", b"record_time", "recorded_by", b"recorded_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FeedbackRecorded: _TypeAlias = FeedbackRecorded  # noqa: Y015
+
+@_typing.final
+class FeedbackRequested(_message.Message):
+    """FeedbackRequested: a job was delivered and its requesting officer is asked for feedback. For a
+    notifier in the job's region, which sends the officer the link with the token; the token is
+    the only credential RecordFeedback needs, so this event never leaves the region.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    REQUESTING_OFFICER_FIELD_NUMBER: _builtins.int
+    REQUESTING_UNIT_FIELD_NUMBER: _builtins.int
+    OPERATION_NAME_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Unique event id."""
+    job: _builtins.str
+    """The job's resource name."""
+    token: _builtins.str
+    """The one-time token (the service keeps only its hash)."""
+    requesting_officer: _builtins.str
+    """The requesting officer as recorded on the job (name, rank or collar number)."""
+    requesting_unit: _builtins.str
+    """The requesting unit as recorded on the job."""
+    operation_name: _builtins.str
+    """The operation the job supports."""
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When it happened."""
+
+    @_builtins.property
+    def label(self) -> _security_pb2.SecurityLabel:
+        """Region and handling code of the job."""
+
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the token stops working."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+        label: _security_pb2.SecurityLabel | None = ...,
+        job: _builtins.str = ...,
+        token: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        requesting_officer: _builtins.str = ...,
+        requesting_unit: _builtins.str = ...,
+        operation_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "label", b"label", "occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "expire_time", b"expire_time", "job", b"job", "label", b"label", "occur_time", b"occur_time", "operation_name", b"operation_name", "requesting_officer", b"requesting_officer", "requesting_unit", b"requesting_unit", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FeedbackRequested: _TypeAlias = FeedbackRequested  # noqa: Y015
