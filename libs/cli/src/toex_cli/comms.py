@@ -672,6 +672,80 @@ def network(
     )
 
 
+@comms.command("advert-networks")
+@_scope_options
+@click.option(
+    "--call-dataset",
+    "call_datasets",
+    multiple=True,
+    metavar="ID",
+    help="Call data to find controllers and watchlist contacts in; default all of the same reach.",
+)
+@click.option("--min-adverts", default=2, show_default=True, help="Adverts in a network at least.")
+@click.option("--min-numbers", default=2, show_default=True, help="Numbers in a network at least.")
+@click.option("--limit", default=100, show_default=True)
+@click.option("--why", is_flag=True, help="Also list why each advert belongs (table output).")
+@format_option
+@pass_cli
+def advert_networks(
+    cli: CliContext,
+    region: Region,
+    datasets: tuple[str, ...],
+    job: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    call_datasets: tuple[str, ...],
+    min_adverts: int,
+    min_numbers: int,
+    limit: int,
+    why: bool,
+    output_format: str,
+) -> None:
+    """Adverts joined into networks (shared number, near-duplicate text, same or near-same image,
+    a common controller in the call data), ranked: an indicator of a child first, then the
+    points of the indicators (one number for many workers, movement between towns, shared text
+    templates, watchlists). --dataset names advert datasets; --since/--until are on posted time.
+
+    \b
+    Example:
+      toex --purpose "Op Kestrel" comms advert-networks --region EMSOU --dataset ADVERTS_ID --why
+    """
+    response = cli.call(
+        SERVICE,
+        _stub(cli).FindAdvertNetworks,
+        pb.FindAdvertNetworksRequest(
+            scope=_scope(region, datasets, job, since, until),
+            call_datasets=[_dataset_name(region, d) for d in call_datasets],
+            min_adverts=min_adverts,
+            min_numbers=min_numbers,
+            limit=limit,
+        ),
+    )
+    emit_list(
+        output_format,
+        response,
+        ["rank", "network", "child", "score", "adverts", "numbers", "towns", "indicators"],
+        (
+            [
+                str(i),
+                n.network_id,
+                "CHILD" if n.minor else "",
+                str(n.score),
+                str(n.advert_count),
+                " ".join(n.numbers),
+                " -> ".join(m.location for m in n.movements),
+                "; ".join(x.text for x in n.indicators),
+            ]
+            for i, n in enumerate(response.networks, start=1)
+        ),
+    )
+    if why and output_format == "table":
+        for n in response.networks:
+            click.echo(f"\n{n.network_id}:")
+            for a in n.adverts:
+                click.echo(f"  {a.advert_id}: {'; '.join(a.reasons)}")
+
+
 @comms.command("common-contacts")
 @_scope_options
 @_target_options

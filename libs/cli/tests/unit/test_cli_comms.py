@@ -364,3 +364,47 @@ def test_a_failed_export_leaves_no_partial_file(
     )
     assert result.exit_code == 1
     assert not out.exists()
+
+
+def test_advert_networks_sends_the_scope_and_shows_ranked_networks(
+    run: Callable[..., Result], comms: Comms
+) -> None:
+    fake, _ = comms
+    fake.answers["FindAdvertNetworks"] = pb.FindAdvertNetworksResponse(
+        networks=[
+            pb.AdvertNetwork(
+                network_id="an-1",
+                minor=True,
+                score=100,
+                advert_count=2,
+                numbers=["+447700900401", "+447700900402"],
+                indicators=[pb.AdvertNetworkIndicator(code="child", points=100, text="claimed age 16")],
+                adverts=[
+                    pb.AdvertMembership(advert_id="b2", reasons=["image like advert b1 (1 bits apart)"])
+                ],
+            ),
+            pb.AdvertNetwork(
+                network_id="an-2",
+                score=15,
+                advert_count=3,
+                numbers=["+447700900301"],
+                movements=[pb.AdvertNetworkStop(location="Derby"), pb.AdvertNetworkStop(location="Lincoln")],
+            ),
+        ]
+    )
+    result = toex(
+        run, comms,
+        "comms", "advert-networks", "--region", "EMSOU", "--dataset", "abc",
+        "--call-dataset", "def", "--min-numbers", "3", "--why",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    request = fake.call("FindAdvertNetworks").request
+    assert request.scope.parent == "regions/EMSOU"
+    assert list(request.scope.datasets) == ["regions/EMSOU/datasets/abc"]
+    assert list(request.call_datasets) == ["regions/EMSOU/datasets/def"]
+    assert (request.min_adverts, request.min_numbers, request.limit) == (2, 3, 100)
+    lines = result.stdout.splitlines()
+    first = next(line for line in lines if "an-1" in line)
+    assert first.split()[:5] == ["1", "an-1", "CHILD", "100", "2"]
+    assert "Derby -> Lincoln" in next(line for line in lines if "an-2" in line)
+    assert "  b2: image like advert b1 (1 bits apart)" in lines

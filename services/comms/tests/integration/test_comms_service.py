@@ -230,3 +230,114 @@ async def test_anpr_convoys_and_adverts(comms: Running) -> None:
         }
     }
     await asyncio.sleep(0)
+
+
+async def test_advert_networks_over_grpc(comms: Running) -> None:
+    """Adverts with the new columns imported and joined into networks; the region's analyst sees
+    them ranked (a claimed child first), another region gets NOT_FOUND, a bad dataset name is
+    INVALID_ARGUMENT naming its field."""
+    template = (
+        "new in town sweet {name} available now incall outcall discreet clean apartment near the "
+        "station friendly and fun no rush no withheld numbers call or text me for more details"
+    )
+    rows = [
+        # A: two numbers under one text template and moving between towns.
+        {
+            "number": "07700 900301",
+            "advert_id": "a1",
+            "site": "s1",
+            "date": "2025-03-01",
+            "location": "Derby",
+            "text": template.format(name="Lola"),
+            "image_hash": "",
+            "name": "Lola",
+            "age": "23",
+        },
+        {
+            "number": "07700 900302",
+            "advert_id": "a2",
+            "site": "s2",
+            "date": "2025-03-02",
+            "location": "Leicester",
+            "text": template.format(name="Mia"),
+            "image_hash": "",
+            "name": "Mia",
+            "age": "21",
+        },
+        {
+            "number": "07700 900302",
+            "advert_id": "a3",
+            "site": "s2",
+            "date": "2025-03-03",
+            "location": "Lincoln",
+            "text": "",
+            "image_hash": "",
+            "name": "Ana",
+            "age": "22",
+        },
+        # B: two numbers, one image; a claimed age of 16.
+        {
+            "number": "07700 900401",
+            "advert_id": "b1",
+            "site": "s1",
+            "date": "2025-03-01",
+            "location": "Derby",
+            "text": "",
+            "image_hash": "8f373714acfcf4d0",
+            "name": "Kat",
+            "age": "16",
+        },
+        {
+            "number": "07700 900402",
+            "advert_id": "b2",
+            "site": "s1",
+            "date": "2025-03-01",
+            "location": "Derby",
+            "text": "",
+            "image_hash": "8f373714acfcf4d1",
+            "name": "Kat",
+            "age": "19",
+        },
+        {
+            "number": "07700 900403",
+            "advert_id": "c1",
+            "site": "s1",
+            "date": "2025-03-01",
+            "location": "Hull",
+            "text": "",
+            "image_hash": "0000000000000001",
+            "name": "",
+            "age": "250",
+        },
+    ]
+    imported = await comms.stub.ImportAdverts(
+        upload(pb.ImportAdvertsRequest, "regions/EMSOU", csv_bytes(rows)), metadata=comms.md(ANALYST)
+    )
+    assert imported.dataset.rows_accepted == 5
+    assert [(r.line, r.reason) for r in imported.rejections] == [(7, "age: not valid: 250")]
+    request = pb.FindAdvertNetworksRequest(
+        scope=pb.AnalysisScope(parent="regions/EMSOU", datasets=[imported.dataset.name])
+    )
+    found = await comms.stub.FindAdvertNetworks(request, metadata=comms.md(ANALYST))
+    assert [(n.minor, sorted(a.advert_id for a in n.adverts)) for n in found.networks] == [
+        (True, ["b1", "b2"]),
+        (False, ["a1", "a2", "a3"]),
+    ]
+    child, adult = found.networks
+    assert "claimed age 16" in child.minor_reasons[0]
+    assert {a.advert_id: list(a.reasons) for a in child.adverts}["b2"] == [
+        "image like advert b1 (1 bits apart)"
+    ]
+    assert [m.location for m in adult.movements] == ["Derby", "Leicester", "Lincoln"]
+    assert {i.code for i in adult.indicators} == {"movement", "shared_template"}
+    assert adult.numbers == ["+447700900301", "+447700900302"]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await comms.stub.FindAdvertNetworks(request, metadata=comms.md(OTHER_REGION))
+    assert err.value.code() is grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await comms.stub.FindAdvertNetworks(
+            pb.FindAdvertNetworksRequest(scope=scope("EMSOU"), call_datasets=["nonsense"]),
+            metadata=comms.md(ANALYST),
+        )
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "call_datasets[0]" in (err.value.details() or "")

@@ -430,3 +430,13 @@ class FakeExporter:
 
     def index(self, rows: Sequence[Sequence[Any]], fmt: ExportFormat, path: Path) -> None:
         self.written.append((fmt, path, list(rows)))
+
+
+def advert_rows(rows: list[tuple[object, ...]]) -> pl.DataFrame:
+    """Stored advert rows from (number, advert_id, site, posted, location, text, line) tuples; the
+    columns kept since (seen, image hash, name, age, price) empty."""
+    schema = ROW_SCHEMAS[DatasetKind.ADVERTS]
+    given = ("number", "advert_id", "site", "posted", "location", "text", "line")
+    frame = pl.DataFrame(rows, schema={c: schema[c] for c in given}, orient="row")
+    missing = [pl.lit(None, t).alias(c) for c, t in schema.items() if c not in given]
+    return frame.with_columns(missing).select(list(schema))

@@ -12,7 +12,6 @@ from datetime import timedelta
 import polars as pl
 import pytest
 from toex_common.testing.fakes import FakeGrants, principal
-from toex_comms.adapters.store import ROW_SCHEMAS
 from toex_comms.domain import commands
 from toex_comms.domain.commands import ExportFormat, Scope
 from toex_comms.domain.model import DatasetKind, WatchlistKind
@@ -22,7 +21,7 @@ from toex_kernel.grants import JobGrant
 from toex_kernel.principal import Principal, Role
 from toex_kernel.regions import Region
 
-from .fakes import FakeCommsUnitOfWork, FakeDatasetStore, FakeExporter
+from .fakes import FakeCommsUnitOfWork, FakeDatasetStore, FakeExporter, advert_rows
 from .test_handlers import NOW, calls, import_cdr
 
 J = "regions/EMSOU/jobs/j1"
@@ -76,7 +75,7 @@ def adverts(*numbers: int) -> pl.DataFrame:
         for k, n in enumerate(numbers)
         for i in range(3)
     ]
-    return pl.DataFrame(rows, schema=ROW_SCHEMAS[DatasetKind.ADVERTS], orient="row")
+    return advert_rows(rows)
 
 
 @pytest.fixture
@@ -384,3 +383,78 @@ async def test_the_regions_own_people_are_decided_as_before_without_a_grant_look
     # The counter counts: a holder's call looks the grant up.
     await handlers.get_dataset(commands.GetDataset(LONDON, Region.EMSOU, emsou.job_cdr, J), deps)
     assert emsou.grants.lookups == 1
+
+
+# ---------------------------------------------------------------- advert networks
+# The region's people see every network of the region's adverts, a grant holder only those of
+# the job's adverts (and watchlist findings only from the job's data), anyone else nothing.
+
+
+def image_adverts(prefix: str, image: int, *numbers: int) -> bytes:
+    """Two adverts per number, all with the same image."""
+    rows = [
+        (n, f"{prefix}-{n}-{i}", "site", NOW - timedelta(hours=i), "Leeds", "", k * 2 + i)
+        for k, n in enumerate(numbers)
+        for i in range(2)
+    ]
+    return advert_rows(rows).with_columns(image_hash=image)  # type: ignore[return-value]
+
+
+def query(actor: object, purpose: str = "", dataset_ids: tuple[str, ...] = ()) -> commands.FindAdvertNetworks:
+    return commands.FindAdvertNetworks(Scope(actor, Region.EMSOU, dataset_ids, "", purpose=purpose))  # type: ignore[arg-type]
+
+
+async def _adverts(emsou: Emsou) -> tuple[str, str]:
+    deps = emsou.deps
+    job = emsou.store.readable(b"job adverts", image_adverts("j", 11, T2, SHARED))
+    other = emsou.store.readable(b"other adverts", image_adverts("k", 22, OTHER, SECRET))
+    job_id = (
+        await handlers.import_file(importing(OWNER, job, job=J, kind=DatasetKind.ADVERTS), deps)
+    ).dataset.id
+    other_id = (
+        await handlers.import_file(importing(OWNER, other, job=K, kind=DatasetKind.ADVERTS), deps)
+    ).dataset.id
+    return job_id, other_id
+
+
+async def test_the_regions_people_see_every_network_with_watchlist_indicators(emsou: Emsou) -> None:
+    await _adverts(emsou)
+    nets = await handlers.find_advert_networks(query(OWNER), emsou.deps)
+    assert sorted(n.numbers for n in nets) == [sorted([T2, SHARED]), sorted([OTHER, SECRET])]
+    by = {tuple(n.numbers): n for n in nets}
+    job_net = by[tuple(sorted([T2, SHARED]))]
+    texts = [i.text for i in job_net.indicators]
+    assert any(t.startswith(f"number +{SHARED} is on victims") for t in texts)
+    # T2 and SHARED are in contact in the job's calls; SHARED is on the victims list.
+    assert any(t.startswith(f"number +{T2} in contact with +{SHARED}") for t in texts)
+    other_net = by[tuple(sorted([OTHER, SECRET]))]
+    texts = [i.text for i in other_net.indicators]
+    assert any(t.startswith(f"number +{SECRET} is on victims") for t in texts)
+    # OTHER is in contact with T1 (registered sex offenders) in job K's calls.
+    assert any(t.startswith(f"number +{OTHER} in contact with +{T1}") for t in texts)
+    # One call each from T1 to SHARED, OTHER and SECRET: too few contacts to make T1 a controller.
+    reasons = [r for n in nets for rs in n.reasons.values() for r in rs]
+    assert not any(r.startswith("number in contact with") for r in reasons)
+
+
+async def test_a_holder_sees_only_the_jobs_networks_and_findings(emsou: Emsou) -> None:
+    job_id, other_id = await _adverts(emsou)
+    nets = await handlers.find_advert_networks(query(LONDON, J), emsou.deps)
+    # Only the job's adverts and calls: nothing of job K's (its adverts, SECRET's victim
+    # listing, OTHER's contact with T1) shows.
+    [net] = nets
+    assert net.numbers == sorted([T2, SHARED])
+    assert not any(str(SECRET) in i.text or str(OTHER) in i.text for i in net.indicators)
+    assert not any("advert k-" in r for rs in net.reasons.values() for r in rs)
+    # Found from the job's own data only: the same answer as naming the job's dataset.
+    named = await handlers.find_advert_networks(query(LONDON, J, (job_id,)), emsou.deps)
+    assert [n.network_id for n in named] == [n.network_id for n in nets]
+    with pytest.raises(OutOfScope):
+        await handlers.find_advert_networks(query(LONDON, J, (other_id,)), emsou.deps)
+
+
+@pytest.mark.parametrize(("actor", "purpose"), [(LONDON, ""), (LONDON, K), (ERSOU, J), (ERSOU, "")])
+async def test_anyone_else_is_refused(emsou: Emsou, actor: object, purpose: str) -> None:
+    await _adverts(emsou)
+    with pytest.raises(OutOfScope):
+        await handlers.find_advert_networks(query(actor, purpose), emsou.deps)

@@ -19,7 +19,7 @@ from toex_comms.domain.model import Dataset, DatasetIdentifiers, DatasetKind, Ha
 from toex_comms.service_layer import handlers
 from toex_kernel.regions import Region
 
-from .fakes import FakeCommsUnitOfWork, FakeDatasetStore, FakeExporter
+from .fakes import FakeCommsUnitOfWork, FakeDatasetStore, FakeExporter, advert_rows
 from .test_handlers import NOW, SHARED, T1, T2, anpr_reads, import_cdr
 
 IMEI_A, IMEI_B = "356938035643809", "490154203237518"
@@ -93,9 +93,7 @@ async def test_anpr_and_advert_imports_publish_their_vehicles_and_numbers(
     adverts = [(T1, f"ad{i}", "site", NOW, "Leeds", "", i) for i in range(2)] + [
         (T2, "ad9", "site", NOW, "Leeds", "", 9)
     ]
-    data = store.readable(
-        b"adverts", pl.DataFrame(adverts, schema=ROW_SCHEMAS[DatasetKind.ADVERTS], orient="row")
-    )
+    data = store.readable(b"adverts", advert_rows(adverts))
     await handlers.import_file(dataclasses.replace(import_cdr(data=data), kind=DatasetKind.ADVERTS), deps)
 
     [(_, vehicles), (_, numbers)] = observed(uow)

@@ -20,7 +20,7 @@ from toex_kernel.errors import InvalidArgument, NotFound, OutOfScope
 from toex_kernel.principal import Role
 from toex_kernel.regions import Region
 
-from .fakes import FakeCommsUnitOfWork, FakeDatasetStore, FakeExporter
+from .fakes import FakeCommsUnitOfWork, FakeDatasetStore, FakeExporter, advert_rows
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 ANALYST = principal("analyst.emsou", Role.ANALYST)
@@ -321,9 +321,7 @@ async def test_an_advert_import_publishes_a_flag_per_number_flagged(
     )
     adverts = [(T1, f"ad{i}", "site", NOW - timedelta(hours=i), "Leeds", "", i) for i in range(3)]
     adverts.append((T2, "ad9", "site", NOW, "Leeds", "", 9))  # one advert, one place: not flagged
-    data = store.readable(
-        b"adverts", pl.DataFrame(adverts, schema=ROW_SCHEMAS[DatasetKind.ADVERTS], orient="row")
-    )
+    data = store.readable(b"adverts", advert_rows(adverts))
     cmd = dataclasses.replace(import_cdr(data=data), kind=DatasetKind.ADVERTS)
 
     out = await handlers.import_file(cmd, deps)
@@ -339,3 +337,34 @@ async def test_an_advert_import_publishes_a_flag_per_number_flagged(
         "ent-1",
     )
     assert envelope.headers["ce-subject"] == out.dataset.name and flag.number == T1
+
+
+async def test_an_advert_import_publishes_each_network_once(
+    deps: handlers.Deps, uow: FakeCommsUnitOfWork, store: FakeDatasetStore
+) -> None:
+    # T1 and T2 advertise the same picture; one of T2's adverts claims an age of 16.
+    rows = [(T1, "a1", "site", NOW, "Leeds", "", 1), (T2, "a2", "site", NOW, "Derby", "", 2)]
+    frame = advert_rows(rows).with_columns(
+        image_hash=pl.lit(0x8F373714ACFCF4D0, pl.UInt64), age=pl.Series([22, 16], dtype=pl.Int32)
+    )
+    data = store.readable(b"adverts with a network", frame)
+    cmd = dataclasses.replace(import_cdr(data=data), kind=DatasetKind.ADVERTS)
+
+    out = await handlers.import_file(cmd, deps)
+
+    assert uow.event_types() == ["DatasetImported", "DatasetIdentifiersObserved", "AdvertNetworkDetected"]
+    envelope = uow.committed_events[2]
+    event = ev.AdvertNetworkDetected.FromString(envelope.payload)
+    assert (event.dataset, event.advert_count, list(event.numbers)) == (
+        out.dataset.name,
+        2,
+        [f"+{T1}", f"+{T2}"],
+    )
+    assert event.minor and event.minor_reasons == ["advert a2: claimed age 16"]
+    assert event.network_id.startswith("an-") and envelope.headers["ce-subject"] == out.dataset.name
+    # The same bytes again: the dataset already stored, nothing published again.
+    again = await handlers.import_file(
+        dataclasses.replace(import_cdr(data=data), kind=DatasetKind.ADVERTS), deps
+    )
+    assert again.already_imported
+    assert uow.event_types().count("AdvertNetworkDetected") == 1

@@ -1,11 +1,15 @@
+from datetime import UTC, datetime
+
 from toex.comms.events.v1 import events_pb2 as comms_events
 from toex.comms.v1 import resources_pb2 as comms
 from toex.tasking.events.v2 import events_pb2 as tasking_events
 from toex_common.events import build_event
 from toex_common.events.envelope import decode
 from toex_kernel.regions import Region
-from toex_safeguarding.domain.values import Concern, EvidenceKind, RiskLevel
-from toex_safeguarding.entrypoints.triggers import triggers_for
+from toex_safeguarding.domain.values import AgeBand, Concern, EvidenceKind, RiskLevel
+from toex_safeguarding.entrypoints.triggers import make_handler, triggers_for
+
+from .fakes import FakeSafeguardingUnitOfWork
 
 RSO = comms.WatchlistRef(
     name="regions/EMSOU/watchlists/rso", kind=comms.WATCHLIST_KIND_REGISTERED_SEX_OFFENDER
@@ -74,3 +78,49 @@ def test_flagged_advert_number_is_a_potential_victim_of_sexual_exploitation() ->
     )
     [t] = triggers_for(incoming(message))  # type: ignore[arg-type]
     assert t.subject_entity_id == "phone:+447700900555" and t.concern is Concern.SEXUAL_EXPLOITATION
+
+
+def _network(network_id: str = "an-1", *, minor: bool = True) -> comms_events.AdvertNetworkDetected:
+    return comms_events.AdvertNetworkDetected(
+        dataset="regions/EMSOU/datasets/ads",
+        job="regions/EMSOU/jobs/j1",
+        network_id=network_id,
+        numbers=["+447700900401", "+447700900402", "+447700900403"],
+        advert_count=7,
+        towns=["Derby", "Leicester"],
+        minor=minor,
+        minor_reasons=["advert b1: claimed age 16"] if minor else [],
+        indicators=["indicator of a child: advert b1: claimed age 16"] if minor else ["movement"],
+        score=100 if minor else 10,
+    )
+
+
+def test_an_advert_network_with_a_child_indicated_is_one_trigger_for_the_network() -> None:
+    [t] = triggers_for(incoming(_network()))  # type: ignore[arg-type]
+    assert t.subject_entity_id == "advert-network:an-1"
+    assert t.concern is Concern.CHILD_SEXUAL_EXPLOITATION and t.risk_level is RiskLevel.HIGH
+    assert t.age_band is AgeBand.CHILD
+    assert t.linked_job == "regions/EMSOU/jobs/j1"
+    assert "claimed age 16" in t.evidence[0].description and "3 numbers" in t.evidence[0].description
+    assert [e.kind for e in t.evidence] == [EvidenceKind.EVENT, EvidenceKind.DATASET, EvidenceKind.JOB]
+
+
+def test_an_advert_network_without_a_child_indicated_triggers_nothing() -> None:
+    assert triggers_for(incoming(_network(minor=False))) == []  # type: ignore[arg-type]
+
+
+async def test_one_draft_referral_per_network_however_often_it_is_found() -> None:
+    uow = FakeSafeguardingUnitOfWork()
+    handle = make_handler(lambda: datetime(2025, 4, 14, 9, 0, tzinfo=UTC))
+    first = incoming(_network("an-1"))
+    for event in (first, first, incoming(_network("an-1")), incoming(_network("an-2"))):
+        async with uow:
+            await handle(event, uow)
+            await uow.commit()
+    referrals = sorted(uow.referrals.referrals.values(), key=lambda r: r.subject.entity_id)
+    assert [r.subject.entity_id for r in referrals] == ["advert-network:an-1", "advert-network:an-2"]
+    one = referrals[0]
+    # The same event twice adds nothing; the network found again adds its event as evidence.
+    found = [e.ref for e in one.evidence if e.kind is EvidenceKind.EVENT]
+    assert len(found) == 2 and found[0] == first.event_id  # type: ignore[attr-defined]
+    assert one.concerns == [Concern.CHILD_SEXUAL_EXPLOITATION]

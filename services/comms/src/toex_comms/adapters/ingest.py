@@ -67,6 +67,12 @@ ADVERT_SCHEMA: dict[str, Any] = {
     "posted": pl.Datetime("us", "UTC"),
     "location": pl.String,
     "text": pl.String,
+    # Since adverts kept what networks join on (parts written before have none of these).
+    "seen": pl.Datetime("us", "UTC"),
+    "image_hash": pl.UInt64,
+    "name": pl.String,
+    "age": pl.Int32,
+    "price": pl.Float64,
     "line": pl.Int64,
 }
 PAIRS_FILE = "pairs.parquet"
@@ -866,11 +872,21 @@ ADVERT_COLUMNS = {
     "posted": "date",
     "location": "location",
     "text": "text",
+    "seen": "seen",
+    "image_hash": "image_hash",
+    "name": "name",
+    "age": "age",
+    "price": "price",
 }
+# A perceptual hash as written by imagehash (16 hex digits) or as a decimal integer.
+_HEX_HASH = r"^(?:0x)?[0-9a-fA-F]{16}$"
 
 
 class AdvertFile(FileReader):
-    """Columns: number, advert_id, site, date, location, text."""
+    """Columns: number, advert_id, site, date, location, text; optional seen (a time), image_hash
+    (a 64-bit perceptual hash, 16 hex digits as imagehash writes it, or a decimal integer), name
+    and age claimed (age a whole number 0-120), price (a number, a leading currency sign
+    allowed)."""
 
     what = "advert"
     columns = ADVERT_COLUMNS
@@ -920,6 +936,15 @@ class AdvertFile(FileReader):
                 pl.concat_str(pl.lit("date: not a valid date: "), date_text),
             ),
         ]
+        extra = self._extras(present, zone)
+        frame = frame.with_columns(**{f"_{k}": v for k, (v, _) in extra.items()})
+        for name, (_, raw) in extra.items():
+            checks.append(
+                (
+                    raw.is_not_null() & pl.col(f"_{name}").is_null(),
+                    pl.concat_str(pl.lit(f"{name}: not valid: "), raw),
+                )
+            )
         frame = frame.with_columns(_reasons(checks).alias(REASON))
         good = frame.filter(pl.col(REASON).is_null()).select(
             pl.col("number_key").alias("number"),
@@ -928,10 +953,40 @@ class AdvertFile(FileReader):
             pl.col("posted_at").alias("posted"),
             (_clean("location") if "location" in present else pl.lit(None, pl.String)).alias("location"),
             (pl.col("text") if "text" in present else pl.lit(None, pl.String)).alias("text"),
+            pl.col("_seen").alias("seen"),
+            pl.col("_image_hash").alias("image_hash"),
+            (_clean("name") if "name" in present else pl.lit(None, pl.String)).alias("name"),
+            pl.col("_age").alias("age"),
+            pl.col("_price").alias("price"),
             "line",
         )
         bad = frame.filter(pl.col(REASON).is_not_null()).select("line", pl.col(REASON).alias("reason"), "raw")
         return good, bad
+
+    def _extras(self, present: dict[str, str], zone: str) -> dict[str, tuple[pl.Expr, pl.Expr]]:
+        """The optional checked columns: name -> (the value, None when absent or invalid; the
+        raw text, None when absent)."""
+        raw = {
+            k: (_clean(k) if k in present else pl.lit(None, pl.String))
+            for k in ("seen", "image_hash", "age", "price")
+        }
+        hex_hash = raw["image_hash"].str.replace(r"^0x", "")
+        image = (
+            pl.when(raw["image_hash"].str.contains(_HEX_HASH))
+            .then(hex_hash.str.to_integer(base=16, dtype=pl.UInt64, strict=False))
+            .otherwise(raw["image_hash"].str.to_integer(base=10, dtype=pl.UInt64, strict=False))
+        )
+        age = raw["age"].str.to_integer(strict=False)
+        price = (
+            raw["price"].str.replace(r"^[£$€]", "").str.replace_all(",", "").cast(pl.Float64, strict=False)
+        )
+        seen = _time_expr("seen", "", zone) if "seen" in present else pl.lit(None, pl.Datetime("us", "UTC"))
+        return {
+            "seen": (seen, raw["seen"]),
+            "image_hash": (image, raw["image_hash"]),
+            "age": (pl.when(age.is_between(0, 120)).then(age).cast(pl.Int32), raw["age"]),
+            "price": (pl.when(price >= 0).then(price), raw["price"]),
+        }
 
     def finish(self, out: Path, result: IngestResult) -> None:
         _summarise(out, result, "number", "posted")

@@ -141,6 +141,23 @@ def advert_number_flagged(e: events.AdvertNumberFlagged) -> EventEnvelope:
     return _envelope(message, f.region, e.handling, e.dataset)
 
 
+def advert_network_detected(e: events.AdvertNetworkDetected) -> EventEnvelope:
+    n = e.network
+    message = ev.AdvertNetworkDetected(
+        dataset=e.dataset,
+        job=e.job,
+        network_id=n.network_id,
+        numbers=[f"+{x}" for x in n.numbers],
+        advert_count=n.size,
+        towns=[t for _, t in n.movements],
+        minor=n.minor,
+        minor_reasons=n.minor_reasons[:20],
+        indicators=[i.text for i in n.indicators][:20],
+        score=n.score,
+    )
+    return _envelope(message, e.region, e.handling, e.dataset)
+
+
 def integration_events(dataset: Dataset | None, event: events.DomainEvent) -> list[EventEnvelope]:
     """The comms service's one mapping of a domain event (what the unit of work publishes at
     commit). A dataset's own events come with the dataset; findings recorded on the unit of
@@ -149,6 +166,8 @@ def integration_events(dataset: Dataset | None, event: events.DomainEvent) -> li
         return [watchlist_contact_detected(event)]
     if isinstance(event, events.AdvertNumberFlagged):
         return [advert_number_flagged(event)]
+    if isinstance(event, events.AdvertNetworkDetected):
+        return [advert_network_detected(event)]
     if dataset is None:
         raise TypeError(f"{type(event).__name__} is an event of a dataset: track the dataset")
     if isinstance(event, events.DatasetImported):

@@ -9,6 +9,7 @@ from toex.comms.v1 import resources_pb2 as res
 from toex.type.v1 import security_pb2
 from toex_kernel.timestamps import optional_timestamp as ts
 
+from toex_comms.domain.advert_networks import AdvertNetwork
 from toex_comms.domain.analysis import (
     Colocation,
     CommonContact,
@@ -339,4 +340,23 @@ def flag_to_proto(f: AdvertFlag) -> pb.AdvertFlag:
         cdr_datasets=f.cdr_datasets,
         first_advert_time=ts(f.first),
         last_advert_time=ts(f.last),
+    )
+
+
+def advert_network_to_proto(n: AdvertNetwork) -> pb.AdvertNetwork:
+    return pb.AdvertNetwork(
+        network_id=n.network_id,
+        advert_count=n.size,
+        numbers=[f"+{x}" for x in n.numbers],
+        sites=n.sites,
+        movements=[pb.AdvertNetworkStop(first_seen=ts(when), location=town) for when, town in n.movements],
+        names=n.names,
+        ages=n.ages,
+        minor=n.minor,
+        minor_reasons=n.minor_reasons,
+        indicators=[
+            pb.AdvertNetworkIndicator(code=i.code, points=i.points, text=i.text) for i in n.indicators
+        ],
+        score=n.score,
+        adverts=[pb.AdvertMembership(advert_id=a, reasons=n.reasons.get(a, [])) for a in n.adverts],
     )

@@ -208,6 +208,19 @@ class ListAdvertFlags:
     purpose: str = ""
 
 
+@dataclass(frozen=True)
+class FindAdvertNetworks:
+    """Advert networks over the scope's advert datasets (none named: every one of the region or
+    the job), with `call_dataset_ids` (none: every one of the same reach) as the call data that
+    controllers and watchlist contacts are found in. The scope's window is on the posted time."""
+
+    scope: Scope
+    call_dataset_ids: tuple[str, ...] = ()
+    min_adverts: int = 2
+    min_numbers: int = 2
+    limit: int = 100
+
+
 # ---------------------------------------------------------------- ANPR
 
 

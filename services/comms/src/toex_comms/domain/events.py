@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from toex_kernel.regions import Region
+
+    from toex_comms.domain.advert_networks import AdvertNetwork
     from toex_comms.domain.analysis import Convoy
     from toex_comms.domain.model import AdvertFlag, DatasetIdentifiers, Handling, WatchlistContact
 
@@ -62,10 +65,23 @@ class AdvertNumberFlagged:
     entity_id: str
 
 
+@dataclass(frozen=True)
+class AdvertNetworkDetected:
+    """A network of the adverts of one new dataset; `dataset` (its name), `job` and `handling`
+    are the dataset's."""
+
+    network: AdvertNetwork
+    region: Region
+    dataset: str
+    job: str
+    handling: Handling
+
+
 DomainEvent = (
     DatasetImported
     | ConvoyDetected
     | DatasetIdentifiersObserved
     | WatchlistContactDetected
     | AdvertNumberFlagged
+    | AdvertNetworkDetected
 )

@@ -398,6 +398,26 @@ class CommsServicer(comms_pb2_grpc.CommsAnalysisServiceServicer):
             contacts=[mapping.watchlist_contact_to_proto(c) for c in found]
         )
 
+    async def FindAdvertNetworks(
+        self, request: pb.FindAdvertNetworksRequest, context: aio.ServicerContext
+    ) -> pb.FindAdvertNetworksResponse:
+        scope = _scope(request.scope)
+        calls = tuple(
+            _dataset_of(scope.region, name, f"call_datasets[{i}]")
+            for i, name in enumerate(request.call_datasets)
+        )
+        found = await handlers.find_advert_networks(
+            commands.FindAdvertNetworks(
+                scope,
+                calls,
+                bounded(request.min_adverts, "min_adverts", default=2, maximum=MAX_LIMIT),
+                bounded(request.min_numbers, "min_numbers", default=2, maximum=MAX_LIMIT),
+                bounded(request.limit, "limit", default=100, maximum=MAX_LIMIT),
+            ),
+            self.deps,
+        )
+        return pb.FindAdvertNetworksResponse(networks=[mapping.advert_network_to_proto(n) for n in found])
+
     async def ListAdvertFlags(
         self, request: pb.ListAdvertFlagsRequest, context: aio.ServicerContext
     ) -> pb.ListAdvertFlagsResponse:

@@ -7,6 +7,7 @@ analysis) runs in a worker thread so the event loop keeps serving other calls.""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +23,8 @@ from toex_kernel.grants import is_job_of, job_of_purpose
 from toex_kernel.principal import Principal
 from toex_kernel.regions import Region
 
-from toex_comms.domain import analysis, commands, events, policy
+from toex_comms.domain import advert_networks, analysis, commands, events, policy
+from toex_comms.domain.advert_networks import AdvertNetwork
 from toex_comms.domain.commands import ExportFormat, Scope
 from toex_comms.domain.identifiers import BadIdentifier, normalise_vrm, parse_number_key
 from toex_comms.domain.model import (
@@ -56,6 +58,8 @@ T = TypeVar("T")
 CONVOY_WINDOW_SECONDS = 180
 CONVOY_MIN_OCCASIONS = 3
 CONVOY_EVENTS_MAX = 50
+# Advert networks published per advert import (the most highly ranked: a child first).
+ADVERT_NETWORK_EVENTS_MAX = 200
 # The name and media type of each export.
 EXPORT_FILES = {
     ExportFormat.GRAPHML: ("network.graphml", "application/graphml+xml"),
@@ -219,10 +223,15 @@ async def _detect(
             limit=CONVOY_EVENTS_MAX,
         )
         dataset.convoys_found(outcome.convoys, CONVOY_WINDOW_SECONDS)
+    networks: list[AdvertNetwork] = []
     if dataset.kind is DatasetKind.ADVERTS:
         rows = deps.store.rows([dataset.id], DatasetKind.ADVERTS, staged=True)
         outcome.flags = await asyncio.to_thread(
             detection.flag_adverts, rows, dataset, deps.store, region_cdr, members
+        )
+        lists = {n: [name for name, _ in found] for n, found in members.items()}
+        networks = await asyncio.to_thread(
+            lambda: advert_networks.find_networks(rows.collect(), watchlists=lists, scope=dataset.name)
         )
     deps.store.publish(dataset.id)
     # Published with the dataset, in its transaction (the outbox): a crash loses neither.
@@ -241,6 +250,12 @@ async def _detect(
                         f, name, dataset.job, dataset.handling, found[0].entity_id if found else ""
                     )
                 )
+        # Once per network and dataset: the import runs once (the same bytes again return the
+        # dataset already stored, publishing nothing).
+        for n in networks[:ADVERT_NETWORK_EVENTS_MAX]:
+            uow.record(
+                events.AdvertNetworkDetected(n, dataset.region, dataset.name, dataset.job, dataset.handling)
+            )
         await uow.commit()
 
 
@@ -484,6 +499,56 @@ async def find_colocations(q: commands.FindColocations, deps: Deps) -> list[anal
     return await asyncio.to_thread(
         analysis.colocations, data.rows, q.targets, window_seconds=q.window_seconds, limit=q.limit
     )
+
+
+# ---------------------------------------------------------------- advert networks
+
+
+async def find_advert_networks(q: commands.FindAdvertNetworks, deps: Deps) -> list[AdvertNetwork]:
+    """Networks of the scope's adverts (authorised and audited as every analysis: the region's
+    people, or a grant holder over the job's datasets only), joined also through the call data
+    of the same reach, and ranked with the watchlists of the region that hold their numbers or
+    numbers in contact with them (under a grant: only numbers in the job's data)."""
+    whole = dataclasses.replace(q.scope, start=None, end=None)
+    found = await resolve_scope(whole, DatasetKind.ADVERTS, deps)
+    calls_scope = dataclasses.replace(whole, dataset_ids=q.call_dataset_ids)
+    calls = await resolve_scope(calls_scope, DatasetKind.CDR, deps)
+    pairs = deps.store.pairs([d.id for d in calls.datasets])
+    start, end = q.scope.start, q.scope.end
+
+    def gather() -> tuple[pl.DataFrame, pl.DataFrame]:
+        adverts = analysis.window(found.rows, "posted", start, end).collect()
+        totals = (pairs if pairs is not None else analysis.pair_totals(calls.rows)).collect()
+        wanted = adverts.select(pl.col("number").unique())
+        near = totals.join(wanted, left_on="x", right_on="number", how="semi").vstack(
+            totals.join(wanted, left_on="y", right_on="number", how="semi")
+        )
+        contacts = near.unique(["x", "y"]).select(pl.col("x").alias("a"), pl.col("y").alias("b"), "contacts")
+        return adverts, contacts
+
+    adverts, contacts = await asyncio.to_thread(gather)
+    numbers = set(adverts["number"].to_list()) | set(contacts["a"].to_list()) | set(contacts["b"].to_list())
+    labels = await _labels(found.reach, [f"+{n}" for n in numbers], deps, watchlists=True)
+    lists = {n: [name for name, _ in labels.lists(n)] for n in numbers if labels.lists(n)}
+    touching: dict[int, list[int]] = {}
+    for a, b in contacts.select("a", "b").iter_rows():
+        if b in lists:
+            touching.setdefault(a, []).append(b)
+        if a in lists:
+            touching.setdefault(b, []).append(a)
+    job = q.scope.job or found.reach.job
+    scope_name = f"regions/{q.scope.region.value}" + (f"/jobs/{job}" if job else "")
+    networks = await asyncio.to_thread(
+        advert_networks.find_networks,
+        adverts,
+        contacts=contacts,
+        watchlists=lists,
+        watch_contacts=touching,
+        min_adverts=q.min_adverts,
+        min_numbers=q.min_numbers,
+        scope=scope_name,
+    )
+    return networks[: q.limit]
 
 
 # ---------------------------------------------------------------- analyses of ANPR reads

@@ -4,6 +4,10 @@
   with a number on a registered-sex-offender or suspect list. The victim side is the subject.
 - comms `AdvertNumberFlagged`: a number in adult-services adverts, a potential victim of
   sexual exploitation.
+- comms `AdvertNetworkDetected` with a child indicated (a claimed age under 18, an age or words
+  in the text): ONE draft referral for the network (subject `advert-network:<id>`), not one
+  per number; the network found again adds its evidence to that open referral. A network
+  without a child indicated triggers nothing here (its numbers' flags do).
 - tasking `JobCreated` of type SAFEGUARDING: each subject of the job.
 
 Registered on the service's message bus (`subscribe`): the platform's idempotent consumers
@@ -30,13 +34,14 @@ from toex_kernel.regions import Region
 
 from toex_safeguarding.domain.commands import Trigger
 from toex_safeguarding.domain.model import Evidence
-from toex_safeguarding.domain.values import Concern, EvidenceKind, Handling, RiskLevel
+from toex_safeguarding.domain.values import AgeBand, Concern, EvidenceKind, Handling, RiskLevel
 from toex_safeguarding.service_layer import handlers, identity
 
 log = logging.getLogger(__name__)
 
 WATCHLIST_CONTACT = comms_events.WatchlistContactDetected.DESCRIPTOR.full_name
 ADVERT_FLAGGED = comms_events.AdvertNumberFlagged.DESCRIPTOR.full_name
+ADVERT_NETWORK = comms_events.AdvertNetworkDetected.DESCRIPTOR.full_name
 JOB_CREATED = tasking_events.JobCreated.DESCRIPTOR.full_name
 
 VICTIM_KINDS = {comms.WATCHLIST_KIND_VICTIM, comms.WATCHLIST_KIND_POTENTIAL_VICTIM}
@@ -144,6 +149,34 @@ def advert_triggers(event: IncomingEvent, message: comms_events.AdvertNumberFlag
     ]
 
 
+def advert_network_triggers(
+    event: IncomingEvent, message: comms_events.AdvertNetworkDetected
+) -> list[Trigger]:
+    if not message.minor or not message.network_id.strip():
+        return []
+    why = "; ".join(message.minor_reasons[:5])
+    description = (
+        f"advert network of {message.advert_count} adverts under {len(message.numbers)} numbers "
+        f"({', '.join(message.numbers[:10])}); a child indicated: {why}"
+    )
+    if message.towns:
+        description += f"; towns: {' -> '.join(message.towns[:10])}"
+    return [
+        Trigger(
+            source_event_id=event.event_id,
+            source_type=ADVERT_NETWORK,
+            region=_region(message.label, event),
+            subject_entity_id=f"advert-network:{message.network_id.strip()}",
+            concern=Concern.CHILD_SEXUAL_EXPLOITATION,
+            evidence=_common_evidence(event.event_id, message.dataset, message.job, description[:2000]),
+            linked_job=message.job,
+            risk_level=RiskLevel.HIGH,
+            handling=_handling(message.label),
+            age_band=AgeBand.CHILD,
+        )
+    ]
+
+
 def job_triggers(event: IncomingEvent, message: tasking_events.JobCreated) -> list[Trigger]:
     if message.job_type != tasking_events.JOB_TYPE_SAFEGUARDING:
         return []
@@ -176,6 +209,8 @@ def triggers_for(event: IncomingEvent) -> list[Trigger]:
         return watchlist_triggers(event, message)
     if event.event_type == ADVERT_FLAGGED:
         return advert_triggers(event, message)
+    if event.event_type == ADVERT_NETWORK:
+        return advert_network_triggers(event, message)
     if event.event_type == JOB_CREATED:
         return job_triggers(event, message)
     return []
@@ -215,4 +250,5 @@ def subscribe(bus: MessageBus, service: str, clock: handlers.Clock = handlers.ut
     handle = make_handler(clock)
     bus.on(f"{service}-comms-triggers", comms_events.WatchlistContactDetected, handle, prefetch=prefetch)
     bus.on(f"{service}-comms-triggers", comms_events.AdvertNumberFlagged, handle, prefetch=prefetch)
+    bus.on(f"{service}-comms-triggers", comms_events.AdvertNetworkDetected, handle, prefetch=prefetch)
     bus.on(f"{service}-job-triggers", tasking_events.JobCreated, handle, prefetch=prefetch)

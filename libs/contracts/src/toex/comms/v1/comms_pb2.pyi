@@ -2724,3 +2724,241 @@ class ExportResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExportResponse: _TypeAlias = ExportResponse  # noqa: Y015
+
+@_typing.final
+class FindAdvertNetworksRequest(_message.Message):
+    """Request for FindAdvertNetworks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCOPE_FIELD_NUMBER: _builtins.int
+    CALL_DATASETS_FIELD_NUMBER: _builtins.int
+    MIN_ADVERTS_FIELD_NUMBER: _builtins.int
+    MIN_NUMBERS_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    min_adverts: _builtins.int
+    """Minimum adverts in a network; 0 means 2."""
+    min_numbers: _builtins.int
+    """Minimum distinct numbers in a network; 0 means 2."""
+    limit: _builtins.int
+    """At most this many networks; 0 means 100."""
+    @_builtins.property
+    def scope(self) -> Global___AnalysisScope:
+        """Which adverts: `datasets` name advert datasets (empty: every advert dataset of the region,
+        or of `job`); the window is on the advert's posted time.
+        """
+
+    @_builtins.property
+    def call_datasets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The call data that controllers and watchlist contacts are found in
+        (`regions/{region}/datasets/{id}`); empty: every CDR dataset of the same reach.
+        """
+
+    def __init__(
+        self,
+        *,
+        scope: Global___AnalysisScope | None = ...,
+        call_datasets: _abc.Iterable[_builtins.str] | None = ...,
+        min_adverts: _builtins.int = ...,
+        min_numbers: _builtins.int = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_datasets", b"call_datasets", "limit", b"limit", "min_adverts", b"min_adverts", "min_numbers", b"min_numbers", "scope", b"scope"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindAdvertNetworksRequest: _TypeAlias = FindAdvertNetworksRequest  # noqa: Y015
+
+@_typing.final
+class AdvertNetworkIndicator(_message.Message):
+    """AdvertNetworkIndicator is one readable reason a network ranks where it does."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    POINTS_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """child, many_workers, movement, shared_template, watchlist, watchlist_contact."""
+    points: _builtins.int
+    """Points it adds to the network's score."""
+    text: _builtins.str
+    """What was found, in words."""
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        points: _builtins.int = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "points", b"points", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AdvertNetworkIndicator: _TypeAlias = AdvertNetworkIndicator  # noqa: Y015
+
+@_typing.final
+class AdvertMembership(_message.Message):
+    """AdvertMembership says why one advert belongs to its network."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADVERT_ID_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
+    advert_id: _builtins.str
+    """The advert's id as imported."""
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Each join, in words ("shares number ...", "text like advert ...")."""
+
+    def __init__(
+        self,
+        *,
+        advert_id: _builtins.str = ...,
+        reasons: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["advert_id", b"advert_id", "reasons", b"reasons"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AdvertMembership: _TypeAlias = AdvertMembership  # noqa: Y015
+
+@_typing.final
+class AdvertNetworkStop(_message.Message):
+    """AdvertNetworkStop is a town the network's adverts moved to."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIRST_SEEN_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
+    location: _builtins.str
+    """The town or location as the adverts gave it."""
+    @_builtins.property
+    def first_seen(self) -> _timestamp_pb2.Timestamp:
+        """When adverts were first posted there in this run of adverts."""
+
+    def __init__(
+        self,
+        *,
+        first_seen: _timestamp_pb2.Timestamp | None = ...,
+        location: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_seen", b"first_seen"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_seen", b"first_seen", "location", b"location"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AdvertNetworkStop: _TypeAlias = AdvertNetworkStop  # noqa: Y015
+
+@_typing.final
+class AdvertNetwork(_message.Message):
+    """AdvertNetwork is a group of adverts joined by what they share."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NETWORK_ID_FIELD_NUMBER: _builtins.int
+    ADVERT_COUNT_FIELD_NUMBER: _builtins.int
+    NUMBERS_FIELD_NUMBER: _builtins.int
+    SITES_FIELD_NUMBER: _builtins.int
+    MOVEMENTS_FIELD_NUMBER: _builtins.int
+    NAMES_FIELD_NUMBER: _builtins.int
+    AGES_FIELD_NUMBER: _builtins.int
+    MINOR_FIELD_NUMBER: _builtins.int
+    MINOR_REASONS_FIELD_NUMBER: _builtins.int
+    INDICATORS_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    ADVERTS_FIELD_NUMBER: _builtins.int
+    network_id: _builtins.str
+    """Stable for the same first advert in the same region (and job)."""
+    advert_count: _builtins.int
+    """Adverts in the network."""
+    minor: _builtins.bool
+    """A claimed or apparent child: ranked first."""
+    score: _builtins.int
+    """The sum of the indicators' points."""
+    @_builtins.property
+    def numbers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Numbers, E.164."""
+
+    @_builtins.property
+    def sites(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Sites the adverts were on."""
+
+    @_builtins.property
+    def movements(self) -> _containers.RepeatedCompositeFieldContainer[Global___AdvertNetworkStop]:
+        """Towns in time order, one entry per move."""
+
+    @_builtins.property
+    def names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names claimed."""
+
+    @_builtins.property
+    def ages(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Ages claimed."""
+
+    @_builtins.property
+    def minor_reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Why a child is indicated, per advert."""
+
+    @_builtins.property
+    def indicators(self) -> _containers.RepeatedCompositeFieldContainer[Global___AdvertNetworkIndicator]:
+        """The indicators, each with its points."""
+
+    @_builtins.property
+    def adverts(self) -> _containers.RepeatedCompositeFieldContainer[Global___AdvertMembership]:
+        """Why each advert belongs."""
+
+    def __init__(
+        self,
+        *,
+        network_id: _builtins.str = ...,
+        advert_count: _builtins.int = ...,
+        numbers: _abc.Iterable[_builtins.str] | None = ...,
+        sites: _abc.Iterable[_builtins.str] | None = ...,
+        movements: _abc.Iterable[Global___AdvertNetworkStop] | None = ...,
+        names: _abc.Iterable[_builtins.str] | None = ...,
+        ages: _abc.Iterable[_builtins.int] | None = ...,
+        minor: _builtins.bool = ...,
+        minor_reasons: _abc.Iterable[_builtins.str] | None = ...,
+        indicators: _abc.Iterable[Global___AdvertNetworkIndicator] | None = ...,
+        score: _builtins.int = ...,
+        adverts: _abc.Iterable[Global___AdvertMembership] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["advert_count", b"advert_count", "adverts", b"adverts", "ages", b"ages", "indicators", b"indicators", "minor", b"minor", "minor_reasons", b"minor_reasons", "movements", b"movements", "names", b"names", "network_id", b"network_id", "numbers", b"numbers", "score", b"score", "sites", b"sites"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AdvertNetwork: _TypeAlias = AdvertNetwork  # noqa: Y015
+
+@_typing.final
+class FindAdvertNetworksResponse(_message.Message):
+    """Response of FindAdvertNetworks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NETWORKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def networks(self) -> _containers.RepeatedCompositeFieldContainer[Global___AdvertNetwork]:
+        """Ranked: an indicator of a child first, then score, then size."""
+
+    def __init__(
+        self,
+        *,
+        networks: _abc.Iterable[Global___AdvertNetwork] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["networks", b"networks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindAdvertNetworksResponse: _TypeAlias = FindAdvertNetworksResponse  # noqa: Y015

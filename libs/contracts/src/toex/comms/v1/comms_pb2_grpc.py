@@ -147,6 +147,11 @@ class CommsAnalysisServiceStub:
                 request_serializer=toex_dot_comms_dot_v1_dot_comms__pb2.ListAdvertFlagsRequest.SerializeToString,
                 response_deserializer=toex_dot_comms_dot_v1_dot_comms__pb2.ListAdvertFlagsResponse.FromString,
                 _registered_method=True)
+        self.FindAdvertNetworks = channel.unary_unary(
+                '/toex.comms.v1.CommsAnalysisService/FindAdvertNetworks',
+                request_serializer=toex_dot_comms_dot_v1_dot_comms__pb2.FindAdvertNetworksRequest.SerializeToString,
+                response_deserializer=toex_dot_comms_dot_v1_dot_comms__pb2.FindAdvertNetworksResponse.FromString,
+                _registered_method=True)
         self.FindConvoys = channel.unary_unary(
                 '/toex.comms.v1.CommsAnalysisService/FindConvoys',
                 request_serializer=toex_dot_comms_dot_v1_dot_comms__pb2.FindConvoysRequest.SerializeToString,
@@ -323,6 +328,14 @@ class CommsAnalysisServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FindAdvertNetworks(self, request, context):
+        """Adverts joined into networks (shared numbers, near-duplicate text, the same or a near-same
+        image, numbers in contact with a common controller), ranked by indicators of exploitation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def FindConvoys(self, request, context):
         """Vehicles seen at the same cameras within a few minutes of each other on several occasions.
         """
@@ -452,6 +465,11 @@ def add_CommsAnalysisServiceServicer_to_server(servicer, server):
                     servicer.ListAdvertFlags,
                     request_deserializer=toex_dot_comms_dot_v1_dot_comms__pb2.ListAdvertFlagsRequest.FromString,
                     response_serializer=toex_dot_comms_dot_v1_dot_comms__pb2.ListAdvertFlagsResponse.SerializeToString,
+            ),
+            'FindAdvertNetworks': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindAdvertNetworks,
+                    request_deserializer=toex_dot_comms_dot_v1_dot_comms__pb2.FindAdvertNetworksRequest.FromString,
+                    response_serializer=toex_dot_comms_dot_v1_dot_comms__pb2.FindAdvertNetworksResponse.SerializeToString,
             ),
             'FindConvoys': grpc.unary_unary_rpc_method_handler(
                     servicer.FindConvoys,
@@ -1044,6 +1062,33 @@ class CommsAnalysisService:
             '/toex.comms.v1.CommsAnalysisService/ListAdvertFlags',
             toex_dot_comms_dot_v1_dot_comms__pb2.ListAdvertFlagsRequest.SerializeToString,
             toex_dot_comms_dot_v1_dot_comms__pb2.ListAdvertFlagsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindAdvertNetworks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/toex.comms.v1.CommsAnalysisService/FindAdvertNetworks',
+            toex_dot_comms_dot_v1_dot_comms__pb2.FindAdvertNetworksRequest.SerializeToString,
+            toex_dot_comms_dot_v1_dot_comms__pb2.FindAdvertNetworksResponse.FromString,
             options,
             channel_credentials,
             insecure,

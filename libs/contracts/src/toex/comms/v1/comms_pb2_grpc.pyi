@@ -85,6 +85,10 @@ class CommsAnalysisServiceStub:
     """Lists the watchlist contacts detected in a region, newest first."""
     ListAdvertFlags: _grpc.UnaryUnaryMultiCallable[_comms_pb2.ListAdvertFlagsRequest, _comms_pb2.ListAdvertFlagsResponse]
     """Lists the advert numbers flagged in a region."""
+    FindAdvertNetworks: _grpc.UnaryUnaryMultiCallable[_comms_pb2.FindAdvertNetworksRequest, _comms_pb2.FindAdvertNetworksResponse]
+    """Adverts joined into networks (shared numbers, near-duplicate text, the same or a near-same
+    image, numbers in contact with a common controller), ranked by indicators of exploitation.
+    """
     FindConvoys: _grpc.UnaryUnaryMultiCallable[_comms_pb2.FindConvoysRequest, _comms_pb2.FindConvoysResponse]
     """Vehicles seen at the same cameras within a few minutes of each other on several occasions."""
     GetTravelPattern: _grpc.UnaryUnaryMultiCallable[_comms_pb2.GetTravelPatternRequest, _comms_pb2.GetTravelPatternResponse]
@@ -151,6 +155,10 @@ class CommsAnalysisServiceAsyncStub(CommsAnalysisServiceStub):
     """Lists the watchlist contacts detected in a region, newest first."""
     ListAdvertFlags: _aio.UnaryUnaryMultiCallable[_comms_pb2.ListAdvertFlagsRequest, _comms_pb2.ListAdvertFlagsResponse]  # type: ignore[assignment]
     """Lists the advert numbers flagged in a region."""
+    FindAdvertNetworks: _aio.UnaryUnaryMultiCallable[_comms_pb2.FindAdvertNetworksRequest, _comms_pb2.FindAdvertNetworksResponse]  # type: ignore[assignment]
+    """Adverts joined into networks (shared numbers, near-duplicate text, the same or a near-same
+    image, numbers in contact with a common controller), ranked by indicators of exploitation.
+    """
     FindConvoys: _aio.UnaryUnaryMultiCallable[_comms_pb2.FindConvoysRequest, _comms_pb2.FindConvoysResponse]  # type: ignore[assignment]
     """Vehicles seen at the same cameras within a few minutes of each other on several occasions."""
     GetTravelPattern: _aio.UnaryUnaryMultiCallable[_comms_pb2.GetTravelPatternRequest, _comms_pb2.GetTravelPatternResponse]  # type: ignore[assignment]
@@ -340,6 +348,16 @@ class CommsAnalysisServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_comms_pb2.ListAdvertFlagsResponse, _abc.Awaitable[_comms_pb2.ListAdvertFlagsResponse]]:
         """Lists the advert numbers flagged in a region."""
+
+    @_abc_1.abstractmethod
+    def FindAdvertNetworks(
+        self,
+        request: _comms_pb2.FindAdvertNetworksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_comms_pb2.FindAdvertNetworksResponse, _abc.Awaitable[_comms_pb2.FindAdvertNetworksResponse]]:
+        """Adverts joined into networks (shared numbers, near-duplicate text, the same or a near-same
+        image, numbers in contact with a common controller), ranked by indicators of exploitation.
+        """
 
     @_abc_1.abstractmethod
     def FindConvoys(

@@ -461,3 +461,88 @@ class DatasetIdentifiersObserved(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DatasetIdentifiersObserved: _TypeAlias = DatasetIdentifiersObserved  # noqa: Y015
+
+@_typing.final
+class AdvertNetworkDetected(_message.Message):
+    """AdvertNetworkDetected: adverts of a newly imported advert dataset were joined into a network
+    (shared numbers, near-duplicate text, the same or a near-same image). One event per network
+    and dataset; safeguarding drafts one referral per network when a child is indicated.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    DATASET_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    NETWORK_ID_FIELD_NUMBER: _builtins.int
+    NUMBERS_FIELD_NUMBER: _builtins.int
+    ADVERT_COUNT_FIELD_NUMBER: _builtins.int
+    TOWNS_FIELD_NUMBER: _builtins.int
+    MINOR_FIELD_NUMBER: _builtins.int
+    MINOR_REASONS_FIELD_NUMBER: _builtins.int
+    INDICATORS_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Unique event id (UUID)."""
+    dataset: _builtins.str
+    """The advert dataset, `regions/{region}/datasets/{dataset}`."""
+    job: _builtins.str
+    """The tasking job the dataset belongs to; may be empty."""
+    network_id: _builtins.str
+    """The network's id (stable for the same first advert of the same dataset)."""
+    advert_count: _builtins.int
+    """Adverts in the network."""
+    minor: _builtins.bool
+    """A claimed or apparent child."""
+    score: _builtins.int
+    """The sum of the indicators' points."""
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When the network was found."""
+
+    @_builtins.property
+    def label(self) -> _security_pb2.SecurityLabel:
+        """Region and handling code of the advert dataset."""
+
+    @_builtins.property
+    def numbers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Its numbers, E.164."""
+
+    @_builtins.property
+    def towns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Towns in time order, one entry per move."""
+
+    @_builtins.property
+    def minor_reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Why a child is indicated, per advert."""
+
+    @_builtins.property
+    def indicators(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The indicators in words, highest first."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+        label: _security_pb2.SecurityLabel | None = ...,
+        dataset: _builtins.str = ...,
+        job: _builtins.str = ...,
+        network_id: _builtins.str = ...,
+        numbers: _abc.Iterable[_builtins.str] | None = ...,
+        advert_count: _builtins.int = ...,
+        towns: _abc.Iterable[_builtins.str] | None = ...,
+        minor: _builtins.bool = ...,
+        minor_reasons: _abc.Iterable[_builtins.str] | None = ...,
+        indicators: _abc.Iterable[_builtins.str] | None = ...,
+        score: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["advert_count", b"advert_count", "dataset", b"dataset", "event_id", b"event_id", "indicators", b"indicators", "job", b"job", "label", b"label", "minor", b"minor", "minor_reasons", b"minor_reasons", "network_id", b"network_id", "numbers", b"numbers", "occur_time", b"occur_time", "score", b"score", "towns", b"towns"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AdvertNetworkDetected: _TypeAlias = AdvertNetworkDetected  # noqa: Y015

@@ -1,0 +1,62 @@
+"""Perceptual hashes of advert images, for a file that names images rather than hashes.
+
+An advert file may carry an `image` column: a path to the image, relative to the file's own
+folder. The service never opens paths named in an upload; the hashes are worked out where the
+file and its images are (the importing machine), with `imagehash` (pHash, 64 bits), and written
+into an `image_hash` column of a copy of the file, which is then uploaded. A path that leaves the
+file's folder, or an image that cannot be read, leaves the hash empty and is reported with its
+line number.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import imagehash
+from PIL import Image, UnidentifiedImageError
+
+
+def perceptual_hash(path: Path) -> int:
+    """The 64-bit pHash of the image at `path` (imagehash's bit order)."""
+    with Image.open(path) as image:
+        return int(str(imagehash.phash(image)), 16)
+
+
+def hash_to_text(value: int) -> str:
+    """As imagehash writes a hash: 16 hex digits."""
+    return f"{value:016x}"
+
+
+def add_image_hashes(src: Path, dst: Path, *, column: str = "image") -> list[tuple[int, str]]:
+    """Copy the CSV `src` to `dst` with an `image_hash` column worked out from `column`.
+
+    Returns the problems as (line, reason). An `image_hash` already given on a row is kept."""
+    base = src.parent.resolve()
+    problems: list[tuple[int, str]] = []
+    with (
+        src.open(newline="", encoding="utf-8-sig") as fin,
+        dst.open("w", newline="", encoding="utf-8") as fout,
+    ):
+        reader = csv.DictReader(fin)
+        names = list(reader.fieldnames or [])
+        if column not in names:
+            raise ValueError(f"the file has no {column!r} column")
+        out_names = names if "image_hash" in names else [*names, "image_hash"]
+        writer = csv.DictWriter(fout, fieldnames=out_names)
+        writer.writeheader()
+        for number, row in enumerate(reader, start=2):
+            given = (row.get("image_hash") or "").strip()
+            rel = (row.get(column) or "").strip()
+            if not given and rel:
+                path = (base / rel).resolve()
+                if not path.is_relative_to(base):
+                    problems.append((number, f"{column}: outside the file's folder: {rel}"))
+                else:
+                    try:
+                        given = hash_to_text(perceptual_hash(path))
+                    except (OSError, UnidentifiedImageError) as exc:
+                        problems.append((number, f"{column}: cannot be read: {rel} ({type(exc).__name__})"))
+            row["image_hash"] = given
+            writer.writerow(row)
+    return problems
