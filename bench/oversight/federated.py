@@ -160,7 +160,7 @@ async def lag_bench(
         await asyncio.sleep(max(0.0, started + n * tick - loop.time()))
         parts = {r: [p for p in batch if p.region is r] for r in TWO}
         stamps: dict[Region, list[float]] = {r: [] for r in TWO}
-        await asyncio.gather(*(publish(streams[r], parts[r], stamps[r]) for r in TWO))
+        await asyncio.gather(*(publish(streams[r], parts[r], stamps[r], core=regions[r]) for r in TWO))
         for r in TWO:
             for item, stamp in zip(parts[r], stamps[r], strict=True):
                 if item.created >= 0:

@@ -411,8 +411,10 @@ class Federation(Stack):
         return not member.is_hub and spec.name in AFTER_STREAM_JOBS
 
     def _new_secrets(self) -> dict[str, Any]:
-        """Passwords of the NATS users (as the installation's Secret holds them), made once."""
-        return {user: secrets.token_urlsafe(18) for user in ("sys", "admin", "services", "leaf")}
+        """Passwords of the NATS users (as the installation's Secret holds them), made once. Each
+        starts with a letter: nats-server reads a `$VARIABLE`'s value as a configuration token, so
+        one starting with a digit or `-` is taken for a number and refused."""
+        return {user: "p" + secrets.token_urlsafe(18) for user in ("sys", "admin", "services", "leaf")}
 
     def _nats_settings(self, state: Mapping[str, Any], conf: Path) -> dict[str, str]:
         """Every TOEX_NATS_* variable the configuration reads that is a password, from the state

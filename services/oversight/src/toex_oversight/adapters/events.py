@@ -15,6 +15,7 @@ from toex.safeguarding.v1 import safeguarding_pb2 as safeguarding
 from toex.tasking.events.v2 import events_pb2 as tasking_events
 from toex_common.events.consumer import PermanentError, region_of
 from toex_common.events.envelope import IncomingEvent
+from toex_kernel.forces import Force
 from toex_kernel.grants import is_job_of
 from toex_kernel.regions import Region
 from toex_kernel.timestamps import to_datetime
@@ -79,6 +80,17 @@ def occurred_at(event: IncomingEvent) -> datetime:
         raise PermanentError("event has no occurrence time (occur_time or ce-time)") from None
 
 
+def force_code(value: int) -> str:
+    """The requesting force's short code (`NOTTS`), what the read model counts by and GetOverview
+    filters on; "" when unset or a number this build does not know."""
+    if not value:
+        return ""
+    try:
+        return Force.from_proto(value).code
+    except ValueError:
+        return ""
+
+
 def _job_of_region(job: str, region: Region) -> str:
     # The subject's region is what NATS vouches for: a job of another region named on it would
     # let one region change another's figures.
@@ -114,6 +126,7 @@ def job_facts(event: IncomingEvent) -> JobFacts:
         facts["priority"] = enum_name(PRIORITIES, message.priority, "PRIORITY_")
         if message.HasField("due_time"):
             facts["due_at"] = to_datetime(message.due_time)
+        facts["force"] = force_code(message.requesting_force)
     if isinstance(message, tasking_events.JobCreated):
         facts["created_at"] = occurred_at(event)
     if (

@@ -141,7 +141,9 @@ class JobFacts:
     taken_by: frozenset[Region] = frozenset()
     rating: int | None = None
     rated_at: datetime | None = None
-    # The requesting force, when an event names it (none does yet).
+    # The requesting force's code, as JobCreated and JobUpdated name it. Of two codes the greater
+    # is kept (the same in any order); a force changed after the job was raised is not yet
+    # ordered by revision.
     force: str = ""
 
 
