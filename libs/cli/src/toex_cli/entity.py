@@ -28,7 +28,7 @@ from toex_cli.output import (
     render_fields,
     render_table,
 )
-from toex_cli.params import EnumType, RegionType, enum_short_name
+from toex_cli.params import JOB_NAME, EnumType, RegionType, enum_short_name
 
 SERVICE = "entity"
 ENTITY_ADDR = "127.0.0.1:50052"
@@ -220,6 +220,15 @@ def entity() -> None:
     + ", ".join(FIELDS)
     + ", or identifier:SCHEME); repeatable.",
 )
+@click.option(
+    "--wait-settled",
+    is_flag=True,
+    help="Then wait until the service has re-estimated its model from the stored records and "
+    "re-resolved them under it (progress on stderr), and write the entities as they are then.",
+)
+@click.option(
+    "--settle-timeout", default=1800.0, show_default=True, help="Seconds to wait for --wait-settled."
+)
 @pass_cli
 def resolve_csv(
     cli: CliContext,
@@ -230,6 +239,8 @@ def resolve_csv(
     source_system: str,
     grading: str,
     overrides: tuple[str, ...],
+    wait_settled: bool,
+    settle_timeout: float,
 ) -> None:
     """Resolve a CSV of person records through the service; write `id,entity_id` per row.
 
@@ -300,8 +311,95 @@ def resolve_csv(
         f"{refused} refused; wrote {output_path}",
         err=True,
     )
+    if wait_settled:
+        _wait_settled(cli, stub, settle_timeout)
+        # Re-sending a stored record changes nothing and answers with its entity as it is now.
+        click.echo("reading the entities after settling", err=True)
+        final = _ingest_ids(cli, stub, parent, rows, id_column, source_system, graded, mapping)
+        with output_path.open("w", newline="", encoding="utf-8") as out:
+            writer = csv.writer(out)
+            writer.writerow(["id", "entity_id"])
+            writer.writerows(final)
+        click.echo(f"wrote {output_path} ({len({e for _, e in final if e})} entities)", err=True)
     if refused:
         sys.exit(1)
+
+
+def _ingest_ids(
+    cli: CliContext,
+    stub: Any,
+    parent: str,
+    rows: list[dict[str, str]],
+    id_column: str,
+    source_system: str,
+    graded: Any,
+    mapping: dict[str, str],
+) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for start in range(0, len(rows), STREAM_SIZE):
+        chunk = rows[start : start + STREAM_SIZE]
+        requests = [
+            pb.IngestRecordsRequest(
+                parent=parent,
+                record=pb.SourceRecord(
+                    ref=pb.SourceRecordRef(
+                        source_system=source_system, source_record_id=(row.get(id_column) or "").strip()
+                    ),
+                    grading=graded,
+                    person=person_from_row(row, mapping),
+                ),
+            )
+            for row in chunk
+        ]
+        try:
+            response = stub.IngestRecords(
+                iter(requests), metadata=tuple(cli.metadata()), timeout=max(cli.timeout, 600)
+            )
+        except grpc.RpcError as exc:
+            raise rpc_failure(exc, service=SERVICE, address=cli.address(SERVICE)) from None
+        for row, result in zip(chunk, response.results, strict=True):
+            entity_id = "" if result.error else result.entity.removeprefix("entities/")
+            out.append((row.get(id_column) or "", entity_id))
+    return out
+
+
+def _wait_settled(cli: CliContext, stub: Any, timeout: float) -> None:
+    """Poll the service's learning status until it has settled, printing progress."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        try:
+            status = stub.GetLearningStatus(
+                pb.GetLearningStatusRequest(), metadata=tuple(cli.metadata()), timeout=cli.timeout
+            )
+        except grpc.RpcError as exc:
+            raise rpc_failure(exc, service=SERVICE, address=cli.address(SERVICE)) from None
+        if status.estimating or status.estimate_pending:
+            line = (
+                f"re-estimating the model from {status.person_records} stored person records "
+                f"(last estimate saw {status.records_at_estimate})"
+            )
+        elif not status.reresolve_done:
+            line = (
+                f"re-resolving under model {status.reresolve_model}: {status.reresolve_scanned} of "
+                f"{status.person_records} records, {status.reresolve_merged} merges"
+            )
+        else:
+            line = f"settled: model {status.active_model}"
+            if status.reresolve_model:
+                line += f", re-resolution made {status.reresolve_merged} merges"
+            if status.last_rejected_model:
+                line += f" (model {status.last_rejected_model} failed its checks and was not used)"
+        if line != last:
+            click.echo(line, err=True)
+            last = line
+        if status.settled:
+            return
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"the service had not settled after {timeout:.0f} s")
+        time.sleep(1.0)
 
 
 @entity.command("resolve")
@@ -706,6 +804,51 @@ def split(
         response,
         lambda: "\n\n".join(render_entity(e) for e in [response.entity, *response.split_entities]),
     )
+
+
+def render_mules(r: pb.AnalyseMulesResponse) -> str:
+    lines = [
+        f"{r.clusters_total} clusters scored, {r.findings_total} findings"
+        + (f", {r.oversized_components} components too large to score" if r.oversized_components else "")
+    ]
+    for c in r.clusters:
+        flag = "ALERT " if c.alert else ""
+        lines.append("")
+        lines.append(
+            f"{flag}cluster score {c.score:.1f}: {len(c.holders)} holders, {len(c.accounts)} accounts, "
+            f"{len(c.persons)} persons" + (f"; controller {c.controller}" if c.controller else "")
+        )
+        lines.extend(f"  - {reason}" for reason in c.reasons)
+    if r.findings:
+        lines.append("")
+        lines.append(
+            render_table(
+                ["finding", "subject", "reason"],
+                ([f.kind, f.subject, "; ".join(f.reasons)] for f in r.findings),
+            )
+        )
+    return "\n".join(lines)
+
+
+@entity.command("mules")
+@click.option("--region", type=RegionType(), required=True, help="The region analysed.")
+@click.option("--job", default=None, type=JOB_NAME, help="The job the analysis is for (its purpose).")
+@click.option("--limit", type=click.IntRange(1, 1000), default=200, show_default=True)
+@format_option
+@pass_cli
+def mules(cli: CliContext, region: Region, job: str | None, limit: int, output_format: str) -> None:
+    """Money-mule analysis of a region's relations: clusters of account holders joined through
+    shared phones, devices, addresses and associations, scored with their reasons (ALERT at the
+    alert threshold), then the findings (shared keys, crowded addresses, accounts opened close
+    together). Analysts, supervisors and the national team; leads to assess, not conclusions.
+
+    \b
+    Example:
+      toex entity mules --region EMSOU --job EMSOU/4f1c...
+    """
+    request = pb.AnalyseMulesRequest(parent=f"regions/{region.value}", page_size=limit)
+    response = cli.call(SERVICE, _stub(cli).AnalyseMules, request)
+    emit_one(output_format, response, lambda: render_mules(response))
 
 
 COMMANDS: list[click.Command] = [entity]

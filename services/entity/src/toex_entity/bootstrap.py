@@ -8,13 +8,15 @@ from toex_common.db import session_factory
 from toex_common.events.bus import MessageBus
 from toex_common.service import Background, Platform, ServiceApp
 
+from toex_entity.adapters import splink_model
 from toex_entity.adapters.integration import STREAM
 from toex_entity.adapters.uow import SqlEntityUnitOfWork
 from toex_entity.config import Settings
+from toex_entity.domain.matching import MatchModel
 from toex_entity.domain.policy import METHOD_RULES, SERVED
 from toex_entity.entrypoints import consumers, federation
 from toex_entity.entrypoints.grpc_api import EntityServicer
-from toex_entity.service_layer import handlers
+from toex_entity.service_layer import handlers, learning
 
 SERVICE_NAME = entity_pb2.DESCRIPTOR.services_by_name["EntityResolutionService"].full_name
 
@@ -24,9 +26,16 @@ class App(ServiceApp):
     deps: handlers.Deps
     # A region installation's publishing of fingerprints its consumer missed (entrypoints.federation).
     fingerprint_backfill: federation.Backfill | None = None
+    # Re-estimation of the model and re-resolution under a new one (service_layer.learning).
+    learner: learning.Learner | None = None
 
     def background(self) -> list[Background]:
         work = super().background()
+        if self.learner is not None and self.settings.learning:
+            every = self.every(
+                self.settings.learning_interval_seconds, self.learner.run_once, "learning the model"
+            )
+            work.append(("model-learning", every))
         if self.fingerprint_backfill is not None:
             every = self.every(
                 self.settings.fingerprint_backfill_seconds,
@@ -57,9 +66,24 @@ async def build(settings: Settings) -> App:
         return SqlEntityUnitOfWork(sessions)
 
     deps = handlers.Deps(uow=uow)  # type: ignore[arg-type]
+
+    async def estimate(sample_cap: int) -> tuple[MatchModel, int]:
+        return await splink_model.estimate_from_database(
+            settings.database_url, sample_cap, memory_limit=settings.learning_memory_limit
+        )
+
+    learner = learning.Learner(
+        deps,
+        estimate,
+        learning.LearningSettings(
+            min_new_records=settings.learning_min_new_records,
+            growth=settings.learning_growth,
+            sample_cap=settings.learning_sample_cap,
+        ),
+    )
     server = await platform.grpc_server(
         register=lambda s: entity_pb2_grpc.add_EntityResolutionServiceServicer_to_server(
-            EntityServicer(deps), s
+            EntityServicer(deps, learner), s
         ),
         service_names=[SERVICE_NAME],
         rules=METHOD_RULES,
@@ -70,6 +94,7 @@ async def build(settings: Settings) -> App:
     across = federation.wire(settings, platform, uow)  # type: ignore[arg-type]
     app = App(platform, deps, server, service_names=[SERVICE_NAME], consumers=[*found, *across.consumers])
     app.fingerprint_backfill = across.backfill
+    app.learner = learner
     return app
 
 

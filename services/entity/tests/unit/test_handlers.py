@@ -143,6 +143,7 @@ async def test_merge_then_undo_restores_ids_and_records(deps) -> None:  # type: 
         commands.MergeEntities(EMSOU, a.entity_id, [b.entity_id], "same"), deps
     )
     assert {r.id for r in view.records} == {a.record_id, b.record_id} and view.merged_ids == [b.entity_id]
+    assert deps.uow().relations.followed == [([b.entity_id], a.entity_id)]  # relations follow the merge
     redirected = await handlers.get_entity(commands.GetEntity(EMSOU, b.entity_id), deps)
     assert redirected.entity.id == a.entity_id
     kept, restored, _ = await handlers.split(

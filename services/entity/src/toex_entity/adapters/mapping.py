@@ -8,6 +8,7 @@ from toex_kernel.errors import Violations
 from toex_kernel.timestamps import optional_timestamp as ts
 
 from toex_entity.domain.model import Explanation, ReviewState, ReviewTask
+from toex_entity.domain.mules import MuleReport
 from toex_entity.domain.records import (
     AccountData,
     Address,
@@ -22,6 +23,7 @@ from toex_entity.domain.records import (
     SourceRecord,
     VehicleData,
 )
+from toex_entity.domain.relations import Relation, RelationKind
 
 _TYPES = {
     RecordType.PERSON: pb.RECORD_TYPE_PERSON,
@@ -245,4 +247,50 @@ def review_to_proto(task: ReviewTask, entity: str, candidate_entity: str) -> pb.
         reason=task.reason,
         create_time=ts(task.created_at),
         decide_time=ts(task.decided_at),
+    )
+
+
+def mule_report_to_proto(report: MuleReport, size: int) -> pb.AnalyseMulesResponse:
+    """At most `size` findings and `size` clusters (the clusters come highest score first)."""
+    return pb.AnalyseMulesResponse(
+        findings=[
+            pb.MuleFinding(kind=f.kind, subject=f.subject, entities=f.entities, reasons=f.reasons)
+            for f in report.findings[:size]
+        ],
+        clusters=[
+            pb.MuleCluster(
+                persons=c.persons,
+                accounts=c.accounts,
+                holders=c.holders,
+                controller=c.controller,
+                score=c.score,
+                alert=c.alert,
+                reasons=c.reasons,
+            )
+            for c in report.clusters[:size]
+        ],
+        findings_total=len(report.findings),
+        clusters_total=len(report.clusters),
+        oversized_components=len(report.oversized),
+    )
+
+
+def relation_kind_from_proto(value: int) -> RelationKind | None:
+    if not value or value not in pb.RelationKind.values():
+        return None
+    name = pb.RelationKind.Name(pb.RelationKind.ValueType(value)).removeprefix("RELATION_KIND_")
+    return RelationKind(name) if name in RelationKind.__members__ else None
+
+
+def relation_to_proto(r: Relation) -> pb.Relation:
+    keyed = r.target.startswith(("addr:", "bank:"))
+    return pb.Relation(
+        kind=pb.RelationKind.Value(f"RELATION_KIND_{r.kind.value}"),
+        subject=f"entities/{r.subject}",
+        target=r.target if keyed else f"entities/{r.target}",
+        source_system=r.source_system,
+        source_record_id=r.source_record_id,
+        grading=grading_to_proto(r.grading),
+        valid_from=r.valid_from.isoformat() if r.valid_from else "",
+        valid_to=r.valid_to.isoformat() if r.valid_to else "",
     )

@@ -18,6 +18,7 @@ from toex_entity.adapters.tables import (
     entities,
     entity_changes,
     job_subjects,
+    learning_state,
     match_models,
     pair_decisions,
     record_keys,
@@ -658,6 +659,96 @@ class SqlEntityRepository:
                 index_elements=["version"], set_={"active": True, "params": statement.excluded.params}
             )
         )
+
+    async def save_model_outcome(
+        self, model: MatchModel, at: datetime, *, activate: bool, checks: dict[str, Any], records_seen: int
+    ) -> None:
+        """Keep an estimated model with its checks: made active, or kept as rejected."""
+        if activate:
+            await self.session.execute(
+                update(match_models)
+                .where(match_models.c.active.is_(True))
+                .values(active=False, status="RETIRED")
+            )
+        status = "ACTIVE" if activate else "REJECTED"
+        statement = pg_insert(match_models).values(
+            version=model.version,
+            params=model.to_json(),
+            created_at=at,
+            active=activate,
+            status=status,
+            checks=checks,
+            records_seen=records_seen,
+        )
+        await self.session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["version"],
+                set_={"active": activate, "status": status, "checks": checks, "records_seen": records_seen},
+            )
+        )
+
+    async def count_person_records(self) -> int:
+        row = (
+            await self.session.execute(
+                select(func.count()).select_from(source_records).where(source_records.c.features.is_not(None))
+            )
+        ).scalar_one()
+        return int(row)
+
+    async def learning_state(self) -> dict[str, Any]:
+        row = (
+            await self.session.execute(select(learning_state).where(learning_state.c.name == "person"))
+        ).first()
+        if row is None:
+            return {
+                "records_at_estimate": 0,
+                "estimated_at": None,
+                "reresolve_model": "",
+                "reresolve_cursor": "",
+                "reresolve_scanned": 0,
+                "reresolve_merged": 0,
+                "reresolve_done": True,
+            }
+        return dict(row._mapping)
+
+    async def save_learning_state(self, values: dict[str, Any], at: datetime) -> None:
+        values = {k: v for k, v in values.items() if k not in ("name", "updated_at")}
+        statement = pg_insert(learning_state).values(name="person", updated_at=at, **values)
+        await self.session.execute(
+            statement.on_conflict_do_update(index_elements=["name"], set_={**values, "updated_at": at})
+        )
+
+    async def persons_after(self, cursor: str, limit: int) -> list[Candidate]:
+        """Person records in id order after `cursor` (re-resolution's scan)."""
+        rows = await self.session.execute(
+            select(
+                source_records.c.id,
+                source_records.c.entity_id,
+                source_records.c.region,
+                source_records.c.features,
+            )
+            .where(source_records.c.id > cursor, source_records.c.features.is_not(None))
+            .order_by(source_records.c.id)
+            .limit(limit)
+        )
+        return [Candidate(r.id, r.entity_id, Region(r.region), r.features) for r in rows]
+
+    async def reviewer_pairs(self, limit: int) -> list[tuple[str, Features, Features]]:
+        """Reviewers' decisions on pairs of person records: (verdict, features, features)."""
+        ra = source_records.alias("ra")
+        rb = source_records.alias("rb")
+        rows = await self.session.execute(
+            select(pair_decisions.c.verdict, ra.c.features.label("fa"), rb.c.features.label("fb"))
+            .join(ra, ra.c.id == pair_decisions.c.record_a)
+            .join(rb, rb.c.id == pair_decisions.c.record_b)
+            .where(
+                ra.c.features.is_not(None),
+                rb.c.features.is_not(None),
+                pair_decisions.c.decided_by.not_like("system:%"),
+            )
+            .limit(limit)
+        )
+        return [(r.verdict, r.fa, r.fb) for r in rows]
 
     async def person_features_sample(self, limit: int) -> list[tuple[str, Features]]:
         rows = await self.session.execute(

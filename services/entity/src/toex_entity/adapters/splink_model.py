@@ -7,10 +7,14 @@ sampling and m by expectation maximisation, and its estimates become a MatchMode
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import logging
+import multiprocessing
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import pandas as pd
@@ -39,6 +43,9 @@ PREDICTION_BLOCKING = (
     block_on("given_name_ph", "postcode"),
     block_on("birth_date", "postcode"),
     block_on("first_official_id"),
+    block_on("street", "town"),
+    block_on("street", "postcode"),
+    block_on("surname_ph", "town"),
 )
 
 
@@ -74,8 +81,14 @@ def frame(rows: Iterable[tuple[str, Features]]) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=["unique_id", *FEATURE_COLUMNS])
 
 
-def linker(df: pd.DataFrame, *, retain: bool = False, model: MatchModel | None = None) -> Linker:
-    db = DuckDBAPI()
+def linker(
+    df: pd.DataFrame,
+    *,
+    retain: bool = False,
+    model: MatchModel | None = None,
+    db_api: DuckDBAPI | None = None,
+) -> Linker:
+    db = db_api or DuckDBAPI()
     if model is None:
         return Linker(df, settings(retain=retain), db_api=db)
     return Linker(df, settings_with(model, retain=retain), db_api=db)
@@ -88,12 +101,13 @@ def train(
     u_max_pairs: float = 2e6,
     seed: int = 7,
     source: str = "",
+    db_api: DuckDBAPI | None = None,
 ) -> MatchModel:
     """Estimate a model from unlabelled person records (at least a few hundred)."""
     df = frame(rows)
     if len(df) < 50:
         raise ValueError(f"need at least 50 person records to estimate a model, got {len(df)}")
-    link = linker(df)
+    link = linker(df, db_api=db_api)
     link.training.estimate_probability_two_random_records_match(
         [
             block_on("given_name", "surname", "birth_date"),
@@ -168,3 +182,59 @@ def predict(model: MatchModel, rows: Sequence[tuple[str, Features]], threshold: 
     `threshold`, with its match weight."""
     link = linker(frame(rows), model=model)
     return link.inference.predict(threshold_match_probability=threshold).as_pandas_dataframe()
+
+
+def _train_bounded(rows: list[tuple[str, Features]], source: str, memory_limit: str) -> MatchModel:
+    """In the estimating process: low priority, one DuckDB thread, bounded memory."""
+    import os
+
+    import duckdb
+
+    with contextlib.suppress(OSError):
+        os.nice(10)
+    logging.getLogger("splink").setLevel(logging.WARNING)
+    connection = duckdb.connect(":memory:")
+    connection.execute("SET threads = 1")
+    connection.execute(f"SET memory_limit = '{memory_limit}'")
+    return train(rows, source=source, db_api=DuckDBAPI(connection))
+
+
+def _sample_and_train(database_url: str, sample_cap: int, memory_limit: str) -> tuple[MatchModel, int]:
+    """In the estimating process: read a random sample of the stored person records (so the
+    service's process neither decodes nor pickles them) and estimate on it."""
+    rows, count = asyncio.run(_sample(database_url, sample_cap))
+    model = _train_bounded(rows, f"{len(rows)} of {count} stored person records", memory_limit)
+    return model, len(rows)
+
+
+async def _sample(database_url: str, sample_cap: int) -> tuple[list[tuple[str, Features]], int]:
+    from sqlalchemy import func, select, tablesample
+    from toex_common.db import create_engine
+
+    from toex_entity.adapters.tables import source_records
+
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            persons = source_records.c.features.is_not(None)
+            count = int((await conn.execute(select(func.count()).where(persons))).scalar_one())
+            # Block sampling reads a share of the table's pages rather than sorting all of it.
+            share = 100.0 * 1.3 * sample_cap / max(count, 1)
+            table = source_records if share >= 100.0 else tablesample(source_records, func.system(share))
+            result = await conn.execute(
+                select(table.c.id, table.c.features).where(table.c.features.is_not(None)).limit(sample_cap)
+            )
+            return [(r.id, r.features) for r in result], count
+    finally:
+        await engine.dispose()
+
+
+async def estimate_from_database(
+    database_url: str, sample_cap: int, *, memory_limit: str = "1GB"
+) -> tuple[MatchModel, int]:
+    """Estimate in a separate process (spawned for the run and gone after it) that reads its
+    own sample of the store: the service's event loop and memory are untouched while Splink
+    works. Returns the model and how many records it saw."""
+    loop = asyncio.get_running_loop()
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return await loop.run_in_executor(pool, _sample_and_train, database_url, sample_cap, memory_limit)

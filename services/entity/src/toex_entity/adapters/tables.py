@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     Float,
     Index,
@@ -143,6 +145,25 @@ match_models = Table(
     Column("params", JSONB, nullable=False),
     Column("created_at", TZ, nullable=False),
     Column("active", Boolean, nullable=False),
+    # ACTIVE, RETIRED (was active), REJECTED (failed its checks; never active).
+    Column("status", String(16), nullable=False, server_default="ACTIVE"),
+    Column("checks", JSONB),
+    Column("records_seen", BigInteger),
+)
+
+# The learning worker's state (service_layer/learning.py), one row ("person").
+learning_state = Table(
+    "learning_state",
+    metadata,
+    Column("name", String(16), primary_key=True),
+    Column("records_at_estimate", BigInteger, nullable=False, server_default="0"),
+    Column("estimated_at", TZ),
+    Column("reresolve_model", String(32), nullable=False, server_default=""),
+    Column("reresolve_cursor", String(32), nullable=False, server_default=""),
+    Column("reresolve_scanned", BigInteger, nullable=False, server_default="0"),
+    Column("reresolve_merged", BigInteger, nullable=False, server_default="0"),
+    Column("reresolve_done", Boolean, nullable=False, server_default=text("true")),
+    Column("updated_at", TZ),
 )
 
 job_subjects = Table(
@@ -190,4 +211,67 @@ hub_fingerprints = Table(
     Column("ref", Text, nullable=False),
     Column("at", TZ, nullable=False),
     PrimaryKeyConstraint("key_id", "digest", "region"),
+)
+
+# Relations between entities (domain.relations): `subject` (a person entity) `kind` `target`
+# (an entity id, or an address key `addr:<postcode>|<premises>`), one row per source record
+# that says so, with its grading and time span. Merges and splits move `subject`/`target`.
+relations = Table(
+    "relations",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("region", String(16), nullable=False),
+    Column("kind", String(24), nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("target", Text, nullable=False),
+    Column("source_system", Text, nullable=False),
+    Column("source_record_id", Text, nullable=False),
+    Column("source_evaluation", SmallInteger, nullable=False),
+    Column("assessment", String(1), nullable=False),
+    Column("handling", String(1), nullable=False),
+    Column("handling_conditions", Text, nullable=False, server_default=""),
+    Column("valid_from", Date),
+    Column("valid_to", Date),
+    Column("recorded_at", TZ, nullable=False),
+    Column("recorded_by", Text, nullable=False),
+    Column("job", Text, nullable=False, server_default=""),
+    UniqueConstraint(
+        "region",
+        "kind",
+        "subject",
+        "target",
+        "source_system",
+        "source_record_id",
+        name="relations_source_key",
+    ),
+    Index("relations_subject", "subject"),
+    Index("relations_target", "target"),
+    Index("relations_region_kind", "region", "kind"),
+)
+
+# What a person record says of the person's circumstances, as recorded (domain.relations.
+# PersonAttributes): one row per source record that says any of it.
+person_attributes = Table(
+    "person_attributes",
+    metadata,
+    Column("record_id", String(32), primary_key=True),
+    Column("occupation", Text, nullable=False, server_default=""),
+    Column("student", Boolean, nullable=False, server_default=text("false")),
+    Column("nationality", String(2), nullable=False, server_default=""),
+    Column("visa_type", Text, nullable=False, server_default=""),
+)
+
+# Bank accounts (domain.accounts), keyed by their normal form (`bank:GB:<sort code>:<number>`),
+# with the entity they resolved to and what the check said.
+bank_accounts = Table(
+    "bank_accounts",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("entity_id", String(32), nullable=False),
+    Column("region", String(16), nullable=False),
+    Column("sort_code", String(6), nullable=False, server_default=""),
+    Column("account_number", String(8), nullable=False, server_default=""),
+    Column("iban", String(34), nullable=False, server_default=""),
+    Column("modulus_checked", Boolean, nullable=False),
+    Index("bank_accounts_entity", "entity_id"),
 )

@@ -11,6 +11,7 @@ from toex_common.uow import SqlAlchemyUnitOfWork
 
 from toex_entity.adapters import integration
 from toex_entity.adapters.federation import SqlFederationRepository
+from toex_entity.adapters.relations import SqlRelationRepository
 from toex_entity.adapters.repository import SqlEntityRepository
 
 # Advisory lock key (arbitrary constant) serialising resolution writes across replicas.
@@ -22,10 +23,12 @@ MATCHING_LOCK = 0x7E_E7_17_02
 class SqlEntityUnitOfWork(SqlAlchemyUnitOfWork):
     repo: SqlEntityRepository
     federation: SqlFederationRepository
+    relations: SqlRelationRepository
 
     def _after_enter(self) -> None:
         self.repo = SqlEntityRepository(self.session)
         self.federation = SqlFederationRepository(self.session)
+        self.relations = SqlRelationRepository(self.session)
 
     def integration_events(self, aggregate: Any, event: Any) -> Iterable[EventEnvelope]:
         return integration.integration_events(aggregate, event)

@@ -263,6 +263,17 @@ def _other_keys(f: Features) -> list[str]:
         keys.append(f"dp:{dob}:{pc}")
     for ident in f["official_ids"] or ():
         keys.append(f"i:{ident}")
+    # Address keys: a record whose names and date of birth both carry errors (or are missing)
+    # still meets its match at the same street (with its house number) in the same town or
+    # postcode, or under the same surname in the same town.
+    street, town = f.get("street"), f.get("town")
+    if street and any(ch.isdigit() for ch in street):
+        if town:
+            keys.append(f"at:{street}:{town}")
+        if pc:
+            keys.append(f"ap:{street}:{pc}")
+    if sn and town:
+        keys.append(f"st:{sn}:{town}")
     return keys
 
 

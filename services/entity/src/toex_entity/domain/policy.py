@@ -85,6 +85,11 @@ METHOD_RULES = rules_for(
         "DecideReview": MethodRule.write(RES, ANA, SUP, NC, purpose_required=True),
         "MergeEntities": MethodRule.write(ANA, SUP, NC, purpose_required=True),
         "SplitEntity": MethodRule.write(ANA, SUP, NC, purpose_required=True),
+        # Reads every relation of a region: its analysts and supervisors, the national team.
+        "AnalyseMules": MethodRule.read(ANA, SUP, NC, purpose_required=True),
+        "RecordRelation": MethodRule.write(RES, ANA, SUP, NC, SVC, purpose_required=True),
+        # No personal data: counts and model versions.
+        "GetLearningStatus": MethodRule.read(RES, ANA, SUP, NC, SVC, purpose_required=False),
     },
 )
 
@@ -104,6 +109,9 @@ SERVED = served_for(
         "DecideReview": Served.by("name"),
         "MergeEntities": Served.nowhere(_HELD),
         "SplitEntity": Served.by("records"),
+        "AnalyseMules": Served.by("parent"),
+        "RecordRelation": Served.by("parent"),
+        "GetLearningStatus": Served.nowhere("the installation's own model"),
     },
 )
 

@@ -11,13 +11,13 @@ from toex_common import pagination
 from toex_common.context import current_principal, current_purpose
 from toex_common.uow import idempotency_of
 from toex_kernel import names
-from toex_kernel.errors import InvalidArgument, Violations
+from toex_kernel.errors import InvalidArgument, NotFound, Violations
 from toex_kernel.regions import Region
 
 from toex_entity.adapters import mapping
 from toex_entity.domain import commands
 from toex_entity.domain.model import ChangeKind, Explanation, Outcome, ResolveResult
-from toex_entity.service_layer import handlers
+from toex_entity.service_layer import handlers, learning, mules, relations
 
 RECORD = "regions/{region}/records/{record}"
 ENTITY = "entities/{entity}"
@@ -145,8 +145,9 @@ def entity_to_proto(view: handlers.EntityView, contact_role: object) -> pb.Entit
 
 
 class EntityServicer(entity_pb2_grpc.EntityResolutionServiceServicer):
-    def __init__(self, deps: handlers.Deps) -> None:
+    def __init__(self, deps: handlers.Deps, learner: learning.Learner | None = None) -> None:
         self.deps = deps
+        self.learner = learner
 
     def _entity(self, view: handlers.EntityView) -> pb.Entity:
         return entity_to_proto(view, self.deps.contact_role)
@@ -375,6 +376,69 @@ class EntityServicer(entity_pb2_grpc.EntityResolutionServiceServicer):
             entity=self._entity(view),
             split_entities=[self._entity(v) for v in split_off],
             change_id=change_id,
+        )
+
+    async def RecordRelation(
+        self, request: pb.RecordRelationRequest, context: aio.ServicerContext
+    ) -> pb.RecordRelationResponse:
+        region = _region(request.parent)
+        r = request.relation
+        problems = Violations()
+        grading = mapping.grading_from_proto(r.grading, problems, "relation.grading")
+        subject = _entity_id(r.subject, "relation.subject") if r.subject else ""
+        target = _entity_id(r.target, "relation.target") if r.target else ""
+        problems.raise_if_any()
+        item = relations.RelationInput(
+            region=region,
+            kind=mapping.relation_kind_from_proto(r.kind),
+            subject=subject,
+            target=target,
+            source_system=r.source_system,
+            source_record_id=r.source_record_id,
+            grading=grading,
+            valid_from=r.valid_from,
+            valid_to=r.valid_to,
+            sort_code=r.account.sort_code,
+            account_number=r.account.account_number,
+            iban=r.account.iban,
+            postcode=r.address.postcode,
+            premises=r.address.premises,
+        )
+        done = await relations.record_relation(current_principal(), item, self.deps.uow, self.deps.clock())
+        return pb.RecordRelationResponse(
+            relation=mapping.relation_to_proto(done.relation),
+            created=done.created,
+            account_checked=done.account_checked,
+        )
+
+    async def AnalyseMules(
+        self, request: pb.AnalyseMulesRequest, context: aio.ServicerContext
+    ) -> pb.AnalyseMulesResponse:
+        region = _region(request.parent)
+        if request.page_size < 0:
+            raise InvalidArgument.field("page_size", "must not be negative")
+        size = min(request.page_size or 200, 1000)
+        report = await mules.analyse_mules(current_principal(), region, self.deps.uow)
+        return mapping.mule_report_to_proto(report, size)
+
+    async def GetLearningStatus(
+        self, request: pb.GetLearningStatusRequest, context: aio.ServicerContext
+    ) -> pb.GetLearningStatusResponse:
+        if self.learner is None:
+            raise NotFound("this installation does not learn its model")
+        status = await self.learner.status()
+        return pb.GetLearningStatusResponse(
+            person_records=status.person_records,
+            records_at_estimate=status.records_at_estimate,
+            estimate_pending=status.estimate_pending,
+            estimating=status.estimating,
+            active_model=status.active_model,
+            reresolve_model=status.reresolve_model,
+            reresolve_scanned=status.reresolve_scanned,
+            reresolve_merged=status.reresolve_merged,
+            reresolve_done=status.reresolve_done,
+            settled=status.settled,
+            last_rejected_model=status.last_rejected,
         )
 
 

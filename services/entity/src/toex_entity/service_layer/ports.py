@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from toex_common.uow import UnitOfWork
 from toex_kernel.grants import GrantReader
@@ -22,7 +22,9 @@ from toex_entity.domain.model import (
     ReviewState,
     ReviewTask,
 )
+from toex_entity.domain.mules import Grouped
 from toex_entity.domain.records import RecordType, SourceRecord
+from toex_entity.domain.relations import PersonAttributes, Relation
 
 SourceKey = tuple[Region, str, str]  # (region, source system, source record id)
 
@@ -122,6 +124,14 @@ class EntityRepository(Protocol):
     async def active_model(self) -> MatchModel | None: ...
     async def save_model(self, model: MatchModel, at: datetime) -> None: ...
     async def person_features_sample(self, limit: int) -> list[tuple[str, Features]]: ...
+    async def save_model_outcome(
+        self, model: MatchModel, at: datetime, *, activate: bool, checks: dict[str, Any], records_seen: int
+    ) -> None: ...
+    async def count_person_records(self) -> int: ...
+    async def learning_state(self) -> dict[str, Any]: ...
+    async def save_learning_state(self, values: dict[str, Any], at: datetime) -> None: ...
+    async def persons_after(self, cursor: str, limit: int) -> list[Candidate]: ...
+    async def reviewer_pairs(self, limit: int) -> list[tuple[str, Features, Features]]: ...
     # job subjects (from tasking)
     async def add_job_subject(self, job: str, entity_id: str, region: Region, at: datetime) -> bool: ...
     async def is_job_subject(self, job: str, region: Region, entity_ids: Sequence[str]) -> bool:
@@ -169,9 +179,20 @@ class FederationRepository(Protocol):
         ...
 
 
+class RelationRepository(Protocol):
+    """Relations and what the mule analysis reads (adapters.relations)."""
+
+    async def analysis_input(self, region: str) -> tuple[Grouped, dict[str, PersonAttributes]]: ...
+    async def follow_merge(self, merged: Sequence[str], into: str) -> None: ...
+    async def add_relations(
+        self, items: Sequence[Relation], recorded_by: str, at: datetime, job: str = ""
+    ) -> int: ...
+
+
 class EntityUnitOfWork(UnitOfWork, Protocol):
     repo: EntityRepository
     federation: FederationRepository
+    relations: RelationRepository  # service_layer.mules
 
     @property
     def grants(self) -> GrantReader: ...

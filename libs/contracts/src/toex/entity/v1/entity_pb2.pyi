@@ -318,6 +318,50 @@ REVIEW_DECISION_REJECT: ReviewDecision.ValueType  # 2
 """They are not: keep them apart for good."""
 Global___ReviewDecision: _TypeAlias = ReviewDecision  # noqa: Y015
 
+class _RelationKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RelationKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RelationKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RELATION_KIND_UNSPECIFIED: _RelationKind.ValueType  # 0
+    """Not set: refused."""
+    RELATION_KIND_USES_PHONE: _RelationKind.ValueType  # 1
+    """Uses a phone (target: the phone entity)."""
+    RELATION_KIND_OWNS_VEHICLE: _RelationKind.ValueType  # 2
+    """Owns a vehicle (target: the vehicle entity)."""
+    RELATION_KIND_DRIVES_VEHICLE: _RelationKind.ValueType  # 3
+    """Drives a vehicle (target: the vehicle entity)."""
+    RELATION_KIND_HOLDS_ACCOUNT: _RelationKind.ValueType  # 4
+    """Holds a bank account (target: given as `account`)."""
+    RELATION_KIND_LIVES_AT: _RelationKind.ValueType  # 5
+    """Lives at an address (target: given as `address`)."""
+    RELATION_KIND_USES_DEVICE: _RelationKind.ValueType  # 6
+    """Uses a device (target: the device's entity or identifier)."""
+    RELATION_KIND_ASSOCIATED_WITH: _RelationKind.ValueType  # 7
+    """Is associated with another person (target: the person entity)."""
+
+class RelationKind(_RelationKind, metaclass=_RelationKindEnumTypeWrapper):
+    """What a relation says of its subject (a person entity)."""
+
+RELATION_KIND_UNSPECIFIED: RelationKind.ValueType  # 0
+"""Not set: refused."""
+RELATION_KIND_USES_PHONE: RelationKind.ValueType  # 1
+"""Uses a phone (target: the phone entity)."""
+RELATION_KIND_OWNS_VEHICLE: RelationKind.ValueType  # 2
+"""Owns a vehicle (target: the vehicle entity)."""
+RELATION_KIND_DRIVES_VEHICLE: RelationKind.ValueType  # 3
+"""Drives a vehicle (target: the vehicle entity)."""
+RELATION_KIND_HOLDS_ACCOUNT: RelationKind.ValueType  # 4
+"""Holds a bank account (target: given as `account`)."""
+RELATION_KIND_LIVES_AT: RelationKind.ValueType  # 5
+"""Lives at an address (target: given as `address`)."""
+RELATION_KIND_USES_DEVICE: RelationKind.ValueType  # 6
+"""Uses a device (target: the device's entity or identifier)."""
+RELATION_KIND_ASSOCIATED_WITH: RelationKind.ValueType  # 7
+"""Is associated with another person (target: the person entity)."""
+Global___RelationKind: _TypeAlias = RelationKind  # noqa: Y015
+
 @_typing.final
 class Grading(_message.Message):
     """Grading is the 3x5x2 grading of a source record."""
@@ -1777,3 +1821,431 @@ class SplitEntityResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SplitEntityResponse: _TypeAlias = SplitEntityResponse  # noqa: Y015
+
+@_typing.final
+class GetLearningStatusRequest(_message.Message):
+    """Request for GetLearningStatus (the installation's own model: no parameters)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetLearningStatusRequest: _TypeAlias = GetLearningStatusRequest  # noqa: Y015
+
+@_typing.final
+class GetLearningStatusResponse(_message.Message):
+    """Response of GetLearningStatus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSON_RECORDS_FIELD_NUMBER: _builtins.int
+    RECORDS_AT_ESTIMATE_FIELD_NUMBER: _builtins.int
+    ESTIMATE_PENDING_FIELD_NUMBER: _builtins.int
+    ESTIMATING_FIELD_NUMBER: _builtins.int
+    ACTIVE_MODEL_FIELD_NUMBER: _builtins.int
+    RERESOLVE_MODEL_FIELD_NUMBER: _builtins.int
+    RERESOLVE_SCANNED_FIELD_NUMBER: _builtins.int
+    RERESOLVE_MERGED_FIELD_NUMBER: _builtins.int
+    RERESOLVE_DONE_FIELD_NUMBER: _builtins.int
+    SETTLED_FIELD_NUMBER: _builtins.int
+    LAST_REJECTED_MODEL_FIELD_NUMBER: _builtins.int
+    person_records: _builtins.int
+    """Person records stored."""
+    records_at_estimate: _builtins.int
+    """Person records stored when the model was last estimated."""
+    estimate_pending: _builtins.bool
+    """Enough records are new since then that a re-estimation is due."""
+    estimating: _builtins.bool
+    """A re-estimation is running now."""
+    active_model: _builtins.str
+    """The version of the active model."""
+    reresolve_model: _builtins.str
+    """The model the last re-resolution ran (or runs) under."""
+    reresolve_scanned: _builtins.int
+    """Person records re-resolved so far under that model."""
+    reresolve_merged: _builtins.int
+    """Merges the re-resolution has made so far."""
+    reresolve_done: _builtins.bool
+    """The re-resolution is done."""
+    settled: _builtins.bool
+    """Nothing due, nothing running: the service has settled."""
+    last_rejected_model: _builtins.str
+    """The last estimated model that failed its checks (kept, never active), if any."""
+    def __init__(
+        self,
+        *,
+        person_records: _builtins.int = ...,
+        records_at_estimate: _builtins.int = ...,
+        estimate_pending: _builtins.bool = ...,
+        estimating: _builtins.bool = ...,
+        active_model: _builtins.str = ...,
+        reresolve_model: _builtins.str = ...,
+        reresolve_scanned: _builtins.int = ...,
+        reresolve_merged: _builtins.int = ...,
+        reresolve_done: _builtins.bool = ...,
+        settled: _builtins.bool = ...,
+        last_rejected_model: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_model", b"active_model", "estimate_pending", b"estimate_pending", "estimating", b"estimating", "last_rejected_model", b"last_rejected_model", "person_records", b"person_records", "records_at_estimate", b"records_at_estimate", "reresolve_done", b"reresolve_done", "reresolve_merged", b"reresolve_merged", "reresolve_model", b"reresolve_model", "reresolve_scanned", b"reresolve_scanned", "settled", b"settled"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetLearningStatusResponse: _TypeAlias = GetLearningStatusResponse  # noqa: Y015
+
+@_typing.final
+class AnalyseMulesRequest(_message.Message):
+    """Request for AnalyseMules."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """The region analysed: `regions/{region}`."""
+    page_size: _builtins.int
+    """At most this many findings and this many clusters are returned, highest first (default
+    200, at most 1000).
+    """
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnalyseMulesRequest: _TypeAlias = AnalyseMulesRequest  # noqa: Y015
+
+@_typing.final
+class MuleFinding(_message.Message):
+    """One finding of the mule analysis."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    ENTITIES_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """SHARED_KEY (account holders sharing a phone or device), CROWDED_ADDRESS (many account
+    holders at one address) or RAPID_OPENINGS (several accounts opened close together).
+    """
+    subject: _builtins.str
+    """The phone, device or address key, or the person entity id."""
+    @_builtins.property
+    def entities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The entities involved: persons, then accounts."""
+
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Why, in words."""
+
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        subject: _builtins.str = ...,
+        entities: _abc.Iterable[_builtins.str] | None = ...,
+        reasons: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entities", b"entities", "kind", b"kind", "reasons", b"reasons", "subject", b"subject"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MuleFinding: _TypeAlias = MuleFinding  # noqa: Y015
+
+@_typing.final
+class MuleCluster(_message.Message):
+    """A cluster of account holders joined through shared keys and associations, scored."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSONS_FIELD_NUMBER: _builtins.int
+    ACCOUNTS_FIELD_NUMBER: _builtins.int
+    HOLDERS_FIELD_NUMBER: _builtins.int
+    CONTROLLER_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    ALERT_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
+    controller: _builtins.str
+    """The person reaching most holders by phone, device or association ("" when no one does)."""
+    score: _builtins.float
+    """The score (see the service's README for how it adds up)."""
+    alert: _builtins.bool
+    """The score reaches the alert threshold."""
+    @_builtins.property
+    def persons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every person entity of the cluster."""
+
+    @_builtins.property
+    def accounts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The account entities its holders hold."""
+
+    @_builtins.property
+    def holders(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The persons who hold accounts."""
+
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Why, in words, strongest first."""
+
+    def __init__(
+        self,
+        *,
+        persons: _abc.Iterable[_builtins.str] | None = ...,
+        accounts: _abc.Iterable[_builtins.str] | None = ...,
+        holders: _abc.Iterable[_builtins.str] | None = ...,
+        controller: _builtins.str = ...,
+        score: _builtins.float = ...,
+        alert: _builtins.bool = ...,
+        reasons: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "alert", b"alert", "controller", b"controller", "holders", b"holders", "persons", b"persons", "reasons", b"reasons", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MuleCluster: _TypeAlias = MuleCluster  # noqa: Y015
+
+@_typing.final
+class AnalyseMulesResponse(_message.Message):
+    """Response of AnalyseMules."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FINDINGS_FIELD_NUMBER: _builtins.int
+    CLUSTERS_FIELD_NUMBER: _builtins.int
+    FINDINGS_TOTAL_FIELD_NUMBER: _builtins.int
+    CLUSTERS_TOTAL_FIELD_NUMBER: _builtins.int
+    OVERSIZED_COMPONENTS_FIELD_NUMBER: _builtins.int
+    findings_total: _builtins.int
+    """How many findings there were in all."""
+    clusters_total: _builtins.int
+    """How many clusters were scored in all."""
+    oversized_components: _builtins.int
+    """Components too large to score (their sizes are not analysed further)."""
+    @_builtins.property
+    def findings(self) -> _containers.RepeatedCompositeFieldContainer[Global___MuleFinding]:
+        """Findings, in the order found."""
+
+    @_builtins.property
+    def clusters(self) -> _containers.RepeatedCompositeFieldContainer[Global___MuleCluster]:
+        """Clusters, highest score first."""
+
+    def __init__(
+        self,
+        *,
+        findings: _abc.Iterable[Global___MuleFinding] | None = ...,
+        clusters: _abc.Iterable[Global___MuleCluster] | None = ...,
+        findings_total: _builtins.int = ...,
+        clusters_total: _builtins.int = ...,
+        oversized_components: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clusters", b"clusters", "clusters_total", b"clusters_total", "findings", b"findings", "findings_total", b"findings_total", "oversized_components", b"oversized_components"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnalyseMulesResponse: _TypeAlias = AnalyseMulesResponse  # noqa: Y015
+
+@_typing.final
+class BankAccountDetails(_message.Message):
+    """A bank account as given: a UK sort code and account number, or an IBAN."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SORT_CODE_FIELD_NUMBER: _builtins.int
+    ACCOUNT_NUMBER_FIELD_NUMBER: _builtins.int
+    IBAN_FIELD_NUMBER: _builtins.int
+    sort_code: _builtins.str
+    """Six digits (dashes and spaces allowed)."""
+    account_number: _builtins.str
+    """Six to eight digits."""
+    iban: _builtins.str
+    """An IBAN (a GB IBAN is taken as the UK account it carries)."""
+    def __init__(
+        self,
+        *,
+        sort_code: _builtins.str = ...,
+        account_number: _builtins.str = ...,
+        iban: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_number", b"account_number", "iban", b"iban", "sort_code", b"sort_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BankAccountDetails: _TypeAlias = BankAccountDetails  # noqa: Y015
+
+@_typing.final
+class AddressKey(_message.Message):
+    """An address as a key: its UK postcode and premises (house number or name, flat)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POSTCODE_FIELD_NUMBER: _builtins.int
+    PREMISES_FIELD_NUMBER: _builtins.int
+    postcode: _builtins.str
+    """The postcode, any spacing or case."""
+    premises: _builtins.str
+    """The premises: "3", "Flat 2 14", "Rose Cottage"."""
+    def __init__(
+        self,
+        *,
+        postcode: _builtins.str = ...,
+        premises: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["postcode", b"postcode", "premises", b"premises"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddressKey: _TypeAlias = AddressKey  # noqa: Y015
+
+@_typing.final
+class Relation(_message.Message):
+    """A relation between a person entity and another entity or key, as one source record says."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    SOURCE_SYSTEM_FIELD_NUMBER: _builtins.int
+    SOURCE_RECORD_ID_FIELD_NUMBER: _builtins.int
+    GRADING_FIELD_NUMBER: _builtins.int
+    VALID_FROM_FIELD_NUMBER: _builtins.int
+    VALID_TO_FIELD_NUMBER: _builtins.int
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    kind: Global___RelationKind.ValueType
+    """What the relation says."""
+    subject: _builtins.str
+    """The person: `entities/{id}`."""
+    target: _builtins.str
+    """The other end: `entities/{id}` for a phone, vehicle, device or person; output only for an
+    account (`bank:GB:<sort code>:<number>` or `bank:IBAN:<IBAN>`) and an address
+    (`addr:<postcode>|<premises>`), which are given in `account` and `address`.
+    """
+    source_system: _builtins.str
+    """The source system of the record that says so."""
+    source_record_id: _builtins.str
+    """That record's id in its source system."""
+    valid_from: _builtins.str
+    """From when (YYYY-MM-DD; for an account, the day it was opened), if known."""
+    valid_to: _builtins.str
+    """Until when (YYYY-MM-DD), if it ended."""
+    @_builtins.property
+    def grading(self) -> Global___Grading:
+        """Its 3x5x2 grading."""
+
+    @_builtins.property
+    def account(self) -> Global___BankAccountDetails:
+        """Input for RELATION_KIND_HOLDS_ACCOUNT: the account."""
+
+    @_builtins.property
+    def address(self) -> Global___AddressKey:
+        """Input for RELATION_KIND_LIVES_AT: the address."""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___RelationKind.ValueType = ...,
+        subject: _builtins.str = ...,
+        target: _builtins.str = ...,
+        source_system: _builtins.str = ...,
+        source_record_id: _builtins.str = ...,
+        grading: Global___Grading | None = ...,
+        valid_from: _builtins.str = ...,
+        valid_to: _builtins.str = ...,
+        account: Global___BankAccountDetails | None = ...,
+        address: Global___AddressKey | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "address", b"address", "grading", b"grading"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "address", b"address", "grading", b"grading", "kind", b"kind", "source_record_id", b"source_record_id", "source_system", b"source_system", "subject", b"subject", "target", b"target", "valid_from", b"valid_from", "valid_to", b"valid_to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Relation: _TypeAlias = Relation  # noqa: Y015
+
+@_typing.final
+class RecordRelationRequest(_message.Message):
+    """Request for RecordRelation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    RELATION_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """The region whose records say it: `regions/{region}`; the subject must hold its records."""
+    @_builtins.property
+    def relation(self) -> Global___Relation:
+        """The relation."""
+
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        relation: Global___Relation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["relation", b"relation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["parent", b"parent", "relation", b"relation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordRelationRequest: _TypeAlias = RecordRelationRequest  # noqa: Y015
+
+@_typing.final
+class RecordRelationResponse(_message.Message):
+    """Response of RecordRelation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELATION_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    ACCOUNT_CHECKED_FIELD_NUMBER: _builtins.int
+    created: _builtins.bool
+    """False when the same source record had already said it."""
+    account_checked: _builtins.bool
+    """For an account: whether a modulus check could be made (false: no weight table, or the sort
+    code is not in it; the account is then taken as valid, as the specification says).
+    """
+    @_builtins.property
+    def relation(self) -> Global___Relation:
+        """The relation as stored (target in normal form)."""
+
+    def __init__(
+        self,
+        *,
+        relation: Global___Relation | None = ...,
+        created: _builtins.bool = ...,
+        account_checked: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["relation", b"relation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_checked", b"account_checked", "created", b"created", "relation", b"relation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordRelationResponse: _TypeAlias = RecordRelationResponse  # noqa: Y015

@@ -94,6 +94,21 @@ class EntityResolutionServiceStub:
                 request_serializer=toex_dot_entity_dot_v1_dot_entity__pb2.SplitEntityRequest.SerializeToString,
                 response_deserializer=toex_dot_entity_dot_v1_dot_entity__pb2.SplitEntityResponse.FromString,
                 _registered_method=True)
+        self.AnalyseMules = channel.unary_unary(
+                '/toex.entity.v1.EntityResolutionService/AnalyseMules',
+                request_serializer=toex_dot_entity_dot_v1_dot_entity__pb2.AnalyseMulesRequest.SerializeToString,
+                response_deserializer=toex_dot_entity_dot_v1_dot_entity__pb2.AnalyseMulesResponse.FromString,
+                _registered_method=True)
+        self.RecordRelation = channel.unary_unary(
+                '/toex.entity.v1.EntityResolutionService/RecordRelation',
+                request_serializer=toex_dot_entity_dot_v1_dot_entity__pb2.RecordRelationRequest.SerializeToString,
+                response_deserializer=toex_dot_entity_dot_v1_dot_entity__pb2.RecordRelationResponse.FromString,
+                _registered_method=True)
+        self.GetLearningStatus = channel.unary_unary(
+                '/toex.entity.v1.EntityResolutionService/GetLearningStatus',
+                request_serializer=toex_dot_entity_dot_v1_dot_entity__pb2.GetLearningStatusRequest.SerializeToString,
+                response_deserializer=toex_dot_entity_dot_v1_dot_entity__pb2.GetLearningStatusResponse.FromString,
+                _registered_method=True)
 
 
 class EntityResolutionServiceServicer:
@@ -181,6 +196,32 @@ class EntityResolutionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AnalyseMules(self, request, context):
+        """Money-mule analysis of one region's relations: findings and scored clusters, each with its
+        reasons (account holders sharing phones, devices or addresses, accounts opened close
+        together, clusters around one person). Leads to assess, not conclusions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordRelation(self, request, context):
+        """Records that a person entity uses a phone, holds an account, lives at an address... as one
+        source record says, with its grading and time span. A repeat from the same source record
+        changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLearningStatus(self, request, context):
+        """Reports the learning of the model: whether a re-estimation is due or running, the active
+        model, and the re-resolution under it (`toex entity resolve-csv --wait-settled`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EntityResolutionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -228,6 +269,21 @@ def add_EntityResolutionServiceServicer_to_server(servicer, server):
                     servicer.SplitEntity,
                     request_deserializer=toex_dot_entity_dot_v1_dot_entity__pb2.SplitEntityRequest.FromString,
                     response_serializer=toex_dot_entity_dot_v1_dot_entity__pb2.SplitEntityResponse.SerializeToString,
+            ),
+            'AnalyseMules': grpc.unary_unary_rpc_method_handler(
+                    servicer.AnalyseMules,
+                    request_deserializer=toex_dot_entity_dot_v1_dot_entity__pb2.AnalyseMulesRequest.FromString,
+                    response_serializer=toex_dot_entity_dot_v1_dot_entity__pb2.AnalyseMulesResponse.SerializeToString,
+            ),
+            'RecordRelation': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordRelation,
+                    request_deserializer=toex_dot_entity_dot_v1_dot_entity__pb2.RecordRelationRequest.FromString,
+                    response_serializer=toex_dot_entity_dot_v1_dot_entity__pb2.RecordRelationResponse.SerializeToString,
+            ),
+            'GetLearningStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLearningStatus,
+                    request_deserializer=toex_dot_entity_dot_v1_dot_entity__pb2.GetLearningStatusRequest.FromString,
+                    response_serializer=toex_dot_entity_dot_v1_dot_entity__pb2.GetLearningStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -488,6 +544,87 @@ class EntityResolutionService:
             '/toex.entity.v1.EntityResolutionService/SplitEntity',
             toex_dot_entity_dot_v1_dot_entity__pb2.SplitEntityRequest.SerializeToString,
             toex_dot_entity_dot_v1_dot_entity__pb2.SplitEntityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AnalyseMules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/toex.entity.v1.EntityResolutionService/AnalyseMules',
+            toex_dot_entity_dot_v1_dot_entity__pb2.AnalyseMulesRequest.SerializeToString,
+            toex_dot_entity_dot_v1_dot_entity__pb2.AnalyseMulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordRelation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/toex.entity.v1.EntityResolutionService/RecordRelation',
+            toex_dot_entity_dot_v1_dot_entity__pb2.RecordRelationRequest.SerializeToString,
+            toex_dot_entity_dot_v1_dot_entity__pb2.RecordRelationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLearningStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/toex.entity.v1.EntityResolutionService/GetLearningStatus',
+            toex_dot_entity_dot_v1_dot_entity__pb2.GetLearningStatusRequest.SerializeToString,
+            toex_dot_entity_dot_v1_dot_entity__pb2.GetLearningStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

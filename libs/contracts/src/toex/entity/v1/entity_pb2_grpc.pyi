@@ -74,6 +74,20 @@ class EntityResolutionServiceStub:
     """Merges entities into one; the other ids redirect to it."""
     SplitEntity: _grpc.UnaryUnaryMultiCallable[_entity_pb2.SplitEntityRequest, _entity_pb2.SplitEntityResponse]
     """Splits records out of an entity into a new one, or undoes an earlier merge exactly."""
+    AnalyseMules: _grpc.UnaryUnaryMultiCallable[_entity_pb2.AnalyseMulesRequest, _entity_pb2.AnalyseMulesResponse]
+    """Money-mule analysis of one region's relations: findings and scored clusters, each with its
+    reasons (account holders sharing phones, devices or addresses, accounts opened close
+    together, clusters around one person). Leads to assess, not conclusions.
+    """
+    RecordRelation: _grpc.UnaryUnaryMultiCallable[_entity_pb2.RecordRelationRequest, _entity_pb2.RecordRelationResponse]
+    """Records that a person entity uses a phone, holds an account, lives at an address... as one
+    source record says, with its grading and time span. A repeat from the same source record
+    changes nothing.
+    """
+    GetLearningStatus: _grpc.UnaryUnaryMultiCallable[_entity_pb2.GetLearningStatusRequest, _entity_pb2.GetLearningStatusResponse]
+    """Reports the learning of the model: whether a re-estimation is due or running, the active
+    model, and the re-resolution under it (`toex entity resolve-csv --wait-settled`).
+    """
 
 @_typing.type_check_only
 class EntityResolutionServiceAsyncStub(EntityResolutionServiceStub):
@@ -121,6 +135,20 @@ class EntityResolutionServiceAsyncStub(EntityResolutionServiceStub):
     """Merges entities into one; the other ids redirect to it."""
     SplitEntity: _aio.UnaryUnaryMultiCallable[_entity_pb2.SplitEntityRequest, _entity_pb2.SplitEntityResponse]  # type: ignore[assignment]
     """Splits records out of an entity into a new one, or undoes an earlier merge exactly."""
+    AnalyseMules: _aio.UnaryUnaryMultiCallable[_entity_pb2.AnalyseMulesRequest, _entity_pb2.AnalyseMulesResponse]  # type: ignore[assignment]
+    """Money-mule analysis of one region's relations: findings and scored clusters, each with its
+    reasons (account holders sharing phones, devices or addresses, accounts opened close
+    together, clusters around one person). Leads to assess, not conclusions.
+    """
+    RecordRelation: _aio.UnaryUnaryMultiCallable[_entity_pb2.RecordRelationRequest, _entity_pb2.RecordRelationResponse]  # type: ignore[assignment]
+    """Records that a person entity uses a phone, holds an account, lives at an address... as one
+    source record says, with its grading and time span. A repeat from the same source record
+    changes nothing.
+    """
+    GetLearningStatus: _aio.UnaryUnaryMultiCallable[_entity_pb2.GetLearningStatusRequest, _entity_pb2.GetLearningStatusResponse]  # type: ignore[assignment]
+    """Reports the learning of the model: whether a re-estimation is due or running, the active
+    model, and the re-resolution under it (`toex entity resolve-csv --wait-settled`).
+    """
 
 class EntityResolutionServiceServicer(metaclass=_abc_1.ABCMeta):
     """EntityResolutionService resolves source records (persons, phones, vehicles, online
@@ -219,5 +247,37 @@ class EntityResolutionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_entity_pb2.SplitEntityResponse, _abc.Awaitable[_entity_pb2.SplitEntityResponse]]:
         """Splits records out of an entity into a new one, or undoes an earlier merge exactly."""
+
+    @_abc_1.abstractmethod
+    def AnalyseMules(
+        self,
+        request: _entity_pb2.AnalyseMulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_entity_pb2.AnalyseMulesResponse, _abc.Awaitable[_entity_pb2.AnalyseMulesResponse]]:
+        """Money-mule analysis of one region's relations: findings and scored clusters, each with its
+        reasons (account holders sharing phones, devices or addresses, accounts opened close
+        together, clusters around one person). Leads to assess, not conclusions.
+        """
+
+    @_abc_1.abstractmethod
+    def RecordRelation(
+        self,
+        request: _entity_pb2.RecordRelationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_entity_pb2.RecordRelationResponse, _abc.Awaitable[_entity_pb2.RecordRelationResponse]]:
+        """Records that a person entity uses a phone, holds an account, lives at an address... as one
+        source record says, with its grading and time span. A repeat from the same source record
+        changes nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def GetLearningStatus(
+        self,
+        request: _entity_pb2.GetLearningStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_entity_pb2.GetLearningStatusResponse, _abc.Awaitable[_entity_pb2.GetLearningStatusResponse]]:
+        """Reports the learning of the model: whether a re-estimation is due or running, the active
+        model, and the re-resolution under it (`toex entity resolve-csv --wait-settled`).
+        """
 
 def add_EntityResolutionServiceServicer_to_server(servicer: EntityResolutionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

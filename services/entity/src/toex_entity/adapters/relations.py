@@ -1,0 +1,141 @@
+"""Relations, person attributes and bank accounts on PostgreSQL (domain.relations,
+domain.accounts), and what the mule analysis reads of a region."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import delete, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from toex_kernel.ids import new_id
+
+from toex_entity.adapters.tables import person_attributes, relations
+from toex_entity.domain.mules import SHARED_KINDS, Grouped
+from toex_entity.domain.relations import PersonAttributes, Relation
+
+# The analysis reads millions of rows: asyncpg directly (no ORM row objects), and PostgreSQL
+# groups the shared keys, so that keys only one person has (most addresses and phones) never
+# reach Python.
+_ANALYSIS_HOLDS = (
+    "SELECT subject, target, valid_from FROM relations WHERE region = $1 AND kind = 'HOLDS_ACCOUNT'"
+)
+_ANALYSIS_ASSOCIATES = "SELECT subject, target FROM relations WHERE region = $1 AND kind = 'ASSOCIATED_WITH'"
+_ANALYSIS_SHARED = """
+SELECT kind, target, array_agg(subject)
+FROM relations WHERE region = $1 AND kind = ANY($2::text[])
+GROUP BY kind, target
+HAVING min(subject) <> max(subject)
+"""
+# Rows of a merged entity that would repeat one of the survivor's (same source record) once moved.
+_DROP_DUPLICATES = """
+DELETE FROM relations m USING relations s
+WHERE m.{end} = ANY(:merged) AND s.{end} = :into
+  AND s.region = m.region AND s.kind = m.kind AND s.source_system = m.source_system
+  AND s.source_record_id = m.source_record_id
+  AND s.{other} = m.{other}
+"""
+_ANALYSIS_ATTRIBUTES = """
+SELECT r.entity_id, bool_or(a.student), max(a.occupation), max(a.nationality), max(a.visa_type)
+FROM person_attributes a JOIN source_records r ON r.id = a.record_id
+WHERE r.region = $1
+GROUP BY r.entity_id
+"""
+
+
+class SqlRelationRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add_relations(
+        self, items: Sequence[Relation], recorded_by: str, at: datetime, job: str = ""
+    ) -> int:
+        """Stores each relation once per source record; returns how many were new."""
+        if not items:
+            return 0
+        rows = [
+            {
+                "id": new_id(),
+                "region": r.region,
+                "kind": r.kind.value,
+                "subject": r.subject,
+                "target": r.target,
+                "source_system": r.source_system,
+                "source_record_id": r.source_record_id,
+                "source_evaluation": r.grading.source_evaluation,
+                "assessment": r.grading.assessment,
+                "handling": r.grading.handling.value,
+                "handling_conditions": r.grading.conditions,
+                "valid_from": r.valid_from,
+                "valid_to": r.valid_to,
+                "recorded_at": at,
+                "recorded_by": recorded_by,
+                "job": job,
+            }
+            for r in items
+        ]
+        result = await self.session.execute(
+            pg_insert(relations).values(rows).on_conflict_do_nothing().returning(relations.c.id)
+        )
+        return len(result.all())
+
+    async def follow_merge(self, merged: Sequence[str], into: str) -> None:
+        """Relations of merged entities now join the survivor: a relation the survivor already
+        has from the same source record is kept once, and one between two of the merged
+        entities (now one) is dropped."""
+        params = {"merged": list(merged), "into": into}
+        for end, other in (("subject", "target"), ("target", "subject")):
+            await self.session.execute(text(_DROP_DUPLICATES.format(end=end, other=other)), params)
+            await self.session.execute(
+                update(relations).where(relations.c[end].in_(merged)).values({end: into})
+            )
+        await self.session.execute(
+            delete(relations).where(relations.c.subject == into, relations.c.target == into)
+        )
+
+    async def relations_of(self, entity_ids: Sequence[str]) -> list[dict[str, Any]]:
+        rows = await self.session.execute(
+            select(relations).where(relations.c.subject.in_(entity_ids) | relations.c.target.in_(entity_ids))
+        )
+        return [dict(row._mapping) for row in rows]
+
+    async def set_attributes(self, record_id: str, attrs: PersonAttributes) -> None:
+        values = {
+            "occupation": attrs.occupation,
+            "student": attrs.student,
+            "nationality": attrs.nationality,
+            "visa_type": attrs.visa_type,
+        }
+        await self.session.execute(
+            pg_insert(person_attributes)
+            .values(record_id=record_id, **values)
+            .on_conflict_do_update(index_elements=["record_id"], set_=values)
+        )
+
+    async def analysis_input(self, region: str) -> tuple[Grouped, dict[str, PersonAttributes]]:
+        """A region's relations grouped and its persons' attributes (by entity), as the analysis
+        reads them."""
+        connection = await self.session.connection()
+        raw = (await connection.get_raw_connection()).driver_connection
+        accounts_of: dict[str, list[tuple[str, date | None]]] = defaultdict(list)
+        for subject, target, opened in await raw.fetch(_ANALYSIS_HOLDS, region):  # type: ignore[union-attr]
+            accounts_of[subject].append((target, opened))
+        shared = {k.value: what for k, what in SHARED_KINDS.items()}
+        sharers = {
+            (shared[kind], target): set(persons)
+            for kind, target, persons in await raw.fetch(_ANALYSIS_SHARED, region, list(shared))  # type: ignore[union-attr]
+        }
+        associates = [(a, b) for a, b in await raw.fetch(_ANALYSIS_ASSOCIATES, region)]  # type: ignore[union-attr]
+        grouped = Grouped(dict(accounts_of), sharers, associates)
+        attrs = {
+            entity: PersonAttributes(
+                occupation=occupation, student=student, nationality=nationality, visa_type=visa_type
+            )
+            for entity, student, occupation, nationality, visa_type in await raw.fetch(  # type: ignore[union-attr]
+                _ANALYSIS_ATTRIBUTES, region
+            )
+        }
+        return grouped, attrs

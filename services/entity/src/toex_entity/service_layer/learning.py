@@ -1,0 +1,329 @@
+"""A model that keeps learning from the stored records, and re-resolution under a new model.
+
+The learning worker (run in the background by the service, `entrypoints` wiring) does, each
+time it wakes:
+
+1. **Re-estimation when enough has changed**: when the person records stored since the last
+   estimate reach `min_new_records` and `growth` of what that estimate saw, a sample of at most
+   `sample_cap` stored records goes to the estimator (Splink, in a separate low-priority
+   process with one DuckDB thread and a memory limit, so resolution is never blocked).
+2. **Checks** before the new model becomes active (`check_model`): sane parameters, and
+   agreement with reviewers' decisions at least that of the active model. Every model is kept
+   (`match_models`), activated or rejected, with its checks.
+3. **Re-resolution**: when a model becomes active, every person record is scored again
+   against its blocking candidates, in id order, a batch per transaction with a persisted
+   cursor (a stop resumes where it was). A record that the new model links automatically to
+   a record of another entity of its region merges the two entities (reversibly, as any merge:
+   `SplitEntity --undo`), decided by `model:<version>`, unless a reviewer kept any of their
+   records apart.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from toex_entity.domain import matching
+from toex_entity.domain.matching import Features, MatchModel
+from toex_entity.domain.model import PairVerdict
+from toex_entity.service_layer import resolver
+from toex_entity.service_layer.handlers import Deps
+
+log = logging.getLogger(__name__)
+
+# Estimates a model from at most this many stored records; returns it and how many it saw.
+Estimator = Callable[[int], Awaitable[tuple[MatchModel, int]]]
+
+ADDRESS_KEY_PREFIXES = ("at:", "ap:", "st:")
+# Reviewer decisions the checks compare models on (the most recent are enough).
+MAX_REVIEWER_PAIRS = 20_000
+
+
+@dataclass(frozen=True)
+class LearningSettings:
+    # Re-estimate once this many person records are new since the last estimate...
+    min_new_records: int = 500
+    # ...and they are at least this share of what the last estimate saw.
+    growth: float = 0.1
+    # At most this many stored records go to the estimator (bounds its time and memory).
+    sample_cap: int = 200_000
+    # Records re-resolved per transaction (the resolution lock is held for one batch).
+    batch: int = 500
+
+
+@dataclass
+class LearningStatus:
+    person_records: int
+    records_at_estimate: int
+    estimate_pending: bool
+    estimating: bool
+    active_model: str
+    reresolve_model: str
+    reresolve_scanned: int
+    reresolve_merged: int
+    reresolve_done: bool
+    last_rejected: str = ""
+
+    @property
+    def settled(self) -> bool:
+        return not self.estimate_pending and not self.estimating and self.reresolve_done
+
+
+def due(count: int, at_estimate: int, settings: LearningSettings) -> bool:
+    new = count - at_estimate
+    return new >= settings.min_new_records and new >= settings.growth * at_estimate
+
+
+# --- checks ----------------------------------------------------------------------------
+
+
+def sane_parameters(model: MatchModel) -> list[str]:
+    """Problems with a model's parameters (empty: sane). A level never seen in training is
+    neutral (m = u = 1) and allowed."""
+    problems: list[str] = []
+    if not 0.0 < model.prior < 0.5:
+        problems.append(f"prior {model.prior:.3g} outside (0, 0.5)")
+    for name, levels in model.levels.items():
+        seen = [w for w in levels if w is not None and not (w.m == 1.0 and w.u == 1.0)]
+        for w in seen:
+            if not (0.0 < w.m <= 1.0 and 0.0 < w.u <= 1.0):
+                problems.append(f"{name}: m {w.m:.3g} / u {w.u:.3g} not probabilities")
+        if seen and seen[0].m <= seen[0].u:
+            problems.append(
+                f"{name}: its closest level does not favour a match (m {seen[0].m:.3g} <= u {seen[0].u:.3g})"
+            )
+        if len(seen) > 1 and seen[-1].m > seen[-1].u:
+            problems.append(f"{name}: disagreement favours a match (m {seen[-1].m:.3g} > u {seen[-1].u:.3g})")
+    return problems
+
+
+def reviewer_agreement(model: MatchModel, pairs: list[tuple[str, Features, Features]]) -> int:
+    """How many reviewer decisions the model agrees with: a confirmed pair scores at least the
+    review threshold; a rejected pair scores below auto-link."""
+    agreed = 0
+    for verdict, a, b in pairs:
+        p = matching.score(model, a, b, detail=False).probability
+        if verdict == PairVerdict.SAME.value:
+            agreed += p >= model.thresholds.review
+        else:
+            agreed += p < model.thresholds.auto_link
+    return agreed
+
+
+def check_model(
+    candidate: MatchModel, active: MatchModel, pairs: list[tuple[str, Features, Features]]
+) -> tuple[bool, dict[str, Any]]:
+    problems = sane_parameters(candidate)
+    new_agreed = reviewer_agreement(candidate, pairs)
+    old_agreed = reviewer_agreement(active, pairs)
+    if new_agreed < old_agreed:
+        problems.append(
+            f"agrees with {new_agreed} of {len(pairs)} reviewer decisions, the active model with {old_agreed}"
+        )
+    checks = {
+        "passed": not problems,
+        "problems": problems,
+        "reviewer_decisions": len(pairs),
+        "agreed": new_agreed,
+        "agreed_by_active": old_agreed,
+        "active_model": active.version,
+    }
+    return not problems, checks
+
+
+# --- the worker ------------------------------------------------------------------------
+
+
+@dataclass
+class Learner:
+    deps: Deps
+    estimate: Estimator
+    settings: LearningSettings = field(default_factory=LearningSettings)
+    estimating: bool = False
+    last_rejected: str = ""
+
+    async def status(self) -> LearningStatus:
+        async with self.deps.uow() as uow:
+            count = await uow.repo.count_person_records()
+            state = await uow.repo.learning_state()
+            active = await self.deps.models.current(uow)
+        return LearningStatus(
+            person_records=count,
+            records_at_estimate=int(state["records_at_estimate"]),
+            estimate_pending=due(count, int(state["records_at_estimate"]), self.settings),
+            estimating=self.estimating,
+            active_model=active.version,
+            reresolve_model=state["reresolve_model"],
+            reresolve_scanned=int(state["reresolve_scanned"]),
+            reresolve_merged=int(state["reresolve_merged"]),
+            reresolve_done=bool(state["reresolve_done"]),
+            last_rejected=self.last_rejected,
+        )
+
+    async def run_once(self) -> None:
+        """Refresh the active model (another replica may have changed it), re-estimate if
+        due, then re-resolve until done."""
+        async with self.deps.uow() as uow:
+            stored = await uow.repo.active_model()
+            count = await uow.repo.count_person_records()
+            state = await uow.repo.learning_state()
+        if stored is not None and (
+            self.deps.models.model is None or self.deps.models.model.version != stored.version
+        ):
+            self.deps.models.model = stored
+        if due(count, int(state["records_at_estimate"]), self.settings):
+            await self.reestimate()
+        while not await self.reresolve_step():
+            pass
+
+    async def reestimate(self) -> MatchModel | None:
+        """Estimate a model from the stored records; activate it if it passes its checks.
+        Returns the model activated, or None."""
+        self.estimating = True
+        try:
+            async with self.deps.uow() as uow:
+                count = await uow.repo.count_person_records()
+            active_before = self.deps.models.model
+            seen = 0
+            try:
+                candidate, seen = await self.estimate(self.settings.sample_cap)
+            except Exception:  # too few records, or Splink could not estimate: try on more
+                log.exception("re-estimation on %d stored records failed", count)
+                candidate = None
+            async with self.deps.uow() as uow:
+                await uow.lock_resolution()
+                now = self.deps.clock()
+                state = await uow.repo.learning_state()
+                if int(state["records_at_estimate"]) >= count:
+                    # Another replica estimated on as many records meanwhile: its model stands.
+                    log.info("re-estimation on %d records superseded by another replica's", count)
+                    return None
+                state["records_at_estimate"] = count
+                state["estimated_at"] = now
+                activated: MatchModel | None = None
+                if candidate is not None:
+                    active = await self.deps.models.current(uow)
+                    pairs = await uow.repo.reviewer_pairs(MAX_REVIEWER_PAIRS)
+                    passed, checks = check_model(candidate, active, pairs)
+                    if candidate.version == active.version:
+                        passed = False
+                        checks["problems"].append("the same parameters as the active model")
+                    await uow.repo.save_model_outcome(
+                        candidate, now, activate=passed, checks=checks, records_seen=seen
+                    )
+                    if passed:
+                        activated = candidate
+                        state.update(
+                            reresolve_model=candidate.version,
+                            reresolve_cursor="",
+                            reresolve_scanned=0,
+                            reresolve_merged=0,
+                            reresolve_done=False,
+                        )
+                        log.info("model %s active (re-estimated on %d records)", candidate.version, seen)
+                    else:
+                        self.last_rejected = candidate.version
+                        log.warning("model %s rejected: %s", candidate.version, "; ".join(checks["problems"]))
+                await uow.repo.save_learning_state(state, now)
+                await uow.commit()
+            if activated is not None and self.deps.models.model is active_before:
+                self.deps.models.model = activated
+            return activated
+        finally:
+            self.estimating = False
+
+    async def reresolve_step(self) -> bool:
+        """Re-resolve one batch of person records under the active model; True when done."""
+        async with self.deps.uow() as uow:
+            await uow.lock_resolution()
+            state = await uow.repo.learning_state()
+            if state["reresolve_done"]:
+                return True
+            model = await uow.repo.active_model()
+            if model is None or model.version != state["reresolve_model"]:
+                # A newer model started its own re-resolution, or none is stored: nothing to do.
+                state["reresolve_done"] = model is None
+                if model is not None:
+                    state.update(reresolve_model=model.version, reresolve_cursor="", reresolve_scanned=0)
+                await uow.repo.save_learning_state(state, self.deps.clock())
+                await uow.commit()
+                return model is None
+            batch = await uow.repo.persons_after(state["reresolve_cursor"], self.settings.batch)
+            now = self.deps.clock()
+            if not batch:
+                state["reresolve_done"] = True
+                await uow.repo.save_learning_state(state, now)
+                await uow.commit()
+                log.info(
+                    "re-resolution under model %s done: %d records, %d merges",
+                    model.version,
+                    state["reresolve_scanned"],
+                    state["reresolve_merged"],
+                )
+                return True
+            merged = await self._merge_batch(uow, model, batch, now)
+            state["reresolve_cursor"] = batch[-1].record_id
+            state["reresolve_scanned"] = int(state["reresolve_scanned"]) + len(batch)
+            state["reresolve_merged"] = int(state["reresolve_merged"]) + merged
+            await uow.repo.save_learning_state(state, now)
+            await uow.commit()
+            return False
+
+    async def _merge_batch(self, uow: Any, model: MatchModel, batch: list[Any], now: Any) -> int:
+        weights = matching.weight_table(model)
+        prior = model.prior_weight
+        auto = model.thresholds.auto_link
+        keys_of = {r.record_id: matching.query_keys(r.features) for r in batch}
+        wanted = sorted({k for keys in keys_of.values() for k in keys})
+        by_key: dict[str, list[Any]] = {}
+        for key, candidate in await uow.repo.candidates(wanted, resolver.PER_KEY_LIMIT):
+            by_key.setdefault(key, []).append(candidate)
+        # Records stored before the address keys existed get them as they are scanned (a later
+        # record of a pair then finds the earlier one under them).
+        address_keys = sorted(
+            (k, r.record_id)
+            for r in batch
+            for k in matching.blocking_keys(r.features)
+            if k.startswith(ADDRESS_KEY_PREFIXES)
+        )
+        if address_keys:
+            await uow.repo.add_keys(address_keys)
+        redirect: dict[str, str] = {}
+
+        def find(entity_id: str) -> str:
+            while entity_id in redirect:
+                entity_id = redirect[entity_id]
+            return entity_id
+
+        merged = 0
+        for record in batch:
+            root = find(record.entity_id)
+            best: tuple[float, str, str] | None = None  # weight, entity, record
+            seen: set[str] = {record.record_id}
+            for key in keys_of[record.record_id]:
+                for c in by_key.get(key, ()):
+                    if c.record_id in seen or c.region is not record.region:
+                        continue
+                    seen.add(c.record_id)
+                    other = find(c.entity_id)
+                    if other == root:
+                        continue
+                    w = matching.fast_weight(weights, prior, record.features, c.features)
+                    if matching.probability(w) >= auto and (best is None or w > best[0]):
+                        best = (w, other, c.record_id)
+            if best is None:
+                continue
+            _, other, other_record = best
+            if await uow.repo.different_between([root], [other]):
+                continue  # a reviewer kept records of the two apart
+            into, gone = sorted((root, other))
+            why = (
+                f"re-resolution under model {model.version}: record {record.record_id} and record "
+                f"{other_record} match at or above the auto-link threshold"
+            )
+            await resolver.merge_entities(uow, into, [gone], f"model:{model.version}", why, now)
+            redirect[gone] = into
+            merged += 1
+        return merged
