@@ -69,7 +69,7 @@ lint: ## Format check, lint, the import contracts (a domain imports no infrastru
 
 .PHONY: typecheck
 typecheck: ## mypy over libs, services and tools
-	$(RUN) mypy libs/kernel/src libs/common/src libs/cli/src services/*/src tools/*/src
+	$(RUN) mypy libs/kernel/src libs/common/src libs/cli/src libs/products/src services/*/src tools/*/src
 
 .PHONY: test-unit
 test-unit: ## Unit tests (fakes only)

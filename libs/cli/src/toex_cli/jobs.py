@@ -26,7 +26,7 @@ from toex_cli.output import (
     render_fields,
     render_table,
 )
-from toex_cli.params import JOB_NAME, WHEN, EnumType, RegionType, enum_short_name
+from toex_cli.params import JOB_NAME, WHEN, EnumType, RegionType, enum_short_name, work_under
 
 SERVICE = "tasking"
 ENDPOINTS = (Endpoint(SERVICE, "127.0.0.1:50051", "The tasking service"),)
@@ -890,6 +890,48 @@ def capacity(cli: CliContext, region: Region, output_format: str) -> None:
         )
 
     emit_one(output_format, response, text)
+
+
+@jobs.command("brief")
+@click.argument("name", type=JOB_NAME)
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    type=click.Path(dir_okay=False, writable=True),
+    required=True,
+    help="Where to write the pack.",
+)
+@click.option("--format", "doc_format", type=click.Choice(["pdf", "docx"]), default="pdf", show_default=True)
+@pass_cli
+def brief(cli: CliContext, name: str, output: str, doc_format: str) -> None:
+    """Write the SIO briefing pack for a job (PDF or DOCX): the job, its notes, researchers and
+    product, its subject entities with their records and grading, deconfliction notices, the
+    safeguarding referrals linked to it, and an annex of the records used. Every read is made with
+    your token and the job as purpose (unless --purpose is given): what you may not see is an error,
+    never a partial pack. Progress goes to stderr.
+
+    \b
+    Examples:
+      toex jobs brief EMSOU/8f14e45f -o brief.pdf
+      toex jobs brief EMSOU/8f14e45f -o brief.docx --format docx
+    """
+    from toex.entity.v1 import entity_pb2_grpc
+    from toex_products import render
+    from toex_products.grpc_sources import GrpcSources
+    from toex_products.pack import assemble
+
+    work_under(click.get_current_context(), name)
+    sources = GrpcSources(
+        lambda service, method, request: cli.call(service, method, request),
+        lambda: _stub(cli),
+        lambda: entity_pb2_grpc.EntityResolutionServiceStub(cli.channel("entity")),
+    )
+    pack = assemble(sources, name, progress=lambda line: click.echo(line, err=True))
+    data = render.pdf(pack) if doc_format == "pdf" else render.docx(pack)
+    with open(output, "wb") as out:
+        out.write(data)
+    click.echo(f"wrote {output} ({len(data)} bytes)", err=True)
 
 
 COMMANDS: list[click.Command] = [jobs]

@@ -1,0 +1,1 @@
+"""Intelligence products assembled from the services."""

@@ -1,0 +1,96 @@
+"""The pack as a document: PDF (fpdf2) or DOCX (python-docx). Every page carries the Government
+Security Classification marking and the handling code, top and bottom; the first page is a cover."""
+
+from __future__ import annotations
+
+import io
+
+from docx import Document
+from docx.enum.text import WD_ALIGN_PARAGRAPH
+from fpdf import FPDF
+
+from toex_products.pack import Pack
+
+
+def _marking(pack: Pack) -> str:
+    return f"{pack.classification} | Handling code: {pack.handling or 'not set'}"
+
+
+def _latin(text: str) -> str:
+    # The core PDF fonts are Latin-1; anything else is shown as '?', never dropped silently.
+    return text.encode("latin-1", "replace").decode("latin-1")
+
+
+class _Doc(FPDF):
+    def __init__(self, marking: str) -> None:
+        super().__init__(format="A4")
+        self._marking = _latin(marking)
+        self.set_auto_page_break(auto=True, margin=20)
+
+    def header(self) -> None:
+        self.set_font("Helvetica", "B", 9)
+        self.cell(0, 6, self._marking, align="C", new_x="LMARGIN", new_y="NEXT")
+        self.ln(2)
+
+    def footer(self) -> None:
+        self.set_y(-14)
+        self.set_font("Helvetica", "B", 9)
+        self.cell(0, 5, f"{self._marking} | Page {self.page_no()}", align="C")
+
+
+def pdf(pack: Pack) -> bytes:
+    doc = _Doc(_marking(pack))
+    doc.add_page()
+    doc.set_font("Helvetica", "B", 20)
+    doc.ln(40)
+    doc.cell(0, 12, "SIO briefing pack", align="C", new_x="LMARGIN", new_y="NEXT")
+    doc.set_font("Helvetica", "", 12)
+    for row in pack.cover:
+        doc.cell(0, 8, _latin(f"{row.label}: {row.text}"), align="C", new_x="LMARGIN", new_y="NEXT")
+    for section in pack.sections:
+        if section is pack.sections[0]:
+            doc.add_page()
+        else:
+            doc.ln(4)
+        doc.set_font("Helvetica", "B", 14)
+        doc.cell(0, 9, _latin(section.title), new_x="LMARGIN", new_y="NEXT")
+        doc.set_font("Helvetica", "", 10)
+        if section.is_empty:
+            doc.set_font("Helvetica", "I", 10)
+            doc.multi_cell(0, 5, _latin(section.empty), new_x="LMARGIN", new_y="NEXT")
+            continue
+        for row in section.rows:
+            doc.set_font("Helvetica", "B", 10)
+            doc.multi_cell(0, 5, _latin(row.label), new_x="LMARGIN", new_y="NEXT")
+            doc.set_font("Helvetica", "", 10)
+            doc.multi_cell(0, 5, _latin(row.text) or "-", new_x="LMARGIN", new_y="NEXT")
+            doc.ln(1)
+    return bytes(doc.output())
+
+
+def docx(pack: Pack) -> bytes:
+    document = Document()
+    marking = _marking(pack)
+    section = document.sections[0]
+    for area in (section.header, section.footer):
+        paragraph = area.paragraphs[0]
+        paragraph.text = marking
+        paragraph.alignment = WD_ALIGN_PARAGRAPH.CENTER
+        paragraph.runs[0].bold = True
+    document.add_heading("SIO briefing pack", level=0)
+    for row in pack.cover:
+        document.add_paragraph(f"{row.label}: {row.text}")
+    document.add_page_break()
+    for part in pack.sections:
+        document.add_heading(part.title, level=1)
+        if part.is_empty:
+            document.add_paragraph(part.empty).runs[0].italic = True
+            continue
+        table = document.add_table(rows=0, cols=2)
+        for row in part.rows:
+            cells = table.add_row().cells
+            cells[0].text = row.label
+            cells[1].text = row.text
+    out = io.BytesIO()
+    document.save(out)
+    return out.getvalue()
