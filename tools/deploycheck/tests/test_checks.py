@@ -114,11 +114,39 @@ def test_every_container_is_hardened(rendered: dict[str, list[dict[str, Any]]], 
             assert context["capabilities"]["drop"] == ["ALL"], where
 
 
+def is_console(doc: dict[str, Any]) -> bool:
+    return bool(doc["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "console")
+
+
+def test_console_is_one_web_pod_behind_the_ingress_with_its_secret_in_a_file(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["emsou"]
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment" and is_console(d)]
+    pod = deployment["spec"]["template"]["spec"]
+    (serve,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in serve["env"]}
+    assert deployment["spec"]["replicas"] == 1 and serve["args"][-1] == "serve"
+    assert serve["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert env["TOEX_CONSOLE_CLIENT_SECRET_FILE"] == "/etc/toex/console/client-secret"
+    assert "TOEX_CONSOLE_CLIENT_SECRET" not in env and "TOEX_DATABASE_URL" not in env
+    assert env["TOEX_PUBLIC_URL"].startswith("https://") and env["TOEX_COOKIE_SECURE"] == "true"
+    assert env["TOEX_TASKING_ADDR"] == "toex-emsou-tasking:50051"
+    (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy" and is_console(d)]
+    # Browsers reach it through the ingress gateway only.
+    assert all("podSelector" not in peer for peer in policy["spec"]["ingress"][0]["from"])
+    (ingress,) = [d for d in docs if d["kind"] == "Ingress"]
+    assert (
+        ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == "toex-emsou-console"
+    )
+
+
 def test_services_have_grpc_probes_a_grpc_port_and_migrate_first(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
     docs = rendered["emsou"]
-    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    # The gRPC services (the web console has its own test below).
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment" and not is_console(d)}
     assert sorted(deployments) == [
         f"toex-emsou-{s}" for s in sorted(["tasking", "entity", "pnd", "comms", "safeguarding", "oversight"])
     ]
@@ -145,7 +173,7 @@ def test_services_run_as_the_runtime_role_over_verified_tls(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
     docs = rendered["emsou"]
-    for deployment in (d for d in docs if d["kind"] == "Deployment"):
+    for deployment in (d for d in docs if d["kind"] == "Deployment" and not is_console(d)):
         pod = deployment["spec"]["template"]["spec"]
         serve, migrate = pod["containers"][0], pod["initContainers"][0]
         serve_env = {e["name"]: e for e in serve["env"]}
@@ -266,7 +294,7 @@ def test_network_policies_admit_only_the_declared_callers(rendered: dict[str, li
         if name.removeprefix("toex-emsou-") in {"tasking", "entity", "pnd", "comms", "safeguarding"}
     }
     assert callers_of == {
-        "tasking": ["safeguarding"],
+        "tasking": ["safeguarding", "console"],
         "entity": [],
         "pnd": [],
         "comms": [],

@@ -49,7 +49,8 @@ def test_every_client_puts_region_and_toex_audience_into_access_tokens(realm: di
 
 
 def test_service_clients_allow_client_credentials_only(realm: dict[str, Any]) -> None:
-    services = [c for c in realm["clients"] if c["clientId"] != "toex-cli"]
+    # The two clients people sign in through: the CLI's (public) and the console's.
+    services = [c for c in realm["clients"] if c["clientId"] not in ("toex-cli", "toex-console")]
     assert {c["clientId"] for c in services} == {
         "toex-tasking",
         "toex-entity",
@@ -68,6 +69,20 @@ def test_service_clients_allow_client_credentials_only(realm: dict[str, Any]) ->
         assert client["secret"] == f"{client['clientId']}-local-secret"
         account = accounts[client["clientId"]]
         assert account["realmRoles"] == ["service"] and account["attributes"]["region"] == ["NATIONAL"]
+
+
+def test_console_client_is_confidential_code_flow_with_pkce_only(realm: dict[str, Any]) -> None:
+    (console,) = [c for c in realm["clients"] if c["clientId"] == "toex-console"]
+    assert not console["publicClient"] and console["standardFlowEnabled"]
+    assert not (
+        console["directAccessGrantsEnabled"]
+        or console["implicitFlowEnabled"]
+        or console["serviceAccountsEnabled"]
+    )
+    assert console["attributes"]["pkce.code.challenge.method"] == "S256"
+    assert console["redirectUris"] == ["http://127.0.0.1:8090/auth/callback"]
+    assert console["secret"] == "toex-console-local-secret"
+    assert "audience-toex" in {m["name"] for m in console["protocolMappers"]}
 
 
 def test_user_profile_declares_region_so_keycloak_keeps_it(realm: dict[str, Any]) -> None:
@@ -141,3 +156,12 @@ def test_missing_maven_says_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp
     monkeypatch.setattr(keycloak_module.shutil, "which", lambda name: None)
     with pytest.raises(DevstackError, match=r"apt-get install maven"):
         keycloak_module.ensure_distribution()
+
+
+def test_the_console_is_a_web_entry_started_after_the_services() -> None:
+    from toex_devstack.stack import find_repo_root, load_web
+
+    (console,) = [w for w in load_web(find_repo_root(Path(__file__))) if w["name"] == "console"]
+    assert console["module"] == "toex_console" and console["port"] == 8090
+    assert console["health"] == "http://127.0.0.1:8090/healthz"
+    assert console["env"]["TOEX_TASKING_ADDR"] == "127.0.0.1:50051"

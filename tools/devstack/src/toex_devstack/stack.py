@@ -132,6 +132,16 @@ def load_services(root: Path) -> list[ServiceSpec]:
     return specs
 
 
+def load_web(root: Path) -> list[dict[str, Any]]:
+    """The `[[web]]` entries of services.toml: HTTP front ends started after the services."""
+    entries = tomllib.loads((root / SERVICES_FILE).read_text()).get("web", [])
+    for entry in entries:
+        missing = {"name", "module", "port", "health"} - set(entry)
+        if missing:
+            raise DevstackError(f"{SERVICES_FILE}: web entry {entry!r} lacks {sorted(missing)}")
+    return list(entries)
+
+
 def service_environment(
     spec: ServiceSpec,
     *,
@@ -289,6 +299,9 @@ class Stack:
         failures = 0
         for spec in specs:
             if not self._start_service(state, spec, ports, postgres):
+                failures += 1
+        for web in load_web(self.root):
+            if not self._start_web(state, web, ports):
                 failures += 1
         self._print_endpoints(state, specs)
         if failures:
@@ -558,6 +571,71 @@ class Stack:
             return False
         return True
 
+    def _start_web(self, state: dict[str, Any], web: dict[str, Any], ports: Ports) -> bool:
+        """A web front end (the console): `python -m <module> serve`, waited for on its HTTP
+        health address; it keeps no data, so there is nothing to migrate or seed."""
+        name, module, port = str(web["name"]), str(web["module"]), int(web["port"])
+        health = str(web["health"])
+        entries = state["services"]
+        if self._ours(entries.get(name), module):
+            self.echo(f"Web {name} already running on http://{LOOPBACK}:{port}")
+            return True
+        if not runnable(module):
+            self.echo(f"WARNING: web {name}: `python -m {module}` is not available; skipping it")
+            return True
+        try:
+            ensure_port_free(port, f"web {name}")
+        except DevstackError as exc:
+            self.echo(f"ERROR: web {name}: {exc}")
+            return False
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "TOEX_OIDC_ISSUER": f"http://{LOOPBACK}:{ports.keycloak}/realms/toex",
+            "TOEX_HTTP_HOST": LOOPBACK,
+            "TOEX_HTTP_PORT": str(port),
+            **{str(k): str(v) for k, v in web.get("env", {}).items()},
+        }
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log_path = self.logs / f"{name}.log"
+        self.echo(f"Web {name}: starting on http://{LOOPBACK}:{port} ...")
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", module, "serve"],
+                cwd=self.root,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
+        self._remember(
+            state, entries, name, {"pid": proc.pid, "port": port, "module": module, "log": str(log_path)}
+        )
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(health, timeout=1.0).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        try:
+            wait_until(
+                healthy,
+                timeout=HEALTH_TIMEOUT,
+                what=f"web {name} ({health})",
+                alive=lambda: proc.poll() is None,
+                log=log_path,
+                progress=self.echo,
+                interval=0.3,
+            )
+        except DevstackError as exc:
+            self.echo(f"ERROR: {exc}")
+            return False
+        self.echo(f"Web {name}: serving on http://{LOOPBACK}:{port}")
+        return True
+
     # -- down ------------------------------------------------------------------------------------
 
     def _stop_services(self, entries: dict[str, Any], label: str = "") -> None:
@@ -696,6 +774,10 @@ class Stack:
             running = spec.name in state.get("services", {})
             where = f"{LOOPBACK}:{spec.port} (gRPC, database {spec.database})"
             self.echo(f"  {spec.name:<15} {where}" + ("" if running else "  [not started]"))
+        for web in load_web(self.root):
+            running = web["name"] in state.get("services", {})
+            where = f"http://{LOOPBACK}:{web['port']}/ (web)"
+            self.echo(f"  {web['name']:<15} {where}" + ("" if running else "  [not started]"))
         self.echo(f"  logs            {self.logs}")
         self.echo("")
         self.echo(

@@ -1,0 +1,1 @@
+"""toex web console: a backend-for-frontend over the services' gRPC APIs."""
