@@ -21,6 +21,7 @@ from toex_cli import (
     installations,
     jobs,
     national,
+    pack,
     pnd,
     safeguarding,
 )
@@ -39,6 +40,7 @@ MODULES: tuple[ModuleType, ...] = (
     pnd,
     entity,
     national,
+    pack,
     installations,
 )
 
