@@ -2,8 +2,7 @@
 
 The figures are the oversight service's (`GetOverview`, at the hub): one call for the regions in
 scope and one per requesting force in scope (the API filters on one force at a time). Nothing is
-computed here that the read model does not hold, except shares (on time / delivered); figures it
-does not hold yet (counts by threat category) are shown as not yet available, with why.
+computed here that the read model does not hold, except shares (on time / delivered).
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import click
 from toex.oversight.v1 import oversight_pb2 as pb
 from toex.oversight.v1 import oversight_pb2_grpc
 from toex.type.v1 import region_pb2
-from toex_kernel.forces import FORCES, Force
+from toex_kernel.forces import FORCES, Force, ThreatCategory
 from toex_kernel.regions import Region
 
 from toex_cli.context import CliContext, pass_cli
@@ -26,10 +25,8 @@ from toex_cli.national import LONDON, SERVICE, _at_the_hub, national, parse_peri
 from toex_cli.params import RegionType
 
 MARKING = "OFFICIAL-SENSITIVE"
-NOT_YET = "not yet available"
-THREAT_WHY = (
-    "Jobs carry a threat category, but the oversight read model does not count by it yet and "
-    "GetOverview returns no threat figures; the pack shows none rather than estimate them."
+THREAT_NOTE = (
+    "Jobs by the threat category they name now; jobs naming none are in no column (raised minus categorised)."
 )
 
 Cell = str | int | float
@@ -129,6 +126,11 @@ def _job_row(label: str, jobs: pb.JobFigures) -> list[Cell]:
     ]
 
 
+def _threat_row(label: str, jobs: pb.JobFigures) -> list[Cell]:
+    counts = {t.threat_category: t.count for t in jobs.threats}
+    return [label, *(counts.get(threat.to_proto(), 0) for threat in ThreatCategory), jobs.raised]
+
+
 JOB_HEADERS = (
     "raised",
     "open",
@@ -181,7 +183,8 @@ DEFINITIONS: tuple[tuple[str, str], ...] = (
     ),
     ("deconfliction notices", "Notices that another region holds records on an entity the region holds."),
     ("By force", "The same job figures for jobs each requesting force asked for (GetOverview per force)."),
-    ("Threat categories", NOT_YET + ": " + THREAT_WHY),
+    ("Threat categories", THREAT_NOTE),
+    ("commented", "Jobs whose latest feedback came with a comment (the comment itself stays in the region)."),
     ("Marking", f"The whole pack is {MARKING}; handle it accordingly."),
 )
 
@@ -239,7 +242,10 @@ def tables(pack: Pack) -> list[Table]:
         ["Referrals drafted", ov.total.referrals.drafted],
         ["Statutory clocks overdue", ov.total.referrals.clocks.overdue],
         ["Deconfliction notices", ov.total.deconfliction.notices],
-        ["Threat categories", NOT_YET],
+        [
+            "Jobs with a threat category",
+            sum(t.count for t in ov.total.jobs.threats),
+        ],
         ["Marking", MARKING],
     ]
     return [
@@ -284,13 +290,14 @@ def tables(pack: Pack) -> list[Table]:
         Table(
             "Feedback",
             "Requesting officers' ratings",
-            ["region", "rated", "mean", "1", "2", "3", "4", "5"],
+            ["region", "rated", "mean", "1", "2", "3", "4", "5", "commented"],
             [
                 [
                     _region(r.region),
                     r.jobs.feedback.rated,
                     round(r.jobs.feedback.mean_rating, 2) if r.jobs.feedback.rated else "-",
                     *[*r.jobs.feedback.by_rating, 0, 0, 0, 0, 0][:5],
+                    r.jobs.feedback.commented,
                 ]
                 for r in rows
             ],
@@ -347,9 +354,9 @@ def tables(pack: Pack) -> list[Table]:
         Table(
             "Threat categories",
             "Jobs by threat category",
-            ["figure", "status"],
-            [["jobs by threat category", NOT_YET]],
-            THREAT_WHY,
+            ["region", *(threat.code for threat in ThreatCategory), "raised"],
+            [_threat_row(_region(r.region), r.jobs) for r in rows],
+            THREAT_NOTE,
         ),
         Table("Definitions", "Definitions", ["figure", "definition"], [list(d) for d in DEFINITIONS]),
         Table(

@@ -20,8 +20,8 @@ from cli_testkit import make_jwt
 from click.testing import Result
 from toex.oversight.v1 import oversight_pb2 as pb
 from toex.oversight.v1 import oversight_pb2_grpc
-from toex.type.v1 import region_pb2
-from toex_cli.pack import MARKING, NOT_YET, gather, parse_pack_period, tables, write_pdf, write_xlsx
+from toex.type.v1 import region_pb2, threat_pb2
+from toex_cli.pack import MARKING, gather, parse_pack_period, tables, write_pdf, write_xlsx
 from toex_kernel.forces import Force
 from toex_kernel.regions import Region
 
@@ -43,7 +43,11 @@ def figures(region: int, raised: int, on_time: int, late: int) -> pb.RegionFigur
             priorities=pb.Priorities(urgent=raised),
             taken_by=[pb.RegionCount(region=region_pb2.REGION_LONDON, count=3)] if region else [],
             taken_by_other_regions=3 if region else 0,
-            feedback=pb.Feedback(rated=4, mean_rating=4.25, by_rating=[0, 0, 1, 1, 2]),
+            feedback=pb.Feedback(rated=4, mean_rating=4.25, by_rating=[0, 0, 1, 1, 2], commented=2),
+            threats=[
+                pb.ThreatCount(threat_category=threat_pb2.THREAT_CATEGORY_CCE_COUNTY_LINES, count=7),
+                pb.ThreatCount(threat_category=threat_pb2.THREAT_CATEGORY_CSE, count=2),
+            ],
         ),
         referrals=pb.ReferralFigures(drafted=2, clocks=pb.StatutoryClocks(met_on_time=1, overdue=1)),
         pnd=pb.PndFigures(accepted=30, rejected=2, reconciliation=pb.PndReconciliation(held=3, stale=1)),
@@ -61,7 +65,7 @@ def answer_for(request: pb.GetOverviewRequest) -> pb.GetOverviewResponse:
         regions=[figures(region_pb2.REGION_EMSOU, raised, 7, 3)],
         total=figures(0, raised, 7, 3),
         force=request.force,
-        notes=["counts by threat category are not kept"],
+        notes=["a note from the service"],
     )
 
 
@@ -213,10 +217,14 @@ def test_the_xlsx_has_a_sheet_per_section_values_definitions_marking_and_charts(
         "LONDON",
         "3",
     ]
-    assert ["jobs by threat category", NOT_YET] in book["Threat categories"]
+    threats = book["Threat categories"]
+    emsou_threats = next(row for row in threats if row[:1] == ["EMSOU"])
+    assert emsou_threats[threats[3].index("cce")] == "7" and emsou_threats[threats[3].index("cse")] == "2"
+    assert emsou_threats[threats[3].index("ms-labour")] == "0"
+    assert next(row for row in book["Feedback"] if row[:1] == ["EMSOU"])[-1] == "2"
     definitions = {row[0]: row[1] for row in book["Definitions"][4:] if len(row) > 1}
-    assert "due time" in definitions["overdue"] and NOT_YET in definitions["Threat categories"]
-    assert ["counts by threat category are not kept"] in book["Notes"]
+    assert "due time" in definitions["overdue"] and "threat category" in definitions["Threat categories"]
+    assert ["a note from the service"] in book["Notes"]
     for name in [n for n in book if n.endswith("#xml")]:
         sheet = ElementTree.fromstring(book[name][0][0])
         assert sheet.findtext("m:headerFooter/m:oddHeader", "", NS) == f'&C&"-,Bold"{MARKING}', name
@@ -240,7 +248,7 @@ def test_the_pdf_has_a_cover_the_tables_and_charts_marked_on_every_page(
     assert "National performance pack" in texts[0] and "2026-09-01 to 2026-09-30" in texts[0]
     assert any("Jobs by requesting force (3 of 3)" in t and "NCA" in t for t in texts)
     assert any("Delivery against due dates by region" in t for t in texts)
-    assert any("Jobs by threat category" in t and NOT_YET in t for t in texts)
+    assert any("Jobs by threat category" in t and "cce" in t for t in texts)
 
 
 def test_write_functions_work_on_a_fake_answer_without_a_server(tmp_path: Path) -> None:

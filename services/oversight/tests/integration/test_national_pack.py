@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner, Result
 from toex.tasking.events.v2 import events_pb2 as ev
 from toex_cli.main import main
-from toex_kernel.forces import Force
+from toex_kernel.forces import Force, ThreatCategory
 from toex_kernel.regions import Region
 
 from .conftest import Oversight, Regions
@@ -35,6 +35,9 @@ async def publish_job(regions: Regions, region: Region, force: Force, **options:
     for position, (message, _) in enumerate(job_lifecycle(job, **options)):
         if isinstance(message, ev.JobCreated):
             message.requesting_force = force.to_proto()  # type: ignore[assignment]
+            # Every region's jobs are county lines, but LEICS's: child sexual exploitation.
+            threat = ThreatCategory.CSE if force is Force.parse("LEICS") else ThreatCategory.CCE_COUNTY_LINES
+            message.threat_category = threat.to_proto()  # type: ignore[assignment]
         await regions.publish(message, region, "tasking", occurred_at=EARLIER + timedelta(minutes=position))
 
 
@@ -110,6 +113,10 @@ async def test_the_pack_holds_the_read_models_figures_per_region_and_force(
     assert by_force["LEICS"][header.index("overdue")] == "1"
     assert by_force["MET"][header.index("delivered late")] == "1"
     assert by_force["WYP"][header.index("raised")] == "0"
+    threats = sheet_rows(target, "Threat categories")
+    header = threats[3]
+    by_threat = {row[0]: row for row in threats[4:] if row}
+    assert by_threat["TOTAL"][header.index("cce")] == "3" and by_threat["TOTAL"][header.index("cse")] == "1"
 
     # One region: the supervisor of EMSOU may have EMSOU's pack, as a PDF, and not LONDON's.
     own = tmp_path / "emsou.pdf"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from toex.tasking.events.v2 import events_pb2 as tasking_events
 from toex.type.v1 import force_pb2, threat_pb2
+from toex_kernel.forces import ThreatCategory
 from toex_oversight.adapters import scrub
 
 FORCE = force_pb2.FORCE_NOTTINGHAMSHIRE
@@ -78,6 +79,43 @@ def test_the_requesting_force_is_counted_by_its_code() -> None:
     assert {(key.figure, key.value) for key in record.contributions()} == {
         (Figure.JOB_STATE.value, "RAISED"),
         (Figure.JOB_TYPE.value, "ANPR"),
+        (Figure.JOB_THREAT.value, ThreatCategory.from_proto(THREAT).code),
     }
     # An unset or unknown force number counts under no force.
     assert events.force_code(0) == "" and events.force_code(9999) == ""
+
+
+def test_force_and_threat_count_as_the_latest_revision_names_them_and_comments_are_counted() -> None:
+    from collections import Counter
+    from datetime import UTC, datetime
+
+    from toex_kernel.regions import Region
+    from toex_oversight.adapters.mapping import jobs_to_proto
+    from toex_oversight.domain.model import Figure, JobFacts, JobRecord
+    from toex_oversight.domain.overview import JobSummary
+
+    job, when = "regions/EMSOU/jobs/j2", datetime(2026, 8, 3, 9, 0, tzinfo=UTC)
+    created = JobFacts(
+        job, Region.EMSOU, revision=1, state="RAISED", created_at=when, force="NOTTS", threat="cse"
+    )
+    changed = JobFacts(job, Region.EMSOU, revision=3, state="RAISED", force="DERBYS", threat="cce")
+    rated = JobFacts(job, Region.EMSOU, rating=4, rated_at=when, commented=True)
+    for order in ([created, changed, rated], [rated, changed, created], [changed, rated, created]):
+        record = JobRecord(job, Region.EMSOU)
+        for facts in order:
+            record = record.merge(facts)
+        assert (record.force, record.threat, record.commented) == ("DERBYS", "cce", True)
+        figures = Counter((key.figure, key.value, key.force) for key in record.contributions())
+        assert figures[(Figure.JOB_THREAT.value, "cce", "DERBYS")] == 1
+        assert figures[(Figure.JOB_COMMENTED.value, "", "DERBYS")] == 1
+        assert not any(value == "cse" or force == "NOTTS" for _, value, force in figures)
+
+    # What GetOverview answers: the comment count and the jobs per threat category, in the
+    # code list's order; a code this build does not know is left out.
+    summary = JobSummary(commented=2, threats=Counter({"cce": 3, "cse": 1, "nonsense": 5}))
+    answer = jobs_to_proto(summary)
+    assert answer.feedback.commented == 2
+    assert [(t.threat_category, t.count) for t in answer.threats] == [
+        (ThreatCategory.CSE.to_proto(), 1),
+        (ThreatCategory.CCE_COUNTY_LINES.to_proto(), 3),
+    ]

@@ -15,7 +15,7 @@ from toex.safeguarding.v1 import safeguarding_pb2 as safeguarding
 from toex.tasking.events.v2 import events_pb2 as tasking_events
 from toex_common.events.consumer import PermanentError, region_of
 from toex_common.events.envelope import IncomingEvent
-from toex_kernel.forces import Force
+from toex_kernel.forces import Force, ThreatCategory
 from toex_kernel.grants import is_job_of
 from toex_kernel.regions import Region
 from toex_kernel.timestamps import to_datetime
@@ -91,6 +91,16 @@ def force_code(value: int) -> str:
         return ""
 
 
+def threat_code(value: int) -> str:
+    """The threat category's short code (`cce`); "" when unset or unknown to this build."""
+    if not value:
+        return ""
+    try:
+        return ThreatCategory.from_proto(value).code
+    except ValueError:
+        return ""
+
+
 def _job_of_region(job: str, region: Region) -> str:
     # The subject's region is what NATS vouches for: a job of another region named on it would
     # let one region change another's figures.
@@ -107,7 +117,7 @@ def job_facts(event: IncomingEvent) -> JobFacts:
         rated_at = to_datetime(message.record_time) if message.HasField("record_time") else occurred_at(event)
         if not 1 <= message.rating <= 5:
             raise PermanentError(f"rating {message.rating} is not 1 to 5")
-        return JobFacts(job, region, rating=message.rating, rated_at=rated_at)
+        return JobFacts(job, region, rating=message.rating, rated_at=rated_at, commented=message.has_comment)
     access = message.access
     taken = set()
     for assignee in access.assignees:
@@ -127,6 +137,7 @@ def job_facts(event: IncomingEvent) -> JobFacts:
         if message.HasField("due_time"):
             facts["due_at"] = to_datetime(message.due_time)
         facts["force"] = force_code(message.requesting_force)
+        facts["threat"] = threat_code(message.threat_category)
     if isinstance(message, tasking_events.JobCreated):
         facts["created_at"] = occurred_at(event)
     if (

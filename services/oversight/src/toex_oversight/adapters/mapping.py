@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from toex.oversight.v1 import oversight_pb2 as pb
+from toex_kernel.forces import ThreatCategory
 from toex_kernel.regions import Region
 from toex_kernel.timestamps import timestamp
 
@@ -67,8 +68,19 @@ def jobs_to_proto(jobs: JobSummary) -> pb.JobFigures:
             rated=jobs.rated,
             mean_rating=round(jobs.mean_rating, 2),
             by_rating=[jobs.ratings[r] for r in range(1, 6)],
+            commented=jobs.commented,
         ),
+        threats=_threat_counts(jobs.threats),
     )
+
+
+def _threat_counts(counts: Counter[str]) -> list[pb.ThreatCount]:
+    """In the code list's order; a code this build does not know is left out."""
+    return [
+        pb.ThreatCount(threat_category=threat.to_proto(), count=counts[threat.code])  # type: ignore[arg-type]
+        for threat in ThreatCategory
+        if counts[threat.code]
+    ]
 
 
 def referrals_to_proto(referrals: ReferralSummary) -> pb.ReferralFigures:

@@ -40,7 +40,8 @@ class Connected(Protocol):
 
 _JOB_COLUMNS = (
     "job, region, force, job_type, state, state_revision, priority, priority_revision, due_at, "
-    "due_revision, created_at, delivered_at, taken_by, rating, rated_at"
+    "due_revision, created_at, delivered_at, taken_by, rating, rated_at, force_revision, threat, "
+    "threat_revision, commented"
 )
 _ENSURE_JOBS = (
     "INSERT INTO jobs (job, region) SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING"
@@ -53,11 +54,14 @@ _SAVE_JOBS = (
     "state_revision = x.state_revision, priority = x.priority, priority_revision = x.priority_revision, "
     "due_at = x.due_at, due_revision = x.due_revision, created_at = x.created_at, "
     "delivered_at = x.delivered_at, taken_by = string_to_array(x.taken_by, ','), rating = x.rating, "
-    "rated_at = x.rated_at FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], "
+    "rated_at = x.rated_at, force_revision = x.force_revision, threat = x.threat, "
+    "threat_revision = x.threat_revision, commented = x.commented "
+    "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], "
     "$6::text[], $7::bigint[], $8::timestamptz[], $9::bigint[], $10::timestamptz[], $11::timestamptz[], "
-    "$12::text[], $13::smallint[], $14::timestamptz[]) AS x(job, force, job_type, state, state_revision, "
+    "$12::text[], $13::smallint[], $14::timestamptz[], $15::bigint[], $16::text[], $17::bigint[], "
+    "$18::boolean[]) AS x(job, force, job_type, state, state_revision, "
     "priority, priority_revision, due_at, due_revision, created_at, delivered_at, taken_by, rating, "
-    "rated_at) WHERE jobs.job = x.job"
+    "rated_at, force_revision, threat, threat_revision, commented) WHERE jobs.job = x.job"
 )
 
 
@@ -78,6 +82,10 @@ def _job(row: asyncpg.Record) -> JobRecord:
         taken_by=frozenset(row["taken_by"]),
         rating=row["rating"],
         rated_at=row["rated_at"],
+        force_revision=row["force_revision"],
+        threat=row["threat"],
+        threat_revision=row["threat_revision"],
+        commented=row["commented"],
     )
 
 
@@ -98,6 +106,10 @@ def _job_row(record: JobRecord) -> tuple[Any, ...]:
         ",".join(sorted(record.taken_by)),
         record.rating,
         record.rated_at,
+        record.force_revision,
+        record.threat,
+        record.threat_revision,
+        record.commented,
     )
 
 

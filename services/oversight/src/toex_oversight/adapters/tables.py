@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Date,
     DateTime,
@@ -48,6 +49,10 @@ jobs = Table(
     Column("taken_by", ARRAY(String(16)), nullable=False, server_default="{}"),
     Column("rating", SmallInteger),
     Column("rated_at", TZ),
+    Column("force_revision", BigInteger, nullable=False, server_default="-1"),
+    Column("threat", String(32), nullable=False, server_default=""),
+    Column("threat_revision", BigInteger, nullable=False, server_default="-1"),
+    Column("commented", Boolean, nullable=False, server_default="false"),
 )
 
 referrals = Table(

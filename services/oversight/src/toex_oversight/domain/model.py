@@ -51,6 +51,10 @@ class Figure(enum.StrEnum):
     JOB_TAKEN = "jobs.taken"
     JOB_TAKEN_BY = "jobs.taken_by"
     JOB_RATING = "jobs.rating"
+    # Jobs whose latest feedback came with a comment (value empty); never the comment.
+    JOB_COMMENTED = "jobs.commented"
+    # By threat category (its short code, `cce`).
+    JOB_THREAT = "jobs.threat"
     REFERRAL_STATE = "referrals.state"
     REFERRAL_CLOCK = "referrals.clock"
     PND_RESULT = "pnd.result"
@@ -141,10 +145,12 @@ class JobFacts:
     taken_by: frozenset[Region] = frozenset()
     rating: int | None = None
     rated_at: datetime | None = None
-    # The requesting force's code, as JobCreated and JobUpdated name it. Of two codes the greater
-    # is kept (the same in any order); a force changed after the job was raised is not yet
-    # ordered by revision.
+    # Whether that feedback came with a comment (FeedbackRecorded's has_comment).
+    commented: bool = False
+    # The requesting force's code and the threat category's (`NOTTS`, `cce`), as JobCreated and
+    # JobUpdated name them now: the latest revision's, like the priority.
     force: str = ""
+    threat: str = ""
 
 
 @dataclass(frozen=True)
@@ -152,6 +158,9 @@ class JobRecord:
     job: str
     region: Region
     force: str = ""
+    force_revision: int = -1
+    threat: str = ""
+    threat_revision: int = -1
     job_type: str = ""
     state: str = ""
     state_revision: int = -1
@@ -164,6 +173,7 @@ class JobRecord:
     taken_by: frozenset[str] = frozenset()
     rating: int | None = None
     rated_at: datetime | None = None
+    commented: bool = False
 
     def merge(self, facts: JobFacts) -> JobRecord:
         """This record with what `facts` adds; the same whatever order facts come in."""
@@ -172,8 +182,14 @@ class JobRecord:
         changes: dict[str, object] = {}
         if facts.job_type and facts.job_type > self.job_type:
             changes["job_type"] = facts.job_type
-        if facts.force and facts.force > self.force:
-            changes["force"] = facts.force
+        if facts.force:
+            changes["force_revision"], changes["force"] = _latest(
+                (self.force_revision, self.force), (facts.revision, facts.force)
+            )
+        if facts.threat:
+            changes["threat_revision"], changes["threat"] = _latest(
+                (self.threat_revision, self.threat), (facts.revision, facts.threat)
+            )
         if facts.state:
             changes["state_revision"], changes["state"] = _latest(
                 (self.state_revision, self.state), (facts.revision, facts.state)
@@ -192,8 +208,10 @@ class JobRecord:
         if not taken <= self.taken_by:
             changes["taken_by"] = self.taken_by | taken
         if facts.rating is not None and facts.rated_at is not None:
-            if self.rated_at is None or (facts.rated_at, facts.rating) > (self.rated_at, self.rating or 0):
+            latest = (facts.rated_at, facts.rating, facts.commented)
+            if self.rated_at is None or latest > (self.rated_at, self.rating or 0, self.commented):
                 changes["rating"], changes["rated_at"] = facts.rating, facts.rated_at
+                changes["commented"] = facts.commented
         return replace(self, **changes)  # type: ignore[arg-type]
 
     @property
@@ -219,6 +237,7 @@ class JobRecord:
             (Figure.JOB_STATE, self.state),
             (Figure.JOB_TYPE, self.job_type),
             (Figure.JOB_PRIORITY, self.priority),
+            (Figure.JOB_THREAT, self.threat),
         ):
             if value:
                 count(figure, value)
@@ -230,6 +249,8 @@ class JobRecord:
                 count(Figure.JOB_TAKEN_BY, taker)
         if self.rating is not None:
             count(Figure.JOB_RATING, str(self.rating))
+            if self.commented:
+                count(Figure.JOB_COMMENTED, "")
         return counted
 
     def deadlines(self) -> list[Deadline]:

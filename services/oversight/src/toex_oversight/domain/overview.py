@@ -131,6 +131,9 @@ class JobSummary:
     taken_by: Counter[Region] = field(default_factory=Counter)
     taken_for_other_regions: int = 0
     ratings: Counter[int] = field(default_factory=Counter)
+    commented: int = 0
+    # By threat category's short code (`cce`).
+    threats: Counter[str] = field(default_factory=Counter)
 
     @property
     def open(self) -> int:
@@ -156,6 +159,8 @@ class JobSummary:
         self.taken_by.update(other.taken_by)
         self.taken_for_other_regions += other.taken_for_other_regions
         self.ratings.update(other.ratings)
+        self.commented += other.commented
+        self.threats.update(other.threats)
 
 
 @dataclass
@@ -334,6 +339,10 @@ def _count(summary: RegionSummary, figure: str, value: str, count: int) -> None:
             jobs.taken_by[taker] += count
     elif figure == Figure.JOB_RATING.value and value.isdigit():
         jobs.ratings[int(value)] += count
+    elif figure == Figure.JOB_COMMENTED.value:
+        jobs.commented += count
+    elif figure == Figure.JOB_THREAT.value:
+        jobs.threats[value] += count
     elif figure == Figure.REFERRAL_STATE.value:
         referrals.drafted += count
         referrals.states[value] += count

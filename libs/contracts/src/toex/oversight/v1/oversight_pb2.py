@@ -24,9 +24,10 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from toex.type.v1 import region_pb2 as toex_dot_type_dot_v1_dot_region__pb2
+from toex.type.v1 import threat_pb2 as toex_dot_type_dot_v1_dot_threat__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!toex/oversight/v1/oversight.proto\x12\x11toex.oversight.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19toex/type/v1/region.proto\"-\n\x06Period\x12\x11\n\tfirst_day\x18\x01 \x01(\t\x12\x10\n\x08last_day\x18\x02 \x01(\t\"u\n\x12GetOverviewRequest\x12)\n\x06period\x18\x01 \x01(\x0b\x32\x19.toex.oversight.v1.Period\x12%\n\x07regions\x18\x02 \x03(\x0e\x32\x14.toex.type.v1.Region\x12\r\n\x05\x66orce\x18\x03 \x01(\t\"\xf1\x01\n\x13GetOverviewResponse\x12)\n\x06period\x18\x01 \x01(\x0b\x32\x19.toex.oversight.v1.Period\x12-\n\tread_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x07regions\x18\x03 \x03(\x0b\x32 .toex.oversight.v1.RegionFigures\x12/\n\x05total\x18\x04 \x01(\x0b\x32 .toex.oversight.v1.RegionFigures\x12\r\n\x05\x66orce\x18\x05 \x01(\t\x12\r\n\x05notes\x18\x06 \x03(\t\"\xd4\x02\n\rRegionFigures\x12$\n\x06region\x18\x01 \x01(\x0e\x32\x14.toex.type.v1.Region\x12+\n\x04jobs\x18\x02 \x01(\x0b\x32\x1d.toex.oversight.v1.JobFigures\x12\x35\n\treferrals\x18\x03 \x01(\x0b\x32\".toex.oversight.v1.ReferralFigures\x12*\n\x03pnd\x18\x04 \x01(\x0b\x32\x1d.toex.oversight.v1.PndFigures\x12>\n\rdeconfliction\x18\x05 \x01(\x0b\x32\'.toex.oversight.v1.DeconflictionFigures\x12\x35\n\x11latest_event_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x65vents_counted\x18\x07 \x01(\x03\"\x8a\x01\n\tJobStates\x12\x0e\n\x06raised\x18\x01 \x01(\x03\x12\x10\n\x08\x61ssigned\x18\x02 \x01(\x03\x12\x13\n\x0bin_progress\x18\x03 \x01(\x03\x12\x11\n\tdelivered\x18\x04 \x01(\x03\x12\x0e\n\x06\x63losed\x18\x05 \x01(\x03\x12\x10\n\x08\x64\x65\x63lined\x18\x06 \x01(\x03\x12\x11\n\tcancelled\x18\x07 \x01(\x03\"\x95\x01\n\x08JobTypes\x12\x16\n\x0e\x63omms_analysis\x18\x01 \x01(\x03\x12\x0c\n\x04\x61npr\x18\x02 \x01(\x03\x12 \n\x18intelligence_development\x18\x03 \x01(\x03\x12\x13\n\x0bopen_source\x18\x04 \x01(\x03\x12\x16\n\x0esystems_checks\x18\x05 \x01(\x03\x12\x14\n\x0csafeguarding\x18\x06 \x01(\x03\"?\n\nPriorities\x12\x0f\n\x07routine\x18\x01 \x01(\x03\x12\x10\n\x08priority\x18\x02 \x01(\x03\x12\x0e\n\x06urgent\x18\x03 \x01(\x03\"B\n\x0bRegionCount\x12$\n\x06region\x18\x01 \x01(\x0e\x32\x14.toex.type.v1.Region\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"A\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\r\n\x05rated\x18\x01 \x01(\x03\x12\x13\n\x0bmean_rating\x18\x02 \x01(\x01\x12\x11\n\tby_rating\x18\x03 \x03(\x03\"\x9d\x03\n\nJobFigures\x12\x0e\n\x06raised\x18\x01 \x01(\x03\x12,\n\x06states\x18\x02 \x01(\x0b\x32\x1c.toex.oversight.v1.JobStates\x12*\n\x05types\x18\x03 \x01(\x0b\x32\x1b.toex.oversight.v1.JobTypes\x12\x31\n\npriorities\x18\x04 \x01(\x0b\x32\x1d.toex.oversight.v1.Priorities\x12\x0c\n\x04open\x18\x05 \x01(\x03\x12\x0f\n\x07overdue\x18\x06 \x01(\x03\x12\x19\n\x11\x64\x65livered_on_time\x18\x07 \x01(\x03\x12\x16\n\x0e\x64\x65livered_late\x18\x08 \x01(\x03\x12\x1e\n\x16taken_by_other_regions\x18\t \x01(\x03\x12\x30\n\x08taken_by\x18\n \x03(\x0b\x32\x1e.toex.oversight.v1.RegionCount\x12\x1f\n\x17taken_for_other_regions\x18\x0b \x01(\x03\x12-\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x0c \x01(\x0b\x32\x1b.toex.oversight.v1.Feedback\"\x96\x01\n\x0eReferralStates\x12\r\n\x05\x64raft\x18\x01 \x01(\x03\x12\x19\n\x11\x61waiting_approval\x18\x02 \x01(\x03\x12\x10\n\x08\x61pproved\x18\x03 \x01(\x03\x12\x11\n\tsubmitted\x18\x04 \x01(\x03\x12\x14\n\x0c\x61\x63knowledged\x18\x05 \x01(\x03\x12\x0f\n\x07\x64\x65\x63ided\x18\x06 \x01(\x03\x12\x0e\n\x06\x63losed\x18\x07 \x01(\x03\"V\n\x0fStatutoryClocks\x12\x13\n\x0bmet_on_time\x18\x01 \x01(\x03\x12\x10\n\x08met_late\x18\x02 \x01(\x03\x12\x0b\n\x03\x64ue\x18\x03 \x01(\x03\x12\x0f\n\x07overdue\x18\x04 \x01(\x03\"\x89\x01\n\x0fReferralFigures\x12\x0f\n\x07\x64rafted\x18\x01 \x01(\x03\x12\x31\n\x06states\x18\x02 \x01(\x0b\x32!.toex.oversight.v1.ReferralStates\x12\x32\n\x06\x63locks\x18\x03 \x01(\x0b\x32\".toex.oversight.v1.StatutoryClocks\"\xc0\x01\n\x11PndReconciliation\x12\x31\n\rcomplete_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlocal_records\x18\x02 \x01(\x03\x12\x0f\n\x07in_sync\x18\x03 \x01(\x03\x12\x0c\n\x04held\x18\x04 \x01(\x03\x12\r\n\x05stale\x18\x05 \x01(\x03\x12\x0f\n\x07missing\x18\x06 \x01(\x03\x12\x10\n\x08rejected\x18\x07 \x01(\x03\x12\x10\n\x08\x63onflict\x18\x08 \x01(\x03\"\x81\x01\n\nPndFigures\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x10\n\x08rejected\x18\x02 \x01(\x03\x12\x11\n\tconflicts\x18\x03 \x01(\x03\x12<\n\x0ereconciliation\x18\x04 \x01(\x0b\x32$.toex.oversight.v1.PndReconciliation\"]\n\x14\x44\x65\x63onflictionFigures\x12\x0f\n\x07notices\x18\x01 \x01(\x03\x12\x34\n\x0cwith_regions\x18\x02 \x03(\x0b\x32\x1e.toex.oversight.v1.RegionCount2p\n\x10OversightService\x12\\\n\x0bGetOverview\x12%.toex.oversight.v1.GetOverviewRequest\x1a&.toex.oversight.v1.GetOverviewResponseB\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!toex/oversight/v1/oversight.proto\x12\x11toex.oversight.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19toex/type/v1/region.proto\x1a\x19toex/type/v1/threat.proto\"-\n\x06Period\x12\x11\n\tfirst_day\x18\x01 \x01(\t\x12\x10\n\x08last_day\x18\x02 \x01(\t\"u\n\x12GetOverviewRequest\x12)\n\x06period\x18\x01 \x01(\x0b\x32\x19.toex.oversight.v1.Period\x12%\n\x07regions\x18\x02 \x03(\x0e\x32\x14.toex.type.v1.Region\x12\r\n\x05\x66orce\x18\x03 \x01(\t\"\xf1\x01\n\x13GetOverviewResponse\x12)\n\x06period\x18\x01 \x01(\x0b\x32\x19.toex.oversight.v1.Period\x12-\n\tread_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x07regions\x18\x03 \x03(\x0b\x32 .toex.oversight.v1.RegionFigures\x12/\n\x05total\x18\x04 \x01(\x0b\x32 .toex.oversight.v1.RegionFigures\x12\r\n\x05\x66orce\x18\x05 \x01(\t\x12\r\n\x05notes\x18\x06 \x03(\t\"\xd4\x02\n\rRegionFigures\x12$\n\x06region\x18\x01 \x01(\x0e\x32\x14.toex.type.v1.Region\x12+\n\x04jobs\x18\x02 \x01(\x0b\x32\x1d.toex.oversight.v1.JobFigures\x12\x35\n\treferrals\x18\x03 \x01(\x0b\x32\".toex.oversight.v1.ReferralFigures\x12*\n\x03pnd\x18\x04 \x01(\x0b\x32\x1d.toex.oversight.v1.PndFigures\x12>\n\rdeconfliction\x18\x05 \x01(\x0b\x32\'.toex.oversight.v1.DeconflictionFigures\x12\x35\n\x11latest_event_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x65vents_counted\x18\x07 \x01(\x03\"\x8a\x01\n\tJobStates\x12\x0e\n\x06raised\x18\x01 \x01(\x03\x12\x10\n\x08\x61ssigned\x18\x02 \x01(\x03\x12\x13\n\x0bin_progress\x18\x03 \x01(\x03\x12\x11\n\tdelivered\x18\x04 \x01(\x03\x12\x0e\n\x06\x63losed\x18\x05 \x01(\x03\x12\x10\n\x08\x64\x65\x63lined\x18\x06 \x01(\x03\x12\x11\n\tcancelled\x18\x07 \x01(\x03\"\x95\x01\n\x08JobTypes\x12\x16\n\x0e\x63omms_analysis\x18\x01 \x01(\x03\x12\x0c\n\x04\x61npr\x18\x02 \x01(\x03\x12 \n\x18intelligence_development\x18\x03 \x01(\x03\x12\x13\n\x0bopen_source\x18\x04 \x01(\x03\x12\x16\n\x0esystems_checks\x18\x05 \x01(\x03\x12\x14\n\x0csafeguarding\x18\x06 \x01(\x03\"?\n\nPriorities\x12\x0f\n\x07routine\x18\x01 \x01(\x03\x12\x10\n\x08priority\x18\x02 \x01(\x03\x12\x0e\n\x06urgent\x18\x03 \x01(\x03\"B\n\x0bRegionCount\x12$\n\x06region\x18\x01 \x01(\x0e\x32\x14.toex.type.v1.Region\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"T\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\r\n\x05rated\x18\x01 \x01(\x03\x12\x13\n\x0bmean_rating\x18\x02 \x01(\x01\x12\x11\n\tby_rating\x18\x03 \x03(\x03\x12\x11\n\tcommented\x18\x04 \x01(\x03\"S\n\x0bThreatCount\x12\x35\n\x0fthreat_category\x18\x01 \x01(\x0e\x32\x1c.toex.type.v1.ThreatCategory\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\xce\x03\n\nJobFigures\x12\x0e\n\x06raised\x18\x01 \x01(\x03\x12,\n\x06states\x18\x02 \x01(\x0b\x32\x1c.toex.oversight.v1.JobStates\x12*\n\x05types\x18\x03 \x01(\x0b\x32\x1b.toex.oversight.v1.JobTypes\x12\x31\n\npriorities\x18\x04 \x01(\x0b\x32\x1d.toex.oversight.v1.Priorities\x12\x0c\n\x04open\x18\x05 \x01(\x03\x12\x0f\n\x07overdue\x18\x06 \x01(\x03\x12\x19\n\x11\x64\x65livered_on_time\x18\x07 \x01(\x03\x12\x16\n\x0e\x64\x65livered_late\x18\x08 \x01(\x03\x12\x1e\n\x16taken_by_other_regions\x18\t \x01(\x03\x12\x30\n\x08taken_by\x18\n \x03(\x0b\x32\x1e.toex.oversight.v1.RegionCount\x12\x1f\n\x17taken_for_other_regions\x18\x0b \x01(\x03\x12-\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x0c \x01(\x0b\x32\x1b.toex.oversight.v1.Feedback\x12/\n\x07threats\x18\r \x03(\x0b\x32\x1e.toex.oversight.v1.ThreatCount\"\x96\x01\n\x0eReferralStates\x12\r\n\x05\x64raft\x18\x01 \x01(\x03\x12\x19\n\x11\x61waiting_approval\x18\x02 \x01(\x03\x12\x10\n\x08\x61pproved\x18\x03 \x01(\x03\x12\x11\n\tsubmitted\x18\x04 \x01(\x03\x12\x14\n\x0c\x61\x63knowledged\x18\x05 \x01(\x03\x12\x0f\n\x07\x64\x65\x63ided\x18\x06 \x01(\x03\x12\x0e\n\x06\x63losed\x18\x07 \x01(\x03\"V\n\x0fStatutoryClocks\x12\x13\n\x0bmet_on_time\x18\x01 \x01(\x03\x12\x10\n\x08met_late\x18\x02 \x01(\x03\x12\x0b\n\x03\x64ue\x18\x03 \x01(\x03\x12\x0f\n\x07overdue\x18\x04 \x01(\x03\"\x89\x01\n\x0fReferralFigures\x12\x0f\n\x07\x64rafted\x18\x01 \x01(\x03\x12\x31\n\x06states\x18\x02 \x01(\x0b\x32!.toex.oversight.v1.ReferralStates\x12\x32\n\x06\x63locks\x18\x03 \x01(\x0b\x32\".toex.oversight.v1.StatutoryClocks\"\xc0\x01\n\x11PndReconciliation\x12\x31\n\rcomplete_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlocal_records\x18\x02 \x01(\x03\x12\x0f\n\x07in_sync\x18\x03 \x01(\x03\x12\x0c\n\x04held\x18\x04 \x01(\x03\x12\r\n\x05stale\x18\x05 \x01(\x03\x12\x0f\n\x07missing\x18\x06 \x01(\x03\x12\x10\n\x08rejected\x18\x07 \x01(\x03\x12\x10\n\x08\x63onflict\x18\x08 \x01(\x03\"\x81\x01\n\nPndFigures\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x10\n\x08rejected\x18\x02 \x01(\x03\x12\x11\n\tconflicts\x18\x03 \x01(\x03\x12<\n\x0ereconciliation\x18\x04 \x01(\x0b\x32$.toex.oversight.v1.PndReconciliation\"]\n\x14\x44\x65\x63onflictionFigures\x12\x0f\n\x07notices\x18\x01 \x01(\x03\x12\x34\n\x0cwith_regions\x18\x02 \x03(\x0b\x32\x1e.toex.oversight.v1.RegionCount2p\n\x10OversightService\x12\\\n\x0bGetOverview\x12%.toex.oversight.v1.GetOverviewRequest\x1a&.toex.oversight.v1.GetOverviewResponseB\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,38 +35,40 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'toex.oversight.v1.oversight
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'P\001'
-  _globals['_PERIOD']._serialized_start=116
-  _globals['_PERIOD']._serialized_end=161
-  _globals['_GETOVERVIEWREQUEST']._serialized_start=163
-  _globals['_GETOVERVIEWREQUEST']._serialized_end=280
-  _globals['_GETOVERVIEWRESPONSE']._serialized_start=283
-  _globals['_GETOVERVIEWRESPONSE']._serialized_end=524
-  _globals['_REGIONFIGURES']._serialized_start=527
-  _globals['_REGIONFIGURES']._serialized_end=867
-  _globals['_JOBSTATES']._serialized_start=870
-  _globals['_JOBSTATES']._serialized_end=1008
-  _globals['_JOBTYPES']._serialized_start=1011
-  _globals['_JOBTYPES']._serialized_end=1160
-  _globals['_PRIORITIES']._serialized_start=1162
-  _globals['_PRIORITIES']._serialized_end=1225
-  _globals['_REGIONCOUNT']._serialized_start=1227
-  _globals['_REGIONCOUNT']._serialized_end=1293
-  _globals['_FEEDBACK']._serialized_start=1295
-  _globals['_FEEDBACK']._serialized_end=1360
-  _globals['_JOBFIGURES']._serialized_start=1363
-  _globals['_JOBFIGURES']._serialized_end=1776
-  _globals['_REFERRALSTATES']._serialized_start=1779
-  _globals['_REFERRALSTATES']._serialized_end=1929
-  _globals['_STATUTORYCLOCKS']._serialized_start=1931
-  _globals['_STATUTORYCLOCKS']._serialized_end=2017
-  _globals['_REFERRALFIGURES']._serialized_start=2020
-  _globals['_REFERRALFIGURES']._serialized_end=2157
-  _globals['_PNDRECONCILIATION']._serialized_start=2160
-  _globals['_PNDRECONCILIATION']._serialized_end=2352
-  _globals['_PNDFIGURES']._serialized_start=2355
-  _globals['_PNDFIGURES']._serialized_end=2484
-  _globals['_DECONFLICTIONFIGURES']._serialized_start=2486
-  _globals['_DECONFLICTIONFIGURES']._serialized_end=2579
-  _globals['_OVERSIGHTSERVICE']._serialized_start=2581
-  _globals['_OVERSIGHTSERVICE']._serialized_end=2693
+  _globals['_PERIOD']._serialized_start=143
+  _globals['_PERIOD']._serialized_end=188
+  _globals['_GETOVERVIEWREQUEST']._serialized_start=190
+  _globals['_GETOVERVIEWREQUEST']._serialized_end=307
+  _globals['_GETOVERVIEWRESPONSE']._serialized_start=310
+  _globals['_GETOVERVIEWRESPONSE']._serialized_end=551
+  _globals['_REGIONFIGURES']._serialized_start=554
+  _globals['_REGIONFIGURES']._serialized_end=894
+  _globals['_JOBSTATES']._serialized_start=897
+  _globals['_JOBSTATES']._serialized_end=1035
+  _globals['_JOBTYPES']._serialized_start=1038
+  _globals['_JOBTYPES']._serialized_end=1187
+  _globals['_PRIORITIES']._serialized_start=1189
+  _globals['_PRIORITIES']._serialized_end=1252
+  _globals['_REGIONCOUNT']._serialized_start=1254
+  _globals['_REGIONCOUNT']._serialized_end=1320
+  _globals['_FEEDBACK']._serialized_start=1322
+  _globals['_FEEDBACK']._serialized_end=1406
+  _globals['_THREATCOUNT']._serialized_start=1408
+  _globals['_THREATCOUNT']._serialized_end=1491
+  _globals['_JOBFIGURES']._serialized_start=1494
+  _globals['_JOBFIGURES']._serialized_end=1956
+  _globals['_REFERRALSTATES']._serialized_start=1959
+  _globals['_REFERRALSTATES']._serialized_end=2109
+  _globals['_STATUTORYCLOCKS']._serialized_start=2111
+  _globals['_STATUTORYCLOCKS']._serialized_end=2197
+  _globals['_REFERRALFIGURES']._serialized_start=2200
+  _globals['_REFERRALFIGURES']._serialized_end=2337
+  _globals['_PNDRECONCILIATION']._serialized_start=2340
+  _globals['_PNDRECONCILIATION']._serialized_end=2532
+  _globals['_PNDFIGURES']._serialized_start=2535
+  _globals['_PNDFIGURES']._serialized_end=2664
+  _globals['_DECONFLICTIONFIGURES']._serialized_start=2666
+  _globals['_DECONFLICTIONFIGURES']._serialized_end=2759
+  _globals['_OVERSIGHTSERVICE']._serialized_start=2761
+  _globals['_OVERSIGHTSERVICE']._serialized_end=2873
 # @@protoc_insertion_point(module_scope)

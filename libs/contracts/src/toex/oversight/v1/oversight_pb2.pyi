@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from toex.type.v1 import region_pb2 as _region_pb2
+from toex.type.v1 import threat_pb2 as _threat_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -350,10 +351,13 @@ class Feedback(_message.Message):
     RATED_FIELD_NUMBER: _builtins.int
     MEAN_RATING_FIELD_NUMBER: _builtins.int
     BY_RATING_FIELD_NUMBER: _builtins.int
+    COMMENTED_FIELD_NUMBER: _builtins.int
     rated: _builtins.int
     """Jobs rated."""
     mean_rating: _builtins.float
     """Mean rating of the jobs rated; 0 when none was."""
+    commented: _builtins.int
+    """Jobs whose latest feedback came with a comment (the comment stays in the region)."""
     @_builtins.property
     def by_rating(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Jobs rated 1, 2, 3, 4 and 5, in that order (five entries)."""
@@ -364,14 +368,41 @@ class Feedback(_message.Message):
         rated: _builtins.int = ...,
         mean_rating: _builtins.float = ...,
         by_rating: _abc.Iterable[_builtins.int] | None = ...,
+        commented: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_rating", b"by_rating", "mean_rating", b"mean_rating", "rated", b"rated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_rating", b"by_rating", "commented", b"commented", "mean_rating", b"mean_rating", "rated", b"rated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Feedback: _TypeAlias = Feedback  # noqa: Y015
+
+@_typing.final
+class ThreatCount(_message.Message):
+    """ThreatCount counts jobs of one threat category."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    THREAT_CATEGORY_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    threat_category: _threat_pb2.ThreatCategory.ValueType
+    """The category (toex.type.v1.ThreatCategory)."""
+    count: _builtins.int
+    """How many."""
+    def __init__(
+        self,
+        *,
+        threat_category: _threat_pb2.ThreatCategory.ValueType = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "threat_category", b"threat_category"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ThreatCount: _TypeAlias = ThreatCount  # noqa: Y015
 
 @_typing.final
 class JobFigures(_message.Message):
@@ -391,6 +422,7 @@ class JobFigures(_message.Message):
     TAKEN_BY_FIELD_NUMBER: _builtins.int
     TAKEN_FOR_OTHER_REGIONS_FIELD_NUMBER: _builtins.int
     FEEDBACK_FIELD_NUMBER: _builtins.int
+    THREATS_FIELD_NUMBER: _builtins.int
     raised: _builtins.int
     """Jobs raised."""
     open: _builtins.int
@@ -425,6 +457,10 @@ class JobFigures(_message.Message):
     def feedback(self) -> Global___Feedback:
         """The requesting officers' feedback."""
 
+    @_builtins.property
+    def threats(self) -> _containers.RepeatedCompositeFieldContainer[Global___ThreatCount]:
+        """By threat category as the job names it now (jobs naming none are not listed)."""
+
     def __init__(
         self,
         *,
@@ -440,10 +476,11 @@ class JobFigures(_message.Message):
         taken_by: _abc.Iterable[Global___RegionCount] | None = ...,
         taken_for_other_regions: _builtins.int = ...,
         feedback: Global___Feedback | None = ...,
+        threats: _abc.Iterable[Global___ThreatCount] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["feedback", b"feedback", "priorities", b"priorities", "states", b"states", "types", b"types"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivered_late", b"delivered_late", "delivered_on_time", b"delivered_on_time", "feedback", b"feedback", "open", b"open", "overdue", b"overdue", "priorities", b"priorities", "raised", b"raised", "states", b"states", "taken_by", b"taken_by", "taken_by_other_regions", b"taken_by_other_regions", "taken_for_other_regions", b"taken_for_other_regions", "types", b"types"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivered_late", b"delivered_late", "delivered_on_time", b"delivered_on_time", "feedback", b"feedback", "open", b"open", "overdue", b"overdue", "priorities", b"priorities", "raised", b"raised", "states", b"states", "taken_by", b"taken_by", "taken_by_other_regions", b"taken_by_other_regions", "taken_for_other_regions", b"taken_for_other_regions", "threats", b"threats", "types", b"types"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
