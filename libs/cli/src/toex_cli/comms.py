@@ -742,6 +742,8 @@ def advert_networks(
     if why and output_format == "table":
         for n in response.networks:
             click.echo(f"\n{n.network_id}:")
+            if n.accounts:
+                click.echo(f"  accounts: {' '.join(n.accounts)}")
             for a in n.adverts:
                 click.echo(f"  {a.advert_id}: {'; '.join(a.reasons)}")
 

@@ -441,6 +441,11 @@ def status(cli: CliContext, region: Region | None, output_format: str) -> None:
 @click.option("--region", required=True, type=RegionType(), help="The region the search is made for.")
 @click.option("--phone", help="Search a phone number.")
 @click.option("--vrm", help="Search a vehicle registration mark.")
+@click.option(
+    "--account",
+    metavar="URL_OR_PLATFORM:HANDLE",
+    help="Search an online account: a profile URL or platform:handle (instagram:some.name).",
+)
 @click.option("--family", help="Search persons by family name...")
 @click.option("--given", default="", help="...and given name,")
 @click.option("--dob", default="", help="...date of birth (YYYY[-MM[-DD]]),")
@@ -453,6 +458,7 @@ def search(
     region: Region,
     phone: str | None,
     vrm: str | None,
+    account: str | None,
     family: str | None,
     given: str,
     dob: str,
@@ -466,14 +472,18 @@ def search(
     Examples:
       toex --purpose "Op Kestrel" pnd search --region EMSOU --phone "07700 900123"
       toex --purpose "Op Kestrel" pnd search --region EMSOU --family Carter --dob 1996
+      toex --purpose "Op Kestrel" pnd search --region EMSOU --account instagram:some.name
     """
     query = sync_pb2.PndSearch()
-    if sum(bool(x) for x in (phone, vrm, family)) != 1:
-        raise click.UsageError("give one of --phone, --vrm or --family")
+    if sum(bool(x) for x in (phone, vrm, account, family)) != 1:
+        raise click.UsageError("give one of --phone, --vrm, --account or --family")
     if phone:
         query.kind, query.phone_e164 = sync_pb2.PND_SEARCH_KIND_PHONE, phone
     elif vrm:
         query.kind, query.vrm = sync_pb2.PND_SEARCH_KIND_VEHICLE, vrm
+    elif account:
+        # checked by the service, which says what is wrong with it
+        query.kind, query.online_account = sync_pb2.PND_SEARCH_KIND_ONLINE_ACCOUNT, account
     else:
         query.kind = sync_pb2.PND_SEARCH_KIND_PERSON
         query.person.family_name, query.person.given_name, query.person.postcode = (

@@ -382,6 +382,7 @@ def test_advert_networks_sends_the_scope_and_shows_ranked_networks(
                 adverts=[
                     pb.AdvertMembership(advert_id="b2", reasons=["image like advert b1 (1 bits apart)"])
                 ],
+                accounts=["instagram:some.name"],
             ),
             pb.AdvertNetwork(
                 network_id="an-2",
@@ -408,3 +409,4 @@ def test_advert_networks_sends_the_scope_and_shows_ranked_networks(
     assert first.split()[:5] == ["1", "an-1", "CHILD", "100", "2"]
     assert "Derby -> Lincoln" in next(line for line in lines if "an-2" in line)
     assert "  b2: image like advert b1 (1 bits apart)" in lines
+    assert "  accounts: instagram:some.name" in lines

@@ -143,3 +143,47 @@ def test_a_search_says_which_job_it_was_made_for(run: Callable[..., Result], pnd
     plain = toex(run, pnd_with_jobs, "pnd", "search", "--region", "EMSOU", "--vrm", "AB12CDE")
     assert plain.exit_code == 0, plain.output
     assert "made for" not in plain.output and "pnd/PND-1@1" in plain.output
+
+
+class PndByAccount(pnd_pb2_grpc.PndSyncServiceServicer):
+    """Answers an account search with the account found; refuses one that names no account."""
+
+    def SearchPnd(self, request: pb.SearchPndRequest, context: grpc.ServicerContext) -> Any:
+        search = request.search
+        if search.kind != sync_pb2.PND_SEARCH_KIND_ONLINE_ACCOUNT:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "not an account search")
+        if ":" not in search.online_account and "/" not in search.online_account:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "search.online_account: expected a profile URL")
+        found = pole_pb2.OnlineAccount(platform="instagram", handle="some.name")
+        return pb.SearchPndResponse(
+            search=sync_pb2.PndSearch(
+                name="regions/EMSOU/pndSearches/s2", online_account="instagram:some.name"
+            ),
+            results=[
+                pole_pb2.PndSourceRecord(
+                    source_record_id="pnd/PND-9@1",
+                    kind=pole_pb2.POLE_KIND_ONLINE_ACCOUNT,
+                    entity=pole_pb2.PoleEntity(online_account=found),
+                )
+            ],
+        )
+
+
+@pytest.fixture
+def pnd_by_account() -> Iterator[str]:
+    yield from serve(PndByAccount())
+
+
+def test_a_search_by_account_sends_the_url_and_shows_the_account(
+    run: Callable[..., Result], pnd_by_account: str
+) -> None:
+    url = "https://www.instagram.com/some.name/"
+    found = toex(run, pnd_by_account, "pnd", "search", "--region", "EMSOU", "--account", url)
+    assert found.exit_code == 0, found.output
+    assert "pnd/PND-9@1" in found.output and "instagram:some.name" in found.output
+    refused = toex(run, pnd_by_account, "pnd", "search", "--region", "EMSOU", "--account", "nothing")
+    assert refused.exit_code == 1 and "expected a profile URL" in refused.output
+    both = toex(
+        run, pnd_by_account, "pnd", "search", "--region", "EMSOU", "--account", url, "--vrm", "AB12CDE"
+    )
+    assert both.exit_code != 0 and "give one of --phone, --vrm, --account or --family" in both.output

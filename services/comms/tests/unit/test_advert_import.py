@@ -101,3 +101,29 @@ def test_image_hashes_from_images_beside_the_file(tmp_path: Path) -> None:
     assert bin(hashes[0] ^ hashes[1]).count("1") <= 3  # the same picture, re-saved with noise
     assert bin(hashes[0] ^ hashes[2]).count("1") > 10  # another picture
     assert hashes[3] is None and hashes[4] is None
+
+
+def test_accounts_kept_in_normal_form_and_bad_ones_rejected_with_line_numbers(tmp_path: Path) -> None:
+    src = tmp_path / "adverts.csv"
+    src.write_text(
+        "number,advert_id,site,date,location,text,account\n"
+        "07700 900001,a1,s,2025-03-01,Derby,hi,https://www.instagram.com/Some.Name/\n"
+        "07700 900002,a2,s,2025-03-01,Derby,hi,insta:@some.name\n"
+        "07700 900003,a3,s,2025-03-01,Derby,hi,\n"
+        "07700 900004,a4,s,2025-03-01,Derby,hi,instagram:two words\n"
+        "07700 900005,a5,s,2025-03-01,Derby,hi,nothing\n"
+        "07700 900006,a6,s,2025-03-01,Derby,hi,https://www.instagram.com/p/Cx1/\n"
+    )
+    result = ingest.ingest_adverts(src, tmp_path / "out")
+    rows = pl.read_parquet(sorted((tmp_path / "out").glob("rows-*.parquet")))
+    rejected = pl.read_parquet(sorted((tmp_path / "out").glob("rejections-*.parquet"))).to_dicts()
+    assert result.rows_accepted == 3 and result.rows_rejected == 3
+    assert rows.sort("advert_id").select("advert_id", "account").rows() == [
+        ("a1", "instagram:some.name"),
+        ("a2", "instagram:some.name"),
+        ("a3", None),
+    ]
+    reasons = {r["line"]: r["reason"] for r in rejected}
+    assert reasons[5].startswith("account: 'two words' is not a instagram handle")
+    assert reasons[6].startswith("account: 'nothing' is not an account")
+    assert reasons[7].startswith("account: 'https://www.instagram.com/p/Cx1/' is a instagram page")

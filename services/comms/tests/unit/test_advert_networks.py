@@ -211,3 +211,24 @@ def test_network_id_is_stable_and_scoped() -> None:
 def test_missing_required_columns_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="number"):
         find_networks(pl.DataFrame({"advert_id": ["a"]}))
+
+
+def test_a_shared_account_joins_adverts_and_says_which() -> None:
+    rows = frame(
+        [
+            {"advert_id": "a1", "number": 447700900001, "text": OTHER[0]},
+            {"advert_id": "a2", "number": 447700900002, "text": OTHER[1]},
+            {"advert_id": "a3", "number": 447700900003, "text": OTHER[2]},
+            {"advert_id": "a4", "number": 447700900004, "text": OTHER[3]},
+        ]
+    ).with_columns(
+        account=pl.Series(["instagram:some.name", None, "instagram:some.name", "instagram:other.name"])
+    )
+    [net] = find_networks(rows)
+    assert net.adverts == ["a1", "a3"]
+    assert net.reasons["a1"] == ["shares account instagram:some.name with advert a3"]
+    assert net.reasons["a3"] == ["shares account instagram:some.name with advert a1"]
+    assert net.accounts == ["instagram:some.name"]
+    assert networks_frame([net])["accounts"].to_list() == ["instagram:some.name"]
+    # without the column, nothing joins them
+    assert find_networks(rows.drop("account")) == []

@@ -185,3 +185,44 @@ def test_bulk_batch_and_acknowledgement_round_trip() -> None:
 def test_malformed_batches_are_refused(document: bytes) -> None:
     with pytest.raises(bulk.BulkFormatError):
         bulk.decode_batch(document)
+
+
+@pytest.mark.parametrize(
+    ("account", "platform", "handle"),
+    [
+        ({"platform": "Insta", "handle": "@Some.Name"}, "instagram", "some.name"),
+        (
+            {"platform": "", "handle": "", "url": "https://www.tiktok.com/@Dancer.Girl"},
+            "tiktok",
+            "dancer.girl",
+        ),
+        ({"platform": "twitter", "url": "https://x.com/Jack_99"}, "x", "jack_99"),
+        ({"platform": "adultwork", "handle": "LadyJane"}, "adultwork", "LadyJane"),
+        ({"platform": "AdultWork", "url": "https://www.adultwork.com/LadyJane"}, "adultwork", "LadyJane"),
+    ],
+)
+def test_online_accounts_are_stored_in_normal_form(account: dict, platform: str, handle: str) -> None:
+    problems = Violations()
+    entity = pole.check_entity({"online_account": dict(account)}, problems)
+    assert not problems.items
+    assert (entity["online_account"]["platform"], entity["online_account"]["handle"]) == (platform, handle)
+
+
+@pytest.mark.parametrize(
+    ("account", "field", "says"),
+    [
+        ({"platform": "instagram"}, "handle", "give the handle or the link"),
+        ({"handle": "some.name"}, "platform", "say which platform"),
+        ({"platform": "instagram", "handle": "two words"}, "handle", "is not a instagram handle"),
+        ({"url": "https://www.instagram.com/p/Cx1/"}, "url", "is a instagram page"),
+        ({"platform": "facebook", "url": "https://x.com/jack"}, "url", "the link is to x, not facebook"),
+    ],
+)
+def test_bad_online_accounts_name_the_field(account: dict, field: str, says: str) -> None:
+    problems = Violations()
+    pole.check_entity({"online_account": account}, problems)
+    with pytest.raises(InvalidArgument) as raised:
+        problems.raise_if_any()
+    [violation] = raised.value.violations
+    assert violation.field == f"record.entity.online_account.{field}"
+    assert says in violation.description

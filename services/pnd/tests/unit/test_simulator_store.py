@@ -64,3 +64,50 @@ def test_pnd_rules_are_stricter_than_the_platform() -> None:
     assert [r["code"] for r in validate(plate)] == ["INVALID_VRM"]
     plate["entity"] = {"vehicle": {"vrm": "AB12CDE"}}
     assert validate(plate) == []
+
+
+def account_line(sid: str, ref: str, account: dict[str, str]) -> dict[str, Any]:
+    return {
+        "submission_id": sid,
+        "operation": "CREATE",
+        "source_ref": ref,
+        "record_version": 1,
+        "kind": "ONLINE_ACCOUNT",
+        "grading": GRADING,
+        "entity": {"online_account": account},
+        "links": [],
+    }
+
+
+def test_accounts_are_found_by_platform_and_handle_or_by_their_link(tmp_path: Path) -> None:
+    store = PndStore(tmp_path / "pnd.sqlite3")
+    outcomes = store.apply_batch(
+        "TOEX",
+        [
+            account_line(
+                "a1", "regions/EMSOU/intelligence/a1", {"platform": "instagram", "handle": "some.name"}
+            ),
+            account_line(
+                "a2",
+                "regions/EMSOU/intelligence/a2",
+                {"platform": "adultwork", "url": "https://www.adultwork.com/LadyJane"},
+            ),
+            account_line(
+                "a3", "regions/EMSOU/intelligence/a3", {"platform": "instagram", "handle": "other.name"}
+            ),
+        ],
+    )
+    assert {o["outcome"] for o in outcomes} == {"ACCEPTED"}
+
+    def found(text: str) -> list[str]:
+        results, _ = store.search("ONLINE_ACCOUNT", {"online_account": text}, 20)
+        return [
+            r["entity"]["online_account"].get("handle") or r["entity"]["online_account"]["url"]
+            for r in results
+        ]
+
+    assert found("instagram:some.name") == ["some.name"]
+    assert found("https://www.instagram.com/Some.Name/") == ["some.name"]
+    assert found("https://adultwork.com/LadyJane") == ["https://www.adultwork.com/LadyJane"]
+    assert found("instagram:nobody.here") == []
+    assert found("not an account") == []

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import polars as pl
+from toex_kernel.accounts import AccountError, parse_account
 from toex_kernel.errors import ResourceExhausted
 
 from toex_comms.domain.analysis import PAIR_SCHEMA, merge_pairs, pair_totals
@@ -73,6 +74,8 @@ ADVERT_SCHEMA: dict[str, Any] = {
     "name": pl.String,
     "age": pl.Int32,
     "price": pl.Float64,
+    # An online account the advert names, `platform:handle` in normal form (toex_kernel.accounts).
+    "account": pl.String,
     "line": pl.Int64,
 }
 PAIRS_FILE = "pairs.parquet"
@@ -877,6 +880,7 @@ ADVERT_COLUMNS = {
     "name": "name",
     "age": "age",
     "price": "price",
+    "account": "account",
 }
 # A perceptual hash as written by imagehash (16 hex digits) or as a decimal integer.
 _HEX_HASH = r"^(?:0x)?[0-9a-fA-F]{16}$"
@@ -886,7 +890,8 @@ class AdvertFile(FileReader):
     """Columns: number, advert_id, site, date, location, text; optional seen (a time), image_hash
     (a 64-bit perceptual hash, 16 hex digits as imagehash writes it, or a decimal integer), name
     and age claimed (age a whole number 0-120), price (a number, a leading currency sign
-    allowed)."""
+    allowed), account (a profile URL or platform:handle, kept as `platform:handle` in normal
+    form)."""
 
     what = "advert"
     columns = ADVERT_COLUMNS
@@ -895,11 +900,21 @@ class AdvertFile(FileReader):
     def __init__(self, zone: str = "Europe/London") -> None:
         self.zone = zone
         self.normaliser = NumberNormaliser()
+        # The batch's accounts as written (trimmed): normal form, or why it is not an account.
+        self.accounts: dict[str, str] = {}
+        self.account_problems: dict[str, str] = {}
 
     def prepare(self, batch: pl.DataFrame) -> dict[str, int | None]:
         """The batch's raw numbers (trimmed), normalised (None: not a number)."""
         distinct = batch["number"].drop_nulls().str.strip_chars().unique().to_list()
         self.normaliser.resolve(distinct)
+        if "account" in batch.columns:
+            for written in batch["account"].drop_nulls().str.strip_chars().unique().to_list():
+                if written and written not in self.accounts and written not in self.account_problems:
+                    try:
+                        self.accounts[written] = parse_account(written).key
+                    except AccountError as exc:
+                        self.account_problems[written] = str(exc)
         return {r: self.normaliser.keys[r] for r in distinct}
 
     def check(self, batch: pl.DataFrame, lookup: dict[str, int | None]) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -932,12 +947,23 @@ class AdvertFile(FileReader):
             ),
             (_clean("advert_id").is_null(), "advert_id: missing"),
             (
+                pl.col("_account_problem").is_not_null(),
+                pl.concat_str(pl.lit("account: "), pl.col("_account_problem")),
+            ),
+            (
                 date_text.is_not_null() & (date_text != "") & pl.col("posted_at").is_null(),
                 pl.concat_str(pl.lit("date: not a valid date: "), date_text),
             ),
         ]
         extra = self._extras(present, zone)
         frame = frame.with_columns(**{f"_{k}": v for k, (v, _) in extra.items()})
+        written = _clean("account") if "account" in present else pl.lit(None, pl.String)
+        frame = frame.with_columns(
+            _account=written.replace_strict(self.accounts, default=None, return_dtype=pl.String),
+            _account_problem=written.replace_strict(
+                self.account_problems, default=None, return_dtype=pl.String
+            ),
+        )
         for name, (_, raw) in extra.items():
             checks.append(
                 (
@@ -958,6 +984,7 @@ class AdvertFile(FileReader):
             (_clean("name") if "name" in present else pl.lit(None, pl.String)).alias("name"),
             pl.col("_age").alias("age"),
             pl.col("_price").alias("price"),
+            pl.col("_account").alias("account"),
             "line",
         )
         bad = frame.filter(pl.col(REASON).is_not_null()).select("line", pl.col(REASON).alias("reason"), "raw")

@@ -359,4 +359,5 @@ def advert_network_to_proto(n: AdvertNetwork) -> pb.AdvertNetwork:
         ],
         score=n.score,
         adverts=[pb.AdvertMembership(advert_id=a, reasons=n.reasons.get(a, [])) for a in n.adverts],
+        accounts=n.accounts,
     )

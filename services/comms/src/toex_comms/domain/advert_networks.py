@@ -3,6 +3,7 @@
 Adverts (one row per advert and number) are joined into networks when they
 
 - share a number;
+- name the same online account (`platform:handle` in normal form, as the import keeps it);
 - have near-duplicate text: MinHash signatures over word shingles (3 words), banded (LSH) so
   that only adverts sharing a band are compared; the band split (bands and rows per band that
   best fit the similarity threshold) and the slot seeds are `datasketch`'s. Signatures are
@@ -63,12 +64,14 @@ ADVERT_COLUMNS: dict[str, Any] = {
     "name": pl.String,
     "age": pl.Int32,
     "price": pl.Float64,
+    "account": pl.String,
 }
 
 REASON_NUMBER = "number"
 REASON_TEXT = "text"
 REASON_IMAGE = "image"
 REASON_CONTROLLER = "controller"
+REASON_ACCOUNT = "account"
 
 # Words in an advert that suggest a child. Matched as whole words, case-insensitive; what matched
 # is shown so the flag can be challenged.
@@ -127,6 +130,8 @@ class AdvertNetwork:
     indicators: list[Indicator]
     # advert id -> the reasons it belongs ("shares number +44...", "text like advert X (0.83)").
     reasons: dict[str, list[str]] = field(default_factory=dict)
+    # Online accounts the adverts name (`instagram:some.name`).
+    accounts: list[str] = field(default_factory=list)
 
     @property
     def size(self) -> int:
@@ -160,6 +165,23 @@ def _number_edges(rows: pl.DataFrame) -> pl.DataFrame:
             pl.col("root").alias("b"),
             pl.lit(REASON_NUMBER).alias("reason"),
             pl.col("number").cast(pl.String).alias("detail"),
+        )
+    )
+
+
+def _account_edges(rows: pl.DataFrame) -> pl.DataFrame:
+    """Each advert naming an account to the account's first advert."""
+    return (
+        rows.select("doc", "account")
+        .drop_nulls()
+        .unique()
+        .with_columns(root=pl.col("doc").min().over("account"))
+        .filter(pl.col("doc") != pl.col("root"))
+        .select(
+            pl.col("doc").alias("a"),
+            pl.col("root").alias("b"),
+            pl.lit(REASON_ACCOUNT).alias("reason"),
+            pl.col("account").alias("detail"),
         )
     )
 
@@ -325,6 +347,8 @@ def _format_number(key: int) -> str:
 def _describe(reason: str, detail: str, other: str) -> str:
     if reason == REASON_NUMBER:
         return f"shares number {_format_number(int(detail))} with advert {other}"
+    if reason == REASON_ACCOUNT:
+        return f"shares account {detail} with advert {other}"
     if reason == REASON_TEXT:
         return f"text like advert {other} (estimated similarity {detail})"
     if reason == REASON_IMAGE:
@@ -366,6 +390,7 @@ def find_networks(
     edges = pl.concat(
         [
             _number_edges(rows),
+            _account_edges(rows),
             _text_edges(docs, opts),
             _image_edges(docs, opts),
             _controller_edges(rows, contacts, opts),
@@ -447,6 +472,7 @@ def _summarise(
                 minor_reasons=minor_reasons,
                 indicators=indicators,
                 reasons={k: sorted(set(v)) for k, v in reasons.items()},
+                accounts=sorted({x for x in part["account"].to_list() if x}),
             )
         )
     networks.sort(key=lambda x: (not x.minor, -x.score, -x.size, x.network_id))
@@ -525,6 +551,7 @@ def networks_frame(networks: list[AdvertNetwork]) -> pl.DataFrame:
             "towns": [" -> ".join(t for _, t in n.movements) for n in networks],
             "ages": [" ".join(str(a) for a in n.ages) for n in networks],
             "indicators": ["; ".join(i.text for i in n.indicators) for n in networks],
+            "accounts": [" ".join(n.accounts) for n in networks],
         },
         schema_overrides={"rank": pl.Int64, "score": pl.Int64, "adverts": pl.Int64},
     )

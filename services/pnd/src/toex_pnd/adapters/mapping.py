@@ -271,6 +271,8 @@ def search_to_proto(row: SearchRow) -> sync_pb2.PndSearch:
         json_format.ParseDict(row.criteria, search.person, ignore_unknown_fields=True)
     elif row.kind == "PHONE":
         search.phone_e164 = str(row.criteria.get("phone_e164", ""))
+    elif row.kind == "ONLINE_ACCOUNT":
+        search.online_account = str(row.criteria.get("online_account", ""))
     else:
         search.vrm = str(row.criteria.get("vrm", ""))
     return search

@@ -81,7 +81,7 @@ class ReleaseIntelligence:
 class SearchPnd:
     actor: Principal
     region: Region
-    kind: str  # PERSON, PHONE, VEHICLE
+    kind: str  # PERSON, PHONE, VEHICLE, ONLINE_ACCOUNT
     criteria: dict[str, Any]
     purpose: str
     max_results: int

@@ -13,6 +13,13 @@ from datetime import date
 from typing import Any
 
 import phonenumbers
+from toex_kernel.accounts import (
+    KNOWN_PLATFORMS,
+    AccountError,
+    OnlineAccount,
+    account_from_url,
+    normalise_platform,
+)
 from toex_kernel.errors import Violations
 
 from toex_pnd.domain.model import LINK_TYPES, Grading, Handling, Kind, Link
@@ -101,11 +108,7 @@ def check_entity(
         else:
             body["vrm"] = vrm
     elif kind is Kind.ONLINE_ACCOUNT:
-        body["platform"] = str(body.get("platform", "")).strip().lower()
-        if not body["platform"]:
-            problems.add(f"{where}.platform", "say which platform or site")
-        if not str(body.get("handle", "")).strip() and not str(body.get("url", "")).strip():
-            problems.add(f"{where}.handle", "give the handle or the link")
+        _check_account(body, where, problems)
     elif kind is Kind.LOCATION:
         if body.get("address"):
             body["address"] = _check_address(body["address"], f"{where}.address", problems)
@@ -190,3 +193,36 @@ def check_links(links: list[dict[str, Any]], self_name: str, problems: Violation
             problems.add(f"record.links[{i}].type", f"one of {', '.join(sorted(LINK_TYPES))}")
         checked.append(Link(target, link_type, str(link.get("description", ""))[:MAX_TEXT]))
     return checked
+
+
+def _check_account(body: dict[str, Any], where: str, problems: Violations) -> None:
+    """Platform and handle in normal form, so one account is one key however it was written; a
+    profile link alone gives both (with the platform named, the link's handle on it, unless the
+    link is to another known platform)."""
+    platform = str(body.get("platform", "")).strip()
+    handle = str(body.get("handle", "")).strip()
+    url = str(body.get("url", "")).strip()
+    if not handle and not url:
+        problems.add(f"{where}.handle", "give the handle or the link")
+        return
+    if not platform and not url:
+        problems.add(f"{where}.platform", "say which platform or site")
+        return
+    if platform and handle:
+        try:
+            account = OnlineAccount.of(platform, handle)
+        except AccountError as exc:
+            problems.add(f"{where}.{'platform' if str(exc).startswith('platform') else 'handle'}", str(exc))
+            return
+    else:
+        try:
+            linked = account_from_url(url)
+            named = normalise_platform(platform) if platform else linked.platform
+            if named != linked.platform and linked.platform in KNOWN_PLATFORMS:
+                problems.add(f"{where}.url", f"the link is to {linked.platform}, not {named}")
+                return
+            account = OnlineAccount.of(named, linked.handle)
+        except AccountError as exc:
+            problems.add(f"{where}.url", str(exc))
+            return
+    body["platform"], body["handle"] = account.platform, account.handle

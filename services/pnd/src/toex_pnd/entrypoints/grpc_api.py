@@ -199,6 +199,8 @@ class PndSyncServicer(pnd_pb2_grpc.PndSyncServiceServicer):
             criteria = json_format.MessageToDict(search.person, preserving_proto_field_name=True)
         elif kind == "PHONE":
             criteria = {"phone_e164": search.phone_e164}
+        elif kind == "ONLINE_ACCOUNT":
+            criteria = {"online_account": search.online_account}
         else:
             criteria = {"vrm": search.vrm}
         if request.max_results < 0:

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 from toex_common.context import touch
 from toex_common.uow import remember, replayed, request_scope
+from toex_kernel.accounts import AccountError, parse_account
 from toex_kernel.clock import Clock, utcnow
 from toex_kernel.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, Violations
 from toex_kernel.grants import JobGrant, job_of
@@ -332,7 +333,7 @@ def _delay(deps: Deps, attempts: int) -> timedelta:
 
 # -- inbound: searches ---------------------------------------------------------------------
 
-SEARCH_KINDS = ("PERSON", "PHONE", "VEHICLE")
+SEARCH_KINDS = ("PERSON", "PHONE", "VEHICLE", "ONLINE_ACCOUNT")
 
 
 async def search_pnd(cmd: commands.SearchPnd, deps: Deps) -> tuple[SearchRow, SearchAnswer]:
@@ -343,7 +344,7 @@ async def search_pnd(cmd: commands.SearchPnd, deps: Deps) -> tuple[SearchRow, Se
     policy.ensure_can_search(cmd.actor, cmd.region, grant)
     criteria = dict(cmd.criteria)
     if cmd.kind not in SEARCH_KINDS:
-        raise InvalidArgument.field("search.kind", "PERSON, PHONE or VEHICLE")
+        raise InvalidArgument.field("search.kind", "PERSON, PHONE, VEHICLE or ONLINE_ACCOUNT")
     if cmd.kind == "PERSON":
         if not str(criteria.get("family_name", "")).strip():
             raise InvalidArgument.field("search.person.family_name", "a person search needs a family name")
@@ -357,6 +358,12 @@ async def search_pnd(cmd: commands.SearchPnd, deps: Deps) -> tuple[SearchRow, Se
         if e164 is None:
             raise InvalidArgument.field("search.phone_e164", "not a valid phone number")
         criteria = {"phone_e164": e164}
+    elif cmd.kind == "ONLINE_ACCOUNT":
+        try:
+            account = parse_account(str(criteria.get("online_account", "")))
+        except AccountError as exc:
+            raise InvalidArgument.field("search.online_account", str(exc)) from None
+        criteria = {"online_account": account.key}
     else:
         vrm = pole.normalise_vrm(str(criteria.get("vrm", "")))
         if vrm is None:

@@ -2,7 +2,7 @@
 
     POST /bulk/v1/batches         a bulk batch (JSON Lines) -> its acknowledgement (JSON Lines)
     GET  /holdings/v1?organisation=TOEX   what the PND holds for an organisation (TSV)
-    POST /search/v1               {"kind": "PERSON|PHONE|VEHICLE", "criteria": {...}, "max_results": n}
+    POST /search/v1               {"kind": "PERSON|PHONE|VEHICLE|ONLINE_ACCOUNT", "criteria": {...}, "max_results": n}
     GET  /control/v1              the fault settings;  PUT /control/v1 to change them:
                                   {"latency_ms": 0, "unavailable": false, "failure_rate": 0.0,
                                    "lost_ack_rate": 0.0, "bulk_unavailable": false}
@@ -110,8 +110,8 @@ async def search(request: web.Request) -> web.Response:
     except json.JSONDecodeError:
         return _error(400, "a JSON body is required")
     kind = data.get("kind")
-    if kind not in ("PERSON", "PHONE", "VEHICLE"):
-        return _error(400, "kind is PERSON, PHONE or VEHICLE")
+    if kind not in ("PERSON", "PHONE", "VEHICLE", "ONLINE_ACCOUNT"):
+        return _error(400, "kind is PERSON, PHONE, VEHICLE or ONLINE_ACCOUNT")
     criteria = data.get("criteria") or {}
     if kind == "PERSON" and not str(criteria.get("family_name", "")).strip():
         return _error(400, "a person search needs a family name")

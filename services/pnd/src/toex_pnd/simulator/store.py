@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from toex_kernel.accounts import AccountError, OnlineAccount, parse_account
+
 from toex_pnd.simulator.rules import validate
 
 SCHEMA = """
@@ -198,6 +200,8 @@ class PndStore:
             keys = [("PHONE", str(body.get("e164", "")))]
         elif kind == "VEHICLE":
             keys = [("VEHICLE", str(body.get("vrm", "")))]
+        elif kind == "ONLINE_ACCOUNT":
+            keys = [("ONLINE_ACCOUNT", key) for key in _account_keys(body) if key]
         db.executemany(
             "INSERT INTO search_keys (kind, key, ref) VALUES (?, ?, ?)",
             [(k, v, ref) for k, v in set(keys) if v],
@@ -275,6 +279,8 @@ class PndStore:
             key = str(criteria.get("family_name", "")).strip().lower()
         elif kind == "PHONE":
             key = str(criteria.get("phone_e164", ""))
+        elif kind == "ONLINE_ACCOUNT":
+            key = _account_key(str(criteria.get("online_account", ""))) or ""
         else:
             key = "".join(str(criteria.get("vrm", "")).upper().split())
         refs = [
@@ -407,3 +413,24 @@ def _person_matches(kind: str, record: dict[str, Any], criteria: dict[str, Any])
     ):
         return False
     return True
+
+
+def _account_key(text: str) -> str | None:
+    """`platform:handle` in normal form, or None when the text names no account."""
+    try:
+        return parse_account(text).key
+    except AccountError:
+        return None
+
+
+def _account_keys(body: dict[str, Any]) -> list[str | None]:
+    """An account record is found by its platform and handle and by its link, which may differ."""
+    keys: list[str | None] = []
+    if body.get("platform") and body.get("handle"):
+        try:
+            keys.append(OnlineAccount.of(str(body["platform"]), str(body["handle"])).key)
+        except AccountError:
+            keys.append(None)
+    if body.get("url"):
+        keys.append(_account_key(str(body["url"])))
+    return keys

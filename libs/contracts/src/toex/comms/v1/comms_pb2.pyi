@@ -2875,6 +2875,7 @@ class AdvertNetwork(_message.Message):
     INDICATORS_FIELD_NUMBER: _builtins.int
     SCORE_FIELD_NUMBER: _builtins.int
     ADVERTS_FIELD_NUMBER: _builtins.int
+    ACCOUNTS_FIELD_NUMBER: _builtins.int
     network_id: _builtins.str
     """Stable for the same first advert in the same region (and job)."""
     advert_count: _builtins.int
@@ -2915,6 +2916,12 @@ class AdvertNetwork(_message.Message):
     def adverts(self) -> _containers.RepeatedCompositeFieldContainer[Global___AdvertMembership]:
         """Why each advert belongs."""
 
+    @_builtins.property
+    def accounts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Online accounts the adverts name, `platform:handle` in normal form (for example
+        `instagram:some.name`).
+        """
+
     def __init__(
         self,
         *,
@@ -2930,10 +2937,11 @@ class AdvertNetwork(_message.Message):
         indicators: _abc.Iterable[Global___AdvertNetworkIndicator] | None = ...,
         score: _builtins.int = ...,
         adverts: _abc.Iterable[Global___AdvertMembership] | None = ...,
+        accounts: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["advert_count", b"advert_count", "adverts", b"adverts", "ages", b"ages", "indicators", b"indicators", "minor", b"minor", "minor_reasons", b"minor_reasons", "movements", b"movements", "names", b"names", "network_id", b"network_id", "numbers", b"numbers", "score", b"score", "sites", b"sites"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "advert_count", b"advert_count", "adverts", b"adverts", "ages", b"ages", "indicators", b"indicators", "minor", b"minor", "minor_reasons", b"minor_reasons", "movements", b"movements", "names", b"names", "network_id", b"network_id", "numbers", b"numbers", "score", b"score", "sites", b"sites"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -28,7 +28,7 @@ from toex.pnd.v1 import pole_pb2 as toex_dot_pnd_dot_v1_dot_pole__pb2
 from toex.type.v1 import region_pb2 as toex_dot_type_dot_v1_dot_region__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16toex/pnd/v1/sync.proto\x12\x0btoex.pnd.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16toex/pnd/v1/pole.proto\x1a\x19toex/type/v1/region.proto\"C\n\x0fRejectionReason\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"\x82\x01\n\x14PersonSearchCriteria\x12\x13\n\x0b\x66\x61mily_name\x18\x01 \x01(\t\x12\x12\n\ngiven_name\x18\x02 \x01(\t\x12/\n\rdate_of_birth\x18\x03 \x01(\x0b\x32\x18.toex.pnd.v1.PartialDate\x12\x10\n\x08postcode\x18\x04 \x01(\t\"\xa2\x02\n\tPndSearch\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x04kind\x18\x02 \x01(\x0e\x32\x1a.toex.pnd.v1.PndSearchKind\x12\x31\n\x06person\x18\x03 \x01(\x0b\x32!.toex.pnd.v1.PersonSearchCriteria\x12\x12\n\nphone_e164\x18\x04 \x01(\t\x12\x0b\n\x03vrm\x18\x05 \x01(\t\x12\x14\n\x0crequested_by\x18\x06 \x01(\t\x12\x0f\n\x07purpose\x18\x07 \x01(\t\x12/\n\x0bsearch_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x06region\x18\t \x01(\x0e\x32\x14.toex.type.v1.Region\x12\x0b\n\x03job\x18\n \x01(\t\"a\n\tAgedCount\x12\r\n\x05\x63ount\x18\x01 \x01(\x03\x12-\n\noldest_age\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0eolder_than_day\x18\x03 \x01(\x03\"\xae\x02\n\x14RegionReconciliation\x12$\n\x06region\x18\x01 \x01(\x0e\x32\x14.toex.type.v1.Region\x12\x15\n\rlocal_records\x18\x02 \x01(\x03\x12\x0f\n\x07in_sync\x18\x03 \x01(\x03\x12\'\n\x07missing\x18\x04 \x01(\x0b\x32\x16.toex.pnd.v1.AgedCount\x12%\n\x05stale\x18\x05 \x01(\x0b\x32\x16.toex.pnd.v1.AgedCount\x12(\n\x08rejected\x18\x06 \x01(\x0b\x32\x16.toex.pnd.v1.AgedCount\x12$\n\x04held\x18\x07 \x01(\x0b\x32\x16.toex.pnd.v1.AgedCount\x12(\n\x08\x63onflict\x18\x08 \x01(\x0b\x32\x16.toex.pnd.v1.AgedCount*\x9e\x01\n\x13SubmissionOperation\x12$\n SUBMISSION_OPERATION_UNSPECIFIED\x10\x00\x12\x1f\n\x1bSUBMISSION_OPERATION_CREATE\x10\x01\x12\x1f\n\x1bSUBMISSION_OPERATION_UPDATE\x10\x02\x12\x1f\n\x1bSUBMISSION_OPERATION_DELETE\x10\x03*\x9d\x01\n\tSyncState\x12\x1a\n\x16SYNC_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12SYNC_STATE_PENDING\x10\x01\x12\x13\n\x0fSYNC_STATE_HELD\x10\x02\x12\x15\n\x11SYNC_STATE_SYNCED\x10\x03\x12\x17\n\x13SYNC_STATE_REJECTED\x10\x04\x12\x17\n\x13SYNC_STATE_CONFLICT\x10\x05*\x84\x01\n\rPndSearchKind\x12\x1f\n\x1bPND_SEARCH_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16PND_SEARCH_KIND_PERSON\x10\x01\x12\x19\n\x15PND_SEARCH_KIND_PHONE\x10\x02\x12\x1b\n\x17PND_SEARCH_KIND_VEHICLE\x10\x03\x42\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16toex/pnd/v1/sync.proto\x12\x0btoex.pnd.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16toex/pnd/v1/pole.proto\x1a\x19toex/type/v1/region.proto\"C\n\x0fRejectionReason\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"\x82\x01\n\x14PersonSearchCriteria\x12\x13\n\x0b\x66\x61mily_name\x18\x01 \x01(\t\x12\x12\n\ngiven_name\x18\x02 \x01(\t\x12/\n\rdate_of_birth\x18\x03 \x01(\x0b\x32\x18.toex.pnd.v1.PartialDate\x12\x10\n\x08postcode\x18\x04 \x01(\t\"\xba\x02\n\tPndSearch\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x04kind\x18\x02 \x01(\x0e\x32\x1a.toex.pnd.v1.PndSearchKind\x12\x31\n\x06person\x18\x03 \x01(\x0b\x32!.toex.pnd.v1.PersonSearchCriteria\x12\x12\n\nphone_e164\x18\x04 \x01(\t\x12\x0b\n\x03vrm\x18\x05 \x01(\t\x12\x14\n\x0crequested_by\x18\x06 \x01(\t\x12\x0f\n\x07purpose\x18\x07 \x01(\t\x12/\n\x0bsearch_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x06region\x18\t \x01(\x0e\x32\x14.toex.type.v1.Region\x12\x0b\n\x03job\x18\n \x01(\t\x12\x16\n\x0eonline_account\x18\x0b \x01(\t\"a\n\tAgedCount\x12\r\n\x05\x63ount\x18\x01 \x01(\x03\x12-\n\noldest_age\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0eolder_than_day\x18\x03 \x01(\x03\"\xae\x02\n\x14RegionReconciliation\x12$\n\x06region\x18\x01 \x01(\x0e\x32\x14.toex.type.v1.Region\x12\x15\n\rlocal_records\x18\x02 \x01(\x03\x12\x0f\n\x07in_sync\x18\x03 \x01(\x03\x12\'\n\x07missing\x18\x04 \x01(\x0b\x32\x16.toex.pnd.v1.AgedCount\x12%\n\x05stale\x18\x05 \x01(\x0b\x32\x16.toex.pnd.v1.AgedCount\x12(\n\x08rejected\x18\x06 \x01(\x0b\x32\x16.toex.pnd.v1.AgedCount\x12$\n\x04held\x18\x07 \x01(\x0b\x32\x16.toex.pnd.v1.AgedCount\x12(\n\x08\x63onflict\x18\x08 \x01(\x0b\x32\x16.toex.pnd.v1.AgedCount*\x9e\x01\n\x13SubmissionOperation\x12$\n SUBMISSION_OPERATION_UNSPECIFIED\x10\x00\x12\x1f\n\x1bSUBMISSION_OPERATION_CREATE\x10\x01\x12\x1f\n\x1bSUBMISSION_OPERATION_UPDATE\x10\x02\x12\x1f\n\x1bSUBMISSION_OPERATION_DELETE\x10\x03*\x9d\x01\n\tSyncState\x12\x1a\n\x16SYNC_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12SYNC_STATE_PENDING\x10\x01\x12\x13\n\x0fSYNC_STATE_HELD\x10\x02\x12\x15\n\x11SYNC_STATE_SYNCED\x10\x03\x12\x17\n\x13SYNC_STATE_REJECTED\x10\x04\x12\x17\n\x13SYNC_STATE_CONFLICT\x10\x05*\xa8\x01\n\rPndSearchKind\x12\x1f\n\x1bPND_SEARCH_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16PND_SEARCH_KIND_PERSON\x10\x01\x12\x19\n\x15PND_SEARCH_KIND_PHONE\x10\x02\x12\x1b\n\x17PND_SEARCH_KIND_VEHICLE\x10\x03\x12\"\n\x1ePND_SEARCH_KIND_ONLINE_ACCOUNT\x10\x04\x42\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,20 +36,20 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'toex.pnd.v1.sync_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'P\001'
-  _globals['_SUBMISSIONOPERATION']._serialized_start=1055
-  _globals['_SUBMISSIONOPERATION']._serialized_end=1213
-  _globals['_SYNCSTATE']._serialized_start=1216
-  _globals['_SYNCSTATE']._serialized_end=1373
-  _globals['_PNDSEARCHKIND']._serialized_start=1376
-  _globals['_PNDSEARCHKIND']._serialized_end=1508
+  _globals['_SUBMISSIONOPERATION']._serialized_start=1079
+  _globals['_SUBMISSIONOPERATION']._serialized_end=1237
+  _globals['_SYNCSTATE']._serialized_start=1240
+  _globals['_SYNCSTATE']._serialized_end=1397
+  _globals['_PNDSEARCHKIND']._serialized_start=1400
+  _globals['_PNDSEARCHKIND']._serialized_end=1568
   _globals['_REJECTIONREASON']._serialized_start=155
   _globals['_REJECTIONREASON']._serialized_end=222
   _globals['_PERSONSEARCHCRITERIA']._serialized_start=225
   _globals['_PERSONSEARCHCRITERIA']._serialized_end=355
   _globals['_PNDSEARCH']._serialized_start=358
-  _globals['_PNDSEARCH']._serialized_end=648
-  _globals['_AGEDCOUNT']._serialized_start=650
-  _globals['_AGEDCOUNT']._serialized_end=747
-  _globals['_REGIONRECONCILIATION']._serialized_start=750
-  _globals['_REGIONRECONCILIATION']._serialized_end=1052
+  _globals['_PNDSEARCH']._serialized_end=672
+  _globals['_AGEDCOUNT']._serialized_start=674
+  _globals['_AGEDCOUNT']._serialized_end=771
+  _globals['_REGIONRECONCILIATION']._serialized_start=774
+  _globals['_REGIONRECONCILIATION']._serialized_end=1076
 # @@protoc_insertion_point(module_scope)

@@ -103,6 +103,8 @@ class _PndSearchKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PndSear
     """A phone number."""
     PND_SEARCH_KIND_VEHICLE: _PndSearchKind.ValueType  # 3
     """A vehicle by VRM."""
+    PND_SEARCH_KIND_ONLINE_ACCOUNT: _PndSearchKind.ValueType  # 4
+    """An online account by platform and handle, or by a profile URL."""
 
 class PndSearchKind(_PndSearchKind, metaclass=_PndSearchKindEnumTypeWrapper):
     """PndSearchKind is what a PND search looks for."""
@@ -115,6 +117,8 @@ PND_SEARCH_KIND_PHONE: PndSearchKind.ValueType  # 2
 """A phone number."""
 PND_SEARCH_KIND_VEHICLE: PndSearchKind.ValueType  # 3
 """A vehicle by VRM."""
+PND_SEARCH_KIND_ONLINE_ACCOUNT: PndSearchKind.ValueType  # 4
+"""An online account by platform and handle, or by a profile URL."""
 Global___PndSearchKind: _TypeAlias = PndSearchKind  # noqa: Y015
 
 @_typing.final
@@ -199,6 +203,7 @@ class PndSearch(_message.Message):
     SEARCH_TIME_FIELD_NUMBER: _builtins.int
     REGION_FIELD_NUMBER: _builtins.int
     JOB_FIELD_NUMBER: _builtins.int
+    ONLINE_ACCOUNT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name `regions/{region}/pndSearches/{search}`."""
     kind: Global___PndSearchKind.ValueType
@@ -216,6 +221,10 @@ class PndSearch(_message.Message):
     job: _builtins.str
     """The job the search was made for, `regions/{region}/jobs/{job}` of the search's region: the
     job named as its purpose. Empty when none. Output only.
+    """
+    online_account: _builtins.str
+    """The account, for kind ONLINE_ACCOUNT: `platform:handle` (for example
+    `instagram:some.name`) or a profile URL; recorded as `platform:handle` in normal form.
     """
     @_builtins.property
     def person(self) -> Global___PersonSearchCriteria:
@@ -238,10 +247,11 @@ class PndSearch(_message.Message):
         search_time: _timestamp_pb2.Timestamp | None = ...,
         region: _region_pb2.Region.ValueType = ...,
         job: _builtins.str = ...,
+        online_account: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["person", b"person", "search_time", b"search_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "kind", b"kind", "name", b"name", "person", b"person", "phone_e164", b"phone_e164", "purpose", b"purpose", "region", b"region", "requested_by", b"requested_by", "search_time", b"search_time", "vrm", b"vrm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "kind", b"kind", "name", b"name", "online_account", b"online_account", "person", b"person", "phone_e164", b"phone_e164", "purpose", b"purpose", "region", b"region", "requested_by", b"requested_by", "search_time", b"search_time", "vrm", b"vrm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
