@@ -20,6 +20,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from toex.safeguarding.v1 import safeguarding_pb2 as sg_pb
+from toex.safeguarding.v1 import safeguarding_pb2_grpc as sg_grpc
 from toex.tasking.v1 import tasking_pb2 as tasking_pb
 from toex.tasking.v1 import tasking_pb2_grpc as tasking_grpc
 from toex.type.v1 import region_pb2
@@ -80,11 +82,13 @@ class Console:
         oidc: OidcClient,
         sessions: SessionStore | None = None,
         tasking: Any | None = None,
+        safeguarding: Any | None = None,
     ) -> None:
         self.settings = settings
         self.oidc = oidc
         self.sessions = sessions if sessions is not None else SessionStore(settings.session_idle_seconds)
         self._tasking = tasking
+        self._safeguarding = safeguarding
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
 
     # -- plumbing -------------------------------------------------------------------------
@@ -95,6 +99,13 @@ class Console:
                 channel(self.settings.tasking_addr, self.settings)
             )
         return self._tasking
+
+    def safeguarding(self) -> Any:
+        if self._safeguarding is None:
+            self._safeguarding = sg_grpc.SafeguardingServiceStub(
+                channel(self.settings.safeguarding_addr, self.settings)
+            )
+        return self._safeguarding
 
     def session_of(self, request: Request) -> Session | None:
         return self.sessions.get(request.cookies.get(COOKIE_NAME))
@@ -351,7 +362,245 @@ class Console:
             problem="",
         )
 
-    def failed(self, request: Request, session: Session, exc: grpc.aio.AioRpcError) -> Response:
+    # -- referrals ---------------------------------------------------------------------------
+
+    async def referrals(self, request: Request) -> Response:
+        session = self.session_of(request)
+        if session is None or not session.signed_in:
+            return self.sign_in_again(request)
+        state_name = request.query_params.get("state", "")
+        overdue_only = request.query_params.get("overdue") == "1"
+        page_token = request.query_params.get("page_token", "")
+        states = [sg_pb.ReferralState.Value(state_name)] if state_name in sg_pb.ReferralState.keys() else []
+        referrals: list[dict[str, Any]] = []
+        next_token = problem = ""
+        if session.purpose:
+            try:
+                answer = await self.safeguarding().ListReferrals(
+                    sg_pb.ListReferralsRequest(
+                        parent="regions/-",
+                        states=states,
+                        overdue_only=overdue_only,
+                        page_size=PAGE_SIZE,
+                        page_token=page_token,
+                    ),
+                    metadata=await self.metadata(session),
+                    timeout=self.settings.grpc_timeout_seconds,
+                )
+                referrals = sorted(
+                    (referral_view(r) for r in answer.referrals),
+                    key=lambda r: (not r["overdue"], r["next_due"] or "9999"),
+                )
+                next_token = answer.next_page_token
+            except SignInFailed:
+                return self.sign_in_again(request)
+            except grpc.aio.AioRpcError as exc:
+                problem = what_to_do(exc)
+        states_menu = [n for n in sg_pb.ReferralState.keys() if n != "REFERRAL_STATE_UNSPECIFIED"]
+        return self.render(
+            request,
+            "referrals.html",
+            session,
+            referrals=referrals,
+            next_token=next_token,
+            problem=problem,
+            state=state_name,
+            states=states_menu,
+            overdue_only=overdue_only,
+        )
+
+    async def referral(self, request: Request) -> Response:
+        session = self.session_of(request)
+        if session is None or not session.signed_in:
+            return self.sign_in_again(request)
+        name = f"regions/{request.path_params['region']}/referrals/{request.path_params['referral_id']}"
+        if not session.purpose:
+            return self.render(request, "referral.html", session, referral=None, name=name, refusal="")
+        refusal, refusal_status = "", 200
+        if request.method == "POST":
+            form = await request.form()
+            if not self.csrf_ok(session, form):
+                return PlainTextResponse(
+                    "The form was stale: reload the page and try again.", status_code=403
+                )
+            action = str(form.get("action", ""))
+            request_id = str(form.get("request_id", ""))
+            reason = " ".join(str(form.get("reason", "")).split())
+            calls: dict[str, tuple[str, Any]] = {
+                "submit": (
+                    "SubmitForApproval",
+                    sg_pb.SubmitForApprovalRequest(name=name, request_id=request_id),
+                ),
+                "approve": (
+                    "ApproveReferral",
+                    sg_pb.ApproveReferralRequest(name=name, request_id=request_id),
+                ),
+                "return": (
+                    "ReturnReferral",
+                    sg_pb.ReturnReferralRequest(name=name, reason=reason, request_id=request_id),
+                ),
+                "close": (
+                    "CloseReferral",
+                    sg_pb.CloseReferralRequest(name=name, reason=reason, request_id=request_id),
+                ),
+            }
+            destination = str(form.get("destination", ""))
+            if action in ("record_submission", "record_acknowledgement"):
+                if destination not in sg_pb.Destination.keys() or destination == "DESTINATION_UNSPECIFIED":
+                    return self.render(
+                        request,
+                        "error.html",
+                        session,
+                        status=400,
+                        title="Choose the route",
+                        advice="Choose the agency the referral went to, from the list on the referral's page.",
+                        back=request.url.path,
+                        back_label="the referral",
+                    )
+                route = sg_pb.Destination.Value(destination)
+                calls["record_submission"] = (
+                    "RecordSubmission",
+                    sg_pb.RecordSubmissionRequest(
+                        name=name,
+                        destination=route,
+                        agency_reference=" ".join(str(form.get("agency_reference", "")).split()),
+                        request_id=request_id,
+                    ),
+                )
+                calls["record_acknowledgement"] = (
+                    "RecordAcknowledgement",
+                    sg_pb.RecordAcknowledgementRequest(name=name, destination=route, request_id=request_id),
+                )
+            if action not in calls:
+                return self.render(
+                    request,
+                    "error.html",
+                    session,
+                    status=400,
+                    title="That action is not known",
+                    advice="Use the buttons on the referral's page.",
+                )
+            method, message = calls[action]
+            try:
+                await getattr(self.safeguarding(), method)(
+                    message,
+                    metadata=await self.metadata(session),
+                    timeout=self.settings.grpc_timeout_seconds,
+                )
+            except SignInFailed:
+                return self.sign_in_again(request)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in REFUSALS:
+                    return self.failed(
+                        request, session, exc, back="/referrals", back_label="the referrals list"
+                    )
+                # The service's refusal (the approver rule, a supervisor's action, a missing
+                # reason, a route the law does not allow) is shown on the referral's page with the
+                # referral as it stands; if the caller cannot see the referral, the read below
+                # answers NOT_FOUND and the refusal is never shown.
+                refusal, refusal_status = refusal_text(exc), REFUSALS[exc.code()]
+            else:
+                return RedirectResponse(request.url.path, status_code=303)
+        try:
+            answer = await self.safeguarding().GetReferral(
+                sg_pb.GetReferralRequest(name=name),
+                metadata=await self.metadata(session),
+                timeout=self.settings.grpc_timeout_seconds,
+            )
+        except SignInFailed:
+            return self.sign_in_again(request)
+        except grpc.aio.AioRpcError as exc:
+            return self.failed(request, session, exc, back="/referrals", back_label="the referrals list")
+        view = referral_view(answer.referral)
+        return self.render(
+            request,
+            "referral.html",
+            session,
+            status=refusal_status,
+            referral=view,
+            actions=referral_actions(answer.referral, session.username),
+            request_id=uuid.uuid4().hex,
+            name=name,
+            refusal=refusal,
+        )
+
+    # -- the officer's feedback (no account: the one-time link's token is the authority) ------
+
+    async def feedback(self, request: Request) -> Response:
+        """The requesting officer's feedback page, reached by the link in the feedback request:
+        `/feedback/regions/{region}/jobs/{job}?token=...`. No sign-in: tasking checks the token
+        (once, before it expires) and shows nothing of the job but its name. No CSRF token
+        either: there is no session to ride on, and the one-time token in the form is the only
+        authority."""
+        name = f"regions/{request.path_params['region']}/jobs/{request.path_params['job_id']}"
+        if request.method == "GET":
+            token = request.query_params.get("token", "")
+            return self.render(request, "feedback.html", None, name=name, token=token, problem="", values={})
+        form = await request.form()
+        token = str(form.get("token", ""))
+        values = {
+            "rating": str(form.get("rating", "")),
+            "comment": str(form.get("comment", "")).strip(),
+            "officer_name": " ".join(str(form.get("officer_name", "")).split()),
+        }
+        problem = ""
+        if not token:
+            problem = "This page needs the whole link from the feedback request. Open the link again, or copy all of it."
+        elif values["rating"] not in {"1", "2", "3", "4", "5"}:
+            problem = "Choose a rating from 1 (not useful) to 5 (very useful)."
+        if problem:
+            return self.render(
+                request,
+                "feedback.html",
+                None,
+                status=400,
+                name=name,
+                token=token,
+                problem=problem,
+                values=values,
+            )
+        try:
+            await self.tasking().RecordFeedback(
+                tasking_pb.RecordFeedbackRequest(
+                    name=name,
+                    rating=int(values["rating"]),
+                    comment=values["comment"],
+                    officer_name=values["officer_name"],
+                    token=token,
+                ),
+                timeout=self.settings.grpc_timeout_seconds,
+            )
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            if code == grpc.StatusCode.PERMISSION_DENIED:
+                problem = f"{exc.details()}. If you have not sent feedback yet, ask the team that did the job for a new link."
+            elif code == grpc.StatusCode.NOT_FOUND:
+                problem = "This link is not for a job we know. Check you opened the whole link."
+            else:
+                problem = what_to_do(exc)
+            status = {grpc.StatusCode.PERMISSION_DENIED: 403, grpc.StatusCode.NOT_FOUND: 404}.get(
+                code, 400 if code == grpc.StatusCode.INVALID_ARGUMENT else 502
+            )
+            return self.render(
+                request,
+                "feedback.html",
+                None,
+                status=status,
+                name=name,
+                token=token,
+                problem=problem,
+                values=values,
+            )
+        return self.render(request, "feedback_thanks.html", None, name=name)
+
+    def failed(
+        self,
+        request: Request,
+        session: Session,
+        exc: grpc.aio.AioRpcError,
+        back: str = "/jobs",
+        back_label: str = "the jobs board",
+    ) -> Response:
         """A failed call as a page: NOT_FOUND (which is also how out-of-scope answers) looks
         exactly like not found."""
         if exc.code() == grpc.StatusCode.NOT_FOUND:
@@ -361,7 +610,9 @@ class Console:
                 session,
                 status=404,
                 title="Not found",
-                advice="Nothing was found at this address. Check the reference, or find it from the jobs board.",
+                advice=f"Nothing was found at this address. Check the reference, or find it from {back_label}.",
+                back=back,
+                back_label=back_label,
             )
         status = {grpc.StatusCode.PERMISSION_DENIED: 403, grpc.StatusCode.INVALID_ARGUMENT: 400}.get(
             exc.code(), 502
@@ -384,6 +635,161 @@ def job_view(job: Any) -> dict[str, Any]:
         "overdue": job.overdue,
         "description": job.description,
     }
+
+
+def _when(message: Any, field: str) -> str:
+    return getattr(message, field).ToDatetime().strftime("%Y-%m-%d %H:%M") if message.HasField(field) else ""
+
+
+def _label(enum: Any, value: int, prefix: str) -> str:
+    return str(enum.Name(value)).removeprefix(prefix).replace("_", " ").lower()
+
+
+ROUTE_NAMES: dict[int, str] = {
+    sg_pb.DESTINATION_CHILDRENS_SOCIAL_CARE: "children's social care",
+    sg_pb.DESTINATION_ADULT_SOCIAL_CARE: "adult social care",
+    sg_pb.DESTINATION_NRM: "NRM",
+    sg_pb.DESTINATION_DUTY_TO_NOTIFY: "MS1 Duty to Notify",
+    sg_pb.DESTINATION_PUBLIC_PROTECTION_UNIT: "public protection unit",
+}
+
+
+def destination_label(value: int) -> str:
+    return ROUTE_NAMES.get(value) or _label(sg_pb.Destination, value, "DESTINATION_")
+
+
+def referral_view(referral: Any) -> dict[str, Any]:
+    """A referral as the pages show it. An MS1-only referral (Duty to Notify: the adult did not
+    consent) carries no identifying details: only the anonymous notification's fields are shown."""
+    ms1_only = list(referral.destinations) == [sg_pb.DESTINATION_DUTY_TO_NOTIFY]
+    clocks = [
+        {
+            "kind": _label(sg_pb.ClockKind, c.kind, "CLOCK_KIND_"),
+            "destination": destination_label(c.destination),
+            "due": _when(c, "due_time"),
+            "satisfied": _when(c, "satisfied_time"),
+            "overdue": c.overdue,
+            "escalation": _label(sg_pb.Escalation, c.escalation, "ESCALATION_") if c.escalation else "",
+            "description": c.description,
+        }
+        for c in referral.clocks
+    ]
+    open_dues = sorted(c["due"] for c in clocks if c["due"] and not c["satisfied"])
+    view: dict[str, Any] = {
+        "name": referral.name,
+        "region": region_pb2.Region.Name(referral.region).removeprefix("REGION_"),
+        "state": _label(sg_pb.ReferralState, referral.state, "REFERRAL_STATE_"),
+        "concerns": ", ".join(_label(sg_pb.Concern, c, "CONCERN_") for c in referral.concerns),
+        "risk": _label(sg_pb.RiskLevel, referral.risk_level, "RISK_LEVEL_") if referral.risk_level else "",
+        "destinations": ", ".join(destination_label(d) for d in referral.destinations),
+        "overdue": referral.overdue,
+        "next_due": open_dues[0] if open_dues else "",
+        "clocks": clocks,
+        "ms1_only": ms1_only,
+        "created_by": referral.created_by,
+        "submitted_by": referral.submitted_for_approval_by,
+        "approved_by": referral.approved_by,
+        "approved": _when(referral, "approve_time"),
+        "return_reason": referral.return_reason,
+        "close_reason": referral.close_reason,
+        "linked_job": referral.linked_job,
+        "progress": [
+            {
+                "destination": destination_label(p.destination),
+                "submitted": _when(p, "submit_time"),
+                "agency_reference": p.agency_reference,
+                "acknowledged": _when(p, "acknowledge_time"),
+                "decisions": [
+                    f"{_label(sg_pb.DecisionKind, d.kind, 'DECISION_KIND_')}: "
+                    f"{_label(sg_pb.DecisionOutcome, d.outcome, 'DECISION_OUTCOME_')}"
+                    for d in p.decisions
+                ],
+            }
+            for p in referral.progress
+        ],
+    }
+    if referral.HasField("duty_to_notify"):
+        dtn = referral.duty_to_notify
+        view["ms1"] = {
+            "reference": dtn.reference,
+            "concerns": ", ".join(_label(sg_pb.Concern, c, "CONCERN_") for c in dtn.concerns),
+            "age_band": _label(sg_pb.AgeBand, dtn.age_band, "AGE_BAND_") if dtn.age_band else "",
+            "first_responder": region_pb2.Region.Name(dtn.first_responder).removeprefix("REGION_"),
+        }
+    if not ms1_only:
+        subject = referral.subject
+        view["subject"] = {
+            "entity_id": subject.entity_id,
+            "date_of_birth": subject.date_of_birth,
+            "age_band": _label(sg_pb.AgeBand, subject.age_band, "AGE_BAND_") if subject.age_band else "",
+            "local_authority": subject.local_authority,
+            "consent": _label(sg_pb.ConsentStatus, subject.consent.status, "CONSENT_STATUS_")
+            if subject.consent.status
+            else "",
+        }
+    return view
+
+
+def referral_actions(referral: Any, username: str) -> list[dict[str, Any]]:
+    """The workflow actions that fit the referral's state. The console only offers them: the
+    safeguarding service decides (a second person approves, and it refuses the author)."""
+    state = referral.state
+    actions: list[dict[str, Any]] = []
+    if state == sg_pb.REFERRAL_STATE_DRAFT:
+        actions.append({"action": "submit", "label": "Submit for approval", "reason": False})
+    if state == sg_pb.REFERRAL_STATE_AWAITING_APPROVAL:
+        note = ""
+        if username and username == referral.submitted_for_approval_by:
+            note = "You submitted this referral: a second person must approve it."
+        actions.append({"action": "approve", "label": "Approve", "reason": False, "note": note})
+        actions.append({"action": "return", "label": "Return to the author", "reason": True})
+    unsent = [p.destination for p in referral.progress if not p.HasField("submit_time")]
+    unacknowledged = [
+        p.destination
+        for p in referral.progress
+        if p.HasField("submit_time") and not p.HasField("acknowledge_time")
+    ]
+    if state in (sg_pb.REFERRAL_STATE_APPROVED, sg_pb.REFERRAL_STATE_SUBMITTED) and unsent:
+        actions.append(
+            {
+                "action": "record_submission",
+                "label": "Record it as sent",
+                "reason": False,
+                "routes": [(sg_pb.Destination.Name(d), destination_label(d)) for d in unsent],
+                "agency_reference": True,
+            }
+        )
+    if unacknowledged and state in (sg_pb.REFERRAL_STATE_SUBMITTED, sg_pb.REFERRAL_STATE_ACKNOWLEDGED):
+        actions.append(
+            {
+                "action": "record_acknowledgement",
+                "label": "Record the acknowledgement",
+                "reason": False,
+                "routes": [(sg_pb.Destination.Name(d), destination_label(d)) for d in unacknowledged],
+            }
+        )
+    if state in (sg_pb.REFERRAL_STATE_DRAFT, sg_pb.REFERRAL_STATE_DECIDED):
+        actions.append({"action": "close", "label": "Close", "reason": True})
+    return actions
+
+
+REFUSALS = {
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+}
+
+
+def refusal_text(exc: grpc.aio.AioRpcError) -> str:
+    details = exc.details() or "the service refused the change"
+    if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+        return f"Not accepted: {details}. Correct it and try again."
+    return (
+        f"Refused: {details}. Nothing was changed; the referral is shown as it stands. "
+        "Ask another supervisor of the region if it needs their approval."
+        if exc.code() == grpc.StatusCode.PERMISSION_DENIED
+        else f"Refused: {details}. Nothing was changed; the referral is shown as it stands."
+    )
 
 
 def what_to_do(exc: grpc.aio.AioRpcError) -> str:
@@ -415,6 +821,9 @@ def create_app(settings: Settings, oidc: OidcClient | None = None, **kwargs: Any
         Route("/", console.home),
         Route("/jobs", console.jobs),
         Route("/regions/{region:str}/jobs/{job_id:str}", console.job, methods=["GET", "POST"]),
+        Route("/referrals", console.referrals),
+        Route("/regions/{region:str}/referrals/{referral_id:str}", console.referral, methods=["GET", "POST"]),
+        Route("/feedback/regions/{region:str}/jobs/{job_id:str}", console.feedback, methods=["GET", "POST"]),
         Route("/auth/login", console.login),
         Route("/auth/callback", console.callback),
         Route("/auth/logout", console.logout, methods=["POST"]),

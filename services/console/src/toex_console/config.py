@@ -28,6 +28,7 @@ class Settings(ServiceSettings):
     cookie_secure: bool = False
     # The services the pages call (host:port, plaintext on loopback or TLS with grpc_tls_ca_file).
     tasking_addr: str = "127.0.0.1:50051"
+    safeguarding_addr: str = "127.0.0.1:50055"
     grpc_timeout_seconds: float = 10.0
 
     def client_secret(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,6 +17,9 @@ from toex_common.migrations import upgrade
 from toex_console.app import create_app
 from toex_console.config import Settings
 from toex_devstack.keycloak import DemoTokens, Keycloak
+from toex_safeguarding.__main__ import migrations_dir as safeguarding_migrations
+from toex_safeguarding.bootstrap import build as build_safeguarding
+from toex_safeguarding.config import Settings as SafeguardingSettings
 from toex_tasking.__main__ import migrations_dir
 from toex_tasking.bootstrap import build
 from toex_tasking.config import Settings as TaskingSettings
@@ -92,6 +96,34 @@ async def tasking_addr(database: str, nats_server, keycloak: Keycloak) -> AsyncI
     yield f"127.0.0.1:{app.port}"
     await app.server.stop(1)
     await app.shutdown()
+
+
+@pytest.fixture
+async def safeguarding_addr(
+    postgres, nats_server, keycloak: Keycloak, tasking_addr: str
+) -> AsyncIterator[str]:  # type: ignore[no-untyped-def]
+    """A real safeguarding service (its own database) asking the test's tasking about jobs."""
+    name = f"t_console_sg_{uuid.uuid4().hex[:10]}"
+    url = postgres.create_database(name)
+    await asyncio.to_thread(upgrade, url, safeguarding_migrations())
+    app = await build_safeguarding(
+        SafeguardingSettings(
+            service_name=f"safeguarding-{uuid.uuid4().hex[:8]}",
+            database_url=url,
+            nats_url=nats_server.url,
+            oidc_issuer=keycloak.issuer,
+            grpc_port=0,
+            service_client_secret="toex-safeguarding-local-secret",
+            tasking_address=tasking_addr,
+            outbox_poll_seconds=0.2,
+        )
+    )
+    await app.server.start()
+    await app.start_background()
+    yield f"127.0.0.1:{app.port}"
+    await app.server.stop(1)
+    await app.shutdown()
+    postgres.drop_database(name)
 
 
 @pytest.fixture

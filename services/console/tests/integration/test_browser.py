@@ -14,11 +14,15 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 import uvicorn
 from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import Page, async_playwright
+from toex.safeguarding.v1 import safeguarding_pb2 as sg_pb
+from toex.safeguarding.v1 import safeguarding_pb2_grpc
+from toex.tasking.v1 import tasking_pb2 as tasking_pb
 from toex_console.app import create_app
 from toex_console.config import Settings
 from toex_devstack.keycloak import DEMO_PASSWORD
@@ -29,6 +33,7 @@ from .test_sign_in_and_jobs import NC, job
 pytestmark = pytest.mark.integration
 
 SERIOUS = {"serious", "critical"}
+OFFICER, SUPERVISOR = "safeguarding_officer.emsou", "supervisor.emsou"
 SCREENSHOTS = os.environ.get("TOEX_CONSOLE_SCREENSHOTS", "")
 
 
@@ -48,13 +53,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def live_console(keycloak, tasking_addr: str) -> Iterator[str]:
+def serve_console(keycloak, **addresses: str) -> Iterator[str]:  # type: ignore[no-untyped-def]
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     secret = ensure_console_client(keycloak, extra_redirect=f"{url}/auth/callback")
     settings = Settings(
-        oidc_issuer=keycloak.issuer, console_client_secret=secret, public_url=url, tasking_addr=tasking_addr
+        oidc_issuer=keycloak.issuer, console_client_secret=secret, public_url=url, **addresses
     )
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
@@ -71,6 +75,16 @@ def live_console(keycloak, tasking_addr: str) -> Iterator[str]:
     yield url
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_console(keycloak, tasking_addr: str) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    yield from serve_console(keycloak, tasking_addr=tasking_addr)
+
+
+@pytest.fixture
+def live_console_sg(keycloak, tasking_addr: str, safeguarding_addr: str) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    yield from serve_console(keycloak, tasking_addr=tasking_addr, safeguarding_addr=safeguarding_addr)
 
 
 async def no_serious_violations(page: Page) -> None:
@@ -139,3 +153,153 @@ async def test_sign_in_see_own_region_jobs_sign_out(chromium, live_console, task
         assert await page.locator("#username").count() == 1
         assert not policy_errors, policy_errors
         await browser.close()
+
+
+async def sign_in(page: Page, console: str, username: str, purpose: str) -> None:
+    await page.goto(f"{console}/auth/login")
+    await page.fill("#username", username)
+    await page.fill("#password", DEMO_PASSWORD)
+    await page.click("#kc-login")
+    await page.wait_for_url(f"{console}/")
+    await page.fill("#purpose", purpose)
+    await page.get_by_role("button", name="Use").click()
+    await page.wait_for_url(f"{console}/")
+
+
+async def test_a_referral_is_approved_by_a_second_person(
+    chromium, live_console_sg, safeguarding_addr, tokens
+) -> None:  # type: ignore[no-untyped-def]
+    officer_md = [("authorization", f"Bearer {tokens[OFFICER]}"), ("x-toex-purpose", "Op SANDPIPER")]
+    async with grpc.aio.insecure_channel(safeguarding_addr) as ch:
+        created = (
+            await safeguarding_pb2_grpc.SafeguardingServiceStub(ch).CreateReferral(
+                sg_pb.CreateReferralRequest(
+                    parent="regions/EMSOU",
+                    referral=sg_pb.Referral(
+                        subject=sg_pb.Subject(
+                            entity_id=f"ent-{uuid.uuid4().hex[:8]}",
+                            age_band=sg_pb.AGE_BAND_CHILD,
+                            local_authority="Derby",
+                        ),
+                        concerns=[sg_pb.CONCERN_CHILD_CRIMINAL_EXPLOITATION],
+                    ),
+                ),
+                metadata=officer_md,
+            )
+        ).referral
+    console = live_console_sg
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        policy_errors: list[str] = []
+        for step, username in enumerate((OFFICER, SUPERVISOR)):
+            context = await browser.new_context()
+            page = await context.new_page()
+            page.on(
+                "console",
+                lambda msg: policy_errors.append(msg.text) if "Content Security Policy" in msg.text else None,
+            )
+            await sign_in(page, console, username, "Op SANDPIPER")
+            await page.get_by_role("link", name="Referrals").click()
+            await page.wait_for_url(f"{console}/referrals")
+            await no_serious_violations(page)
+            if step == 0:
+                await shot(page, "referrals")
+            await page.get_by_role("link", name=created.name).click()
+            await page.wait_for_url(f"{console}/{created.name}")
+            if step == 0:
+                # The officer sends it for approval, then tries to approve it: the service refuses.
+                await page.get_by_role("button", name="Submit for approval").click()
+                await page.wait_for_url(f"{console}/{created.name}")
+                assert "awaiting approval" in await page.locator(".facts").first.inner_text()
+                await page.get_by_role("button", name="Approve").click()
+                await page.locator(".refusal").wait_for()
+                refusal = await page.locator(".refusal").inner_text()
+                assert refusal.startswith("Refused:") and "supervisor" in refusal
+                assert "awaiting approval" in await page.locator(".facts").first.inner_text()
+                await no_serious_violations(page)
+                await shot(page, "referral-refused")
+            else:
+                await page.get_by_role("button", name="Approve").click()
+                await page.wait_for_url(f"{console}/{created.name}")
+                facts = await page.locator(".facts").first.inner_text()
+                assert "approved" in facts and "supervisor.emsou" in facts
+                await no_serious_violations(page)
+                # Sent to children's social care: the statutory clock starts.
+                await page.select_option("#route-record_submission", "DESTINATION_CHILDRENS_SOCIAL_CARE")
+                await page.fill("#agency-record_submission", "DCC-123")
+                await page.get_by_role("button", name="Record it as sent").click()
+                await page.wait_for_url(f"{console}/{created.name}")
+                clocks = await page.get_by_role("table", name="Statutory clocks").inner_text()
+                assert "local authority decision" in clocks and "children's social care" in clocks
+                await no_serious_violations(page)
+                await shot(page, "referral")
+            await context.close()
+        # Another region's supervisor neither sees it in the list nor opens it by its address.
+        context = await browser.new_context()
+        page = await context.new_page()
+        await sign_in(page, console, "supervisor.ersou", "Op SANDPIPER")
+        await page.goto(f"{console}/referrals")
+        assert await page.get_by_role("table", name="Referrals").count() == 1  # the list answered
+        assert created.name not in await page.content()
+        answer = await page.goto(f"{console}/{created.name}")
+        assert answer is not None and answer.status == 404
+        assert "Not found" in await page.content()
+        await context.close()
+        assert not policy_errors, policy_errors
+        await browser.close()
+
+
+async def test_the_officer_gives_feedback_by_the_one_time_link(
+    chromium, live_console, tasking_stub, tokens
+) -> None:  # type: ignore[no-untyped-def]
+    def md(user: str) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {tokens[user]}"), ("x-toex-purpose", "Op LARCH")]
+
+    researcher = "researcher.emsou"
+    name = (await tasking_stub.CreateJob(job("EMSOU", "Op LARCH"), metadata=md(SUPERVISOR))).job.name
+    await tasking_stub.AssignJob(
+        tasking_pb.AssignJobRequest(name=name, assignees=[researcher]), metadata=md(SUPERVISOR)
+    )
+    await tasking_stub.UpdateJobStatus(
+        tasking_pb.UpdateJobStatusRequest(name=name, state=tasking_pb.JOB_STATE_IN_PROGRESS),
+        metadata=md(researcher),
+    )
+    delivered = await tasking_stub.UpdateJobStatus(
+        tasking_pb.UpdateJobStatusRequest(
+            name=name, state=tasking_pb.JOB_STATE_DELIVERED, product="Network chart"
+        ),
+        metadata=md(researcher),
+    )
+    link = f"{live_console}/feedback/{name}?token={delivered.feedback_token}"
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = await browser.new_page()  # no sign-in: the officer has no account
+        policy_errors: list[str] = []
+        page.on(
+            "console",
+            lambda msg: policy_errors.append(msg.text) if "Content Security Policy" in msg.text else None,
+        )
+        await page.goto(f"{live_console}/feedback/{name}?token=not-the-token")
+        await page.get_by_label("4").check()
+        await page.get_by_role("button", name="Send feedback").click()
+        await page.locator(".refusal").wait_for()
+        assert "ask the team that did the job for a new link" in await page.locator(".refusal").inner_text()
+
+        await page.goto(link)
+        await no_serious_violations(page)
+        await shot(page, "feedback")
+        await page.get_by_label("4").check()
+        await page.fill("#comment", "Identified two further suspects")
+        await page.get_by_role("button", name="Send feedback").click()
+        await page.get_by_role("heading", name="Thank you").wait_for()
+        await no_serious_violations(page)
+
+        await page.goto(link)  # the link works once
+        await page.get_by_label("5").check()
+        await page.get_by_role("button", name="Send feedback").click()
+        await page.locator(".refusal").wait_for()
+        assert "already" in await page.locator(".refusal").inner_text()
+        assert not policy_errors, policy_errors
+        await browser.close()
+    read = await tasking_stub.GetJob(tasking_pb.GetJobRequest(name=name), metadata=md(SUPERVISOR))
+    assert read.job.feedback.rating == 4 and read.job.feedback.comment == "Identified two further suspects"

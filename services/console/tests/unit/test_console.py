@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 import pytest
 from starlette.testclient import TestClient
+from toex.safeguarding.v1 import safeguarding_pb2 as sg
 from toex.tasking.v1 import tasking_pb2 as pb
 from toex_console.app import create_app
 from toex_console.config import Settings
@@ -198,3 +199,130 @@ def test_a_note_needs_the_csrf_token(parts) -> None:
     csrf = signed_in(client)
     client.post("/purpose", data={"purpose": "Op K", "csrf_token": csrf})
     assert client.post("/regions/EMSOU/jobs/J1", data={"text": "x"}).status_code == 403
+
+
+class FakeSafeguarding:
+    """Approval as the service rules it: the person who submitted may not approve."""
+
+    def __init__(self) -> None:
+        self.referral = sg.Referral(
+            name="regions/EMSOU/referrals/R1",
+            region=2,
+            state=sg.REFERRAL_STATE_AWAITING_APPROVAL,
+            concerns=[sg.CONCERN_MODERN_SLAVERY],
+            destinations=[sg.DESTINATION_DUTY_TO_NOTIFY],
+            subject=sg.Subject(entity_id="E-SECRET", date_of_birth="1990-01-01", local_authority="Leicester"),
+            duty_to_notify=sg.DutyToNotify(reference="MS1-7", concerns=[sg.CONCERN_MODERN_SLAVERY]),
+            submitted_for_approval_by="researcher.emsou",
+            created_by="researcher.emsou",
+        )
+        self.calls: list[Any] = []
+
+    async def ListReferrals(self, request: Any, metadata: Any, timeout: float) -> Any:
+        self.calls.append(request)
+        late = sg.Referral(name="regions/EMSOU/referrals/R2", overdue=True)
+        late.clocks.add(kind=sg.CLOCK_KIND_LOCAL_AUTHORITY_DECISION, overdue=True).due_time.FromSeconds(10)
+        return sg.ListReferralsResponse(referrals=[self.referral, late], next_page_token="N2")
+
+    async def GetReferral(self, request: Any, metadata: Any, timeout: float) -> Any:
+        return sg.GetReferralResponse(referral=self.referral)
+
+    async def ApproveReferral(self, request: Any, metadata: Any, timeout: float) -> Any:
+        self.calls.append(request)
+        raise RpcError(
+            grpc.StatusCode.PERMISSION_DENIED,
+            "a referral is approved by a supervisor other than the officer who sent it",
+        )
+
+
+@pytest.fixture
+def referrals() -> tuple[TestClient, FakeSafeguarding]:
+    safeguarding = FakeSafeguarding()
+    app = create_app(Settings(), oidc=FakeOidc(), tasking=FakeTasking(), safeguarding=safeguarding)  # type: ignore[arg-type]
+    client = TestClient(app, base_url="http://127.0.0.1:8090")
+    csrf = signed_in(client)
+    client.post("/purpose", data={"purpose": "Op K", "csrf_token": csrf})
+    return client, safeguarding
+
+
+def test_referrals_list_overdue_first_with_paging(referrals) -> None:
+    client, safeguarding = referrals
+    page = client.get("/referrals?overdue=1&state=REFERRAL_STATE_AWAITING_APPROVAL")
+    assert page.status_code == 200
+    assert page.text.index("referrals/R2") < page.text.index("referrals/R1")
+    assert safeguarding.calls[-1].overdue_only and list(safeguarding.calls[-1].states) == [
+        sg.REFERRAL_STATE_AWAITING_APPROVAL
+    ]
+    assert "page_token=N2" in page.text and "overdue=1" in page.text
+
+
+def test_ms1_route_shows_no_identifying_details(referrals) -> None:
+    client, _ = referrals
+    page = client.get("/regions/EMSOU/referrals/R1")
+    assert page.status_code == 200 and "MS1-7" in page.text
+    for secret in ("E-SECRET", "1990-01-01", "Leicester"):
+        assert secret not in page.text
+
+
+def test_the_service_refusing_the_approver_is_shown_and_forms_need_csrf(referrals) -> None:
+    client, safeguarding = referrals
+    page = client.get("/regions/EMSOU/referrals/R1")
+    assert "a second person must approve it" in page.text
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    assert client.post("/regions/EMSOU/referrals/R1", data={"action": "approve"}).status_code == 403
+    assert not any(isinstance(c, sg.ApproveReferralRequest) for c in safeguarding.calls)
+    refused = client.post(
+        "/regions/EMSOU/referrals/R1", data={"action": "approve", "csrf_token": csrf, "request_id": "Q1"}
+    )
+    assert (
+        refused.status_code == 403 and "Refused: a referral is approved by a supervisor other" in refused.text
+    )
+    assert safeguarding.calls[-1] == sg.ApproveReferralRequest(
+        name="regions/EMSOU/referrals/R1", request_id="Q1"
+    )
+    unknown = client.post("/regions/EMSOU/referrals/R1", data={"action": "delete", "csrf_token": csrf})
+    assert unknown.status_code == 400
+
+
+def test_recording_a_submission_needs_a_route_from_the_list(referrals) -> None:
+    client, safeguarding = referrals
+    page = client.get("/regions/EMSOU/referrals/R1")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    answer = client.post(
+        "/regions/EMSOU/referrals/R1",
+        data={"action": "record_submission", "destination": "DESTINATION_MOON", "csrf_token": csrf},
+    )
+    assert answer.status_code == 400 and "Choose the agency" in answer.text
+    assert not any(isinstance(c, sg.RecordSubmissionRequest) for c in safeguarding.calls)
+
+
+class FeedbackTasking(FakeTasking):
+    def __init__(self) -> None:
+        super().__init__()
+        self.feedback: list[tuple[Any, Any]] = []
+
+    async def RecordFeedback(self, request: Any, timeout: float, metadata: Any = None) -> Any:
+        self.feedback.append((request, metadata))
+        if request.token != "T1":
+            raise RpcError(grpc.StatusCode.PERMISSION_DENIED, "the feedback token is not valid for this job")
+        return pb.RecordFeedbackResponse(name=request.name)
+
+
+def test_officer_feedback_needs_no_account_and_sends_no_credentials() -> None:
+    tasking = FeedbackTasking()
+    app = create_app(Settings(), oidc=FakeOidc(), tasking=tasking)  # type: ignore[arg-type]
+    client = TestClient(app, base_url="http://127.0.0.1:8090")
+    path = "/feedback/regions/EMSOU/jobs/J1"
+    form = client.get(f"{path}?token=T1")
+    assert form.status_code == 200 and 'name="token" value="T1"' in form.text
+    missing = client.post(path, data={"token": "T1", "rating": "9"})
+    assert missing.status_code == 400 and "Choose a rating" in missing.text and not tasking.feedback
+    refused = client.post(path, data={"token": "T2", "rating": "3", "comment": "kept <b>"})
+    assert refused.status_code == 403 and "ask the team that did the job for a new link" in refused.text
+    assert "kept &lt;b&gt;" in refused.text  # what they wrote is kept, escaped
+    done = client.post(path, data={"token": "T1", "rating": "4", "officer_name": " DS  Example "})
+    assert done.status_code == 200 and "Thank you" in done.text
+    request, metadata = tasking.feedback[-1]
+    assert metadata is None and request == pb.RecordFeedbackRequest(
+        name="regions/EMSOU/jobs/J1", rating=4, officer_name="DS Example", token="T1"
+    )
