@@ -20,6 +20,8 @@ from toex_kernel.regions import Region
 from toex_cli.context import CliContext, Endpoint, pass_cli
 from toex_cli.errors import rpc_failure
 from toex_cli.output import (
+    JSON,
+    TABLE,
     emit_list,
     emit_one,
     format_option,
@@ -849,6 +851,70 @@ def mules(cli: CliContext, region: Region, job: str | None, limit: int, output_f
     request = pb.AnalyseMulesRequest(parent=f"regions/{region.value}", page_size=limit)
     response = cli.call(SERVICE, _stub(cli).AnalyseMules, request)
     emit_one(output_format, response, lambda: render_mules(response))
+
+
+NEIGHBOURHOOD_FILES = {
+    "graphml": pb.NEIGHBOURHOOD_FORMAT_GRAPHML,
+    "i2": pb.NEIGHBOURHOOD_FORMAT_I2_LINK_CSV,
+}
+
+
+def render_neighbourhood(response: pb.GetNeighbourhoodResponse) -> str:
+    lines = [f"{len(response.nodes)} nodes, {len(response.edges)} relations"]
+    if response.truncated:
+        lines[0] += " (truncated: raise --max-nodes to see more)"
+    for node in response.nodes:
+        lines.append(f"  [{node.depth}] {node.node_type:<14} {node.name}  {node.label}")
+    for edge in response.edges:
+        r = edge.relation
+        lines.append(f"  {r.subject} -> {r.target}: {edge.reason}")
+    return "\n".join(lines)
+
+
+@entity.command("neighbourhood")
+@click.argument("name")
+@click.option("--depth", type=click.IntRange(1, 3), default=1, show_default=True)
+@click.option("--max-nodes", type=click.IntRange(1, 500), default=100, show_default=True)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice([TABLE, JSON, *NEIGHBOURHOOD_FILES]),
+    default=TABLE,
+    show_default=True,
+    help="table or json on stdout; graphml or i2 (a link table) to a file.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write graphml or i2 (default: the suggested name).",
+)
+@pass_cli
+def neighbourhood(
+    cli: CliContext, name: str, depth: int, max_nodes: int, output_format: str, output: Path | None
+) -> None:
+    """The graph around an entity: what its relations reach to a depth, each relation with its
+    source record, grading and time span. Only what the caller may see is followed.
+
+    \b
+    Examples:
+      toex --purpose "Op Kestrel" entity neighbourhood 3f2c9a... --depth 2
+      toex --purpose "Op Kestrel" entity neighbourhood 3f2c9a... --depth 2 --format graphml
+    """
+    request = pb.GetNeighbourhoodRequest(
+        name=_entity_name(name),
+        depth=depth,
+        max_nodes=max_nodes,
+        format=NEIGHBOURHOOD_FILES.get(output_format, pb.NEIGHBOURHOOD_FORMAT_UNSPECIFIED),  # type: ignore[arg-type]
+    )
+    response = cli.call(SERVICE, _stub(cli).GetNeighbourhood, request)
+    if output_format in NEIGHBOURHOOD_FILES:
+        # only the suggested file name, never a directory the service names
+        target = output or Path(Path(response.filename).name or f"neighbourhood.{output_format}")
+        target.write_bytes(response.content)
+        click.echo(f"wrote {target} ({len(response.content)} bytes)")
+        return
+    emit_one(output_format, response, lambda: render_neighbourhood(response))
 
 
 COMMANDS: list[click.Command] = [entity]

@@ -13,16 +13,28 @@ import grpc
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
+from toex.entity.events.v1 import events_pb2 as ev
 from toex.entity.v1 import entity_pb2 as pb
+from toex.type.v1 import region_pb2
 from toex_cli.main import main
 from toex_common.db import create_engine, session_factory
 from toex_common.migrations import upgrade
+from toex_common.testing.streams import stream_messages
 from toex_entity.__main__ import migrations_dir
 from toex_entity.adapters.relations import SqlRelationRepository
 from toex_entity.adapters.tables import source_records
 from toex_entity.adapters.uow import SqlEntityUnitOfWork
 from toex_entity.domain import commands
-from toex_entity.domain.records import Grading, Handling, PersonData, RecordType
+from toex_entity.domain.mules import Cluster, cluster_id
+from toex_entity.domain.records import (
+    Address,
+    Grading,
+    Handling,
+    PersonData,
+    PhoneData,
+    RecordType,
+    VehicleData,
+)
 from toex_entity.domain.relations import PersonAttributes, Relation, RelationKind, address_key
 from toex_entity.service_layer import handlers
 from toex_entity.service_layer.mules import analyse_region
@@ -35,6 +47,16 @@ pytestmark = pytest.mark.integration
 ANALYST = Principal("a", "analyst.emsou", Region.EMSOU, frozenset({Role.ANALYST}))
 GRADING = Grading(2, "B", Handling.P)
 SURNAMES = ["Okafor", "Lindqvist", "Marchetti", "Tanaka", "Quigley", "Vasquez"]
+
+
+def _decode(messages: list[Any], cls: type) -> list[Any]:
+    out = []
+    for m in messages:
+        if m.headers.get("ce-type") == cls.DESCRIPTOR.full_name:
+            item = cls()
+            item.ParseFromString(m.data)
+            out.append(item)
+    return out
 
 
 def _rel(region: str, kind: RelationKind, subject: str, target: str, source: str, **kw: object) -> Relation:
@@ -142,7 +164,7 @@ def _md(token: str, purpose: str | None = "Op KINGFISHER") -> list[tuple[str, st
     return items
 
 
-async def test_analyse_mules_rpc_is_the_regions_own_both_ways(entity_service: Any) -> None:
+async def test_analyse_mules_rpc_is_the_regions_own_both_ways(entity_service: Any, nats_server: Any) -> None:
     """EMSOU's analyst gets EMSOU's ring with its reasons; ERSOU's analyst may not analyse
     EMSOU (the analysis reads every relation of the region); a researcher may not at all; a
     bad page size names its field."""
@@ -206,6 +228,21 @@ async def test_analyse_mules_rpc_is_the_regions_own_both_ways(entity_service: An
     assert "ALERT cluster score" in result.stdout and f"controller {boss}" in result.stdout
     assert "CROWDED_ADDRESS" in result.stdout
 
+    # Two analyses found the ring over the alert threshold: one MuleClusterDetected, its id from
+    # the sorted members, labelled EMSOU.
+    def detected(found: list[Any]) -> list[Any]:
+        return [e for e in _decode(found, ev.MuleClusterDetected) if f"entities/{boss}" == e.controller]
+
+    await stream_messages(nats_server.url, "toex.emsou.entity.>", until=lambda found: bool(detected(found)))
+    await asyncio.sleep(1.0)  # the relay polls every 0.2 s: a second event would be out by now
+    events = detected(await stream_messages(nats_server.url, "toex.emsou.entity.>"))
+    assert len(events) == 1
+    assert list(events[0].holders) == [f"entities/{s}" for s in students]
+    assert events[0].cluster_id == cluster_id(
+        Cluster(tuple(sorted([boss, *students])), (), (), "", 0, True, ())
+    )
+    assert events[0].label.region == region_pb2.REGION_EMSOU and events[0].score >= 15
+
     with pytest.raises(grpc.aio.AioRpcError) as other_region:
         await stub.AnalyseMules(
             pb.AnalyseMulesRequest(parent="regions/EMSOU"), metadata=_md(tokens["analyst.ersou"])
@@ -232,7 +269,7 @@ async def test_analyse_mules_rpc_is_the_regions_own_both_ways(entity_service: An
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "page_size" in (bad.value.details() or "")
 
 
-async def test_record_relation_rpc_both_ways(entity_service: Any) -> None:
+async def test_record_relation_rpc_both_ways(entity_service: Any, nats_server: Any) -> None:
     """EMSOU's researcher records that an EMSOU person lives at an address and holds an account
     (an IBAN, its GB form one key); the same source record again creates nothing; ERSOU's
     analyst can neither record against EMSOU's person under ERSOU (NOT_FOUND, as missing) nor
@@ -297,6 +334,21 @@ async def test_record_relation_rpc_both_ways(entity_service: Any) -> None:
     )
     assert at.created and at.relation.target == "addr:NG7 2RD|FLAT 3 21"
 
+    # One RelationRecorded per relation stored (the repeat stored nothing, so published nothing).
+    def recorded(found: list[Any]) -> list[Any]:
+        return [e for e in _decode(found, ev.RelationRecorded) if e.subject == f"entities/{person}"]
+
+    await stream_messages(
+        nats_server.url, "toex.emsou.entity.>", until=lambda found: len(recorded(found)) >= 2
+    )
+    await asyncio.sleep(1.0)
+    published = recorded(await stream_messages(nats_server.url, "toex.emsou.entity.>"))
+    assert sorted(e.kind for e in published) == [pb.RELATION_KIND_HOLDS_ACCOUNT, pb.RELATION_KIND_LIVES_AT]
+    held = next(e for e in published if e.kind == pb.RELATION_KIND_HOLDS_ACCOUNT)
+    assert held.target == "bank:GB:202015:55555555" and held.valid_from == "2025-09-01"
+    assert held.source.source_system == "bank-returns" and held.source.source_record_id == "r1"
+    assert held.label.region == region_pb2.REGION_EMSOU and held.grading.source_evaluation == 2
+
     with pytest.raises(grpc.aio.AioRpcError) as hidden:
         await stub.RecordRelation(
             pb.RecordRelationRequest(parent="regions/ERSOU", relation=lives),
@@ -330,3 +382,355 @@ async def test_record_relation_rpc_both_ways(entity_service: Any) -> None:
         )
     assert unspecified.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "relation.kind" in (unspecified.value.details() or "")
+
+
+async def test_get_entity_shows_relations_only_where_the_caller_sees_both_ends(entity_service: Any) -> None:
+    """An EMSOU person uses an EMSOU phone and an ERSOU-only phone and holds an account.
+    EMSOU's analyst sees the EMSOU phone and the account with their source record, grading, time
+    span and provenance, and nothing of the ERSOU phone (not its id) though EMSOU recorded that
+    relation; ERSOU's analyst, reading the ERSOU phone, sees neither relation of it (one said by
+    EMSOU, one whose other end is the EMSOU person); the national coordinator sees all."""
+    engine = create_engine(entity_service.database, pool_size=1)
+    sessions = session_factory(engine)
+    sid = uuid.uuid4().hex[:8]
+    digits = f"{uuid.uuid4().int % 1000:03d}"
+    analyst_ersou = Principal("b", "analyst.ersou", Region.ERSOU, frozenset({Role.ANALYST}))
+    try:
+        deps = handlers.Deps(uow=lambda: SqlEntityUnitOfWork(sessions))  # type: ignore[arg-type]
+        emsou = [
+            commands.IncomingRecord(
+                Region.EMSOU,
+                "niche",
+                f"gp-{sid}",
+                RecordType.PERSON,
+                GRADING,
+                PersonData(surname=f"Ibe{sid}"),
+            ),
+            commands.IncomingRecord(
+                Region.EMSOU,
+                "niche",
+                f"gx-{sid}",
+                RecordType.PHONE,
+                GRADING,
+                PhoneData(f"+447700900{digits}"),
+            ),
+        ]
+        ersou = [
+            commands.IncomingRecord(
+                Region.ERSOU,
+                "athena",
+                f"gy-{sid}",
+                RecordType.PHONE,
+                GRADING,
+                PhoneData(f"+447700901{digits}"),
+            )
+        ]
+        await handlers.resolve_records(commands.ResolveRecords(ANALYST, emsou, single=False), deps)
+        await handlers.resolve_records(commands.ResolveRecords(analyst_ersou, ersou, single=False), deps)
+        async with sessions() as session:
+            rows = (
+                await session.execute(
+                    select(source_records.c.source_record_id, source_records.c.entity_id).where(
+                        source_records.c.source_record_id.like(f"%-{sid}")
+                    )
+                )
+            ).all()
+        entity = {r[0].split("-")[0]: r[1] for r in rows}
+        person, phone_x, phone_y = entity["gp"], entity["gx"], entity["gy"]
+        assert len({person, phone_x, phone_y}) == 3
+        account = "bank:GB:202015:55555555"
+        async with sessions() as session, session.begin():
+            await SqlRelationRepository(session).add_relations(
+                [
+                    _rel(
+                        "EMSOU",
+                        RelationKind.USES_PHONE,
+                        person,
+                        phone_x,
+                        f"gr1-{sid}",
+                        valid_from=date(2025, 3, 1),
+                    ),
+                    _rel("EMSOU", RelationKind.HOLDS_ACCOUNT, person, account, f"gr2-{sid}"),
+                    _rel("EMSOU", RelationKind.USES_PHONE, person, phone_y, f"gr3-{sid}"),
+                    _rel("ERSOU", RelationKind.USES_PHONE, person, phone_y, f"gr4-{sid}"),
+                ],
+                "analyst.emsou",
+                utcnow(),
+            )
+    finally:
+        await engine.dispose()
+    stub, tokens = entity_service.stub, entity_service.tokens
+
+    seen = await stub.GetEntity(
+        pb.GetEntityRequest(name=f"entities/{person}"), metadata=_md(tokens["analyst.emsou"])
+    )
+    shown = {r.source_record_id: r for r in seen.entity.relations}
+    assert set(shown) == {f"gr1-{sid}", f"gr2-{sid}"}
+    uses = shown[f"gr1-{sid}"]
+    assert uses.kind == pb.RELATION_KIND_USES_PHONE
+    assert uses.subject == f"entities/{person}" and uses.target == f"entities/{phone_x}"
+    assert uses.source_system == "bank-returns" and uses.valid_from == "2025-03-01" and uses.valid_to == ""
+    assert uses.grading.source_evaluation == 2 and uses.grading.intelligence_assessment == 2
+    assert uses.region == "regions/EMSOU" and uses.recorded_by == "analyst.emsou"
+    assert uses.record_time.seconds > 0
+    assert shown[f"gr2-{sid}"].target == account
+    assert phone_y not in str(seen)
+
+    # The phone's own page shows the EMSOU-recorded relation from the other end.
+    phone_page = await stub.GetEntity(
+        pb.GetEntityRequest(name=f"entities/{phone_x}"), metadata=_md(tokens["analyst.emsou"])
+    )
+    assert [r.source_record_id for r in phone_page.entity.relations] == [f"gr1-{sid}"]
+
+    # ERSOU sees its phone, but not the EMSOU person at the other end of either relation.
+    other = await stub.GetEntity(
+        pb.GetEntityRequest(name=f"entities/{phone_y}"), metadata=_md(tokens["analyst.ersou"])
+    )
+    assert list(other.entity.relations) == []
+    assert person not in str(other)
+    with pytest.raises(grpc.aio.AioRpcError) as hidden:
+        await stub.GetEntity(
+            pb.GetEntityRequest(name=f"entities/{person}"), metadata=_md(tokens["analyst.ersou"])
+        )
+    assert hidden.value.code() == grpc.StatusCode.NOT_FOUND
+
+    # The national team sees across regions: all four.
+    national = await stub.GetEntity(
+        pb.GetEntityRequest(name=f"entities/{person}"), metadata=_md(tokens["national_coordinator.national"])
+    )
+    assert {r.source_record_id for r in national.entity.relations} == {f"gr{i}-{sid}" for i in range(1, 5)}
+
+
+async def test_neighbourhood_follows_only_what_the_caller_may_see(entity_service: Any, tmp_path: Any) -> None:
+    """Two EMSOU people share a phone and an account; one also uses an ERSOU-only phone. From
+    the first, depth 1 reaches the phone and account, depth 2 the second person through both;
+    EMSOU's analyst never reaches the ERSOU phone, the national coordinator does; ERSOU's analyst
+    from its phone reaches nobody and may not start from the EMSOU person. The CLI writes the
+    graph as GraphML and an i2 link table; bad depth names its field."""
+    engine = create_engine(entity_service.database, pool_size=1)
+    sessions = session_factory(engine)
+    sid = uuid.uuid4().hex[:8]
+    digits = f"{uuid.uuid4().int % 1000:03d}"
+    analyst_ersou = Principal("b", "analyst.ersou", Region.ERSOU, frozenset({Role.ANALYST}))
+    try:
+        deps = handlers.Deps(uow=lambda: SqlEntityUnitOfWork(sessions))  # type: ignore[arg-type]
+        emsou = [
+            commands.IncomingRecord(
+                Region.EMSOU,
+                "niche",
+                f"na-{sid}",
+                RecordType.PERSON,
+                GRADING,
+                PersonData(surname=f"Adeyemi{sid}"),
+            ),
+            commands.IncomingRecord(
+                Region.EMSOU,
+                "niche",
+                f"nb-{sid}",
+                RecordType.PERSON,
+                GRADING,
+                PersonData(surname=f"Brennan{sid}"),
+            ),
+            commands.IncomingRecord(
+                Region.EMSOU,
+                "niche",
+                f"nx-{sid}",
+                RecordType.PHONE,
+                GRADING,
+                PhoneData(f"+447700902{digits}"),
+            ),
+        ]
+        ersou = [
+            commands.IncomingRecord(
+                Region.ERSOU,
+                "athena",
+                f"ny-{sid}",
+                RecordType.PHONE,
+                GRADING,
+                PhoneData(f"+447700903{digits}"),
+            )
+        ]
+        await handlers.resolve_records(commands.ResolveRecords(ANALYST, emsou, single=False), deps)
+        await handlers.resolve_records(commands.ResolveRecords(analyst_ersou, ersou, single=False), deps)
+        async with sessions() as session:
+            rows = (
+                await session.execute(
+                    select(source_records.c.source_record_id, source_records.c.entity_id).where(
+                        source_records.c.source_record_id.like(f"%-{sid}")
+                    )
+                )
+            ).all()
+        entity = {r[0].split("-")[0]: r[1] for r in rows}
+        a, b, x, y = entity["na"], entity["nb"], entity["nx"], entity["ny"]
+        account = f"bank:GB:202015:{uuid.uuid4().int % 10**8:08d}"
+        async with sessions() as session, session.begin():
+            await SqlRelationRepository(session).add_relations(
+                [
+                    _rel("EMSOU", RelationKind.USES_PHONE, a, x, f"nr1-{sid}", valid_from=date(2025, 2, 1)),
+                    _rel("EMSOU", RelationKind.USES_PHONE, b, x, f"nr2-{sid}"),
+                    _rel("EMSOU", RelationKind.HOLDS_ACCOUNT, a, account, f"nr3-{sid}"),
+                    _rel("EMSOU", RelationKind.HOLDS_ACCOUNT, b, account, f"nr4-{sid}"),
+                    _rel("EMSOU", RelationKind.USES_PHONE, a, y, f"nr5-{sid}"),
+                ],
+                "analyst.emsou",
+                utcnow(),
+            )
+    finally:
+        await engine.dispose()
+    stub, tokens = entity_service.stub, entity_service.tokens
+
+    def names(response: Any) -> set[str]:
+        return {n.name for n in response.nodes}
+
+    one = await stub.GetNeighbourhood(
+        pb.GetNeighbourhoodRequest(name=f"entities/{a}", depth=1), metadata=_md(tokens["analyst.emsou"])
+    )
+    assert one.nodes[0].name == f"entities/{a}" and one.nodes[0].depth == 0
+    assert names(one) == {f"entities/{a}", f"entities/{x}", account}
+    assert {n.node_type for n in one.nodes} == {"PERSON", "PHONE", "BANK_ACCOUNT"}
+    assert {e.relation.source_record_id for e in one.edges} == {f"nr1-{sid}", f"nr3-{sid}"}
+    reasons = {e.relation.source_record_id: e.reason for e in one.edges}
+    assert reasons[f"nr1-{sid}"] == f"USES_PHONE per bank-returns/nr1-{sid}, graded 2BP, from 2025-02-01"
+    assert y not in str(one) and not one.truncated
+
+    two = await stub.GetNeighbourhood(
+        pb.GetNeighbourhoodRequest(name=f"entities/{a}", depth=2), metadata=_md(tokens["analyst.emsou"])
+    )
+    assert names(two) == {f"entities/{a}", f"entities/{x}", account, f"entities/{b}"}
+    assert {n.depth for n in two.nodes if n.name == f"entities/{b}"} == {2}
+    assert {e.relation.source_record_id for e in two.edges} == {f"nr{i}-{sid}" for i in range(1, 5)}
+    assert y not in str(two)
+
+    capped = await stub.GetNeighbourhood(
+        pb.GetNeighbourhoodRequest(name=f"entities/{a}", depth=2, max_nodes=2),
+        metadata=_md(tokens["analyst.emsou"]),
+    )
+    assert len(capped.nodes) == 2 and capped.truncated
+
+    national = await stub.GetNeighbourhood(
+        pb.GetNeighbourhoodRequest(name=f"entities/{a}", depth=1),
+        metadata=_md(tokens["national_coordinator.national"]),
+    )
+    assert f"entities/{y}" in names(national)
+
+    from_y = await stub.GetNeighbourhood(
+        pb.GetNeighbourhoodRequest(name=f"entities/{y}", depth=3), metadata=_md(tokens["analyst.ersou"])
+    )
+    assert names(from_y) == {f"entities/{y}"} and list(from_y.edges) == []
+    with pytest.raises(grpc.aio.AioRpcError) as hidden:
+        await stub.GetNeighbourhood(
+            pb.GetNeighbourhoodRequest(name=f"entities/{a}", depth=1), metadata=_md(tokens["analyst.ersou"])
+        )
+    assert hidden.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await stub.GetNeighbourhood(
+            pb.GetNeighbourhoodRequest(name=f"entities/{a}", depth=4), metadata=_md(tokens["analyst.emsou"])
+        )
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "depth" in (bad.value.details() or "")
+
+    def cli(*args: str) -> Any:
+        return CliRunner().invoke(
+            main,
+            [
+                "--entity-addr",
+                f"127.0.0.1:{entity_service.app.port}",
+                "--purpose",
+                "Op KINGFISHER",
+                "entity",
+                "neighbourhood",
+                a,
+                "--depth",
+                "2",
+                *args,
+            ],
+            env={"TOEX_TOKEN": tokens["analyst.emsou"]},
+            catch_exceptions=False,
+        )
+
+    graph_file = tmp_path / "n.graphml"
+    result = await asyncio.to_thread(cli, "--format", "graphml", "-o", str(graph_file))
+    assert result.exit_code == 0, result.stderr
+    import networkx as nx
+
+    graph = nx.read_graphml(graph_file)
+    assert set(graph.nodes) == {a, b, x, account}
+    assert graph.number_of_edges() == 4 and graph.nodes[b]["depth"] == 2
+    assert {d["kind"] for _, _, d in graph.edges(data=True)} == {"USES_PHONE", "HOLDS_ACCOUNT"}
+
+    i2_file = tmp_path / "n.csv"
+    result = await asyncio.to_thread(cli, "--format", "i2", "-o", str(i2_file))
+    assert result.exit_code == 0, result.stderr
+    lines = i2_file.read_bytes().decode("utf-8-sig").splitlines()
+    assert lines[0].startswith("Entity1 Identity,Entity1 Type") and len(lines) == 5
+    assert any(",Person," in line and ",Telephone," in line for line in lines[1:])
+
+    result = await asyncio.to_thread(cli, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert y not in result.stdout and f"entities/{b}" in result.stdout
+    result = await asyncio.to_thread(cli)
+    assert "4 nodes, 4 relations" in result.stdout
+
+
+async def test_person_records_bring_their_relations(entity_service: Any) -> None:
+    """An EMSOU person record carrying a phone number, a VRM and an address: it uses the phone
+    entity, drives the vehicle entity and lives at the address, each with the person record as
+    the source and its grading; the same record again adds nothing."""
+    engine = create_engine(entity_service.database, pool_size=1)
+    sessions = session_factory(engine)
+    sid = uuid.uuid4().hex[:8]
+    number = f"+447700904{uuid.uuid4().int % 1000:03d}"
+    vrm = f"AB{uuid.uuid4().int % 90 + 10}XYZ"
+    try:
+        deps = handlers.Deps(uow=lambda: SqlEntityUnitOfWork(sessions))  # type: ignore[arg-type]
+        objects = [
+            commands.IncomingRecord(
+                Region.EMSOU, "comms", f"ip-{sid}", RecordType.PHONE, GRADING, PhoneData(number)
+            ),
+            commands.IncomingRecord(
+                Region.EMSOU, "anpr", f"iv-{sid}", RecordType.VEHICLE, GRADING, VehicleData(vrm)
+            ),
+        ]
+        await handlers.resolve_records(commands.ResolveRecords(ANALYST, objects, single=False), deps)
+        person = commands.IncomingRecord(
+            Region.EMSOU,
+            "niche",
+            f"ic-{sid}",
+            RecordType.PERSON,
+            Grading(3, "C", Handling.C, "no onward sharing"),
+            PersonData(
+                given_name="Tomasz",
+                surname=f"Kowal{sid}",
+                phone_numbers=(number,),
+                vrms=(vrm,),
+                addresses=(Address(lines=("14 Derby Road",), postcode="ng72rd"),),
+            ),
+        )
+        await handlers.resolve_records(commands.ResolveRecords(ANALYST, [person], single=False), deps)
+        await handlers.resolve_records(commands.ResolveRecords(ANALYST, [person], single=False), deps)
+        async with sessions() as session:
+            rows = (
+                await session.execute(
+                    select(source_records.c.source_record_id, source_records.c.entity_id).where(
+                        source_records.c.source_record_id.like(f"%-{sid}")
+                    )
+                )
+            ).all()
+        entity = {r[0].split("-")[0]: r[1] for r in rows}
+    finally:
+        await engine.dispose()
+    stub, tokens = entity_service.stub, entity_service.tokens
+    got = await stub.GetEntity(
+        pb.GetEntityRequest(name=f"entities/{entity['ic']}"),
+        metadata=_md(tokens["national_coordinator.national"]),
+    )
+    shown = {(r.kind, r.target) for r in got.entity.relations}
+    assert shown == {
+        (pb.RELATION_KIND_USES_PHONE, f"entities/{entity['ip']}"),
+        (pb.RELATION_KIND_DRIVES_VEHICLE, f"entities/{entity['iv']}"),
+        (pb.RELATION_KIND_LIVES_AT, "addr:NG7 2RD|14"),
+    }
+    assert len(got.entity.relations) == 3
+    for r in got.entity.relations:
+        assert (r.source_system, r.source_record_id, r.region) == ("niche", f"ic-{sid}", "regions/EMSOU")
+        assert r.grading.source_evaluation == 3 and r.grading.handling_conditions == "no onward sharing"
+        assert r.subject == f"entities/{entity['ic']}" and r.recorded_by == "analyst.emsou"

@@ -22,6 +22,7 @@ from toex_entity.domain.model import (
     ReviewTask,
 )
 from toex_entity.domain.records import SourceRecord
+from toex_entity.domain.relations import StoredRelation
 from toex_entity.service_layer.ports import Candidate, EntityLink, KeyHit, SourceKey
 from toex_kernel.regions import Region
 
@@ -250,6 +251,24 @@ class FakeRelations:
 
     def __init__(self) -> None:
         self.followed: list[tuple[list[str], str]] = []
+        self.stored: list[Any] = []  # StoredRelation
+        self.keys: set[tuple[Any, ...]] = set()
+
+    async def store_relations(
+        self, items: Sequence[Any], recorded_by: str, at: Any, job: str = ""
+    ) -> list[Any]:
+        """Each relation once per source record (as the unique key in PostgreSQL)."""
+        new = []
+        for r in items:
+            key = (r.region, r.kind, r.subject, r.target, r.source_system, r.source_record_id)
+            if key not in self.keys:
+                self.keys.add(key)
+                self.stored.append(StoredRelation(r, at, recorded_by))
+                new.append(r)
+        return new
+
+    async def relations_touching(self, entity_id: str) -> list[Any]:
+        return [s for s in self.stored if entity_id in (s.relation.subject, s.relation.target)]
 
     async def follow_merge(self, merged: Sequence[str], into: str) -> None:
         self.followed.append((list(merged), into))

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
+from toex.entity.events.v1 import events_pb2 as entity_events
 from toex.tasking.events.v2 import events_pb2 as tasking_events
 from toex.type.v1 import region_pb2
 from toex_common.events.consumer import PermanentError
@@ -199,3 +200,25 @@ def test_an_event_with_no_allow_list_is_not_reported() -> None:
     )
     with pytest.raises(PermanentError):
         reporter.reported(other)
+
+
+@pytest.mark.parametrize("message_type", [entity_events.RelationRecorded, entity_events.MuleClusterDetected])
+def test_relations_and_mule_clusters_never_reach_the_hub(message_type: type[Message]) -> None:
+    """Who uses which phone or account, and who is in a mule cluster, are personal data of the
+    region: neither event has an allow-list, so the reporter refuses it whole (dead-lettered,
+    not forwarded), and no consumer of the reporter subscribes to it."""
+    message = full(message_type)
+    assert message.SerializeToString()
+    assert message_type not in scrub.REPORTED
+    with pytest.raises(scrub.NotReported):
+        scrub.scrub(message)
+    with pytest.raises(PermanentError):
+        reporter.reported(incoming(message))
+    subscribed: list[type[Message]] = []
+
+    class Bus:
+        def on(self, consumer: str, event_type: type[Message], handler: Any, **options: Any) -> None:
+            subscribed.append(event_type)
+
+    reporter.subscribe(Bus(), "oversight")  # type: ignore[arg-type]
+    assert subscribed and message_type not in subscribed

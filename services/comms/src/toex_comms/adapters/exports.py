@@ -14,17 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
+from toex_common.graph_export import FORMULA_START, link_table_csv, neutralise
 
 from toex_comms.domain.analysis import Network
 from toex_comms.domain.commands import ExportFormat
 
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def neutralise(value: Any) -> Any:
-    if isinstance(value, str) and value.startswith(FORMULA_START):
-        return "'" + value
-    return value
+__all__ = ["FORMULA_START", "neutralise"]
 
 
 def _label(number: int, labels: dict[int, str]) -> str:
@@ -80,33 +75,31 @@ def i2_link_table(net: Network, labels: dict[int, str] | None = None) -> bytes:
     """One row per link: i2 Analyst's Notebook imports this with a link-table import spec
     (Entity1/Entity2 identities as 'Telephone' entities, attributes on the link)."""
     labels = labels or {}
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(I2_COLUMNS)
-    for e in net.edges:
-        kind_a = "Target Telephone" if e.a in net.targets else "Telephone"
-        kind_b = "Target Telephone" if e.b in net.targets else "Telephone"
-        writer.writerow(
-            [
-                neutralise(v)
-                for v in (
-                    f"+{e.a}",
-                    kind_a,
-                    _label(e.a, labels),
-                    f"+{e.b}",
-                    kind_b,
-                    _label(e.b, labels),
-                    "Call/Text",
-                    e.calls,
-                    e.sms,
-                    e.duration,
-                    e.contacts,
-                    e.first.isoformat(),
-                    e.last.isoformat(),
-                )
-            ]
-        )
-    return out.getvalue().encode("utf-8-sig")
+
+    def kind(number: int) -> str:
+        return "Target Telephone" if number in net.targets else "Telephone"
+
+    return link_table_csv(
+        I2_COLUMNS,
+        (
+            (
+                f"+{e.a}",
+                kind(e.a),
+                _label(e.a, labels),
+                f"+{e.b}",
+                kind(e.b),
+                _label(e.b, labels),
+                "Call/Text",
+                e.calls,
+                e.sms,
+                e.duration,
+                e.contacts,
+                e.first.isoformat(),
+                e.last.isoformat(),
+            )
+            for e in net.edges
+        ),
+    )
 
 
 TARGET_COLOUR = "#d62728"

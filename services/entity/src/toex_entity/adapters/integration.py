@@ -4,6 +4,7 @@ only place that knows the protobuf event messages."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +16,7 @@ from toex_common.events import EventEnvelope, build_event
 from toex_common.events.streams import ENTITY_STREAM
 from toex_kernel.regions import Region
 
-from toex_entity.adapters.mapping import identifiers_to_proto, record_type_to_proto
+from toex_entity.adapters.mapping import grading_to_proto, identifiers_to_proto, record_type_to_proto
 from toex_entity.domain import events
 from toex_entity.domain.model import LinkMethod, entity_name
 from toex_entity.domain.records import Handling, RecordType, SourceRecord
@@ -263,6 +264,52 @@ def remote_deconfliction(event: events.RemoteDeconflictionRaised) -> list[EventE
     ]
 
 
+def relation_recorded(event: events.RelationRecorded) -> list[EventEnvelope]:
+    r = event.relation
+    keyed = r.target.startswith(("addr:", "bank:"))
+    message = ev.RelationRecorded(
+        kind=pb.RelationKind.Value(f"RELATION_KIND_{r.kind.value}"),  # type: ignore[arg-type]
+        subject=entity_name(r.subject),
+        target=r.target if keyed else entity_name(r.target),
+        source=pb.SourceRecordRef(source_system=r.source_system, source_record_id=r.source_record_id),
+        grading=grading_to_proto(r.grading),
+        valid_from=r.valid_from.isoformat() if r.valid_from else "",
+        valid_to=r.valid_to.isoformat() if r.valid_to else "",
+    )
+    return [
+        build_event(
+            message,
+            domain=DOMAIN,
+            source=SOURCE,
+            region=Region(r.region),
+            handling=_HANDLING[r.grading.handling],
+            resource=entity_name(r.subject),
+        )
+    ]
+
+
+def mule_cluster_detected(event: events.MuleClusterDetected) -> list[EventEnvelope]:
+    """The event's id comes from the cluster's: a second publish of it is deduplicated too."""
+    c = event.cluster
+    message = ev.MuleClusterDetected(
+        event_id=str(uuid.UUID(hex=event.cluster_id)),
+        cluster_id=event.cluster_id,
+        holders=sorted(entity_name(h) for h in c.holders),
+        controller=entity_name(c.controller) if c.controller else "",
+        accounts=sorted(c.accounts),
+        score=c.score,
+    )
+    return [
+        build_event(
+            message,
+            domain=DOMAIN,
+            source=SOURCE,
+            region=event.region,
+            handling=security_pb2.HANDLING_CODE_C,
+        )
+    ]
+
+
 _MAPPINGS: dict[type, Callable[[Any], list[EventEnvelope]]] = {
     events.RecordLinked: _record_linked,
     events.EntitiesMerged: _entities_merged,
@@ -271,6 +318,8 @@ _MAPPINGS: dict[type, Callable[[Any], list[EventEnvelope]]] = {
     events.IdentifiersFingerprinted: identifiers_fingerprinted,
     events.DeconflictionMatched: deconfliction_matched,
     events.RemoteDeconflictionRaised: remote_deconfliction,
+    events.RelationRecorded: relation_recorded,
+    events.MuleClusterDetected: mule_cluster_detected,
 }
 
 

@@ -23,7 +23,7 @@ from toex_entity.domain.records import (
     SourceRecord,
     VehicleData,
 )
-from toex_entity.domain.relations import Relation, RelationKind
+from toex_entity.domain.relations import Neighbourhood, Relation, RelationKind, StoredRelation, reason
 
 _TYPES = {
     RecordType.PERSON: pb.RECORD_TYPE_PERSON,
@@ -280,6 +280,31 @@ def relation_kind_from_proto(value: int) -> RelationKind | None:
         return None
     name = pb.RelationKind.Name(pb.RelationKind.ValueType(value)).removeprefix("RELATION_KIND_")
     return RelationKind(name) if name in RelationKind.__members__ else None
+
+
+def neighbourhood_to_proto(graph: Neighbourhood) -> pb.GetNeighbourhoodResponse:
+    def name(node_id: str) -> str:
+        return node_id if node_id.startswith(("addr:", "bank:")) else f"entities/{node_id}"
+
+    return pb.GetNeighbourhoodResponse(
+        nodes=[
+            pb.NeighbourhoodNode(name=name(n.id), node_type=n.node_type, label=n.label, depth=n.depth)
+            for n in graph.nodes
+        ],
+        edges=[
+            pb.NeighbourhoodEdge(relation=stored_relation_to_proto(s), reason=reason(s)) for s in graph.edges
+        ],
+        truncated=graph.truncated,
+    )
+
+
+def stored_relation_to_proto(stored: StoredRelation) -> pb.Relation:
+    """A stored relation as GetEntity shows it: with its region and provenance."""
+    out = relation_to_proto(stored.relation)
+    out.region = f"regions/{stored.relation.region}"
+    out.record_time.FromDatetime(stored.recorded_at)
+    out.recorded_by = stored.recorded_by
+    return out
 
 
 def relation_to_proto(r: Relation) -> pb.Relation:

@@ -13,9 +13,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from toex_kernel.ids import new_id
 
-from toex_entity.adapters.tables import person_attributes, relations
+from toex_entity.adapters.tables import mule_alerts, person_attributes, relations
 from toex_entity.domain.mules import SHARED_KINDS, Grouped
-from toex_entity.domain.relations import PersonAttributes, Relation
+from toex_entity.domain.records import Grading, Handling
+from toex_entity.domain.relations import PersonAttributes, Relation, RelationKind, StoredRelation
 
 # The analysis reads millions of rows: asyncpg directly (no ORM row objects), and PostgreSQL
 # groups the shared keys, so that keys only one person has (most addresses and phones) never
@@ -54,8 +55,14 @@ class SqlRelationRepository:
         self, items: Sequence[Relation], recorded_by: str, at: datetime, job: str = ""
     ) -> int:
         """Stores each relation once per source record; returns how many were new."""
+        return len(await self.store_relations(items, recorded_by, at, job))
+
+    async def store_relations(
+        self, items: Sequence[Relation], recorded_by: str, at: datetime, job: str = ""
+    ) -> list[Relation]:
+        """Stores each relation once per source record; returns those that were new."""
         if not items:
-            return 0
+            return []
         rows = [
             {
                 "id": new_id(),
@@ -77,10 +84,13 @@ class SqlRelationRepository:
             }
             for r in items
         ]
+        # executemany form: SQLAlchemy batches it into multi-row INSERTs compiled once, where a
+        # single .values(rows) statement of a bulk ingest's thousands of rows is compiled whole.
         result = await self.session.execute(
-            pg_insert(relations).values(rows).on_conflict_do_nothing().returning(relations.c.id)
+            pg_insert(relations).on_conflict_do_nothing().returning(relations.c.id), rows
         )
-        return len(result.all())
+        created = {row[0] for row in result.all()}
+        return [r for r, row in zip(items, rows, strict=True) if row["id"] in created]
 
     async def follow_merge(self, merged: Sequence[str], into: str) -> None:
         """Relations of merged entities now join the survivor: a relation the survivor already
@@ -101,6 +111,53 @@ class SqlRelationRepository:
             select(relations).where(relations.c.subject.in_(entity_ids) | relations.c.target.in_(entity_ids))
         )
         return [dict(row._mapping) for row in rows]
+
+    async def relations_touching(self, entity_id: str) -> list[StoredRelation]:
+        """The relations with `entity_id` at either end, oldest recorded first."""
+        rows = await self.session.execute(
+            select(relations)
+            .where((relations.c.subject == entity_id) | (relations.c.target == entity_id))
+            .order_by(relations.c.recorded_at, relations.c.id)
+        )
+        return [
+            StoredRelation(
+                Relation(
+                    row.region,
+                    RelationKind(row.kind),
+                    row.subject,
+                    row.target,
+                    row.source_system,
+                    row.source_record_id,
+                    Grading(
+                        row.source_evaluation, row.assessment, Handling(row.handling), row.handling_conditions
+                    ),
+                    row.valid_from,
+                    row.valid_to,
+                ),
+                row.recorded_at,
+                row.recorded_by,
+            )
+            for row in rows
+        ]
+
+    async def claim_mule_alerts(
+        self, region: str, clusters: Sequence[tuple[str, float]], at: datetime
+    ) -> set[str]:
+        """Notes the clusters (id, score) as alerted on; returns the ids not alerted on before."""
+        if not clusters:
+            return set()
+        result = await self.session.execute(
+            pg_insert(mule_alerts)
+            .values(
+                [
+                    {"cluster_id": c, "region": region, "score": score, "detected_at": at}
+                    for c, score in clusters
+                ]
+            )
+            .on_conflict_do_nothing()
+            .returning(mule_alerts.c.cluster_id)
+        )
+        return set(result.scalars())
 
     async def set_attributes(self, record_id: str, attrs: PersonAttributes) -> None:
         values = {

@@ -275,3 +275,13 @@ bank_accounts = Table(
     Column("modulus_checked", Boolean, nullable=False),
     Index("bank_accounts_entity", "entity_id"),
 )
+
+# Mule clusters already alerted on (migration 0008).
+mule_alerts = Table(
+    "mule_alerts",
+    metadata,
+    Column("cluster_id", String(32), primary_key=True),
+    Column("region", String(16), nullable=False),
+    Column("score", Float, nullable=False),
+    Column("detected_at", TZ, nullable=False),
+)

@@ -45,6 +45,15 @@ class GetEntity:
 
 
 @dataclass(frozen=True)
+class GetNeighbourhood:
+    actor: Principal
+    entity_id: str
+    depth: int = 1
+    max_nodes: int = 100
+    purpose: str = ""
+
+
+@dataclass(frozen=True)
 class SearchEntities:
     actor: Principal
     name: str = ""

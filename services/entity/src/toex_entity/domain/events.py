@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from toex_kernel.regions import Region
 
 from toex_entity.domain.model import EntityChange, Move
+from toex_entity.domain.mules import Cluster
 from toex_entity.domain.records import RecordType, SourceRecord
+from toex_entity.domain.relations import Relation
 
 
 # One per record resolved, so bulk ingest builds thousands: slots, and one event (not two) for a
@@ -115,6 +117,23 @@ class RemoteDeconflictionRaised:
     contact_role: str
 
 
+@dataclass(frozen=True)
+class RelationRecorded:
+    """A relation stored for the first time from its source record."""
+
+    relation: Relation
+
+
+@dataclass(frozen=True)
+class MuleClusterDetected:
+    """The mule analysis of `region` found `cluster` at or over the alert threshold for the
+    first time (`cluster_id` from its sorted members)."""
+
+    region: Region
+    cluster_id: str
+    cluster: Cluster
+
+
 DomainEvent = (
     RecordLinked
     | EntitiesMerged
@@ -123,4 +142,6 @@ DomainEvent = (
     | IdentifiersFingerprinted
     | DeconflictionMatched
     | RemoteDeconflictionRaised
+    | RelationRecorded
+    | MuleClusterDetected
 )

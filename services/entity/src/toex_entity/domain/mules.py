@@ -14,6 +14,7 @@ holders, so a region of a million persons and two million relations stays a few 
 from __future__ import annotations
 
 import gc
+import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -76,6 +77,11 @@ class Cluster:
     score: float
     alert: bool
     reasons: tuple[str, ...]
+
+
+def cluster_id(cluster: Cluster) -> str:
+    """A cluster's id from its sorted members: the same people found again give the same id."""
+    return hashlib.sha256("\n".join(sorted(cluster.persons)).encode()).hexdigest()[:32]
 
 
 @dataclass

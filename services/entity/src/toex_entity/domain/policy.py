@@ -90,6 +90,8 @@ METHOD_RULES = rules_for(
         "RecordRelation": MethodRule.write(RES, ANA, SUP, NC, SVC, purpose_required=True),
         # No personal data: counts and model versions.
         "GetLearningStatus": MethodRule.read(RES, ANA, SUP, NC, SVC, purpose_required=False),
+        # As GetEntity: every node is one GetEntity would show the caller.
+        "GetNeighbourhood": MethodRule.read(RES, ANA, SUP, NC, SAFE, SVC),
     },
 )
 
@@ -112,6 +114,7 @@ SERVED = served_for(
         "AnalyseMules": Served.by("parent"),
         "RecordRelation": Served.by("parent"),
         "GetLearningStatus": Served.nowhere("the installation's own model"),
+        "GetNeighbourhood": Served.nowhere(_HELD),
     },
 )
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 from toex_kernel.errors import Violations
 
@@ -23,6 +23,8 @@ class RelationKind(enum.StrEnum):
     LIVES_AT = "LIVES_AT"
     USES_DEVICE = "USES_DEVICE"
     ASSOCIATED_WITH = "ASSOCIATED_WITH"
+    USES_EMAIL = "USES_EMAIL"
+    USES_ONLINE_ACCOUNT = "USES_ONLINE_ACCOUNT"
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,25 @@ class Relation:
         problems.raise_if_any()
 
 
+@dataclass(frozen=True)
+class StoredRelation:
+    """A relation as stored, with its provenance: when and by whom it was recorded."""
+
+    relation: Relation
+    recorded_at: datetime
+    recorded_by: str
+
+    def other_end(self, entity_id: str) -> str:
+        """The end that is not `entity_id` (an entity id, or an account or address key)."""
+        r = self.relation
+        return r.target if r.subject == entity_id else r.subject
+
+    @property
+    def keyed(self) -> bool:
+        """The target is a key (an account or address), not an entity."""
+        return self.relation.target.startswith(("addr:", "bank:"))
+
+
 _PREMISES_SPACE = re.compile(r"[\s,]+")
 
 
@@ -90,3 +111,43 @@ class PersonAttributes:
     student: bool = False
     nationality: str = ""  # ISO 3166-1 alpha-2 as recorded, "" when not
     visa_type: str = ""  # as recorded ("Student", "Graduate", "Skilled Worker"...)
+
+
+MAX_DEPTH = 3
+MAX_NODES = 500
+
+
+@dataclass(frozen=True)
+class GraphNode:
+    """An entity (`node_type` its record type) or an account or address key."""
+
+    id: str
+    node_type: str
+    label: str
+    depth: int
+
+
+@dataclass
+class Neighbourhood:
+    nodes: list[GraphNode]
+    edges: list[StoredRelation]
+    truncated: bool = False
+
+
+def key_node(key: str, depth: int) -> GraphNode:
+    """A node for an account (`bank:...`) or address (`addr:...`) key, labelled by its value."""
+    kind, _, value = key.partition(":")
+    if kind == "bank":
+        return GraphNode(key, "BANK_ACCOUNT", value.split(":", 1)[1] if ":" in value else value, depth)
+    return GraphNode(key, "ADDRESS", value.replace("|", ", "), depth)
+
+
+def reason(stored: StoredRelation) -> str:
+    """Why an edge is there, in words: kind, source record, grading, time span."""
+    r = stored.relation
+    text = f"{r.kind.value} per {r.source_system}/{r.source_record_id}, graded {r.grading}"
+    if r.valid_from:
+        text += f", from {r.valid_from.isoformat()}"
+    if r.valid_to:
+        text += f", until {r.valid_to.isoformat()}"
+    return text

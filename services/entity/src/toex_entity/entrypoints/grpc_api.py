@@ -14,7 +14,7 @@ from toex_kernel import names
 from toex_kernel.errors import InvalidArgument, NotFound, Violations
 from toex_kernel.regions import Region
 
-from toex_entity.adapters import mapping
+from toex_entity.adapters import exports, mapping
 from toex_entity.domain import commands
 from toex_entity.domain.model import ChangeKind, Explanation, Outcome, ResolveResult
 from toex_entity.service_layer import handlers, learning, mules, relations
@@ -141,6 +141,7 @@ def entity_to_proto(view: handlers.EntityView, contact_role: object) -> pb.Entit
         create_time=mapping.ts(view.entity.created_at),
         update_time=mapping.ts(view.entity.updated_at),
         requested_name=f"entities/{view.requested_id}" if view.requested_id != view.entity.id else "",
+        relations=[mapping.stored_relation_to_proto(r) for r in view.relations],
     )
 
 
@@ -418,8 +419,32 @@ class EntityServicer(entity_pb2_grpc.EntityResolutionServiceServicer):
         if request.page_size < 0:
             raise InvalidArgument.field("page_size", "must not be negative")
         size = min(request.page_size or 200, 1000)
-        report = await mules.analyse_mules(current_principal(), region, self.deps.uow)
+        report = await mules.analyse_mules(current_principal(), region, self.deps.uow, self.deps.clock())
         return mapping.mule_report_to_proto(report, size)
+
+    async def GetNeighbourhood(
+        self, request: pb.GetNeighbourhoodRequest, context: aio.ServicerContext
+    ) -> pb.GetNeighbourhoodResponse:
+        entity_id = _entity_id(request.name)
+        graph = await handlers.get_neighbourhood(
+            commands.GetNeighbourhood(
+                current_principal(),
+                entity_id,
+                depth=request.depth or 1,
+                max_nodes=request.max_nodes or 100,
+                purpose=current_purpose(),
+            ),
+            self.deps,
+        )
+        out = mapping.neighbourhood_to_proto(graph)
+        if request.format == pb.NEIGHBOURHOOD_FORMAT_GRAPHML:
+            out.content, out.filename = (
+                exports.neighbourhood_graphml(graph),
+                f"neighbourhood-{entity_id}.graphml",
+            )
+        elif request.format == pb.NEIGHBOURHOOD_FORMAT_I2_LINK_CSV:
+            out.content, out.filename = exports.neighbourhood_i2(graph), f"neighbourhood-{entity_id}-i2.csv"
+        return out
 
     async def GetLearningStatus(
         self, request: pb.GetLearningStatusRequest, context: aio.ServicerContext

@@ -54,6 +54,14 @@ from toex_entity.domain.records import (
     identifiers_of,
     record_name,
 )
+from toex_entity.domain.relations import (
+    MAX_DEPTH,
+    MAX_NODES,
+    GraphNode,
+    Neighbourhood,
+    StoredRelation,
+    key_node,
+)
 from toex_entity.service_layer import resolver
 from toex_entity.service_layer.ports import EntityLink, EntityUnitOfWork
 
@@ -407,6 +415,7 @@ class EntityView:
     # Part of the entity is hidden from the caller, or the caller reads it under a job grant:
     # its history is told without who decided, why or which other entities (policy).
     partial: bool = False
+    relations: list[StoredRelation] = field(default_factory=list)
 
 
 async def _root(uow: EntityUnitOfWork, entity_id: str) -> Entity | None:
@@ -416,6 +425,25 @@ async def _root(uow: EntityUnitOfWork, entity_id: str) -> Entity | None:
         entity = await uow.repo.get_entity(entity.merged_into)
         hops += 1
     return entity
+
+
+async def _relations_seen(uow: EntityUnitOfWork, access: _Access, entity_id: str) -> list[StoredRelation]:
+    """The entity's relations the caller may see: said by records of a region they see, and,
+    when the other end is an entity, one they may see too (as GetEntity would decide it), so
+    nothing of an entity hidden from them (not even its id) is shown."""
+    shown: list[StoredRelation] = []
+    seen: dict[str, bool] = {}
+    for stored in await uow.relations.relations_touching(entity_id):
+        if not policy.sees(access.actor, Region(stored.relation.region)):
+            continue
+        if not stored.keyed:
+            other = stored.other_end(entity_id)
+            if other not in seen:
+                seen[other] = (await _sight(uow, access, other)).seen
+            if not seen[other]:
+                continue
+        shown.append(stored)
+    return shown
 
 
 async def _view(uow: EntityUnitOfWork, access: _Access, entity_id: str) -> EntityView:
@@ -443,12 +471,62 @@ async def _view(uow: EntityUnitOfWork, access: _Access, entity_id: str) -> Entit
         merged_ids=merged,
         history=history,
         partial=bool(others) or sight.grant is not None,
+        relations=await _relations_seen(uow, access, entity.id),
     )
 
 
 async def get_entity(cmd: commands.GetEntity, deps: Deps) -> EntityView:
     async with deps.uow() as uow:
         return await _view(uow, _Access(cmd.actor, cmd.purpose), cmd.entity_id)
+
+
+async def get_neighbourhood(cmd: commands.GetNeighbourhood, deps: Deps) -> Neighbourhood:
+    """Breadth first from the entity, following only the relations GetEntity would show the
+    caller (so every node reached is one they may see), through accounts and addresses too
+    (two people holding one account are two steps apart)."""
+    problems = Violations()
+    if not 1 <= cmd.depth <= MAX_DEPTH:
+        problems.add("depth", f"1 to {MAX_DEPTH}")
+    if not 1 <= cmd.max_nodes <= MAX_NODES:
+        problems.add("max_nodes", f"1 to {MAX_NODES}")
+    problems.raise_if_any()
+    access = _Access(cmd.actor, cmd.purpose)
+    async with deps.uow() as uow:
+        start = await _view(uow, access, cmd.entity_id)
+        root = start.entity
+        label = start.records[0].label() if start.records else ""
+        nodes = {root.id: GraphNode(root.id, root.entity_type.value, label, 0)}
+        edges: dict[tuple[str, str, str, str, str, str], StoredRelation] = {}
+        frontier, truncated = [root.id], False
+        for depth in range(1, cmd.depth + 1):
+            reached: list[str] = []
+            for node_id in frontier:
+                for stored in await _relations_seen(uow, access, node_id):
+                    other = stored.other_end(node_id)
+                    if other not in nodes:
+                        if len(nodes) >= cmd.max_nodes:
+                            truncated = True
+                            continue
+                        nodes[other] = await _node(uow, access, other, depth)
+                        reached.append(other)
+                    r = stored.relation
+                    edges.setdefault(
+                        (r.region, r.kind.value, r.subject, r.target, r.source_system, r.source_record_id),
+                        stored,
+                    )
+            frontier = reached
+    return Neighbourhood(list(nodes.values()), list(edges.values()), truncated)
+
+
+async def _node(uow: EntityUnitOfWork, access: _Access, node_id: str, depth: int) -> GraphNode:
+    if node_id.startswith(("addr:", "bank:")):
+        return key_node(node_id, depth)
+    entity = await uow.repo.get_entity(node_id)
+    sight = await _sight(uow, access, node_id)
+    label = sight.visible[0].label() if sight.visible else ""
+    # Every entity the caller is shown goes in the audit record, with the records labelling it.
+    touch(entity_name(node_id), *(r.name for r in sight.visible))
+    return GraphNode(node_id, entity.entity_type.value if entity else "", label, depth)
 
 
 async def search_entities(

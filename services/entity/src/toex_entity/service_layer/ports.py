@@ -24,7 +24,7 @@ from toex_entity.domain.model import (
 )
 from toex_entity.domain.mules import Grouped
 from toex_entity.domain.records import RecordType, SourceRecord
-from toex_entity.domain.relations import PersonAttributes, Relation
+from toex_entity.domain.relations import PersonAttributes, Relation, StoredRelation
 
 SourceKey = tuple[Region, str, str]  # (region, source system, source record id)
 
@@ -184,9 +184,16 @@ class RelationRepository(Protocol):
 
     async def analysis_input(self, region: str) -> tuple[Grouped, dict[str, PersonAttributes]]: ...
     async def follow_merge(self, merged: Sequence[str], into: str) -> None: ...
+    async def relations_touching(self, entity_id: str) -> list[StoredRelation]: ...
+    async def claim_mule_alerts(
+        self, region: str, clusters: Sequence[tuple[str, float]], at: datetime
+    ) -> set[str]: ...
     async def add_relations(
         self, items: Sequence[Relation], recorded_by: str, at: datetime, job: str = ""
     ) -> int: ...
+    async def store_relations(
+        self, items: Sequence[Relation], recorded_by: str, at: datetime, job: str = ""
+    ) -> list[Relation]: ...
 
 
 class EntityUnitOfWork(UnitOfWork, Protocol):

@@ -11,6 +11,7 @@ from toex_kernel.principal import Principal
 from toex_kernel.regions import Region
 
 from toex_entity.domain import accounts, normalise, policy
+from toex_entity.domain.events import RelationRecorded
 from toex_entity.domain.records import Grading
 from toex_entity.domain.relations import Relation, RelationKind, address_key
 from toex_entity.service_layer.ports import EntityUnitOfWork
@@ -121,5 +122,7 @@ async def record_relation(
             if item.region not in held.get(entity_id, set()):
                 raise OutOfScope(f"entities/{entity_id} not found")
         created = await work.relations.add_relations([relation], principal.username, now) == 1
+        if created:
+            work.record(RelationRecorded(relation))
         await work.commit()
     return Recorded(relation, created, checked)

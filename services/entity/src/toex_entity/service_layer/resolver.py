@@ -23,7 +23,7 @@ from typing import Any
 from toex_kernel.regions import Region
 
 from toex_entity.domain import matching
-from toex_entity.domain.events import DeconflictionRaised, EntitiesMerged, RecordLinked
+from toex_entity.domain.events import DeconflictionRaised, EntitiesMerged, RecordLinked, RelationRecorded
 from toex_entity.domain.matching import Features, MatchModel
 from toex_entity.domain.model import (
     SYSTEM_DETERMINISTIC,
@@ -40,7 +40,9 @@ from toex_entity.domain.model import (
     new_id,
     pair_key,
 )
-from toex_entity.domain.records import RecordType, SourceRecord, record_name
+from toex_entity.domain.normalise import NormaliseError
+from toex_entity.domain.records import PersonData, RecordType, SourceRecord, record_name
+from toex_entity.domain.relations import Relation, RelationKind, address_key
 from toex_entity.service_layer.ports import Candidate, EntityLink, EntityUnitOfWork
 
 # Blocks larger than this are cut (the most common name pairs in a million records); the
@@ -371,9 +373,76 @@ async def _write(uow: EntityUnitOfWork, batch: _Batch, ctx: Context) -> None:
         await merge_entities(uow, into, others, by, why, ctx.now)
     if batch.reviews:
         await repo.add_review_tasks(batch.reviews)
+    for relation in await uow.relations.store_relations(
+        await relations_from_records(uow, batch), ctx.actor, ctx.now
+    ):
+        record_event(RelationRecorded(relation))
     existing = {batch.find(e) for e in batch.touched} - set(batch.new_entities)
     if existing:
         await repo.touch_entities(existing, ctx.now)
+
+
+# What a person record's identifiers say it uses: the key's kind -> the entity type at the other
+# end and the relation. A VRM on a person's record links them to the vehicle without saying
+# they own it: DRIVES_VEHICLE, the weaker claim.
+_USES = {
+    "tel": (RecordType.PHONE, RelationKind.USES_PHONE),
+    "vrm": (RecordType.VEHICLE, RelationKind.DRIVES_VEHICLE),
+    "email": (RecordType.EMAIL, RelationKind.USES_EMAIL),
+    "handle": (RecordType.ONLINE_ACCOUNT, RelationKind.USES_ONLINE_ACCOUNT),
+}
+
+
+async def relations_from_records(uow: EntityUnitOfWork, batch: _Batch) -> list[Relation]:
+    """The relations the batch's person records carry, each with its record as the source and
+    its grading: uses the phone, email, online account or vehicle entity of the record's own
+    region holding the same identifier (stored already or in this batch; none yet, no
+    relation), and lives at each address with a postcode and premises."""
+    persons = [r for r in batch.records if r.record_type is RecordType.PERSON]
+    if not persons:
+        return []
+    wanted = sorted({k for r in persons for k in r.identifiers.keys() if k.split(":", 1)[0] in _USES})
+    holders: dict[tuple[str, Region], set[str]] = defaultdict(set)
+    for hit in await uow.repo.hits(wanted) if wanted else []:
+        if hit.record_type is _USES[hit.key.split(":", 1)[0]][0]:
+            holders[(hit.key, hit.region)].add(batch.find(hit.entity_id))
+    out: dict[tuple[str, str, str, str], Relation] = {}
+    for record in persons:
+        subject = batch.find(record.entity_id)
+
+        def add(
+            kind: RelationKind, target: str, record: SourceRecord = record, subject: str = subject
+        ) -> None:
+            out.setdefault(
+                (record.id, kind.value, target, subject),
+                Relation(
+                    record.region.value,
+                    kind,
+                    subject,
+                    target,
+                    record.source_system,
+                    record.source_record_id,
+                    record.grading,
+                ),
+            )
+
+        for key in record.identifiers.keys():
+            kind_of = _USES.get(key.split(":", 1)[0])
+            if kind_of is None:
+                continue
+            for target in sorted(holders.get((key, record.region), ())):
+                if target != subject:
+                    add(kind_of[1], target)
+        content = record.content
+        if isinstance(content, PersonData):
+            for address in content.addresses:
+                if not address.postcode or not address.lines:
+                    continue
+                try:
+                    add(RelationKind.LIVES_AT, address_key(address.postcode, address.lines[0]))
+                except NormaliseError:
+                    continue  # an address that makes no key says nothing to relate
+    return list(out.values())
 
 
 def index_keys(record: SourceRecord, blocking: list[str] | None = None) -> list[str]:

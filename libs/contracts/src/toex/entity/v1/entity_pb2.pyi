@@ -340,6 +340,10 @@ class _RelationKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Relation
     """Uses a device (target: the device's entity or identifier)."""
     RELATION_KIND_ASSOCIATED_WITH: _RelationKind.ValueType  # 7
     """Is associated with another person (target: the person entity)."""
+    RELATION_KIND_USES_EMAIL: _RelationKind.ValueType  # 8
+    """Uses an email address (target: the email entity)."""
+    RELATION_KIND_USES_ONLINE_ACCOUNT: _RelationKind.ValueType  # 9
+    """Uses an online account (target: the online account entity)."""
 
 class RelationKind(_RelationKind, metaclass=_RelationKindEnumTypeWrapper):
     """What a relation says of its subject (a person entity)."""
@@ -360,7 +364,35 @@ RELATION_KIND_USES_DEVICE: RelationKind.ValueType  # 6
 """Uses a device (target: the device's entity or identifier)."""
 RELATION_KIND_ASSOCIATED_WITH: RelationKind.ValueType  # 7
 """Is associated with another person (target: the person entity)."""
+RELATION_KIND_USES_EMAIL: RelationKind.ValueType  # 8
+"""Uses an email address (target: the email entity)."""
+RELATION_KIND_USES_ONLINE_ACCOUNT: RelationKind.ValueType  # 9
+"""Uses an online account (target: the online account entity)."""
 Global___RelationKind: _TypeAlias = RelationKind  # noqa: Y015
+
+class _NeighbourhoodFormat:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _NeighbourhoodFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_NeighbourhoodFormat.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    NEIGHBOURHOOD_FORMAT_UNSPECIFIED: _NeighbourhoodFormat.ValueType  # 0
+    """Only the graph in the response."""
+    NEIGHBOURHOOD_FORMAT_GRAPHML: _NeighbourhoodFormat.ValueType  # 1
+    """GraphML (yEd, Gephi, networkx)."""
+    NEIGHBOURHOOD_FORMAT_I2_LINK_CSV: _NeighbourhoodFormat.ValueType  # 2
+    """An i2 Analyst's Notebook link table (CSV), one row per relation."""
+
+class NeighbourhoodFormat(_NeighbourhoodFormat, metaclass=_NeighbourhoodFormatEnumTypeWrapper):
+    """A file format for a neighbourhood, rendered by the service."""
+
+NEIGHBOURHOOD_FORMAT_UNSPECIFIED: NeighbourhoodFormat.ValueType  # 0
+"""Only the graph in the response."""
+NEIGHBOURHOOD_FORMAT_GRAPHML: NeighbourhoodFormat.ValueType  # 1
+"""GraphML (yEd, Gephi, networkx)."""
+NEIGHBOURHOOD_FORMAT_I2_LINK_CSV: NeighbourhoodFormat.ValueType  # 2
+"""An i2 Analyst's Notebook link table (CSV), one row per relation."""
+Global___NeighbourhoodFormat: _TypeAlias = NeighbourhoodFormat  # noqa: Y015
 
 @_typing.final
 class Grading(_message.Message):
@@ -921,6 +953,7 @@ class Entity(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     REQUESTED_NAME_FIELD_NUMBER: _builtins.int
+    RELATIONS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`entities/{entity}`. Stable: a merged id redirects to the entity it was merged into."""
     entity_type: Global___RecordType.ValueType
@@ -961,6 +994,12 @@ class Entity(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When it last changed."""
 
+    @_builtins.property
+    def relations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Relation]:
+        """Relations of this entity (as subject or target) that the caller may see: those a region
+        they see records, whose other end (when an entity) they may also see. Output only.
+        """
+
     def __init__(
         self,
         *,
@@ -975,10 +1014,11 @@ class Entity(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         requested_name: _builtins.str = ...,
+        relations: _abc.Iterable[Global___Relation] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "identifiers", b"identifiers", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "entity_type", b"entity_type", "history", b"history", "identifiers", b"identifiers", "merged_ids", b"merged_ids", "name", b"name", "other_regions", b"other_regions", "records", b"records", "requested_name", b"requested_name", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "entity_type", b"entity_type", "history", b"history", "identifiers", b"identifiers", "merged_ids", b"merged_ids", "name", b"name", "other_regions", b"other_regions", "records", b"records", "relations", b"relations", "requested_name", b"requested_name", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2137,6 +2177,9 @@ class Relation(_message.Message):
     VALID_TO_FIELD_NUMBER: _builtins.int
     ACCOUNT_FIELD_NUMBER: _builtins.int
     ADDRESS_FIELD_NUMBER: _builtins.int
+    REGION_FIELD_NUMBER: _builtins.int
+    RECORD_TIME_FIELD_NUMBER: _builtins.int
+    RECORDED_BY_FIELD_NUMBER: _builtins.int
     kind: Global___RelationKind.ValueType
     """What the relation says."""
     subject: _builtins.str
@@ -2154,6 +2197,10 @@ class Relation(_message.Message):
     """From when (YYYY-MM-DD; for an account, the day it was opened), if known."""
     valid_to: _builtins.str
     """Until when (YYYY-MM-DD), if it ended."""
+    region: _builtins.str
+    """Output only: the region whose records say it (`regions/{region}`)."""
+    recorded_by: _builtins.str
+    """Output only, provenance: who recorded it (a user name, or "system:ingest")."""
     @_builtins.property
     def grading(self) -> Global___Grading:
         """Its 3x5x2 grading."""
@@ -2165,6 +2212,10 @@ class Relation(_message.Message):
     @_builtins.property
     def address(self) -> Global___AddressKey:
         """Input for RELATION_KIND_LIVES_AT: the address."""
+
+    @_builtins.property
+    def record_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only, provenance: when it was recorded."""
 
     def __init__(
         self,
@@ -2179,10 +2230,13 @@ class Relation(_message.Message):
         valid_to: _builtins.str = ...,
         account: Global___BankAccountDetails | None = ...,
         address: Global___AddressKey | None = ...,
+        region: _builtins.str = ...,
+        record_time: _timestamp_pb2.Timestamp | None = ...,
+        recorded_by: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "address", b"address", "grading", b"grading"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "address", b"address", "grading", b"grading", "record_time", b"record_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "address", b"address", "grading", b"grading", "kind", b"kind", "source_record_id", b"source_record_id", "source_system", b"source_system", "subject", b"subject", "target", b"target", "valid_from", b"valid_from", "valid_to", b"valid_to"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "address", b"address", "grading", b"grading", "kind", b"kind", "record_time", b"record_time", "recorded_by", b"recorded_by", "region", b"region", "source_record_id", b"source_record_id", "source_system", b"source_system", "subject", b"subject", "target", b"target", "valid_from", b"valid_from", "valid_to", b"valid_to"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2249,3 +2303,141 @@ class RecordRelationResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecordRelationResponse: _TypeAlias = RecordRelationResponse  # noqa: Y015
+
+@_typing.final
+class GetNeighbourhoodRequest(_message.Message):
+    """Request for GetNeighbourhood."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DEPTH_FIELD_NUMBER: _builtins.int
+    MAX_NODES_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The entity to start from: `entities/{entity}` (a merged id starts from its survivor)."""
+    depth: _builtins.int
+    """How many relations away to go: 1 to 3 (0: 1)."""
+    max_nodes: _builtins.int
+    """At most this many nodes (0: 100; at most 500); `truncated` says when more were reachable."""
+    format: Global___NeighbourhoodFormat.ValueType
+    """Also render the graph as a file."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        depth: _builtins.int = ...,
+        max_nodes: _builtins.int = ...,
+        format: Global___NeighbourhoodFormat.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["depth", b"depth", "format", b"format", "max_nodes", b"max_nodes", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetNeighbourhoodRequest: _TypeAlias = GetNeighbourhoodRequest  # noqa: Y015
+
+@_typing.final
+class NeighbourhoodNode(_message.Message):
+    """A node of a neighbourhood: an entity, or an account or address key."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    NODE_TYPE_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    DEPTH_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`entities/{id}`, or the key (`bank:GB:<sort code>:<number>`, `addr:<postcode>|<premises>`)."""
+    node_type: _builtins.str
+    """PERSON, PHONE, VEHICLE, ONLINE_ACCOUNT, EMAIL, BANK_ACCOUNT or ADDRESS."""
+    label: _builtins.str
+    """A readable label from the records the caller may see, or the key's value."""
+    depth: _builtins.int
+    """How many relations from the start (0: the start)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        node_type: _builtins.str = ...,
+        label: _builtins.str = ...,
+        depth: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["depth", b"depth", "label", b"label", "name", b"name", "node_type", b"node_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NeighbourhoodNode: _TypeAlias = NeighbourhoodNode  # noqa: Y015
+
+@_typing.final
+class NeighbourhoodEdge(_message.Message):
+    """An edge of a neighbourhood: one relation, as one source record says it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELATION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """Why the edge is there, in words ("USES_PHONE per niche/r1, graded 2BP, from 2025-03-01")."""
+    @_builtins.property
+    def relation(self) -> Global___Relation:
+        """The relation (kind, ends, source record, grading, time span, region, provenance)."""
+
+    def __init__(
+        self,
+        *,
+        relation: Global___Relation | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["relation", b"relation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "relation", b"relation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NeighbourhoodEdge: _TypeAlias = NeighbourhoodEdge  # noqa: Y015
+
+@_typing.final
+class GetNeighbourhoodResponse(_message.Message):
+    """Response of GetNeighbourhood."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODES_FIELD_NUMBER: _builtins.int
+    EDGES_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    FILENAME_FIELD_NUMBER: _builtins.int
+    truncated: _builtins.bool
+    """True when more nodes were reachable than `max_nodes`."""
+    content: _builtins.bytes
+    """The rendered file, when a format was asked for."""
+    filename: _builtins.str
+    """A file name for it."""
+    @_builtins.property
+    def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___NeighbourhoodNode]:
+        """The nodes, the start first, then by depth."""
+
+    @_builtins.property
+    def edges(self) -> _containers.RepeatedCompositeFieldContainer[Global___NeighbourhoodEdge]:
+        """The relations between them."""
+
+    def __init__(
+        self,
+        *,
+        nodes: _abc.Iterable[Global___NeighbourhoodNode] | None = ...,
+        edges: _abc.Iterable[Global___NeighbourhoodEdge] | None = ...,
+        truncated: _builtins.bool = ...,
+        content: _builtins.bytes = ...,
+        filename: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "edges", b"edges", "filename", b"filename", "nodes", b"nodes", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetNeighbourhoodResponse: _TypeAlias = GetNeighbourhoodResponse  # noqa: Y015

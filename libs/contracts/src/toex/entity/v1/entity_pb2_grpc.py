@@ -109,6 +109,11 @@ class EntityResolutionServiceStub:
                 request_serializer=toex_dot_entity_dot_v1_dot_entity__pb2.GetLearningStatusRequest.SerializeToString,
                 response_deserializer=toex_dot_entity_dot_v1_dot_entity__pb2.GetLearningStatusResponse.FromString,
                 _registered_method=True)
+        self.GetNeighbourhood = channel.unary_unary(
+                '/toex.entity.v1.EntityResolutionService/GetNeighbourhood',
+                request_serializer=toex_dot_entity_dot_v1_dot_entity__pb2.GetNeighbourhoodRequest.SerializeToString,
+                response_deserializer=toex_dot_entity_dot_v1_dot_entity__pb2.GetNeighbourhoodResponse.FromString,
+                _registered_method=True)
 
 
 class EntityResolutionServiceServicer:
@@ -222,6 +227,15 @@ class EntityResolutionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetNeighbourhood(self, request, context):
+        """The graph around an entity to a depth (at most 3): the entities, accounts and addresses its
+        relations reach and the relations joining them, each with its reason. Authorised as
+        GetEntity: the start must be visible, and only relations GetEntity would show are followed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EntityResolutionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -284,6 +298,11 @@ def add_EntityResolutionServiceServicer_to_server(servicer, server):
                     servicer.GetLearningStatus,
                     request_deserializer=toex_dot_entity_dot_v1_dot_entity__pb2.GetLearningStatusRequest.FromString,
                     response_serializer=toex_dot_entity_dot_v1_dot_entity__pb2.GetLearningStatusResponse.SerializeToString,
+            ),
+            'GetNeighbourhood': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNeighbourhood,
+                    request_deserializer=toex_dot_entity_dot_v1_dot_entity__pb2.GetNeighbourhoodRequest.FromString,
+                    response_serializer=toex_dot_entity_dot_v1_dot_entity__pb2.GetNeighbourhoodResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -625,6 +644,33 @@ class EntityResolutionService:
             '/toex.entity.v1.EntityResolutionService/GetLearningStatus',
             toex_dot_entity_dot_v1_dot_entity__pb2.GetLearningStatusRequest.SerializeToString,
             toex_dot_entity_dot_v1_dot_entity__pb2.GetLearningStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNeighbourhood(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/toex.entity.v1.EntityResolutionService/GetNeighbourhood',
+            toex_dot_entity_dot_v1_dot_entity__pb2.GetNeighbourhoodRequest.SerializeToString,
+            toex_dot_entity_dot_v1_dot_entity__pb2.GetNeighbourhoodResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -88,6 +88,11 @@ class EntityResolutionServiceStub:
     """Reports the learning of the model: whether a re-estimation is due or running, the active
     model, and the re-resolution under it (`toex entity resolve-csv --wait-settled`).
     """
+    GetNeighbourhood: _grpc.UnaryUnaryMultiCallable[_entity_pb2.GetNeighbourhoodRequest, _entity_pb2.GetNeighbourhoodResponse]
+    """The graph around an entity to a depth (at most 3): the entities, accounts and addresses its
+    relations reach and the relations joining them, each with its reason. Authorised as
+    GetEntity: the start must be visible, and only relations GetEntity would show are followed.
+    """
 
 @_typing.type_check_only
 class EntityResolutionServiceAsyncStub(EntityResolutionServiceStub):
@@ -148,6 +153,11 @@ class EntityResolutionServiceAsyncStub(EntityResolutionServiceStub):
     GetLearningStatus: _aio.UnaryUnaryMultiCallable[_entity_pb2.GetLearningStatusRequest, _entity_pb2.GetLearningStatusResponse]  # type: ignore[assignment]
     """Reports the learning of the model: whether a re-estimation is due or running, the active
     model, and the re-resolution under it (`toex entity resolve-csv --wait-settled`).
+    """
+    GetNeighbourhood: _aio.UnaryUnaryMultiCallable[_entity_pb2.GetNeighbourhoodRequest, _entity_pb2.GetNeighbourhoodResponse]  # type: ignore[assignment]
+    """The graph around an entity to a depth (at most 3): the entities, accounts and addresses its
+    relations reach and the relations joining them, each with its reason. Authorised as
+    GetEntity: the start must be visible, and only relations GetEntity would show are followed.
     """
 
 class EntityResolutionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -278,6 +288,17 @@ class EntityResolutionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_entity_pb2.GetLearningStatusResponse, _abc.Awaitable[_entity_pb2.GetLearningStatusResponse]]:
         """Reports the learning of the model: whether a re-estimation is due or running, the active
         model, and the re-resolution under it (`toex entity resolve-csv --wait-settled`).
+        """
+
+    @_abc_1.abstractmethod
+    def GetNeighbourhood(
+        self,
+        request: _entity_pb2.GetNeighbourhoodRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_entity_pb2.GetNeighbourhoodResponse, _abc.Awaitable[_entity_pb2.GetNeighbourhoodResponse]]:
+        """The graph around an entity to a depth (at most 3): the entities, accounts and addresses its
+        relations reach and the relations joining them, each with its reason. Authorised as
+        GetEntity: the start must be visible, and only relations GetEntity would show are followed.
         """
 
 def add_EntityResolutionServiceServicer_to_server(servicer: EntityResolutionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

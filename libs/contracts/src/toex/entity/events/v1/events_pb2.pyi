@@ -447,3 +447,132 @@ class IdentifierFingerprint(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___IdentifierFingerprint: _TypeAlias = IdentifierFingerprint  # noqa: Y015
+
+@_typing.final
+class RelationRecorded(_message.Message):
+    """A relation was stored: a person uses a phone, holds an account, lives at an address... as one
+    source record says. Published once per relation and source record (a repeat stores nothing).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    GRADING_FIELD_NUMBER: _builtins.int
+    VALID_FROM_FIELD_NUMBER: _builtins.int
+    VALID_TO_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Id of this event."""
+    kind: _entity_pb2.RelationKind.ValueType
+    """What the relation says."""
+    subject: _builtins.str
+    """The person: `entities/{id}`."""
+    target: _builtins.str
+    """The other end: `entities/{id}`, or an account or address key."""
+    valid_from: _builtins.str
+    """From when (YYYY-MM-DD), if known."""
+    valid_to: _builtins.str
+    """Until when (YYYY-MM-DD), if it ended."""
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was recorded."""
+
+    @_builtins.property
+    def label(self) -> _security_pb2.SecurityLabel:
+        """The region whose records say it, and the handling code of that grading."""
+
+    @_builtins.property
+    def source(self) -> _entity_pb2.SourceRecordRef:
+        """The source record that says so."""
+
+    @_builtins.property
+    def grading(self) -> _entity_pb2.Grading:
+        """Its 3x5x2 grading."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+        label: _security_pb2.SecurityLabel | None = ...,
+        kind: _entity_pb2.RelationKind.ValueType = ...,
+        subject: _builtins.str = ...,
+        target: _builtins.str = ...,
+        source: _entity_pb2.SourceRecordRef | None = ...,
+        grading: _entity_pb2.Grading | None = ...,
+        valid_from: _builtins.str = ...,
+        valid_to: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["grading", b"grading", "label", b"label", "occur_time", b"occur_time", "source", b"source"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "grading", b"grading", "kind", b"kind", "label", b"label", "occur_time", b"occur_time", "source", b"source", "subject", b"subject", "target", b"target", "valid_from", b"valid_from", "valid_to", b"valid_to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RelationRecorded: _TypeAlias = RelationRecorded  # noqa: Y015
+
+@_typing.final
+class MuleClusterDetected(_message.Message):
+    """The mule analysis found a cluster of account holders scoring at or over the alert threshold.
+    Published once per cluster: its id is derived from its sorted members, so the same cluster
+    found again publishes nothing.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    CLUSTER_ID_FIELD_NUMBER: _builtins.int
+    HOLDERS_FIELD_NUMBER: _builtins.int
+    CONTROLLER_FIELD_NUMBER: _builtins.int
+    ACCOUNTS_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Id of this event (derived from the cluster's members)."""
+    cluster_id: _builtins.str
+    """The cluster's id: derived from its sorted members."""
+    controller: _builtins.str
+    """The person connected to most of them, if one stands out: `entities/{id}`."""
+    score: _builtins.float
+    """Its score."""
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When the analysis found it."""
+
+    @_builtins.property
+    def label(self) -> _security_pb2.SecurityLabel:
+        """The region analysed."""
+
+    @_builtins.property
+    def holders(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The account holders: `entities/{id}`, sorted."""
+
+    @_builtins.property
+    def accounts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The accounts involved (keys), sorted."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+        label: _security_pb2.SecurityLabel | None = ...,
+        cluster_id: _builtins.str = ...,
+        holders: _abc.Iterable[_builtins.str] | None = ...,
+        controller: _builtins.str = ...,
+        accounts: _abc.Iterable[_builtins.str] | None = ...,
+        score: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "cluster_id", b"cluster_id", "controller", b"controller", "event_id", b"event_id", "holders", b"holders", "label", b"label", "occur_time", b"occur_time", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MuleClusterDetected: _TypeAlias = MuleClusterDetected  # noqa: Y015
