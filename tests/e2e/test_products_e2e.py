@@ -1,27 +1,47 @@
-"""End to end: `toex jobs brief` against the real tasking service (PostgreSQL, JetStream, Keycloak
-tokens), read back with pypdfium2."""
+"""End to end: `toex jobs brief` against the whole platform (`platform_stack`: tasking, entity,
+comms, safeguarding and pnd, PostgreSQL, JetStream, Keycloak tokens), read back with pypdfium2."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import polars as pl
 import pypdfium2
 import pytest
 
+from .conftest import Cli, PlatformStack
 from .test_tasking_e2e import create_job
 
 pytestmark = pytest.mark.e2e
 
 
 def test_brief_writes_a_marked_pdf_and_refuses_a_caller_without_access(
-    cli_for, tasking_process, tmp_path: Path
+    platform_stack: PlatformStack, platform_cli_for: Callable[[str], Cli], tmp_path: Path
 ) -> None:
+    cli_for = platform_cli_for
     coordinator = cli_for("national_coordinator.national")
     name = create_job(coordinator, "EMSOU", "Op E2E-BRIEF")["name"]
     coordinator.run("--purpose", "Op E2E-BRIEF", "jobs", "note", name, "Two phones seen at the station")
+    calls = tmp_path / "calls.csv"
+    pl.DataFrame(
+        [
+            {
+                "start_time": "2024-03-04T09:00:00Z",
+                "duration": "60",
+                "calling_number": "+447700900101",
+                "called_number": "+447700900102",
+                "event_type": "voice",
+                "imei": "35693803564380",
+            }
+        ]
+    ).write_csv(calls)
+    platform_cli_for("analyst.emsou").run(
+        "comms", "import-cdr", str(calls), "--region", "EMSOU", "--job", name, "--name", "Brief CDR"
+    )
 
     out = tmp_path / "brief.pdf"
     result = cli_for("researcher.emsou").run("jobs", "brief", name, "-o", str(out))
@@ -35,7 +55,10 @@ def test_brief_writes_a_marked_pdf_and_refuses_a_caller_without_access(
     assert "Derbyshire Constabulary" in text and "DS Example" in text
     assert "Two phones seen at the station" in text
     assert "No subject entities on this job." in text
-    assert "No safeguarding referrals linked to this job." in text
+    # a researcher's role may not list referrals: the section says so rather than failing the pack
+    assert "Not shown: the safeguarding service refused this caller" in text, text
+    assert "Brief CDR" in text and "CDR 1 rows" in text, text
+    assert "No records submitted to the PND for this job." in text
 
     refused_out = tmp_path / "refused.pdf"
     refused = cli_for("researcher.ersou").run("jobs", "brief", name, "-o", str(refused_out), check=False)
@@ -50,7 +73,7 @@ def test_brief_writes_a_marked_pdf_and_refuses_a_caller_without_access(
     # the pack's reads are audited under the caller, with the job as purpose
     audit = subprocess.run(
         [sys.executable, "-m", "toex_common.audit_cli", "tail", "--limit", "50"],
-        env=tasking_process.env,
+        env=platform_stack["tasking"].env,
         capture_output=True,
         text=True,
         check=True,

@@ -916,7 +916,10 @@ def brief(cli: CliContext, name: str, output: str, doc_format: str) -> None:
       toex jobs brief EMSOU/8f14e45f -o brief.pdf
       toex jobs brief EMSOU/8f14e45f -o brief.docx --format docx
     """
+    from toex.comms.v1 import comms_pb2_grpc
     from toex.entity.v1 import entity_pb2_grpc
+    from toex.pnd.v1 import pnd_pb2_grpc
+    from toex.safeguarding.v1 import safeguarding_pb2_grpc
     from toex_products import render
     from toex_products.grpc_sources import GrpcSources
     from toex_products.pack import assemble
@@ -926,6 +929,9 @@ def brief(cli: CliContext, name: str, output: str, doc_format: str) -> None:
         lambda service, method, request: cli.call(service, method, request),
         lambda: _stub(cli),
         lambda: entity_pb2_grpc.EntityResolutionServiceStub(cli.channel("entity")),
+        lambda: comms_pb2_grpc.CommsAnalysisServiceStub(cli.channel("comms")),
+        lambda: safeguarding_pb2_grpc.SafeguardingServiceStub(cli.channel("safeguarding")),
+        lambda: pnd_pb2_grpc.PndSyncServiceStub(cli.channel("pnd")),
     )
     pack = assemble(sources, name, progress=lambda line: click.echo(line, err=True))
     data = render.pdf(pack) if doc_format == "pdf" else render.docx(pack)

@@ -3,15 +3,20 @@ purpose (the `call` given does that), so authorisation, grants and audit stay in
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import grpc
 from google.protobuf.message import Message
+from toex.comms.v1 import comms_pb2, resources_pb2
 from toex.entity.v1 import entity_pb2
+from toex.pnd.v1 import pnd_pb2, pole_pb2, sync_pb2
+from toex.safeguarding.v1 import safeguarding_pb2
 from toex.tasking.v1 import tasking_pb2
 from toex.type.v1 import force_pb2, region_pb2, security_pb2, threat_pb2
 
-from toex_products.pack import EntityFacts, JobFacts, Row
+from toex_products.pack import CommsFacts, EntityFacts, JobFacts, Row, Withheld
 
 # call(service, stub_method, request) -> response; raises on any failure.
 Call = Callable[[str, Callable[..., Any], Message], Any]
@@ -85,13 +90,91 @@ def job_facts(job: tasking_pb2.Job) -> JobFacts:
     )
 
 
+def grading_code(grading: Any) -> str:
+    """The 3x5x2 code as an analyst writes it, e.g. "1/B/P", with the conditions of a C.
+
+    Source evaluation 1-3, intelligence assessment A-E, handling code P or C; an unset part shows
+    as "?" (an unset handling code is treated as C, as the contracts say). Takes the entity's or
+    the PND's `Grading` (the same fields)."""
+    fields = grading.DESCRIPTOR.fields_by_name
+    evaluation = _enum(fields["source_evaluation"].enum_type, grading.source_evaluation, "SOURCE_EVALUATION_")
+    assessment = _enum(
+        fields["intelligence_assessment"].enum_type,
+        grading.intelligence_assessment,
+        "INTELLIGENCE_ASSESSMENT_",
+    )
+    handling = _enum(security_pb2.HandlingCode.DESCRIPTOR, grading.handling, "HANDLING_CODE_") or "C"
+    code = f"{evaluation or '?'}/{assessment or '?'}/{handling}"
+    if handling == "C" and grading.handling_conditions:
+        code += f" (conditions: {grading.handling_conditions})"
+    return code
+
+
+def _words(descriptor: Any, value: int, prefix: str) -> str:
+    return _enum(descriptor, value, prefix).replace("_", " ").lower()
+
+
+MS1 = safeguarding_pb2.DESTINATION_DUTY_TO_NOTIFY
+
+
+def referral_row(r: safeguarding_pb2.Referral) -> Row:
+    """A referral linked to the job: its state, destinations, risk and statutory clocks. Never
+    its subject, evidence or free text; a referral routed as an MS1 (Duty to Notify, anonymous
+    by law) shows only its notification reference, concerns and state."""
+    state = _enum(safeguarding_pb2.ReferralState.DESCRIPTOR, r.state, "REFERRAL_STATE_") or "state unknown"
+    concerns = ", ".join(_words(safeguarding_pb2.Concern.DESCRIPTOR, c, "CONCERN_") for c in r.concerns)
+    if MS1 in r.destinations or r.HasField("duty_to_notify"):
+        reference = r.duty_to_notify.reference or "not yet prepared"
+        return Row(
+            "MS1 Duty to Notify (anonymous)", f"{state}  {concerns}  notification reference {reference}"
+        )
+    parts = [
+        state,
+        concerns,
+        f"risk {_words(safeguarding_pb2.RiskLevel.DESCRIPTOR, r.risk_level, 'RISK_LEVEL_')}"
+        if r.risk_level
+        else "",
+        "to "
+        + ", ".join(
+            _words(safeguarding_pb2.Destination.DESCRIPTOR, d, "DESTINATION_") for d in r.destinations
+        )
+        if r.destinations
+        else "",
+    ]
+    for clock in r.clocks:
+        kind = _words(safeguarding_pb2.ClockKind.DESCRIPTOR, clock.kind, "CLOCK_KIND_")
+        if clock.satisfied_time.seconds:
+            status = f"met {_when(clock.satisfied_time)}"
+        elif clock.due_time.seconds:
+            status = f"due {_when(clock.due_time)}" + (" OVERDUE" if clock.overdue else "")
+        else:
+            status = f"not before {_when(clock.not_before_time)}"
+        parts.append(f"clock {kind}: {status}")
+    return Row(r.name, "  ".join(p for p in parts if p))
+
+
+def pnd_row(record: pnd_pb2.IntelligenceRecord) -> Row:
+    """A record submitted to the PND for the job, with where it stands."""
+    state = _enum(sync_pb2.SyncState.DESCRIPTOR, record.sync_state, "SYNC_STATE_") or "state unknown"
+    parts = [
+        _enum(pole_pb2.PoleKind.DESCRIPTOR, record.kind, "POLE_KIND_"),
+        f"version {record.version}",
+        state + (f" (PND {record.pnd_id} v{record.pnd_version})" if record.pnd_id else ""),
+        f"grading {grading_code(record.grading)}" if record.HasField("grading") else "",
+        "deleted" if record.delete_time.seconds else "",
+    ]
+    if record.rejection_reasons:
+        parts.append(
+            "rejected: "
+            + "; ".join(f"{x.code} {x.field} {x.description}".strip() for x in record.rejection_reasons)
+        )
+    return Row(record.name, "  ".join(p for p in parts if p))
+
+
 def entity_facts(entity: entity_pb2.Entity) -> EntityFacts:
     records = []
     for rec in entity.records:
-        grading = ", ".join(
-            f"{f.name} {v if not f.enum_type else f.enum_type.values_by_number[v].name}"
-            for f, v in rec.grading.ListFields()
-        )
+        grading = grading_code(rec.grading) if rec.HasField("grading") else ""
         where = _enum(region_pb2.Region.DESCRIPTOR, rec.region, "REGION_")
         records.append(Row(rec.name, f"{where}  grading: {grading or 'not graded'}"))
     deconfliction = [
@@ -108,13 +191,163 @@ def entity_facts(entity: entity_pb2.Entity) -> EntityFacts:
     )
 
 
-class GrpcSources:
-    """`tasking` and `entity` make the services' stubs; a stub is made only when first needed."""
+def _list(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A list read whose refusal for the caller's role withholds the section (`Withheld`)."""
 
-    def __init__(self, call: Call, tasking: Callable[[], Any], entity: Callable[[], Any]) -> None:
+    def call(request: Any, **options: Any) -> Any:
+        try:
+            return method(request, **options)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.PERMISSION_DENIED:
+                raise Withheld(exc.details() or "permission denied") from None
+            raise
+
+    return call
+
+
+def collect_export(chunks: Iterable[comms_pb2.ExportResponse]) -> bytes:
+    """The file a comms `Export` streams, whole (any failure while streaming is raised)."""
+    return b"".join(c.chunk for c in chunks)
+
+
+class GrpcSources:
+    """`tasking`, `entity` and `comms` make the services' stubs; a stub is made only when first
+    needed. Without `comms` the pack has no comms sections' content."""
+
+    def __init__(
+        self,
+        call: Call,
+        tasking: Callable[[], Any],
+        entity: Callable[[], Any],
+        comms: Callable[[], Any] | None = None,
+        safeguarding: Callable[[], Any] | None = None,
+        pnd: Callable[[], Any] | None = None,
+    ) -> None:
         self._call = call
         self._tasking = tasking
         self._entity = entity
+        self._comms = comms
+        self._safeguarding = safeguarding
+        self._pnd = pnd
+
+    def _pages(self, service: str, method: Callable[..., Any], request: Any, items: str) -> list[Any]:
+        out: list[Any] = []
+        while True:
+            page = self._call(service, method, request)
+            out.extend(getattr(page, items))
+            if not page.next_page_token:
+                return out
+            request.page_token = page.next_page_token
+
+    def referrals(self, job: str, region: str) -> list[Row] | None:
+        """The safeguarding service has no job filter: list the region's referrals the caller may
+        see and keep those linked to the job (client-side)."""
+        if self._safeguarding is None or not region:
+            return None
+        stub = self._safeguarding()
+        request = safeguarding_pb2.ListReferralsRequest(parent=f"regions/{region}", page_size=500)
+        return [
+            referral_row(r)
+            for r in self._pages("safeguarding", _list(stub.ListReferrals), request, "referrals")
+            if r.linked_job == job
+        ]
+
+    def pnd(self, job: str, region: str) -> list[Row] | None:
+        """The PND service has no job filter: list the region's records the caller may see
+        (deleted ones too) and keep those made for the job (client-side)."""
+        if self._pnd is None or not region:
+            return None
+        stub = self._pnd()
+        request = pnd_pb2.ListIntelligenceRequest(
+            parent=f"regions/{region}", show_deleted=True, page_size=500
+        )
+        return [
+            pnd_row(r)
+            for r in self._pages("pnd", _list(stub.ListIntelligence), request, "records")
+            if r.job == job
+        ]
+
+    def comms(self, job: str, region: str, targets: Sequence[str]) -> CommsFacts | None:
+        if self._comms is None or not region:
+            return None
+        stub = self._comms()
+        datasets: list[Any] = []
+        token = ""
+        while True:
+            page = self._call(
+                "comms",
+                _list(stub.ListDatasets),
+                comms_pb2.ListDatasetsRequest(
+                    parent=f"regions/{region}", job=job, page_size=500, page_token=token
+                ),
+            )
+            datasets.extend(page.datasets)
+            token = page.next_page_token
+            if not token:
+                break
+        dataset_rows = [
+            Row(
+                d.display_name or d.name,
+                f"{_enum(resources_pb2.DatasetKind.DESCRIPTOR, d.kind, 'DATASET_KIND_')}  {d.rows_read} rows  "
+                f"{d.source_filename}".strip(),
+            )
+            for d in datasets
+        ]
+        # The call-data analyses run over the job's CDR datasets; none, or no targets: no call.
+        if not targets or not any(d.kind == resources_pb2.DATASET_KIND_CDR for d in datasets):
+            return CommsFacts(dataset_rows, [], [], None)
+        scope = comms_pb2.AnalysisScope(parent=f"regions/{region}", job=job)
+
+        def export(request: comms_pb2.ExportRequest, **options: Any) -> bytes:
+            return collect_export(stub.Export(request, **options))
+
+        # The analyses are independent: run them at once, each a call with the job as purpose.
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            # No job filter on watchlist contacts: the region's, kept when in the job's datasets.
+            watch_f = pool.submit(
+                self._call,
+                "comms",
+                stub.ListWatchlistContacts,
+                comms_pb2.ListWatchlistContactsRequest(parent=f"regions/{region}", limit=1000),
+            )
+            common_f = pool.submit(
+                self._call,
+                "comms",
+                stub.FindCommonContacts,
+                comms_pb2.FindCommonContactsRequest(scope=scope, targets=targets),
+            )
+            suspects_f = pool.submit(
+                self._call,
+                "comms",
+                stub.RankSuspects,
+                comms_pb2.RankSuspectsRequest(scope=scope, targets=targets),
+            )
+            picture_f = pool.submit(
+                self._call,
+                "comms",
+                export,
+                comms_pb2.ExportRequest(format=comms_pb2.EXPORT_FORMAT_PNG, scope=scope, targets=targets),
+            )
+            common, suspects, picture = common_f.result(), suspects_f.result(), picture_f.result()
+        common_rows = [
+            Row(
+                c.number + (" (target)" if c.target else ""),
+                f"{c.target_count} targets, {c.contact_count} contacts",
+            )
+            for c in common.contacts
+        ]
+        suspect_rows = [Row(f"{x.number}  score {x.score:.1f}", x.reason) for x in suspects.suspects]
+        names = {d.name for d in datasets}
+        watch_rows = [
+            Row(
+                f"{w.number_a} - {w.number_b}",
+                f"{w.contact_count} contacts ({w.list_a.name} / {w.list_b.name}), "
+                f"{_when(w.first_contact_time)} to {_when(w.last_contact_time)}",
+            )
+            for w in watch_f.result().contacts
+            if w.dataset in names
+        ]
+        return CommsFacts(dataset_rows, common_rows, suspect_rows, picture or None, watch_rows)
 
     def job(self, name: str) -> JobFacts:
         response = self._call("tasking", self._tasking().GetJob, tasking_pb2.GetJobRequest(name=name))

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
 
 CLASSIFICATION = "OFFICIAL-SENSITIVE"
 
@@ -26,10 +28,11 @@ class Section:
     title: str
     rows: Sequence[Row]
     empty: str
+    image: bytes | None = None  # a PNG shown before the rows (the network picture)
 
     @property
     def is_empty(self) -> bool:
-        return not self.rows
+        return not self.rows and self.image is None
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,21 @@ class EntityFacts:
     deconfliction: Sequence[str] = field(default_factory=tuple)
 
 
+class Withheld(Exception):
+    """A whole source the caller's role may not read (PERMISSION_DENIED on a list read): the
+    section says so in the pack instead of failing it. A refusal on a named item (an entity, the
+    job) still fails the pack."""
+
+
+@dataclass(frozen=True)
+class CommsFacts:
+    datasets: Sequence[Row]
+    common_contacts: Sequence[Row]
+    suspects: Sequence[Row]
+    picture: bytes | None  # the contact network as PNG, when there are targets and call data
+    watchlist_contacts: Sequence[Row] = ()  # contacts between watchlisted numbers, in the job's data
+
+
 @dataclass(frozen=True)
 class Pack:
     job: str
@@ -69,12 +87,26 @@ class Sources(Protocol):
 
     def entity(self, name: str) -> EntityFacts: ...
 
+    def comms(self, job: str, region: str, targets: Sequence[str]) -> CommsFacts | None: ...
+
+    # None when the source is not wired in (the section then falls back or says so).
+    def referrals(self, job: str, region: str) -> Sequence[Row] | None: ...
+
+    def pnd(self, job: str, region: str) -> Sequence[Row] | None: ...
+
 
 Progress = Callable[[str], None]
 
 
 def _quiet(_: str) -> None:
     return None
+
+
+def _withheld(result: Callable[[], T], service: str) -> T | Row:
+    try:
+        return result()
+    except Withheld as exc:
+        return Row("Withheld", f"Not shown: the {service} service refused this caller ({exc})")
 
 
 def assemble(sources: Sources, job_name: str, *, progress: Progress = _quiet, workers: int = 8) -> Pack:
@@ -85,6 +117,21 @@ def assemble(sources: Sources, job_name: str, *, progress: Progress = _quiet, wo
         progress(f"reading {len(job.subject_ids)} entities")
         with ThreadPoolExecutor(max_workers=workers) as pool:
             entities = list(pool.map(sources.entity, job.subject_ids))
+    # The comms targets are the job's phone subjects; the analyses run over the job's datasets.
+    targets = [e.display_name for e in entities if e.kind == "PHONE" and e.display_name]
+    region = job.name.split("/")[1] if job.name.startswith("regions/") else ""
+    progress("reading comms, safeguarding and PND")
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        comms_f = pool.submit(sources.comms, job.name, region, targets)
+        referrals_f = pool.submit(sources.referrals, job.name, region)
+        pnd_f = pool.submit(sources.pnd, job.name, region)
+        comms = _withheld(comms_f.result, "comms")
+        referrals = _withheld(referrals_f.result, "safeguarding")
+        pnd = _withheld(pnd_f.result, "pnd")
+    comms_facts = None if isinstance(comms, Row) else comms
+    if isinstance(referrals, Row):
+        # The tasking service's view of the job's referrals (no clocks), and why no more.
+        referrals = [referrals, *job.referrals]
     subjects = [Row(e.display_name or e.name, f"{e.kind}  {e.name}") for e in entities]
     deconfliction = [Row(e.display_name or e.name, note) for e in entities for note in e.deconfliction]
     annex = [Row(f"{e.display_name or e.name}: {r.label}", r.text) for e in entities for r in e.records]
@@ -96,9 +143,37 @@ def assemble(sources: Sources, job_name: str, *, progress: Progress = _quiet, wo
         Section("Subjects", subjects, "No subject entities on this job."),
         Section("Deconfliction", deconfliction, "No other region holds these subjects."),
         Section(
+            "Comms datasets",
+            [comms] if isinstance(comms, Row) else comms.datasets if comms else [],
+            "No comms datasets on this job.",
+        ),
+        Section(
+            "Comms: network picture, common contacts",
+            comms_facts.common_contacts if comms_facts else [],
+            "No common contacts (no phone subjects or no call data on this job).",
+            image=comms_facts.picture if comms_facts else None,
+        ),
+        Section(
+            "Comms: ranked new numbers, with reasons",
+            comms_facts.suspects if comms_facts else [],
+            "No new numbers tied to the targets.",
+        ),
+        Section(
+            "Comms: watchlist contacts",
+            comms_facts.watchlist_contacts if comms_facts else [],
+            "No contacts between watchlisted numbers in this job's call data.",
+        ),
+        Section(
             "Safeguarding referrals",
-            job.referrals,
+            # From the safeguarding service (state, destinations, statutory clocks) when wired in;
+            # else as the tasking service lists them on the job.
+            job.referrals if referrals is None else referrals,
             "No safeguarding referrals linked to this job.",
+        ),
+        Section(
+            "PND submissions",
+            [pnd] if isinstance(pnd, Row) else pnd or [],
+            "No records submitted to the PND for this job." if pnd is not None else "PND not read.",
         ),
         Section(
             "Annex: records used, with grading",

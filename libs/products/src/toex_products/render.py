@@ -7,7 +7,9 @@ import io
 
 from docx import Document
 from docx.enum.text import WD_ALIGN_PARAGRAPH
+from docx.shared import Emu, Inches
 from fpdf import FPDF
+from PIL import Image
 
 from toex_products.pack import Pack
 
@@ -38,6 +40,16 @@ class _Doc(FPDF):
         self.cell(0, 5, f"{self._marking} | Page {self.page_no()}", align="C")
 
 
+def _ratio(png: bytes) -> float:
+    with Image.open(io.BytesIO(png)) as image:
+        return float(image.width) / max(image.height, 1)
+
+
+def _image_height(png: bytes, width: float) -> float:
+    # Full width, but never taller than half an A4 page's text area (about 128 mm).
+    return min(width / _ratio(png), 128.0)
+
+
 def pdf(pack: Pack) -> bytes:
     doc = _Doc(_marking(pack))
     doc.add_page()
@@ -48,22 +60,32 @@ def pdf(pack: Pack) -> bytes:
     for row in pack.cover:
         doc.cell(0, 8, _latin(f"{row.label}: {row.text}"), align="C", new_x="LMARGIN", new_y="NEXT")
     for section in pack.sections:
+        image_h = _image_height(section.image, doc.epw) if section.image is not None else 0.0
         if section is pack.sections[0]:
             doc.add_page()
+        elif doc.get_y() + 13 + max(image_h, 12) > doc.page_break_trigger:
+            doc.add_page()  # keep a heading with its picture or first row
         else:
             doc.ln(4)
         doc.set_font("Helvetica", "B", 14)
         doc.cell(0, 9, _latin(section.title), new_x="LMARGIN", new_y="NEXT")
         doc.set_font("Helvetica", "", 10)
+        if section.image is not None:
+            doc.image(
+                io.BytesIO(section.image),
+                h=image_h,
+                x=doc.l_margin + (doc.epw - image_h * _ratio(section.image)) / 2,
+            )
+            doc.ln(2)
         if section.is_empty:
             doc.set_font("Helvetica", "I", 10)
             doc.multi_cell(0, 5, _latin(section.empty), new_x="LMARGIN", new_y="NEXT")
             continue
         for row in section.rows:
             doc.set_font("Helvetica", "B", 10)
-            doc.multi_cell(0, 5, _latin(row.label), new_x="LMARGIN", new_y="NEXT")
+            doc.multi_cell(0, 5, _latin(row.label), align="L", new_x="LMARGIN", new_y="NEXT")
             doc.set_font("Helvetica", "", 10)
-            doc.multi_cell(0, 5, _latin(row.text) or "-", new_x="LMARGIN", new_y="NEXT")
+            doc.multi_cell(0, 5, _latin(row.text) or "-", align="L", new_x="LMARGIN", new_y="NEXT")
             doc.ln(1)
     return bytes(doc.output())
 
@@ -83,6 +105,10 @@ def docx(pack: Pack) -> bytes:
     document.add_page_break()
     for part in pack.sections:
         document.add_heading(part.title, level=1)
+        if part.image is not None:
+            # The text width of the page (python-docx's default A4/Letter section has all three set).
+            width = (section.page_width or 0) - (section.left_margin or 0) - (section.right_margin or 0)
+            document.add_picture(io.BytesIO(part.image), width=Emu(width) if width > 0 else Inches(6))
         if part.is_empty:
             document.add_paragraph(part.empty).runs[0].italic = True
             continue
