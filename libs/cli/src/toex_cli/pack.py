@@ -127,7 +127,7 @@ def _job_row(label: str, jobs: pb.JobFigures) -> list[Cell]:
 
 
 def _threat_row(label: str, jobs: pb.JobFigures) -> list[Cell]:
-    counts = {t.threat_category: t.count for t in jobs.threats}
+    counts: dict[int, int] = {int(t.threat_category): t.count for t in jobs.threats}
     return [label, *(counts.get(threat.to_proto(), 0) for threat in ThreatCategory), jobs.raised]
 
 

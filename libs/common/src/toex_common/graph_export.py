@@ -18,6 +18,19 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _GRAPHML_NS = "http://graphml.graphdrawing.org/xmlns"
 
 
+# The columns every i2 link table starts with: the two ends and the link's type (an exporter
+# adds its own after them).
+I2_LINK_COLUMNS = (
+    "Entity1 Identity",
+    "Entity1 Type",
+    "Entity1 Label",
+    "Entity2 Identity",
+    "Entity2 Type",
+    "Entity2 Label",
+    "Link Type",
+)
+
+
 def neutralise(value: Any) -> Any:
     if isinstance(value, str) and value.startswith(FORMULA_START):
         return "'" + value

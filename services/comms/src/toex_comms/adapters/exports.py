@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
-from toex_common.graph_export import FORMULA_START, link_table_csv, neutralise
+from toex_common.graph_export import FORMULA_START, I2_LINK_COLUMNS, link_table_csv, neutralise
 
 from toex_comms.domain.analysis import Network
 from toex_comms.domain.commands import ExportFormat
@@ -55,13 +55,7 @@ def graphml(net: Network, labels: dict[int, str] | None = None) -> bytes:
 
 
 I2_COLUMNS = [
-    "Entity1 Identity",
-    "Entity1 Type",
-    "Entity1 Label",
-    "Entity2 Identity",
-    "Entity2 Type",
-    "Entity2 Label",
-    "Link Type",
+    *I2_LINK_COLUMNS,
     "Calls",
     "Texts",
     "Duration Seconds",

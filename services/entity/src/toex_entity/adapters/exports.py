@@ -3,18 +3,12 @@ the same shared writers as comms' contact network (toex_common.graph_export)."""
 
 from __future__ import annotations
 
-from toex_common.graph_export import graphml, link_table_csv
+from toex_common.graph_export import I2_LINK_COLUMNS, graphml, link_table_csv
 
 from toex_entity.domain.relations import Neighbourhood, reason
 
 I2_COLUMNS = [
-    "Entity1 Identity",
-    "Entity1 Type",
-    "Entity1 Label",
-    "Entity2 Identity",
-    "Entity2 Type",
-    "Entity2 Label",
-    "Link Type",
+    *I2_LINK_COLUMNS,
     "Reason",
     "Source System",
     "Source Record",
