@@ -157,6 +157,19 @@ async def test_relations_follow_merges_and_the_analysis_finds_the_ring(database:
         await engine.dispose()
 
 
+async def _entities_of_test(sessions: Any, sid: str) -> dict[str, Any]:
+    """The entity of each of this test's records (`<prefix>-<sid>`), by the record's prefix."""
+    async with sessions() as session:
+        rows = (
+            await session.execute(
+                select(source_records.c.source_record_id, source_records.c.entity_id).where(
+                    source_records.c.source_record_id.like(f"%-{sid}")
+                )
+            )
+        ).all()
+    return {r[0].split("-")[0]: r[1] for r in rows}
+
+
 def _md(token: str, purpose: str | None = "Op KINGFISHER") -> list[tuple[str, str]]:
     items = [("authorization", f"Bearer {token}")]
     if purpose:
@@ -427,15 +440,7 @@ async def test_get_entity_shows_relations_only_where_the_caller_sees_both_ends(e
         ]
         await handlers.resolve_records(commands.ResolveRecords(ANALYST, emsou, single=False), deps)
         await handlers.resolve_records(commands.ResolveRecords(analyst_ersou, ersou, single=False), deps)
-        async with sessions() as session:
-            rows = (
-                await session.execute(
-                    select(source_records.c.source_record_id, source_records.c.entity_id).where(
-                        source_records.c.source_record_id.like(f"%-{sid}")
-                    )
-                )
-            ).all()
-        entity = {r[0].split("-")[0]: r[1] for r in rows}
+        entity = await _entities_of_test(sessions, sid)
         person, phone_x, phone_y = entity["gp"], entity["gx"], entity["gy"]
         assert len({person, phone_x, phone_y}) == 3
         account = "bank:GB:202015:55555555"
@@ -552,15 +557,7 @@ async def test_neighbourhood_follows_only_what_the_caller_may_see(entity_service
         ]
         await handlers.resolve_records(commands.ResolveRecords(ANALYST, emsou, single=False), deps)
         await handlers.resolve_records(commands.ResolveRecords(analyst_ersou, ersou, single=False), deps)
-        async with sessions() as session:
-            rows = (
-                await session.execute(
-                    select(source_records.c.source_record_id, source_records.c.entity_id).where(
-                        source_records.c.source_record_id.like(f"%-{sid}")
-                    )
-                )
-            ).all()
-        entity = {r[0].split("-")[0]: r[1] for r in rows}
+        entity = await _entities_of_test(sessions, sid)
         a, b, x, y = entity["na"], entity["nb"], entity["nx"], entity["ny"]
         account = f"bank:GB:202015:{uuid.uuid4().int % 10**8:08d}"
         async with sessions() as session, session.begin():
@@ -707,15 +704,7 @@ async def test_person_records_bring_their_relations(entity_service: Any) -> None
         )
         await handlers.resolve_records(commands.ResolveRecords(ANALYST, [person], single=False), deps)
         await handlers.resolve_records(commands.ResolveRecords(ANALYST, [person], single=False), deps)
-        async with sessions() as session:
-            rows = (
-                await session.execute(
-                    select(source_records.c.source_record_id, source_records.c.entity_id).where(
-                        source_records.c.source_record_id.like(f"%-{sid}")
-                    )
-                )
-            ).all()
-        entity = {r[0].split("-")[0]: r[1] for r in rows}
+        entity = await _entities_of_test(sessions, sid)
     finally:
         await engine.dispose()
     stub, tokens = entity_service.stub, entity_service.tokens
