@@ -14,8 +14,19 @@ p = 0.7; a planted controller has 2 to 39 contacts with each of its numbers).
 
 Recall: planted networks whose adverts all lie in one found network. Precision: found networks
 (two or more numbers) made only of one planted network's adverts. Time: `find_networks` alone
-(the set is built before the clock starts), best and all of `--repeat` runs. Results go to
-bench/results/comms-adverts.md.
+(the set is built before the clock starts), best and all of `--repeat` runs.
+
+Cost added to every advert import (`--import-adverts`, default 100,000): a generated file of
+that many adverts is imported as the service does (`ingest_adverts`: read, check, normalise,
+write Parquet), and the network step an import now adds is timed on its own: `find_networks`
+over the new dataset's rows, and over the job's adverts when the job already holds a dataset
+of the same size (the import finds networks over all of its job's adverts, so the step grows
+with the job). Alternated in one session (import, network step alone, network step with the
+job's earlier dataset; twice); the figure is the ratio to the import. The settling of network
+ids in PostgreSQL is not in it (one indexed look-up and insert of the adverts in networks).
+
+Results go to bench/results/comms-adverts.md; a hand-written section from "## Analysis" on in
+that file is kept when the bench rewrites it.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ import argparse
 import os
 import platform
 import resource
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 from datasketch import MinHash, MinHashLSH
+from toex_comms.adapters.ingest import ingest_adverts
 from toex_comms.domain.advert_networks import NetworkOptions, _text_edges, find_networks
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -166,6 +179,68 @@ def text_baseline(adverts: pl.DataFrame, sample: int) -> tuple[float, float, int
     return base, time.perf_counter() - t0, pairs, ours
 
 
+def _advert_file(adverts: pl.DataFrame, path: Path) -> None:
+    """Adverts as a scraped file: national numbers, ISO dates, hashes as 16 hex digits."""
+    adverts.select(
+        pl.concat_str(pl.lit("0"), pl.col("number").cast(pl.String).str.slice(2)).alias("number"),
+        "advert_id",
+        "site",
+        pl.col("posted").dt.strftime("%Y-%m-%dT%H:%M:%SZ").alias("date"),
+        "location",
+        "text",
+        pl.col("image_hash").map_elements(lambda h: f"{h:016x}", return_dtype=pl.String).alias("image_hash"),
+        "name",
+    ).write_csv(path)
+
+
+def import_cost(n: int, seed: int) -> tuple[int, list[tuple[float, float, float]]]:
+    """(networks found over the job, [(import s, network step alone s, with the job's earlier
+    dataset s)] per alternated round)."""
+    adverts, _, _ = build(2 * n, max(2 * n * 3 // 10, 1000), max(n // 3000, 3), seed + 1)
+    adverts = adverts.sample(fraction=1.0, shuffle=True, seed=seed)
+    earlier, new = adverts.head(n), adverts.tail(n)
+    rounds = []
+    found = 0
+    with tempfile.TemporaryDirectory(prefix="adverts-bench-") as tmp:
+        work = Path(tmp)
+        _advert_file(earlier, work / "earlier.csv")
+        _advert_file(new, work / "new.csv")
+        ingest_adverts(work / "earlier.csv", work / "earlier")
+        prior = pl.scan_parquet(sorted((work / "earlier").glob("rows-*.parquet")))
+        for r in range(2):
+            out = work / f"new-{r}"
+            t0 = time.perf_counter()
+            result = ingest_adverts(work / "new.csv", out)
+            ingest_s = time.perf_counter() - t0
+            assert result.rows_accepted == n, result
+            rows = pl.scan_parquet(sorted(out.glob("rows-*.parquet")))
+            t0 = time.perf_counter()
+            find_networks(rows.collect(), scope="regions/EMSOU")
+            alone_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            found = len(
+                find_networks(
+                    pl.concat([prior, rows], how="diagonal_relaxed").collect(), scope="regions/EMSOU"
+                )
+            )
+            job_s = time.perf_counter() - t0
+            rounds.append((ingest_s, alone_s, job_s))
+            print(
+                f"import cost round {r + 1}: import {ingest_s:.2f}s, networks {alone_s:.2f}s, with the job's {job_s:.2f}s",
+                flush=True,
+            )
+    return found, rounds
+
+
+def _kept_analysis() -> list[str]:
+    """The hand-written part of the results file, from "## Analysis" on."""
+    if not RESULTS.exists():
+        return []
+    text = RESULTS.read_text()
+    at = text.find("## Analysis")
+    return ["", text[at:].rstrip("\n"), ""] if at != -1 else []
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--adverts", type=int, default=1_000_000)
@@ -174,7 +249,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--seed", type=int, default=19)
     ap.add_argument("--baseline-sample", type=int, default=50_000)
+    ap.add_argument("--import-adverts", type=int, default=100_000)
     args = ap.parse_args()
+    job_networks, cost = import_cost(args.import_adverts, args.seed)
     t0 = time.perf_counter()
     adverts, contacts, truth = build(args.adverts, args.numbers, args.planted, args.seed)
     build_s = time.perf_counter() - t0
@@ -202,7 +279,8 @@ def main() -> None:
         "other work while it ran: times are noisy).",
         "",
         "`python bench/comms/adverts.py "
-        + f"--adverts {args.adverts} --numbers {args.numbers} --planted {args.planted} --repeat {args.repeat}`",
+        + f"--adverts {args.adverts} --numbers {args.numbers} --planted {args.planted} --repeat {args.repeat} "
+        + f"--import-adverts {args.import_adverts}`",
         "",
         "| what | figure |",
         "| --- | --- |",
@@ -228,6 +306,20 @@ def main() -> None:
             for i, (b, o, bp, op) in enumerate(ratios, start=1)
         ],
         "",
+        "## Cost added to each advert import",
+        "",
+        f"An import of {args.import_adverts:,} adverts (`ingest_adverts`), then the network step it now",
+        "adds: `find_networks` over the new dataset alone, and over its job's adverts when the job",
+        f"already holds a dataset of {args.import_adverts:,} ({job_networks} networks found). Alternated",
+        "in one session, import then network steps, twice.",
+        "",
+        "| round | import s | network step alone s | ratio | with the job's earlier dataset s | ratio |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *[
+            f"| {i} | {a:.2f} | {b:.2f} | {b / a:.2f} | {c:.2f} | {c / a:.2f} |"
+            for i, (a, b, c) in enumerate(cost, start=1)
+        ],
+        *_kept_analysis(),
     ]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("\n".join(lines))

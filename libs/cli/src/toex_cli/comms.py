@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -14,12 +15,15 @@ from toex.comms.v1 import comms_pb2 as pb
 from toex.comms.v1 import comms_pb2_grpc
 from toex.comms.v1 import resources_pb2 as res
 from toex.type.v1 import security_pb2
+from toex_kernel.accounts import AccountError, parse_account
 from toex_kernel.regions import Region
 from toex_kernel.timestamps import optional_timestamp as _ts
 
 from toex_cli.context import CliContext, Endpoint, pass_cli
 from toex_cli.errors import rpc_failure
 from toex_cli.output import (
+    JSON,
+    TABLE,
     emit_list,
     emit_one,
     format_option,
@@ -42,6 +46,12 @@ EXPORTS = {
     "png": pb.EXPORT_FORMAT_PNG,
     "index-csv": pb.EXPORT_FORMAT_INDEX_CSV,
     "index-xlsx": pb.EXPORT_FORMAT_INDEX_XLSX,
+}
+# `advert-networks --format ...` written to a file by the service's Export.
+ADVERT_EXPORTS = {
+    "graphml": pb.EXPORT_FORMAT_ADVERT_NETWORKS_GRAPHML,
+    "i2": pb.EXPORT_FORMAT_ADVERT_NETWORKS_I2_LINK_CSV,
+    "csv": pb.EXPORT_FORMAT_ADVERT_NETWORKS_CSV,
 }
 
 
@@ -162,10 +172,12 @@ def comms() -> None:
     """
 
 
-def _upload(cli: CliContext, method: Any, request_type: Any, path: Path, header: pb.ImportHeader) -> Any:
+def _upload(
+    cli: CliContext, method: Any, request_type: Any, path: Path, header: pb.ImportHeader, filename: str = ""
+) -> Any:
     size = path.stat().st_size
     header.size_bytes = size
-    header.filename = path.name
+    header.filename = filename or path.name
 
     sent = threading.Event()
 
@@ -321,6 +333,12 @@ def import_anpr(
 
 @comms.command("import-adverts")
 @_import_options
+@click.option(
+    "--images",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder of the images the file's `image` column names: each row with an image and no "
+    "image_hash gets its perceptual hash worked out here (the images are never uploaded).",
+)
 @format_option
 @pass_cli
 def import_adverts(
@@ -331,13 +349,38 @@ def import_adverts(
     display_name: str,
     encoding: str,
     handling: str | None,
+    images: Path | None,
     output_format: str,
 ) -> None:
-    """Import advert records: columns number, advert_id, site, date, location, text."""
-    header = _header(region, job, display_name, encoding, handling)
-    _print_import(
-        _upload(cli, _stub(cli).ImportAdverts, pb.ImportAdvertsRequest, path, header), output_format
-    )
+    """Import advert records: columns number, advert_id, site, date, location, text; optional
+    seen, image_hash, image (with --images), name, age, price, account.
+
+    \b
+    Example:
+      toex comms import-adverts adverts.csv --images ./pictures --region EMSOU --job EMSOU/JOB_ID
+    """
+    if images is None:
+        header = _header(region, job, display_name, encoding, handling)
+        _print_import(
+            _upload(cli, _stub(cli).ImportAdverts, pb.ImportAdvertsRequest, path, header), output_format
+        )
+        return
+    from toex_cli.advert_images import add_image_hashes  # Pillow loads only when asked for
+
+    with tempfile.TemporaryDirectory(prefix="toex-adverts-") as work:
+        hashed = Path(work) / path.name
+        try:
+            problems = add_image_hashes(path, hashed, images=images, encoding=encoding or "utf-8-sig")
+        except (ValueError, UnicodeError) as exc:
+            raise click.ClickException(f"{path.name}: {exc}") from None
+        for line, reason in problems:
+            click.echo(f"{path.name}: line {line}: {reason} (imported without an image hash)", err=True)
+        # The copy is UTF-8 whatever the file was.
+        header = _header(region, job, display_name, "", handling)
+        _print_import(
+            _upload(cli, _stub(cli).ImportAdverts, pb.ImportAdvertsRequest, hashed, header, path.name),
+            output_format,
+        )
 
 
 @comms.command("datasets")
@@ -469,27 +512,86 @@ def watchlist_create(
     emit_one(output_format, response, lambda: f"created {response.watchlist.name}")
 
 
+def _watchlist_file(path: Path) -> tuple[list[str], list[str]]:
+    """Numbers and accounts of a list file, one a line (blank lines and `#` comments skipped):
+    a line with `:` or `/` is an online account (a profile URL or platform:handle), any other a
+    number. An account that does not read stops the command, naming its line."""
+    numbers: list[str] = []
+    accounts: list[str] = []
+    problems: list[str] = []
+    for line, raw in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        value = raw.strip()
+        if not value or value.startswith("#"):
+            continue
+        if ":" in value or "/" in value:
+            try:
+                parse_account(value)
+            except AccountError as exc:
+                problems.append(f"{path.name}: line {line}: {exc}")
+                continue
+            accounts.append(value)
+        else:
+            numbers.append(value)
+    if problems:
+        raise click.ClickException("\n".join(problems))
+    return numbers, accounts
+
+
 @watchlist.command("add")
 @click.argument("watchlist_id")
-@click.argument("numbers", nargs=-1, required=True)
+@click.argument("numbers", nargs=-1)
 @click.option("--region", required=True, type=RegionType())
+@click.option(
+    "--account",
+    "accounts",
+    multiple=True,
+    metavar="ACCOUNT",
+    help="An online account (profile URL or platform:handle); repeat.",
+)
+@click.option(
+    "--file",
+    "list_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Numbers and accounts, one a line (a line with ':' or '/' is an account).",
+)
 @format_option
 @pass_cli
 def watchlist_add(
-    cli: CliContext, watchlist_id: str, numbers: tuple[str, ...], region: Region, output_format: str
+    cli: CliContext,
+    watchlist_id: str,
+    numbers: tuple[str, ...],
+    region: Region,
+    accounts: tuple[str, ...],
+    list_file: Path | None,
+    output_format: str,
 ) -> None:
+    """Add numbers and online accounts to a list.
+
+    \b
+    Example:
+      toex comms watchlist add suspects "07700 900300" --account instagram:some.name --region EMSOU
+      toex comms watchlist add suspects --file suspects.txt --region EMSOU
+    """
+    from_file: tuple[list[str], list[str]] = _watchlist_file(list_file) if list_file else ([], [])
+    all_numbers = [*numbers, *from_file[0]]
+    all_accounts = [*accounts, *from_file[1]]
+    if not all_numbers and not all_accounts:
+        raise click.UsageError("give at least one number, --account or --file")
     response = cli.call(
         SERVICE,
         _stub(cli).AddWatchlistNumbers,
         pb.AddWatchlistNumbersRequest(
-            name=f"regions/{region.value}/watchlists/{watchlist_id}", numbers=list(numbers)
+            name=f"regions/{region.value}/watchlists/{watchlist_id}",
+            numbers=all_numbers,
+            accounts=all_accounts,
         ),
     )
     emit_one(
         output_format,
         response,
         lambda: (
-            f"{response.watchlist.name}: {len(response.watchlist.numbers)} numbers; "
+            f"{response.watchlist.name}: {len(response.watchlist.numbers)} numbers, "
+            f"{len(response.watchlist.accounts)} accounts; "
             f"{len(response.contacts)} new watchlist contacts detected"
         ),
     )
@@ -506,9 +608,14 @@ def watchlist_list(cli: CliContext, region: Region, output_format: str) -> None:
     emit_list(
         output_format,
         response,
-        ["name", "kind", "numbers"],
+        ["name", "kind", "numbers", "accounts"],
         (
-            [w.name, enum_short_name(res.WatchlistKind.DESCRIPTOR, w.kind).lower(), " ".join(w.numbers)]
+            [
+                w.name,
+                enum_short_name(res.WatchlistKind.DESCRIPTOR, w.kind).lower(),
+                " ".join(w.numbers),
+                " ".join(w.accounts),
+            ]
             for w in response.watchlists
         ),
     )
@@ -685,7 +792,21 @@ def network(
 @click.option("--min-numbers", default=2, show_default=True, help="Numbers in a network at least.")
 @click.option("--limit", default=100, show_default=True)
 @click.option("--why", is_flag=True, help="Also list why each advert belongs (table output).")
-@format_option
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice([TABLE, JSON, *ADVERT_EXPORTS]),
+    default=TABLE,
+    show_default=True,
+    envvar="TOEX_FORMAT",
+    help="table or json on stdout; graphml, i2 (link table) or csv (one row per network) to a file.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where an export is written (default: the suggested name).",
+)
 @pass_cli
 def advert_networks(
     cli: CliContext,
@@ -700,6 +821,7 @@ def advert_networks(
     limit: int,
     why: bool,
     output_format: str,
+    output: Path | None,
 ) -> None:
     """Adverts joined into networks (shared number, near-duplicate text, same or near-same image,
     a common controller in the call data), ranked: an indicator of a child first, then the
@@ -709,18 +831,24 @@ def advert_networks(
     \b
     Example:
       toex --purpose "Op Kestrel" comms advert-networks --region EMSOU --dataset ADVERTS_ID --why
+      toex --purpose "Op Kestrel" comms advert-networks --region EMSOU --format i2 -o networks.csv
     """
-    response = cli.call(
-        SERVICE,
-        _stub(cli).FindAdvertNetworks,
-        pb.FindAdvertNetworksRequest(
-            scope=_scope(region, datasets, job, since, until),
-            call_datasets=[_dataset_name(region, d) for d in call_datasets],
-            min_adverts=min_adverts,
-            min_numbers=min_numbers,
-            limit=limit,
-        ),
+    query = pb.FindAdvertNetworksRequest(
+        scope=_scope(region, datasets, job, since, until),
+        call_datasets=[_dataset_name(region, d) for d in call_datasets],
+        min_adverts=min_adverts,
+        min_numbers=min_numbers,
+        limit=limit,
     )
+    if output_format in ADVERT_EXPORTS:
+        _download(
+            cli,
+            pb.ExportRequest(format=ADVERT_EXPORTS[output_format], advert_networks=query),  # type: ignore[arg-type]
+            output,
+            f"advert-networks-{output_format}",
+        )
+        return
+    response = cli.call(SERVICE, _stub(cli).FindAdvertNetworks, query)
     emit_list(
         output_format,
         response,
@@ -1044,6 +1172,11 @@ def export(
     request = pb.ExportRequest(format=EXPORTS[kind], scope=_scope(region, datasets, job, since, until))  # type: ignore[arg-type]
     if not kind.startswith("index"):
         request.targets.extend(_targets(targets, targets_file))
+    _download(cli, request, output, f"export-{kind}")
+
+
+def _download(cli: CliContext, request: pb.ExportRequest, output: Path | None, fallback: str) -> None:
+    """Stream an export to `output` or the suggested file name; nothing is left of a failed one."""
     target: Path | None = output
     handle = None
     size = 0
@@ -1052,7 +1185,7 @@ def export(
         for chunk in chunks:
             if handle is None:
                 # only the suggested file name, never a directory the service names
-                target = target or Path(Path(chunk.filename).name or f"export-{kind}")
+                target = target or Path(Path(chunk.filename).name or fallback)
                 handle = target.open("wb")
             handle.write(chunk.chunk)
             size += len(chunk.chunk)

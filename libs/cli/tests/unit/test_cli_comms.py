@@ -171,6 +171,65 @@ def test_import_cdr_streams_the_file_and_reports_rejections(
     assert "period:   no records" in result.stdout
 
 
+def _picture(path: Path, seed: int, noise: float = 0.0) -> None:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    base = np.kron(rng.integers(0, 255, (8, 8)), np.ones((32, 32))).astype(np.float64)
+    if noise:
+        base += np.random.default_rng(99).normal(0, noise, base.shape)
+    Image.fromarray(np.clip(base, 0, 255).astype(np.uint8)).save(path)
+
+
+def test_import_adverts_with_images_uploads_their_perceptual_hashes(
+    run: Callable[..., Result], comms: Comms, tmp_path: Path
+) -> None:
+    from toex_cli.advert_images import perceptual_hash
+
+    fake, _ = comms
+    fake.answers["ImportAdverts"] = pb.ImportAdvertsResponse(dataset=a_dataset(kind=res.DATASET_KIND_ADVERTS))
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    _picture(pictures / "a.png", 1)
+    _picture(pictures / "a-noisy.png", 1, noise=4.0)
+    _picture(pictures / "b.png", 2)
+    (pictures / "broken.png").write_bytes(b"not an image")
+    src = tmp_path / "adverts.csv"
+    src.write_text(
+        "number,advert_id,image,image_hash\n"
+        "07700 900001,a1,a.png,\n"
+        "07700 900002,a2,a-noisy.png,\n"
+        "07700 900003,a3,b.png,\n"
+        "07700 900004,a4,broken.png,\n"
+        "07700 900005,a5,../../etc/passwd,\n"
+        "07700 900006,a6,a.png,00000000000000ff\n",
+        encoding="utf-8",
+    )
+    result = toex(
+        run, comms, "comms", "import-adverts", str(src), "--images", str(pictures), "--region", "EMSOU"
+    )
+    assert result.exit_code == 0, result.output
+    sent = fake.call("ImportAdverts").request
+    assert sent[0].header.filename == "adverts.csv" and sent[0].header.encoding == ""
+    body = b"".join(r.chunk for r in sent[1:]).decode("utf-8").splitlines()
+    assert sent[0].header.size_bytes == len(b"".join(r.chunk for r in sent[1:]))
+    hashes = [line.rsplit(",", 1)[1] for line in body[1:]]
+    assert hashes[0] == f"{perceptual_hash(pictures / 'a.png'):016x}"
+    assert bin(int(hashes[0], 16) ^ int(hashes[1], 16)).count("1") <= 3  # the same picture, re-saved
+    assert bin(int(hashes[0], 16) ^ int(hashes[2], 16)).count("1") > 10  # another picture
+    assert hashes[3:] == ["", "", "00000000000000ff"]  # unreadable, outside the folder, given
+    assert "adverts.csv: line 5: image: cannot be read: broken.png" in result.stderr
+    assert "adverts.csv: line 6: image: outside the images folder" in result.stderr
+
+    no_column = tmp_path / "plain.csv"
+    no_column.write_text("number,advert_id\n07700 900001,a1\n", encoding="utf-8")
+    refused = toex(
+        run, comms, "comms", "import-adverts", str(no_column), "--images", str(pictures), "--region", "EMSOU"
+    )
+    assert refused.exit_code == 1 and "no 'image' column" in refused.stderr
+
+
 def test_import_with_a_job_and_json_output(run: Callable[..., Result], comms: Comms, tmp_path: Path) -> None:
     fake, _ = comms
     src = tmp_path / "anpr.csv"
@@ -326,6 +385,50 @@ def test_watchlist_add_reports_new_contacts(run: Callable[..., Result], comms: C
     assert "1 new watchlist contacts detected" in result.stdout
 
 
+def test_watchlist_add_takes_accounts_from_a_file_and_names_the_line_of_a_bad_one(
+    run: Callable[..., Result], comms: Comms, tmp_path: Path
+) -> None:
+    fake, _ = comms
+    fake.answers["AddWatchlistNumbers"] = pb.AddWatchlistNumbersResponse(
+        watchlist=pb.Watchlist(
+            name="regions/EMSOU/watchlists/suspects",
+            numbers=["+447700900301"],
+            accounts=["instagram:rosie.rx"],
+        )
+    )
+    good = tmp_path / "suspects.txt"
+    good.write_text("# suspects\n07700 900301\n\nhttps://www.instagram.com/Rosie.Rx/\n", encoding="utf-8")
+    result = toex(
+        run,
+        comms,
+        "comms",
+        "watchlist",
+        "add",
+        "suspects",
+        "--file",
+        str(good),
+        "--account",
+        "tg:@someone",
+        "--region",
+        "EMSOU",
+    )
+    assert result.exit_code == 0, result.output
+    request = fake.call("AddWatchlistNumbers").request
+    assert list(request.numbers) == ["07700 900301"]
+    assert list(request.accounts) == ["tg:@someone", "https://www.instagram.com/Rosie.Rx/"]
+    assert "1 numbers, 1 accounts" in result.stdout
+
+    bad = tmp_path / "bad.txt"
+    bad.write_text("07700 900301\ninstagram:two words\n", encoding="utf-8")
+    calls = len(fake.calls)
+    refused = toex(
+        run, comms, "comms", "watchlist", "add", "suspects", "--file", str(bad), "--region", "EMSOU"
+    )
+    assert refused.exit_code == 1
+    assert "bad.txt: line 2:" in refused.stderr and "instagram handle" in refused.stderr
+    assert len(fake.calls) == calls  # nothing sent
+
+
 def test_export_writes_the_streamed_file(
     run: Callable[..., Result], comms: Comms, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -346,6 +449,37 @@ def test_export_writes_the_streamed_file(
     assert (tmp_path / "work" / "network.png").read_bytes() == png
     assert not (tmp_path / "network.png").exists()
     assert f"wrote network.png ({len(png)} bytes)" in result.stdout
+
+
+def test_advert_networks_export_goes_through_export_with_the_same_query(
+    run: Callable[..., Result], comms: Comms, tmp_path: Path
+) -> None:
+    fake, _ = comms
+    fake.answers["Export"] = [pb.ExportResponse(filename="advert-networks-i2-links.csv", chunk=b"a,b\r\n")]
+    out = tmp_path / "links.csv"
+    result = toex(
+        run,
+        comms,
+        "comms",
+        "advert-networks",
+        "--region",
+        "EMSOU",
+        "--dataset",
+        "ADS1",
+        "--min-adverts",
+        "3",
+        "--format",
+        "i2",
+        "-o",
+        str(out),
+    )
+    assert result.exit_code == 0, result.output
+    request = fake.call("Export").request
+    assert request.format == pb.EXPORT_FORMAT_ADVERT_NETWORKS_I2_LINK_CSV
+    assert list(request.advert_networks.scope.datasets) == ["regions/EMSOU/datasets/ADS1"]
+    assert request.advert_networks.min_adverts == 3
+    assert out.read_bytes() == b"a,b\r\n"
+    assert not [c for c in fake.calls if c.method == "FindAdvertNetworks"]
 
 
 def test_a_failed_export_leaves_no_partial_file(

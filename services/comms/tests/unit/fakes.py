@@ -17,6 +17,7 @@ from toex_common.testing.fakes import FakeGrants, FakeUnitOfWorkBase
 from toex_comms.adapters import integration
 from toex_comms.adapters.ingest import NUMBER_INDEX_SCHEMA, number_index
 from toex_comms.adapters.store import ROW_SCHEMAS
+from toex_comms.domain.advert_networks import AdvertNetwork
 from toex_comms.domain.analysis import Network
 from toex_comms.domain.commands import ExportFormat
 from toex_comms.domain.identity import AttributionMove, ChangeKind, IdentityChange
@@ -54,6 +55,7 @@ class FakeCommsRepository:
         self.datasets: dict[str, Dataset] = {}
         self.profiles: dict[tuple[Region, str], MappingProfile] = {}
         self.watchlists: dict[tuple[Region, str], Watchlist] = {}
+        self.network_members: dict[tuple[Region, str, str], str] = {}
         self.contacts: dict[tuple[str, str, int, str, int], WatchlistContact] = {}
         self.attributed: dict[tuple[Region, str, str, str], Attribution] = {}
         self.changes: dict[tuple[Region, str], IdentityChange] = {}
@@ -128,6 +130,40 @@ class FakeCommsRepository:
     async def add_numbers(self, region: Region, watchlist_id: str, numbers: Iterable[int]) -> None:
         w = self.watchlists[(region, watchlist_id)]
         w.numbers = sorted(set(w.numbers) | set(numbers))
+
+    async def lock_advert_networks(self, region: Region, job: str) -> None:
+        pass
+
+    async def advert_network_ids(
+        self, region: Region, job: str | None, advert_ids: Iterable[str]
+    ) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for (r, j, a), n in self.network_members.items():
+            if r is region and (job is None or j == job) and a in set(advert_ids):
+                out[a] = min(n, out.get(a, n))
+        return out
+
+    async def record_advert_networks(
+        self, region: Region, job: str, members: dict[str, str], dataset: str, at: datetime
+    ) -> None:
+        for a, n in members.items():
+            self.network_members[(region, job, a)] = n
+
+    async def add_accounts(self, region: Region, watchlist_id: str, accounts: Iterable[str]) -> None:
+        w = self.watchlists[(region, watchlist_id)]
+        w.accounts = sorted(set(w.accounts) | set(accounts))
+
+    async def account_members(
+        self, region: Region, accounts: Iterable[str] | None = None
+    ) -> dict[str, list[str]]:
+        wanted = None if accounts is None else set(accounts)
+        out: dict[str, list[str]] = {}
+        for (r, wid), w in sorted(self.watchlists.items()):
+            if r is region:
+                for a in w.accounts:
+                    if wanted is None or a in wanted:
+                        out.setdefault(a, []).append(wid)
+        return out
 
     async def members(self, region: Region) -> Members:
         out: Members = {}
@@ -430,6 +466,9 @@ class FakeExporter:
 
     def index(self, rows: Sequence[Sequence[Any]], fmt: ExportFormat, path: Path) -> None:
         self.written.append((fmt, path, list(rows)))
+
+    def advert_networks(self, networks: list[AdvertNetwork], fmt: ExportFormat, path: Path) -> None:
+        self.written.append((fmt, path, list(networks)))
 
 
 def advert_rows(rows: list[tuple[object, ...]]) -> pl.DataFrame:

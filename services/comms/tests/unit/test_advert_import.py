@@ -1,15 +1,12 @@
-"""Advert import: the optional columns networks join on, their rejections with line numbers,
-and image hashes worked out from images beside the file."""
+"""Advert import: the optional columns networks join on and their rejections with line numbers
+(image hashes worked out from images are the CLI's: libs/cli tests)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import polars as pl
-from PIL import Image
 from toex_comms.adapters import ingest
-from toex_comms.adapters.images import add_image_hashes, perceptual_hash
 
 HEADER = "number,advert_id,site,date,location,text,seen,image_hash,name,age,price\n"
 
@@ -64,43 +61,6 @@ def test_file_without_the_new_columns_still_imports(tmp_path: Path) -> None:
     rows = pl.read_parquet(sorted((tmp_path / "out").glob("rows-*.parquet")))
     assert rows["image_hash"].to_list() == [None]
     assert rows["age"].to_list() == [None]
-
-
-def _picture(path: Path, seed: int, noise: float = 0.0) -> None:
-    rng = np.random.default_rng(seed)
-    base = np.kron(rng.integers(0, 255, (8, 8)), np.ones((32, 32))).astype(np.float64)
-    if noise:
-        base += np.random.default_rng(99).normal(0, noise, base.shape)
-    Image.fromarray(np.clip(base, 0, 255).astype(np.uint8)).save(path)
-
-
-def test_image_hashes_from_images_beside_the_file(tmp_path: Path) -> None:
-    (tmp_path / "img").mkdir()
-    _picture(tmp_path / "img" / "a.png", 1)
-    _picture(tmp_path / "img" / "a-noisy.png", 1, noise=4.0)
-    _picture(tmp_path / "img" / "b.png", 2)
-    (tmp_path / "img" / "broken.png").write_bytes(b"not an image")
-    src = tmp_path / "adverts.csv"
-    src.write_text(
-        "number,advert_id,image\n"
-        "07700 900001,a1,img/a.png\n"
-        "07700 900002,a2,img/a-noisy.png\n"
-        "07700 900003,a3,img/b.png\n"
-        "07700 900004,a4,img/broken.png\n"
-        "07700 900005,a5,../../etc/passwd\n"
-    )
-    dst = tmp_path / "hashed.csv"
-    problems = add_image_hashes(src, dst)
-    assert [p[0] for p in problems] == [5, 6]
-    assert "cannot be read" in problems[0][1] and "outside the file's folder" in problems[1][1]
-    result = ingest.ingest_adverts(dst, tmp_path / "out")
-    assert result.rows_accepted == 5
-    rows = pl.read_parquet(sorted((tmp_path / "out").glob("rows-*.parquet"))).sort("advert_id")
-    hashes = rows["image_hash"].to_list()
-    assert hashes[0] == perceptual_hash(tmp_path / "img" / "a.png")
-    assert bin(hashes[0] ^ hashes[1]).count("1") <= 3  # the same picture, re-saved with noise
-    assert bin(hashes[0] ^ hashes[2]).count("1") > 10  # another picture
-    assert hashes[3] is None and hashes[4] is None
 
 
 def test_accounts_kept_in_normal_form_and_bad_ones_rejected_with_line_numbers(tmp_path: Path) -> None:

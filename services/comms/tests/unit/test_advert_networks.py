@@ -232,3 +232,41 @@ def test_a_shared_account_joins_adverts_and_says_which() -> None:
     assert networks_frame([net])["accounts"].to_list() == ["instagram:some.name"]
     # without the column, nothing joins them
     assert find_networks(rows.drop("account")) == []
+
+
+def test_an_account_on_a_watchlist_is_an_indicator_naming_the_list() -> None:
+    rows = frame(
+        [
+            {"advert_id": "a1", "number": 447700900001, "text": OTHER[0]},
+            {"advert_id": "a2", "number": 447700900002, "text": OTHER[1]},
+        ]
+    ).with_columns(account=pl.Series(["instagram:some.name", "instagram:some.name"]))
+    [plain] = find_networks(rows)
+    [net] = find_networks(rows, account_watchlists={"instagram:some.name": ["suspects", "rso"]})
+    assert [i.text for i in net.indicators] == ["account instagram:some.name is on rso, suspects"]
+    assert net.score == plain.score + 30
+
+
+def test_advert_network_exports_share_the_link_chart_and_neutralise_cells() -> None:
+    import io
+
+    import networkx as nx
+    from toex_comms.adapters.exports import advert_networks_csv, advert_networks_graphml, advert_networks_i2
+
+    rows = frame(
+        [
+            {"advert_id": "=1+1", "number": 447700900001, "image_hash": 7},
+            {"advert_id": "a2", "number": 447700900002, "image_hash": 7},
+            {"advert_id": "a3", "number": 447700900002},
+        ]
+    )
+    [net] = find_networks(rows, scope="regions/EMSOU")
+    graph = nx.read_graphml(io.BytesIO(advert_networks_graphml([net])))
+    assert graph.edges["advert:a2", "advert:=1+1"]["link"] == "Same or Near-same Image"
+    assert graph.edges["advert:a3", "advert:a2"]["detail"] == "+447700900002"
+    assert graph.has_edge("advert:a3", f"network:{net.network_id}")
+    i2 = advert_networks_i2([net]).decode("utf-8-sig")
+    assert "'=1+1" in i2 and ",=1+1" not in i2
+    flat = pl.read_csv(io.BytesIO(advert_networks_csv([net])))
+    assert flat["network_id"].to_list() == [net.network_id]
+    assert flat["numbers"].to_list() == ["'+447700900001 +447700900002"]

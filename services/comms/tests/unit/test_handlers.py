@@ -368,3 +368,51 @@ async def test_an_advert_import_publishes_each_network_once(
     )
     assert again.already_imported
     assert uow.event_types().count("AdvertNetworkDetected") == 1
+
+
+async def test_a_network_grown_by_another_dataset_of_the_job_keeps_its_id_and_is_not_published_again(
+    deps: handlers.Deps, uow: FakeCommsUnitOfWork, store: FakeDatasetStore
+) -> None:
+    picture = pl.lit(0x8F373714ACFCF4D0, pl.UInt64)
+    first = advert_rows([(T1, "b1", "site", NOW, "Leeds", "", 1), (T2, "b2", "site", NOW, "Derby", "", 2)])
+    one = await handlers.import_file(
+        dataclasses.replace(
+            import_cdr(data=store.readable(b"first", first.with_columns(image_hash=picture))),
+            kind=DatasetKind.ADVERTS,
+        ),
+        deps,
+    )
+    [published] = [
+        ev.AdvertNetworkDetected.FromString(e.payload)
+        for e in uow.committed_events
+        if e.headers["ce-type"].endswith("AdvertNetworkDetected")
+    ]
+    # A second dataset: an advert with a smaller id on a third number, same picture, and a
+    # network of its own (T3 and T4 sharing another picture).
+    t3, t5, t6 = 447700900003, 447700900005, 447700900006
+    second = advert_rows(
+        [
+            (t3, "a0", "site", NOW, "Hull", "", 1),
+            (t5, "c1", "site", NOW, "Hull", "", 2),
+            (t6, "c2", "site", NOW, "Hull", "", 3),
+        ]
+    ).with_columns(image_hash=pl.Series([0x8F373714ACFCF4D0, 0x1234, 0x1234], dtype=pl.UInt64))
+    two = await handlers.import_file(
+        dataclasses.replace(import_cdr(data=store.readable(b"second", second)), kind=DatasetKind.ADVERTS),
+        deps,
+    )
+    later = [
+        ev.AdvertNetworkDetected.FromString(e.payload)
+        for e in uow.committed_events
+        if e.headers["ce-type"].endswith("AdvertNetworkDetected")
+    ]
+    # Only the new network of the second dataset is published; the grown one keeps its id.
+    assert [e.network_id for e in later] == [published.network_id, later[1].network_id]
+    assert list(later[1].numbers) == [f"+{t5}", f"+{t6}"]
+    found = await handlers.find_advert_networks(
+        commands.FindAdvertNetworks(Scope(ANALYST, Region.EMSOU, (one.dataset.id, two.dataset.id), "")),
+        deps,
+    )
+    grown = next(n for n in found if "b1" in n.adverts)
+    assert grown.adverts == ["a0", "b1", "b2"]
+    assert grown.network_id == published.network_id

@@ -1,5 +1,6 @@
 """Files a briefing needs: the contact network as GraphML, an i2 Analyst's Notebook link table
-and a picture (networkx, matplotlib); the phone index as CSV and XLSX (xlsxwriter).
+and a picture (networkx, matplotlib); the phone index as CSV and XLSX (xlsxwriter); advert
+networks as GraphML, an i2 link table and CSV (toex_common.graph_export, as the entity service's).
 
 Spreadsheet safety: a CSV cell starting with = + - @ or a tab/carriage return is prefixed with
 an apostrophe, so a spreadsheet shows it as text instead of running it as a formula (OWASP CSV
@@ -14,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
+from toex_common import graph_export
 from toex_common.graph_export import FORMULA_START, I2_LINK_COLUMNS, link_table_csv, neutralise
 
+from toex_comms.domain import advert_networks as adverts
+from toex_comms.domain.advert_networks import AdvertNetwork
 from toex_comms.domain.analysis import Network
 from toex_comms.domain.commands import ExportFormat
 
@@ -94,6 +98,90 @@ def i2_link_table(net: Network, labels: dict[int, str] | None = None) -> bytes:
             for e in net.edges
         ),
     )
+
+
+# An advert network's link chart: the i2 entity type of each kind of node, and each join's link type.
+ADVERT_NODE_TYPES = {
+    "network": "Advert Network",
+    "advert": "Advert",
+    "number": "Telephone",
+    "account": "Online Account",
+}
+ADVERT_LINK_TYPES = {
+    adverts.REASON_NUMBER: "Shares Number",
+    adverts.REASON_ACCOUNT: "Shares Account",
+    adverts.REASON_TEXT: "Near-duplicate Text",
+    adverts.REASON_IMAGE: "Same or Near-same Image",
+    adverts.REASON_CONTROLLER: "Common Controller",
+}
+Node = tuple[str, dict[str, Any]]
+Edge = tuple[str, str, dict[str, Any]]
+
+
+def advert_network_graph(networks: Sequence[AdvertNetwork]) -> tuple[list[Node], list[Edge]]:
+    """Nodes (networks, adverts, numbers, accounts) and edges (an advert's network, numbers and
+    accounts; each join between two adverts with its reason and detail)."""
+    nodes: dict[str, dict[str, Any]] = {}
+    edges: list[Edge] = []
+
+    def node(node_id: str, kind: str, label: str, **extra: Any) -> str:
+        nodes.setdefault(node_id, {"kind": kind, "label": label, **extra})
+        return node_id
+
+    for rank, n in enumerate(networks, start=1):
+        net = node(
+            f"network:{n.network_id}",
+            "network",
+            n.network_id,
+            rank=rank,
+            child=n.minor,
+            score=n.score,
+            adverts=n.size,
+            indicators="; ".join(i.text for i in n.indicators),
+        )
+        for advert in n.adverts:
+            a = node(f"advert:{advert}", "advert", advert, reasons="; ".join(n.reasons.get(advert, [])))
+            edges.append((a, net, {"link": "Member Of", "network": n.network_id, "detail": ""}))
+            for number in n.advert_numbers.get(advert, []):
+                phone = node(f"+{number}", "number", f"+{number}")
+                edges.append((a, phone, {"link": "Advertises", "network": n.network_id, "detail": ""}))
+            for account in n.advert_accounts.get(advert, []):
+                acc = node(f"account:{account}", "account", account)
+                edges.append((a, acc, {"link": "Names Account", "network": n.network_id, "detail": ""}))
+        for a_id, b_id, reason, detail in n.links:
+            shown = f"+{detail}" if reason in (adverts.REASON_NUMBER, adverts.REASON_CONTROLLER) else detail
+            edges.append(
+                (
+                    f"advert:{a_id}",
+                    f"advert:{b_id}",
+                    {"link": ADVERT_LINK_TYPES.get(reason, reason), "network": n.network_id, "detail": shown},
+                )
+            )
+    return list(nodes.items()), edges
+
+
+def advert_networks_graphml(networks: Sequence[AdvertNetwork]) -> bytes:
+    return graph_export.graphml(*advert_network_graph(networks))
+
+
+def advert_networks_i2(networks: Sequence[AdvertNetwork]) -> bytes:
+    """One row per edge of `advert_network_graph`: i2 imports it as a link table."""
+    found, edges = advert_network_graph(networks)
+    attrs = dict(found)
+
+    def end(node_id: str) -> tuple[str, str, str]:
+        return node_id, ADVERT_NODE_TYPES[attrs[node_id]["kind"]], attrs[node_id]["label"]
+
+    return link_table_csv(
+        [*I2_LINK_COLUMNS, "Network", "Detail"],
+        ((*end(a), *end(b), e["link"], e["network"], e["detail"]) for a, b, e in edges),
+    )
+
+
+def advert_networks_csv(networks: Sequence[AdvertNetwork]) -> bytes:
+    """One row per network, cells neutralised as in every CSV exported."""
+    frame = adverts.networks_frame(list(networks))
+    return link_table_csv(frame.columns, frame.iter_rows())
 
 
 TARGET_COLOUR = "#d62728"
@@ -299,3 +387,13 @@ class FileExporter:
             index_xlsx(rows, path)
         else:
             raise ValueError(f"{fmt} is not an index format")
+
+    def advert_networks(self, networks: list[AdvertNetwork], fmt: ExportFormat, path: Path) -> None:
+        writers = {
+            ExportFormat.ADVERT_NETWORKS_GRAPHML: advert_networks_graphml,
+            ExportFormat.ADVERT_NETWORKS_I2_LINK_CSV: advert_networks_i2,
+            ExportFormat.ADVERT_NETWORKS_CSV: advert_networks_csv,
+        }
+        if fmt not in writers:
+            raise ValueError(f"{fmt} is not an advert network format")
+        path.write_bytes(writers[fmt](networks))

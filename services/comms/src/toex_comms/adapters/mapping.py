@@ -58,6 +58,9 @@ EXPORT_FORMAT_FROM_PROTO = {
     pb.EXPORT_FORMAT_PNG: ExportFormat.PNG,
     pb.EXPORT_FORMAT_INDEX_CSV: ExportFormat.INDEX_CSV,
     pb.EXPORT_FORMAT_INDEX_XLSX: ExportFormat.INDEX_XLSX,
+    pb.EXPORT_FORMAT_ADVERT_NETWORKS_GRAPHML: ExportFormat.ADVERT_NETWORKS_GRAPHML,
+    pb.EXPORT_FORMAT_ADVERT_NETWORKS_I2_LINK_CSV: ExportFormat.ADVERT_NETWORKS_I2_LINK_CSV,
+    pb.EXPORT_FORMAT_ADVERT_NETWORKS_CSV: ExportFormat.ADVERT_NETWORKS_CSV,
 }
 
 
@@ -320,6 +323,7 @@ def watchlist_to_proto(w: Watchlist) -> pb.Watchlist:
         display_name=w.display_name,
         kind=WATCHLIST_KIND_TO_PROTO[w.kind],  # type: ignore[arg-type]
         numbers=[f"+{n}" for n in w.numbers],
+        accounts=w.accounts,
         created_by=w.created_by,
         create_time=ts(w.created_at),
     )

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, or_, select, tuple_, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from toex_common.grants import grant_of_row, with_grant
@@ -28,6 +28,9 @@ from toex_comms.domain.model import (
     one_per_entity,
 )
 from toex_comms.domain.profiles import MappingProfile
+
+# Advisory lock class of the settling of advert network ids ("ADNW").
+ADVERT_NETWORK_LOCK = 0x41444E57
 
 
 def _dataset(row: Any) -> Dataset:
@@ -290,7 +293,89 @@ class SqlCommsRepository:
             )
             for wid, number in rows.all():
                 lists[wid].numbers.append(number)
+            a = t.watchlist_accounts.c
+            rows = await self.session.execute(
+                select(a.watchlist_id, a.account)
+                .where(a.region == region.value, a.watchlist_id.in_(list(lists)))
+                .order_by(a.account)
+            )
+            for wid, account in rows.all():
+                lists[wid].accounts.append(account)
         return list(lists.values())
+
+    # advert network ids
+    async def lock_advert_networks(self, region: Region, job: str) -> None:
+        """Held to the end of the transaction: one import at a time settles a job's network ids."""
+        await self.session.execute(
+            text("SELECT pg_advisory_xact_lock(:cls, hashtext(:key))"),
+            {"cls": ADVERT_NETWORK_LOCK, "key": f"{region.value}|{job}"},
+        )
+
+    async def advert_network_ids(
+        self, region: Region, job: str | None, advert_ids: Iterable[str]
+    ) -> dict[str, str]:
+        """advert id -> its stored network id, in `job` ("" for the region's own datasets; None:
+        any of the region's, the smallest id where several)."""
+        wanted = sorted(set(advert_ids))
+        out: dict[str, str] = {}
+        c = t.advert_network_members.c
+        for start in range(0, len(wanted), 10_000):
+            query = select(c.advert_id, func.min(c.network_id)).where(
+                c.region == region.value, c.advert_id.in_(wanted[start : start + 10_000])
+            )
+            if job is not None:
+                query = query.where(c.job == job)
+            out.update({a: n for a, n in (await self.session.execute(query.group_by(c.advert_id))).all()})
+        return out
+
+    async def record_advert_networks(
+        self, region: Region, job: str, members: dict[str, str], dataset: str, at: datetime
+    ) -> None:
+        """Store (or move, when networks joined) each advert's network id."""
+        values = [
+            {
+                "region": region.value,
+                "job": job,
+                "advert_id": a,
+                "network_id": n,
+                "dataset": dataset,
+                "recorded_at": at,
+            }
+            for a, n in members.items()
+        ]
+        for start in range(0, len(values), 5_000):
+            stmt = pg_insert(t.advert_network_members).values(values[start : start + 5_000])
+            await self.session.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["region", "job", "advert_id"],
+                    set_={"network_id": stmt.excluded.network_id},
+                    where=t.advert_network_members.c.network_id != stmt.excluded.network_id,
+                )
+            )
+
+    async def add_accounts(self, region: Region, watchlist_id: str, accounts: Iterable[str]) -> None:
+        values = [{"region": region.value, "watchlist_id": watchlist_id, "account": x} for x in accounts]
+        if values:
+            await self.session.execute(
+                pg_insert(t.watchlist_accounts).values(values).on_conflict_do_nothing()
+            )
+
+    async def account_members(
+        self, region: Region, accounts: Iterable[str] | None = None
+    ) -> dict[str, list[str]]:
+        """Account -> the region's lists holding it (only `accounts`, when given)."""
+        query = select(t.watchlist_accounts.c.account, t.watchlist_accounts.c.watchlist_id).where(
+            t.watchlist_accounts.c.region == region.value
+        )
+        if accounts is not None:
+            wanted = sorted(set(accounts))
+            if not wanted:
+                return {}
+            query = query.where(t.watchlist_accounts.c.account.in_(wanted))
+        out: dict[str, list[str]] = {}
+        for account, wid in (await self.session.execute(query)).all():
+            out.setdefault(account, []).append(wid)
+        return out
 
     async def add_numbers(self, region: Region, watchlist_id: str, numbers: Iterable[int]) -> None:
         values = [{"region": region.value, "watchlist_id": watchlist_id, "number": n} for n in numbers]

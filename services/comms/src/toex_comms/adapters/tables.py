@@ -77,6 +77,30 @@ watchlist_numbers = Table(
     PrimaryKeyConstraint("region", "watchlist_id", "number"),
 )
 
+# The id of the advert network each advert belongs to, per region and job ("" for a region's
+# own datasets), kept so that a network re-found or grown keeps its id (migration 0006).
+advert_network_members = Table(
+    "advert_network_members",
+    metadata,
+    Column("region", String(16), nullable=False),
+    Column("job", Text, nullable=False),
+    Column("advert_id", Text, nullable=False),
+    Column("network_id", String(32), nullable=False),
+    Column("dataset", Text, nullable=False),
+    Column("recorded_at", TZ, nullable=False),
+    PrimaryKeyConstraint("region", "job", "advert_id"),
+)
+
+# Online accounts on a list, `platform:handle` in normal form (migration 0005).
+watchlist_accounts = Table(
+    "watchlist_accounts",
+    metadata,
+    Column("region", String(16), nullable=False),
+    Column("watchlist_id", String(64), nullable=False),
+    Column("account", Text, nullable=False),
+    PrimaryKeyConstraint("region", "watchlist_id", "account"),
+)
+
 watchlist_contacts = Table(
     "watchlist_contacts",
     metadata,

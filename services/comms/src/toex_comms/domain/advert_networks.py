@@ -30,9 +30,16 @@ in words with their points:
   images of different people (third-party control);
 - movement: adverts in at least 3 towns, with the number of moves in time order;
 - shared text template: adverts joined by near-duplicate text under at least 2 numbers;
-- watchlists: network numbers on a watchlist or in contact with a watchlist number.
+- watchlists: network numbers on a watchlist or in contact with a watchlist number, and
+  accounts the adverts name that are on a watchlist (the list named).
 
 Networks are ranked: an indicator of a child first, then points, then size.
+
+A network's id is minted from its scope (region and job) and its smallest advert id; once
+stored (every advert import stores the ids of the networks over its job's adverts), its adverts
+keep it: `settle_ids` gives a network the stored id of its adverts, so the same network re-found,
+or grown by a later dataset of the job, keeps its id (two stored networks joined by a new advert
+keep the smaller id).
 """
 
 from __future__ import annotations
@@ -132,6 +139,12 @@ class AdvertNetwork:
     reasons: dict[str, list[str]] = field(default_factory=dict)
     # Online accounts the adverts name (`instagram:some.name`).
     accounts: list[str] = field(default_factory=list)
+    # The joins found, for a link chart: (advert, other advert, reason, detail), where reason is
+    # one of the REASON_ codes and detail the number, account, similarity, bits apart or controller.
+    links: list[tuple[str, str, str, str]] = field(default_factory=list)
+    # advert id -> its numbers; advert id -> the accounts it names.
+    advert_numbers: dict[str, list[int]] = field(default_factory=dict)
+    advert_accounts: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -140,6 +153,40 @@ class AdvertNetwork:
     @property
     def score(self) -> int:
         return sum(i.points for i in self.indicators)
+
+
+@dataclass(frozen=True)
+class Watched:
+    """What the watchlists say about a network's numbers and accounts."""
+
+    # number -> names of the lists holding it
+    numbers: Mapping[int, Iterable[str]]
+    # number -> the watchlist numbers it is in contact with
+    contacts: Mapping[int, Iterable[int]]
+    # account (`platform:handle`) -> names of the lists holding it
+    accounts: Mapping[str, Iterable[str]]
+
+
+def network_scope(region: str, job: str = "") -> str:
+    """The scope a network id is minted in: `regions/R`, or the job's name (`regions/R/jobs/ID`)."""
+    return job if job.startswith("regions/") else f"regions/{region}" + (f"/jobs/{job}" if job else "")
+
+
+def mint_id(scope: str, first_advert: str) -> str:
+    return "an-" + hashlib.sha256(f"{scope}|{first_advert}".encode()).hexdigest()[:16]
+
+
+def settle_ids(networks: list[AdvertNetwork], known: Mapping[str, str]) -> list[bool]:
+    """Give each network the id its adverts already have in `known` (advert id -> network id;
+    the smallest when the network joined two), keeping the minted one otherwise. Returns, per
+    network, whether it is new (none of its adverts had one)."""
+    fresh = []
+    for n in networks:
+        ids = {known[a] for a in n.adverts if a in known}
+        if ids:
+            n.network_id = min(ids)
+        fresh.append(not ids)
+    return fresh
 
 
 def _frame(adverts: pl.DataFrame) -> pl.DataFrame:
@@ -366,6 +413,7 @@ def find_networks(
     contacts: pl.DataFrame | None = None,
     watchlists: Mapping[int, Iterable[str]] | None = None,
     watch_contacts: Mapping[int, Iterable[int]] | None = None,
+    account_watchlists: Mapping[str, Iterable[str]] | None = None,
     options: NetworkOptions | None = None,
     min_adverts: int = 2,
     min_numbers: int = 2,
@@ -376,7 +424,8 @@ def find_networks(
 
     `adverts`: one row per advert and number (ADVERT_COLUMNS). `contacts`: pairs of numbers in
     contact in the call data (columns a, b, optionally contacts: how many). `watchlists`: number -> names of lists holding it;
-    `watch_contacts`: number -> watchlist numbers it is in contact with. `scope` goes into the
+    `watch_contacts`: number -> watchlist numbers it is in contact with; `account_watchlists`:
+    account (`platform:handle`) -> names of lists holding it. `scope` goes into the
     network id (a network of the same first advert in the same scope keeps its id).
     """
     opts = options or NetworkOptions()
@@ -409,15 +458,15 @@ def find_networks(
     comp = comp.join(sizes.select("net"), on="net", how="semi")
     rows = rows.join(sizes.select("net"), on="net", how="semi")
     edges = edges.join(comp.select(pl.col("doc").alias("a"), "net"), on="a")
-    return _summarise(rows, edges, ids, watchlists or {}, watch_contacts or {}, opts, scope)
+    watched = Watched(watchlists or {}, watch_contacts or {}, account_watchlists or {})
+    return _summarise(rows, edges, ids, watched, opts, scope)
 
 
 def _summarise(
     rows: pl.DataFrame,
     edges: pl.DataFrame,
     ids: pl.DataFrame,
-    watchlists: Mapping[int, Iterable[str]],
-    watch_contacts: Mapping[int, Iterable[int]],
+    watched: Watched,
     opts: NetworkOptions,
     scope: str,
 ) -> list[AdvertNetwork]:
@@ -444,23 +493,28 @@ def _summarise(
         reasons: dict[str, list[str]] = {}
         text_numbers: set[int] = set()
         numbers_of: dict[str, set[int]] = {}
-        for advert_id, number in part.select("advert_id", "number").iter_rows():
+        accounts_of: dict[str, set[str]] = {}
+        for advert_id, number, account in part.select("advert_id", "number", "account").iter_rows():
             numbers_of.setdefault(advert_id, set()).add(number)
+            if account:
+                accounts_of.setdefault(advert_id, set()).add(account)
+        links: list[tuple[str, str, str, str]] = []
         for a, b, reason, detail in by_net_edges.get(int(net), []):
             ia, ib = id_of[a], id_of[b]
+            links.append((ia, ib, reason, detail))
             reasons.setdefault(ia, []).append(_describe(reason, detail, ib))
             reasons.setdefault(ib, []).append(_describe(reason, detail, ia))
             if reason == REASON_TEXT:
                 text_numbers |= numbers_of.get(ia, set()) | numbers_of.get(ib, set())
-        indicators = _indicators(part, moves, towns, text_numbers, numbers, watchlists, watch_contacts, opts)
+        accounts = sorted({x for x in part["account"].to_list() if x})
+        indicators = _indicators(part, moves, towns, text_numbers, numbers, accounts, watched, opts)
         if minor_reasons:
             indicators.insert(
                 0, Indicator("child", 100, "indicator of a child: " + "; ".join(minor_reasons[:5]))
             )
-        digest = hashlib.sha256(f"{scope}|{adverts[0]}".encode()).hexdigest()[:16]
         networks.append(
             AdvertNetwork(
-                network_id=f"an-{digest}",
+                network_id=mint_id(scope, adverts[0]),
                 adverts=adverts,
                 numbers=numbers,
                 sites=sites,
@@ -472,7 +526,10 @@ def _summarise(
                 minor_reasons=minor_reasons,
                 indicators=indicators,
                 reasons={k: sorted(set(v)) for k, v in reasons.items()},
-                accounts=sorted({x for x in part["account"].to_list() if x}),
+                accounts=accounts,
+                links=sorted(set(links)),
+                advert_numbers={k: sorted(v) for k, v in numbers_of.items()},
+                advert_accounts={k: sorted(v) for k, v in accounts_of.items()},
             )
         )
     networks.sort(key=lambda x: (not x.minor, -x.score, -x.size, x.network_id))
@@ -485,8 +542,8 @@ def _indicators(
     towns: list[str],
     text_numbers: set[int],
     numbers: list[int],
-    watchlists: Mapping[int, Iterable[str]],
-    watch_contacts: Mapping[int, Iterable[int]],
+    accounts: list[str],
+    watched: Watched,
     opts: NetworkOptions,
 ) -> list[Indicator]:
     out: list[Indicator] = []
@@ -525,10 +582,14 @@ def _indicators(
                 f"near-identical advert text under {len(text_numbers)} numbers",
             )
         )
-    listed = [(n, sorted(watchlists[n])) for n in numbers if n in watchlists]
+    listed = [(n, sorted(watched.numbers[n])) for n in numbers if n in watched.numbers]
     for number, lists in listed:
         out.append(Indicator("watchlist", 30, f"number {_format_number(number)} is on {', '.join(lists)}"))
-    touched = [(n, sorted(watch_contacts[n])) for n in numbers if watch_contacts.get(n)]
+    for account in accounts:
+        on = sorted(watched.accounts.get(account, ()))
+        if on:
+            out.append(Indicator("watchlist", 30, f"account {account} is on {', '.join(on)}"))
+    touched = [(n, sorted(watched.contacts[n])) for n in numbers if watched.contacts.get(n)]
     for number, others in touched:
         shown = ", ".join(_format_number(o) for o in others[:3])
         out.append(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from toex_kernel.principal import Principal
@@ -184,6 +184,8 @@ class AddWatchlistNumbers:
     region: Region
     watchlist_id: str
     numbers: list[str]
+    # Online accounts as written (a profile URL or platform:handle).
+    accounts: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -250,10 +252,18 @@ class ExportFormat(enum.Enum):
     PNG = "png"
     INDEX_CSV = "index_csv"
     INDEX_XLSX = "index_xlsx"
+    ADVERT_NETWORKS_GRAPHML = "advert_networks_graphml"
+    ADVERT_NETWORKS_I2_LINK_CSV = "advert_networks_i2_link_csv"
+    ADVERT_NETWORKS_CSV = "advert_networks_csv"
+
+    @property
+    def is_advert_networks(self) -> bool:
+        return self.value.startswith("advert_networks")
 
     @property
     def is_network(self) -> bool:
-        return self not in (ExportFormat.INDEX_CSV, ExportFormat.INDEX_XLSX)
+        """A contact network format."""
+        return self in (ExportFormat.GRAPHML, ExportFormat.I2_LINK_CSV, ExportFormat.SVG, ExportFormat.PNG)
 
 
 @dataclass(frozen=True)
@@ -262,6 +272,8 @@ class Export:
     format: ExportFormat
     targets: list[int]  # network formats only
     min_contacts: int
+    # Advert network formats: which networks (its scope is the one authorised and searched).
+    advert_networks: FindAdvertNetworks | None = None
 
 
 # ---------------------------------------------------------------- identity changes consumed

@@ -111,6 +111,8 @@ class Watchlist:
     created_by: str
     created_at: datetime
     numbers: list[int] = field(default_factory=list)
+    # Online accounts, `platform:handle` in normal form (toex_kernel.accounts).
+    accounts: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:

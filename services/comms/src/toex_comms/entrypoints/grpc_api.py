@@ -82,6 +82,25 @@ def _scope(scope: Any, field: str = "scope") -> Scope:
     )
 
 
+def _advert_networks_query(
+    request: pb.FindAdvertNetworksRequest, prefix: str = ""
+) -> commands.FindAdvertNetworks:
+    """The query a FindAdvertNetworksRequest asks (also inside an export; `prefix` names the
+    field it sits in, for the errors)."""
+    scope = _scope(request.scope, f"{prefix}scope")
+    calls = tuple(
+        _dataset_of(scope.region, name, f"{prefix}call_datasets[{i}]")
+        for i, name in enumerate(request.call_datasets)
+    )
+    return commands.FindAdvertNetworks(
+        scope,
+        calls,
+        bounded(request.min_adverts, f"{prefix}min_adverts", default=2, maximum=MAX_LIMIT),
+        bounded(request.min_numbers, f"{prefix}min_numbers", default=2, maximum=MAX_LIMIT),
+        bounded(request.limit, f"{prefix}limit", default=100, maximum=MAX_LIMIT),
+    )
+
+
 def _vrm(raw: str, field: str) -> str:
     try:
         return normalise_vrm(raw)
@@ -368,7 +387,7 @@ class CommsServicer(comms_pb2_grpc.CommsAnalysisServiceServicer):
         assert region is not None
         w, contacts = await handlers.add_watchlist_numbers(
             commands.AddWatchlistNumbers(
-                current_principal(), region, parts["watchlist"], list(request.numbers)
+                current_principal(), region, parts["watchlist"], list(request.numbers), list(request.accounts)
             ),
             self.deps,
         )
@@ -401,21 +420,7 @@ class CommsServicer(comms_pb2_grpc.CommsAnalysisServiceServicer):
     async def FindAdvertNetworks(
         self, request: pb.FindAdvertNetworksRequest, context: aio.ServicerContext
     ) -> pb.FindAdvertNetworksResponse:
-        scope = _scope(request.scope)
-        calls = tuple(
-            _dataset_of(scope.region, name, f"call_datasets[{i}]")
-            for i, name in enumerate(request.call_datasets)
-        )
-        found = await handlers.find_advert_networks(
-            commands.FindAdvertNetworks(
-                scope,
-                calls,
-                bounded(request.min_adverts, "min_adverts", default=2, maximum=MAX_LIMIT),
-                bounded(request.min_numbers, "min_numbers", default=2, maximum=MAX_LIMIT),
-                bounded(request.limit, "limit", default=100, maximum=MAX_LIMIT),
-            ),
-            self.deps,
-        )
+        found = await handlers.find_advert_networks(_advert_networks_query(request), self.deps)
         return pb.FindAdvertNetworksResponse(networks=[mapping.advert_network_to_proto(n) for n in found])
 
     async def ListAdvertFlags(
@@ -465,9 +470,12 @@ class CommsServicer(comms_pb2_grpc.CommsAnalysisServiceServicer):
         if fmt is None:
             raise InvalidArgument.field("format", "choose an export format")
         targets = parse_analysis_targets(request.targets) if fmt.is_network else []
-        out = await handlers.export(
-            commands.Export(_scope(request.scope), fmt, targets, request.min_contacts or 1), self.deps
-        )
+        if fmt.is_advert_networks:
+            query = _advert_networks_query(request.advert_networks, "advert_networks.")
+            command = commands.Export(query.scope, fmt, [], 1, query)
+        else:
+            command = commands.Export(_scope(request.scope), fmt, targets, request.min_contacts or 1)
+        out = await handlers.export(command, self.deps)
         try:
             first = True
             with out.path.open("rb") as handle:

@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 
 import polars as pl
 from toex_common.context import touch
+from toex_kernel.accounts import AccountError, parse_account
 from toex_kernel.clock import Clock, utcnow
 from toex_kernel.errors import AlreadyExists, InvalidArgument, NotFound, OutOfScope, Violations
 from toex_kernel.grants import is_job_of, job_of_purpose
@@ -71,6 +72,9 @@ EXPORT_FILES = {
         "phone-index.xlsx",
         "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
     ),
+    ExportFormat.ADVERT_NETWORKS_GRAPHML: ("advert-networks.graphml", "application/graphml+xml"),
+    ExportFormat.ADVERT_NETWORKS_I2_LINK_CSV: ("advert-networks-i2-links.csv", "text/csv"),
+    ExportFormat.ADVERT_NETWORKS_CSV: ("advert-networks.csv", "text/csv"),
 }
 # Every dataset of a region (a region holds far fewer).
 ALL = 100_000
@@ -164,6 +168,17 @@ async def _import_upload(cmd: commands.ImportFile, upload: Upload, sha: str, dep
         )
         job = await uow.repo.get_job(cmd.job) if cmd.job else None
         members = await uow.repo.members(cmd.region) if cmd.kind is not DatasetKind.ANPR else {}
+        account_lists = await uow.repo.account_members(cmd.region) if cmd.kind is DatasetKind.ADVERTS else {}
+        # Networks are found over the adverts of the same job (or the region's own datasets).
+        advert_peers = (
+            [
+                d.id
+                for d in await uow.repo.list_datasets([cmd.region], cmd.job, DatasetKind.ADVERTS, ALL)
+                if d.job == cmd.job
+            ]
+            if cmd.kind is DatasetKind.ADVERTS
+            else []
+        )
         # Adverts are checked against the call data the importer reaches: a holder's, the job's.
         region_cdr = (
             [d.id for d in await uow.repo.list_datasets([cmd.region], reach.job, DatasetKind.CDR, ALL)]
@@ -195,7 +210,7 @@ async def _import_upload(cmd: commands.ImportFile, upload: Upload, sha: str, dep
     dataset.imported(result)
     outcome = ImportOutcome(dataset, False, result.sample_rejections)
     try:
-        await _detect(dataset, members, region_cdr, outcome, deps)
+        await _detect(dataset, Watching(members, account_lists), region_cdr, advert_peers, outcome, deps)
     except BaseException:
         deps.store.discard(dataset.id)
         raise
@@ -203,12 +218,26 @@ async def _import_upload(cmd: commands.ImportFile, upload: Upload, sha: str, dep
     return outcome
 
 
+@dataclass(frozen=True)
+class Watching:
+    """The region's watchlists as an import checks them: numbers, and accounts."""
+
+    members: Members
+    accounts: dict[str, list[str]]
+
+
 async def _detect(
-    dataset: Dataset, members: Members, region_cdr: list[str], outcome: ImportOutcome, deps: Deps
+    dataset: Dataset,
+    watching: Watching,
+    region_cdr: list[str],
+    advert_peers: list[str],
+    outcome: ImportOutcome,
+    deps: Deps,
 ) -> None:
     """What a new dataset shows (watchlist contacts, convoys, advert flags, the identifiers it
     holds), stored and published with the dataset itself: its own events first, then the
     findings recorded on the unit of work."""
+    members = watching.members
     contacts: list[WatchlistContact] = []
     if dataset.kind is DatasetKind.CDR and members:
         rows = deps.store.rows([dataset.id], staged=True)
@@ -224,15 +253,25 @@ async def _detect(
         )
         dataset.convoys_found(outcome.convoys, CONVOY_WINDOW_SECONDS)
     networks: list[AdvertNetwork] = []
+    ours: set[str] = set()
     if dataset.kind is DatasetKind.ADVERTS:
         rows = deps.store.rows([dataset.id], DatasetKind.ADVERTS, staged=True)
         outcome.flags = await asyncio.to_thread(
             detection.flag_adverts, rows, dataset, deps.store, region_cdr, members
         )
         lists = {n: [name for name, _ in found] for n, found in members.items()}
-        networks = await asyncio.to_thread(
-            lambda: advert_networks.find_networks(rows.collect(), watchlists=lists, scope=dataset.name)
-        )
+        every = pl.concat([deps.store.rows(advert_peers, DatasetKind.ADVERTS), rows], how="diagonal_relaxed")
+
+        def find() -> tuple[list[AdvertNetwork], set[str]]:
+            found = advert_networks.find_networks(
+                every.collect(),
+                watchlists=lists,
+                account_watchlists=watching.accounts,
+                scope=advert_networks.network_scope(dataset.region.value, dataset.job),
+            )
+            return found, set(rows.select("advert_id").collect()["advert_id"].to_list())
+
+        networks, ours = await asyncio.to_thread(find)
     deps.store.publish(dataset.id)
     # Published with the dataset, in its transaction (the outbox): a crash loses neither.
     dataset.identifiers_found(await asyncio.to_thread(detection.identifiers, dataset, deps.store))
@@ -250,13 +289,38 @@ async def _detect(
                         f, name, dataset.job, dataset.handling, found[0].entity_id if found else ""
                     )
                 )
-        # Once per network and dataset: the import runs once (the same bytes again return the
-        # dataset already stored, publishing nothing).
-        for n in networks[:ADVERT_NETWORK_EVENTS_MAX]:
-            uow.record(
-                events.AdvertNetworkDetected(n, dataset.region, dataset.name, dataset.job, dataset.handling)
-            )
+        if networks:
+            fresh = await _settle_network_ids(uow, dataset, networks)
+            # Once per network: only a network none of whose adverts had an id (a network re-found
+            # or grown keeps its id and is not published again), and only one this dataset adds to.
+            new = [
+                n
+                for n, is_new in zip(networks, fresh, strict=True)
+                if is_new and ours.intersection(n.adverts)
+            ]
+            for n in new[:ADVERT_NETWORK_EVENTS_MAX]:
+                uow.record(
+                    events.AdvertNetworkDetected(
+                        n, dataset.region, dataset.name, dataset.job, dataset.handling
+                    )
+                )
         await uow.commit()
+
+
+async def _settle_network_ids(
+    uow: CommsUnitOfWork, dataset: Dataset, networks: list[AdvertNetwork]
+) -> list[bool]:
+    """Give the networks of a job's adverts their stored ids and store the new ones (one import
+    of the job at a time); whether each network is new."""
+    await uow.repo.lock_advert_networks(dataset.region, dataset.job)
+    adverts = [a for n in networks for a in n.adverts]
+    known = await uow.repo.advert_network_ids(dataset.region, dataset.job, adverts)
+    fresh = advert_networks.settle_ids(networks, known)
+    members = {a: n.network_id for n in networks for a in n.adverts if known.get(a) != n.network_id}
+    await uow.repo.record_advert_networks(
+        dataset.region, dataset.job, members, dataset.name, dataset.created_at
+    )
+    return fresh
 
 
 async def _record_contacts(
@@ -536,19 +600,34 @@ async def find_advert_networks(q: commands.FindAdvertNetworks, deps: Deps) -> li
             touching.setdefault(a, []).append(b)
         if a in lists:
             touching.setdefault(b, []).append(a)
+    # The region's lists holding an account the adverts name (under a grant: the job's adverts,
+    # so only lists holding an account of the job's data are named).
+    async with deps.uow() as uow:
+        account_lists = await uow.repo.account_members(
+            found.reach.region,
+            adverts["account"].drop_nulls().unique().to_list() if "account" in adverts.columns else [],
+        )
     job = q.scope.job or found.reach.job
-    scope_name = f"regions/{q.scope.region.value}" + (f"/jobs/{job}" if job else "")
+    scope_name = advert_networks.network_scope(q.scope.region.value, job)
     networks = await asyncio.to_thread(
         advert_networks.find_networks,
         adverts,
         contacts=contacts,
         watchlists=lists,
         watch_contacts=touching,
+        account_watchlists=account_lists,
         min_adverts=q.min_adverts,
         min_numbers=q.min_numbers,
         scope=scope_name,
     )
-    return networks[: q.limit]
+    networks = networks[: q.limit]
+    # The ids the imports stored (of the job's adverts only, for a job's answer).
+    async with deps.uow() as uow:
+        known = await uow.repo.advert_network_ids(
+            q.scope.region, job or None, [a for n in networks for a in n.adverts]
+        )
+    advert_networks.settle_ids(networks, known)
+    return networks
 
 
 # ---------------------------------------------------------------- analyses of ANPR reads
@@ -725,14 +804,21 @@ async def add_watchlist_numbers(
             keys.append(parse_number_key(raw))
         except BadIdentifier as exc:
             problems.add(f"numbers[{i}]", str(exc))
-    if not cmd.numbers:
-        problems.add("numbers", "give at least one number")
+    accounts: list[str] = []
+    for i, raw in enumerate(cmd.accounts):
+        try:
+            accounts.append(parse_account(raw).key)
+        except AccountError as exc:
+            problems.add(f"accounts[{i}]", str(exc))
+    if not cmd.numbers and not cmd.accounts:
+        problems.add("numbers", "give at least one number or account")
     problems.raise_if_any()
     async with deps.uow() as uow:
         lists = await uow.repo.list_watchlists(region, watchlist_id)
         if not lists:
             raise NotFound(f"watchlist {name} not found")
         await uow.repo.add_numbers(region, watchlist_id, keys)
+        await uow.repo.add_accounts(region, watchlist_id, accounts)
         await uow.commit()
         members = await uow.repo.members(region)
         datasets = await uow.repo.list_datasets([region], "", DatasetKind.CDR, ALL)
@@ -790,7 +876,13 @@ async def list_flags(q: commands.ListAdvertFlags, deps: Deps) -> list[AdvertFlag
 
 async def export(q: commands.Export, deps: Deps) -> ExportFile:
     """The export written to a file of the dataset store's."""
-    if q.format.is_network:
+    if q.format.is_advert_networks:
+        if q.advert_networks is None:
+            raise InvalidArgument.field("advert_networks", "say which advert networks to export")
+        networks = await find_advert_networks(q.advert_networks, deps)
+        fmt = q.format
+        write: Callable[[Path], None] = lambda path: deps.exporter.advert_networks(networks, fmt, path)  # noqa: E731
+    elif q.format.is_network:
         write = await _network_export(q, deps)
     else:
         write = await _index_export(q, deps)

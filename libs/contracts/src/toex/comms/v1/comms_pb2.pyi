@@ -71,6 +71,12 @@ class _ExportFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExportFo
     """Phone index as CSV."""
     EXPORT_FORMAT_INDEX_XLSX: _ExportFormat.ValueType  # 6
     """Phone index as XLSX."""
+    EXPORT_FORMAT_ADVERT_NETWORKS_GRAPHML: _ExportFormat.ValueType  # 7
+    """Advert networks as GraphML: networks, adverts, numbers and accounts as nodes."""
+    EXPORT_FORMAT_ADVERT_NETWORKS_I2_LINK_CSV: _ExportFormat.ValueType  # 8
+    """Advert networks as an i2 Analyst's Notebook link table (CSV)."""
+    EXPORT_FORMAT_ADVERT_NETWORKS_CSV: _ExportFormat.ValueType  # 9
+    """Advert networks as CSV, one row per network."""
 
 class ExportFormat(_ExportFormat, metaclass=_ExportFormatEnumTypeWrapper):
     """ExportFormat is the file format of an export."""
@@ -89,6 +95,12 @@ EXPORT_FORMAT_INDEX_CSV: ExportFormat.ValueType  # 5
 """Phone index as CSV."""
 EXPORT_FORMAT_INDEX_XLSX: ExportFormat.ValueType  # 6
 """Phone index as XLSX."""
+EXPORT_FORMAT_ADVERT_NETWORKS_GRAPHML: ExportFormat.ValueType  # 7
+"""Advert networks as GraphML: networks, adverts, numbers and accounts as nodes."""
+EXPORT_FORMAT_ADVERT_NETWORKS_I2_LINK_CSV: ExportFormat.ValueType  # 8
+"""Advert networks as an i2 Analyst's Notebook link table (CSV)."""
+EXPORT_FORMAT_ADVERT_NETWORKS_CSV: ExportFormat.ValueType  # 9
+"""Advert networks as CSV, one row per network."""
 Global___ExportFormat: _TypeAlias = ExportFormat  # noqa: Y015
 
 @_typing.final
@@ -1883,6 +1895,7 @@ class Watchlist(_message.Message):
     NUMBERS_FIELD_NUMBER: _builtins.int
     CREATED_BY_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    ACCOUNTS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name `regions/{region}/watchlists/{watchlist}`. Output only."""
     display_name: _builtins.str
@@ -1899,6 +1912,10 @@ class Watchlist(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When. Output only."""
 
+    @_builtins.property
+    def accounts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Online accounts, `platform:handle` in normal form. Output only (use AddWatchlistNumbers)."""
+
     def __init__(
         self,
         *,
@@ -1908,10 +1925,11 @@ class Watchlist(_message.Message):
         numbers: _abc.Iterable[_builtins.str] | None = ...,
         created_by: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        accounts: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "created_by", b"created_by", "display_name", b"display_name", "kind", b"kind", "name", b"name", "numbers", b"numbers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "create_time", b"create_time", "created_by", b"created_by", "display_name", b"display_name", "kind", b"kind", "name", b"name", "numbers", b"numbers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1981,21 +1999,29 @@ class AddWatchlistNumbersRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     NUMBERS_FIELD_NUMBER: _builtins.int
+    ACCOUNTS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`regions/{region}/watchlists/{watchlist}`."""
     @_builtins.property
     def numbers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Numbers in any common format."""
 
+    @_builtins.property
+    def accounts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Online accounts: a profile URL or `platform:handle`, kept in normal form. A request needs
+        at least one number or account.
+        """
+
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         numbers: _abc.Iterable[_builtins.str] | None = ...,
+        accounts: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "numbers", b"numbers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "name", b"name", "numbers", b"numbers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2667,6 +2693,7 @@ class ExportRequest(_message.Message):
     SCOPE_FIELD_NUMBER: _builtins.int
     TARGETS_FIELD_NUMBER: _builtins.int
     MIN_CONTACTS_FIELD_NUMBER: _builtins.int
+    ADVERT_NETWORKS_FIELD_NUMBER: _builtins.int
     format: Global___ExportFormat.ValueType
     """The format."""
     min_contacts: _builtins.int
@@ -2679,6 +2706,10 @@ class ExportRequest(_message.Message):
     def targets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """For network formats: the targets."""
 
+    @_builtins.property
+    def advert_networks(self) -> Global___FindAdvertNetworksRequest:
+        """For advert network formats: which networks (its `scope` replaces `scope` above)."""
+
     def __init__(
         self,
         *,
@@ -2686,10 +2717,11 @@ class ExportRequest(_message.Message):
         scope: Global___AnalysisScope | None = ...,
         targets: _abc.Iterable[_builtins.str] | None = ...,
         min_contacts: _builtins.int = ...,
+        advert_networks: Global___FindAdvertNetworksRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["advert_networks", b"advert_networks", "scope", b"scope"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "min_contacts", b"min_contacts", "scope", b"scope", "targets", b"targets"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["advert_networks", b"advert_networks", "format", b"format", "min_contacts", b"min_contacts", "scope", b"scope", "targets", b"targets"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

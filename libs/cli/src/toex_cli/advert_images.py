@@ -1,11 +1,12 @@
-"""Perceptual hashes of advert images, for a file that names images rather than hashes.
+"""Perceptual hashes of advert images, for an advert file that names images rather than hashes.
 
-An advert file may carry an `image` column: a path to the image, relative to the file's own
-folder. The service never opens paths named in an upload; the hashes are worked out where the
-file and its images are (the importing machine), with `imagehash` (pHash, 64 bits), and written
-into an `image_hash` column of a copy of the file, which is then uploaded. A path that leaves the
-file's folder, or an image that cannot be read, leaves the hash empty and is reported with its
-line number.
+An advert file may carry an `image` column: a path to the image, relative to a folder of images
+(`toex comms import-adverts --images DIR`). The service never opens paths named in an upload; the
+hashes are worked out here, where the file and its images are, with `imagehash` (pHash, 64 bits,
+written as 16 hex digits as imagehash writes it), into an `image_hash` column of a copy of the
+file, which is what is uploaded. A hash already given on a row is kept. A path that leaves the
+folder, or an image that cannot be read, leaves the hash empty and is reported with its line
+number (the row is still imported).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import imagehash
 from PIL import Image, UnidentifiedImageError
+
+IMAGE_COLUMN = "image"
 
 
 def perceptual_hash(path: Path) -> int:
@@ -28,14 +31,22 @@ def hash_to_text(value: int) -> str:
     return f"{value:016x}"
 
 
-def add_image_hashes(src: Path, dst: Path, *, column: str = "image") -> list[tuple[int, str]]:
-    """Copy the CSV `src` to `dst` with an `image_hash` column worked out from `column`.
+def add_image_hashes(
+    src: Path,
+    dst: Path,
+    *,
+    images: Path | None = None,
+    column: str = IMAGE_COLUMN,
+    encoding: str = "utf-8-sig",
+) -> list[tuple[int, str]]:
+    """Copy the CSV `src` to `dst` (UTF-8) with an `image_hash` column worked out from `column`,
+    a path under `images` (default: the file's own folder).
 
-    Returns the problems as (line, reason). An `image_hash` already given on a row is kept."""
-    base = src.parent.resolve()
+    Returns the problems as (line, reason). Raises ValueError when the file has no such column."""
+    base = (images or src.parent).resolve()
     problems: list[tuple[int, str]] = []
     with (
-        src.open(newline="", encoding="utf-8-sig") as fin,
+        src.open(newline="", encoding=encoding) as fin,
         dst.open("w", newline="", encoding="utf-8") as fout,
     ):
         reader = csv.DictReader(fin)
@@ -51,7 +62,7 @@ def add_image_hashes(src: Path, dst: Path, *, column: str = "image") -> list[tup
             if not given and rel:
                 path = (base / rel).resolve()
                 if not path.is_relative_to(base):
-                    problems.append((number, f"{column}: outside the file's folder: {rel}"))
+                    problems.append((number, f"{column}: outside the images folder: {rel}"))
                 else:
                     try:
                         given = hash_to_text(perceptual_hash(path))
