@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import pytest
 from toex_entity import febrl
@@ -25,6 +26,17 @@ def test_normal_forms() -> None:
         normalise.phone_e164("not a number")
     with pytest.raises(normalise.NormaliseError):
         normalise.birth_date("12 March 1994")
+
+
+def test_handles_take_the_one_normal_form_of_online_accounts() -> None:
+    # As comms keeps an advert's account and PND searches one: aliases, URLs and case alike.
+    assert normalise.handle("Insta", "https://www.instagram.com/Some.One/") == "instagram:some.one"
+    assert normalise.handle("twitter", "@Some_One") == "x:some_one"
+    assert normalise.handle("Facebook", "some.one") == "facebook:someone"
+    with pytest.raises(normalise.NormaliseError, match="instagram handle"):
+        normalise.handle("instagram", "two words")
+    with pytest.raises(normalise.NormaliseError, match="platform"):
+        normalise.handle("", "someone")
 
 
 def test_person_identifiers_are_normalised_and_persons_link_on_official_ids_only() -> None:
@@ -120,7 +132,7 @@ def test_real_time_weights_equal_splinks_own_predictions() -> None:
     model = _trained()
     records, _ = febrl.load("febrl1")
     generated = [(g.record_id, g.person) for g in synthetic.generate(3000, seed=5)]
-    checked = 0
+    checked = adjusted = 0
     for rows in (_rows(records), _rows(generated)):
         features = dict(rows)
         predicted = splink_model.predict(model, rows, threshold=0.0)
@@ -130,7 +142,12 @@ def test_real_time_weights_equal_splinks_own_predictions() -> None:
             ours = matching.fast_weight(table, model.prior_weight, a, b)
             assert ours == pytest.approx(row.match_weight, abs=1e-6), (row.unique_id_l, row.unique_id_r)
             checked += 1
+            adjusted += any(
+                c.level == "exact" and c.comparison in model.tf_floor
+                for c in matching.score(model, a, b, detail=False).contributions
+            )
     assert checked > 1000
+    assert adjusted > 100  # term-frequency adjustments were part of what agreed
 
 
 def test_pairwise_scores_count_pairs_within_clusters() -> None:
@@ -138,3 +155,69 @@ def test_pairwise_scores_count_pairs_within_clusters() -> None:
     scores = febrl.pairwise({"a": "1", "b": "1", "c": "2", "d": "3", "e": "1"}, truth)
     assert (scores.true_positives, scores.false_positives, scores.false_negatives) == (1, 2, 1)
     assert scores.f1 == pytest.approx(2 * (1 / 3) * 0.5 / (1 / 3 + 0.5))
+
+
+def _with_ids(*ids: str) -> matching.Features:
+    return matching.person_features(PersonData(given_name="Dan", surname="Smith"), ids)
+
+
+def test_official_identifiers_compare_exactly_then_one_transposition_then_two_edits() -> None:
+    official = next(c for c in matching.COMPARISONS if c.name == "official_id")
+    stored = _with_ids("PNC:12/345678A")
+
+    def label(*ids: str) -> str:
+        return official.levels[official.level_of(stored, _with_ids(*ids))].label
+
+    assert label("PNC:12/345678A") == "same identifier"
+    assert label("PNC:12/354678A") == "one character wrong or two transposed"  # 4 and 5 swapped
+    assert label("PNC:12/345679A") == "one character wrong or two transposed"
+    assert label("PNC:12/345699A") == "Levenshtein <= 2"  # two digits wrong
+    assert label("PNC:98/765432Z") == "all other"
+
+
+def test_a_model_stored_before_the_transposition_level_scores_as_it_did() -> None:
+    data = matching.MatchModel(
+        "old",
+        0.001,
+        {
+            c.name: tuple(None if lv.is_null else matching.LevelWeights(0.5, 0.01) for lv in c.levels)
+            for c in matching.COMPARISONS
+        },
+    ).to_json()
+    data["levels"]["official_id"] = [
+        None,
+        [0.9, 0.001],
+        [0.05, 0.002],
+        [0.05, 0.99],
+    ]  # four levels, as stored before
+    model = matching.MatchModel.from_json(data)
+    assert model.levels["official_id"] == (
+        None,
+        matching.LevelWeights(0.9, 0.001),
+        matching.LevelWeights(0.05, 0.002),  # the new level takes the weights its pairs had
+        matching.LevelWeights(0.05, 0.002),
+        matching.LevelWeights(0.05, 0.99),
+    )
+
+
+def test_term_frequencies_make_a_common_name_weigh_less_than_a_rare_one() -> None:
+    model = _trained()
+    surnames = model.term_frequencies["surname"]
+    assert surnames and model.tf_floor["surname"] > 0
+    common = max(surnames, key=lambda v: surnames[v])
+    rare = "zzyzxquorth"  # in no table: frequency taken as the floor
+    exact = model.levels["surname"][matching.EXACT_LEVEL]
+    assert exact is not None
+    assert model.tf_weight("surname", common) < 0 < model.tf_weight("surname", rare)
+    assert model.tf_weight("surname", rare) == pytest.approx(math.log2(exact.u / model.tf_floor["surname"]))
+    table = matching.weight_table(model)
+    for surname in (common, rare):
+        a = _features(given_name="Dan", surname=surname, birth_date="1990-01-02")
+        b = _features(given_name="Dan", surname=surname, birth_date="1990-01-02")
+        full = matching.score(model, a, b)
+        assert matching.fast_weight(table, model.prior_weight, a, b) == pytest.approx(full.weight)
+        shown = next(c for c in full.contributions if c.comparison == "surname")
+        assert shown.weight == pytest.approx(exact.weight + model.tf_weight("surname", surname))
+    # A model without tables (as shipped) is not adjusted.
+    plain = matching.MatchModel("plain", model.prior, model.levels)
+    assert plain.tf_weight("surname", common) == 0.0

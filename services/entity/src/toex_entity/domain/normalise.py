@@ -9,6 +9,7 @@ import unicodedata
 
 import jellyfish
 import phonenumbers
+from toex_kernel import accounts
 
 _NOT_LETTER = re.compile(r"[^a-z]+")
 _SPACES = re.compile(r"\s+")
@@ -21,7 +22,6 @@ _VRM = re.compile(r"[^A-Z0-9]")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+$")
 # RFC 5321's longest forward path.
 MAX_EMAIL = 254
-_HANDLE = re.compile(r"^[a-z0-9._-]{1,100}$")
 
 
 class NormaliseError(ValueError):
@@ -107,14 +107,17 @@ def email(text: str | None) -> str:
 
 
 def handle(platform: str | None, text: str | None) -> str:
-    """`platform:handle`, lower case, without a leading "@"."""
-    site = fold(platform).replace(" ", "")
-    value = fold(text).removeprefix("@")
-    if not site:
+    """`platform:handle` in the one normal form of toex_kernel.accounts (aliases such as "insta"
+    folded, case kept where the platform keeps it); a profile URL given as the handle is read."""
+    if not (platform or "").strip():
         raise NormaliseError("online account needs its platform")
-    if not _HANDLE.match(value):
-        raise NormaliseError(f"{text!r} is not a handle")
-    return f"{site}:{value}"
+    value = (text or "").strip()
+    try:
+        if "/" in value:
+            return accounts.account_from_url(value).key
+        return accounts.OnlineAccount.of(platform or "", value).key
+    except accounts.AccountError as exc:
+        raise NormaliseError(str(exc)) from None
 
 
 def official_id(scheme: str | None, value: str | None) -> str:
