@@ -42,6 +42,72 @@ def test_brief_writes_a_marked_pdf_and_refuses_a_caller_without_access(
     platform_cli_for("analyst.emsou").run(
         "comms", "import-cdr", str(calls), "--region", "EMSOU", "--job", name, "--name", "Brief CDR"
     )
+    # Two vehicles read by the same cameras a minute apart on three days: a convoy in the job's
+    # ANPR data (the job has no vehicle subjects, so every convoy of its data is shown).
+    reads = tmp_path / "reads.csv"
+    pl.DataFrame(
+        [
+            {
+                "vrm": vrm,
+                "camera_id": f"M1-J2{day}",
+                "camera_location": f"M1 junction 2{day}",
+                "read_time": f"2024-03-0{day}T08:0{offset}:00Z",
+            }
+            for day in (4, 5, 6)
+            for vrm, offset in (("AB12CDE", 0), ("XY99ZZZ", 1))
+        ]
+    ).write_csv(reads)
+    platform_cli_for("analyst.emsou").run(
+        "comms",
+        "import-anpr",
+        str(reads),
+        "--region",
+        "EMSOU",
+        "--job",
+        name,
+        "--name",
+        "Brief ANPR",
+        "--handling",
+        "p",
+    )
+    # A record submitted to the PND for this job (the job as purpose), and one for no job.
+    researcher = cli_for("researcher.emsou")
+    for_job = json.loads(
+        researcher.run(
+            "--purpose",
+            name,
+            "pnd",
+            "submit",
+            "--region",
+            "EMSOU",
+            "--phone",
+            "07700 900555",
+            "--grading",
+            "2B",
+            "--handling",
+            "p",
+            "--format",
+            "json",
+        ).stdout
+    )
+    elsewhere = json.loads(
+        researcher.run(
+            "--purpose",
+            "Op ELSEWHERE",
+            "pnd",
+            "submit",
+            "--region",
+            "EMSOU",
+            "--phone",
+            "07700 900556",
+            "--grading",
+            "1A",
+            "--handling",
+            "p",
+            "--format",
+            "json",
+        ).stdout
+    )
 
     out = tmp_path / "brief.pdf"
     result = cli_for("researcher.emsou").run("jobs", "brief", name, "-o", str(out))
@@ -58,7 +124,17 @@ def test_brief_writes_a_marked_pdf_and_refuses_a_caller_without_access(
     # a researcher's role may not list referrals: the section says so rather than failing the pack
     assert "Not shown: the safeguarding service refused this caller" in text, text
     assert "Brief CDR" in text and "CDR 1 rows" in text, text
-    assert "No records submitted to the PND for this job." in text
+    # No phone or vehicle subjects: the co-location and travel sections say so; the convoy is found.
+    assert "No co-location" in text and "No travel patterns" in text
+    assert "AB12CDE with XY99ZZZ" in text and "3 joint sightings on 3 days at 3 cameras" in text, text
+    # PND: the job's record (listed with the service's job filter), not the other.
+    record = for_job["record"] if "record" in for_job else for_job
+    other = elsewhere["record"] if "record" in elsewhere else elsewhere
+    assert record["name"] in text and other["name"] not in text
+    # The annex: the job's datasets and the PND record, each with its grading.
+    annex = text[text.index("Annex: records used, with grading") :]
+    assert "Dataset Brief ANPR" in annex and "grading: ?/?/P" in annex, annex
+    assert f"PND record {record['name']}" in annex and "grading: 2/B/P" in annex, annex
 
     refused_out = tmp_path / "refused.pdf"
     refused = cli_for("researcher.ersou").run("jobs", "brief", name, "-o", str(refused_out), check=False)

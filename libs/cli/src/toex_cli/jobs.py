@@ -906,8 +906,10 @@ def capacity(cli: CliContext, region: Region, output_format: str) -> None:
 @pass_cli
 def brief(cli: CliContext, name: str, output: str, doc_format: str) -> None:
     """Write the SIO briefing pack for a job (PDF or DOCX): the job, its notes, researchers and
-    product, its subject entities with their records and grading, deconfliction notices, the
-    safeguarding referrals linked to it, and an annex of the records used. Every read is made with
+    product, its subject entities with their records and grading, deconfliction notices, comms
+    (network picture, common contacts, ranked new numbers, watchlist contacts, co-location), ANPR
+    (travel patterns, convoys), the safeguarding referrals linked to it, what was submitted to the
+    PND for it, and an annex of every dataset and record used with its grading. Every read is made with
     your token and the job as purpose (unless --purpose is given): what you may not see is an error,
     never a partial pack. Progress goes to stderr.
 

@@ -4,6 +4,7 @@ Security Classification marking and the handling code, top and bottom; the first
 from __future__ import annotations
 
 import io
+import math
 
 from docx import Document
 from docx.enum.text import WD_ALIGN_PARAGRAPH
@@ -11,7 +12,7 @@ from docx.shared import Emu, Inches
 from fpdf import FPDF
 from PIL import Image
 
-from toex_products.pack import Pack
+from toex_products.pack import Pack, Row
 
 
 def _marking(pack: Pack) -> str:
@@ -50,6 +51,30 @@ def _image_height(png: bytes, width: float) -> float:
     return min(width / _ratio(png), 128.0)
 
 
+def _lines(doc: FPDF, text: str, style: str) -> int:
+    """About how many lines `text` takes at full width (from its width: fpdf2's line breaking
+    is slow, and this is asked of every row); at least one."""
+    doc.set_font("Helvetica", style, 10)
+    return max(1, math.ceil(doc.get_string_width(text) / (doc.epw - 2 * doc.c_margin)))
+
+
+def _row_height(doc: FPDF, row: Row) -> float:
+    """How tall a row prints, about: its label's lines and its text's, 5 mm each, and the gap
+    after (a line more, as word breaks may need it)."""
+    lines = _lines(doc, _latin(row.label), "B") + _lines(doc, _latin(row.text) or "-", "")
+    return 5.0 * (lines + 1) + 1.0
+
+
+def _para(doc: FPDF, text: str, style: str) -> None:
+    """One paragraph at full width: a plain cell when it fits on a line (fpdf2's multi_cell
+    costs milliseconds a call, and a pack has hundreds of rows), else wrapped."""
+    doc.set_font("Helvetica", style, 10)
+    if "\n" not in text and doc.get_string_width(text) <= doc.epw - 2 * doc.c_margin:
+        doc.cell(0, 5, text, new_x="LMARGIN", new_y="NEXT")
+    else:
+        doc.multi_cell(0, 5, text, align="L", new_x="LMARGIN", new_y="NEXT")
+
+
 def pdf(pack: Pack) -> bytes:
     doc = _Doc(_marking(pack))
     doc.add_page()
@@ -82,10 +107,12 @@ def pdf(pack: Pack) -> bytes:
             doc.multi_cell(0, 5, _latin(section.empty), new_x="LMARGIN", new_y="NEXT")
             continue
         for row in section.rows:
-            doc.set_font("Helvetica", "B", 10)
-            doc.multi_cell(0, 5, _latin(row.label), align="L", new_x="LMARGIN", new_y="NEXT")
-            doc.set_font("Helvetica", "", 10)
-            doc.multi_cell(0, 5, _latin(row.text) or "-", align="L", new_x="LMARGIN", new_y="NEXT")
+            # Keep a row's label with its text: a new page when they would not fit together.
+            needed = _row_height(doc, row)
+            if needed <= doc.eph and doc.get_y() + needed > doc.page_break_trigger:
+                doc.add_page()
+            _para(doc, _latin(row.label), "B")
+            _para(doc, _latin(row.text) or "-", "")
             doc.ln(1)
     return bytes(doc.output())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from typing import Any
 
 import docx as python_docx
@@ -10,6 +11,7 @@ import grpc
 import pypdfium2
 import pytest
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 from toex.entity.v1 import entity_pb2
 from toex.tasking.v1 import tasking_pb2
 from toex.type.v1 import force_pb2, region_pb2, security_pb2, threat_pb2
@@ -134,6 +136,10 @@ def test_pdf_has_cover_and_marking_on_every_page() -> None:
     for page in pages:
         assert page.count("OFFICIAL-SENSITIVE | Handling code: P") == 2
     assert "No notes on this job." in "".join(pages)
+    # A row's label is never left at the foot of a page with its text on the next.
+    for i in range(60):
+        label, text = f"Person {i}\r\n", f"entities/{i}\r\n"
+        assert any(label in page and text in page for page in pages), i
 
 
 def test_docx_has_marking_in_header_and_footer() -> None:
@@ -199,15 +205,21 @@ def test_annex_prints_grading_as_the_3x5x2_code() -> None:
 class FakeComms:
     """Answers the comms reads; records each request and the metadata it came with."""
 
-    def __init__(self, picture: bytes, datasets: int = 1) -> None:
+    def __init__(self, picture: bytes, datasets: int = 1, anpr: bool = False) -> None:
         self.picture = picture
         self.datasets = datasets
+        self.anpr = anpr
         self.seen: list[tuple[str, Message, Any]] = []
+        self._lock = threading.Lock()
+
+    def _saw(self, name: str, request: Any, metadata: Any) -> None:
+        with self._lock:
+            self.seen.append((name, request, metadata))
 
     def ListDatasets(self, request: Any, metadata: Any = None) -> Any:
         from toex.comms.v1 import comms_pb2, resources_pb2
 
-        self.seen.append(("ListDatasets", request, metadata))
+        self._saw("ListDatasets", request, metadata)
         response = comms_pb2.ListDatasetsResponse()
         for i in range(self.datasets):
             response.datasets.add(
@@ -215,14 +227,79 @@ class FakeComms:
                 kind=resources_pb2.DATASET_KIND_CDR,
                 display_name=f"O2 billing {i}",
                 rows_read=1200,
+                rows_accepted=1198,
+                source_filename=f"o2-{i}.csv",
+                content_sha256="ab" * 32,
+                region=region_pb2.REGION_EMSOU,
+                handling=security_pb2.HANDLING_CODE_P,
                 job=JOB,
             )
+        if self.anpr:
+            response.datasets.add(
+                name="regions/EMSOU/datasets/anpr1",
+                kind=resources_pb2.DATASET_KIND_ANPR,
+                display_name="M1 cameras",
+                rows_read=5000,
+                rows_accepted=5000,
+                region=region_pb2.REGION_EMSOU,
+                handling=security_pb2.HANDLING_CODE_C,
+                job=JOB,
+            )
+        return response
+
+    def FindColocations(self, request: Any, metadata: Any = None) -> Any:
+        from toex.comms.v1 import comms_pb2
+
+        self._saw("FindColocations", request, metadata)
+        response = comms_pb2.FindColocationsResponse()
+        response.colocations.add(
+            number_a="+447700900001",
+            number_b="+447700900444",
+            occasion_count=7,
+            cells=["234-10-1001-55", "234-10-1001-56"],
+            first_time=Timestamp(seconds=1_709_542_800),
+            last_time=Timestamp(seconds=1_710_000_000),
+            in_contact=True,
+        )
+        return response
+
+    def FindConvoys(self, request: Any, metadata: Any = None) -> Any:
+        from toex.comms.v1 import comms_pb2
+
+        self._saw("FindConvoys", request, metadata)
+        response = comms_pb2.FindConvoysResponse()
+        response.convoys.add(
+            vrm_a="AB12CDE",
+            vrm_b="XY99ZZZ",
+            occasion_count=4,
+            cameras=["M1-J24-N", "M1-J25-N"],
+            day_count=3,
+            median_gap_seconds=45,
+            first_seen_time=Timestamp(seconds=1_709_542_800),
+            last_seen_time=Timestamp(seconds=1_710_000_000),
+        )
+        return response
+
+    def GetTravelPattern(self, request: Any, metadata: Any = None) -> Any:
+        from toex.comms.v1 import comms_pb2
+
+        self._saw("GetTravelPattern", request, metadata)
+        if request.vrm != "AB12CDE":
+            return comms_pb2.GetTravelPatternResponse(vrm=request.vrm)
+        response = comms_pb2.GetTravelPatternResponse(
+            vrm="AB12CDE",
+            read_count=12,
+            by_hour=[0] * 7 + [9] + [0] * 15 + [3],
+            by_weekday=[2, 0, 0, 0, 10, 0, 0],
+        )
+        response.locations.add(camera="M1-J24-N", location="M1 J24 northbound", read_count=8, usual_hour=7)
+        response.routes.add(from_camera="M1-J24-N", to_camera="M1-J25-N", count=5, median_seconds=600)
         return response
 
     def FindCommonContacts(self, request: Any, metadata: Any = None) -> Any:
         from toex.comms.v1 import comms_pb2
 
-        self.seen.append(("FindCommonContacts", request, metadata))
+        self._saw("FindCommonContacts", request, metadata)
         response = comms_pb2.FindCommonContactsResponse()
         response.contacts.add(number="+447700900999", target_count=2, contact_count=31)
         return response
@@ -230,7 +307,7 @@ class FakeComms:
     def RankSuspects(self, request: Any, metadata: Any = None) -> Any:
         from toex.comms.v1 import comms_pb2
 
-        self.seen.append(("RankSuspects", request, metadata))
+        self._saw("RankSuspects", request, metadata)
         response = comms_pb2.RankSuspectsResponse()
         response.suspects.add(number="+447700900555", score=24.5, reason="in contact with both targets")
         return response
@@ -238,7 +315,7 @@ class FakeComms:
     def ListWatchlistContacts(self, request: Any, metadata: Any = None) -> Any:
         from toex.comms.v1 import comms_pb2
 
-        self.seen.append(("ListWatchlistContacts", request, metadata))
+        self._saw("ListWatchlistContacts", request, metadata)
         response = comms_pb2.ListWatchlistContactsResponse()
         for dataset in ("regions/EMSOU/datasets/d0", "regions/EMSOU/datasets/not-this-job"):
             contact = response.contacts.add(
@@ -251,7 +328,7 @@ class FakeComms:
     def Export(self, request: Any, metadata: Any = None) -> Any:
         from toex.comms.v1 import comms_pb2
 
-        self.seen.append(("Export", request, metadata))
+        self._saw("Export", request, metadata)
         half = len(self.picture) // 2
         yield comms_pb2.ExportResponse(filename="network.png", chunk=self.picture[:half])
         yield comms_pb2.ExportResponse(chunk=self.picture[half:])
@@ -297,6 +374,7 @@ def test_comms_sections_run_over_the_jobs_datasets_with_the_job_as_purpose() -> 
         "RankSuspects",
         "Export",
         "ListWatchlistContacts",
+        "FindColocations",
     }
     [watch] = titles["Comms: watchlist contacts"].rows  # only the job's dataset's contact
     assert watch.label == "+447700900001 - +447700900777" and watch.text.startswith("4 contacts")
@@ -358,10 +436,12 @@ class FakeSafeguarding:
 
         assert ("x-toex-purpose", JOB) in metadata
         self.requests.append(request)
+        # The service's job filter.
+        found = [r for r in self.referrals if not request.job or r.linked_job == request.job]
         start = int(request.page_token or 0)
         end = start + self.page_size
         return safeguarding_pb2.ListReferralsResponse(
-            referrals=self.referrals[start:end], next_page_token=str(end) if end < len(self.referrals) else ""
+            referrals=found[start:end], next_page_token=str(end) if end < len(found) else ""
         )
 
 
@@ -375,7 +455,10 @@ class FakePnd:
 
         assert ("x-toex-purpose", JOB) in metadata
         self.requests.append(request)
-        return pnd_pb2.ListIntelligenceResponse(records=self.records)
+        # The service's job filter.
+        return pnd_pb2.ListIntelligenceResponse(
+            records=[r for r in self.records if not request.job or r.job == request.job]
+        )
 
 
 def _referrals() -> list[Any]:
@@ -429,7 +512,9 @@ def test_safeguarding_section_lists_the_jobs_referrals_with_clocks_over_every_pa
         "SUBMITTED  child criminal exploitation  risk high  to childrens social care  "
         "clock local authority decision: due 2026-09-21 14:13 OVERDUE"
     )
-    assert len(safeguarding.requests) == 2 and safeguarding.requests[0].parent == "regions/EMSOU"
+    # The job filter: the two linked referrals fit in one page of two.
+    assert len(safeguarding.requests) == 1
+    assert safeguarding.requests[0].parent == "regions/EMSOU" and safeguarding.requests[0].job == JOB
 
 
 def test_an_ms1_route_shows_no_identifying_details() -> None:
@@ -442,8 +527,12 @@ def test_an_ms1_route_shows_no_identifying_details() -> None:
         ),
         JOB,
     )
-    [ms1] = [r for s in pack.sections for r in s.rows if r.label.startswith("MS1")]
+    sections = {s.title: s for s in pack.sections}
+    [ms1] = [r for r in sections["Safeguarding referrals"].rows if r.label.startswith("MS1")]
     assert ms1.text == "APPROVED  labour exploitation  notification reference MS1-7Q2K"
+    # In the annex too, by its notification reference alone.
+    [source] = [r for r in sections["Annex: records used, with grading"].rows if r.label.startswith("MS1")]
+    assert source.label == "MS1 Duty to Notify (anonymous), reference MS1-7Q2K"
     text = "".join(_pdf_text(render.pdf(pack)))
     document = python_docx.Document(io.BytesIO(render.docx(pack)))
     cells = " ".join(c.text for t in document.tables for row in t.rows for c in row.cells)
@@ -490,6 +579,7 @@ def test_pnd_section_lists_what_was_submitted_for_the_job_and_its_sync_state() -
         ("regions/EMSOU/intelligence/i2", "VEHICLE  version 1  REJECTED  rejected: E104 vrm not a valid VRM"),
     ]
     assert pnd.requests[0].show_deleted and pnd.requests[0].parent == "regions/EMSOU"
+    assert pnd.requests[0].job == JOB
     empty = assemble(
         GrpcSources(_call, lambda: FakeTasking(_job()), lambda: FakeEntity({}), pnd=lambda: FakePnd([other])),
         JOB,
@@ -518,3 +608,221 @@ def test_a_role_that_may_not_list_referrals_sees_the_jobs_view_and_why_no_more()
         "Not shown: the safeguarding service refused this caller "
         "(ListReferrals needs one of the roles: safeguarding_officer)"
     )
+
+
+def _vehicle(name: str, vrm: str) -> entity_pb2.Entity:
+    return entity_pb2.Entity(name=name, display_name=vrm, entity_type=entity_pb2.RECORD_TYPE_VEHICLE)
+
+
+def _comms_job() -> tuple[tasking_pb2.Job, dict[str, entity_pb2.Entity]]:
+    entities = {
+        "entities/p1": _phone("entities/p1", "+447700900001"),
+        "entities/p2": _phone("entities/p2", "+447700900002"),
+        "entities/v1": _vehicle("entities/v1", "AB12CDE"),
+        "entities/v2": _vehicle("entities/v2", "GH34JKL"),
+    }
+    return _job(subject_entity_ids=list(entities)), entities
+
+
+class TogetherComms(FakeComms):
+    """The co-location and ANPR reads meet at a barrier: made one after another, they time out."""
+
+    def __init__(self, parties: int) -> None:
+        super().__init__(_png(), anpr=True)
+        self.barrier = threading.Barrier(parties, timeout=10)
+
+    def FindColocations(self, request: Any, metadata: Any = None) -> Any:
+        self.barrier.wait()
+        return super().FindColocations(request, metadata)
+
+    def FindConvoys(self, request: Any, metadata: Any = None) -> Any:
+        self.barrier.wait()
+        return super().FindConvoys(request, metadata)
+
+    def GetTravelPattern(self, request: Any, metadata: Any = None) -> Any:
+        self.barrier.wait()
+        return super().GetTravelPattern(request, metadata)
+
+
+def test_colocation_travel_and_convoys_are_read_at_once_with_the_job_as_purpose() -> None:
+    job, entities = _comms_job()
+    comms = TogetherComms(parties=4)  # co-location, convoys, two travel patterns
+    pack = assemble(
+        GrpcSources(_call, lambda: FakeTasking(job), lambda: FakeEntity(entities), lambda: comms), JOB
+    )
+    titles = {s.title: s for s in pack.sections}
+    [colocation] = titles["Comms: co-location"].rows
+    assert colocation.label == "+447700900001 with +447700900444"
+    assert colocation.text == (
+        "7 occasions on 2 cells (234-10-1001-55, 234-10-1001-56)  "
+        "2024-03-04 09:00 to 2024-03-09 16:00  also in direct contact"
+    )
+    travel = titles["ANPR: travel patterns"].rows
+    assert [r.label for r in travel] == ["AB12CDE", "Not read"]
+    assert travel[0].text == (
+        "12 reads  seen at M1 J24 northbound (8 reads, usually 07:00)  busiest hour 07:00  "
+        "busiest day Fri  routes M1-J24-N to M1-J25-N x5 (median 10 min)"
+    )
+    assert travel[1].text == "No reads in this job's ANPR data: GH34JKL"
+    [convoy] = titles["ANPR: convoys"].rows
+    assert convoy.label == "AB12CDE with XY99ZZZ"
+    assert convoy.text.startswith(
+        "4 joint sightings on 3 days at 2 cameras (M1-J24-N, M1-J25-N)  median gap 45 s"
+    )
+    seen: dict[str, list[Any]] = {}
+    for name, request, metadata in comms.seen:
+        assert ("x-toex-purpose", JOB) in metadata, name
+        seen.setdefault(name, []).append(request)
+    [colocations] = seen["FindColocations"]
+    assert colocations.scope.job == JOB and list(colocations.targets) == ["+447700900001", "+447700900002"]
+    [convoys] = seen["FindConvoys"]
+    assert convoys.scope.job == JOB and convoys.scope.parent == "regions/EMSOU"
+    assert list(convoys.vrms) == ["AB12CDE", "GH34JKL"]
+    assert sorted(r.vrm for r in seen["GetTravelPattern"]) == ["AB12CDE", "GH34JKL"]
+    assert all(r.scope.job == JOB for r in seen["GetTravelPattern"])
+    # The new pages render, marked.
+    pages = _pdf_text(render.pdf(pack))
+    text = "".join(pages)
+    for heading in ("Comms: co-location", "ANPR: travel patterns", "ANPR: convoys"):
+        assert heading in text
+    assert all(page.count("OFFICIAL-SENSITIVE | Handling code: P") == 2 for page in pages)
+
+
+def test_anpr_sections_say_when_there_is_no_anpr_data() -> None:
+    job, entities = _comms_job()
+    comms = FakeComms(_png())  # call data only
+    pack = assemble(
+        GrpcSources(_call, lambda: FakeTasking(job), lambda: FakeEntity(entities), lambda: comms), JOB
+    )
+    titles = {s.title: s for s in pack.sections}
+    assert titles["ANPR: travel patterns"].is_empty
+    assert titles["ANPR: travel patterns"].empty == (
+        "No travel patterns (no vehicle subjects, or no ANPR data, on this job)."
+    )
+    assert titles["ANPR: convoys"].is_empty
+    assert not titles["Comms: co-location"].is_empty
+    assert {"FindConvoys", "GetTravelPattern"}.isdisjoint(name for name, _, _ in comms.seen)
+
+
+def test_convoys_without_vehicle_subjects_cover_the_jobs_anpr_data() -> None:
+    comms = FakeComms(_png(), datasets=0, anpr=True)
+    pack = assemble(
+        GrpcSources(_call, lambda: FakeTasking(_job()), lambda: FakeEntity({}), lambda: comms), JOB
+    )
+    titles = {s.title: s for s in pack.sections}
+    assert [r.label for r in titles["ANPR: convoys"].rows] == ["AB12CDE with XY99ZZZ"]
+    assert titles["ANPR: travel patterns"].is_empty
+    assert titles["Comms: co-location"].is_empty
+    assert titles["Comms: co-location"].empty.startswith("No co-location")
+    [(request, _)] = [(r, m) for name, r, m in comms.seen if name == "FindConvoys"]
+    assert list(request.vrms) == []
+
+
+def test_a_refused_colocation_or_anpr_read_withholds_its_section_only() -> None:
+    class Refusing(FakeComms):
+        def FindConvoys(self, request: Any, metadata: Any = None) -> Any:
+            raise Denied()
+
+        def GetTravelPattern(self, request: Any, metadata: Any = None) -> Any:
+            raise Denied()
+
+        def FindColocations(self, request: Any, metadata: Any = None) -> Any:
+            raise Denied()
+
+    job, entities = _comms_job()
+    pack = assemble(
+        GrpcSources(
+            _call, lambda: FakeTasking(job), lambda: FakeEntity(entities), lambda: Refusing(_png(), anpr=True)
+        ),
+        JOB,
+    )
+    titles = {s.title: s for s in pack.sections}
+    for title in ("Comms: co-location", "ANPR: travel patterns", "ANPR: convoys"):
+        [row] = titles[title].rows
+        assert row.label == "Withheld"
+        assert row.text.startswith("Not shown: the comms service refused this caller (")
+    assert [r.label for r in titles["Comms: ranked new numbers, with reasons"].rows] == [
+        "+447700900555  score 24.5"
+    ]
+
+
+def test_a_refused_comms_list_withholds_every_comms_section() -> None:
+    class Refusing(FakeComms):
+        def ListDatasets(self, request: Any, metadata: Any = None) -> Any:
+            raise Denied()
+
+    job, entities = _comms_job()
+    pack = assemble(
+        GrpcSources(
+            _call, lambda: FakeTasking(job), lambda: FakeEntity(entities), lambda: Refusing(_png(), anpr=True)
+        ),
+        JOB,
+    )
+    comms_sections = [s for s in pack.sections if s.title.startswith(("Comms", "ANPR"))]
+    assert len(comms_sections) == 7
+    assert all([r.label for r in s.rows] == ["Withheld"] for s in comms_sections)
+
+
+def test_the_annex_lists_every_dataset_and_record_used_with_its_grading() -> None:
+    from toex.pnd.v1 import pnd_pb2, pole_pb2
+
+    entity = _entity("entities/a", "John SMITH")
+    entity.records[0].grading.CopyFrom(
+        entity_pb2.Grading(
+            source_evaluation=entity_pb2.SOURCE_EVALUATION_2,
+            intelligence_assessment=entity_pb2.INTELLIGENCE_ASSESSMENT_B,
+            handling=security_pb2.HANDLING_CODE_P,
+        )
+    )
+    job = _job(subject_entity_ids=["entities/a"])
+    record = pnd_pb2.IntelligenceRecord(
+        name="regions/EMSOU/intelligence/i1",
+        region=region_pb2.REGION_EMSOU,
+        kind=pole_pb2.POLE_KIND_PERSON,
+        grading=pole_pb2.Grading(
+            source_evaluation=pole_pb2.SOURCE_EVALUATION_1,
+            intelligence_assessment=pole_pb2.INTELLIGENCE_ASSESSMENT_A,
+            handling=security_pb2.HANDLING_CODE_C,
+            handling_conditions="no onward disclosure",
+        ),
+        job=JOB,
+    )
+    referrals = _referrals()
+    referrals[0].region = region_pb2.REGION_EMSOU
+    referrals[0].handling = security_pb2.HANDLING_CODE_P
+    pack = assemble(
+        GrpcSources(
+            _call,
+            lambda: FakeTasking(job),
+            lambda: FakeEntity({"entities/a": entity}),
+            lambda: FakeComms(_png(), anpr=True),
+            safeguarding=lambda: FakeSafeguarding(referrals),
+            pnd=lambda: FakePnd([record]),
+        ),
+        JOB,
+    )
+    annex = next(s for s in pack.sections if s.title == "Annex: records used, with grading").rows
+    assert [(r.label, r.text) for r in annex] == [
+        ("Record entities/a/records/1 (John SMITH)", "EMSOU  grading: 2/B/P"),
+        (
+            "Dataset O2 billing 0 (regions/EMSOU/datasets/d0)",
+            "EMSOU  CDR  1198 rows  file o2-0.csv  sha256 abababababababab  "
+            "grading: ?/?/P (a dataset is graded by its handling code only)",
+        ),
+        (
+            "Dataset M1 cameras (regions/EMSOU/datasets/anpr1)",
+            "EMSOU  ANPR  5000 rows  grading: ?/?/C (a dataset is graded by its handling code only)",
+        ),
+        (
+            "Referral regions/EMSOU/referrals/r1",
+            "EMSOU  grading: ?/?/P (a referral is graded by its handling code only)",
+        ),
+        (
+            "MS1 Duty to Notify (anonymous), reference MS1-7Q2K",
+            "grading: ?/?/C (a referral is graded by its handling code only)",
+        ),
+        (
+            "PND record regions/EMSOU/intelligence/i1",
+            "EMSOU  PERSON  grading: 1/A/C (conditions: no onward disclosure)",
+        ),
+    ]

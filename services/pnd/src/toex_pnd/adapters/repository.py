@@ -214,7 +214,8 @@ class SqlRecordRepository:
         if query.kind is not None:
             stmt = stmt.where(c.kind == query.kind.value)
         if query.job:
-            stmt = stmt.where(c.job == query.job)
+            # The first condition lets the partial index intelligence_job_updated serve a bound job.
+            stmt = stmt.where(c.job != "", c.job == query.job)
         if not query.show_deleted:
             stmt = stmt.where(c.deleted_at.is_(None))
         if after is not None:

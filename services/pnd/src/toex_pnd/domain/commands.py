@@ -66,6 +66,7 @@ class ListIntelligence:
     page_size: int
     after: tuple[datetime, str] | None
     purpose: str = ""
+    job: str = ""  # only the records attached to this job ("": any)
 
 
 @dataclass(frozen=True)

@@ -120,9 +120,12 @@ class PndSyncServicer(pnd_pb2_grpc.PndSyncServiceServicer):
         )
         kind = mapping.kind_from_proto(request.kind) if request.kind else None
         size = pagination.page_size(request.page_size)
+        job = request.job.strip()
+        if job:
+            names.parse(job, "regions/{region}/jobs/{job}", "job")
         principal = current_principal()
         key = pagination.fingerprint(
-            principal.subject, request.parent, sorted(states), kind, request.show_deleted, size
+            principal.subject, request.parent, sorted(states), kind, request.show_deleted, size, job
         )
         records, more = await handlers.list_intelligence(
             commands.ListIntelligence(
@@ -134,6 +137,7 @@ class PndSyncServicer(pnd_pb2_grpc.PndSyncServiceServicer):
                 size,
                 pagination.decode_after(request.page_token, key),
                 current_purpose(),
+                job,
             ),
             self.deps,
         )

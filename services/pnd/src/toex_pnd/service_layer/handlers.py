@@ -244,7 +244,9 @@ async def list_intelligence(
     async with deps.uow() as uow:
         grant = None if cmd.region is None else await _grant(uow, cmd.actor, cmd.region, cmd.purpose)
         regions, job = policy.listed(cmd.actor, cmd.region, grant)
-        query = RecordQuery(regions, cmd.sync_states, cmd.kind, cmd.show_deleted, job)
+        if job and cmd.job and cmd.job != job:
+            return [], False  # a grant's holder asking for another job: nothing of it is theirs
+        query = RecordQuery(regions, cmd.sync_states, cmd.kind, cmd.show_deleted, job or cmd.job)
         found = await uow.records.search(query, cmd.page_size + 1, cmd.after)
     page = found[: cmd.page_size]
     touch(*(r.name for r in page))

@@ -467,6 +467,8 @@ class SqlReferralRepository:
         if query.states:
             conditions.append(referrals.c.state.in_([s.value for s in query.states]))
         if query.linked_job:
+            # The first condition lets the partial index referrals_job_created serve a bound job.
+            conditions.append(referrals.c.linked_job != "")
             conditions.append(referrals.c.linked_job == query.linked_job)
         if query.overdue_at is not None:
             conditions.append(

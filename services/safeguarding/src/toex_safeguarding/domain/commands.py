@@ -58,6 +58,7 @@ class ListReferrals:
     page_size: int
     after: tuple[datetime, str] | None = None
     purpose: str = ""
+    job: str = ""  # only the referrals linked to this job ("": any)
 
 
 @dataclass(frozen=True)

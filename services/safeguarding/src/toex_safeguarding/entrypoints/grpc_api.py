@@ -167,14 +167,17 @@ class SafeguardingServicer(safeguarding_pb2_grpc.SafeguardingServiceServicer):
         region = _parent(request.parent, allow_all=True)
         states = frozenset(s for s in (mapping.state_from_proto(v) for v in request.states) if s is not None)
         size = pagination.page_size(request.page_size)
+        problems = Violations()
+        job = _linked_job(request.job, "job", problems)
+        problems.raise_if_any()
         principal = current_principal()
         query_key = pagination.fingerprint(
-            principal.subject, request.parent, sorted(states), request.overdue_only, size
+            principal.subject, request.parent, sorted(states), request.overdue_only, size, job
         )
         after = pagination.decode_after(request.page_token, query_key)
         found, more = await handlers.list_referrals(
             commands.ListReferrals(
-                principal, region, states, request.overdue_only, size, after, current_purpose()
+                principal, region, states, request.overdue_only, size, after, current_purpose(), job
             ),
             self.deps,
         )

@@ -119,8 +119,10 @@ async def list_referrals(cmd: commands.ListReferrals, deps: Deps) -> tuple[list[
         if cmd.region is not None and policy.needs_grant(cmd.actor, cmd.region):
             grant = await uow.grants.for_purpose(cmd.purpose)
         scope = policy.listing(cmd.actor, cmd.region, grant)
+        if scope.job and cmd.job and cmd.job != scope.job:
+            return [], False  # a grant's holder asking for another job: nothing of it is theirs
         query = ReferralQuery(
-            scope.regions, cmd.states, deps.clock() if cmd.overdue_only else None, scope.job
+            scope.regions, cmd.states, deps.clock() if cmd.overdue_only else None, scope.job or cmd.job
         )
         found = await uow.referrals.search(query, cmd.page_size + 1, cmd.after)
     page = found[: cmd.page_size]

@@ -431,6 +431,7 @@ class ListIntelligenceRequest(_message.Message):
     SHOW_DELETED_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     """`regions/{region}`, or `regions/-` for every region the caller may see."""
     kind: _pole_pb2.PoleKind.ValueType
@@ -441,6 +442,10 @@ class ListIntelligenceRequest(_message.Message):
     """At most this many (default 50, at most 500)."""
     page_token: _builtins.str
     """Token from a previous response's `next_page_token`."""
+    job: _builtins.str
+    """Only records attached to this job, `regions/{region}/jobs/{job}` (any when empty). The
+    caller's access is as without it: a job grant's holder sees the granted job's records only.
+    """
     @_builtins.property
     def sync_states(self) -> _containers.RepeatedScalarFieldContainer[_sync_pb2.SyncState.ValueType]:
         """Only records in these sync states; empty for all."""
@@ -454,10 +459,11 @@ class ListIntelligenceRequest(_message.Message):
         show_deleted: _builtins.bool = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        job: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "show_deleted", b"show_deleted", "sync_states", b"sync_states"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "kind", b"kind", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "show_deleted", b"show_deleted", "sync_states", b"sync_states"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

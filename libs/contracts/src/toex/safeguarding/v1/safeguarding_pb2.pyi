@@ -951,6 +951,7 @@ class ListReferralsRequest(_message.Message):
     OVERDUE_ONLY_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     """`regions/{region}`, or `regions/-` for every region the caller may see."""
     overdue_only: _builtins.bool
@@ -959,6 +960,10 @@ class ListReferralsRequest(_message.Message):
     """At most this many (default 50, at most 500)."""
     page_token: _builtins.str
     """From a previous response's next_page_token."""
+    job: _builtins.str
+    """Only referrals linked to this job, `regions/{region}/jobs/{job}` (any when empty). The
+    caller's access is as without it: a job grant's holder sees the granted job's referrals only.
+    """
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[Global___ReferralState.ValueType]:
         """Only these states (any when empty)."""
@@ -971,10 +976,11 @@ class ListReferralsRequest(_message.Message):
         overdue_only: _builtins.bool = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        job: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["overdue_only", b"overdue_only", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "states", b"states"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "overdue_only", b"overdue_only", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "states", b"states"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
