@@ -10,6 +10,7 @@ from toex_common.service import Background, Platform, ServiceApp
 
 from toex_entity.adapters import splink_model
 from toex_entity.adapters.integration import STREAM
+from toex_entity.adapters.learning_lock import EstimationLock
 from toex_entity.adapters.uow import SqlEntityUnitOfWork
 from toex_entity.config import Settings
 from toex_entity.domain.matching import MatchModel
@@ -79,7 +80,9 @@ async def build(settings: Settings) -> App:
             min_new_records=settings.learning_min_new_records,
             growth=settings.learning_growth,
             sample_cap=settings.learning_sample_cap,
+            schedule_seconds=settings.learning_schedule_seconds,
         ),
+        exclusive=EstimationLock(platform.engine),
     )
     server = await platform.grpc_server(
         register=lambda s: entity_pb2_grpc.add_EntityResolutionServiceServicer_to_server(

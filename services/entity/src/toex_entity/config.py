@@ -35,3 +35,6 @@ class Settings(ServiceSettings):
     learning_growth: float = 0.1
     learning_sample_cap: int = 200_000
     learning_memory_limit: str = "1GB"
+    # Re-estimate also on a schedule: when the last estimate is this many seconds old (0: only
+    # by the record threshold) and at least one person record is new since it.
+    learning_schedule_seconds: float = 86_400.0

@@ -238,7 +238,7 @@ async def test_reresolution_keeps_reviewer_decisions_and_resumes(
     assert not passed and checks["agreed"] == 0 and checks["agreed_by_active"] == 1
 
     # One batch, then a new worker (as after a restart) carries on from the stored cursor.
-    learner.settings = learning.LearningSettings(batch=200)
+    learner.settings = learning.LearningSettings(reresolve_batch=200)
     assert not await learner.reresolve_step()
     status = await learner.status()
     assert status.reresolve_scanned == 200 and not status.reresolve_done

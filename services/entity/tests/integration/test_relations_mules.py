@@ -143,7 +143,14 @@ async def test_relations_follow_merges_and_the_analysis_finds_the_ring(database:
 
         # A merge of two students' entities (the service's merge): their relations now join
         # the survivor.
-        await handlers.merge(commands.MergeEntities(ANALYST, students[0], [students[1]], "same person"), deps)
+        def rows_of(found: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
+            return {(r["id"], r["kind"], r["subject"], r["target"], r["source_record_id"]) for r in found}
+
+        async with sessions() as session:
+            before = rows_of(await SqlRelationRepository(session).relations_of(students[:2]))
+        _, merge_change = await handlers.merge(
+            commands.MergeEntities(ANALYST, students[0], [students[1]], "same person"), deps
+        )
         async with sessions() as session:
             held = await SqlRelationRepository(session).relations_of([students[0]])
         assert {r["target"] for r in held if r["kind"] == "HOLDS_ACCOUNT" and r["region"] == "EMSOU"} == {
@@ -153,6 +160,16 @@ async def test_relations_follow_merges_and_the_analysis_finds_the_ring(database:
         assert all(r["subject"] != students[1] and r["target"] != students[1] for r in held)
         census = [r for r in held if r["source_record_id"] == "census"]
         assert len(census) == 1  # the two rows of one source record became one, not a conflict
+
+        # Undoing the merge puts each relation back on the entity it came from, the row the
+        # merge dropped (the census's for students[1]) included.
+        await handlers.split(
+            commands.SplitEntity(ANALYST, students[0], [], merge_change, "not the same person"), deps
+        )
+        async with sessions() as session:
+            after = rows_of(await SqlRelationRepository(session).relations_of(students[:2]))
+        assert after == before
+        assert {r[3] for r in after if r[1] == "HOLDS_ACCOUNT" and r[2] == students[1]} == {"acct1", "lacct1"}
     finally:
         await engine.dispose()
 

@@ -233,6 +233,25 @@ class FakeRepository:
     async def save_model(self, model: MatchModel, at: datetime) -> None:
         self.model = model
 
+    # The learning worker's state and models (service_layer/learning.py).
+    async def count_person_records(self) -> int:
+        return sum(1 for r in self.records.values() if r.features is not None)
+
+    async def learning_state(self) -> dict[str, Any]:
+        return dict(getattr(self, "_learning_state", {"records_at_estimate": 0, "estimated_at": None}))
+
+    async def save_learning_state(self, values: dict[str, Any], at: datetime) -> None:
+        self._learning_state = dict(values)
+
+    async def reviewer_pairs(self, limit: int) -> list[tuple[str, Features, Features]]:
+        return []
+
+    async def save_model_outcome(
+        self, model: MatchModel, at: datetime, *, activate: bool, checks: dict[str, Any], records_seen: int
+    ) -> None:
+        if activate:
+            self.model = model
+
     async def person_features_sample(self, limit: int) -> list[tuple[str, Features]]:
         return [(r.id, r.features) for r in self.records.values() if r.features][:limit]
 
@@ -251,6 +270,8 @@ class FakeRelations:
 
     def __init__(self) -> None:
         self.followed: list[tuple[list[str], str]] = []
+        self.undone: list[tuple[str, str]] = []
+        self.split: list[tuple[str, str, list[str]]] = []
         self.stored: list[Any] = []  # StoredRelation
         self.keys: set[tuple[Any, ...]] = set()
 
@@ -270,8 +291,14 @@ class FakeRelations:
     async def relations_touching(self, entity_id: str) -> list[Any]:
         return [s for s in self.stored if entity_id in (s.relation.subject, s.relation.target)]
 
-    async def follow_merge(self, merged: Sequence[str], into: str) -> None:
+    async def follow_merge(self, merged: Sequence[str], into: str, change_id: str = "") -> None:
         self.followed.append((list(merged), into))
+
+    async def undo_merge(self, change_id: str, survivor: str) -> None:
+        self.undone.append((change_id, survivor))
+
+    async def follow_split(self, entity: str, split_off: str, records: Sequence[str]) -> None:
+        self.split.append((entity, split_off, list(records)))
 
 
 class FakeUnitOfWork(FakeUnitOfWorkBase):

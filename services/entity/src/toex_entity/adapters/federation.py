@@ -18,15 +18,17 @@ from toex_entity.adapters.tables import (
     hub_fingerprints,
     identifier_fingerprints,
     record_keys,
+    relations,
     remote_holders,
     source_records,
 )
-from toex_entity.domain.fingerprints import KIND_RECORD_TYPE
+from toex_entity.domain.fingerprints import KIND_RECORD_TYPE, RELATION_KINDS
 from toex_entity.domain.model import EntityState
 from toex_entity.domain.records import RecordType
+from toex_entity.domain.relations import RelationKind
 
 # The index keys that are strong identifiers (`tel:...`): a range of the primary key each.
-_KINDS = tuple(f"{kind}:" for kind in KIND_RECORD_TYPE)
+_KINDS = tuple(f"{kind}:" for kind in KIND_RECORD_TYPE if kind not in RELATION_KINDS)
 # Rows per statement: well within PostgreSQL's 32,767 bind parameters, whatever an event holds.
 CHUNK = 2000
 T = TypeVar("T")
@@ -34,6 +36,11 @@ T = TypeVar("T")
 
 def _chunks(items: Sequence[T]) -> list[Sequence[T]]:
     return [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
+
+
+def _relation_kinds() -> ColumnElement[bool]:
+    """`target` in the range of a kind that relations hold (`'bank:' <= target < 'bank;'`)."""
+    return or_(*(and_(relations.c.target >= f"{k}:", relations.c.target < f"{k};") for k in RELATION_KINDS))
 
 
 def _kind_ranges() -> ColumnElement[bool]:
@@ -83,7 +90,26 @@ class SqlFederationRepository:
             .order_by(record_keys.c.key)
             .limit(limit)
         )
-        return [r.key for r in rows]
+        found = [r.key for r in rows]
+        if len(found) < limit:
+            # Bank accounts: the targets of the region's HOLDS_ACCOUNT relations.
+            held = (
+                select(literal(1))
+                .where(
+                    identifier_fingerprints.c.identifier == relations.c.target,
+                    identifier_fingerprints.c.key_id == key_id,
+                )
+                .exists()
+            )
+            rows = await self.session.execute(
+                select(relations.c.target)
+                .where(_relation_kinds(), relations.c.kind == RelationKind.HOLDS_ACCOUNT.value, ~held)
+                .group_by(relations.c.target)
+                .order_by(relations.c.target)
+                .limit(limit - len(found))
+            )
+            found += [r.target for r in rows]
+        return found
 
     async def identifier_of_ref(self, ref: str) -> str | None:
         row = (
@@ -120,6 +146,19 @@ class SqlFederationRepository:
         return dict(found)
 
     async def entities_with(self, identifier: str) -> list[tuple[str, RecordType]]:
+        if identifier.split(":", 1)[0] in RELATION_KINDS:
+            held = await self.session.execute(
+                select(entities.c.id, entities.c.entity_type)
+                .distinct()
+                .select_from(relations.join(entities, entities.c.id == relations.c.subject))
+                .where(
+                    relations.c.target == identifier,
+                    relations.c.kind == RelationKind.HOLDS_ACCOUNT.value,
+                    entities.c.state == EntityState.ACTIVE.value,
+                )
+                .order_by(entities.c.id)
+            )
+            return [(r.id, RecordType(r.entity_type)) for r in held]
         rows = await self.session.execute(
             select(entities.c.id, entities.c.entity_type)
             .distinct()

@@ -31,6 +31,17 @@ FROM relations WHERE region = $1 AND kind = ANY($2::text[])
 GROUP BY kind, target
 HAVING min(subject) <> max(subject)
 """
+# Relations stored at once from this many rows on go in by COPY (a bulk ingest's chunk).
+COPY_FROM = 50
+_COLUMNS = [c.name for c in relations.c]
+_STAGE = (
+    "CREATE TEMP TABLE IF NOT EXISTS relations_stage (LIKE relations INCLUDING DEFAULTS) "
+    "ON COMMIT DELETE ROWS"
+)
+_FROM_STAGE = (
+    "WITH staged AS (DELETE FROM relations_stage RETURNING *) "
+    "INSERT INTO relations SELECT * FROM staged ON CONFLICT DO NOTHING RETURNING id"
+)
 # Rows of a merged entity that would repeat one of the survivor's (same source record) once moved.
 _DROP_DUPLICATES = """
 DELETE FROM relations m USING relations s
@@ -38,6 +49,35 @@ WHERE m.{end} = ANY(:merged) AND s.{end} = :into
   AND s.region = m.region AND s.kind = m.kind AND s.source_system = m.source_system
   AND s.source_record_id = m.source_record_id
   AND s.{other} = m.{other}
+"""
+# What a merge is about to do to relations, kept whole (migration 0009).
+_SNAPSHOT = """
+INSERT INTO relation_moves (change_id, relation_id, end_moved, from_entity, row)
+SELECT :change, r.id, 'row', '', to_jsonb(r)
+FROM relations r WHERE r.subject = ANY(:merged) OR r.target = ANY(:merged)
+ON CONFLICT DO NOTHING
+"""
+_MOVE_BACK = """
+UPDATE relations r SET {end} = m.row->>'{end}'
+FROM relation_moves m
+WHERE m.change_id = :change AND m.end_moved = 'row' AND r.id = m.relation_id
+  AND r.{end} = :survivor AND m.row->>'{end}' <> :survivor
+"""
+_RESTORE_DROPPED = """
+INSERT INTO relations
+SELECT (jsonb_populate_record(NULL::relations, m.row)).*
+FROM relation_moves m
+WHERE m.change_id = :change AND m.end_moved = 'row'
+  AND NOT EXISTS (SELECT 1 FROM relations r WHERE r.id = m.relation_id)
+ON CONFLICT DO NOTHING
+"""
+# A relation said by a record split out: the same region and source record as the record.
+_FOLLOW_SPLIT = """
+UPDATE relations r SET {end} = :split_off
+FROM source_records s
+WHERE s.id = ANY(:records) AND r.{end} = :entity
+  AND r.region = s.region AND r.source_system = s.source_system
+  AND r.source_record_id = s.source_record_id
 """
 _ANALYSIS_ATTRIBUTES = """
 SELECT r.entity_id, bool_or(a.student), max(a.occupation), max(a.nationality), max(a.visa_type)
@@ -63,40 +103,60 @@ class SqlRelationRepository:
         """Stores each relation once per source record; returns those that were new."""
         if not items:
             return []
+        # In the table's column order (_COLUMNS), for COPY; as dicts for the executemany.
         rows = [
-            {
-                "id": new_id(),
-                "region": r.region,
-                "kind": r.kind.value,
-                "subject": r.subject,
-                "target": r.target,
-                "source_system": r.source_system,
-                "source_record_id": r.source_record_id,
-                "source_evaluation": r.grading.source_evaluation,
-                "assessment": r.grading.assessment,
-                "handling": r.grading.handling.value,
-                "handling_conditions": r.grading.conditions,
-                "valid_from": r.valid_from,
-                "valid_to": r.valid_to,
-                "recorded_at": at,
-                "recorded_by": recorded_by,
-                "job": job,
-            }
+            (
+                new_id(),
+                r.region,
+                r.kind.value,
+                r.subject,
+                r.target,
+                r.source_system,
+                r.source_record_id,
+                r.grading.source_evaluation,
+                r.grading.assessment,
+                r.grading.handling.value,
+                r.grading.conditions,
+                r.valid_from,
+                r.valid_to,
+                at,
+                recorded_by,
+                job,
+            )
             for r in items
         ]
-        # executemany form: SQLAlchemy batches it into multi-row INSERTs compiled once, where a
-        # single .values(rows) statement of a bulk ingest's thousands of rows is compiled whole.
-        result = await self.session.execute(
-            pg_insert(relations).on_conflict_do_nothing().returning(relations.c.id), rows
-        )
-        created = {row[0] for row in result.all()}
-        return [r for r, row in zip(items, rows, strict=True) if row["id"] in created]
+        if len(rows) >= COPY_FROM:
+            created = await self._copy_new(rows)
+        else:
+            # executemany form: SQLAlchemy batches it into multi-row INSERTs compiled once.
+            result = await self.session.execute(
+                pg_insert(relations).on_conflict_do_nothing().returning(relations.c.id),
+                [dict(zip(_COLUMNS, row, strict=True)) for row in rows],
+            )
+            created = {row[0] for row in result.all()}
+        return [r for r, row in zip(items, rows, strict=True) if row[0] in created]
 
-    async def follow_merge(self, merged: Sequence[str], into: str) -> None:
+    async def _copy_new(self, rows: list[tuple[Any, ...]]) -> set[str]:
+        """A bulk ingest's relations: COPY into a session-local staging table, then one
+        INSERT ... SELECT that keeps those new per source record (the same rule as the
+        executemany path) and empties the stage: no bind parameters per row, no statement
+        compiled per batch."""
+        connection = await self.session.connection()
+        driver: Any = (await connection.get_raw_connection()).driver_connection
+        if not driver.is_in_transaction():  # the driver begins on the first statement
+            await connection.exec_driver_sql("SELECT 1")
+        await driver.execute(_STAGE)
+        await driver.copy_records_to_table("relations_stage", records=rows, columns=_COLUMNS)
+        return {row[0] for row in await driver.fetch(_FROM_STAGE)}
+
+    async def follow_merge(self, merged: Sequence[str], into: str, change_id: str = "") -> None:
         """Relations of merged entities now join the survivor: a relation the survivor already
         has from the same source record is kept once, and one between two of the merged
-        entities (now one) is dropped."""
+        entities (now one) is dropped. With the merge's change id, every relation it touches is
+        kept as it was (`relation_moves`), so that undoing the merge puts it back."""
         params = {"merged": list(merged), "into": into}
+        if change_id:
+            await self.session.execute(text(_SNAPSHOT), {**params, "change": change_id})
         for end, other in (("subject", "target"), ("target", "subject")):
             await self.session.execute(text(_DROP_DUPLICATES.format(end=end, other=other)), params)
             await self.session.execute(
@@ -105,6 +165,25 @@ class SqlRelationRepository:
         await self.session.execute(
             delete(relations).where(relations.c.subject == into, relations.c.target == into)
         )
+
+    async def undo_merge(self, change_id: str, survivor: str) -> None:
+        """Each relation the merge moved goes back to the entity it came from (an end still on
+        the survivor); each it dropped comes back as it was."""
+        for end in ("subject", "target"):
+            await self.session.execute(
+                text(_MOVE_BACK.format(end=end)), {"change": change_id, "survivor": survivor}
+            )
+        await self.session.execute(text(_RESTORE_DROPPED), {"change": change_id})
+
+    async def follow_split(self, entity: str, split_off: str, records: Sequence[str]) -> None:
+        """Relations said by the records split out of `entity` follow them to `split_off`."""
+        if not records:
+            return
+        for end in ("subject", "target"):
+            await self.session.execute(
+                text(_FOLLOW_SPLIT.format(end=end)),
+                {"entity": entity, "split_off": split_off, "records": list(records)},
+            )
 
     async def relations_of(self, entity_ids: Sequence[str]) -> list[dict[str, Any]]:
         rows = await self.session.execute(

@@ -25,7 +25,7 @@ from toex_entity.adapters.tables import (
     review_tasks,
     source_records,
 )
-from toex_entity.domain.matching import Features, MatchModel
+from toex_entity.domain.matching import FEATURE_COLUMNS, Features, MatchModel
 from toex_entity.domain.model import (
     ChangeKind,
     Entity,
@@ -359,6 +359,22 @@ class SqlEntityRepository:
             if r.features is not None
         ]
 
+    async def candidates_with(
+        self, keys: Sequence[str], per_key: int, present: Sequence[str]
+    ) -> list[tuple[str, Candidate]]:
+        """As `candidates`, keeping only records with a value in one of the feature columns
+        `present` (filtered by the database: re-resolution's pairs that can score differently)."""
+        if not keys:
+            return []
+        wanted = [c for c in present if c in FEATURE_COLUMNS]
+        if not wanted:
+            return await self.candidates(keys, per_key)
+        having = " OR ".join(f"jsonb_typeof(r.features -> '{c}') <> 'null'" for c in wanted)
+        rows = await self.session.execute(
+            text(_CANDIDATES.text + f" WHERE {having}"), {"keys": list(keys), "per_key": per_key}
+        )
+        return [(r.key, Candidate(r.id, r.entity_id, Region(r.region), r.features)) for r in rows]
+
     # --- entities --------------------------------------------------------------------
 
     async def add_entities(self, items: Sequence[Entity]) -> None:
@@ -650,13 +666,18 @@ class SqlEntityRepository:
         return MatchModel.from_json(row.params) if row else None
 
     async def save_model(self, model: MatchModel, at: datetime) -> None:
-        await self.session.execute(update(match_models).values(active=False))
+        """Make a model active by an operator's command (`train-model`): the one active before
+        is kept, retired."""
+        await self.session.execute(
+            update(match_models).where(match_models.c.active.is_(True)).values(active=False, status="RETIRED")
+        )
         statement = pg_insert(match_models).values(
-            version=model.version, params=model.to_json(), created_at=at, active=True
+            version=model.version, params=model.to_json(), created_at=at, active=True, status="ACTIVE"
         )
         await self.session.execute(
             statement.on_conflict_do_update(
-                index_elements=["version"], set_={"active": True, "params": statement.excluded.params}
+                index_elements=["version"],
+                set_={"active": True, "status": "ACTIVE", "params": statement.excluded.params},
             )
         )
 
@@ -708,6 +729,8 @@ class SqlEntityRepository:
                 "reresolve_scanned": 0,
                 "reresolve_merged": 0,
                 "reresolve_done": True,
+                "reresolve_from": "",
+                "reresolve_split": 0,
             }
         return dict(row._mapping)
 
@@ -732,6 +755,87 @@ class SqlEntityRepository:
             .limit(limit)
         )
         return [Candidate(r.id, r.entity_id, Region(r.region), r.features) for r in rows]
+
+    async def model(self, version: str) -> MatchModel | None:
+        """A stored model by version, active or not."""
+        row = (
+            await self.session.execute(select(match_models.c.params).where(match_models.c.version == version))
+        ).first()
+        return MatchModel.from_json(row.params) if row else None
+
+    async def persons_to_reresolve(
+        self, cursor: str, limit: int, present: Sequence[str] | None
+    ) -> list[tuple[Candidate, str]]:
+        """Person records in id order after `cursor` with their link method; with `present`,
+        only those with a value in at least one of those feature columns (the database picks
+        them: records whose pairs cannot score differently never reach Python)."""
+        statement = select(
+            source_records.c.id,
+            source_records.c.entity_id,
+            source_records.c.region,
+            source_records.c.features,
+            source_records.c.link_method,
+        ).where(source_records.c.id > cursor, source_records.c.features.is_not(None))
+        if present is not None:
+            statement = statement.where(
+                or_(*(func.jsonb_typeof(source_records.c.features[c]) != "null" for c in present))
+            )
+        rows = await self.session.execute(statement.order_by(source_records.c.id).limit(limit))
+        return [(Candidate(r.id, r.entity_id, Region(r.region), r.features), r.link_method) for r in rows]
+
+    async def members(self, entity_ids: Iterable[str]) -> list[tuple[Candidate, str]]:
+        """Every person record of these entities, with its link method."""
+        wanted = sorted(set(entity_ids))
+        if not wanted:
+            return []
+        rows = await self.session.execute(
+            select(
+                source_records.c.id,
+                source_records.c.entity_id,
+                source_records.c.region,
+                source_records.c.features,
+                source_records.c.link_method,
+            ).where(source_records.c.entity_id.in_(wanted), source_records.c.features.is_not(None))
+        )
+        return [(Candidate(r.id, r.entity_id, Region(r.region), r.features), r.link_method) for r in rows]
+
+    async def confirmed_records(self, records: Sequence[tuple[str, str]]) -> set[str]:
+        """Of these (record, entity) pairs, the records a person put where they are: in a pair
+        a reviewer confirmed, moved by a merge someone decided (not the resolver, not a model),
+        or in an entity that survived such a merge."""
+        wanted = sorted({r for r, _ in records})
+        if not wanted:
+            return set()
+        confirmed: set[str] = set()
+        rows = await self.session.execute(
+            select(pair_decisions.c.record_a, pair_decisions.c.record_b).where(
+                pair_decisions.c.verdict == PairVerdict.SAME.value,
+                or_(pair_decisions.c.record_a.in_(wanted), pair_decisions.c.record_b.in_(wanted)),
+            )
+        )
+        for r in rows:
+            confirmed.update((r.record_a, r.record_b))
+        rows = await self.session.execute(
+            text(
+                """
+                SELECT c.entity_id, c.moves
+                FROM entity_changes c
+                WHERE c.kind = 'MERGED' AND c.undone_by IS NULL
+                  AND c.decided_by NOT LIKE 'system:%' AND c.decided_by NOT LIKE 'model:%'
+                  AND (c.entity_id = ANY(:entities) OR c.moves @? CAST(:path AS jsonpath))
+                """
+            ),
+            {
+                "entities": sorted({e for _, e in records}),
+                "path": "$[*][0] ? (" + " || ".join(f'@ == "{r}"' for r in wanted) + ")",
+            },
+        )
+        survivors: set[str] = set()
+        for r in rows:
+            survivors.add(r.entity_id)
+            confirmed.update(m[0] for m in r.moves)
+        confirmed.update(r for r, e in records if e in survivors)
+        return confirmed & set(wanted)
 
     async def reviewer_pairs(self, limit: int) -> list[tuple[str, Features, Features]]:
         """Reviewers' decisions on pairs of person records: (verdict, features, features)."""

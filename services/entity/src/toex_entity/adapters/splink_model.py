@@ -12,18 +12,19 @@ import contextlib
 import hashlib
 import json
 import logging
-import multiprocessing
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
 import splink.comparison_level_library as cll
 import splink.comparison_library as cl
 from splink import DuckDBAPI, Linker, SettingsCreator, block_on
+from sqlalchemy import text
 
 from toex_entity.domain.matching import (
     COMPARISONS,
+    EXACT_LEVEL,
     FEATURE_COLUMNS,
     Features,
     LevelWeights,
@@ -123,9 +124,60 @@ def train(
     link.training.estimate_parameters_using_expectation_maximisation(
         block_on("birth_date"), fix_u_probabilities=True
     )
-    return model_from_settings(
+    model = model_from_settings(
         link.misc.save_model_to_json(), thresholds or Thresholds(), source or f"{len(df)} records"
     )
+    return with_term_frequencies(model, df)
+
+
+# Term-frequency adjustments: a value's frequency is floored at the exact level's u divided by
+# this, so an exact match on the rarest values weighs at most this many times (2 bits) more than
+# the level's average; common values weigh less, down to what their frequency says.
+TF_MAX_BOOST = 4.0
+# At most this many values are kept per column (the most frequent); the floor rises to the
+# frequency of the first value left out, so the adjustment stays the same order as frequency.
+TF_MAX_VALUES = 20_000
+
+
+def with_term_frequencies(model: MatchModel, df: pd.DataFrame) -> MatchModel:
+    """The model with term-frequency tables of its records (Splink's definition: a value's
+    count over the column's non-null count), each with its floor."""
+    tables: dict[str, dict[str, float]] = {}
+    floors: dict[str, float] = {}
+    for spec in COMPARISONS:
+        exact = model.levels[spec.name][EXACT_LEVEL]
+        if spec.tf_column is None or exact is None or (exact.m == 1.0 and exact.u == 1.0):
+            continue
+        frequencies = df[spec.tf_column].dropna().value_counts(normalize=True, sort=True)
+        floor = exact.u / TF_MAX_BOOST
+        if len(frequencies) > TF_MAX_VALUES:
+            floor = max(floor, float(frequencies.iloc[TF_MAX_VALUES]))
+        kept = frequencies[frequencies > floor]
+        tables[spec.name] = {str(v): float(f) for v, f in kept.items()}
+        floors[spec.name] = floor
+    return replace(
+        model,
+        version=model_version(model.prior, model.levels, tables, floors),
+        term_frequencies=tables,
+        tf_floor=floors,
+    )
+
+
+def model_version(
+    prior: float,
+    levels: Mapping[str, tuple[LevelWeights | None, ...]],
+    tables: Mapping[str, Mapping[str, float]] | None = None,
+    floors: Mapping[str, float] | None = None,
+) -> str:
+    """A model's version: a digest of its parameters (term frequencies included)."""
+    content: dict[str, Any] = {
+        "prior": prior,
+        "levels": {k: [None if w is None else [w.m, w.u] for w in v] for k, v in levels.items()},
+    }
+    if tables:
+        content["term_frequencies"] = tables
+        content["tf_floor"] = floors or {}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _probability(value: Any, default: float) -> float:
@@ -152,15 +204,7 @@ def model_from_settings(saved: dict[str, Any], thresholds: Thresholds, source: s
             weights.append(LevelWeights(m, u) if m > 0 and u > 0 else LevelWeights(1.0, 1.0))
         levels[spec.name] = tuple(weights)
     prior = float(saved["probability_two_random_records_match"])
-    body = json.dumps(
-        {
-            "prior": prior,
-            "levels": {k: [None if w is None else [w.m, w.u] for w in v] for k, v in levels.items()},
-        },
-        sort_keys=True,
-    )
-    version = hashlib.sha256(body.encode()).hexdigest()[:12]
-    return MatchModel(version, prior, levels, thresholds, source)
+    return MatchModel(model_version(prior, levels), prior, levels, thresholds, source)
 
 
 def settings_with(model: MatchModel, *, retain: bool = False) -> dict[str, Any]:
@@ -168,30 +212,48 @@ def settings_with(model: MatchModel, *, retain: bool = False) -> dict[str, Any]:
     agreement test)."""
     built = settings(retain=retain).get_settings("duckdb").as_dict()
     built["probability_two_random_records_match"] = model.prior
-    for comparison in built["comparisons"]:
+    for comparison, spec in zip(built["comparisons"], COMPARISONS, strict=True):
         weights = model.levels[comparison["output_column_name"]]
         for level, w in zip(comparison["comparison_levels"], weights, strict=True):
             if w is not None:
                 level["m_probability"] = w.m
                 level["u_probability"] = w.u
+        if spec.tf_column is not None and spec.name in model.tf_floor:
+            exact = comparison["comparison_levels"][EXACT_LEVEL]
+            exact["tf_adjustment_column"] = spec.tf_column
+            exact["tf_adjustment_weight"] = 1.0
+            exact["tf_minimum_u_value"] = model.tf_floor[spec.name]
     return built
+
+
+def register_term_frequencies(link: Linker, model: MatchModel, df: pd.DataFrame) -> None:
+    """Give Splink the model's term-frequency tables (not the ones it would compute from `df`):
+    every value of `df`, at its frequency in the model's table, or 0 (so, the floor) if not
+    listed there."""
+    for spec in COMPARISONS:
+        if spec.tf_column is None or spec.name not in model.tf_floor:
+            continue
+        table = model.term_frequencies.get(spec.name, {})
+        values = df[spec.tf_column].dropna().unique()
+        lookup = pd.DataFrame(
+            {spec.tf_column: values, f"tf_{spec.tf_column}": [table.get(v, 0.0) for v in values]}
+        )
+        link.table_management.register_term_frequency_lookup(lookup, spec.tf_column)
 
 
 def predict(model: MatchModel, rows: Sequence[tuple[str, Features]], threshold: float) -> pd.DataFrame:
     """Splink's own batch prediction with this model: every blocked pair at or above
     `threshold`, with its match weight."""
-    link = linker(frame(rows), model=model)
+    df = frame(rows)
+    link = linker(df, model=model)
+    register_term_frequencies(link, model, df)
     return link.inference.predict(threshold_match_probability=threshold).as_pandas_dataframe()
 
 
 def _train_bounded(rows: list[tuple[str, Features]], source: str, memory_limit: str) -> MatchModel:
-    """In the estimating process: low priority, one DuckDB thread, bounded memory."""
-    import os
-
+    """In the estimating process: one DuckDB thread, bounded memory."""
     import duckdb
 
-    with contextlib.suppress(OSError):
-        os.nice(10)
     logging.getLogger("splink").setLevel(logging.WARNING)
     connection = duckdb.connect(":memory:")
     connection.execute("SET threads = 1")
@@ -203,8 +265,13 @@ def _sample_and_train(database_url: str, sample_cap: int, memory_limit: str) -> 
     """In the estimating process: read a random sample of the stored person records (so the
     service's process neither decodes nor pickles them) and estimate on it."""
     rows, count = asyncio.run(_sample(database_url, sample_cap))
-    model = _train_bounded(rows, f"{len(rows)} of {count} stored person records", memory_limit)
+    model = _train_bounded(rows, f"{len(rows)} of about {count} stored records", memory_limit)
     return model, len(rows)
+
+
+# Rows fetched from the database at a time: the estimating process (idle priority) asks for the
+# next chunk only when the CPU has time, so the database's work for it comes in small pieces.
+SAMPLE_FETCH = 2_000
 
 
 async def _sample(database_url: str, sample_cap: int) -> tuple[list[tuple[str, Features]], int]:
@@ -216,25 +283,91 @@ async def _sample(database_url: str, sample_cap: int) -> tuple[list[tuple[str, F
     engine = create_engine(database_url, pool_size=1)
     try:
         async with engine.connect() as conn:
-            persons = source_records.c.features.is_not(None)
-            count = int((await conn.execute(select(func.count()).where(persons))).scalar_one())
+            # The planner's row estimate (kept by autovacuum and ANALYZE) rather than a count
+            # over the whole table; a count only for a table never analysed.
+            estimate = (
+                await conn.execute(
+                    text("SELECT reltuples::bigint FROM pg_class WHERE oid = 'source_records'::regclass")
+                )
+            ).scalar_one()
+            count = int(estimate) if estimate and estimate > 0 else 0
+            if count == 0:
+                persons = source_records.c.features.is_not(None)
+                count = int((await conn.execute(select(func.count()).where(persons))).scalar_one())
             # Block sampling reads a share of the table's pages rather than sorting all of it.
             share = 100.0 * 1.3 * sample_cap / max(count, 1)
             table = source_records if share >= 100.0 else tablesample(source_records, func.system(share))
-            result = await conn.execute(
+            result = await conn.stream(
                 select(table.c.id, table.c.features).where(table.c.features.is_not(None)).limit(sample_cap)
             )
-            return [(r.id, r.features) for r in result], count
+            rows: list[tuple[str, Features]] = []
+            async for chunk in result.partitions(SAMPLE_FETCH):
+                rows.extend((r.id, r.features) for r in chunk)
+            return rows, max(count, len(rows))
     finally:
         await engine.dispose()
+
+
+def _estimate_main() -> None:
+    """`python -m toex_entity.adapters.splink_model`: the estimating process. Reads its job
+    (database URL, sample cap, memory limit) as JSON on stdin (not argv: the URL may carry a
+    password), writes the model and how many records it saw as JSON on stdout."""
+    import os
+    import sys
+
+    job = json.loads(sys.stdin.read())
+    # The answer goes to the original stdout; anything else printed goes to stderr.
+    answer = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    logging.basicConfig(level=logging.WARNING)
+    model, seen = _sample_and_train(job["database_url"], int(job["sample_cap"]), job["memory_limit"])
+    answer.write(json.dumps({"model": model.to_json(), "seen": seen}))
+    answer.close()
+
+
+_ESTIMATING_PROCESS = (
+    "import os, runpy\n"
+    "try:\n    os.nice(19)\nexcept (OSError, AttributeError):\n    pass\n"
+    "try:\n    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\n"
+    "except (OSError, AttributeError):\n    pass\n"
+    "runpy.run_module('toex_entity.adapters.splink_model', run_name='__main__')\n"
+)
 
 
 async def estimate_from_database(
     database_url: str, sample_cap: int, *, memory_limit: str = "1GB"
 ) -> tuple[MatchModel, int]:
-    """Estimate in a separate process (spawned for the run and gone after it) that reads its
-    own sample of the store: the service's event loop and memory are untouched while Splink
-    works. Returns the model and how many records it saw."""
-    loop = asyncio.get_running_loop()
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return await loop.run_in_executor(pool, _sample_and_train, database_url, sample_cap, memory_limit)
+    """Estimate in a separate process (started for the run, gone after it) that reads its own
+    sample of the store. The process runs at idle priority from its first statement (so even
+    its imports yield to resolution), with one DuckDB thread and a DuckDB memory limit, and
+    holds no lock the service takes. Returns the model and how many records it saw."""
+    import sys
+
+    job = json.dumps({"database_url": database_url, "sample_cap": sample_cap, "memory_limit": memory_limit})
+    # The child lowers its own priority before it imports anything (not in a `preexec_fn`: Python
+    # code between fork and exec is unsafe in a process with other threads, as gRPC's).
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _ESTIMATING_PROCESS,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await process.communicate(job.encode())
+    except BaseException:  # cancelled (the service is stopping): the estimate goes with it
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+        raise
+    if process.returncode != 0:
+        tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
+        raise RuntimeError(f"the estimating process exited with {process.returncode}: {tail[0]}")
+    answer = json.loads(out)
+    return MatchModel.from_json(answer["model"]), int(answer["seen"])
+
+
+if __name__ == "__main__":
+    _estimate_main()

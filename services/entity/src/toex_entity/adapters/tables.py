@@ -164,6 +164,11 @@ learning_state = Table(
     Column("reresolve_merged", BigInteger, nullable=False, server_default="0"),
     Column("reresolve_done", Boolean, nullable=False, server_default=text("true")),
     Column("updated_at", TZ),
+    # The model the re-resolution replaces (its levels are compared with the new model's, so
+    # that only records whose pairs score differently are read; "" : every record), and the
+    # records it split off (migration 0009).
+    Column("reresolve_from", String(32), nullable=False, server_default=""),
+    Column("reresolve_split", BigInteger, nullable=False, server_default="0"),
 )
 
 job_subjects = Table(
@@ -284,4 +289,17 @@ mule_alerts = Table(
     Column("region", String(16), nullable=False),
     Column("score", Float, nullable=False),
     Column("detected_at", TZ, nullable=False),
+)
+
+# Each relation a merge moved or dropped, as it was before (migration 0009: `end_moved` "row",
+# `row` the whole row), so that undoing the merge puts it back.
+relation_moves = Table(
+    "relation_moves",
+    metadata,
+    Column("change_id", String(32), nullable=False),
+    Column("relation_id", String(32), nullable=False),
+    Column("end_moved", String(8), nullable=False),
+    Column("from_entity", Text, nullable=False, server_default=""),
+    Column("row", JSONB),
+    PrimaryKeyConstraint("change_id", "relation_id", "end_moved"),
 )

@@ -2,7 +2,7 @@
 identifiers, and the hub's matching of them.
 
 Each region installation holds its own records. To learn that another region holds the same
-phone number, VRM, email, handle or official identifier without either region (or the hub)
+phone number, VRM, email, handle, official identifier or bank account without either region (or the hub)
 learning anything else, a region publishes, per identifier, an HMAC-SHA256 of the identifier in
 normal form with its kind (`tel:+447700900123`) under a key that every region holds and the hub
 does not. Equal identifiers give equal fingerprints under one key; without the key a fingerprint
@@ -42,7 +42,12 @@ KIND_RECORD_TYPE = {
     "email": RecordType.EMAIL,
     "handle": RecordType.ONLINE_ACCOUNT,
     "id": RecordType.PERSON,
+    # A bank account (`bank:GB:<sort code>:<number>`, `bank:IBAN:...`) is no record of its own:
+    # the persons holding it (HOLDS_ACCOUNT relations) are told.
+    "bank": RecordType.PERSON,
 }
+# Kinds that are relation targets (the relations table), not index keys of records.
+RELATION_KINDS = ("bank",)
 
 
 class KeyFileError(ValueError):

@@ -89,6 +89,9 @@ class Comparison:
     description: str
     columns: tuple[str, ...]
     levels: tuple[Level, ...]
+    # Term-frequency adjustment of the exact level (Splink's `tf_adjustment_column`): an exact
+    # match on a common value weighs less than one on a rare value.
+    tf_column: str | None = None
 
     def level_of(self, a: Features, b: Features) -> int:
         for index, level in enumerate(self.levels):
@@ -174,8 +177,10 @@ def _name_levels(column: str) -> tuple[Level, ...]:
 
 
 COMPARISONS: tuple[Comparison, ...] = (
-    Comparison("given_name", "given name", ("given_name", "given_name_ph"), _name_levels("given_name")),
-    Comparison("surname", "surname", ("surname", "surname_ph"), _name_levels("surname")),
+    Comparison(
+        "given_name", "given name", ("given_name", "given_name_ph"), _name_levels("given_name"), "given_name"
+    ),
+    Comparison("surname", "surname", ("surname", "surname_ph"), _name_levels("surname"), "surname"),
     Comparison(
         "birth_date",
         "date of birth",
@@ -194,6 +199,7 @@ COMPARISONS: tuple[Comparison, ...] = (
         "postcode",
         ("postcode",),
         (null_level("postcode"), exact("postcode"), levenshtein("postcode", 1), else_level()),
+        "postcode",
     ),
     Comparison(
         "town",
@@ -220,6 +226,7 @@ COMPARISONS: tuple[Comparison, ...] = (
         (
             null_level("official_ids"),
             any_shared("official_ids", "same identifier"),
+            damerau_levenshtein("first_official_id", 1, "one character wrong or two transposed"),
             levenshtein("first_official_id", 2),
             else_level(),
         ),
@@ -306,6 +313,9 @@ def query_keys(f: Features) -> list[str]:
 
 # --- model and scoring ------------------------------------------------------------------
 
+# Every comparison's levels start with the null level, then the exact (closest) one.
+EXACT_LEVEL = 1
+
 
 @dataclass(frozen=True)
 class LevelWeights:
@@ -339,10 +349,25 @@ class MatchModel:
     levels: Mapping[str, tuple[LevelWeights | None, ...]]
     thresholds: Thresholds = field(default_factory=Thresholds)
     trained_on: str = ""
+    # Term frequencies per comparison with a `tf_column` (value -> share of the stored records'
+    # non-null values), from the records the model was estimated on; only values more frequent
+    # than the comparison's floor are kept (`tf_floor`: a value not listed counts as the floor).
+    term_frequencies: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    tf_floor: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def prior_weight(self) -> float:
         return math.log2(self.prior / (1 - self.prior))
+
+    def tf_weight(self, comparison: str, value: Any) -> float:
+        """The term-frequency adjustment (log2) of an exact match on `value`, as Splink makes
+        it: (u of the exact level / the value's frequency, at least the floor)."""
+        floor = self.tf_floor.get(comparison)
+        weights = self.levels[comparison][EXACT_LEVEL]
+        if floor is None or weights is None:
+            return 0.0
+        tf = self.term_frequencies.get(comparison, {}).get(value, 0.0)
+        return math.log2(weights.u / max(tf, floor))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -354,16 +379,41 @@ class MatchModel:
                 name: [None if w is None else [w.m, w.u] for w in weights]
                 for name, weights in self.levels.items()
             },
+            "term_frequencies": {name: dict(table) for name, table in self.term_frequencies.items()},
+            "tf_floor": dict(self.tf_floor),
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> MatchModel:
         levels = {
-            name: tuple(None if w is None else LevelWeights(float(w[0]), float(w[1])) for w in weights)
+            name: _upgraded(
+                name, tuple(None if w is None else LevelWeights(float(w[0]), float(w[1])) for w in weights)
+            )
             for name, weights in data["levels"].items()
         }
         thresholds = Thresholds(**data.get("thresholds", {}))
-        return cls(data["version"], float(data["prior"]), levels, thresholds, data.get("trained_on", ""))
+        return cls(
+            data["version"],
+            float(data["prior"]),
+            levels,
+            thresholds,
+            data.get("trained_on", ""),
+            {name: dict(table) for name, table in data.get("term_frequencies", {}).items()},
+            {name: float(v) for name, v in data.get("tf_floor", {}).items()},
+        )
+
+
+# Levels added since models were first stored: (comparison, level count before, the level
+# inserted, the level whose weights it takes). A model estimated before gives the new level the
+# weights of the level its pairs fell in until then, so it scores every pair as it did.
+LEVELS_ADDED = (("official_id", 4, 2, 2),)
+
+
+def _upgraded(name: str, weights: tuple[LevelWeights | None, ...]) -> tuple[LevelWeights | None, ...]:
+    for comparison, before, at, source in LEVELS_ADDED:
+        if name == comparison and len(weights) == before:
+            weights = (*weights[:at], weights[source], *weights[at:])
+    return weights
 
 
 @dataclass(frozen=True)
@@ -417,6 +467,9 @@ def score(model: MatchModel, a: Features, b: Features, *, detail: bool = True) -
             w, bf = 0.0, 1.0
         else:
             w, bf = weights.weight, weights.bayes_factor
+            if index == EXACT_LEVEL and comparison.tf_column is not None:
+                adjust = model.tf_weight(comparison.name, a[comparison.tf_column])
+                w, bf = w + adjust, bf * 2.0**adjust
         column = comparison.columns[0]
         contributions.append(
             Contribution(
@@ -434,15 +487,38 @@ def score(model: MatchModel, a: Features, b: Features, *, detail: bool = True) -
 def fast_weight(
     model_weights: Sequence[Sequence[float]], prior_weight: float, a: Features, b: Features
 ) -> float:
-    """The match weight alone (no explanation objects): the hot path of blocking."""
+    """The match weight alone (no explanation objects): the hot path of blocking. With a
+    `WeightTable`, exact matches carry their term-frequency adjustments."""
     total = prior_weight
-    for comparison, weights in zip(COMPARISONS, model_weights, strict=True):
-        total += weights[comparison.level_of(a, b)]
+    adjustments = model_weights.tf if isinstance(model_weights, WeightTable) else {}
+    for index, (comparison, weights) in enumerate(zip(COMPARISONS, model_weights, strict=True)):
+        level = comparison.level_of(a, b)
+        total += weights[level]
+        if level == EXACT_LEVEL and index in adjustments:
+            table, default = adjustments[index]
+            total += table.get(a[comparison.tf_column], default)  # type: ignore[index]
     return total
 
 
-def weight_table(model: MatchModel) -> list[list[float]]:
-    return [[0.0 if w is None else w.weight for w in model.levels[c.name]] for c in COMPARISONS]
+class WeightTable(list[list[float]]):
+    """Match weights per comparison and level, with the term-frequency adjustments of exact
+    matches (comparison index -> (weight by value, weight of a value not listed))."""
+
+    tf: dict[int, tuple[dict[str, float], float]]
+
+
+def weight_table(model: MatchModel) -> WeightTable:
+    table = WeightTable([[0.0 if w is None else w.weight for w in model.levels[c.name]] for c in COMPARISONS])
+    table.tf = {}
+    for index, c in enumerate(COMPARISONS):
+        if c.tf_column is None or c.name not in model.tf_floor:
+            continue
+        values = model.term_frequencies.get(c.name, {})
+        table.tf[index] = (
+            {v: model.tf_weight(c.name, v) for v in values},
+            model.tf_weight(c.name, None),
+        )
+    return table
 
 
 def explain_text(s: Score, decision: str) -> str:

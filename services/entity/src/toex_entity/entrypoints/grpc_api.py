@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from google.protobuf import duration_pb2
 from grpc import aio
 from toex.entity.v1 import entity_pb2 as pb
 from toex.entity.v1 import entity_pb2_grpc
@@ -13,6 +14,7 @@ from toex_common.uow import idempotency_of
 from toex_kernel import names
 from toex_kernel.errors import InvalidArgument, NotFound, Violations
 from toex_kernel.regions import Region
+from toex_kernel.timestamps import optional_timestamp
 
 from toex_entity.adapters import exports, mapping
 from toex_entity.domain import commands
@@ -464,6 +466,10 @@ class EntityServicer(entity_pb2_grpc.EntityResolutionServiceServicer):
             reresolve_done=status.reresolve_done,
             settled=status.settled,
             last_rejected_model=status.last_rejected,
+            estimate_trigger=status.estimate_trigger,
+            last_estimate_time=optional_timestamp(status.last_estimated_at),
+            next_scheduled_estimate_time=optional_timestamp(status.next_scheduled_at),
+            schedule=duration_pb2.Duration(seconds=int(status.schedule_seconds)),
         )
 
 

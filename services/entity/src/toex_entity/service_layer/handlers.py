@@ -923,6 +923,7 @@ async def _undo_merge(
     )
     await uow.repo.add_change(change)
     await uow.repo.mark_undone(merge_change.id, change.id)
+    await uow.relations.undo_merge(merge_change.id, entity.id)
     await uow.repo.touch_entities([entity.id], now)
     await _keep_apart(uow, [m.record_id for m in moves], entity.id, cmd.actor.username, reason, now)
     return change
@@ -950,6 +951,7 @@ async def _split_records(
     split_off = Entity(new_id(), entity.entity_type, now, now)
     await uow.repo.add_entities([split_off])
     moved = await uow.repo.move_records(entity.id, split_off.id, sorted(set(chosen)))
+    await uow.relations.follow_split(entity.id, split_off.id, moved)
     change = EntityChange(
         new_id(),
         entity.id,

@@ -20,16 +20,19 @@ time it wakes:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from toex_entity.domain import matching
 from toex_entity.domain.matching import Features, MatchModel
 from toex_entity.domain.model import PairVerdict
-from toex_entity.service_layer import resolver
-from toex_entity.service_layer.handlers import Deps
+from toex_entity.service_layer import reresolution
+from toex_entity.service_layer.handlers import Deps, default_model
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,13 @@ class LearningSettings:
     sample_cap: int = 200_000
     # Records re-resolved per transaction (the resolution lock is held for one batch).
     batch: int = 500
+    # Re-estimate also on a schedule: once the last estimate is this old (seconds; 0: never),
+    # if at least `schedule_min_new_records` person records are new since it.
+    schedule_seconds: float = 0.0
+    schedule_min_new_records: int = 1
+    # Records re-resolution reads per transaction (only those whose pairs can score
+    # differently: service_layer/reresolution.py).
+    reresolve_batch: int = 2000
 
 
 @dataclass
@@ -65,6 +75,13 @@ class LearningStatus:
     reresolve_merged: int
     reresolve_done: bool
     last_rejected: str = ""
+    reresolve_split: int = 0
+    # What started the running (or last) estimate: "records" (the threshold) or "schedule".
+    estimate_trigger: str = ""
+    last_estimated_at: datetime | None = None
+    # When the schedule next makes an estimate due (None: no schedule, or never estimated).
+    next_scheduled_at: datetime | None = None
+    schedule_seconds: float = 0.0
 
     @property
     def settled(self) -> bool:
@@ -74,6 +91,36 @@ class LearningStatus:
 def due(count: int, at_estimate: int, settings: LearningSettings) -> bool:
     new = count - at_estimate
     return new >= settings.min_new_records and new >= settings.growth * at_estimate
+
+
+def next_scheduled(estimated_at: datetime | None, settings: LearningSettings) -> datetime | None:
+    if settings.schedule_seconds <= 0 or estimated_at is None:
+        return None  # the first estimate waits for the record threshold
+    return estimated_at + timedelta(seconds=settings.schedule_seconds)
+
+
+def why_due(count: int, state: dict[str, Any], now: datetime, settings: LearningSettings) -> str:
+    """Why a re-estimation is due: "records" (enough new), "schedule" (the last estimate is old
+    enough and something is new), or "" (not due)."""
+    at_estimate = int(state["records_at_estimate"])
+    if due(count, at_estimate, settings):
+        return "records"
+    scheduled = next_scheduled(state.get("estimated_at"), settings)
+    if (
+        scheduled is not None
+        and now >= scheduled
+        and count - at_estimate >= settings.schedule_min_new_records
+    ):
+        return "schedule"
+    return ""
+
+
+class ExclusiveRun(Protocol):
+    """At most one estimate at a time across replicas (adapters/learning_lock.py)."""
+
+    def hold(self) -> AbstractAsyncContextManager[bool]: ...
+
+    async def held(self) -> bool: ...
 
 
 # --- checks ----------------------------------------------------------------------------
@@ -143,23 +190,32 @@ class Learner:
     settings: LearningSettings = field(default_factory=LearningSettings)
     estimating: bool = False
     last_rejected: str = ""
+    # Without it, only this process is kept from starting a second estimate.
+    exclusive: ExclusiveRun | None = None
+    last_trigger: str = ""
 
     async def status(self) -> LearningStatus:
         async with self.deps.uow() as uow:
             count = await uow.repo.count_person_records()
             state = await uow.repo.learning_state()
             active = await self.deps.models.current(uow)
+        elsewhere = self.exclusive is not None and not self.estimating and await self.exclusive.held()
         return LearningStatus(
             person_records=count,
             records_at_estimate=int(state["records_at_estimate"]),
-            estimate_pending=due(count, int(state["records_at_estimate"]), self.settings),
-            estimating=self.estimating,
+            estimate_pending=bool(why_due(count, state, self.deps.clock(), self.settings)),
+            estimating=self.estimating or elsewhere,
             active_model=active.version,
             reresolve_model=state["reresolve_model"],
             reresolve_scanned=int(state["reresolve_scanned"]),
             reresolve_merged=int(state["reresolve_merged"]),
             reresolve_done=bool(state["reresolve_done"]),
             last_rejected=self.last_rejected,
+            reresolve_split=int(state.get("reresolve_split", 0)),
+            estimate_trigger=self.last_trigger,
+            last_estimated_at=state.get("estimated_at"),
+            next_scheduled_at=next_scheduled(state.get("estimated_at"), self.settings),
+            schedule_seconds=self.settings.schedule_seconds,
         )
 
     async def run_once(self) -> None:
@@ -173,14 +229,31 @@ class Learner:
             self.deps.models.model is None or self.deps.models.model.version != stored.version
         ):
             self.deps.models.model = stored
-        if due(count, int(state["records_at_estimate"]), self.settings):
-            await self.reestimate()
+        trigger = why_due(count, state, self.deps.clock(), self.settings)
+        if trigger:
+            await self.reestimate(trigger)
         while not await self.reresolve_step():
             pass
 
-    async def reestimate(self) -> MatchModel | None:
+    async def reestimate(self, trigger: str = "records") -> MatchModel | None:
         """Estimate a model from the stored records; activate it if it passes its checks.
-        Returns the model activated, or None."""
+        Returns the model activated, or None. Never two at once: not while this process
+        estimates, nor while another replica does (it then returns None at once)."""
+        if self.estimating:
+            return None
+        self.estimating = True
+        try:
+            hold = self.exclusive.hold() if self.exclusive is not None else contextlib.nullcontext(True)
+            async with hold as mine:
+                if not mine:
+                    log.info("another replica is re-estimating the model: not starting a second estimate")
+                    return None
+                self.last_trigger = trigger
+                return await self._reestimate()
+        finally:
+            self.estimating = False
+
+    async def _reestimate(self) -> MatchModel | None:
         self.estimating = True
         try:
             async with self.deps.uow() as uow:
@@ -192,6 +265,11 @@ class Learner:
             except Exception:  # too few records, or Splink could not estimate: try on more
                 log.exception("re-estimation on %d stored records failed", count)
                 candidate = None
+            # The checks score every reviewer decision under both models: done before the
+            # resolution lock is taken, so resolution never waits for them.
+            checked: tuple[str, bool, dict[str, Any]] | None = None
+            if candidate is not None:
+                checked = await self._check(candidate)
             async with self.deps.uow() as uow:
                 await uow.lock_resolution()
                 now = self.deps.clock()
@@ -203,10 +281,12 @@ class Learner:
                 state["records_at_estimate"] = count
                 state["estimated_at"] = now
                 activated: MatchModel | None = None
-                if candidate is not None:
+                if candidate is not None and checked is not None:
                     active = await self.deps.models.current(uow)
-                    pairs = await uow.repo.reviewer_pairs(MAX_REVIEWER_PAIRS)
-                    passed, checks = check_model(candidate, active, pairs)
+                    if active.version != checked[0]:  # the active model changed meanwhile: check again
+                        pairs = await uow.repo.reviewer_pairs(MAX_REVIEWER_PAIRS)
+                        checked = (active.version, *check_model(candidate, active, pairs))
+                    _, passed, checks = checked
                     if candidate.version == active.version:
                         passed = False
                         checks["problems"].append("the same parameters as the active model")
@@ -217,9 +297,11 @@ class Learner:
                         activated = candidate
                         state.update(
                             reresolve_model=candidate.version,
+                            reresolve_from=active.version,
                             reresolve_cursor="",
                             reresolve_scanned=0,
                             reresolve_merged=0,
+                            reresolve_split=0,
                             reresolve_done=False,
                         )
                         log.info("model %s active (re-estimated on %d records)", candidate.version, seen)
@@ -234,6 +316,24 @@ class Learner:
         finally:
             self.estimating = False
 
+    async def _check(self, candidate: MatchModel) -> tuple[str, bool, dict[str, Any]]:
+        """The candidate's checks against the active model (outside the resolution lock);
+        with the active model's version they were made against."""
+        async with self.deps.uow() as uow:
+            active = await self.deps.models.current(uow)
+            pairs = await uow.repo.reviewer_pairs(MAX_REVIEWER_PAIRS)
+        return (active.version, *check_model(candidate, active, pairs))
+
+    async def _replaced(self, uow: Any, version: str) -> MatchModel | None:
+        """The model a re-resolution replaces (stored, or the one shipped); None: unknown, so
+        every record is read."""
+        if not version:
+            return None
+        stored = await uow.repo.model(version)
+        if stored is None and default_model().version == version:
+            return default_model()
+        return stored
+
     async def reresolve_step(self) -> bool:
         """Re-resolve one batch of person records under the active model; True when done."""
         async with self.deps.uow() as uow:
@@ -246,84 +346,40 @@ class Learner:
                 # A newer model started its own re-resolution, or none is stored: nothing to do.
                 state["reresolve_done"] = model is None
                 if model is not None:
-                    state.update(reresolve_model=model.version, reresolve_cursor="", reresolve_scanned=0)
+                    state.update(
+                        reresolve_model=model.version,
+                        reresolve_from="",
+                        reresolve_cursor="",
+                        reresolve_scanned=0,
+                    )
                 await uow.repo.save_learning_state(state, self.deps.clock())
                 await uow.commit()
                 return model is None
-            batch = await uow.repo.persons_after(state["reresolve_cursor"], self.settings.batch)
             now = self.deps.clock()
-            if not batch:
+            old = await self._replaced(uow, state.get("reresolve_from", ""))
+            spec = reresolution.selection(old, model)
+            if spec.nothing:
+                done = reresolution.BatchOutcome()
+            else:
+                done = await reresolution.reresolve_batch(
+                    uow, model, spec, state["reresolve_cursor"], self.settings.reresolve_batch, now
+                )
+            if not done.read:
                 state["reresolve_done"] = True
                 await uow.repo.save_learning_state(state, now)
                 await uow.commit()
                 log.info(
-                    "re-resolution under model %s done: %d records, %d merges",
+                    "re-resolution under model %s done: %d records read, %d merges, %d splits",
                     model.version,
                     state["reresolve_scanned"],
                     state["reresolve_merged"],
+                    state.get("reresolve_split", 0),
                 )
                 return True
-            merged = await self._merge_batch(uow, model, batch, now)
-            state["reresolve_cursor"] = batch[-1].record_id
-            state["reresolve_scanned"] = int(state["reresolve_scanned"]) + len(batch)
-            state["reresolve_merged"] = int(state["reresolve_merged"]) + merged
+            state["reresolve_cursor"] = done.last_id
+            state["reresolve_scanned"] = int(state["reresolve_scanned"]) + done.read
+            state["reresolve_merged"] = int(state["reresolve_merged"]) + done.merged
+            state["reresolve_split"] = int(state.get("reresolve_split", 0)) + done.split
             await uow.repo.save_learning_state(state, now)
             await uow.commit()
             return False
-
-    async def _merge_batch(self, uow: Any, model: MatchModel, batch: list[Any], now: Any) -> int:
-        weights = matching.weight_table(model)
-        prior = model.prior_weight
-        auto = model.thresholds.auto_link
-        keys_of = {r.record_id: matching.query_keys(r.features) for r in batch}
-        wanted = sorted({k for keys in keys_of.values() for k in keys})
-        by_key: dict[str, list[Any]] = {}
-        for key, candidate in await uow.repo.candidates(wanted, resolver.PER_KEY_LIMIT):
-            by_key.setdefault(key, []).append(candidate)
-        # Records stored before the address keys existed get them as they are scanned (a later
-        # record of a pair then finds the earlier one under them).
-        address_keys = sorted(
-            (k, r.record_id)
-            for r in batch
-            for k in matching.blocking_keys(r.features)
-            if k.startswith(ADDRESS_KEY_PREFIXES)
-        )
-        if address_keys:
-            await uow.repo.add_keys(address_keys)
-        redirect: dict[str, str] = {}
-
-        def find(entity_id: str) -> str:
-            while entity_id in redirect:
-                entity_id = redirect[entity_id]
-            return entity_id
-
-        merged = 0
-        for record in batch:
-            root = find(record.entity_id)
-            best: tuple[float, str, str] | None = None  # weight, entity, record
-            seen: set[str] = {record.record_id}
-            for key in keys_of[record.record_id]:
-                for c in by_key.get(key, ()):
-                    if c.record_id in seen or c.region is not record.region:
-                        continue
-                    seen.add(c.record_id)
-                    other = find(c.entity_id)
-                    if other == root:
-                        continue
-                    w = matching.fast_weight(weights, prior, record.features, c.features)
-                    if matching.probability(w) >= auto and (best is None or w > best[0]):
-                        best = (w, other, c.record_id)
-            if best is None:
-                continue
-            _, other, other_record = best
-            if await uow.repo.different_between([root], [other]):
-                continue  # a reviewer kept records of the two apart
-            into, gone = sorted((root, other))
-            why = (
-                f"re-resolution under model {model.version}: record {record.record_id} and record "
-                f"{other_record} match at or above the auto-link threshold"
-            )
-            await resolver.merge_entities(uow, into, [gone], f"model:{model.version}", why, now)
-            redirect[gone] = into
-            merged += 1
-        return merged

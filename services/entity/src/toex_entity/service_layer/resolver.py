@@ -471,9 +471,10 @@ async def merge_entities(
         moved = await repo.move_records(other, into, None)
         moves.extend(Move(r, other, into) for r in moved)
         await repo.set_merged(other, into, now)
-    # Relations of the merged entities now join the survivor (undoing the merge leaves them there).
-    await uow.relations.follow_merge(others, into)
-    change = EntityChange(new_id(), into, ChangeKind.MERGED, tuple(others), tuple(moves), by, why, now)
+    # Relations of the merged entities now join the survivor (undoing the merge puts them back).
+    change_id = new_id()
+    await uow.relations.follow_merge(others, into, change_id)
+    change = EntityChange(change_id, into, ChangeKind.MERGED, tuple(others), tuple(moves), by, why, now)
     await repo.add_change(change)
     await repo.touch_entities([into], now)
     regions = await repo.regions_of([into])

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -1896,6 +1897,10 @@ class GetLearningStatusResponse(_message.Message):
     RERESOLVE_DONE_FIELD_NUMBER: _builtins.int
     SETTLED_FIELD_NUMBER: _builtins.int
     LAST_REJECTED_MODEL_FIELD_NUMBER: _builtins.int
+    ESTIMATE_TRIGGER_FIELD_NUMBER: _builtins.int
+    LAST_ESTIMATE_TIME_FIELD_NUMBER: _builtins.int
+    NEXT_SCHEDULED_ESTIMATE_TIME_FIELD_NUMBER: _builtins.int
+    SCHEDULE_FIELD_NUMBER: _builtins.int
     person_records: _builtins.int
     """Person records stored."""
     records_at_estimate: _builtins.int
@@ -1918,6 +1923,25 @@ class GetLearningStatusResponse(_message.Message):
     """Nothing due, nothing running: the service has settled."""
     last_rejected_model: _builtins.str
     """The last estimated model that failed its checks (kept, never active), if any."""
+    estimate_trigger: _builtins.str
+    """What started the running (or this replica's last) re-estimation: "records" (enough new
+    person records since the last estimate) or "schedule"; empty if none since this replica
+    started.
+    """
+    @_builtins.property
+    def last_estimate_time(self) -> _timestamp_pb2.Timestamp:
+        """When the model was last estimated (unset: never)."""
+
+    @_builtins.property
+    def next_scheduled_estimate_time(self) -> _timestamp_pb2.Timestamp:
+        """When the schedule next makes a re-estimation due, if a person record is new by then
+        (unset: no schedule, or never estimated: the first estimate waits for the record threshold).
+        """
+
+    @_builtins.property
+    def schedule(self) -> _duration_pb2.Duration:
+        """The schedule's period (zero: re-estimation only by the record threshold)."""
+
     def __init__(
         self,
         *,
@@ -1932,10 +1956,14 @@ class GetLearningStatusResponse(_message.Message):
         reresolve_done: _builtins.bool = ...,
         settled: _builtins.bool = ...,
         last_rejected_model: _builtins.str = ...,
+        estimate_trigger: _builtins.str = ...,
+        last_estimate_time: _timestamp_pb2.Timestamp | None = ...,
+        next_scheduled_estimate_time: _timestamp_pb2.Timestamp | None = ...,
+        schedule: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_estimate_time", b"last_estimate_time", "next_scheduled_estimate_time", b"next_scheduled_estimate_time", "schedule", b"schedule"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_model", b"active_model", "estimate_pending", b"estimate_pending", "estimating", b"estimating", "last_rejected_model", b"last_rejected_model", "person_records", b"person_records", "records_at_estimate", b"records_at_estimate", "reresolve_done", b"reresolve_done", "reresolve_merged", b"reresolve_merged", "reresolve_model", b"reresolve_model", "reresolve_scanned", b"reresolve_scanned", "settled", b"settled"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_model", b"active_model", "estimate_pending", b"estimate_pending", "estimate_trigger", b"estimate_trigger", "estimating", b"estimating", "last_estimate_time", b"last_estimate_time", "last_rejected_model", b"last_rejected_model", "next_scheduled_estimate_time", b"next_scheduled_estimate_time", "person_records", b"person_records", "records_at_estimate", b"records_at_estimate", "reresolve_done", b"reresolve_done", "reresolve_merged", b"reresolve_merged", "reresolve_model", b"reresolve_model", "reresolve_scanned", b"reresolve_scanned", "schedule", b"schedule", "settled", b"settled"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
