@@ -7,5 +7,7 @@ root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
 TOEX_CONSOLE_SCREENSHOTS="$root/docs/images" \
     uv run --frozen --no-sync pytest -q -p no:cacheprovider \
-    services/console/tests/integration/test_browser.py
+    services/console/tests/integration/test_browser.py \
+    services/console/tests/integration/test_comms_browser.py \
+    services/console/tests/integration/test_browser_entities_national_pnd.py
 ls -1 docs/images/console-*.png

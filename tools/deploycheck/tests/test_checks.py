@@ -132,6 +132,11 @@ def test_console_is_one_web_pod_behind_the_ingress_with_its_secret_in_a_file(
     assert "TOEX_CONSOLE_CLIENT_SECRET" not in env and "TOEX_DATABASE_URL" not in env
     assert env["TOEX_PUBLIC_URL"].startswith("https://") and env["TOEX_COOKIE_SECURE"] == "true"
     assert env["TOEX_TASKING_ADDR"] == "toex-emsou-tasking:50051"
+    assert (
+        env["TOEX_ENTITY_ADDR"] == "toex-emsou-entity:50052"
+        and env["TOEX_PND_ADDR"] == "toex-emsou-pnd:50053"
+    )
+    assert env["TOEX_OVERSIGHT_ADDR"] == "toex-emsou-oversight:50056"
     (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy" and is_console(d)]
     # Browsers reach it through the ingress gateway only.
     assert all("podSelector" not in peer for peer in policy["spec"]["ingress"][0]["from"])
@@ -295,10 +300,10 @@ def test_network_policies_admit_only_the_declared_callers(rendered: dict[str, li
     }
     assert callers_of == {
         "tasking": ["safeguarding", "console"],
-        "entity": [],
-        "pnd": [],
-        "comms": [],
-        "safeguarding": [],
+        "entity": ["console"],
+        "pnd": ["console"],
+        "comms": ["console"],
+        "safeguarding": ["console"],
     }
     assert "toex-emsou-default-deny" in policies
     safeguarding = next(

@@ -32,18 +32,21 @@ def server_credentials(settings: ServiceSettings) -> grpc.ServerCredentials | No
 
 
 def channel(
-    address: str, settings: ServiceSettings, options: list[tuple[str, object]] | None = None
+    address: str,
+    settings: ServiceSettings,
+    options: list[tuple[str, object]] | None = None,
+    interceptors: list[aio.ClientInterceptor] | None = None,
 ) -> aio.Channel:
     """A channel to another toex service: TLS verified against `grpc_tls_ca_file`, presenting
     this service's certificate, when those are set; plaintext otherwise."""
     if not settings.grpc_tls_ca_file:
-        return aio.insecure_channel(address, options=options)
+        return aio.insecure_channel(address, options=options, interceptors=interceptors)
     credentials = grpc.ssl_channel_credentials(
         root_certificates=_read(settings.grpc_tls_ca_file),
         private_key=_read(settings.grpc_tls_key_file) if settings.grpc_tls_key_file else None,
         certificate_chain=_read(settings.grpc_tls_cert_file) if settings.grpc_tls_cert_file else None,
     )
-    return aio.secure_channel(address, credentials, options=options)
+    return aio.secure_channel(address, credentials, options=options, interceptors=interceptors)
 
 
 def nats_context(settings: ServiceSettings) -> ssl.SSLContext | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hmac
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -31,6 +32,7 @@ from toex_kernel.policy import PURPOSE_METADATA_KEY
 from toex_console.config import Settings
 from toex_console.oidc import OidcClient, SignInFailed
 from toex_console.sessions import COOKIE_NAME, Session, SessionStore
+from toex_console.timing import GrpcTimer, ServerTiming
 
 HERE = Path(__file__).parent
 MAX_PURPOSE = 200
@@ -90,20 +92,27 @@ class Console:
         self._tasking = tasking
         self._safeguarding = safeguarding
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
+        # The templates ship with the package: compiled once, not checked for changes on every page.
+        self.templates.env.auto_reload = False
 
     # -- plumbing -------------------------------------------------------------------------
 
+    def channel_to(self, address: str) -> grpc.aio.Channel:
+        """One channel per service, shared by every page (made once, on first use): grpc.aio
+        multiplexes the concurrent calls over it. Timed when Server-Timing is on."""
+        # (grpc's type stubs leave client interceptors untyped.)
+        interceptors: list[Any] | None = [GrpcTimer()] if self.settings.server_timing else None
+        return channel(address, self.settings, interceptors=interceptors)
+
     def tasking(self) -> Any:
         if self._tasking is None:
-            self._tasking = tasking_grpc.TaskingServiceStub(
-                channel(self.settings.tasking_addr, self.settings)
-            )
+            self._tasking = tasking_grpc.TaskingServiceStub(self.channel_to(self.settings.tasking_addr))
         return self._tasking
 
     def safeguarding(self) -> Any:
         if self._safeguarding is None:
             self._safeguarding = sg_grpc.SafeguardingServiceStub(
-                channel(self.settings.safeguarding_addr, self.settings)
+                self.channel_to(self.settings.safeguarding_addr)
             )
         return self._safeguarding
 
@@ -129,11 +138,18 @@ class Console:
         )
 
     async def fresh_token(self, session: Session) -> str:
-        """The session's access token, renewed with the refresh token when it is about to expire."""
-        expires = float(session.tokens.get("expires_at", 0))
-        if expires - self.settings.token_refresh_margin_seconds < time.time():
-            session.tokens = {**session.tokens, **await self.oidc.refresh(session.tokens)}
+        """The session's access token, renewed with the refresh token when it is about to expire.
+        One renewal at a time per session: the pages a person has in flight wait for it instead of
+        each sending the same (possibly already used) refresh token."""
+        if self._expiring(session):
+            async with session.refreshing:
+                if self._expiring(session):
+                    session.tokens = {**session.tokens, **await self.oidc.refresh(session.tokens)}
         return str(session.tokens["access_token"])
+
+    def _expiring(self, session: Session) -> bool:
+        expires = float(session.tokens.get("expires_at", 0))
+        return expires - self.settings.token_refresh_margin_seconds < time.time()
 
     async def metadata(self, session: Session) -> list[tuple[str, str]]:
         metadata = [("authorization", f"Bearer {await self.fresh_token(session)}")]
@@ -146,6 +162,40 @@ class Console:
 
     def sign_in_again(self, request: Request) -> Response:
         return RedirectResponse(f"/auth/login?next={request.url.path}", status_code=303)
+
+    async def list_page(
+        self,
+        request: Request,
+        session: Session,
+        template: str,
+        service: Callable[[], Any],
+        method: str,
+        message: Any,
+        rows: tuple[str, Callable[[Any], list[Any]]],
+        **context: Any,
+    ) -> Response:
+        """A list page. Once a purpose is chosen, one call: `service()`'s `method` (the stub is
+        made only then) with the person's token and purpose. `rows` names the template's list and
+        turns the answer into it; the answer's next page token goes to the template as
+        `next_token`. A failed call becomes `problem` (what to do next) over an empty list; a
+        session that cannot be renewed signs in again."""
+        name, view = rows
+        items: list[Any] = []
+        next_token = problem = ""
+        if session.purpose:
+            try:
+                answer = await getattr(service(), method)(
+                    message, metadata=await self.metadata(session), timeout=self.settings.grpc_timeout_seconds
+                )
+            except SignInFailed:
+                return self.sign_in_again(request)
+            except grpc.aio.AioRpcError as exc:
+                problem = what_to_do(exc)
+            else:
+                items = view(answer)
+                next_token = getattr(answer, "next_page_token", "")
+        context = {name: items, "next_token": next_token, "problem": problem, **context}
+        return self.render(request, template, session, **context)
 
     # -- sign-in ----------------------------------------------------------------------------
 
@@ -250,23 +300,15 @@ class Console:
         session = self.session_of(request)
         if session is None or not session.signed_in:
             return self.render(request, "welcome.html", None)
-        jobs: list[Any] = []
-        problem = ""
-        if session.purpose:
-            try:
-                answer = await self.tasking().ListJobs(
-                    tasking_pb.ListJobsRequest(
-                        parent="regions/-", assignee=session.username, page_size=PAGE_SIZE
-                    ),
-                    metadata=await self.metadata(session),
-                    timeout=self.settings.grpc_timeout_seconds,
-                )
-                jobs = [job_view(job) for job in answer.jobs]
-            except SignInFailed:
-                return self.sign_in_again(request)
-            except grpc.aio.AioRpcError as exc:
-                problem = what_to_do(exc)
-        return self.render(request, "home.html", session, jobs=jobs, problem=problem)
+        return await self.list_page(
+            request,
+            session,
+            "home.html",
+            self.tasking,
+            "ListJobs",
+            tasking_pb.ListJobsRequest(parent="regions/-", assignee=session.username, page_size=PAGE_SIZE),
+            JOB_ROWS,
+        )
 
     async def jobs(self, request: Request) -> Response:
         session = self.session_of(request)
@@ -275,33 +317,18 @@ class Console:
         state_name = request.query_params.get("state", "")
         page_token = request.query_params.get("page_token", "")
         states = [tasking_pb.JobState.Value(state_name)] if state_name in tasking_pb.JobState.keys() else []
-        jobs: list[Any] = []
-        next_token = problem = ""
-        if session.purpose:
-            try:
-                answer = await self.tasking().ListJobs(
-                    tasking_pb.ListJobsRequest(
-                        parent="regions/-", states=states, page_size=PAGE_SIZE, page_token=page_token
-                    ),
-                    metadata=await self.metadata(session),
-                    timeout=self.settings.grpc_timeout_seconds,
-                )
-                jobs = [job_view(job) for job in answer.jobs]
-                next_token = answer.next_page_token
-            except SignInFailed:
-                return self.sign_in_again(request)
-            except grpc.aio.AioRpcError as exc:
-                problem = what_to_do(exc)
-        states_menu = [name for name in tasking_pb.JobState.keys() if name != "JOB_STATE_UNSPECIFIED"]
-        return self.render(
+        return await self.list_page(
             request,
-            "jobs.html",
             session,
-            jobs=jobs,
-            next_token=next_token,
-            problem=problem,
+            "jobs.html",
+            self.tasking,
+            "ListJobs",
+            tasking_pb.ListJobsRequest(
+                parent="regions/-", states=states, page_size=PAGE_SIZE, page_token=page_token
+            ),
+            JOB_ROWS,
             state=state_name,
-            states=states_menu,
+            states=JOB_STATES_MENU,
         )
 
     async def job(self, request: Request) -> Response:
@@ -372,40 +399,22 @@ class Console:
         overdue_only = request.query_params.get("overdue") == "1"
         page_token = request.query_params.get("page_token", "")
         states = [sg_pb.ReferralState.Value(state_name)] if state_name in sg_pb.ReferralState.keys() else []
-        referrals: list[dict[str, Any]] = []
-        next_token = problem = ""
-        if session.purpose:
-            try:
-                answer = await self.safeguarding().ListReferrals(
-                    sg_pb.ListReferralsRequest(
-                        parent="regions/-",
-                        states=states,
-                        overdue_only=overdue_only,
-                        page_size=PAGE_SIZE,
-                        page_token=page_token,
-                    ),
-                    metadata=await self.metadata(session),
-                    timeout=self.settings.grpc_timeout_seconds,
-                )
-                referrals = sorted(
-                    (referral_view(r) for r in answer.referrals),
-                    key=lambda r: (not r["overdue"], r["next_due"] or "9999"),
-                )
-                next_token = answer.next_page_token
-            except SignInFailed:
-                return self.sign_in_again(request)
-            except grpc.aio.AioRpcError as exc:
-                problem = what_to_do(exc)
-        states_menu = [n for n in sg_pb.ReferralState.keys() if n != "REFERRAL_STATE_UNSPECIFIED"]
-        return self.render(
+        return await self.list_page(
             request,
-            "referrals.html",
             session,
-            referrals=referrals,
-            next_token=next_token,
-            problem=problem,
+            "referrals.html",
+            self.safeguarding,
+            "ListReferrals",
+            sg_pb.ListReferralsRequest(
+                parent="regions/-",
+                states=states,
+                overdue_only=overdue_only,
+                page_size=PAGE_SIZE,
+                page_token=page_token,
+            ),
+            REFERRAL_ROWS,
             state=state_name,
-            states=states_menu,
+            states=REFERRAL_STATES_MENU,
             overdue_only=overdue_only,
         )
 
@@ -625,16 +634,36 @@ class Console:
         return PlainTextResponse("ok")
 
 
+# Enum labels looked up once, not per row (a jobs page shows 25 rows).
+REGION_CODES = {number: name.removeprefix("REGION_") for name, number in region_pb2.Region.items()}
+JOB_STATE_LABELS = {
+    number: name.removeprefix("JOB_STATE_").replace("_", " ").lower()
+    for name, number in tasking_pb.JobState.items()
+}
+
+
 def job_view(job: Any) -> dict[str, Any]:
     return {
         "name": job.name,
         "operation": job.operation_name,
-        "region": region_pb2.Region.Name(job.owning_region).removeprefix("REGION_"),
-        "state": tasking_pb.JobState.Name(job.state).removeprefix("JOB_STATE_").replace("_", " ").lower(),
-        "due": job.due_time.ToDatetime().strftime("%Y-%m-%d %H:%M") if job.HasField("due_time") else "",
+        "region": REGION_CODES.get(job.owning_region, str(job.owning_region)),
+        "state": JOB_STATE_LABELS.get(job.state, str(job.state)),
+        "due": time.strftime("%Y-%m-%d %H:%M", time.gmtime(job.due_time.seconds))
+        if job.HasField("due_time")
+        else "",
         "overdue": job.overdue,
         "description": job.description,
     }
+
+
+def _job_rows(answer: Any) -> list[Any]:
+    return [job_view(job) for job in answer.jobs]
+
+
+JOB_ROWS = ("jobs", _job_rows)
+
+
+JOB_STATES_MENU = [name for name in tasking_pb.JobState.keys() if name != "JOB_STATE_UNSPECIFIED"]
 
 
 def _when(message: Any, field: str) -> str:
@@ -730,6 +759,19 @@ def referral_view(referral: Any) -> dict[str, Any]:
     return view
 
 
+def _referral_rows(answer: Any) -> list[Any]:
+    """Overdue referrals first, then by the earliest open statutory clock (on this page; the
+    order across pages is the service's)."""
+    return sorted(
+        (referral_view(r) for r in answer.referrals),
+        key=lambda r: (not r["overdue"], r["next_due"] or "9999"),
+    )
+
+
+REFERRAL_ROWS = ("referrals", _referral_rows)
+REFERRAL_STATES_MENU = [n for n in sg_pb.ReferralState.keys() if n != "REFERRAL_STATE_UNSPECIFIED"]
+
+
 def referral_actions(referral: Any, username: str) -> list[dict[str, Any]]:
     """The workflow actions that fit the referral's state. The console only offers them: the
     safeguarding service decides (a second person approves, and it refuses the author)."""
@@ -817,6 +859,9 @@ def create_app(settings: Settings, oidc: OidcClient | None = None, **kwargs: Any
         redirect_uri=settings.redirect_uri,
     )
     console = Console(settings, oidc, **kwargs)
+    # Imported here: these pages' modules import this one.
+    from toex_console import comms, entities, national, pnd
+
     routes = [
         Route("/", console.home),
         Route("/jobs", console.jobs),
@@ -830,8 +875,15 @@ def create_app(settings: Settings, oidc: OidcClient | None = None, **kwargs: Any
         Route("/signed-out", console.signed_out),
         Route("/purpose", console.set_purpose, methods=["POST"]),
         Route("/healthz", console.health),
+        *entities.routes(),
+        *national.routes(),
+        *pnd.routes(),
+        *comms.routes(),
         Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
-    app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders, headers=security_headers(""))])
+    middleware = [Middleware(SecurityHeaders, headers=security_headers(""))]
+    if settings.server_timing:
+        middleware.insert(0, Middleware(ServerTiming))
+    app = Starlette(routes=routes, middleware=middleware)
     app.state.console = console
     return app

@@ -29,7 +29,15 @@ class Settings(ServiceSettings):
     # The services the pages call (host:port, plaintext on loopback or TLS with grpc_tls_ca_file).
     tasking_addr: str = "127.0.0.1:50051"
     safeguarding_addr: str = "127.0.0.1:50055"
+    entity_addr: str = "127.0.0.1:50052"
+    pnd_addr: str = "127.0.0.1:50053"
+    oversight_addr: str = "127.0.0.1:50056"
+    comms_addr: str = "127.0.0.1:50054"
+    # An upload is read, checked and indexed by the comms service before it answers: allow for a large file.
+    comms_import_timeout_seconds: float = 900.0
     grpc_timeout_seconds: float = 10.0
+    # Send each page's server time and its gRPC share in a Server-Timing header (the benchmark reads it).
+    server_timing: bool = False
 
     def client_secret(self) -> str:
         if self.console_client_secret_file:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import threading
 import time
@@ -26,6 +27,11 @@ class Session:
     tokens: dict[str, Any] = field(default_factory=dict)
     claims: dict[str, Any] = field(default_factory=dict)
     purpose: str = ""
+    # Held while the access token is renewed (one renewal at a time per session).
+    refreshing: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
+    # What a page keeps for the person between requests (a job's target numbers), kept here
+    # rather than in addresses so that it stays out of URLs and logs.
+    kept: dict[str, Any] = field(default_factory=dict)
 
     @property
     def signed_in(self) -> bool:
