@@ -360,6 +360,25 @@ async def test_a_network_keeps_its_id_across_datasets_of_a_job_and_is_published_
     ids = {tuple(sorted(a.advert_id for a in n.adverts)): n.network_id for n in found.networks}
     assert ids[(f"a0-{suffix}", f"m1-{suffix}", f"m2-{suffix}")] == grown.network_id
     assert ids[(f"n1-{suffix}", f"n2-{suffix}")] == fresh.network_id
+    assert not grown.minor
+
+    # A later dataset whose advert shows a child grows the first network: published again under
+    # its id, so safeguarding hears of the child; one that grows it without a child is not.
+    child = [row("07700 900806", "c1", f"insta:net.{suffix}")]
+    child[0]["text"] = f"new schoolgirl in town {suffix}"
+    plain = [row("07700 900807", "p1", f"insta:new.{suffix}")]
+    four = await comms.stub.ImportAdverts(
+        upload(pb.ImportAdvertsRequest, "regions/EMSOU", csv_bytes(child), job=job),
+        metadata=comms.md(ANALYST),
+    )
+    five = await comms.stub.ImportAdverts(
+        upload(pb.ImportAdvertsRequest, "regions/EMSOU", csv_bytes(plain), job=job),
+        metadata=comms.md(ANALYST),
+    )
+    later = await network_events(nats_server.url, [four.dataset.name, five.dataset.name])
+    [again] = [e for e in later if e.dataset == four.dataset.name]
+    assert again.network_id == grown.network_id and again.minor
+    assert not [e for e in later if e.dataset == five.dataset.name]
 
 
 async def test_under_a_job_grant_the_account_lists_named_are_those_holding_the_job_adverts_accounts(

@@ -292,11 +292,13 @@ async def _detect(
         if networks:
             fresh = await _settle_network_ids(uow, dataset, networks)
             # Once per network: only a network none of whose adverts had an id (a network re-found
-            # or grown keeps its id and is not published again), and only one this dataset adds to.
+            # or grown keeps its id and is not published again), and only one this dataset adds to;
+            # and again, under its id, a network this dataset's adverts show a child in, so that
+            # safeguarding hears of it (its open referral for the network takes the new evidence).
             new = [
                 n
                 for n, is_new in zip(networks, fresh, strict=True)
-                if is_new and ours.intersection(n.adverts)
+                if ours.intersection(n.adverts) and (is_new or _child_shown_by(n, ours))
             ]
             for n in new[:ADVERT_NETWORK_EVENTS_MAX]:
                 uow.record(
@@ -305,6 +307,13 @@ async def _detect(
                     )
                 )
         await uow.commit()
+
+
+def _child_shown_by(network: AdvertNetwork, adverts: set[str]) -> bool:
+    """Whether any of `adverts` is one the network's child indications name."""
+    return any(
+        reason.partition(":")[0].removeprefix("advert ") in adverts for reason in network.minor_reasons
+    )
 
 
 async def _settle_network_ids(
