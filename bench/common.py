@@ -137,8 +137,15 @@ def machine() -> str:
 
 
 def write_results(name: str, markdown: str) -> Path:
+    """Write bench/results/<name>.md. A hand-written section of the file it replaces, from its
+    "## Analysis" heading on, is kept (appended) unless the new text has one of its own."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.md"
+    if path.exists() and "\n## Analysis" not in markdown:
+        previous = path.read_text()
+        at = previous.find("\n## Analysis")
+        if at >= 0:
+            markdown = markdown.rstrip("\n") + "\n" + previous[at:]
     path.write_text(markdown)
     return path
 

@@ -19,7 +19,11 @@ region's reporter -> the region's OVERSIGHT -> the hub's OVERSIGHT sourcing it o
    (the partition lasts as long as publishing and reporting take), then restores the link and
    times until the hub has counted all of them; then the count checks.
 
-    python -m bench.oversight.run --federation [--quick] [--only lag|catchup]
+    python -m bench.oversight.run --federation [--quick] [--only lag|catchup] [--reporter direct|outbox]
+
+`--reporter` sets every installation's TOEX_REPORTER (the reporter's path: straight to OVERSIGHT,
+or through the outbox), for A/B runs in one session. A run that fails keeps the federation's logs
+(their directory is printed).
 
 Set TOEX_BENCH_KEYCLOAK_URL to the running Keycloak with the toex realm (default
 http://127.0.0.1:8080).
@@ -90,7 +94,7 @@ def by_region(answer: pb.GetOverviewResponse) -> dict[Region, Any]:
 
 
 async def lag_bench(
-    federation: Federation, hub: Hub, rate: int, seconds: float
+    federation: Federation, hub: Hub, rate: int, seconds: float, reporter_path: str = "direct"
 ) -> tuple[list[str], list[str]]:
     planned, expected = workload(int(rate * seconds), seed=2)
     loop = asyncio.get_running_loop()
@@ -218,7 +222,7 @@ async def lag_bench(
             "publish -> plain subscriber on the region's TASKING, JobCreated (floor)", region_floor, "1.00"
         ),
         lag_row(
-            "publish -> the region's report in the hub's OVERSIGHT (reporter, outbox, leaf sourcing), JobCreated",
+            f"publish -> the region's report in the hub's OVERSIGHT (reporter, {reporter_path}, leaf sourcing), JobCreated",
             hub_floor,
             ratio(hub_floor),
         ),
@@ -341,6 +345,8 @@ async def measure(args: Any) -> None:
     rate, seconds = (1000, 10.0) if args.quick else (1000, 60.0)
     events = 10_000 if args.quick else 100_000
     keycloak_url = os.environ.get("TOEX_BENCH_KEYCLOAK_URL", "http://127.0.0.1:8080")
+    reporter = getattr(args, "reporter", None)
+    reporter_path = "outbox" if reporter == "outbox" else "direct"
     keycloak = Keycloak.external(keycloak_url)
     state = Path(tempfile.mkdtemp(prefix="toex-bench-federation-"))
     state.chmod(0o755)  # PostgreSQL runs as an unprivileged user when run as root
@@ -351,10 +357,13 @@ async def measure(args: Any) -> None:
         ports=FederationPorts.free(local_ports(load_services(ROOT))),
         keycloak_url=keycloak_url,
         cuttable=(CUT.value,),
+        extra_env={"TOEX_REPORTER": args.reporter} if getattr(args, "reporter", None) else None,
         echo=said.append,
     )
     sections: dict[str, tuple[list[str], list[str]]] = {}
     began = time.perf_counter()
+    load_before = os.getloadavg()[0]
+    failed = True
     try:
         if await asyncio.to_thread(federation.up) != 0:
             raise RuntimeError("the federation did not start:\n" + "\n".join(said[-40:]))
@@ -364,17 +373,22 @@ async def measure(args: Any) -> None:
         hub = Hub(federation, keycloak)
         try:
             if args.only in (None, "lag"):
-                sections["lag"] = await lag_bench(federation, hub, rate, seconds)
+                sections["lag"] = await lag_bench(federation, hub, rate, seconds, reporter_path)
                 print(*sections["lag"][0], *sections["lag"][1], sep="\n", flush=True)
             if args.only in (None, "catchup"):
                 sections["catchup"] = await catchup_bench(federation, hub, events)
                 print(*sections["catchup"][0], *sections["catchup"][1], sep="\n", flush=True)
         finally:
             await hub.close()
+        failed = False
     finally:
         for link in federation.links.values():
             link.restore()
         await asyncio.to_thread(federation.down)
+        if failed and federation.logs.exists():
+            kept = Path(tempfile.mkdtemp(prefix="toex-bench-federation-logs-"))
+            shutil.copytree(federation.logs, kept, dirs_exist_ok=True)
+            print(f"the federation's logs: {kept}", flush=True)
         shutil.rmtree(state, ignore_errors=True)
     titles = {
         "lag": (
@@ -399,12 +413,15 @@ async def measure(args: Any) -> None:
         "# National oversight through the federation (bench/oversight, federated)",
         "",
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}; `python -m bench.oversight.run --federation"
-        f"{' --quick' if args.quick else ''}{f' --only {args.only}' if args.only else ''}`. The federation of "
+        f"{' --quick' if args.quick else ''}{f' --only {args.only}' if args.only else ''}"
+        f"{f' --reporter {reporter}' if reporter else ''}`; the reporters publish "
+        f"{'through the outbox' if reporter_path == 'outbox' else 'straight to OVERSIGHT'}. The federation of "
         "`make up-federation` (toex_devstack.federation) on free loopback ports: the hub, EMSOU and LONDON, "
         "three nats-servers (JetStream file storage) joined as leaf nodes, one PostgreSQL (fsync on) with every "
         "installation's databases, the running Keycloak, each installation's services in their own processes "
-        f"(started in {startup:.0f} s), at their default settings. The machine's 2 cores run all of it and are "
-        "shared with other work, so figures are noisy; bench/results/oversight.md has the single-server figures.",
+        f"(started in {startup:.0f} s), at their default settings. The machine's 2 cores run all of it; load "
+        f"average {load_before:.1f} when the federation started and {os.getloadavg()[0]:.1f} at the end; "
+        "bench/results/oversight.md has the single-server figures.",
         "",
     ]
     summaries: list[str] = []

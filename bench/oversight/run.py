@@ -824,6 +824,11 @@ async def main() -> None:
         action="store_true",
         help="lag and catch-up through the real federation (bench/oversight/federated.py)",
     )
+    parser.add_argument(
+        "--reporter",
+        choices=["direct", "outbox"],
+        help="with --federation: how every installation's reporter publishes (TOEX_REPORTER; the service's default if not given)",
+    )
     args = parser.parse_args()
     if args.federation:
         from bench.oversight import federated  # it imports this module's helpers

@@ -128,22 +128,28 @@ class Platform:
         )
 
     def consumer(
-        self, *, subjects: Sequence[str], every_region: bool = False, **config: Any
+        self,
+        *,
+        subjects: Sequence[str],
+        every_region: bool = False,
+        consumer_class: type[IdempotentConsumer] = IdempotentConsumer,
+        **config: Any,
     ) -> IdempotentConsumer:
         """An idempotent consumer on this service's NATS connection (see IdempotentConsumer),
         reading `subjects` of the regions the installation serves only: `toex.*.<domain>...`
         becomes `toex.london.<domain>...` at LONDON's installation and `toex.national...` at
         the hub (whose streams source every region's). With `every_region`, a read model of
         every region (the hub's national oversight) reads them as given; a region installation
-        holds only its own region's events, and refuses to."""
+        holds only its own region's events, and refuses to. `consumer_class`: a subclass that
+        handles its batches its own way (oversight's DirectReporter)."""
         if every_region:
             if self.installation.kind is InstallationKind.REGION:
                 raise InstallationError(
                     f"consumer {config.get('name', '')} reads every region's events; the "
                     f"{self.installation.name} installation holds its own region's only"
                 )
-            return IdempotentConsumer(nc=self.nc, js=self.js, subjects=subjects, **config)
-        return IdempotentConsumer(
+            return consumer_class(nc=self.nc, js=self.js, subjects=subjects, **config)
+        return consumer_class(
             nc=self.nc, js=self.js, subjects=scoped_subjects(self.installation, subjects), **config
         )
 

@@ -44,7 +44,13 @@ def message_buses(settings: Settings, installation: Installation) -> tuple[Messa
     reporting, aggregating = MessageBus(), MessageBus()
     if settings.consume_events:
         batch, wait = settings.consumer_batch, settings.consumer_fetch_wait_seconds
-        reporter.subscribe(reporting, settings.service_name, batch=batch, fetch_wait_seconds=wait)
+        reporter.subscribe(
+            reporting,
+            settings.service_name,
+            batch=batch,
+            fetch_wait_seconds=wait,
+            direct=settings.reporter == "direct",
+        )
         if aggregates(installation):
             consumers.subscribe(aggregating, settings.service_name, batch=batch, fetch_wait_seconds=wait)
     return reporting, aggregating

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from toex_common.config import ServiceSettings
 
 
@@ -18,3 +20,7 @@ class Settings(ServiceSettings):
     # How long an idle consumer waits for a batch to fill before taking what has arrived: the
     # most an event waits to be counted when nothing is queued (the overview's lag).
     consumer_fetch_wait_seconds: float = 0.1
+    # How the reporter publishes its value-free copies (entrypoints/reporter.py): "direct",
+    # straight to OVERSIGHT and the original acknowledged once the stream has the copy (the hub's
+    # inbox drops a copy published twice), or "outbox", through the transactional outbox.
+    reporter: Literal["direct", "outbox"] = "direct"
