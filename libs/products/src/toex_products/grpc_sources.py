@@ -198,8 +198,16 @@ def entity_facts(entity: entity_pb2.Entity) -> EntityFacts:
     records = []
     for rec in entity.records:
         grading = grading_code(rec.grading) if rec.HasField("grading") else ""
-        where = _enum(region_pb2.Region.DESCRIPTOR, rec.region, "REGION_")
-        records.append(Row(rec.name, f"{where}  grading: {grading or 'not graded'}"))
+        source = f"{rec.ref.source_system} {rec.ref.source_record_id}".strip()
+        stored = f"{rec.ingest_time.ToDatetime():%Y-%m-%d}" if rec.HasField("ingest_time") else ""
+        parts = [
+            _enum(region_pb2.Region.DESCRIPTOR, rec.region, "REGION_"),
+            f"source {source}" if source else "",
+            f"stored {stored}" if stored else "",
+            f"by {rec.ingested_by}" if rec.ingested_by else "",
+            f"grading: {grading or 'not graded'}",
+        ]
+        records.append(Row(rec.name, "  ".join(p for p in parts if p)))
     deconfliction = [
         f"Another region holds this ({_enum(region_pb2.Region.DESCRIPTOR, d.region, 'REGION_')}), "
         f"ask {d.contact_role or 'its duty officer'}"

@@ -151,7 +151,14 @@ def assemble(sources: Sources, job_name: str, *, progress: Progress = _quiet, wo
         referral_rows = [referrals, *job.referrals]
     else:
         referral_rows = referrals.rows if referrals is not None else None
-    subjects = [Row(e.display_name or e.name, f"{e.kind}  {e.name}") for e in entities]
+    # Each subject with its records' provenance and grading, one line per record.
+    subjects = [
+        Row(
+            e.display_name or e.name,
+            "\n".join([f"{e.kind}  {e.name}".strip(), *(f"record {r.label}: {r.text}" for r in e.records)]),
+        )
+        for e in entities
+    ]
     deconfliction = [Row(e.display_name or e.name, note) for e in entities for note in e.deconfliction]
     annex = _annex(
         [Row(f"Record {r.label} ({e.display_name or e.name})", r.text) for e in entities for r in e.records],

@@ -55,7 +55,8 @@ def _lines(doc: FPDF, text: str, style: str) -> int:
     """About how many lines `text` takes at full width (from its width: fpdf2's line breaking
     is slow, and this is asked of every row); at least one."""
     doc.set_font("Helvetica", style, 10)
-    return max(1, math.ceil(doc.get_string_width(text) / (doc.epw - 2 * doc.c_margin)))
+    width = doc.epw - 2 * doc.c_margin
+    return sum(max(1, math.ceil(doc.get_string_width(line) / width)) for line in text.split("\n"))
 
 
 def _row_height(doc: FPDF, row: Row) -> float:

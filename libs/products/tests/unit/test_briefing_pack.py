@@ -103,6 +103,35 @@ def test_entities_deconfliction_and_annex() -> None:
     assert len(titles["Annex: records used, with grading"].rows) == 2
 
 
+def test_each_subject_shows_its_records_provenance_and_grading() -> None:
+    entity = _entity("entities/a", "John SMITH")
+    record = entity.records[0]
+    record.ref.source_system = "niche-emsou"
+    record.ref.source_record_id = "N-4471"
+    record.ingest_time.FromSeconds(1_700_000_000)  # 2023-11-14
+    record.ingested_by = "service-account-niche"
+    record.grading.CopyFrom(
+        entity_pb2.Grading(
+            source_evaluation=entity_pb2.SOURCE_EVALUATION_2,
+            intelligence_assessment=entity_pb2.INTELLIGENCE_ASSESSMENT_B,
+            handling=security_pb2.HANDLING_CODE_P,
+        )
+    )
+    job = _job(subject_entity_ids=["entities/a"])
+    pack = assemble(
+        GrpcSources(_call, lambda: FakeTasking(job), lambda: FakeEntity({"entities/a": entity})), JOB
+    )
+    [subject] = {s.title: s for s in pack.sections}["Subjects"].rows
+    assert subject.text.split("\n") == [
+        "entities/a",
+        "record entities/a/records/1: EMSOU  source niche-emsou N-4471  stored 2023-11-14  "
+        "by service-account-niche  grading: 2/B/P",
+    ]
+    pages = pypdfium2.PdfDocument(render.pdf(pack))
+    text = "".join(pages[i].get_textpage().get_text_range() for i in range(len(pages)))
+    assert "source niche-emsou N-4471" in text
+
+
 def test_referrals_name_the_referral_never_its_subject() -> None:
     job = _job()
     job.linked_referrals.add(
