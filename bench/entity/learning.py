@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import statistics
 import tempfile
 import time
@@ -41,6 +42,7 @@ from toex_entity.adapters.uow import SqlEntityUnitOfWork
 from toex_entity.domain import commands, matching
 from toex_entity.domain.records import Address, Grading, Handling, PersonData, RecordType
 from toex_entity.service_layer import handlers, learning
+from toex_entity.service_layer.foreground import Foreground
 from toex_kernel.principal import Principal, Role
 from toex_kernel.regions import Region
 
@@ -73,9 +75,10 @@ def deps_for(database: str) -> tuple[Any, handlers.Deps]:
     return engine, handlers.Deps(uow=lambda: SqlEntityUnitOfWork(sessions))  # type: ignore[arg-type,return-value]
 
 
-def estimator(database: str) -> learning.Estimator:
-    """What the service's learning worker runs: Splink in a process of its own."""
-    return lambda cap: splink_model.estimate_from_database(database, cap)
+def estimator(database: str, foreground: Foreground | None = None) -> learning.Estimator:
+    """What the service's learning worker runs: Splink in a process of its own (stopped while a
+    resolution is in flight when given the service's `foreground`, as bootstrap does)."""
+    return lambda cap: splink_model.estimate_from_database(database, cap, foreground=foreground)
 
 
 async def ingest(deps: handlers.Deps, records: list[commands.IncomingRecord]) -> float:
@@ -180,7 +183,9 @@ async def quiet_for(
     return await paced(deps, queries, start, lambda: time.perf_counter() >= until)
 
 
-async def at_scale(pg: Postgres, n: int, rounds: int, quiet_seconds: float, reresolve: bool) -> list[str]:
+async def at_scale(
+    pg: Postgres, n: int, rounds: int, quiet_seconds: float, reresolve: bool, modes: list[str]
+) -> list[str]:
     # Fresh records for every timed resolution (a record sent again is only looked up).
     pool = 8_000 * rounds * 2
     people = list(synthetic.generate(n + pool, seed=2026))
@@ -196,17 +201,26 @@ async def at_scale(pg: Postgres, n: int, rounds: int, quiet_seconds: float, rere
         del base
         async with engine.begin() as conn:
             await conn.execute(text("ANALYZE"))
-        learner = learning.Learner(deps, estimator(database))
         # A/B in one session: a window with nothing running, then a re-estimation, alternately,
-        # so that whatever else the machine does falls on both.
+        # so that whatever else the machine does falls on both. The re-estimations take the modes
+        # in turn: "yield" (as the service runs it: idle priority, and stopped while a resolution
+        # is in flight) and "idle" (idle priority alone).
+        learners = {
+            "yield": learning.Learner(deps, estimator(database, deps.foreground)),
+            "idle": learning.Learner(deps, estimator(database)),
+        }
         quiet: list[list[float]] = []
         during: list[list[float]] = []
+        round_modes: list[str] = []
         estimates: list[float] = []
         outcomes: list[str] = []
         used = 0
         await latencies(deps, queries[:50])  # warm the caches and the connection pool
         used = 50
-        for _ in range(rounds):
+        for r in range(rounds):
+            mode = modes[r % len(modes)]
+            learner = learners[mode]
+            round_modes.append(mode)
             q = await quiet_for(deps, quiet_seconds, queries, used)
             used += len(q)
             quiet.append(q)
@@ -223,25 +237,36 @@ async def at_scale(pg: Postgres, n: int, rounds: int, quiet_seconds: float, rere
             )
         q = await quiet_for(deps, quiet_seconds, queries, used)
         quiet.append(q)
+        learner = learners[round_modes[-1]]
         all_quiet = [x for w in quiet for x in w]
-        all_during = [x for w in during for x in w]
-        ratio = pct(all_during, 99) / pct(all_quiet, 99)
         windows = (
             "; ".join(
-                f"quiet {pct(a, 99):.1f}, learning {pct(b, 99):.1f}"
-                for a, b in zip(quiet, during, strict=False)
+                f"quiet {pct(a, 99):.1f}, learning ({m}) {pct(b, 99):.1f}"
+                for a, b, m in zip(quiet, during, round_modes, strict=False)
             )
             + f"; quiet {pct(quiet[-1], 99):.1f}"
         )
         lines += [
-            f"| re-estimation over {n:,} stored persons (sample cap 200,000, separate idle-priority process, "
-            f"1 DuckDB thread, 1 GB DuckDB memory limit), {rounds} runs "
-            f"| {', '.join(f'{s:.0f} s' for s in estimates)} | {'; '.join(outcomes)} |",
             f"| resolution p50 / p99 ms, nothing running ({len(all_quiet)} records, {rounds + 1} windows of "
             f"{quiet_seconds:.0f} s) | {statistics.median(all_quiet):.1f} / {pct(all_quiet, 99):.1f} | baseline |",
-            f"| resolution p50 / p99 ms, while re-estimating ({len(all_during)} records) "
-            f"| {statistics.median(all_during):.1f} / {pct(all_during, 99):.1f} | p99 ratio **{ratio:.2f}** "
-            "(goal <= 1.2) |",
+        ]
+        labels = {
+            "yield": "idle priority, stopped while a resolution is in flight (the service's way)",
+            "idle": "idle priority alone",
+        }
+        for mode in dict.fromkeys(round_modes):
+            mine = [i for i, m in enumerate(round_modes) if m == mode]
+            took = [estimates[i] for i in mine]
+            lat = [x for i in mine for x in during[i]]
+            ratio = pct(lat, 99) / pct(all_quiet, 99)
+            lines += [
+                f"| re-estimation over {n:,} stored persons, {labels[mode]} (sample cap 200,000, separate "
+                f"process, 1 DuckDB thread, 1 GB DuckDB memory limit), {len(mine)} runs "
+                f"| {', '.join(f'{x:.0f} s' for x in took)} | {'; '.join(outcomes[i] for i in mine)} |",
+                f"| resolution p50 / p99 ms while re-estimating, {labels[mode]} ({len(lat)} records) "
+                f"| {statistics.median(lat):.1f} / {pct(lat, 99):.1f} | p99 ratio **{ratio:.2f}** (goal <= 1.2) |",
+            ]
+        lines += [
             f"| p99 ms per window, in the order run | {windows} | |",
             f"| bulk ingest of the {n:,} (with the address keys) | {n / ingest_seconds:,.0f} records/s | |",
         ]
@@ -303,8 +328,15 @@ async def main() -> None:
     parser.add_argument("--key-rounds", type=int, default=2)
     parser.add_argument("--scale-only", action="store_true", help="only the scale figures")
     parser.add_argument("--results", default="entity-learning", help="bench/results/<name>.md")
+    parser.add_argument(
+        "--modes",
+        default="yield,idle",
+        help="the re-estimations' modes, taken in turn: yield (the service's: stopped while a resolution "
+        "is in flight) and idle (idle priority alone)",
+    )
     args = parser.parse_args()
     logging.getLogger("splink").setLevel(logging.WARNING)
+    load_before = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="toex-bench-learning-"))
     work.chmod(0o755)
     pg = Postgres(data_dir=work / "pg", shared_buffers="1GB")
@@ -316,7 +348,9 @@ async def main() -> None:
             print(f"held-out accuracy: {name}", flush=True)
             accuracy += await held_out(pg, name)
         print(f"scale: {args.records:,} stored persons", flush=True)
-        scale = await at_scale(pg, args.records, args.rounds, args.quiet_seconds, not args.skip_reresolve)
+        scale = await at_scale(
+            pg, args.records, args.rounds, args.quiet_seconds, not args.skip_reresolve, args.modes.split(",")
+        )
         if not args.scale_only:
             print("cost of the address keys", flush=True)
             keys = await key_cost(pg, args.key_records, args.key_rounds)
@@ -327,9 +361,9 @@ async def main() -> None:
         "",
         f"Run: `python -m bench.entity.learning --records {args.records} --rounds {args.rounds} "
         f"--quiet-seconds {args.quiet_seconds:g} --key-records {args.key_records} --key-rounds {args.key_rounds}"
-        f"{' --scale-only' if args.scale_only else ''}{' --skip-reresolve' if args.skip_reresolve else ''}` "
-        f"on {machine()}. The machine "
-        "was shared with other work during the run: figures are noisy; ratios are taken "
+        f"{' --scale-only' if args.scale_only else ''}{' --skip-reresolve' if args.skip_reresolve else ''}"
+        f" --modes {args.modes}` on {machine()}; load average {load_before:.1f} at the start and "
+        f"{os.getloadavg()[0]:.1f} at the end (other work may share the machine). Ratios are taken "
         "within the run, alternating where stated.",
         "",
     ]

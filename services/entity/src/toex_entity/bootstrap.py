@@ -70,7 +70,10 @@ async def build(settings: Settings) -> App:
 
     async def estimate(sample_cap: int) -> tuple[MatchModel, int]:
         return await splink_model.estimate_from_database(
-            settings.database_url, sample_cap, memory_limit=settings.learning_memory_limit
+            settings.database_url,
+            sample_cap,
+            memory_limit=settings.learning_memory_limit,
+            foreground=deps.foreground,
         )
 
     learner = learning.Learner(

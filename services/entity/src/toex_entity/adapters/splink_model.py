@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import splink.comparison_level_library as cll
@@ -31,6 +31,9 @@ from toex_entity.domain.matching import (
     MatchModel,
     Thresholds,
 )
+
+if TYPE_CHECKING:
+    from toex_entity.service_layer.foreground import Foreground
 
 log = logging.getLogger(__name__)
 
@@ -328,6 +331,10 @@ def _estimate_main() -> None:
 
 _ESTIMATING_PROCESS = (
     "import os, runpy\n"
+    # Killed with the service (PR_SET_PDEATHSIG): never left behind, stopped or running.
+    "try:\n    import ctypes, signal\n"
+    "    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))\n"
+    "except (OSError, AttributeError):\n    pass\n"
     "try:\n    os.nice(19)\nexcept (OSError, AttributeError):\n    pass\n"
     "try:\n    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\n"
     "except (OSError, AttributeError):\n    pass\n"
@@ -336,12 +343,13 @@ _ESTIMATING_PROCESS = (
 
 
 async def estimate_from_database(
-    database_url: str, sample_cap: int, *, memory_limit: str = "1GB"
+    database_url: str, sample_cap: int, *, memory_limit: str = "1GB", foreground: Foreground | None = None
 ) -> tuple[MatchModel, int]:
     """Estimate in a separate process (started for the run, gone after it) that reads its own
     sample of the store. The process runs at idle priority from its first statement (so even
     its imports yield to resolution), with one DuckDB thread and a DuckDB memory limit, and
-    holds no lock the service takes. Returns the model and how many records it saw."""
+    holds no lock the service takes; with `foreground`, it is also stopped while a resolution
+    is in flight (service_layer/foreground.py). Returns the model and how many records it saw."""
     import sys
 
     job = json.dumps({"database_url": database_url, "sample_cap": sample_cap, "memory_limit": memory_limit})
@@ -355,6 +363,8 @@ async def estimate_from_database(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+    if foreground is not None:
+        foreground.attach(process.pid)
     try:
         out, err = await process.communicate(job.encode())
     except BaseException:  # cancelled (the service is stopping): the estimate goes with it
@@ -362,6 +372,9 @@ async def estimate_from_database(
             process.kill()
         await process.wait()
         raise
+    finally:
+        if foreground is not None:
+            foreground.detach(process.pid)
     if process.returncode != 0:
         tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
         raise RuntimeError(f"the estimating process exited with {process.returncode}: {tail[0]}")

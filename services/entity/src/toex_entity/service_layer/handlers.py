@@ -63,6 +63,7 @@ from toex_entity.domain.relations import (
     key_node,
 )
 from toex_entity.service_layer import resolver
+from toex_entity.service_layer.foreground import Foreground
 from toex_entity.service_layer.ports import EntityLink, EntityUnitOfWork
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,8 @@ class Deps:
     models: ModelStore = field(default_factory=ModelStore)
     clock: Clock = utcnow
     contact_role: Callable[[Region], str] = policy.contact_role
+    # Resolution stops this replica's background estimate while it runs (foreground.py).
+    foreground: Foreground = field(default_factory=Foreground)
 
 
 # --- validation -----------------------------------------------------------------------
@@ -244,7 +247,13 @@ def _scope(method: str, actor: Principal) -> str:
 
 async def resolve_records(cmd: commands.ResolveRecords, deps: Deps) -> list[ResolveResult]:
     """Resolve submitted records in order. With `single`, a bad record raises; otherwise it
-    gets a result with `error` and the rest go on."""
+    gets a result with `error` and the rest go on. The replica's background estimate is stopped
+    meanwhile (`deps.foreground`)."""
+    with deps.foreground.resolving():
+        return await _resolve_records(cmd, deps)
+
+
+async def _resolve_records(cmd: commands.ResolveRecords, deps: Deps) -> list[ResolveResult]:
     now = deps.clock()
     regions = {r.region for r in cmd.records}
     grant = None
