@@ -446,7 +446,16 @@ async def publish(
     async def one(i: int, item: Planned) -> None:
         stamps[i] = loop.time()
         envelope = item.envelope
-        await js.publish(envelope.subject, envelope.payload, headers=envelope.headers)
+        for attempt in range(5):
+            try:
+                await js.publish(envelope.subject, envelope.payload, headers=envelope.headers)
+                return
+            except nats.errors.TimeoutError:
+                # A loaded machine: the same event again (its Nats-Msg-Id makes a second copy a
+                # duplicate the stream drops), as the platform's outbox relay would.
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.5 * (attempt + 1))
 
     await asyncio.gather(*(one(i, item) for i, item in enumerate(planned)))
     if times is not None:
