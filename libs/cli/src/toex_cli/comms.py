@@ -47,6 +47,8 @@ EXPORTS = {
     "index-csv": pb.EXPORT_FORMAT_INDEX_CSV,
     "index-xlsx": pb.EXPORT_FORMAT_INDEX_XLSX,
 }
+# The kinds of file a mapping profile maps (`--kind`).
+PROFILE_KINDS = {"cdr": res.DATASET_KIND_CDR, "adverts": res.DATASET_KIND_ADVERTS}
 # `advert-networks --format ...` written to a file by the service's Export.
 ADVERT_EXPORTS = {
     "graphml": pb.EXPORT_FORMAT_ADVERT_NETWORKS_GRAPHML,
@@ -207,7 +209,7 @@ def _upload(
             exc,
             service=SERVICE,
             address=cli.address(SERVICE),
-            field_options={"header.parent": "--region"},
+            field_options={"header.parent": "--region", "header.profile": "--profile"},
         ) from None
     return response
 
@@ -292,7 +294,9 @@ def _print_import(response: Any, output_format: str) -> None:
 @comms.command("import-cdr")
 @_import_options
 @click.option(
-    "--profile", default="", help="Column-mapping profile (see `toex comms profiles`); default canonical."
+    "--profile",
+    default="",
+    help="Call data mapping profile (`toex comms profiles --kind cdr`); default canonical.",
 )
 @format_option
 @pass_cli
@@ -331,13 +335,38 @@ def import_anpr(
     _print_import(_upload(cli, _stub(cli).ImportAnpr, pb.ImportAnprRequest, path, header), output_format)
 
 
+def _advert_profile(cli: CliContext, region: Region, name: str) -> pb.MappingProfile:
+    """The advert profile an import names (for `--images`: which columns hold the image and its
+    hash, and the separator); the service refuses a profile of another kind itself."""
+    if not name:  # canonical-adverts
+        return pb.MappingProfile(columns={"image": "image", "image_hash": "image_hash"}, separator=",")
+    response = cli.call(
+        SERVICE,
+        _stub(cli).ListMappingProfiles,
+        pb.ListMappingProfilesRequest(parent=f"regions/{region.value}", kind=res.DATASET_KIND_ADVERTS),
+    )
+    for p in response.profiles:
+        if p.name.rsplit("/", 1)[-1] == name:
+            return p
+    raise click.UsageError(
+        f"no advert mapping profile {name!r} in {region.value} (`toex comms profiles --kind adverts`)"
+    )
+
+
 @comms.command("import-adverts")
 @_import_options
 @click.option(
     "--images",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Folder of the images the file's `image` column names: each row with an image and no "
-    "image_hash gets its perceptual hash worked out here (the images are never uploaded).",
+    "image_hash gets its perceptual hash worked out here (the images are never uploaded). With "
+    "--profile, the columns the profile maps image and image_hash to.",
+)
+@click.option(
+    "--profile",
+    default="",
+    help="Advert mapping profile naming the file's columns (`toex comms profiles --kind adverts`); "
+    "default canonical-adverts.",
 )
 @format_option
 @pass_cli
@@ -350,33 +379,53 @@ def import_adverts(
     encoding: str,
     handling: str | None,
     images: Path | None,
+    profile: str,
     output_format: str,
 ) -> None:
     """Import advert records: columns number, advert_id, site, date, location, text; optional
-    seen, image_hash, image (with --images), name, age, price, account.
+    seen, image_hash, image (with --images), name, age, price, account. A file heading them
+    otherwise (phone, ad_id, ...) or with another separator or time format is read through an
+    advert mapping profile: --profile scraped-adverts, or one made with
+    `toex comms create-profile ... --kind adverts`. Rejected rows are listed with their line.
 
     \b
-    Example:
+    Examples:
       toex comms import-adverts adverts.csv --images ./pictures --region EMSOU --job EMSOU/JOB_ID
+      toex comms import-adverts scrape.csv --profile scraped-adverts --region EMSOU
     """
     if images is None:
-        header = _header(region, job, display_name, encoding, handling)
+        header = _header(region, job, display_name, encoding, handling, profile)
         _print_import(
             _upload(cli, _stub(cli).ImportAdverts, pb.ImportAdvertsRequest, path, header), output_format
         )
         return
     from toex_cli.advert_images import add_image_hashes  # Pillow loads only when asked for
 
+    columns = _advert_profile(cli, region, profile)
+    if not columns.columns.get("image_hash"):
+        # The service would not read the hashes worked out here.
+        raise click.UsageError(
+            f"--images: profile {profile!r} names no image_hash column for the hashes; "
+            "use one that does (`toex comms profiles --kind adverts`)"
+        )
     with tempfile.TemporaryDirectory(prefix="toex-adverts-") as work:
         hashed = Path(work) / path.name
         try:
-            problems = add_image_hashes(path, hashed, images=images, encoding=encoding or "utf-8-sig")
+            problems = add_image_hashes(
+                path,
+                hashed,
+                images=images,
+                column=columns.columns.get("image") or "image",
+                hash_column=columns.columns["image_hash"],
+                delimiter=columns.separator or ",",
+                encoding=encoding or "utf-8-sig",
+            )
         except (ValueError, UnicodeError) as exc:
             raise click.ClickException(f"{path.name}: {exc}") from None
         for line, reason in problems:
             click.echo(f"{path.name}: line {line}: {reason} (imported without an image hash)", err=True)
         # The copy is UTF-8 whatever the file was.
-        header = _header(region, job, display_name, "", handling)
+        header = _header(region, job, display_name, "", handling, profile)
         _print_import(
             _upload(cli, _stub(cli).ImportAdverts, pb.ImportAdvertsRequest, hashed, header, path.name),
             output_format,
@@ -458,29 +507,152 @@ def rejections(cli: CliContext, dataset: str, region: Region, output_format: str
     )
 
 
+def _profile_kind(kind: int) -> str:
+    return "adverts" if kind == res.DATASET_KIND_ADVERTS else "cdr"  # unspecified is call data
+
+
+def _profile_columns(p: pb.MappingProfile) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(p.columns.items()))
+
+
 @comms.command("profiles")
 @click.option("--region", required=True, type=RegionType())
+@click.option(
+    "--kind",
+    type=click.Choice(sorted(PROFILE_KINDS), case_sensitive=False),
+    help="Only profiles for call data (cdr) or advert files (adverts).",
+)
 @format_option
 @pass_cli
-def profiles(cli: CliContext, region: Region, output_format: str) -> None:
-    """Column-mapping profiles: built-in ones and the region's."""
+def profiles(cli: CliContext, region: Region, kind: str | None, output_format: str) -> None:
+    """Column-mapping profiles: built-in ones and the region's, each with the kind of file it
+    reads (cdr for `import-cdr --profile`, adverts for `import-adverts --profile`)."""
     response = cli.call(
         SERVICE,
         _stub(cli).ListMappingProfiles,
-        pb.ListMappingProfilesRequest(parent=f"regions/{region.value}"),
+        pb.ListMappingProfilesRequest(
+            parent=f"regions/{region.value}",
+            kind=PROFILE_KINDS[kind.lower()] if kind else res.DATASET_KIND_UNSPECIFIED,  # type: ignore[arg-type]
+        ),
     )
     emit_list(
         output_format,
         response,
-        ["name", "columns", "time format", "separator"],
+        ["name", "kind", "columns", "time format", "separator"],
         (
             [
                 p.name,
-                ", ".join(f"{k}={v}" for k, v in sorted(p.columns.items())),
+                _profile_kind(p.kind),
+                _profile_columns(p),
                 p.time_format or "ISO 8601",
                 p.separator,
             ]
             for p in response.profiles
+        ),
+    )
+
+
+def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for value in values:
+        key, sep, target = value.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{value!r}: expected NAME=VALUE", param_hint=option)
+        found[key.strip()] = target.strip()
+    return found
+
+
+@comms.command("create-profile")
+@click.argument("profile_id")
+@click.option("--region", required=True, type=RegionType(), help="The region the profile is stored for.")
+@click.option(
+    "--kind",
+    type=click.Choice(sorted(PROFILE_KINDS), case_sensitive=False),
+    default="cdr",
+    show_default=True,
+    help="The files it reads: call data (cdr) or advert files (adverts).",
+)
+@click.option(
+    "--column",
+    "columns",
+    multiple=True,
+    metavar="CANONICAL=HEADER",
+    help="A canonical column and the file's header for it; repeat. cdr: start_time, end_time, "
+    "duration, calling_number, called_number, event_type, calling_cell, called_cell, imei, imsi. "
+    "adverts: number, advert_id, site, date, location, text, seen, image_hash, image, name, "
+    "age, price, account.",
+)
+@click.option("--separator", default="", help="The field separator (default a comma).")
+@click.option("--time-format", default="", help="strftime format of the times (default ISO 8601).")
+@click.option("--time-zone", default="", help="IANA zone of times without an offset (default Europe/London).")
+@click.option("--default-country", default="", help="Country of numbers without a code (default GB).")
+@click.option(
+    "--event-type",
+    "event_types",
+    multiple=True,
+    metavar="VALUE=voice|sms|data",
+    help="cdr only: what a value of the event_type column means; repeat.",
+)
+@format_option
+@pass_cli
+def create_profile(
+    cli: CliContext,
+    profile_id: str,
+    region: Region,
+    kind: str,
+    columns: tuple[str, ...],
+    separator: str,
+    time_format: str,
+    time_zone: str,
+    default_country: str,
+    event_types: tuple[str, ...],
+    output_format: str,
+) -> None:
+    """Store a column-mapping profile for the region's imports of files that head, separate or
+    format their columns otherwise. Required columns: start_time, calling_number and
+    called_number (cdr); number and advert_id (adverts).
+
+    \b
+    Example:
+      toex comms create-profile site-x --kind adverts --region EMSOU --separator ";" \\
+        --column number=phone --column advert_id=ad_id --column date=first_seen
+      toex comms import-adverts scrape.csv --profile site-x --region EMSOU
+    """
+    response = cli.call(
+        SERVICE,
+        _stub(cli).CreateMappingProfile,
+        pb.CreateMappingProfileRequest(
+            parent=f"regions/{region.value}",
+            profile_id=profile_id,
+            profile=pb.MappingProfile(
+                kind=PROFILE_KINDS[kind.lower()],  # type: ignore[arg-type]
+                columns=_pairs(columns, "--column"),
+                separator=separator,
+                time_format=time_format,
+                time_zone=time_zone,
+                default_country=default_country,
+                event_types=_pairs(event_types, "--event-type"),
+            ),
+        ),
+        field_options={
+            "parent": "--region",
+            "profile.kind": "--kind",
+            "profile.separator": "--separator",
+            "profile.time_zone": "--time-zone",
+        },
+    )
+    p = response.profile
+    emit_one(
+        output_format,
+        response,
+        lambda: render_fields(
+            [
+                ("profile", p.name),
+                ("kind", _profile_kind(p.kind)),
+                ("columns", _profile_columns(p)),
+                ("time format", p.time_format or "ISO 8601"),
+                ("separator", p.separator),
+            ]
         ),
     )
 

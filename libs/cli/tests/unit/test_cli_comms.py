@@ -230,6 +230,176 @@ def test_import_adverts_with_images_uploads_their_perceptual_hashes(
     assert refused.exit_code == 1 and "no 'image' column" in refused.stderr
 
 
+def _bad_request(field: str, description: str) -> status_pb2.Status:
+    bad = error_details_pb2.BadRequest(
+        field_violations=[error_details_pb2.BadRequest.FieldViolation(field=field, description=description)]
+    )
+    detail = any_pb2.Any()
+    detail.Pack(bad)
+    return status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message="invalid request", details=[detail])
+
+
+def test_import_adverts_through_a_profile_and_a_refused_one_names_the_option(
+    run: Callable[..., Result], comms: Comms, tmp_path: Path
+) -> None:
+    fake, _ = comms
+    fake.answers["ImportAdverts"] = pb.ImportAdvertsResponse(
+        dataset=a_dataset(kind=res.DATASET_KIND_ADVERTS, profile="scraped-adverts"),
+        rejections=[pb.RowRejection(line=3, reason="number: not a phone number: x")],
+    )
+    src = tmp_path / "scrape.csv"
+    src.write_text("ad_id,phone\ns1,07700 900001\ns2,x\n", encoding="utf-8")
+    result = toex(
+        run, comms, "comms", "import-adverts", str(src), "--profile", "scraped-adverts", "--region", "EMSOU"
+    )
+    assert result.exit_code == 0, result.output
+    assert fake.call("ImportAdverts").request[0].header.profile == "scraped-adverts"
+    assert ["3", "number: not a phone number: x"] in [
+        line.split(None, 1) for line in result.stdout.splitlines()
+    ]
+
+    fake.answers["ImportAdverts"] = _bad_request(
+        "header.profile", "mapping profile 'canonical' reads call data"
+    )
+    refused = toex(
+        run, comms, "comms", "import-adverts", str(src), "--profile", "canonical", "--region", "EMSOU"
+    )
+    assert refused.exit_code == 1
+    assert "header.profile (--profile): mapping profile 'canonical' reads call data" in refused.stderr
+
+
+def test_import_adverts_with_images_through_a_profile_uses_its_columns_and_separator(
+    run: Callable[..., Result], comms: Comms, tmp_path: Path
+) -> None:
+    from toex_cli.advert_images import perceptual_hash
+
+    fake, _ = comms
+    fake.answers["ImportAdverts"] = pb.ImportAdvertsResponse(dataset=a_dataset(kind=res.DATASET_KIND_ADVERTS))
+    fake.answers["ListMappingProfiles"] = pb.ListMappingProfilesResponse(
+        profiles=[
+            pb.MappingProfile(
+                name="regions/EMSOU/mappingProfiles/site-x",
+                kind=res.DATASET_KIND_ADVERTS,
+                columns={"number": "Phone", "advert_id": "Ref", "image": "Photo", "image_hash": "Hash"},
+                separator=";",
+            ),
+            pb.MappingProfile(
+                name="regions/EMSOU/mappingProfiles/no-hash",
+                kind=res.DATASET_KIND_ADVERTS,
+                columns={"number": "Phone", "advert_id": "Ref", "image": "Photo"},
+            ),
+        ]
+    )
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    _picture(pictures / "a.png", 1)
+    src = tmp_path / "adverts.csv"
+    src.write_text("Phone;Ref;Photo\n07700 900001;a1;a.png\n07700 900002;a2;missing.png\n", encoding="utf-8")
+    args = ("comms", "import-adverts", str(src), "--images", str(pictures), "--region", "EMSOU")
+    result = toex(run, comms, *args, "--profile", "site-x")
+    assert result.exit_code == 0, result.output
+    assert fake.call("ListMappingProfiles").request.kind == res.DATASET_KIND_ADVERTS
+    sent = fake.call("ImportAdverts").request
+    assert sent[0].header.profile == "site-x"
+    body = b"".join(r.chunk for r in sent[1:]).decode("utf-8").splitlines()
+    assert body[0] == "Phone;Ref;Photo;Hash"
+    assert body[1] == f"07700 900001;a1;a.png;{perceptual_hash(pictures / 'a.png'):016x}"
+    assert body[2] == "07700 900002;a2;missing.png;"
+    assert "adverts.csv: line 3: Photo: cannot be read: missing.png" in result.stderr
+
+    no_hash = toex(run, comms, *args, "--profile", "no-hash")
+    assert no_hash.exit_code == 2 and "names no image_hash column" in no_hash.stderr
+    unknown = toex(run, comms, *args, "--profile", "nope")
+    assert unknown.exit_code == 2 and "no advert mapping profile 'nope'" in unknown.stderr
+
+
+def test_profiles_by_kind_and_create_an_advert_profile(run: Callable[..., Result], comms: Comms) -> None:
+    fake, _ = comms
+    fake.answers["ListMappingProfiles"] = pb.ListMappingProfilesResponse(
+        profiles=[
+            pb.MappingProfile(name="mappingProfiles/canonical", columns={"start_time": "start_time"}),
+            pb.MappingProfile(
+                name="mappingProfiles/canonical-adverts",
+                kind=res.DATASET_KIND_ADVERTS,
+                columns={"number": "number"},
+            ),
+        ]
+    )
+    listed = toex(run, comms, "comms", "profiles", "--region", "EMSOU")
+    assert listed.exit_code == 0, listed.output
+    rows = {line.split()[0]: line.split()[1] for line in listed.stdout.splitlines()[1:] if line.strip()}
+    assert (
+        rows["mappingProfiles/canonical"] == "cdr" and rows["mappingProfiles/canonical-adverts"] == "adverts"
+    )
+    assert fake.call("ListMappingProfiles").request.kind == res.DATASET_KIND_UNSPECIFIED
+    toex(run, comms, "comms", "profiles", "--region", "EMSOU", "--kind", "adverts")
+    assert fake.call("ListMappingProfiles").request.kind == res.DATASET_KIND_ADVERTS
+
+    fake.answers["CreateMappingProfile"] = lambda request: pb.CreateMappingProfileResponse(
+        profile=pb.MappingProfile(
+            name=f"regions/EMSOU/mappingProfiles/{request.profile_id}",
+            **{
+                "kind": request.profile.kind,
+                "columns": request.profile.columns,
+                "separator": request.profile.separator,
+            },
+        )
+    )
+    created = toex(
+        run,
+        comms,
+        "comms",
+        "create-profile",
+        "site-x",
+        "--region",
+        "EMSOU",
+        "--kind",
+        "adverts",
+        "--column",
+        "number=Phone",
+        "--column",
+        "advert_id = Ad Ref",
+        "--separator",
+        ";",
+        "--time-format",
+        "%d/%m/%Y %H:%M",
+    )
+    assert created.exit_code == 0, created.output
+    request = fake.call("CreateMappingProfile").request
+    assert (request.parent, request.profile_id, request.profile.kind) == (
+        "regions/EMSOU",
+        "site-x",
+        res.DATASET_KIND_ADVERTS,
+    )
+    assert dict(request.profile.columns) == {"number": "Phone", "advert_id": "Ad Ref"}
+    assert (request.profile.separator, request.profile.time_format) == (";", "%d/%m/%Y %H:%M")
+    assert "kind:" in created.stdout and "adverts" in created.stdout
+    bad = toex(run, comms, "comms", "create-profile", "x", "--region", "EMSOU", "--column", "number")
+    assert bad.exit_code == 2 and "expected NAME=VALUE" in bad.stderr
+
+    fake.answers["CreateMappingProfile"] = _bad_request("profile.columns[advert_id]", "required for adverts")
+    refused = toex(
+        run,
+        comms,
+        "comms",
+        "create-profile",
+        "y",
+        "--region",
+        "EMSOU",
+        "--kind",
+        "adverts",
+        "--column",
+        "number=P",
+    )
+    assert refused.exit_code == 1 and "profile.columns[advert_id]: required for adverts" in refused.stderr
+
+
+def test_import_adverts_help_explains_profiles(run: Callable[..., Result], comms: Comms) -> None:
+    shown = toex(run, comms, "comms", "import-adverts", "--help")
+    assert "--profile" in shown.stdout and "scraped-adverts" in shown.stdout
+    assert "--kind" in toex(run, comms, "comms", "create-profile", "--help").stdout
+
+
 def test_import_with_a_job_and_json_output(run: Callable[..., Result], comms: Comms, tmp_path: Path) -> None:
     fake, _ = comms
     src = tmp_path / "anpr.csv"

@@ -111,8 +111,8 @@ class FakeCommsRepository:
         self.profiles[(region, profile.profile_id)] = profile
         return True
 
-    async def list_profiles(self, region: Region) -> list[MappingProfile]:
-        return [p for (r, _), p in sorted(self.profiles.items()) if r is region]
+    async def list_profiles(self, region: Region, kind: DatasetKind | None = None) -> list[MappingProfile]:
+        return [p for (r, _), p in sorted(self.profiles.items()) if r is region and kind in (None, p.kind)]
 
     async def add_watchlist(self, w: Watchlist) -> bool:
         if (w.region, w.id) in self.watchlists:
@@ -381,6 +381,8 @@ class FakeDatasetStore:
         self.published: dict[str, pl.DataFrame] = {}
         self.rejected: dict[str, list[tuple[int, str, str]]] = {}
         self.exports = 0
+        # dataset id -> the mapping profile its file was read through
+        self.read_through: dict[str, MappingProfile | None] = {}
 
     def readable(
         self, content: bytes, rows: pl.DataFrame, rejections: Sequence[tuple[int, str, str]] = ()
@@ -398,6 +400,7 @@ class FakeDatasetStore:
         self, kind: DatasetKind, upload: Any, dataset_id: str, profile: MappingProfile | None
     ) -> IngestResult:
         assert upload in self.uploads and upload.closed and not upload.discarded
+        self.read_through[dataset_id] = profile
         if upload.data not in self.files:
             raise FileProblem("the file cannot be read as CSV")
         rows, rejections = self.files[upload.data]

@@ -29,7 +29,13 @@ from toex_kernel.errors import ResourceExhausted
 from toex_comms.domain.analysis import PAIR_SCHEMA, merge_pairs, pair_totals
 from toex_comms.domain.identifiers import BadIdentifier, NumberNormaliser, normalise_vrm
 from toex_comms.domain.model import DatasetKind, FileProblem, IngestResult
-from toex_comms.domain.profiles import EVENT_KINDS, REQUIRED_COLUMNS, MappingProfile
+from toex_comms.domain.profiles import (
+    BUILTIN_PROFILES,
+    DEFAULT_PROFILE,
+    EVENT_KINDS,
+    REQUIRED_COLUMNS,
+    MappingProfile,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -497,7 +503,7 @@ def reader_for(kind: DatasetKind, profile: MappingProfile | None = None) -> File
         return CdrFile(profile)
     if kind is DatasetKind.ANPR:
         return AnprFile()
-    return AdvertFile()
+    return AdvertFile(profile)
 
 
 def ingest(
@@ -868,7 +874,9 @@ def ingest_anpr(
 
 # ---------------------------------------------------------------- adverts
 
-ADVERT_COLUMNS = {
+# Stored column -> its canonical column (the header of a canonical advert file), which a mapping
+# profile names the file's column for.
+ADVERT_CANONICAL = {
     "number": "number",
     "advert_id": "advert_id",
     "site": "site",
@@ -887,22 +895,32 @@ _HEX_HASH = r"^(?:0x)?[0-9a-fA-F]{16}$"
 
 
 class AdvertFile(FileReader):
-    """Columns: number, advert_id, site, date, location, text; optional seen (a time), image_hash
-    (a 64-bit perceptual hash, 16 hex digits as imagehash writes it, or a decimal integer), name
-    and age claimed (age a whole number 0-120), price (a number, a leading currency sign
-    allowed), account (a profile URL or platform:handle, kept as `platform:handle` in normal
-    form)."""
+    """Adverts through a mapping profile (default `canonical-adverts`). Canonical columns: number,
+    advert_id, site, date, location, text; optional seen (a time), image_hash (a 64-bit
+    perceptual hash, 16 hex digits as imagehash writes it, or a decimal integer), name and age
+    claimed (age a whole number 0-120), price (a number, a leading currency sign allowed),
+    account (a profile URL or platform:handle, kept as `platform:handle` in normal form). The
+    profile's separator, time format and zone (date and seen) and default country apply."""
 
     what = "advert"
-    columns = ADVERT_COLUMNS
     required = ("number", "advert_id")
 
-    def __init__(self, zone: str = "Europe/London") -> None:
-        self.zone = zone
-        self.normaliser = NumberNormaliser()
+    def __init__(self, profile: MappingProfile | None = None) -> None:
+        profile = profile or BUILTIN_PROFILES[DEFAULT_PROFILE[DatasetKind.ADVERTS]]
+        self.profile = profile
+        self.separator = profile.separator
+        self.zone = profile.time_zone
+        self.columns = {stored: profile.columns.get(c, "") for stored, c in ADVERT_CANONICAL.items()}
+        self.normaliser = NumberNormaliser(profile.default_country)
         # The batch's accounts as written (trimmed): normal form, or why it is not an account.
         self.accounts: dict[str, str] = {}
         self.account_problems: dict[str, str] = {}
+
+    def _time(self, name: str) -> pl.Expr:
+        """A time in the profile's format, else ISO 8601 (the general forms stay readable)."""
+        general = _time_expr(name, "", self.zone)
+        fmt = self.profile.time_format
+        return pl.coalesce(_time_expr(name, fmt, self.zone), general) if fmt else general
 
     def prepare(self, batch: pl.DataFrame) -> dict[str, int | None]:
         """The batch's raw numbers (trimmed), normalised (None: not a number)."""
@@ -925,9 +943,7 @@ class AdvertFile(FileReader):
             .str.strip_chars()
             .replace_strict(lookup, default=None, return_dtype=pl.Int64),
             posted_at=pl.coalesce(
-                _time_expr("posted", "", zone)
-                if "posted" in present
-                else pl.lit(None, pl.Datetime("us", "UTC")),
+                self._time("posted") if "posted" in present else pl.lit(None, pl.Datetime("us", "UTC")),
                 date_text.str.to_date("%Y-%m-%d", strict=False)
                 .cast(pl.Datetime("us"))
                 .dt.replace_time_zone(zone, ambiguous="earliest", non_existent="null")
@@ -955,7 +971,7 @@ class AdvertFile(FileReader):
                 pl.concat_str(pl.lit("date: not a valid date: "), date_text),
             ),
         ]
-        extra = self._extras(present, zone)
+        extra = self._extras(present)
         frame = frame.with_columns(**{f"_{k}": v for k, (v, _) in extra.items()})
         written = _clean("account") if "account" in present else pl.lit(None, pl.String)
         frame = frame.with_columns(
@@ -990,7 +1006,7 @@ class AdvertFile(FileReader):
         bad = frame.filter(pl.col(REASON).is_not_null()).select("line", pl.col(REASON).alias("reason"), "raw")
         return good, bad
 
-    def _extras(self, present: dict[str, str], zone: str) -> dict[str, tuple[pl.Expr, pl.Expr]]:
+    def _extras(self, present: dict[str, str]) -> dict[str, tuple[pl.Expr, pl.Expr]]:
         """The optional checked columns: name -> (the value, None when absent or invalid; the
         raw text, None when absent)."""
         raw = {
@@ -1007,7 +1023,7 @@ class AdvertFile(FileReader):
         price = (
             raw["price"].str.replace(r"^[£$€]", "").str.replace_all(",", "").cast(pl.Float64, strict=False)
         )
-        seen = _time_expr("seen", "", zone) if "seen" in present else pl.lit(None, pl.Datetime("us", "UTC"))
+        seen = self._time("seen") if "seen" in present else pl.lit(None, pl.Datetime("us", "UTC"))
         return {
             "seen": (seen, raw["seen"]),
             "image_hash": (image, raw["image_hash"]),
@@ -1020,6 +1036,7 @@ class AdvertFile(FileReader):
 
 
 def ingest_adverts(
-    src: Path, out: Path, *, batch_rows: int = BATCH_ROWS, zone: str = "Europe/London"
+    src: Path, out: Path, profile: MappingProfile | None = None, *, batch_rows: int = BATCH_ROWS
 ) -> IngestResult:
-    return ingest_file(src, out, AdvertFile(zone), batch_rows=batch_rows)
+    """Read an advert file through `profile` (default `canonical-adverts`)."""
+    return ingest_file(src, out, AdvertFile(profile), batch_rows=batch_rows)

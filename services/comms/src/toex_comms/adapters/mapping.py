@@ -124,6 +124,8 @@ def rejections_to_proto(items: list[tuple[int, str, str]]) -> list[pb.RowRejecti
 
 
 def profile_from_proto(profile_id: str, p: pb.MappingProfile) -> MappingProfile:
+    # Unspecified is call data, as every profile was before adverts had any.
+    kind = KIND_FROM_PROTO.get(p.kind, DatasetKind.CDR)  # type: ignore[call-overload]
     return MappingProfile(
         profile_id=profile_id,
         columns=dict(p.columns),
@@ -132,6 +134,7 @@ def profile_from_proto(profile_id: str, p: pb.MappingProfile) -> MappingProfile:
         event_types={k.lower(): v.lower() for k, v in p.event_types.items()},
         separator=p.separator or ",",
         default_country=(p.default_country or "GB").upper(),
+        kind=kind,
     )
 
 
@@ -149,6 +152,7 @@ def profile_to_proto(p: MappingProfile, region_value: str) -> pb.MappingProfile:
         event_types=p.event_types,
         separator=p.separator,
         default_country=p.default_country,
+        kind=KIND_TO_PROTO[p.kind],  # type: ignore[arg-type]
     )
 
 

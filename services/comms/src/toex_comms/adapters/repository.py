@@ -235,22 +235,25 @@ class SqlCommsRepository:
         result = await self.session.execute(
             pg_insert(t.mapping_profiles)
             .values(
-                region=region.value, profile_id=profile.profile_id, body=body, created_by=by, created_at=at
+                region=region.value,
+                profile_id=profile.profile_id,
+                kind=profile.kind.value,
+                body=body,
+                created_by=by,
+                created_at=at,
             )
             .on_conflict_do_nothing()
             .returning(t.mapping_profiles.c.profile_id)
         )
         return result.first() is not None
 
-    async def list_profiles(self, region: Region) -> list[MappingProfile]:
-        rows = (
-            await self.session.execute(
-                select(t.mapping_profiles)
-                .where(t.mapping_profiles.c.region == region.value)
-                .order_by(t.mapping_profiles.c.profile_id)
-            )
-        ).all()
-        return [MappingProfile(r.profile_id, **r.body) for r in rows]
+    async def list_profiles(self, region: Region, kind: DatasetKind | None = None) -> list[MappingProfile]:
+        c = t.mapping_profiles.c
+        query = select(t.mapping_profiles).where(c.region == region.value)
+        if kind is not None:
+            query = query.where(c.kind == kind.value)
+        rows = (await self.session.execute(query.order_by(c.profile_id))).all()
+        return [MappingProfile(r.profile_id, **r.body, kind=DatasetKind(r.kind)) for r in rows]
 
     # watchlists
     async def add_watchlist(self, w: Watchlist) -> bool:

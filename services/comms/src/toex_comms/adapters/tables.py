@@ -50,6 +50,8 @@ mapping_profiles = Table(
     metadata,
     Column("region", String(16), nullable=False),
     Column("profile_id", String(64), nullable=False),
+    # The files it reads (DatasetKind): profiles stored before adverts had any are call data.
+    Column("kind", String(16), nullable=False, server_default="cdr"),
     Column("body", JSONB, nullable=False),
     Column("created_by", Text, nullable=False),
     Column("created_at", TZ, nullable=False),

@@ -93,6 +93,7 @@ class ListMappingProfiles:
     actor: Principal
     region: Region
     purpose: str = ""
+    kind: DatasetKind | None = None  # None: every kind
 
 
 # ---------------------------------------------------------------- phone index and attribution

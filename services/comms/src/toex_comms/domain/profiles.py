@@ -1,9 +1,12 @@
-"""Column-mapping profiles: how a provider's CDR export maps onto the canonical columns."""
+"""Column-mapping profiles: how a provider's CDR export, or a scraped advert export, maps onto
+the canonical columns of its kind."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+
+from toex_comms.domain.model import DatasetKind
 
 # The canonical CDR columns. Times carry a zone or are read in the profile's zone.
 CANONICAL_COLUMNS = (
@@ -19,6 +22,30 @@ CANONICAL_COLUMNS = (
     "imsi",
 )
 REQUIRED_COLUMNS = ("start_time", "calling_number", "called_number")
+# The canonical advert columns, as a canonical advert file heads them. `image` (a path in a folder
+# of images) is read only by the CLI (`import-adverts --images`), which fills `image_hash` from it:
+# the service never opens a path named in an upload.
+ADVERT_COLUMNS = (
+    "number",
+    "advert_id",
+    "site",
+    "date",
+    "location",
+    "text",
+    "seen",
+    "image_hash",
+    "image",
+    "name",
+    "age",
+    "price",
+    "account",
+)
+ADVERT_REQUIRED_COLUMNS = ("number", "advert_id")
+# The kinds of file a profile maps, with their columns, and the profile an import uses unnamed.
+COLUMNS_OF = {DatasetKind.CDR: CANONICAL_COLUMNS, DatasetKind.ADVERTS: ADVERT_COLUMNS}
+REQUIRED_OF = {DatasetKind.CDR: REQUIRED_COLUMNS, DatasetKind.ADVERTS: ADVERT_REQUIRED_COLUMNS}
+DEFAULT_PROFILE = {DatasetKind.CDR: "canonical", DatasetKind.ADVERTS: "canonical-adverts"}
+KIND_WORDS = {DatasetKind.CDR: "call data", DatasetKind.ANPR: "ANPR", DatasetKind.ADVERTS: "adverts"}
 EVENT_KINDS = {"voice": 1, "sms": 2, "data": 3}
 # Values providers commonly use, compared lower-case; a profile adds its own.
 DEFAULT_EVENT_TYPES = {
@@ -52,6 +79,8 @@ class MappingProfile:
     separator: str = ","
     default_country: str = "GB"
     builtin: bool = False
+    # The files it reads: call data unless said otherwise (profiles stored before adverts had any).
+    kind: DatasetKind = DatasetKind.CDR
 
     def all_event_types(self) -> dict[str, str]:
         return {**DEFAULT_EVENT_TYPES, **{k.strip().lower(): v for k, v in self.event_types.items()}}
@@ -60,14 +89,22 @@ class MappingProfile:
         found: list[tuple[str, str]] = []
         if not PROFILE_ID.match(self.profile_id):
             found.append(("profile_id", "lower-case letters, digits and hyphens, starting with a letter"))
+        if self.kind not in COLUMNS_OF:
+            found.append(("profile.kind", "call data or adverts: ANPR files have no mapping profiles"))
+            return found
+        columns, what = COLUMNS_OF[self.kind], KIND_WORDS[self.kind]
         for canonical in self.columns:
-            if canonical not in CANONICAL_COLUMNS:
-                found.append((f"profile.columns[{canonical}]", f"not one of {', '.join(CANONICAL_COLUMNS)}"))
-        for canonical in REQUIRED_COLUMNS:
-            if not self.columns.get(canonical):
-                found.append((f"profile.columns[{canonical}]", "required"))
+            if canonical not in columns:
+                found.append(
+                    (f"profile.columns[{canonical}]", f"not one of the {what} columns: {', '.join(columns)}")
+                )
+        for canonical in REQUIRED_OF[self.kind]:
+            if not self.columns.get(canonical, "").strip():
+                found.append((f"profile.columns[{canonical}]", f"required for {what}"))
         for value, kind in self.event_types.items():
-            if kind not in EVENT_KINDS:
+            if self.kind is not DatasetKind.CDR:
+                found.append((f"profile.event_types[{value}]", f"only call data has event types, not {what}"))
+            elif kind not in EVENT_KINDS:
                 found.append((f"profile.event_types[{value}]", "must be voice, sms or data"))
         if len(self.separator) != 1:
             found.append(("profile.separator", "one character"))
@@ -117,6 +154,31 @@ BUILTIN_PROFILES = {
             separator=";",
             event_types={"tel": "voice", "msg": "sms", "pdp": "data"},
             builtin=True,
+        ),
+        MappingProfile(
+            "canonical-adverts", {c: c for c in ADVERT_COLUMNS}, builtin=True, kind=DatasetKind.ADVERTS
+        ),
+        # A common scraper export: the first and last time the advert was seen, a perceptual hash
+        # and the image file it was worked out from, a rate rather than a price.
+        MappingProfile(
+            "scraped-adverts",
+            {
+                "number": "phone",
+                "advert_id": "ad_id",
+                "site": "website",
+                "date": "first_seen",
+                "seen": "last_seen",
+                "location": "city",
+                "text": "description",
+                "image_hash": "phash",
+                "image": "image_file",
+                "name": "display_name",
+                "age": "age",
+                "price": "rate",
+                "account": "social",
+            },
+            builtin=True,
+            kind=DatasetKind.ADVERTS,
         ),
     )
 }

@@ -237,8 +237,9 @@ class CommsServicer(comms_pb2_grpc.CommsAnalysisServiceServicer):
         self, request: pb.ListMappingProfilesRequest, context: aio.ServicerContext
     ) -> pb.ListMappingProfilesResponse:
         region = _own_region(request.parent)
+        kind = mapping.KIND_FROM_PROTO.get(request.kind)  # type: ignore[call-overload]
         found = await handlers.list_profiles(
-            commands.ListMappingProfiles(current_principal(), region, current_purpose()), self.deps
+            commands.ListMappingProfiles(current_principal(), region, current_purpose(), kind), self.deps
         )
         return pb.ListMappingProfilesResponse(
             profiles=[mapping.profile_to_proto(p, region.value) for p in found]

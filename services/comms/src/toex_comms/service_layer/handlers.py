@@ -42,7 +42,13 @@ from toex_comms.domain.model import (
     WatchlistKind,
     new_id,
 )
-from toex_comms.domain.profiles import BUILTIN_PROFILES, PROFILE_ID, MappingProfile
+from toex_comms.domain.profiles import (
+    BUILTIN_PROFILES,
+    DEFAULT_PROFILE,
+    KIND_WORDS,
+    PROFILE_ID,
+    MappingProfile,
+)
 from toex_comms.service_layer import detection, identity
 from toex_comms.service_layer.ports import (
     CommsUnitOfWork,
@@ -139,14 +145,26 @@ async def import_file(cmd: commands.ImportFile, deps: Deps) -> ImportOutcome:
         upload.discard()
 
 
-async def _resolve_profile(uow: CommsUnitOfWork, region: Region, name: str) -> MappingProfile:
-    name = name or "canonical"
-    if name in BUILTIN_PROFILES:
-        return BUILTIN_PROFILES[name]
-    for profile in await uow.repo.list_profiles(region):
-        if profile.profile_id == name:
-            return profile
-    raise InvalidArgument.field("header.profile", f"no mapping profile {name!r} in {region.value}")
+async def _resolve_profile(
+    uow: CommsUnitOfWork, region: Region, name: str, kind: DatasetKind
+) -> MappingProfile | None:
+    """The profile an import of `kind` reads its file through (None: the kind takes none); one
+    of another kind is refused rather than read as if it fitted."""
+    if kind not in DEFAULT_PROFILE:
+        return None
+    name = name or DEFAULT_PROFILE[kind]
+    found = BUILTIN_PROFILES.get(name)
+    if found is None:
+        found = next((p for p in await uow.repo.list_profiles(region) if p.profile_id == name), None)
+    if found is None:
+        raise InvalidArgument.field("header.profile", f"no mapping profile {name!r} in {region.value}")
+    if found.kind is not kind:
+        raise InvalidArgument.field(
+            "header.profile",
+            f"mapping profile {name!r} reads {KIND_WORDS[found.kind]}, not {KIND_WORDS[kind]}: name "
+            f"a profile of kind {KIND_WORDS[kind]} (ListMappingProfiles lists each profile's kind)",
+        )
+    return found
 
 
 async def _import_upload(cmd: commands.ImportFile, upload: Upload, sha: str, deps: Deps) -> ImportOutcome:
@@ -159,13 +177,12 @@ async def _import_upload(cmd: commands.ImportFile, upload: Upload, sha: str, dep
             raise InvalidArgument.field(
                 "header.job", f"must be a job of {cmd.region.value}: regions/{cmd.region.value}/jobs/ID"
             )
+        # Before the same-file answer, so a profile of the wrong kind is always refused.
+        profile = await _resolve_profile(uow, cmd.region, cmd.profile, cmd.kind)
         same = await uow.repo.find_same_file(cmd.region, cmd.job, cmd.kind, sha)
         if same is not None:
             touch(same.name)
             return ImportOutcome(same, True, await asyncio.to_thread(deps.store.rejections, same.id, 0, 100))
-        profile = (
-            await _resolve_profile(uow, cmd.region, cmd.profile) if cmd.kind is DatasetKind.CDR else None
-        )
         job = await uow.repo.get_job(cmd.job) if cmd.job else None
         members = await uow.repo.members(cmd.region) if cmd.kind is not DatasetKind.ANPR else {}
         account_lists = await uow.repo.account_members(cmd.region) if cmd.kind is DatasetKind.ADVERTS else {}
@@ -442,7 +459,8 @@ async def list_profiles(q: commands.ListMappingProfiles, deps: Deps) -> list[Map
     no intelligence)."""
     async with deps.uow() as uow:
         await _reach(uow, q.actor, q.region, q.purpose, f"regions/{q.region.value}")
-        return [*BUILTIN_PROFILES.values(), *await uow.repo.list_profiles(q.region)]
+        builtin = [p for p in BUILTIN_PROFILES.values() if q.kind in (None, p.kind)]
+        return [*builtin, *await uow.repo.list_profiles(q.region, q.kind)]
 
 
 # ---------------------------------------------------------------- scope of analyses

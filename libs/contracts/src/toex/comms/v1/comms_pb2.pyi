@@ -126,7 +126,9 @@ class ImportHeader(_message.Message):
     filename: _builtins.str
     """The uploaded file's name."""
     profile: _builtins.str
-    """The column-mapping profile (CDR only); empty means `canonical`."""
+    """The column-mapping profile of the file's kind (call data, adverts; ANPR takes none); empty
+    means `canonical` for call data and `canonical-adverts` for adverts.
+    """
     encoding: _builtins.str
     """The file's text encoding: empty to detect (UTF-8, or UTF-16 with a byte-order mark), or
     `utf-8`, `utf-16`, `cp1252`, `latin-1`.
@@ -661,7 +663,9 @@ Global___ListRejectionsResponse: _TypeAlias = ListRejectionsResponse  # noqa: Y0
 
 @_typing.final
 class MappingProfile(_message.Message):
-    """MappingProfile says how a provider's CDR export maps onto the canonical columns."""
+    """MappingProfile says how a provider's CDR export, or a scraped advert export, maps onto the
+    canonical columns of its kind.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -712,27 +716,39 @@ class MappingProfile(_message.Message):
     EVENT_TYPES_FIELD_NUMBER: _builtins.int
     SEPARATOR_FIELD_NUMBER: _builtins.int
     DEFAULT_COUNTRY_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name `regions/{region}/mappingProfiles/{profile}`, or `mappingProfiles/{profile}` for
     a built-in one. Output only.
     """
     time_format: _builtins.str
-    """strftime format of start and end times; empty accepts ISO 8601 with or without an offset."""
+    """strftime format of times (call data: start and end; adverts: date and seen); empty accepts
+    ISO 8601 with or without an offset (adverts: a bare YYYY-MM-DD date too, always).
+    """
     time_zone: _builtins.str
     """IANA zone of times without an offset; empty means Europe/London."""
     separator: _builtins.str
     """Field separator; empty means a comma."""
     default_country: _builtins.str
     """Default region for numbers without a country code (ISO 3166 alpha-2); empty means GB."""
+    kind: _resources_pb2.DatasetKind.ValueType
+    """The files it reads: DATASET_KIND_CDR (call data) or DATASET_KIND_ADVERTS; unspecified means
+    call data. An import refuses a profile of another kind.
+    """
     @_builtins.property
     def columns(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Canonical column -> the file's column header. Canonical columns: start_time, end_time,
-        duration, calling_number, called_number, event_type, calling_cell, called_cell, imei, imsi.
+        """Canonical column -> the file's column header. Call data: start_time, end_time, duration,
+        calling_number, called_number, event_type, calling_cell, called_cell, imei, imsi (required:
+        start_time, calling_number, called_number). Adverts: number, advert_id, site, date,
+        location, text, seen, image_hash, image, name, age, price, account (required: number,
+        advert_id; `image` is read by the CLI's `import-adverts --images`, never by the service).
         """
 
     @_builtins.property
     def event_types(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """The file's values -> voice, sms or data (compared case-insensitively), added to the defaults."""
+        """Call data only: the file's values -> voice, sms or data (compared case-insensitively),
+        added to the defaults.
+        """
 
     def __init__(
         self,
@@ -744,10 +760,11 @@ class MappingProfile(_message.Message):
         event_types: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         separator: _builtins.str = ...,
         default_country: _builtins.str = ...,
+        kind: _resources_pb2.DatasetKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "default_country", b"default_country", "event_types", b"event_types", "name", b"name", "separator", b"separator", "time_format", b"time_format", "time_zone", b"time_zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "default_country", b"default_country", "event_types", b"event_types", "kind", b"kind", "name", b"name", "separator", b"separator", "time_format", b"time_format", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -816,16 +833,20 @@ class ListMappingProfilesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PARENT_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     """`regions/{region}`."""
+    kind: _resources_pb2.DatasetKind.ValueType
+    """Only profiles of this kind; unspecified lists every kind."""
     def __init__(
         self,
         *,
         parent: _builtins.str = ...,
+        kind: _resources_pb2.DatasetKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["parent", b"parent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "parent", b"parent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

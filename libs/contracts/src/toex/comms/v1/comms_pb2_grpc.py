@@ -224,7 +224,8 @@ class CommsAnalysisServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateMappingProfile(self, request, context):
-        """Stores a named column-mapping profile for CDR files that name or format columns differently.
+        """Stores a named column-mapping profile for CDR or advert files that name or format columns
+        differently.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

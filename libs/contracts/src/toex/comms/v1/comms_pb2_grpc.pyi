@@ -56,7 +56,9 @@ class CommsAnalysisServiceStub:
     ListRejections: _grpc.UnaryUnaryMultiCallable[_comms_pb2.ListRejectionsRequest, _comms_pb2.ListRejectionsResponse]
     """Lists the rows of a dataset's file that were rejected, with line numbers and reasons."""
     CreateMappingProfile: _grpc.UnaryUnaryMultiCallable[_comms_pb2.CreateMappingProfileRequest, _comms_pb2.CreateMappingProfileResponse]
-    """Stores a named column-mapping profile for CDR files that name or format columns differently."""
+    """Stores a named column-mapping profile for CDR or advert files that name or format columns
+    differently.
+    """
     ListMappingProfiles: _grpc.UnaryUnaryMultiCallable[_comms_pb2.ListMappingProfilesRequest, _comms_pb2.ListMappingProfilesResponse]
     """Lists the built-in mapping profiles and those stored for a region."""
     SearchPhoneIndex: _grpc.UnaryUnaryMultiCallable[_comms_pb2.SearchPhoneIndexRequest, _comms_pb2.SearchPhoneIndexResponse]
@@ -126,7 +128,9 @@ class CommsAnalysisServiceAsyncStub(CommsAnalysisServiceStub):
     ListRejections: _aio.UnaryUnaryMultiCallable[_comms_pb2.ListRejectionsRequest, _comms_pb2.ListRejectionsResponse]  # type: ignore[assignment]
     """Lists the rows of a dataset's file that were rejected, with line numbers and reasons."""
     CreateMappingProfile: _aio.UnaryUnaryMultiCallable[_comms_pb2.CreateMappingProfileRequest, _comms_pb2.CreateMappingProfileResponse]  # type: ignore[assignment]
-    """Stores a named column-mapping profile for CDR files that name or format columns differently."""
+    """Stores a named column-mapping profile for CDR or advert files that name or format columns
+    differently.
+    """
     ListMappingProfiles: _aio.UnaryUnaryMultiCallable[_comms_pb2.ListMappingProfilesRequest, _comms_pb2.ListMappingProfilesResponse]  # type: ignore[assignment]
     """Lists the built-in mapping profiles and those stored for a region."""
     SearchPhoneIndex: _aio.UnaryUnaryMultiCallable[_comms_pb2.SearchPhoneIndexRequest, _comms_pb2.SearchPhoneIndexResponse]  # type: ignore[assignment]
@@ -235,7 +239,9 @@ class CommsAnalysisServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _comms_pb2.CreateMappingProfileRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_comms_pb2.CreateMappingProfileResponse, _abc.Awaitable[_comms_pb2.CreateMappingProfileResponse]]:
-        """Stores a named column-mapping profile for CDR files that name or format columns differently."""
+        """Stores a named column-mapping profile for CDR or advert files that name or format columns
+        differently.
+        """
 
     @_abc_1.abstractmethod
     def ListMappingProfiles(
