@@ -1,7 +1,9 @@
 """Load generators for the console benchmark, in their own processes so that the measuring
 client does not share an interpreter (or a GIL) with the servers or with itself.
 
-Two kinds of closed-loop user, both as cheap as we can make them in Python:
+Two kinds of closed-loop user, both as cheap as we can make them in Python (each asks for the
+next page as soon as it has the last, or after a think time: `think` seconds on average, drawn
+uniformly from half to one and a half times it, as a person reading the page would):
 
 - `http`: one keep-alive HTTP/1.1 connection per user over bare asyncio streams (no client
   library: httpx cost 6-7 ms of CPU a page here), reading the console's `Server-Timing`
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import random
 import re
 import time
 from dataclasses import dataclass, field
@@ -74,7 +77,13 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
-async def _http_user(target: HttpTarget, start: float, stop: float, out: Measured) -> None:
+def _pause(think: float) -> float:
+    return random.uniform(0.5 * think, 1.5 * think) if think > 0 else 0.0
+
+
+async def _http_user(
+    target: HttpTarget, start: float, stop: float, out: Measured, think: float = 0.0
+) -> None:
     request = (
         f"GET {target.path} HTTP/1.1\r\nHost: {target.host}:{target.port}\r\n"
         f"Cookie: {target.cookie}\r\nAccept: text/html\r\n\r\n"
@@ -121,11 +130,15 @@ async def _http_user(target: HttpTarget, start: float, stop: float, out: Measure
                 out.server_grpc_ms.append(durations.get(b"grpc", float("nan")))
                 calls = _CALLS.search(timing)
                 out.server_calls.append(int(calls.group(1)) if calls else 0)
+        if think > 0:
+            await asyncio.sleep(_pause(think))
     if writer is not None:
         writer.close()
 
 
-async def _grpc_loop(target: GrpcTarget, users: int, start: float, stop: float, out: Measured) -> None:
+async def _grpc_loop(
+    target: GrpcTarget, users: int, start: float, stop: float, out: Measured, think: float = 0.0
+) -> None:
     import grpc
 
     async with grpc.aio.insecure_channel(target.address) as channel:
@@ -143,11 +156,15 @@ async def _grpc_loop(target: GrpcTarget, users: int, start: float, stop: float, 
                     continue
                 if begun_wall >= start:
                     out.client_ms.append((time.perf_counter() - begun) * 1000)
+                if think > 0:
+                    await asyncio.sleep(_pause(think))
 
         await asyncio.gather(*(user() for _ in range(users)))
 
 
-async def _child(target: HttpTarget | GrpcTarget, users: int, start: float, stop: float) -> Measured:
+async def _child(
+    target: HttpTarget | GrpcTarget, users: int, start: float, stop: float, think: float = 0.0
+) -> Measured:
     out = Measured(seconds=stop - start)
 
     async def meter() -> None:
@@ -157,15 +174,21 @@ async def _child(target: HttpTarget | GrpcTarget, users: int, start: float, stop
         out.cpu_seconds["load generator"] = process_tree_cpu_seconds(os.getpid()) - before
 
     if isinstance(target, HttpTarget):
-        await asyncio.gather(meter(), *(_http_user(target, start, stop, out) for _ in range(users)))
+        await asyncio.gather(meter(), *(_http_user(target, start, stop, out, think) for _ in range(users)))
     else:
-        await asyncio.gather(meter(), _grpc_loop(target, users, start, stop, out))
+        await asyncio.gather(meter(), _grpc_loop(target, users, start, stop, out, think))
     out.calls = len(out.client_ms)
     return out
 
 
 def _child_main(
-    target: HttpTarget | GrpcTarget, users: int, ready: Any, go: Any, window: Any, queue: Any
+    target: HttpTarget | GrpcTarget,
+    users: int,
+    ready: Any,
+    go: Any,
+    window: Any,
+    queue: Any,
+    think: float = 0.0,
 ) -> None:
     if isinstance(target, GrpcTarget):
         import grpc  # noqa: F401  (imported before the window: it takes a while on a busy machine)
@@ -173,7 +196,7 @@ def _child_main(
     go.wait()
     start, stop = window[0], window[1]
     try:
-        queue.put(asyncio.run(_child(target, users, start, stop)))
+        queue.put(asyncio.run(_child(target, users, start, stop, think)))
     except BaseException as exc:
         queue.put(Measured(errors=1, first_error=repr(exc)))
         raise
@@ -187,6 +210,7 @@ def closed_loops(
     seconds: float,
     warmup: float = 2.0,
     watch: dict[str, int] | None = None,
+    think: float = 0.0,
 ) -> Measured:
     """`users` closed loops spread over `processes` processes, counted for `seconds` after a
     warm-up (process start, connections, first calls). `watch` names server processes whose CPU
@@ -196,7 +220,9 @@ def closed_loops(
     window = context.Array("d", 2)
     shares = [users // processes + (1 if i < users % processes else 0) for i in range(processes)]
     children = [
-        context.Process(target=_child_main, args=(target, share, ready, go, window, queue), daemon=True)
+        context.Process(
+            target=_child_main, args=(target, share, ready, go, window, queue, think), daemon=True
+        )
         for share in shares
         if share
     ]

@@ -327,6 +327,7 @@ async def bench(
                         processes=args.processes,
                         seconds=args.seconds,
                         watch=watch,
+                        think=args.think,
                     )
                     print(
                         f"{name}: {measured.rate:.0f}/s p95 {pct(measured.client_ms, 95):.1f} ms", flush=True
@@ -367,19 +368,29 @@ def report(args: argparse.Namespace, results: list[tuple[str, str, Measured]], n
     command = (
         f"python -m bench.console.run --seconds {args.seconds:g} --pairs {args.pairs} --jobs {args.jobs}"
         f" --users {args.users} --processes {args.processes}"
+        + (f" --think {args.think:g} --results {args.results}" if args.think else "")
+    )
+    users = (
+        f"{args.users} concurrent users (closed loops in {args.processes} load processes of their own, each"
+        f" pausing {0.5 * args.think:g} to {1.5 * args.think:g} s, {args.think:g} s on average, before its next"
+        " page, as a person reading it would)"
+        if args.think
+        else f"{args.users} concurrent users (closed loops in {args.processes} load processes of their own, each"
+        " asking for its next page as soon as it has the last: the most load 50 users can make)"
     )
     lines = [
         "# Console: page server time against the pages' gRPC calls alone",
         "",
-        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}; `{command}`. {args.users} concurrent"
-        f" users (closed loops in {args.processes} load processes of their own), alternating in one session:"
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}; `{command}`. {users}, alternating in one"
+        " session:"
         " tasking ListJobs (page of 25, researcher.emsou's token and purpose) straight over gRPC, the"
         " console's /jobs page (which makes that call and renders it), entity GetEntity straight over"
         " gRPC, the console's entity page. Page server time is the console's own Server-Timing (request"
         " in to rendered page's headers out); `console gRPC` is the part of it awaiting gRPC; `client` is"
         " what the load process saw. CPU is per call, in ms, over the counted seconds.",
         note,
-        "The machine is shared with other work while this runs: figures are noisy; compare within a round.",
+        f"Load average {os.getloadavg()[0]:.1f} at the end of the run (other work may share the machine);"
+        " compare within a round.",
         "",
         "| run | calls/s | client p50 | client p95 | server p50 | server p95 | console gRPC p95 | gRPC calls/page | errors"
         " | console CPU | tasking CPU | entity CPU | PostgreSQL CPU | load CPU |",
@@ -441,19 +452,26 @@ def main() -> None:
     )
     parser.add_argument("--only", choices=["", "jobs", "entity"], default="", help="only one page's rounds")
     parser.add_argument("--quick", action="store_true", help="short loops (3 s, 2 rounds)")
+    parser.add_argument(
+        "--think",
+        type=float,
+        default=0.0,
+        help="each user's mean pause between pages, in seconds (0: none, the most load the users can make)",
+    )
+    parser.add_argument("--results", default="console", help="bench/results/<name>.md")
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.pairs = 3.0, 2
     results, note = asyncio.run(run_all(args))
     text = report(args, results, note)
     # Hand-written sections after the generated part are kept.
-    previous = RESULTS / "console.md"
+    previous = RESULTS / f"{args.results}.md"
     if previous.exists():
         old = previous.read_text()
         kept = old.find("\n## ")  # the generated part has no second-level headings
         if kept >= 0:
             text += old[kept:]
-    path = write_results("console", text)
+    path = write_results(args.results, text)
     print(text)
     print(f"written to {path}")
 
