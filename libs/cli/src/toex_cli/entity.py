@@ -365,6 +365,27 @@ def _ingest_ids(
     return out
 
 
+def status_line(status: pb.GetLearningStatusResponse) -> str:
+    """One line on what the model's learning is doing, or did last."""
+    if status.estimating or status.estimate_pending:
+        return (
+            f"re-estimating the model from {status.person_records} stored person records "
+            f"(last estimate saw {status.records_at_estimate})"
+        )
+    if not status.reresolve_done:
+        return (
+            f"re-resolving under model {status.reresolve_model}: {status.reresolve_scanned} of "
+            f"{status.person_records} records, {status.reresolve_merged} merges, "
+            f"{status.reresolve_split} splits"
+        )
+    line = f"settled: model {status.active_model}"
+    if status.reresolve_model:
+        line += f", re-resolution made {status.reresolve_merged} merges and {status.reresolve_split} splits"
+    if status.last_rejected_model:
+        line += f" (model {status.last_rejected_model} failed its checks and was not used)"
+    return line
+
+
 def _wait_settled(cli: CliContext, stub: Any, timeout: float) -> None:
     """Poll the service's learning status until it has settled, printing progress."""
     import time
@@ -378,22 +399,7 @@ def _wait_settled(cli: CliContext, stub: Any, timeout: float) -> None:
             )
         except grpc.RpcError as exc:
             raise rpc_failure(exc, service=SERVICE, address=cli.address(SERVICE)) from None
-        if status.estimating or status.estimate_pending:
-            line = (
-                f"re-estimating the model from {status.person_records} stored person records "
-                f"(last estimate saw {status.records_at_estimate})"
-            )
-        elif not status.reresolve_done:
-            line = (
-                f"re-resolving under model {status.reresolve_model}: {status.reresolve_scanned} of "
-                f"{status.person_records} records, {status.reresolve_merged} merges"
-            )
-        else:
-            line = f"settled: model {status.active_model}"
-            if status.reresolve_model:
-                line += f", re-resolution made {status.reresolve_merged} merges"
-            if status.last_rejected_model:
-                line += f" (model {status.last_rejected_model} failed its checks and was not used)"
+        line = status_line(status)
         if line != last:
             click.echo(line, err=True)
             last = line
@@ -402,6 +408,21 @@ def _wait_settled(cli: CliContext, stub: Any, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise click.ClickException(f"the service had not settled after {timeout:.0f} s")
         time.sleep(1.0)
+
+
+@entity.command("learning")
+@format_option
+@pass_cli
+def learning(cli: CliContext, output_format: str) -> None:
+    """Show what the model's learning is doing: re-estimation, and re-resolution under the
+    active model with the merges and splits it made.
+
+    \b
+    Example:
+      toex entity learning
+    """
+    response = cli.call(SERVICE, _stub(cli).GetLearningStatus, pb.GetLearningStatusRequest())
+    emit_one(output_format, response, lambda: status_line(response))
 
 
 @entity.command("resolve")
@@ -777,19 +798,32 @@ def merge(cli: CliContext, name: str, others: tuple[str, ...], reason: str, outp
 @entity.command("split")
 @click.argument("name")
 @click.option("--record", "records", multiple=True, help="A record to move out (repeatable).")
-@click.option("--undo", "undo_change", default="", help="The change id of a merge to undo.")
+@click.option(
+    "--undo",
+    "undo_change",
+    default="",
+    help="The change id of a merge into NAME, or of a split of NAME (a person's or a model's), to undo.",
+)
 @click.option("--reason", required=True)
 @format_option
 @pass_cli
 def split(
     cli: CliContext, name: str, records: tuple[str, ...], undo_change: str, reason: str, output_format: str
 ) -> None:
-    """Split records out of an entity into a new one, or undo a merge exactly.
+    """Split records out of an entity into a new one, or undo a merge or a split exactly.
+
+    Undoing a merge brings the merged entities back with their own ids and the records they
+    had. Undoing a split (one a person made, or one re-resolution made under a new model:
+    `entity show` lists its change id) puts the records split off back into NAME with the
+    relations they took; the entity split off then redirects to NAME. It is refused while a
+    reviewer keeps any of those records apart from NAME's, or once the entity split off has
+    been merged elsewhere or holds other records.
 
     \b
     Examples:
       toex entity split 3f2c... --record EMSOU/1a2b... --reason "different date of birth"
       toex entity split 3f2c... --undo 77aa... --reason "wrong merge"
+      toex entity split 3f2c... --undo 88bb... --reason "the model's split was wrong: same custody photo"
     """
     response = cli.call(
         SERVICE,

@@ -220,6 +220,20 @@ class FakeRepository:
                 out.append((x, y))
         return out
 
+    async def different_decisions(
+        self, records_a: Iterable[str], records_b: Iterable[str]
+    ) -> list[PairDecision]:
+        a, b = set(records_a), set(records_b)
+        return [
+            d
+            for (x, y), d in self.decisions.items()
+            if d.verdict is PairVerdict.DIFFERENT and ((x in a and y in b) or (x in b and y in a))
+        ]
+
+    async def remove_pair_decisions(self, pairs: Iterable[tuple[str, str]]) -> None:
+        for pair in pairs:
+            self.decisions.pop(pair, None)
+
     async def claim_deconfliction(self, entity_id: str, region: Region, other: Region) -> bool:
         key = (entity_id, region, other)
         if key in self.deconflicted:

@@ -103,6 +103,7 @@ def entities_merged(event: events.EntitiesMerged, region: Region, *, spans_regio
         entity=entity_name(change.entity_id),
         merged=[entity_name(e) for e in (event.merged_of(region) if spans_regions else change.others)],
         change_id=change.id,
+        undone_change=change.undoes or "",
         decided_by="" if spans_regions else change.decided_by,
         reason="" if spans_regions else change.reason,
     )

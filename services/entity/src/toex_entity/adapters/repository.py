@@ -640,6 +640,33 @@ class SqlEntityRepository:
         )
         return [(r.record_a, r.record_b) for r in rows]
 
+    async def different_decisions(
+        self, records_a: Iterable[str], records_b: Iterable[str]
+    ) -> list[PairDecision]:
+        a, b = sorted(set(records_a)), sorted(set(records_b))
+        if not a or not b:
+            return []
+        d = pair_decisions.c
+        rows = await self.session.execute(
+            select(pair_decisions).where(
+                d.verdict == PairVerdict.DIFFERENT.value,
+                or_(and_(d.record_a.in_(a), d.record_b.in_(b)), and_(d.record_a.in_(b), d.record_b.in_(a))),
+            )
+        )
+        return [
+            PairDecision(r.record_a, r.record_b, PairVerdict(r.verdict), r.decided_by, r.reason, r.at)
+            for r in rows
+        ]
+
+    async def remove_pair_decisions(self, pairs: Iterable[tuple[str, str]]) -> None:
+        wanted = sorted(set(pairs))
+        if wanted:
+            await self.session.execute(
+                pair_decisions.delete().where(
+                    tuple_(pair_decisions.c.record_a, pair_decisions.c.record_b).in_(wanted)
+                )
+            )
+
     # --- deconfliction ----------------------------------------------------------------
 
     async def claim_deconfliction(self, entity_id: str, region: Region, other: Region) -> bool:
@@ -801,8 +828,8 @@ class SqlEntityRepository:
 
     async def confirmed_records(self, records: Sequence[tuple[str, str]]) -> set[str]:
         """Of these (record, entity) pairs, the records a person put where they are: in a pair
-        a reviewer confirmed, moved by a merge someone decided (not the resolver, not a model),
-        or in an entity that survived such a merge."""
+        a reviewer confirmed, moved by a merge someone decided (not the resolver, not a model)
+        or by someone's undoing of a split, or in an entity that survived such a merge."""
         wanted = sorted({r for r, _ in records})
         if not wanted:
             return set()
@@ -820,7 +847,7 @@ class SqlEntityRepository:
                 """
                 SELECT c.entity_id, c.moves
                 FROM entity_changes c
-                WHERE c.kind = 'MERGED' AND c.undone_by IS NULL
+                WHERE c.kind IN ('MERGED', 'SPLIT_UNDONE') AND c.undone_by IS NULL
                   AND c.decided_by NOT LIKE 'system:%' AND c.decided_by NOT LIKE 'model:%'
                   AND (c.entity_id = ANY(:entities) OR c.moves @? CAST(:path AS jsonpath))
                 """

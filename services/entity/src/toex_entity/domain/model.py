@@ -54,6 +54,7 @@ class ChangeKind(enum.StrEnum):
     MERGED = "MERGED"
     SPLIT = "SPLIT"
     MERGE_UNDONE = "MERGE_UNDONE"
+    SPLIT_UNDONE = "SPLIT_UNDONE"
 
 
 class ReviewState(enum.StrEnum):
@@ -102,7 +103,7 @@ class EntityChange:
     reason: str
     at: datetime
     undone_by: str | None = None
-    # For a MERGE_UNDONE: the merge it undid.
+    # For a MERGE_UNDONE: the merge it undid; for a SPLIT_UNDONE: the split.
     undoes: str | None = None
 
 

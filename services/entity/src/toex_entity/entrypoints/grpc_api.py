@@ -39,6 +39,7 @@ _CHANGE = {
     ChangeKind.MERGED: pb.CHANGE_KIND_MERGED,
     ChangeKind.SPLIT: pb.CHANGE_KIND_SPLIT,
     ChangeKind.MERGE_UNDONE: pb.CHANGE_KIND_MERGE_UNDONE,
+    ChangeKind.SPLIT_UNDONE: pb.CHANGE_KIND_SPLIT_UNDONE,
 }
 
 
@@ -463,6 +464,7 @@ class EntityServicer(entity_pb2_grpc.EntityResolutionServiceServicer):
             reresolve_model=status.reresolve_model,
             reresolve_scanned=status.reresolve_scanned,
             reresolve_merged=status.reresolve_merged,
+            reresolve_split=status.reresolve_split,
             reresolve_done=status.reresolve_done,
             settled=status.settled,
             last_rejected_model=status.last_rejected,

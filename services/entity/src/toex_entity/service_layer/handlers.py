@@ -25,7 +25,7 @@ from toex_kernel.principal import Principal
 from toex_kernel.regions import Region
 
 from toex_entity.domain import commands, matching, normalise, policy
-from toex_entity.domain.events import EntitySplit
+from toex_entity.domain.events import EntitiesMerged, EntitySplit
 from toex_entity.domain.matching import MatchModel
 from toex_entity.domain.model import (
     ChangeKind,
@@ -867,7 +867,9 @@ async def split(cmd: commands.SplitEntity, deps: Deps) -> tuple[EntityView, list
     if not reason or len(reason) > MAX_REASON:
         problems.add("reason", "say why (at most 2000 characters)")
     if bool(cmd.records) == bool(cmd.undo_change):
-        problems.add("records", "give either the records to split out or the merge to undo (undo_change)")
+        problems.add(
+            "records", "give either the records to split out or the merge or split to undo (undo_change)"
+        )
     problems.raise_if_any()
     now = deps.clock()
     scope = _scope("SplitEntity", cmd.actor)
@@ -878,27 +880,38 @@ async def split(cmd: commands.SplitEntity, deps: Deps) -> tuple[EntityView, list
             if prior is not None:
                 change = await uow.repo.get_change(prior)
                 view = await _view(uow, access, cmd.entity_id)
-                return (
-                    view,
-                    [await _view(uow, access, e) for e in (change.others if change else ())],
-                    prior,
-                )
+                return view, [await _view(uow, access, e) for e in _split_out(change)], prior
         await uow.lock_resolution()
         entity, records = await _entity_for_change(uow, access, cmd.entity_id, "name")
-        if cmd.undo_change:
+        undone = await uow.repo.get_change(cmd.undo_change) if cmd.undo_change else None
+        if undone is not None and undone.kind is ChangeKind.SPLIT:
+            change = await _undo_split(uow, access, cmd, entity, undone, reason, now)
+        elif cmd.undo_change:
             change = await _undo_merge(uow, cmd, entity, reason, now)
         else:
             change = await _split_records(uow, cmd, entity, records, reason, now)
         moved = await uow.repo.get_records(m.record_id for m in change.moves)
         regions = frozenset({r.region for r in moved.values()} | {r.region for r in records})
-        uow.record(EntitySplit(change, regions, moved))
+        if change.kind is ChangeKind.SPLIT_UNDONE:
+            # The entity split off is merged back: told as a merge naming the split it undid.
+            uow.record(EntitiesMerged(change, regions, moved))
+            await _deconflict_entity(uow, entity.id, deps, "")
+        else:
+            uow.record(EntitySplit(change, regions, moved))
         if cmd.idempotency is not None:
             await uow.remember_request(
                 scope, cmd.idempotency.request_id, cmd.idempotency.fingerprint, change.id
             )
         await uow.commit()
         view = await _view(uow, access, entity.id)
-        return view, [await _view(uow, access, e) for e in change.others], change.id
+        return view, [await _view(uow, access, e) for e in _split_out(change)], change.id
+
+
+def _split_out(change: EntityChange | None) -> tuple[str, ...]:
+    """The entities a split or an undone merge left apart (an undone split leaves none)."""
+    if change is None or change.kind is ChangeKind.SPLIT_UNDONE:
+        return ()
+    return change.others
 
 
 async def _undo_merge(
@@ -910,7 +923,7 @@ async def _undo_merge(
         or merge_change.kind is not ChangeKind.MERGED
         or merge_change.entity_id != entity.id
     ):
-        raise InvalidArgument.field("undo_change", f"not a merge into {entity.name}")
+        raise InvalidArgument.field("undo_change", f"not a merge into or a split of {entity.name}")
     if merge_change.undone_by:
         raise FailedPrecondition(f"merge {merge_change.id} was already undone", subject=cmd.undo_change)
     moves: list[Move] = []
@@ -935,6 +948,101 @@ async def _undo_merge(
     await uow.relations.undo_merge(merge_change.id, entity.id)
     await uow.repo.touch_entities([entity.id], now)
     await _keep_apart(uow, [m.record_id for m in moves], entity.id, cmd.actor.username, reason, now)
+    return change
+
+
+async def _undo_split(
+    uow: EntityUnitOfWork,
+    access: _Access,
+    cmd: commands.SplitEntity,
+    entity: Entity,
+    split_change: EntityChange,
+    reason: str,
+    now: datetime,
+) -> EntityChange:
+    """Merge the entities a split made back into the entity split from, exactly: only while
+    they hold just the records the split moved (otherwise the records have moved on, or others
+    joined them, and the undo would not restore what was), and never over a reviewer's "kept
+    apart". The "kept apart" decisions a person's split recorded go with the split they
+    belong to; any other (a reviewer's, made since) refuses the undo."""
+    if split_change.entity_id != entity.id:
+        gone = await uow.repo.get_entity(split_change.entity_id)
+        if gone is not None and split_change.entity_id in await uow.repo.merged_ids(entity.id):
+            raise FailedPrecondition(
+                f"{gone.name}, the entity split {split_change.id} split, has since been merged "
+                f"into {entity.name}; undo that merge first",
+                subject=cmd.undo_change,
+            )
+        raise InvalidArgument.field("undo_change", f"not a merge into or a split of {entity.name}")
+    if split_change.undone_by:
+        raise FailedPrecondition(f"split {split_change.id} was already undone", subject=cmd.undo_change)
+    back: dict[str, list[str]] = {}
+    for other in split_change.others:
+        name = entity_name(other)
+        split_off = await uow.repo.get_entity(other)
+        if split_off is None or split_off.state is EntityState.MERGED:
+            raise FailedPrecondition(
+                f"{name}, split off by {split_change.id}, has since been merged into another entity; "
+                "undo that merge first",
+                subject=cmd.undo_change,
+            )
+        await _entity_for_change(uow, access, other, "undo_change")
+        moved = {m.record_id for m in split_change.moves if m.to_entity == other}
+        held = {r.id for r in await uow.repo.records_of([other])}
+        if moved - held:
+            raise FailedPrecondition(
+                f"{len(moved - held)} of the records split off into {name} have since moved to "
+                "another entity; the split can no longer be undone exactly",
+                subject=cmd.undo_change,
+            )
+        if held - moved:
+            raise FailedPrecondition(
+                f"{len(held - moved)} records were linked to {name} after the split, and undoing it "
+                "would take them too: split them out of it first, or merge the two entities with "
+                "MergeEntities",
+                subject=cmd.undo_change,
+            )
+        back[other] = sorted(moved)
+    returning = [r for records in back.values() for r in records]
+    remaining = [r.id for r in await uow.repo.records_of([entity.id])]
+    own_reason = f"split: {split_change.reason}"
+    decisions = await uow.repo.different_decisions(returning, remaining)
+    its_own = [
+        d
+        for d in decisions
+        if (d.decided_by, d.reason, d.at) == (split_change.decided_by, own_reason, split_change.at)
+    ]
+    kept_apart = [d for d in decisions if d not in its_own]
+    if kept_apart:
+        first = kept_apart[0]
+        raise FailedPrecondition(
+            f"{first.decided_by} kept records {first.record_a} and {first.record_b} apart; "
+            "the split cannot be undone",
+            subject=cmd.undo_change,
+        )
+    moves: list[Move] = []
+    for other, records in back.items():
+        done = await uow.repo.move_records(other, entity.id, records)
+        moves.extend(Move(r, other, entity.id) for r in done)
+        await uow.repo.set_merged(other, entity.id, now)
+    change_id = new_id()
+    # The relations the records took (and any since recorded on the entity split off) come back.
+    await uow.relations.follow_merge(list(back), entity.id, change_id)
+    change = EntityChange(
+        change_id,
+        entity.id,
+        ChangeKind.SPLIT_UNDONE,
+        tuple(back),
+        tuple(moves),
+        cmd.actor.username,
+        reason,
+        now,
+        undoes=split_change.id,
+    )
+    await uow.repo.add_change(change)
+    await uow.repo.mark_undone(split_change.id, change.id)
+    await uow.repo.remove_pair_decisions((d.record_a, d.record_b) for d in its_own)
+    await uow.repo.touch_entities([entity.id], now)
     return change
 
 

@@ -118,6 +118,13 @@ class EntityRepository(Protocol):
     async def different_between(
         self, entities_a: Iterable[str], entities_b: Iterable[str]
     ) -> list[tuple[str, str]]: ...
+    async def different_decisions(
+        self, records_a: Iterable[str], records_b: Iterable[str]
+    ) -> list[PairDecision]:
+        """The "kept apart" decisions on pairs of a record of `records_a` and one of `records_b`."""
+        ...
+
+    async def remove_pair_decisions(self, pairs: Iterable[tuple[str, str]]) -> None: ...
     # deconfliction
     async def claim_deconfliction(self, entity_id: str, region: Region, other: Region) -> bool: ...
     # models

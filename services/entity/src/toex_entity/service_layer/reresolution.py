@@ -14,10 +14,11 @@ same transaction (`learning_state`): a stop resumes where it was, and nothing is
 - **Splits.** A record that joined its entity by an automatic link (`AUTO_LINK`) and that the
   new model scores below the review threshold against every other record of the entity is
   split off into an entity of its own (`model:<version>`, the reason naming the model, an
-  `EntitySplit` event; the change records the record moved, and `MergeEntities` puts it back:
-  no "kept apart" decision is recorded, as none was made by a person). Never a record a
-  reviewer confirmed, one moved by a merge a person decided or one of an entity that survived
-  such a merge, nor one linked deterministically (shared official identifier).
+  `EntitySplit` event; the change records the record moved, and `SplitEntity --undo` puts it
+  back with its relations: no "kept apart" decision is recorded, as none was made by a
+  person). Never a record a reviewer confirmed, one moved by a merge a person decided (or put
+  back by a person's undoing of a split) or one of an entity that survived such a merge, nor
+  one linked deterministically (shared official identifier).
 - **Merges.** A record the new model links automatically to a record of another entity of its
   region merges the two (the older id survives), unless a reviewer kept any of their records
   apart; reversible (`SplitEntity --undo`).

@@ -169,6 +169,8 @@ class _ChangeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChangeKind
     """Records were split out of it into another entity."""
     CHANGE_KIND_MERGE_UNDONE: _ChangeKind.ValueType  # 5
     """An earlier merge was undone."""
+    CHANGE_KIND_SPLIT_UNDONE: _ChangeKind.ValueType  # 6
+    """An earlier split was undone: the entity split off was merged back into this one."""
 
 class ChangeKind(_ChangeKind, metaclass=_ChangeKindEnumTypeWrapper):
     """ChangeKind is what happened to an entity."""
@@ -185,6 +187,8 @@ CHANGE_KIND_SPLIT: ChangeKind.ValueType  # 4
 """Records were split out of it into another entity."""
 CHANGE_KIND_MERGE_UNDONE: ChangeKind.ValueType  # 5
 """An earlier merge was undone."""
+CHANGE_KIND_SPLIT_UNDONE: ChangeKind.ValueType  # 6
+"""An earlier split was undone: the entity split off was merged back into this one."""
 Global___ChangeKind: _TypeAlias = ChangeKind  # noqa: Y015
 
 class _MatchDecision:
@@ -896,7 +900,7 @@ class EntityChange(_message.Message):
     CHANGE_TIME_FIELD_NUMBER: _builtins.int
     UNDONE_FIELD_NUMBER: _builtins.int
     change_id: _builtins.str
-    """Id of the change; a merge's id is what SplitEntity takes to undo it."""
+    """Id of the change; a merge's or a split's id is what SplitEntity takes to undo it."""
     kind: Global___ChangeKind.ValueType
     """What happened."""
     decided_by: _builtins.str
@@ -1801,8 +1805,12 @@ class SplitEntityRequest(_message.Message):
     name: _builtins.str
     """The entity to split, `entities/{entity}`."""
     undo_change: _builtins.str
-    """The change id of an earlier merge into this entity to undo: the merged entities come
-    back with their own ids and exactly the records they had.
+    """The change id of an earlier merge into this entity, or split of it, to undo. A merge: the
+    merged entities come back with their own ids and exactly the records they had. A split
+    (a person's or a model's): the records split off come back into this entity with the
+    relations they took, and the entity split off redirects here; refused
+    (FAILED_PRECONDITION) when those records have moved on since or a reviewer keeps any of
+    them apart from this entity's records.
     """
     reason: _builtins.str
     """Why (required)."""
@@ -1846,7 +1854,7 @@ class SplitEntityResponse(_message.Message):
 
     @_builtins.property
     def split_entities(self) -> _containers.RepeatedCompositeFieldContainer[Global___Entity]:
-        """The entities split out or restored."""
+        """The entities split out or restored (none when a split was undone)."""
 
     def __init__(
         self,
@@ -1901,6 +1909,7 @@ class GetLearningStatusResponse(_message.Message):
     LAST_ESTIMATE_TIME_FIELD_NUMBER: _builtins.int
     NEXT_SCHEDULED_ESTIMATE_TIME_FIELD_NUMBER: _builtins.int
     SCHEDULE_FIELD_NUMBER: _builtins.int
+    RERESOLVE_SPLIT_FIELD_NUMBER: _builtins.int
     person_records: _builtins.int
     """Person records stored."""
     records_at_estimate: _builtins.int
@@ -1928,6 +1937,8 @@ class GetLearningStatusResponse(_message.Message):
     person records since the last estimate) or "schedule"; empty if none since this replica
     started.
     """
+    reresolve_split: _builtins.int
+    """Splits the re-resolution has made so far (records split off into entities of their own)."""
     @_builtins.property
     def last_estimate_time(self) -> _timestamp_pb2.Timestamp:
         """When the model was last estimated (unset: never)."""
@@ -1960,10 +1971,11 @@ class GetLearningStatusResponse(_message.Message):
         last_estimate_time: _timestamp_pb2.Timestamp | None = ...,
         next_scheduled_estimate_time: _timestamp_pb2.Timestamp | None = ...,
         schedule: _duration_pb2.Duration | None = ...,
+        reresolve_split: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_estimate_time", b"last_estimate_time", "next_scheduled_estimate_time", b"next_scheduled_estimate_time", "schedule", b"schedule"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_model", b"active_model", "estimate_pending", b"estimate_pending", "estimate_trigger", b"estimate_trigger", "estimating", b"estimating", "last_estimate_time", b"last_estimate_time", "last_rejected_model", b"last_rejected_model", "next_scheduled_estimate_time", b"next_scheduled_estimate_time", "person_records", b"person_records", "records_at_estimate", b"records_at_estimate", "reresolve_done", b"reresolve_done", "reresolve_merged", b"reresolve_merged", "reresolve_model", b"reresolve_model", "reresolve_scanned", b"reresolve_scanned", "schedule", b"schedule", "settled", b"settled"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_model", b"active_model", "estimate_pending", b"estimate_pending", "estimate_trigger", b"estimate_trigger", "estimating", b"estimating", "last_estimate_time", b"last_estimate_time", "last_rejected_model", b"last_rejected_model", "next_scheduled_estimate_time", b"next_scheduled_estimate_time", "person_records", b"person_records", "records_at_estimate", b"records_at_estimate", "reresolve_done", b"reresolve_done", "reresolve_merged", b"reresolve_merged", "reresolve_model", b"reresolve_model", "reresolve_scanned", b"reresolve_scanned", "reresolve_split", b"reresolve_split", "schedule", b"schedule", "settled", b"settled"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

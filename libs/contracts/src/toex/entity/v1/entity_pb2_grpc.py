@@ -195,7 +195,7 @@ class EntityResolutionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SplitEntity(self, request, context):
-        """Splits records out of an entity into a new one, or undoes an earlier merge exactly.
+        """Splits records out of an entity into a new one, or undoes an earlier merge or split exactly.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -73,7 +73,7 @@ class EntityResolutionServiceStub:
     MergeEntities: _grpc.UnaryUnaryMultiCallable[_entity_pb2.MergeEntitiesRequest, _entity_pb2.MergeEntitiesResponse]
     """Merges entities into one; the other ids redirect to it."""
     SplitEntity: _grpc.UnaryUnaryMultiCallable[_entity_pb2.SplitEntityRequest, _entity_pb2.SplitEntityResponse]
-    """Splits records out of an entity into a new one, or undoes an earlier merge exactly."""
+    """Splits records out of an entity into a new one, or undoes an earlier merge or split exactly."""
     AnalyseMules: _grpc.UnaryUnaryMultiCallable[_entity_pb2.AnalyseMulesRequest, _entity_pb2.AnalyseMulesResponse]
     """Money-mule analysis of one region's relations: findings and scored clusters, each with its
     reasons (account holders sharing phones, devices or addresses, accounts opened close
@@ -139,7 +139,7 @@ class EntityResolutionServiceAsyncStub(EntityResolutionServiceStub):
     MergeEntities: _aio.UnaryUnaryMultiCallable[_entity_pb2.MergeEntitiesRequest, _entity_pb2.MergeEntitiesResponse]  # type: ignore[assignment]
     """Merges entities into one; the other ids redirect to it."""
     SplitEntity: _aio.UnaryUnaryMultiCallable[_entity_pb2.SplitEntityRequest, _entity_pb2.SplitEntityResponse]  # type: ignore[assignment]
-    """Splits records out of an entity into a new one, or undoes an earlier merge exactly."""
+    """Splits records out of an entity into a new one, or undoes an earlier merge or split exactly."""
     AnalyseMules: _aio.UnaryUnaryMultiCallable[_entity_pb2.AnalyseMulesRequest, _entity_pb2.AnalyseMulesResponse]  # type: ignore[assignment]
     """Money-mule analysis of one region's relations: findings and scored clusters, each with its
     reasons (account holders sharing phones, devices or addresses, accounts opened close
@@ -256,7 +256,7 @@ class EntityResolutionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _entity_pb2.SplitEntityRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_entity_pb2.SplitEntityResponse, _abc.Awaitable[_entity_pb2.SplitEntityResponse]]:
-        """Splits records out of an entity into a new one, or undoes an earlier merge exactly."""
+        """Splits records out of an entity into a new one, or undoes an earlier merge or split exactly."""
 
     @_abc_1.abstractmethod
     def AnalyseMules(

@@ -174,6 +174,7 @@ class EntitiesMerged(_message.Message):
     CHANGE_ID_FIELD_NUMBER: _builtins.int
     DECIDED_BY_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    UNDONE_CHANGE_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique event id."""
     entity: _builtins.str
@@ -184,6 +185,8 @@ class EntitiesMerged(_message.Message):
     """Who or what decided; empty in a merge across regions."""
     reason: _builtins.str
     """Why; empty in a merge across regions."""
+    undone_change: _builtins.str
+    """The split it undid, when it undid one (the entity in `merged` was split off by it)."""
     @_builtins.property
     def occur_time(self) -> _timestamp_pb2.Timestamp:
         """When it happened."""
@@ -212,10 +215,11 @@ class EntitiesMerged(_message.Message):
         change_id: _builtins.str = ...,
         decided_by: _builtins.str = ...,
         reason: _builtins.str = ...,
+        undone_change: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "occur_time", b"occur_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_id", b"change_id", "decided_by", b"decided_by", "entity", b"entity", "event_id", b"event_id", "label", b"label", "merged", b"merged", "occur_time", b"occur_time", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_id", b"change_id", "decided_by", b"decided_by", "entity", b"entity", "event_id", b"event_id", "label", b"label", "merged", b"merged", "occur_time", b"occur_time", "reason", b"reason", "undone_change", b"undone_change"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
