@@ -78,6 +78,17 @@ Handler = Callable[[IncomingEvent, Any], Awaitable[None]]
 Prefetch = Callable[[Sequence[IncomingEvent], Any], Awaitable[None]]
 
 
+def check_event(event: IncomingEvent) -> None:
+    """Refuse (PermanentError) an event no consumer may act on: one without an id, or one whose
+    security label does not match its subject. A forged label (say ERSOU on an EMSOU subject)
+    must never make another region's records: the subject is what NATS permissions vouch for."""
+    if not event.event_id:
+        raise PermanentError("event has no id (ce-id or Nats-Msg-Id header)")
+    problem = event.label_problem()
+    if problem is not None:
+        raise PermanentError(f"security label refused: {problem}")
+
+
 class IdempotentConsumer:
     def __init__(
         self,
@@ -245,13 +256,7 @@ class IdempotentConsumer:
         outcome = Outcome.RETRY
         with consumer_span(_tracer, f"consume {event.event_type or message.subject}", event.headers):
             try:
-                if not event.event_id:
-                    raise PermanentError("event has no id (ce-id or Nats-Msg-Id header)")
-                # A forged label (say ERSOU on an EMSOU subject) must never make another
-                # region's records: the subject is what NATS permissions vouch for.
-                problem = event.label_problem()
-                if problem is not None:
-                    raise PermanentError(f"security label refused: {problem}")
+                check_event(event)
                 outcome = await self._process(event)
                 await message.ack()
             except PermanentError as exc:

@@ -29,7 +29,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 from toex_common.events.bus import MessageBus
-from toex_common.events.consumer import IdempotentConsumer, Outcome, PermanentError
+from toex_common.events.consumer import IdempotentConsumer, Outcome, PermanentError, check_event
 from toex_common.events.envelope import EventEnvelope, IncomingEvent, decode
 
 from toex_oversight.adapters import events, scrub
@@ -114,11 +114,7 @@ class DirectReporter(IdempotentConsumer):
         for message in messages:
             event = decode(message.subject, message.data, message.headers)
             try:
-                if not event.event_id:
-                    raise PermanentError("event has no id (ce-id or Nats-Msg-Id header)")
-                problem = event.label_problem()
-                if problem is not None:
-                    raise PermanentError(f"security label refused: {problem}")
+                check_event(event)
                 copies = _Copies()
                 await self._handler(event, copies)
             except PermanentError as exc:
