@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+import orjson
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -154,9 +155,30 @@ def create_engine(url: str, *, pool_size: int = 20, max_overflow: int = 0, echo:
     PostgreSQL restart, say). asyncpg notices a closed socket as soon as the server drops it, so
     the check on checkout costs nothing; SQLAlchemy's `pool_pre_ping` would cost three round
     trips (BEGIN, a ping, ROLLBACK) on every checkout instead."""
-    engine = create_async_engine(url, pool_size=pool_size, max_overflow=max_overflow, echo=echo)
+    engine = create_async_engine(
+        url, pool_size=pool_size, max_overflow=max_overflow, echo=echo, json_deserializer=json_loads
+    )
     event.listen(engine.sync_engine.pool, "checkout", _discard_if_closed)
     return engine
+
+
+def json_loads(text: str) -> Any:
+    """A JSON or JSONB column's value: orjson's reading (several times quicker than the standard
+    library's, which decoding the records of an entity read spent most of its time in), or the
+    standard library's wherever a run of 19 or more digits could be an integer beyond 64 bits,
+    which orjson would read as a float, losing digits, where the standard library keeps them."""
+    if _NINETEEN_DIGITS not in text.encode().translate(_DIGITS_AS_ZERO):
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
+
+
+# Every digit read as 0, so that a run of 19 is a plain substring search: about a tenth of the
+# time a regular expression's search takes.
+_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
+_NINETEEN_DIGITS = b"0" * 19
 
 
 def _discard_if_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:

@@ -66,6 +66,12 @@ class FakeRepository:
     async def links_of(self, record_ids: Iterable[str]) -> dict[str, EntityLink]:
         return {i: self.links[i] for i in record_ids if i in self.links}
 
+    async def records_for_view(
+        self, entity_ids: Iterable[str]
+    ) -> tuple[list[SourceRecord], dict[str, EntityLink]]:
+        records = await self.records_of(entity_ids)
+        return records, await self.links_of(r.id for r in records)
+
     async def regions_of(self, entity_ids: Iterable[str]) -> dict[str, set[Region]]:
         found: dict[str, set[Region]] = defaultdict(set)
         wanted = set(entity_ids)

@@ -51,6 +51,9 @@ from toex_entity.domain.records import (
 from toex_entity.service_layer.ports import Candidate, EntityLink, KeyHit, SourceKey
 
 _RECORD_COLUMNS = [c for c in source_records.c if c.name not in ("link_explanation",)]
+# What an entity read shows of its records: no comparison features (the largest column, and
+# never shown), and the links with their explanations.
+_VIEW_COLUMNS = [c for c in source_records.c if c.name != "features"]
 
 
 def _ids_json(ids: Identifiers) -> dict[str, list[str]]:
@@ -67,7 +70,13 @@ def _ids(data: dict[str, Any]) -> Identifiers:
     return Identifiers(**{k: tuple(v) for k, v in data.items()})
 
 
-def _record(row: Any) -> SourceRecord:
+def _link(row: Any) -> EntityLink:
+    return EntityLink(
+        row.id, row.link_method, row.link_probability, row.linked_by, row.linked_at, row.link_explanation
+    )
+
+
+def _record(row: Any, *, features: bool = True) -> SourceRecord:
     record_type = RecordType(row.record_type)
     return SourceRecord(
         id=row.id,
@@ -84,7 +93,7 @@ def _record(row: Any) -> SourceRecord:
         ingested_by=row.ingested_by,
         entity_id=row.entity_id,
         content_hash=row.content_hash,
-        features=row.features,
+        features=row.features if features else None,
         job=row.job,
     )
 
@@ -281,12 +290,24 @@ class SqlEntityRepository:
                 source_records.c.link_explanation,
             ).where(source_records.c.id.in_(wanted))
         )
-        return {
-            r.id: EntityLink(
-                r.id, r.link_method, r.link_probability, r.linked_by, r.linked_at, r.link_explanation
+        return {r.id: _link(r) for r in rows}
+
+    async def records_for_view(
+        self, entity_ids: Iterable[str]
+    ) -> tuple[list[SourceRecord], dict[str, EntityLink]]:
+        """records_of's records without their comparison features, and links_of's links of
+        them, in one statement: what an entity read needs of them."""
+        wanted = list(set(entity_ids))
+        if not wanted:
+            return [], {}
+        rows = (
+            await self.session.execute(
+                select(*_VIEW_COLUMNS)
+                .where(source_records.c.entity_id.in_(wanted))
+                .order_by(source_records.c.ingested_at, source_records.c.id)
             )
-            for r in rows
-        }
+        ).all()
+        return [_record(row, features=False) for row in rows], {row.id: _link(row) for row in rows}
 
     async def regions_of(self, entity_ids: Iterable[str]) -> dict[str, set[Region]]:
         wanted = list(set(entity_ids))

@@ -215,10 +215,16 @@ class _Sight:
 
 
 async def _sight(
-    uow: EntityUnitOfWork, access: _Access, entity_id: str, merged: list[str] | None = None
+    uow: EntityUnitOfWork,
+    access: _Access,
+    entity_id: str,
+    merged: list[str] | None = None,
+    records: list[SourceRecord] | None = None,
 ) -> _Sight:
-    """`merged`: the ids redirecting to the entity, when the caller has them already."""
-    records = await uow.repo.records_of([entity_id])
+    """`merged`: the ids redirecting to the entity, and `records`: its records, when the caller
+    has them already."""
+    if records is None:
+        records = await uow.repo.records_of([entity_id])
     actor = access.actor
     visible = [r for r in records if policy.sees(actor, r.region)]
     if len(visible) == len(records):
@@ -461,7 +467,8 @@ async def _view(uow: EntityUnitOfWork, access: _Access, entity_id: str) -> Entit
     if entity is None:
         raise NotFound(f"entity {name} not found")
     merged = await uow.repo.merged_ids(entity.id)
-    sight = await _sight(uow, access, entity.id, merged)
+    held, links = await uow.repo.records_for_view([entity.id])
+    sight = await _sight(uow, access, entity.id, merged, held)
     visible = sight.visible
     touch(name, entity.name, *(r.name for r in visible))
     if not sight.seen:
@@ -475,7 +482,7 @@ async def _view(uow: EntityUnitOfWork, access: _Access, entity_id: str) -> Entit
         entity=entity,
         requested_id=entity_id,
         records=visible,
-        links=await uow.repo.links_of(r.id for r in visible),
+        links={r.id: links[r.id] for r in visible if r.id in links},
         other_regions=others,
         merged_ids=merged,
         history=history,
