@@ -18,7 +18,13 @@ def main() -> None:
 def serve() -> None:
     """Serve the console (settings from TOEX_* in the environment)."""
     settings = Settings()
-    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_level="info")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level="info",
+        access_log=settings.access_log,
+    )
 
 
 @main.command()

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import grpc
+import jinja2
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -30,6 +31,7 @@ from toex_common.tls import channel
 from toex_kernel.policy import PURPOSE_METADATA_KEY
 
 from toex_console.config import Settings
+from toex_console.formats import minute, when
 from toex_console.oidc import OidcClient, SignInFailed
 from toex_console.sessions import COOKIE_NAME, Session, SessionStore
 from toex_console.timing import GrpcTimer, ServerTiming
@@ -77,6 +79,20 @@ class SecurityHeaders:
         await self._app(scope, receive, with_headers)
 
 
+class _Environment(jinja2.Environment):
+    """Jinja's `x.name` tries an attribute first and an item after. The pages' views are dicts,
+    so every such lookup in a template raised and caught an AttributeError: 12% of the console's
+    time on an entity page. Here a dict's key comes first (no template calls a dict's method)."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict:
+            try:
+                return obj[attribute]
+            except KeyError:
+                pass
+        return super().getattr(obj, attribute)
+
+
 class Console:
     def __init__(
         self,
@@ -91,9 +107,14 @@ class Console:
         self.sessions = sessions if sessions is not None else SessionStore(settings.session_idle_seconds)
         self._tasking = tasking
         self._safeguarding = safeguarding
-        self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         # The templates ship with the package: compiled once, not checked for changes on every page.
-        self.templates.env.auto_reload = False
+        self.templates = Jinja2Templates(
+            env=_Environment(
+                loader=jinja2.FileSystemLoader(HERE / "templates"),
+                autoescape=jinja2.select_autoescape(),
+                auto_reload=False,
+            )
+        )
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -378,7 +399,7 @@ class Console:
                 {
                     "author": n.author,
                     "text": n.text,
-                    "when": n.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M"),
+                    "when": minute(n.create_time),
                 }
                 for n in answer.job.notes
             ],
@@ -666,10 +687,6 @@ JOB_ROWS = ("jobs", _job_rows)
 JOB_STATES_MENU = [name for name in tasking_pb.JobState.keys() if name != "JOB_STATE_UNSPECIFIED"]
 
 
-def _when(message: Any, field: str) -> str:
-    return getattr(message, field).ToDatetime().strftime("%Y-%m-%d %H:%M") if message.HasField(field) else ""
-
-
 def _label(enum: Any, value: int, prefix: str) -> str:
     return str(enum.Name(value)).removeprefix(prefix).replace("_", " ").lower()
 
@@ -695,8 +712,8 @@ def referral_view(referral: Any) -> dict[str, Any]:
         {
             "kind": _label(sg_pb.ClockKind, c.kind, "CLOCK_KIND_"),
             "destination": destination_label(c.destination),
-            "due": _when(c, "due_time"),
-            "satisfied": _when(c, "satisfied_time"),
+            "due": when(c, "due_time"),
+            "satisfied": when(c, "satisfied_time"),
             "overdue": c.overdue,
             "escalation": _label(sg_pb.Escalation, c.escalation, "ESCALATION_") if c.escalation else "",
             "description": c.description,
@@ -718,16 +735,16 @@ def referral_view(referral: Any) -> dict[str, Any]:
         "created_by": referral.created_by,
         "submitted_by": referral.submitted_for_approval_by,
         "approved_by": referral.approved_by,
-        "approved": _when(referral, "approve_time"),
+        "approved": when(referral, "approve_time"),
         "return_reason": referral.return_reason,
         "close_reason": referral.close_reason,
         "linked_job": referral.linked_job,
         "progress": [
             {
                 "destination": destination_label(p.destination),
-                "submitted": _when(p, "submit_time"),
+                "submitted": when(p, "submit_time"),
                 "agency_reference": p.agency_reference,
-                "acknowledged": _when(p, "acknowledge_time"),
+                "acknowledged": when(p, "acknowledge_time"),
                 "decisions": [
                     f"{_label(sg_pb.DecisionKind, d.kind, 'DECISION_KIND_')}: "
                     f"{_label(sg_pb.DecisionOutcome, d.outcome, 'DECISION_OUTCOME_')}"

@@ -30,6 +30,7 @@ from toex.tasking.v1 import tasking_pb2 as tasking_pb
 from toex.type.v1 import region_pb2, security_pb2
 
 from toex_console.app import Console, what_to_do
+from toex_console.formats import when
 from toex_console.oidc import SignInFailed
 from toex_console.sessions import Session
 
@@ -70,10 +71,6 @@ def comms_service(console: Console) -> Any:
 # -- views ------------------------------------------------------------------------------------
 
 
-def _when(message: Any, field: str) -> str:
-    return getattr(message, field).ToDatetime().strftime("%Y-%m-%d %H:%M") if message.HasField(field) else ""
-
-
 def _region(value: Any) -> str:
     return str(region_pb2.Region.Name(value)).removeprefix("REGION_")
 
@@ -96,10 +93,10 @@ def dataset_view(d: Any) -> dict[str, Any]:
         "rows_accepted": d.rows_accepted,
         "rows_rejected": d.rows_rejected,
         "distinct": d.distinct_identifiers,
-        "first": _when(d, "first_record_time"),
-        "last": _when(d, "last_record_time"),
+        "first": when(d, "first_record_time"),
+        "last": when(d, "last_record_time"),
         "created_by": d.created_by,
-        "created": _when(d, "create_time"),
+        "created": when(d, "create_time"),
         "job": d.job,
         "size": d.size_bytes,
     }
@@ -154,8 +151,8 @@ def watchlist_contact_view(c: Any) -> dict[str, Any]:
         "calls": c.call_count,
         "texts": c.sms_count,
         "call_time": duration_text(c.total_duration_seconds),
-        "first": _when(c, "first_contact_time"),
-        "last": _when(c, "last_contact_time"),
+        "first": when(c, "first_contact_time"),
+        "last": when(c, "last_contact_time"),
         "dataset": c.dataset,
     }
 
@@ -168,8 +165,8 @@ def convoy_view(c: Any) -> dict[str, Any]:
         "days": c.day_count,
         "cameras": ", ".join(c.cameras),
         "gap": duration_text(c.median_gap_seconds),
-        "first": _when(c, "first_seen_time"),
-        "last": _when(c, "last_seen_time"),
+        "first": when(c, "first_seen_time"),
+        "last": when(c, "last_seen_time"),
     }
 
 

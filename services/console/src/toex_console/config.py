@@ -36,6 +36,10 @@ class Settings(ServiceSettings):
     # An upload is read, checked and indexed by the comms service before it answers: allow for a large file.
     comms_import_timeout_seconds: float = 900.0
     grpc_timeout_seconds: float = 10.0
+    # A line per request on the console's log (uvicorn's access log). Off by default: the ingress
+    # in front of the console logs requests, and every read and change a page makes is in the
+    # services' audit log with its purpose; the line cost a tenth of a board page's time.
+    access_log: bool = False
     # Send each page's server time and its gRPC share in a Server-Timing header (the benchmark reads it).
     server_timing: bool = False
 

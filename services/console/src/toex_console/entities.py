@@ -20,6 +20,7 @@ from toex.type.v1 import region_pb2, security_pb2
 
 from toex_console.app import Console, what_to_do
 from toex_console.charts import Step, waterfall
+from toex_console.formats import when
 from toex_console.oidc import SignInFailed
 
 PAGE_SIZE = 20
@@ -49,10 +50,6 @@ def entity_service(console: Console) -> Any:
 
 def _label(enum: Any, value: int, prefix: str) -> str:
     return str(enum.Name(value)).removeprefix(prefix).replace("_", " ").lower()
-
-
-def _when(message: Any, field: str) -> str:
-    return getattr(message, field).ToDatetime().strftime("%Y-%m-%d %H:%M") if message.HasField(field) else ""
 
 
 def region_code(value: Any) -> str:
@@ -111,7 +108,7 @@ def record_view(record: Any) -> dict[str, Any]:
         "source": f"{record.ref.source_system} / {record.ref.source_record_id}",
         "grading": grading_code(record.grading),
         "conditions": record.grading.handling_conditions,
-        "ingested": _when(record, "ingest_time"),
+        "ingested": when(record, "ingest_time"),
         "ingested_by": record.ingested_by,
         "job": record.job,
         "content": content_lines(record),
@@ -144,14 +141,14 @@ def entity_view(entity: Any) -> dict[str, Any]:
                 "records": list(h.records),
                 "decided_by": h.decided_by,
                 "reason": h.reason,
-                "when": _when(h, "change_time"),
+                "when": when(h, "change_time"),
                 "undone": h.undone,
             }
             for h in entity.history
         ],
         "relations": [relation_view(r, entity.name) for r in entity.relations],
-        "created": _when(entity, "create_time"),
-        "updated": _when(entity, "update_time"),
+        "created": when(entity, "create_time"),
+        "updated": when(entity, "update_time"),
     }
 
 
@@ -167,7 +164,7 @@ def relation_view(relation: Any, own: str) -> dict[str, Any]:
         "grading": grading_code(relation.grading),
         "span": span,
         "region": relation.region.removeprefix("regions/"),
-        "recorded": _when(relation, "record_time"),
+        "recorded": when(relation, "record_time"),
         "recorded_by": relation.recorded_by,
     }
 
@@ -218,8 +215,8 @@ def review_view(task: Any) -> dict[str, Any]:
         "open": task.state == pb.REVIEW_STATE_OPEN,
         "decided_by": task.decided_by,
         "reason": task.reason,
-        "opened": _when(task, "create_time"),
-        "decided": _when(task, "decide_time"),
+        "opened": when(task, "create_time"),
+        "decided": when(task, "decide_time"),
         "explanation": explanation_view(task.explanation) if task.HasField("explanation") else None,
     }
 

@@ -22,6 +22,7 @@ from toex_kernel.regions import Region
 
 from toex_console.app import Console, what_to_do
 from toex_console.charts import IN_STEP, SERIES, bars
+from toex_console.formats import minute, when
 from toex_console.oidc import SignInFailed
 
 DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -69,13 +70,11 @@ def region_figures(figures: Any) -> dict[str, Any]:
         "clocks": [getattr(referrals.clocks, c) for c in CLOCKS],
         "pnd_answers": [pnd.accepted, pnd.rejected, pnd.conflicts],
         "reconciliation": [getattr(rec, c) for c in RECONCILIATION] if pnd.HasField("reconciliation") else [],
-        "reconciled": rec.complete_time.ToDatetime().strftime("%Y-%m-%d %H:%M")
+        "reconciled": minute(rec.complete_time)
         if pnd.HasField("reconciliation") and rec.HasField("complete_time")
         else "",
         "notices": figures.deconfliction.notices,
-        "latest": figures.latest_event_time.ToDatetime().strftime("%Y-%m-%d %H:%M")
-        if figures.HasField("latest_event_time")
-        else "",
+        "latest": when(figures, "latest_event_time"),
         "events": figures.events_counted,
     }
 
@@ -170,7 +169,7 @@ async def overview(request: Request) -> Response:
         charts=charts(rows),
         notes=list(answer.notes),
         answered_period=f"{answer.period.first_day} to {answer.period.last_day}",
-        read_time=answer.read_time.ToDatetime().strftime("%Y-%m-%d %H:%M"),
+        read_time=minute(answer.read_time),
     )
     # Per force: one region's forces (the one chosen, or the caller's only region), one call each.
     answered = [r["region"] for r in rows]

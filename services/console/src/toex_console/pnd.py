@@ -20,6 +20,7 @@ from toex_kernel.regions import Region
 
 from toex_console.app import Console, what_to_do
 from toex_console.charts import IN_STEP, bars
+from toex_console.formats import when
 from toex_console.oidc import SignInFailed
 
 PAGE_SIZE = 25
@@ -85,12 +86,8 @@ def reconciliation_view(report: Any) -> dict[str, Any]:
         "name": report.name,
         "scheduled": report.scheduled,
         "requested_by": report.requested_by,
-        "started": report.start_time.ToDatetime().strftime("%Y-%m-%d %H:%M")
-        if report.HasField("start_time")
-        else "",
-        "completed": report.complete_time.ToDatetime().strftime("%Y-%m-%d %H:%M")
-        if report.HasField("complete_time")
-        else "",
+        "started": when(report, "start_time"),
+        "completed": when(report, "complete_time"),
         "pnd_records": report.pnd_records,
         "regions": regions,
         "chart": bars(
