@@ -136,7 +136,7 @@ def entity_view(entity: Any) -> dict[str, Any]:
             {
                 "change_id": h.change_id,
                 "kind": _label(pb.ChangeKind, h.kind, "CHANGE_KIND_"),
-                "undoable": h.kind == pb.CHANGE_KIND_MERGED and not h.undone,
+                **_undo(h, entity.name),
                 "entities": list(h.entities),
                 "records": list(h.records),
                 "decided_by": h.decided_by,
@@ -150,6 +150,24 @@ def entity_view(entity: Any) -> dict[str, Any]:
         "created": when(entity, "create_time"),
         "updated": when(entity, "update_time"),
     }
+
+
+def _undo(change: Any, own: str) -> dict[str, str]:
+    """What undoing a history entry would undo ("merge" or "split"; "" when it cannot be), and
+    the entity the undo is asked of: a merge at the entity merged into; a split at the entity
+    split. On that entity's page the split's entry names none of its records (they left); on the
+    page of the entity split off it names the records it took and the entity split, where the
+    undo is asked. The entity service decides whether it may be done."""
+    if change.undone:
+        return {"undo": "", "undo_at": ""}
+    if change.kind == pb.CHANGE_KIND_MERGED:
+        return {"undo": "merge", "undo_at": own}
+    if change.kind == pb.CHANGE_KIND_SPLIT:
+        if not change.records:
+            return {"undo": "split", "undo_at": own}
+        if len(change.entities) == 1:
+            return {"undo": "split", "undo_at": change.entities[0]}
+    return {"undo": "", "undo_at": ""}
 
 
 def relation_view(relation: Any, own: str) -> dict[str, Any]:

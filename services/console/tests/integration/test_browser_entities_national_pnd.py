@@ -299,6 +299,43 @@ async def test_review_confirm_undo_and_another_region_finds_nothing(
         await page.locator(".refusal").wait_for()
         assert "merged into itself" in await page.locator(".refusal").inner_text()
         assert await page.get_by_role("table", name="Records").locator("tbody tr").count() == 1
+
+        # A split is undone from the entity's page too: two other people merged into one entity
+        # (over gRPC), one record split out in the browser, then the split undone.
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{entity_app.port}") as ch:
+            stub = entity_pb2_grpc.EntityResolutionServiceStub(ch)
+            kept, parted = [
+                await stub.ResolveRecord(
+                    epb.ResolveRecordRequest(
+                        parent="regions/EMSOU", record=person(uuid.uuid4().hex, given, f"{surname}x", born)
+                    ),
+                    metadata=md(tokens, ANALYST),
+                )
+                for given, born in (("Alan", "1970-01-05"), ("Brian", "1991-11-30"))
+            ]
+            await stub.MergeEntities(
+                epb.MergeEntitiesRequest(
+                    name=kept.entity.name, others=[parted.entity.name], reason="Same man, two aliases"
+                ),
+                metadata=md(tokens, ANALYST),
+            )
+        await page.goto(f"{console_url}/{kept.entity.name}")
+        assert await page.get_by_role("table", name="Records").locator("tbody tr").count() == 2
+        await page.locator(f"input[name=records][value='{parted.record.name}']").check()
+        await page.fill("#split-reason", "Different fathers named on the records")
+        await page.get_by_role("button", name="Split", exact=True).click()
+        await page.wait_for_url(f"{console_url}/{kept.entity.name}")
+        assert await page.get_by_role("table", name="Records").locator("tbody tr").count() == 1
+        undo = page.locator("form", has=page.get_by_role("button", name="Undo this split"))
+        await undo.locator("input[name=reason]").fill("The fathers' names were a keying error")
+        await undo.get_by_role("button", name="Undo this split").click()
+        await page.wait_for_url(f"{console_url}/{kept.entity.name}")
+        records_text = await page.get_by_role("table", name="Records").inner_text()
+        assert parted.record.name in records_text and kept.record.name in records_text
+        history = await page.get_by_role("table", name="History").inner_text()
+        assert "split undone" in history and "(undone)" in history
+        assert await page.get_by_role("button", name="Undo this split").count() == 0
+        await no_serious_violations(page)
         await context.close()
 
         # Another region's researcher: the EMSOU entity is exactly as missing, search finds nothing.

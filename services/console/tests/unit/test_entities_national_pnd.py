@@ -18,6 +18,7 @@ from toex.type.v1 import region_pb2, security_pb2
 from toex_console.app import create_app
 from toex_console.charts import Step, bars, waterfall
 from toex_console.config import Settings
+from toex_console.entities import _undo
 
 from .test_console import FakeOidc, FakeTasking, RpcError, signed_in
 
@@ -62,6 +63,13 @@ def an_entity(name: str = "entities/E1") -> epb.Entity:
         history=[
             epb.EntityChange(
                 change_id="C1", kind=epb.CHANGE_KIND_MERGED, entities=["entities/E9"], reason="same PNC"
+            ),
+            # Records split out of E1 into E5: they are no longer E1's, so the entry names none.
+            epb.EntityChange(
+                change_id="C2", kind=epb.CHANGE_KIND_SPLIT, entities=["entities/E5"], reason="twin"
+            ),
+            epb.EntityChange(
+                change_id="C3", kind=epb.CHANGE_KIND_SPLIT, entities=["entities/E6"], reason="x", undone=True
             ),
         ],
         relations=[
@@ -252,6 +260,7 @@ def test_an_entity_page_shows_records_grading_relations_and_deconfliction(consol
     assert "uses phone (to)" in text and 'href="/entities/P1"' in text
     assert "ERSOU: ERSOU ROCU: supervisor" in text
     assert "Undo this merge" in text and 'value="C1"' in text
+    assert "Undo this split" in text and 'value="C2"' in text and 'value="C3"' not in text
     assert "/entities/explain?record_a=regions/EMSOU/records/R1&amp;record_b=regions/EMSOU/records/R2" in text
 
 
@@ -462,3 +471,41 @@ def test_pnd_shows_each_regions_queue_for_the_regions_the_report_names(console) 
     pnd.calls.clear()
     client.get("/pnd?region=EMSOU")  # one region: its own queue only
     assert [r.name for m, r in pnd.calls if m == "GetSyncStatus"] == ["regions/EMSOU/syncStatus"]
+
+
+def test_a_split_is_undone_at_the_entity_it_split_from_either_page() -> None:
+    split = epb.EntityChange(change_id="S1", kind=epb.CHANGE_KIND_SPLIT, entities=["entities/E5"])
+    assert _undo(split, "entities/E1") == {"undo": "split", "undo_at": "entities/E1"}
+    # On the page of the entity split off, the entry names the records it took and the entity
+    # they came from: the undo is asked of that one.
+    took = epb.EntityChange(
+        change_id="S1",
+        kind=epb.CHANGE_KIND_SPLIT,
+        entities=["entities/E1"],
+        records=["regions/EMSOU/records/R2"],
+    )
+    assert _undo(took, "entities/E5") == {"undo": "split", "undo_at": "entities/E1"}
+    # Under a grant the entry names no entity: nothing to offer from that side.
+    hidden = epb.EntityChange(
+        change_id="S1", kind=epb.CHANGE_KIND_SPLIT, records=["regions/EMSOU/records/R2"]
+    )
+    assert _undo(hidden, "entities/E5")["undo"] == ""
+    merged = epb.EntityChange(change_id="M1", kind=epb.CHANGE_KIND_MERGED, entities=["entities/E9"])
+    assert _undo(merged, "entities/E1") == {"undo": "merge", "undo_at": "entities/E1"}
+    for kind in (epb.CHANGE_KIND_CREATED, epb.CHANGE_KIND_MERGE_UNDONE, epb.CHANGE_KIND_SPLIT_UNDONE):
+        assert _undo(epb.EntityChange(change_id="X", kind=kind), "entities/E1")["undo"] == ""
+
+
+def test_the_undo_of_a_split_posts_to_the_entity_split(console) -> None:
+    client, csrf, entity, *_ = console
+    page = client.get("/entities/E1").text
+    form = page[page.index('value="C2"') - 400 : page.index('value="C2"')]
+    assert 'action="/entities/E1"' in form
+    done = client.post(
+        "/entities/E1",
+        data={"action": "undo", "change_id": "C2", "reason": "same person", "csrf_token": csrf},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303
+    request = [c[1] for c in entity.calls if c[0] == "SplitEntity"][-1]
+    assert request.name == "entities/E1" and request.undo_change == "C2" and request.reason == "same person"
