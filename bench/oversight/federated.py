@@ -19,7 +19,11 @@ region's reporter -> the region's OVERSIGHT -> the hub's OVERSIGHT sourcing it o
    (the partition lasts as long as publishing and reporting take), then restores the link and
    times until the hub has counted all of them; then the count checks.
 
-    python -m bench.oversight.run --federation [--quick] [--only lag|catchup] [--reporter direct|outbox]
+    python -m bench.oversight.run --federation [--quick] [--only lag|catchup] [--reporter direct|outbox] [--hub-core]
+
+`--hub-core` puts the hub's processes on one CPU and the regions' and the load on the other
+(`pin_hub`: a stand-in for the hub on hardware of its own; results in
+bench/results/oversight-federation-hub-core.md).
 
 `--reporter` sets every installation's TOEX_REPORTER (the reporter's path: straight to OVERSIGHT,
 or through the outbox), for A/B runs in one session. A run that fails keeps the federation's logs
@@ -341,6 +345,46 @@ async def catchup_bench(federation: Federation, hub: Hub, events: int) -> tuple[
     return table, summary
 
 
+HUB_CPU, REST_CPU = {0}, {1}
+
+
+def pin_hub(ports: FederationPorts) -> tuple[int, int]:
+    """`--hub-core`: the hub's services and nats-server on CPU 0, the regions' services and
+    nats-servers and this benchmark (the load) on CPU 1; PostgreSQL (shared by every
+    installation, as in `make up-federation`) and Keycloak on either. A stand-in for a hub on
+    hardware of its own, which a deployment gives it (the chart's CPU requests), on a machine
+    of two cores. A service belongs to the installation whose nats-server its TOEX_NATS_URL
+    names; a nats-server to the installation whose port it serves. Returns how many processes
+    went to each CPU."""
+    member_of = {str(p.nats): name for name, p in ports.members.items()}
+    hub = rest = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        port = ""
+        for variable in environ:
+            if variable.startswith(b"TOEX_NATS_URL="):
+                port = variable.rsplit(b":", 1)[-1].decode(errors="replace").strip("/")
+        if argv and argv[0].endswith(b"nats-server") and b"-p" in argv:
+            port = argv[argv.index(b"-p") + 1].decode(errors="replace")
+        if port not in member_of:
+            continue
+        on_hub = member_of[port] == HUB
+        try:
+            for task in (entry / "task").iterdir():  # every thread, not only the first
+                os.sched_setaffinity(int(task.name), HUB_CPU if on_hub else REST_CPU)
+        except OSError:
+            continue
+        hub, rest = (hub + 1, rest) if on_hub else (hub, rest + 1)
+    os.sched_setaffinity(0, REST_CPU)
+    return hub, rest
+
+
 async def measure(args: Any) -> None:
     rate, seconds = (1000, 10.0) if args.quick else (1000, 60.0)
     events = 10_000 if args.quick else 100_000
@@ -351,10 +395,11 @@ async def measure(args: Any) -> None:
     state = Path(tempfile.mkdtemp(prefix="toex-bench-federation-"))
     state.chmod(0o755)  # PostgreSQL runs as an unprivileged user when run as root
     said: list[str] = []
+    ports = FederationPorts.free(local_ports(load_services(ROOT)))
     federation = Federation(
         ROOT,
         state_dir=state,
-        ports=FederationPorts.free(local_ports(load_services(ROOT))),
+        ports=ports,
         keycloak_url=keycloak_url,
         cuttable=(CUT.value,),
         extra_env={"TOEX_REPORTER": args.reporter} if getattr(args, "reporter", None) else None,
@@ -369,6 +414,12 @@ async def measure(args: Any) -> None:
             raise RuntimeError("the federation did not start:\n" + "\n".join(said[-40:]))
         startup = time.perf_counter() - began
         print(f"federation started in {startup:.0f} s ({state})", flush=True)
+        pinned = pin_hub(ports) if getattr(args, "hub_core", False) else None
+        if pinned:
+            print(
+                f"pinned {pinned[0]} hub processes to CPU 0, {pinned[1]} others and this one to CPU 1",
+                flush=True,
+            )
         await asyncio.sleep(5)  # the services' consumers set up, the hub's sources running
         hub = Hub(federation, keycloak)
         try:
@@ -414,13 +465,20 @@ async def measure(args: Any) -> None:
         "",
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}; `python -m bench.oversight.run --federation"
         f"{' --quick' if args.quick else ''}{f' --only {args.only}' if args.only else ''}"
-        f"{f' --reporter {reporter}' if reporter else ''}`; the reporters publish "
+        f"{f' --reporter {reporter}' if reporter else ''}{' --hub-core' if pinned else ''}`; the reporters publish "
         f"{'through the outbox' if reporter_path == 'outbox' else 'straight to OVERSIGHT'}. The federation of "
         "`make up-federation` (toex_devstack.federation) on free loopback ports: the hub, EMSOU and LONDON, "
         "three nats-servers (JetStream file storage) joined as leaf nodes, one PostgreSQL (fsync on) with every "
         "installation's databases, the running Keycloak, each installation's services in their own processes "
-        f"(started in {startup:.0f} s), at their default settings. The machine's 2 cores run all of it; load "
-        f"average {load_before:.1f} when the federation started and {os.getloadavg()[0]:.1f} at the end; "
+        f"(started in {startup:.0f} s), at their default settings. "
+        + (
+            f"**The hub on a core of its own** (`--hub-core`, a stand-in for the hub's own hardware): its "
+            f"{pinned[0]} processes (services and nats-server) on CPU 0; the regions' {pinned[1]} and the "
+            "benchmark's load on CPU 1; PostgreSQL and Keycloak on either. Load "
+            if pinned
+            else "The machine's 2 cores run all of it; load "
+        )
+        + f"average {load_before:.1f} when the federation started and {os.getloadavg()[0]:.1f} at the end; "
         "bench/results/oversight.md has the single-server figures.",
         "",
     ]
@@ -431,5 +489,5 @@ async def measure(args: Any) -> None:
         summaries += summary
     parts += ["## Summary", "", *(f"- {line}" for line in summaries), ""]
     report = "\n".join(parts)
-    write_results("oversight-federation", report)
+    write_results("oversight-federation-hub-core" if pinned else "oversight-federation", report)
     print(report)

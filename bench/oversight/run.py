@@ -838,7 +838,14 @@ async def main() -> None:
         choices=["direct", "outbox"],
         help="with --federation: how every installation's reporter publishes (TOEX_REPORTER; the service's default if not given)",
     )
+    parser.add_argument(
+        "--hub-core",
+        action="store_true",
+        help="with --federation: the hub's processes on CPU 0, the regions' and the load on CPU 1 (the hub's own hardware, stood in for)",
+    )
     args = parser.parse_args()
+    if args.hub_core and not args.federation:
+        parser.error("--hub-core goes with --federation")
     if args.federation:
         from bench.oversight import federated  # it imports this module's helpers
 
