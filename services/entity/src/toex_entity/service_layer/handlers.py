@@ -939,21 +939,18 @@ async def _undo_merge(
         moved = await uow.repo.move_records(entity.id, other, back)
         moves.extend(Move(r, entity.id, other) for r in moved)
         await uow.repo.set_merged(other, None, now)
-    change = EntityChange(
+    change = await _record_undo(
+        uow,
         new_id(),
-        entity.id,
+        merge_change,
         ChangeKind.MERGE_UNDONE,
         merge_change.others,
-        tuple(moves),
-        cmd.actor.username,
+        moves,
+        cmd.actor,
         reason,
         now,
-        undoes=merge_change.id,
     )
-    await uow.repo.add_change(change)
-    await uow.repo.mark_undone(merge_change.id, change.id)
     await uow.relations.undo_merge(merge_change.id, entity.id)
-    await uow.repo.touch_entities([entity.id], now)
     await _keep_apart(uow, [m.record_id for m in moves], entity.id, cmd.actor.username, reason, now)
     return change
 
@@ -1035,21 +1032,32 @@ async def _undo_split(
     change_id = new_id()
     # The relations the records took (and any since recorded on the entity split off) come back.
     await uow.relations.follow_merge(list(back), entity.id, change_id)
+    change = await _record_undo(
+        uow, change_id, split_change, ChangeKind.SPLIT_UNDONE, tuple(back), moves, cmd.actor, reason, now
+    )
+    await uow.repo.remove_pair_decisions((d.record_a, d.record_b) for d in its_own)
+    return change
+
+
+async def _record_undo(
+    uow: EntityUnitOfWork,
+    change_id: str,
+    undone: EntityChange,
+    kind: ChangeKind,
+    others: tuple[str, ...],
+    moves: list[Move],
+    actor: Principal,
+    reason: str,
+    now: datetime,
+) -> EntityChange:
+    """The change that undoes `undone` (a merge or a split of the entity it was made on): kept
+    in the history, with `undone` marked as undone by it, and the entity touched."""
     change = EntityChange(
-        change_id,
-        entity.id,
-        ChangeKind.SPLIT_UNDONE,
-        tuple(back),
-        tuple(moves),
-        cmd.actor.username,
-        reason,
-        now,
-        undoes=split_change.id,
+        change_id, undone.entity_id, kind, others, tuple(moves), actor.username, reason, now, undoes=undone.id
     )
     await uow.repo.add_change(change)
-    await uow.repo.mark_undone(split_change.id, change.id)
-    await uow.repo.remove_pair_decisions((d.record_a, d.record_b) for d in its_own)
-    await uow.repo.touch_entities([entity.id], now)
+    await uow.repo.mark_undone(undone.id, change.id)
+    await uow.repo.touch_entities([undone.entity_id], now)
     return change
 
 
