@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,19 +13,11 @@ from toex.tasking.events.v1 import events_pb2
 from toex_common.db import inbox_table, outbox_table, session_factory
 from toex_common.events import StreamSpec, build_event, ensure_stream
 from toex_common.events.consumer import IdempotentConsumer, Outcome, PermanentError
-from toex_common.events.nats import connect
 from toex_common.events.outbox import OutboxRelay, pending
 from toex_common.uow import DriverUnitOfWork, SqlAlchemyUnitOfWork
 from toex_kernel.regions import Region
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def nc(nats_server) -> AsyncIterator[Client]:
-    client = await connect(nats_server.url, "test")
-    yield client
-    await client.close()
 
 
 @pytest.fixture

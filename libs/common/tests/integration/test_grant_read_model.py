@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,20 +14,12 @@ from toex_common.db import session_factory
 from toex_common.events import build_event
 from toex_common.events.bus import MessageBus
 from toex_common.events.consumer import IdempotentConsumer, Outcome
-from toex_common.events.nats import connect
 from toex_common.grants import grants_metadata, subscribe
 from toex_common.uow import SqlAlchemyUnitOfWork
 from toex_kernel.grants import JobGrant
 from toex_kernel.regions import Region
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def nc(nats_server) -> AsyncIterator[Client]:
-    client = await connect(nats_server.url, "test")
-    yield client
-    await client.close()
 
 
 def access(revision: int, state: int, *holders: str, collaborating: tuple[Region, ...] = ()) -> ev.JobAccess:

@@ -6,8 +6,9 @@ import functools
 
 from toex.oversight.v1 import oversight_pb2, oversight_pb2_grpc
 from toex_common.events.bus import EVERY_REGION, MessageBus
+from toex_common.events.sources import SourceKeeper
 from toex_common.events.streams import OVERSIGHT_STREAM
-from toex_common.service import Platform, ServiceApp
+from toex_common.service import Background, Platform, ServiceApp
 from toex_kernel.installation import Installation, InstallationKind
 
 from toex_oversight.adapters.reader import PgOverviewReader
@@ -24,6 +25,20 @@ SERVICE_NAME = oversight_pb2.DESCRIPTOR.services_by_name["OversightService"].ful
 class App(ServiceApp):
     settings: Settings
     deps: handlers.Deps
+    keeper: SourceKeeper | None = None
+
+    def background(self) -> list[Background]:
+        work = super().background()
+        if self.keeper is not None:
+            work.append(
+                (
+                    "source-keeper",
+                    self.every(
+                        self.settings.source_check_seconds, self.keeper.check, "checking the hub's sources"
+                    ),
+                )
+            )
+        return work
 
 
 def check_installation(settings: Settings) -> Installation:
@@ -95,7 +110,11 @@ async def build(settings: Settings) -> App:
     found += aggregating.consumers(
         functools.partial(platform.consumer, every_region=True), uow, scope=EVERY_REGION
     )
-    return App(platform, deps, server, service_names=names, consumers=found)
+    app = App(platform, deps, server, service_names=names, consumers=found)
+    if installation.kind is InstallationKind.HUB and settings.source_check_seconds > 0:
+        # The hub's streams source every region's over the leaf links: keep them pulling.
+        app.keeper = SourceKeeper(platform.nc, stalled_after=settings.source_stalled_seconds)
+    return app
 
 
 async def serve(settings: Settings) -> None:

@@ -24,3 +24,9 @@ class Settings(ServiceSettings):
     # straight to OVERSIGHT and the original acknowledged once the stream has the copy (the hub's
     # inbox drops a copy published twice), or "outbox", through the transactional outbox.
     reporter: Literal["direct", "outbox"] = "direct"
+    # At the hub: how often the sources of the hub's streams are checked, and a source silent for
+    # `source_stalled_seconds` restarted (a region's link back after a partition is then pulled
+    # from within seconds, not on nats-server's own retry schedule: toex_common.events.sources).
+    # 0: never.
+    source_check_seconds: float = 2.0
+    source_stalled_seconds: float = 10.0
