@@ -214,14 +214,19 @@ class IdempotentConsumer:
 
         One commit for the whole batch is what makes the consumer keep up with the stream. If
         anything in the batch fails, the transaction is rolled back and the messages are taken
-        one at a time, so one bad event cannot hold back or poison the others."""
+        one at a time, so one bad event cannot hold back or poison the others. An event the
+        batch holds twice (published again under a new message id) is handled once: the later
+        copy is a duplicate, as the inbox would find it in a later batch."""
         if len(messages) > 1 and all(m.metadata and m.metadata.num_delivered == 1 for m in messages):
             events = [decode(m.subject, m.data, m.headers) for m in messages]
-            if all(e.event_id and e.label_problem() is None for e in events) and len(
-                {e.event_id for e in events}
-            ) == len(events):
+            if all(e.event_id and e.label_problem() is None for e in events):
+                first: dict[str, IncomingEvent] = {}
+                for event in events:
+                    first.setdefault(event.event_id, event)
+                once = list(first.values())
                 try:
-                    processed, duplicates = await self._process_batch(events)
+                    processed, duplicates = await self._process_batch(once)
+                    duplicates += len(events) - len(once)
                 except Exception as exc:
                     log.info(
                         "consumer %s: batch of %d failed (%r); retrying one by one",
