@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -58,6 +61,10 @@ HANDLING = {
 }
 ENCODINGS = ("", "utf-8", "utf-16", "cp1252", "latin-1")
 STALE = "The form was stale: reload the page and try again."
+UPLOAD_ID = re.compile(r"[A-Za-z0-9-]{8,64}")
+UPLOAD_GRACE_SECONDS = 30.0  # an ended import's progress stays this long, for the page's last poll
+UPLOADS_PER_SESSION = 8
+SIGNED_OUT = "Your sign-in has ended. Sign in again."
 
 
 def comms_service(console: Console) -> Any:
@@ -66,6 +73,78 @@ def comms_service(console: Console) -> Any:
         stub = comms_pb2_grpc.CommsAnalysisServiceStub(console.channel_to(console.settings.comms_addr))
         console._comms = stub  # type: ignore[attr-defined]
     return stub
+
+
+@dataclass
+class UploadProgress:
+    """How far the comms service has got with one upload: "reading" while the console streams
+    the file to it, "indexing" once every byte is sent and its answer is awaited, then "done" or
+    "failed"."""
+
+    job: str
+    total: int
+    sent: int = 0
+    phase: str = "reading"
+    ended: float | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"phase": self.phase, "sent": self.sent, "total": self.total}
+
+
+class Uploads:
+    """The progress of each session's uploads, by the id the page chose, kept in memory: an
+    entry goes `grace` seconds after its import ends (time for the page's last poll), and a
+    session keeps at most `per_session` (a new upload drops its oldest)."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        grace: float = UPLOAD_GRACE_SECONDS,
+        per_session: int = UPLOADS_PER_SESSION,
+    ) -> None:
+        self._clock, self._grace, self._per_session = clock, grace, per_session
+        self._by_session: dict[str, dict[str, UploadProgress]] = {}
+
+    def start(self, session_id: str, upload_id: str, job: str, total: int) -> UploadProgress:
+        """The progress of a new upload; one without a usable id is counted but not kept."""
+        progress = UploadProgress(job=job, total=total)
+        if not UPLOAD_ID.fullmatch(upload_id):
+            return progress
+        self._sweep()
+        kept = self._by_session.setdefault(session_id, {})
+        kept.pop(upload_id, None)
+        while len(kept) >= self._per_session:
+            del kept[next(iter(kept))]
+        kept[upload_id] = progress
+        return progress
+
+    def end(self, progress: UploadProgress, phase: str) -> None:
+        progress.phase, progress.ended = phase, self._clock()
+
+    def get(self, session_id: str, upload_id: str) -> UploadProgress | None:
+        self._sweep()
+        return self._by_session.get(session_id, {}).get(upload_id)
+
+    def __len__(self) -> int:
+        return sum(len(kept) for kept in self._by_session.values())
+
+    def _sweep(self) -> None:
+        # At most per_session entries for each session with uploads: a short walk.
+        expired = self._clock() - self._grace
+        for session_id, kept in list(self._by_session.items()):
+            for upload_id, progress in list(kept.items()):
+                if progress.ended is not None and progress.ended < expired:
+                    del kept[upload_id]
+            if not kept:
+                del self._by_session[session_id]
+
+
+def uploads(console: Console) -> Uploads:
+    found = getattr(console, "_uploads", None)
+    if found is None:
+        found = Uploads()
+        console._uploads = found  # type: ignore[attr-defined]
+    return found  # type: ignore[no-any-return]
 
 
 # -- views ------------------------------------------------------------------------------------
@@ -481,10 +560,31 @@ async def set_targets(request: Request) -> Response:
     return RedirectResponse(f"/{job_name}/comms#results", status_code=303)
 
 
-async def _upload_chunks(request_type: Any, header: pb.ImportHeader, file: UploadFile) -> AsyncIterator[Any]:
+async def _upload_chunks(
+    request_type: Any, header: pb.ImportHeader, file: UploadFile, progress: UploadProgress
+) -> AsyncIterator[Any]:
+    # gRPC asks for the next message once the last is written, and flow control holds a write
+    # until the service reads: the bytes handed over track what the service has read.
     yield request_type(header=header)
     while chunk := await file.read(CHUNK):
         yield request_type(chunk=chunk)
+        progress.sent += len(chunk)
+    progress.phase = "indexing"
+
+
+async def _import(
+    console: Console, method: str, chunks: AsyncIterator[Any], metadata: Any, progress: UploadProgress
+) -> Any:
+    """The import call; its progress says how it ended before any page is made of the answer."""
+    phase = "failed"
+    try:
+        answer = await getattr(comms_service(console), method)(
+            chunks, metadata=metadata, timeout=console.settings.comms_import_timeout_seconds
+        )
+        phase = "done"
+        return answer
+    finally:
+        uploads(console).end(progress, phase)
 
 
 async def upload(request: Request) -> Response:
@@ -540,11 +640,12 @@ async def upload(request: Request) -> Response:
             handling=HANDLING[handling],
             size_bytes=int(file.size or 0),
         )
+        progress = uploads(console).start(
+            session.id, str(form.get("upload_id", "")), job_name, header.size_bytes
+        )
         try:
-            answer = await getattr(comms_service(console), method)(
-                _upload_chunks(request_type, header, file),
-                metadata=metadata,
-                timeout=console.settings.comms_import_timeout_seconds,
+            answer = await _import(
+                console, method, _upload_chunks(request_type, header, file, progress), metadata, progress
             )
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
@@ -564,6 +665,18 @@ async def upload(request: Request) -> Response:
             )
     outcome = "again" if answer.already_imported else "new"
     return RedirectResponse(f"/{answer.dataset.name}?imported={outcome}", status_code=303)
+
+
+async def upload_progress(request: Request) -> Response:
+    """How far the comms service has got with one of this session's uploads, as JSON for the
+    upload page's script; any other session's upload, or an unknown one, is not found."""
+    console, session = await _signed_in(request)
+    if session is None:
+        return JSONResponse({"error": SIGNED_OUT}, status_code=401)
+    progress = uploads(console).get(session.id, request.path_params["upload_id"])
+    if progress is None or progress.job != _job_name(request):
+        return JSONResponse({"error": "No such upload."}, status_code=404)
+    return JSONResponse(progress.as_json())
 
 
 async def dataset(request: Request) -> Response:
@@ -629,7 +742,7 @@ async def network(request: Request) -> Response:
     """The job's contact network for the chart script, as JSON (same origin, same session)."""
     console, session = await _signed_in(request)
     if session is None:
-        return JSONResponse({"error": "Your sign-in has ended. Sign in again."}, status_code=401)
+        return JSONResponse({"error": SIGNED_OUT}, status_code=401)
     job_name = _job_name(request)
     targets = list(session.kept.get(_targets_key(job_name), []))
     if not session.purpose or not targets:
@@ -648,7 +761,7 @@ async def network(request: Request) -> Response:
             ),
         )
     except SignInFailed:
-        return JSONResponse({"error": "Your sign-in has ended. Sign in again."}, status_code=401)
+        return JSONResponse({"error": SIGNED_OUT}, status_code=401)
     except grpc.aio.AioRpcError as exc:
         status = 404 if exc.code() == grpc.StatusCode.NOT_FOUND else 400
         return JSONResponse({"error": problem_text(exc, "network")}, status_code=status)
@@ -716,6 +829,7 @@ def routes() -> list[Route]:
     return [
         Route("/regions/{region:str}/jobs/{job_id:str}/comms", job_comms),
         Route("/regions/{region:str}/jobs/{job_id:str}/comms/upload", upload, methods=["POST"]),
+        Route("/regions/{region:str}/jobs/{job_id:str}/comms/uploads/{upload_id:str}", upload_progress),
         Route("/regions/{region:str}/jobs/{job_id:str}/comms/targets", set_targets, methods=["POST"]),
         Route("/regions/{region:str}/jobs/{job_id:str}/comms/network.json", network),
         Route("/regions/{region:str}/jobs/{job_id:str}/comms/export/{kind:str}", export),

@@ -1,13 +1,16 @@
 """The comms pages' own rules with fakes of the identity provider, tasking and comms: the upload
-streamed in chunks with the person's token and purpose, refusals with their field details, targets
-kept out of addresses, paging through the ranking, the export streamed through."""
+streamed in chunks with the person's token and purpose, how far the service has read it, refusals
+with their field details, targets kept out of addresses, paging through the ranking, the export
+streamed through."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -15,7 +18,7 @@ from starlette.testclient import TestClient
 from toex.comms.v1 import comms_pb2 as pb
 from toex.tasking.v1 import tasking_pb2 as tasking_pb
 from toex_console.app import create_app
-from toex_console.comms import CHUNK, network_json, parse_targets
+from toex_console.comms import CHUNK, Uploads, network_json, parse_targets
 from toex_console.config import Settings
 from toex_console.sessions import SessionStore
 
@@ -207,12 +210,14 @@ def test_a_refused_upload_shows_the_fields_and_that_nothing_was_stored(parts) ->
     )
     answer = client.post(
         f"/{JOB}/comms/upload",
-        data={"csrf_token": csrf, "kind": "cdr"},
+        data={"csrf_token": csrf, "kind": "cdr", "upload_id": "refused-01"},
         files={"file": ("a.csv", b"who\nme\n")},
     )
     assert answer.status_code == 400
     assert "The file was not imported; nothing was stored." in answer.text
     assert "<li>file: missing columns: start_time</li>" in answer.text
+    progress = client.get(f"/{JOB}/comms/uploads/refused-01")
+    assert progress.json() == {"phase": "failed", "sent": 7, "total": 7}
 
 
 def test_targets_stay_out_of_addresses_and_the_ranking_pages(parts) -> None:
@@ -252,3 +257,111 @@ def test_the_export_streams_the_services_file_under_a_safe_name(parts) -> None:
     assert answer.headers["content-disposition"] == 'attachment; filename="network.graphml"'
     refused = client.get(f"/{JOB}/comms/export/svg")
     assert refused.status_code == 404 and "Not found" in refused.text
+
+
+class PacedComms(FakeComms):
+    """A comms service that takes the import one message at a time, when the test lets it, and
+    says what it has just taken ("header", "chunk", "all" once the stream has ended)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.took: asyncio.Queue[str] = asyncio.Queue()
+        self.next = asyncio.Semaphore(0)
+
+    async def ImportCdr(self, requests: Any, metadata: Any, timeout: float) -> Any:
+        async for part in requests:
+            await self.took.put("header" if part.HasField("header") else "chunk")
+            await self.next.acquire()
+        await self.took.put("all")
+        await self.next.acquire()
+        return pb.ImportCdrResponse(dataset=pb.Dataset(name="regions/EMSOU/datasets/D1"))
+
+
+def upload_form(csrf: str, upload_id: str) -> dict[str, str]:
+    return {"csrf_token": csrf, "kind": "cdr", "upload_id": upload_id}
+
+
+async def test_the_progress_counts_what_the_service_has_read_then_indexing_then_done(parts) -> None:
+    client, _ = parts
+    comms = PacedComms()
+    client.app.state.console._comms = comms
+    csrf = signed_in_with_purpose(client)
+    data = b"start_time,duration\n" + b"x" * (2 * CHUNK + 10)
+    progress = f"/{JOB}/comms/uploads/u-0001-paced"
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=client.app), base_url=str(client.base_url), cookies=client.cookies
+    ) as browser:
+        sending = asyncio.create_task(
+            browser.post(
+                f"/{JOB}/comms/upload",
+                data=upload_form(csrf, "u-0001-paced"),
+                files={"file": ("calls.csv", data, "text/csv")},
+            )
+        )
+        seen = []
+        for _ in range(5):
+            took = await asyncio.wait_for(comms.took.get(), 10)
+            answer = (await browser.get(progress)).json()
+            seen.append((took, answer["phase"], answer["sent"], answer["total"]))
+            comms.next.release()
+        finished = await asyncio.wait_for(sending, 10)
+        last = await browser.get(progress)
+    # A message counts once the service asks for the next: gRPC writes one at a time.
+    assert seen == [
+        ("header", "reading", 0, len(data)),
+        ("chunk", "reading", 0, len(data)),
+        ("chunk", "reading", CHUNK, len(data)),
+        ("chunk", "reading", 2 * CHUNK, len(data)),
+        ("all", "indexing", len(data), len(data)),
+    ]
+    assert finished.status_code == 303 and finished.headers["location"].endswith("?imported=new")
+    assert last.status_code == 200 and last.json() == {"phase": "done", "sent": len(data), "total": len(data)}
+
+
+def test_an_upload_is_seen_only_by_its_session_under_its_job_and_for_a_short_while(parts) -> None:
+    client, _ = parts
+    clock = Clock()
+    client.app.state.console._uploads = Uploads(clock=clock, grace=30)
+    csrf = signed_in_with_purpose(client)
+    client.post(
+        f"/{JOB}/comms/upload", data=upload_form(csrf, "mine-0001"), files={"file": ("a.csv", b"a\n1\n")}
+    )
+    mine = f"/{JOB}/comms/uploads/mine-0001"
+    assert client.get(mine).json() == {"phase": "done", "sent": 4, "total": 4}
+
+    other = TestClient(client.app, base_url=str(client.base_url))
+    signed_in_with_purpose(other)
+    assert other.get(mine).status_code == 404
+    assert client.get(f"/{JOB}/comms/uploads/mine-0002").status_code == 404
+    assert client.get("/regions/EMSOU/jobs/J2/comms/uploads/mine-0001").status_code == 404
+    signed_out = TestClient(client.app, base_url=str(client.base_url))
+    refused = signed_out.get(mine)
+    assert refused.status_code == 401 and refused.json() == {
+        "error": "Your sign-in has ended. Sign in again."
+    }
+
+    clock.now += 29
+    assert client.get(mine).json()["phase"] == "done"
+    clock.now += 2
+    assert client.get(mine).status_code == 404
+
+
+def test_a_session_keeps_its_newest_uploads_and_an_upload_without_an_id_is_not_kept() -> None:
+    clock = Clock()
+    kept = Uploads(clock=clock, grace=30, per_session=3)
+    for n in range(5):
+        kept.start("S1", f"upload-{n:04d}", JOB, 10)
+    kept.start("S2", "upload-0000", JOB, 10)
+    kept.start("S2", "<script>", JOB, 10)
+    kept.start("S2", "", JOB, 10)
+    assert [n for n in range(5) if kept.get("S1", f"upload-{n:04d}")] == [2, 3, 4]
+    assert kept.get("S2", "upload-0000") is not None and len(kept) == 4
+    in_flight = kept.get("S1", "upload-0004")
+    assert in_flight is not None
+    for n in (2, 3):
+        found = kept.get("S1", f"upload-{n:04d}")
+        assert found is not None
+        kept.end(found, "done")
+    clock.now += 31
+    assert kept.get("S1", "upload-0002") is None and kept.get("S1", "upload-0004") is in_flight
+    assert len(kept) == 2
