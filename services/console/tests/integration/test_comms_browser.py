@@ -6,6 +6,7 @@ Content-Security-Policy violation and no serious accessibility violation on the 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -51,8 +52,10 @@ async def test_upload_the_demo_cdr_and_see_the_ranked_suspects(
         # Hold the upload at the console until the page has shown its progress: the demo file
         # is small enough to finish before anyone could look.
         release = asyncio.Event()
+        sent_forms: list[bytes] = []
 
         async def hold(route: Route) -> None:
+            sent_forms.append(route.request.post_data_buffer or b"")
             await release.wait()
             await route.continue_()
 
@@ -71,6 +74,20 @@ async def test_upload_the_demo_cdr_and_see_the_ranked_suspects(
         assert done == "Imported: 21 of 21 rows stored."
         assert "No row was rejected." in await page.content()
         await no_serious_violations(page)
+        # The page named its upload; the console tells this session (and only a signed-in one)
+        # that the service read every byte and imported it.
+        upload_id = re.search(rb'name="upload_id"\r\n\r\n([0-9a-f]{32})\r\n', sent_forms[0])
+        assert upload_id is not None
+        progress = f"{console}/{name}/comms/uploads/{upload_id.group(1).decode()}"
+        size = (demo / "cdr.csv").stat().st_size
+        assert await (await page.request.get(progress)).json() == {
+            "phase": "done",
+            "sent": size,
+            "total": size,
+        }
+        stranger = await playwright.request.new_context()
+        assert (await stranger.get(progress)).status == 401
+        await stranger.dispose()
 
         await page.get_by_role("link", name="Back to the job's comms").click()
         await page.wait_for_url(f"{console}/{name}/comms")

@@ -1,6 +1,61 @@
-// Comms pages, enhanced: the upload shows its progress, and the contact network is drawn with
-// cytoscape. Without script the upload form posts as usual and the downloads hold the network.
+// Comms pages, enhanced: the upload shows its progress (the bytes sent, then how much of them the
+// comms service has read), and the contact network is drawn with cytoscape. Without script the
+// upload form posts as usual and the downloads hold the network.
 "use strict";
+
+const POLL_MS = 500;
+
+function randomId() {
+  // crypto.randomUUID needs a secure context; getRandomValues does not.
+  const bytes = new Uint8Array(16);
+  window.crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// "120 of 290 MB": both amounts in the unit of the whole.
+function amountOf(part, whole) {
+  if (whole < 1e6) return `${Math.round(part / 1e3)} of ${Math.max(1, Math.round(whole / 1e3))} kB`;
+  const digits = whole >= 1e8 ? 0 : 1;
+  return `${(part / 1e6).toFixed(digits)} of ${(whole / 1e6).toFixed(digits)} MB`;
+}
+
+// Ask the console how far the comms service has got with the upload until stop() is called.
+function watchImport(address, file, bar, say) {
+  let stopped = false;
+  let timer = 0;
+  const show = (p) => {
+    if (p.phase === "reading" && p.total > 0) {
+      const percent = Math.floor((100 * p.sent) / p.total);
+      bar.value = percent;
+      say(`The comms service has read ${percent}% of ${file.name} (${amountOf(p.sent, p.total)})...`);
+    } else if (p.phase === "indexing") {
+      bar.removeAttribute("value");
+      say("All rows read; the comms service is checking and indexing them...");
+    } else if (p.phase === "done") {
+      bar.value = 100;
+      say(`The comms service has imported ${file.name}. Opening the dataset...`);
+    } else if (p.phase === "failed") {
+      say(`The comms service did not import ${file.name}. Finding out why...`);
+    }
+  };
+  const poll = async () => {
+    try {
+      const answer = await fetch(address, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (answer.status === 401) stopped = true; // the upload's own answer says to sign in again
+      // Not found until the console has the whole form and starts the import: keep asking.
+      const found = answer.ok ? await answer.json() : null;
+      if (found && !stopped) show(found);
+    } catch (e) {
+      // A poll that failed says nothing about the upload; the next may answer.
+    }
+    if (!stopped) timer = window.setTimeout(poll, POLL_MS);
+  };
+  poll();
+  return () => {
+    stopped = true;
+    window.clearTimeout(timer);
+  };
+}
 
 function uploadWithProgress(form) {
   const box = form.querySelector(".progress");
@@ -13,6 +68,13 @@ function uploadWithProgress(form) {
     const file = input && input.files && input.files[0];
     if (!file) return; // the browser's own check says what is missing
     event.preventDefault();
+    const uploadId = randomId();
+    const idField = form.querySelector("input[name=upload_id]");
+    if (idField) idField.value = uploadId;
+    let stopWatching = () => {};
+    const say = (text) => {
+      if (status.textContent !== text) status.textContent = text; // no repeat for screen readers
+    };
     const xhr = new XMLHttpRequest();
     const size = file.size >= 1e6 ? `${(file.size / 1e6).toFixed(1)} MB` : `${Math.max(1, Math.round(file.size / 1e3))} kB`;
     box.hidden = false;
@@ -27,9 +89,11 @@ function uploadWithProgress(form) {
     });
     xhr.upload.addEventListener("load", () => {
       bar.value = 100;
-      bar.removeAttribute("value"); // indeterminate while the service reads the rows
+      bar.removeAttribute("value"); // indeterminate until the console says how far the service has read
       status.textContent = `Uploaded ${file.name} (${size}). The comms service is reading, checking and indexing the rows...`;
+      if (idField && form.dataset.progress) stopWatching = watchImport(form.dataset.progress + uploadId, file, bar, say);
     });
+    xhr.addEventListener("loadend", () => stopWatching());
     xhr.addEventListener("load", () => {
       const done = new URL(xhr.responseURL || form.action, window.location.href);
       if (xhr.status < 400 && done.pathname !== new URL(form.action, window.location.href).pathname) {
