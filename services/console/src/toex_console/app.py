@@ -31,7 +31,7 @@ from toex_common.tls import channel
 from toex_kernel.policy import PURPOSE_METADATA_KEY
 
 from toex_console.config import Settings
-from toex_console.formats import minute, when
+from toex_console.formats import label, minute, when
 from toex_console.oidc import OidcClient, SignInFailed
 from toex_console.sessions import COOKIE_NAME, Session, SessionStore
 from toex_console.timing import GrpcTimer, ServerTiming
@@ -687,10 +687,6 @@ JOB_ROWS = ("jobs", _job_rows)
 JOB_STATES_MENU = [name for name in tasking_pb.JobState.keys() if name != "JOB_STATE_UNSPECIFIED"]
 
 
-def _label(enum: Any, value: int, prefix: str) -> str:
-    return str(enum.Name(value)).removeprefix(prefix).replace("_", " ").lower()
-
-
 ROUTE_NAMES: dict[int, str] = {
     sg_pb.DESTINATION_CHILDRENS_SOCIAL_CARE: "children's social care",
     sg_pb.DESTINATION_ADULT_SOCIAL_CARE: "adult social care",
@@ -700,8 +696,8 @@ ROUTE_NAMES: dict[int, str] = {
 }
 
 
-def destination_label(value: int) -> str:
-    return ROUTE_NAMES.get(value) or _label(sg_pb.Destination, value, "DESTINATION_")
+def destinationlabel(value: int) -> str:
+    return ROUTE_NAMES.get(value) or label(sg_pb.Destination, value, "DESTINATION_")
 
 
 def referral_view(referral: Any) -> dict[str, Any]:
@@ -710,12 +706,12 @@ def referral_view(referral: Any) -> dict[str, Any]:
     ms1_only = list(referral.destinations) == [sg_pb.DESTINATION_DUTY_TO_NOTIFY]
     clocks = [
         {
-            "kind": _label(sg_pb.ClockKind, c.kind, "CLOCK_KIND_"),
-            "destination": destination_label(c.destination),
+            "kind": label(sg_pb.ClockKind, c.kind, "CLOCK_KIND_"),
+            "destination": destinationlabel(c.destination),
             "due": when(c, "due_time"),
             "satisfied": when(c, "satisfied_time"),
             "overdue": c.overdue,
-            "escalation": _label(sg_pb.Escalation, c.escalation, "ESCALATION_") if c.escalation else "",
+            "escalation": label(sg_pb.Escalation, c.escalation, "ESCALATION_") if c.escalation else "",
             "description": c.description,
         }
         for c in referral.clocks
@@ -724,10 +720,10 @@ def referral_view(referral: Any) -> dict[str, Any]:
     view: dict[str, Any] = {
         "name": referral.name,
         "region": region_pb2.Region.Name(referral.region).removeprefix("REGION_"),
-        "state": _label(sg_pb.ReferralState, referral.state, "REFERRAL_STATE_"),
-        "concerns": ", ".join(_label(sg_pb.Concern, c, "CONCERN_") for c in referral.concerns),
-        "risk": _label(sg_pb.RiskLevel, referral.risk_level, "RISK_LEVEL_") if referral.risk_level else "",
-        "destinations": ", ".join(destination_label(d) for d in referral.destinations),
+        "state": label(sg_pb.ReferralState, referral.state, "REFERRAL_STATE_"),
+        "concerns": ", ".join(label(sg_pb.Concern, c, "CONCERN_") for c in referral.concerns),
+        "risk": label(sg_pb.RiskLevel, referral.risk_level, "RISK_LEVEL_") if referral.risk_level else "",
+        "destinations": ", ".join(destinationlabel(d) for d in referral.destinations),
         "overdue": referral.overdue,
         "next_due": open_dues[0] if open_dues else "",
         "clocks": clocks,
@@ -741,13 +737,13 @@ def referral_view(referral: Any) -> dict[str, Any]:
         "linked_job": referral.linked_job,
         "progress": [
             {
-                "destination": destination_label(p.destination),
+                "destination": destinationlabel(p.destination),
                 "submitted": when(p, "submit_time"),
                 "agency_reference": p.agency_reference,
                 "acknowledged": when(p, "acknowledge_time"),
                 "decisions": [
-                    f"{_label(sg_pb.DecisionKind, d.kind, 'DECISION_KIND_')}: "
-                    f"{_label(sg_pb.DecisionOutcome, d.outcome, 'DECISION_OUTCOME_')}"
+                    f"{label(sg_pb.DecisionKind, d.kind, 'DECISION_KIND_')}: "
+                    f"{label(sg_pb.DecisionOutcome, d.outcome, 'DECISION_OUTCOME_')}"
                     for d in p.decisions
                 ],
             }
@@ -758,8 +754,8 @@ def referral_view(referral: Any) -> dict[str, Any]:
         dtn = referral.duty_to_notify
         view["ms1"] = {
             "reference": dtn.reference,
-            "concerns": ", ".join(_label(sg_pb.Concern, c, "CONCERN_") for c in dtn.concerns),
-            "age_band": _label(sg_pb.AgeBand, dtn.age_band, "AGE_BAND_") if dtn.age_band else "",
+            "concerns": ", ".join(label(sg_pb.Concern, c, "CONCERN_") for c in dtn.concerns),
+            "age_band": label(sg_pb.AgeBand, dtn.age_band, "AGE_BAND_") if dtn.age_band else "",
             "first_responder": region_pb2.Region.Name(dtn.first_responder).removeprefix("REGION_"),
         }
     if not ms1_only:
@@ -767,9 +763,9 @@ def referral_view(referral: Any) -> dict[str, Any]:
         view["subject"] = {
             "entity_id": subject.entity_id,
             "date_of_birth": subject.date_of_birth,
-            "age_band": _label(sg_pb.AgeBand, subject.age_band, "AGE_BAND_") if subject.age_band else "",
+            "age_band": label(sg_pb.AgeBand, subject.age_band, "AGE_BAND_") if subject.age_band else "",
             "local_authority": subject.local_authority,
-            "consent": _label(sg_pb.ConsentStatus, subject.consent.status, "CONSENT_STATUS_")
+            "consent": label(sg_pb.ConsentStatus, subject.consent.status, "CONSENT_STATUS_")
             if subject.consent.status
             else "",
         }
@@ -814,7 +810,7 @@ def referral_actions(referral: Any, username: str) -> list[dict[str, Any]]:
                 "action": "record_submission",
                 "label": "Record it as sent",
                 "reason": False,
-                "routes": [(sg_pb.Destination.Name(d), destination_label(d)) for d in unsent],
+                "routes": [(sg_pb.Destination.Name(d), destinationlabel(d)) for d in unsent],
                 "agency_reference": True,
             }
         )
@@ -824,7 +820,7 @@ def referral_actions(referral: Any, username: str) -> list[dict[str, Any]]:
                 "action": "record_acknowledgement",
                 "label": "Record the acknowledgement",
                 "reason": False,
-                "routes": [(sg_pb.Destination.Name(d), destination_label(d)) for d in unacknowledged],
+                "routes": [(sg_pb.Destination.Name(d), destinationlabel(d)) for d in unacknowledged],
             }
         )
     if state in (sg_pb.REFERRAL_STATE_DRAFT, sg_pb.REFERRAL_STATE_DECIDED):

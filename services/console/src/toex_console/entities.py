@@ -8,19 +8,20 @@ from __future__ import annotations
 import re
 import uuid
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import grpc
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 from toex.entity.v1 import entity_pb2 as pb
 from toex.entity.v1 import entity_pb2_grpc
-from toex.type.v1 import region_pb2, security_pb2
+from toex.type.v1 import security_pb2
 
-from toex_console.app import Console, what_to_do
+from toex_console.app import REGION_CODES, Console, what_to_do
 from toex_console.charts import Step, waterfall
-from toex_console.formats import when
+from toex_console.formats import label, when
 from toex_console.oidc import SignInFailed
 
 PAGE_SIZE = 20
@@ -48,26 +49,26 @@ def entity_service(console: Console) -> Any:
 # -- views ------------------------------------------------------------------------------------
 
 
-def _label(enum: Any, value: int, prefix: str) -> str:
-    return str(enum.Name(value)).removeprefix(prefix).replace("_", " ").lower()
-
-
 def region_code(value: Any) -> str:
-    return str(region_pb2.Region.Name(value)).removeprefix("REGION_")
+    return REGION_CODES.get(value) or str(value)
+
+
+def _grade(enum: Any, prefix: str) -> dict[int, str]:
+    return {n: name.removeprefix(prefix) if n else "?" for name, n in enum.items()}
+
+
+_SOURCE_GRADES = _grade(pb.SourceEvaluation, "SOURCE_EVALUATION_")
+_ASSESSMENT_GRADES = _grade(pb.IntelligenceAssessment, "INTELLIGENCE_ASSESSMENT_")
 
 
 def grading_code(grading: Any) -> str:
     """3x5x2 as people write it: "2BP" (source 1-3, assessment A-E, handling P or C; C when not set);
     "not graded" when nothing was."""
-    if not grading.source_evaluation and not grading.intelligence_assessment:
+    source, assessment = grading.source_evaluation, grading.intelligence_assessment
+    if not source and not assessment:
         return "not graded"
-    source = pb.SourceEvaluation.Name(grading.source_evaluation).removeprefix("SOURCE_EVALUATION_")
-    assessment = pb.IntelligenceAssessment.Name(grading.intelligence_assessment).removeprefix(
-        "INTELLIGENCE_ASSESSMENT_"
-    )
     handling = "P" if grading.handling == security_pb2.HANDLING_CODE_P else "C"
-    code = (source if source != "UNSPECIFIED" else "?") + (assessment if assessment != "UNSPECIFIED" else "?")
-    return code + handling
+    return _SOURCE_GRADES.get(source, "?") + _ASSESSMENT_GRADES.get(assessment, "?") + handling
 
 
 def content_lines(record: Any) -> list[str]:
@@ -79,7 +80,7 @@ def content_lines(record: Any) -> list[str]:
         if p.birth_date:
             lines.append(f"born {p.birth_date}")
         if p.gender:
-            lines.append(_label(pb.Gender, p.gender, "GENDER_"))
+            lines.append(label(pb.Gender, p.gender, "GENDER_"))
         lines += [f"also known as {alias}" for alias in p.aliases]
         lines += [", ".join([*a.lines, a.town, a.postcode]).strip(", ") for a in p.addresses]
         lines += [f"{i.scheme} {i.value}" for i in p.identifiers]
@@ -100,29 +101,36 @@ def content_lines(record: Any) -> list[str]:
     return []
 
 
-def record_view(record: Any) -> dict[str, Any]:
+_LINE_BREAK = Markup("<br>")
+
+
+def record_view(record: Any, index: int) -> dict[str, Any]:
     return {
+        "index": index,
         "name": record.name,
         "region": region_code(record.region),
-        "type": _label(pb.RecordType, record.ref.record_type, "RECORD_TYPE_"),
+        "type": label(pb.RecordType, record.ref.record_type, "RECORD_TYPE_"),
         "source": f"{record.ref.source_system} / {record.ref.source_record_id}",
         "grading": grading_code(record.grading),
         "conditions": record.grading.handling_conditions,
         "ingested": when(record, "ingest_time"),
         "ingested_by": record.ingested_by,
+        # Cells the page writes as one value each (one escape, not one per part).
+        "stored": f"{when(record, 'ingest_time')} by {record.ingested_by}",
         "job": record.job,
-        "content": content_lines(record),
+        # One line per fact, each escaped, joined here rather than by a loop in the template.
+        "content": _LINE_BREAK.join(content_lines(record)),
     }
 
 
 def entity_view(entity: Any) -> dict[str, Any]:
     ids = entity.identifiers
     identifiers = [*ids.e164_numbers, *ids.vrms, *ids.emails, *ids.handles, *ids.official_ids]
-    records = [record_view(r) for r in entity.records]
+    records = [record_view(r, i) for i, r in enumerate(entity.records, 1)]
     return {
         "name": entity.name,
         "id": entity.name.removeprefix("entities/"),
-        "type": _label(pb.RecordType, entity.entity_type, "RECORD_TYPE_"),
+        "type": label(pb.RecordType, entity.entity_type, "RECORD_TYPE_"),
         "display_name": entity.display_name or entity.name,
         "records": records,
         "regions": sorted({r["region"] for r in records}),
@@ -135,10 +143,11 @@ def entity_view(entity: Any) -> dict[str, Any]:
         "history": [
             {
                 "change_id": h.change_id,
-                "kind": _label(pb.ChangeKind, h.kind, "CHANGE_KIND_"),
+                "kind": label(pb.ChangeKind, h.kind, "CHANGE_KIND_"),
                 **_undo(h, entity.name),
                 "entities": list(h.entities),
                 "records": list(h.records),
+                "involving": _involving(h),
                 "decided_by": h.decided_by,
                 "reason": h.reason,
                 "when": when(h, "change_time"),
@@ -149,6 +158,14 @@ def entity_view(entity: Any) -> dict[str, Any]:
         "relations": [relation_view(r, entity.name) for r in entity.relations],
         "created": when(entity, "create_time"),
         "updated": when(entity, "update_time"),
+    }
+
+
+def comparison(record_a: str, record_b: str) -> dict[str, str]:
+    """A link to the match explanation of two records, named by their ids."""
+    return {
+        "href": f"/entities/explain?record_a={quote(record_a)}&record_b={quote(record_b)}",
+        "text": f"{record_b.rsplit('/', 1)[-1]} with {record_a.rsplit('/', 1)[-1]}",
     }
 
 
@@ -170,26 +187,45 @@ def _undo(change: Any, own: str) -> dict[str, str]:
     return {"undo": "", "undo_at": ""}
 
 
+def _involving(change: Any) -> str:
+    """A history entry's entities, then how many records: "entities/E9; 2 records"."""
+    count = len(change.records)
+    records = f"{count} record{'' if count == 1 else 's'}"
+    return (
+        f"{', '.join(change.entities)}; {records}"
+        if change.entities and count
+        else (", ".join(change.entities) or records)
+    )
+
+
 def relation_view(relation: Any, own: str) -> dict[str, Any]:
     other = relation.target if relation.subject == own else relation.subject
     span = " to ".join(part for part in (relation.valid_from, relation.valid_to) if part)
+    kind = label(pb.RelationKind, relation.kind, "RELATION_KIND_")
+    direction = "to" if relation.subject == own else "from"
+    source = f"{relation.source_system} / {relation.source_record_id}"
+    region = relation.region.removeprefix("regions/")
+    recorded = when(relation, "record_time")
     return {
-        "kind": _label(pb.RelationKind, relation.kind, "RELATION_KIND_"),
-        "direction": "to" if relation.subject == own else "from",
+        "kind": kind,
+        "direction": direction,
+        "relation": f"{kind} ({direction})",
+        "source_region": f"{source}, {region}",
+        "recorded_line": f"{recorded} by {relation.recorded_by}" if relation.recorded_by else recorded,
         "other": other,
         "link": other if other.startswith("entities/") else "",
-        "source": f"{relation.source_system} / {relation.source_record_id}",
+        "source": source,
         "grading": grading_code(relation.grading),
         "span": span,
-        "region": relation.region.removeprefix("regions/"),
-        "recorded": when(relation, "record_time"),
+        "region": region,
+        "recorded": recorded,
         "recorded_by": relation.recorded_by,
     }
 
 
 def explanation_view(explanation: Any) -> dict[str, Any]:
     steps = [Step(c.comparison.replace("_", " "), c.match_weight, c.level) for c in explanation.contributions]
-    decision = _label(pb.MatchDecision, explanation.decision, "MATCH_DECISION_")
+    decision = label(pb.MatchDecision, explanation.decision, "MATCH_DECISION_")
     chart = waterfall(
         f"Match weight of {explanation.record_a} and {explanation.record_b}: "
         f"{explanation.match_weight:+.2f}, probability {explanation.probability:.3f}, {decision}",
@@ -229,7 +265,7 @@ def review_view(task: Any) -> dict[str, Any]:
         "candidate_record": task.candidate_record,
         "entity": task.entity,
         "candidate_entity": task.candidate_entity,
-        "state": _label(pb.ReviewState, task.state, "REVIEW_STATE_"),
+        "state": label(pb.ReviewState, task.state, "REVIEW_STATE_"),
         "open": task.state == pb.REVIEW_STATE_OPEN,
         "decided_by": task.decided_by,
         "reason": task.reason,
@@ -391,7 +427,7 @@ async def entity(request: Request) -> Response:
         return console.failed(request, session, exc, back="/entities", back_label="entity search")
     view = entity_view(answer.entity)
     comparisons = (
-        [(view["records"][0]["name"], r["name"]) for r in view["records"][1:]]
+        [comparison(view["records"][0]["name"], r["name"]) for r in view["records"][1:]]
         if view["type"] == "person"
         else []
     )
@@ -485,7 +521,7 @@ async def review(request: Request) -> Response:
                 )
             refusal, status = f"{task}: " + refusal_text(exc, "the queue"), REFUSALS[exc.code()]
         else:
-            outcome = _label(pb.ReviewState, answer.review_task.state, "REVIEW_STATE_")
+            outcome = label(pb.ReviewState, answer.review_task.state, "REVIEW_STATE_")
             target = answer.entity.name
             return RedirectResponse(
                 f"/entities/review?decided={task.rsplit('/', 1)[-1]}&outcome={outcome}"
