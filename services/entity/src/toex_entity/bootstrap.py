@@ -11,6 +11,7 @@ from toex_common.service import Background, Platform, ServiceApp
 from toex_entity.adapters import splink_model
 from toex_entity.adapters.integration import STREAM
 from toex_entity.adapters.learning_lock import EstimationLock
+from toex_entity.adapters.repository import SampleKeeper
 from toex_entity.adapters.uow import SqlEntityUnitOfWork
 from toex_entity.config import Settings
 from toex_entity.domain.matching import MatchModel
@@ -63,8 +64,10 @@ async def build(settings: Settings) -> App:
     platform = await Platform.start(settings, streams=[STREAM, *federation.published_streams(settings)])
     sessions = session_factory(platform.engine)
 
+    keeper = SampleKeeper(settings.learning_sample_cap)
+
     def uow() -> SqlEntityUnitOfWork:
-        return SqlEntityUnitOfWork(sessions)
+        return SqlEntityUnitOfWork(sessions, keeper)
 
     deps = handlers.Deps(uow=uow)  # type: ignore[arg-type]
 

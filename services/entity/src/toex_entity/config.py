@@ -26,9 +26,11 @@ class Settings(ServiceSettings):
     fingerprint_backfill_seconds: float = 3600.0
     # The learning worker (service_layer/learning.py): re-estimate the model from the stored
     # person records when at least `learning_min_new_records` are new and they are at least
-    # `learning_growth` of what the last estimate saw; at most `learning_sample_cap` records
-    # go to Splink, in a separate process limited to one DuckDB thread and
-    # `learning_memory_limit`. Checked every `learning_interval_seconds`.
+    # `learning_growth` of what the last estimate saw; the person sample goes to Splink, in a
+    # separate process limited to one DuckDB thread and `learning_memory_limit`. Checked every
+    # `learning_interval_seconds`. `learning_sample_cap`: how many person records the sample
+    # kept as records are written holds (domain/sample.py; the migration that creates it
+    # backfills it to this cap), so at most that many go to Splink.
     learning: bool = True
     learning_interval_seconds: float = 10.0
     learning_min_new_records: int = 500

@@ -23,6 +23,7 @@ from toex_entity.domain.model import (
 )
 from toex_entity.domain.records import SourceRecord
 from toex_entity.domain.relations import StoredRelation
+from toex_entity.domain.sample import BottomK
 from toex_entity.service_layer.ports import Candidate, EntityLink, KeyHit, SourceKey
 from toex_kernel.regions import Region
 
@@ -39,6 +40,8 @@ class FakeRepository:
         self.deconflicted: set[tuple[str, Region, Region]] = set()
         self.model: MatchModel | None = None
         self.job_subjects: dict[tuple[str, str], Region] = {}
+        # The person sample, kept as the SQL repository keeps it (domain/sample.py).
+        self.sample = BottomK()
 
     async def find_existing(self, keys: Sequence[SourceKey]) -> dict[SourceKey, SourceRecord]:
         wanted = set(keys)
@@ -52,9 +55,12 @@ class FakeRepository:
         for record, link in zip(records, links, strict=True):
             self.records[record.id] = copy.copy(record)
             self.links[record.id] = link
+        self.sample.offer_all(r.id for r in records if r.features is not None)
 
     async def update_record(self, record: SourceRecord) -> None:
         self.records[record.id] = copy.copy(record)
+        if record.features is None:
+            self.sample.remove(record.id)
 
     async def get_records(self, ids: Iterable[str]) -> dict[str, SourceRecord]:
         return {i: self.records[i] for i in ids if i in self.records}
@@ -273,7 +279,7 @@ class FakeRepository:
             self.model = model
 
     async def person_features_sample(self, limit: int) -> list[tuple[str, Features]]:
-        return [(r.id, r.features) for r in self.records.values() if r.features][:limit]
+        return [(i, self.records[i].features) for i in self.sample.sample(limit)]  # type: ignore[misc]
 
     async def add_job_subject(self, job: str, entity_id: str, region: Region, at: datetime) -> bool:
         if (job, entity_id) in self.job_subjects:

@@ -21,10 +21,12 @@ from toex_entity.adapters.tables import (
     learning_state,
     match_models,
     pair_decisions,
+    person_sample,
     record_keys,
     review_tasks,
     source_records,
 )
+from toex_entity.domain import sample
 from toex_entity.domain.matching import FEATURE_COLUMNS, Features, MatchModel
 from toex_entity.domain.model import (
     ChangeKind,
@@ -205,9 +207,65 @@ _FIND_EXISTING = text(
 ).columns(*_RECORD_COLUMNS)
 
 
+# The person sample (domain/sample.py), kept in the transaction that stores the records: the
+# records whose key is under the stored threshold enter (their features taken from the rows
+# just written, so they are sent once), and the sample's size is counted in the same statement.
+# The state row is locked first, so two writers never count past each other.
+_SAMPLE_ADD = text(
+    """
+    WITH state AS (
+        SELECT threshold FROM person_sample_state WHERE name = 'persons' FOR UPDATE
+    ), entered AS (
+        INSERT INTO person_sample (record_id, sample_key, features)
+        SELECT r.id, q.sample_key, r.features
+        FROM unnest(CAST(:ids AS text[]), CAST(:keys AS float8[])) AS q(id, sample_key)
+        CROSS JOIN state
+        JOIN source_records r ON r.id = q.id
+        WHERE q.sample_key < state.threshold AND r.features IS NOT NULL
+        RETURNING 1
+    )
+    UPDATE person_sample_state SET size = size + (SELECT count(*) FROM entered)
+    WHERE name = 'persons'
+    RETURNING threshold, size
+    """
+)
+
+# Down to the `cap` smallest keys: the largest key kept becomes the threshold, and the size is
+# counted again (so rows that left with their records are counted out too).
+_SAMPLE_TRIM = text(
+    """
+    WITH cut AS (
+        SELECT sample_key FROM person_sample ORDER BY sample_key OFFSET :cap - 1 LIMIT 1
+    ), gone AS (
+        DELETE FROM person_sample WHERE sample_key > (SELECT sample_key FROM cut) RETURNING 1
+    )
+    UPDATE person_sample_state
+    SET threshold = coalesce((SELECT sample_key FROM cut), threshold),
+        size = (SELECT count(*) FROM person_sample) - (SELECT count(*) FROM gone)
+    WHERE name = 'persons'
+    RETURNING threshold, size
+    """
+)
+
+
+class SampleKeeper:
+    """One per process and database: the sample's cap, and the threshold last read from the
+    database. A record whose key is not under it cannot enter, so the statement that would add
+    it is not sent (at a million stored persons and the default cap, four in five incremental
+    resolutions send none). The threshold only falls (a trim lowers it), and it is taken only
+    from a committed value, never from a trim not yet committed, so a record is never left out
+    by a stale value: a stale one only sends a statement that adds nothing."""
+
+    def __init__(self, cap: int = sample.DEFAULT_CAP) -> None:
+        self.cap = cap
+        self.threshold = 1.0
+
+
 class SqlEntityRepository:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, sample_keeper: SampleKeeper | None = None) -> None:
         self.session = session
+        self.sample_keeper = sample_keeper or SampleKeeper()
+        self._trimmed = False  # this transaction trimmed the sample (not committed yet)
 
     # --- records ---------------------------------------------------------------------
 
@@ -233,6 +291,25 @@ class SqlEntityRepository:
         rows = (_record_row(r, link) for r, link in zip(records, links, strict=True))
         values = [tuple(row[c] for c in columns) for row in rows]
         await self.copy_rows("source_records", columns, values)
+        await self._keep_sample([r.id for r in records if r.features is not None])
+
+    async def _keep_sample(self, person_ids: list[str]) -> None:
+        """Records just stored, offered to the person sample in the same transaction."""
+        keeper = self.sample_keeper
+        keys = sample.draw_keys(len(person_ids))
+        entering = [(i, k) for i, k in zip(person_ids, keys, strict=True) if k < keeper.threshold]
+        if not entering:
+            return
+        row = (
+            await self.session.execute(
+                _SAMPLE_ADD, {"ids": [i for i, _ in entering], "keys": [k for _, k in entering]}
+            )
+        ).one()
+        if not self._trimmed:  # the committed threshold: an add does not change it, a trim does
+            keeper.threshold = float(row.threshold)
+        if sample.over_bound(int(row.size), keeper.cap):
+            await self.session.execute(_SAMPLE_TRIM, {"cap": keeper.cap})
+            self._trimmed = True
 
     async def copy_rows(self, table: str, columns: list[str], values: list[tuple[Any, ...]]) -> None:
         """COPY rows in, inside the unit of work's transaction (bulk ingest's fast path)."""
@@ -257,6 +334,12 @@ class SqlEntityRepository:
                 content_hash=record.content_hash,
             )
         )
+        # The sample holds the record's features as they are now (or, if it has none, not it).
+        sampled = person_sample.c.record_id == record.id
+        if record.features is None:
+            await self.session.execute(person_sample.delete().where(sampled))
+        else:
+            await self.session.execute(update(person_sample).where(sampled).values(features=record.features))
 
     async def get_records(self, ids: Iterable[str]) -> dict[str, SourceRecord]:
         wanted = list(set(ids))
@@ -903,13 +986,13 @@ class SqlEntityRepository:
         return [(r.verdict, r.fa, r.fb) for r in rows]
 
     async def person_features_sample(self, limit: int) -> list[tuple[str, Features]]:
+        """At most `limit` records of the person sample (domain/sample.py)."""
         rows = await self.session.execute(
-            select(source_records.c.id, source_records.c.features)
-            .where(source_records.c.features.is_not(None))
-            .order_by(func.random())
+            select(person_sample.c.record_id, person_sample.c.features)
+            .order_by(person_sample.c.sample_key)
             .limit(limit)
         )
-        return [(r.id, r.features) for r in rows]
+        return [(r.record_id, r.features) for r in rows]
 
     # --- job subjects -----------------------------------------------------------------
 

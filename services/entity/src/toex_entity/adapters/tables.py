@@ -9,6 +9,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     Float,
+    ForeignKey,
     Index,
     LargeBinary,
     MetaData,
@@ -169,6 +170,29 @@ learning_state = Table(
     # records it split off (migration 0009).
     Column("reresolve_from", String(32), nullable=False, server_default=""),
     Column("reresolve_split", BigInteger, nullable=False, server_default="0"),
+)
+
+# A bounded uniform sample of the person records, kept as they are written (domain/sample.py,
+# migration 0011): what the model is estimated from, so the estimate never reads
+# `source_records`. A record deleted from the store leaves the sample with it.
+person_sample = Table(
+    "person_sample",
+    metadata,
+    Column("record_id", String(32), ForeignKey("source_records.id", ondelete="CASCADE"), primary_key=True),
+    # Random, uniform in [0, 1): the sample is the records with the smallest keys.
+    Column("sample_key", Float(53), nullable=False),
+    Column("features", JSONB, nullable=False),
+    Index("person_sample_key", "sample_key"),
+)
+
+# The sample's one row ("persons"): the key a new record must be under to enter, and how many
+# rows the sample holds (decides when it is trimmed back to the cap).
+person_sample_state = Table(
+    "person_sample_state",
+    metadata,
+    Column("name", String(16), primary_key=True),
+    Column("threshold", Float(53), nullable=False, server_default=text("1.0")),
+    Column("size", BigInteger, nullable=False, server_default=text("0")),
 )
 
 job_subjects = Table(

@@ -4,9 +4,10 @@ The learning worker (run in the background by the service, `entrypoints` wiring)
 time it wakes:
 
 1. **Re-estimation when enough has changed**: when the person records stored since the last
-   estimate reach `min_new_records` and `growth` of what that estimate saw, a sample of at most
-   `sample_cap` stored records goes to the estimator (Splink, in a separate low-priority
-   process with one DuckDB thread and a memory limit, so resolution is never blocked).
+   estimate reach `min_new_records` and `growth` of what that estimate saw, at most
+   `sample_cap` records of the person sample kept as records are written (domain/sample.py)
+   go to the estimator (Splink, in a separate low-priority process with one DuckDB thread and
+   a memory limit, so resolution is never blocked).
 2. **Checks** before the new model becomes active (`check_model`): sane parameters, and
    agreement with reviewers' decisions at least that of the active model. Every model is kept
    (`match_models`), activated or rejected, with its checks.
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from toex_entity.domain import matching
+from toex_entity.domain import matching, sample
 from toex_entity.domain.matching import Features, MatchModel
 from toex_entity.domain.model import PairVerdict
 from toex_entity.service_layer import reresolution
@@ -51,7 +52,7 @@ class LearningSettings:
     # ...and they are at least this share of what the last estimate saw.
     growth: float = 0.1
     # At most this many stored records go to the estimator (bounds its time and memory).
-    sample_cap: int = 200_000
+    sample_cap: int = sample.DEFAULT_CAP
     # Records re-resolved per transaction (the resolution lock is held for one batch).
     batch: int = 500
     # Re-estimate also on a schedule: once the last estimate is this old (seconds; 0: never),
