@@ -32,7 +32,6 @@ from sqlalchemy import (
     func,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from toex.tasking.events.v2 import events_pb2 as tasking_events
 from toex_kernel.grants import JobGrant, is_job_of, job_of_purpose
@@ -90,33 +89,37 @@ def drop_grant_schema(op: Any) -> None:
     grants_metadata.drop_all(op.get_bind())
 
 
+# Written on the session's own asyncpg connection as a prepared statement, like `SqlGrants.of_job`
+# reads: every service keeps grants from most of tasking's events, and building and compiling
+# SQLAlchemy's upsert per event cost several times the CPU (bench/results/grants-keep.md).
+_STORE_ACCESS = (
+    "INSERT INTO job_grants (job, region, open, holders, collaborators, revision) "
+    "VALUES ($1, $2, $3, $4::text[], $5::text[], $6) "
+    "ON CONFLICT (job) DO UPDATE SET open = excluded.open, holders = excluded.holders, "
+    "collaborators = excluded.collaborators, revision = excluded.revision, updated_at = now() "
+    "WHERE job_grants.revision <= excluded.revision"
+)
+
+
 async def store_access(
     session: AsyncSession, job: str, region: Region, access: tasking_events.JobAccess
 ) -> None:
     """Keep `access` unless the model already holds a later revision of the job."""
-    row = {
-        "job": job,
-        "region": region.value,
-        "open": access.state in OPEN_STATES,
-        "holders": sorted({a.username for a in access.assignees if a.username}),
-        "collaborators": sorted(
-            {Region.from_proto(r).value for r in access.collaborating_regions if r} - {region.value}
-        ),
-        "revision": access.revision,
-    }
-    statement = pg_insert(job_grants_table).values(**row)
-    statement = statement.on_conflict_do_update(
-        index_elements=[job_grants_table.c.job],
-        set_={
-            "open": statement.excluded.open,
-            "holders": statement.excluded.holders,
-            "collaborators": statement.excluded.collaborators,
-            "revision": statement.excluded.revision,
-            "updated_at": func.now(),
-        },
-        where=job_grants_table.c.revision <= statement.excluded.revision,
+    holders = sorted({a.username for a in access.assignees if a.username})
+    collaborators = sorted(
+        {Region.from_proto(r).value for r in access.collaborating_regions if r} - {region.value}
     )
-    await session.execute(statement)
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    await raw.driver_connection.execute(  # type: ignore[union-attr]
+        _STORE_ACCESS,
+        job,
+        region.value,
+        access.state in OPEN_STATES,
+        holders,
+        collaborators,
+        access.revision,
+    )
 
 
 _GRANT_OF_JOB = "SELECT region, holders, open, collaborators FROM job_grants WHERE job = $1"
