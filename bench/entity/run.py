@@ -30,6 +30,7 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from itertools import combinations
 from pathlib import Path
 
@@ -137,6 +138,70 @@ async def service_run(
         size = (await conn.execute(text("SELECT pg_database_size(current_database())"))).scalar_one()
     await engine.dispose()
     return ingest_seconds, latencies, {r.source_record_id: r.entity_id for r in rows}, int(size)
+
+
+# One A/B run of an arm: bulk ingest records/s, incremental p50 ms, p99 ms.
+ArmRun = tuple[float, float, float]
+
+
+async def alternate_arms(
+    name: str,
+    model: matching.MatchModel,
+    base: list[synthetic.Generated],
+    queries: list[synthetic.Generated],
+    rounds: int,
+    arms: dict[str, Callable[[], None]],
+) -> dict[str, list[ArmRun]]:
+    """A/B in one process on one PostgreSQL: each arm (its set-up called first) resolves `base`
+    in bulk and then `queries` one at a time on a fresh database, the arms alternated per round
+    so that a shared machine's noise falls on all of them."""
+    runs: dict[str, list[ArmRun]] = {arm: [] for arm in arms}
+    n = len(base)
+    work = Path(tempfile.mkdtemp(prefix=f"toex-bench-{name}-"))
+    work.chmod(0o755)
+    pg = Postgres(data_dir=work / "pg")
+    pg.start()
+    try:
+        for round_ in range(rounds):
+            for arm, set_up in arms.items():
+                set_up()
+                database = pg.create_database(f"bench_{name}_{uuid.uuid4().hex[:8]}")
+                await asyncio.to_thread(upgrade, database, migrations_dir())
+                seconds, latencies, _, _ = await service_run(database, model, base, queries)
+                runs[arm].append((n / seconds, pct(latencies, 50), pct(latencies, 99)))
+                print(
+                    f"round {round_ + 1} {arm}: {n / seconds:,.0f} records/s, p99 {pct(latencies, 99):.1f} ms"
+                )
+    finally:
+        pg.stop()
+    return runs
+
+
+def arm_table(runs: dict[str, list[ArmRun]], a: str, b: str) -> list[str]:
+    """Medians of arms A and B with their ratios, then every run."""
+
+    def median(arm: str, i: int) -> float:
+        return statistics.median(r[i] for r in runs[arm])
+
+    def row(label: str, i: int, digits: int) -> str:
+        x, y = median("A", i), median("B", i)
+        return f"| {label} | {x:,.{digits}f} | {y:,.{digits}f} | {x / y:.2f} |"
+
+    return [
+        f"| measure | A ({a}) | B ({b}) | A/B |",
+        "| --- | --- | --- | --- |",
+        row("bulk ingest, records/s", 0, 0),
+        row("incremental p50 ms", 1, 1),
+        row("incremental p99 ms", 2, 1),
+        "",
+        "Runs (records/s, p50 ms, p99 ms):",
+        "",
+        *(
+            f"- round {i + 1}: A {x[0]:,.0f} / {x[1]:.1f} / {x[2]:.1f}; B {y[0]:,.0f} / {y[1]:.1f} / {y[2]:.1f}"
+            for i, (x, y) in enumerate(zip(runs["A"], runs["B"], strict=True))
+        ),
+        "",
+    ]
 
 
 async def main() -> None:
