@@ -59,8 +59,9 @@ async def test_never_stopped_longer_than_its_share_while_resolution_stays_busy(b
     foreground.attach(busy_child)
     with foreground.resolving():
         assert settle(busy_child, {"T"}) == "T"
-        await asyncio.sleep(0.3)
-        assert state(busy_child) == "R"  # released by the bound, resolution still busy
+        await asyncio.sleep(0.25)
+        # Released by the bound (within about 0.2 s), resolution still busy.
+        assert await asyncio.to_thread(settle, busy_child, {"R"}, 0.5) == "R"
         await asyncio.sleep(0.4)
         assert foreground.stops >= 2  # stopped again once some of the budget was back
     assert settle(busy_child, {"R"}) == "R"
@@ -113,9 +114,10 @@ async def test_under_steady_resolution_load_the_estimate_is_never_held_for_more_
     spans = sent.spans(time.monotonic())
     stopped = sum(e - b for b, e in spans)
     elapsed = time.monotonic() - began
-    # About half of any second (the event loop may fire a release a little late).
-    assert most_stopped_in_any(spans, 1.0) <= 0.5 + 0.06
-    assert stopped / elapsed <= 0.55
+    # About half of any second (a busy machine's event loop may fire a release late); held
+    # through every resolution it would be six sevenths.
+    assert most_stopped_in_any(spans, 1.0) <= 0.5 + 0.15
+    assert stopped / elapsed <= 0.6
     # It still yields to resolution for much of that half.
     assert stopped / elapsed >= 0.3
 
