@@ -7,7 +7,8 @@ v2 events about who may work a job (JobCreated, JobAssigned, JobReassigned, JobS
 JobUpdated)
 each carry the whole answer (`JobAccess`: state, assignees, collaborating regions) with the job's revision, so the model keeps the
 highest revision it has seen: an event redelivered, or one overtaken by a later one, changes
-nothing. `subscribe(bus, service)` puts the consumer on the service's bus; `create_grant_schema`
+nothing. `subscribe(bus, service)` puts the consumer on the service's bus (a fetched batch's
+access is stored in one pipelined statement by its prefetch, `keep_batch`); `create_grant_schema`
 goes in one of the service's migrations; `SqlGrants` answers the service's policy in the
 transaction of the call it is deciding; `with_grant` reads a grant in the statement that reads
 the material it decides (no round trip of its own).
@@ -15,7 +16,9 @@ the material it decides (no round trip of its own).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import (
     BigInteger,
@@ -101,25 +104,36 @@ _STORE_ACCESS = (
 )
 
 
-async def store_access(
-    session: AsyncSession, job: str, region: Region, access: tasking_events.JobAccess
-) -> None:
-    """Keep `access` unless the model already holds a later revision of the job."""
+def _access_row(job: str, region: Region, access: tasking_events.JobAccess) -> tuple[Any, ...]:
     holders = sorted({a.username for a in access.assignees if a.username})
     collaborators = sorted(
         {Region.from_proto(r).value for r in access.collaborating_regions if r} - {region.value}
     )
+    return (job, region.value, access.state in OPEN_STATES, holders, collaborators, access.revision)
+
+
+async def _driver(session: AsyncSession) -> Any:
+    """The asyncpg connection under the session's: the statement runs in its transaction."""
     connection = await session.connection()
     raw = await connection.get_raw_connection()
-    await raw.driver_connection.execute(  # type: ignore[union-attr]
-        _STORE_ACCESS,
-        job,
-        region.value,
-        access.state in OPEN_STATES,
-        holders,
-        collaborators,
-        access.revision,
-    )
+    return raw.driver_connection
+
+
+async def store_access(
+    session: AsyncSession, job: str, region: Region, access: tasking_events.JobAccess
+) -> None:
+    """Keep `access` unless the model already holds a later revision of the job."""
+    await (await _driver(session)).execute(_STORE_ACCESS, *_access_row(job, region, access))
+
+
+async def store_accesses(
+    session: AsyncSession, accesses: Sequence[tuple[str, Region, tasking_events.JobAccess]]
+) -> None:
+    """`store_access` for many jobs at once: one pipelined statement (asyncpg's executemany, no
+    round trip per job), in order, so a job named twice keeps its later revision."""
+    if accesses:
+        rows = [_access_row(job, region, access) for job, region, access in accesses]
+        await (await _driver(session)).executemany(_STORE_ACCESS, rows)
 
 
 _GRANT_OF_JOB = "SELECT region, holders, open, collaborators FROM job_grants WHERE job = $1"
@@ -181,18 +195,47 @@ class SqlGrants:
         return await self.of_job(job) if job else None
 
 
-async def on_access_changed(event: IncomingEvent, uow: Any) -> None:
-    message: Any = event.message
-    job = message.job
+# The events of a fetched batch whose access `keep_batch` has stored, by the batch's unit of
+# work: their handler has nothing left to do. (Weak keys: gone with the unit of work.)
+_KEPT: WeakKeyDictionary[Any, set[str]] = WeakKeyDictionary()
+
+
+def _job_and_region(event: IncomingEvent) -> tuple[str, Region]:
+    job = event.message.job  # type: ignore[union-attr]
     region = region_of(event)
     if not is_job_of(job, region):
         # The subject's region is what NATS vouches for: a job of another region named on it
         # would let one region grant access to another's material.
         raise PermanentError(f"job {job!r} is not of the region {region.value} the event came from")
-    await store_access(uow.session, job, region, message.access)
+    return job, region
+
+
+async def keep_batch(events: Sequence[IncomingEvent], uow: Any) -> None:
+    """The consumer's prefetch: a fetched batch's access in one statement, in the batch's
+    transaction. An event it cannot take (no region, a job of another region) is left to its
+    handler, which refuses it; the batch is then rolled back and taken one event at a time."""
+    accesses: list[tuple[str, Region, tasking_events.JobAccess]] = []
+    ids: list[str] = []
+    for event in events:
+        try:
+            job, region = _job_and_region(event)
+        except PermanentError:
+            continue
+        accesses.append((job, region, event.message.access))  # type: ignore[union-attr]
+        ids.append(event.event_id)
+    await store_accesses(uow.session, accesses)
+    _KEPT.setdefault(uow, set()).update(ids)
+
+
+async def on_access_changed(event: IncomingEvent, uow: Any) -> None:
+    kept = _KEPT.get(uow)
+    if kept is not None and event.event_id in kept:
+        return
+    job, region = _job_and_region(event)
+    await store_access(uow.session, job, region, event.message.access)  # type: ignore[union-attr]
 
 
 def subscribe(bus: MessageBus, service: str) -> None:
     """Keep the service's grants from tasking's events, under `<service>-job-grants`."""
     for event_type in ACCESS_EVENTS:
-        bus.on(f"{service}-job-grants", event_type, on_access_changed)
+        bus.on(f"{service}-job-grants", event_type, on_access_changed, prefetch=keep_batch)
