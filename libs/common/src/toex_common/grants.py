@@ -130,7 +130,8 @@ async def store_accesses(
     session: AsyncSession, accesses: Sequence[tuple[str, Region, tasking_events.JobAccess]]
 ) -> None:
     """`store_access` for many jobs at once: one pipelined statement (asyncpg's executemany, no
-    round trip per job), in order, so a job named twice keeps its later revision."""
+    round trip per job). A job named twice keeps its later revision, whatever the order: the
+    statement's revision rule decides, as it does between batches."""
     if accesses:
         rows = [_access_row(job, region, access) for job, region, access in accesses]
         await (await _driver(session)).executemany(_STORE_ACCESS, rows)
