@@ -34,6 +34,9 @@ class Region(enum.StrEnum):
 
     @classmethod
     def from_proto(cls, value: int) -> Region:
+        known = _FROM_PROTO.get(value)
+        if known is not None:
+            return known
         name = region_pb2.Region.Name(value)  # type: ignore[arg-type]
         if name == "REGION_UNSPECIFIED":
             raise ValueError("region is not set")
@@ -53,5 +56,6 @@ class Region(enum.StrEnum):
 
 # Looked up on every message that carries a region: a table, not the enum wrapper's Value().
 _PROTO_NUMBERS = {region: int(region_pb2.Region.Value(f"REGION_{region.value}")) for region in Region}
+_FROM_PROTO = {number: region for region, number in _PROTO_NUMBERS.items()}
 
 PILOT_REGIONS = frozenset({Region.EMSOU, Region.ERSOU, Region.ROCUWM})

@@ -5,6 +5,7 @@ descriptions, comments, usernames, subjects and records never leave the event.""
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from google.protobuf.message import Message
@@ -58,6 +59,7 @@ PND_RESULTS: dict[type[Message], str] = {
 }
 
 
+@lru_cache(maxsize=1024)
 def enum_name(enum: Any, value: int, prefix: str) -> str:
     """`JOB_STATE_IN_PROGRESS` as `IN_PROGRESS`; "" for an unset or unknown value."""
     try:
@@ -80,6 +82,7 @@ def occurred_at(event: IncomingEvent) -> datetime:
         raise PermanentError("event has no occurrence time (occur_time or ce-time)") from None
 
 
+@lru_cache(maxsize=256)
 def force_code(value: int) -> str:
     """The requesting force's short code (`NOTTS`), what the read model counts by and GetOverview
     filters on; "" when unset or a number this build does not know."""
@@ -91,6 +94,7 @@ def force_code(value: int) -> str:
         return ""
 
 
+@lru_cache(maxsize=256)
 def threat_code(value: int) -> str:
     """The threat category's short code (`cce`); "" when unset or unknown to this build."""
     if not value:
@@ -107,6 +111,10 @@ def _job_of_region(job: str, region: Region) -> str:
     if not is_job_of(job, region):
         raise PermanentError(f"job {job!r} is not of the region {region.value} the event came from")
     return job
+
+
+# The events that carry a job's priority, due time, force and threat.
+_PLANNED = (tasking_events.JobCreated, tasking_events.JobUpdated)
 
 
 def job_facts(event: IncomingEvent) -> JobFacts:
@@ -132,7 +140,7 @@ def job_facts(event: IncomingEvent) -> JobFacts:
     }
     if hasattr(message, "job_type"):
         facts["job_type"] = enum_name(JOB_TYPES, message.job_type, "JOB_TYPE_")
-    if isinstance(message, tasking_events.JobCreated | tasking_events.JobUpdated):
+    if isinstance(message, _PLANNED):
         facts["priority"] = enum_name(PRIORITIES, message.priority, "PRIORITY_")
         if message.HasField("due_time"):
             facts["due_at"] = to_datetime(message.due_time)

@@ -26,8 +26,9 @@ from __future__ import annotations
 import enum
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Any, NamedTuple, TypeVar
 from zoneinfo import ZoneInfo
 
 from toex_kernel.regions import Region
@@ -66,15 +67,47 @@ ON_TIME, LATE = "ON_TIME", "LATE"
 MET_ON_TIME, MET_LATE = "MET_ON_TIME", "MET_LATE"
 
 
-@dataclass(frozen=True, order=True)
-class Key:
-    """One counter: a figure's value for a day, a region and a requesting force."""
+class Key(NamedTuple):
+    """One counter: a figure's value for a day, a region and a requesting force. A tuple, not a
+    dataclass: every event builds and hashes a dozen of these, and a tuple's hash and comparison
+    are the interpreter's own (a third of the projection's time went to a dataclass's)."""
 
     day: date
     region: str
     force: str
     figure: str
     value: str
+
+
+# The figures as plain strings, for the keys built on every event (an enum's `.value` is a
+# descriptor call each time).
+_JOB_STATE, _JOB_TYPE, _JOB_PRIORITY, _JOB_THREAT = (
+    Figure.JOB_STATE.value,
+    Figure.JOB_TYPE.value,
+    Figure.JOB_PRIORITY.value,
+    Figure.JOB_THREAT.value,
+)
+_JOB_DELIVERY, _JOB_TAKEN, _JOB_TAKEN_BY = (
+    Figure.JOB_DELIVERY.value,
+    Figure.JOB_TAKEN.value,
+    Figure.JOB_TAKEN_BY.value,
+)
+_JOB_RATING, _JOB_COMMENTED = Figure.JOB_RATING.value, Figure.JOB_COMMENTED.value
+_REFERRAL_STATE, _REFERRAL_CLOCK = Figure.REFERRAL_STATE.value, Figure.REFERRAL_CLOCK.value
+
+_Record = TypeVar("_Record")
+
+
+def _with(record: _Record, changes: Mapping[str, Any]) -> _Record:
+    """`record` with `changes`, or `record` itself when they change nothing. What
+    `dataclasses.replace` does, without running the frozen `__init__` field by field again (the
+    records have no `__post_init__` to skip)."""
+    if all(getattr(record, name) == value for name, value in changes.items()):
+        return record
+    copy = object.__new__(type(record))
+    copy.__dict__.update(record.__dict__)
+    copy.__dict__.update(changes)
+    return copy
 
 
 def difference(new: Mapping[Key, int], old: Mapping[Key, int]) -> dict[Key, int]:
@@ -212,7 +245,7 @@ class JobRecord:
             if self.rated_at is None or latest > (self.rated_at, self.rating or 0, self.commented):
                 changes["rating"], changes["rated_at"] = facts.rating, facts.rated_at
                 changes["commented"] = facts.commented
-        return replace(self, **changes)  # type: ignore[arg-type]
+        return _with(self, changes)
 
     @property
     def placed(self) -> bool:
@@ -223,35 +256,33 @@ class JobRecord:
     def is_open(self) -> bool:
         return self.state in OPEN_JOB_STATES
 
-    def contributions(self) -> Counter[Key]:
-        """The counters this job adds one to, as it stands."""
-        counted: Counter[Key] = Counter()
+    def contributions(self) -> dict[Key, int]:
+        """The counters this job adds one to, as it stands (each key once: they differ in
+        figure or value)."""
         if self.created_at is None:
-            return counted
+            return {}
         day, region, force = day_of(self.created_at), self.region.value, self.force
-
-        def count(figure: Figure, value: str) -> None:
-            counted[Key(day, region, force, figure.value, value)] += 1
-
-        for figure, value in (
-            (Figure.JOB_STATE, self.state),
-            (Figure.JOB_TYPE, self.job_type),
-            (Figure.JOB_PRIORITY, self.priority),
-            (Figure.JOB_THREAT, self.threat),
-        ):
-            if value:
-                count(figure, value)
+        keys = [
+            Key(day, region, force, figure, value)
+            for figure, value in (
+                (_JOB_STATE, self.state),
+                (_JOB_TYPE, self.job_type),
+                (_JOB_PRIORITY, self.priority),
+                (_JOB_THREAT, self.threat),
+            )
+            if value
+        ]
         if self.delivered_at is not None and self.due_at is not None:
-            count(Figure.JOB_DELIVERY, ON_TIME if self.delivered_at <= self.due_at else LATE)
+            on_time = ON_TIME if self.delivered_at <= self.due_at else LATE
+            keys.append(Key(day, region, force, _JOB_DELIVERY, on_time))
         if self.taken_by:
-            count(Figure.JOB_TAKEN, "")
-            for taker in sorted(self.taken_by):
-                count(Figure.JOB_TAKEN_BY, taker)
+            keys.append(Key(day, region, force, _JOB_TAKEN, ""))
+            keys += [Key(day, region, force, _JOB_TAKEN_BY, taker) for taker in sorted(self.taken_by)]
         if self.rating is not None:
-            count(Figure.JOB_RATING, str(self.rating))
+            keys.append(Key(day, region, force, _JOB_RATING, str(self.rating)))
             if self.commented:
-                count(Figure.JOB_COMMENTED, "")
-        return counted
+                keys.append(Key(day, region, force, _JOB_COMMENTED, ""))
+        return dict.fromkeys(keys, 1)
 
     def deadlines(self) -> list[Deadline]:
         """Open with a due time: due or overdue, depending on when it is asked."""
@@ -333,7 +364,7 @@ class ReferralRecord:
             found = clocks.get(facts.clock.destination)
             clocks[facts.clock.destination] = found.merge(facts.clock) if found else facts.clock
             changes["clocks"] = tuple(clocks[d] for d in sorted(clocks))
-        return replace(self, **changes)  # type: ignore[arg-type]
+        return _with(self, changes)
 
     def contributions(self) -> Counter[Key]:
         counted: Counter[Key] = Counter()
@@ -341,11 +372,11 @@ class ReferralRecord:
             return counted
         day, region = day_of(self.drafted_at), self.region.value
         if self.state:
-            counted[Key(day, region, "", Figure.REFERRAL_STATE.value, self.state)] += 1
+            counted[Key(day, region, "", _REFERRAL_STATE, self.state)] += 1
         for clock in self.clocks:
             if clock.due_at is not None and clock.met_at is not None:
                 outcome = MET_ON_TIME if clock.met_at <= clock.due_at else MET_LATE
-                counted[Key(day, region, "", Figure.REFERRAL_CLOCK.value, outcome)] += 1
+                counted[Key(day, region, "", _REFERRAL_CLOCK, outcome)] += 1
         return counted
 
     def deadlines(self) -> list[Deadline]:
