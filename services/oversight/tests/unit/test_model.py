@@ -76,6 +76,15 @@ def test_a_job_told_twice_ends_the_same() -> None:
         assert merged(repeated) == merged(facts)
 
 
+def test_facts_told_again_hand_back_the_same_record() -> None:
+    # The projection skips a record whose merge is the record itself: nothing to count again.
+    job = merged(lifecycle())
+    assert all(job.merge(fact) is job for fact in lifecycle())
+    referral = merged_referral(referral_events())
+    assert all(referral.merge(fact) is referral for fact in referral_events())
+    assert JobRecord(JOB, Region.EMSOU).merge(lifecycle()[0]) != JobRecord(JOB, Region.EMSOU)
+
+
 def test_what_a_job_counts_for() -> None:
     record = merged(lifecycle())
     day = day_of(T0)

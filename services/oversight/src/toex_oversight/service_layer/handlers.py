@@ -42,7 +42,7 @@ async def project_job(facts: JobFacts, uow: OversightUnitOfWork) -> None:
     """Merge what a tasking event says into its job, and move the counters by what that changed."""
     old = await uow.jobs.get(facts.job, facts.region) or JobRecord(facts.job, facts.region)
     new = old.merge(facts)
-    if new == old:
+    if new is old:  # merge hands back the record itself when the facts change nothing
         return
     uow.counters.add(difference(new.contributions(), old.contributions()))
     uow.deadlines.replace(old.deadlines(), new.deadlines())
@@ -54,7 +54,7 @@ async def project_referral(facts: ReferralFacts, uow: OversightUnitOfWork) -> No
         facts.referral, facts.region
     )
     new = old.merge(facts)
-    if new == old:
+    if new is old:
         return
     uow.counters.add(difference(new.contributions(), old.contributions()))
     uow.deadlines.replace(old.deadlines(), new.deadlines())
