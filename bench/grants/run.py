@@ -47,6 +47,7 @@ from sqlalchemy import text
 from toex.comms.v1 import comms_pb2 as comms_pb
 from toex.comms.v1 import comms_pb2_grpc
 from toex.tasking.events.v2 import events_pb2 as tasking_events
+from toex_common.config import ServiceSettings
 from toex_common.db import create_engine, platform_metadata, session_factory
 from toex_common.events import build_event
 from toex_common.events.bus import MessageBus
@@ -79,6 +80,10 @@ COORDINATOR = Principal(
     "bench:nc", "national.coordinator", Region.NATIONAL, frozenset({Role.NATIONAL_COORDINATOR})
 )
 POLL_SECONDS = 0.003
+
+# The services' consumers linger for a short batch to fill (toex_common.events.consumer): so do
+# these, at the services' default.
+LINGER = ServiceSettings().consumer_linger_seconds
 
 
 async def holders(engine: Any, job: str) -> list[str]:
@@ -132,7 +137,7 @@ async def run(jobs: int, work: Path) -> tuple[LoadResult, LoadResult]:
             subscribe(bus, f"bench-{service}")
             sessions = session_factory(engine)
             [consumer] = bus.consumers(
-                lambda **config: IdempotentConsumer(nc=nc, js=js, **config),
+                lambda **config: IdempotentConsumer(nc=nc, js=js, linger_seconds=LINGER, **config),
                 lambda sessions=sessions: SqlAlchemyUnitOfWork(sessions),  # type: ignore[misc]
             )
             tasks.append(asyncio.create_task(consumer.run(stop)))

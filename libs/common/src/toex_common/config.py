@@ -64,3 +64,7 @@ class ServiceSettings(BaseSettings):
     otel_exporter: str = "none"
     outbox_batch_size: int = 500
     outbox_poll_seconds: float = 1.0
+    # How long a consumer's batch that came back short is given to fill before it is handled
+    # (toex_common.events.consumer): the most it adds to an event's way through a service, for
+    # far fewer transactions when events trickle in. 0: handle what came at once.
+    consumer_linger_seconds: float = 0.2

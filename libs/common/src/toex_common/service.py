@@ -142,6 +142,7 @@ class Platform:
         every region (the hub's national oversight) reads them as given; a region installation
         holds only its own region's events, and refuses to. `consumer_class`: a subclass that
         handles its batches its own way (oversight's DirectReporter)."""
+        config.setdefault("linger_seconds", self.settings.consumer_linger_seconds)
         if every_region:
             if self.installation.kind is InstallationKind.REGION:
                 raise InstallationError(

@@ -321,3 +321,62 @@ async def test_a_region_relay_leaves_another_regions_rows_and_is_not_held_back_b
     assert await OutboxRelay(engine, nc.jetstream()).relay_pass() == (2, 0)
     assert await stream_count(nc, stream) == 8
     assert await pending(engine) == 0
+
+
+async def _batches_of_a_trickle(engine, nc, stream, linger: float) -> list[list[str]]:
+    """Six events published 30 ms apart to a consumer already waiting: the events of each
+    transaction it took them in."""
+    js = nc.jetstream()
+    domain = stream.subjects[0].split(".")[2]
+    items = [envelope(domain) for _ in range(6)]
+    sessions = session_factory(engine)
+    transactions: list[list[str]] = []
+
+    def unit_of_work() -> SqlAlchemyUnitOfWork:
+        transactions.append([])
+        return SqlAlchemyUnitOfWork(sessions)
+
+    async def handler(event, uow) -> None:
+        transactions[-1].append(event.event_id)
+
+    consumer = IdempotentConsumer(
+        nc=nc,
+        js=js,
+        uow_factory=unit_of_work,
+        name=f"c{uuid.uuid4().hex[:8]}",
+        stream=stream.name,
+        subjects=stream.subjects,
+        handler=handler,
+        linger_seconds=linger,
+        fetch_wait_seconds=2.0,
+        deliver_new_only=True,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while loop.time() < deadline:  # its durable there: it is waiting for a first event
+        try:
+            await js.consumer_info(stream.name, consumer.name)
+            break
+        except Exception:
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)
+    for item in items:
+        await js.publish(item.subject, item.payload, headers=item.headers)
+        await asyncio.sleep(0.03)
+    while loop.time() < deadline and consumer.counts[Outcome.PROCESSED] < len(items):
+        await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert consumer.counts[Outcome.PROCESSED] == len(items)
+    batches = [events for events in transactions if events]
+    assert [e for batch in batches for e in batch] == [i.event_id for i in items]
+    return batches
+
+
+async def test_a_short_batch_lingers_for_the_events_that_follow(engine, nc, stream) -> None:
+    """Events trickling in are taken many to a transaction: a batch that came back short waits
+    the linger for the rest. Without a linger the first event goes alone (the control)."""
+    assert len(await _batches_of_a_trickle(engine, nc, stream, linger=1.0)) == 1
+    assert len(await _batches_of_a_trickle(engine, nc, stream, linger=0.0)) > 1
