@@ -19,11 +19,14 @@ region's reporter -> the region's OVERSIGHT -> the hub's OVERSIGHT sourcing it o
    (the partition lasts as long as publishing and reporting take), then restores the link and
    times until the hub has counted all of them; then the count checks.
 
-    python -m bench.oversight.run --federation [--quick] [--only lag|catchup] [--reporter direct|outbox] [--hub-core]
+    python -m bench.oversight.run --federation [--quick] [--only lag|catchup] [--reporter direct|outbox]
+        [--hub-core | --hub-first]
 
 `--hub-core` puts the hub's processes on one CPU and the regions' and the load on the other
 (`pin_hub`: a stand-in for the hub on hardware of its own; results in
-bench/results/oversight-federation-hub-core.md).
+bench/results/oversight-federation-hub-core.md). `--hub-first` leaves every process on either core
+but puts the regions' processes at a lower CPU priority (`favour_hub`; results in
+bench/results/oversight-federation-hub-first.md).
 
 `--reporter` sets every installation's TOEX_REPORTER (the reporter's path: straight to OVERSIGHT,
 or through the outbox), for A/B runs in one session. A run that fails keeps the federation's logs
@@ -377,16 +380,13 @@ async def catchup_bench(federation: Federation, hub: Hub, events: int) -> tuple[
 HUB_CPU, REST_CPU = {0}, {1}
 
 
-def pin_hub(ports: FederationPorts) -> tuple[int, int]:
-    """`--hub-core`: the hub's services and nats-server on CPU 0, the regions' services and
-    nats-servers and this benchmark (the load) on CPU 1; PostgreSQL (shared by every
-    installation, as in `make up-federation`) and Keycloak on either. A stand-in for a hub on
-    hardware of its own, which a deployment gives it (the chart's CPU requests), on a machine
-    of two cores. A service belongs to the installation whose nats-server its TOEX_NATS_URL
-    names; a nats-server to the installation whose port it serves. Returns how many processes
-    went to each CPU."""
+def _members(ports: FederationPorts) -> list[tuple[Path, bool]]:
+    """The federation's processes, each with whether it is the hub's: a service belongs to the
+    installation whose nats-server its TOEX_NATS_URL names; a nats-server to the installation
+    whose port it serves. PostgreSQL (shared by every installation, as in `make up-federation`)
+    and Keycloak are no installation's."""
     member_of = {str(p.nats): name for name, p in ports.members.items()}
-    hub = rest = 0
+    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -401,16 +401,61 @@ def pin_hub(ports: FederationPorts) -> tuple[int, int]:
                 port = variable.rsplit(b":", 1)[-1].decode(errors="replace").strip("/")
         if argv and argv[0].endswith(b"nats-server") and b"-p" in argv:
             port = argv[argv.index(b"-p") + 1].decode(errors="replace")
-        if port not in member_of:
-            continue
-        on_hub = member_of[port] == HUB
-        try:
-            for task in (entry / "task").iterdir():  # every thread, not only the first
-                os.sched_setaffinity(int(task.name), HUB_CPU if on_hub else REST_CPU)
-        except OSError:
-            continue
-        hub, rest = (hub + 1, rest) if on_hub else (hub, rest + 1)
+        if port in member_of:
+            found.append((entry, member_of[port] == HUB))
+    return found
+
+
+def _each_thread(entry: Path, do: Any) -> bool:
+    try:
+        for task in (entry / "task").iterdir():  # every thread, not only the first
+            do(int(task.name))
+    except OSError:
+        return False
+    return True
+
+
+def pin_hub(ports: FederationPorts) -> tuple[int, int]:
+    """`--hub-core`: the hub's services and nats-server on CPU 0, the regions' services and
+    nats-servers and this benchmark (the load) on CPU 1; PostgreSQL and Keycloak on either. A
+    stand-in for a hub on hardware of its own, which a deployment gives it (the chart's CPU
+    requests), on a machine of two cores. Returns how many processes went to each CPU."""
+    hub = rest = 0
+    for entry, on_hub in _members(ports):
+        cpus = HUB_CPU if on_hub else REST_CPU
+        if _each_thread(entry, lambda tid, cpus=cpus: os.sched_setaffinity(tid, cpus)):
+            hub, rest = (hub + 1, rest) if on_hub else (hub, rest + 1)
     os.sched_setaffinity(0, REST_CPU)
+    return hub, rest
+
+
+# `--hub-first`: how much lower the regions' and the load's CPU priority is than the hub's.
+REGIONS_NICE = 10
+
+
+def favour_hub(ports: FederationPorts) -> tuple[int, int]:
+    """`--hub-first`: every process may run on either core, but the regions' services and
+    nats-servers at nice REGIONS_NICE, the hub's at the default: when the two cores are short,
+    the hub's work goes first. Another stand-in for a hub on hardware of its own, one that still
+    lets the regions use whatever the hub leaves (pinned, they would have one core between
+    them). PostgreSQL, Keycloak and this benchmark (the load) keep the default.
+
+    Each service runs in a session of its own (the devstack starts it so), and where the kernel
+    groups a session's processes for scheduling (`/proc/sys/kernel/sched_autogroup_enabled`),
+    the groups share the cores equally whatever their threads' nice values: so the nice value
+    is set on the process's group (`/proc/<pid>/autogroup`) as well as on its threads. Returns
+    (the hub's processes, the others reniced)."""
+    hub = rest = 0
+    for entry, on_hub in _members(ports):
+        if on_hub:
+            hub += 1
+            continue
+        if _each_thread(entry, lambda tid: os.setpriority(os.PRIO_PROCESS, tid, REGIONS_NICE)):
+            rest += 1
+        try:
+            (entry / "autogroup").write_text(str(REGIONS_NICE))
+        except OSError:  # a kernel without autogroups: the threads' nice is what counts
+            pass
     return hub, rest
 
 
@@ -447,6 +492,12 @@ async def measure(args: Any) -> None:
         if pinned:
             print(
                 f"pinned {pinned[0]} hub processes to CPU 0, {pinned[1]} others and this one to CPU 1",
+                flush=True,
+            )
+        favoured = favour_hub(ports) if getattr(args, "hub_first", False) else None
+        if favoured:
+            print(
+                f"{favoured[1]} region processes at nice {REGIONS_NICE}; the hub's {favoured[0]} at 0",
                 flush=True,
             )
         await asyncio.sleep(5)  # the services' consumers set up, the hub's sources running
@@ -494,7 +545,8 @@ async def measure(args: Any) -> None:
         "",
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}; `python -m bench.oversight.run --federation"
         f"{' --quick' if args.quick else ''}{f' --only {args.only}' if args.only else ''}"
-        f"{f' --reporter {reporter}' if reporter else ''}{' --hub-core' if pinned else ''}`; the reporters publish "
+        f"{f' --reporter {reporter}' if reporter else ''}{' --hub-core' if pinned else ''}"
+        f"{' --hub-first' if favoured else ''}`; the reporters publish "
         f"{'through the outbox' if reporter_path == 'outbox' else 'straight to OVERSIGHT'}. The federation of "
         "`make up-federation` (toex_devstack.federation) on free loopback ports: the hub, EMSOU and LONDON, "
         "three nats-servers (JetStream file storage) joined as leaf nodes, one PostgreSQL (fsync on) with every "
@@ -505,6 +557,14 @@ async def measure(args: Any) -> None:
             f"{pinned[0]} processes (services and nats-server) on CPU 0; the regions' {pinned[1]} and the "
             "benchmark's load on CPU 1; PostgreSQL and Keycloak on either. Load "
             if pinned
+            else (
+                f"**The hub first** (`--hub-first`, another stand-in for the hub's own hardware): every process on "
+                f"either core, the regions' {favoured[1]} processes (services and nats-servers) at nice "
+                f"{REGIONS_NICE} (their threads and their scheduling groups), the hub's {favoured[0]} at the default, so "
+                "the hub's work goes first when the cores are short; PostgreSQL, Keycloak and the benchmark's load at "
+                "the default. Load "
+            )
+            if favoured
             else "The machine's 2 cores run all of it; load "
         )
         + f"average {load_before:.1f} when the federation started and {os.getloadavg()[0]:.1f} at the end; "
@@ -518,5 +578,6 @@ async def measure(args: Any) -> None:
         summaries += summary
     parts += ["## Summary", "", *(f"- {line}" for line in summaries), ""]
     report = "\n".join(parts)
-    write_results("oversight-federation-hub-core" if pinned else "oversight-federation", report)
+    name = "oversight-federation" + ("-hub-core" if pinned else "-hub-first" if favoured else "")
+    write_results(name, report)
     print(report)

@@ -846,9 +846,16 @@ async def main() -> None:
         action="store_true",
         help="with --federation: the hub's processes on CPU 0, the regions' and the load on CPU 1 (the hub's own hardware, stood in for)",
     )
+    parser.add_argument(
+        "--hub-first",
+        action="store_true",
+        help="with --federation: the regions' processes at a lower CPU priority (nice 10) than the hub's, on either core",
+    )
     args = parser.parse_args()
-    if args.hub_core and not args.federation:
-        parser.error("--hub-core goes with --federation")
+    if (args.hub_core or args.hub_first) and not args.federation:
+        parser.error("--hub-core and --hub-first go with --federation")
+    if args.hub_core and args.hub_first:
+        parser.error("--hub-core or --hub-first, not both")
     if args.federation:
         from bench.oversight import federated  # it imports this module's helpers
 
