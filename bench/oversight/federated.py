@@ -429,7 +429,7 @@ def pin_hub(ports: FederationPorts) -> tuple[int, int]:
     return hub, rest
 
 
-# `--hub-first`: how much lower the regions' and the load's CPU priority is than the hub's.
+# `--hub-first`: how much lower the regions' CPU priority is than the hub's.
 REGIONS_NICE = 10
 
 
