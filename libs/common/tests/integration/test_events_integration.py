@@ -351,24 +351,24 @@ async def _batches_of_a_trickle(engine, nc, stream, linger: float) -> list[list[
         fetch_wait_seconds=2.0,
         deliver_new_only=True,
     )
-    stop = asyncio.Event()
-    task = asyncio.create_task(consumer.run(stop))
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while loop.time() < deadline:  # its durable there: it is waiting for a first event
-        try:
-            await js.consumer_info(stream.name, consumer.name)
-            break
-        except Exception:
-            await asyncio.sleep(0.05)
-    await asyncio.sleep(0.2)
-    for item in items:
-        await js.publish(item.subject, item.payload, headers=item.headers)
-        await asyncio.sleep(0.03)
-    while loop.time() < deadline and consumer.counts[Outcome.PROCESSED] < len(items):
-        await asyncio.sleep(0.05)
-    stop.set()
-    await asyncio.wait_for(task, 10)
+
+    async def trickle() -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while loop.time() < deadline:  # its durable there: it is waiting for a first event
+            try:
+                await js.consumer_info(stream.name, consumer.name)
+                break
+            except Exception:
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
+        for item in items:
+            await js.publish(item.subject, item.payload, headers=item.headers)
+            await asyncio.sleep(0.03)
+
+    publishing = asyncio.create_task(trickle())
+    await run_consumer(consumer, lambda: consumer.counts[Outcome.PROCESSED] >= len(items))
+    await publishing
     assert consumer.counts[Outcome.PROCESSED] == len(items)
     batches = [events for events in transactions if events]
     assert [e for batch in batches for e in batch] == [i.event_id for i in items]
