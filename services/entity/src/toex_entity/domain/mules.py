@@ -13,7 +13,6 @@ holders, so a region of a million persons and two million relations stays a few 
 
 from __future__ import annotations
 
-import gc
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,6 +26,7 @@ import numpy.typing as npt
 import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+from toex_kernel.collector import collector_paused
 
 from toex_entity.domain.relations import PersonAttributes, RelationKind
 
@@ -174,13 +174,8 @@ def analyse_grouped(
     """The cyclic garbage collector is paused meanwhile: the analysis makes millions of small
     containers and no cycles, and the collector's passes over them cost a third of its time at
     a million persons; reference counting still frees everything as usual."""
-    paused = gc.isenabled()
-    gc.disable()
-    try:
+    with collector_paused():
         return _analyse(grouped, attributes, thresholds)
-    finally:
-        if paused:
-            gc.enable()
 
 
 def _analyse(

@@ -12,6 +12,7 @@ from importlib import resources
 from toex_common.context import touch
 from toex_common.uow import request_scope
 from toex_kernel.clock import Clock, utcnow
+from toex_kernel.collector import collector_paused
 from toex_kernel.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -281,34 +282,38 @@ async def _resolve_records(cmd: commands.ResolveRecords, deps: Deps) -> list[Res
     scope = _scope("ResolveRecord", cmd.actor)
     for start in range(0, len(valid), INGEST_CHUNK):
         chunk = valid[start : start + INGEST_CHUNK]
-        async with deps.uow() as uow:
-            if cmd.idempotency is not None:
-                prior = await uow.recall_request(
-                    scope, cmd.idempotency.request_id, cmd.idempotency.fingerprint
-                )
-                if prior is not None:
-                    replay = await _replayed(uow, prior)
-                    if replay.explanation is not None:
-                        replay.hidden = await _hidden_names(uow, cmd.actor, grant, replay.explanation)
-                    return [replay]
-            resolved = await resolve_in(uow, [r for _, r in chunk], cmd.actor, deps, now, grant)
-            for (index, _), result in zip(chunk, resolved, strict=True):
-                results[index] = result
-            if cmd.single:
-                for result in resolved:
-                    if result.error:
-                        raise PermissionDenied(result.error)
-                    if result.explanation is not None:
-                        result.hidden = await _hidden_names(uow, cmd.actor, grant, result.explanation)
-            if cmd.idempotency is not None and results[0] is not None:
-                first = results[0]
-                await uow.remember_request(
-                    scope,
-                    cmd.idempotency.request_id,
-                    cmd.idempotency.fingerprint,
-                    f"{first.record_id}#{first.outcome.value}",
-                )
-            await uow.commit()
+        # A chunk makes a few containers per candidate pair and per row written, and no cycles
+        # to collect meanwhile: the collector's passes over them were a fifth of a bulk
+        # ingest's time (bench/results/entity-learning-keys.md).
+        with collector_paused():
+            async with deps.uow() as uow:
+                if cmd.idempotency is not None:
+                    prior = await uow.recall_request(
+                        scope, cmd.idempotency.request_id, cmd.idempotency.fingerprint
+                    )
+                    if prior is not None:
+                        replay = await _replayed(uow, prior)
+                        if replay.explanation is not None:
+                            replay.hidden = await _hidden_names(uow, cmd.actor, grant, replay.explanation)
+                        return [replay]
+                resolved = await resolve_in(uow, [r for _, r in chunk], cmd.actor, deps, now, grant)
+                for (index, _), result in zip(chunk, resolved, strict=True):
+                    results[index] = result
+                if cmd.single:
+                    for result in resolved:
+                        if result.error:
+                            raise PermissionDenied(result.error)
+                        if result.explanation is not None:
+                            result.hidden = await _hidden_names(uow, cmd.actor, grant, result.explanation)
+                if cmd.idempotency is not None and results[0] is not None:
+                    first = results[0]
+                    await uow.remember_request(
+                        scope,
+                        cmd.idempotency.request_id,
+                        cmd.idempotency.fingerprint,
+                        f"{first.record_id}#{first.outcome.value}",
+                    )
+                await uow.commit()
     touch(*{f"regions/{r.region.value}" for r in cmd.records})
     named = [r for r in results if r is not None and r.record_id]
     touch(*(entity_name(r.entity_id) for r in named[:200]))
