@@ -221,3 +221,41 @@ def test_term_frequencies_make_a_common_name_weigh_less_than_a_rare_one() -> Non
     # A model without tables (as shipped) is not adjusted.
     plain = matching.MatchModel("plain", model.prior, model.levels)
     assert plain.tf_weight("surname", common) == 0.0
+
+
+@pytest.mark.parametrize("trained", [False, True], ids=["shipped model", "trained with term frequencies"])
+def test_a_pair_is_dropped_early_only_when_it_cannot_reach_the_floor(trained: bool) -> None:
+    """Bulk resolution's bounded weight: every pair it keeps has exactly `fast_weight`'s weight,
+    every pair it drops weighs less than the floor, and it drops nearly all of the others."""
+    from toex_entity import synthetic
+    from toex_entity.service_layer.handlers import default_model
+
+    model = _trained() if trained else default_model()
+    table = matching.weight_table(model)
+    people = [g.person for g in synthetic.generate(3000, seed=11)]
+    features = [matching.person_features(p) for p in people]
+    blocks: dict[str, list[int]] = {}
+    for i, f in enumerate(features):
+        for key in matching.blocking_keys(f):
+            blocks.setdefault(key, []).append(i)
+    pairs = {(a, b) for members in blocks.values() for a in members for b in members if a < b}
+    assert len(pairs) > 1000
+    floor = matching.review_floor(model.thresholds.review)
+    dropped = under = 0
+    for a, b in sorted(pairs):
+        full = matching.fast_weight(table, model.prior_weight, features[a], features[b])
+        bounded = matching.weight_at_least(table, model.prior_weight, features[a], features[b], floor)
+        under += full < floor
+        if bounded is None:
+            assert full < floor, (a, b)
+            dropped += 1
+        else:
+            assert bounded == full, (a, b)  # the same sum, not merely close
+        assert (
+            matching.weight_at_least(table, model.prior_weight, features[a], features[b], -math.inf) == full
+        )
+    # Half the pairs here are the generator's duplicates; of the others, nearly all are dropped.
+    assert under > 300
+    assert dropped >= 0.9 * under
+    assert matching.review_floor(0.5) == pytest.approx(0.0, abs=1e-5)
+    assert matching.review_floor(0.0) == matching.review_floor(1.0) == -math.inf

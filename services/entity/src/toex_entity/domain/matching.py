@@ -106,9 +106,13 @@ def _q(column: str, side: str) -> str:
 
 def null_level(*columns: str) -> Level:
     sql = " OR ".join(f"{_q(c, 'l')} IS NULL OR {_q(c, 'r')} IS NULL" for c in columns)
-    return Level(
-        "missing on either", sql, lambda a, b: any(a[c] is None or b[c] is None for c in columns), True
-    )
+    predicate: Predicate
+    if len(columns) == 1:  # every comparison's first level, for every pair: kept cheap
+        (column,) = columns
+        predicate = lambda a, b: a[column] is None or b[column] is None  # noqa: E731
+    else:
+        predicate = lambda a, b: any(a[c] is None or b[c] is None for c in columns)  # noqa: E731
+    return Level("missing on either", sql, predicate, True)
 
 
 def exact(column: str, label: str = "exact") -> Level:
@@ -500,11 +504,53 @@ def fast_weight(
     return total
 
 
+def weight_at_least(
+    table: WeightTable, prior_weight: float, a: Features, b: Features, floor: float
+) -> float | None:
+    """`fast_weight`, or None as soon as the pair cannot reach `floor` whatever the comparisons
+    not yet made find: a bulk resolution drops every pair under the review threshold, and most
+    pairs a large block brings together (a common surname in a town) are told apart by their
+    first two or three comparisons. The comparisons go in `table.order` (most telling first);
+    a pair that is not dropped gets exactly `fast_weight`'s sum, in the same order."""
+    adjustments = table.tf
+    levels = [0] * len(COMPARISONS)
+    total = prior_weight
+    for position, index in enumerate(table.order):
+        comparison = COMPARISONS[index]
+        level = levels[index] = comparison.level_of(a, b)
+        total += table[index][level]
+        if level == EXACT_LEVEL and index in adjustments:
+            values, default = adjustments[index]
+            total += values.get(a[comparison.tf_column], default)  # type: ignore[index]
+        if total + table.reach[position] < floor:
+            return None
+    exact_sum = prior_weight
+    for index, level in enumerate(levels):
+        exact_sum += table[index][level]
+        if level == EXACT_LEVEL and index in adjustments:
+            values, default = adjustments[index]
+            exact_sum += values.get(a[COMPARISONS[index].tf_column], default)  # type: ignore[index]
+    return exact_sum
+
+
+def review_floor(review: float) -> float:
+    """The weight under which a pair's probability is below `review` (a little below it, so
+    rounding never drops a pair that reaches it); minus infinity when nothing can be dropped."""
+    if not 0.0 < review < 1.0:
+        return -math.inf
+    return math.log2(review / (1.0 - review)) - 1e-6
+
+
 class WeightTable(list[list[float]]):
     """Match weights per comparison and level, with the term-frequency adjustments of exact
-    matches (comparison index -> (weight by value, weight of a value not listed))."""
+    matches (comparison index -> (weight by value, weight of a value not listed)).
+
+    `order`: the comparisons by how far their outcome can move a pair's weight (highest first);
+    `reach[i]`: the most the comparisons after position i of `order` can still add."""
 
     tf: dict[int, tuple[dict[str, float], float]]
+    order: tuple[int, ...]
+    reach: tuple[float, ...]
 
 
 def weight_table(model: MatchModel) -> WeightTable:
@@ -518,6 +564,18 @@ def weight_table(model: MatchModel) -> WeightTable:
             {v: model.tf_weight(c.name, v) for v in values},
             model.tf_weight(c.name, None),
         )
+    highest, lowest = [], []
+    for index, weights in enumerate(table):
+        best = max(weights)
+        if index in table.tf:
+            values, default = table.tf[index]
+            best = max(best, weights[EXACT_LEVEL] + max([default, *values.values()]))
+        highest.append(best)
+        lowest.append(min(weights))
+    table.order = tuple(sorted(range(len(table)), key=lambda i: -(highest[i] - lowest[i])))
+    table.reach = tuple(
+        sum(highest[i] for i in table.order[position + 1 :]) for position in range(len(table))
+    )
     return table
 
 

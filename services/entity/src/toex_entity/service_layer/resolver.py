@@ -15,6 +15,7 @@ Afterwards, entities that now hold records of several regions raise deconflictio
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -139,6 +140,16 @@ async def resolve_batch(
     model = ctx.model
     weights = matching.weight_table(model)
     prior = model.prior_weight
+    # A pair under the review threshold changes nothing unless it is to be explained (a single
+    # record's resolution says which record it was kept apart from): drop it as soon as it
+    # cannot reach the threshold.
+    floor = -math.inf if ctx.explain_kept_apart else matching.review_floor(model.thresholds.review)
+
+    def score_pair(a: Features, b: Features) -> float | None:
+        if floor == -math.inf:
+            return matching.fast_weight(weights, prior, a, b)
+        return matching.weight_at_least(weights, prior, a, b, floor)
+
     batch = _Batch()
     results: list[ResolveResult] = []
 
@@ -210,7 +221,9 @@ async def resolve_batch(
                     if candidate.record_id in seen:
                         continue
                     seen.add(candidate.record_id)
-                    w = matching.fast_weight(weights, prior, record.features, candidate.features)
+                    w = score_pair(record.features, candidate.features)
+                    if w is None:
+                        continue
                     root = batch.find(candidate.entity_id)
                     if root not in best_by_entity or w > best_by_entity[root][0]:
                         best_by_entity[root] = (w, candidate.record_id, candidate.features, candidate.region)
@@ -218,7 +231,9 @@ async def resolve_batch(
                     if other.id in seen or other.features is None:
                         continue
                     seen.add(other.id)
-                    w = matching.fast_weight(weights, prior, record.features, other.features)
+                    w = score_pair(record.features, other.features)
+                    if w is None:
+                        continue
                     root = batch.find(eid)
                     if root not in best_by_entity or w > best_by_entity[root][0]:
                         best_by_entity[root] = (w, other.id, other.features, other.region)
