@@ -174,16 +174,29 @@ def _task(row: Any) -> ReviewTask:
     )
 
 
-_CANDIDATES = text(
-    """
-    SELECT q.key, r.id, r.entity_id, r.region, r.features
+# Each record once, with the keys it was found under: a record met under several keys (a
+# likely match shares most of them) is sent and decoded once. `{where}`: a filter on r.
+_CANDIDATES = """
+    SELECT array_agg(q.key) AS keys, r.id, r.entity_id, r.region, r.features
     FROM unnest(CAST(:keys AS text[])) AS q(key)
     CROSS JOIN LATERAL (
         SELECT k.record_id FROM record_keys k WHERE k.key = q.key LIMIT :per_key
     ) AS k
     JOIN source_records r ON r.id = k.record_id
-    """
-)
+    {where}
+    GROUP BY r.id
+"""
+_ALL_CANDIDATES = text(_CANDIDATES.format(where=""))
+
+
+def _by_key(rows: Iterable[Any]) -> list[tuple[str, Candidate]]:
+    found: list[tuple[str, Candidate]] = []
+    for r in rows:
+        if r.features is None:
+            continue
+        candidate = Candidate(r.id, r.entity_id, Region(r.region), r.features)
+        found.extend((key, candidate) for key in r.keys)
+    return found
 
 
 _ADD_KEYS = text(
@@ -456,12 +469,8 @@ class SqlEntityRepository:
     async def candidates(self, keys: Sequence[str], per_key: int) -> list[tuple[str, Candidate]]:
         if not keys:
             return []
-        rows = await self.session.execute(_CANDIDATES, {"keys": list(keys), "per_key": per_key})
-        return [
-            (r.key, Candidate(r.id, r.entity_id, Region(r.region), r.features))
-            for r in rows
-            if r.features is not None
-        ]
+        rows = await self.session.execute(_ALL_CANDIDATES, {"keys": list(keys), "per_key": per_key})
+        return _by_key(rows)
 
     async def candidates_with(
         self, keys: Sequence[str], per_key: int, present: Sequence[str]
@@ -475,9 +484,9 @@ class SqlEntityRepository:
             return await self.candidates(keys, per_key)
         having = " OR ".join(f"jsonb_typeof(r.features -> '{c}') <> 'null'" for c in wanted)
         rows = await self.session.execute(
-            text(_CANDIDATES.text + f" WHERE {having}"), {"keys": list(keys), "per_key": per_key}
+            text(_CANDIDATES.format(where=f"WHERE {having}")), {"keys": list(keys), "per_key": per_key}
         )
-        return [(r.key, Candidate(r.id, r.entity_id, Region(r.region), r.features)) for r in rows]
+        return _by_key(rows)
 
     # --- entities --------------------------------------------------------------------
 

@@ -28,6 +28,13 @@ MATCHING_LOCK = 0x7E_E7_17_02
 _KEEPERS: weakref.WeakKeyDictionary[Any, SampleKeeper] = weakref.WeakKeyDictionary()
 
 
+# A resolution's (and a re-resolution's) queries are index lookups by blocking key, thousands of
+# keys at once in a bulk chunk: the planner's cost for those passes PostgreSQL's JIT threshold,
+# and compiling then took half of each lookup's time (bench/results/entity-ingest.md). The
+# transaction's lock turns JIT off for the rest of the transaction, in the same round trip.
+_LOCK_FOR_MATCHING = text("SELECT pg_advisory_xact_lock(:key), set_config('jit', 'off', true)")
+
+
 class SqlEntityUnitOfWork(SqlAlchemyUnitOfWork):
     repo: SqlEntityRepository
     federation: SqlFederationRepository
@@ -48,7 +55,7 @@ class SqlEntityUnitOfWork(SqlAlchemyUnitOfWork):
         return integration.integration_events(aggregate, event)
 
     async def lock_resolution(self) -> None:
-        await self.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": RESOLUTION_LOCK})
+        await self.session.execute(_LOCK_FOR_MATCHING, {"key": RESOLUTION_LOCK})
 
     async def lock_matching(self) -> None:
-        await self.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MATCHING_LOCK})
+        await self.session.execute(_LOCK_FOR_MATCHING, {"key": MATCHING_LOCK})
