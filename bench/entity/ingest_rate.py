@@ -1,0 +1,137 @@
+"""Bulk ingest against the resolver as it was before issue 18 (bench/results/entity-ingest.md).
+
+Issue 18 asks that bulk ingest keep its figure while the resolver gains the address blocking
+keys (and the person sample kept as records are written). The baseline is the code itself: the
+tree of `--baseline` (the last commit before the issue's work) is checked out beside this one,
+and each ingest runs in a process of its own with one tree's packages first on the path
+(bench/entity/ingest_child.py): the same N generated persons (seed 7), resolved through that
+tree's handler into a fresh database of one PostgreSQL, baseline and current alternating
+`--rounds` times. The ratio is current over baseline (at least 1.0: the figure kept).
+
+    python -m bench.entity.ingest_rate [--records N] [--rounds R] [--baseline COMMIT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+from toex_devstack.postgres import Postgres
+
+from bench.common import machine, write_results
+
+ROOT = Path(__file__).resolve().parents[2]
+CHILD = Path(__file__).with_name("ingest_child.py")
+# 7bf625b began issue 18 (learning, relations, accounts); its parent is the resolver before it.
+BASELINE = "eb3352f"
+
+
+def package_path(tree: Path) -> str:
+    """The tree's packages (each workspace member's src/), to put first on PYTHONPATH."""
+    return os.pathsep.join(str(p) for p in sorted(tree.glob("*/*/src")))
+
+
+def ingest(pg: Postgres, tree: Path, n: int, seed: int) -> float:
+    name = f"bench_ingest_{uuid.uuid4().hex[:6]}"
+    database = pg.create_database(name)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-P", str(CHILD), database, str(n), str(seed)],
+            env={**os.environ, "PYTHONPATH": package_path(tree)},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"ingest under {tree} failed:\n{done.stderr[-3000:]}")
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        return float(result["records"]) / float(result["seconds"])
+    finally:
+        pg.drop_database(name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=50_000, help="generated persons per ingest")
+    parser.add_argument("--rounds", type=int, default=3, help="baseline and current ingests, alternating")
+    parser.add_argument("--baseline", default=BASELINE, help="the commit whose resolver is the baseline")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--results", default="entity-ingest", help="bench/results/<name>.md")
+    args = parser.parse_args()
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", args.baseline],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    current = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    load_before = os.getloadavg()[0]
+    work = Path(tempfile.mkdtemp(prefix="toex-bench-ingest-"))
+    work.chmod(0o755)
+    baseline_tree = work / "baseline"
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(baseline_tree), commit],
+        check=True,
+    )
+    pg = Postgres(data_dir=work / "pg", shared_buffers="1GB")
+    pg.start()
+    rates: dict[str, list[float]] = {"baseline": [], "current": []}
+    try:
+        for round_ in range(args.rounds):
+            for label, tree in (("baseline", baseline_tree), ("current", ROOT)):
+                rate = ingest(pg, tree, args.records, args.seed)
+                rates[label].append(rate)
+                print(f"round {round_ + 1}: {label} {rate:,.0f} records/s", flush=True)
+    finally:
+        pg.stop()
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline_tree)], check=False
+        )
+    base, now = statistics.median(rates["baseline"]), statistics.median(rates["current"])
+    pairs = [c / b for b, c in zip(rates["baseline"], rates["current"], strict=True)]
+    lines = [
+        "# Bulk ingest against the resolver before issue 18",
+        "",
+        f"Run: `python -m bench.entity.ingest_rate --records {args.records} --rounds {args.rounds} "
+        f"--baseline {commit}` on {machine()}; load average {load_before:.1f} at the start and "
+        f"{os.getloadavg()[0]:.1f} at the end. Current: {current}{' with uncommitted changes' if dirty else ''}.",
+        "",
+        f"{args.records:,} generated persons (seed {args.seed}, about a fifth of them corrupted duplicates) "
+        "resolved through each tree's handler (what IngestRecords runs, without the gRPC hop) in chunks of "
+        "20,000, each ingest in a process of its own into a fresh database of one PostgreSQL, alternating.",
+        "",
+        "| resolver | records/s (median) | runs, in the order taken |",
+        "| --- | ---: | --- |",
+        f"| baseline: {commit}, before issue 18 (no address keys, no person sample) | {base:,.0f} | "
+        + ", ".join(f"{r:,.0f}" for r in rates["baseline"])
+        + " |",
+        f"| current: address keys, person sample, bounded pair weights, collector paused per chunk | {now:,.0f} | "
+        + ", ".join(f"{r:,.0f}" for r in rates["current"])
+        + " |",
+        "",
+        f"Ratio current / baseline: **{now / base:.2f}** (medians; per round: "
+        + ", ".join(f"{p:.2f}" for p in pairs)
+        + "). Goal: at least 1.0 (issue 18: bulk ingest keeps its figure).",
+        "",
+    ]
+    print("\n".join(lines))
+    write_results(args.results, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
