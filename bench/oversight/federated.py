@@ -275,7 +275,9 @@ async def wait_for(check: Any, timeout: float, what: str, interval: float = 0.5)
     return time.perf_counter() - began
 
 
-async def catchup_bench(federation: Federation, hub: Hub, events: int) -> tuple[list[str], list[str]]:
+async def catchup_bench(
+    federation: Federation, hub: Hub, events: int, partition_minutes: float = 0.0
+) -> tuple[list[str], list[str]]:
     # EMSOU's share of a two-region workload (its jobs worked by LONDON too), about `events`.
     planned: list[Planned] = [p for p in workload(2 * events, seed=3)[0] if p.region is CUT][:events]
     jobs = sum(1 for p in planned if p.created >= 0)
@@ -305,6 +307,12 @@ async def catchup_bench(federation: Federation, hub: Hub, events: int) -> tuple[
         return await oversight_messages(federation, CUT) >= reports_before + len(planned)
 
     report_seconds = await wait_for(reported, 1800, "EMSOU's reporter")
+    # The link stays cut for `partition_minutes` in all (at least as long as publishing and
+    # reporting take): the leaf link's and the source's retries back off meanwhile.
+    held = partition_minutes * 60 - (time.perf_counter() - cut_at)
+    if held > 0:
+        print(f"holding the partition {held:.0f} s more", flush=True)
+        await asyncio.sleep(held)
     during = await counted()
     hub_before = await oversight_messages(federation, HUB)
     partition = time.perf_counter() - cut_at
@@ -368,8 +376,13 @@ async def catchup_bench(federation: Federation, hub: Hub, events: int) -> tuple[
     ]
     summary = [
         f"Catch-up: {len(planned):,} EMSOU events ({jobs:,} jobs raised, {referrals:,} referrals drafted) published "
-        f"while EMSOU's link was cut for {partition:.0f} s (the time to publish and report them, not 10 minutes); "
-        f"the hub counted none of them during the partition ({during.events_counted - start.events_counted} more), "
+        f"while EMSOU's link was cut for {partition:.0f} s"
+        + (
+            f" (held for {partition_minutes:g} minutes); "
+            if partition_minutes
+            else " (the time to publish and report them, not 10 minutes); "
+        )
+        + f"the hub counted none of them during the partition ({during.events_counted - start.events_counted} more), "
         f"and all of them {catchup_seconds:.1f} s after the link was restored (goal < 60 s: {verdict}). "
         f"Counted (events, jobs, referrals) {got}, published {wanted}: {'each once' if exact else 'NOT exactly once'}; "
         f"EMSOU's OVERSIGHT took {reports:,} reports."
@@ -507,7 +520,9 @@ async def measure(args: Any) -> None:
                 sections["lag"] = await lag_bench(federation, hub, rate, seconds, reporter_path)
                 print(*sections["lag"][0], *sections["lag"][1], sep="\n", flush=True)
             if args.only in (None, "catchup"):
-                sections["catchup"] = await catchup_bench(federation, hub, events)
+                sections["catchup"] = await catchup_bench(
+                    federation, hub, events, getattr(args, "partition_minutes", 0.0) or 0.0
+                )
                 print(*sections["catchup"][0], *sections["catchup"][1], sep="\n", flush=True)
         finally:
             await hub.close()
@@ -546,7 +561,8 @@ async def measure(args: Any) -> None:
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}; `python -m bench.oversight.run --federation"
         f"{' --quick' if args.quick else ''}{f' --only {args.only}' if args.only else ''}"
         f"{f' --reporter {reporter}' if reporter else ''}{' --hub-core' if pinned else ''}"
-        f"{' --hub-first' if favoured else ''}`; the reporters publish "
+        f"{' --hub-first' if favoured else ''}"
+        f"{f' --partition-minutes {args.partition_minutes:g}' if getattr(args, 'partition_minutes', 0) else ''}`; the reporters publish "
         f"{'through the outbox' if reporter_path == 'outbox' else 'straight to OVERSIGHT'}. The federation of "
         "`make up-federation` (toex_devstack.federation) on free loopback ports: the hub, EMSOU and LONDON, "
         "three nats-servers (JetStream file storage) joined as leaf nodes, one PostgreSQL (fsync on) with every "

@@ -851,7 +851,16 @@ async def main() -> None:
         action="store_true",
         help="with --federation: the regions' processes at a lower CPU priority (nice 10) than the hub's, on either core",
     )
+    parser.add_argument(
+        "--partition-minutes",
+        type=float,
+        default=0.0,
+        help="with --federation: keep EMSOU's link cut this long in all during the catch-up (default: as long as "
+        "publishing and reporting the events take)",
+    )
     args = parser.parse_args()
+    if args.partition_minutes and not args.federation:
+        parser.error("--partition-minutes goes with --federation")
     if (args.hub_core or args.hub_first) and not args.federation:
         parser.error("--hub-core and --hub-first go with --federation")
     if args.hub_core and args.hub_first:
