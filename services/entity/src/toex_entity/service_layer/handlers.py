@@ -256,7 +256,10 @@ async def resolve_records(cmd: commands.ResolveRecords, deps: Deps) -> list[Reso
     """Resolve submitted records in order. With `single`, a bad record raises; otherwise it
     gets a result with `error` and the rest go on. The replica's background estimate is stopped
     meanwhile (`deps.foreground`)."""
-    with deps.foreground.resolving():
+    # The cyclic collector is paused meanwhile: a bulk chunk makes a few containers per
+    # candidate pair and per row written and no cycles to collect, and the collector's passes
+    # over them were a fifth of a bulk ingest's time (bench/results/entity-ingest.md).
+    with deps.foreground.resolving(), collector_paused():
         return await _resolve_records(cmd, deps)
 
 
@@ -282,38 +285,34 @@ async def _resolve_records(cmd: commands.ResolveRecords, deps: Deps) -> list[Res
     scope = _scope("ResolveRecord", cmd.actor)
     for start in range(0, len(valid), INGEST_CHUNK):
         chunk = valid[start : start + INGEST_CHUNK]
-        # A chunk makes a few containers per candidate pair and per row written, and no cycles
-        # to collect meanwhile: the collector's passes over them were a fifth of a bulk
-        # ingest's time (bench/results/entity-learning-keys.md).
-        with collector_paused():
-            async with deps.uow() as uow:
-                if cmd.idempotency is not None:
-                    prior = await uow.recall_request(
-                        scope, cmd.idempotency.request_id, cmd.idempotency.fingerprint
-                    )
-                    if prior is not None:
-                        replay = await _replayed(uow, prior)
-                        if replay.explanation is not None:
-                            replay.hidden = await _hidden_names(uow, cmd.actor, grant, replay.explanation)
-                        return [replay]
-                resolved = await resolve_in(uow, [r for _, r in chunk], cmd.actor, deps, now, grant)
-                for (index, _), result in zip(chunk, resolved, strict=True):
-                    results[index] = result
-                if cmd.single:
-                    for result in resolved:
-                        if result.error:
-                            raise PermissionDenied(result.error)
-                        if result.explanation is not None:
-                            result.hidden = await _hidden_names(uow, cmd.actor, grant, result.explanation)
-                if cmd.idempotency is not None and results[0] is not None:
-                    first = results[0]
-                    await uow.remember_request(
-                        scope,
-                        cmd.idempotency.request_id,
-                        cmd.idempotency.fingerprint,
-                        f"{first.record_id}#{first.outcome.value}",
-                    )
-                await uow.commit()
+        async with deps.uow() as uow:
+            if cmd.idempotency is not None:
+                prior = await uow.recall_request(
+                    scope, cmd.idempotency.request_id, cmd.idempotency.fingerprint
+                )
+                if prior is not None:
+                    replay = await _replayed(uow, prior)
+                    if replay.explanation is not None:
+                        replay.hidden = await _hidden_names(uow, cmd.actor, grant, replay.explanation)
+                    return [replay]
+            resolved = await resolve_in(uow, [r for _, r in chunk], cmd.actor, deps, now, grant)
+            for (index, _), result in zip(chunk, resolved, strict=True):
+                results[index] = result
+            if cmd.single:
+                for result in resolved:
+                    if result.error:
+                        raise PermissionDenied(result.error)
+                    if result.explanation is not None:
+                        result.hidden = await _hidden_names(uow, cmd.actor, grant, result.explanation)
+            if cmd.idempotency is not None and results[0] is not None:
+                first = results[0]
+                await uow.remember_request(
+                    scope,
+                    cmd.idempotency.request_id,
+                    cmd.idempotency.fingerprint,
+                    f"{first.record_id}#{first.outcome.value}",
+                )
+            await uow.commit()
     touch(*{f"regions/{r.region.value}" for r in cmd.records})
     named = [r for r in results if r is not None and r.record_id]
     touch(*(entity_name(r.entity_id) for r in named[:200]))
