@@ -513,23 +513,26 @@ def weight_at_least(
     first two or three comparisons. The comparisons go in `table.order` (most telling first);
     a pair that is not dropped gets exactly `fast_weight`'s sum, in the same order."""
     adjustments = table.tf
-    levels = [0] * len(COMPARISONS)
+    # Each comparison's level weight and term-frequency adjustment (None: not adjusted), kept
+    # to be summed again in fast_weight's order: floating-point sums depend on the order.
+    parts: list[tuple[float, float | None]] = [(0.0, None)] * len(COMPARISONS)
     total = prior_weight
     for position, index in enumerate(table.order):
         comparison = COMPARISONS[index]
-        level = levels[index] = comparison.level_of(a, b)
-        total += table[index][level]
+        level = comparison.level_of(a, b)
+        weight, adjustment = table[index][level], None
         if level == EXACT_LEVEL and index in adjustments:
             values, default = adjustments[index]
-            total += values.get(a[comparison.tf_column], default)  # type: ignore[index]
+            adjustment = values.get(a[comparison.tf_column], default)  # type: ignore[index]
+        parts[index] = (weight, adjustment)
+        total += weight + (adjustment or 0.0)
         if total + table.reach[position] < floor:
             return None
     exact_sum = prior_weight
-    for index, level in enumerate(levels):
-        exact_sum += table[index][level]
-        if level == EXACT_LEVEL and index in adjustments:
-            values, default = adjustments[index]
-            exact_sum += values.get(a[COMPARISONS[index].tf_column], default)  # type: ignore[index]
+    for weight, adjustment in parts:
+        exact_sum += weight
+        if adjustment is not None:
+            exact_sum += adjustment
     return exact_sum
 
 
