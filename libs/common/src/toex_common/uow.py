@@ -6,6 +6,7 @@ transaction as the state change, so a change and its events are stored together 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import re
@@ -21,6 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from toex_kernel.errors import InvalidArgument, NotFound
 from toex_kernel.idempotency import Idempotency
+from toex_kernel.pacing import Pacer
 
 from toex_common.batching import Batcher
 from toex_common.db import driver_connection, driver_pool, idempotency_table, outbox_table
@@ -126,12 +128,17 @@ class CollectsDomainEvents:
     A fact that belongs to no one aggregate (a reconciliation across a region's submissions, a
     finding across a dataset) is `record`ed on the unit of work: it reaches the mapping with
     `None` as its aggregate, in the order recorded, as if the unit of work were one more
-    aggregate tracked."""
+    aggregate tracked.
+
+    A bulk change whose events are a large share of its work can have them mapped while it
+    waits on its database (`map_meanwhile`): what commit writes is the same, in the same order."""
 
     # Set afresh by each unit of work's __init__ and __aenter__ (`_forget_tracked`).
     _tracked: list[Any]
     _tracked_ids: set[int]
     _unattached: _Unattached | None
+    _ahead: asyncio.Task[None] | None
+    _mapped: _Mapped
 
     def track(self, aggregate: Any) -> None:
         """Collect `aggregate.events` at commit (once, however often it is stored)."""
@@ -150,12 +157,57 @@ class CollectsDomainEvents:
         """The service's mapping of one domain event; a service without domain events has none."""
         raise NotImplementedError(f"{type(self).__name__} maps no domain events ({type(event).__name__})")
 
-    def _collect_domain_events(self) -> list[EventEnvelope]:
+    def map_meanwhile(self) -> None:
+        """Start mapping the events recorded so far in the background: a slice of them each
+        time the unit's task waits (on its database, say), so the mapping's CPU overlaps the
+        database's work instead of following it. Commit waits for it and maps only the events
+        recorded after. The mapping must depend on nothing but the events (as a service's
+        `integration_events` does); an error in it is raised by commit."""
+        snapshot = [(aggregate, len(aggregate.events)) for aggregate in self._tracked]
+        self._ahead = asyncio.get_running_loop().create_task(self._map_ahead(self._ahead, snapshot))
+
+    async def _map_ahead(self, previous: asyncio.Task[None] | None, snapshot: list[tuple[Any, int]]) -> None:
+        if previous is not None:
+            await previous
+        pacer = Pacer()
+        for aggregate, upto in snapshot:
+            entry = self._mapped.setdefault(id(aggregate), [0, []])
+            owner = None if isinstance(aggregate, _Unattached) else aggregate
+            for event in aggregate.events[entry[0] : upto]:
+                entry[1].extend(self.integration_events(owner, event))
+                entry[0] += 1
+                await pacer.give_way()  # the unit's own task goes on as soon as its answer is in
+
+    def _mapping(self) -> bool:
+        """Whether events are being mapped in the background now."""
+        return self._ahead is not None and not self._ahead.done()
+
+    def _take_mapped(self) -> list[EventEnvelope]:
+        """The integration events mapped so far that come first in the order commit writes
+        them (every aggregate's, up to the first not wholly mapped yet, and what that one has
+        mapped), taken so that collecting does not return them again."""
+        taken: list[EventEnvelope] = []
+        for aggregate in self._tracked:
+            entry = self._mapped.get(id(aggregate))
+            if entry is None:
+                break
+            taken.extend(entry[1])
+            entry[1].clear()
+            if entry[0] < len(aggregate.events):
+                break
+        return taken
+
+    async def _collect_domain_events(self) -> list[EventEnvelope]:
+        if self._ahead is not None:
+            ahead, self._ahead = self._ahead, None
+            await ahead
         collected: list[EventEnvelope] = []
         for aggregate in self._tracked:
             recorded = aggregate.events
+            start, out = self._mapped.get(id(aggregate), (0, []))
+            collected.extend(out)
             owner = None if isinstance(aggregate, _Unattached) else aggregate
-            for event in recorded:
+            for event in recorded[start:] if start else recorded:
                 collected.extend(self.integration_events(owner, event))
             recorded.clear()
         self._forget_tracked()
@@ -164,6 +216,22 @@ class CollectsDomainEvents:
     def _forget_tracked(self) -> None:
         # The aggregates are held until then, so an id in the set is never another object's.
         self._tracked, self._tracked_ids, self._unattached = [], set(), None
+        self._mapped = {}
+        ahead, self._ahead = getattr(self, "_ahead", None), None
+        if ahead is not None:  # rolled back before commit: its mapping is not wanted
+            ahead.cancel()
+            ahead.add_done_callback(_retrieved)
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """Mark a discarded task's outcome as seen (an error in work nobody wants is not news)."""
+    if not task.cancelled():
+        task.exception()
+
+
+# What `map_meanwhile` has mapped: per aggregate (by id), how many of its events and the
+# integration events they became (less those taken by an early outbox copy).
+_Mapped = dict[int, list[Any]]
 
 
 class UnitOfWork(Protocol):
@@ -237,7 +305,17 @@ class SqlAlchemyUnitOfWork(CollectsDomainEvents):
         return {row.event_id for row in claimed}
 
     async def commit(self) -> None:
-        self._events.extend(self._collect_domain_events())
+        if self._mapping():
+            # Events still being mapped (`map_meanwhile`): those ready go in first, and the rest
+            # are mapped while PostgreSQL takes them.
+            early, self._events = self._events + self._take_mapped(), []
+            if len(early) >= OUTBOX_COPY_FROM:
+                ensure_publishable(self.session.bind, (e.subject for e in early))
+                self._events = early
+                await self._copy_outbox()
+            else:
+                self._events = early
+        self._events.extend(await self._collect_domain_events())
         if self._events:
             # A region installation publishes nothing for another region (toex_common.installation).
             ensure_publishable(self.session.bind, (e.subject for e in self._events))
@@ -419,7 +497,7 @@ class DriverUnitOfWork(CollectsDomainEvents):
         await _run_after_commit(callbacks)
 
     async def _commit(self) -> None:
-        self._events.extend(self._collect_domain_events())
+        self._events.extend(await self._collect_domain_events())
         if self._events:
             ensure_publishable(self._engine, (e.subject for e in self._events))
             self.write_many(_OUTBOX_INSERT, [_outbox_row(e) for e in self._events])

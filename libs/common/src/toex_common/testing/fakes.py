@@ -72,7 +72,7 @@ class FakeUnitOfWorkBase(CollectsDomainEvents):
         self._after_commit.append(callback)
 
     async def commit(self) -> None:
-        self._pending.extend(self._collect_domain_events())
+        self._pending.extend(await self._collect_domain_events())
         self.committed_events.extend(self._pending)
         self._pending = []
         self.commits += 1
