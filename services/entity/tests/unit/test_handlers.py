@@ -274,3 +274,28 @@ async def test_a_merge_and_its_undoing_within_one_region_are_told_in_full(deps) 
         f"regions/EMSOU/records/{c.record_id}": f"entities/{c.entity_id}",
     }
     assert (undone.decided_by, undone.reason) == (EMSOU.username, "wrong")
+
+
+async def test_a_stream_of_several_chunks_is_validated_ahead_and_answered_in_order(deps, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Chunks after the first are validated while the one before is resolved: every record's
+    result comes back at its place, errors included, and each chunk is its own transaction."""
+    monkeypatch.setattr(handlers, "INGEST_CHUNK", 3)
+    names = ["Ann", "Bob", "Cal", "Dee", "Eve", "Fay", "Gus", "Hal", "Ida", "Jo"]
+    items = [
+        person(
+            str(i),
+            given_name=name,
+            surname=f"{name}ley",
+            birth_date=f"19{60 + i}-0{1 + i % 9}-1{i}",
+            addresses=(),
+        )
+        for i, name in enumerate(names)
+    ]
+    for i in (1, 5, 9):  # no name, no date of birth, no identifier: refused
+        items[i] = person(str(i), given_name="", surname="", birth_date="", addresses=())
+    commits = deps.uow().commits
+    results = await handlers.resolve_records(commands.ResolveRecords(EMSOU, items, single=False), deps)
+    assert [bool(r.error) for r in results] == [i in (1, 5, 9) for i in range(10)]
+    assert all(r.outcome is Outcome.NEW_ENTITY for i, r in enumerate(results) if i not in (1, 5, 9))
+    assert len({r.entity_id for r in results if not r.error}) == 7
+    assert deps.uow().commits - commits == 3  # records 0-2, 3-5 and 6-8; 9 alone is refused: no transaction

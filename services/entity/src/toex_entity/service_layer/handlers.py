@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
+from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from importlib import resources
@@ -22,6 +24,7 @@ from toex_kernel.errors import (
     Violations,
 )
 from toex_kernel.grants import JobGrant, job_of
+from toex_kernel.pacing import Pacer
 from toex_kernel.principal import Principal
 from toex_kernel.regions import Region
 
@@ -274,49 +277,104 @@ async def _resolve_records(cmd: commands.ResolveRecords, deps: Deps) -> list[Res
         policy.ensure_can_submit(cmd.actor, region, grant)
     jobs = {region: job_of(cmd.purpose, region) for region in regions}
     results: list[ResolveResult | None] = [None] * len(cmd.records)
-    valid: list[tuple[int, SourceRecord]] = []
-    for index, item in enumerate(cmd.records):
-        try:
-            valid.append((index, build_record(item, cmd.actor, now, job=jobs[item.region])))
-        except InvalidArgument as exc:
-            if cmd.single:
-                raise
-            results[index] = ResolveResult("", "", Outcome.UNCHANGED, error=exc.message)
     scope = _scope("ResolveRecord", cmd.actor)
-    for start in range(0, len(valid), INGEST_CHUNK):
-        chunk = valid[start : start + INGEST_CHUNK]
-        async with deps.uow() as uow:
-            if cmd.idempotency is not None:
-                prior = await uow.recall_request(
-                    scope, cmd.idempotency.request_id, cmd.idempotency.fingerprint
-                )
-                if prior is not None:
-                    replay = await _replayed(uow, prior)
-                    if replay.explanation is not None:
-                        replay.hidden = await _hidden_names(uow, cmd.actor, grant, replay.explanation)
-                    return [replay]
-            resolved = await resolve_in(uow, [r for _, r in chunk], cmd.actor, deps, now, grant)
-            for (index, _), result in zip(chunk, resolved, strict=True):
-                results[index] = result
-            if cmd.single:
-                for result in resolved:
-                    if result.error:
-                        raise PermissionDenied(result.error)
-                    if result.explanation is not None:
-                        result.hidden = await _hidden_names(uow, cmd.actor, grant, result.explanation)
-            if cmd.idempotency is not None and results[0] is not None:
-                first = results[0]
-                await uow.remember_request(
-                    scope,
-                    cmd.idempotency.request_id,
-                    cmd.idempotency.fingerprint,
-                    f"{first.record_id}#{first.outcome.value}",
-                )
-            await uow.commit()
+    # Closed on leaving (a replayed request returns early): the validation ahead stops too.
+    async with aclosing(_Validation(cmd, jobs, now, results).chunks()) as chunks:
+        async for chunk in chunks:
+            async with deps.uow() as uow:
+                if cmd.idempotency is not None:
+                    prior = await uow.recall_request(
+                        scope, cmd.idempotency.request_id, cmd.idempotency.fingerprint
+                    )
+                    if prior is not None:
+                        replay = await _replayed(uow, prior)
+                        if replay.explanation is not None:
+                            replay.hidden = await _hidden_names(uow, cmd.actor, grant, replay.explanation)
+                        return [replay]
+                resolved = await resolve_in(uow, [r for _, r in chunk], cmd.actor, deps, now, grant)
+                for (index, _), result in zip(chunk, resolved, strict=True):
+                    results[index] = result
+                if cmd.single:
+                    for result in resolved:
+                        if result.error:
+                            raise PermissionDenied(result.error)
+                        if result.explanation is not None:
+                            result.hidden = await _hidden_names(uow, cmd.actor, grant, result.explanation)
+                if cmd.idempotency is not None and results[0] is not None:
+                    first = results[0]
+                    await uow.remember_request(
+                        scope,
+                        cmd.idempotency.request_id,
+                        cmd.idempotency.fingerprint,
+                        f"{first.record_id}#{first.outcome.value}",
+                    )
+                await uow.commit()
     touch(*{f"regions/{r.region.value}" for r in cmd.records})
     named = [r for r in results if r is not None and r.record_id]
     touch(*(entity_name(r.entity_id) for r in named[:200]))
     return [r for r in results if r is not None]
+
+
+class _Validation:
+    """The submitted records validated and normalised (`build_record`) in chunks of
+    INGEST_CHUNK submitted records. With more than one chunk, the chunks after the first are
+    validated in the background, half a millisecond at a time (toex_kernel.pacing) whenever
+    resolution waits on the database, so their CPU overlaps the database's work (bench/results/entity-ingest.md). A
+    record that fails gets its error in `results`; with `single`, its error is raised."""
+
+    def __init__(
+        self,
+        cmd: commands.ResolveRecords,
+        jobs: dict[Region, str],
+        now: datetime,
+        results: list[ResolveResult | None],
+    ) -> None:
+        self.cmd, self.jobs, self.now, self.results = cmd, jobs, now, results
+
+    async def chunks(self) -> AsyncGenerator[list[tuple[int, SourceRecord]], None]:
+        size = len(self.cmd.records)
+        if size <= INGEST_CHUNK:
+            chunk = await self._validate(0, size, pause=False)
+            if chunk:
+                yield chunk
+            return
+        # One chunk waits ready at most: the next is validated from when the one before it is
+        # taken, so its work falls in that chunk's first waits (the lock, the candidate lookup).
+        ready: asyncio.Queue[list[tuple[int, SourceRecord]] | BaseException | None] = asyncio.Queue(1)
+        ahead = asyncio.get_running_loop().create_task(self._produce(ready))
+        try:
+            while (item := await ready.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                if item:
+                    yield item
+        finally:
+            ahead.cancel()
+
+    async def _produce(
+        self, ready: asyncio.Queue[list[tuple[int, SourceRecord]] | BaseException | None]
+    ) -> None:
+        try:
+            for start in range(0, len(self.cmd.records), INGEST_CHUNK):
+                await ready.put(await self._validate(start, min(start + INGEST_CHUNK, len(self.cmd.records))))
+        except Exception as exc:
+            await ready.put(exc)
+            return
+        await ready.put(None)
+
+    async def _validate(self, start: int, end: int, *, pause: bool = True) -> list[tuple[int, SourceRecord]]:
+        cmd, chunk, pacer = self.cmd, [], Pacer()
+        for index in range(start, end):
+            item = cmd.records[index]
+            try:
+                chunk.append((index, build_record(item, cmd.actor, self.now, job=self.jobs[item.region])))
+            except InvalidArgument as exc:
+                if cmd.single:
+                    raise
+                self.results[index] = ResolveResult("", "", Outcome.UNCHANGED, error=exc.message)
+            if pause:
+                await pacer.give_way()  # resolution goes on as soon as its answer is in
+        return chunk
 
 
 async def resolve_in(
