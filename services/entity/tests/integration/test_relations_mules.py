@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import select
+from sqlalchemy import func, select
 from toex.entity.events.v1 import events_pb2 as ev
 from toex.entity.v1 import entity_pb2 as pb
 from toex.type.v1 import region_pb2
@@ -22,7 +22,7 @@ from toex_common.migrations import upgrade
 from toex_common.testing.streams import stream_messages
 from toex_entity.__main__ import migrations_dir
 from toex_entity.adapters.relations import SqlRelationRepository
-from toex_entity.adapters.tables import source_records
+from toex_entity.adapters.tables import relations, source_records
 from toex_entity.adapters.uow import SqlEntityUnitOfWork
 from toex_entity.domain import commands
 from toex_entity.domain.mules import Cluster, cluster_id
@@ -685,10 +685,15 @@ async def test_neighbourhood_follows_only_what_the_caller_may_see(entity_service
     assert "4 nodes, 4 relations" in result.stdout
 
 
-async def test_person_records_bring_their_relations(entity_service: Any) -> None:
+@pytest.mark.parametrize(
+    "same_batch", [False, True], ids=["objects-stored-before", "objects-in-the-same-batch"]
+)
+async def test_person_records_bring_their_relations(entity_service: Any, same_batch: bool) -> None:
     """An EMSOU person record carrying a phone number, a VRM and an address: it uses the phone
     entity, drives the vehicle entity and lives at the address, each with the person record as
-    the source and its grading; the same record again adds nothing."""
+    the source and its grading; the same record again adds nothing. The phone and vehicle
+    records stored before, or in the person's own batch (found in the batch, not yet in the
+    index keys)."""
     engine = create_engine(entity_service.database, pool_size=1)
     sessions = session_factory(engine)
     sid = uuid.uuid4().hex[:8]
@@ -704,7 +709,8 @@ async def test_person_records_bring_their_relations(entity_service: Any) -> None
                 Region.EMSOU, "anpr", f"iv-{sid}", RecordType.VEHICLE, GRADING, VehicleData(vrm)
             ),
         ]
-        await handlers.resolve_records(commands.ResolveRecords(ANALYST, objects, single=False), deps)
+        if not same_batch:
+            await handlers.resolve_records(commands.ResolveRecords(ANALYST, objects, single=False), deps)
         person = commands.IncomingRecord(
             Region.EMSOU,
             "niche",
@@ -719,7 +725,8 @@ async def test_person_records_bring_their_relations(entity_service: Any) -> None
                 addresses=(Address(lines=("14 Derby Road",), postcode="ng72rd"),),
             ),
         )
-        await handlers.resolve_records(commands.ResolveRecords(ANALYST, [person], single=False), deps)
+        first = [*objects, person] if same_batch else [person]
+        await handlers.resolve_records(commands.ResolveRecords(ANALYST, first, single=False), deps)
         await handlers.resolve_records(commands.ResolveRecords(ANALYST, [person], single=False), deps)
         entity = await _entities_of_test(sessions, sid)
     finally:
@@ -740,3 +747,31 @@ async def test_person_records_bring_their_relations(entity_service: Any) -> None
         assert (r.source_system, r.source_record_id, r.region) == ("niche", f"ic-{sid}", "regions/EMSOU")
         assert r.grading.source_evaluation == 3 and r.grading.handling_conditions == "no onward sharing"
         assert r.subject == f"entities/{entity['ic']}" and r.recorded_by == "analyst.emsou"
+
+
+async def test_fresh_relations_go_straight_in_and_one_said_before_falls_back_to_the_stage(
+    database: str,
+) -> None:
+    """A bulk ingest's relations (`fresh`) are copied straight in; if one was said before under
+    the same source record, the copy is undone and the staged way keeps only the new ones, with
+    nothing else in the transaction lost."""
+    await asyncio.to_thread(upgrade, database, migrations_dir())
+    engine = create_engine(database, pool_size=2)
+    sessions = session_factory(engine)
+    try:
+        fresh = [_rel("EMSOU", RelationKind.LIVES_AT, f"p{i}", f"addr:{i}", f"s{i}") for i in range(60)]
+        more = [_rel("EMSOU", RelationKind.LIVES_AT, f"q{i}", f"addr:q{i}", f"t{i}") for i in range(60)]
+        async with sessions() as session, session.begin():
+            repo = SqlRelationRepository(session)
+            assert len(await repo.store_relations(fresh, "bulk", utcnow(), fresh=True)) == 60
+        async with sessions() as session, session.begin():
+            repo = SqlRelationRepository(session)
+            said_before = await repo.store_relations([*more, fresh[7]], "bulk", utcnow(), fresh=True)
+            assert said_before == more  # fresh[7] is not new: left out, the rest stored
+            # The transaction goes on after the undone copy.
+            assert len(await repo.store_relations(more[:55], "bulk", utcnow(), fresh=True)) == 0
+        async with sessions() as session:
+            stored = await session.execute(select(func.count()).select_from(relations))
+            assert stored.scalar_one() == 120
+    finally:
+        await engine.dispose()

@@ -302,7 +302,7 @@ class FakeRelations:
         self.keys: set[tuple[Any, ...]] = set()
 
     async def store_relations(
-        self, items: Sequence[Any], recorded_by: str, at: Any, job: str = ""
+        self, items: Sequence[Any], recorded_by: str, at: Any, job: str = "", *, fresh: bool = False
     ) -> list[Any]:
         """Each relation once per source record (as the unique key in PostgreSQL)."""
         new = []

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -98,9 +99,10 @@ class SqlRelationRepository:
         return len(await self.store_relations(items, recorded_by, at, job))
 
     async def store_relations(
-        self, items: Sequence[Relation], recorded_by: str, at: datetime, job: str = ""
+        self, items: Sequence[Relation], recorded_by: str, at: datetime, job: str = "", *, fresh: bool = False
     ) -> list[Relation]:
-        """Stores each relation once per source record; returns those that were new."""
+        """Stores each relation once per source record; returns those that were new. `fresh`:
+        said by records stored in this transaction, so almost surely new (bulk ingest)."""
         if not items:
             return []
         # In the table's column order (_COLUMNS), for COPY; as dicts for the executemany.
@@ -126,7 +128,7 @@ class SqlRelationRepository:
             for r in items
         ]
         if len(rows) >= COPY_FROM:
-            created = await self._copy_new(rows)
+            created = await self._copy_new(rows, fresh=fresh)
         else:
             # executemany form: SQLAlchemy batches it into multi-row INSERTs compiled once.
             result = await self.session.execute(
@@ -136,15 +138,26 @@ class SqlRelationRepository:
             created = {row[0] for row in result.all()}
         return [r for r, row in zip(items, rows, strict=True) if row[0] in created]
 
-    async def _copy_new(self, rows: list[tuple[Any, ...]]) -> set[str]:
+    async def _copy_new(self, rows: list[tuple[Any, ...]], *, fresh: bool = False) -> set[str]:
         """A bulk ingest's relations: COPY into a session-local staging table, then one
         INSERT ... SELECT that keeps those new per source record (the same rule as the
         executemany path) and empties the stage: no bind parameters per row, no statement
-        compiled per batch."""
+        compiled per batch. `fresh` rows are first copied straight in, under a savepoint: a
+        relation said before under the same source record (RecordRelations may have said it)
+        fails the copy, which is undone, and the rows take the staged way."""
         connection = await self.session.connection()
         driver: Any = (await connection.get_raw_connection()).driver_connection
         if not driver.is_in_transaction():  # the driver begins on the first statement
             await connection.exec_driver_sql("SELECT 1")
+        if fresh:
+            await driver.execute("SAVEPOINT fresh_relations")
+            try:
+                await driver.copy_records_to_table("relations", records=rows, columns=_COLUMNS)
+            except asyncpg.UniqueViolationError:
+                await driver.execute("ROLLBACK TO SAVEPOINT fresh_relations")
+            else:
+                await driver.execute("RELEASE SAVEPOINT fresh_relations")
+                return {row[0] for row in rows}
         await driver.execute(_STAGE)
         await driver.copy_records_to_table("relations_stage", records=rows, columns=_COLUMNS)
         return {row[0] for row in await driver.fetch(_FROM_STAGE)}

@@ -213,7 +213,7 @@ class RelationRepository(Protocol):
         self, items: Sequence[Relation], recorded_by: str, at: datetime, job: str = ""
     ) -> int: ...
     async def store_relations(
-        self, items: Sequence[Relation], recorded_by: str, at: datetime, job: str = ""
+        self, items: Sequence[Relation], recorded_by: str, at: datetime, job: str = "", *, fresh: bool = False
     ) -> list[Relation]: ...
 
 
@@ -228,6 +228,11 @@ class EntityUnitOfWork(UnitOfWork, Protocol):
     def record(self, event: DomainEvent) -> None:
         """A domain event, published (through the service's one mapping) at commit, in the order
         recorded."""
+        ...
+
+    def map_meanwhile(self) -> None:
+        """Map the events recorded so far while the unit waits on its database (a bulk
+        resolution's events are a tenth of its CPU); what commit writes is the same."""
         ...
 
     async def __aenter__(self) -> EntityUnitOfWork: ...

@@ -369,11 +369,28 @@ def _new_entity(
 
 
 async def _write(uow: EntityUnitOfWork, batch: _Batch, ctx: Context) -> None:
+    """The batch's rows and events. Each event's envelope is built while rows are written (the
+    mapping in the background, `map_meanwhile`), and the index keys, the largest write, go
+    last, once every event is recorded (bench/results/entity-ingest.md)."""
     repo = uow.repo
+    record_event = uow.record
+    for record, link in zip(batch.records, batch.links, strict=True):
+        record_event(RecordLinked(record.entity_id, record, link.method, link.probability, link.decided_by))
+    uow.map_meanwhile()
     if batch.new_entities:
         await repo.add_entities(list(batch.new_entities.values()))
     if batch.records:
         await repo.add_records(batch.records, batch.links)
+    for into, others, by, why in batch.merges:
+        await merge_entities(uow, into, others, by, why, ctx.now)
+    if batch.reviews:
+        await repo.add_review_tasks(batch.reviews)
+    for relation in await uow.relations.store_relations(
+        await relations_from_records(uow, batch), ctx.actor, ctx.now, fresh=True
+    ):
+        record_event(RelationRecorded(relation))
+    uow.map_meanwhile()
+    if batch.records:
         # In key order: the index takes them leaf after leaf, not all over the B-tree.
         rows = sorted(
             (k, record.id)
@@ -381,17 +398,6 @@ async def _write(uow: EntityUnitOfWork, batch: _Batch, ctx: Context) -> None:
             for k in index_keys(record, batch.blocking.get(record.id))
         )
         await repo.add_keys(rows, fresh=True)
-    record_event = uow.record
-    for record, link in zip(batch.records, batch.links, strict=True):
-        record_event(RecordLinked(record.entity_id, record, link.method, link.probability, link.decided_by))
-    for into, others, by, why in batch.merges:
-        await merge_entities(uow, into, others, by, why, ctx.now)
-    if batch.reviews:
-        await repo.add_review_tasks(batch.reviews)
-    for relation in await uow.relations.store_relations(
-        await relations_from_records(uow, batch), ctx.actor, ctx.now
-    ):
-        record_event(RelationRecorded(relation))
     existing = {batch.find(e) for e in batch.touched} - set(batch.new_entities)
     if existing:
         await repo.touch_entities(existing, ctx.now)
@@ -418,9 +424,15 @@ async def relations_from_records(uow: EntityUnitOfWork, batch: _Batch) -> list[R
         return []
     wanted = sorted({k for r in persons for k in r.identifiers.keys() if k.split(":", 1)[0] in _USES})
     holders: dict[tuple[str, Region], set[str]] = defaultdict(set)
+    # The batch's own index keys are written after this (_write): its records come from the
+    # batch's index, the stored ones from the database.
     for hit in await uow.repo.hits(wanted) if wanted else []:
         if hit.record_type is _USES[hit.key.split(":", 1)[0]][0]:
             holders[(hit.key, hit.region)].add(batch.find(hit.entity_id))
+    for key in wanted:
+        for other, entity_id in batch.index.get(key, ()):
+            if other.record_type is _USES[key.split(":", 1)[0]][0]:
+                holders[(key, other.region)].add(batch.find(entity_id))
     out: dict[tuple[str, str, str, str], Relation] = {}
     for record in persons:
         subject = batch.find(record.entity_id)
