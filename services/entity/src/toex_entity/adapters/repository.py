@@ -199,6 +199,18 @@ def _by_key(rows: Iterable[Any]) -> list[tuple[str, Candidate]]:
     return found
 
 
+# Through the entity index, one entity at a time (OFFSET 0 keeps the planner from flattening
+# the lateral into a join): a table loaded in bulk has no statistics until it is analysed, and
+# the `IN (...)` form was then read whole, 30 ms a batch at 50,000 records (PostgreSQL's
+# estimate for an entity id without statistics is hundreds of rows).
+_REGIONS_OF = text(
+    """
+    SELECT DISTINCT q.id AS entity_id, r.region
+    FROM unnest(CAST(:ids AS text[])) AS q(id)
+    CROSS JOIN LATERAL (SELECT s.region FROM source_records s WHERE s.entity_id = q.id OFFSET 0) AS r
+    """
+)
+
 _ADD_KEYS = text(
     """
     INSERT INTO record_keys (key, record_id)
@@ -410,11 +422,7 @@ class SqlEntityRepository:
         found: dict[str, set[Region]] = defaultdict(set)
         if not wanted:
             return found
-        rows = await self.session.execute(
-            select(source_records.c.entity_id, source_records.c.region)
-            .where(source_records.c.entity_id.in_(wanted))
-            .distinct()
-        )
+        rows = await self.session.execute(_REGIONS_OF, {"ids": wanted})
         for row in rows:
             found[row.entity_id].add(Region(row.region))
         return found
