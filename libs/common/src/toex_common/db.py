@@ -35,7 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 platform_metadata = MetaData()
 
@@ -200,6 +200,17 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connec
     use and closed when the engine is disposed."""
     async with (await driver_pool(engine)).acquire() as conn:
         yield conn
+
+
+async def session_driver(session: AsyncSession) -> asyncpg.Connection:
+    """The session's own asyncpg connection, inside the session's transaction (begun now if
+    the session has sent nothing yet): for COPY and prepared statements on a unit of work's hot
+    path, written and read with the rest of its transaction."""
+    connection = await session.connection()
+    driver: Any = (await connection.get_raw_connection()).driver_connection
+    if not driver.is_in_transaction():  # SQLAlchemy's driver begins on the first statement
+        await connection.exec_driver_sql("SELECT 1")
+    return driver  # type: ignore[no-any-return]
 
 
 async def driver_pool(engine: AsyncEngine) -> asyncpg.Pool:

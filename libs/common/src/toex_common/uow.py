@@ -25,7 +25,7 @@ from toex_kernel.idempotency import Idempotency
 from toex_kernel.pacing import Pacer
 
 from toex_common.batching import Batcher
-from toex_common.db import driver_connection, driver_pool, idempotency_table, outbox_table
+from toex_common.db import driver_connection, driver_pool, idempotency_table, outbox_table, session_driver
 from toex_common.events.envelope import EventEnvelope
 from toex_common.grants import SqlGrants
 from toex_common.installation import ensure_publishable
@@ -343,11 +343,7 @@ class SqlAlchemyUnitOfWork(CollectsDomainEvents):
     async def _copy_outbox(self) -> None:
         """A bulk change's events (thousands of rows) go in with COPY, in the same transaction:
         an executemany of that many rows costs more than the change itself."""
-        connection = await self.session.connection()
-        driver = (await connection.get_raw_connection()).driver_connection
-        assert driver is not None
-        if not driver.is_in_transaction():  # the driver begins on the first statement
-            await connection.exec_driver_sql("SELECT 1")
+        driver = await session_driver(self.session)
         await driver.copy_records_to_table(
             "outbox",
             columns=["event_id", "subject", "event_type", "payload", "headers"],

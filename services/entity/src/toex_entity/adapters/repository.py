@@ -11,6 +11,7 @@ import orjson
 from sqlalchemy import and_, func, insert, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from toex_common.db import session_driver
 from toex_kernel.regions import Region
 
 from toex_entity.adapters.tables import (
@@ -236,14 +237,13 @@ _FIND_EXISTING = text(
 # records whose key is under the stored threshold enter (their features taken from the rows
 # just written, so they are sent once), and the sample's size is counted in the same statement.
 # The state row is locked first, so two writers never count past each other.
-_SAMPLE_ADD = text(
-    """
+_SAMPLE_ADD = """
     WITH state AS (
         SELECT threshold FROM person_sample_state WHERE name = 'persons' FOR UPDATE
     ), entered AS (
         INSERT INTO person_sample (record_id, sample_key, features)
         SELECT r.id, q.sample_key, r.features
-        FROM unnest(CAST(:ids AS text[]), CAST(:keys AS float8[])) AS q(id, sample_key)
+        FROM unnest(CAST($1 AS text[]), CAST($2 AS float8[])) AS q(id, sample_key)
         CROSS JOIN state
         JOIN source_records r ON r.id = q.id
         WHERE q.sample_key < state.threshold AND r.features IS NOT NULL
@@ -252,8 +252,7 @@ _SAMPLE_ADD = text(
     UPDATE person_sample_state SET size = size + (SELECT count(*) FROM entered)
     WHERE name = 'persons'
     RETURNING threshold, size
-    """
-)
+    """  # sent on the driver (numbered parameters): a single record's resolution sends it too
 
 # Down to the `cap` smallest keys: the largest key kept becomes the threshold, and the size is
 # counted again (so rows that left with their records are counted out too).
@@ -325,14 +324,11 @@ class SqlEntityRepository:
         entering = [(i, k) for i, k in zip(person_ids, keys, strict=True) if k < keeper.threshold]
         if not entering:
             return
-        row = (
-            await self.session.execute(
-                _SAMPLE_ADD, {"ids": [i for i, _ in entering], "keys": [k for _, k in entering]}
-            )
-        ).one()
+        driver = await session_driver(self.session)
+        row = await driver.fetchrow(_SAMPLE_ADD, [i for i, _ in entering], [k for _, k in entering])
         if not self._trimmed:  # the committed threshold: an add does not change it, a trim does
-            keeper.threshold = float(row.threshold)
-        if sample.over_bound(int(row.size), keeper.cap):
+            keeper.threshold = float(row["threshold"])
+        if sample.over_bound(int(row["size"]), keeper.cap):
             await self.session.execute(_SAMPLE_TRIM, {"cap": keeper.cap})
             self._trimmed = True
 
@@ -340,9 +336,9 @@ class SqlEntityRepository:
         """COPY rows in, inside the unit of work's transaction (bulk ingest's fast path)."""
         if not values:
             return
-        connection = await self.session.connection()
-        raw = await connection.get_raw_connection()
-        await raw.driver_connection.copy_records_to_table(table, records=values, columns=columns)  # type: ignore[union-attr]
+        await (await session_driver(self.session)).copy_records_to_table(
+            table, records=values, columns=columns
+        )
 
     async def update_record(self, record: SourceRecord) -> None:
         await self.session.execute(

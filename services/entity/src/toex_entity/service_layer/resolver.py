@@ -368,6 +368,11 @@ def _new_entity(
     return ResolveResult(record.id, entity.id, outcome, explanation, region=record.region.value)
 
 
+# From this many records a batch's events are mapped while its rows are written; a few
+# records' events are mapped at commit (quicker than a task to map them).
+MAP_MEANWHILE_FROM = 50
+
+
 async def _write(uow: EntityUnitOfWork, batch: _Batch, ctx: Context) -> None:
     """The batch's rows and events. Each event's envelope is built while rows are written (the
     mapping in the background, `map_meanwhile`), and the index keys, the largest write, go
@@ -376,7 +381,9 @@ async def _write(uow: EntityUnitOfWork, batch: _Batch, ctx: Context) -> None:
     record_event = uow.record
     for record, link in zip(batch.records, batch.links, strict=True):
         record_event(RecordLinked(record.entity_id, record, link.method, link.probability, link.decided_by))
-    uow.map_meanwhile()
+    meanwhile = len(batch.records) >= MAP_MEANWHILE_FROM
+    if meanwhile:
+        uow.map_meanwhile()
     if batch.new_entities:
         await repo.add_entities(list(batch.new_entities.values()))
     if batch.records:
@@ -389,7 +396,8 @@ async def _write(uow: EntityUnitOfWork, batch: _Batch, ctx: Context) -> None:
         await relations_from_records(uow, batch), ctx.actor, ctx.now, fresh=True
     ):
         record_event(RelationRecorded(relation))
-    uow.map_meanwhile()
+    if meanwhile:
+        uow.map_meanwhile()
     if batch.records:
         # In key order: the index takes them leaf after leaf, not all over the B-tree.
         rows = sorted(
