@@ -6,9 +6,11 @@ tree of `--baseline` (the last commit before the issue's work) is checked out be
 and each ingest runs in a process of its own with one tree's packages first on the path
 (bench/entity/ingest_child.py): the same N generated persons (seed 7), resolved through that
 tree's handler into a fresh database of one PostgreSQL, baseline and current alternating
-`--rounds` times. The ratio is current over baseline (at least 1.0: the figure kept).
+`--rounds` times. The ratio is current over baseline (at least 1.0: the figure kept). After each
+bulk load, `--singles` more persons are resolved one at a time against it (incremental
+resolution, which must keep its figure too): their p50 and p99, pooled over the rounds.
 
-    python -m bench.entity.ingest_rate [--records N] [--rounds R] [--baseline COMMIT]
+    python -m bench.entity.ingest_rate [--records N] [--rounds R] [--singles S] [--baseline COMMIT]
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 from toex_devstack.postgres import Postgres
 
 from bench.common import machine, write_results
+from bench.entity.run import pct
 
 ROOT = Path(__file__).resolve().parents[2]
 CHILD = Path(__file__).with_name("ingest_child.py")
@@ -38,14 +41,14 @@ def package_path(tree: Path) -> str:
     return os.pathsep.join(str(p) for p in sorted(tree.glob("*/*/src")))
 
 
-def ingest(pg: Postgres, tree: Path, n: int, seed: int) -> tuple[float, float]:
-    """Records per second, and the ingesting process's CPU seconds (the rest of its time it
-    waited on PostgreSQL)."""
+def ingest(pg: Postgres, tree: Path, n: int, seed: int, singles: int) -> tuple[float, float, list[float]]:
+    """Records per second, the ingesting process's CPU seconds (the rest of its time it waited
+    on PostgreSQL), and the milliseconds each single resolution after it took."""
     name = f"bench_ingest_{uuid.uuid4().hex[:6]}"
     database = pg.create_database(name)
     try:
         done = subprocess.run(
-            [sys.executable, "-P", str(CHILD), database, str(n), str(seed)],
+            [sys.executable, "-P", str(CHILD), database, str(n), str(seed), str(singles)],
             env={**os.environ, "PYTHONPATH": package_path(tree)},
             capture_output=True,
             text=True,
@@ -54,7 +57,11 @@ def ingest(pg: Postgres, tree: Path, n: int, seed: int) -> tuple[float, float]:
         if done.returncode != 0:
             raise RuntimeError(f"ingest under {tree} failed:\n{done.stderr[-3000:]}")
         result = json.loads(done.stdout.strip().splitlines()[-1])
-        return float(result["records"]) / float(result["seconds"]), float(result["cpu_seconds"])
+        return (
+            float(result["records"]) / float(result["seconds"]),
+            float(result["cpu_seconds"]),
+            [float(ms) for ms in result["single_ms"]],
+        )
     finally:
         pg.drop_database(name)
 
@@ -65,6 +72,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="baseline and current ingests, alternating")
     parser.add_argument("--baseline", default=BASELINE, help="the commit whose resolver is the baseline")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--singles", type=int, default=500, help="persons resolved one at a time after each bulk load"
+    )
     parser.add_argument("--results", default="entity-ingest", help="bench/results/<name>.md")
     args = parser.parse_args()
     commit = subprocess.run(
@@ -94,13 +104,19 @@ def main() -> None:
     pg.start()
     rates: dict[str, list[float]] = {"baseline": [], "current": []}
     cpu: dict[str, list[float]] = {"baseline": [], "current": []}
+    single: dict[str, list[float]] = {"baseline": [], "current": []}
     try:
         for round_ in range(args.rounds):
             for label, tree in (("baseline", baseline_tree), ("current", ROOT)):
-                rate, seconds = ingest(pg, tree, args.records, args.seed)
+                rate, seconds, singles = ingest(pg, tree, args.records, args.seed, args.singles)
                 rates[label].append(rate)
                 cpu[label].append(seconds)
-                print(f"round {round_ + 1}: {label} {rate:,.0f} records/s, {seconds:.1f} s CPU", flush=True)
+                single[label].extend(singles)
+                print(
+                    f"round {round_ + 1}: {label} {rate:,.0f} records/s, {seconds:.1f} s CPU, "
+                    f"single p99 {pct(singles, 99):.1f} ms",
+                    flush=True,
+                )
     finally:
         pg.stop()
         subprocess.run(
@@ -136,6 +152,22 @@ def main() -> None:
         + "). Goal: at least 1.0 (issue 18: bulk ingest keeps its figure).",
         "",
     ]
+    if single["baseline"] and single["current"]:
+        b50, b99 = pct(single["baseline"], 50), pct(single["baseline"], 99)
+        c50, c99 = pct(single["current"], 50), pct(single["current"], 99)
+        lines += [
+            f"Incremental: after each bulk load, {args.singles} more persons of the same generator resolved one "
+            "at a time through the same handler (what ResolveRecord runs), pooled over the rounds.",
+            "",
+            "| resolver | single resolutions | p50 ms | p99 ms |",
+            "| --- | ---: | ---: | ---: |",
+            f"| baseline | {len(single['baseline']):,} | {b50:.1f} | {b99:.1f} |",
+            f"| current | {len(single['current']):,} | {c50:.1f} | {c99:.1f} |",
+            "",
+            f"p99 ratio current / baseline: **{c99 / b99:.2f}** (p50 {c50 / b50:.2f}). Goal: the figure kept "
+            "(bench/results/entity.md: p99 under 50 ms).",
+            "",
+        ]
     print("\n".join(lines))
     write_results(args.results, "\n".join(lines))
 
