@@ -259,3 +259,22 @@ def test_a_pair_is_dropped_early_only_when_it_cannot_reach_the_floor(trained: bo
     assert dropped >= 0.9 * under
     assert matching.review_floor(0.5) == pytest.approx(0.0, abs=1e-5)
     assert matching.review_floor(0.0) == matching.review_floor(1.0) == -math.inf
+
+
+def test_identifier_keys_are_worked_out_once_and_handed_out_as_copies() -> None:
+    person = PersonData(surname="Ruiz", phone_numbers=("07700 900123",), vrms=("ab12 cde",))
+    identifiers = identifiers_of(RecordType.PERSON, person)
+    first = identifiers.keys()
+    assert first == ["tel:+447700900123", "vrm:AB12CDE"]
+    first.append("tel:+440000000000")  # a caller's list is its own
+    assert identifiers.keys() == ["tel:+447700900123", "vrm:AB12CDE"]
+    assert identifiers == identifiers_of(RecordType.PERSON, person)  # the kept keys are not a field
+    assert hash(identifiers) == hash(identifiers_of(RecordType.PERSON, person))
+
+
+def test_postcodes_normalise_the_same_from_the_cache() -> None:
+    for _ in range(2):
+        assert normalise.postcode(" de1\t2ab ") == "DE1 2AB"
+        assert normalise.postcode("sw1a 1aa") == "SW1A 1AA"
+        assert normalise.postcode("75008") == "75008"
+        assert normalise.postcode(None) == ""

@@ -66,10 +66,12 @@ def birth_date(text: str | None) -> str:
     return f"{year}-{month}-{day}"
 
 
+# Postcodes repeat as names do (a street's people share one): cached too.
+@functools.lru_cache(maxsize=1 << 16)
 def postcode(text: str | None) -> str:
     """A UK postcode in its standard form ("de12ab" -> "DE1 2AB"); other postcodes upper
     case without spaces."""
-    compact = re.sub(r"\s+", "", (text or "").upper())
+    compact = "".join((text or "").upper().split())
     match = _UK_POSTCODE.match(compact)
     if match:
         return f"{match.group(1)} {match.group(2)}"

@@ -114,14 +114,20 @@ class Identifiers:
     official_ids: tuple[str, ...] = ()
 
     def keys(self) -> list[str]:
-        """Index keys, prefixed by kind: `tel:+44...`, `vrm:AB12CDE`, `email:..`, `handle:..`, `id:PNC:..`."""
-        return [
-            *(f"tel:{v}" for v in self.e164_numbers),
-            *(f"vrm:{v}" for v in self.vrms),
-            *(f"email:{v}" for v in self.emails),
-            *(f"handle:{v}" for v in self.handles),
-            *(f"id:{v}" for v in self.official_ids),
-        ]
+        """Index keys, prefixed by kind: `tel:+44...`, `vrm:AB12CDE`, `email:..`, `handle:..`, `id:PNC:..`.
+        Worked out once (a record's are asked for by its resolution, its index keys and its
+        relations) and kept beside the fields, outside equality."""
+        keys: tuple[str, ...] | None = self.__dict__.get("_keys")
+        if keys is None:
+            keys = (
+                *(f"tel:{v}" for v in self.e164_numbers),
+                *(f"vrm:{v}" for v in self.vrms),
+                *(f"email:{v}" for v in self.emails),
+                *(f"handle:{v}" for v in self.handles),
+                *(f"id:{v}" for v in self.official_ids),
+            )
+            object.__setattr__(self, "_keys", keys)  # frozen: its fields never change
+        return list(keys)
 
     def merged(self, other: Identifiers) -> Identifiers:
         def join(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:

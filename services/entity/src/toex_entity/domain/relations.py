@@ -84,6 +84,7 @@ class StoredRelation:
 
 
 _PREMISES_SPACE = re.compile(r"[\s,]+")
+_PREMISES_NUMBER = re.compile(r"^(flat \w+ )?\d+[a-z]?\b")
 
 
 def address_key(postcode: str, premises: str) -> str:
@@ -94,7 +95,7 @@ def address_key(postcode: str, premises: str) -> str:
     if not code:
         raise normalise.NormaliseError("an address key needs a postcode")
     folded = normalise.fold(premises)
-    number = re.match(r"^(flat \w+ )?\d+[a-z]?\b", folded)
+    number = _PREMISES_NUMBER.match(folded)
     if number:
         folded = number.group(0)
     folded = _PREMISES_SPACE.sub(" ", folded).strip().upper()
