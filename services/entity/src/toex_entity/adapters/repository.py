@@ -187,7 +187,9 @@ _CANDIDATES = """
     {where}
     GROUP BY r.id
 """
-_ALL_CANDIDATES = text(_CANDIDATES.format(where=""))
+# Bulk resolution's hottest read, sent on the driver (numbered parameters, rows as asyncpg
+# records): no result wrapping for the thousands of rows a batch reads.
+_ALL_CANDIDATES = _CANDIDATES.format(where="").replace(":keys", "$1").replace(":per_key", "$2")
 
 
 def _by_key(rows: Iterable[Any]) -> list[tuple[str, Candidate]]:
@@ -473,8 +475,15 @@ class SqlEntityRepository:
     async def candidates(self, keys: Sequence[str], per_key: int) -> list[tuple[str, Candidate]]:
         if not keys:
             return []
-        rows = await self.session.execute(_ALL_CANDIDATES, {"keys": list(keys), "per_key": per_key})
-        return _by_key(rows)
+        driver = await session_driver(self.session)
+        found: list[tuple[str, Candidate]] = []
+        for found_under, record_id, entity_id, region, features in await driver.fetch(
+            _ALL_CANDIDATES, list(keys), per_key
+        ):
+            if features is not None:
+                candidate = Candidate(record_id, entity_id, Region(region), features)
+                found.extend((key, candidate) for key in found_under)
+        return found
 
     async def candidates_with(
         self, keys: Sequence[str], per_key: int, present: Sequence[str]
