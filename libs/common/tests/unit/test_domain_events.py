@@ -57,35 +57,33 @@ async def test_recorded_events_of_work_rolled_back_are_never_published() -> None
     assert uow.mapped == [] and uow.committed_events == []
 
 
-def test_events_mapped_meanwhile_are_committed_as_if_mapped_at_commit() -> None:
+@pytest.mark.asyncio
+async def test_events_mapped_meanwhile_are_committed_as_if_mapped_at_commit() -> None:
     """Mapped in the background while the unit waits, with events recorded before, between and
     after two `map_meanwhile` calls: the same envelopes, in the same order, each mapped once."""
 
-    def run(meanwhile: bool) -> tuple[list[Any], list[Any]]:
-        async def scenario() -> tuple[list[Any], list[Any]]:
-            uow = MappingUow()
-            async with uow:
-                job = Aggregate("jobs/1", [Happened(f"created {i}") for i in range(40)])
-                uow.track(job)
-                for i in range(40):
-                    uow.record(Happened(f"linked {i}"))
-                if meanwhile:
-                    uow.map_meanwhile()
-                    await asyncio.sleep(0.01)  # the unit waits on its database
-                    assert len(uow.mapped) == 80  # mapped meanwhile, before commit
-                job.events.append(Happened("updated"))
-                for i in range(30):
-                    uow.record(Happened(f"related {i}"))
-                if meanwhile:
-                    uow.map_meanwhile()
-                uow.record(Happened("touched"))
-                await uow.commit()
-            return uow.mapped, uow.committed_events
+    async def run(meanwhile: bool) -> tuple[list[Any], list[Any]]:
+        uow = MappingUow()
+        async with uow:
+            job = Aggregate("jobs/1", [Happened(f"created {i}") for i in range(40)])
+            uow.track(job)
+            for i in range(40):
+                uow.record(Happened(f"linked {i}"))
+            if meanwhile:
+                uow.map_meanwhile()
+                await asyncio.sleep(0.01)  # the unit waits on its database
+                assert len(uow.mapped) == 80  # mapped meanwhile, before commit
+            job.events.append(Happened("updated"))
+            for i in range(30):
+                uow.record(Happened(f"related {i}"))
+            if meanwhile:
+                uow.map_meanwhile()
+            uow.record(Happened("touched"))
+            await uow.commit()
+        return uow.mapped, uow.committed_events
 
-        return asyncio.run(scenario())
-
-    mapped_at_commit, committed_at_commit = run(meanwhile=False)
-    mapped_meanwhile, committed_meanwhile = run(meanwhile=True)
+    mapped_at_commit, committed_at_commit = await run(meanwhile=False)
+    mapped_meanwhile, committed_meanwhile = await run(meanwhile=True)
     assert committed_meanwhile == committed_at_commit
     assert sorted(map(str, mapped_meanwhile)) == sorted(map(str, mapped_at_commit))  # each once
     assert committed_at_commit[:3] == ["jobs/1:created 0", "jobs/1:created 1", "jobs/1:created 2"]
