@@ -193,12 +193,13 @@ _ALL_CANDIDATES = _CANDIDATES.format(where="").replace(":keys", "$1").replace(":
 
 
 def _by_key(rows: Iterable[Any]) -> list[tuple[str, Candidate]]:
+    """Rows of `_CANDIDATES` (asyncpg records or SQLAlchemy rows, unpacked by position), each
+    candidate once per key it was found under."""
     found: list[tuple[str, Candidate]] = []
-    for r in rows:
-        if r.features is None:
-            continue
-        candidate = Candidate(r.id, r.entity_id, Region(r.region), r.features)
-        found.extend((key, candidate) for key in r.keys)
+    for found_under, record_id, entity_id, region, features in rows:
+        if features is not None:
+            candidate = Candidate(record_id, entity_id, Region(region), features)
+            found.extend((key, candidate) for key in found_under)
     return found
 
 
@@ -476,14 +477,7 @@ class SqlEntityRepository:
         if not keys:
             return []
         driver = await session_driver(self.session)
-        found: list[tuple[str, Candidate]] = []
-        for found_under, record_id, entity_id, region, features in await driver.fetch(
-            _ALL_CANDIDATES, list(keys), per_key
-        ):
-            if features is not None:
-                candidate = Candidate(record_id, entity_id, Region(region), features)
-                found.extend((key, candidate) for key in found_under)
-        return found
+        return _by_key(await driver.fetch(_ALL_CANDIDATES, list(keys), per_key))
 
     async def candidates_with(
         self, keys: Sequence[str], per_key: int, present: Sequence[str]
