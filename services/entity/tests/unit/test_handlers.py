@@ -299,3 +299,43 @@ async def test_a_stream_of_several_chunks_is_validated_ahead_and_answered_in_ord
     assert all(r.outcome is Outcome.NEW_ENTITY for i, r in enumerate(results) if i not in (1, 5, 9))
     assert len({r.entity_id for r in results if not r.error}) == 7
     assert deps.uow().commits - commits == 3  # records 0-2, 3-5 and 6-8; 9 alone is refused: no transaction
+
+
+async def test_a_person_uses_the_phone_of_its_own_region_found_in_its_own_batch_and_no_other(deps) -> None:  # type: ignore[no-untyped-def]
+    """The batch's own phone records are found for its relations in the batch (its keys are not
+    written yet), only of the person's own region: an EMSOU person relates to an EMSOU phone in
+    its batch, and not to a LONDON phone of the number it gives in its batch."""
+    service = Principal("svc", "svc", Region.NATIONAL, frozenset({Role.SERVICE}))
+
+    def phone(region: Region, source_id: str, number: str) -> commands.IncomingRecord:
+        return commands.IncomingRecord(
+            region, "comms", source_id, RecordType.PHONE, GRADING, PhoneData(number)
+        )
+
+    async def uses_after(items: list[commands.IncomingRecord]) -> tuple[list, list]:  # type: ignore[type-arg]
+        results = await handlers.resolve_records(commands.ResolveRecords(service, items, single=False), deps)
+        uses = [s.relation for s in deps.uow().relations.stored if s.relation.kind.value == "USES_PHONE"]
+        return results, uses
+
+    (own_phone, someone), uses = await uses_after(
+        [phone(Region.EMSOU, "e", "+447700900321"), person("p", phone_numbers=("+447700900321",))]
+    )
+    assert [(r.region, r.subject, r.target) for r in uses] == [
+        ("EMSOU", someone.entity_id, own_phone.entity_id)
+    ]
+    (london_phone, other), uses = await uses_after(
+        [
+            phone(Region.LONDON, "l", "+447700900654"),
+            person(
+                "q",
+                given_name="Anwen",
+                surname="Price",
+                birth_date="1988-08-08",
+                phone_numbers=("+447700900654",),
+            ),
+        ]
+    )
+    assert other.entity_id != someone.entity_id and london_phone.region == "LONDON"
+    assert [r.subject for r in uses] == [
+        someone.entity_id
+    ]  # nothing new: LONDON's phone is not EMSOU's to relate to
